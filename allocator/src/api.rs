@@ -1,0 +1,152 @@
+//! The malloc family with C semantics (`errno`, glibc's edge cases), callable from Rust. The C
+//! symbols in `capi.rs` forward here one to one, and tests call these directly.
+//!
+//! Edge cases follow glibc: `malloc(0)` returns a unique block; `realloc(p, 0)` frees `p` and
+//! returns null; `realloc(NULL, n)` is `malloc(n)`; a failed `realloc` leaves `p` alone; sizes
+//! that overflow give null with `ENOMEM`; bad alignments give `EINVAL`.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use crate::heap;
+use crate::pal::{self, PAGE};
+
+fn out_of_memory(p: *mut u8) -> *mut c_void {
+    if p.is_null() {
+        pal::set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// `malloc(3)`.
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut c_void {
+    let p = heap::alloc(size);
+    if p.is_null() {
+        return out_of_memory(p);
+    }
+    p.cast()
+}
+
+/// `calloc(3)`: zeroed; null with `ENOMEM` if `n * size` overflows.
+pub fn calloc(n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(total) => out_of_memory(heap::alloc_zeroed(total)),
+        None => out_of_memory(ptr::null_mut()),
+    }
+}
+
+/// `free(3)`. Aborts with a message if `p` is not a live block of Tally's.
+///
+/// # Safety
+/// `p` must be null or a block not used after this call.
+#[inline(always)]
+pub unsafe fn free(p: *mut c_void) {
+    // SAFETY: per the contract.
+    unsafe { heap::free(p.cast()) }
+}
+
+/// `realloc(3)`.
+///
+/// # Safety
+/// `p` must be null or a live block; it must not be used after a non-null result (or after
+/// `size == 0`).
+pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: per the contract.
+    let q = unsafe { heap::realloc(p.cast(), size) };
+    if q.is_null() && size != 0 {
+        return out_of_memory(q);
+    }
+    q.cast()
+}
+
+/// `reallocarray(3)`: `realloc(p, n * size)` with an overflow check (`ENOMEM`).
+///
+/// # Safety
+/// As for [`realloc`].
+pub unsafe fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: per the contract.
+        Some(total) => unsafe { realloc(p, total) },
+        None => out_of_memory(ptr::null_mut()),
+    }
+}
+
+fn aligned(size: usize, align: usize) -> *mut c_void {
+    out_of_memory(heap::alloc_aligned(size, align))
+}
+
+/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple of the pointer size;
+/// `ENOMEM` when out of memory. Returns the error instead of setting `errno`.
+///
+/// # Safety
+/// `out` must be valid for a pointer write.
+pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+        return libc::EINVAL;
+    }
+    let p = heap::alloc_aligned(size, align);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: per the contract.
+    unsafe { *out = p.cast() };
+    0
+}
+
+/// `aligned_alloc(3)`: `EINVAL` unless `align` is a power of two (glibc accepts any size).
+pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        pal::set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    aligned(size, align)
+}
+
+/// `memalign(3)`: like glibc, a non-power-of-two alignment is rounded up to one.
+pub fn memalign(align: usize, size: usize) -> *mut c_void {
+    match align.max(1).checked_next_power_of_two() {
+        Some(a) => aligned(size, a),
+        None => {
+            pal::set_errno(libc::EINVAL);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `valloc(3)`: page-aligned.
+pub fn valloc(size: usize) -> *mut c_void {
+    aligned(size, PAGE)
+}
+
+/// `pvalloc(3)`: page-aligned, size rounded up to whole pages (at least one).
+pub fn pvalloc(size: usize) -> *mut c_void {
+    match size.max(1).checked_next_multiple_of(PAGE) {
+        Some(s) => aligned(s, PAGE),
+        None => out_of_memory(ptr::null_mut()),
+    }
+}
+
+/// `malloc_usable_size(3)`: bytes usable in the block (0 for null). Aborts on a pointer that is
+/// not a live block.
+pub fn malloc_usable_size(p: *mut c_void) -> usize {
+    heap::usable_size(p.cast())
+}
+
+/// `free_sized` (C23): frees `p`, whose requested size was `size`.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_sized(p: *mut c_void, _size: usize) {
+    // SAFETY: per the contract.
+    unsafe { heap::free(p.cast()) }
+}
+
+/// `free_aligned_sized` (C23): frees `p`, allocated with alignment `align` and size `size`.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+    // SAFETY: per the contract.
+    unsafe { heap::free(p.cast()) }
+}

@@ -1,0 +1,158 @@
+//! Arenas: independent heaps that threads are spread across, so threads rarely contend.
+//!
+//! An arena is a page heap (large blocks and slabs come from it) and one bin per small class.
+//! Threads are assigned an arena round-robin when their cache is made; blocks always go back
+//! to the arena that owns their chunk, whichever thread frees them.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::bin::Bin;
+use crate::chunk::{ChunkHeader, RunState, Span};
+use crate::extent::PageHeap;
+use crate::pal::{PAGE, PAGE_SHIFT};
+use crate::size_class::{SizeClass, NSMALL};
+use crate::sync::Mutex;
+
+/// Most arenas Tally will use.
+pub const MAX_ARENAS: usize = 256;
+
+/// Large blocks allocated (a statistic).
+pub static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+/// One arena. See the module docs.
+pub struct Arena {
+    /// Index in [`ARENAS`].
+    pub index: u32,
+    /// Page runs of this arena's chunks.
+    pub pages: Mutex<PageHeap>,
+    /// Slabs, by small class.
+    pub bins: [Bin; NSMALL],
+}
+
+impl Arena {
+    const fn new(index: u32) -> Self {
+        Arena {
+            index,
+            pages: Mutex::new(PageHeap::new(index)),
+            bins: [const { Bin::new() }; NSMALL],
+        }
+    }
+
+    /// Allocates a large block of `class`, aligned to `align` (a power of two); null when out of
+    /// memory or when the alignment cannot be met inside a chunk.
+    pub fn alloc_large(&self, class: SizeClass, align: usize) -> *mut u8 {
+        let align_pages = (align >> PAGE_SHIFT).max(1);
+        let run = self
+            .pages
+            .lock()
+            .alloc_aligned(class.pages(), align_pages, class.0, RunState::Large);
+        if run.is_null() {
+            return core::ptr::null_mut();
+        }
+        LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        Span::start(run) as *mut u8
+    }
+
+    /// Frees the large block whose run is `span`.
+    ///
+    /// # Safety
+    /// `span` must be a live large run of this arena that nothing uses any more.
+    pub unsafe fn free_large(&self, span: *mut Span) {
+        // SAFETY: per the contract.
+        unsafe { self.pages.lock().free(span) };
+    }
+
+    /// Resizes the large block `span` in place to `class`. Returns false if it cannot.
+    ///
+    /// # Safety
+    /// `span` must be a live large run of this arena.
+    pub unsafe fn resize_large_in_place(&self, span: *mut Span, class: SizeClass) -> bool {
+        let pages = class.pages();
+        let mut heap = self.pages.lock();
+        // SAFETY: per the contract; the page heap's lock is held.
+        unsafe {
+            let have = (*span).pages as usize;
+            let done = if pages == have {
+                true
+            } else if pages < have {
+                heap.shrink_in_place(span, pages);
+                true
+            } else {
+                heap.grow_in_place(span, pages)
+            };
+            if done {
+                (*span).class = class.0;
+                (*Span::chunk(span)).mark_run(Span::first_page(span), pages, class.0);
+            }
+            done
+        }
+    }
+
+    pub(crate) fn lock_for_fork(&self) {
+        for bin in &self.bins {
+            bin.lock_for_fork();
+        }
+        self.pages.lock_for_fork();
+    }
+
+    /// # Safety
+    /// The prepare handler must have taken the locks in this thread.
+    pub(crate) unsafe fn unlock_after_fork(&self, child: bool) {
+        // SAFETY: per the contract.
+        unsafe {
+            if child {
+                self.pages.reset_in_child();
+            } else {
+                self.pages.unlock_after_fork();
+            }
+            for bin in &self.bins {
+                bin.unlock_after_fork(child);
+            }
+        }
+    }
+}
+
+const fn build_arenas() -> [Arena; MAX_ARENAS] {
+    let mut arenas = [const { Arena::new(0) }; MAX_ARENAS];
+    let mut i = 0;
+    while i < MAX_ARENAS {
+        arenas[i].index = i as u32;
+        arenas[i].pages = Mutex::new(PageHeap::new(i as u32));
+        i += 1;
+    }
+    arenas
+}
+
+/// All arenas; the first [`arena_count`] are in use.
+pub static ARENAS: [Arena; MAX_ARENAS] = build_arenas();
+
+static ARENA_COUNT: AtomicUsize = AtomicUsize::new(1);
+static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
+
+/// Arenas in use.
+pub fn arena_count() -> usize {
+    ARENA_COUNT.load(Ordering::Relaxed)
+}
+
+/// Sets the number of arenas (clamped to 1..=MAX_ARENAS). Called once at initialization.
+pub fn set_arena_count(n: usize) {
+    ARENA_COUNT.store(n.clamp(1, MAX_ARENAS), Ordering::Relaxed);
+}
+
+/// The next arena in round-robin order, for a new thread.
+pub fn next_arena() -> &'static Arena {
+    let i = NEXT_ARENA.fetch_add(1, Ordering::Relaxed) % arena_count();
+    &ARENAS[i]
+}
+
+/// The arena owning the chunk `chunk`.
+///
+/// # Safety
+/// `chunk` must be a live chunk header.
+#[inline]
+pub unsafe fn of_chunk(chunk: *const ChunkHeader) -> &'static Arena {
+    // SAFETY: per the contract; chunk arena indexes are always < MAX_ARENAS.
+    &ARENAS[unsafe { (*chunk).arena } as usize]
+}
+
+const _: () = assert!(PAGE == 4096);

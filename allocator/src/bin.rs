@@ -1,0 +1,234 @@
+//! Bins: per arena and small size class, the slabs that objects of that class come from.
+//!
+//! A slab is a run of pages cut into equal objects, with a bitmap of free objects in its span
+//! descriptor (out of band: a write past the end of an object cannot corrupt it). A bin hands
+//! out objects in batches to thread caches ([`Bin::fill`]) and takes them back in batches
+//! ([`Bin::return_batch`]); every batch costs one lock.
+//!
+//! Each slab of the bin is in exactly one of three places:
+//! - `current`: the slab batches are cut from;
+//! - the `partial` list: other slabs with at least one free object;
+//! - nowhere: full slabs (`nfree == 0`), until an object comes back.
+//!
+//! A slab whose objects have all come back goes back to the arena's page heap (unless it is
+//! `current`).
+
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::chunk::{info_offset, ChunkHeader, RunState, Span};
+use crate::extent::PageHeap;
+use crate::pal;
+use crate::size_class::SizeClass;
+use crate::sync::Mutex;
+
+/// Objects handed to thread caches (a statistic).
+pub static FILLS: AtomicU64 = AtomicU64::new(0);
+/// Batches returned from thread caches (a statistic).
+pub static FLUSHES: AtomicU64 = AtomicU64::new(0);
+
+/// The slabs of one class in one arena. See the module docs for the invariant.
+pub struct BinSlabs {
+    current: *mut Span,
+    partial: *mut Span,
+    /// Slabs this bin holds.
+    pub slabs: usize,
+}
+
+// SAFETY: the spans live in chunk headers forever; the state is only touched under the lock.
+unsafe impl Send for BinSlabs {}
+
+/// A bin: its slabs behind a lock.
+pub struct Bin {
+    slabs: Mutex<BinSlabs>,
+}
+
+impl Bin {
+    /// An empty bin.
+    pub const fn new() -> Self {
+        Bin {
+            slabs: Mutex::new(BinSlabs {
+                current: ptr::null_mut(),
+                partial: ptr::null_mut(),
+                slabs: 0,
+            }),
+        }
+    }
+
+    /// Writes up to `out.len()` free objects of `class` into `out`, taking new slabs from `pages`
+    /// when needed. Returns how many it wrote (0 only when the OS is out of memory).
+    pub fn fill(&self, class: SizeClass, pages: &Mutex<PageHeap>, out: &mut [*mut u8]) -> usize {
+        let mut bin = self.slabs.lock();
+        let mut n = 0;
+        while n < out.len() {
+            let mut slab = bin.current;
+            // SAFETY: `current` is null or a live slab of this bin (bin invariant).
+            if slab.is_null() || unsafe { (*slab).nfree } == 0 {
+                slab = bin.partial;
+                if slab.is_null() {
+                    slab = new_slab(class, pages);
+                    if slab.is_null() {
+                        break;
+                    }
+                    bin.slabs += 1;
+                } else {
+                    // SAFETY: `slab` heads the partial list.
+                    unsafe { bin.unlink(slab) };
+                }
+                bin.current = slab;
+            }
+            // SAFETY: `slab` is a live slab of `class` with free objects, owned by this bin.
+            n += unsafe { take(slab, class, &mut out[n..]) };
+        }
+        FILLS.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
+    /// their slabs, handing slabs that become empty back to `pages`.
+    ///
+    /// # Safety
+    /// Every pointer must be a block of `class` allocated from this bin and not yet returned.
+    /// A block returned twice is detected and aborts the process.
+    pub unsafe fn return_batch(&self, class: SizeClass, pages: &Mutex<PageHeap>, objects: &[*mut u8]) {
+        let mut bin = self.slabs.lock();
+        for &p in objects {
+            let addr = p as usize;
+            let chunk = ChunkHeader::of(addr);
+            // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live chunk
+            // whose page info and span describe its slab.
+            unsafe {
+                let page = (*chunk).page_index(addr);
+                let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
+                let slab = ptr::addr_of_mut!((*chunk).spans[head]);
+                let index = class.divide(addr - (*chunk).page_addr(head));
+                let (word, bit) = (index / 64, 1u64 << (index % 64));
+                if (*slab).bitmap[word] & bit != 0 {
+                    pal::fatal(format_args!("tally: free(): double free of {p:p}\n"));
+                }
+                (*slab).bitmap[word] |= bit;
+                let was_full = (*slab).nfree == 0;
+                (*slab).nfree += 1;
+                if slab == bin.current {
+                    continue;
+                }
+                if (*slab).nfree as usize == class.slab_objects() {
+                    if !was_full {
+                        bin.unlink(slab);
+                    }
+                    bin.slabs -= 1;
+                    pages.lock().free(slab);
+                } else if was_full {
+                    bin.push(slab);
+                }
+            }
+        }
+        FLUSHES.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn lock_for_fork(&self) {
+        self.slabs.lock_for_fork();
+    }
+
+    /// # Safety
+    /// The prepare handler must have taken the lock in this thread.
+    pub(crate) unsafe fn unlock_after_fork(&self, child: bool) {
+        // SAFETY: per the contract.
+        unsafe {
+            if child {
+                self.slabs.reset_in_child()
+            } else {
+                self.slabs.unlock_after_fork()
+            }
+        }
+    }
+}
+
+impl Default for Bin {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BinSlabs {
+    /// # Safety
+    /// `slab` must be a slab of this bin in no list.
+    unsafe fn push(&mut self, slab: *mut Span) {
+        // SAFETY: per the contract; the head, if any, is a live slab of this bin.
+        unsafe {
+            (*slab).prev = ptr::null_mut();
+            (*slab).next = self.partial;
+            if !self.partial.is_null() {
+                (*self.partial).prev = slab;
+            }
+        }
+        self.partial = slab;
+    }
+
+    /// # Safety
+    /// `slab` must be in this bin's partial list.
+    unsafe fn unlink(&mut self, slab: *mut Span) {
+        // SAFETY: per the contract; its list neighbours are live slabs of this bin.
+        unsafe {
+            let (prev, next) = ((*slab).prev, (*slab).next);
+            if prev.is_null() {
+                self.partial = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*slab).prev = ptr::null_mut();
+            (*slab).next = ptr::null_mut();
+        }
+    }
+}
+
+/// Makes a new slab of `class` with every object free.
+fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>) -> *mut Span {
+    let slab = pages.lock().alloc(class.pages(), class.0, RunState::Slab);
+    if slab.is_null() {
+        return slab;
+    }
+    let objects = class.slab_objects();
+    // SAFETY: the run was just allocated for us; its span descriptor is ours to initialise.
+    unsafe {
+        (*slab).nfree = objects as u16;
+        (*slab).next = ptr::null_mut();
+        (*slab).prev = ptr::null_mut();
+        for (w, word) in (*slab).bitmap.iter_mut().enumerate() {
+            let bits = objects.saturating_sub(w * 64).min(64);
+            *word = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        }
+    }
+    slab
+}
+
+/// Takes up to `out.len()` free objects from `slab`, lowest addresses first.
+///
+/// # Safety
+/// `slab` must be a live slab of `class` owned by the caller's locked bin.
+unsafe fn take(slab: *mut Span, class: SizeClass, out: &mut [*mut u8]) -> usize {
+    let start = Span::start(slab);
+    let size = class.size();
+    let mut n = 0;
+    // SAFETY: per the contract the bitmap is ours to change.
+    unsafe {
+        for w in 0..(*slab).bitmap.len() {
+            let mut word = (*slab).bitmap[w];
+            while word != 0 && n < out.len() {
+                let bit = word.trailing_zeros() as usize;
+                word &= word - 1;
+                out[n] = (start + (w * 64 + bit) * size) as *mut u8;
+                n += 1;
+            }
+            (*slab).bitmap[w] = word;
+            if n == out.len() {
+                break;
+            }
+        }
+        (*slab).nfree -= n as u16;
+    }
+    n
+}

@@ -1,0 +1,404 @@
+//! Page runs: each arena's page heap hands out runs of whole pages (for slabs and large blocks)
+//! from its chunks and takes them back, merging neighbours.
+//!
+//! Free runs sit in size-bucketed doubly linked lists: one list per exact length up to
+//! [`EXACT`] pages, then one per power of two. A bit per list says it is non-empty, so finding
+//! the smallest fitting run is a mask and a `trailing_zeros`. The lists link the [`Span`]
+//! descriptors in the chunk headers, never the free pages themselves.
+//!
+//! Invariants (checked by [`PageHeap::debug_check_invariants`]):
+//! - every free run is in exactly the list of its length's bucket, and `nonempty` bit `b` is
+//!   set iff list `b` is non-empty;
+//! - no two free runs touch (they would have been merged);
+//! - `free_pages` = the sum of the lengths of all free runs.
+
+use core::ptr;
+
+use crate::chunk::{self, info_class, info_offset, RunState, Span, CHUNK_PAGES, FREE_RUN, HEADER_PAGES};
+
+/// Lengths up to this many pages have a list each.
+const EXACT: usize = 32;
+/// Number of lists: exact ones, then `[2^k, 2^(k+1))` for `2^k > EXACT` up to a chunk.
+const LISTS: usize = EXACT + (CHUNK_PAGES.trailing_zeros() as usize - EXACT.trailing_zeros() as usize) + 1;
+
+fn bucket(pages: usize) -> usize {
+    if pages <= EXACT {
+        pages - 1
+    } else {
+        EXACT + (usize::BITS - 1 - pages.leading_zeros()) as usize - EXACT.trailing_zeros() as usize
+    }
+}
+
+/// One arena's free page runs. Guarded by the arena's page lock.
+pub struct PageHeap {
+    lists: [*mut Span; LISTS],
+    nonempty: u64,
+    arena: u32,
+    /// Pages in free runs.
+    pub free_pages: usize,
+    /// Chunks this heap has mapped.
+    pub chunks: usize,
+}
+
+// SAFETY: the raw pointers refer to chunk headers that live forever; the heap is only used under
+// its arena's lock.
+unsafe impl Send for PageHeap {}
+
+const _: () = assert!(LISTS <= 64);
+
+impl PageHeap {
+    /// An empty heap for arena `arena`.
+    pub const fn new(arena: u32) -> Self {
+        PageHeap {
+            lists: [ptr::null_mut(); LISTS],
+            nonempty: 0,
+            arena,
+            free_pages: 0,
+            chunks: 0,
+        }
+    }
+
+    /// Takes a run of exactly `pages` pages (1 ..= [`chunk::USABLE_PAGES`]) and marks it with
+    /// `owner` (a class) and `state`. Returns null when the OS has no memory for a new chunk.
+    pub fn alloc(&mut self, pages: usize, owner: u8, state: RunState) -> *mut Span {
+        debug_assert!((1..=chunk::USABLE_PAGES).contains(&pages));
+        let run = match self.find(pages) {
+            Some(run) => run,
+            None => {
+                let run = chunk::new_chunk(self.arena);
+                if run.is_null() {
+                    return run;
+                }
+                self.chunks += 1;
+                // SAFETY: a new chunk's span is a valid free run in no list.
+                unsafe { self.free_pages += (*run).pages as usize };
+                run
+            }
+        };
+        // SAFETY: `run` is a free run of at least `pages` pages that we own under the lock and that
+        // is in no list.
+        unsafe {
+            let have = (*run).pages as usize;
+            if have > pages {
+                let chunk = Span::chunk(run);
+                let first = Span::first_page(run);
+                let rest = ptr::addr_of_mut!((*chunk).spans[first + pages]);
+                self.make_free(rest, have - pages);
+                self.push(rest);
+            }
+            self.free_pages -= pages;
+            (*run).pages = pages as u32;
+            (*run).state = state;
+            (*run).class = owner;
+            (*Span::chunk(run)).mark_run(Span::first_page(run), pages, owner);
+            run
+        }
+    }
+
+    /// Takes a run of `pages` pages whose start is aligned to `align_pages` pages.
+    pub fn alloc_aligned(
+        &mut self,
+        pages: usize,
+        align_pages: usize,
+        owner: u8,
+        state: RunState,
+    ) -> *mut Span {
+        if align_pages <= 1 {
+            return self.alloc(pages, owner, state);
+        }
+        let want = pages + align_pages - 1;
+        if want > chunk::USABLE_PAGES {
+            return ptr::null_mut();
+        }
+        let run = self.alloc(want, FREE_RUN, RunState::Free);
+        if run.is_null() {
+            return run;
+        }
+        // SAFETY: `run` is ours (just allocated); every span we split off lies inside it.
+        unsafe {
+            let chunk = Span::chunk(run);
+            let first = Span::first_page(run);
+            let start = (*chunk).page_addr(first);
+            let align = align_pages << crate::pal::PAGE_SHIFT;
+            let lead = (start.next_multiple_of(align) - start) >> crate::pal::PAGE_SHIFT;
+            let body = ptr::addr_of_mut!((*chunk).spans[first + lead]);
+            let trail = want - lead - pages;
+            // Mark the body first, so freeing the slack on either side cannot merge into it.
+            (*body).pages = pages as u32;
+            (*body).state = state;
+            (*body).class = owner;
+            (*chunk).mark_run(first + lead, pages, owner);
+            if lead > 0 {
+                (*run).pages = lead as u32;
+                self.free(run);
+            }
+            if trail > 0 {
+                let tail = ptr::addr_of_mut!((*chunk).spans[first + lead + pages]);
+                (*tail).pages = trail as u32;
+                self.free(tail);
+            }
+            body
+        }
+    }
+
+    /// Returns the run `span` (a slab or large block of this heap's arena) to the free lists,
+    /// merged with free neighbours.
+    ///
+    /// # Safety
+    /// `span` must be a run allocated from this heap and no longer used.
+    pub unsafe fn free(&mut self, span: *mut Span) {
+        // SAFETY: `span` is a live run of this heap (caller contract); its neighbours are runs of
+        // the same chunk described by their own spans, guarded by the same lock.
+        unsafe {
+            let chunk = Span::chunk(span);
+            let mut first = Span::first_page(span);
+            let mut pages = (*span).pages as usize;
+            self.free_pages += pages;
+            let end = first + pages;
+            if end < CHUNK_PAGES {
+                let info = (*chunk).page_info[end].load(core::sync::atomic::Ordering::Relaxed);
+                if info_class(info) == FREE_RUN {
+                    let next = ptr::addr_of_mut!((*chunk).spans[end]);
+                    self.unlink(next);
+                    pages += (*next).pages as usize;
+                }
+            }
+            if first > HEADER_PAGES {
+                let info = (*chunk).page_info[first - 1].load(core::sync::atomic::Ordering::Relaxed);
+                if info_class(info) == FREE_RUN {
+                    let head = first - 1 - info_offset(info);
+                    let prev = ptr::addr_of_mut!((*chunk).spans[head]);
+                    self.unlink(prev);
+                    pages += (*prev).pages as usize;
+                    first = head;
+                }
+            }
+            let merged = ptr::addr_of_mut!((*chunk).spans[first]);
+            self.make_free(merged, pages);
+            self.push(merged);
+        }
+    }
+
+    /// Grows the large run `span` in place to `pages` pages if the pages after it are free.
+    ///
+    /// # Safety
+    /// `span` must be a large run allocated from this heap.
+    pub unsafe fn grow_in_place(&mut self, span: *mut Span, pages: usize) -> bool {
+        // SAFETY: as for `free`: the neighbour is described by its own span under the same lock.
+        unsafe {
+            let chunk = Span::chunk(span);
+            let first = Span::first_page(span);
+            let have = (*span).pages as usize;
+            let end = first + have;
+            if end >= CHUNK_PAGES {
+                return false;
+            }
+            let info = (*chunk).page_info[end].load(core::sync::atomic::Ordering::Relaxed);
+            if info_class(info) != FREE_RUN {
+                return false;
+            }
+            let next = ptr::addr_of_mut!((*chunk).spans[end]);
+            let avail = (*next).pages as usize;
+            if have + avail < pages {
+                return false;
+            }
+            self.unlink(next);
+            let extra = pages - have;
+            if avail > extra {
+                let rest = ptr::addr_of_mut!((*chunk).spans[end + extra]);
+                self.make_free(rest, avail - extra);
+                self.push(rest);
+            }
+            self.free_pages -= extra;
+            (*span).pages = pages as u32;
+            (*chunk).mark_run(first, pages, (*span).class);
+            true
+        }
+    }
+
+    /// Shrinks the large run `span` in place to `pages` pages, freeing the tail.
+    ///
+    /// # Safety
+    /// `span` must be a large run allocated from this heap, longer than `pages`.
+    pub unsafe fn shrink_in_place(&mut self, span: *mut Span, pages: usize) {
+        // SAFETY: the tail lies inside the run, which the caller owns.
+        unsafe {
+            let chunk = Span::chunk(span);
+            let first = Span::first_page(span);
+            let have = (*span).pages as usize;
+            debug_assert!(pages < have);
+            let tail = ptr::addr_of_mut!((*chunk).spans[first + pages]);
+            (*tail).pages = (have - pages) as u32;
+            (*tail).state = RunState::Large;
+            (*span).pages = pages as u32;
+            (*chunk).mark_run(first, pages, (*span).class);
+            self.free(tail);
+        }
+    }
+
+    /// Checks the invariants in the module docs; panics on a violation.
+    #[cfg(test)]
+    pub fn debug_check_invariants(&self) {
+        let mut total = 0;
+        for (b, &head) in self.lists.iter().enumerate() {
+            assert_eq!(self.nonempty >> b & 1 == 1, !head.is_null(), "nonempty bit {b}");
+            let mut run = head;
+            let mut prev: *mut Span = ptr::null_mut();
+            while !run.is_null() {
+                // SAFETY: list members are live spans in chunk headers.
+                unsafe {
+                    assert_eq!((*run).state, RunState::Free);
+                    assert_eq!((*run).prev, prev);
+                    let pages = (*run).pages as usize;
+                    assert_eq!(bucket(pages), b);
+                    let chunk = Span::chunk(run);
+                    let first = Span::first_page(run);
+                    for k in 0..pages {
+                        let info = (*chunk).page_info[first + k].load(core::sync::atomic::Ordering::Relaxed);
+                        assert_eq!((info_class(info), info_offset(info)), (FREE_RUN, k));
+                    }
+                    if first + pages < CHUNK_PAGES {
+                        let after =
+                            (*chunk).page_info[first + pages].load(core::sync::atomic::Ordering::Relaxed);
+                        assert_ne!(info_class(after), FREE_RUN, "unmerged neighbours");
+                    }
+                    total += pages;
+                    prev = run;
+                    run = (*run).next;
+                }
+            }
+        }
+        assert_eq!(total, self.free_pages);
+    }
+
+    fn find(&mut self, pages: usize) -> Option<*mut Span> {
+        let b = bucket(pages);
+        if b >= EXACT {
+            // A power-of-two bucket may hold shorter runs too: first fit.
+            let mut run = self.lists[b];
+            while !run.is_null() {
+                // SAFETY: list members are live spans.
+                unsafe {
+                    if (*run).pages as usize >= pages {
+                        self.unlink(run);
+                        return Some(run);
+                    }
+                    run = (*run).next;
+                }
+            }
+        }
+        let above = if b >= EXACT {
+            self.nonempty >> (b + 1) << (b + 1)
+        } else {
+            self.nonempty >> b << b
+        };
+        if above == 0 {
+            return None;
+        }
+        let run = self.lists[above.trailing_zeros() as usize];
+        // SAFETY: the list is non-empty, so `run` is a live span.
+        unsafe { self.unlink(run) };
+        Some(run)
+    }
+
+    /// # Safety
+    /// `span` must describe `pages` pages of its chunk that are owned by this heap.
+    unsafe fn make_free(&mut self, span: *mut Span, pages: usize) {
+        // SAFETY: per the contract.
+        unsafe {
+            (*span).pages = pages as u32;
+            (*span).state = RunState::Free;
+            (*span).class = FREE_RUN;
+            (*Span::chunk(span)).mark_run(Span::first_page(span), pages, FREE_RUN);
+        }
+    }
+
+    /// # Safety
+    /// `span` must be a free run in no list.
+    unsafe fn push(&mut self, span: *mut Span) {
+        // SAFETY: per the contract; the list head, if any, is a live span.
+        unsafe {
+            let b = bucket((*span).pages as usize);
+            let head = self.lists[b];
+            (*span).prev = ptr::null_mut();
+            (*span).next = head;
+            if !head.is_null() {
+                (*head).prev = span;
+            }
+            self.lists[b] = span;
+            self.nonempty |= 1 << b;
+        }
+    }
+
+    /// # Safety
+    /// `span` must be a free run in its bucket's list.
+    unsafe fn unlink(&mut self, span: *mut Span) {
+        // SAFETY: per the contract, its neighbours in the list are live spans.
+        unsafe {
+            let b = bucket((*span).pages as usize);
+            let (prev, next) = ((*span).prev, (*span).next);
+            if prev.is_null() {
+                self.lists[b] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*span).prev = ptr::null_mut();
+            (*span).next = ptr::null_mut();
+            if self.lists[b].is_null() {
+                self.nonempty &= !(1 << b);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_every_length() {
+        for pages in 1..=CHUNK_PAGES {
+            assert!(bucket(pages) < LISTS, "pages {pages}");
+        }
+        assert_eq!(bucket(EXACT), EXACT - 1);
+        assert_eq!(bucket(EXACT + 1), EXACT);
+    }
+
+    #[test]
+    fn alloc_free_merges_back_to_one_run() {
+        let mut heap = PageHeap::new(200);
+        let mut runs = std::vec::Vec::new();
+        let mut seed = 12345u64;
+        for _ in 0..200 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let pages = 1 + (seed >> 33) as usize % 40;
+            let align = if seed & 7 == 0 { 16 } else { 1 };
+            let run = heap.alloc_aligned(pages, align, 40, RunState::Large);
+            assert!(!run.is_null());
+            assert_eq!(Span::start(run) % (align * crate::pal::PAGE), 0);
+            runs.push(run);
+            heap.debug_check_invariants();
+        }
+        // Free in a scrambled order.
+        let n = runs.len();
+        for i in 0..n {
+            let j = (i * 7919) % n;
+            if !runs[j].is_null() {
+                // SAFETY: each run was allocated above and is freed once.
+                unsafe { heap.free(runs[j]) };
+                runs[j] = ptr::null_mut();
+            }
+        }
+        for run in runs.iter_mut().filter(|r| !r.is_null()) {
+            // SAFETY: as above.
+            unsafe { heap.free(*run) };
+        }
+        heap.debug_check_invariants();
+        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+    }
+}

@@ -1,0 +1,58 @@
+//! Rust's `GlobalAlloc`, a thin shim over the core in `heap.rs`.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+use crate::heap;
+
+/// Tally as Rust's global allocator:
+///
+/// ```
+/// #[global_allocator]
+/// static A: tally::Tally = tally::Tally;
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Tally;
+
+// SAFETY: every method returns blocks from the core that honour the layout's size and alignment
+// (or null), and frees only what the core handed out.
+unsafe impl GlobalAlloc for Tally {
+    #[inline(always)]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        heap::alloc_aligned(layout.size(), layout.align())
+    }
+
+    #[inline(always)]
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: `p` came from this allocator and is given up.
+        unsafe { heap::free(p) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = heap::alloc_aligned(layout.size(), layout.align());
+        if !p.is_null() {
+            // SAFETY: `p` is a fresh block of at least `layout.size()` bytes.
+            unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        if align <= 8 || (align <= 16 && new_size > 8 && layout.size() > 8) {
+            // SAFETY: GlobalAlloc's contract: `p` is a live block of this allocator.
+            return unsafe { heap::realloc(p, new_size) };
+        }
+        let q = heap::alloc_aligned(new_size, align);
+        if !q.is_null() {
+            // SAFETY: both blocks are live, distinct and at least as large as copied.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                heap::free(p);
+            }
+        }
+        q
+    }
+}

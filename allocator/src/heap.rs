@@ -1,0 +1,610 @@
+//! The core entry points every front end calls: allocate, free, resize, size a block. The C ABI
+//! (`capi.rs`), Rust's `GlobalAlloc` (`global.rs`) and the Rust API (`api.rs`) are thin shims
+//! over this module.
+//!
+//! # Fast paths
+//! `alloc` of a small size: one table lookup for the class, one thread-local load, one compare
+//! of the bin's count, one pop. `free` of a small block: the page-map lookup (two loads), the
+//! page's info word, a multiply to check the pointer is a block boundary, one compare, one push.
+//! Everything else — empty or full bins, large and huge blocks, a thread's first call, errors —
+//! is in `#[cold]` functions.
+//!
+//! # Thread states
+//! Each thread is `Uninit` until its first call that misses, then `Initializing` while its cache
+//! is made (calls made meanwhile, for example by `pthread_setspecific`, are served straight from
+//! an arena), then `Ready`. At thread exit the cache is flushed and the thread is `TornDown`:
+//! destructors that run after ours still allocate, straight from an arena. With `tcache:false`
+//! threads stay `NoCache`. A thread without a cache points at the static [`EMPTY`] cache, whose
+//! capacities are 0, so "no cache" is just a miss on the fast path, never an extra branch.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use crate::arena::{self, Arena};
+use crate::chunk::{info_class, info_offset, ChunkHeader, CHUNK, CHUNK_SHIFT};
+use crate::huge::{self, HugeBlock};
+use crate::options::{self, Options};
+use crate::pagemap::{self, TAG_HUGE};
+use crate::pal::{self, PAGE, PAGE_SHIFT};
+use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCLASSES, SMALL_MAX};
+use crate::tcache::{self, TCache, EMPTY};
+
+/// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
+pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ThreadState {
+    Uninit,
+    Initializing,
+    Ready,
+    TornDown,
+    NoCache,
+}
+
+thread_local! {
+    /// This thread's cache, or [`EMPTY`].
+    static TCACHE: Cell<*mut TCache> = const { Cell::new(ptr::addr_of!(EMPTY.0) as *mut TCache) };
+    static STATE: Cell<ThreadState> = const { Cell::new(ThreadState::Uninit) };
+    /// Whether this thread is running process-wide initialization.
+    static IN_GLOBAL_INIT: Cell<bool> = const { Cell::new(false) };
+    /// Arena for calls served without a cache.
+    static DIRECT_ARENA: Cell<*const Arena> = const { Cell::new(ptr::null()) };
+}
+
+#[inline(always)]
+fn empty_cache() -> *mut TCache {
+    ptr::addr_of!(EMPTY.0) as *mut TCache
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process-wide initialization.
+
+const GLOBAL_NEW: u8 = 0;
+const GLOBAL_RUNNING: u8 = 1;
+const GLOBAL_READY: u8 = 2;
+
+static GLOBAL: AtomicU8 = AtomicU8::new(GLOBAL_NEW);
+static THREAD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The options, written once by the initializing thread before `GLOBAL` becomes ready.
+struct OptionsCell(UnsafeCell<Options>);
+// SAFETY: written only by the one thread that wins the GLOBAL_NEW -> GLOBAL_RUNNING exchange,
+// before the Release store of GLOBAL_READY; read only after an Acquire load sees it.
+unsafe impl Sync for OptionsCell {}
+static OPTIONS: OptionsCell = OptionsCell(UnsafeCell::new(Options::DEFAULT));
+
+/// The options in force (defaults until initialization has read the environment).
+pub fn options() -> Options {
+    if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
+        // SAFETY: see OptionsCell.
+        unsafe { *OPTIONS.0.get() }
+    } else {
+        Options::DEFAULT
+    }
+}
+
+/// Makes sure process-wide initialization has run (or is running in this thread).
+#[inline]
+fn ensure_global() {
+    if GLOBAL.load(Ordering::Acquire) != GLOBAL_READY {
+        init_global();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_global() {
+    match GLOBAL.compare_exchange(GLOBAL_NEW, GLOBAL_RUNNING, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(GLOBAL_READY) => return,
+        Err(_) => {
+            // A call from inside our own initialization (pthread_atfork may allocate) goes on
+            // with the defaults; other threads wait.
+            if IN_GLOBAL_INIT.get() {
+                return;
+            }
+            while GLOBAL.load(Ordering::Acquire) != GLOBAL_READY {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            return;
+        }
+    }
+    IN_GLOBAL_INIT.set(true);
+    if pal::kernel_page_size() != PAGE {
+        pal::fatal(format_args!(
+            "tally: the kernel's page size is {}, Tally needs {PAGE}\n",
+            pal::kernel_page_size()
+        ));
+    }
+    let mut opts = Options::DEFAULT;
+    let mut errors = 0;
+    let mut report = |line: &[u8]| pal::write_stderr(line);
+    if let Some(text) = pal::getenv(c"MALLOC_CONF") {
+        errors += options::parse("MALLOC_CONF", text, &mut opts, &mut report);
+    }
+    if let Some(text) = pal::getenv(c"TALLY_CONF") {
+        errors += options::parse("TALLY_CONF", text, &mut opts, &mut report);
+    }
+    if errors > 0 && opts.abort_conf {
+        pal::fatal(format_args!(
+            "tally: aborting on configuration errors (abort_conf:true)\n"
+        ));
+    }
+    let narenas = if opts.narenas == 0 {
+        4 * pal::cpu_count()
+    } else {
+        opts.narenas
+    };
+    arena::set_arena_count(narenas);
+    opts.narenas = arena::arena_count();
+    // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
+    unsafe { *OPTIONS.0.get() = opts };
+    if let Some(key) = pal::thread_exit_key(thread_exit) {
+        THREAD_KEY.store(key, Ordering::Relaxed);
+    }
+    pal::on_fork(prefork, postfork_parent, postfork_child);
+    GLOBAL.store(GLOBAL_READY, Ordering::Release);
+    IN_GLOBAL_INIT.set(false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads.
+
+/// Gives the calling thread a cache if it may have one. Returns it, or null when the thread is
+/// to be served without a cache.
+#[cold]
+#[inline(never)]
+fn thread_start() -> *mut TCache {
+    if STATE.get() != ThreadState::Uninit {
+        return ptr::null_mut();
+    }
+    STATE.set(ThreadState::Initializing);
+    ensure_global();
+    if !options().tcache {
+        STATE.set(ThreadState::NoCache);
+        return ptr::null_mut();
+    }
+    let tc = TCache::create();
+    if tc.is_null() {
+        STATE.set(ThreadState::Uninit);
+        return tc;
+    }
+    let key = THREAD_KEY.load(Ordering::Relaxed);
+    if key != u32::MAX {
+        pal::arm_thread_exit(key, tc.cast());
+    }
+    TCACHE.set(tc);
+    STATE.set(ThreadState::Ready);
+    tc
+}
+
+/// Thread-exit destructor: flushes the thread's cache and returns it to the pool.
+unsafe extern "C" fn thread_exit(tc: *mut c_void) {
+    let tc = tc.cast::<TCache>();
+    if tc.is_null() || TCACHE.get() != tc {
+        return;
+    }
+    TCACHE.set(empty_cache());
+    STATE.set(ThreadState::TornDown);
+    // SAFETY: the cache belonged to this thread, which no longer points at it.
+    unsafe { TCache::destroy(tc) };
+}
+
+/// The arena for calls served without a cache.
+fn direct_arena() -> &'static Arena {
+    let a = DIRECT_ARENA.get();
+    if !a.is_null() {
+        // SAFETY: DIRECT_ARENA only ever holds pointers into the static ARENAS.
+        return unsafe { &*a };
+    }
+    let a = arena::next_arena();
+    DIRECT_ARENA.set(a);
+    a
+}
+
+/// The calling thread's arena.
+fn thread_arena() -> &'static Arena {
+    let tc = TCACHE.get();
+    if tc != empty_cache() {
+        // SAFETY: a thread's own live cache; its arena is one of the static ARENAS.
+        unsafe { &*(*tc).arena }
+    } else {
+        direct_arena()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Allocation.
+
+/// Allocates `size` bytes (`size == 0` gives a unique minimal block). Null when out of memory.
+#[inline(always)]
+pub fn alloc(size: usize) -> *mut u8 {
+    if size <= SMALL_MAX {
+        // SAFETY: sizes up to SMALL_MAX always have a class.
+        let class = unsafe { class_for(size).unwrap_unchecked() };
+        return alloc_small(class);
+    }
+    alloc_big(size, PAGE)
+}
+
+/// Allocates one block of the small class `class`.
+#[inline(always)]
+fn alloc_small(class: SizeClass) -> *mut u8 {
+    let tc = TCACHE.get();
+    // SAFETY: `tc` is this thread's cache or EMPTY; a bin with count > 0 holds `count` valid
+    // slots (TCache invariant), and EMPTY's counts are always 0 so it is never written.
+    unsafe {
+        let bin = &mut (*tc).bins[class.index()];
+        if bin.count != 0 {
+            bin.count -= 1;
+            return *bin.slots.add(bin.count as usize);
+        }
+    }
+    alloc_small_miss(class)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_small_miss(class: SizeClass) -> *mut u8 {
+    let mut tc = TCACHE.get();
+    if tc == empty_cache() {
+        tc = thread_start();
+        if tc.is_null() {
+            let arena = direct_arena();
+            let mut one = [ptr::null_mut()];
+            arena.bins[class.index()].fill(class, &arena.pages, &mut one);
+            return one[0];
+        }
+    }
+    // SAFETY: `tc` is this thread's live cache and the bin is empty (we just missed on it, or it
+    // was just created).
+    unsafe { tcache::fill_and_pop(tc, class) }
+}
+
+/// Allocates a large or huge block of `size` bytes aligned to `align`.
+#[cold]
+#[inline(never)]
+fn alloc_big(size: usize, align: usize) -> *mut u8 {
+    if size > MAX_REQUEST {
+        return ptr::null_mut();
+    }
+    ensure_global();
+    if let Some(class) = class_for(size.max(SMALL_MAX + 1)) {
+        let p = thread_arena().alloc_large(class, align);
+        if !p.is_null() {
+            return p;
+        }
+        if align <= PAGE {
+            return p;
+        }
+    }
+    huge::alloc(size, align)
+}
+
+/// Allocates `size` bytes aligned to `align`, a power of two. Null when out of memory.
+#[inline]
+pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    if align <= 8 || (align <= 16 && size > 8) {
+        return alloc(size);
+    }
+    if align <= PAGE {
+        match class_for_aligned(size, align) {
+            Some(class) if class.is_small() => alloc_small(class),
+            _ => alloc_big(size, PAGE),
+        }
+    } else {
+        alloc_big(size, align)
+    }
+}
+
+/// Allocates `n * size` zeroed bytes; null (with `errno` untouched) on overflow or when out of
+/// memory.
+pub fn alloc_zeroed(size: usize) -> *mut u8 {
+    let p = alloc(size);
+    if !p.is_null() && size <= LARGE_MAX {
+        // SAFETY: `p` is a fresh block of at least `size` bytes. Huge blocks are fresh mappings,
+        // already zero.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding a block from a pointer.
+
+/// What a pointer handed to `free` or `realloc` refers to.
+enum Block {
+    Small(SizeClass),
+    Large(*mut crate::chunk::Span, SizeClass),
+    Huge(*mut HugeBlock),
+}
+
+/// Identifies the block at `p`, or aborts with a one-line message naming `who` and `p` if `p`
+/// is not the start of a live block Tally handed out.
+fn block_of(p: *mut u8, who: &str) -> Block {
+    let addr = p as usize;
+    let entry = pagemap::lookup(addr);
+    if entry == 0 {
+        invalid(who, p, format_args!("not allocated by Tally"));
+    }
+    if entry & TAG_HUGE != 0 {
+        let d = (entry & !TAG_HUGE) as *mut HugeBlock;
+        // SAFETY: page-map entries tagged huge point at live descriptors.
+        let base = unsafe { (*d).base };
+        if base != addr {
+            invalid(who, p, format_args!("inside a huge block at {:#x}", base));
+        }
+        return Block::Huge(d);
+    }
+    let chunk = entry as *mut ChunkHeader;
+    // SAFETY: untagged non-zero entries point at live chunk headers, and `addr` lies in that
+    // chunk, so its page index is in bounds.
+    unsafe {
+        let page = (*chunk).page_index(addr);
+        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
+        let class = info_class(info);
+        if class as usize >= NCLASSES {
+            invalid(who, p, format_args!("not a live block"));
+        }
+        let class = SizeClass(class);
+        let head = page - info_offset(info);
+        let start = (*chunk).page_addr(head);
+        if class.is_small() {
+            let offset = addr - start;
+            let index = class.divide(offset);
+            if index * class.size() != offset || index >= class.slab_objects() {
+                invalid(
+                    who,
+                    p,
+                    format_args!("not the start of a {}-byte block", class.size()),
+                );
+            }
+            Block::Small(class)
+        } else {
+            if addr != start {
+                invalid(
+                    who,
+                    p,
+                    format_args!("inside a block of {} bytes at {:#x}", class.size(), start),
+                );
+            }
+            Block::Large(ptr::addr_of_mut!((*chunk).spans[head]), class)
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
+    pal::fatal(format_args!("tally: {who}(): invalid pointer {p:p}: {why}\n"))
+}
+
+/// The small class of `p` if it is a valid small block, checked inline; `None` for anything
+/// else (large, huge or invalid: the caller's slow path sorts those out).
+#[inline(always)]
+fn small_class_of(p: *mut u8) -> Option<SizeClass> {
+    let addr = p as usize;
+    let entry = pagemap::lookup(addr);
+    if entry == 0 || entry & TAG_HUGE != 0 {
+        return None;
+    }
+    let chunk = entry as *const ChunkHeader;
+    // SAFETY: untagged non-zero entries point at live chunk headers containing `addr`.
+    unsafe {
+        let page = (addr - chunk as usize) >> PAGE_SHIFT;
+        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
+        let class = SizeClass(info_class(info));
+        if !class.is_small() {
+            return None;
+        }
+        let start = chunk as usize + ((page - info_offset(info)) << PAGE_SHIFT);
+        let offset = addr - start;
+        let index = class.divide(offset);
+        if index * class.size() != offset || index >= class.slab_objects() {
+            return None;
+        }
+        Some(class)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Freeing.
+
+/// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
+///
+/// # Safety
+/// `p` must not be used after this call.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8) {
+    if let Some(class) = small_class_of(p) {
+        let tc = TCACHE.get();
+        // SAFETY: `tc` is this thread's cache or EMPTY (capacity 0, never written); a bin with
+        // count < cap has room for one more slot.
+        unsafe {
+            let bin = &mut (*tc).bins[class.index()];
+            if bin.count < bin.cap {
+                *bin.slots.add(bin.count as usize) = p;
+                bin.count += 1;
+                return;
+            }
+        }
+        // SAFETY: `p` is a valid small block the caller gives up.
+        return unsafe { free_small_miss(p, class) };
+    }
+    if !p.is_null() {
+        // SAFETY: the caller gives up `p`.
+        unsafe { free_other(p, "free") }
+    }
+}
+
+/// # Safety
+/// `p` must be a live small block of `class` that the caller gives up.
+#[cold]
+#[inline(never)]
+unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
+    let mut tc = TCACHE.get();
+    if tc == empty_cache() {
+        tc = thread_start();
+        if tc.is_null() {
+            // SAFETY: `p` is a free block of `class` only we can reach.
+            unsafe { tcache::return_grouped(class, &mut [p]) };
+            return;
+        }
+    }
+    // SAFETY: `tc` is this thread's live cache.
+    unsafe {
+        let bin = &mut (*tc).bins[class.index()];
+        if bin.count == bin.cap {
+            tcache::flush(tc, class, bin.cap as usize / 2);
+        }
+        let bin = &mut (*tc).bins[class.index()];
+        *bin.slots.add(bin.count as usize) = p;
+        bin.count += 1;
+    }
+}
+
+/// Frees a pointer that is not a valid small block: a large or huge block, or an error.
+///
+/// # Safety
+/// The caller gives up `p`.
+#[cold]
+#[inline(never)]
+unsafe fn free_other(p: *mut u8, who: &str) {
+    match block_of(p, who) {
+        // A small block reaching here passed the checks in `block_of`; free it normally.
+        // SAFETY: the caller gives up `p`.
+        Block::Small(class) => unsafe { free_small_miss(p, class) },
+        Block::Large(span, _) => {
+            let chunk = crate::chunk::Span::chunk(span);
+            // SAFETY: `span` is the live large run of `p`, which the caller gives up.
+            unsafe { arena::of_chunk(chunk).free_large(span) };
+        }
+        // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
+        Block::Huge(d) => unsafe { huge::free(d) },
+    }
+}
+
+/// The usable size of the block at `p` (0 for null). Aborts if `p` is not a live block.
+pub fn usable_size(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if let Some(class) = small_class_of(p) {
+        return class.size();
+    }
+    match block_of(p, "malloc_usable_size") {
+        Block::Small(class) | Block::Large(_, class) => class.size(),
+        // SAFETY: live descriptor.
+        Block::Huge(d) => unsafe { (*d).mapped },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resizing.
+
+/// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
+/// frees `p` and returns null. On failure returns null and leaves `p` untouched.
+///
+/// # Safety
+/// `p` must be null or a live block; if the result is non-null and differs from `p`, `p` is
+/// freed.
+pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        return alloc(size);
+    }
+    if size == 0 {
+        // SAFETY: the caller gives up `p`.
+        unsafe { free(p) };
+        return ptr::null_mut();
+    }
+    if size > MAX_REQUEST {
+        return ptr::null_mut();
+    }
+    let block = block_of(p, "realloc");
+    let old_size = match block {
+        Block::Small(class) | Block::Large(_, class) => {
+            let new_class = class_for(size);
+            if new_class == Some(class) {
+                return p;
+            }
+            if let (Block::Large(span, _), Some(new_class)) = (&block, new_class) {
+                if !new_class.is_small() {
+                    let chunk = crate::chunk::Span::chunk(*span);
+                    // SAFETY: `span` is the live large run of `p`, owned by the caller.
+                    if unsafe { arena::of_chunk(chunk).resize_large_in_place(*span, new_class) } {
+                        return p;
+                    }
+                }
+            }
+            class.size()
+        }
+        Block::Huge(d) => {
+            if size > LARGE_MAX {
+                // SAFETY: `d` is the live descriptor of `p`, owned by the caller.
+                return unsafe { huge::resize(d, size) };
+            }
+            // SAFETY: live descriptor.
+            unsafe { (*d).mapped }
+        }
+    };
+    let q = alloc(size);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: `p` holds `old_size` bytes and `q` at least `size`; distinct live blocks.
+    unsafe {
+        ptr::copy_nonoverlapping(p, q, old_size.min(size));
+        free(p);
+    }
+    q
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork.
+
+static FORK_LOCKED: AtomicU8 = AtomicU8::new(0);
+
+unsafe extern "C" fn prefork() {
+    if GLOBAL.load(Ordering::Acquire) != GLOBAL_READY {
+        return;
+    }
+    // Lock order: see sync.rs.
+    for arena in &arena::ARENAS[..arena::arena_count()] {
+        arena.lock_for_fork();
+    }
+    huge::lock_for_fork();
+    tcache::lock_for_fork();
+    crate::meta::lock_for_fork();
+    FORK_LOCKED.store(1, Ordering::Relaxed);
+}
+
+unsafe fn postfork(child: bool) {
+    if FORK_LOCKED.swap(0, Ordering::Relaxed) == 0 {
+        return;
+    }
+    // SAFETY: prefork took every one of these locks in this thread.
+    unsafe {
+        crate::meta::unlock_after_fork(child);
+        tcache::unlock_after_fork(child);
+        huge::unlock_after_fork(child);
+        for arena in &arena::ARENAS[..arena::arena_count()] {
+            arena.unlock_after_fork(child);
+        }
+    }
+}
+
+unsafe extern "C" fn postfork_parent() {
+    // SAFETY: called by fork after prefork, in the forking thread.
+    unsafe { postfork(false) }
+}
+
+unsafe extern "C" fn postfork_child() {
+    // SAFETY: called by fork after prefork, in the only thread of the child.
+    unsafe { postfork(true) }
+}
+
+const _: () = assert!(CHUNK_SHIFT > PAGE_SHIFT);

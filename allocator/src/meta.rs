@@ -1,0 +1,57 @@
+//! The metadata pool: memory for Tally's own bookkeeping (thread caches, huge-block
+//! descriptors), carved from mappings of its own and never from the heap it manages.
+//!
+//! It is a bump allocator: memory is never returned; the types allocated here keep free lists
+//! of their own for reuse.
+
+use crate::pal;
+use crate::sync::Mutex;
+
+/// Bytes mapped at a time for metadata.
+const REGION: usize = 256 * 1024;
+
+/// The unused tail of the current region. Invariant: `cursor <= end`, both inside one mapping
+/// (or both 0 before the first).
+struct Bump {
+    cursor: usize,
+    end: usize,
+}
+
+static POOL: Mutex<Bump> = Mutex::new(Bump { cursor: 0, end: 0 });
+
+/// Returns `size` zeroed bytes aligned to `align` (a power of two up to the page size) that live
+/// for the rest of the process, or null when the OS refuses memory.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align <= pal::PAGE);
+    let mut pool = POOL.lock();
+    let mut start = (pool.cursor + align - 1) & !(align - 1);
+    if pool.cursor == 0 || start + size > pool.end {
+        let bytes = size.max(REGION).next_multiple_of(pal::PAGE);
+        let region = pal::map(bytes);
+        if region.is_null() {
+            return core::ptr::null_mut();
+        }
+        pool.cursor = region as usize;
+        pool.end = region as usize + bytes;
+        start = pool.cursor;
+    }
+    pool.cursor = start + size;
+    start as *mut u8
+}
+
+pub(crate) fn lock_for_fork() {
+    POOL.lock_for_fork();
+}
+
+/// # Safety
+/// See [`Mutex::unlock_after_fork`] and [`Mutex::reset_in_child`].
+pub(crate) unsafe fn unlock_after_fork(child: bool) {
+    // SAFETY: the prepare handler took the lock in this thread.
+    unsafe {
+        if child {
+            POOL.reset_in_child()
+        } else {
+            POOL.unlock_after_fork()
+        }
+    }
+}

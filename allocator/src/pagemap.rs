@@ -1,0 +1,110 @@
+//! The page map: from any address to the Tally metadata that owns it, in O(1).
+//!
+//! The address space is cut into 4 MiB *chunk windows*. A two-level radix table maps each
+//! window to one word: 0 when Tally owns nothing there, the address of a [`ChunkHeader`] for a
+//! chunk of slabs and page runs, or the address of a huge-block descriptor tagged with
+//! [`TAG_HUGE`]. Leaves are mapped on demand; the root is a static array. `free` and
+//! `malloc_usable_size` start here, so a pointer Tally never handed out is recognised instead of
+//! trusted.
+//!
+//! [`ChunkHeader`]: crate::chunk::ChunkHeader
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::chunk::CHUNK_SHIFT;
+use crate::pal;
+
+/// User-space address bits on x86-64 and AArch64 with 4-level page tables.
+const ADDRESS_BITS: u32 = 47;
+const LEAF_BITS: u32 = 13;
+const ROOT_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
+const LEAF_LEN: usize = 1 << LEAF_BITS;
+const ROOT_LEN: usize = 1 << ROOT_BITS;
+
+/// Tag bit of entries that point at a huge-block descriptor.
+pub const TAG_HUGE: usize = 1;
+
+type Leaf = [AtomicUsize; LEAF_LEN];
+
+/// Invariant: each non-null root slot points at a zero-initialised leaf that is never freed.
+static ROOT: [AtomicPtr<Leaf>; ROOT_LEN] = [const { AtomicPtr::new(ptr::null_mut()) }; ROOT_LEN];
+
+/// The entry for the chunk window holding `addr`: 0 if Tally owns nothing there.
+#[inline(always)]
+pub fn lookup(addr: usize) -> usize {
+    let window = addr >> CHUNK_SHIFT;
+    let root = window >> LEAF_BITS;
+    if root >= ROOT_LEN {
+        return 0;
+    }
+    let leaf = ROOT[root].load(Ordering::Acquire);
+    if leaf.is_null() {
+        return 0;
+    }
+    // SAFETY: non-null root slots point at live leaves (invariant of ROOT).
+    unsafe { (*leaf)[window & (LEAF_LEN - 1)].load(Ordering::Acquire) }
+}
+
+/// Sets the entries of the `count` chunk windows starting at the one holding `addr` to `value`.
+/// Returns false if a leaf could not be mapped (the entries set so far are cleared again).
+pub fn set(addr: usize, count: usize, value: usize) -> bool {
+    let first = addr >> CHUNK_SHIFT;
+    for window in first..first + count {
+        let Some(slot) = slot(window) else {
+            for w in first..window {
+                if let Some(s) = slot(w) {
+                    s.store(0, Ordering::Release);
+                }
+            }
+            return false;
+        };
+        slot.store(value, Ordering::Release);
+    }
+    true
+}
+
+fn slot(window: usize) -> Option<&'static AtomicUsize> {
+    let root = window >> LEAF_BITS;
+    if root >= ROOT_LEN {
+        return None;
+    }
+    let mut leaf = ROOT[root].load(Ordering::Acquire);
+    if leaf.is_null() {
+        let fresh = pal::map(core::mem::size_of::<Leaf>()).cast::<Leaf>();
+        if fresh.is_null() {
+            return None;
+        }
+        match ROOT[root].compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => leaf = fresh,
+            Err(existing) => {
+                // SAFETY: `fresh` was mapped above and never published.
+                unsafe { pal::unmap(fresh.cast(), core::mem::size_of::<Leaf>()) };
+                leaf = existing;
+            }
+        }
+    }
+    // SAFETY: `leaf` is a live leaf (invariant of ROOT); fresh mappings are zeroed, which is a
+    // valid array of AtomicUsize.
+    Some(unsafe { &(*leaf)[window & (LEAF_LEN - 1)] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_lookup() {
+        let base = 0x5A5A_0000_0000usize;
+        assert_eq!(lookup(base), 0);
+        assert!(set(base, 3, 0xABC0_0000));
+        assert_eq!(lookup(base), 0xABC0_0000);
+        assert_eq!(lookup(base + (3 << CHUNK_SHIFT) - 1), 0xABC0_0000);
+        assert_eq!(lookup(base + (3 << CHUNK_SHIFT)), 0);
+        assert_eq!(lookup(base - 1), 0);
+        assert!(set(base, 3, 0));
+        assert_eq!(lookup(base), 0);
+        assert_eq!(lookup(usize::MAX), 0);
+        assert_eq!(lookup(1 << 47), 0);
+    }
+}

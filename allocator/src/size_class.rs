@@ -1,0 +1,328 @@
+//! All size-class math. Nothing else in Tally computes a class.
+//!
+//! # Spacing
+//! Requests are rounded up to a *size class*. The first class is 8 bytes (an 8-byte object
+//! cannot need 16-byte alignment), then classes grow by the 16-byte quantum up to 128 bytes
+//! (16, 32, ..., 128). Past 128 bytes every doubling `[2^k, 2^(k+1))` is cut into four classes
+//! spaced `2^(k-2)` apart: 160, 192, 224, 256, 320, 384, ... A request just above a class is
+//! rounded up by less than one spacing, so the waste is under `2^(k-2) / 2^k` = 25% of the
+//! request, and about 12% on average.
+//!
+//! Every class from 16 bytes up is a multiple of 16, and every class from 16 KiB up is a
+//! multiple of the page, which is what makes alignment cheap (see [`class_for_aligned`]).
+//!
+//! # Kinds
+//! - *Small* classes (8 B ..= 14 KiB) are carved out of slabs: page runs holding objects of
+//!   one class. Each class has a slab size, chosen to waste little of the run.
+//! - *Large* classes (16 KiB ..= 2 MiB) are served as page runs of exactly the class size.
+//! - Anything bigger is *huge*: a direct mapping of the request rounded up to pages.
+//!
+//! Lookups use tables; each table has a `_compute` twin that the tests check it against.
+
+use crate::pal::{PAGE, PAGE_SHIFT};
+
+/// Largest small class: 14 KiB.
+pub const SMALL_MAX: usize = 14 * 1024;
+/// Largest large class: 2 MiB. Requests above it are huge.
+pub const LARGE_MAX: usize = 2 * 1024 * 1024;
+/// Number of small classes.
+pub const NSMALL: usize = 36;
+/// Number of classes (small and large).
+pub const NCLASSES: usize = 65;
+/// Most objects a slab holds; the slab bitmap is sized for it.
+pub const SLAB_MAX_OBJS: usize = 512;
+/// Longest slab, in pages.
+pub const SLAB_MAX_PAGES: usize = 16;
+
+const QUANTUM: usize = 16;
+const QUANTUM_MAX: usize = 128;
+/// Classes per doubling above [`QUANTUM_MAX`].
+const GROUP: usize = 4;
+/// Index of the first class above `QUANTUM_MAX` (8, then 16..=128 by 16).
+const FIRST_GROUPED: usize = 1 + QUANTUM_MAX / QUANTUM;
+
+const _: () = assert!(size_compute(NSMALL - 1) == SMALL_MAX);
+const _: () = assert!(size_compute(NSMALL) == SMALL_MAX + 2048);
+const _: () = assert!(size_compute(NCLASSES - 1) == LARGE_MAX);
+const _: () = assert!(class_compute(LARGE_MAX).0 as usize == NCLASSES - 1);
+const _: () = assert!(NCLASSES < 0xF0, "class numbers must leave room for page markers");
+const _: () = assert!(size_compute(NSMALL) % PAGE == 0);
+
+/// A size-class index: `0..NCLASSES`. Classes below [`NSMALL`] are small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SizeClass(pub u8);
+
+impl SizeClass {
+    /// The class's index into per-class tables.
+    #[inline(always)]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Whether blocks of this class live in slabs.
+    #[inline(always)]
+    pub const fn is_small(self) -> bool {
+        (self.0 as usize) < NSMALL
+    }
+
+    /// The class's size in bytes (what `malloc_usable_size` reports).
+    #[inline(always)]
+    pub fn size(self) -> usize {
+        CLASS_SIZE[self.0 as usize] as usize
+    }
+
+    /// Pages in one slab (small) or one block (large) of this class.
+    #[inline]
+    pub fn pages(self) -> usize {
+        if self.is_small() {
+            SLAB_PAGES[self.0 as usize] as usize
+        } else {
+            self.size() >> PAGE_SHIFT
+        }
+    }
+
+    /// Objects in one slab of a small class.
+    #[inline(always)]
+    pub fn slab_objects(self) -> usize {
+        SLAB_OBJECTS[self.0 as usize] as usize
+    }
+
+    /// `offset / size` for offsets that are multiples of the size, by a multiply and a shift.
+    /// For any other offset the result times the size differs from the offset.
+    #[inline(always)]
+    pub fn divide(self, offset: usize) -> usize {
+        ((offset as u64 * DIV_MAGIC[self.0 as usize] as u64) >> 32) as usize
+    }
+}
+
+/// The class for a request of `size` bytes, or `None` when the request is huge.
+#[inline(always)]
+pub fn class_for(size: usize) -> Option<SizeClass> {
+    if size <= SMALL_MAX {
+        Some(SizeClass(SMALL_LOOKUP[(size + 7) >> 3]))
+    } else if size <= LARGE_MAX {
+        Some(class_compute(size))
+    } else {
+        None
+    }
+}
+
+/// The class for `size` bytes aligned to `align` (a power of two no larger than [`PAGE`]), or
+/// `None` when it is huge.
+///
+/// Round the size up to a multiple of `align` first. A class at or above that size is then a
+/// multiple of `align`: within a doubling `[2^k, 2^(k+1))` classes are multiples of `2^(k-2)`,
+/// and if `align` is larger than that, the rounded size is `2^k` or `1.5 * 2^k` — both classes.
+/// Slabs and page runs start on page boundaries, so every block is aligned.
+#[inline]
+pub fn class_for_aligned(size: usize, align: usize) -> Option<SizeClass> {
+    debug_assert!(align.is_power_of_two() && align <= PAGE);
+    let rounded = size.checked_add(align - 1)? & !(align - 1);
+    class_for(rounded.max(align))
+}
+
+/// The size of class `index`, computed (the oracle for the table).
+pub const fn size_compute(index: usize) -> usize {
+    if index == 0 {
+        8
+    } else if index < FIRST_GROUPED {
+        index * QUANTUM
+    } else {
+        let g = (index - FIRST_GROUPED) / GROUP;
+        let i = (index - FIRST_GROUPED) % GROUP;
+        let base = QUANTUM_MAX << g;
+        base + (i + 1) * (base / GROUP)
+    }
+}
+
+/// The smallest class holding `size` bytes (0 < size <= LARGE_MAX), computed.
+pub const fn class_compute(size: usize) -> SizeClass {
+    if size <= 8 {
+        SizeClass(0)
+    } else if size <= QUANTUM_MAX {
+        SizeClass(size.div_ceil(QUANTUM) as u8)
+    } else {
+        let x = size - 1;
+        let lg = (usize::BITS - 1 - x.leading_zeros()) as usize;
+        let i = (x >> (lg - 2)) & (GROUP - 1);
+        SizeClass((FIRST_GROUPED + (lg - 7) * GROUP + i) as u8)
+    }
+}
+
+/// Pages per slab for small class `index`: the fewest pages (up to [`SLAB_MAX_PAGES`]) whose tail
+/// waste is at most 1/64 of the slab, else the least wasteful; never more than
+/// [`SLAB_MAX_OBJS`] objects.
+pub const fn slab_pages_compute(index: usize) -> usize {
+    let size = size_compute(index);
+    let mut best = 1;
+    let mut best_waste = usize::MAX;
+    let mut pages = 1;
+    while pages <= SLAB_MAX_PAGES {
+        let bytes = pages * PAGE;
+        if bytes / size > SLAB_MAX_OBJS {
+            break;
+        }
+        if bytes >= size {
+            let waste = bytes % size;
+            if waste * 64 <= bytes {
+                return pages;
+            }
+            // Compare waste fractions: waste / bytes < best_waste / best_bytes.
+            if best_waste == usize::MAX || waste * (best * PAGE) < best_waste * bytes {
+                best = pages;
+                best_waste = waste;
+            }
+        }
+        pages += 1;
+    }
+    best
+}
+
+const fn build_sizes() -> [u32; NCLASSES] {
+    let mut t = [0u32; NCLASSES];
+    let mut i = 0;
+    while i < NCLASSES {
+        t[i] = size_compute(i) as u32;
+        i += 1;
+    }
+    t
+}
+
+const fn build_slab_pages() -> [u8; NSMALL] {
+    let mut t = [0u8; NSMALL];
+    let mut i = 0;
+    while i < NSMALL {
+        t[i] = slab_pages_compute(i) as u8;
+        i += 1;
+    }
+    t
+}
+
+const fn build_slab_objects() -> [u16; NSMALL] {
+    let mut t = [0u16; NSMALL];
+    let mut i = 0;
+    while i < NSMALL {
+        t[i] = (slab_pages_compute(i) * PAGE / size_compute(i)) as u16;
+        i += 1;
+    }
+    t
+}
+
+const fn build_small_lookup() -> [u8; SMALL_MAX / 8 + 1] {
+    let mut t = [0u8; SMALL_MAX / 8 + 1];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = class_compute(i * 8).0;
+        i += 1;
+    }
+    t
+}
+
+const fn build_div_magic() -> [u32; NCLASSES] {
+    let mut t = [0u32; NCLASSES];
+    let mut i = 0;
+    while i < NCLASSES {
+        let d = size_compute(i) as u64;
+        t[i] = (1u64 << 32).div_ceil(d) as u32;
+        i += 1;
+    }
+    t
+}
+
+static CLASS_SIZE: [u32; NCLASSES] = build_sizes();
+static SLAB_PAGES: [u8; NSMALL] = build_slab_pages();
+static SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
+/// Class of sizes `8*(i-1)+1 ..= 8*i`, indexed by `(size + 7) / 8`.
+static SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
+/// `ceil(2^32 / size)` per class, for [`SizeClass::divide`].
+static DIV_MAGIC: [u32; NCLASSES] = build_div_magic();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_size_round_trips() {
+        for size in 1..=LARGE_MAX {
+            let c = class_for(size).unwrap();
+            assert_eq!(c, class_compute(size), "size {size}");
+            assert!(c.size() >= size, "size {size} class {}", c.size());
+            if c.0 > 0 {
+                let below = SizeClass(c.0 - 1).size();
+                assert!(below < size, "size {size} fits the smaller class {below}");
+            }
+            // Waste bound: under one quantum up to 128 bytes, under 25% of the request above.
+            if size > 128 {
+                assert!((c.size() - size) * 4 < size, "size {size} wastes too much");
+            } else {
+                assert!(c.size() - size < 16, "size {size} wastes too much");
+            }
+            assert_eq!(c.is_small(), size <= SMALL_MAX);
+        }
+        assert!(class_for(LARGE_MAX + 1).is_none());
+    }
+
+    #[test]
+    fn tables_match_their_oracles() {
+        for i in 0..NCLASSES {
+            assert_eq!(SizeClass(i as u8).size(), size_compute(i));
+            assert_eq!(class_compute(size_compute(i)).index(), i);
+            if i >= 1 {
+                assert_eq!(size_compute(i) % 16, 0);
+            }
+            if i >= NSMALL {
+                assert_eq!(size_compute(i) % PAGE, 0);
+            }
+        }
+        for i in 0..NSMALL {
+            let c = SizeClass(i as u8);
+            assert_eq!(c.pages(), slab_pages_compute(i));
+            assert_eq!(c.slab_objects(), c.pages() * PAGE / c.size());
+            assert!(c.slab_objects() >= 1 && c.slab_objects() <= SLAB_MAX_OBJS);
+            let waste = c.pages() * PAGE - c.slab_objects() * c.size();
+            assert!(
+                waste * 8 <= c.pages() * PAGE,
+                "class {} wastes {waste} of its slab",
+                c.size()
+            );
+        }
+    }
+
+    #[test]
+    fn divide_is_exact_on_multiples_and_detects_the_rest() {
+        for i in 0..NCLASSES {
+            let c = SizeClass(i as u8);
+            let span = if c.is_small() {
+                c.pages() * PAGE
+            } else {
+                c.size() * 2
+            };
+            for off in 0..span {
+                let q = c.divide(off);
+                if off % c.size() == 0 {
+                    assert_eq!(q, off / c.size(), "class {} offset {off}", c.size());
+                } else {
+                    assert_ne!(q * c.size(), off, "class {} offset {off}", c.size());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_classes_are_aligned() {
+        let mut align = 8;
+        while align <= PAGE {
+            for size in (0..20_000).step_by(7) {
+                let c = class_for_aligned(size, align).unwrap();
+                assert!(c.size() >= size.max(1));
+                assert_eq!(
+                    c.size() % align,
+                    0,
+                    "size {size} align {align} class {}",
+                    c.size()
+                );
+            }
+            align *= 2;
+        }
+    }
+}

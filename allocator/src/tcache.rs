@@ -1,0 +1,247 @@
+//! Thread caches: each thread's private stacks of free small blocks, one per class.
+//!
+//! `malloc` of a small size pops from its class's stack and `free` pushes onto it: no lock, no
+//! atomic, no touch of the block's memory. An empty stack is refilled from the thread's arena
+//! with half its capacity in one locked batch; a full one gives its older half back in batches
+//! grouped by owning arena (blocks freed by a thread other than the one that allocated them go
+//! back to their own arena this way, never through a global lock).
+//!
+//! The stacks are arrays of pointers kept in the cache itself, not lists threaded through the
+//! free blocks, so a use-after-free write cannot corrupt the allocator.
+//!
+//! Invariant per bin: `count <= cap`, and `slots[0..count]` are distinct free blocks of the
+//! bin's class that no thread but this one can reach. The static [`EMPTY`] cache has `cap = 0`
+//! everywhere, so a thread that has no cache yet simply misses on every operation.
+
+use core::ptr;
+
+use crate::arena::{self, Arena};
+use crate::chunk::ChunkHeader;
+use crate::meta;
+use crate::pal::PAGE;
+use crate::size_class::{size_compute, slab_pages_compute, SizeClass, NSMALL};
+use crate::sync::Mutex;
+
+/// Per-class cache capacity: about two slabs' worth, at least 8 and at most 128 blocks, and at
+/// most 128 KiB of cached memory per class.
+const fn cap_compute(index: usize) -> usize {
+    let size = size_compute(index);
+    let mut cap = slab_pages_compute(index) * PAGE / size * 2;
+    if cap > 128 {
+        cap = 128;
+    }
+    let by_bytes = 128 * 1024 / size;
+    if cap > by_bytes {
+        cap = by_bytes;
+    }
+    if cap < 8 {
+        cap = 8;
+    }
+    cap
+}
+
+const fn build_caps() -> ([u32; NSMALL], usize) {
+    let mut caps = [0u32; NSMALL];
+    let mut total = 0;
+    let mut i = 0;
+    while i < NSMALL {
+        caps[i] = cap_compute(i) as u32;
+        total += caps[i] as usize;
+        i += 1;
+    }
+    (caps, total)
+}
+
+const CAPS: [u32; NSMALL] = build_caps().0;
+const TOTAL_SLOTS: usize = build_caps().1;
+
+/// One class's stack of cached blocks.
+#[repr(C)]
+pub struct TBin {
+    /// Blocks cached.
+    pub count: u32,
+    /// Capacity (0 in [`EMPTY`]).
+    pub cap: u32,
+    /// `slots[0..count]` are the cached blocks; the top is `slots[count - 1]`.
+    pub slots: *mut *mut u8,
+}
+
+/// A thread's cache. See the module docs for the invariant.
+#[repr(C)]
+pub struct TCache {
+    /// Stacks by small class.
+    pub bins: [TBin; NSMALL],
+    /// The arena this thread fills from.
+    pub arena: *const Arena,
+    next_free: *mut TCache,
+    storage: [*mut u8; TOTAL_SLOTS],
+}
+
+/// The cache of threads that have none: every bin has capacity 0, so every operation misses.
+/// Never written.
+pub static EMPTY: EmptyCache = EmptyCache(TCache {
+    bins: [const {
+        TBin {
+            count: 0,
+            cap: 0,
+            slots: ptr::null_mut(),
+        }
+    }; NSMALL],
+    arena: ptr::null(),
+    next_free: ptr::null_mut(),
+    storage: [ptr::null_mut(); TOTAL_SLOTS],
+});
+
+/// Wrapper making [`EMPTY`] shareable.
+pub struct EmptyCache(pub TCache);
+// SAFETY: EMPTY is never written (all capacities are 0, so no path stores into it).
+unsafe impl Sync for EmptyCache {}
+
+struct Pool(*mut TCache);
+// SAFETY: pooled caches are unused memory from the metadata pool; only touched under the lock.
+unsafe impl Send for Pool {}
+
+/// Caches of exited threads, for reuse.
+static POOL: Mutex<Pool> = Mutex::new(Pool(ptr::null_mut()));
+
+impl TCache {
+    /// A new cache filling from the next arena in turn; null when out of memory.
+    pub fn create() -> *mut TCache {
+        let mut pool = POOL.lock();
+        let mut tc = pool.0;
+        if tc.is_null() {
+            drop(pool);
+            tc = meta::alloc(core::mem::size_of::<TCache>(), 64).cast();
+            if tc.is_null() {
+                return tc;
+            }
+        } else {
+            // SAFETY: pooled caches are unused.
+            pool.0 = unsafe { (*tc).next_free };
+            drop(pool);
+        }
+        // SAFETY: `tc` is unused memory of the right size and alignment that we own.
+        unsafe {
+            let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
+            let mut offset = 0;
+            for (i, &cap) in CAPS.iter().enumerate() {
+                let bin = ptr::addr_of_mut!((*tc).bins[i]);
+                bin.write(TBin {
+                    count: 0,
+                    cap,
+                    slots: storage.add(offset),
+                });
+                offset += cap as usize;
+            }
+            ptr::addr_of_mut!((*tc).arena).write(arena::next_arena());
+            ptr::addr_of_mut!((*tc).next_free).write(ptr::null_mut());
+        }
+        tc
+    }
+
+    /// Returns every cached block to its arena and puts the cache in the pool.
+    ///
+    /// # Safety
+    /// `tc` must be a cache from [`TCache::create`] that no thread will use again.
+    pub unsafe fn destroy(tc: *mut TCache) {
+        // SAFETY: per the contract, the cache is ours alone.
+        unsafe {
+            for i in 0..NSMALL {
+                flush(tc, SizeClass(i as u8), 0);
+            }
+            let mut pool = POOL.lock();
+            (*tc).next_free = pool.0;
+            pool.0 = tc;
+        }
+    }
+}
+
+/// Refills the empty bin of `class` from the cache's arena and pops one block (null when out of
+/// memory).
+///
+/// # Safety
+/// `tc` must be the calling thread's live cache, with `bins[class].count == 0`.
+#[cold]
+pub unsafe fn fill_and_pop(tc: *mut TCache, class: SizeClass) -> *mut u8 {
+    // SAFETY: per the contract the cache and its slot storage are ours.
+    unsafe {
+        let arena = &*(*tc).arena;
+        let bin = &mut (*tc).bins[class.index()];
+        let want = (bin.cap as usize).div_ceil(2);
+        let out = core::slice::from_raw_parts_mut(bin.slots, want);
+        let n = arena.bins[class.index()].fill(class, &arena.pages, out);
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        bin.count = n as u32 - 1;
+        *bin.slots.add(n - 1)
+    }
+}
+
+/// Gives back the oldest blocks of `class` so that `keep` remain (the newest ones).
+///
+/// # Safety
+/// `tc` must be the calling thread's live cache (or a dead thread's, owned by the caller).
+pub unsafe fn flush(tc: *mut TCache, class: SizeClass, keep: usize) {
+    // SAFETY: per the contract the cache and its slot storage are ours.
+    unsafe {
+        let bin = &mut (*tc).bins[class.index()];
+        let count = bin.count as usize;
+        if count <= keep {
+            return;
+        }
+        let n = count - keep;
+        let victims = core::slice::from_raw_parts_mut(bin.slots, n);
+        return_grouped(class, victims);
+        ptr::copy(bin.slots.add(n), bin.slots, keep);
+        bin.count = keep as u32;
+    }
+}
+
+/// Returns `blocks` (of `class`) to the bins of their owning arenas, one locked batch per arena.
+/// Reorders `blocks`.
+///
+/// # Safety
+/// The blocks must be free blocks of `class` that only the caller can reach.
+pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
+    let mut rest = blocks;
+    while !rest.is_empty() {
+        let owner = ChunkHeader::of(rest[0] as usize);
+        // SAFETY: small blocks lie in live chunks.
+        let owner_arena = unsafe { (*owner).arena };
+        // Move this arena's blocks to the front.
+        let mut same = 0;
+        for i in 0..rest.len() {
+            let chunk = ChunkHeader::of(rest[i] as usize);
+            // SAFETY: as above.
+            if unsafe { (*chunk).arena } == owner_arena {
+                rest.swap(same, i);
+                same += 1;
+            }
+        }
+        let arena = &arena::ARENAS[owner_arena as usize];
+        let (batch, tail) = rest.split_at_mut(same);
+        // SAFETY: per the contract the blocks are free blocks of `class` from this arena.
+        unsafe { arena.bins[class.index()].return_batch(class, &arena.pages, batch) };
+        rest = tail;
+    }
+}
+
+pub(crate) fn lock_for_fork() {
+    POOL.lock_for_fork();
+}
+
+/// # Safety
+/// The prepare handler must have taken the lock in this thread.
+pub(crate) unsafe fn unlock_after_fork(child: bool) {
+    // SAFETY: per the contract.
+    unsafe {
+        if child {
+            POOL.reset_in_child()
+        } else {
+            POOL.unlock_after_fork()
+        }
+    }
+}
+
+const _: () = assert!(CAPS[0] >= 2 && CAPS[NSMALL - 1] >= 2);
