@@ -1,0 +1,316 @@
+//! The malloc family's edge cases, as glibc programs expect them, and the errors Tally must
+//! catch instead of corrupting memory.
+
+use std::ffi::c_void;
+use std::process::Command;
+use std::ptr;
+
+use tally::api;
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap()
+}
+
+fn set_errno(v: i32) {
+    // SAFETY: __errno_location is always valid for the calling thread.
+    unsafe { *libc::__errno_location() = v };
+}
+
+#[test]
+fn malloc_zero_gives_unique_blocks() {
+    let a = api::malloc(0);
+    let b = api::malloc(0);
+    assert!(!a.is_null() && !b.is_null() && a != b);
+    assert!(api::malloc_usable_size(a) >= 1);
+    // SAFETY: live blocks.
+    unsafe {
+        api::free(a);
+        api::free(b);
+        api::free(ptr::null_mut());
+    }
+    assert_eq!(api::malloc_usable_size(ptr::null_mut()), 0);
+}
+
+#[test]
+fn huge_requests_fail_with_enomem() {
+    set_errno(0);
+    assert!(api::malloc(usize::MAX).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    set_errno(0);
+    assert!(api::malloc(tally::MAX_REQUEST + 1).is_null());
+    assert_eq!(errno(), libc::ENOMEM);
+    set_errno(0);
+    assert!(
+        api::calloc(usize::MAX / 2, 3).is_null(),
+        "calloc overflow must fail"
+    );
+    assert_eq!(errno(), libc::ENOMEM);
+    let p = api::malloc(100);
+    set_errno(0);
+    // SAFETY: `p` is live; a failing reallocarray leaves it alone.
+    unsafe {
+        assert!(api::reallocarray(p, usize::MAX / 2, 3).is_null());
+        assert_eq!(errno(), libc::ENOMEM);
+        assert!(api::realloc(p, usize::MAX - 10).is_null());
+        assert_eq!(api::malloc_usable_size(p), 112);
+        api::free(p);
+    }
+}
+
+#[test]
+fn calloc_zeroes_reused_memory() {
+    for size in [8usize, 100, 5000, 40_000, 3 << 20] {
+        let p = api::malloc(size) as *mut u8;
+        // SAFETY: `p` is a live block of `size` bytes.
+        unsafe {
+            ptr::write_bytes(p, 0xAB, size);
+            api::free(p.cast());
+        }
+        let q = api::calloc(1, size) as *mut u8;
+        // SAFETY: `q` is a live zeroed block of `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(q, size) };
+        assert!(bytes.iter().all(|&b| b == 0), "calloc({size}) not zeroed");
+        // SAFETY: live block.
+        unsafe { api::free(q.cast()) };
+    }
+    let p = api::calloc(0, 10);
+    assert!(!p.is_null());
+    // SAFETY: live block.
+    unsafe { api::free(p) };
+}
+
+#[test]
+fn realloc_edge_cases() {
+    // SAFETY: each pointer is live where used and given up by realloc/free.
+    unsafe {
+        let p = api::realloc(ptr::null_mut(), 40);
+        assert!(!p.is_null());
+        ptr::write_bytes(p as *mut u8, 7, 40);
+        assert!(
+            api::realloc(p, 0).is_null(),
+            "realloc(p, 0) frees and returns null"
+        );
+        let p = api::malloc(24) as *mut u8;
+        for i in 0..24 {
+            *p.add(i) = i as u8;
+        }
+        // Same class: stays put.
+        let q = api::realloc(p.cast(), 30) as *mut u8;
+        assert_eq!(q, p);
+        // Through small, large and huge sizes and back, contents kept.
+        let mut cur = q;
+        for size in [100usize, 20_000, 100_000, 3 << 20, 9 << 20, 50_000, 17] {
+            cur = api::realloc(cur.cast(), size) as *mut u8;
+            for i in 0..17 {
+                assert_eq!(*cur.add(i), i as u8, "byte {i} after realloc to {size}");
+            }
+        }
+        api::free(cur.cast());
+    }
+}
+
+#[test]
+fn large_blocks_resize_in_place() {
+    // SAFETY: live blocks, each freed once.
+    unsafe {
+        // Find two adjacent 64 KiB blocks, free the second, and grow the first into its pages.
+        let mut grown = false;
+        let mut keep = Vec::new();
+        for _ in 0..16 {
+            let p = api::malloc(64 * 1024) as *mut u8;
+            let q = api::malloc(64 * 1024) as *mut u8;
+            if q as usize == p as usize + 64 * 1024 {
+                *p = 42;
+                api::free(q.cast());
+                let r = api::realloc(p.cast(), 120 * 1024) as *mut u8;
+                assert_eq!(r, p, "grew by moving although the next pages were free");
+                assert_eq!(*r, 42);
+                assert!(api::malloc_usable_size(r.cast()) >= 120 * 1024);
+                // Shrinking stays in place too.
+                let s = api::realloc(r.cast(), 20 * 1024) as *mut u8;
+                assert_eq!(s, p);
+                assert_eq!(api::malloc_usable_size(s.cast()), 20 * 1024);
+                api::free(s.cast());
+                grown = true;
+                break;
+            }
+            keep.push(p);
+            keep.push(q);
+        }
+        for p in keep {
+            api::free(p.cast());
+        }
+        assert!(grown, "never got two adjacent large blocks");
+    }
+}
+
+#[test]
+fn alignment_rules() {
+    let mut out: *mut c_void = ptr::null_mut();
+    // SAFETY: `out` is a valid out-pointer; results are freed.
+    unsafe {
+        assert_eq!(api::posix_memalign(&mut out, 3, 8), libc::EINVAL);
+        assert_eq!(
+            api::posix_memalign(&mut out, 4, 8),
+            libc::EINVAL,
+            "must be a multiple of sizeof(void*)"
+        );
+        assert_eq!(api::posix_memalign(&mut out, 0, 8), libc::EINVAL);
+        for lg in 3..=21 {
+            let align = 1usize << lg;
+            for size in [1usize, 24, align, 3 * align + 5, 70_000] {
+                assert_eq!(api::posix_memalign(&mut out, align, size), 0);
+                assert_eq!(out as usize % align, 0, "posix_memalign({align}, {size})");
+                assert!(api::malloc_usable_size(out) >= size);
+                ptr::write_bytes(out as *mut u8, 1, size);
+                api::free(out);
+                let p = api::aligned_alloc(align, size);
+                assert_eq!(p as usize % align, 0, "aligned_alloc({align}, {size})");
+                api::free(p);
+                let p = api::memalign(align, size);
+                assert_eq!(p as usize % align, 0, "memalign({align}, {size})");
+                api::free(p);
+            }
+        }
+        set_errno(0);
+        assert!(api::aligned_alloc(24, 8).is_null());
+        assert_eq!(errno(), libc::EINVAL);
+        // memalign rounds a non-power-of-two alignment up, like glibc.
+        let p = api::memalign(24, 8);
+        assert_eq!(p as usize % 32, 0);
+        api::free(p);
+        let p = api::valloc(10);
+        assert_eq!(p as usize % 4096, 0);
+        api::free(p);
+        let p = api::pvalloc(5000);
+        assert_eq!(p as usize % 4096, 0);
+        assert!(api::malloc_usable_size(p) >= 8192);
+        api::free(p);
+        let p = api::pvalloc(0);
+        assert!(api::malloc_usable_size(p) >= 4096);
+        api::free_sized(p, 0);
+        let p = api::aligned_alloc(64, 64);
+        api::free_aligned_sized(p, 64, 64);
+    }
+}
+
+/// Grows a 64 MiB block to 1 GiB in ten steps; prints the counter deltas.
+fn grow_huge_block() {
+    let before = tally::stats::counters();
+    let mut size = 64usize << 20;
+    let mut p = api::malloc(size) as *mut u8;
+    // SAFETY: live blocks; every pointer is given up to realloc.
+    unsafe {
+        for off in (0..size).step_by(1 << 20) {
+            *p.add(off) = (off >> 20) as u8;
+        }
+        while size < 1 << 30 {
+            size += 96 << 20;
+            p = api::realloc(p.cast(), size) as *mut u8;
+            assert!(!p.is_null());
+        }
+        for off in (0..64usize << 20).step_by(1 << 20) {
+            assert_eq!(*p.add(off), (off >> 20) as u8);
+        }
+        api::free(p.cast());
+    }
+    let after = tally::stats::counters();
+    println!(
+        "remaps={} allocs={}",
+        after.huge_remaps - before.huge_remaps,
+        after.huge_allocs - before.huge_allocs
+    );
+}
+
+#[test]
+fn huge_realloc_moves_pages_without_copying() {
+    // In a child process, so no other test's blocks touch the counters.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("TALLY_CHILD", "grow_huge")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Every step was an mremap (in place or moved), never a new block plus a copy.
+    assert!(stdout.contains("remaps=10 allocs=1"), "{stdout}");
+}
+
+/// Runs this test binary again with `TALLY_CHILD=<case>` and returns (exit status, stderr).
+fn run_child(case: &str) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("TALLY_CHILD", case)
+        .output()
+        .unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Entry point for the child processes of the error tests; does nothing in a normal run.
+#[test]
+fn child_entry() {
+    let Ok(case) = std::env::var("TALLY_CHILD") else {
+        return;
+    };
+    // SAFETY: deliberately invalid frees, in a child process that is expected to abort.
+    unsafe {
+        match case.as_str() {
+            "foreign" => {
+                let mut on_stack = [0u8; 64];
+                api::free(on_stack.as_mut_ptr().cast());
+            }
+            "interior" => {
+                let p = api::malloc(100) as *mut u8;
+                api::free(p.add(16).cast());
+            }
+            "large_interior" => {
+                let p = api::malloc(100_000) as *mut u8;
+                api::free(p.add(4096).cast());
+            }
+            "huge_interior" => {
+                let p = api::malloc(10 << 20) as *mut u8;
+                api::free(p.add(8).cast());
+            }
+            "grow_huge" => grow_huge_block(),
+            "double" => {
+                // Enough frees of one class to force a flush of the thread cache.
+                let p = api::malloc(48);
+                api::free(p);
+                api::free(p);
+                let mut v = Vec::new();
+                for _ in 0..1000 {
+                    v.push(api::malloc(48));
+                }
+                for q in v {
+                    api::free(q);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn invalid_frees_abort_with_one_line() {
+    for (case, want) in [
+        ("foreign", "not allocated by Tally"),
+        ("interior", "not the start of a 112-byte block"),
+        ("large_interior", "inside a block of"),
+        ("huge_interior", "inside a huge block"),
+        ("double", "double free"),
+    ] {
+        let (status, stderr) = run_child(case);
+        assert!(!status.success(), "{case}: child survived an invalid free");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("tally: free(): "))
+            .unwrap_or_else(|| {
+                panic!("{case}: no tally message in stderr:\n{stderr}");
+            });
+        assert!(line.contains(want), "{case}: {line}");
+        assert!(
+            line.contains("0x"),
+            "{case}: the message names the address: {line}"
+        );
+    }
+}
