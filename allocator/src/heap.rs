@@ -28,7 +28,7 @@ use crate::huge::{self, HugeBlock};
 use crate::options::{self, Options};
 use crate::pagemap::{self, TAG_HUGE};
 use crate::pal::{self, PAGE, PAGE_SHIFT};
-use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCLASSES, SMALL_MAX};
+use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCACHED, NCLASSES, SMALL_MAX};
 use crate::tcache::{self, TCache, EMPTY};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
@@ -230,7 +230,8 @@ pub fn alloc(size: usize) -> *mut u8 {
     alloc_big(size, PAGE)
 }
 
-/// Allocates one block of the small class `class`.
+/// Allocates one block of `class`, a class the thread cache keeps (small, or large up to
+/// `TCACHE_MAX`).
 #[inline(always)]
 fn alloc_small(class: SizeClass) -> *mut u8 {
     let tc = TCACHE.get();
@@ -254,6 +255,9 @@ fn alloc_small_miss(class: SizeClass) -> *mut u8 {
         tc = thread_start();
         if tc.is_null() {
             let arena = direct_arena();
+            if !class.is_small() {
+                return arena.alloc_large(class, PAGE);
+            }
             let mut one = [ptr::null_mut()];
             arena.bins[class.index()].fill(class, &arena.pages, &mut one);
             return one[0];
@@ -271,8 +275,11 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
     }
-    ensure_global();
     if let Some(class) = class_for(size.max(SMALL_MAX + 1)) {
+        if class.index() < NCACHED && align <= PAGE {
+            return alloc_small(class);
+        }
+        ensure_global();
         let p = thread_arena().alloc_large(class, align);
         if !p.is_null() {
             return p;
@@ -281,6 +288,7 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
             return p;
         }
     }
+    ensure_global();
     huge::alloc(size, align)
 }
 
@@ -441,8 +449,11 @@ pub unsafe fn free(p: *mut u8) {
     }
 }
 
+/// Puts `p` in the thread cache (flushing half of the bin first if it is full), or returns it to
+/// its arena when the thread has no cache.
+///
 /// # Safety
-/// `p` must be a live small block of `class` that the caller gives up.
+/// `p` must be a live block of `class` (a cached class) that the caller gives up.
 #[cold]
 #[inline(never)]
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
@@ -478,6 +489,8 @@ unsafe fn free_other(p: *mut u8, who: &str) {
         // A small block reaching here passed the checks in `block_of`; free it normally.
         // SAFETY: the caller gives up `p`.
         Block::Small(class) => unsafe { free_small_miss(p, class) },
+        // SAFETY: the caller gives up `p`, a live large block of `class`.
+        Block::Large(_, class) if class.index() < NCACHED => unsafe { free_small_miss(p, class) },
         Block::Large(span, _) => {
             let chunk = crate::chunk::Span::chunk(span);
             // SAFETY: `span` is the live large run of `p`, which the caller gives up.

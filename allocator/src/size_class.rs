@@ -29,6 +29,11 @@ pub const LARGE_MAX: usize = 2 * 1024 * 1024;
 pub const NSMALL: usize = 36;
 /// Number of classes (small and large).
 pub const NCLASSES: usize = 65;
+/// Largest class kept in thread caches (jemalloc's default `tcache_max`): 32 KiB.
+pub const TCACHE_MAX: usize = 32 * 1024;
+/// Number of classes kept in thread caches: all small ones and the large ones up to
+/// [`TCACHE_MAX`].
+pub const NCACHED: usize = 41;
 /// Most objects a slab holds; the slab bitmap is sized for it.
 pub const SLAB_MAX_OBJS: usize = 512;
 /// Longest slab, in pages.
@@ -45,6 +50,7 @@ const _: () = assert!(size_compute(NSMALL - 1) == SMALL_MAX);
 const _: () = assert!(size_compute(NSMALL) == SMALL_MAX + 2048);
 const _: () = assert!(size_compute(NCLASSES - 1) == LARGE_MAX);
 const _: () = assert!(class_compute(LARGE_MAX).0 as usize == NCLASSES - 1);
+const _: () = assert!(size_compute(NCACHED - 1) == TCACHE_MAX);
 const _: () = assert!(NCLASSES < 0xF0, "class numbers must leave room for page markers");
 const _: () = assert!(size_compute(NSMALL) % PAGE == 0);
 

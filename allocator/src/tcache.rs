@@ -19,13 +19,18 @@ use crate::arena::{self, Arena};
 use crate::chunk::ChunkHeader;
 use crate::meta;
 use crate::pal::PAGE;
-use crate::size_class::{size_compute, slab_pages_compute, SizeClass, NSMALL};
+use crate::size_class::{size_compute, slab_pages_compute, SizeClass, NCACHED, NSMALL};
 use crate::sync::Mutex;
 
-/// Per-class cache capacity: about two slabs' worth, at least 8 and at most 128 blocks, and at
-/// most 128 KiB of cached memory per class.
+/// Per-class cache capacity: for small classes about two slabs' worth, at least 8 and at most 128
+/// blocks, and at most 128 KiB of cached memory per class; for the cached large classes 128 KiB
+/// worth, at least 4 blocks.
 const fn cap_compute(index: usize) -> usize {
     let size = size_compute(index);
+    if index >= NSMALL {
+        let cap = 128 * 1024 / size;
+        return if cap < 4 { 4 } else { cap };
+    }
     let mut cap = slab_pages_compute(index) * PAGE / size * 2;
     if cap > 128 {
         cap = 128;
@@ -40,11 +45,11 @@ const fn cap_compute(index: usize) -> usize {
     cap
 }
 
-const fn build_caps() -> ([u32; NSMALL], usize) {
-    let mut caps = [0u32; NSMALL];
+const fn build_caps() -> ([u32; NCACHED], usize) {
+    let mut caps = [0u32; NCACHED];
     let mut total = 0;
     let mut i = 0;
-    while i < NSMALL {
+    while i < NCACHED {
         caps[i] = cap_compute(i) as u32;
         total += caps[i] as usize;
         i += 1;
@@ -52,7 +57,7 @@ const fn build_caps() -> ([u32; NSMALL], usize) {
     (caps, total)
 }
 
-const CAPS: [u32; NSMALL] = build_caps().0;
+const CAPS: [u32; NCACHED] = build_caps().0;
 const TOTAL_SLOTS: usize = build_caps().1;
 
 /// One class's stack of cached blocks.
@@ -70,7 +75,7 @@ pub struct TBin {
 #[repr(C)]
 pub struct TCache {
     /// Stacks by small class.
-    pub bins: [TBin; NSMALL],
+    pub bins: [TBin; NCACHED],
     /// The arena this thread fills from.
     pub arena: *const Arena,
     next_free: *mut TCache,
@@ -86,7 +91,7 @@ pub static EMPTY: EmptyCache = EmptyCache(TCache {
             cap: 0,
             slots: ptr::null_mut(),
         }
-    }; NSMALL],
+    }; NCACHED],
     arena: ptr::null(),
     next_free: ptr::null_mut(),
     storage: [ptr::null_mut(); TOTAL_SLOTS],
@@ -146,7 +151,7 @@ impl TCache {
     pub unsafe fn destroy(tc: *mut TCache) {
         // SAFETY: per the contract, the cache is ours alone.
         unsafe {
-            for i in 0..NSMALL {
+            for i in 0..NCACHED {
                 flush(tc, SizeClass(i as u8), 0);
             }
             let mut pool = POOL.lock();
@@ -166,6 +171,10 @@ pub unsafe fn fill_and_pop(tc: *mut TCache, class: SizeClass) -> *mut u8 {
     // SAFETY: per the contract the cache and its slot storage are ours.
     unsafe {
         let arena = &*(*tc).arena;
+        if !class.is_small() {
+            // Large blocks are not prefetched: the cache only keeps what the thread frees.
+            return arena.alloc_large(class, crate::pal::PAGE);
+        }
         let bin = &mut (*tc).bins[class.index()];
         let want = (bin.cap as usize).div_ceil(2);
         let out = core::slice::from_raw_parts_mut(bin.slots, want);
@@ -198,12 +207,23 @@ pub unsafe fn flush(tc: *mut TCache, class: SizeClass, keep: usize) {
     }
 }
 
-/// Returns `blocks` (of `class`) to the bins of their owning arenas, one locked batch per arena.
-/// Reorders `blocks`.
+/// Returns `blocks` (of `class`) to their owning arenas, small ones in one locked batch per
+/// arena. Reorders `blocks`.
 ///
 /// # Safety
 /// The blocks must be free blocks of `class` that only the caller can reach.
 pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
+    if !class.is_small() {
+        for &p in blocks.iter() {
+            let chunk = ChunkHeader::of(p as usize);
+            // SAFETY: a large block starts its run, whose span is at its first page.
+            unsafe {
+                let span = ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
+                arena::of_chunk(chunk).free_large(span);
+            }
+        }
+        return;
+    }
     let mut rest = blocks;
     while !rest.is_empty() {
         let owner = ChunkHeader::of(rest[0] as usize);
@@ -244,4 +264,4 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
     }
 }
 
-const _: () = assert!(CAPS[0] >= 2 && CAPS[NSMALL - 1] >= 2);
+const _: () = assert!(CAPS[0] >= 2 && CAPS[NCACHED - 1] >= 2);
