@@ -13,9 +13,16 @@ use crate::pal::{self, PAGE};
 
 fn out_of_memory(p: *mut u8) -> *mut c_void {
     if p.is_null() {
-        pal::set_errno(libc::ENOMEM);
+        return enomem();
     }
     p.cast()
+}
+
+#[cold]
+#[inline(never)]
+fn enomem() -> *mut c_void {
+    pal::set_errno(libc::ENOMEM);
+    ptr::null_mut()
 }
 
 /// `malloc(3)`.
@@ -23,7 +30,7 @@ fn out_of_memory(p: *mut u8) -> *mut c_void {
 pub fn malloc(size: usize) -> *mut c_void {
     let p = heap::alloc(size);
     if p.is_null() {
-        return out_of_memory(p);
+        return enomem();
     }
     p.cast()
 }

@@ -43,9 +43,26 @@ enum ThreadState {
     NoCache,
 }
 
+/// This thread's cache, or [`EMPTY`]. Kept in the thread slot as the distance from `EMPTY`, so
+/// the slot's initial zero means `EMPTY`.
+struct CurrentCache;
+
+impl CurrentCache {
+    #[inline(always)]
+    fn get() -> *mut TCache {
+        // SAFETY: the thread slot is this thread's own word.
+        let distance = unsafe { *pal::thread_slot() };
+        (empty_cache() as usize).wrapping_add(distance) as *mut TCache
+    }
+
+    #[inline(always)]
+    fn set(tc: *mut TCache) {
+        // SAFETY: the thread slot is this thread's own word.
+        unsafe { *pal::thread_slot() = (tc as usize).wrapping_sub(empty_cache() as usize) };
+    }
+}
+
 thread_local! {
-    /// This thread's cache, or [`EMPTY`].
-    static TCACHE: Cell<*mut TCache> = const { Cell::new(ptr::addr_of!(EMPTY.0) as *mut TCache) };
     static STATE: Cell<ThreadState> = const { Cell::new(ThreadState::Uninit) };
     /// Whether this thread is running process-wide initialization.
     static IN_GLOBAL_INIT: Cell<bool> = const { Cell::new(false) };
@@ -140,6 +157,11 @@ fn init_global() {
     };
     arena::set_arena_count(narenas);
     opts.narenas = arena::arena_count();
+    if opts.stats_print {
+        // Programs such as GNU coreutils close stderr before exiting; keep our own copy for the
+        // report printed at exit.
+        pal::keep_stderr();
+    }
     // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
     unsafe { *OPTIONS.0.get() = opts };
     if let Some(key) = pal::thread_exit_key(thread_exit) {
@@ -176,7 +198,7 @@ fn thread_start() -> *mut TCache {
     if key != u32::MAX {
         pal::arm_thread_exit(key, tc.cast());
     }
-    TCACHE.set(tc);
+    CurrentCache::set(tc);
     STATE.set(ThreadState::Ready);
     tc
 }
@@ -184,10 +206,10 @@ fn thread_start() -> *mut TCache {
 /// Thread-exit destructor: flushes the thread's cache and returns it to the pool.
 unsafe extern "C" fn thread_exit(tc: *mut c_void) {
     let tc = tc.cast::<TCache>();
-    if tc.is_null() || TCACHE.get() != tc {
+    if tc.is_null() || CurrentCache::get() != tc {
         return;
     }
-    TCACHE.set(empty_cache());
+    CurrentCache::set(empty_cache());
     STATE.set(ThreadState::TornDown);
     // SAFETY: the cache belonged to this thread, which no longer points at it.
     unsafe { TCache::destroy(tc) };
@@ -207,7 +229,7 @@ fn direct_arena() -> &'static Arena {
 
 /// The calling thread's arena.
 fn thread_arena() -> &'static Arena {
-    let tc = TCACHE.get();
+    let tc = CurrentCache::get();
     if tc != empty_cache() {
         // SAFETY: a thread's own live cache; its arena is one of the static ARENAS.
         unsafe { &*(*tc).arena }
@@ -234,7 +256,7 @@ pub fn alloc(size: usize) -> *mut u8 {
 /// `TCACHE_MAX`).
 #[inline(always)]
 fn alloc_small(class: SizeClass) -> *mut u8 {
-    let tc = TCACHE.get();
+    let tc = CurrentCache::get();
     // SAFETY: `tc` is this thread's cache or EMPTY; a bin with count > 0 holds `count` valid
     // slots (TCache invariant), and EMPTY's counts are always 0 so it is never written.
     unsafe {
@@ -250,7 +272,7 @@ fn alloc_small(class: SizeClass) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_small_miss(class: SizeClass) -> *mut u8 {
-    let mut tc = TCACHE.get();
+    let mut tc = CurrentCache::get();
     if tc == empty_cache() {
         tc = thread_start();
         if tc.is_null() {
@@ -429,7 +451,7 @@ fn small_class_of(p: *mut u8) -> Option<SizeClass> {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     if let Some(class) = small_class_of(p) {
-        let tc = TCACHE.get();
+        let tc = CurrentCache::get();
         // SAFETY: `tc` is this thread's cache or EMPTY (capacity 0, never written); a bin with
         // count < cap has room for one more slot.
         unsafe {
@@ -457,7 +479,7 @@ pub unsafe fn free(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
-    let mut tc = TCACHE.get();
+    let mut tc = CurrentCache::get();
     if tc == empty_cache() {
         tc = thread_start();
         if tc.is_null() {

@@ -110,6 +110,55 @@ pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> 
     p != libc::MAP_FAILED
 }
 
+// The thread slot: one word of thread-local storage in the initial-exec model, so reading it is a
+// load from the thread pointer plus a link-time offset, with no call to `__tls_get_addr` (which
+// a shared library's ordinary thread-locals pay on every access). A `.tbss` word is zero in every
+// new thread.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl tally_thread_slot",
+    ".hidden tally_thread_slot",
+    ".type tally_thread_slot, @object",
+    ".size tally_thread_slot, 8",
+    "tally_thread_slot:",
+    ".zero 8",
+    ".popsection",
+);
+
+/// The calling thread's slot: a word that is 0 when the thread starts and that only this thread
+/// reads or writes. The address is stable for the thread's life.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn thread_slot() -> *mut usize {
+    let p: usize;
+    // SAFETY: reads the thread pointer (`fs:0` holds its own address on x86-64 Linux) and adds
+    // the slot's initial-exec offset from the GOT; both are valid for the life of the thread.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr fs:[0]",
+            "add {p}, qword ptr [rip + tally_thread_slot@GOTTPOFF]",
+            p = out(reg) p,
+            options(pure, readonly, nostack),
+        );
+    }
+    p as *mut usize
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+std::thread_local! {
+    static THREAD_SLOT: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// The calling thread's slot: a word that is 0 when the thread starts and that only this thread
+/// reads or writes. The address is stable for the thread's life.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub fn thread_slot() -> *mut usize {
+    THREAD_SLOT.with(|c| c.as_ptr())
+}
+
 /// Reads an environment variable without allocating; set-uid programs see nothing
 /// (`secure_getenv`). The bytes live as long as the environment is not modified, which Tally
 /// assumes for the short time it parses them.
@@ -183,12 +232,26 @@ pub fn set_errno(value: i32) {
     unsafe { *libc::__errno_location() = value };
 }
 
+/// The descriptor Tally writes diagnostics to: 2, or a private duplicate of it.
+static STDERR_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+
+/// Keeps a private, close-on-exec duplicate of stderr for messages printed at exit, so that a
+/// program closing fd 2 before it exits does not silence them.
+pub fn keep_stderr() {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 100) };
+    if fd >= 0 {
+        STDERR_FD.store(fd, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Writes all of `bytes` to stderr, retrying short writes; errors are ignored (there is nowhere
 /// left to report them).
 pub fn write_stderr(mut bytes: &[u8]) {
+    let fd = STDERR_FD.load(core::sync::atomic::Ordering::Relaxed);
     while !bytes.is_empty() {
         // SAFETY: the pointer and length describe the live slice `bytes`.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
         if n <= 0 {
             // SAFETY: __errno_location is always valid.
             if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
