@@ -70,8 +70,9 @@ pub enum RunState {
 /// Describes the run of pages starting at its page.
 ///
 /// Invariants, for a run starting at page `h` of `pages` pages:
-/// - `page_info[h + k]` = `page_info(owner, k)` for `k < pages`, where owner is `class` for
-///   slabs and large blocks and [`FREE_RUN`] for free runs;
+/// - `page_info[h + k]` = `page_info(class, k)` for `k < pages` for slabs and large blocks; for
+///   free runs every page's class is [`FREE_RUN`] and only the first and last pages' offsets
+///   are kept exact (see `extent.rs`);
 /// - for a slab, `nfree` = the number of set bits of `bitmap` (1 = free object), and bits at or
 ///   past `class.slab_objects()` are 0;
 /// - `next`/`prev` link the run into exactly one list (a bin's partial list or a page heap's
