@@ -232,3 +232,91 @@ unsafe fn take(slab: *mut Span, class: SizeClass, out: &mut [*mut u8]) -> usize 
     }
     n
 }
+
+#[cfg(test)]
+impl Bin {
+    /// Checks the invariants in the module docs for a bin of `class`; panics on a violation.
+    pub fn debug_check_invariants(&self, class: SizeClass) {
+        let bin = self.slabs.lock();
+        let check_slab = |slab: *mut Span| {
+            // SAFETY: slabs of a bin are live spans in chunk headers.
+            unsafe {
+                assert_eq!((*slab).state, RunState::Slab);
+                assert_eq!((*slab).class, class.0);
+                let ones: u32 = (*slab).bitmap.iter().map(|w| w.count_ones()).sum();
+                assert_eq!(
+                    ones as usize,
+                    (*slab).nfree as usize,
+                    "nfree disagrees with the bitmap"
+                );
+                let n = class.slab_objects();
+                for (w, &word) in (*slab).bitmap.iter().enumerate() {
+                    for b in 0..64 {
+                        if word >> b & 1 == 1 {
+                            assert!(w * 64 + b < n, "bit past the last object");
+                        }
+                    }
+                }
+            }
+        };
+        if !bin.current.is_null() {
+            check_slab(bin.current);
+        }
+        let mut slab = bin.partial;
+        let mut partial = 0;
+        while !slab.is_null() {
+            check_slab(slab);
+            assert_ne!(slab, bin.current);
+            // SAFETY: list members are live slabs.
+            unsafe {
+                assert!((*slab).nfree > 0 && ((*slab).nfree as usize) < class.slab_objects());
+                slab = (*slab).next;
+            }
+            partial += 1;
+        }
+        assert!(bin.slabs >= partial + usize::from(!bin.current.is_null()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::NSMALL;
+
+    #[test]
+    fn objects_come_out_distinct_and_go_back_in_any_order() {
+        let pages = Mutex::new(PageHeap::new(201));
+        for index in [0, 1, 5, 12, 20, 30, NSMALL - 1] {
+            let class = SizeClass(index as u8);
+            let bin = Bin::new();
+            let want = class.slab_objects() * 3 + 7;
+            let mut objects = std::vec![core::ptr::null_mut(); want];
+            let mut got = 0;
+            while got < want {
+                let n = bin.fill(class, &pages, &mut objects[got..(got + 13).min(want)]);
+                assert!(n > 0);
+                got += n;
+                bin.debug_check_invariants(class);
+            }
+            let mut sorted: std::vec::Vec<usize> = objects.iter().map(|&p| p as usize).collect();
+            sorted.sort_unstable();
+            for pair in sorted.windows(2) {
+                assert!(pair[1] - pair[0] >= class.size(), "overlapping objects");
+            }
+            // Return them in a scrambled order, a few at a time.
+            let mut order: std::vec::Vec<*mut u8> = objects.clone();
+            let len = order.len();
+            for i in 0..len {
+                order.swap(i, (i * 7919 + 13) % len);
+            }
+            for chunk in order.chunks(5) {
+                // SAFETY: each object came from this bin and is returned once.
+                unsafe { bin.return_batch(class, &pages, chunk) };
+                bin.debug_check_invariants(class);
+            }
+            // Every slab but the current one went back to the page heap.
+            assert_eq!(bin.slabs.lock().slabs, 1);
+            pages.lock().debug_check_invariants();
+        }
+    }
+}

@@ -4,6 +4,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
 use crate::heap;
+use crate::size_class::{class_for, TCACHE_MAX};
 
 /// Tally as Rust's global allocator:
 ///
@@ -23,7 +24,16 @@ unsafe impl GlobalAlloc for Tally {
     }
 
     #[inline(always)]
-    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        let (size, align) = (layout.size(), layout.align());
+        // The layout names the class `alloc` chose (plain `alloc` for these alignments), so the
+        // page-map lookup can be skipped for the classes the thread cache keeps.
+        if size <= TCACHE_MAX && (align <= 8 || (align <= 16 && size > 8)) {
+            // SAFETY: sizes up to TCACHE_MAX always have a class.
+            let class = unsafe { class_for(size).unwrap_unchecked() };
+            // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.
+            return unsafe { heap::free_known(p, class) };
+        }
         // SAFETY: GlobalAlloc's contract: `p` came from this allocator and is given up.
         unsafe { heap::free(p) }
     }

@@ -451,19 +451,8 @@ fn small_class_of(p: *mut u8) -> Option<SizeClass> {
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     if let Some(class) = small_class_of(p) {
-        let tc = CurrentCache::get();
-        // SAFETY: `tc` is this thread's cache or EMPTY (capacity 0, never written); a bin with
-        // count < cap has room for one more slot.
-        unsafe {
-            let bin = &mut (*tc).bins[class.index()];
-            if bin.count < bin.cap {
-                *bin.slots.add(bin.count as usize) = p;
-                bin.count += 1;
-                return;
-            }
-        }
-        // SAFETY: `p` is a valid small block the caller gives up.
-        return unsafe { free_small_miss(p, class) };
+        // SAFETY: `p` is a valid small block of `class` the caller gives up.
+        return unsafe { free_known(p, class) };
     }
     if !p.is_null() {
         // SAFETY: the caller gives up `p`.
@@ -520,6 +509,27 @@ unsafe fn free_other(p: *mut u8, who: &str) {
         }
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
         Block::Huge(d) => unsafe { huge::free(d) },
+    }
+}
+
+/// Frees `p`, a block the caller knows to be of `class`, a class the thread cache keeps (Rust's
+/// `dealloc` knows the size it asked for). Skips the page-map lookup and pointer checks.
+///
+/// # Safety
+/// `p` must be a live block of `class` allocated by Tally, not used after this call.
+#[inline(always)]
+pub unsafe fn free_known(p: *mut u8, class: SizeClass) {
+    let tc = CurrentCache::get();
+    // SAFETY: `tc` is this thread's cache or EMPTY (capacity 0, never written); a bin with
+    // count < cap has room for one more slot.
+    unsafe {
+        let bin = &mut (*tc).bins[class.index()];
+        if bin.count < bin.cap {
+            *bin.slots.add(bin.count as usize) = p;
+            bin.count += 1;
+            return;
+        }
+        free_small_miss(p, class)
     }
 }
 

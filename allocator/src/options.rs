@@ -53,7 +53,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "tcache",
         kind: Kind::Bool,
         default: "true",
-        doc: "Per-thread caches of small blocks. Off, every malloc and free takes an arena lock.",
+        doc: "Per-thread caches of blocks up to 32 KiB. Off, every malloc and free takes an arena lock.",
     },
     OptionSpec {
         name: "stats_print",

@@ -18,31 +18,22 @@ use core::ptr;
 use crate::arena::{self, Arena};
 use crate::chunk::ChunkHeader;
 use crate::meta;
-use crate::pal::PAGE;
-use crate::size_class::{size_compute, slab_pages_compute, SizeClass, NCACHED, NSMALL};
+use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
 use crate::sync::Mutex;
 
-/// Per-class cache capacity: for small classes about two slabs' worth, at least 8 and at most 128
-/// blocks, and at most 128 KiB of cached memory per class; for the cached large classes 128 KiB
-/// worth, at least 4 blocks.
+/// Per-class cache capacity: 256 KiB worth of blocks, at least 16 and at most 128 blocks for
+/// small classes, at least 4 for the cached large classes. (A thread caches at most about 4 MiB.)
 const fn cap_compute(index: usize) -> usize {
     let size = size_compute(index);
-    if index >= NSMALL {
-        let cap = 128 * 1024 / size;
-        return if cap < 4 { 4 } else { cap };
+    let by_bytes = 256 * 1024 / size;
+    let (min, max) = if index < NSMALL { (16, 128) } else { (4, 16) };
+    if by_bytes < min {
+        min
+    } else if by_bytes > max {
+        max
+    } else {
+        by_bytes
     }
-    let mut cap = slab_pages_compute(index) * PAGE / size * 2;
-    if cap > 128 {
-        cap = 128;
-    }
-    let by_bytes = 128 * 1024 / size;
-    if cap > by_bytes {
-        cap = by_bytes;
-    }
-    if cap < 8 {
-        cap = 8;
-    }
-    cap
 }
 
 const fn build_caps() -> ([u32; NCACHED], usize) {

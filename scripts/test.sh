@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Every test: build libtally.so (the LD_PRELOAD tests load it), then the whole workspace's tests,
+# then formatting and lints. Tools the tests run (gcc, git, perl, python3, java, sort) must be
+# installed; .ci/run installs them from Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in cc git perl python3 java javac sort; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential git perl python3 openjdk-17-jdk-headless)" >&2
+    exit 1
+fi
+cargo build --release -p tally
+cargo test --workspace --release
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --release -- -D warnings
