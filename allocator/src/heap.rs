@@ -3,8 +3,8 @@
 //! over this module.
 //!
 //! # Fast paths
-//! `alloc` of a small size: one table lookup for the class, one thread-local load, one compare
-//! of the bin's count, one pop. `free` of a small block: the page-map lookup (two loads), the
+//! `alloc` of a small size: one table lookup for the class, the thread's bins at a fixed offset
+//! from the thread pointer, one compare of the bin's count, one pop. `free` of a small block: the page-map lookup (two loads), the
 //! page's info word, a multiply to check the pointer is a block boundary, one compare, one push.
 //! Everything else — empty or full bins, large and huge blocks, a thread's first call, errors —
 //! is in `#[cold]` functions.
@@ -14,8 +14,8 @@
 //! is made (calls made meanwhile, for example by `pthread_setspecific`, are served straight from
 //! an arena), then `Ready`. At thread exit the cache is flushed and the thread is `TornDown`:
 //! destructors that run after ours still allocate, straight from an arena. With `tcache:false`
-//! threads stay `NoCache`. A thread without a cache points at the static [`EMPTY`] cache, whose
-//! capacities are 0, so "no cache" is just a miss on the fast path, never an extra branch.
+//! threads stay `NoCache`. A thread without a cache has bins of capacity 0 (its thread block
+//! starts zeroed), so "no cache" is just a miss on the fast path, never an extra branch.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
@@ -29,7 +29,7 @@ use crate::options::{self, Options};
 use crate::pagemap::{self, TAG_HUGE};
 use crate::pal::{self, PAGE, PAGE_SHIFT};
 use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCACHED, NCLASSES, SMALL_MAX};
-use crate::tcache::{self, TCache, EMPTY};
+use crate::tcache::{self, thread_bins, TCache, ThreadBins};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
@@ -43,36 +43,12 @@ enum ThreadState {
     NoCache,
 }
 
-/// This thread's cache, or [`EMPTY`]. Kept in the thread slot as the distance from `EMPTY`, so
-/// the slot's initial zero means `EMPTY`.
-struct CurrentCache;
-
-impl CurrentCache {
-    #[inline(always)]
-    fn get() -> *mut TCache {
-        // SAFETY: the thread slot is this thread's own word.
-        let distance = unsafe { *pal::thread_slot() };
-        (empty_cache() as usize).wrapping_add(distance) as *mut TCache
-    }
-
-    #[inline(always)]
-    fn set(tc: *mut TCache) {
-        // SAFETY: the thread slot is this thread's own word.
-        unsafe { *pal::thread_slot() = (tc as usize).wrapping_sub(empty_cache() as usize) };
-    }
-}
-
 thread_local! {
     static STATE: Cell<ThreadState> = const { Cell::new(ThreadState::Uninit) };
     /// Whether this thread is running process-wide initialization.
     static IN_GLOBAL_INIT: Cell<bool> = const { Cell::new(false) };
     /// Arena for calls served without a cache.
     static DIRECT_ARENA: Cell<*const Arena> = const { Cell::new(ptr::null()) };
-}
-
-#[inline(always)]
-fn empty_cache() -> *mut TCache {
-    ptr::addr_of!(EMPTY.0) as *mut TCache
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,44 +151,52 @@ fn init_global() {
 // ---------------------------------------------------------------------------------------------
 // Threads.
 
-/// Gives the calling thread a cache if it may have one. Returns it, or null when the thread is
-/// to be served without a cache.
+/// Gives the calling thread a cache if it may have one. Returns true if it now has one, false
+/// when the thread is to be served without a cache.
 #[cold]
 #[inline(never)]
-fn thread_start() -> *mut TCache {
+fn thread_start() -> bool {
     if STATE.get() != ThreadState::Uninit {
-        return ptr::null_mut();
+        return false;
     }
     STATE.set(ThreadState::Initializing);
     ensure_global();
     if !options().tcache {
         STATE.set(ThreadState::NoCache);
-        return ptr::null_mut();
+        return false;
     }
-    let tc = TCache::create();
+    let tb = thread_bins();
+    // SAFETY: `tb` is this thread's bins; an Uninit thread has no cache.
+    let tc = unsafe { TCache::attach(tb) };
     if tc.is_null() {
         STATE.set(ThreadState::Uninit);
-        return tc;
+        return false;
     }
     let key = THREAD_KEY.load(Ordering::Relaxed);
     if key != u32::MAX {
         pal::arm_thread_exit(key, tc.cast());
     }
-    CurrentCache::set(tc);
     STATE.set(ThreadState::Ready);
-    tc
+    true
+}
+
+/// Whether the calling thread has a cache.
+#[inline]
+fn has_cache(tb: *mut ThreadBins) -> bool {
+    // SAFETY: the thread's own bins.
+    unsafe { !(*tb).cache.is_null() }
 }
 
 /// Thread-exit destructor: flushes the thread's cache and returns it to the pool.
 unsafe extern "C" fn thread_exit(tc: *mut c_void) {
-    let tc = tc.cast::<TCache>();
-    if tc.is_null() || CurrentCache::get() != tc {
+    let tb = thread_bins();
+    // SAFETY: the exiting thread's own bins.
+    if tc.is_null() || unsafe { (*tb).cache } != tc.cast::<TCache>() {
         return;
     }
-    CurrentCache::set(empty_cache());
     STATE.set(ThreadState::TornDown);
-    // SAFETY: the cache belonged to this thread, which no longer points at it.
-    unsafe { TCache::destroy(tc) };
+    // SAFETY: the cache belongs to this thread, which is exiting.
+    unsafe { TCache::detach(tb) };
 }
 
 /// The arena for calls served without a cache.
@@ -229,10 +213,10 @@ fn direct_arena() -> &'static Arena {
 
 /// The calling thread's arena.
 fn thread_arena() -> &'static Arena {
-    let tc = CurrentCache::get();
-    if tc != empty_cache() {
+    let tb = thread_bins();
+    if has_cache(tb) {
         // SAFETY: a thread's own live cache; its arena is one of the static ARENAS.
-        unsafe { &*(*tc).arena }
+        unsafe { &*(*(*tb).cache).arena }
     } else {
         direct_arena()
     }
@@ -256,11 +240,12 @@ pub fn alloc(size: usize) -> *mut u8 {
 /// `TCACHE_MAX`).
 #[inline(always)]
 fn alloc_small(class: SizeClass) -> *mut u8 {
-    let tc = CurrentCache::get();
-    // SAFETY: `tc` is this thread's cache or EMPTY; a bin with count > 0 holds `count` valid
-    // slots (TCache invariant), and EMPTY's counts are always 0 so it is never written.
+    let tb = thread_bins();
+    debug_assert!(class.index() < NCACHED);
+    // SAFETY: `tb` is this thread's bins and callers pass only cached classes; a bin with
+    // count > 0 holds `count` valid slots (ThreadBins invariant).
     unsafe {
-        let bin = &mut (*tc).bins[class.index()];
+        let bin = (*tb).bins.get_unchecked_mut(class.index());
         if bin.count != 0 {
             bin.count -= 1;
             return *bin.slots.add(bin.count as usize);
@@ -272,22 +257,19 @@ fn alloc_small(class: SizeClass) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_small_miss(class: SizeClass) -> *mut u8 {
-    let mut tc = CurrentCache::get();
-    if tc == empty_cache() {
-        tc = thread_start();
-        if tc.is_null() {
-            let arena = direct_arena();
-            if !class.is_small() {
-                return arena.alloc_large(class, PAGE);
-            }
-            let mut one = [ptr::null_mut()];
-            arena.bins[class.index()].fill(class, &arena.pages, &mut one);
-            return one[0];
+    let tb = thread_bins();
+    if !has_cache(tb) && !thread_start() {
+        let arena = direct_arena();
+        if !class.is_small() {
+            return arena.alloc_large(class, PAGE);
         }
+        let mut one = [ptr::null_mut()];
+        arena.bins[class.index()].fill(class, &arena.pages, &mut one);
+        return one[0];
     }
-    // SAFETY: `tc` is this thread's live cache and the bin is empty (we just missed on it, or it
-    // was just created).
-    unsafe { tcache::fill_and_pop(tc, class) }
+    // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty (we just missed on
+    // it, or it was just created).
+    unsafe { tcache::fill_and_pop(tb, class) }
 }
 
 /// Allocates a large or huge block of `size` bytes aligned to `align`.
@@ -468,22 +450,19 @@ pub unsafe fn free(p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
-    let mut tc = CurrentCache::get();
-    if tc == empty_cache() {
-        tc = thread_start();
-        if tc.is_null() {
-            // SAFETY: `p` is a free block of `class` only we can reach.
-            unsafe { tcache::return_grouped(class, &mut [p]) };
-            return;
-        }
+    let tb = thread_bins();
+    if !has_cache(tb) && !thread_start() {
+        // SAFETY: `p` is a free block of `class` only we can reach.
+        unsafe { tcache::return_grouped(class, &mut [p]) };
+        return;
     }
-    // SAFETY: `tc` is this thread's live cache.
+    // SAFETY: `tb` is this thread's bins, with a cache.
     unsafe {
-        let bin = &mut (*tc).bins[class.index()];
+        let bin = &mut (*tb).bins[class.index()];
         if bin.count == bin.cap {
-            tcache::flush(tc, class, bin.cap as usize / 2);
+            tcache::flush(tb, class, bin.cap as usize / 2);
         }
-        let bin = &mut (*tc).bins[class.index()];
+        let bin = &mut (*tb).bins[class.index()];
         *bin.slots.add(bin.count as usize) = p;
         bin.count += 1;
     }
@@ -519,11 +498,12 @@ unsafe fn free_other(p: *mut u8, who: &str) {
 /// `p` must be a live block of `class` allocated by Tally, not used after this call.
 #[inline(always)]
 pub unsafe fn free_known(p: *mut u8, class: SizeClass) {
-    let tc = CurrentCache::get();
-    // SAFETY: `tc` is this thread's cache or EMPTY (capacity 0, never written); a bin with
+    let tb = thread_bins();
+    debug_assert!(class.index() < NCACHED);
+    // SAFETY: `tb` is this thread's bins and callers pass only cached classes; a bin with
     // count < cap has room for one more slot.
     unsafe {
-        let bin = &mut (*tc).bins[class.index()];
+        let bin = (*tb).bins.get_unchecked_mut(class.index());
         if bin.count < bin.cap {
             *bin.slots.add(bin.count as usize) = p;
             bin.count += 1;

@@ -110,53 +110,60 @@ pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> 
     p != libc::MAP_FAILED
 }
 
-// The thread slot: one word of thread-local storage in the initial-exec model, so reading it is a
-// load from the thread pointer plus a link-time offset, with no call to `__tls_get_addr` (which
-// a shared library's ordinary thread-locals pay on every access). A `.tbss` word is zero in every
-// new thread.
+/// Bytes of the thread block (see [`thread_block`]).
+pub const THREAD_BLOCK_BYTES: usize = 1024;
+
+// The thread block: thread-local storage in the initial-exec model, so finding it is a read of
+// the thread pointer plus a link-time offset, with no call to `__tls_get_addr` (which a shared
+// library's ordinary thread-locals pay on every access). `.tbss` is zero in every new thread.
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection .tbss,\"awT\",@nobits",
-    ".p2align 3",
-    ".globl tally_thread_slot",
-    ".hidden tally_thread_slot",
-    ".type tally_thread_slot, @object",
-    ".size tally_thread_slot, 8",
-    "tally_thread_slot:",
-    ".zero 8",
+    ".p2align 6",
+    ".globl tally_thread_block",
+    ".hidden tally_thread_block",
+    ".type tally_thread_block, @object",
+    ".size tally_thread_block, 1024",
+    "tally_thread_block:",
+    ".zero 1024",
     ".popsection",
 );
 
-/// The calling thread's slot: a word that is 0 when the thread starts and that only this thread
-/// reads or writes. The address is stable for the thread's life.
+/// The calling thread's block: [`THREAD_BLOCK_BYTES`] bytes, 64-byte aligned, all zero when
+/// the thread starts, that only this thread uses. The address is stable for the thread's life.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub fn thread_slot() -> *mut usize {
+pub fn thread_block() -> *mut u8 {
     let p: usize;
     // SAFETY: reads the thread pointer (`fs:0` holds its own address on x86-64 Linux) and adds
-    // the slot's initial-exec offset from the GOT; both are valid for the life of the thread.
+    // the block's initial-exec offset from the GOT; both are valid for the life of the thread.
     unsafe {
         core::arch::asm!(
             "mov {p}, qword ptr fs:[0]",
-            "add {p}, qword ptr [rip + tally_thread_slot@GOTTPOFF]",
+            "add {p}, qword ptr [rip + tally_thread_block@GOTTPOFF]",
             p = out(reg) p,
             options(pure, readonly, nostack),
         );
     }
-    p as *mut usize
+    p as *mut u8
 }
+
+#[cfg(not(target_arch = "x86_64"))]
+#[repr(C, align(64))]
+struct ThreadBlock([u8; THREAD_BLOCK_BYTES]);
 
 #[cfg(not(target_arch = "x86_64"))]
 std::thread_local! {
-    static THREAD_SLOT: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+    static THREAD_BLOCK: core::cell::UnsafeCell<ThreadBlock> =
+        const { core::cell::UnsafeCell::new(ThreadBlock([0; THREAD_BLOCK_BYTES])) };
 }
 
-/// The calling thread's slot: a word that is 0 when the thread starts and that only this thread
-/// reads or writes. The address is stable for the thread's life.
+/// The calling thread's block: [`THREAD_BLOCK_BYTES`] bytes, 64-byte aligned, all zero when
+/// the thread starts, that only this thread uses. The address is stable for the thread's life.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub fn thread_slot() -> *mut usize {
-    THREAD_SLOT.with(|c| c.as_ptr())
+pub fn thread_block() -> *mut u8 {
+    THREAD_BLOCK.with(|b| b.get().cast())
 }
 
 /// Reads an environment variable without allocating; set-uid programs see nothing

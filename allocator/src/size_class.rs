@@ -250,13 +250,17 @@ const fn build_div_magic() -> [u32; NCLASSES] {
     t
 }
 
-static CLASS_SIZE: [u32; NCLASSES] = build_sizes();
-static SLAB_PAGES: [u8; NSMALL] = build_slab_pages();
-static SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
+// The tables are `const`, not `static`: each crate that inlines a lookup gets its own private
+// copy, addressed relative to the instruction pointer, instead of loading a static's address from
+// the GOT first (which position-independent Rust code does for statics of another crate, and of
+// a cdylib's own).
+const CLASS_SIZE: [u32; NCLASSES] = build_sizes();
+const SLAB_PAGES: [u8; NSMALL] = build_slab_pages();
+const SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
 /// Class of sizes `8*(i-1)+1 ..= 8*i`, indexed by `(size + 7) / 8`.
-static SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
+const SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
 /// `ceil(2^32 / size)` per class, for [`SizeClass::divide`].
-static DIV_MAGIC: [u32; NCLASSES] = build_div_magic();
+const DIV_MAGIC: [u32; NCLASSES] = build_div_magic();
 
 #[cfg(test)]
 mod tests {

@@ -9,15 +9,20 @@
 //! The stacks are arrays of pointers kept in the cache itself, not lists threaded through the
 //! free blocks, so a use-after-free write cannot corrupt the allocator.
 //!
+//! The part the fast paths touch, the [`ThreadBins`] (a count, a capacity and a slot pointer per
+//! class), lives in the thread's block of static TLS; the slot arrays live in a [`TCache`] from
+//! the metadata pool. The thread block starts zeroed, and zero capacity everywhere means a thread
+//! that has no cache yet simply misses on every operation: "not initialized" is not a branch.
+//!
 //! Invariant per bin: `count <= cap`, and `slots[0..count]` are distinct free blocks of the
-//! bin's class that no thread but this one can reach. The static [`EMPTY`] cache has `cap = 0`
-//! everywhere, so a thread that has no cache yet simply misses on every operation.
+//! bin's class that no thread but this one can reach; `cap == 0` iff `cache` is null.
 
 use core::ptr;
 
 use crate::arena::{self, Arena};
 use crate::chunk::ChunkHeader;
 use crate::meta;
+use crate::pal;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
 use crate::sync::Mutex;
 
@@ -56,42 +61,37 @@ const TOTAL_SLOTS: usize = build_caps().1;
 pub struct TBin {
     /// Blocks cached.
     pub count: u32,
-    /// Capacity (0 in [`EMPTY`]).
+    /// Capacity (0 while the thread has no cache).
     pub cap: u32,
     /// `slots[0..count]` are the cached blocks; the top is `slots[count - 1]`.
     pub slots: *mut *mut u8,
 }
 
-/// A thread's cache. See the module docs for the invariant.
+/// A thread's bins, in its thread block. See the module docs for the invariant.
+#[repr(C)]
+pub struct ThreadBins {
+    /// Stacks by cached class.
+    pub bins: [TBin; NCACHED],
+    /// The cache holding the slot arrays and the arena, or null while the thread has none.
+    pub cache: *mut TCache,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadBins>() <= pal::THREAD_BLOCK_BYTES);
+
+/// The calling thread's bins.
+#[inline(always)]
+pub fn thread_bins() -> *mut ThreadBins {
+    pal::thread_block().cast()
+}
+
+/// The slot storage and arena of one thread's cache.
 #[repr(C)]
 pub struct TCache {
-    /// Stacks by small class.
-    pub bins: [TBin; NCACHED],
     /// The arena this thread fills from.
     pub arena: *const Arena,
     next_free: *mut TCache,
     storage: [*mut u8; TOTAL_SLOTS],
 }
-
-/// The cache of threads that have none: every bin has capacity 0, so every operation misses.
-/// Never written.
-pub static EMPTY: EmptyCache = EmptyCache(TCache {
-    bins: [const {
-        TBin {
-            count: 0,
-            cap: 0,
-            slots: ptr::null_mut(),
-        }
-    }; NCACHED],
-    arena: ptr::null(),
-    next_free: ptr::null_mut(),
-    storage: [ptr::null_mut(); TOTAL_SLOTS],
-});
-
-/// Wrapper making [`EMPTY`] shareable.
-pub struct EmptyCache(pub TCache);
-// SAFETY: EMPTY is never written (all capacities are 0, so no path stores into it).
-unsafe impl Sync for EmptyCache {}
 
 struct Pool(*mut TCache);
 // SAFETY: pooled caches are unused memory from the metadata pool; only touched under the lock.
@@ -101,8 +101,12 @@ unsafe impl Send for Pool {}
 static POOL: Mutex<Pool> = Mutex::new(Pool(ptr::null_mut()));
 
 impl TCache {
-    /// A new cache filling from the next arena in turn; null when out of memory.
-    pub fn create() -> *mut TCache {
+    /// Gives the calling thread (whose bins are `tb`, with no cache yet) a cache filling from
+    /// the next arena in turn. Returns it, or null when out of memory.
+    ///
+    /// # Safety
+    /// `tb` must be the calling thread's bins, with a null `cache`.
+    pub unsafe fn attach(tb: *mut ThreadBins) -> *mut TCache {
         let mut pool = POOL.lock();
         let mut tc = pool.0;
         if tc.is_null() {
@@ -116,35 +120,44 @@ impl TCache {
             pool.0 = unsafe { (*tc).next_free };
             drop(pool);
         }
-        // SAFETY: `tc` is unused memory of the right size and alignment that we own.
+        // SAFETY: `tc` is unused memory of the right size and alignment that we own; `tb` is the
+        // caller's own bins.
         unsafe {
+            ptr::addr_of_mut!((*tc).arena).write(arena::next_arena());
+            ptr::addr_of_mut!((*tc).next_free).write(ptr::null_mut());
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
             for (i, &cap) in CAPS.iter().enumerate() {
-                let bin = ptr::addr_of_mut!((*tc).bins[i]);
-                bin.write(TBin {
+                (*tb).bins[i] = TBin {
                     count: 0,
                     cap,
                     slots: storage.add(offset),
-                });
+                };
                 offset += cap as usize;
             }
-            ptr::addr_of_mut!((*tc).arena).write(arena::next_arena());
-            ptr::addr_of_mut!((*tc).next_free).write(ptr::null_mut());
+            (*tb).cache = tc;
         }
         tc
     }
 
-    /// Returns every cached block to its arena and puts the cache in the pool.
+    /// Returns every block cached in `tb` to its arena, detaches the cache (every bin back to
+    /// capacity 0) and puts it in the pool.
     ///
     /// # Safety
-    /// `tc` must be a cache from [`TCache::create`] that no thread will use again.
-    pub unsafe fn destroy(tc: *mut TCache) {
-        // SAFETY: per the contract, the cache is ours alone.
+    /// `tb` must be the calling thread's bins, with a cache.
+    pub unsafe fn detach(tb: *mut ThreadBins) {
+        // SAFETY: per the contract, the bins and their cache are ours alone.
         unsafe {
             for i in 0..NCACHED {
-                flush(tc, SizeClass(i as u8), 0);
+                flush(tb, SizeClass(i as u8), 0);
+                (*tb).bins[i] = TBin {
+                    count: 0,
+                    cap: 0,
+                    slots: ptr::null_mut(),
+                };
             }
+            let tc = (*tb).cache;
+            (*tb).cache = ptr::null_mut();
             let mut pool = POOL.lock();
             (*tc).next_free = pool.0;
             pool.0 = tc;
@@ -156,17 +169,17 @@ impl TCache {
 /// memory).
 ///
 /// # Safety
-/// `tc` must be the calling thread's live cache, with `bins[class].count == 0`.
+/// `tb` must be the calling thread's bins, with a cache, and `bins[class].count == 0`.
 #[cold]
-pub unsafe fn fill_and_pop(tc: *mut TCache, class: SizeClass) -> *mut u8 {
-    // SAFETY: per the contract the cache and its slot storage are ours.
+pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
+    // SAFETY: per the contract the bins and their slot storage are ours.
     unsafe {
-        let arena = &*(*tc).arena;
+        let arena = &*(*(*tb).cache).arena;
         if !class.is_small() {
             // Large blocks are not prefetched: the cache only keeps what the thread frees.
             return arena.alloc_large(class, crate::pal::PAGE);
         }
-        let bin = &mut (*tc).bins[class.index()];
+        let bin = &mut (*tb).bins[class.index()];
         let want = (bin.cap as usize).div_ceil(2);
         let out = core::slice::from_raw_parts_mut(bin.slots, want);
         let n = arena.bins[class.index()].fill(class, &arena.pages, out);
@@ -181,11 +194,11 @@ pub unsafe fn fill_and_pop(tc: *mut TCache, class: SizeClass) -> *mut u8 {
 /// Gives back the oldest blocks of `class` so that `keep` remain (the newest ones).
 ///
 /// # Safety
-/// `tc` must be the calling thread's live cache (or a dead thread's, owned by the caller).
-pub unsafe fn flush(tc: *mut TCache, class: SizeClass, keep: usize) {
-    // SAFETY: per the contract the cache and its slot storage are ours.
+/// `tb` must be the calling thread's bins.
+pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
+    // SAFETY: per the contract the bins and their slot storage are ours.
     unsafe {
-        let bin = &mut (*tc).bins[class.index()];
+        let bin = &mut (*tb).bins[class.index()];
         let count = bin.count as usize;
         if count <= keep {
             return;
