@@ -140,6 +140,29 @@ pub fn malloc_usable_size(p: *mut c_void) -> usize {
     heap::usable_size(p.cast())
 }
 
+/// `malloc_trim(3)`: gives free memory back to the OS now. Returns 1 if any was released.
+pub fn malloc_trim(_pad: usize) -> i32 {
+    i32::from(crate::stats::trim())
+}
+
+/// `malloc_stats(3)`: prints statistics to stderr (as `stats_print` would at exit).
+pub fn malloc_stats() {
+    crate::stats::print(crate::heap::options().stats_print_opts);
+}
+
+/// `tally_stats_print(opts)`: prints statistics to stderr; `opts` holds `stats_print_opts` letters
+/// (`J` for JSON, `a` and `b` to leave out the arena and size-class tables). Unknown letters are
+/// ignored.
+pub fn tally_stats_print(opts: &[u8]) {
+    let mut flags = 0;
+    for &c in opts {
+        if let Some(i) = crate::options::STATS_FLAGS.bytes().position(|f| f == c) {
+            flags |= 1 << i;
+        }
+    }
+    crate::stats::print(flags);
+}
+
 /// `free_sized` (C23): frees `p`, whose requested size was `size`.
 ///
 /// # Safety

@@ -42,13 +42,13 @@ impl Arena {
     /// memory or when the alignment cannot be met inside a chunk.
     pub fn alloc_large(&self, class: SizeClass, align: usize) -> *mut u8 {
         let align_pages = (align >> PAGE_SHIFT).max(1);
-        let run = self
-            .pages
-            .lock()
-            .alloc_aligned(class.pages(), align_pages, class.0, RunState::Large);
+        let mut heap = self.pages.lock();
+        let run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large);
         if run.is_null() {
             return core::ptr::null_mut();
         }
+        heap.large_allocated[class.index() - NSMALL] += 1;
+        drop(heap);
         LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
         Span::start(run) as *mut u8
     }
@@ -58,8 +58,12 @@ impl Arena {
     /// # Safety
     /// `span` must be a live large run of this arena that nothing uses any more.
     pub unsafe fn free_large(&self, span: *mut Span) {
+        let mut heap = self.pages.lock();
         // SAFETY: per the contract.
-        unsafe { self.pages.lock().free(span) };
+        unsafe {
+            heap.large_freed[(*span).class as usize - NSMALL] += 1;
+            heap.free(span);
+        }
     }
 
     /// Resizes the large block `span` in place to `class`. Returns false if it cannot.
@@ -81,6 +85,8 @@ impl Arena {
                 heap.grow_in_place(span, pages)
             };
             if done {
+                heap.large_freed[(*span).class as usize - NSMALL] += 1;
+                heap.large_allocated[class.index() - NSMALL] += 1;
                 (*span).class = class.0;
                 (*Span::chunk(span)).mark_run(Span::first_page(span), pages, class.0);
             }

@@ -33,6 +33,10 @@ pub struct BinSlabs {
     partial: *mut Span,
     /// Slabs this bin holds.
     pub slabs: usize,
+    /// Objects handed out of this bin's slabs so far (a statistic).
+    pub handed_out: u64,
+    /// Objects returned to this bin's slabs so far (a statistic).
+    pub returned: u64,
 }
 
 // SAFETY: the spans live in chunk headers forever; the state is only touched under the lock.
@@ -51,6 +55,8 @@ impl Bin {
                 current: ptr::null_mut(),
                 partial: ptr::null_mut(),
                 slabs: 0,
+                handed_out: 0,
+                returned: 0,
             }),
         }
     }
@@ -80,8 +86,15 @@ impl Bin {
             // SAFETY: `slab` is a live slab of `class` with free objects, owned by this bin.
             n += unsafe { take(slab, class, &mut out[n..]) };
         }
+        bin.handed_out += n as u64;
         FILLS.fetch_add(n as u64, Ordering::Relaxed);
         n
+    }
+
+    /// (slabs, objects handed out, objects returned), read under the lock.
+    pub fn counts(&self) -> (usize, u64, u64) {
+        let bin = self.slabs.lock();
+        (bin.slabs, bin.handed_out, bin.returned)
     }
 
     /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
@@ -92,6 +105,7 @@ impl Bin {
     /// A block returned twice is detected and aborts the process.
     pub unsafe fn return_batch(&self, class: SizeClass, pages: &Mutex<PageHeap>, objects: &[*mut u8]) {
         let mut bin = self.slabs.lock();
+        bin.returned += objects.len() as u64;
         for &p in objects {
             let addr = p as usize;
             let chunk = ChunkHeader::of(addr);

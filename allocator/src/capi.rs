@@ -89,6 +89,34 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     api::malloc_usable_size(p)
 }
 
+/// `malloc_trim(3)`: gives free memory back to the OS now; returns 1 if any was released.
+#[no_mangle]
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    api::malloc_trim(pad)
+}
+
+/// `malloc_stats(3)`: prints statistics to stderr.
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    api::malloc_stats()
+}
+
+/// `tally_stats_print(opts)`: prints statistics to stderr; `opts` (may be null) holds
+/// `stats_print_opts` letters.
+///
+/// # Safety
+/// `opts` must be null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn tally_stats_print(opts: *const core::ffi::c_char) {
+    let opts = if opts.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: per the contract, a NUL-terminated string.
+        unsafe { core::ffi::CStr::from_ptr(opts) }.to_bytes()
+    };
+    api::tally_stats_print(opts)
+}
+
 /// `free_sized` (C23).
 ///
 /// # Safety

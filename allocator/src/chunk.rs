@@ -67,6 +67,18 @@ pub enum RunState {
     Large = 2,
 }
 
+/// What is known about the resident pages of a free run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Purge {
+    /// None of its pages are resident (fresh, or given back with `MADV_DONTNEED`).
+    Clean = 0,
+    /// Some pages were written and are still resident.
+    Dirty = 1,
+    /// Pages were given back with `MADV_FREE`: resident until the kernel needs them.
+    Muzzy = 2,
+}
+
 /// Describes the run of pages starting at its page.
 ///
 /// Invariants, for a run starting at page `h` of `pages` pages:
@@ -87,6 +99,17 @@ pub struct Span {
     pub class: u8,
     /// Free objects in a slab.
     pub nfree: u16,
+    /// For a free run: what its resident pages are.
+    pub purge: Purge,
+    /// For a free run: how many of its pages may be resident (an upper bound).
+    pub resident: u32,
+    /// For a free run with resident pages: when they became dirty (or muzzy), in ms.
+    pub since_ms: u64,
+    /// For a free run with resident pages: its neighbours in the page heap's dirty or muzzy
+    /// list (most recent first).
+    pub lru_next: *mut Span,
+    /// See `lru_next`.
+    pub lru_prev: *mut Span,
     /// Next run in this run's list.
     pub next: *mut Span,
     /// Previous run in this run's list.
@@ -158,6 +181,21 @@ impl Span {
 
 /// Chunks mapped so far (a statistic).
 pub static CHUNKS_MAPPED: AtomicU64 = AtomicU64::new(0);
+/// Chunks unmapped again after all their pages were free and purged (a statistic).
+pub static CHUNKS_UNMAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Unmaps the chunk holding `span`, which must be one free, purged run covering all its usable
+/// pages, in no list.
+///
+/// # Safety
+/// No block of the chunk may be live and nothing may refer to its header afterwards.
+pub unsafe fn unmap_chunk(span: *mut Span) {
+    let base = Span::chunk(span) as usize;
+    pagemap::set(base, 1, 0);
+    // SAFETY: per the contract the chunk is dead.
+    unsafe { pal::unmap(base as *mut u8, CHUNK) };
+    CHUNKS_UNMAPPED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Maps and registers a new chunk for arena `arena`, its whole usable area one free run (not
 /// linked into any list). Returns the free run's span, or null when out of memory.
@@ -176,6 +214,7 @@ pub fn new_chunk(arena: u32) -> *mut Span {
         let span = ptr::addr_of_mut!((*header).spans[HEADER_PAGES]);
         (*span).pages = USABLE_PAGES as u32;
         (*span).state = RunState::Free;
+        (*span).purge = Purge::Clean;
         if !pagemap::set(base as usize, 1, base as usize) {
             pal::unmap(base, CHUNK);
             return ptr::null_mut();
@@ -187,3 +226,4 @@ pub fn new_chunk(arena: u32) -> *mut Span {
 
 const _: () = assert!(HEADER_PAGES < CHUNK_PAGES / 16, "chunk header too large");
 const _: () = assert!(core::mem::size_of::<RunState>() == 1);
+const _: () = assert!(core::mem::size_of::<Purge>() == 1);

@@ -6,17 +6,40 @@
 //! the smallest fitting run is a mask and a `trailing_zeros`. The lists link the [`Span`]
 //! descriptors in the chunk headers, never the free pages themselves.
 //!
+//! # Giving memory back
+//! A free run remembers how many of its pages may still be resident (`resident`, an upper bound)
+//! and whether they are dirty (written, resident) or muzzy (given back with `MADV_FREE`). Runs
+//! with resident pages also sit in a dirty or a muzzy list, most recent first, so [`PageHeap::purge`]
+//! walks from the oldest: a run dirty for longer than `dirty_decay_ms` is given back (with
+//! `MADV_FREE` if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`), a muzzy run older than
+//! `muzzy_decay_ms` gets `MADV_DONTNEED`. A chunk whose whole usable area is one clean free run is
+//! unmapped. Merging keeps the larger upper bound (a clean neighbour merged into a dirty run makes
+//! it dirty as a whole; purging it again costs only a page-table walk).
+//!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
 //! - every free run is in exactly the list of its length's bucket, and `nonempty` bit `b` is
 //!   set iff list `b` is non-empty;
 //! - every page of a free run has class [`FREE_RUN`]; its first page has offset 0 and its last
 //!   page offset `pages - 1` (interior offsets are stale: nothing reads them);
 //! - no two free runs touch (they would have been merged);
-//! - `free_pages` = the sum of the lengths of all free runs.
+//! - `free_pages` = the sum of the lengths of all free runs;
+//! - a free run is in the dirty (muzzy) list iff `resident > 0` and its state is dirty (muzzy);
+//!   `dirty_pages` (`muzzy_pages`) = the sum of `resident` over that list; `resident <= pages`.
 
 use core::ptr;
 
-use crate::chunk::{self, info_class, info_offset, RunState, Span, CHUNK_PAGES, FREE_RUN, HEADER_PAGES};
+use core::sync::atomic::{AtomicI64, Ordering};
+
+use crate::chunk::{
+    self, info_class, info_offset, Purge, RunState, Span, CHUNK_PAGES, FREE_RUN, HEADER_PAGES, USABLE_PAGES,
+};
+use crate::pal::{self, PAGE_SHIFT};
+use crate::size_class::{NCLASSES, NSMALL};
+
+/// `dirty_decay_ms` in force (-1 = never).
+pub static DIRTY_DECAY_MS: AtomicI64 = AtomicI64::new(10_000);
+/// `muzzy_decay_ms` in force (-1 = never).
+pub static MUZZY_DECAY_MS: AtomicI64 = AtomicI64::new(0);
 
 /// Lengths up to this many pages have a list each.
 const EXACT: usize = 32;
@@ -31,15 +54,80 @@ fn bucket(pages: usize) -> usize {
     }
 }
 
+/// A list of free runs with resident pages, most recent first, linked through `lru_next` and
+/// `lru_prev`.
+struct Lru {
+    head: *mut Span,
+    tail: *mut Span,
+}
+
+impl Lru {
+    const fn new() -> Self {
+        Lru {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+        }
+    }
+
+    /// # Safety
+    /// `span` must be a live free run in no LRU list.
+    unsafe fn push_front(&mut self, span: *mut Span) {
+        // SAFETY: per the contract; the head, if any, is a live span of this list.
+        unsafe {
+            (*span).lru_prev = ptr::null_mut();
+            (*span).lru_next = self.head;
+            if self.head.is_null() {
+                self.tail = span;
+            } else {
+                (*self.head).lru_prev = span;
+            }
+        }
+        self.head = span;
+    }
+
+    /// # Safety
+    /// `span` must be in this list.
+    unsafe fn remove(&mut self, span: *mut Span) {
+        // SAFETY: per the contract; its neighbours are live spans of this list.
+        unsafe {
+            let (prev, next) = ((*span).lru_prev, (*span).lru_next);
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).lru_next = next;
+            }
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).lru_prev = prev;
+            }
+            (*span).lru_prev = ptr::null_mut();
+            (*span).lru_next = ptr::null_mut();
+        }
+    }
+}
+
 /// One arena's free page runs. Guarded by the arena's page lock.
 pub struct PageHeap {
     lists: [*mut Span; LISTS],
     nonempty: u64,
     arena: u32,
+    dirty: Lru,
+    muzzy: Lru,
     /// Pages in free runs.
     pub free_pages: usize,
-    /// Chunks this heap has mapped.
+    /// Pages of free runs that may be resident and dirty.
+    pub dirty_pages: usize,
+    /// Pages of free runs given back with `MADV_FREE` and maybe still resident.
+    pub muzzy_pages: usize,
+    /// Chunks this heap holds.
     pub chunks: usize,
+    /// Pages given back to the OS so far (`MADV_DONTNEED` or unmapped).
+    pub purged_pages: u64,
+    /// Large blocks allocated so far, per large class (a statistic).
+    pub large_allocated: [u64; NCLASSES - NSMALL],
+    /// Large blocks freed so far, per large class (a statistic).
+    pub large_freed: [u64; NCLASSES - NSMALL],
 }
 
 // SAFETY: the raw pointers refer to chunk headers that live forever; the heap is only used under
@@ -55,8 +143,15 @@ impl PageHeap {
             lists: [ptr::null_mut(); LISTS],
             nonempty: 0,
             arena,
+            dirty: Lru::new(),
+            muzzy: Lru::new(),
             free_pages: 0,
+            dirty_pages: 0,
+            muzzy_pages: 0,
             chunks: 0,
+            purged_pages: 0,
+            large_allocated: [0; NCLASSES - NSMALL],
+            large_freed: [0; NCLASSES - NSMALL],
         }
     }
 
@@ -85,7 +180,8 @@ impl PageHeap {
                 let chunk = Span::chunk(run);
                 let first = Span::first_page(run);
                 let rest = ptr::addr_of_mut!((*chunk).spans[first + pages]);
-                self.make_free(rest, have - pages);
+                let resident = ((*run).resident as usize).min(have - pages);
+                self.make_free(rest, have - pages, resident, (*run).purge, (*run).since_ms);
                 self.push(rest);
             }
             self.free_pages -= pages;
@@ -157,28 +253,105 @@ impl PageHeap {
             let mut pages = (*span).pages as usize;
             (*chunk).mark_run(first, pages, FREE_RUN);
             self.free_pages += pages;
+            let mut resident = pages;
             let end = first + pages;
             if end < CHUNK_PAGES {
-                let info = (*chunk).page_info[end].load(core::sync::atomic::Ordering::Relaxed);
+                let info = (*chunk).page_info[end].load(Ordering::Relaxed);
                 if info_class(info) == FREE_RUN {
                     let next = ptr::addr_of_mut!((*chunk).spans[end]);
                     self.unlink(next);
                     pages += (*next).pages as usize;
+                    resident += (*next).resident as usize;
                 }
             }
             if first > HEADER_PAGES {
-                let info = (*chunk).page_info[first - 1].load(core::sync::atomic::Ordering::Relaxed);
+                let info = (*chunk).page_info[first - 1].load(Ordering::Relaxed);
                 if info_class(info) == FREE_RUN {
                     let head = first - 1 - info_offset(info);
                     let prev = ptr::addr_of_mut!((*chunk).spans[head]);
                     self.unlink(prev);
                     pages += (*prev).pages as usize;
+                    resident += (*prev).resident as usize;
                     first = head;
                 }
             }
             let merged = ptr::addr_of_mut!((*chunk).spans[first]);
-            self.make_free(merged, pages);
-            self.push(merged);
+            self.make_free(merged, pages, resident, Purge::Dirty, pal::now_ms());
+            if DIRTY_DECAY_MS.load(Ordering::Relaxed) == 0 {
+                self.purge_run(merged, pal::now_ms(), false);
+            } else {
+                self.push(merged);
+            }
+        }
+    }
+
+    /// Gives back the resident pages of free runs whose decay time has passed (all of them when
+    /// `everything`), and unmaps chunks left entirely free and clean. Returns the pages given back
+    /// with `MADV_DONTNEED` or by unmapping.
+    pub fn purge(&mut self, now: u64, everything: bool) -> u64 {
+        let before = self.purged_pages;
+        let dirty_ms = DIRTY_DECAY_MS.load(Ordering::Relaxed);
+        let muzzy_ms = MUZZY_DECAY_MS.load(Ordering::Relaxed);
+        // Whether a run that became dirty (muzzy) at `since` has waited `decay` ms.
+        let due = |since: u64, decay: i64| everything || (decay >= 0 && since + decay as u64 <= now);
+        loop {
+            let run = self.dirty.tail;
+            // SAFETY: list members are live free runs of this heap.
+            if run.is_null() || !due(unsafe { (*run).since_ms }, dirty_ms) {
+                break;
+            }
+            // SAFETY: `run` is a free run in this heap's lists.
+            unsafe {
+                self.unlink(run);
+                self.purge_run(run, now, everything);
+            }
+        }
+        loop {
+            let run = self.muzzy.tail;
+            // SAFETY: list members are live free runs of this heap.
+            if run.is_null() || !due(unsafe { (*run).since_ms }, muzzy_ms) {
+                break;
+            }
+            // SAFETY: `run` is a free run in this heap's lists.
+            unsafe {
+                self.unlink(run);
+                self.purge_run(run, now, true);
+            }
+        }
+        self.purged_pages - before
+    }
+
+    /// Gives back the pages of `run` (a free run in no list) — lazily with `MADV_FREE` when it is
+    /// dirty, `muzzy_decay_ms` is not 0 and `at_once` is false, else with `MADV_DONTNEED` — and
+    /// puts it back in the lists, or unmaps its chunk if it is the chunk's whole usable area.
+    ///
+    /// # Safety
+    /// `run` must be a free run of this heap in no list.
+    unsafe fn purge_run(&mut self, run: *mut Span, now: u64, at_once: bool) {
+        // SAFETY: per the contract the run's pages are free and ours.
+        unsafe {
+            let start = Span::start(run) as *mut u8;
+            let bytes = ((*run).pages as usize) << PAGE_SHIFT;
+            let lazily =
+                !at_once && (*run).purge == Purge::Dirty && MUZZY_DECAY_MS.load(Ordering::Relaxed) != 0;
+            if lazily {
+                pal::discard_lazily(start, bytes);
+                (*run).purge = Purge::Muzzy;
+                (*run).since_ms = now;
+                self.push(run);
+                return;
+            }
+            pal::discard(start, bytes);
+            self.purged_pages += (*run).resident as u64;
+            (*run).resident = 0;
+            (*run).purge = Purge::Clean;
+            if Span::first_page(run) == HEADER_PAGES && (*run).pages as usize == USABLE_PAGES {
+                self.free_pages -= USABLE_PAGES;
+                self.chunks -= 1;
+                chunk::unmap_chunk(run);
+                return;
+            }
+            self.push(run);
         }
     }
 
@@ -196,7 +369,7 @@ impl PageHeap {
             if end >= CHUNK_PAGES {
                 return false;
             }
-            let info = (*chunk).page_info[end].load(core::sync::atomic::Ordering::Relaxed);
+            let info = (*chunk).page_info[end].load(Ordering::Relaxed);
             if info_class(info) != FREE_RUN {
                 return false;
             }
@@ -209,7 +382,8 @@ impl PageHeap {
             let extra = pages - have;
             if avail > extra {
                 let rest = ptr::addr_of_mut!((*chunk).spans[end + extra]);
-                self.make_free(rest, avail - extra);
+                let resident = ((*next).resident as usize).min(avail - extra);
+                self.make_free(rest, avail - extra, resident, (*next).purge, (*next).since_ms);
                 self.push(rest);
             }
             self.free_pages -= extra;
@@ -257,15 +431,14 @@ impl PageHeap {
                     let chunk = Span::chunk(run);
                     let first = Span::first_page(run);
                     for k in 0..pages {
-                        let info = (*chunk).page_info[first + k].load(core::sync::atomic::Ordering::Relaxed);
+                        let info = (*chunk).page_info[first + k].load(Ordering::Relaxed);
                         assert_eq!(info_class(info), FREE_RUN);
                         if k == 0 || k == pages - 1 {
                             assert_eq!(info_offset(info), k);
                         }
                     }
                     if first + pages < CHUNK_PAGES {
-                        let after =
-                            (*chunk).page_info[first + pages].load(core::sync::atomic::Ordering::Relaxed);
+                        let after = (*chunk).page_info[first + pages].load(Ordering::Relaxed);
                         assert_ne!(info_class(after), FREE_RUN, "unmerged neighbours");
                     }
                     total += pages;
@@ -275,6 +448,24 @@ impl PageHeap {
             }
         }
         assert_eq!(total, self.free_pages);
+        for (lru, purge, sum) in [
+            (&self.dirty, Purge::Dirty, self.dirty_pages),
+            (&self.muzzy, Purge::Muzzy, self.muzzy_pages),
+        ] {
+            let mut run = lru.head;
+            let mut resident = 0;
+            while !run.is_null() {
+                // SAFETY: list members are live spans.
+                unsafe {
+                    assert_eq!((*run).state, RunState::Free);
+                    assert_eq!((*run).purge, purge);
+                    assert!((*run).resident > 0 && (*run).resident <= (*run).pages);
+                    resident += (*run).resident as usize;
+                    run = (*run).lru_next;
+                }
+            }
+            assert_eq!(resident, sum);
+        }
     }
 
     fn find(&mut self, pages: usize) -> Option<*mut Span> {
@@ -311,26 +502,32 @@ impl PageHeap {
     /// words are written (coalescing reads just those), so splitting and merging free runs costs
     /// O(1), not O(run length).
     ///
+    /// Its residency: at most `resident` pages, in state `purge` since `since_ms`.
+    ///
     /// # Safety
     /// `span` must describe `pages` pages of its chunk that are owned by this heap and whose info
     /// words all have class [`FREE_RUN`] already.
-    unsafe fn make_free(&mut self, span: *mut Span, pages: usize) {
+    unsafe fn make_free(
+        &mut self,
+        span: *mut Span,
+        pages: usize,
+        resident: usize,
+        purge: Purge,
+        since_ms: u64,
+    ) {
         // SAFETY: per the contract.
         unsafe {
             (*span).pages = pages as u32;
             (*span).state = RunState::Free;
             (*span).class = FREE_RUN;
+            (*span).resident = resident.min(pages) as u32;
+            (*span).purge = if resident == 0 { Purge::Clean } else { purge };
+            (*span).since_ms = since_ms;
             let chunk = Span::chunk(span);
             let first = Span::first_page(span);
             let info = &(*chunk).page_info;
-            info[first].store(
-                chunk::page_info(FREE_RUN, 0),
-                core::sync::atomic::Ordering::Relaxed,
-            );
-            info[first + pages - 1].store(
-                chunk::page_info(FREE_RUN, pages - 1),
-                core::sync::atomic::Ordering::Relaxed,
-            );
+            info[first].store(chunk::page_info(FREE_RUN, 0), Ordering::Relaxed);
+            info[first + pages - 1].store(chunk::page_info(FREE_RUN, pages - 1), Ordering::Relaxed);
         }
     }
 
@@ -348,6 +545,18 @@ impl PageHeap {
             }
             self.lists[b] = span;
             self.nonempty |= 1 << b;
+            let resident = (*span).resident as usize;
+            match (*span).purge {
+                Purge::Dirty if resident > 0 => {
+                    self.dirty.push_front(span);
+                    self.dirty_pages += resident;
+                }
+                Purge::Muzzy if resident > 0 => {
+                    self.muzzy.push_front(span);
+                    self.muzzy_pages += resident;
+                }
+                _ => {}
+            }
         }
     }
 
@@ -370,6 +579,18 @@ impl PageHeap {
             (*span).next = ptr::null_mut();
             if self.lists[b].is_null() {
                 self.nonempty &= !(1 << b);
+            }
+            let resident = (*span).resident as usize;
+            match (*span).purge {
+                Purge::Dirty if resident > 0 => {
+                    self.dirty.remove(span);
+                    self.dirty_pages -= resident;
+                }
+                Purge::Muzzy if resident > 0 => {
+                    self.muzzy.remove(span);
+                    self.muzzy_pages -= resident;
+                }
+                _ => {}
             }
         }
     }

@@ -24,6 +24,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use crate::arena::{self, Arena};
 use crate::chunk::{info_class, info_offset, ChunkHeader, CHUNK, CHUNK_SHIFT};
+use crate::decay;
 use crate::huge::{self, HugeBlock};
 use crate::options::{self, Options};
 use crate::pagemap::{self, TAG_HUGE};
@@ -138,6 +139,8 @@ fn init_global() {
         // report printed at exit.
         pal::keep_stderr();
     }
+    decay::configure(&opts);
+    tcache::configure(opts.tcache_max);
     // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
     unsafe { *OPTIONS.0.get() = opts };
     if let Some(key) = pal::thread_exit_key(thread_exit) {
@@ -146,6 +149,8 @@ fn init_global() {
     pal::on_fork(prefork, postfork_parent, postfork_child);
     GLOBAL.store(GLOBAL_READY, Ordering::Release);
     IN_GLOBAL_INIT.set(false);
+    // Creating a thread allocates, so it comes last, with initialization complete.
+    decay::start_background_thread();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,7 +166,7 @@ fn thread_start() -> bool {
     }
     STATE.set(ThreadState::Initializing);
     ensure_global();
-    if !options().tcache {
+    if !options().caches_enabled() {
         STATE.set(ThreadState::NoCache);
         return false;
     }
@@ -199,6 +204,17 @@ unsafe extern "C" fn thread_exit(tc: *mut c_void) {
     unsafe { TCache::detach(tb) };
 }
 
+/// Returns every block in the calling thread's cache to its arena.
+pub fn flush_thread_cache() {
+    let tb = thread_bins();
+    if has_cache(tb) {
+        for i in 0..NCACHED {
+            // SAFETY: the calling thread's own bins, with a cache.
+            unsafe { tcache::flush(tb, SizeClass(i as u8), 0) };
+        }
+    }
+}
+
 /// The arena for calls served without a cache.
 fn direct_arena() -> &'static Arena {
     let a = DIRECT_ARENA.get();
@@ -231,24 +247,29 @@ pub fn alloc(size: usize) -> *mut u8 {
     if size <= SMALL_MAX {
         // SAFETY: sizes up to SMALL_MAX always have a class.
         let class = unsafe { class_for(size).unwrap_unchecked() };
-        return alloc_small(class);
+        return alloc_small(class, size);
     }
     alloc_big(size, PAGE)
 }
 
 /// Allocates one block of `class`, a class the thread cache keeps (small, or large up to
 /// `TCACHE_MAX`).
+/// `size` is the request (it drives the thread's event countdown).
 #[inline(always)]
-fn alloc_small(class: SizeClass) -> *mut u8 {
+fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
     let tb = thread_bins();
     debug_assert!(class.index() < NCACHED);
     // SAFETY: `tb` is this thread's bins and callers pass only cached classes; a bin with
     // count > 0 holds `count` valid slots (ThreadBins invariant).
     unsafe {
-        let bin = (*tb).bins.get_unchecked_mut(class.index());
-        if bin.count != 0 {
-            bin.count -= 1;
-            return *bin.slots.add(bin.count as usize);
+        let event = (*tb).event - size as i64;
+        (*tb).event = event;
+        let bin = (*tb).bins.get_unchecked(class.index());
+        let count = bin.count();
+        if (count != 0) & (event >= 0) {
+            bin.set_count(count - 1);
+            bin.count_malloc();
+            return *bin.slots.add(count as usize - 1);
         }
     }
     alloc_small_miss(class)
@@ -258,18 +279,79 @@ fn alloc_small(class: SizeClass) -> *mut u8 {
 #[inline(never)]
 fn alloc_small_miss(class: SizeClass) -> *mut u8 {
     let tb = thread_bins();
+    // SAFETY: the thread's own bins.
+    if unsafe { (*tb).event } < 0 {
+        thread_event(tb);
+    }
     if !has_cache(tb) && !thread_start() {
-        let arena = direct_arena();
-        if !class.is_small() {
-            return arena.alloc_large(class, PAGE);
+        return alloc_direct(class);
+    }
+    // SAFETY: `tb` is this thread's bins, with a cache.
+    unsafe {
+        let bin = &(*tb).bins[class.index()];
+        let count = bin.count();
+        if count != 0 {
+            // The miss was the event countdown; the bin has blocks.
+            bin.set_count(count - 1);
+            bin.count_malloc();
+            return *bin.slots.add(count as usize - 1);
         }
+        if bin.cap == 0 {
+            // A class above `tcache_max`.
+            return alloc_direct(class);
+        }
+    }
+    decay::tick();
+    // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty.
+    unsafe { tcache::fill_and_pop(tb, class) }
+}
+
+/// The thread's allocation countdown ran out: run the events due, start a new countdown.
+#[cold]
+#[inline(never)]
+fn thread_event(tb: *mut ThreadBins) {
+    // SAFETY: the thread's own bins.
+    unsafe { (*tb).event = decay::TICK_BYTES };
+    decay::tick();
+}
+
+/// Allocates one block of a cached class straight from an arena (no cache, or a class above
+/// `tcache_max`), applying `junk` and `zero`.
+fn alloc_direct(class: SizeClass) -> *mut u8 {
+    let arena = direct_arena();
+    let p = if class.is_small() {
         let mut one = [ptr::null_mut()];
         arena.bins[class.index()].fill(class, &arena.pages, &mut one);
-        return one[0];
+        one[0]
+    } else {
+        arena.alloc_large(class, PAGE)
+    };
+    tcache::MERGED_NMALLOC[class.index()].fetch_add(1, Ordering::Relaxed);
+    new_block(p, class.size())
+}
+
+/// Applies `junk:alloc` and `zero` to a fresh block of `usable` bytes (slow paths only: these
+/// options turn the thread caches off).
+fn new_block(p: *mut u8, usable: usize) -> *mut u8 {
+    if !p.is_null() {
+        let opts = options();
+        if opts.zero {
+            // SAFETY: `p` is a fresh block of `usable` bytes.
+            unsafe { ptr::write_bytes(p, 0, usable) };
+        } else if opts.junk_alloc {
+            // SAFETY: as above.
+            unsafe { ptr::write_bytes(p, 0xa5, usable) };
+        }
     }
-    // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty (we just missed on
-    // it, or it was just created).
-    unsafe { tcache::fill_and_pop(tb, class) }
+    p
+}
+
+/// Applies `junk:free` to a block of `usable` bytes about to be freed.
+fn dead_block(p: *mut u8, usable: usize) {
+    if options().junk_free {
+        // SAFETY: the caller gives up `p`, a block of `usable` bytes.
+        unsafe { ptr::write_bytes(p, 0x5a, usable) };
+    }
 }
 
 /// Allocates a large or huge block of `size` bytes aligned to `align`.
@@ -281,19 +363,25 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     }
     if let Some(class) = class_for(size.max(SMALL_MAX + 1)) {
         if class.index() < NCACHED && align <= PAGE {
-            return alloc_small(class);
+            return alloc_small(class, size);
         }
         ensure_global();
+        decay::tick();
         let p = thread_arena().alloc_large(class, align);
         if !p.is_null() {
-            return p;
+            return new_block(p, class.size());
         }
         if align <= PAGE {
             return p;
         }
     }
     ensure_global();
-    huge::alloc(size, align)
+    decay::tick();
+    let p = huge::alloc(size, align);
+    if !p.is_null() && options().junk_alloc {
+        return new_block(p, size);
+    }
+    p
 }
 
 /// Allocates `size` bytes aligned to `align`, a power of two. Null when out of memory.
@@ -305,7 +393,7 @@ pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
     }
     if align <= PAGE {
         match class_for_aligned(size, align) {
-            Some(class) if class.is_small() => alloc_small(class),
+            Some(class) if class.is_small() => alloc_small(class, size),
             _ => alloc_big(size, PAGE),
         }
     } else {
@@ -451,20 +539,25 @@ pub unsafe fn free(p: *mut u8) {
 #[inline(never)]
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
-    if !has_cache(tb) && !thread_start() {
+    // SAFETY: the thread's own bins.
+    if (!has_cache(tb) && !thread_start()) || unsafe { (*tb).bins[class.index()].cap } == 0 {
+        dead_block(p, class.size());
         // SAFETY: `p` is a free block of `class` only we can reach.
         unsafe { tcache::return_grouped(class, &mut [p]) };
+        decay::tick();
         return;
     }
     // SAFETY: `tb` is this thread's bins, with a cache.
     unsafe {
-        let bin = &mut (*tb).bins[class.index()];
-        if bin.count == bin.cap {
+        let bin = &(*tb).bins[class.index()];
+        if bin.count() == bin.cap as u32 {
             tcache::flush(tb, class, bin.cap as usize / 2);
+            decay::tick();
         }
-        let bin = &mut (*tb).bins[class.index()];
-        *bin.slots.add(bin.count as usize) = p;
-        bin.count += 1;
+        let bin = &(*tb).bins[class.index()];
+        let count = bin.count();
+        *bin.slots.add(count as usize) = p;
+        bin.set_count(count + 1);
     }
 }
 
@@ -481,13 +574,18 @@ unsafe fn free_other(p: *mut u8, who: &str) {
         Block::Small(class) => unsafe { free_small_miss(p, class) },
         // SAFETY: the caller gives up `p`, a live large block of `class`.
         Block::Large(_, class) if class.index() < NCACHED => unsafe { free_small_miss(p, class) },
-        Block::Large(span, _) => {
+        Block::Large(span, class) => {
+            dead_block(p, class.size());
             let chunk = crate::chunk::Span::chunk(span);
             // SAFETY: `span` is the live large run of `p`, which the caller gives up.
             unsafe { arena::of_chunk(chunk).free_large(span) };
+            decay::tick();
         }
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
-        Block::Huge(d) => unsafe { huge::free(d) },
+        Block::Huge(d) => unsafe {
+            dead_block(p, (*d).mapped);
+            huge::free(d);
+        },
     }
 }
 
@@ -503,10 +601,11 @@ pub unsafe fn free_known(p: *mut u8, class: SizeClass) {
     // SAFETY: `tb` is this thread's bins and callers pass only cached classes; a bin with
     // count < cap has room for one more slot.
     unsafe {
-        let bin = (*tb).bins.get_unchecked_mut(class.index());
-        if bin.count < bin.cap {
-            *bin.slots.add(bin.count as usize) = p;
-            bin.count += 1;
+        let bin = (*tb).bins.get_unchecked(class.index());
+        let count = bin.count();
+        if count < bin.cap as u32 {
+            *bin.slots.add(count as usize) = p;
+            bin.set_count(count + 1);
             return;
         }
         free_small_miss(p, class)

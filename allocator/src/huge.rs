@@ -18,6 +18,10 @@ use crate::sync::Mutex;
 pub static HUGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 /// Huge reallocations served by `mremap` without copying (a statistic).
 pub static HUGE_REMAPS: AtomicU64 = AtomicU64::new(0);
+/// Huge blocks live now.
+pub static HUGE_LIVE: AtomicU64 = AtomicU64::new(0);
+/// Bytes mapped for live huge blocks now.
+pub static HUGE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Describes one huge block. Invariant: `base` is chunk-aligned, `mapped` is a page multiple,
 /// and the page map sends every chunk window of `[base, base + mapped)` to this descriptor.
@@ -92,6 +96,8 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     HUGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    HUGE_LIVE.fetch_add(1, Ordering::Relaxed);
+    HUGE_BYTES.fetch_add(mapped as u64, Ordering::Relaxed);
     base
 }
 
@@ -106,6 +112,8 @@ pub unsafe fn free(d: *mut HugeBlock) {
     // SAFETY: the block is dead and no longer reachable through the page map.
     unsafe { pal::unmap(base as *mut u8, mapped) };
     release_descriptor(d);
+    HUGE_LIVE.fetch_sub(1, Ordering::Relaxed);
+    HUGE_BYTES.fetch_sub(mapped as u64, Ordering::Relaxed);
 }
 
 /// Resizes huge block `d` to hold `size` bytes (more than the largest class) without copying:
@@ -133,6 +141,7 @@ pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
             );
             pal::unmap((base + new_mapped) as *mut u8, mapped - new_mapped);
             (*d).mapped = new_mapped;
+            HUGE_BYTES.fetch_sub((mapped - new_mapped) as u64, Ordering::Relaxed);
             return base as *mut u8;
         }
         let extra_windows = windows(new_mapped) - windows(mapped);
@@ -144,6 +153,7 @@ pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
             }
             (*d).mapped = new_mapped;
             HUGE_REMAPS.fetch_add(1, Ordering::Relaxed);
+            HUGE_BYTES.fetch_add((new_mapped - mapped) as u64, Ordering::Relaxed);
             return base as *mut u8;
         }
         let target = pal::map_aligned(new_mapped, CHUNK);
@@ -163,6 +173,7 @@ pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
         (*d).base = target as usize;
         (*d).mapped = new_mapped;
         HUGE_REMAPS.fetch_add(1, Ordering::Relaxed);
+        HUGE_BYTES.fetch_add((new_mapped - mapped) as u64, Ordering::Relaxed);
         target
     }
 }

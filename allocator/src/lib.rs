@@ -26,10 +26,12 @@
 //! 10. `arena` — independent heaps: page runs plus bins.
 //! 11. `tcache` — per-thread caches.
 //! 12. `heap` — the core entry points, thread states, initialization, fork.
-//! 13. `stats`, and the front ends `api`, `capi`, `global`.
+//! 13. `decay` — when free pages go back to the OS; the background thread.
+//! 14. `stats`, and the front ends `api`, `capi`, `global`.
 mod arena;
 mod bin;
 mod chunk;
+mod decay;
 mod extent;
 mod heap;
 mod huge;
@@ -48,6 +50,7 @@ pub mod options;
 pub mod stats;
 
 pub use global::Tally;
+pub use stats::{stats, trim, Stats};
 
 /// Requests larger than this fail with `ENOMEM`.
 pub const MAX_REQUEST: usize = heap::MAX_REQUEST;

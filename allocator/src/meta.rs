@@ -19,6 +19,9 @@ struct Bump {
 
 static POOL: Mutex<Bump> = Mutex::new(Bump { cursor: 0, end: 0 });
 
+/// Bytes mapped for metadata so far (a statistic).
+pub static MAPPED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Returns `size` zeroed bytes aligned to `align` (a power of two up to the page size) that live
 /// for the rest of the process, or null when the OS refuses memory.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
@@ -31,6 +34,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         if region.is_null() {
             return core::ptr::null_mut();
         }
+        MAPPED.fetch_add(bytes as u64, core::sync::atomic::Ordering::Relaxed);
         pool.cursor = region as usize;
         pool.end = region as usize + bytes;
         start = pool.cursor;

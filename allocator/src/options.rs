@@ -17,13 +17,18 @@ use crate::pal::LineBuf;
 pub enum Kind {
     /// `true` or `false`.
     Bool,
-    /// A decimal integer in `min..=max`.
-    Unsigned {
+    /// A decimal integer in `min..=max` (a leading `-` allowed when `min` is negative).
+    Integer {
         /// Smallest value allowed.
-        min: u64,
+        min: i64,
         /// Largest value allowed.
-        max: u64,
+        max: i64,
     },
+    /// One of a few words; the value is the word's index.
+    Choice(&'static [&'static str]),
+    /// Zero or more of the given flag characters, each at most once; the value is a bit set
+    /// (bit `i` for the `i`-th character).
+    Flags(&'static str),
 }
 
 /// One option's description.
@@ -38,35 +43,85 @@ pub struct OptionSpec {
     pub doc: &'static str,
 }
 
+/// Flag characters of `stats_print_opts`.
+pub const STATS_FLAGS: &str = "Jab";
+/// `stats_print_opts` bit: print JSON instead of text.
+pub const STATS_JSON: u32 = 1;
+/// `stats_print_opts` bit: leave out the per-arena table.
+pub const STATS_NO_ARENAS: u32 = 2;
+/// `stats_print_opts` bit: leave out the per-size-class table.
+pub const STATS_NO_BINS: u32 = 4;
+
+/// Values of `junk`.
+pub const JUNK_CHOICES: &[&str] = &["false", "true", "alloc", "free"];
+
 /// Every option Tally understands.
 pub static TABLE: &[OptionSpec] = &[
     OptionSpec {
         name: "narenas",
-        kind: Kind::Unsigned {
-            min: 0,
-            max: MAX_ARENAS as u64,
-        },
+        kind: Kind::Integer { min: 0, max: MAX_ARENAS as i64 },
         default: "0",
-        doc: "Number of arenas threads are spread over; 0 means four per CPU.",
+        doc: "Number of arenas threads are spread over; 0 means four per CPU (at most 256).",
     },
     OptionSpec {
         name: "tcache",
         kind: Kind::Bool,
         default: "true",
-        doc: "Per-thread caches of blocks up to 32 KiB. Off, every malloc and free takes an arena lock.",
+        doc: "Per-thread caches of blocks up to `tcache_max`. Off, every malloc and free takes an arena lock.",
+    },
+    OptionSpec {
+        name: "tcache_max",
+        kind: Kind::Integer { min: 0, max: 32768 },
+        default: "32768",
+        doc: "Largest block size, in bytes, kept in thread caches (at most 32 KiB).",
+    },
+    OptionSpec {
+        name: "dirty_decay_ms",
+        kind: Kind::Integer { min: -1, max: 1 << 40 },
+        default: "10000",
+        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never.",
+    },
+    OptionSpec {
+        name: "muzzy_decay_ms",
+        kind: Kind::Integer { min: -1, max: 1 << 40 },
+        default: "0",
+        doc: "Milliseconds a page given back with `MADV_FREE` stays so before `MADV_DONTNEED`; 0 skips the `MADV_FREE` stage, -1 never leaves it.",
+    },
+    OptionSpec {
+        name: "background_thread",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Start one thread that returns decayed pages on time even while the program is idle.",
     },
     OptionSpec {
         name: "stats_print",
         kind: Kind::Bool,
         default: "false",
-        doc: "Print allocator statistics to stderr at exit (a line starting `tally: stats:`).",
+        doc: "Print statistics to stderr at exit: a line starting `tally: stats:`, then tables (kept working when the program closes its stderr first).",
+    },
+    OptionSpec {
+        name: "stats_print_opts",
+        kind: Kind::Flags(STATS_FLAGS),
+        default: "",
+        doc: "Letters changing `stats_print` and `malloc_stats`: `J` JSON instead of text, `a` no per-arena table, `b` no per-size-class table.",
     },
     OptionSpec {
         name: "abort_conf",
         kind: Kind::Bool,
         default: "false",
-        doc:
-            "Abort the process if TALLY_CONF or MALLOC_CONF has an error, instead of going on with defaults.",
+        doc: "Abort the process if `TALLY_CONF` or `MALLOC_CONF` has an error, instead of going on with defaults.",
+    },
+    OptionSpec {
+        name: "junk",
+        kind: Kind::Choice(JUNK_CHOICES),
+        default: "false",
+        doc: "Fill new blocks with 0xa5 (`alloc`), freed blocks with 0x5a (`free`), or both (`true`), to expose reads of uninitialized or freed memory. Turns off thread caches.",
+    },
+    OptionSpec {
+        name: "zero",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Zero every new block, as calloc does. Turns off thread caches.",
     },
 ];
 
@@ -78,9 +133,25 @@ pub struct Options {
     /// See [`TABLE`].
     pub tcache: bool,
     /// See [`TABLE`].
+    pub tcache_max: usize,
+    /// See [`TABLE`]; -1 = never.
+    pub dirty_decay_ms: i64,
+    /// See [`TABLE`]; -1 = never.
+    pub muzzy_decay_ms: i64,
+    /// See [`TABLE`].
+    pub background_thread: bool,
+    /// See [`TABLE`].
     pub stats_print: bool,
+    /// See [`TABLE`]: a set of `STATS_*` bits.
+    pub stats_print_opts: u32,
     /// See [`TABLE`].
     pub abort_conf: bool,
+    /// Fill new blocks with 0xa5.
+    pub junk_alloc: bool,
+    /// Fill freed blocks with 0x5a.
+    pub junk_free: bool,
+    /// See [`TABLE`].
+    pub zero: bool,
 }
 
 impl Options {
@@ -88,18 +159,41 @@ impl Options {
     pub const DEFAULT: Options = Options {
         narenas: 0,
         tcache: true,
+        tcache_max: 32768,
+        dirty_decay_ms: 10_000,
+        muzzy_decay_ms: 0,
+        background_thread: false,
         stats_print: false,
+        stats_print_opts: 0,
         abort_conf: false,
+        junk_alloc: false,
+        junk_free: false,
+        zero: false,
     };
 
-    fn set(&mut self, name: &str, value: u64) {
+    fn set(&mut self, name: &str, value: i64) {
         match name {
             "narenas" => self.narenas = value as usize,
             "tcache" => self.tcache = value != 0,
+            "tcache_max" => self.tcache_max = value as usize,
+            "dirty_decay_ms" => self.dirty_decay_ms = value,
+            "muzzy_decay_ms" => self.muzzy_decay_ms = value,
+            "background_thread" => self.background_thread = value != 0,
             "stats_print" => self.stats_print = value != 0,
+            "stats_print_opts" => self.stats_print_opts = value as u32,
             "abort_conf" => self.abort_conf = value != 0,
+            "junk" => {
+                self.junk_alloc = value == 1 || value == 2;
+                self.junk_free = value == 1 || value == 3;
+            }
+            "zero" => self.zero = value != 0,
             _ => {}
         }
+    }
+
+    /// Whether thread caches are in use (junk and zero need every operation on the slow path).
+    pub fn caches_enabled(&self) -> bool {
+        self.tcache && !self.junk_alloc && !self.junk_free && !self.zero
     }
 }
 
@@ -141,28 +235,50 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
     errors
 }
 
-fn parse_value(kind: Kind, value: &[u8]) -> Result<u64, &'static str> {
+fn parse_value(kind: Kind, value: &[u8]) -> Result<i64, &'static str> {
     match kind {
         Kind::Bool => match value {
             b"true" => Ok(1),
             b"false" => Ok(0),
             _ => Err("expected true or false"),
         },
-        Kind::Unsigned { min, max } => {
-            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        Kind::Integer { min, max } => {
+            let (negative, digits) = match value.split_first() {
+                Some((b'-', rest)) if min < 0 => (true, rest),
+                _ => (false, value),
+            };
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                 return Err("expected a whole number");
             }
-            let mut n: u64 = 0;
-            for &d in value {
-                n = match n.checked_mul(10).and_then(|n| n.checked_add((d - b'0') as u64)) {
+            let mut n: i64 = 0;
+            for &d in digits {
+                n = match n.checked_mul(10).and_then(|n| n.checked_add((d - b'0') as i64)) {
                     Some(n) => n,
                     None => return Err("number out of range"),
                 };
             }
+            let n = if negative { -n } else { n };
             if n < min || n > max {
                 return Err("number out of range");
             }
             Ok(n)
+        }
+        Kind::Choice(words) => match words.iter().position(|w| w.as_bytes() == value) {
+            Some(i) => Ok(i as i64),
+            None => Err("not one of the allowed words"),
+        },
+        Kind::Flags(allowed) => {
+            let mut bits = 0i64;
+            for &c in value {
+                let Some(i) = allowed.bytes().position(|a| a == c) else {
+                    return Err("unknown flag letter");
+                };
+                if bits & 1 << i != 0 {
+                    return Err("flag letter given twice");
+                }
+                bits |= 1 << i;
+            }
+            Ok(bits)
         }
     }
 }
@@ -217,10 +333,16 @@ mod tests {
 
     #[test]
     fn good_options_are_taken() {
-        let (opts, errors) = run(b"narenas:3,tcache:false,stats_print:true");
-        assert!(errors.is_empty());
+        let (opts, errors) = run(
+            b"narenas:3,tcache:false,stats_print:true,dirty_decay_ms:-1,muzzy_decay_ms:500,junk:free,stats_print_opts:Ja,tcache_max:1024,zero:true,background_thread:true",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(opts.narenas, 3);
-        assert!(!opts.tcache && opts.stats_print);
+        assert!(!opts.tcache && opts.stats_print && opts.zero && opts.background_thread);
+        assert_eq!((opts.dirty_decay_ms, opts.muzzy_decay_ms), (-1, 500));
+        assert!(opts.junk_free && !opts.junk_alloc);
+        assert_eq!(opts.stats_print_opts, STATS_JSON | STATS_NO_ARENAS);
+        assert_eq!(opts.tcache_max, 1024);
     }
 
     #[test]
@@ -247,6 +369,13 @@ mod tests {
             b"narenas:0x10",
             b"narenas: 4",
             b"narenas:4 ",
+            b"dirty_decay_ms:-2",
+            b"dirty_decay_ms:--1",
+            b"tcache_max:-1",
+            b"junk:maybe",
+            b"stats_print_opts:JJ",
+            b"stats_print_opts:x",
+            b"tcache_max:32769",
         ];
         for case in cases {
             let (opts, errors) = run(case);

@@ -22,6 +22,9 @@ const ROOT_BITS: u32 = ADDRESS_BITS - CHUNK_SHIFT - LEAF_BITS;
 const LEAF_LEN: usize = 1 << LEAF_BITS;
 const ROOT_LEN: usize = 1 << ROOT_BITS;
 
+/// Bytes mapped for page-map leaves (a statistic).
+pub static LEAF_BYTES: AtomicUsize = AtomicUsize::new(0);
+
 /// Tag bit of entries that point at a huge-block descriptor.
 pub const TAG_HUGE: usize = 1;
 
@@ -76,7 +79,10 @@ fn slot(window: usize) -> Option<&'static AtomicUsize> {
             return None;
         }
         match ROOT[root].compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => leaf = fresh,
+            Ok(_) => {
+                LEAF_BYTES.fetch_add(core::mem::size_of::<Leaf>(), Ordering::Relaxed);
+                leaf = fresh
+            }
             Err(existing) => {
                 // SAFETY: `fresh` was mapped above and never published.
                 unsafe { pal::unmap(fresh.cast(), core::mem::size_of::<Leaf>()) };

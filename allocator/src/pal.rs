@@ -78,6 +78,68 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
     debug_assert_eq!(rc, 0);
 }
 
+/// Gives the pages of `[p, p + size)` back to the OS now (`MADV_DONTNEED`): they stop counting
+/// as resident and read as zero when touched again.
+///
+/// # Safety
+/// The range must be page-aligned memory owned by Tally whose contents are dead.
+pub unsafe fn discard(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range and promises its contents are dead.
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) };
+}
+
+/// Lets the OS take the pages of `[p, p + size)` when it needs memory (`MADV_FREE`); until then
+/// they stay resident and keep their contents.
+///
+/// # Safety
+/// The range must be page-aligned memory owned by Tally whose contents are dead.
+pub unsafe fn discard_lazily(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range and promises its contents are dead.
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_FREE) };
+}
+
+/// Milliseconds on a monotonic clock, cheaply (the coarse clock, read in user space through the
+/// vDSO; resolution a few milliseconds).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// Sleeps for `ms` milliseconds (used by the background thread only).
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: `ts` is a valid timespec; the remainder pointer may be null.
+    unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
+}
+
+/// Starts a detached thread running `body`. Returns false if it could not be created.
+pub fn spawn_thread(body: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `thread` is a valid out-pointer; `body` has the signature pthread expects and lives
+    // for the whole process.
+    let rc = unsafe { libc::pthread_create(&mut thread, core::ptr::null(), body, core::ptr::null_mut()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: `thread` was just created and is joined by no one.
+    unsafe { libc::pthread_detach(thread) };
+    true
+}
+
+/// The process id.
+pub fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions.
+    unsafe { libc::getpid() as u32 }
+}
+
 /// Moves or resizes the mapping `[old, old + old_size)` to `[new, new + new_size)` without
 /// copying, replacing whatever was mapped at `new` (which must be a reservation Tally owns).
 ///

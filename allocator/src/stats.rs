@@ -1,15 +1,123 @@
-//! Statistics. For now: counters of slow-path events, which show that a process really ran on
-//! Tally, and their one-line print at exit (`stats_print:true`).
+//! Statistics: where the memory is, read on demand.
+//!
+//! Nothing here costs the fast paths anything beyond what they do anyway: thread caches keep a
+//! count per bin and an allocation counter (plain relaxed stores by the owner), and the arenas
+//! count the objects and large blocks they hand out and take back, under the locks those slow
+//! paths take already. A reader sums them:
+//!
+//! - live objects of a class = handed out by arenas − returned to arenas − sitting in caches;
+//! - `allocated` = Σ live objects × class size + bytes of live huge blocks;
+//! - `active` = pages of runs in use (slabs and large blocks) + huge blocks;
+//! - `dirty`/`muzzy` = free pages that may still be resident; `retained` = free pages given back
+//!   (mapped, not resident);
+//! - `metadata` = chunk headers + the metadata pool + page-map leaves;
+//! - `mapped` = chunks + huge blocks + metadata outside chunks; `resident` ≈ active + dirty +
+//!   muzzy + metadata (an estimate from above, like jemalloc's).
+//!
+//! The sums are exact when the threads are quiescent; while they run, each counter is read at a
+//! slightly different moment.
 
+use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
-use crate::{arena, bin, chunk, huge, pal};
+use crate::arena::{self, ARENAS, MAX_ARENAS};
+use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
+use crate::pal::{self, LineBuf, PAGE};
+use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
+use crate::{bin, decay, huge, meta, options, pagemap, tcache};
+
+/// Counters of one size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// The class's size in bytes.
+    pub size: u64,
+    /// Blocks of the class live now.
+    pub live: u64,
+    /// Blocks allocated so far (for classes thread caches keep: through caches or without one;
+    /// for other large classes: from arenas).
+    pub nmalloc: u64,
+    /// Blocks freed so far (`nmalloc - live`).
+    pub nfree: u64,
+    /// Slabs held now (small classes).
+    pub slabs: u64,
+    /// Blocks sitting in thread caches now.
+    pub cached: u64,
+    /// Thread-cache refills so far (cache misses).
+    pub misses: u64,
+}
+
+impl ClassStats {
+    /// Share of allocations served from a thread cache without a refill (0 when none).
+    pub fn hit_rate(&self) -> f64 {
+        if self.nmalloc == 0 {
+            0.0
+        } else {
+            1.0 - (self.misses as f64 / self.nmalloc as f64).min(1.0)
+        }
+    }
+}
+
+/// Counters of one arena.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArenaStats {
+    /// Threads whose cache fills from this arena.
+    pub threads: u64,
+    /// Chunks held.
+    pub chunks: u64,
+    /// Pages of runs in use.
+    pub active_pages: u64,
+    /// Free pages that may be resident and dirty.
+    pub dirty_pages: u64,
+    /// Free pages given back with `MADV_FREE`.
+    pub muzzy_pages: u64,
+    /// Free pages given back to the OS.
+    pub retained_pages: u64,
+    /// Pages given back with `MADV_DONTNEED` or by unmapping, so far.
+    pub purged_pages: u64,
+}
+
+/// A snapshot of Tally's statistics. See the module docs for what each total means.
+#[derive(Clone, Copy, Debug)]
+pub struct Stats {
+    /// Bytes in live blocks (usable sizes).
+    pub allocated: u64,
+    /// Bytes in pages of runs in use and in huge blocks.
+    pub active: u64,
+    /// Bytes believed resident: active, dirty and muzzy pages and metadata.
+    pub resident: u64,
+    /// Bytes mapped: chunks, huge blocks and metadata.
+    pub mapped: u64,
+    /// Bytes mapped but given back to the OS.
+    pub retained: u64,
+    /// Bytes of Tally's own bookkeeping.
+    pub metadata: u64,
+    /// Bytes of free pages that may be resident and dirty.
+    pub dirty: u64,
+    /// Bytes of free pages given back with `MADV_FREE`.
+    pub muzzy: u64,
+    /// Live huge blocks.
+    pub huge_live: u64,
+    /// Arenas in use.
+    pub narenas: usize,
+    /// Threads with a cache.
+    pub threads: usize,
+    /// Whether the background purging thread runs in this process.
+    pub background_thread: bool,
+    /// Per size class (`classes[i]` is class `i`).
+    pub classes: [ClassStats; NCLASSES],
+    /// Per arena (the first `narenas` entries).
+    pub arenas: [ArenaStats; MAX_ARENAS],
+    /// Slow-path counters.
+    pub counters: Counters,
+}
 
 /// Counters of slow-path events since the process started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// 4 MiB chunks mapped for slabs and large blocks.
     pub chunks_mapped: u64,
+    /// Chunks unmapped again after all their pages were free and purged.
+    pub chunks_unmapped: u64,
     /// Small blocks handed from arenas to thread caches (or to threads without one).
     pub tcache_fills: u64,
     /// Batches of small blocks returned from thread caches to arenas.
@@ -20,41 +128,345 @@ pub struct Counters {
     pub huge_allocs: u64,
     /// Huge blocks resized by `mremap` (no copy).
     pub huge_remaps: u64,
+    /// Purge passes over the arenas.
+    pub purge_passes: u64,
 }
 
-/// The counters now.
+/// The slow-path counters now.
 pub fn counters() -> Counters {
     Counters {
         chunks_mapped: chunk::CHUNKS_MAPPED.load(Ordering::Relaxed),
+        chunks_unmapped: chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed),
         tcache_fills: bin::FILLS.load(Ordering::Relaxed),
         tcache_flushes: bin::FLUSHES.load(Ordering::Relaxed),
         large_allocs: arena::LARGE_ALLOCS.load(Ordering::Relaxed),
         huge_allocs: huge::HUGE_ALLOCS.load(Ordering::Relaxed),
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),
+        purge_passes: decay::PASSES.load(Ordering::Relaxed),
     }
 }
 
-/// Prints the counters as one line, `tally: stats: key=value ...`, to stderr.
-pub fn print() {
-    let c = counters();
-    // SAFETY: getpid has no preconditions.
-    let pid = unsafe { libc::getpid() };
-    pal::print(format_args!(
-        "tally: stats: pid={} chunks_mapped={} tcache_fills={} tcache_flushes={} large_allocs={} huge_allocs={} huge_remaps={} narenas={}\n",
-        pid,
+/// Reads the statistics now. Takes each lock briefly, never allocates.
+pub fn stats() -> Stats {
+    let mut s = Stats {
+        allocated: 0,
+        active: 0,
+        resident: 0,
+        mapped: 0,
+        retained: 0,
+        metadata: 0,
+        dirty: 0,
+        muzzy: 0,
+        huge_live: 0,
+        narenas: arena::arena_count(),
+        threads: 0,
+        background_thread: decay::background_running(),
+        classes: [ClassStats::default(); NCLASSES],
+        arenas: [ArenaStats::default(); MAX_ARENAS],
+        counters: counters(),
+    };
+    let mut threads = [0u32; MAX_ARENAS];
+    let mut cached = [0u64; NCACHED];
+    let mut nmalloc = [0u64; NCACHED];
+    s.threads = tcache::visit_caches(&mut threads, &mut |class, c, n| {
+        cached[class] += c;
+        nmalloc[class] += n;
+    });
+    let mut handed_out = [0u64; NCLASSES];
+    let mut returned = [0u64; NCLASSES];
+    for (i, arena) in ARENAS[..s.narenas].iter().enumerate() {
+        for (c, bin) in arena.bins.iter().enumerate() {
+            let (slabs, out, back) = bin.counts();
+            s.classes[c].slabs += slabs as u64;
+            handed_out[c] += out;
+            returned[c] += back;
+        }
+        let heap = arena.pages.lock();
+        for k in 0..NCLASSES - NSMALL {
+            handed_out[NSMALL + k] += heap.large_allocated[k];
+            returned[NSMALL + k] += heap.large_freed[k];
+        }
+        let a = &mut s.arenas[i];
+        a.threads = threads[i] as u64;
+        a.chunks = heap.chunks as u64;
+        a.active_pages = (heap.chunks * USABLE_PAGES - heap.free_pages) as u64;
+        a.dirty_pages = heap.dirty_pages as u64;
+        a.muzzy_pages = heap.muzzy_pages as u64;
+        a.retained_pages = (heap.free_pages - heap.dirty_pages - heap.muzzy_pages) as u64;
+        a.purged_pages = heap.purged_pages;
+    }
+    let misses: [u64; NCACHED] = core::array::from_fn(|c| tcache::MISSES[c].load(Ordering::Relaxed));
+    for (c, class) in s.classes.iter_mut().enumerate() {
+        class.size = SizeClass(c as u8).size() as u64;
+        let in_caches = if c < NCACHED { cached[c] } else { 0 };
+        class.live = handed_out[c]
+            .saturating_sub(returned[c])
+            .saturating_sub(in_caches);
+        class.cached = in_caches;
+        class.nmalloc = if c < NCACHED { nmalloc[c] } else { handed_out[c] };
+        class.nfree = class.nmalloc.saturating_sub(class.live);
+        class.misses = if c < NCACHED { misses[c] } else { 0 };
+        s.allocated += class.live * class.size;
+    }
+    let huge_bytes = huge::HUGE_BYTES.load(Ordering::Relaxed);
+    s.huge_live = huge::HUGE_LIVE.load(Ordering::Relaxed);
+    s.allocated += huge_bytes;
+    let page = PAGE as u64;
+    let arenas = &s.arenas[..s.narenas];
+    let chunks: u64 = arenas.iter().map(|a| a.chunks).sum();
+    s.active = arenas.iter().map(|a| a.active_pages).sum::<u64>() * page + huge_bytes;
+    s.dirty = arenas.iter().map(|a| a.dirty_pages).sum::<u64>() * page;
+    s.muzzy = arenas.iter().map(|a| a.muzzy_pages).sum::<u64>() * page;
+    s.retained = arenas.iter().map(|a| a.retained_pages).sum::<u64>() * page;
+    let outside = meta::MAPPED.load(Ordering::Relaxed) + pagemap::LEAF_BYTES.load(Ordering::Relaxed) as u64;
+    s.metadata = chunks * (HEADER_PAGES * PAGE) as u64 + outside;
+    s.mapped = chunks * CHUNK as u64 + huge_bytes + outside;
+    s.resident = s.active + s.dirty + s.muzzy + s.metadata;
+    s
+}
+
+/// Flushes the calling thread's cache and gives every free page back to the OS now. Returns
+/// whether any memory was released (what `malloc_trim` returns).
+pub fn trim() -> bool {
+    crate::heap::flush_thread_cache();
+    decay::purge_all(true) > 0
+}
+
+/// Prints the statistics to stderr: with the `STATS_JSON` bit, as one JSON object on one line;
+/// else as text: the first line `tally: stats: key=value ...` (for scripts), then tables for
+/// people, then `tally: end of stats`. `flags` takes the `STATS_*` bits of `stats_print_opts`.
+/// The report is written with as few `write` calls as a 32 KiB stack buffer allows, so reports of
+/// processes exiting together do not interleave.
+pub fn print(flags: u32) {
+    let s = stats();
+    let mut out = Report {
+        buf: [0; 32 * 1024],
+        len: 0,
+    };
+    if flags & options::STATS_JSON != 0 {
+        print_json(&mut out, &s, flags);
+    } else {
+        print_text(&mut out, &s, flags);
+    }
+    out.flush();
+}
+
+/// The report being written: a buffer flushed to stderr when full.
+struct Report {
+    buf: [u8; 32 * 1024],
+    len: usize,
+}
+
+impl Report {
+    fn flush(&mut self) {
+        pal::write_stderr(&self.buf[..self.len]);
+        self.len = 0;
+    }
+
+    fn line(&mut self, args: core::fmt::Arguments<'_>) {
+        let mut l = LineBuf::new();
+        let _ = l.write_fmt(args);
+        let bytes = l.as_bytes();
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush();
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+}
+
+/// Bytes with a binary unit, for people.
+struct Bytes(u64);
+
+impl core::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let mut v = self.0 as f64;
+        let mut u = 0;
+        while v >= 1024.0 && u < UNITS.len() - 1 {
+            v /= 1024.0;
+            u += 1;
+        }
+        // Format into a buffer first, so that width and alignment apply to the whole text.
+        let mut text = LineBuf::new();
+        let _ = if u == 0 {
+            write!(text, "{} B", self.0)
+        } else {
+            write!(text, "{v:.1} {}", UNITS[u])
+        };
+        f.pad(core::str::from_utf8(text.as_bytes()).unwrap_or("?"))
+    }
+}
+
+fn print_text(out: &mut Report, s: &Stats, flags: u32) {
+    let c = &s.counters;
+    out.line(format_args!(
+        "tally: stats: pid={} allocated={} active={} resident={} mapped={} retained={} metadata={} dirty={} muzzy={} \
+         chunks_mapped={} chunks_unmapped={} tcache_fills={} tcache_flushes={} large_allocs={} huge_allocs={} \
+         huge_remaps={} purge_passes={} narenas={} threads={}\n",
+        pal::pid(),
+        s.allocated,
+        s.active,
+        s.resident,
+        s.mapped,
+        s.retained,
+        s.metadata,
+        s.dirty,
+        s.muzzy,
         c.chunks_mapped,
+        c.chunks_unmapped,
         c.tcache_fills,
         c.tcache_flushes,
         c.large_allocs,
         c.huge_allocs,
         c.huge_remaps,
-        arena::arena_count()
+        c.purge_passes,
+        s.narenas,
+        s.threads
     ));
+    out.line(format_args!("Tally statistics\n"));
+    for (name, value, what) in [
+        ("allocated", s.allocated, "in live blocks"),
+        ("active", s.active, "in pages of blocks and slabs in use"),
+        (
+            "resident",
+            s.resident,
+            "estimated resident (active + dirty + muzzy + metadata)",
+        ),
+        ("mapped", s.mapped, "mapped from the OS"),
+        ("retained", s.retained, "mapped, given back to the OS"),
+        (
+            "dirty",
+            s.dirty,
+            "free, still resident, waiting for dirty_decay_ms",
+        ),
+        ("muzzy", s.muzzy, "free, MADV_FREE'd, waiting for muzzy_decay_ms"),
+        ("metadata", s.metadata, "Tally's own bookkeeping"),
+    ] {
+        out.line(format_args!("  {name:<10} {:>12}  {what}\n", Bytes(value)));
+    }
+    out.line(format_args!(
+        "  huge blocks live: {}; arenas: {}; threads with a cache: {}; background thread: {}\n",
+        s.huge_live,
+        s.narenas,
+        s.threads,
+        if s.background_thread { "running" } else { "off" }
+    ));
+    if flags & options::STATS_NO_BINS == 0 {
+        out.line(format_args!(
+            "Size classes (only those ever used):\n  {:>8} {:>10} {:>12} {:>12} {:>7} {:>8} {:>9}\n",
+            "size", "live", "mallocs", "frees", "slabs", "cached", "cache hit"
+        ));
+        for (i, k) in s.classes.iter().enumerate() {
+            if k.nmalloc == 0 && k.live == 0 {
+                continue;
+            }
+            let hit = if i < NCACHED { k.hit_rate() * 100.0 } else { 0.0 };
+            out.line(format_args!(
+                "  {:>8} {:>10} {:>12} {:>12} {:>7} {:>8} {:>8.1}%\n",
+                k.size, k.live, k.nmalloc, k.nfree, k.slabs, k.cached, hit
+            ));
+        }
+    }
+    if flags & options::STATS_NO_ARENAS == 0 {
+        out.line(format_args!(
+            "Arenas (only those with chunks):\n  {:>5} {:>7} {:>6} {:>12} {:>12} {:>12} {:>12}\n",
+            "arena", "threads", "chunks", "active", "dirty", "muzzy", "retained"
+        ));
+        for (i, a) in s.arenas[..s.narenas].iter().enumerate() {
+            if a.chunks == 0 && a.threads == 0 {
+                continue;
+            }
+            let page = PAGE as u64;
+            out.line(format_args!(
+                "  {:>5} {:>7} {:>6} {:>12} {:>12} {:>12} {:>12}\n",
+                i,
+                a.threads,
+                a.chunks,
+                Bytes(a.active_pages * page),
+                Bytes(a.dirty_pages * page),
+                Bytes(a.muzzy_pages * page),
+                Bytes(a.retained_pages * page)
+            ));
+        }
+    }
+    out.line(format_args!("tally: end of stats\n"));
+}
+
+fn print_json(out: &mut Report, s: &Stats, flags: u32) {
+    let c = &s.counters;
+    out.line(format_args!(
+        "{{\"tally\":{{\"pid\":{},\"allocated\":{},\"active\":{},\"resident\":{},\"mapped\":{},\"retained\":{},\
+         \"metadata\":{},\"dirty\":{},\"muzzy\":{},\"huge_live\":{},\"narenas\":{},\"threads\":{},\
+         \"background_thread\":{},",
+        pal::pid(),
+        s.allocated,
+        s.active,
+        s.resident,
+        s.mapped,
+        s.retained,
+        s.metadata,
+        s.dirty,
+        s.muzzy,
+        s.huge_live,
+        s.narenas,
+        s.threads,
+        s.background_thread
+    ));
+    out.line(format_args!(
+        "\"counters\":{{\"chunks_mapped\":{},\"chunks_unmapped\":{},\"tcache_fills\":{},\"tcache_flushes\":{},\
+         \"large_allocs\":{},\"huge_allocs\":{},\"huge_remaps\":{},\"purge_passes\":{}}}",
+        c.chunks_mapped,
+        c.chunks_unmapped,
+        c.tcache_fills,
+        c.tcache_flushes,
+        c.large_allocs,
+        c.huge_allocs,
+        c.huge_remaps,
+        c.purge_passes
+    ));
+    if flags & options::STATS_NO_BINS == 0 {
+        out.line(format_args!(",\"classes\":["));
+        for (i, k) in s.classes.iter().enumerate() {
+            out.line(format_args!(
+                "{}{{\"size\":{},\"live\":{},\"nmalloc\":{},\"nfree\":{},\"slabs\":{},\"cached\":{},\"misses\":{}}}",
+                if i == 0 { "" } else { "," },
+                k.size,
+                k.live,
+                k.nmalloc,
+                k.nfree,
+                k.slabs,
+                k.cached,
+                k.misses
+            ));
+        }
+        out.line(format_args!("]"));
+    }
+    if flags & options::STATS_NO_ARENAS == 0 {
+        out.line(format_args!(",\"arenas\":["));
+        for (i, a) in s.arenas[..s.narenas].iter().enumerate() {
+            out.line(format_args!(
+                "{}{{\"threads\":{},\"chunks\":{},\"active_pages\":{},\"dirty_pages\":{},\"muzzy_pages\":{},\
+                 \"retained_pages\":{},\"purged_pages\":{}}}",
+                if i == 0 { "" } else { "," },
+                a.threads,
+                a.chunks,
+                a.active_pages,
+                a.dirty_pages,
+                a.muzzy_pages,
+                a.retained_pages,
+                a.purged_pages
+            ));
+        }
+        out.line(format_args!("]"));
+    }
+    out.line(format_args!("}}}}\n"));
 }
 
 extern "C" fn at_exit() {
-    if crate::heap::options().stats_print {
-        print();
+    let opts = crate::heap::options();
+    if opts.stats_print {
+        print(opts.stats_print_opts);
     }
 }
 

@@ -54,6 +54,15 @@ impl<T> Mutex<T> {
         MutexGuard { mutex: self }
     }
 
+    /// Takes the lock if it is free; never waits.
+    #[inline]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| MutexGuard { mutex: self })
+    }
+
     #[cold]
     fn lock_contended(&self) {
         for _ in 0..100 {

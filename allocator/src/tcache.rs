@@ -25,6 +25,7 @@ use crate::meta;
 use crate::pal;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
 use crate::sync::Mutex;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Per-class cache capacity: 256 KiB worth of blocks, at least 16 and at most 128 blocks for
 /// small classes, at least 4 for the cached large classes. (A thread caches at most about 4 MiB.)
@@ -54,22 +55,56 @@ const fn build_caps() -> ([u32; NCACHED], usize) {
 }
 
 const CAPS: [u32; NCACHED] = build_caps().0;
+/// Blocks a bin's first refill asks for.
+const FIRST_FILL: u16 = 4;
 const TOTAL_SLOTS: usize = build_caps().1;
 
 /// One class's stack of cached blocks.
+///
+/// `count` and `nmalloc` are atomics only so that a statistics reader on another thread may
+/// read them; the owner uses plain relaxed loads and stores (no read-modify-write).
 #[repr(C)]
 pub struct TBin {
     /// Blocks cached.
-    pub count: u32,
-    /// Capacity (0 while the thread has no cache).
-    pub cap: u32,
+    pub count: AtomicU32,
+    /// Capacity (0 while the thread has no cache, and for classes above `tcache_max`).
+    pub cap: u16,
+    /// Blocks the next refill asks for: starts small and doubles with each refill up to half
+    /// the capacity, so a class a thread uses once costs it a few blocks, not a full bin.
+    pub fill: u16,
     /// `slots[0..count]` are the cached blocks; the top is `slots[count - 1]`.
     pub slots: *mut *mut u8,
+    /// Allocations of this class served through this bin (a statistic).
+    pub nmalloc: AtomicU64,
+}
+
+impl TBin {
+    /// Cached blocks.
+    #[inline(always)]
+    pub fn count(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Sets the number of cached blocks (owner only).
+    #[inline(always)]
+    pub fn set_count(&self, n: u32) {
+        self.count.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts one allocation (owner only).
+    #[inline(always)]
+    pub fn count_malloc(&self) {
+        self.nmalloc
+            .store(self.nmalloc.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 /// A thread's bins, in its thread block. See the module docs for the invariant.
 #[repr(C)]
 pub struct ThreadBins {
+    /// Bytes this thread may still allocate before its next event (a decay tick, later a
+    /// profiler sample); the allocation fast path subtracts and calls the slow path below zero.
+    pub event: i64,
     /// Stacks by cached class.
     pub bins: [TBin; NCACHED],
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
@@ -89,16 +124,44 @@ pub fn thread_bins() -> *mut ThreadBins {
 pub struct TCache {
     /// The arena this thread fills from.
     pub arena: *const Arena,
-    next_free: *mut TCache,
+    /// The owning thread's bins (in its thread block), while attached.
+    owner: *mut ThreadBins,
+    /// Next cache in the pool (detached) or in the list of attached caches.
+    next: *mut TCache,
+    /// Previous attached cache.
+    prev: *mut TCache,
     storage: [*mut u8; TOTAL_SLOTS],
 }
 
-struct Pool(*mut TCache);
-// SAFETY: pooled caches are unused memory from the metadata pool; only touched under the lock.
-unsafe impl Send for Pool {}
+/// Detached caches for reuse, and the list of attached ones (which statistics walk).
+struct Caches {
+    pool: *mut TCache,
+    attached: *mut TCache,
+}
+// SAFETY: the caches live in the metadata pool forever; the lists are only touched under the lock.
+unsafe impl Send for Caches {}
 
-/// Caches of exited threads, for reuse.
-static POOL: Mutex<Pool> = Mutex::new(Pool(ptr::null_mut()));
+static CACHES: Mutex<Caches> = Mutex::new(Caches {
+    pool: ptr::null_mut(),
+    attached: ptr::null_mut(),
+});
+
+/// Allocations counted by bins of caches that were detached since (and by calls served without
+/// a cache), per class.
+pub static MERGED_NMALLOC: [AtomicU64; NCACHED] = [const { AtomicU64::new(0) }; NCACHED];
+/// Refills of empty bins, per class (a statistic: the cache's misses).
+pub static MISSES: [AtomicU64; NCACHED] = [const { AtomicU64::new(0) }; NCACHED];
+
+/// Largest cached class under `tcache_max` (set at initialization; classes above get capacity 0).
+static CACHED_CLASSES: AtomicU32 = AtomicU32::new(NCACHED as u32);
+
+/// Applies `tcache_max` (bytes): classes larger than it are not cached.
+pub fn configure(tcache_max: usize) {
+    let n = (0..NCACHED)
+        .take_while(|&i| size_compute(i) <= tcache_max)
+        .count();
+    CACHED_CLASSES.store(n as u32, Ordering::Relaxed);
+}
 
 impl TCache {
     /// Gives the calling thread (whose bins are `tb`, with no cache yet) a cache filling from
@@ -107,35 +170,42 @@ impl TCache {
     /// # Safety
     /// `tb` must be the calling thread's bins, with a null `cache`.
     pub unsafe fn attach(tb: *mut ThreadBins) -> *mut TCache {
-        let mut pool = POOL.lock();
-        let mut tc = pool.0;
+        let mut caches = CACHES.lock();
+        let mut tc = caches.pool;
         if tc.is_null() {
-            drop(pool);
+            drop(caches);
             tc = meta::alloc(core::mem::size_of::<TCache>(), 64).cast();
             if tc.is_null() {
                 return tc;
             }
+            caches = CACHES.lock();
         } else {
             // SAFETY: pooled caches are unused.
-            pool.0 = unsafe { (*tc).next_free };
-            drop(pool);
+            caches.pool = unsafe { (*tc).next };
         }
+        let cached = CACHED_CLASSES.load(Ordering::Relaxed) as usize;
         // SAFETY: `tc` is unused memory of the right size and alignment that we own; `tb` is the
-        // caller's own bins.
+        // caller's own bins; the attached list is guarded by the lock we hold.
         unsafe {
             ptr::addr_of_mut!((*tc).arena).write(arena::next_arena());
-            ptr::addr_of_mut!((*tc).next_free).write(ptr::null_mut());
+            ptr::addr_of_mut!((*tc).owner).write(tb);
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
             for (i, &cap) in CAPS.iter().enumerate() {
-                (*tb).bins[i] = TBin {
-                    count: 0,
-                    cap,
-                    slots: storage.add(offset),
-                };
+                let bin = &mut (*tb).bins[i];
+                bin.set_count(0);
+                bin.cap = if i < cached { cap as u16 } else { 0 };
+                bin.fill = FIRST_FILL.min(bin.cap / 2).max(1);
+                bin.slots = storage.add(offset);
                 offset += cap as usize;
             }
             (*tb).cache = tc;
+            ptr::addr_of_mut!((*tc).prev).write(ptr::null_mut());
+            ptr::addr_of_mut!((*tc).next).write(caches.attached);
+            if !caches.attached.is_null() {
+                (*caches.attached).prev = tc;
+            }
+            caches.attached = tc;
         }
         tc
     }
@@ -146,23 +216,69 @@ impl TCache {
     /// # Safety
     /// `tb` must be the calling thread's bins, with a cache.
     pub unsafe fn detach(tb: *mut ThreadBins) {
-        // SAFETY: per the contract, the bins and their cache are ours alone.
+        // SAFETY: per the contract, the bins and their cache are ours alone; the lists are
+        // guarded by the lock.
         unsafe {
+            let tc = (*tb).cache;
+            {
+                let mut caches = CACHES.lock();
+                let (prev, next) = ((*tc).prev, (*tc).next);
+                if prev.is_null() {
+                    caches.attached = next;
+                } else {
+                    (*prev).next = next;
+                }
+                if !next.is_null() {
+                    (*next).prev = prev;
+                }
+                for (bin, merged) in (*tb).bins.iter().zip(&MERGED_NMALLOC) {
+                    merged.fetch_add(bin.nmalloc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
             for i in 0..NCACHED {
                 flush(tb, SizeClass(i as u8), 0);
-                (*tb).bins[i] = TBin {
-                    count: 0,
-                    cap: 0,
-                    slots: ptr::null_mut(),
-                };
+                let bin = &mut (*tb).bins[i];
+                bin.cap = 0;
+                bin.fill = 0;
+                bin.slots = ptr::null_mut();
             }
-            let tc = (*tb).cache;
             (*tb).cache = ptr::null_mut();
-            let mut pool = POOL.lock();
-            (*tc).next_free = pool.0;
-            pool.0 = tc;
+            let mut caches = CACHES.lock();
+            (*tc).next = caches.pool;
+            caches.pool = tc;
         }
     }
+}
+
+/// What the thread caches hold now, per class, and the allocations they counted: calls
+/// `visit(class, cached, nmalloc)` for every class of every attached cache, plus the merged
+/// counts of detached ones (with `cached` 0). Returns the number of attached caches and, per
+/// arena index, the number of threads using it (in `threads`).
+pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64)) -> usize {
+    let caches = CACHES.lock();
+    let mut n = 0;
+    let mut tc = caches.attached;
+    while !tc.is_null() {
+        // SAFETY: attached caches and their owners' bins stay live while in the list, which the
+        // lock guards (a thread detaches under the lock before its thread block goes away).
+        unsafe {
+            let tb = (*tc).owner;
+            for i in 0..NCACHED {
+                let bin = &(*tb).bins[i];
+                visit(i, bin.count() as u64, bin.nmalloc.load(Ordering::Relaxed));
+            }
+            let arena = (*(*tc).arena).index as usize;
+            if let Some(t) = threads.get_mut(arena) {
+                *t += 1;
+            }
+            tc = (*tc).next;
+        }
+        n += 1;
+    }
+    for (i, merged) in MERGED_NMALLOC.iter().enumerate() {
+        visit(i, 0, merged.load(Ordering::Relaxed));
+    }
+    n
 }
 
 /// Refills the empty bin of `class` from the cache's arena and pops one block (null when out of
@@ -179,14 +295,17 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
             // Large blocks are not prefetched: the cache only keeps what the thread frees.
             return arena.alloc_large(class, crate::pal::PAGE);
         }
+        MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
-        let want = (bin.cap as usize).div_ceil(2);
+        let want = bin.fill as usize;
+        bin.fill = (bin.fill * 2).min(bin.cap / 2).max(1);
         let out = core::slice::from_raw_parts_mut(bin.slots, want);
         let n = arena.bins[class.index()].fill(class, &arena.pages, out);
         if n == 0 {
             return ptr::null_mut();
         }
-        bin.count = n as u32 - 1;
+        bin.set_count(n as u32 - 1);
+        bin.count_malloc();
         *bin.slots.add(n - 1)
     }
 }
@@ -199,7 +318,7 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
     // SAFETY: per the contract the bins and their slot storage are ours.
     unsafe {
         let bin = &mut (*tb).bins[class.index()];
-        let count = bin.count as usize;
+        let count = bin.count() as usize;
         if count <= keep {
             return;
         }
@@ -207,7 +326,7 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
         let victims = core::slice::from_raw_parts_mut(bin.slots, n);
         return_grouped(class, victims);
         ptr::copy(bin.slots.add(n), bin.slots, keep);
-        bin.count = keep as u32;
+        bin.set_count(keep as u32);
     }
 }
 
@@ -252,7 +371,7 @@ pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
 }
 
 pub(crate) fn lock_for_fork() {
-    POOL.lock_for_fork();
+    CACHES.lock_for_fork();
 }
 
 /// # Safety
@@ -261,9 +380,19 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
     // SAFETY: per the contract.
     unsafe {
         if child {
-            POOL.reset_in_child()
+            CACHES.reset_in_child();
+            // Only the forking thread lives on in the child: every other attached cache's owner
+            // is gone. Its blocks leak (as with any allocator); its cache must leave the list.
+            let caches = &mut *CACHES.lock();
+            let own = (*thread_bins()).cache;
+            caches.attached = ptr::null_mut();
+            if !own.is_null() {
+                (*own).next = ptr::null_mut();
+                (*own).prev = ptr::null_mut();
+                caches.attached = own;
+            }
         } else {
-            POOL.unlock_after_fork()
+            CACHES.unlock_after_fork()
         }
     }
 }

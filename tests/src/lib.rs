@@ -28,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Prefix of the line Tally writes to stderr at exit when `stats_print` is on.
 pub const STATS_PREFIX: &str = "tally: stats:";
 
+/// Last line of the report Tally prints at exit with `stats_print`.
+pub const STATS_END: &str = "tally: end of stats";
+
 /// Environment override for the shared object under test.
 pub const TALLY_SO_ENV: &str = "TALLY_SO";
 
@@ -420,9 +423,18 @@ impl StatsLine {
 pub fn split_stats(stderr: &[u8]) -> (Vec<u8>, Vec<StatsLine>) {
     let mut rest = Vec::with_capacity(stderr.len());
     let mut stats = Vec::new();
+    // After a stats line come the report's tables, up to `tally: end of stats`.
+    let mut in_report = false;
     for line in stderr.split_inclusive(|&b| b == b'\n') {
+        if in_report {
+            in_report = line.trim_ascii_end() != STATS_END.as_bytes();
+            continue;
+        }
         match std::str::from_utf8(line).ok().and_then(StatsLine::parse) {
-            Some(parsed) => stats.push(parsed),
+            Some(parsed) => {
+                stats.push(parsed);
+                in_report = true;
+            }
             None => rest.extend_from_slice(line),
         }
     }
@@ -643,8 +655,11 @@ mod tests {
     fn stats_lines_are_parsed_and_stripped() {
         let stderr = b"warning: x\n\
             tally: stats: chunks_mapped=3 tcache_fills=17 bytes=1024\n\
+            Tally statistics\n  allocated 1 KiB\n\
+            tally: end of stats\n\
             last line\n\
-            tally: stats: chunks_mapped=0, tcache_fills=0\n";
+            tally: stats: chunks_mapped=0, tcache_fills=0\n\
+            tally: end of stats\n";
         let (rest, stats) = split_stats(stderr);
         assert_eq!(rest, b"warning: x\nlast line\n");
         assert_eq!(stats.len(), 2);

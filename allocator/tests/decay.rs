@@ -1,0 +1,202 @@
+//! Memory goes back to the OS: a process allocates about 1 GiB in small and large blocks, frees
+//! it, and its resident memory must fall back — with allocator activity within
+//! `dirty_decay_ms` + 1 s, with `background_thread:true` while completely idle, with a muzzy stage
+//! within both decay times + 1 s, and at once after `malloc_trim(0)`.
+//!
+//! "Falls back" means: RSS ends within 10% of the way from where it started to its peak
+//! (`final - start <= (peak - start) / 10`). The last tenth is room for what the process keeps on
+//! purpose: thread-cache contents, the bins' current slabs, chunk headers.
+//!
+//! Each scenario runs in a child process (this test binary run again), because options are read
+//! from the environment once per process. The children read RSS with raw system calls, so that
+//! the idle scenario really allocates nothing while it waits.
+
+use std::ffi::c_void;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tally::api;
+
+/// RSS in bytes from /proc/self/statm, without allocating.
+fn rss() -> u64 {
+    let mut buf = [0u8; 128];
+    // SAFETY: plain system calls on a path literal and a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
+        assert!(fd >= 0);
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    assert!(n > 0);
+    let text = &buf[..n as usize];
+    let mut fields = text.split(|&b| b == b' ');
+    fields.next();
+    let resident: u64 = fields
+        .next()
+        .and_then(|f| std::str::from_utf8(f).ok())
+        .and_then(|f| f.parse().ok())
+        .expect("statm resident field");
+    resident * 4096
+}
+
+fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as i64,
+        tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+    };
+    // SAFETY: valid timespec, null remainder.
+    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+}
+
+/// Allocates and frees about 1 GiB, then waits as `mode` says; prints the measurements.
+fn child(mode: &str, deadline_ms: u64) {
+    // The pointer array is allocated and touched before the start is measured.
+    let count = 1_300_000;
+    let mut blocks: Vec<*mut c_void> = vec![std::ptr::null_mut(); count];
+    let start = rss();
+    let mut total = 0usize;
+    let mut n = 0;
+    while total < 1 << 30 {
+        // One block in 16 is large (96-160 KiB); the rest are small (16 B - 2 KiB).
+        let size = if n % 16 == 0 {
+            96 * 1024 + (n % 5) * 16 * 1024
+        } else {
+            16 + (n * 37) % 2048
+        };
+        let p = api::malloc(size);
+        assert!(!p.is_null());
+        // SAFETY: a fresh block of `size` bytes.
+        unsafe { std::ptr::write_bytes(p as *mut u8, 1, size) };
+        blocks[n] = p;
+        total += size;
+        n += 1;
+    }
+    let peak = rss();
+    for &p in &blocks[..n] {
+        // SAFETY: each block is live and freed once.
+        unsafe { api::free(p) };
+    }
+    let began = Instant::now();
+    let target = start + (peak - start) / 10;
+    let mut trim_rc = -1;
+    match mode {
+        "trim" => trim_rc = api::malloc_trim(0),
+        "activity" => {
+            let mut i = 0usize;
+            while rss() > target && began.elapsed() < Duration::from_millis(deadline_ms) {
+                // Ordinary work: a few hundred KiB of short-lived blocks every few milliseconds.
+                for k in 0..500 {
+                    let p = api::malloc(64 + (i + k) % 1500);
+                    // SAFETY: live block, freed at once.
+                    unsafe { api::free(p) };
+                }
+                i += 1;
+                sleep_ms(2);
+            }
+        }
+        "idle" => {
+            while rss() > target && began.elapsed() < Duration::from_millis(deadline_ms) {
+                sleep_ms(10);
+            }
+        }
+        _ => panic!("unknown mode {mode}"),
+    }
+    let elapsed = began.elapsed().as_millis();
+    let last = rss();
+    println!("start={start} peak={peak} final={last} elapsed_ms={elapsed} trim_rc={trim_rc}");
+}
+
+#[test]
+fn child_entry() {
+    let (Ok(mode), Ok(deadline)) = (
+        std::env::var("TALLY_DECAY_MODE"),
+        std::env::var("TALLY_DECAY_DEADLINE_MS"),
+    ) else {
+        return;
+    };
+    child(&mode, deadline.parse().unwrap());
+}
+
+/// Runs a scenario and checks RSS fell back within `deadline_ms`.
+fn scenario(mode: &str, conf: &str, deadline_ms: u64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("TALLY_DECAY_MODE", mode)
+        .env("TALLY_DECAY_DEADLINE_MS", (deadline_ms + 2000).to_string())
+        .env("TALLY_CONF", conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{mode}: child failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("start=").map(|i| &l[i..]))
+        .expect("measurements");
+    let value = |key: &str| -> i64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let (start, peak, last, elapsed) = (value("start"), value("peak"), value("final"), value("elapsed_ms"));
+    eprintln!(
+        "{mode} ({conf}): start {} MiB, peak {} MiB, final {} MiB after {elapsed} ms",
+        start >> 20,
+        peak >> 20,
+        last >> 20
+    );
+    assert!(
+        peak - start > 900 << 20,
+        "{mode}: the workload did not reach 1 GiB resident: {line}"
+    );
+    assert!(
+        last - start <= (peak - start) / 10,
+        "{mode}: RSS did not fall back: start {start}, peak {peak}, final {last} after {elapsed} ms"
+    );
+    assert!(
+        elapsed as u64 <= deadline_ms,
+        "{mode}: RSS fell back only after {elapsed} ms (limit {deadline_ms})"
+    );
+    if mode == "trim" {
+        assert_eq!(
+            value("trim_rc"),
+            1,
+            "malloc_trim(0) released memory, so it returns 1"
+        );
+    }
+}
+
+#[test]
+fn rss_falls_after_dirty_decay_with_activity() {
+    scenario("activity", "dirty_decay_ms:1000", 1000 + 1000);
+}
+
+#[test]
+fn rss_falls_while_idle_with_background_thread() {
+    scenario("idle", "dirty_decay_ms:1000,background_thread:true", 1000 + 1000);
+}
+
+#[test]
+fn rss_falls_after_muzzy_stage_with_activity() {
+    scenario(
+        "activity",
+        "dirty_decay_ms:500,muzzy_decay_ms:500",
+        500 + 500 + 1000,
+    );
+}
+
+#[test]
+fn rss_falls_at_once_after_malloc_trim() {
+    // With the default decay (10 s) nothing would happen on its own within the test.
+    scenario("trim", "", 500);
+}
+
+#[test]
+fn rss_falls_at_once_with_zero_decay() {
+    scenario("idle", "dirty_decay_ms:0", 100);
+}
