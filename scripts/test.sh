@@ -5,11 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in cc git perl python3 java javac sort; do
+for tool in cc c++ git perl python3 java javac sort jeprof objcopy readelf; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential git perl python3 openjdk-17-jdk-headless)" >&2
+    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev)" >&2
     exit 1
 fi
 cargo build --release -p tally

@@ -236,6 +236,23 @@ fn huge_realloc_moves_pages_without_copying() {
     assert!(stdout.contains("remaps=10 allocs=1"), "{stdout}");
 }
 
+#[test]
+fn junk_and_zero_fill_new_blocks() {
+    for (conf, case, want) in [
+        ("junk:alloc", "junk", "junk-alloc=true"),
+        ("zero:true", "zero", "zeroed=true"),
+    ] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+            .env("TALLY_CHILD", case)
+            .env("TALLY_CONF", conf)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(want), "{conf}");
+    }
+}
+
 /// Runs this test binary again with `TALLY_CHILD=<case>` and returns (exit status, stderr).
 fn run_child(case: &str) -> (std::process::ExitStatus, String) {
     let out = Command::new(std::env::current_exe().unwrap())
@@ -272,6 +289,22 @@ fn child_entry() {
                 api::free(p.add(8).cast());
             }
             "grow_huge" => grow_huge_block(),
+            "junk" => {
+                let p = api::malloc(1000) as *mut u8;
+                let q = api::malloc(100_000) as *mut u8;
+                let all = |p: *mut u8, n: usize, v: u8| (0..n).all(|i| *p.add(i) == v);
+                println!("junk-alloc={}", all(p, 1000, 0xa5) && all(q, 100_000, 0xa5));
+            }
+            "zero" => {
+                let mut ok = true;
+                for _ in 0..100 {
+                    let p = api::malloc(3000) as *mut u8;
+                    ok &= (0..3000).all(|i| *p.add(i) == 0);
+                    std::ptr::write_bytes(p, 0xff, 3000);
+                    api::free(p.cast());
+                }
+                println!("zeroed={ok}");
+            }
             "double" => {
                 // Enough frees of one class to force a flush of the thread cache.
                 let p = api::malloc(48);

@@ -195,3 +195,33 @@ fn a_long_sequence_matches_the_model() {
     }
     model.clear();
 }
+
+/// The long sequence again in child processes, under options that send blocks through the other
+/// paths: no thread caches, junk and zero filling, no cached classes, immediate purging, one arena.
+#[test]
+fn the_model_holds_under_other_options() {
+    if std::env::var("TALLY_MODEL_CHILD").is_ok() {
+        return;
+    }
+    for conf in [
+        "tcache:false",
+        "junk:true",
+        "zero:true",
+        "tcache_max:0",
+        "dirty_decay_ms:0",
+        "narenas:1",
+    ] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "a_long_sequence_matches_the_model", "--test-threads=1"])
+            .env("TALLY_CONF", conf)
+            .env("TALLY_MODEL_CHILD", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "{conf}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
