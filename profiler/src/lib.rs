@@ -1,12 +1,305 @@
 //! Tally's sampling heap profiler.
 //!
-//! This crate stands below the allocator (`tally`) and never calls back into it. It will hold the
-//! byte-countdown sampler, the stack unwinder, the live-block table and the `heap_v2` dump writer
-//! (see `docs/architecture.md`). Until the profiler issue lands it only fixes the constants the
-//! allocator already agrees on.
+//! This crate stands below the allocator (`tally`) and never calls back into it: its memory
+//! comes from `mmap` directly, it links no allocator of its own, and it uses `libc` only for
+//! system calls. The dump format and the estimate maths live in `tally-format` (see
+//! `docs/heap-format.md`).
+//!
+//! # Parts, bottom up
+//! - [`os`]: the system calls (mmap, files, clock).
+//! - [`lock`]: the spin lock the tables use.
+//! - [`sampler`]: the per-thread byte countdown and the exponential draw.
+//! - [`unwind`]: stack capture behind one [`unwind::Unwinder`] interface (frame pointers, libgcc).
+//! - [`stacks`]: the stack table (interned stacks and their counters).
+//! - [`live`]: the live-block table (sampled blocks by address).
+//! - [`dump`]: writing `heap_v2` dumps and naming their files.
+//! - this file: [`Profiler`], which ties the tables together, the global instance [`PROFILER`]
+//!   and the functions the allocator calls.
+//!
+//! # The contract with the allocator
+//! The allocator keeps a [`Sampler`] per thread and calls [`Sampler::on_alloc`] on every
+//! allocation (the only cost an unsampled allocation pays). When it returns true:
+//! 1. with **no allocator lock held**, [`capture_stack`] into a `[usize; MAX_FRAMES]` on the stack;
+//! 2. allocate the block (marked as sampled, so that its free finds the record);
+//! 3. [`on_sampled_alloc`]`(ptr, size, frames)`.
+//!
+//! On freeing a block marked as sampled: [`on_sampled_free`]`(ptr)`.
+//!
+//! What these functions do and never do:
+//! - They may call `mmap`/`munmap` (tables are mapped on first use and grow), and take the
+//!   profiler's own spin locks for a few hundred instructions; those locks are never held while
+//!   calling anything that could allocate or come back into the allocator.
+//! - They never call `malloc` (a test with a counting `#[global_allocator]` proves it), never
+//!   panic, and never fail loudly: when memory runs out, a sample is dropped.
+//! - [`capture_stack`] with the libgcc unwinder goes through `dl_iterate_phdr`, which takes the
+//!   dynamic loader's lock: see [`unwind`] for why no allocator lock may be held then, and call
+//!   [`prepare`] once at start-up. The allocator must treat a `malloc` that happens inside a
+//!   capture or a dump as re-entry (its per-thread guard) and not sample it.
+//! - The dump functions ([`dump_to_path`], [`dump_with_prefix`], [`Profiler::dump_to_fd`]) open,
+//!   write and rename files and read `/proc/self/maps`, all with system calls: no `malloc`
+//!   either, so they can run from inside the allocator (at exit, on a signal's flag, on an
+//!   interval).
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+pub mod dump;
+pub mod live;
+pub mod lock;
+pub mod os;
+pub mod sampler;
+pub mod stacks;
+pub mod unwind;
+
+pub use dump::{DumpError, DumpKind};
+pub use sampler::{next_sample_distance, Sampler};
+pub use stacks::StackId;
+pub use tally_format::Estimate;
+use unwind::Unwinder;
 
 /// Default `lg_prof_sample`: the mean sampling distance is `2^19` bytes (512 KiB), as in jemalloc.
 pub const DEFAULT_LG_PROF_SAMPLE: u32 = 19;
 /// Frames captured per sampled stack at most.
 pub const MAX_FRAMES: usize = 128;
+
+/// Stacks the global profiler interns at most (address space reserved, memory used as filled).
+pub const MAX_STACKS: usize = 1 << 20;
+/// Frame words the global profiler stores at most, over all stacks.
+pub const MAX_FRAME_WORDS: usize = 1 << 25;
+
+/// The profiler's tables and settings. The allocator uses the global [`PROFILER`]; tests build
+/// private ones.
+pub struct Profiler {
+    /// Interned stacks and their counters.
+    pub stacks: stacks::StackTable,
+    /// Sampled blocks alive.
+    pub live: live::LiveTable,
+    lg_sample: AtomicU32,
+    accum: AtomicBool,
+    seq: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Profiler {
+    /// A profiler with room for `max_stacks` stacks and `max_frame_words` frames; maps nothing
+    /// until the first sample.
+    pub const fn new(max_stacks: usize, max_frame_words: usize) -> Self {
+        Profiler {
+            stacks: stacks::StackTable::new(max_stacks, max_frame_words),
+            live: live::LiveTable::new(),
+            lg_sample: AtomicU32::new(DEFAULT_LG_PROF_SAMPLE),
+            accum: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets `lg_prof_sample` (the allocator does it once at start-up, before sampling). Samples
+    /// keep the estimate computed when they were taken.
+    pub fn set_lg_sample(&self, lg: u32) {
+        self.lg_sample.store(lg.min(62), Ordering::Relaxed);
+    }
+
+    /// `lg_prof_sample`.
+    pub fn lg_sample(&self) -> u32 {
+        self.lg_sample.load(Ordering::Relaxed)
+    }
+
+    /// The mean sampling period in bytes, `2^lg_prof_sample`.
+    pub fn period(&self) -> u64 {
+        1u64 << self.lg_sample()
+    }
+
+    /// Turns cumulative counting (`prof_accum`) on or off.
+    pub fn set_accum(&self, on: bool) {
+        self.accum.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether cumulative counting is on.
+    pub fn accum_enabled(&self) -> bool {
+        self.accum.load(Ordering::Relaxed)
+    }
+
+    /// Samples dropped because a table was full or memory could not be mapped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records a sampled block of `size` bytes at `ptr` allocated from `frames` (innermost first).
+    /// Returns false if the sample was dropped. Never allocates; may map memory.
+    pub fn on_sampled_alloc(&self, ptr: usize, size: usize, frames: &[usize]) -> bool {
+        let frames = &frames[..frames.len().min(MAX_FRAMES)];
+        let Some(stack) = self.stacks.intern(frames) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let estimate = Estimate::of_sample(size as u64, self.period());
+        let record = live::Record {
+            addr: ptr,
+            stack,
+            size: size as u64,
+            estimate,
+            time_ns: os::now_ns(),
+        };
+        match self.live.insert(record) {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    self.stacks.sub(old.stack, old.estimate);
+                }
+                self.stacks.add(stack, estimate, self.accum_enabled());
+                true
+            }
+            Err(_) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Forgets a sampled block that is being freed. Returns whether `ptr` was recorded.
+    pub fn on_sampled_free(&self, ptr: usize) -> bool {
+        match self.live.remove(ptr) {
+            Some(r) => {
+                self.stacks.sub(r.stack, r.estimate);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The process's profiler.
+pub static PROFILER: Profiler = Profiler::new(MAX_STACKS, MAX_FRAME_WORDS);
+
+/// Captures the calling thread's stack with the default unwinder, dropping `skip` frames above
+/// the caller of this function. Returns the number of frames written.
+#[inline(never)]
+pub fn capture_stack(frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
+    // One more: this function's own frame.
+    unwind::DefaultUnwinder::default().capture(frames, skip + 1)
+}
+
+/// Start-up: sets `lg_prof_sample` and `prof_accum` and makes one throw-away capture so that the
+/// unwinder's lazy set-up happens now (see [`unwind`]).
+pub fn prepare(lg_sample: u32, accum: bool) {
+    PROFILER.set_lg_sample(lg_sample);
+    PROFILER.set_accum(accum);
+    unwind::DefaultUnwinder::default().prepare();
+}
+
+/// [`Profiler::on_sampled_alloc`] on the global profiler.
+pub fn on_sampled_alloc(ptr: usize, size: usize, frames: &[usize]) -> bool {
+    PROFILER.on_sampled_alloc(ptr, size, frames)
+}
+
+/// [`Profiler::on_sampled_free`] on the global profiler.
+pub fn on_sampled_free(ptr: usize) -> bool {
+    PROFILER.on_sampled_free(ptr)
+}
+
+/// [`Profiler::dump_to_path`] on the global profiler: `path` as bytes, no NUL needed.
+pub fn dump_to_path(path: &[u8]) -> Result<(), DumpError> {
+    PROFILER.dump_to_path(path)
+}
+
+/// [`Profiler::dump_with_prefix`] on the global profiler.
+pub fn dump_with_prefix(prefix: &[u8], kind: DumpKind) -> Result<u64, DumpError> {
+    PROFILER.dump_with_prefix(prefix, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn record_free_and_dump_round_trip() {
+        let p = Profiler::new(1000, 10_000);
+        p.set_lg_sample(12);
+        p.set_accum(true);
+        let a = [0x401000usize, 0x402000];
+        let b = [0x403000usize];
+        for i in 0..100usize {
+            assert!(p.on_sampled_alloc(0x1000_0000 + i * 64, 48, &a));
+        }
+        assert!(p.on_sampled_alloc(0x2000_0000, 1 << 20, &b));
+        for i in 0..50usize {
+            assert!(p.on_sampled_free(0x1000_0000 + i * 64));
+        }
+        assert!(!p.on_sampled_free(0x1000_0000));
+        assert!(p.on_sampled_free(0x2000_0000));
+        assert_eq!(p.live.len(), 50);
+
+        let mut out = Vec::new();
+        let sink = |bytes: &[u8]| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        };
+        let _ = p.write_dump(sink, true).unwrap();
+        let profile = tally_format::parse(&out).unwrap();
+        assert_eq!(profile.period, 4096);
+        // Stack b has nothing live but was allocated: with prof_accum it is written.
+        assert_eq!(profile.stacks.len(), 2);
+        let sa = &profile.stacks[0];
+        assert_eq!(sa.frames, [0x401000, 0x402000]);
+        let want = {
+            let mut e = Estimate::ZERO;
+            for _ in 0..50 {
+                e.add(Estimate::of_sample(48, 4096));
+            }
+            e
+        };
+        let got = sa.live_estimate(4096);
+        assert!(
+            (got.bytes - want.bytes).abs() < 1e-3 * want.bytes,
+            "{got:?} vs {want:?}"
+        );
+        assert_eq!(profile.stacks[1].live, tally_format::Counts::ZERO);
+        assert_eq!(
+            profile.stacks[1].accum,
+            tally_format::Counts {
+                objects: 1,
+                bytes: 1 << 20
+            }
+        );
+        assert!(!profile.maps.is_empty());
+        p.stacks.debug_check_invariants();
+        p.live.debug_check_invariants();
+    }
+
+    #[test]
+    fn dump_files_are_private_and_complete() {
+        let p = Profiler::new(100, 1000);
+        p.on_sampled_alloc(0x5000, 100, &[1, 2, 3]);
+        let dir = std::env::temp_dir().join(std::format!("tally-profiler-dump-{}", os::pid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("prof");
+        let seq = p
+            .dump_with_prefix(prefix.to_str().unwrap().as_bytes(), DumpKind::Manual(0))
+            .unwrap();
+        assert_eq!(seq, 0);
+        let path = dir.join(std::format!("prof.{}.0.m0.heap", os::pid()));
+        let meta = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read(&path).unwrap();
+        let profile = tally_format::parse(&text).unwrap();
+        assert_eq!(profile.stacks.len(), 1);
+        assert!(!dir
+            .join(std::format!("prof.{}.0.m0.heap.tmp", os::pid()))
+            .exists());
+        assert_eq!(
+            p.dump_with_prefix(prefix.to_str().unwrap().as_bytes(), DumpKind::Final),
+            Ok(1)
+        );
+        assert!(p.dump_to_path(b"/nonexistent-dir/x.heap").is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,31 @@
+//! Tally's dump format: jemalloc's `heap_v2` text, written down once.
+//!
+//! The profiler writes dumps with [`Writer`]; the report tool reads them with [`parse`] (feature
+//! `std`); the round-trip tests hold the two together, and `docs/heap-format.md` describes the
+//! same format in prose. Everything here is chosen so that Debian's unmodified `jeprof` reads
+//! what Tally writes.
+//!
+//! - [`math`]: `exp`, `expm1` and `ln` for `f64` without `std`.
+//! - [`estimate`]: per-sample unbiasing, the back-solving of what to write so that jeprof's
+//!   per-stack unbiasing lands on Tally's estimate, and the inverse (what jeprof computes).
+//! - [`write`]: the writer; no allocation, no `core::fmt`, bytes go to a caller's [`Sink`].
+//! - [`parse`] (feature `std`): a whole dump into a [`Profile`], with `LINE: what is wrong`
+//!   errors and no panic on any input.
+//!
+//! Without the `std` feature the crate is `no_std` and uses neither `alloc` nor a global
+//! allocator, so the profiler can link it into the allocator itself.
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod estimate;
+pub mod math;
+#[cfg(feature = "std")]
+pub mod parse;
+pub mod write;
+
+pub use estimate::{Counts, Estimate};
+#[cfg(feature = "std")]
+pub use parse::{parse, Mapping, ParseError, Profile, Stack};
+pub use write::{Sink, SinkError, SliceSink, WriteError, Writer};

@@ -1,0 +1,271 @@
+//! Dumps: the `heap_v2` text through `tally_format::Writer`, files written to a temporary name
+//! and renamed, mode 0600, named `<prefix>.<pid>.<seq>.<kind>.heap`.
+//!
+//! Nothing here allocates: the writer formats into stack buffers, output goes through an 8 KiB
+//! buffer on the stack to `write(2)`, and `/proc/self/maps` is copied through the same kind of
+//! buffer. Paths are NUL-terminated byte strings built in fixed buffers of `PATH_MAX` bytes.
+
+use core::ffi::c_int;
+
+use tally_format::{Estimate, Sink, SinkError, WriteError, Writer};
+
+use crate::os;
+use crate::Profiler;
+
+/// Longest path a dump may have, NUL included (Linux `PATH_MAX`).
+pub const PATH_MAX: usize = 4096;
+
+/// Why a dump failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpError {
+    /// A system call failed with this `errno`.
+    Os(i32),
+    /// The path (with its suffixes) does not fit in [`PATH_MAX`] or holds a NUL.
+    PathTooLong,
+    /// The writer refused a call (a bug).
+    Format,
+}
+
+impl From<WriteError> for DumpError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Sink(SinkError(errno)) => DumpError::Os(errno),
+            WriteError::OutOfOrder => DumpError::Format,
+        }
+    }
+}
+
+/// What triggered a dump; gives the `<kind>` part of the file name, as in jemalloc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpKind {
+    /// `i<n>`: every `2^lg_prof_interval` bytes.
+    Interval(u64),
+    /// `m<n>`: asked for from code or by signal.
+    Manual(u64),
+    /// `u<n>`: a new peak of mapped memory (`prof_gdump`).
+    Peak(u64),
+    /// `f`: at exit (`prof_final`).
+    Final,
+}
+
+/// A sink that buffers on the stack and writes to a file descriptor.
+pub struct FdSink {
+    fd: c_int,
+    buf: [u8; 8192],
+    len: usize,
+}
+
+impl FdSink {
+    /// A sink writing to `fd` (not closed by the sink).
+    pub fn new(fd: c_int) -> Self {
+        FdSink {
+            fd,
+            buf: [0; 8192],
+            len: 0,
+        }
+    }
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        let r = os::write_all(self.fd, &self.buf[..self.len]).map_err(SinkError);
+        self.len = 0;
+        r
+    }
+}
+
+impl Sink for FdSink {
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush()?;
+        }
+        if bytes.len() > self.buf.len() {
+            return os::write_all(self.fd, bytes).map_err(SinkError);
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+}
+
+/// A byte-string builder over a fixed buffer.
+struct PathBuf<'a> {
+    buf: &'a mut [u8; PATH_MAX],
+    len: usize,
+}
+
+impl PathBuf<'_> {
+    fn push(&mut self, bytes: &[u8]) -> Result<(), DumpError> {
+        if bytes.contains(&0) || self.len + bytes.len() >= PATH_MAX {
+            return Err(DumpError::PathTooLong);
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+        Ok(())
+    }
+    fn push_decimal(&mut self, v: u64) -> Result<(), DumpError> {
+        let mut digits = [0u8; 20];
+        self.push(tally_format::write::decimal(v, &mut digits))
+    }
+}
+
+/// Builds `<prefix>.<pid>.<seq>.<kind>.heap` NUL-terminated in `buf`; returns its length
+/// without the NUL.
+pub fn dump_file_name(
+    buf: &mut [u8; PATH_MAX],
+    prefix: &[u8],
+    pid: u32,
+    seq: u64,
+    kind: DumpKind,
+) -> Result<usize, DumpError> {
+    let mut p = PathBuf { buf, len: 0 };
+    p.push(prefix)?;
+    p.push(b".")?;
+    p.push_decimal(u64::from(pid))?;
+    p.push(b".")?;
+    p.push_decimal(seq)?;
+    match kind {
+        DumpKind::Interval(n) => {
+            p.push(b".i")?;
+            p.push_decimal(n)?;
+        }
+        DumpKind::Manual(n) => {
+            p.push(b".m")?;
+            p.push_decimal(n)?;
+        }
+        DumpKind::Peak(n) => {
+            p.push(b".u")?;
+            p.push_decimal(n)?;
+        }
+        DumpKind::Final => p.push(b".f")?,
+    }
+    p.push(b".heap")?;
+    let len = p.len;
+    p.buf[len] = 0;
+    Ok(len)
+}
+
+impl Profiler {
+    /// Writes a whole dump into `sink`: header, totals, every stack with something live (or,
+    /// with `prof_accum`, ever allocated), then the memory map read from `/proc/self/maps` if
+    /// `with_maps`. Returns the sink.
+    pub fn write_dump<S: Sink>(&self, sink: S, with_maps: bool) -> Result<S, DumpError> {
+        let period = self.period();
+        let accum = self.accum_enabled();
+        let mut w = Writer::new(sink, period)?;
+        let (mut live_total, mut accum_total) = (Estimate::ZERO, Estimate::ZERO);
+        for s in self.stacks.iter() {
+            live_total.add(s.live);
+            accum_total.add(s.accum);
+        }
+        w.totals(live_total.to_written(period), accum_total.to_written(period))?;
+        for s in self.stacks.iter() {
+            let live = s.live.to_written(period);
+            let acc = s.accum.to_written(period);
+            if live.objects == 0 && !(accum && acc.objects != 0) {
+                continue;
+            }
+            w.stack(s.frames, live, acc)?;
+        }
+        if with_maps {
+            let fd = os::open(b"/proc/self/maps\0", libc::O_RDONLY, 0).map_err(DumpError::Os)?;
+            let mut chunk = [0u8; 4096];
+            let r = loop {
+                match os::read(fd, &mut chunk) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        if let Err(e) = w.maps(&chunk[..n]) {
+                            break Err(DumpError::from(e));
+                        }
+                    }
+                    Err(e) => break Err(DumpError::Os(e)),
+                }
+            };
+            os::close(fd);
+            r?;
+            // An empty map still gets its section.
+            w.maps(b"")?;
+        }
+        Ok(w.finish()?)
+    }
+
+    /// Writes a dump to an open file descriptor (not closed).
+    pub fn dump_to_fd(&self, fd: c_int) -> Result<(), DumpError> {
+        let mut sink = self.write_dump(FdSink::new(fd), true)?;
+        sink.flush().map_err(|SinkError(e)| DumpError::Os(e))
+    }
+
+    /// Writes a dump to `path` (bytes, no NUL needed): first to `<path>.tmp` with mode 0600, then
+    /// renamed over `path`, so a reader never sees a partial file. On failure the temporary file
+    /// is removed.
+    pub fn dump_to_path(&self, path: &[u8]) -> Result<(), DumpError> {
+        let mut final_buf = [0u8; PATH_MAX];
+        let mut tmp_buf = [0u8; PATH_MAX];
+        let mut f = PathBuf {
+            buf: &mut final_buf,
+            len: 0,
+        };
+        f.push(path)?;
+        let flen = f.len;
+        final_buf[flen] = 0;
+        let mut t = PathBuf {
+            buf: &mut tmp_buf,
+            len: 0,
+        };
+        t.push(path)?;
+        t.push(b".tmp")?;
+        let tlen = t.len;
+        tmp_buf[tlen] = 0;
+        let tmp = &tmp_buf[..=tlen];
+        let fd = os::open(
+            tmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+            0o600,
+        )
+        .map_err(DumpError::Os)?;
+        let r = self
+            .dump_to_fd(fd)
+            .and_then(|()| os::fsync(fd).map_err(DumpError::Os));
+        os::close(fd);
+        let r = r.and_then(|()| os::rename(tmp, &final_buf[..=flen]).map_err(DumpError::Os));
+        if r.is_err() {
+            os::unlink(tmp);
+        }
+        r
+    }
+
+    /// Writes a dump named `<prefix>.<pid>.<seq>.<kind>.heap`, `<seq>` counting this process's
+    /// dumps from 0. Returns the sequence number used.
+    pub fn dump_with_prefix(&self, prefix: &[u8], kind: DumpKind) -> Result<u64, DumpError> {
+        let seq = self.next_seq();
+        let mut name = [0u8; PATH_MAX];
+        let len = dump_file_name(&mut name, prefix, os::pid(), seq, kind)?;
+        self.dump_to_path(&name[..len])?;
+        Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        let mut buf = [0u8; PATH_MAX];
+        let n = dump_file_name(&mut buf, b"/tmp/tally", 1234, 3, DumpKind::Interval(2)).unwrap();
+        assert_eq!(&buf[..=n], b"/tmp/tally.1234.3.i2.heap\0");
+        let n = dump_file_name(&mut buf, b"x", 1, 0, DumpKind::Final).unwrap();
+        assert_eq!(&buf[..n], b"x.1.0.f.heap");
+        let n = dump_file_name(&mut buf, b"x", 1, 9, DumpKind::Manual(4)).unwrap();
+        assert_eq!(&buf[..n], b"x.1.9.m4.heap");
+        let n = dump_file_name(&mut buf, b"x", 1, 9, DumpKind::Peak(0)).unwrap();
+        assert_eq!(&buf[..n], b"x.1.9.u0.heap");
+        let long = [b'a'; PATH_MAX];
+        assert_eq!(
+            dump_file_name(&mut buf, &long, 1, 0, DumpKind::Final),
+            Err(DumpError::PathTooLong)
+        );
+        assert_eq!(
+            dump_file_name(&mut buf, b"a\0b", 1, 0, DumpKind::Final),
+            Err(DumpError::PathTooLong)
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! The live-block table: every sampled block still allocated, by address.
+//!
+//! Open addressing with linear probing over [`Record`] slots in memory from `mmap`. A slot's
+//! `addr` is [`EMPTY`], [`TOMBSTONE`] (a removed record: probes go on past it) or a block address.
+//! The table grows (or just rehashes away tombstones) when live records and tombstones together
+//! would pass 3/4 of the slots: a new mapping, a rehash, the old one unmapped — all under the
+//! lock, which is held for nothing else (no allocation, no callback; `mmap` is a system call,
+//! not `malloc`).
+//!
+//! Invariants: `live + tombstones ≤ 3/4 · capacity`; `live` = slots holding an address;
+//! `tombstones` = slots holding [`TOMBSTONE`]; no address appears twice.
+
+use tally_format::Estimate;
+
+use crate::lock::SpinLock;
+use crate::os;
+use crate::stacks::StackId;
+
+/// An empty slot.
+pub const EMPTY: usize = 0;
+/// A removed record.
+pub const TOMBSTONE: usize = 1;
+
+/// One sampled block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct Record {
+    /// The block's address (never 0 or 1: those mark empty and removed slots).
+    pub addr: usize,
+    /// The stack that allocated it.
+    pub stack: StackId,
+    /// The size asked for.
+    pub size: u64,
+    /// The unbiased estimate this sample added to its stack (subtracted again at free).
+    pub estimate: Estimate,
+    /// When it was allocated, nanoseconds on the monotonic clock.
+    pub time_ns: u64,
+}
+
+struct Slots {
+    ptr: *mut Record,
+    capacity: usize,
+    live: usize,
+    tombstones: usize,
+}
+
+// SAFETY: the pointer is to memory owned by the table, only touched under its lock.
+unsafe impl Send for Slots {}
+
+/// The live-block table. Build it in a `static` with [`LiveTable::new`].
+pub struct LiveTable {
+    slots: SpinLock<Slots>,
+}
+
+const MIN_SLOTS: usize = 1024;
+
+fn hash_addr(addr: usize) -> usize {
+    // Blocks are at least 8-aligned and often page-aligned: mix the bits.
+    let h = (addr as u64 ^ (addr as u64 >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    (h ^ (h >> 32)) as usize
+}
+
+impl Slots {
+    fn find(&self, addr: usize) -> Option<usize> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mask = self.capacity - 1;
+        let mut i = hash_addr(addr) & mask;
+        loop {
+            // SAFETY: i < capacity.
+            let a = unsafe { (*self.ptr.add(i)).addr };
+            if a == addr {
+                return Some(i);
+            }
+            if a == EMPTY {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Puts a record known to be absent, into a table with room.
+    fn put(&mut self, r: Record) {
+        let mask = self.capacity - 1;
+        let mut i = hash_addr(r.addr) & mask;
+        loop {
+            // SAFETY: i < capacity.
+            let slot = unsafe { &mut *self.ptr.add(i) };
+            if slot.addr == EMPTY || slot.addr == TOMBSTONE {
+                if slot.addr == TOMBSTONE {
+                    self.tombstones -= 1;
+                }
+                *slot = r;
+                self.live += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Makes room for one more record: a new mapping at least half empty after the insert (never
+    /// smaller than before), the live records rehashed into it and the tombstones dropped.
+    fn grow(&mut self) -> bool {
+        let mut capacity = self.capacity.max(MIN_SLOTS);
+        while (self.live + 1) * 2 > capacity {
+            capacity *= 2;
+        }
+        let ptr: *mut Record = os::map(capacity * core::mem::size_of::<Record>()).cast();
+        if ptr.is_null() {
+            return false;
+        }
+        let old = Slots {
+            ptr: self.ptr,
+            capacity: self.capacity,
+            live: self.live,
+            tombstones: self.tombstones,
+        };
+        *self = Slots {
+            ptr,
+            capacity,
+            live: 0,
+            tombstones: 0,
+        };
+        for i in 0..old.capacity {
+            // SAFETY: i < old capacity.
+            let r = unsafe { *old.ptr.add(i) };
+            if r.addr != EMPTY && r.addr != TOMBSTONE {
+                self.put(r);
+            }
+        }
+        if !old.ptr.is_null() {
+            // SAFETY: the old slots are a whole mapping of ours, no longer referenced.
+            unsafe { os::unmap(old.ptr.cast(), old.capacity * core::mem::size_of::<Record>()) };
+        }
+        true
+    }
+}
+
+impl LiveTable {
+    /// An empty table; maps nothing yet.
+    pub const fn new() -> Self {
+        LiveTable {
+            slots: SpinLock::new(Slots {
+                ptr: core::ptr::null_mut(),
+                capacity: 0,
+                live: 0,
+                tombstones: 0,
+            }),
+        }
+    }
+
+    /// Records a sampled block. If the address is already recorded (a block the allocator
+    /// forgot to report freed), the old record is replaced and returned so that the caller can
+    /// take its estimate off its stack. `Err(record)` when memory for the table could not be
+    /// mapped or the address is 0 or 1: the caller drops the sample.
+    pub fn insert(&self, r: Record) -> Result<Option<Record>, Record> {
+        if r.addr == EMPTY || r.addr == TOMBSTONE {
+            return Err(r);
+        }
+        let mut s = self.slots.lock();
+        if let Some(i) = s.find(r.addr) {
+            // SAFETY: i < capacity.
+            let slot = unsafe { &mut *s.ptr.add(i) };
+            let old = *slot;
+            *slot = r;
+            return Ok(Some(old));
+        }
+        let full = s.capacity == 0 || (s.live + s.tombstones + 1) * 4 > s.capacity * 3;
+        if full && !s.grow() {
+            return Err(r);
+        }
+        s.put(r);
+        Ok(None)
+    }
+
+    /// Removes and returns the record of a freed block, if it was sampled.
+    pub fn remove(&self, addr: usize) -> Option<Record> {
+        if addr == EMPTY || addr == TOMBSTONE {
+            return None;
+        }
+        let mut s = self.slots.lock();
+        let i = s.find(addr)?;
+        // SAFETY: i < capacity.
+        let slot = unsafe { &mut *s.ptr.add(i) };
+        let r = *slot;
+        slot.addr = TOMBSTONE;
+        s.live -= 1;
+        s.tombstones += 1;
+        Some(r)
+    }
+
+    /// Number of sampled blocks alive.
+    pub fn len(&self) -> usize {
+        self.slots.lock().live
+    }
+
+    /// Whether no sampled block is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` on every record, under the lock: `f` must not allocate or take profiler locks.
+    pub fn for_each(&self, mut f: impl FnMut(&Record)) {
+        let s = self.slots.lock();
+        for i in 0..s.capacity {
+            // SAFETY: i < capacity.
+            let r = unsafe { &*s.ptr.add(i) };
+            if r.addr != EMPTY && r.addr != TOMBSTONE {
+                f(r);
+            }
+        }
+    }
+
+    /// Checks the invariants in the module docs (tests call it).
+    pub fn debug_check_invariants(&self) {
+        let s = self.slots.lock();
+        let (mut live, mut tomb) = (0, 0);
+        for i in 0..s.capacity {
+            // SAFETY: i < capacity.
+            let a = unsafe { (*s.ptr.add(i)).addr };
+            if a == TOMBSTONE {
+                tomb += 1;
+            } else if a != EMPTY {
+                live += 1;
+                assert_eq!(s.find(a), Some(i), "address {a:#x} reachable and unique");
+            }
+        }
+        assert_eq!((live, tomb), (s.live, s.tombstones));
+        assert!(s.capacity == 0 || (s.live + s.tombstones) * 4 <= s.capacity * 3);
+    }
+}
+
+impl Default for LiveTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn rec(addr: usize, size: u64) -> Record {
+        Record {
+            addr,
+            stack: StackId(addr as u32 % 7),
+            size,
+            estimate: Estimate::of_sample(size, 4096),
+            time_ns: 0,
+        }
+    }
+
+    #[test]
+    fn against_a_shadow_map() {
+        let t = LiveTable::new();
+        let mut shadow = HashMap::new();
+        let mut x: u64 = 12345;
+        for step in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let addr = 16 * (2 + (x % 5000) as usize);
+            if x % 3 == 0 {
+                assert_eq!(
+                    t.remove(addr).map(|r| r.size),
+                    shadow.remove(&addr),
+                    "step {step}"
+                );
+            } else {
+                let old = t.insert(rec(addr, step)).unwrap();
+                assert_eq!(old.map(|r| r.size), shadow.insert(addr, step));
+            }
+            if step % 20_000 == 0 {
+                t.debug_check_invariants();
+            }
+        }
+        assert_eq!(t.len(), shadow.len());
+        let mut n = 0;
+        t.for_each(|r| {
+            assert_eq!(shadow.get(&r.addr), Some(&r.size));
+            n += 1;
+        });
+        assert_eq!(n, shadow.len());
+        t.debug_check_invariants();
+    }
+
+    #[test]
+    fn reserved_addresses_are_refused() {
+        let t = LiveTable::new();
+        assert!(t.insert(rec(0, 1)).is_err());
+        assert!(t.insert(rec(1, 1)).is_err());
+        assert!(t.remove(0).is_none());
+        assert!(t.remove(8).is_none());
+    }
+}

@@ -1,0 +1,84 @@
+//! Both unwinders see a 20-deep recursion, and agree with each other where frame pointers exist.
+
+use tally_profiler::unwind::{FramePointers, Libgcc, Unwinder};
+use tally_profiler::MAX_FRAMES;
+
+#[inline(never)]
+fn recurse(n: usize, f: &mut dyn FnMut()) {
+    if n == 0 {
+        f();
+    } else {
+        recurse(n - 1, f);
+    }
+    std::hint::black_box(n);
+}
+
+#[test]
+fn libgcc_sees_the_whole_recursion() {
+    let here = recurse as fn(usize, &mut dyn FnMut()) as usize;
+    let mut frames = [0usize; MAX_FRAMES];
+    let mut n = 0;
+    recurse(20, &mut || n = Libgcc.capture(&mut frames, 0));
+    assert!(n >= 21, "only {n} frames");
+    // At least 20 return addresses land in `recurse` (within its first few hundred bytes).
+    let in_recurse = frames[..n]
+        .iter()
+        .filter(|&&f| f > here && f < here + 512)
+        .count();
+    assert!(
+        in_recurse >= 20,
+        "{in_recurse} frames in recurse: {:x?}",
+        &frames[..n]
+    );
+    // Skipping drops frames from the top.
+    let mut skipped = [0usize; MAX_FRAMES];
+    let mut m = 0;
+    recurse(20, &mut || m = Libgcc.capture(&mut skipped, 3));
+    assert_eq!(m + 3, n);
+    // Inside the recursion the frames are the same (further up, the two calls of `recurse`
+    // come from different lines of this test).
+    assert_eq!(&skipped[1..14], &frames[4..17]);
+}
+
+#[test]
+fn frame_pointers_agree_with_libgcc_when_present() {
+    let mut fp = [0usize; MAX_FRAMES];
+    let mut gcc = [0usize; MAX_FRAMES];
+    let (mut nf, mut ng) = (0, 0);
+    recurse(20, &mut || {
+        nf = FramePointers.capture(&mut fp, 0);
+        ng = Libgcc.capture(&mut gcc, 0);
+    });
+    assert!(nf <= MAX_FRAMES);
+    if nf < 20 {
+        eprintln!("note: frame-pointer walk found {nf} frames: this build omits frame pointers");
+        return;
+    }
+    // The first frame differs (two call sites in the closure); the callers above agree.
+    let k = nf.min(ng).min(22);
+    assert_eq!(&fp[1..k], &gcc[1..k]);
+}
+
+#[test]
+fn captures_on_other_threads() {
+    std::thread::spawn(|| {
+        let mut frames = [0usize; MAX_FRAMES];
+        let mut n = 0;
+        recurse(30, &mut || n = Libgcc.capture(&mut frames, 0));
+        assert!(n >= 31);
+        recurse(30, &mut || n = FramePointers.capture(&mut frames, 0));
+        assert!(n <= MAX_FRAMES);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn deep_stacks_stop_at_the_buffer() {
+    let mut frames = [0usize; MAX_FRAMES];
+    let mut n = 0;
+    recurse(300, &mut || n = Libgcc.capture(&mut frames, 0));
+    assert_eq!(n, MAX_FRAMES);
+    recurse(300, &mut || n = FramePointers.capture(&mut frames, 0));
+    assert!(n <= MAX_FRAMES);
+}

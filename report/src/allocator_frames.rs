@@ -1,0 +1,110 @@
+//! Which functions belong to the allocator, so that a report starts at the code that asked for
+//! memory rather than at `malloc`.
+//!
+//! Stacks are recorded from inside the allocator. As jeprof does (`RemoveUninterestingFrames`),
+//! the report walks each stack from the innermost frame and, at the last frame whose function is
+//! an allocation entry point, throws away that frame and everything inside it. The names are
+//! jeprof's list (the C, C++, tcmalloc and jemalloc entry points) plus Rust's global-allocator
+//! shims, so that Rust programs profiled through `#[global_allocator]` read the same way.
+
+/// Allocation entry points, by exact (demangled, shortened) name.
+const ENTRY_POINTS: &[&str] = &[
+    // jeprof's list.
+    "calloc",
+    "cfree",
+    "malloc",
+    "newImpl",
+    "void* newImpl",
+    "free",
+    "memalign",
+    "posix_memalign",
+    "aligned_alloc",
+    "pvalloc",
+    "valloc",
+    "realloc",
+    "mallocx",
+    "rallocx",
+    "xallocx",
+    "dallocx",
+    "sdallocx",
+    "sdallocx_noflags",
+    "tc_calloc",
+    "tc_cfree",
+    "tc_malloc",
+    "tc_free",
+    "tc_memalign",
+    "tc_posix_memalign",
+    "tc_pvalloc",
+    "tc_valloc",
+    "tc_realloc",
+    "tc_new",
+    "tc_delete",
+    "tc_newarray",
+    "tc_deletearray",
+    "tc_new_nothrow",
+    "tc_newarray_nothrow",
+    "do_malloc",
+    "::do_malloc",
+    "::do_malloc_or_cpp_alloc",
+    "DoSampledAllocation",
+    "simple_alloc::allocate",
+    "__malloc_alloc_template::allocate",
+    "__builtin_delete",
+    "__builtin_new",
+    "__builtin_vec_delete",
+    "__builtin_vec_new",
+    "operator new",
+    "operator new[]",
+    "malloc_zone_malloc",
+    "malloc_zone_calloc",
+    "malloc_zone_valloc",
+    "malloc_zone_realloc",
+    "malloc_zone_memalign",
+    "malloc_zone_free",
+    "__start_google_malloc",
+    "__stop_google_malloc",
+    "__start_malloc_hook",
+    "__stop_malloc_hook",
+    // The rest of the C family that Tally exports.
+    "reallocarray",
+    "free_sized",
+    "free_aligned_sized",
+    // Rust's global allocator shims.
+    "__rust_alloc",
+    "__rust_alloc_zeroed",
+    "__rust_realloc",
+    "__rg_alloc",
+    "__rg_alloc_zeroed",
+    "__rg_realloc",
+    "__rdl_alloc",
+    "__rdl_alloc_zeroed",
+    "__rdl_realloc",
+];
+
+/// Whether `name` (demangled) is an allocation entry point.
+pub fn is_entry_point(name: &str) -> bool {
+    let unprefixed = name.strip_prefix('_').unwrap_or("");
+    ENTRY_POINTS.contains(&name)
+        || ENTRY_POINTS.contains(&unprefixed)
+        || name.contains("TCMalloc")
+        || name.starts_with("tcmalloc::")
+        || name.starts_with("<tally::Tally as core::alloc::global::GlobalAlloc>::")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_entry_point;
+
+    #[test]
+    fn knows_the_entry_points() {
+        assert!(is_entry_point("malloc"));
+        assert!(is_entry_point("_malloc"));
+        assert!(is_entry_point("operator new"));
+        assert!(is_entry_point("__rust_alloc"));
+        assert!(is_entry_point(
+            "<tally::Tally as core::alloc::global::GlobalAlloc>::alloc"
+        ));
+        assert!(!is_entry_point("leak_a"));
+        assert!(!is_entry_point("mallocx_wrapper"));
+    }
+}

@@ -1,0 +1,154 @@
+//! Helpers of the report's integration tests: building small programs, profiling them under
+//! Debian's jemalloc (`libjemalloc2`, profiling built in), running `tally` and `jeprof`
+//! (`libjemalloc-dev`), and reading their text reports.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Debian's jemalloc, built with `--enable-prof`.
+pub const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+/// The `tally` binary under test.
+pub fn tally() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+}
+
+/// The directory of this crate's test data.
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Fails with an install hint when a tool the test needs is missing.
+pub fn need(tool: &str, package: &str) {
+    let found = if tool.starts_with('/') {
+        Path::new(tool).exists()
+    } else {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(found, "{tool} is missing: apt-get install -y {package}");
+}
+
+/// Runs `command`, failing the test with its stderr unless it succeeds.
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Stdout of a successful command.
+pub fn stdout(command: &mut Command) -> String {
+    String::from_utf8(run(command).stdout).expect("UTF-8 output")
+}
+
+/// Compiles the C (or C++, by extension) source `source` to `dir/name` with `-O0 -g`.
+pub fn compile(source: &Path, dir: &Path, name: &str) -> PathBuf {
+    let compiler = if source.extension().is_some_and(|e| e == "cc") {
+        "g++"
+    } else {
+        "cc"
+    };
+    need(compiler, "build-essential");
+    let out = dir.join(name);
+    run(Command::new(compiler)
+        .args(["-O0", "-g", "-o"])
+        .arg(&out)
+        .arg(source)
+        .arg("-ldl"));
+    out
+}
+
+/// Runs `program` under jemalloc with profiling at mean period 2^`lg_sample` bytes and a final
+/// dump; returns the dumps it wrote, sorted by name (manual dumps `.m<n>.` before the final `.f.`).
+pub fn profile(program: &Path, dir: &Path, lg_sample: u32) -> Vec<PathBuf> {
+    need(JEMALLOC, "libjemalloc2");
+    let prefix = dir.join("jeprof");
+    run(Command::new(program).env("LD_PRELOAD", JEMALLOC).env(
+        "MALLOC_CONF",
+        format!(
+            "prof:true,prof_final:true,lg_prof_sample:{lg_sample},prof_prefix:{}",
+            prefix.display()
+        ),
+    ));
+    let mut dumps: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "heap"))
+        .collect();
+    dumps.sort_by_key(|p| (p.to_string_lossy().ends_with(".f.heap"), p.clone()));
+    assert!(
+        !dumps.is_empty(),
+        "jemalloc wrote no dump: is its profiling enabled?"
+    );
+    dumps
+}
+
+/// One row of a `--text` report (tally's or jeprof's).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub flat: f64,
+    pub flat_percent: String,
+    pub sum_percent: String,
+    pub cum: f64,
+    pub cum_percent: String,
+    pub name: String,
+}
+
+/// The rows of a `--text` report (the `Total:` and any other line skipped).
+pub fn rows(text: &str) -> Vec<Row> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let flat = words.next()?.parse().ok()?;
+            let flat_percent = words.next()?.to_string();
+            let sum_percent = words.next()?.to_string();
+            let cum = words.next()?.parse().ok()?;
+            let cum_percent = words.next()?.to_string();
+            let name = words.collect::<Vec<_>>().join(" ");
+            Some(Row {
+                flat,
+                flat_percent,
+                sum_percent,
+                cum,
+                cum_percent,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// The row whose name starts with `prefix`.
+pub fn row<'a>(rows: &'a [Row], prefix: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r.name == prefix || r.name.starts_with(&format!("{prefix} ")))
+        .unwrap_or_else(|| panic!("no row {prefix:?} in {rows:#?}"))
+}
+
+/// The 1-based line of `source` holding `marker`.
+pub fn line_of(source: &Path, marker: &str) -> usize {
+    std::fs::read_to_string(source)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker} not in {}", source.display()))
+        + 1
+}
+
+/// Asserts `a` is within `percent` % of `b`.
+pub fn assert_close(a: f64, b: f64, percent: f64, what: &str) {
+    let diff = (a - b).abs();
+    assert!(
+        diff <= b.abs() * percent / 100.0 + 1e-9,
+        "{what}: {a} vs {b} (more than {percent}% apart)"
+    );
+}
