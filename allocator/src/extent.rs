@@ -13,8 +13,10 @@
 //! walks from the oldest: a run dirty for longer than `dirty_decay_ms` is given back (with
 //! `MADV_FREE` if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`), a muzzy run older than
 //! `muzzy_decay_ms` gets `MADV_DONTNEED`. A chunk whose whole usable area is one clean free run is
-//! unmapped. Merging keeps the larger upper bound (a clean neighbour merged into a dirty run makes
-//! it dirty as a whole; purging it again costs only a page-table walk).
+//! unmapped. A merged run's resident bound is the sum of its parts' (a clean neighbour merged
+//! into a dirty run counts as not resident), and its age the average of theirs weighted by
+//! resident pages, so small frees next to an old dirty run neither reset its clock nor get
+//! purged at once.
 //!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
 //! - every free run is in exactly the list of its length's bucket, and `nonempty` bit `b` is
@@ -253,7 +255,12 @@ impl PageHeap {
             let mut pages = (*span).pages as usize;
             (*chunk).mark_run(first, pages, FREE_RUN);
             self.free_pages += pages;
+            let now = pal::now_ms();
             let mut resident = pages;
+            // The merged run's age: the average of its parts' ages, weighted by their resident
+            // pages. Taking the newest would let steady small frees next to an old dirty run
+            // keep it from ever decaying; taking the oldest would purge fresh pages at once.
+            let mut age_weight = pages as u128 * now as u128;
             let end = first + pages;
             if end < CHUNK_PAGES {
                 let info = (*chunk).page_info[end].load(Ordering::Relaxed);
@@ -262,6 +269,7 @@ impl PageHeap {
                     self.unlink(next);
                     pages += (*next).pages as usize;
                     resident += (*next).resident as usize;
+                    age_weight += (*next).resident as u128 * (*next).since_ms as u128;
                 }
             }
             if first > HEADER_PAGES {
@@ -272,13 +280,15 @@ impl PageHeap {
                     self.unlink(prev);
                     pages += (*prev).pages as usize;
                     resident += (*prev).resident as usize;
+                    age_weight += (*prev).resident as u128 * (*prev).since_ms as u128;
                     first = head;
                 }
             }
             let merged = ptr::addr_of_mut!((*chunk).spans[first]);
-            self.make_free(merged, pages, resident, Purge::Dirty, pal::now_ms());
+            let since = (age_weight / resident as u128) as u64;
+            self.make_free(merged, pages, resident, Purge::Dirty, since);
             if DIRTY_DECAY_MS.load(Ordering::Relaxed) == 0 {
-                self.purge_run(merged, pal::now_ms(), false);
+                self.purge_run(merged, now, false);
             } else {
                 self.push(merged);
             }

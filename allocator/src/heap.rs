@@ -385,7 +385,7 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
 }
 
 /// Allocates `size` bytes aligned to `align`, a power of two. Null when out of memory.
-#[inline]
+#[inline(always)]
 pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two());
     if align <= 8 || (align <= 16 && size > 8) {
