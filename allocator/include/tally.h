@@ -15,6 +15,19 @@ extern "C" {
  * out the per-size-class table. */
 void tally_stats_print(const char *opts);
 
+/* Writes a heap profile (jemalloc's heap_v2 format, read by `tally report` and jeprof) to
+ * `path`, or to <prof_prefix>.<pid>.<seq>.m<n>.heap when `path` is NULL. Returns 0, or -1 with
+ * errno set (ENOTSUP when the profiler is off: run with TALLY_CONF=prof:true). */
+int tally_prof_dump(const char *path);
+
+/* Starts (on != 0) or stops (on == 0) sampling; for programs run with prof_active:false.
+ * Returns 0, or -1 when the profiler is off. */
+int tally_prof_activate(int on);
+
+/* Sets the mean sampling distance to 2^lg bytes for the samples to come. Returns 0, or -1 when
+ * the profiler is off. */
+int tally_prof_set_sample(int lg);
+
 /* glibc-compatible: gives free memory back to the OS now; returns 1 if any was released. */
 int malloc_trim(size_t pad);
 

@@ -117,6 +117,58 @@ pub unsafe extern "C" fn tally_stats_print(opts: *const core::ffi::c_char) {
     api::tally_stats_print(opts)
 }
 
+/// `tally_prof_dump(path)`: writes a heap profile to `path`, or, when `path` is null, to
+/// `<prof_prefix>.<pid>.<seq>.m<n>.heap`. Returns 0, or -1 with `errno` set (`ENOTSUP` when the
+/// profiler is off).
+///
+/// # Safety
+/// `path` must be null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn tally_prof_dump(path: *const core::ffi::c_char) -> c_int {
+    let result = if path.is_null() {
+        crate::prof::dump_auto()
+    } else {
+        // SAFETY: per the contract, a NUL-terminated string.
+        let bytes = unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes();
+        crate::prof::dump(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+            bytes,
+        ))
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            crate::pal::set_errno(match e {
+                crate::prof::DumpError::ProfilerOff => libc::ENOTSUP,
+                crate::prof::DumpError::BadPath => libc::EINVAL,
+                crate::prof::DumpError::Os(e) => e,
+            });
+            -1
+        }
+    }
+}
+
+/// `tally_prof_activate(on)`: starts (non-zero) or stops (0) sampling. Returns 0, or -1 when
+/// the profiler is off.
+#[no_mangle]
+pub extern "C" fn tally_prof_activate(on: c_int) -> c_int {
+    if crate::sample::set_active(on != 0) {
+        0
+    } else {
+        -1
+    }
+}
+
+/// `tally_prof_set_sample(lg)`: sets the mean sampling distance to `2^lg` bytes. Returns 0, or
+/// -1 when the profiler is off.
+#[no_mangle]
+pub extern "C" fn tally_prof_set_sample(lg: c_int) -> c_int {
+    if lg >= 0 && crate::sample::set_lg_sample(lg as u32) {
+        0
+    } else {
+        -1
+    }
+}
+
 /// `free_sized` (C23).
 ///
 /// # Safety

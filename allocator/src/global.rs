@@ -3,8 +3,10 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use crate::heap;
+use core::sync::atomic::Ordering;
+
 use crate::size_class::{class_for, TCACHE_MAX};
+use crate::{heap, sample};
 
 /// Tally as Rust's global allocator:
 ///
@@ -28,7 +30,11 @@ unsafe impl GlobalAlloc for Tally {
         let (size, align) = (layout.size(), layout.align());
         // The layout names the class `alloc` chose (plain `alloc` for these alignments), so the
         // page-map lookup can be skipped for the classes the thread cache keeps.
-        if size <= TCACHE_MAX && (align <= 8 || (align <= 16 && size > 8)) {
+        // With the profiler on, a block may be a sampled one, which only the page map knows.
+        if size <= TCACHE_MAX
+            && (align <= 8 || (align <= 16 && size > 8))
+            && !sample::PROF_ON.load(Ordering::Relaxed)
+        {
             // SAFETY: sizes up to TCACHE_MAX always have a class.
             let class = unsafe { class_for(size).unwrap_unchecked() };
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.

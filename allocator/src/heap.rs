@@ -24,13 +24,13 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use crate::arena::{self, Arena};
 use crate::chunk::{info_class, info_offset, ChunkHeader, CHUNK, CHUNK_SHIFT};
-use crate::decay;
 use crate::huge::{self, HugeBlock};
 use crate::options::{self, Options};
 use crate::pagemap::{self, TAG_HUGE};
 use crate::pal::{self, PAGE, PAGE_SHIFT};
 use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCACHED, NCLASSES, SMALL_MAX};
 use crate::tcache::{self, thread_bins, TCache, ThreadBins};
+use crate::{decay, sample};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
@@ -141,6 +141,7 @@ fn init_global() {
     }
     decay::configure(&opts);
     tcache::configure(opts.tcache_max);
+    sample::configure(&opts);
     // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
     unsafe { *OPTIONS.0.get() = opts };
     if let Some(key) = pal::thread_exit_key(thread_exit) {
@@ -272,16 +273,17 @@ fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
             return *bin.slots.add(count as usize - 1);
         }
     }
-    alloc_small_miss(class)
+    alloc_small_miss(class, size)
 }
 
 #[cold]
 #[inline(never)]
-fn alloc_small_miss(class: SizeClass) -> *mut u8 {
+fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
     let tb = thread_bins();
     // SAFETY: the thread's own bins.
-    if unsafe { (*tb).event } < 0 {
-        thread_event(tb);
+    if unsafe { (*tb).event } < 0 && unsafe { sample::on_event(tb) } {
+        ensure_global();
+        return sample::alloc_sampled(size, Some(class), thread_arena());
     }
     if !has_cache(tb) && !thread_start() {
         return alloc_direct(class);
@@ -306,13 +308,15 @@ fn alloc_small_miss(class: SizeClass) -> *mut u8 {
     unsafe { tcache::fill_and_pop(tb, class) }
 }
 
-/// The thread's allocation countdown ran out: run the events due, start a new countdown.
-#[cold]
-#[inline(never)]
-fn thread_event(tb: *mut ThreadBins) {
+/// Counts `size` bytes against the thread's event countdown (for allocations that do not go
+/// through `alloc_small`); returns whether this allocation is to be sampled.
+fn count_down(size: usize) -> bool {
+    let tb = thread_bins();
     // SAFETY: the thread's own bins.
-    unsafe { (*tb).event = decay::TICK_BYTES };
-    decay::tick();
+    unsafe {
+        (*tb).event -= size.min(i64::MAX as usize) as i64;
+        (*tb).event < 0 && sample::on_event(tb)
+    }
 }
 
 /// Allocates one block of a cached class straight from an arena (no cache, or a class above
@@ -366,6 +370,9 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
             return alloc_small(class, size);
         }
         ensure_global();
+        if count_down(size) && align <= PAGE {
+            return sample::alloc_sampled(size, Some(class), thread_arena());
+        }
         decay::tick();
         let p = thread_arena().alloc_large(class, align);
         if !p.is_null() {
@@ -376,6 +383,9 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
         }
     }
     ensure_global();
+    if count_down(size) && align <= PAGE {
+        return sample::alloc_sampled(size, None, thread_arena());
+    }
     decay::tick();
     let p = huge::alloc(size, align);
     if !p.is_null() && options().junk_alloc {
@@ -420,6 +430,8 @@ pub fn alloc_zeroed(size: usize) -> *mut u8 {
 enum Block {
     Small(SizeClass),
     Large(*mut crate::chunk::Span, SizeClass),
+    /// A block the profiler sampled: a page run of its own, of the given class.
+    Sampled(*mut crate::chunk::Span, SizeClass),
     Huge(*mut HugeBlock),
 }
 
@@ -447,6 +459,18 @@ fn block_of(p: *mut u8, who: &str) -> Block {
         let page = (*chunk).page_index(addr);
         let info = (*chunk).page_info[page].load(Ordering::Relaxed);
         let class = info_class(info);
+        if class == sample::SAMPLED {
+            let head = page - info_offset(info);
+            if addr != (*chunk).page_addr(head) {
+                invalid(
+                    who,
+                    p,
+                    format_args!("inside a sampled block at {:#x}", (*chunk).page_addr(head)),
+                );
+            }
+            let span = ptr::addr_of_mut!((*chunk).spans[head]);
+            return Block::Sampled(span, SizeClass((*span).class));
+        }
         if class as usize >= NCLASSES {
             invalid(who, p, format_args!("not a live block"));
         }
@@ -581,9 +605,18 @@ unsafe fn free_other(p: *mut u8, who: &str) {
             unsafe { arena::of_chunk(chunk).free_large(span) };
             decay::tick();
         }
+        Block::Sampled(span, class) => {
+            dead_block(p, class.size());
+            // SAFETY: `p` is a live sampled block of `class` with run `span`, given up.
+            unsafe { sample::free_sampled(p, span, class) };
+            decay::tick();
+        }
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
         Block::Huge(d) => unsafe {
             dead_block(p, (*d).mapped);
+            if (*d).sampled {
+                sample::forget_sampled_huge(p);
+            }
             huge::free(d);
         },
     }
@@ -621,7 +654,7 @@ pub fn usable_size(p: *mut u8) -> usize {
         return class.size();
     }
     match block_of(p, "malloc_usable_size") {
-        Block::Small(class) | Block::Large(_, class) => class.size(),
+        Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => class.size(),
         // SAFETY: live descriptor.
         Block::Huge(d) => unsafe { (*d).mapped },
     }
@@ -650,7 +683,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     }
     let block = block_of(p, "realloc");
     let old_size = match block {
-        Block::Small(class) | Block::Large(_, class) => {
+        Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
             let new_class = class_for(size);
             if new_class == Some(class) {
                 return p;

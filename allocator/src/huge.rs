@@ -30,6 +30,8 @@ pub struct HugeBlock {
     pub base: usize,
     /// Bytes mapped (the usable size).
     pub mapped: usize,
+    /// Whether the profiler sampled this block.
+    pub sampled: bool,
     next_free: *mut HugeBlock,
 }
 
@@ -86,6 +88,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         d.write(HugeBlock {
             base: base as usize,
             mapped,
+            sampled: false,
             next_free: ptr::null_mut(),
         })
     };

@@ -38,6 +38,7 @@ mod huge;
 mod meta;
 mod pagemap;
 mod pal;
+mod sample;
 mod size_class;
 mod sync;
 mod tcache;
@@ -47,6 +48,7 @@ pub mod api;
 mod capi;
 mod global;
 pub mod options;
+pub mod prof;
 pub mod stats;
 
 pub use global::Tally;

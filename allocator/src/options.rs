@@ -29,7 +29,12 @@ pub enum Kind {
     /// Zero or more of the given flag characters, each at most once; the value is a bit set
     /// (bit `i` for the `i`-th character).
     Flags(&'static str),
+    /// Text of at most [`TEXT_MAX`] bytes, without commas.
+    Text,
 }
+
+/// Longest text value (`prof_prefix`).
+pub const TEXT_MAX: usize = 255;
 
 /// One option's description.
 pub struct OptionSpec {
@@ -123,6 +128,66 @@ pub static TABLE: &[OptionSpec] = &[
         default: "false",
         doc: "Zero every new block, as calloc does. Turns off thread caches.",
     },
+    OptionSpec {
+        name: "prof",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "The sampling heap profiler: record the stack of one allocation in every `2^lg_prof_sample` bytes and write heap profiles that `tally report` and `jeprof` read.",
+    },
+    OptionSpec {
+        name: "prof_active",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "With `prof:true`, whether sampling starts at once; false waits for `tally::prof::activate()` or `tally_prof_activate(1)`.",
+    },
+    OptionSpec {
+        name: "lg_prof_sample",
+        kind: Kind::Integer { min: 0, max: 40 },
+        default: "19",
+        doc: "Mean distance between samples, as a power of two bytes (19: 512 KiB; 0 samples every allocation).",
+    },
+    OptionSpec {
+        name: "lg_prof_interval",
+        kind: Kind::Integer { min: -1, max: 62 },
+        default: "-1",
+        doc: "Write a profile (`<prefix>.<pid>.<seq>.i<n>.heap`) every `2^lg_prof_interval` bytes allocated; -1 never.",
+    },
+    OptionSpec {
+        name: "prof_final",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Write a profile (`.f.heap`) at exit.",
+    },
+    OptionSpec {
+        name: "prof_leak",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "At exit, print a summary of sampled memory still live and how to read the final profile.",
+    },
+    OptionSpec {
+        name: "prof_gdump",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Write a profile (`.u<n>.heap`) each time the memory Tally maps reaches a new high.",
+    },
+    OptionSpec {
+        name: "prof_accum",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Also count what each stack allocated in total, freed or not (the profiles' alloc columns).",
+    },
+    OptionSpec {
+        name: "prof_prefix",
+        kind: Kind::Text,
+        default: "tally",
+        doc: "Path prefix of profile files: `<prefix>.<pid>.<seq>.<kind>.heap`.",
+    },
+    OptionSpec {
+        name: "prof_signal",
+        kind: Kind::Integer { min: 0, max: 64 },
+        default: "0",
+        doc: "A signal number (12 is SIGUSR2 on Linux) that makes the process write a profile (`.m<n>.heap`) at its next allocation; 0 off.",
+    },
 ];
 
 /// The parsed options.
@@ -152,6 +217,28 @@ pub struct Options {
     pub junk_free: bool,
     /// See [`TABLE`].
     pub zero: bool,
+    /// See [`TABLE`].
+    pub prof: bool,
+    /// See [`TABLE`].
+    pub prof_active: bool,
+    /// See [`TABLE`].
+    pub lg_prof_sample: u32,
+    /// See [`TABLE`]; -1 = off.
+    pub lg_prof_interval: i64,
+    /// See [`TABLE`].
+    pub prof_final: bool,
+    /// See [`TABLE`].
+    pub prof_leak: bool,
+    /// See [`TABLE`].
+    pub prof_gdump: bool,
+    /// See [`TABLE`].
+    pub prof_accum: bool,
+    /// See [`TABLE`]; 0 = off.
+    pub prof_signal: i32,
+    /// See [`TABLE`]: the bytes of `prof_prefix` (the first `prof_prefix_len`).
+    pub prof_prefix: [u8; TEXT_MAX],
+    /// Length of `prof_prefix`.
+    pub prof_prefix_len: usize,
 }
 
 impl Options {
@@ -169,7 +256,38 @@ impl Options {
         junk_alloc: false,
         junk_free: false,
         zero: false,
+        prof: false,
+        prof_active: true,
+        lg_prof_sample: 19,
+        lg_prof_interval: -1,
+        prof_final: false,
+        prof_leak: false,
+        prof_gdump: false,
+        prof_accum: false,
+        prof_signal: 0,
+        prof_prefix: {
+            let mut p = [0u8; TEXT_MAX];
+            p[0] = b't';
+            p[1] = b'a';
+            p[2] = b'l';
+            p[3] = b'l';
+            p[4] = b'y';
+            p
+        },
+        prof_prefix_len: 5,
     };
+
+    /// `prof_prefix` as bytes.
+    pub fn prof_prefix(&self) -> &[u8] {
+        &self.prof_prefix[..self.prof_prefix_len]
+    }
+
+    fn set_text(&mut self, name: &str, value: &[u8]) {
+        if name == "prof_prefix" {
+            self.prof_prefix[..value.len()].copy_from_slice(value);
+            self.prof_prefix_len = value.len();
+        }
+    }
 
     fn set(&mut self, name: &str, value: i64) {
         match name {
@@ -187,6 +305,15 @@ impl Options {
                 self.junk_free = value == 1 || value == 3;
             }
             "zero" => self.zero = value != 0,
+            "prof" => self.prof = value != 0,
+            "prof_active" => self.prof_active = value != 0,
+            "lg_prof_sample" => self.lg_prof_sample = value as u32,
+            "lg_prof_interval" => self.lg_prof_interval = value,
+            "prof_final" => self.prof_final = value != 0,
+            "prof_leak" => self.prof_leak = value != 0,
+            "prof_gdump" => self.prof_gdump = value != 0,
+            "prof_accum" => self.prof_accum = value != 0,
+            "prof_signal" => self.prof_signal = value as i32,
             _ => {}
         }
     }
@@ -227,6 +354,17 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
             fail(format_args!("unknown option \"{}\"", Escaped(key)));
             continue;
         };
+        if let Kind::Text = spec.kind {
+            if value.is_empty() || value.len() > TEXT_MAX {
+                fail(format_args!(
+                    "text must be 1 to {TEXT_MAX} bytes for {}",
+                    spec.name
+                ));
+            } else {
+                opts.set_text(spec.name, value);
+            }
+            continue;
+        }
         match parse_value(spec.kind, value) {
             Ok(v) => opts.set(spec.name, v),
             Err(why) => fail(format_args!("{} for {}: \"{}\"", why, spec.name, Escaped(value))),
@@ -280,6 +418,7 @@ fn parse_value(kind: Kind, value: &[u8]) -> Result<i64, &'static str> {
             }
             Ok(bits)
         }
+        Kind::Text => Err("text"),
     }
 }
 

@@ -173,7 +173,7 @@ pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> 
 }
 
 /// Bytes of the thread block (see [`thread_block`]).
-pub const THREAD_BLOCK_BYTES: usize = 1024;
+pub const THREAD_BLOCK_BYTES: usize = 2048;
 
 // The thread block: thread-local storage in the initial-exec model, so finding it is a read of
 // the thread pointer plus a link-time offset, with no call to `__tls_get_addr` (which a shared
@@ -185,9 +185,9 @@ core::arch::global_asm!(
     ".globl tally_thread_block",
     ".hidden tally_thread_block",
     ".type tally_thread_block, @object",
-    ".size tally_thread_block, 1024",
+    ".size tally_thread_block, 2048",
     "tally_thread_block:",
-    ".zero 1024",
+    ".zero 2048",
     ".popsection",
 );
 
@@ -226,6 +226,55 @@ std::thread_local! {
 #[inline(always)]
 pub fn thread_block() -> *mut u8 {
     THREAD_BLOCK.with(|b| b.get().cast())
+}
+
+extern "C" {
+    /// The ELF header of the module this code is linked into (defined by the linker).
+    static __ehdr_start: libc::Elf64_Ehdr;
+}
+
+/// The address range of Tally's own code when it is a shared library of its own (`libtally.so`,
+/// preloaded or linked), found from its ELF program headers in memory; `None` when Tally is
+/// linked into the main executable. No locks, no allocation.
+pub fn own_code_range() -> Option<(usize, usize)> {
+    // SAFETY: __ehdr_start is the mapped ELF header of this module; its program headers are
+    // mapped with it (they are inside the first loadable segment for every linker we use).
+    unsafe {
+        let ehdr = core::ptr::addr_of!(__ehdr_start);
+        let base = ehdr as usize;
+        let phdrs = base + (*ehdr).e_phoff as usize;
+        if phdrs == libc::getauxval(libc::AT_PHDR) as usize {
+            return None;
+        }
+        let mut range: Option<(usize, usize)> = None;
+        for i in 0..(*ehdr).e_phnum as usize {
+            let ph = &*((phdrs + i * core::mem::size_of::<libc::Elf64_Phdr>()) as *const libc::Elf64_Phdr);
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                let (lo, hi) = (
+                    base + ph.p_vaddr as usize,
+                    base + (ph.p_vaddr + ph.p_memsz) as usize,
+                );
+                range = Some(match range {
+                    Some((a, b)) => (a.min(lo), b.max(hi)),
+                    None => (lo, hi),
+                });
+            }
+        }
+        range
+    }
+}
+
+/// Installs `handler` for signal `sig` (with `SA_RESTART`). Returns false on failure.
+pub fn on_signal(sig: i32, handler: extern "C" fn(i32)) -> bool {
+    // SAFETY: a zeroed sigaction is valid; we fill the handler and flags, and the handler lives
+    // for the whole process.
+    unsafe {
+        let mut action: libc::sigaction = core::mem::zeroed();
+        action.sa_sigaction = handler as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(sig, &action, core::ptr::null_mut()) == 0
+    }
 }
 
 /// Reads an environment variable without allocating; set-uid programs see nothing

@@ -24,7 +24,7 @@ use crate::arena::{self, ARENAS, MAX_ARENAS};
 use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
 use crate::pal::{self, LineBuf, PAGE};
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
-use crate::{bin, decay, huge, meta, options, pagemap, tcache};
+use crate::{bin, decay, huge, meta, options, pagemap, sample, tcache};
 
 /// Counters of one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -196,6 +196,14 @@ pub fn stats() -> Stats {
         a.purged_pages = heap.purged_pages;
     }
     let misses: [u64; NCACHED] = core::array::from_fn(|c| tcache::MISSES[c].load(Ordering::Relaxed));
+    for c in 0..NCLASSES {
+        let out = sample::SAMPLED_OUT[c].load(Ordering::Relaxed);
+        handed_out[c] += out;
+        returned[c] += sample::SAMPLED_IN[c].load(Ordering::Relaxed);
+        if c < NCACHED {
+            nmalloc[c] += out;
+        }
+    }
     for (c, class) in s.classes.iter_mut().enumerate() {
         class.size = SizeClass(c as u8).size() as u64;
         let in_caches = if c < NCACHED { cached[c] } else { 0 };
@@ -465,6 +473,7 @@ fn print_json(out: &mut Report, s: &Stats, flags: u32) {
 
 extern "C" fn at_exit() {
     let opts = crate::heap::options();
+    sample::at_exit(&opts);
     if opts.stats_print {
         print(opts.stats_print_opts);
     }

@@ -102,9 +102,19 @@ impl TBin {
 /// A thread's bins, in its thread block. See the module docs for the invariant.
 #[repr(C)]
 pub struct ThreadBins {
-    /// Bytes this thread may still allocate before its next event (a decay tick, later a
-    /// profiler sample); the allocation fast path subtracts and calls the slow path below zero.
+    /// Bytes this thread may still allocate before its next event (a decay tick or a profiler
+    /// sample); the allocation fast path subtracts and calls the slow path below zero.
     pub event: i64,
+    /// What `event` was set to when the countdown started (so the event knows the bytes spent).
+    pub armed: i64,
+    /// Bytes left before the next profiler sample.
+    pub sample_left: i64,
+    /// Bytes left before the next decay tick.
+    pub tick_left: i64,
+    /// The sampling random state (0 until the first draw).
+    pub rng: u64,
+    /// The sampling epoch this thread's distance was drawn in.
+    pub epoch: u32,
     /// Stacks by cached class.
     pub bins: [TBin; NCACHED],
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
