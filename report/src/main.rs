@@ -1,8 +1,10 @@
 //! The `tally` command. `tally report` reads a heap dump and prints where live memory was
-//! allocated; see `docs/report.md`. Errors print as one line, `tally: FILE:LINE: what is wrong`,
-//! and exit with code 2; warnings (a mapped file that is gone) print as `tally: warning: …` and
-//! do not stop the report.
+//! allocated, `tally leaks` ranks the stacks of a series of dumps by steady growth, `tally run`
+//! runs a program under Tally's profiler and reports its final dump; see `docs/report.md`.
+//! Errors print as one line, `tally: FILE:LINE: what is wrong`, and exit with code 2; warnings
+//! (a mapped file that is gone) print as `tally: warning: …` and do not stop the report.
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +12,8 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use regex::Regex;
 use tally_report::profile::{Granularity, SampleType};
-use tally_report::{report, Error, Output, ReportOptions, BROKEN_PIPE};
+use tally_report::run::{run, RunOptions};
+use tally_report::{leaks, report, split_binary, Error, LeaksOptions, Output, ReportOptions, BROKEN_PIPE};
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Tally's heap profile tool")]
@@ -24,10 +27,14 @@ enum Command {
     /// Report where the live memory of a heap dump (heap_v2, from Tally or jemalloc) was
     /// allocated.
     Report(ReportArgs),
+    /// Rank the stacks of a series of dumps of one process by steady growth of live bytes.
+    Leaks(LeaksArgs),
+    /// Run a program under libtally.so with the profiler on, then report its final dump.
+    Run(RunArgs),
 }
 
 #[derive(Args)]
-#[command(group(ArgGroup::new("output").args(["text", "collapsed"])))]
+#[command(group(ArgGroup::new("output").args(["text", "collapsed", "pprof", "dot", "svg", "flame", "html"])))]
 #[command(group(ArgGroup::new("sample").args(["inuse_space", "inuse_objects", "alloc_space", "alloc_objects"])))]
 struct ReportArgs {
     /// Flat and cumulative table, like `jeprof --text` (the default).
@@ -36,6 +43,21 @@ struct ReportArgs {
     /// Folded stacks (`root;caller;callee value`) for flame graph tools.
     #[arg(long)]
     collapsed: bool,
+    /// Gzipped profile.proto for `go tool pprof`, Pyroscope, Parca (`-`: standard output).
+    #[arg(long, value_name = "OUT.pb.gz")]
+    pprof: Option<PathBuf>,
+    /// The call graph in Graphviz's DOT language.
+    #[arg(long, value_name = "OUT.dot")]
+    dot: Option<PathBuf>,
+    /// The call graph drawn as SVG by Graphviz's `dot`.
+    #[arg(long, value_name = "OUT.svg")]
+    svg: Option<PathBuf>,
+    /// A flame graph SVG.
+    #[arg(long, value_name = "OUT.svg")]
+    flame: Option<PathBuf>,
+    /// One self-contained HTML page: top table, flame graph, growth chart for a series.
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
     /// Print at most N rows.
     #[arg(long, value_name = "N")]
     top: Option<usize>,
@@ -69,12 +91,69 @@ struct ReportArgs {
     /// Subtract this older dump and show the growth since.
     #[arg(long, value_name = "OLD.heap")]
     base: Option<PathBuf>,
+    /// lg_prof_interval of a series of interval dumps (--html's growth chart over bytes allocated).
+    #[arg(long = "lg-interval", value_name = "N")]
+    lg_interval: Option<u32>,
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
     debug_dirs: Vec<PathBuf>,
-    /// [BINARY] DUMP: the program (optional; the dump names its files) and the dump.
-    #[arg(value_name = "[BINARY] DUMP", num_args = 1..=2, required = true)]
+    /// [BINARY] DUMP...: the program (optional; the dump names its files) and the dump (several
+    /// with --html: a series, the report on the last).
+    #[arg(value_name = "[BINARY] DUMP", num_args = 1.., required = true)]
     files: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct LeaksArgs {
+    /// Also write an HTML report with the chart of the suspects' live bytes.
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
+    /// lg_prof_interval of the interval dumps, for growth per GiB allocated (not needed when the
+    /// dumps carry cumulative counts, prof_accum:true).
+    #[arg(long = "lg-interval", value_name = "N")]
+    lg_interval: Option<u32>,
+    /// Show at most N suspects.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    top: usize,
+    /// Show at most N frames of each suspect's stack.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    depth: usize,
+    /// Name frames by function and source line.
+    #[arg(long)]
+    lines: bool,
+    /// Least R² of a steady grower's line.
+    #[arg(long = "min-r2", value_name = "R2", default_value_t = 0.8)]
+    min_r2: f64,
+    /// Where separate debug files live (repeatable; default /usr/lib/debug).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    debug_dirs: Vec<PathBuf>,
+    /// [BINARY] DUMP...: the program (optional) and the dumps, e.g. prefix.*.i*.heap.
+    #[arg(value_name = "[BINARY] DUMP", num_args = 1.., required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// More TALLY_CONF options, e.g. lg_prof_sample:12 (comma-separated).
+    #[arg(long, value_name = "OPTS")]
+    conf: Option<String>,
+    /// Directory for the dumps (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Print at most N rows.
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
+    /// One row per source line rather than per function.
+    #[arg(long)]
+    lines: bool,
+    /// The program and its arguments.
+    #[arg(
+        value_name = "PROGRAM [ARGS]",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    command: Vec<OsString>,
 }
 
 fn regex(option: &str, pattern: Option<String>) -> Result<Option<Regex>, Error> {
@@ -88,10 +167,16 @@ fn regex(option: &str, pattern: Option<String>) -> Result<Option<Regex>, Error> 
         .transpose()
 }
 
+fn granularity(lines: bool) -> Granularity {
+    if lines {
+        Granularity::Lines
+    } else {
+        Granularity::Functions
+    }
+}
+
 fn report_options(args: ReportArgs) -> Result<ReportOptions, Error> {
-    let mut files = args.files;
-    let dump = files.pop().expect("clap requires one file");
-    let binary = files.pop();
+    let (binary, dumps) = split_binary(args.files);
     let sample = if args.inuse_objects {
         SampleType::InuseObjects
     } else if args.alloc_space {
@@ -101,53 +186,97 @@ fn report_options(args: ReportArgs) -> Result<ReportOptions, Error> {
     } else {
         SampleType::InuseSpace
     };
+    let (output, output_file) = if let Some(path) = args.pprof {
+        (Output::Pprof, Some(path))
+    } else if let Some(path) = args.dot {
+        (Output::Dot, Some(path))
+    } else if let Some(path) = args.svg {
+        (Output::Svg, Some(path))
+    } else if let Some(path) = args.flame {
+        (Output::Flame, Some(path))
+    } else if let Some(path) = args.html {
+        (Output::Html, Some(path))
+    } else if args.collapsed {
+        (Output::Collapsed, None)
+    } else {
+        (Output::Text, None)
+    };
     Ok(ReportOptions {
-        dump,
+        dumps,
         binary,
         base: args.base,
-        output: if args.collapsed {
-            Output::Collapsed
-        } else {
-            Output::Text
-        },
+        output,
+        output_file,
         sample,
-        granularity: if args.lines {
-            Granularity::Lines
-        } else {
-            Granularity::Functions
-        },
+        granularity: granularity(args.lines),
         top: args.top,
         sort_by_cumulative: args.cum,
         show_bytes: args.show_bytes,
         focus: regex("--focus", args.focus)?,
         ignore: regex("--ignore", args.ignore)?,
         debug_dirs: args.debug_dirs,
+        lg_interval: args.lg_interval,
     })
+}
+
+fn leaks_options(args: LeaksArgs) -> LeaksOptions {
+    let (binary, dumps) = split_binary(args.files);
+    LeaksOptions {
+        dumps,
+        binary,
+        debug_dirs: args.debug_dirs,
+        lg_interval: args.lg_interval,
+        top: args.top,
+        depth: args.depth,
+        granularity: granularity(args.lines),
+        html: args.html,
+        thresholds: tally_report::leaks::Thresholds {
+            min_r2: args.min_r2,
+            ..Default::default()
+        },
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Report(args) => report_options(args).and_then(|options| {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let stderr = std::io::stderr();
-            let mut warn = |warning: &str| {
-                let _ = writeln!(
-                    stderr.lock(),
-                    "tally: warning: {}",
-                    tally_report::error::one_line(warning)
-                );
-            };
-            report(&options, &mut out, &mut warn)
-        }),
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let stderr = std::io::stderr();
+    let mut warn = |warning: &str| {
+        let _ = writeln!(
+            stderr.lock(),
+            "tally: warning: {}",
+            tally_report::error::one_line(warning)
+        );
     };
+    let mut code = None;
+    let result = match cli.command {
+        Command::Report(args) => {
+            report_options(args).and_then(|options| report(&options, &mut out, &mut warn))
+        }
+        Command::Leaks(args) => leaks(&leaks_options(args), &mut out, &mut warn),
+        Command::Run(args) => {
+            let options = RunOptions {
+                command: args.command,
+                conf: args.conf,
+                out_dir: args.out,
+                top: args.top,
+                granularity: granularity(args.lines),
+            };
+            run(&options, &mut out, &mut warn).and_then(|outcome| {
+                code = Some(outcome.code);
+                outcome.error.map_or(Ok(()), Err)
+            })
+        }
+    };
+    let _ = out.flush();
+    let code = code.map(|c| c.clamp(0, 255) as u8);
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(code.unwrap_or(0)),
         Err(e) if e.message == BROKEN_PIPE && e.path.is_none() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tally: {e}");
-            ExitCode::from(2)
+            ExitCode::from(code.filter(|&c| c != 0).unwrap_or(2))
         }
     }
 }

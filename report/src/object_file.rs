@@ -80,6 +80,8 @@ pub struct ObjectFile {
     /// Whether the file exports `malloc` (its dynamic symbol table defines it): an allocator
     /// library such as `libtally.so` or `libjemalloc.so.2`, or a C library.
     pub exports_malloc: bool,
+    /// The GNU build id (`NT_GNU_BUILD_ID`), when the file has one.
+    pub build_id: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ObjectFile {
@@ -170,6 +172,7 @@ impl ObjectFile {
             debug_file,
             notes,
             exports_malloc,
+            build_id,
         })
     }
 

@@ -126,6 +126,18 @@ impl Profile {
         })
     }
 
+    /// Each stack up to (not including) its first frame in anonymous memory (JIT code), where
+    /// native unwinding stops making sense; stacks that then read alike are merged.
+    pub fn cut_at_anonymous_frames(&self, symbolizer: &Symbolizer) -> Profile {
+        self.map_stacks(|stack| {
+            let end = stack
+                .iter()
+                .position(|&id| symbolizer.location(id).is_anonymous())
+                .unwrap_or(stack.len());
+            Some(stack[..end].to_vec())
+        })
+    }
+
     /// Only the stacks with a frame that matches `pattern`.
     pub fn focus(&self, pattern: &Regex, symbolizer: &Symbolizer) -> Profile {
         let mut matcher = Matcher::new(pattern, symbolizer);

@@ -52,6 +52,16 @@ pub struct Location {
     pub resolved: bool,
 }
 
+impl Location {
+    /// Whether the address lay in no mapping of a file and no named mapping: code the dump's map
+    /// cannot name, typically a JIT compiler's (a JVM's compiled Java), or a damaged frame.
+    /// Unwinders that lack unwind information for such code stop there or go astray, so frames
+    /// from here on say little.
+    pub fn is_anonymous(&self) -> bool {
+        !self.resolved && self.frames.len() == 1 && self.frames[0].function.starts_with("0x")
+    }
+}
+
 /// Index of an interned [`Location`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LocationId(u32);
@@ -85,6 +95,8 @@ pub struct Symbolizer {
     resolved: HashMap<(usize, u64), LocationId>,
     locations: Vec<Location>,
     location_ids: HashMap<Location, LocationId>,
+    /// Per location, the first address it was looked up at (for formats that keep addresses).
+    first_addresses: Vec<u64>,
     warnings: Vec<String>,
 }
 
@@ -105,6 +117,7 @@ impl Symbolizer {
             resolved: HashMap::new(),
             locations: Vec::new(),
             location_ids: HashMap::new(),
+            first_addresses: Vec::new(),
             warnings: Vec::new(),
         }
     }
@@ -112,6 +125,14 @@ impl Symbolizer {
     /// The location of frame `address` of a stack whose memory map is `map`. `address` is the
     /// one to look up: the caller has already turned return addresses into call addresses.
     pub fn symbolize(&mut self, map: &MemoryMap, address: u64) -> LocationId {
+        let id = self.symbolize_place(map, address);
+        if self.first_addresses.len() <= id.0 as usize {
+            self.first_addresses.resize(id.0 as usize + 1, address);
+        }
+        id
+    }
+
+    fn symbolize_place(&mut self, map: &MemoryMap, address: u64) -> LocationId {
         match map.place(address) {
             Place::File { path, offset } => {
                 let is_program = map.main_program() == Some(path);
@@ -132,6 +153,18 @@ impl Symbolizer {
     /// The interned location `id`.
     pub fn location(&self, id: LocationId) -> &Location {
         &self.locations[id.0 as usize]
+    }
+
+    /// The first address `id` was looked up at (a call address: return addresses have had 1
+    /// subtracted). Two addresses that resolve alike share a location, so this is one of them.
+    pub fn first_address(&self, id: LocationId) -> u64 {
+        self.first_addresses.get(id.0 as usize).copied().unwrap_or(0)
+    }
+
+    /// The build id of the mapped file `path`, if it was loaded and has one.
+    pub fn build_id(&self, path: &str) -> Option<&[u8]> {
+        let &file = self.file_ids.get(path)?;
+        self.files[file].object.as_ref()?.build_id.as_deref()
     }
 
     /// Number of distinct locations so far.

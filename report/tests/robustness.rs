@@ -73,11 +73,14 @@ fn mutated_dumps_never_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for round in 0..3000 {
         let bytes = mutate(LS, &mut rng);
-        let output = if round % 2 == 0 {
-            Output::Text
-        } else {
-            Output::Collapsed
-        };
+        let output = [
+            Output::Text,
+            Output::Collapsed,
+            Output::Pprof,
+            Output::Dot,
+            Output::Flame,
+            Output::Html,
+        ][round % 6];
         let options = ReportOptions {
             output,
             ..ReportOptions::default()
@@ -85,8 +88,9 @@ fn mutated_dumps_never_panic() {
         match dump::parse(&bytes) {
             Ok(dump) => {
                 let mut out = Vec::new();
-                write_report(&dump, Some(&dump), &options, &mut symbolizer, &mut out).unwrap();
-                write_report(&dump, None, &options, &mut symbolizer, &mut out).unwrap();
+                let series = std::slice::from_ref(&dump);
+                write_report(series, Some(&dump), &options, &mut symbolizer, &mut out).unwrap();
+                write_report(series, None, &options, &mut symbolizer, &mut out).unwrap();
                 reports += 1;
             }
             Err(e) => {

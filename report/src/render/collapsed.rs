@@ -20,6 +20,15 @@ pub fn write(
     symbolizer: &Symbolizer,
     granularity: Granularity,
 ) -> io::Result<()> {
+    for (line, value) in folded(profile, symbolizer, granularity) {
+        writeln!(out, "{line} {value}")?;
+    }
+    Ok(())
+}
+
+/// The folded stacks of `profile` (without their values) and their values, rounded, sorted, the
+/// zero ones left out.
+pub fn folded(profile: &Profile, symbolizer: &Symbolizer, granularity: Granularity) -> Vec<(String, i64)> {
     let mut lines: BTreeMap<String, f64> = BTreeMap::new();
     for (stack, &value) in &profile.stacks {
         let mut names: Vec<String> = Vec::new();
@@ -37,11 +46,9 @@ pub fn write(
             .join(";");
         *lines.entry(line).or_insert(0.0) += value;
     }
-    for (line, value) in lines {
-        let rounded = value.round();
-        if rounded != 0.0 {
-            writeln!(out, "{line} {}", rounded as i64)?;
-        }
-    }
-    Ok(())
+    lines
+        .into_iter()
+        .map(|(line, value)| (line, value.round() as i64))
+        .filter(|&(_, value)| value != 0)
+        .collect()
 }

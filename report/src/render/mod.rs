@@ -1,5 +1,10 @@
-//! The output formats. Each takes a filtered [`crate::profile::Profile`] and writes one format;
-//! the graph, flame graph, pprof and HTML outputs of the design slot in here beside them.
+//! The output formats. Each takes a filtered [`crate::profile::Profile`] (or its rows) and
+//! writes one format.
 
+pub mod chart;
 pub mod collapsed;
+pub mod flame;
+pub mod graph;
+pub mod html;
+pub mod pprof;
 pub mod text;

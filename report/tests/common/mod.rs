@@ -152,3 +152,78 @@ pub fn assert_close(a: f64, b: f64, percent: f64, what: &str) {
         "{what}: {a} vs {b} (more than {percent}% apart)"
     );
 }
+
+/// A profiler to run a program under: the library to preload and the environment variable and
+/// options that configure it. The leak tests take it as a parameter, so that the same test runs
+/// under jemalloc now and under `libtally.so` once Tally's profiler is hooked in.
+#[derive(Debug, Clone)]
+pub struct Profiler {
+    /// The shared library for `LD_PRELOAD`.
+    pub preload: PathBuf,
+    /// The variable the options go in (`MALLOC_CONF`, `TALLY_CONF`).
+    pub conf_variable: &'static str,
+    /// The options, without `prof_prefix` (added per run).
+    pub conf: String,
+}
+
+impl Profiler {
+    /// Debian's jemalloc with `conf` (e.g. `prof:true,lg_prof_interval:26`).
+    pub fn jemalloc(conf: &str) -> Profiler {
+        need(JEMALLOC, "libjemalloc2");
+        Profiler {
+            preload: PathBuf::from(JEMALLOC),
+            conf_variable: "MALLOC_CONF",
+            conf: conf.to_string(),
+        }
+    }
+
+    /// Runs `command` under the profiler with dumps going to `dir/<prefix>.*.heap`; returns the
+    /// interval dumps (`*.i<n>.heap`) in the order of their sequence numbers.
+    pub fn interval_dumps(&self, command: &mut Command, dir: &Path, prefix: &str) -> Vec<PathBuf> {
+        run(command.env("LD_PRELOAD", &self.preload).env(
+            self.conf_variable,
+            format!("{},prof_prefix:{}", self.conf, dir.join(prefix).display()),
+        ));
+        let sequence = |path: &Path| -> u64 {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            name.rsplit('.').nth(2).and_then(|s| s.parse().ok()).unwrap_or(0)
+        };
+        let mut dumps: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with(prefix) && name.ends_with(".heap") && name.contains(".i")
+            })
+            .collect();
+        dumps.sort_by_key(|p| sequence(p));
+        dumps
+    }
+}
+
+/// Asserts that an (X)HTML document loads nothing from elsewhere: no `src`, no `<link>`, and
+/// every `href` a fragment of the page itself.
+pub fn assert_self_contained(document: &roxmltree::Document) {
+    for node in document.descendants().filter(|n| n.is_element()) {
+        assert!(!node.has_tag_name("link"), "a <link> element");
+        for attribute in node.attributes() {
+            let name = attribute.name();
+            assert!(name != "src", "src={:?}", attribute.value());
+            if name == "href" {
+                assert!(attribute.value().starts_with('#'), "href={:?}", attribute.value());
+            }
+        }
+    }
+}
+
+/// Parses XML (SVG, XHTML), allowing a DOCTYPE; fails the test unless it is well-formed.
+pub fn parse_xml(text: &str) -> roxmltree::Document<'_> {
+    roxmltree::Document::parse_with_options(
+        text,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("not well-formed: {e}"))
+}

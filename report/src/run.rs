@@ -1,0 +1,248 @@
+//! `tally run`: runs a program under Tally with the profiler on, and when it exits prints the
+//! `--text` report of its final dump.
+//!
+//! The program runs with
+//! - `LD_PRELOAD=<libtally.so>` (before any `LD_PRELOAD` already set): `$TALLY_SO` when set,
+//!   else the `libtally.so` next to the `tally` binary (the same Cargo target directory), or in
+//!   `../lib/` beside it (an installed layout);
+//! - `TALLY_CONF=prof:true,prof_final:true,prof_prefix:<DIR>/tally` followed by `,<OPTS>` from
+//!   `--conf` (later keys win, so `--conf` can change any of them), `DIR` being `--out` (made if
+//!   missing) or the current directory.
+//!
+//! Its standard streams are the terminal's. While it runs, `tally` ignores Ctrl-C and Ctrl-\ (the
+//! program gets them and decides), so that a program stopped with Ctrl-C is still reported. The
+//! final dump is `<DIR>/tally.<pid>.<seq>.f.heap` with the program's pid; if the program ran its
+//! work in a child process (a shell script), the newest `tally.*.f.heap` written since the start
+//! is taken. `tally run` exits with the program's exit code (128 + N when a signal N ended it).
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use crate::error::Error;
+use crate::object_file::io_message;
+use crate::profile::Granularity;
+use crate::{report, Output, ReportOptions};
+
+/// Everything `tally run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+    /// More `TALLY_CONF` options (`--conf`).
+    pub conf: Option<String>,
+    /// Where dumps go (`--out`; the current directory if `None`).
+    pub out_dir: Option<PathBuf>,
+    /// At most this many rows in the report.
+    pub top: Option<usize>,
+    /// Function or line rows.
+    pub granularity: Granularity,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The exit code `tally run` exits with: the program's.
+    pub code: i32,
+    /// What went wrong after the program ran (no dump, a damaged dump), if anything.
+    pub error: Option<Error>,
+}
+
+/// The library to preload: `$TALLY_SO`, or `libtally.so` near the `tally` binary.
+pub fn find_library() -> Result<PathBuf, Error> {
+    if let Some(path) = std::env::var_os("TALLY_SO") {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::new(format!(
+                "run: TALLY_SO={} is not a file",
+                path.display()
+            )))
+        };
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| Error::new(format!("run: where am I? {}", io_message(e))))?;
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let candidates = [dir.join("libtally.so"), dir.join("../lib/libtally.so")];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            Error::new(format!(
+                "run: no libtally.so next to {} (build it: cargo build -p tally; or set TALLY_SO)",
+                exe.display()
+            ))
+        })
+}
+
+/// The `TALLY_CONF` of a run writing dumps to `prefix`.
+pub fn conf(prefix: &Path, extra: Option<&str>) -> String {
+    let mut conf = format!("prof:true,prof_final:true,prof_prefix:{}", prefix.display());
+    if let Some(extra) = extra.filter(|e| !e.is_empty()) {
+        conf.push(',');
+        conf.push_str(extra);
+    }
+    conf
+}
+
+/// Runs the program, then reports its final dump to `out`. An error before the program ran
+/// (no library, no program) is `Err`; one after it is in the outcome, with the program's code.
+pub fn run(
+    options: &RunOptions,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&str),
+) -> Result<RunOutcome, Error> {
+    let library = find_library()?;
+    let Some((program, args)) = options.command.split_first() else {
+        return Err(Error::new("run: no program given"));
+    };
+    let dir = match &options.out_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, io_message(e)))?;
+            dir.clone()
+        }
+        None => PathBuf::from("."),
+    };
+    let dir = std::path::absolute(&dir).map_err(|e| Error::file(&dir, io_message(e)))?;
+    let prefix = dir.join("tally");
+    let mut preload = library.into_os_string();
+    if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
+        preload.push(":");
+        preload.push(existing);
+    }
+    let started = SystemTime::now() - Duration::from_secs(1);
+    let mut child = Command::new(program)
+        .args(args)
+        .env("LD_PRELOAD", &preload)
+        .env("TALLY_CONF", conf(&prefix, options.conf.as_deref()))
+        .spawn()
+        .map_err(|e| Error::new(format!("run: {}: {}", program.to_string_lossy(), io_message(e))))?;
+    let pid = child.id();
+    let previous = ignore_interrupts();
+    let status = child.wait();
+    restore_interrupts(previous);
+    let status =
+        status.map_err(|e| Error::new(format!("run: waiting for the program: {}", io_message(e))))?;
+    let code = exit_code(status);
+
+    let Some(dump) = final_dump(&dir, pid, started) else {
+        return Ok(RunOutcome {
+            code,
+            error: Some(Error::new(format!(
+                "run: {} wrote no heap profile in {} (is libtally.so built with the profiler?)",
+                program.to_string_lossy(),
+                dir.display()
+            ))),
+        });
+    };
+    let _ = writeln!(out, "Heap profile: {}", dump.display());
+    let report_options = ReportOptions {
+        dumps: vec![dump],
+        output: Output::Text,
+        top: options.top,
+        granularity: options.granularity,
+        ..ReportOptions::default()
+    };
+    let error = report(&report_options, out, warn).err();
+    Ok(RunOutcome { code, error })
+}
+
+/// The exit code of a shell for `status`: the program's code, or 128 + the signal that ended it.
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1)
+}
+
+/// The final dump of process `pid` in `dir`, or else the newest final dump written since
+/// `started`.
+pub fn final_dump(dir: &Path, pid: u32, started: SystemTime) -> Option<PathBuf> {
+    let mut candidates: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            (name.starts_with("tally.") && name.ends_with(".f.heap")).then_some(())?;
+            let modified = entry.metadata().ok()?.modified().ok()?;
+            Some((modified, entry.path()))
+        })
+        .collect();
+    candidates.sort();
+    let own = format!("tally.{pid}.");
+    if let Some((_, path)) = candidates.iter().rev().find(|(_, path)| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(&own))
+    }) {
+        return Some(path.clone());
+    }
+    candidates
+        .into_iter()
+        .rev()
+        .find(|(modified, _)| *modified >= started)
+        .map(|(_, path)| path)
+}
+
+type Disposition = [libc::sighandler_t; 2];
+
+/// Ignores SIGINT and SIGQUIT in `tally` (not in the program, which was spawned before).
+fn ignore_interrupts() -> Disposition {
+    // SAFETY: `signal` with SIG_IGN installs no handler code; it only changes this process's
+    // disposition, which no other thread of `tally` relies on.
+    unsafe {
+        [
+            libc::signal(libc::SIGINT, libc::SIG_IGN),
+            libc::signal(libc::SIGQUIT, libc::SIG_IGN),
+        ]
+    }
+}
+
+/// Puts back what [`ignore_interrupts`] replaced.
+fn restore_interrupts(previous: Disposition) {
+    // SAFETY: the dispositions are the ones `signal` returned before, so valid ones.
+    unsafe {
+        libc::signal(libc::SIGINT, previous[0]);
+        libc::signal(libc::SIGQUIT, previous[1]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_the_conf() {
+        assert_eq!(
+            conf(Path::new("/d/tally"), Some("lg_prof_sample:12")),
+            "prof:true,prof_final:true,prof_prefix:/d/tally,lg_prof_sample:12"
+        );
+        assert_eq!(
+            conf(Path::new("/d/tally"), Some("")),
+            "prof:true,prof_final:true,prof_prefix:/d/tally"
+        );
+    }
+
+    #[test]
+    fn finds_the_final_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = SystemTime::now() - Duration::from_secs(1);
+        assert_eq!(final_dump(dir.path(), 7, started), None);
+        std::fs::write(dir.path().join("tally.8.0.f.heap"), "").unwrap();
+        std::fs::write(dir.path().join("tally.7.1.i0.heap"), "").unwrap();
+        assert_eq!(
+            final_dump(dir.path(), 7, started),
+            Some(dir.path().join("tally.8.0.f.heap"))
+        );
+        std::fs::write(dir.path().join("tally.7.2.f.heap"), "").unwrap();
+        assert_eq!(
+            final_dump(dir.path(), 7, started),
+            Some(dir.path().join("tally.7.2.f.heap"))
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! `tally run`: the environment it gives the program, its exit code, and what it says when the
+//! program wrote no dump. (Tally's profiler is not hooked into the allocator yet, so the end to
+//! end run under libtally.so comes with it; here `TALLY_SO` points at another library.)
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+const LS: &str = "jemalloc-5.3-ls.heap";
+
+/// `tally run` with `TALLY_SO` set to an existing library (Debian's jemalloc stands in).
+fn tally_run(dir: &Path, args: &[&str]) -> Output {
+    need(JEMALLOC, "libjemalloc2");
+    tally()
+        .arg("run")
+        .arg("--out")
+        .arg(dir)
+        .args(args)
+        .env("TALLY_SO", JEMALLOC)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn sets_up_the_environment_and_passes_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dumps");
+    let output = tally_run(
+        &out,
+        &[
+            "--conf",
+            "lg_prof_sample:12",
+            "--",
+            "sh",
+            "-c",
+            "echo \"LD_PRELOAD=$LD_PRELOAD\"; echo \"TALLY_CONF=$TALLY_CONF\"; exit 7",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(stdout.contains(&format!("LD_PRELOAD={JEMALLOC}\n")), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "TALLY_CONF=prof:true,prof_final:true,prof_prefix:{}/tally,lg_prof_sample:12\n",
+            out.display()
+        )),
+        "{stdout}"
+    );
+    assert!(out.is_dir(), "--out is made");
+    // The program's code, and the missing dump named.
+    assert_eq!(output.status.code(), Some(7), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "tally: run: sh wrote no heap profile in {} (is libtally.so built with the profiler?)",
+            out.display()
+        )
+    );
+}
+
+#[test]
+fn no_dump_from_a_successful_program_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tally_run(dir.path(), &["true"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("true wrote no heap profile in"), "{stderr}");
+}
+
+#[test]
+fn a_signal_exits_as_a_shell_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tally_run(dir.path(), &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(output.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn arguments_and_options_of_the_program_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = tally_run(dir.path(), &["printf", "%s|", "--top", "-x"]);
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "--top|-x|");
+}
+
+#[test]
+fn reports_the_final_dump_of_the_program() {
+    // A program that leaves a final dump where Tally's profiler would: `tally.<pid>.<seq>.f.heap`.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("cp {} \"$0/tally.$$.0.f.heap\"", data(LS).display());
+    let output = tally_run(
+        dir.path(),
+        &["sh", "-c", &script, &dir.path().display().to_string()],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("Heap profile: {}/tally.", dir.path().display()))
+            && first.ends_with(".0.f.heap"),
+        "{stdout}"
+    );
+    assert!(stdout.lines().nth(1).unwrap().starts_with("Total: "), "{stdout}");
+}
+
+#[test]
+fn a_missing_library_is_an_error() {
+    let output = tally()
+        .args(["run", "true"])
+        .env("TALLY_SO", "/nonexistent/libtally.so")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "tally: run: TALLY_SO=/nonexistent/libtally.so is not a file\n"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["run"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "no program is a usage error");
+}
