@@ -729,7 +729,9 @@ unsafe extern "C" fn prefork() {
     if GLOBAL.load(Ordering::Acquire) != GLOBAL_READY {
         return;
     }
-    // Lock order: see sync.rs.
+    // Lock order: see sync.rs. The profiler's table locks are never held while an allocator lock
+    // is taken (or the reverse), so they can come first.
+    tally_profiler::PROFILER.lock_for_fork();
     for arena in &arena::ARENAS[..arena::arena_count()] {
         arena.lock_for_fork();
     }
@@ -751,6 +753,7 @@ unsafe fn postfork(child: bool) {
         for arena in &arena::ARENAS[..arena::arena_count()] {
             arena.unlock_after_fork(child);
         }
+        tally_profiler::PROFILER.unlock_after_fork();
     }
 }
 

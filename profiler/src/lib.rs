@@ -163,6 +163,25 @@ impl Profiler {
         }
     }
 
+    /// `fork`'s prepare handler: takes the tables' locks so the child does not inherit one held
+    /// by a thread that does not exist there.
+    pub fn lock_for_fork(&self) {
+        self.stacks.lock_for_fork();
+        self.live.lock_for_fork();
+    }
+
+    /// Releases the locks taken by [`Profiler::lock_for_fork`], in the parent or the child.
+    ///
+    /// # Safety
+    /// The calling thread must have called `lock_for_fork` before the fork.
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.live.unlock_after_fork();
+            self.stacks.unlock_after_fork();
+        }
+    }
+
     /// Forgets a sampled block that is being freed. Returns whether `ptr` was recorded.
     pub fn on_sampled_free(&self, ptr: usize) -> bool {
         match self.live.remove(ptr) {

@@ -150,6 +150,20 @@ impl LiveTable {
         }
     }
 
+    /// Takes the table's lock for `fork` (see [`SpinLock::lock_for_fork`]).
+    pub fn lock_for_fork(&self) {
+        self.slots.lock_for_fork();
+    }
+
+    /// Releases the lock taken by [`LiveTable::lock_for_fork`].
+    ///
+    /// # Safety
+    /// See [`SpinLock::unlock_after_fork`].
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: per the contract.
+        unsafe { self.slots.unlock_after_fork() }
+    }
+
     /// Records a sampled block. If the address is already recorded (a block the allocator
     /// forgot to report freed), the old record is replaced and returned so that the caller can
     /// take its estimate off its stack. `Err(record)` when memory for the table could not be

@@ -33,6 +33,20 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// Takes the lock and keeps it past the end of any scope, for `fork`'s prepare handler.
+    pub fn lock_for_fork(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken by [`SpinLock::lock_for_fork`], in the parent or the child of the
+    /// fork (in the child only the forking thread survives, and it holds the lock).
+    ///
+    /// # Safety
+    /// The calling thread must have taken the lock with `lock_for_fork` before the fork.
+    pub unsafe fn unlock_after_fork(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
     /// Takes the lock, spinning (then yielding) until it is free.
     pub fn lock(&self) -> SpinGuard<'_, T> {
         let mut spins = 0u32;

@@ -122,6 +122,20 @@ impl StackTable {
         }
     }
 
+    /// Takes the table's lock for `fork` (see [`SpinLock::lock_for_fork`]).
+    pub fn lock_for_fork(&self) {
+        self.index.lock_for_fork();
+    }
+
+    /// Releases the lock taken by [`StackTable::lock_for_fork`].
+    ///
+    /// # Safety
+    /// See [`SpinLock::unlock_after_fork`].
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: per the contract.
+        unsafe { self.index.unlock_after_fork() }
+    }
+
     /// The id of `frames`, interning it if new. `None` when the table is full or memory could not
     /// be mapped (the caller drops the sample). May call `mmap`; never `malloc`.
     pub fn intern(&self, frames: &[usize]) -> Option<StackId> {

@@ -1,0 +1,63 @@
+/* Three allocation sites with known amounts, for the profiler's estimates:
+ *   site_a keeps 100 MiB live: 20 MiB in small blocks (24 B - 4 KiB) and 80 MiB in large ones
+ *          (2 and 6 MiB);
+ *   site_b keeps 10 MiB live: blocks of 2, 4 and 4 MiB;
+ *   site_c allocates and frees 1 GiB in blocks of 16 B - 64 KiB (nothing of it stays live).
+ * The big blocks keep the estimates' variance low at the default 512 KiB sampling distance: a
+ * block of 2 MiB is sampled with probability 1 - e^-4 = 98%. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MIB (1024UL * 1024UL)
+
+static void *keep[200000];
+static size_t nkeep;
+
+static void hold(void *p, size_t size) {
+    memset(p, 1, size < 64 ? size : 64);
+    keep[nkeep++] = p;
+}
+
+__attribute__((noinline)) void site_a(void) {
+    size_t small = 0;
+    for (size_t i = 0; small < 20 * MIB; i++) {
+        size_t size = 24 + (i * 97) % 4073;
+        hold(malloc(size), size);
+        small += size;
+    }
+    for (int i = 0; i < 20; i++) {
+        size_t size = (i % 2 ? 2 : 6) * MIB; /* 10 x 2 MiB + 10 x 6 MiB = 80 MiB */
+        hold(malloc(size), size);
+    }
+}
+
+__attribute__((noinline)) void site_b(void) {
+    size_t sizes[] = {2 * MIB, 4 * MIB, 4 * MIB};
+    for (int i = 0; i < 3; i++)
+        hold(malloc(sizes[i]), sizes[i]);
+}
+
+__attribute__((noinline)) void site_c(void) {
+    void *batch[256];
+    size_t total = 0, i = 0;
+    for (; total < 1024 * MIB; i++) {
+        size_t size = 16 + (i * 7919) % (64 * 1024);
+        batch[i % 256] = malloc(size);
+        memset(batch[i % 256], 2, 16);
+        total += size;
+        if (i % 256 == 255)
+            for (int k = 0; k < 256; k++)
+                free(batch[k]);
+    }
+    for (size_t k = 0; k < i % 256; k++)
+        free(batch[k]);
+}
+
+int main(void) {
+    site_a();
+    site_b();
+    site_c();
+    printf("sites: ok a=%lu b=%lu c=%lu\n", 100 * MIB, 10 * MIB, 1024 * MIB);
+    return 0;
+}
