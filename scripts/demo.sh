@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The main job: build libtally.so, run the bundled leaking demo under it, print what Tally saw.
+# The main job: build libtally.so and the tally command, run the bundled leaking demo under Tally
+# with the profiler on, and print the report of where its live memory was allocated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p tally
+cargo build --release -p tally -p tally-report
 mkdir -p "$target/demo"
 cc -O1 -g -o "$target/demo/leaky" demo/leaky.c
-echo "== demo/leaky.c under LD_PRELOAD=$target/release/libtally.so"
-LD_PRELOAD="$target/release/libtally.so" TALLY_CONF="stats_print:true${TALLY_CONF:+,$TALLY_CONF}" \
-    "$target/demo/leaky" "${1:-50000}"
+echo "== tally run -- demo/leaky.c (profiles in $target/demo)"
+TALLY_SO="$target/release/libtally.so" "$target/release/tally" run --out "$target/demo" --lines --top 10 \
+    --conf "prof_leak:true${TALLY_CONF:+,$TALLY_CONF}" -- "$target/demo/leaky" "${1:-50000}"
