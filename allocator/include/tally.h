@@ -24,6 +24,10 @@ int tally_prof_dump(const char *path);
  * Returns 0, or -1 when the profiler is off. */
 int tally_prof_activate(int on);
 
+/* Forgets everything sampled so far (jemalloc's prof.reset). Returns 0, or -1 when the profiler
+ * is off. */
+int tally_prof_reset(void);
+
 /* Sets the mean sampling distance to 2^lg bytes for the samples to come. Returns 0, or -1 when
  * the profiler is off. */
 int tally_prof_set_sample(int lg);

@@ -158,6 +158,17 @@ pub extern "C" fn tally_prof_activate(on: c_int) -> c_int {
     }
 }
 
+/// `tally_prof_reset()`: forgets everything sampled so far. Returns 0, or -1 when the profiler
+/// is off.
+#[no_mangle]
+pub extern "C" fn tally_prof_reset() -> c_int {
+    if crate::prof::reset() {
+        0
+    } else {
+        -1
+    }
+}
+
 /// `tally_prof_set_sample(lg)`: sets the mean sampling distance to `2^lg` bytes. Returns 0, or
 /// -1 when the profiler is off.
 #[no_mangle]

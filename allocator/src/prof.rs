@@ -86,6 +86,16 @@ pub fn set_sample_rate(lg: u32) -> bool {
     sample::set_lg_sample(lg)
 }
 
+/// Forgets everything sampled so far (jemalloc's `prof.reset`): profiles written afterwards show
+/// only what is sampled from now on. Returns false if the profiler is off.
+pub fn reset() -> bool {
+    if !sample::PROF_ON.load(core::sync::atomic::Ordering::Acquire) {
+        return false;
+    }
+    profiler::PROFILER.reset();
+    true
+}
+
 /// One stack of the profile: its frames (innermost first, return addresses) and the estimated
 /// live objects and bytes it holds.
 #[derive(Clone, Debug, PartialEq)]

@@ -182,6 +182,13 @@ impl Profiler {
         }
     }
 
+    /// `prof.reset`: forgets every sample and zeroes every stack's counters, so that profiles
+    /// written afterwards show only what is sampled from now on.
+    pub fn reset(&self) {
+        self.live.clear();
+        self.stacks.reset_counters();
+    }
+
     /// Forgets a sampled block that is being freed. Returns whether `ptr` was recorded.
     pub fn on_sampled_free(&self, ptr: usize) -> bool {
         match self.live.remove(ptr) {

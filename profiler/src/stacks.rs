@@ -293,6 +293,17 @@ impl StackTable {
         }
     }
 
+    /// Sets every stack's counters to zero (for `prof.reset`); the stacks stay interned.
+    pub fn reset_counters(&self) {
+        for id in 0..self.published.load(Ordering::Acquire) {
+            if let Some(e) = self.entry(StackId(id)) {
+                for c in [&e.live_objects, &e.live_bytes, &e.accum_objects, &e.accum_bytes] {
+                    c.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Number of stacks interned and visible to readers.
     pub fn len(&self) -> usize {
         self.published.load(Ordering::Acquire) as usize
