@@ -1,6 +1,10 @@
 //! The malloc family with C semantics (`errno`, glibc's edge cases), callable from Rust. The C
 //! symbols in `capi.rs` forward here one to one, and tests call these directly.
 //!
+//! Every function here is `#[inline(always)]`: the exported C symbols must contain the code,
+//! not jump to it, so that a stack captured inside `calloc` has a frame in `calloc` (which
+//! jeprof and the report tool know to drop) rather than in an internal Tally function.
+//!
 //! Edge cases follow glibc: `malloc(0)` returns a unique block; `realloc(p, 0)` frees `p` and
 //! returns null; `realloc(NULL, n)` is `malloc(n)`; a failed `realloc` leaves `p` alone; sizes
 //! that overflow give null with `ENOMEM`; bad alignments give `EINVAL`.
@@ -11,6 +15,7 @@ use core::ptr;
 use crate::heap;
 use crate::pal::{self, PAGE};
 
+#[inline(always)]
 fn out_of_memory(p: *mut u8) -> *mut c_void {
     if p.is_null() {
         return enomem();
@@ -36,6 +41,7 @@ pub fn malloc(size: usize) -> *mut c_void {
 }
 
 /// `calloc(3)`: zeroed; null with `ENOMEM` if `n * size` overflows.
+#[inline(always)]
 pub fn calloc(n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
         Some(total) => out_of_memory(heap::alloc_zeroed(total)),
@@ -58,6 +64,7 @@ pub unsafe fn free(p: *mut c_void) {
 /// # Safety
 /// `p` must be null or a live block; it must not be used after a non-null result (or after
 /// `size == 0`).
+#[inline(always)]
 pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: per the contract.
     let q = unsafe { heap::realloc(p.cast(), size) };
@@ -71,6 +78,7 @@ pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 ///
 /// # Safety
 /// As for [`realloc`].
+#[inline(always)]
 pub unsafe fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
         // SAFETY: per the contract.
@@ -79,6 +87,7 @@ pub unsafe fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void
     }
 }
 
+#[inline(always)]
 fn aligned(size: usize, align: usize) -> *mut c_void {
     out_of_memory(heap::alloc_aligned(size, align))
 }
@@ -88,6 +97,7 @@ fn aligned(size: usize, align: usize) -> *mut c_void {
 ///
 /// # Safety
 /// `out` must be valid for a pointer write.
+#[inline(always)]
 pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
         return libc::EINVAL;
@@ -102,6 +112,7 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
 }
 
 /// `aligned_alloc(3)`: `EINVAL` unless `align` is a power of two (glibc accepts any size).
+#[inline(always)]
 pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
         pal::set_errno(libc::EINVAL);
@@ -111,6 +122,7 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
 }
 
 /// `memalign(3)`: like glibc, a non-power-of-two alignment is rounded up to one.
+#[inline(always)]
 pub fn memalign(align: usize, size: usize) -> *mut c_void {
     match align.max(1).checked_next_power_of_two() {
         Some(a) => aligned(size, a),
@@ -122,11 +134,13 @@ pub fn memalign(align: usize, size: usize) -> *mut c_void {
 }
 
 /// `valloc(3)`: page-aligned.
+#[inline(always)]
 pub fn valloc(size: usize) -> *mut c_void {
     aligned(size, PAGE)
 }
 
 /// `pvalloc(3)`: page-aligned, size rounded up to whole pages (at least one).
+#[inline(always)]
 pub fn pvalloc(size: usize) -> *mut c_void {
     match size.max(1).checked_next_multiple_of(PAGE) {
         Some(s) => aligned(s, PAGE),
@@ -136,16 +150,19 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 
 /// `malloc_usable_size(3)`: bytes usable in the block (0 for null). Aborts on a pointer that is
 /// not a live block.
+#[inline(always)]
 pub fn malloc_usable_size(p: *mut c_void) -> usize {
     heap::usable_size(p.cast())
 }
 
 /// `malloc_trim(3)`: gives free memory back to the OS now. Returns 1 if any was released.
+#[inline(always)]
 pub fn malloc_trim(_pad: usize) -> i32 {
     i32::from(crate::stats::trim())
 }
 
 /// `malloc_stats(3)`: prints statistics to stderr (as `stats_print` would at exit).
+#[inline(always)]
 pub fn malloc_stats() {
     crate::stats::print(crate::heap::options().stats_print_opts);
 }
@@ -153,6 +170,7 @@ pub fn malloc_stats() {
 /// `tally_stats_print(opts)`: prints statistics to stderr; `opts` holds `stats_print_opts` letters
 /// (`J` for JSON, `a` and `b` to leave out the arena and size-class tables). Unknown letters are
 /// ignored.
+#[inline(always)]
 pub fn tally_stats_print(opts: &[u8]) {
     let mut flags = 0;
     for &c in opts {
@@ -167,6 +185,7 @@ pub fn tally_stats_print(opts: &[u8]) {
 ///
 /// # Safety
 /// As for [`free`].
+#[inline(always)]
 pub unsafe fn free_sized(p: *mut c_void, _size: usize) {
     // SAFETY: per the contract.
     unsafe { heap::free(p.cast()) }
@@ -176,6 +195,7 @@ pub unsafe fn free_sized(p: *mut c_void, _size: usize) {
 ///
 /// # Safety
 /// As for [`free`].
+#[inline(always)]
 pub unsafe fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
     // SAFETY: per the contract.
     unsafe { heap::free(p.cast()) }

@@ -83,12 +83,46 @@ const ENTRY_POINTS: &[&str] = &[
 
 /// Whether `name` (demangled) is an allocation entry point.
 pub fn is_entry_point(name: &str) -> bool {
+    // Rust 1.7x+ puts the allocator shims in a `__rustc` namespace.
+    let name = name.strip_prefix("__rustc::").unwrap_or(name);
     let unprefixed = name.strip_prefix('_').unwrap_or("");
     ENTRY_POINTS.contains(&name)
         || ENTRY_POINTS.contains(&unprefixed)
         || name.contains("TCMalloc")
         || name.starts_with("tcmalloc::")
-        || name.starts_with("<tally::Tally as core::alloc::global::GlobalAlloc>::")
+        // Tally's own code, when it is linked into the program (`#[global_allocator]`).
+        || name.starts_with("tally::")
+        || name.starts_with("<tally::")
+        || name.starts_with("<std::alloc::System as core::alloc::global::GlobalAlloc>::")
+}
+
+/// Whether `name` (demangled, as a report row shows it: maybe with ` (inline)` and a file:line)
+/// is Rust's allocation machinery between an entry point and the code that asked for memory:
+/// `alloc::` (Box, Vec, RawVec, String...), `core::alloc::`, `std::alloc::`, `std::sys::alloc`,
+/// the `__rustc` shims, and Tally itself. A report attributes memory to the first frame past
+/// these, the function that asked for it.
+pub fn is_rust_alloc_machinery(name: &str) -> bool {
+    let name = name.trim_start_matches('<');
+    ["alloc::", "core::alloc::", "std::alloc::", "std::sys::alloc", "__rustc::", "tally::"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        // Trait impls of the alloc crate for other types: `<u8 as alloc::vec::...>::from_elem`.
+        || name.contains(" as alloc::")
+        || name.contains(" as core::alloc::")
+}
+
+/// Whether a report row's name (a function, maybe with ` (inline)` and ` file:line`) is an
+/// entry point or Rust's allocation machinery: such a row, inlined into the caller's frame, does
+/// not get the caller's flat value.
+pub fn is_allocator_row(name: &str) -> bool {
+    let function = match name.find(" (inline)") {
+        Some(i) => &name[..i],
+        None => match name.rsplit_once(' ') {
+            Some((f, place)) if place.contains(':') && place.contains('/') => f,
+            _ => name,
+        },
+    };
+    is_entry_point(function) || is_rust_alloc_machinery(function)
 }
 
 #[cfg(test)]
@@ -106,5 +140,32 @@ mod tests {
         ));
         assert!(!is_entry_point("leak_a"));
         assert!(!is_entry_point("mallocx_wrapper"));
+        assert!(is_entry_point("__rustc::__rdl_alloc"));
+        assert!(is_entry_point("tally::heap::alloc_small_miss"));
+    }
+
+    #[test]
+    fn knows_allocator_rows() {
+        assert!(super::is_allocator_row("malloc (inline)"));
+        assert!(super::is_allocator_row("malloc (inline) /x/capi.rs:12"));
+        assert!(super::is_allocator_row("tally::api::malloc /x/api.rs:30"));
+        assert!(!super::is_allocator_row("leak_a /x/leak.c:10"));
+    }
+
+    #[test]
+    fn knows_rust_machinery() {
+        use super::is_rust_alloc_machinery as m;
+        assert!(m("alloc::raw_vec::RawVec<T>::allocate_in (inline)"));
+        assert!(m(
+            "<alloc::alloc::Global as core::alloc::Allocator>::allocate (inline)"
+        ));
+        assert!(m(
+            "alloc::vec::Vec<T>::with_capacity (inline) /rustc/x/library/alloc/src/vec/mod.rs:1"
+        ));
+        assert!(m(
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem (inline)"
+        ));
+        assert!(!m("rust_leak::leaky::Cache::fill"));
+        assert!(!m("allocate_buffers"));
     }
 }

@@ -118,10 +118,23 @@ impl Profile {
                 None => 0,
             };
             let stack = &stack[library..];
-            let named = stack
+            let mut named = stack
                 .iter()
                 .rposition(|&id| symbolizer.location(id).allocator)
                 .map_or(0, |i| i + 1);
+            // Then Rust's allocation machinery just above the entry point (Vec, RawVec, Box...):
+            // locations made only of it.
+            if named > 0 {
+                while named < stack.len()
+                    && symbolizer
+                        .location(stack[named])
+                        .frames
+                        .iter()
+                        .all(|f| crate::allocator_frames::is_rust_alloc_machinery(&f.function))
+                {
+                    named += 1;
+                }
+            }
             Some(stack[named..].to_vec())
         })
     }
@@ -262,7 +275,13 @@ pub fn summarize(profile: &Profile, symbolizer: &Symbolizer, granularity: Granul
                 }
             }
         }
-        if let Some(&first) = seen.first() {
+        // The flat value goes to the innermost name that is not Rust's allocation machinery
+        // inlined into the caller (`Vec::with_capacity (inline)` and the like).
+        let first = seen
+            .iter()
+            .find(|&&row| !crate::allocator_frames::is_allocator_row(&rows[row].name))
+            .or(seen.first());
+        if let Some(&first) = first {
             rows[first].flat += value;
         }
         for &row in &seen {

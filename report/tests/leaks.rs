@@ -2,7 +2,8 @@
 //! message in a `java.util.zip.GZIPOutputStream` and never closes it, so the native zlib state
 //! that `deflateInit2_` allocates under `Java_java_util_zip_Deflater_init` grows with every
 //! message; the fixed logger closes it. Both run under a preloaded profiler writing interval
-//! dumps (jemalloc now; [`Profiler`] is a parameter so that the same test runs under Tally).
+//! dumps, here Debian's jemalloc (the same scenario under Tally's own profiler is
+//! `tally_profiler.rs`).
 
 mod common;
 
@@ -42,25 +43,6 @@ fn gzip_logger_dumps(profiler: &Profiler, mode: &str, dir: &Path) -> Vec<PathBuf
     );
     assert!(dumps.len() >= 5, "only {} interval dumps: {dumps:?}", dumps.len());
     dumps
-}
-
-/// The suspects' blocks of a `tally leaks` report: each a header line and its frames.
-fn suspects(report: &str) -> Vec<Vec<String>> {
-    let mut blocks: Vec<Vec<String>> = Vec::new();
-    for line in report.lines() {
-        let trimmed = line.trim_start();
-        let numbered = trimmed
-            .split_once(". ")
-            .is_some_and(|(n, _)| n.parse::<usize>().is_ok());
-        if numbered && !line.starts_with("      ") {
-            blocks.push(vec![trimmed.to_string()]);
-        } else if let Some(block) = blocks.last_mut() {
-            if !trimmed.is_empty() {
-                block.push(trimmed.to_string());
-            }
-        }
-    }
-    blocks
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `tally run`: the environment it gives the program, its exit code, and what it says when the
-//! program wrote no dump. (Tally's profiler is not hooked into the allocator yet, so the end to
-//! end run under libtally.so comes with it; here `TALLY_SO` points at another library.)
+//! program wrote no dump. Here `TALLY_SO` points at another library (Debian's jemalloc), so these
+//! need no build of `libtally.so`; the end to end runs under the real one are in
+//! `run_end_to_end.rs`.
 
 mod common;
 

@@ -27,7 +27,7 @@ fn profile(exe: &Path, dir: &Path, conf: &str) -> std::path::PathBuf {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sites: ok"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
     let dump = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -117,4 +117,31 @@ fn cumulative_estimate_of_site_c_within_ten_percent() {
     // Live bytes are unaffected by prof_accum.
     let live = jeprof_rows(&exe, &dump, &[]);
     assert_eq!(live.first().map(|r| r.2.as_str()), Some("site_a"));
+}
+
+/// Whichever entry point a program allocates through, jeprof names the caller: every `via_*`
+/// function of `programs/entry_points.c` has its own row, and no row is an allocator-internal
+/// function.
+#[test]
+fn jeprof_names_the_caller_of_every_entry_point() {
+    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "prof-entry-points");
+    let exe = compile_c("entry_points.c", scratch.path());
+    let dir = scratch.subdir("profiles");
+    let dump = profile(&exe, &dir, "lg_prof_sample:12");
+    let rows = jeprof_rows(&exe, &dump, &[]);
+    for f in [
+        "via_malloc",
+        "via_calloc",
+        "via_realloc",
+        "via_posix_memalign",
+        "via_aligned_alloc",
+        "via_memalign",
+    ] {
+        let r = row(&rows, f).unwrap_or_else(|| panic!("{f} has no row: {rows:?}"));
+        // 4096 blocks of about 1 KiB each.
+        assert!(r.0 > 3.0 * MIB && r.0 < 6.0 * MIB, "{f}: {} bytes", r.0);
+    }
+    for r in &rows {
+        assert!(!r.2.starts_with("tally::"), "an allocator-internal row: {r:?}");
+    }
 }

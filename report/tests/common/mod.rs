@@ -34,6 +34,25 @@ pub fn need(tool: &str, package: &str) {
     assert!(found, "{tool} is missing: apt-get install -y {package}");
 }
 
+/// Tally's own `libtally.so`, as `cargo build --release -p tally` leaves it in the Cargo target
+/// directory these tests were built in (`CARGO_TARGET_DIR`, or the workspace's `target/`): the
+/// `tally` binary under test is `<target>/<profile>/tally`, the library `<target>/release/`.
+/// Fails the test, saying how to build it, when it is missing.
+pub fn libtally() -> PathBuf {
+    let tally = Path::new(env!("CARGO_BIN_EXE_tally"));
+    let target = tally
+        .parent()
+        .and_then(Path::parent)
+        .expect("the tally binary is in <target>/<profile>/");
+    let library = target.join("release/libtally.so");
+    assert!(
+        library.is_file(),
+        "{} is missing: run cargo build --release -p tally first",
+        library.display()
+    );
+    library
+}
+
 /// Runs `command`, failing the test with its stderr unless it succeeds.
 pub fn run(command: &mut Command) -> Output {
     let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
@@ -177,6 +196,16 @@ impl Profiler {
         }
     }
 
+    /// Tally itself, `libtally.so` from [`libtally`], with `conf` in `TALLY_CONF` (e.g.
+    /// `prof:true,lg_prof_interval:30`).
+    pub fn tally(conf: &str) -> Profiler {
+        Profiler {
+            preload: libtally(),
+            conf_variable: "TALLY_CONF",
+            conf: conf.to_string(),
+        }
+    }
+
     /// Runs `command` under the profiler with dumps going to `dir/<prefix>.*.heap`; returns the
     /// interval dumps (`*.i<n>.heap`) in the order of their sequence numbers.
     pub fn interval_dumps(&self, command: &mut Command, dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -199,6 +228,25 @@ impl Profiler {
         dumps.sort_by_key(|p| sequence(p));
         dumps
     }
+}
+
+/// The suspects' blocks of a `tally leaks` report: each a header line and its frames.
+pub fn suspects(report: &str) -> Vec<Vec<String>> {
+    let mut blocks: Vec<Vec<String>> = Vec::new();
+    for line in report.lines() {
+        let trimmed = line.trim_start();
+        let numbered = trimmed
+            .split_once(". ")
+            .is_some_and(|(n, _)| n.parse::<usize>().is_ok());
+        if numbered && !line.starts_with("      ") {
+            blocks.push(vec![trimmed.to_string()]);
+        } else if let Some(block) = blocks.last_mut() {
+            if !trimmed.is_empty() {
+                block.push(trimmed.to_string());
+            }
+        }
+    }
+    blocks
 }
 
 /// Asserts that an (X)HTML document loads nothing from elsewhere: no `src`, no `<link>`, and
