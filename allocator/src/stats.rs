@@ -283,6 +283,20 @@ impl Report {
     }
 }
 
+/// The byte totals, named as both report forms print them.
+fn totals(s: &Stats) -> [(&'static str, u64); 8] {
+    [
+        ("allocated", s.allocated),
+        ("active", s.active),
+        ("resident", s.resident),
+        ("mapped", s.mapped),
+        ("retained", s.retained),
+        ("metadata", s.metadata),
+        ("dirty", s.dirty),
+        ("muzzy", s.muzzy),
+    ]
+}
+
 /// Bytes with a binary unit, for people.
 struct Bytes(u64);
 
@@ -308,19 +322,13 @@ impl core::fmt::Display for Bytes {
 
 fn print_text(out: &mut Report, s: &Stats, flags: u32) {
     let c = &s.counters;
+    out.line(format_args!("tally: stats: pid={}", pal::pid()));
+    for (key, value) in totals(s) {
+        out.line(format_args!(" {key}={value}"));
+    }
     out.line(format_args!(
-        "tally: stats: pid={} allocated={} active={} resident={} mapped={} retained={} metadata={} dirty={} muzzy={} \
-         chunks_mapped={} chunks_unmapped={} tcache_fills={} tcache_flushes={} large_allocs={} huge_allocs={} \
+        " chunks_mapped={} chunks_unmapped={} tcache_fills={} tcache_flushes={} large_allocs={} huge_allocs={} \
          huge_remaps={} purge_passes={} narenas={} threads={}\n",
-        pal::pid(),
-        s.allocated,
-        s.active,
-        s.resident,
-        s.mapped,
-        s.retained,
-        s.metadata,
-        s.dirty,
-        s.muzzy,
         c.chunks_mapped,
         c.chunks_unmapped,
         c.tcache_fills,
@@ -403,23 +411,13 @@ fn print_text(out: &mut Report, s: &Stats, flags: u32) {
 
 fn print_json(out: &mut Report, s: &Stats, flags: u32) {
     let c = &s.counters;
+    out.line(format_args!("{{\"tally\":{{\"pid\":{}", pal::pid()));
+    for (key, value) in totals(s) {
+        out.line(format_args!(",\"{key}\":{value}"));
+    }
     out.line(format_args!(
-        "{{\"tally\":{{\"pid\":{},\"allocated\":{},\"active\":{},\"resident\":{},\"mapped\":{},\"retained\":{},\
-         \"metadata\":{},\"dirty\":{},\"muzzy\":{},\"huge_live\":{},\"narenas\":{},\"threads\":{},\
-         \"background_thread\":{},",
-        pal::pid(),
-        s.allocated,
-        s.active,
-        s.resident,
-        s.mapped,
-        s.retained,
-        s.metadata,
-        s.dirty,
-        s.muzzy,
-        s.huge_live,
-        s.narenas,
-        s.threads,
-        s.background_thread
+        ",\"huge_live\":{},\"narenas\":{},\"threads\":{},\"background_thread\":{},",
+        s.huge_live, s.narenas, s.threads, s.background_thread
     ));
     out.line(format_args!(
         "\"counters\":{{\"chunks_mapped\":{},\"chunks_unmapped\":{},\"tcache_fills\":{},\"tcache_flushes\":{},\
