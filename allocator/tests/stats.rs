@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Barrier};
 
 use tally::api;
 
@@ -27,9 +27,17 @@ fn xorshift(state: &mut u64) -> u64 {
 
 /// One worker: allocates blocks of mixed sizes, frees some itself, sends some to the next
 /// worker to free (cross-thread frees), and returns the ones it keeps.
-fn worker(id: usize, to_next: mpsc::Sender<usize>, from_prev: mpsc::Receiver<usize>) -> Vec<Kept> {
+fn worker(
+    id: usize,
+    to_next: mpsc::SyncSender<usize>,
+    from_prev: mpsc::Receiver<usize>,
+    mut kept: Vec<Kept>,
+    sync: Arc<[Barrier; 3]>,
+) -> Vec<Kept> {
+    // Started: wait until the main thread has taken its first measurement.
+    sync[0].wait();
+    sync[0].wait();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (id as u64 + 1);
-    let mut kept = Vec::new();
     for i in 0..20_000 {
         let r = xorshift(&mut rng);
         let size = match r % 100 {
@@ -59,10 +67,29 @@ fn worker(id: usize, to_next: mpsc::Sender<usize>, from_prev: mpsc::Receiver<usi
         }
     }
     drop(to_next);
-    for q in from_prev {
-        // SAFETY: as above.
-        unsafe { api::free(q as *mut c_void) };
+    // Drain without blocking (a blocking receive makes std allocate a per-thread wait context,
+    // which would count as a live block), and keep the receiver: the channel must outlive the
+    // measurements (it was allocated before the first one and is freed after the last).
+    loop {
+        match from_prev.try_recv() {
+            // SAFETY: a live block another worker gave up.
+            Ok(q) => unsafe { api::free(q as *mut c_void) },
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        }
     }
+    // Quiescent: the main thread measures while we wait.
+    sync[1].wait();
+    sync[1].wait();
+    // Then free what we kept (the records stay, for the main thread's arithmetic) and wait for
+    // the last measurement.
+    for k in &kept {
+        // SAFETY: each kept block is live and freed once.
+        unsafe { api::free(k.0 as *mut c_void) };
+    }
+    sync[2].wait();
+    sync[2].wait();
+    drop(from_prev);
     kept
 }
 
@@ -107,21 +134,21 @@ fn check_counters(s: &tally::Stats) {
 }
 
 fn stress_and_check() {
-    // Room for every kept block, allocated before the first measurement.
+    // Everything the run needs is allocated and every thread started before the first
+    // measurement, and the threads are still alive (quiescent, waiting) at the second: so the
+    // only blocks that differ are the ones the workers allocated and kept. (Starting or ending a
+    // thread in between would count glibc's per-thread allocations, such as a new thread's DTV.)
     let mut kept: Vec<Kept> = Vec::with_capacity(THREADS * 20_000);
-    // glibc keeps the stacks of exited threads for reuse, each with its thread-pointer vector
-    // (DTV), which it allocated with calloc and frees only with the stack. Start and join the
-    // threads once first, so the measured run reuses those stacks instead of adding DTVs.
-    let warm: Vec<_> = (0..THREADS).map(|_| std::thread::spawn(|| ())).collect();
-    for h in warm {
-        h.join().unwrap();
-    }
-    let before = tally::stats();
-    check_counters(&before);
+    let sync = Arc::new([
+        Barrier::new(THREADS + 1),
+        Barrier::new(THREADS + 1),
+        Barrier::new(THREADS + 1),
+    ]);
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for _ in 0..THREADS {
-        let (tx, rx) = mpsc::channel();
+        // Bounded, so the buffer is allocated here, not while the workers send.
+        let (tx, rx) = mpsc::sync_channel(20_000);
         senders.push(tx);
         receivers.push(rx);
     }
@@ -131,13 +158,26 @@ fn stress_and_check() {
         .into_iter()
         .zip(receivers)
         .enumerate()
-        .map(|(id, (tx, rx))| std::thread::spawn(move || worker(id, tx, rx)))
+        .map(|(id, (tx, rx))| {
+            let (own, sync) = (Vec::with_capacity(20_000), sync.clone());
+            std::thread::spawn(move || worker(id, tx, rx, own, sync))
+        })
         .collect();
+    sync[0].wait();
+    let before = tally::stats();
+    check_counters(&before);
+    sync[0].wait();
+    sync[1].wait();
+    let after = tally::stats();
+    check_counters(&after);
+    sync[1].wait();
+    sync[2].wait();
+    let end = tally::stats();
+    check_counters(&end);
+    sync[2].wait();
     for h in handles {
         kept.extend(h.join().unwrap());
     }
-    let after = tally::stats();
-    check_counters(&after);
 
     let expected: u64 = kept.iter().map(|k| k.1 as u64).sum();
     if std::env::var("TALLY_STATS_DEBUG").is_ok() {
@@ -177,12 +217,6 @@ fn stress_and_check() {
     assert!(after.counters.tcache_flushes > before.counters.tcache_flushes);
     assert!(after.huge_live - before.huge_live == kept.iter().filter(|k| k.1 >= 3 << 20).count() as u64);
 
-    for k in &kept {
-        // SAFETY: each kept block is live and freed once.
-        unsafe { api::free(k.0 as *mut c_void) };
-    }
-    let end = tally::stats();
-    check_counters(&end);
     assert_eq!(
         end.allocated, before.allocated,
         "freeing every kept block brings allocated back"
