@@ -132,6 +132,22 @@ pub struct Counters {
     pub purge_passes: u64,
 }
 
+impl Counters {
+    /// The counters by name, as both report forms print them.
+    pub fn fields(&self) -> [(&'static str, u64); 8] {
+        [
+            ("chunks_mapped", self.chunks_mapped),
+            ("chunks_unmapped", self.chunks_unmapped),
+            ("tcache_fills", self.tcache_fills),
+            ("tcache_flushes", self.tcache_flushes),
+            ("large_allocs", self.large_allocs),
+            ("huge_allocs", self.huge_allocs),
+            ("huge_remaps", self.huge_remaps),
+            ("purge_passes", self.purge_passes),
+        ]
+    }
+}
+
 /// The slow-path counters now.
 pub fn counters() -> Counters {
     Counters {
@@ -326,20 +342,10 @@ fn print_text(out: &mut Report, s: &Stats, flags: u32) {
     for (key, value) in totals(s) {
         out.line(format_args!(" {key}={value}"));
     }
-    out.line(format_args!(
-        " chunks_mapped={} chunks_unmapped={} tcache_fills={} tcache_flushes={} large_allocs={} huge_allocs={} \
-         huge_remaps={} purge_passes={} narenas={} threads={}\n",
-        c.chunks_mapped,
-        c.chunks_unmapped,
-        c.tcache_fills,
-        c.tcache_flushes,
-        c.large_allocs,
-        c.huge_allocs,
-        c.huge_remaps,
-        c.purge_passes,
-        s.narenas,
-        s.threads
-    ));
+    for (key, value) in c.fields() {
+        out.line(format_args!(" {key}={value}"));
+    }
+    out.line(format_args!(" narenas={} threads={}\n", s.narenas, s.threads));
     out.line(format_args!("Tally statistics\n"));
     for (name, value, what) in [
         ("allocated", s.allocated, "in live blocks"),
@@ -419,18 +425,11 @@ fn print_json(out: &mut Report, s: &Stats, flags: u32) {
         ",\"huge_live\":{},\"narenas\":{},\"threads\":{},\"background_thread\":{},",
         s.huge_live, s.narenas, s.threads, s.background_thread
     ));
-    out.line(format_args!(
-        "\"counters\":{{\"chunks_mapped\":{},\"chunks_unmapped\":{},\"tcache_fills\":{},\"tcache_flushes\":{},\
-         \"large_allocs\":{},\"huge_allocs\":{},\"huge_remaps\":{},\"purge_passes\":{}}}",
-        c.chunks_mapped,
-        c.chunks_unmapped,
-        c.tcache_fills,
-        c.tcache_flushes,
-        c.large_allocs,
-        c.huge_allocs,
-        c.huge_remaps,
-        c.purge_passes
-    ));
+    out.line(format_args!("\"counters\":{{"));
+    for (i, (key, value)) in c.fields().into_iter().enumerate() {
+        out.line(format_args!("{}\"{key}\":{value}", if i == 0 { "" } else { "," }));
+    }
+    out.line(format_args!("}}"));
     if flags & options::STATS_NO_BINS == 0 {
         out.line(format_args!(",\"classes\":["));
         for (i, k) in s.classes.iter().enumerate() {

@@ -148,6 +148,25 @@ fn growth_per_gib(header: &str) -> f64 {
     }
 }
 
+/// For each dump: zlib's share of live bytes by tally's report and by jeprof's, and the two
+/// reports (printed as it goes).
+fn zlib_shares(dumps: &[PathBuf]) -> Vec<(&PathBuf, f64, f64, String, String)> {
+    dumps
+        .iter()
+        .zip(reports(dumps))
+        .map(|(dump, (tally_text, jeprof_text))| {
+            let (ours, theirs) = (zlib_share(&tally_text), zlib_share(&jeprof_text));
+            eprintln!(
+                "{}: zlib holds {ours}% of {} MiB (tally), {theirs}% of {} MB (jeprof)",
+                dump.display(),
+                total(&tally_text),
+                total(&jeprof_text)
+            );
+            (dump, ours, theirs, tally_text, jeprof_text)
+        })
+        .collect()
+}
+
 #[test]
 fn unclosed_gzip_streams_hold_most_live_bytes_under_tally() {
     let dir = tempfile::tempdir().unwrap();
@@ -155,14 +174,7 @@ fn unclosed_gzip_streams_hold_most_live_bytes_under_tally() {
 
     // (a) In every interval dump, zlib's state holds the majority of live sampled bytes, by
     // tally's report and by jeprof's, and the two agree.
-    for (dump, (tally_text, jeprof_text)) in dumps.iter().zip(reports(&dumps)) {
-        let (ours, theirs) = (zlib_share(&tally_text), zlib_share(&jeprof_text));
-        eprintln!(
-            "{}: zlib holds {ours}% of {} MiB (tally), {theirs}% of {} MB (jeprof)",
-            dump.display(),
-            total(&tally_text),
-            total(&jeprof_text)
-        );
+    for (dump, ours, theirs, tally_text, jeprof_text) in zlib_shares(&dumps) {
         assert!(ours > 50.0, "{}: {ours}%\n{tally_text}", dump.display());
         assert!(theirs > 50.0, "{}: {theirs}%\n{jeprof_text}", dump.display());
         assert!(
@@ -201,14 +213,7 @@ fn closed_gzip_streams_hold_little_under_tally() {
     let dumps = gzip_logger_dumps("fixed", FIXED_MESSAGES, dir.path());
 
     // (c) zlib's state is well below the majority in every dump, by both reports.
-    for (dump, (tally_text, jeprof_text)) in dumps.iter().zip(reports(&dumps)) {
-        let (ours, theirs) = (zlib_share(&tally_text), zlib_share(&jeprof_text));
-        eprintln!(
-            "{}: zlib holds {ours}% of {} MiB (tally), {theirs}% of {} MB (jeprof)",
-            dump.display(),
-            total(&tally_text),
-            total(&jeprof_text)
-        );
+    for (dump, ours, theirs, tally_text, jeprof_text) in zlib_shares(&dumps) {
         assert!(ours < 20.0, "{}: {ours}%\n{tally_text}", dump.display());
         assert!(theirs < 20.0, "{}: {theirs}%\n{jeprof_text}", dump.display());
     }
