@@ -81,7 +81,7 @@ fn purge_arenas(now: u64, everything: bool, wait: bool) -> u64 {
             released += heap.purge(now, everything);
         }
     }
-    released
+    released + crate::huge::purge(now, everything)
 }
 
 /// Starts the background thread if `background_thread:true` and it is not running in this

@@ -415,9 +415,9 @@ pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
 /// memory.
 pub fn alloc_zeroed(size: usize) -> *mut u8 {
     let p = alloc(size);
-    if !p.is_null() && (size <= LARGE_MAX || options().junk_alloc) {
-        // SAFETY: `p` is a fresh block of at least `size` bytes. Huge blocks are fresh mappings,
-        // already zero (unless `junk` filled them).
+    if !p.is_null() && (size <= LARGE_MAX || options().junk_alloc || huge::is_recycled(p)) {
+        // SAFETY: `p` is a fresh block of at least `size` bytes. Huge blocks in fresh mappings
+        // are already zero (unless `junk` filled them).
         unsafe { ptr::write_bytes(p, 0, size) };
     }
     p

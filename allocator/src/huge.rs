@@ -1,14 +1,24 @@
 //! Huge blocks: requests above the largest class get a mapping of their own, aligned to a chunk
-//! and registered in the page map, and are unmapped on free. `realloc` resizes them with
-//! `mremap`, which moves page tables instead of copying bytes.
+//! and registered in the page map. `realloc` resizes them with `mremap`, which moves page tables
+//! instead of copying bytes.
 //!
 //! Each huge block has a [`HugeBlock`] descriptor from the metadata pool; the page-map entries of
 //! the chunk windows it covers point at the descriptor, tagged with [`TAG_HUGE`].
+//!
+//! Freed mappings are not unmapped at once: a program that allocates, touches and frees a 20 MiB
+//! buffer in a loop would pay a `munmap` and then a page fault per 4 KiB on every round (glibc
+//! avoids this by raising its mmap threshold, tcmalloc by never unmapping). They wait in a small
+//! [`MappingCache`] instead, still resident, until a later huge allocation reuses them or decay
+//! unmaps them `dirty_decay_ms` after their free (at once with `dirty_decay_ms:0`, at the next
+//! pass with `malloc_trim`). Reuse takes the smallest cached mapping that fits and splits off the
+//! part beyond the block's last chunk window; with none that fits it moves the largest one to a
+//! bigger address range with `mremap`, so only the new tail faults. Freed neighbours merge again.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::chunk::{CHUNK, CHUNK_SHIFT};
+use crate::extent::DIRTY_DECAY_MS;
 use crate::meta;
 use crate::pagemap::{self, TAG_HUGE};
 use crate::pal::{self, PAGE};
@@ -22,6 +32,114 @@ pub static HUGE_REMAPS: AtomicU64 = AtomicU64::new(0);
 pub static HUGE_LIVE: AtomicU64 = AtomicU64::new(0);
 /// Bytes mapped for live huge blocks now.
 pub static HUGE_BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes of freed huge mappings kept for reuse now (resident, counted as dirty).
+pub static HUGE_CACHED: AtomicU64 = AtomicU64::new(0);
+/// Huge allocations served from a cached mapping (a statistic).
+pub static HUGE_REUSES: AtomicU64 = AtomicU64::new(0);
+
+/// Mappings the cache holds at most.
+const CACHE_SLOTS: usize = 16;
+/// Bytes the cache holds at most; beyond it the oldest mappings are unmapped. glibc keeps up to
+/// 64 MiB at the top of its heap before trimming (twice its largest mmap threshold); this is the
+/// same bound.
+const CACHE_MAX_BYTES: usize = 64 << 20;
+
+#[derive(Clone, Copy)]
+struct CachedMapping {
+    base: usize,
+    len: usize,
+    /// When it was freed (coarse clock, ms); the older time when two merge.
+    since_ms: u64,
+}
+
+/// Freed huge mappings waiting for reuse. Invariants: `slots[..n]` are disjoint mappings Tally
+/// owns, each with a chunk-aligned `base` and a page-multiple `len`, absent from the page map;
+/// `bytes` is the sum of their lengths and equals [`HUGE_CACHED`].
+struct MappingCache {
+    n: usize,
+    bytes: usize,
+    slots: [CachedMapping; CACHE_SLOTS],
+}
+
+static CACHE: Mutex<MappingCache> = Mutex::new(MappingCache {
+    n: 0,
+    bytes: 0,
+    slots: [CachedMapping {
+        base: 0,
+        len: 0,
+        since_ms: 0,
+    }; CACHE_SLOTS],
+});
+
+impl MappingCache {
+    fn remove(&mut self, i: usize) -> CachedMapping {
+        let m = self.slots[i];
+        self.n -= 1;
+        self.slots[i] = self.slots[self.n];
+        self.bytes -= m.len;
+        HUGE_CACHED.store(self.bytes as u64, Ordering::Relaxed);
+        m
+    }
+
+    /// Adds `m`, merging it with cached neighbours. The caller has made room for one slot.
+    fn insert(&mut self, mut m: CachedMapping) {
+        let mut i = 0;
+        while i < self.n {
+            let o = self.slots[i];
+            if o.base + o.len == m.base || m.base + m.len == o.base {
+                self.remove(i);
+                m = CachedMapping {
+                    base: o.base.min(m.base),
+                    len: o.len + m.len,
+                    since_ms: o.since_ms.min(m.since_ms),
+                };
+                i = 0;
+                continue;
+            }
+            i += 1;
+        }
+        self.slots[self.n] = m;
+        self.n += 1;
+        self.bytes += m.len;
+        HUGE_CACHED.store(self.bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The slot of the oldest mapping (the cache must not be empty).
+    fn oldest(&self) -> usize {
+        (0..self.n).min_by_key(|&i| self.slots[i].since_ms).unwrap_or(0)
+    }
+}
+
+/// Mappings taken out of the cache under its lock, unmapped after it is released.
+struct Evicted {
+    n: usize,
+    list: [(usize, usize); CACHE_SLOTS + 1],
+}
+
+impl Evicted {
+    const fn new() -> Self {
+        Evicted {
+            n: 0,
+            list: [(0, 0); CACHE_SLOTS + 1],
+        }
+    }
+
+    fn push(&mut self, m: CachedMapping) {
+        self.list[self.n] = (m.base, m.len);
+        self.n += 1;
+    }
+
+    /// Unmaps them all; returns the pages given back.
+    fn unmap(&self) -> u64 {
+        let mut pages = 0;
+        for &(base, len) in &self.list[..self.n] {
+            // SAFETY: evicted mappings are owned by Tally, dead and no longer in the cache.
+            unsafe { pal::unmap(base as *mut u8, len) };
+            pages += (len / PAGE) as u64;
+        }
+        pages
+    }
+}
 
 /// Describes one huge block. Invariant: `base` is chunk-aligned, `mapped` is a page multiple,
 /// and the page map sends every chunk window of `[base, base + mapped)` to this descriptor.
@@ -32,6 +150,8 @@ pub struct HugeBlock {
     pub mapped: usize,
     /// Whether the profiler sampled this block.
     pub sampled: bool,
+    /// Whether the mapping came from the cache (its bytes are not known to be zero).
+    recycled: bool,
     next_free: *mut HugeBlock,
 }
 
@@ -68,6 +188,66 @@ fn release_descriptor(d: *mut HugeBlock) {
     free.0 = d;
 }
 
+/// Whether freed mappings are kept for reuse (`dirty_decay_ms` not 0).
+fn caching() -> bool {
+    DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0
+}
+
+/// A mapping of at least `mapped` bytes from the cache, chunk-aligned: `(base, len)`, with the
+/// part beyond `mapped`'s last chunk window left in the cache. With no cached mapping large
+/// enough, the largest one moved by `mremap` to a new range of `mapped` bytes (its pages go
+/// along, only the tail is new). `None` when the cache is empty or the kernel refuses.
+fn take_cached(mapped: usize) -> Option<(usize, usize)> {
+    let mut cache = CACHE.lock();
+    if cache.n == 0 {
+        return None;
+    }
+    let fit = (0..cache.n)
+        .filter(|&i| cache.slots[i].len >= mapped)
+        .min_by_key(|&i| cache.slots[i].len);
+    if let Some(i) = fit {
+        let m = cache.remove(i);
+        let keep = mapped.next_multiple_of(CHUNK).min(m.len);
+        if keep < m.len {
+            cache.insert(CachedMapping {
+                base: m.base + keep,
+                len: m.len - keep,
+                since_ms: m.since_ms,
+            });
+        }
+        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
+        return Some((m.base, keep));
+    }
+    let largest = (0..cache.n).max_by_key(|&i| cache.slots[i].len)?;
+    let m = cache.remove(largest);
+    drop(cache);
+    // SAFETY: `m` is a cached mapping, dead and now ours alone.
+    if unsafe { pal::remap_in_place(m.base as *mut u8, m.len, mapped) } {
+        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
+        return Some((m.base, mapped));
+    }
+    let target = pal::map_aligned(mapped, CHUNK);
+    // SAFETY: as above; `target` is a fresh mapping of `mapped` bytes that the move replaces.
+    if !target.is_null() && unsafe { pal::remap_to(m.base as *mut u8, m.len, target, mapped) } {
+        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
+        return Some((target as usize, mapped));
+    }
+    if !target.is_null() {
+        // SAFETY: the fresh mapping was never published.
+        unsafe { pal::unmap(target, mapped) };
+    }
+    // SAFETY: `m` is still ours and dead.
+    unsafe { pal::unmap(m.base as *mut u8, m.len) };
+    None
+}
+
+/// Whether the huge block at `p` reuses a mapping (so it is not known to be zero).
+pub fn is_recycled(p: *mut u8) -> bool {
+    let d = (pagemap::lookup(p as usize) & !TAG_HUGE) as *const HugeBlock;
+    // SAFETY: the caller passes a live huge block, whose page-map entry is its descriptor.
+    !d.is_null() && unsafe { (*d).recycled }
+}
+
 /// Maps a huge block of at least `size` bytes aligned to `align` (at most a power of two).
 /// Returns null when out of memory.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
@@ -78,7 +258,15 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if d.is_null() {
         return ptr::null_mut();
     }
-    let base = pal::map_aligned(mapped, align.max(CHUNK));
+    let cached = if align <= CHUNK && caching() {
+        take_cached(mapped)
+    } else {
+        None
+    };
+    let (base, mapped, recycled) = match cached {
+        Some((base, len)) => (base as *mut u8, len, true),
+        None => (pal::map_aligned(mapped, align.max(CHUNK)), mapped, false),
+    };
     if base.is_null() {
         release_descriptor(d);
         return ptr::null_mut();
@@ -89,6 +277,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             base: base as usize,
             mapped,
             sampled: false,
+            recycled,
             next_free: ptr::null_mut(),
         })
     };
@@ -104,7 +293,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     base
 }
 
-/// Unmaps the huge block `d`.
+/// Frees the huge block `d`: into the mapping cache, or unmapped.
 ///
 /// # Safety
 /// `d` must be the live descriptor of a block nobody uses any more.
@@ -112,11 +301,52 @@ pub unsafe fn free(d: *mut HugeBlock) {
     // SAFETY: per the contract.
     let (base, mapped) = unsafe { ((*d).base, (*d).mapped) };
     pagemap::set(base, windows(mapped), 0);
-    // SAFETY: the block is dead and no longer reachable through the page map.
-    unsafe { pal::unmap(base as *mut u8, mapped) };
     release_descriptor(d);
     HUGE_LIVE.fetch_sub(1, Ordering::Relaxed);
     HUGE_BYTES.fetch_sub(mapped as u64, Ordering::Relaxed);
+    let mut evicted = Evicted::new();
+    if caching() && mapped <= CACHE_MAX_BYTES {
+        let mut cache = CACHE.lock();
+        while cache.n > 0 && (cache.n == CACHE_SLOTS || cache.bytes + mapped > CACHE_MAX_BYTES) {
+            let i = cache.oldest();
+            evicted.push(cache.remove(i));
+        }
+        cache.insert(CachedMapping {
+            base,
+            len: mapped,
+            since_ms: pal::now_ms(),
+        });
+    } else {
+        evicted.push(CachedMapping {
+            base,
+            len: mapped,
+            since_ms: 0,
+        });
+    }
+    evicted.unmap();
+}
+
+/// Unmaps cached mappings freed at least `dirty_decay_ms` before `now`, or all of them when
+/// `everything`. Returns the pages given back.
+pub fn purge(now: u64, everything: bool) -> u64 {
+    let decay = DIRTY_DECAY_MS.load(Ordering::Relaxed);
+    if !everything && decay < 0 {
+        return 0;
+    }
+    let mut evicted = Evicted::new();
+    {
+        let mut cache = CACHE.lock();
+        let mut i = 0;
+        while i < cache.n {
+            if everything || cache.slots[i].since_ms + decay as u64 <= now {
+                let m = cache.remove(i);
+                evicted.push(m);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    evicted.unmap()
 }
 
 /// Resizes huge block `d` to hold `size` bytes (more than the largest class) without copying:
@@ -183,6 +413,7 @@ pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
 
 pub(crate) fn lock_for_fork() {
     FREE_DESCRIPTORS.lock_for_fork();
+    CACHE.lock_for_fork();
 }
 
 /// # Safety
@@ -191,9 +422,11 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
     // SAFETY: per the contract.
     unsafe {
         if child {
-            FREE_DESCRIPTORS.reset_in_child()
+            FREE_DESCRIPTORS.reset_in_child();
+            CACHE.reset_in_child();
         } else {
-            FREE_DESCRIPTORS.unlock_after_fork()
+            CACHE.unlock_after_fork();
+            FREE_DESCRIPTORS.unlock_after_fork();
         }
     }
 }

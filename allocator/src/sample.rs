@@ -331,7 +331,9 @@ fn write_due_profiles() {
 fn mapped_bytes() -> u64 {
     let chunks =
         chunk::CHUNKS_MAPPED.load(Ordering::Relaxed) - chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed);
-    chunks * CHUNK as u64 + huge::HUGE_BYTES.load(Ordering::Relaxed)
+    chunks * CHUNK as u64
+        + huge::HUGE_BYTES.load(Ordering::Relaxed)
+        + huge::HUGE_CACHED.load(Ordering::Relaxed)
 }
 
 fn prefix(buf: &mut [u8; crate::options::TEXT_MAX]) -> &[u8] {

@@ -8,10 +8,10 @@
 //! - live objects of a class = handed out by arenas − returned to arenas − sitting in caches;
 //! - `allocated` = Σ live objects × class size + bytes of live huge blocks;
 //! - `active` = pages of runs in use (slabs and large blocks) + huge blocks;
-//! - `dirty`/`muzzy` = free pages that may still be resident; `retained` = free pages given back
-//!   (mapped, not resident);
+//! - `dirty`/`muzzy` = free pages that may still be resident (dirty includes freed huge mappings
+//!   kept for reuse); `retained` = free pages given back (mapped, not resident);
 //! - `metadata` = chunk headers + the metadata pool + page-map leaves;
-//! - `mapped` = chunks + huge blocks + metadata outside chunks; `resident` ≈ active + dirty +
+//! - `mapped` = chunks + huge blocks and cached huge mappings + metadata outside chunks; `resident` ≈ active + dirty +
 //!   muzzy + metadata (an estimate from above, like jemalloc's).
 //!
 //! The sums are exact when the threads are quiescent; while they run, each counter is read at a
@@ -128,13 +128,15 @@ pub struct Counters {
     pub huge_allocs: u64,
     /// Huge blocks resized by `mremap` (no copy).
     pub huge_remaps: u64,
+    /// Huge blocks served from a cached mapping instead of a fresh one.
+    pub huge_reuses: u64,
     /// Purge passes over the arenas.
     pub purge_passes: u64,
 }
 
 impl Counters {
     /// The counters by name, as both report forms print them.
-    pub fn fields(&self) -> [(&'static str, u64); 8] {
+    pub fn fields(&self) -> [(&'static str, u64); 9] {
         [
             ("chunks_mapped", self.chunks_mapped),
             ("chunks_unmapped", self.chunks_unmapped),
@@ -143,6 +145,7 @@ impl Counters {
             ("large_allocs", self.large_allocs),
             ("huge_allocs", self.huge_allocs),
             ("huge_remaps", self.huge_remaps),
+            ("huge_reuses", self.huge_reuses),
             ("purge_passes", self.purge_passes),
         ]
     }
@@ -158,6 +161,7 @@ pub fn counters() -> Counters {
         large_allocs: arena::LARGE_ALLOCS.load(Ordering::Relaxed),
         huge_allocs: huge::HUGE_ALLOCS.load(Ordering::Relaxed),
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),
+        huge_reuses: huge::HUGE_REUSES.load(Ordering::Relaxed),
         purge_passes: decay::PASSES.load(Ordering::Relaxed),
     }
 }
@@ -239,12 +243,13 @@ pub fn stats() -> Stats {
     let arenas = &s.arenas[..s.narenas];
     let chunks: u64 = arenas.iter().map(|a| a.chunks).sum();
     s.active = arenas.iter().map(|a| a.active_pages).sum::<u64>() * page + huge_bytes;
-    s.dirty = arenas.iter().map(|a| a.dirty_pages).sum::<u64>() * page;
+    let huge_cached = huge::HUGE_CACHED.load(Ordering::Relaxed);
+    s.dirty = arenas.iter().map(|a| a.dirty_pages).sum::<u64>() * page + huge_cached;
     s.muzzy = arenas.iter().map(|a| a.muzzy_pages).sum::<u64>() * page;
     s.retained = arenas.iter().map(|a| a.retained_pages).sum::<u64>() * page;
     let outside = meta::MAPPED.load(Ordering::Relaxed) + pagemap::LEAF_BYTES.load(Ordering::Relaxed) as u64;
     s.metadata = chunks * (HEADER_PAGES * PAGE) as u64 + outside;
-    s.mapped = chunks * CHUNK as u64 + huge_bytes + outside;
+    s.mapped = chunks * CHUNK as u64 + huge_bytes + huge_cached + outside;
     s.resident = s.active + s.dirty + s.muzzy + s.metadata;
     s
 }

@@ -222,16 +222,73 @@ fn grow_huge_block() {
     );
 }
 
+/// Runs this test binary again with `TALLY_CHILD=<case>` and `TALLY_CONF=<conf>`; returns its
+/// standard output after checking that it succeeded.
+fn child_stdout(case: &str, conf: &str) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env("TALLY_CHILD", case)
+        .env("TALLY_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{case}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Frees and reallocates huge blocks; prints what the mapping cache did.
+fn reuse_huge_mappings() {
+    let mib = 1usize << 20;
+    let before = tally::stats::counters();
+    // SAFETY: live blocks, each given up once.
+    unsafe {
+        let p = api::malloc(20 * mib) as *mut u8;
+        ptr::write_bytes(p, 0xab, 20 * mib);
+        api::free(p.cast());
+        let dirty_after_free = tally::stats::stats().dirty;
+        // Reuses the 20 MiB mapping (the first 12 MiB and up to its last chunk window; the rest
+        // stays cached) yet reads as zero, as calloc must.
+        let q = api::calloc(1, 12 * mib) as *mut u8;
+        let zero = (0..12 * mib).all(|i| *q.add(i) == 0);
+        let r = api::malloc(30 * mib) as *mut u8; // the 8 MiB tail, moved and grown by mremap
+        ptr::write_bytes(r, 0x5a, 30 * mib);
+        api::free(q.cast());
+        api::free(r.cast());
+        let mapped_cached = tally::stats::stats().mapped;
+        let trimmed = api::malloc_trim(0);
+        let mapped_trimmed = tally::stats::stats().mapped;
+        let after = tally::stats::counters();
+        println!(
+            "reuses={} fresh={} zero={zero} dirty_after_free_mib={} trim={trimmed} \
+             trim_released_mib={}",
+            after.huge_reuses - before.huge_reuses,
+            after.huge_allocs - before.huge_allocs - (after.huge_reuses - before.huge_reuses),
+            dirty_after_free / mib as u64,
+            (mapped_cached - mapped_trimmed) / mib as u64,
+        );
+    }
+}
+
+#[test]
+fn freed_huge_mappings_are_reused_zeroed_for_calloc_and_trimmed() {
+    let stdout = child_stdout("huge_cache", "");
+    // One fresh mapping for three blocks; the 20 MiB waited as dirty memory; calloc zeroed the
+    // recycled bytes; malloc_trim unmapped the 12 + 30 MiB left in the cache.
+    assert!(
+        stdout.contains("reuses=2 fresh=1 zero=true dirty_after_free_mib=20 trim=1 trim_released_mib=42"),
+        "{stdout}"
+    );
+    // With dirty_decay_ms:0 nothing is kept: every block is a fresh mapping.
+    let stdout = child_stdout("huge_cache", "dirty_decay_ms:0");
+    assert!(
+        stdout.contains("reuses=0 fresh=3 zero=true dirty_after_free_mib=0"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn huge_realloc_moves_pages_without_copying() {
     // In a child process, so no other test's blocks touch the counters.
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_CHILD", "grow_huge")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = child_stdout("grow_huge", "");
     // Every step was an mremap (in place or moved), never a new block plus a copy.
     assert!(stdout.contains("remaps=10 allocs=1"), "{stdout}");
 }
@@ -289,6 +346,12 @@ fn child_entry() {
                 api::free(p.add(8).cast());
             }
             "grow_huge" => grow_huge_block(),
+            "huge_cache" => reuse_huge_mappings(),
+            "huge_double_free" => {
+                let p = api::malloc(10 << 20);
+                api::free(p);
+                api::free(p);
+            }
             "junk" => {
                 let p = api::malloc(1000) as *mut u8;
                 let q = api::malloc(100_000) as *mut u8;
@@ -330,6 +393,8 @@ fn invalid_frees_abort_with_one_line() {
         ("interior", "not the start of a 112-byte block"),
         ("large_interior", "inside a block of"),
         ("huge_interior", "inside a huge block"),
+        // A freed huge block's mapping waits in the cache, out of the page map.
+        ("huge_double_free", "not allocated by Tally"),
         ("double", "double free"),
     ] {
         let (status, stderr) = run_child(case);
