@@ -511,6 +511,12 @@ fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
 /// else (large, huge or invalid: the caller's slow path sorts those out).
 #[inline(always)]
 fn small_class_of(p: *mut u8) -> Option<SizeClass> {
+    small_block_of(p).map(|(class, _)| class)
+}
+
+/// The class of `p` and the index of the arena owning it, if `p` is a valid small block.
+#[inline(always)]
+fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
     let addr = p as usize;
     let entry = pagemap::lookup(addr);
     if entry == 0 || entry & TAG_HUGE != 0 {
@@ -531,7 +537,7 @@ fn small_class_of(p: *mut u8) -> Option<SizeClass> {
         if index * class.size() != offset || index >= class.slab_objects() {
             return None;
         }
-        Some(class)
+        Some((class, (*chunk).arena))
     }
 }
 
@@ -544,13 +550,52 @@ fn small_class_of(p: *mut u8) -> Option<SizeClass> {
 /// `p` must not be used after this call.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if let Some(class) = small_class_of(p) {
-        // SAFETY: `p` is a valid small block of `class` the caller gives up.
-        return unsafe { free_known(p, class) };
+    if let Some((class, arena)) = small_block_of(p) {
+        // SAFETY: `p` is a valid small block of `class` the caller gives up; the thread's own
+        // bins.
+        unsafe {
+            if arena != (*thread_bins()).arena {
+                return free_foreign(p, class);
+            }
+            return free_known(p, class);
+        }
     }
     if !p.is_null() {
         // SAFETY: the caller gives up `p`.
         unsafe { free_other(p, "free") }
+    }
+}
+
+/// Frees `p`, a small block of another thread's arena: into the thread cache like any block,
+/// but under the top slot, so the thread's next allocation of the class is the block it freed
+/// last of its own. Reusing the other thread's block at once would put this thread's next
+/// object next to that thread's objects, on a cache line both write (active false sharing);
+/// buried, it waits until the bin drains, or goes home with the next flush, which takes the
+/// oldest blocks first. Into an empty bin it goes home at once.
+///
+/// # Safety
+/// `p` must be a live block of `class` (a cached class) that the caller gives up.
+#[inline(never)]
+unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
+    let tb = thread_bins();
+    // SAFETY: the thread's own bins; a bin with 0 < count < cap has a top slot and room above.
+    unsafe {
+        let bin = (*tb).bins.get_unchecked(class.index());
+        let count = bin.count();
+        if count == 0 && bin.cap > 0 {
+            // Nothing to bury it under: on top it would be the next block of the class, again
+            // after every free, and the bin would never fill from this thread's arena.
+            dead_block(p, class.size());
+            tcache::return_grouped(class, &mut [p]);
+            return;
+        }
+        if count == 0 || count >= bin.cap as u32 {
+            return free_known(p, class);
+        }
+        let top = bin.slots.add(count as usize - 1);
+        *bin.slots.add(count as usize) = *top;
+        *top = p;
+        bin.set_count(count + 1);
     }
 }
 

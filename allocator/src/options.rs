@@ -84,7 +84,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "dirty_decay_ms",
         kind: Kind::Integer { min: -1, max: 1 << 40 },
         default: "10000",
-        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never. Freed huge blocks (above 2 MiB) wait as long in a 64 MiB mapping cache.",
+        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never. Freed huge blocks (above 2 MiB) wait as long in a 128 MiB mapping cache.",
     },
     OptionSpec {
         name: "muzzy_decay_ms",
@@ -337,7 +337,8 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
         errors += 1;
     };
     if text.is_empty() {
-        fail(format_args!("empty option string"));
+        // Set but empty (`TALLY_CONF= prog`, or a script passing an empty variable): no options,
+        // as jemalloc treats an empty MALLOC_CONF.
         return errors;
     }
     for pair in text.split(|&b| b == b',') {
@@ -485,10 +486,18 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_string_sets_nothing_and_is_no_error() {
+        let mut opts = Options::DEFAULT;
+        let mut lines = 0;
+        assert_eq!(parse("TALLY_CONF", b"", &mut opts, &mut |_| lines += 1), 0);
+        assert_eq!(lines, 0);
+        assert_eq!(opts.narenas, Options::DEFAULT.narenas);
+    }
+
+    #[test]
     fn bad_options_give_one_line_each_and_keep_defaults() {
         let long = "x".repeat(10 * 1024);
         let cases: &[&[u8]] = &[
-            b"",
             b"prof",
             b"narenas:-1",
             b"narenas:1e99",

@@ -115,6 +115,9 @@ pub struct ThreadBins {
     pub rng: u64,
     /// The sampling epoch this thread's distance was drawn in.
     pub epoch: u32,
+    /// Index of the cache's arena (meaningless without a cache): `free` tells this thread's
+    /// blocks from other threads' by it.
+    pub arena: u32,
     /// Stacks by cached class.
     pub bins: [TBin; NCACHED],
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
@@ -197,7 +200,9 @@ impl TCache {
         // SAFETY: `tc` is unused memory of the right size and alignment that we own; `tb` is the
         // caller's own bins; the attached list is guarded by the lock we hold.
         unsafe {
-            ptr::addr_of_mut!((*tc).arena).write(arena::next_arena());
+            let arena = arena::next_arena();
+            ptr::addr_of_mut!((*tc).arena).write(arena);
+            (*tb).arena = arena.index;
             ptr::addr_of_mut!((*tc).owner).write(tb);
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;

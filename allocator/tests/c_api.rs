@@ -285,6 +285,39 @@ fn freed_huge_mappings_are_reused_zeroed_for_calloc_and_trimmed() {
     );
 }
 
+/// Another thread's blocks freed here are not this thread's next blocks; prints whether they were.
+fn free_other_threads_blocks() {
+    // The main thread's blocks, from its arena; a new thread gets the next arena.
+    let theirs: Vec<usize> = (0..4).map(|_| api::malloc(24) as usize).collect();
+    let reused = std::thread::spawn(move || {
+        // SAFETY: live blocks, each freed once; the other thread no longer uses them.
+        unsafe {
+            // An empty bin: the foreign block goes home, the next block comes from our arena.
+            api::free(theirs[0] as *mut c_void);
+            let mine = api::malloc(24);
+            let first = mine as usize == theirs[0];
+            // A bin holding one of ours: foreign blocks go under it, ours comes back first.
+            api::free(mine);
+            api::free(theirs[1] as *mut c_void);
+            api::free(theirs[2] as *mut c_void);
+            let next = api::malloc(24);
+            let second = next as usize == theirs[1] || next as usize == theirs[2];
+            api::free(next);
+            api::free(theirs[3] as *mut c_void);
+            (first, second)
+        }
+    })
+    .join()
+    .unwrap();
+    println!("reused_foreign={reused:?}");
+}
+
+#[test]
+fn other_threads_blocks_are_not_reused_first() {
+    let stdout = child_stdout("foreign_free", "");
+    assert!(stdout.contains("reused_foreign=(false, false)"), "{stdout}");
+}
+
 #[test]
 fn huge_realloc_moves_pages_without_copying() {
     // In a child process, so no other test's blocks touch the counters.
@@ -347,6 +380,7 @@ fn child_entry() {
             }
             "grow_huge" => grow_huge_block(),
             "huge_cache" => reuse_huge_mappings(),
+            "foreign_free" => free_other_threads_blocks(),
             "huge_double_free" => {
                 let p = api::malloc(10 << 20);
                 api::free(p);
