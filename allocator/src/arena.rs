@@ -1,10 +1,13 @@
 //! Arenas: independent heaps that threads are spread across, so threads rarely contend.
 //!
 //! An arena is a page heap (large blocks and slabs come from it) and one bin per small class.
-//! Threads are assigned an arena round-robin when their cache is made; blocks always go back
-//! to the arena that owns their chunk, whichever thread frees them.
+//! A thread is assigned the arena with the fewest threads when its cache is made (the lowest
+//! index on a tie), like jemalloc: a program that keeps four threads alive at a time, however
+//! many it creates, touches four or five arenas, not all of them, and a freshly started thread
+//! never shares an arena while another sits empty. Blocks always go back to the arena that owns
+//! their chunk, whichever thread frees them.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::bin::Bin;
 use crate::chunk::{ChunkHeader, RunState, Span};
@@ -27,12 +30,15 @@ pub struct Arena {
     pub pages: Mutex<PageHeap>,
     /// Slabs, by small class.
     pub bins: [Bin; NSMALL],
+    /// Threads whose cache uses this arena now.
+    threads: AtomicU32,
 }
 
 impl Arena {
     const fn new(index: u32) -> Self {
         Arena {
             index,
+            threads: AtomicU32::new(0),
             pages: Mutex::new(PageHeap::new(index)),
             bins: [const { Bin::new() }; NSMALL],
         }
@@ -133,7 +139,6 @@ const fn build_arenas() -> [Arena; MAX_ARENAS] {
 pub static ARENAS: [Arena; MAX_ARENAS] = build_arenas();
 
 static ARENA_COUNT: AtomicUsize = AtomicUsize::new(1);
-static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
 
 /// Arenas in use.
 pub fn arena_count() -> usize {
@@ -145,10 +150,21 @@ pub fn set_arena_count(n: usize) {
     ARENA_COUNT.store(n.clamp(1, MAX_ARENAS), Ordering::Relaxed);
 }
 
-/// The next arena in round-robin order, for a new thread.
+/// The arena for a new thread's cache: the one with the fewest threads, the lowest index on a
+/// tie. Counts it as used until [`leave_arena`]. Two threads starting at once may pick the same
+/// arena; that costs some sharing, never correctness.
 pub fn next_arena() -> &'static Arena {
-    let i = NEXT_ARENA.fetch_add(1, Ordering::Relaxed) % arena_count();
-    &ARENAS[i]
+    let arena = ARENAS[..arena_count()]
+        .iter()
+        .min_by_key(|a| a.threads.load(Ordering::Relaxed))
+        .unwrap_or(&ARENAS[0]);
+    arena.threads.fetch_add(1, Ordering::Relaxed);
+    arena
+}
+
+/// A thread's cache stops using `arena` (the thread exited or gave up its cache).
+pub fn leave_arena(arena: &Arena) {
+    arena.threads.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The arena owning the chunk `chunk`.

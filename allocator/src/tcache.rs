@@ -258,6 +258,7 @@ impl TCache {
                 bin.slots = ptr::null_mut();
             }
             (*tb).cache = ptr::null_mut();
+            arena::leave_arena(&*(*tc).arena);
             let mut caches = CACHES.lock();
             (*tc).next = caches.pool;
             caches.pool = tc;

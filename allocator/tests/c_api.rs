@@ -318,6 +318,39 @@ fn other_threads_blocks_are_not_reused_first() {
     assert!(stdout.contains("reused_foreign=(false, false)"), "{stdout}");
 }
 
+/// Starts threads one after another; prints how many arenas ever got memory.
+fn sequential_threads() {
+    for t in 0..24usize {
+        std::thread::spawn(move || {
+            let blocks: Vec<usize> = (0..2000)
+                .map(|i| api::malloc(16 + (i * 7 + t) % 3000) as usize)
+                .collect();
+            // SAFETY: live blocks, each freed once.
+            unsafe { blocks.iter().for_each(|&p| api::free(p as *mut c_void)) };
+        })
+        .join()
+        .unwrap();
+    }
+    let s = tally::stats::stats();
+    let used = s.arenas[..s.narenas].iter().filter(|a| a.chunks > 0).count();
+    println!("arenas_used={used} of {}", s.narenas);
+}
+
+#[test]
+fn threads_take_the_least_used_arena() {
+    // One worker alive at a time besides the test harness's main thread and the test's own:
+    // every new worker takes the arena the last one left, so three arenas hold memory (round
+    // robin would spread 24 workers over all 8).
+    let stdout = child_stdout("sequential_threads", "narenas:8");
+    let used: usize = stdout
+        .split("arenas_used=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stdout}"));
+    assert!(used <= 3 && stdout.contains(" of 8"), "{stdout}");
+}
+
 #[test]
 fn huge_realloc_moves_pages_without_copying() {
     // In a child process, so no other test's blocks touch the counters.
@@ -381,6 +414,7 @@ fn child_entry() {
             "grow_huge" => grow_huge_block(),
             "huge_cache" => reuse_huge_mappings(),
             "foreign_free" => free_other_threads_blocks(),
+            "sequential_threads" => sequential_threads(),
             "huge_double_free" => {
                 let p = api::malloc(10 << 20);
                 api::free(p);
