@@ -9,6 +9,38 @@
 //!   binary.
 //! - [`runner`]: what the runner needs besides processes: parsing the binaries' output, medians,
 //!   the Markdown report and the machine description.
+//! - [`criterion_suite`]: the workloads of the Criterion benchmarks of the `GlobalAlloc` path,
+//!   which the `criterion_<variant>` bench targets of package `tally-criterion` (`criterion/`)
+//!   time, one per allocator and profiler setting.
+//! - [`criterion_report`]: the comparison table of those benchmarks, from the files Criterion
+//!   writes (binary `criterion_table`).
+//!
+//! The allocator crates are re-exported (each with its feature) for `tally-criterion`, so that
+//! their versions and features are set in this package's manifest only.
 
+pub mod criterion_report;
+pub mod criterion_suite;
 pub mod micro;
 pub mod runner;
+
+#[cfg(feature = "mimalloc")]
+pub use mimalloc;
+#[cfg(feature = "stoolap")]
+pub use stoolap_jemalloc;
+#[cfg(feature = "tally")]
+pub use tally;
+#[cfg(feature = "jemalloc")]
+pub use tikv_jemallocator;
+
+/// The running binary's directory, the cargo target directory (its parent) and the workspace
+/// root, for the runners' default input and output paths.
+pub fn binary_target_and_workspace_dirs() -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin_dir = exe.parent().expect("binary directory").to_path_buf();
+    let target_dir = bin_dir.parent().unwrap_or(&bin_dir).to_path_buf();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
+    (bin_dir, target_dir, workspace)
+}

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 pub const SIZES: [usize; 7] = [16, 64, 256, 1024, 4096, 32 * 1024, 256 * 1024];
 
 /// Alignment of every block.
-const ALIGN: usize = 8;
+pub(crate) const ALIGN: usize = 8;
 
 /// Pairs between two reads of the clock or two updates of a thread's counter.
 pub const CHUNK: u64 = 256;
@@ -249,7 +249,7 @@ pub fn run(workload: Workload, config: &Config) -> Measurement {
 
 /// Allocates a block of `size` bytes (`size` > 0) and writes its first byte.
 #[inline(always)]
-fn allocate(size: usize) -> *mut u8 {
+pub(crate) fn allocate(size: usize) -> *mut u8 {
     // SAFETY: ALIGN is a power of two and every size used is at most 256 KiB, so rounding it up
     // to ALIGN cannot overflow isize.
     let layout = unsafe { Layout::from_size_align_unchecked(size, ALIGN) };
@@ -269,7 +269,7 @@ fn allocate(size: usize) -> *mut u8 {
 ///
 /// `block` came from `allocate(size)` and was not freed since.
 #[inline(always)]
-unsafe fn free(block: *mut u8, size: usize) {
+pub(crate) unsafe fn free(block: *mut u8, size: usize) {
     // SAFETY: as in `allocate`; the caller passes the size the block was allocated with.
     let layout = unsafe { Layout::from_size_align_unchecked(size, ALIGN) };
     // SAFETY: the caller guarantees the block is live and was allocated with this layout.
@@ -278,7 +278,7 @@ unsafe fn free(block: *mut u8, size: usize) {
 
 /// `count` malloc+free pairs of `size` bytes; returns `count`.
 #[inline(never)]
-fn pairs(size: usize, count: u64) -> u64 {
+pub(crate) fn pairs(size: usize, count: u64) -> u64 {
     for _ in 0..count {
         let size = black_box(size);
         let block = allocate(size);
@@ -291,7 +291,7 @@ fn pairs(size: usize, count: u64) -> u64 {
 /// `count` batches of [`BATCH`] blocks of `size` bytes, each allocated in full and then freed
 /// in allocation order; returns the pairs done.
 #[inline(never)]
-fn batches(size: usize, count: u64) -> u64 {
+pub(crate) fn batches(size: usize, count: u64) -> u64 {
     let mut blocks = [std::ptr::null_mut::<u8>(); BATCH];
     for _ in 0..count {
         for slot in blocks.iter_mut() {

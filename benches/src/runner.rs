@@ -242,6 +242,30 @@ impl Machine {
             ),
         }
     }
+
+    /// The description as Markdown list items (date, CPU, kernel and libc, rustc, crates,
+    /// workspace), one per line, for the head of a report.
+    pub fn markdown_lines(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "- date: {}", self.date);
+        let _ = writeln!(
+            out,
+            "- CPU: {} ({} logical CPUs listed, {} usable), {} memory",
+            self.cpu, self.cores.0, self.cores.1, self.memory
+        );
+        let _ = writeln!(out, "- kernel: Linux {}; libc: {}", self.kernel, self.libc);
+        let _ = writeln!(out, "- rustc: {}", self.rustc);
+        if !self.crates.is_empty() {
+            let crates: Vec<String> = self
+                .crates
+                .iter()
+                .map(|(name, version)| format!("{name} {version}"))
+                .collect();
+            let _ = writeln!(out, "- crates: {}", crates.join(", "));
+        }
+        let _ = writeln!(out, "- workspace: {}", self.commit);
+        out
+    }
 }
 
 /// The crates.io crates that make up an allocator, whose versions the report gives.
@@ -313,23 +337,7 @@ pub fn utc_date(unix_seconds: u64) -> String {
 pub fn markdown(results: &Results, machine: &Machine, settings: &Settings) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Micro-benchmark: malloc/free pairs\n");
-    let _ = writeln!(out, "- date: {}", machine.date);
-    let _ = writeln!(
-        out,
-        "- CPU: {} ({} logical CPUs listed, {} usable), {} memory",
-        machine.cpu, machine.cores.0, machine.cores.1, machine.memory
-    );
-    let _ = writeln!(out, "- kernel: Linux {}; libc: {}", machine.kernel, machine.libc);
-    let _ = writeln!(out, "- rustc: {}", machine.rustc);
-    if !machine.crates.is_empty() {
-        let crates: Vec<String> = machine
-            .crates
-            .iter()
-            .map(|(name, version)| format!("{name} {version}"))
-            .collect();
-        let _ = writeln!(out, "- crates: {}", crates.join(", "));
-    }
-    let _ = writeln!(out, "- workspace: {}", machine.commit);
+    out.push_str(&machine.markdown_lines());
     let _ = writeln!(
         out,
         "- settings: {} interleaved round(s), {} ms measured after {} ms warm-up per workload{}",

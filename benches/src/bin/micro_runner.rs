@@ -160,13 +160,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin_dir = exe.parent().expect("binary directory").to_path_buf();
-    let target_dir = bin_dir.parent().unwrap_or(&bin_dir).to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf();
+    let (bin_dir, target_dir, workspace) = tally_benches::binary_target_and_workspace_dirs();
     let out = options
         .out
         .clone()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The Criterion benchmarks of the Rust GlobalAlloc path in one command (see docs/benchmarks.md):
+#
+#   benches/run-criterion.sh [criterion args]     e.g. --quick, alloc_free/16, --measurement-time 0.2
+#
+# Builds the bench targets of package tally-criterion (benches/criterion/), runs them one after
+# the other with
+#   cargo bench -p tally-criterion --bench criterion_<variant> -- <criterion args>
+# (system, tally, tally_prof, mimalloc, jemalloc, stoolap, stoolap_prof; 23 benchmarks each at
+# about 1.5 s, so ~4 minutes in all), then prints the table of what this run measured (median ns per
+# iteration and the ratio to system), also written to target/bench/criterion.md. Criterion keeps
+# its own results in target/criterion/<variant>/<workload>/<parameter>/.
+#
+# TALLY_BENCH_TARGETS='system tally tally_prof' runs only those variants; TALLY_BENCH_CARGO_FLAGS
+# goes to cargo, e.g. while Tally does not compile:
+#   TALLY_BENCH_CARGO_FLAGS='--no-default-features --features mimalloc,jemalloc,stoolap' \
+#   TALLY_BENCH_TARGETS='system mimalloc jemalloc stoolap stoolap_prof' benches/run-criterion.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+targets=${TALLY_BENCH_TARGETS:-system tally tally_prof mimalloc jemalloc stoolap stoolap_prof}
+# shellcheck disable=SC2206 # the flags are words on purpose
+cargo_flags=(${TALLY_BENCH_CARGO_FLAGS:-})
+start=$(date +%s)
+
+# Build everything first, so that a compile error stops the run before any measurement and no
+# compiler runs while a benchmark does.
+selected=()
+for target in $targets; do
+    selected+=(--bench "criterion_$target")
+done
+cargo bench -p tally-criterion "${cargo_flags[@]}" "${selected[@]}" --no-run
+cargo build --release -p tally-benches --no-default-features --bin criterion_table
+
+for target in $targets; do
+    echo "run-criterion.sh: criterion_$target" >&2
+    cargo bench -p tally-criterion "${cargo_flags[@]}" --bench "criterion_$target" -- "$@"
+done
+
+exec "${CARGO_TARGET_DIR:-target}/release/criterion_table" --since "$start" --args "$*"
