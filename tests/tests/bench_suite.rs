@@ -1,0 +1,105 @@
+//! The benchmark suite's runner (`benches/suite.py`, issue 6) end to end, with its smallest
+//! arguments: every workload, the two real programs (CPython, sqlite3) and the Debian peers
+//! (jemalloc, mimalloc, tcmalloc) must run, agree on every checksum (the runner exits 1
+//! otherwise), and the report must hold a number for every cell. What is tested is that the
+//! suite works, not how fast anything is: speed is measured by running the suite, never here.
+
+use std::path::Path;
+use std::process::Command;
+
+use tally_tests::{libtally_so, require_tool, workspace_root, ScratchDir};
+
+const WORKLOADS: [&str; 10] = [
+    "small_objects",
+    "larson",
+    "prodcons",
+    "false_sharing",
+    "realloc_growth",
+    "large_blocks",
+    "fragmentation",
+    "thread_churn",
+    "python",
+    "sqlite",
+];
+const ALLOCATORS: [&str; 7] = [
+    "glibc",
+    "tally",
+    "tally-prof",
+    "tally-prof17",
+    "jemalloc",
+    "mimalloc",
+    "tcmalloc",
+];
+const PEERS: [(&str, &str); 3] = [
+    ("libjemalloc.so.2", "libjemalloc2"),
+    ("libmimalloc.so.2", "libmimalloc2.0"),
+    ("libtcmalloc_minimal.so.4", "libtcmalloc-minimal4"),
+];
+
+#[test]
+fn suite_runs_every_workload_under_every_allocator() {
+    let python = require_tool("python3", "python3");
+    require_tool("sqlite3", "sqlite3");
+    require_tool("cc", "build-essential");
+    for (lib, package) in PEERS {
+        let path = Path::new("/usr/lib/x86_64-linux-gnu").join(lib);
+        assert!(
+            path.exists(),
+            "{} missing: install the Debian package `{package}`",
+            path.display()
+        );
+    }
+    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "suite");
+    let out = Command::new(python)
+        .arg(workspace_root().join("benches/suite.py"))
+        .arg("--quick")
+        .arg("--tally-so")
+        .arg(libtally_so())
+        .arg("--out")
+        .arg(scratch.path())
+        .output()
+        .expect("run benches/suite.py");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "suite failed ({}):\n{stderr}", out.status);
+
+    let md = std::fs::read_to_string(scratch.path().join("suite.md")).expect("suite.md written");
+    assert!(!md.contains("failed") && !md.contains("## Failures"), "{md}");
+    let header = format!("| workload | {} |", ALLOCATORS.join(" | "));
+    assert_eq!(md.matches(&header).count(), 2, "a time and an RSS table:\n{md}");
+    for w in WORKLOADS {
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with(&format!("| {w} |")))
+            .collect();
+        assert_eq!(rows.len(), 2, "{w}: one row per table:\n{md}");
+        for row in rows {
+            // Every cell is "<number> (<ratio>×)", and glibc's ratio is exactly 1.
+            let cells: Vec<&str> = row.trim_matches('|').split('|').skip(1).collect();
+            assert_eq!(cells.len(), ALLOCATORS.len(), "{row}");
+            for cell in &cells {
+                let (value, ratio) = cell.trim().split_once(" (").unwrap_or(("", ""));
+                let value: f64 = value.parse().unwrap_or_else(|_| panic!("{w}: cell {cell:?}"));
+                let ratio: f64 = ratio.trim_end_matches("×)").parse().unwrap_or(f64::NAN);
+                assert!(value > 0.0 && ratio > 0.0, "{w}: cell {cell:?} in {row}");
+            }
+            assert!(cells[0].contains("(1.00×)"), "{row}");
+        }
+    }
+    assert!(md.contains("RSS after everything is freed"), "{md}");
+
+    // One raw line per run, and a plot with a bar per non-glibc cell of both panels.
+    let raw = std::fs::read_to_string(scratch.path().join("suite.raw.tsv")).expect("raw TSV");
+    assert_eq!(
+        raw.lines().count(),
+        1 + WORKLOADS.len() * ALLOCATORS.len(),
+        "{raw}"
+    );
+    let svg = std::fs::read_to_string(scratch.path().join("suite.svg")).expect("suite.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let bars = svg.matches("<title>").count();
+    assert_eq!(
+        bars,
+        2 * (WORKLOADS.len() + 1) * ALLOCATORS.len(),
+        "bars in the plot"
+    );
+}
