@@ -181,6 +181,8 @@ pub unsafe fn on_event(tb: *mut ThreadBins) -> bool {
     if tb.tick_left <= 0 {
         tb.tick_left = decay::TICK_BYTES;
         decay::tick();
+        // SAFETY: `tb` is this thread's bins; events run before the allocation touches them.
+        unsafe { crate::tcache::gc_step(tb) };
     }
     if PROF_ON.load(Ordering::Relaxed) {
         ALLOCATED.fetch_add(consumed.max(0) as u64, Ordering::Relaxed);

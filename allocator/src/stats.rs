@@ -122,6 +122,8 @@ pub struct Counters {
     pub tcache_fills: u64,
     /// Batches of small blocks returned from thread caches to arenas.
     pub tcache_flushes: u64,
+    /// Thread-cache bins that garbage collection took blocks from.
+    pub tcache_gc_flushes: u64,
     /// Large blocks allocated.
     pub large_allocs: u64,
     /// Huge blocks mapped.
@@ -136,12 +138,13 @@ pub struct Counters {
 
 impl Counters {
     /// The counters by name, as both report forms print them.
-    pub fn fields(&self) -> [(&'static str, u64); 9] {
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
         [
             ("chunks_mapped", self.chunks_mapped),
             ("chunks_unmapped", self.chunks_unmapped),
             ("tcache_fills", self.tcache_fills),
             ("tcache_flushes", self.tcache_flushes),
+            ("tcache_gc_flushes", self.tcache_gc_flushes),
             ("large_allocs", self.large_allocs),
             ("huge_allocs", self.huge_allocs),
             ("huge_remaps", self.huge_remaps),
@@ -158,6 +161,7 @@ pub fn counters() -> Counters {
         chunks_unmapped: chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed),
         tcache_fills: bin::FILLS.load(Ordering::Relaxed),
         tcache_flushes: bin::FLUSHES.load(Ordering::Relaxed),
+        tcache_gc_flushes: tcache::GC_FLUSHES.load(Ordering::Relaxed),
         large_allocs: arena::LARGE_ALLOCS.load(Ordering::Relaxed),
         huge_allocs: huge::HUGE_ALLOCS.load(Ordering::Relaxed),
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),

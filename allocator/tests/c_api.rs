@@ -351,6 +351,49 @@ fn threads_take_the_least_used_arena() {
     assert!(used <= 3 && stdout.contains(" of 8"), "{stdout}");
 }
 
+/// Fills a bin, then allocates in another class only; prints how many blocks the first bin
+/// still caches.
+fn idle_bin_drains() {
+    let cached_512 = || {
+        let s = tally::stats::stats();
+        s.classes.iter().find(|c| c.size == 512).map_or(0, |c| c.cached)
+    };
+    let blocks: Vec<usize> = (0..100).map(|_| api::malloc(500) as usize).collect();
+    // SAFETY: live blocks, each freed once.
+    unsafe { blocks.iter().for_each(|&p| api::free(p as *mut c_void)) };
+    let full = cached_512();
+    // 32 MiB in 1 KiB blocks: 512 events, twelve looks at every bin.
+    for _ in 0..32 * 1024 {
+        let p = api::malloc(1000);
+        // SAFETY: a live block, freed once.
+        unsafe { api::free(p) };
+    }
+    let before = tally::stats::counters();
+    println!(
+        "full={full} drained={} gc_flushes={}",
+        cached_512(),
+        before.tcache_gc_flushes
+    );
+}
+
+#[test]
+fn idle_thread_cache_bins_drain() {
+    let stdout = child_stdout("idle_bin", "");
+    let value = |key: &str| -> u64 {
+        stdout
+            .split(&format!("{key}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {stdout}"))
+    };
+    // The bin kept its frees (up to its capacity), then lost a quarter per look (the first look
+    // skips it: it was refilled): eleven looks leave a twentieth.
+    assert!(value("full") >= 50, "{stdout}");
+    assert!(value("drained") * 10 <= value("full"), "{stdout}");
+    assert!(value("gc_flushes") >= 11, "{stdout}");
+}
+
 #[test]
 fn huge_realloc_moves_pages_without_copying() {
     // In a child process, so no other test's blocks touch the counters.
@@ -415,6 +458,7 @@ fn child_entry() {
             "huge_cache" => reuse_huge_mappings(),
             "foreign_free" => free_other_threads_blocks(),
             "sequential_threads" => sequential_threads(),
+            "idle_bin" => idle_bin_drains(),
             "huge_double_free" => {
                 let p = api::malloc(10 << 20);
                 api::free(p);
