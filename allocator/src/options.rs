@@ -84,7 +84,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "dirty_decay_ms",
         kind: Kind::Integer { min: -1, max: 1 << 40 },
         default: "10000",
-        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never. Freed huge blocks (above 2 MiB) wait as long in a 128 MiB mapping cache.",
+        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never. Freed huge blocks (above 2 MiB) wait as long in a mapping cache of 64 MiB or the peak of live huge blocks.",
     },
     OptionSpec {
         name: "muzzy_decay_ms",
