@@ -27,7 +27,6 @@ fn perl(tally_conf: Option<&str>, malloc_conf: Option<&str>) -> Output {
 }
 
 const BAD: &[&str] = &[
-    "",
     "prof",
     "narenas:-1",
     "narenas:1e99",
@@ -87,6 +86,16 @@ fn bad_settings_give_one_line_each_and_the_program_runs_on() {
         );
         assert!(lines[0].len() < 512, "the message is one short line");
     }
+}
+
+#[test]
+fn an_empty_setting_is_no_error() {
+    // `TALLY_CONF= prog`, or a script passing an empty variable: no options, no message (as
+    // jemalloc treats an empty MALLOC_CONF).
+    let out = perl(Some(""), None);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2000\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
 
 #[test]
