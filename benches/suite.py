@@ -250,7 +250,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="tiny arguments, 1 round: a smoke test")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
-    ap.add_argument("--allocators", default=",".join(ALLOCATORS))
+    ap.add_argument("--allocators", default=",".join(a for a in ALLOCATORS if a != "tally-alt"),
+                    help="tally-alt (a second libtally.so from --alt-so) is added with --alt-so")
     ap.add_argument("--tally-so", default=str(ROOT / "target" / "release" / "libtally.so"))
     ap.add_argument("--alt-so", default="", help="a second libtally.so, column tally-alt")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
@@ -260,6 +261,10 @@ def main():
         args.rounds = 1
     workloads = [w for w in args.workloads.split(",") if w]
     allocs = [a for a in args.allocators.split(",") if a]
+    if args.alt_so and "tally-alt" not in allocs:
+        allocs.append("tally-alt")
+    if "tally-alt" in allocs and not args.alt_so:
+        die("tally-alt needs --alt-so PATH")
     for w in workloads:
         if w not in WORKLOADS:
             die(f"unknown workload '{w}' (known: {', '.join(WORKLOADS)})")
