@@ -31,11 +31,14 @@ unsafe impl GlobalAlloc for Tally {
         let (size, align) = (layout.size(), layout.align());
         // The layout names the class `alloc` chose (plain `alloc` for these alignments), so the
         // page-map lookup can be skipped for the classes the thread cache keeps.
-        // With the profiler on, a block may be a sampled one, which only the page map knows;
-        // sampled blocks start on a page, so any other address is an ordinary block.
+        // With the profiler on, a block may be a sampled one, which only its page's info word
+        // knows; sampled blocks start on a page, so any other address is an ordinary block.
         if size <= TCACHE_MAX
             && (align <= 8 || (align <= 16 && size > 8))
-            && (p as usize & (PAGE - 1) != 0 || !sample::PROF_ON.load(Ordering::Relaxed))
+            && (p as usize & (PAGE - 1) != 0
+                || !sample::PROF_ON.load(Ordering::Relaxed)
+                // SAFETY: `p` is a live block of a cached class (GlobalAlloc's contract).
+                || !unsafe { sample::is_sampled_class_block(p) })
         {
             // SAFETY: sizes up to TCACHE_MAX always have a class.
             let class = unsafe { class_for(size).unwrap_unchecked() };

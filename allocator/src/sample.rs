@@ -38,6 +38,21 @@ const _: () = assert!((SAMPLED as usize) >= NCLASSES && SAMPLED < chunk::FREE_RU
 
 /// Whether the profiler is on (`prof:true`): sampled blocks may exist.
 pub static PROF_ON: AtomicBool = AtomicBool::new(false);
+
+/// Whether the page-aligned block `p` of a class up to `LARGE_MAX` is a sampled block: one load
+/// of its page's info word, no page-map walk (such a block always lies in a chunk).
+///
+/// # Safety
+/// `p` must be a live block of Tally's of a class (not huge).
+#[inline(always)]
+pub unsafe fn is_sampled_class_block(p: *mut u8) -> bool {
+    let chunk = chunk::ChunkHeader::of(p as usize);
+    // SAFETY: per the contract `p` lies in a live chunk, so its page index is in bounds.
+    unsafe {
+        let info = (*chunk).page_info[(*chunk).page_index(p as usize)].load(Ordering::Relaxed);
+        chunk::info_class(info) == SAMPLED
+    }
+}
 /// Whether sampling is active now.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// `lg_prof_sample` in force.
