@@ -40,4 +40,6 @@ fn measure(name: &str, u: &dyn Unwinder) {
 fn main() {
     measure("frame pointers", &FramePointers);
     measure("libgcc", &Libgcc);
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    measure("cached dwarf", &tally_profiler::cfi::Cfi);
 }

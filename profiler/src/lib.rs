@@ -9,7 +9,8 @@
 //! - [`os`]: the system calls (mmap, files, clock).
 //! - [`lock`]: the spin lock the tables use.
 //! - [`sampler`]: the per-thread byte countdown and the exponential draw.
-//! - [`unwind`]: stack capture behind one [`unwind::Unwinder`] interface (frame pointers, libgcc).
+//! - [`unwind`]: stack capture behind one [`unwind::Unwinder`] interface (frame pointers, libgcc,
+//!   and on x86-64 Linux [`cfi`], a DWARF walker with a rule cache, the default).
 //! - [`stacks`]: the stack table (interned stacks and their counters).
 //! - [`live`]: the live-block table (sampled blocks by address).
 //! - [`dump`]: writing `heap_v2` dumps and naming their files.
@@ -31,8 +32,9 @@
 //!   calling anything that could allocate or come back into the allocator.
 //! - They never call `malloc` (a test with a counting `#[global_allocator]` proves it), never
 //!   panic, and never fail loudly: when memory runs out, a sample is dropped.
-//! - [`capture_stack`] with the libgcc unwinder goes through `dl_iterate_phdr`, which takes the
-//!   dynamic loader's lock: see [`unwind`] for why no allocator lock may be held then, and call
+//! - [`capture_stack`] may fall back to the libgcc unwinder, which can go through
+//!   `dl_iterate_phdr` and the dynamic loader's lock: see [`unwind`] for why no allocator lock
+//!   may be held then, and call
 //!   [`prepare`] once at start-up. The allocator must treat a `malloc` that happens inside a
 //!   capture or a dump as re-entry (its per-thread guard) and not sample it.
 //! - The dump functions ([`dump_to_path`], [`dump_with_prefix`], [`Profiler::dump_to_fd`]) open,
@@ -46,6 +48,8 @@ extern crate std;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod cfi;
 pub mod dump;
 pub mod live;
 pub mod lock;

@@ -47,7 +47,12 @@ pub trait Unwinder {
     }
 }
 
+/// The unwinder the profiler uses unless told otherwise: on x86-64 Linux the caching DWARF
+/// walker ([`crate::cfi::Cfi`], libgcc for what it does not interpret), elsewhere libgcc.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub type DefaultUnwinder = crate::cfi::Cfi;
 /// The unwinder the profiler uses unless told otherwise.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 pub type DefaultUnwinder = Libgcc;
 
 /// Largest distance between two consecutive frame pointers the walk accepts.

@@ -82,3 +82,80 @@ fn deep_stacks_stop_at_the_buffer() {
     recurse(300, &mut || n = FramePointers.capture(&mut frames, 0));
     assert!(n <= MAX_FRAMES);
 }
+
+/// The caching DWARF walker returns exactly libgcc's frames: through this test's Rust frames,
+/// libtest's and std's, into glibc's thread start, on first use (rules computed) and again (from
+/// the table); and with `skip`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_walker_matches_libgcc() {
+    use tally_profiler::cfi::{Cfi, FALLBACKS, MISSES};
+    let fallbacks = FALLBACKS.load(std::sync::atomic::Ordering::Relaxed);
+    for depth in [0usize, 3, 20, 60] {
+        for round in 0..3 {
+            let mut gcc = [0usize; MAX_FRAMES];
+            let mut cfi = [0usize; MAX_FRAMES];
+            let (mut ng, mut nc) = (0, 0);
+            recurse(depth, &mut || {
+                ng = Libgcc.capture(&mut gcc, 0);
+                nc = Cfi.capture(&mut cfi, 0);
+            });
+            assert!(nc >= depth + 3, "depth {depth}: only {nc} frames");
+            // The first frame is the closure's two call sites; every caller above agrees, to the
+            // end of the stack.
+            assert_eq!(
+                nc,
+                ng,
+                "depth {depth} round {round}: {:x?} vs {:x?}",
+                &cfi[..nc],
+                &gcc[..ng]
+            );
+            assert_eq!(&cfi[1..nc], &gcc[1..ng], "depth {depth} round {round}");
+            let mut skipped = [0usize; MAX_FRAMES];
+            let mut ns = 0;
+            recurse(depth, &mut || ns = Cfi.capture(&mut skipped, 2));
+            assert_eq!(ns + 2, nc);
+        }
+    }
+    // Repeated walks over the same frames come from the table.
+    let before = MISSES.load(std::sync::atomic::Ordering::Relaxed);
+    let mut frames = [0usize; MAX_FRAMES];
+    recurse(20, &mut || {
+        for _ in 0..100 {
+            Cfi.capture(&mut frames, 0);
+        }
+    });
+    let computed = MISSES.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        computed < 10,
+        "{computed} rules computed for 100 walks of one stack"
+    );
+    // All of it was the walker's own work, not libgcc's.
+    assert_eq!(FALLBACKS.load(std::sync::atomic::Ordering::Relaxed), fallbacks);
+}
+
+/// The same agreement from other threads, walking at once (the table is shared).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_walker_matches_libgcc_on_many_threads() {
+    use tally_profiler::cfi::Cfi;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let mut gcc = [0usize; MAX_FRAMES];
+                    let mut cfi = [0usize; MAX_FRAMES];
+                    let (mut ng, mut nc) = (0, 0);
+                    recurse((t * 7 + i) % 30, &mut || {
+                        nc = Cfi.capture(&mut cfi, 0);
+                        ng = Libgcc.capture(&mut gcc, 0);
+                    });
+                    assert_eq!(&cfi[1..nc], &gcc[1..ng]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
