@@ -119,10 +119,26 @@ pub fn class_for(size: usize) -> Option<SizeClass> {
     if size <= SMALL_MAX {
         Some(SizeClass(SMALL_LOOKUP[(size + 7) >> 3]))
     } else if size <= LARGE_MAX {
-        Some(class_compute(size))
+        Some(large_class(size))
     } else {
         None
     }
+}
+
+/// Index of the first class above 16 KiB, where the coarse doublings resume.
+const FIRST_COARSE_LARGE: usize = group_start(FINE_LAST + 1);
+const _: () = assert!(size_compute(NSMALL) == 16 * 1024 && size_compute(FIRST_COARSE_LARGE) == 20 * 1024);
+
+/// [`class_compute`] for `SMALL_MAX < size <= LARGE_MAX`, without its general branches (it runs
+/// on every `realloc` of a large block).
+#[inline(always)]
+fn large_class(size: usize) -> SizeClass {
+    if size <= 16 * 1024 {
+        return SizeClass(NSMALL as u8);
+    }
+    let x = size - 1;
+    let lg = (usize::BITS - 1 - x.leading_zeros()) as usize;
+    SizeClass((FIRST_COARSE_LARGE + (lg - 14) * GROUP + ((x >> (lg - 2)) & (GROUP - 1))) as u8)
 }
 
 /// The class for `size` bytes aligned to `align` (a power of two no larger than [`PAGE`]), or
