@@ -16,7 +16,8 @@
 //! than the usual ones. An address without an FDE (JIT code, the end of the stack) ends the walk
 //! as it ends libgcc's. Nothing here allocates, takes a lock, or panics: the table is written
 //! under a try-lock (a writer that finds it held just does not cache) and read through a
-//! per-entry sequence number.
+//! per-entry sequence number (held across `fork` by [`lock_for_fork`], so a child never inherits
+//! it held).
 //!
 //! Reads of the stack are sanity-checked like the frame-pointer walker's (each CFA above the last
 //! `rsp` by at most [`MAX_FRAME_BYTES`], 8-aligned); with correct unwind tables they stay inside
@@ -125,6 +126,19 @@ fn cached(pc: usize, object: usize) -> Option<Rule> {
         return None;
     }
     Some(Rule::unpack(r))
+}
+
+/// Fork `prepare` handler: waits out a writer (a few stores, nothing that can block) and keeps
+/// the table closed, so that a child does not inherit it held by a thread it does not have.
+pub fn lock_for_fork() {
+    while WRITING.swap(true, Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Fork parent and child handler: opens the table again.
+pub fn unlock_after_fork() {
+    WRITING.store(false, Ordering::Release);
 }
 
 fn remember(pc: usize, object: usize, rule: Rule) {

@@ -172,6 +172,8 @@ impl Profiler {
     pub fn lock_for_fork(&self) {
         self.stacks.lock_for_fork();
         self.live.lock_for_fork();
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        cfi::lock_for_fork();
     }
 
     /// Releases the locks taken by [`Profiler::lock_for_fork`], in the parent or the child.
@@ -184,6 +186,8 @@ impl Profiler {
             self.live.unlock_after_fork();
             self.stacks.unlock_after_fork();
         }
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        cfi::unlock_after_fork();
     }
 
     /// `prof.reset`: forgets every sample and zeroes every stack's counters, so that profiles

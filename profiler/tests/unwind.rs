@@ -159,3 +159,50 @@ fn cfi_walker_matches_libgcc_on_many_threads() {
         t.join().unwrap();
     }
 }
+
+/// Across `fork` (with the profiler's fork handlers around it, as the allocator calls them) the
+/// rule table stays usable in the child: a second walk of the same stack computes nothing.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_table_works_in_a_fork_child() {
+    use tally_profiler::cfi::{Cfi, MISSES};
+    use tally_profiler::PROFILER;
+    PROFILER.lock_for_fork();
+    // SAFETY: the child only walks its stack, reads atomics and exits with `_exit`.
+    let pid = unsafe { libc::fork() };
+    // SAFETY: this process took the locks just above.
+    unsafe { PROFILER.unlock_after_fork() };
+    if pid == 0 {
+        let mut frames = [0usize; MAX_FRAMES];
+        let mut computed = u64::MAX;
+        recurse(12, &mut || {
+            // The second walk meets only addresses the first one cached, except (if the compiler
+            // unrolls this loop) the return address of its own call site.
+            let mut before = 0;
+            for round in 0..2 {
+                if round == 1 {
+                    before = MISSES.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                Cfi.capture(&mut frames, 0);
+            }
+            computed = MISSES.load(std::sync::atomic::Ordering::Relaxed) - before;
+        });
+        // SAFETY: leaves the child at once, without running the parent's test harness.
+        unsafe {
+            libc::_exit(if computed <= 1 {
+                0
+            } else {
+                computed.min(100) as i32
+            })
+        };
+    }
+    assert!(pid > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child computed {} rules on its second walk (status {status})",
+        libc::WEXITSTATUS(status)
+    );
+}
