@@ -22,10 +22,10 @@ pub const MAX_ARENAS: usize = 256;
 /// Large blocks allocated (a statistic).
 pub static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
-/// One arena. See the module docs.
+/// One arena. See the module docs. Its constant initializer is all zero bytes, so [`ARENAS`]
+/// takes no space in the file and no memory until an arena is used: in `.data` (as it was while
+/// each arena stored its index) the first read of arena 0 mapped 64 KiB of the file around it.
 pub struct Arena {
-    /// Index in [`ARENAS`].
-    pub index: u32,
     /// Page runs of this arena's chunks.
     pub pages: Mutex<PageHeap>,
     /// Slabs, by small class.
@@ -35,13 +35,17 @@ pub struct Arena {
 }
 
 impl Arena {
-    const fn new(index: u32) -> Self {
+    const fn new() -> Self {
         Arena {
-            index,
             threads: AtomicU32::new(0),
-            pages: Mutex::new(PageHeap::new(index)),
+            pages: Mutex::new(PageHeap::new()),
             bins: [const { Bin::new() }; NSMALL],
         }
+    }
+
+    /// Index in [`ARENAS`].
+    pub fn index(&self) -> u32 {
+        index_of(self as *const Arena as usize)
     }
 
     /// Allocates a large block of `class`, aligned to `align` (a power of two); null when out of
@@ -125,16 +129,17 @@ impl Arena {
 }
 
 const fn build_arenas() -> [Arena; MAX_ARENAS] {
-    let mut arenas = [const { Arena::new(0) }; MAX_ARENAS];
-    let mut i = 0;
-    while i < MAX_ARENAS {
-        arenas[i].index = i as u32;
-        arenas[i].pages = Mutex::new(PageHeap::new(i as u32));
-        i += 1;
-    }
-    arenas
+    [const { Arena::new() }; MAX_ARENAS]
 }
 
+/// The index of the arena whose bytes include `addr` (an address inside [`ARENAS`]); for any
+/// other address (a page heap of a unit test) the last index, which no default configuration
+/// uses.
+pub fn index_of(addr: usize) -> u32 {
+    let base = ARENAS.as_ptr() as usize;
+    let i = addr.wrapping_sub(base) / core::mem::size_of::<Arena>();
+    i.min(MAX_ARENAS - 1) as u32
+}
 /// All arenas; the first [`arena_count`] are in use.
 pub static ARENAS: [Arena; MAX_ARENAS] = build_arenas();
 

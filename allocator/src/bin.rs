@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn objects_come_out_distinct_and_go_back_in_any_order() {
-        let pages = Mutex::new(PageHeap::new(201));
+        let pages = Mutex::new(PageHeap::new());
         for index in [0, 1, 5, 12, 20, 30, NSMALL - 1] {
             let class = SizeClass(index as u8);
             let bin = Bin::new();

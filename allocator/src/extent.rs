@@ -113,7 +113,6 @@ impl Lru {
 pub struct PageHeap {
     lists: [*mut Span; LISTS],
     nonempty: u64,
-    arena: u32,
     dirty: Lru,
     muzzy: Lru,
     /// Pages in free runs.
@@ -139,12 +138,12 @@ unsafe impl Send for PageHeap {}
 const _: () = assert!(LISTS <= 64);
 
 impl PageHeap {
-    /// An empty heap for arena `arena`.
-    pub const fn new(arena: u32) -> Self {
+    /// An empty heap. All zero bytes, so that the arena table lands in `.bss` (see `arena.rs`);
+    /// the heap finds its arena's index from its own address.
+    pub const fn new() -> Self {
         PageHeap {
             lists: [ptr::null_mut(); LISTS],
             nonempty: 0,
-            arena,
             dirty: Lru::new(),
             muzzy: Lru::new(),
             free_pages: 0,
@@ -164,7 +163,7 @@ impl PageHeap {
         let run = match self.find(pages) {
             Some(run) => run,
             None => {
-                let run = chunk::new_chunk(self.arena);
+                let run = chunk::new_chunk(crate::arena::index_of(self as *const PageHeap as usize));
                 if run.is_null() {
                     return run;
                 }
@@ -621,7 +620,7 @@ mod tests {
 
     #[test]
     fn alloc_free_merges_back_to_one_run() {
-        let mut heap = PageHeap::new(200);
+        let mut heap = PageHeap::new();
         let mut runs = std::vec::Vec::new();
         let mut seed = 12345u64;
         for _ in 0..200 {

@@ -216,7 +216,7 @@ impl TCache {
         unsafe {
             let arena = arena::next_arena();
             ptr::addr_of_mut!((*tc).arena).write(arena);
-            (*tb).arena = arena.index;
+            (*tb).arena = arena.index();
             ptr::addr_of_mut!((*tc).owner).write(tb);
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
@@ -297,7 +297,7 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
                 let bin = &(*tb).bins[i];
                 visit(i, bin.count() as u64, bin.nmalloc.load(Ordering::Relaxed));
             }
-            let arena = (*(*tc).arena).index as usize;
+            let arena = (*(*tc).arena).index() as usize;
             if let Some(t) = threads.get_mut(arena) {
                 *t += 1;
             }
