@@ -120,10 +120,10 @@ def run_measured(measure, lib, argv, stdin_path, env, timeout_s):
             int(fields["status"]))
 
 
-def parse_result(name, out):
+def parse_result(out):
+    """The fields of the run's `workload=<name> ops=<n> checksum=<hex>` line, or None."""
     for line in out.splitlines():
-        if line.startswith(f"workload={name}") or (name in ("python", "sqlite")
-                                                   and line.startswith("workload=")):
+        if line.startswith("workload="):
             fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
             if "checksum" in fields:
                 return fields
@@ -275,9 +275,12 @@ def main():
         die("the glibc column is the baseline of every ratio; keep it in --allocators")
     if args.rounds < 1:
         die("--rounds must be at least 1")
+    # Allocator name -> (library to preload or None, extra environment).
+    setup = {a: ({"TALLY_SO": args.tally_so, "ALT_SO": args.alt_so}.get(ALLOCATORS[a][0],
+                                                                         ALLOCATORS[a][0]),
+                 ALLOCATORS[a][1]) for a in allocs}
     for a in allocs:
-        lib = ALLOCATORS[a][0]
-        lib = {"TALLY_SO": args.tally_so, "ALT_SO": args.alt_so}.get(lib, lib)
+        lib = setup[a][0]
         if lib and not Path(lib).exists():
             die(f"{a}: {lib} not found (benches/run-suite.sh builds Tally and installs the peers)")
     out_dir = Path(args.out)
@@ -293,8 +296,7 @@ def main():
             k = (rnd + workloads.index(w)) % len(allocs)
             order = allocs[k:] + allocs[:k]
             for a in order:
-                lib, extra_env = ALLOCATORS[a]
-                lib = {"TALLY_SO": args.tally_so, "ALT_SO": args.alt_so}.get(lib, lib)
+                lib, extra_env = setup[a]
                 argv, stdin_path, wenv = command_for(w, bindir, args.quick)
                 env = dict(os.environ)
                 env.pop("LD_PRELOAD", None)
@@ -303,7 +305,7 @@ def main():
                 env.update(extra_env)
                 secs, rss, out, err, code = run_measured(bindir / "measure", lib, argv, stdin_path,
                                                          env, args.timeout_s)
-                res = parse_result(w, out)
+                res = parse_result(out)
                 if secs is None or code != 0 or res is None:
                     why = "timed out" if secs is None else f"exit {code}"
                     failures.append(f"{w} under {a}, round {rnd + 1}: {why}: "

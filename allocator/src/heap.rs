@@ -729,16 +729,13 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
     }
-    // A small block that stays in its class (a string builder growing by a few bytes): no
-    // error paths, no call. An invalid pointer fails the check and is reported below.
-    if size <= SMALL_MAX {
-        if let Some((class, _)) = small_block_of(p) {
-            if class_for(size) == Some(class) {
-                return p;
-            }
-        }
-    }
-    let block = block_of(p, "realloc");
+    // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
+    // inlined check the free fast path uses; everything else, and an invalid pointer (which
+    // fails that check), by `block_of`.
+    let block = match small_block_of(p) {
+        Some((class, _)) => Block::Small(class),
+        None => block_of(p, "realloc"),
+    };
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
             let new_class = class_for(size);

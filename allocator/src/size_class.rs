@@ -119,26 +119,10 @@ pub fn class_for(size: usize) -> Option<SizeClass> {
     if size <= SMALL_MAX {
         Some(SizeClass(SMALL_LOOKUP[(size + 7) >> 3]))
     } else if size <= LARGE_MAX {
-        Some(large_class(size))
+        Some(SizeClass(LARGE_LOOKUP[(size + PAGE - 1) >> PAGE_SHIFT]))
     } else {
         None
     }
-}
-
-/// Index of the first class above 16 KiB, where the coarse doublings resume.
-const FIRST_COARSE_LARGE: usize = group_start(FINE_LAST + 1);
-const _: () = assert!(size_compute(NSMALL) == 16 * 1024 && size_compute(FIRST_COARSE_LARGE) == 20 * 1024);
-
-/// [`class_compute`] for `SMALL_MAX < size <= LARGE_MAX`, without its general branches (it runs
-/// on every `realloc` of a large block).
-#[inline(always)]
-fn large_class(size: usize) -> SizeClass {
-    if size <= 16 * 1024 {
-        return SizeClass(NSMALL as u8);
-    }
-    let x = size - 1;
-    let lg = (usize::BITS - 1 - x.leading_zeros()) as usize;
-    SizeClass((FIRST_COARSE_LARGE + (lg - 14) * GROUP + ((x >> (lg - 2)) & (GROUP - 1))) as u8)
 }
 
 /// The class for `size` bytes aligned to `align` (a power of two no larger than [`PAGE`]), or
@@ -299,6 +283,16 @@ const fn build_small_lookup() -> [u8; SMALL_MAX / 8 + 1] {
     t
 }
 
+const fn build_large_lookup() -> [u8; LARGE_MAX / PAGE + 1] {
+    let mut t = [0u8; LARGE_MAX / PAGE + 1];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = class_compute(i * PAGE).0;
+        i += 1;
+    }
+    t
+}
+
 const fn build_div_magic() -> [u32; NCLASSES] {
     let mut t = [0u32; NCLASSES];
     let mut i = 0;
@@ -319,6 +313,9 @@ const SLAB_PAGES: [u8; NSMALL] = build_slab_pages();
 const SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
 /// Class of sizes `8*(i-1)+1 ..= 8*i`, indexed by `(size + 7) / 8`.
 const SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
+/// Class of the sizes above [`SMALL_MAX`] that round up to `i` pages, indexed by `i`: every class
+/// from 16 KiB up is a multiple of the page, so the page count decides it.
+const LARGE_LOOKUP: [u8; LARGE_MAX / PAGE + 1] = build_large_lookup();
 /// `ceil(2^32 / size)` per class, for [`SizeClass::divide`].
 const DIV_MAGIC: [u32; NCLASSES] = build_div_magic();
 

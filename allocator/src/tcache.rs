@@ -139,6 +139,7 @@ pub struct ThreadBins {
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadBins>() <= pal::THREAD_BLOCK_BYTES);
+const _: () = assert!(NCACHED <= u64::BITS as usize, "one `missed` bit per cached class");
 
 /// The calling thread's bins.
 #[inline(always)]
@@ -321,42 +322,23 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
     // SAFETY: per the contract the bins and their slot storage are ours.
     unsafe {
         let arena = &*(*(*tb).cache).arena;
+        (*tb).missed |= 1 << class.index();
         if !class.is_small() {
             // Large blocks are not prefetched: the cache only keeps what the thread frees.
-            (*tb).missed |= 1 << class.index();
             return arena.alloc_large(class, crate::pal::PAGE);
         }
-        let n = fill(tb, class);
-        if n == 0 {
-            return ptr::null_mut();
-        }
-        let bin = &mut (*tb).bins[class.index()];
-        bin.set_count(n as u32 - 1);
-        bin.count_malloc();
-        *bin.slots.add(n - 1)
-    }
-}
-
-/// Fills the empty bin of small `class` from the thread's arena (as many blocks as its fill
-/// size, which then doubles up to half the capacity). Returns the blocks now cached; 0 when out
-/// of memory.
-///
-/// # Safety
-/// `tb` must be the calling thread's bins, with a cache, `class` small and
-/// `bins[class].count == 0`.
-pub unsafe fn fill(tb: *mut ThreadBins, class: SizeClass) -> usize {
-    // SAFETY: per the contract the bins and their slot storage are ours.
-    unsafe {
-        let arena = &*(*(*tb).cache).arena;
         MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
-        (*tb).missed |= 1 << class.index();
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
         bin.fill = (bin.fill * 2).min(bin.cap / 2).max(1);
         let out = core::slice::from_raw_parts_mut(bin.slots, want);
         let n = arena.bins[class.index()].fill(class, &arena.pages, out);
-        bin.set_count(n as u32);
-        n
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        bin.set_count(n as u32 - 1);
+        bin.count_malloc();
+        *bin.slots.add(n - 1)
     }
 }
 

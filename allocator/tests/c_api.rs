@@ -222,15 +222,20 @@ fn grow_huge_block() {
     );
 }
 
-/// Runs this test binary again with `TALLY_CHILD=<case>` and `TALLY_CONF=<conf>`; returns its
-/// standard output after checking that it succeeded.
-fn child_stdout(case: &str, conf: &str) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
+/// Runs this test binary again with `TALLY_CHILD=<case>` and `TALLY_CONF=<conf>` (only
+/// `child_entry`, which runs the case).
+fn child_output(case: &str, conf: &str) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
         .env("TALLY_CHILD", case)
         .env("TALLY_CONF", conf)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`child_output`]'s standard output, after checking that the child succeeded.
+fn child_stdout(case: &str, conf: &str) -> String {
+    let out = child_output(case, conf);
     assert!(out.status.success(), "{case}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -408,25 +413,8 @@ fn junk_and_zero_fill_new_blocks() {
         ("junk:alloc", "junk", "junk-alloc=true"),
         ("zero:true", "zero", "zeroed=true"),
     ] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-            .env("TALLY_CHILD", case)
-            .env("TALLY_CONF", conf)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains(want), "{conf}");
+        assert!(child_stdout(case, conf).contains(want), "{conf}");
     }
-}
-
-/// Runs this test binary again with `TALLY_CHILD=<case>` and returns (exit status, stderr).
-fn run_child(case: &str) -> (std::process::ExitStatus, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_CHILD", case)
-        .output()
-        .unwrap();
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// Entry point for the child processes of the error tests; does nothing in a normal run.
@@ -509,7 +497,8 @@ fn invalid_frees_abort_with_one_line() {
         ("huge_double_free", "not allocated by Tally"),
         ("double", "double free"),
     ] {
-        let (status, stderr) = run_child(case);
+        let out = child_output(case, "");
+        let (status, stderr) = (out.status, String::from_utf8_lossy(&out.stderr));
         assert!(!status.success(), "{case}: child survived an invalid free");
         let line = stderr
             .lines()

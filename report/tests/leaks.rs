@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
@@ -26,21 +25,8 @@ fn jemalloc() -> Profiler {
 
 /// Compiles the Java program and runs it in `mode` (`leak` or `fixed`) under `profiler`.
 fn gzip_logger_dumps(profiler: &Profiler, mode: &str, dir: &Path) -> Vec<PathBuf> {
-    need("javac", "default-jdk-headless");
     need("java", "default-jdk-headless");
-    let classes = dir.join("classes");
-    run(Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(data("GzipLogger.java")));
-    let dumps = profiler.interval_dumps(
-        Command::new("java")
-            .arg("-cp")
-            .arg(&classes)
-            .args(["GzipLogger", mode, MESSAGES]),
-        dir,
-        "prof",
-    );
+    let dumps = run_gzip_logger(profiler, Path::new("java"), mode, MESSAGES, dir, "prof");
     assert!(dumps.len() >= 5, "only {} interval dumps: {dumps:?}", dumps.len());
     dumps
 }
@@ -93,13 +79,7 @@ fn gzip_stream_leak_ranks_deflate_first() {
 fn closed_gzip_streams_are_no_steady_grower() {
     let dir = tempfile::tempdir().unwrap();
     let dumps = gzip_logger_dumps(&jemalloc(), "fixed", dir.path());
-    let report = stdout(
-        tally()
-            .args(["leaks", "--lg-interval", &LG_INTERVAL.to_string()])
-            .args(&dumps),
-    );
-    assert!(suspects(&report).is_empty(), "{report}");
-    assert!(report.contains("No steady growth"), "{report}");
+    assert_no_steady_grower(LG_INTERVAL, &dumps);
 }
 
 #[test]

@@ -42,21 +42,8 @@ fn java() -> PathBuf {
 /// Compiles `GzipLogger.java` and runs it in `mode` (`leak` or `fixed`) for `messages` messages
 /// under Tally with [`CONF`]; returns its interval dumps in order.
 fn gzip_logger_dumps(mode: &str, messages: &str, dir: &Path) -> Vec<PathBuf> {
-    need("javac", "default-jdk-headless");
     let profiler = Profiler::tally(CONF);
-    let classes = dir.join("classes");
-    run(Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(data("GzipLogger.java")));
-    let dumps = profiler.interval_dumps(
-        Command::new(java())
-            .arg("-cp")
-            .arg(&classes)
-            .args(["GzipLogger", mode, messages]),
-        dir,
-        "tally",
-    );
+    let dumps = run_gzip_logger(&profiler, &java(), mode, messages, dir, "tally");
     assert!(
         dumps.len() >= 3,
         "only {} interval dumps under {}: {dumps:?}",
@@ -187,11 +174,7 @@ fn unclosed_gzip_streams_hold_most_live_bytes_under_tally() {
 
     // (b) `tally leaks` ranks that stack first, growing by about what the program allocates:
     // nearly every byte allocated is zlib state that stays.
-    let report = stdout(
-        tally()
-            .args(["leaks", "--lg-interval", &LG_INTERVAL.to_string()])
-            .args(&dumps),
-    );
+    let report = leaks_report(LG_INTERVAL, &dumps);
     eprintln!("{report}");
     let suspects = suspects(&report);
     assert!(!suspects.is_empty(), "no suspect:\n{report}");
@@ -219,11 +202,5 @@ fn closed_gzip_streams_hold_little_under_tally() {
     }
 
     // ... and `tally leaks` finds no steady grower.
-    let report = stdout(
-        tally()
-            .args(["leaks", "--lg-interval", &LG_INTERVAL.to_string()])
-            .args(&dumps),
-    );
-    assert!(suspects(&report).is_empty(), "{report}");
-    assert!(report.contains("No steady growth"), "{report}");
+    assert_no_steady_grower(LG_INTERVAL, &dumps);
 }

@@ -275,3 +275,46 @@ pub fn parse_xml(text: &str) -> roxmltree::Document<'_> {
     )
     .unwrap_or_else(|e| panic!("not well-formed: {e}"))
 }
+
+/// Compiles `data/GzipLogger.java` into `dir/classes` and runs `<java> GzipLogger <mode>
+/// <messages>` under `profiler`, its dumps going to `dir/<prefix>.*.heap`; returns the interval
+/// dumps in order.
+pub fn run_gzip_logger(
+    profiler: &Profiler,
+    java: &Path,
+    mode: &str,
+    messages: &str,
+    dir: &Path,
+    prefix: &str,
+) -> Vec<PathBuf> {
+    need("javac", "default-jdk-headless");
+    let classes = dir.join("classes");
+    run(Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(data("GzipLogger.java")));
+    profiler.interval_dumps(
+        Command::new(java)
+            .arg("-cp")
+            .arg(&classes)
+            .args(["GzipLogger", mode, messages]),
+        dir,
+        prefix,
+    )
+}
+
+/// `tally leaks --lg-interval <lg_interval> <dumps>`: its report.
+pub fn leaks_report(lg_interval: u32, dumps: &[PathBuf]) -> String {
+    stdout(
+        tally()
+            .args(["leaks", "--lg-interval", &lg_interval.to_string()])
+            .args(dumps),
+    )
+}
+
+/// `tally leaks` over `dumps` names no suspect and says there is no steady growth.
+pub fn assert_no_steady_grower(lg_interval: u32, dumps: &[PathBuf]) {
+    let report = leaks_report(lg_interval, dumps);
+    assert!(suspects(&report).is_empty(), "{report}");
+    assert!(report.contains("No steady growth"), "{report}");
+}
