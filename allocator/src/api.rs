@@ -12,8 +12,8 @@
 use core::ffi::c_void;
 use core::ptr;
 
-use crate::heap;
-use crate::pal::{self, PAGE};
+use crate::{alloc, block, free, realloc};
+use tally_pal::{self as pal, PAGE};
 
 #[inline(always)]
 fn out_of_memory(p: *mut u8) -> *mut c_void {
@@ -33,7 +33,7 @@ fn enomem() -> *mut c_void {
 /// `malloc(3)`.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
-    let p = heap::alloc(size);
+    let p = alloc::alloc(size);
     if p.is_null() {
         return enomem();
     }
@@ -44,7 +44,7 @@ pub fn malloc(size: usize) -> *mut c_void {
 #[inline(always)]
 pub fn calloc(n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(total) => out_of_memory(heap::alloc_zeroed(total)),
+        Some(total) => out_of_memory(alloc::alloc_zeroed(total)),
         None => out_of_memory(ptr::null_mut()),
     }
 }
@@ -56,7 +56,7 @@ pub fn calloc(n: usize, size: usize) -> *mut c_void {
 #[inline(always)]
 pub unsafe fn free(p: *mut c_void) {
     // SAFETY: per the contract.
-    unsafe { heap::free(p.cast()) }
+    unsafe { free::free(p.cast()) }
 }
 
 /// `realloc(3)`.
@@ -67,7 +67,7 @@ pub unsafe fn free(p: *mut c_void) {
 #[inline(always)]
 pub unsafe fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: per the contract.
-    let q = unsafe { heap::realloc(p.cast(), size) };
+    let q = unsafe { realloc::realloc(p.cast(), size) };
     if q.is_null() && size != 0 {
         return out_of_memory(q);
     }
@@ -89,7 +89,7 @@ pub unsafe fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void
 
 #[inline(always)]
 fn aligned(size: usize, align: usize) -> *mut c_void {
-    out_of_memory(heap::alloc_aligned(size, align))
+    out_of_memory(alloc::alloc_aligned(size, align))
 }
 
 /// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple of the pointer size;
@@ -102,7 +102,7 @@ pub unsafe fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
         return libc::EINVAL;
     }
-    let p = heap::alloc_aligned(size, align);
+    let p = alloc::alloc_aligned(size, align);
     if p.is_null() {
         return libc::ENOMEM;
     }
@@ -152,7 +152,7 @@ pub fn pvalloc(size: usize) -> *mut c_void {
 /// not a live block.
 #[inline(always)]
 pub fn malloc_usable_size(p: *mut c_void) -> usize {
-    heap::usable_size(p.cast())
+    block::usable_size(p.cast())
 }
 
 /// `malloc_trim(3)`: gives free memory back to the OS now. Returns 1 if any was released.
@@ -164,7 +164,7 @@ pub fn malloc_trim(_pad: usize) -> i32 {
 /// `malloc_stats(3)`: prints statistics to stderr (as `stats_print` would at exit).
 #[inline(always)]
 pub fn malloc_stats() {
-    crate::stats::print(crate::heap::options().stats_print_opts);
+    crate::stats::print(crate::init::options().stats_print_opts);
 }
 
 /// `tally_stats_print(opts)`: prints statistics to stderr; `opts` holds `stats_print_opts` letters
@@ -188,7 +188,7 @@ pub fn tally_stats_print(opts: &[u8]) {
 #[inline(always)]
 pub unsafe fn free_sized(p: *mut c_void, _size: usize) {
     // SAFETY: per the contract.
-    unsafe { heap::free(p.cast()) }
+    unsafe { free::free(p.cast()) }
 }
 
 /// `free_aligned_sized` (C23): frees `p`, allocated with alignment `align` and size `size`.
@@ -198,5 +198,5 @@ pub unsafe fn free_sized(p: *mut c_void, _size: usize) {
 #[inline(always)]
 pub unsafe fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
     // SAFETY: per the contract.
-    unsafe { heap::free(p.cast()) }
+    unsafe { free::free(p.cast()) }
 }

@@ -12,12 +12,12 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use crate::bin::Bin;
 use crate::chunk::{ChunkHeader, RunState, Span};
 use crate::extent::PageHeap;
-use crate::pal::{PAGE, PAGE_SHIFT};
 use crate::size_class::{SizeClass, NSMALL};
-use crate::sync::Mutex;
+use tally_pal::sync::{Mutex, Rank};
+use tally_pal::{PAGE, PAGE_SHIFT};
 
 /// Most arenas Tally will use.
-pub const MAX_ARENAS: usize = 256;
+pub use crate::options::MAX_ARENAS;
 
 /// Large blocks allocated (a statistic).
 pub static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -38,7 +38,7 @@ impl Arena {
     const fn new() -> Self {
         Arena {
             threads: AtomicU32::new(0),
-            pages: Mutex::new(PageHeap::new()),
+            pages: Mutex::new(Rank::PageHeap, PageHeap::new()),
             bins: [const { Bin::new() }; NSMALL],
         }
     }
@@ -53,7 +53,7 @@ impl Arena {
     pub fn alloc_large(&self, class: SizeClass, align: usize) -> *mut u8 {
         let align_pages = (align >> PAGE_SHIFT).max(1);
         let mut heap = self.pages.lock();
-        let run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large);
+        let run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large, self.index());
         if run.is_null() {
             return core::ptr::null_mut();
         }
@@ -104,26 +104,22 @@ impl Arena {
         }
     }
 
-    pub(crate) fn lock_for_fork(&self) {
+    /// Takes every bin's lock for `fork`'s prepare handler (the page heap's is taken after all
+    /// arenas' bins: see `fork.rs`).
+    pub(crate) fn lock_bins_for_fork(&self) {
         for bin in &self.bins {
             bin.lock_for_fork();
         }
-        self.pages.lock_for_fork();
     }
 
+    /// Releases the locks taken by [`Arena::lock_bins_for_fork`].
+    ///
     /// # Safety
     /// The prepare handler must have taken the locks in this thread.
-    pub(crate) unsafe fn unlock_after_fork(&self, child: bool) {
-        // SAFETY: per the contract.
-        unsafe {
-            if child {
-                self.pages.reset_in_child();
-            } else {
-                self.pages.unlock_after_fork();
-            }
-            for bin in &self.bins {
-                bin.unlock_after_fork(child);
-            }
+    pub(crate) unsafe fn unlock_bins_after_fork(&self, child: bool) {
+        for bin in &self.bins {
+            // SAFETY: per the contract.
+            unsafe { bin.unlock_after_fork(child) };
         }
     }
 }
@@ -132,10 +128,8 @@ const fn build_arenas() -> [Arena; MAX_ARENAS] {
     [const { Arena::new() }; MAX_ARENAS]
 }
 
-/// The index of the arena whose bytes include `addr` (an address inside [`ARENAS`]); for any
-/// other address (a page heap of a unit test) the last index, which no default configuration
-/// uses.
-pub fn index_of(addr: usize) -> u32 {
+/// The index of the arena whose bytes include `addr`, an address inside [`ARENAS`].
+fn index_of(addr: usize) -> u32 {
     let base = ARENAS.as_ptr() as usize;
     let i = addr.wrapping_sub(base) / core::mem::size_of::<Arena>();
     i.min(MAX_ARENAS - 1) as u32

@@ -18,9 +18,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::chunk::{info_offset, ChunkHeader, RunState, Span};
 use crate::extent::PageHeap;
-use crate::pal;
 use crate::size_class::SizeClass;
-use crate::sync::Mutex;
+use tally_pal as pal;
+use tally_pal::sync::{Mutex, Rank};
 
 /// Objects handed to thread caches (a statistic).
 pub static FILLS: AtomicU64 = AtomicU64::new(0);
@@ -51,19 +51,22 @@ impl Bin {
     /// An empty bin.
     pub const fn new() -> Self {
         Bin {
-            slabs: Mutex::new(BinSlabs {
-                current: ptr::null_mut(),
-                partial: ptr::null_mut(),
-                slabs: 0,
-                handed_out: 0,
-                returned: 0,
-            }),
+            slabs: Mutex::new(
+                Rank::Bin,
+                BinSlabs {
+                    current: ptr::null_mut(),
+                    partial: ptr::null_mut(),
+                    slabs: 0,
+                    handed_out: 0,
+                    returned: 0,
+                },
+            ),
         }
     }
 
     /// Writes up to `out.len()` free objects of `class` into `out`, taking new slabs from `pages`
     /// when needed. Returns how many it wrote (0 only when the OS is out of memory).
-    pub fn fill(&self, class: SizeClass, pages: &Mutex<PageHeap>, out: &mut [*mut u8]) -> usize {
+    pub fn fill(&self, class: SizeClass, pages: &Mutex<PageHeap>, arena: u32, out: &mut [*mut u8]) -> usize {
         let mut bin = self.slabs.lock();
         let mut n = 0;
         while n < out.len() {
@@ -72,7 +75,7 @@ impl Bin {
             if slab.is_null() || unsafe { (*slab).nfree } == 0 {
                 slab = bin.partial;
                 if slab.is_null() {
-                    slab = new_slab(class, pages);
+                    slab = new_slab(class, pages, arena);
                     if slab.is_null() {
                         break;
                     }
@@ -200,8 +203,8 @@ impl BinSlabs {
 }
 
 /// Makes a new slab of `class` with every object free.
-fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>) -> *mut Span {
-    let slab = pages.lock().alloc(class.pages(), class.0, RunState::Slab);
+fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>, arena: u32) -> *mut Span {
+    let slab = pages.lock().alloc(class.pages(), class.0, RunState::Slab, arena);
     if slab.is_null() {
         return slab;
     }
@@ -297,9 +300,12 @@ mod tests {
     use super::*;
     use crate::size_class::NSMALL;
 
+    /// The arena index recorded in the chunks of a private page heap (never looked up).
+    const TEST_ARENA: u32 = 255;
+
     #[test]
     fn objects_come_out_distinct_and_go_back_in_any_order() {
-        let pages = Mutex::new(PageHeap::new());
+        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
         for index in [0, 1, 5, 12, 20, 30, NSMALL - 1] {
             let class = SizeClass(index as u8);
             let bin = Bin::new();
@@ -307,7 +313,7 @@ mod tests {
             let mut objects = std::vec![core::ptr::null_mut(); want];
             let mut got = 0;
             while got < want {
-                let n = bin.fill(class, &pages, &mut objects[got..(got + 13).min(want)]);
+                let n = bin.fill(class, &pages, TEST_ARENA, &mut objects[got..(got + 13).min(want)]);
                 assert!(n > 0);
                 got += n;
                 bin.debug_check_invariants(class);

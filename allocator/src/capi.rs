@@ -137,7 +137,7 @@ pub unsafe extern "C" fn tally_prof_dump(path: *const core::ffi::c_char) -> c_in
     match result {
         Ok(()) => 0,
         Err(e) => {
-            crate::pal::set_errno(match e {
+            tally_pal::set_errno(match e {
                 crate::prof::DumpError::ProfilerOff => libc::ENOTSUP,
                 crate::prof::DumpError::BadPath => libc::EINVAL,
                 crate::prof::DumpError::Os(e) => e,
@@ -151,7 +151,12 @@ pub unsafe extern "C" fn tally_prof_dump(path: *const core::ffi::c_char) -> c_in
 /// the profiler is off.
 #[no_mangle]
 pub extern "C" fn tally_prof_activate(on: c_int) -> c_int {
-    if crate::sample::set_active(on != 0) {
+    let done = if on != 0 {
+        crate::prof::activate()
+    } else {
+        crate::prof::deactivate()
+    };
+    if done {
         0
     } else {
         -1
@@ -173,7 +178,7 @@ pub extern "C" fn tally_prof_reset() -> c_int {
 /// -1 when the profiler is off.
 #[no_mangle]
 pub extern "C" fn tally_prof_set_sample(lg: c_int) -> c_int {
-    if lg >= 0 && crate::sample::set_lg_sample(lg as u32) {
+    if lg >= 0 && crate::prof::set_sample_rate(lg as u32) {
         0
     } else {
         -1

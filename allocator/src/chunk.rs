@@ -16,13 +16,10 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::pagemap;
-use crate::pal::{self, PAGE, PAGE_SHIFT};
 use crate::size_class::SLAB_MAX_OBJS;
+use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
-/// log2 of the chunk size.
-pub const CHUNK_SHIFT: u32 = 22;
-/// Chunk size: 4 MiB.
-pub const CHUNK: usize = 1 << CHUNK_SHIFT;
+pub use crate::pagemap::{CHUNK, CHUNK_SHIFT};
 /// Pages in a chunk.
 pub const CHUNK_PAGES: usize = CHUNK / PAGE;
 /// Pages at the start of each chunk taken by its header.

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::arena::{self, ARENAS};
 use crate::extent::{DIRTY_DECAY_MS, MUZZY_DECAY_MS};
 use crate::options::Options;
-use crate::pal;
+use tally_pal as pal;
 
 /// A thread calls [`tick`] after allocating this many bytes.
 pub const TICK_BYTES: i64 = 64 * 1024;
@@ -92,7 +92,7 @@ pub fn start_background_thread() {
     }
     let pid = pal::pid();
     let old = BACKGROUND_PID.swap(pid, Ordering::Relaxed);
-    if old != pid && !pal::spawn_thread(background_main) {
+    if old != pid && !pal::thread::spawn(background_main) {
         BACKGROUND_PID.store(old, Ordering::Relaxed);
     }
 }

@@ -35,8 +35,8 @@ use core::sync::atomic::{AtomicI64, Ordering};
 use crate::chunk::{
     self, info_class, info_offset, Purge, RunState, Span, CHUNK_PAGES, FREE_RUN, HEADER_PAGES, USABLE_PAGES,
 };
-use crate::pal::{self, PAGE_SHIFT};
 use crate::size_class::{NCLASSES, NSMALL};
+use tally_pal::{self as pal, PAGE_SHIFT};
 
 /// `dirty_decay_ms` in force (-1 = never).
 pub static DIRTY_DECAY_MS: AtomicI64 = AtomicI64::new(10_000);
@@ -138,8 +138,7 @@ unsafe impl Send for PageHeap {}
 const _: () = assert!(LISTS <= 64);
 
 impl PageHeap {
-    /// An empty heap. All zero bytes, so that the arena table lands in `.bss` (see `arena.rs`);
-    /// the heap finds its arena's index from its own address.
+    /// An empty heap. All zero bytes, so that the arena table lands in `.bss` (see `arena.rs`).
     pub const fn new() -> Self {
         PageHeap {
             lists: [ptr::null_mut(); LISTS],
@@ -157,13 +156,14 @@ impl PageHeap {
     }
 
     /// Takes a run of exactly `pages` pages (1 ..= [`chunk::USABLE_PAGES`]) and marks it with
-    /// `owner` (a class) and `state`. Returns null when the OS has no memory for a new chunk.
-    pub fn alloc(&mut self, pages: usize, owner: u8, state: RunState) -> *mut Span {
+    /// `owner` (a class) and `state`; a new chunk it needs is recorded as arena `arena`'s (the
+    /// heap's owner). Returns null when the OS has no memory for a new chunk.
+    pub fn alloc(&mut self, pages: usize, owner: u8, state: RunState, arena: u32) -> *mut Span {
         debug_assert!((1..=chunk::USABLE_PAGES).contains(&pages));
         let run = match self.find(pages) {
             Some(run) => run,
             None => {
-                let run = chunk::new_chunk(crate::arena::index_of(self as *const PageHeap as usize));
+                let run = chunk::new_chunk(arena);
                 if run.is_null() {
                     return run;
                 }
@@ -201,15 +201,16 @@ impl PageHeap {
         align_pages: usize,
         owner: u8,
         state: RunState,
+        arena: u32,
     ) -> *mut Span {
         if align_pages <= 1 {
-            return self.alloc(pages, owner, state);
+            return self.alloc(pages, owner, state, arena);
         }
         let want = pages + align_pages - 1;
         if want > chunk::USABLE_PAGES {
             return ptr::null_mut();
         }
-        let run = self.alloc(want, FREE_RUN, RunState::Free);
+        let run = self.alloc(want, FREE_RUN, RunState::Free, arena);
         if run.is_null() {
             return run;
         }
@@ -218,8 +219,8 @@ impl PageHeap {
             let chunk = Span::chunk(run);
             let first = Span::first_page(run);
             let start = (*chunk).page_addr(first);
-            let align = align_pages << crate::pal::PAGE_SHIFT;
-            let lead = (start.next_multiple_of(align) - start) >> crate::pal::PAGE_SHIFT;
+            let align = align_pages << tally_pal::PAGE_SHIFT;
+            let lead = (start.next_multiple_of(align) - start) >> tally_pal::PAGE_SHIFT;
             let body = ptr::addr_of_mut!((*chunk).spans[first + lead]);
             let trail = want - lead - pages;
             // Mark the body first, so freeing the slack on either side cannot merge into it.
@@ -609,6 +610,9 @@ impl PageHeap {
 mod tests {
     use super::*;
 
+    /// The arena index recorded in the chunks of a private page heap (never looked up).
+    const TEST_ARENA: u32 = 255;
+
     #[test]
     fn buckets_cover_every_length() {
         for pages in 1..=CHUNK_PAGES {
@@ -629,9 +633,9 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             let pages = 1 + (seed >> 33) as usize % 40;
             let align = if seed & 7 == 0 { 16 } else { 1 };
-            let run = heap.alloc_aligned(pages, align, 40, RunState::Large);
+            let run = heap.alloc_aligned(pages, align, 40, RunState::Large, TEST_ARENA);
             assert!(!run.is_null());
-            assert_eq!(Span::start(run) % (align * crate::pal::PAGE), 0);
+            assert_eq!(Span::start(run) % (align * tally_pal::PAGE), 0);
             runs.push(run);
             heap.debug_check_invariants();
         }

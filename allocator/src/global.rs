@@ -3,11 +3,9 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use core::sync::atomic::Ordering;
-
-use crate::pal::PAGE;
 use crate::size_class::{class_for, TCACHE_MAX};
-use crate::{heap, sample};
+use crate::{alloc, free, prof_hooks, realloc};
+use tally_pal::PAGE;
 
 /// Tally as Rust's global allocator:
 ///
@@ -23,7 +21,7 @@ pub struct Tally;
 unsafe impl GlobalAlloc for Tally {
     #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        heap::alloc_aligned(layout.size(), layout.align())
+        alloc::alloc_aligned(layout.size(), layout.align())
     }
 
     #[inline(always)]
@@ -36,22 +34,22 @@ unsafe impl GlobalAlloc for Tally {
         if size <= TCACHE_MAX
             && (align <= 8 || (align <= 16 && size > 8))
             && (p as usize & (PAGE - 1) != 0
-                || !sample::PROF_ON.load(Ordering::Relaxed)
+                || !prof_hooks::profiler_on()
                 // SAFETY: `p` is a live block of a cached class (GlobalAlloc's contract).
-                || !unsafe { sample::is_sampled_class_block(p) })
+                || !unsafe { prof_hooks::is_sampled_class_block(p) })
         {
             // SAFETY: sizes up to TCACHE_MAX always have a class.
             let class = unsafe { class_for(size).unwrap_unchecked() };
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.
-            return unsafe { heap::free_known(p, class) };
+            return unsafe { free::free_known(p, class) };
         }
         // SAFETY: GlobalAlloc's contract: `p` came from this allocator and is given up.
-        unsafe { heap::free(p) }
+        unsafe { free::free(p) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = heap::alloc_aligned(layout.size(), layout.align());
+        let p = alloc::alloc_aligned(layout.size(), layout.align());
         if !p.is_null() {
             // SAFETY: `p` is a fresh block of at least `layout.size()` bytes.
             unsafe { ptr::write_bytes(p, 0, layout.size()) };
@@ -64,14 +62,14 @@ unsafe impl GlobalAlloc for Tally {
         let align = layout.align();
         if align <= 8 || (align <= 16 && new_size > 8 && layout.size() > 8) {
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this allocator.
-            return unsafe { heap::realloc(p, new_size) };
+            return unsafe { realloc::realloc(p, new_size) };
         }
-        let q = heap::alloc_aligned(new_size, align);
+        let q = alloc::alloc_aligned(new_size, align);
         if !q.is_null() {
             // SAFETY: both blocks are live, distinct and at least as large as copied.
             unsafe {
                 ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
-                heap::free(p);
+                free::free(p);
             }
         }
         q

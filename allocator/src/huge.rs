@@ -21,8 +21,8 @@ use crate::chunk::{CHUNK, CHUNK_SHIFT};
 use crate::extent::DIRTY_DECAY_MS;
 use crate::meta;
 use crate::pagemap::{self, TAG_HUGE};
-use crate::pal::{self, PAGE};
-use crate::sync::Mutex;
+use tally_pal::sync::{Mutex, Rank};
+use tally_pal::{self as pal, PAGE};
 
 /// Huge blocks mapped so far (a statistic).
 pub static HUGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -73,15 +73,18 @@ struct MappingCache {
     slots: [CachedMapping; CACHE_SLOTS],
 }
 
-static CACHE: Mutex<MappingCache> = Mutex::new(MappingCache {
-    n: 0,
-    bytes: 0,
-    slots: [CachedMapping {
-        base: 0,
-        len: 0,
-        since_ms: 0,
-    }; CACHE_SLOTS],
-});
+static CACHE: Mutex<MappingCache> = Mutex::new(
+    Rank::HugeCache,
+    MappingCache {
+        n: 0,
+        bytes: 0,
+        slots: [CachedMapping {
+            base: 0,
+            len: 0,
+            since_ms: 0,
+        }; CACHE_SLOTS],
+    },
+);
 
 impl MappingCache {
     fn remove(&mut self, i: usize) -> CachedMapping {
@@ -171,7 +174,8 @@ struct FreeDescriptors(*mut HugeBlock);
 // SAFETY: the descriptors live in the metadata pool forever; the list is only used under its lock.
 unsafe impl Send for FreeDescriptors {}
 
-static FREE_DESCRIPTORS: Mutex<FreeDescriptors> = Mutex::new(FreeDescriptors(ptr::null_mut()));
+static FREE_DESCRIPTORS: Mutex<FreeDescriptors> =
+    Mutex::new(Rank::HugeDescriptors, FreeDescriptors(ptr::null_mut()));
 
 fn windows(bytes: usize) -> usize {
     bytes.div_ceil(CHUNK)

@@ -4,8 +4,8 @@
 //! It is a bump allocator: memory is never returned; the types allocated here keep free lists
 //! of their own for reuse.
 
-use crate::pal;
-use crate::sync::Mutex;
+use tally_pal as pal;
+use tally_pal::sync::{Mutex, Rank};
 
 /// Bytes mapped at a time for metadata.
 const REGION: usize = 256 * 1024;
@@ -17,7 +17,7 @@ struct Bump {
     end: usize,
 }
 
-static POOL: Mutex<Bump> = Mutex::new(Bump { cursor: 0, end: 0 });
+static POOL: Mutex<Bump> = Mutex::new(Rank::Meta, Bump { cursor: 0, end: 0 });
 
 /// Bytes mapped for metadata so far (a statistic).
 pub static MAPPED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);

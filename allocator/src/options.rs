@@ -9,8 +9,7 @@
 
 use core::fmt::Write;
 
-use crate::arena::MAX_ARENAS;
-use crate::pal::LineBuf;
+use tally_pal::LineBuf;
 
 /// What kind of value an option takes.
 #[derive(Clone, Copy, Debug)]
@@ -32,6 +31,9 @@ pub enum Kind {
     /// Text of at most [`TEXT_MAX`] bytes, without commas.
     Text,
 }
+
+/// Most arenas Tally makes (the bound of `narenas`).
+pub const MAX_ARENAS: usize = 256;
 
 /// Longest text value (`prof_prefix`).
 pub const TEXT_MAX: usize = 255;

@@ -12,8 +12,14 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use crate::chunk::CHUNK_SHIFT;
-use crate::pal;
+use tally_pal as pal;
+
+/// log2 of the chunk size: the page map's window, and the size of the chunks (`chunk.rs`) and
+/// the alignment of huge blocks (`huge.rs`) that it maps.
+pub const CHUNK_SHIFT: u32 = 22;
+/// Chunk size: 4 MiB.
+pub const CHUNK: usize = 1 << CHUNK_SHIFT;
+const _: () = assert!(CHUNK_SHIFT > pal::PAGE_SHIFT);
 
 /// User-space address bits on x86-64 and AArch64 with 4-level page tables.
 const ADDRESS_BITS: u32 = 47;

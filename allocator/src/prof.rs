@@ -14,7 +14,7 @@ use std::path::Path;
 
 use tally_profiler as profiler;
 
-use crate::sample;
+use crate::prof_hooks;
 
 /// Why a profile could not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl std::error::Error for DumpError {}
 
 fn convert(e: profiler::DumpError) -> DumpError {
     match e {
-        profiler::DumpError::Os(libc::ENOTSUP) => DumpError::ProfilerOff,
+        profiler::DumpError::Off => DumpError::ProfilerOff,
         profiler::DumpError::Os(e) => DumpError::Os(e),
         _ => DumpError::BadPath,
     }
@@ -55,41 +55,46 @@ pub fn dump(path: impl AsRef<Path>) -> Result<(), DumpError> {
     if bytes.is_empty() || bytes.contains(&0) {
         return Err(DumpError::BadPath);
     }
-    sample::dump_to(bytes).map_err(convert)
+    prof_hooks::dump_to(bytes).map_err(convert)
 }
 
 /// Writes a heap profile named after `prof_prefix` (`<prefix>.<pid>.<seq>.m<n>.heap`).
 pub fn dump_auto() -> Result<(), DumpError> {
-    sample::dump_manual().map(|_| ()).map_err(convert)
+    prof_hooks::dump_manual().map(|_| ()).map_err(convert)
 }
 
 /// Starts sampling (with `prof:true`; for programs started with `prof_active:false`). Returns
 /// false if the profiler is off.
 pub fn activate() -> bool {
-    sample::set_active(true)
+    profiler::PROFILER.sampling.set_active(true)
 }
 
 /// Stops sampling; what was sampled stays in the profile until freed. Returns false if the
 /// profiler is off.
 pub fn deactivate() -> bool {
-    sample::set_active(false)
+    profiler::PROFILER.sampling.set_active(false)
 }
 
 /// Whether sampling is active.
 pub fn is_active() -> bool {
-    sample::is_active()
+    profiler::PROFILER.sampling.is_active()
 }
 
 /// Sets the mean sampling distance to `2^lg` bytes for the samples to come. Returns false if
 /// the profiler is off.
 pub fn set_sample_rate(lg: u32) -> bool {
-    sample::set_lg_sample(lg)
+    if !prof_hooks::profiler_on() {
+        return false;
+    }
+    // Distances are capped at 2^40 bytes anyway (a thread's idle distance).
+    profiler::PROFILER.sampling.set_lg(lg.min(40));
+    true
 }
 
 /// Forgets everything sampled so far (jemalloc's `prof.reset`): profiles written afterwards show
 /// only what is sampled from now on. Returns false if the profiler is off.
 pub fn reset() -> bool {
-    if !sample::PROF_ON.load(core::sync::atomic::Ordering::Acquire) {
+    if !prof_hooks::profiler_on() {
         return false;
     }
     profiler::PROFILER.reset();

@@ -25,7 +25,7 @@
 //!
 //! Lookups use tables; each table has a `_compute` twin that the tests check it against.
 
-use crate::pal::{PAGE, PAGE_SHIFT};
+use tally_pal::{PAGE, PAGE_SHIFT};
 
 /// Largest small class: 15 KiB.
 pub const SMALL_MAX: usize = 15 * 1024;

@@ -22,9 +22,9 @@ use core::sync::atomic::Ordering;
 
 use crate::arena::{self, ARENAS, MAX_ARENAS};
 use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
-use crate::pal::{self, LineBuf, PAGE};
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
-use crate::{bin, decay, huge, meta, options, pagemap, sample, tcache};
+use crate::{bin, decay, huge, meta, options, pagemap, prof_hooks, tcache};
+use tally_pal::{self as pal, LineBuf, PAGE};
 
 /// Counters of one size class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -221,9 +221,9 @@ pub fn stats() -> Stats {
     }
     let misses: [u64; NCACHED] = core::array::from_fn(|c| tcache::MISSES[c].load(Ordering::Relaxed));
     for c in 0..NCLASSES {
-        let out = sample::SAMPLED_OUT[c].load(Ordering::Relaxed);
+        let out = prof_hooks::SAMPLED_OUT[c].load(Ordering::Relaxed);
         handed_out[c] += out;
-        returned[c] += sample::SAMPLED_IN[c].load(Ordering::Relaxed);
+        returned[c] += prof_hooks::SAMPLED_IN[c].load(Ordering::Relaxed);
         if c < NCACHED {
             nmalloc[c] += out;
         }
@@ -261,7 +261,7 @@ pub fn stats() -> Stats {
 /// Flushes the calling thread's cache and gives every free page back to the OS now. Returns
 /// whether any memory was released (what `malloc_trim` returns).
 pub fn trim() -> bool {
-    crate::heap::flush_thread_cache();
+    crate::thread::flush_thread_cache();
     decay::purge_all(true) > 0
 }
 
@@ -478,8 +478,8 @@ fn print_json(out: &mut Report, s: &Stats, flags: u32) {
 }
 
 extern "C" fn at_exit() {
-    let opts = crate::heap::options();
-    sample::at_exit(&opts);
+    let opts = crate::init::options();
+    prof_hooks::at_exit(&opts);
     if opts.stats_print {
         print(opts.stats_print_opts);
     }

@@ -22,10 +22,10 @@ use core::ptr;
 use crate::arena::{self, Arena};
 use crate::chunk::ChunkHeader;
 use crate::meta;
-use crate::pal;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
-use crate::sync::Mutex;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use tally_pal as pal;
+use tally_pal::sync::{Mutex, Rank};
 
 /// Per-class cache capacity: 256 KiB worth of blocks, at least 16 and at most 128 blocks for
 /// small classes, at least 4 for the cached large classes. (A thread caches at most about 4 MiB.)
@@ -112,19 +112,6 @@ impl TBin {
 /// A thread's bins, in its thread block. See the module docs for the invariant.
 #[repr(C)]
 pub struct ThreadBins {
-    /// Bytes this thread may still allocate before its next event (a decay tick or a profiler
-    /// sample); the allocation fast path subtracts and calls the slow path below zero.
-    pub event: i64,
-    /// What `event` was set to when the countdown started (so the event knows the bytes spent).
-    pub armed: i64,
-    /// Bytes left before the next profiler sample.
-    pub sample_left: i64,
-    /// Bytes left before the next decay tick.
-    pub tick_left: i64,
-    /// The sampling random state (0 until the first draw).
-    pub rng: u64,
-    /// The sampling epoch this thread's distance was drawn in.
-    pub epoch: u32,
     /// Index of the cache's arena (meaningless without a cache): `free` tells this thread's
     /// blocks from other threads' by it.
     pub arena: u32,
@@ -138,13 +125,13 @@ pub struct ThreadBins {
     pub gc_next: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadBins>() <= pal::THREAD_BLOCK_BYTES);
+const _: () = assert!(core::mem::size_of::<ThreadBins>() <= pal::thread::THREAD_BLOCK_BYTES);
 const _: () = assert!(NCACHED <= u64::BITS as usize, "one `missed` bit per cached class");
 
 /// The calling thread's bins.
 #[inline(always)]
 pub fn thread_bins() -> *mut ThreadBins {
-    pal::thread_block().cast()
+    pal::thread::thread_block().cast()
 }
 
 /// The slot storage and arena of one thread's cache.
@@ -169,10 +156,13 @@ struct Caches {
 // SAFETY: the caches live in the metadata pool forever; the lists are only touched under the lock.
 unsafe impl Send for Caches {}
 
-static CACHES: Mutex<Caches> = Mutex::new(Caches {
-    pool: ptr::null_mut(),
-    attached: ptr::null_mut(),
-});
+static CACHES: Mutex<Caches> = Mutex::new(
+    Rank::CacheRegistry,
+    Caches {
+        pool: ptr::null_mut(),
+        attached: ptr::null_mut(),
+    },
+);
 
 /// Allocations counted by bins of caches that were detached since (and by calls served without
 /// a cache), per class.
@@ -325,14 +315,14 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         (*tb).missed |= 1 << class.index();
         if !class.is_small() {
             // Large blocks are not prefetched: the cache only keeps what the thread frees.
-            return arena.alloc_large(class, crate::pal::PAGE);
+            return arena.alloc_large(class, tally_pal::PAGE);
         }
         MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
         bin.fill = (bin.fill * 2).min(bin.cap / 2).max(1);
         let out = core::slice::from_raw_parts_mut(bin.slots, want);
-        let n = arena.bins[class.index()].fill(class, &arena.pages, out);
+        let n = arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out);
         if n == 0 {
             return ptr::null_mut();
         }

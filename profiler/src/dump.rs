@@ -9,8 +9,8 @@ use core::ffi::c_int;
 
 use tally_format::{Estimate, Sink, SinkError, WriteError, Writer};
 
-use crate::os;
 use crate::Profiler;
+use tally_pal::file;
 
 /// Longest path a dump may have, NUL included (Linux `PATH_MAX`).
 pub const PATH_MAX: usize = 4096;
@@ -18,6 +18,8 @@ pub const PATH_MAX: usize = 4096;
 /// Why a dump failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DumpError {
+    /// The profiler is off (`prof:false`): there is nothing to write.
+    Off,
     /// A system call failed with this `errno`.
     Os(i32),
     /// The path (with its suffixes) does not fit in [`PATH_MAX`] or holds a NUL.
@@ -66,7 +68,7 @@ impl FdSink {
     }
     /// Writes out what is buffered.
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        let r = os::write_all(self.fd, &self.buf[..self.len]).map_err(SinkError);
+        let r = file::write_all(self.fd, &self.buf[..self.len]).map_err(SinkError);
         self.len = 0;
         r
     }
@@ -78,7 +80,7 @@ impl Sink for FdSink {
             self.flush()?;
         }
         if bytes.len() > self.buf.len() {
-            return os::write_all(self.fd, bytes).map_err(SinkError);
+            return file::write_all(self.fd, bytes).map_err(SinkError);
         }
         self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
         self.len += bytes.len();
@@ -166,10 +168,10 @@ impl Profiler {
             w.stack(s.frames, live, acc)?;
         }
         if with_maps {
-            let fd = os::open(b"/proc/self/maps\0", libc::O_RDONLY, 0).map_err(DumpError::Os)?;
+            let fd = file::open(b"/proc/self/maps\0", libc::O_RDONLY, 0).map_err(DumpError::Os)?;
             let mut chunk = [0u8; 4096];
             let r = loop {
-                match os::read(fd, &mut chunk) {
+                match file::read(fd, &mut chunk) {
                     Ok(0) => break Ok(()),
                     Ok(n) => {
                         if let Err(e) = w.maps(&chunk[..n]) {
@@ -179,7 +181,7 @@ impl Profiler {
                     Err(e) => break Err(DumpError::Os(e)),
                 }
             };
-            os::close(fd);
+            file::close(fd);
             r?;
             // An empty map still gets its section.
             w.maps(b"")?;
@@ -215,7 +217,7 @@ impl Profiler {
         let tlen = t.len;
         tmp_buf[tlen] = 0;
         let tmp = &tmp_buf[..=tlen];
-        let fd = os::open(
+        let fd = file::open(
             tmp,
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
             0o600,
@@ -223,11 +225,11 @@ impl Profiler {
         .map_err(DumpError::Os)?;
         let r = self
             .dump_to_fd(fd)
-            .and_then(|()| os::fsync(fd).map_err(DumpError::Os));
-        os::close(fd);
-        let r = r.and_then(|()| os::rename(tmp, &final_buf[..=flen]).map_err(DumpError::Os));
+            .and_then(|()| file::fsync(fd).map_err(DumpError::Os));
+        file::close(fd);
+        let r = r.and_then(|()| file::rename(tmp, &final_buf[..=flen]).map_err(DumpError::Os));
         if r.is_err() {
-            os::unlink(tmp);
+            file::unlink(tmp);
         }
         r
     }
@@ -237,7 +239,7 @@ impl Profiler {
     pub fn dump_with_prefix(&self, prefix: &[u8], kind: DumpKind) -> Result<u64, DumpError> {
         let seq = self.next_seq();
         let mut name = [0u8; PATH_MAX];
-        let len = dump_file_name(&mut name, prefix, os::pid(), seq, kind)?;
+        let len = dump_file_name(&mut name, prefix, tally_pal::pid(), seq, kind)?;
         self.dump_to_path(&name[..len])?;
         Ok(seq)
     }

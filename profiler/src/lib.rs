@@ -1,25 +1,31 @@
 //! Tally's sampling heap profiler.
 //!
 //! This crate stands below the allocator (`tally`) and never calls back into it: its memory
-//! comes from `mmap` directly, it links no allocator of its own, and it uses `libc` only for
-//! system calls. The dump format and the estimate maths live in `tally-format` (see
-//! `docs/heap-format.md`).
+//! comes from `mmap` directly, it links no allocator of its own, and its system calls and its
+//! lock come from `tally-pal`, the platform layer it shares with the allocator. The dump format
+//! and the estimate maths live in `tally-format` (see `docs/heap-format.md`).
 //!
-//! # Parts, bottom up
-//! - [`os`]: the system calls (mmap, files, clock).
-//! - [`lock`]: the spin lock the tables use.
-//! - [`sampler`]: the per-thread byte countdown and the exponential draw.
-//! - [`unwind`]: stack capture behind one [`unwind::Unwinder`] interface (frame pointers, libgcc,
-//!   and on x86-64 Linux [`cfi`], a DWARF walker with a rule cache, the default).
-//! - [`stacks`]: the stack table (interned stacks and their counters).
-//! - [`live`]: the live-block table (sampled blocks by address).
-//! - [`dump`]: writing `heap_v2` dumps and naming their files.
-//! - this file: [`Profiler`], which ties the tables together, the global instance [`PROFILER`]
-//!   and the functions the allocator calls.
+//! # Layers, bottom up
+//! Each module uses only the ones above it in this list (a test reads this list and the code's
+//! `use crate::` lines and fails on an import against it):
+//!
+//! 1. `sampler` — the sampling settings and each thread's distance to its next sample.
+//! 2. `unwind` — stack capture behind one `Unwinder` interface (frame pointers, libgcc).
+//! 3. `cfi` — on x86-64 Linux, a DWARF walker with a rule cache, the default unwinder.
+//! 4. `stacks` — the stack table (interned stacks and their counters).
+//! 5. `live` — the live-block table (sampled blocks by address).
+//! 6. `dump` — writing `heap_v2` dumps and naming their files.
+//! 7. `schedule` — when profiles are written (interval, peak, request, exit).
+//!
+//! This file holds [`Profiler`], which ties the tables, the sampling settings and the schedule
+//! together, the global instance [`PROFILER`] and the functions the allocator calls.
 //!
 //! # The contract with the allocator
-//! The allocator keeps a [`Sampler`] per thread and calls [`Sampler::on_alloc`] on every
-//! allocation (the only cost an unsampled allocation pays). When it returns true:
+//! The profiler owns the sampling rate, whether sampling is on, and the accumulation of bytes
+//! for interval dumps. The allocator keeps a [`ThreadSampler`] in each thread's block and
+//! counts allocated bytes down on its fast path; when its countdown runs out it calls
+//! [`Sampling::settle`] (through `PROFILER.sampling`) with the bytes spent, and
+//! [`Schedule::count_bytes`] and [`Profiler::write_due_profiles`]. When `settle` returns true:
 //! 1. with **no allocator lock held**, [`capture_stack`] into a `[usize; MAX_FRAMES]` on the stack;
 //! 2. allocate the block (marked as sampled, so that its free finds the record);
 //! 3. [`on_sampled_alloc`]`(ptr, size, frames)`.
@@ -28,41 +34,42 @@
 //!
 //! What these functions do and never do:
 //! - They may call `mmap`/`munmap` (tables are mapped on first use and grow), and take the
-//!   profiler's own spin locks for a few hundred instructions; those locks are never held while
-//!   calling anything that could allocate or come back into the allocator.
+//!   profiler's own locks (ranked first in the lock order, `tally_pal::sync::Rank`) for a few
+//!   hundred instructions; those locks are never held while calling anything that could
+//!   allocate or come back into the allocator.
 //! - They never call `malloc` (a test with a counting `#[global_allocator]` proves it), never
 //!   panic, and never fail loudly: when memory runs out, a sample is dropped.
 //! - [`capture_stack`] may fall back to the libgcc unwinder, which can go through
 //!   `dl_iterate_phdr` and the dynamic loader's lock: see [`unwind`] for why no allocator lock
-//!   may be held then, and call
-//!   [`prepare`] once at start-up. The allocator must treat a `malloc` that happens inside a
-//!   capture or a dump as re-entry (its per-thread guard) and not sample it.
-//! - The dump functions ([`dump_to_path`], [`dump_with_prefix`], [`Profiler::dump_to_fd`]) open,
-//!   write and rename files and read `/proc/self/maps`, all with system calls: no `malloc`
-//!   either, so they can run from inside the allocator (at exit, on a signal's flag, on an
-//!   interval).
+//!   may be held then, and call [`prepare`] before the first capture. The allocator must treat a
+//!   `malloc` that happens inside a capture or a dump as re-entry (its per-thread guard) and not
+//!   sample it.
+//! - The dump functions ([`dump_to_path`], [`Profiler::dump_with_prefix`],
+//!   [`Profiler::dump_to_fd`]) open, write and rename files and read `/proc/self/maps`, all with
+//!   system calls: no `malloc` either, so they can run from inside the allocator (at exit, on a
+//!   request, on an interval).
 #![no_std]
 
 #[cfg(test)]
 extern crate std;
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub mod cfi;
 pub mod dump;
 pub mod live;
-pub mod lock;
-pub mod os;
 pub mod sampler;
+pub mod schedule;
 pub mod stacks;
 pub mod unwind;
 
 pub use dump::{DumpError, DumpKind};
-pub use sampler::{next_sample_distance, Sampler};
+pub use sampler::{next_sample_distance, Sampling, ThreadSampler};
+pub use schedule::Schedule;
 pub use stacks::StackId;
 pub use tally_format::Estimate;
-use unwind::Unwinder;
+use unwind::Unwinder as _;
 
 /// Default `lg_prof_sample`: the mean sampling distance is `2^19` bytes (512 KiB), as in jemalloc.
 pub const DEFAULT_LG_PROF_SAMPLE: u32 = 19;
@@ -81,7 +88,10 @@ pub struct Profiler {
     pub stacks: stacks::StackTable,
     /// Sampled blocks alive.
     pub live: live::LiveTable,
-    lg_sample: AtomicU32,
+    /// Whether it is on, whether it samples now, and the rate.
+    pub sampling: Sampling,
+    /// When profiles are written, and their names.
+    pub schedule: Schedule,
     accum: AtomicBool,
     seq: AtomicU64,
     dropped: AtomicU64,
@@ -94,7 +104,8 @@ impl Profiler {
         Profiler {
             stacks: stacks::StackTable::new(max_stacks, max_frame_words),
             live: live::LiveTable::new(),
-            lg_sample: AtomicU32::new(DEFAULT_LG_PROF_SAMPLE),
+            sampling: Sampling::new(),
+            schedule: Schedule::new(),
             accum: AtomicBool::new(false),
             seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -104,12 +115,12 @@ impl Profiler {
     /// Sets `lg_prof_sample` (the allocator does it once at start-up, before sampling). Samples
     /// keep the estimate computed when they were taken.
     pub fn set_lg_sample(&self, lg: u32) {
-        self.lg_sample.store(lg.min(62), Ordering::Relaxed);
+        self.sampling.set_lg(lg);
     }
 
     /// `lg_prof_sample`.
     pub fn lg_sample(&self) -> u32 {
-        self.lg_sample.load(Ordering::Relaxed)
+        self.sampling.lg()
     }
 
     /// The mean sampling period in bytes, `2^lg_prof_sample`.
@@ -150,7 +161,7 @@ impl Profiler {
             stack,
             size: size as u64,
             estimate,
-            time_ns: os::now_ns(),
+            time_ns: tally_pal::now_ns(),
         };
         match self.live.insert(record) {
             Ok(replaced) => {
@@ -209,6 +220,14 @@ impl Profiler {
     }
 }
 
+/// The unwinder the profiler uses: on x86-64 Linux the caching DWARF walker ([`cfi::Cfi`],
+/// libgcc for what it does not interpret), elsewhere libgcc.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub type DefaultUnwinder = cfi::Cfi;
+/// The unwinder the profiler uses.
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+pub type DefaultUnwinder = unwind::Libgcc;
+
 /// The process's profiler.
 pub static PROFILER: Profiler = Profiler::new(MAX_STACKS, MAX_FRAME_WORDS);
 
@@ -217,15 +236,13 @@ pub static PROFILER: Profiler = Profiler::new(MAX_STACKS, MAX_FRAME_WORDS);
 #[inline(never)]
 pub fn capture_stack(frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
     // One more: this function's own frame.
-    unwind::DefaultUnwinder::default().capture(frames, skip + 1)
+    DefaultUnwinder::default().capture(frames, skip + 1)
 }
 
-/// Start-up: sets `lg_prof_sample` and `prof_accum` and makes one throw-away capture so that the
-/// unwinder's lazy set-up happens now (see [`unwind`]).
-pub fn prepare(lg_sample: u32, accum: bool) {
-    PROFILER.set_lg_sample(lg_sample);
-    PROFILER.set_accum(accum);
-    unwind::DefaultUnwinder::default().prepare();
+/// Before the first capture: one throw-away capture, so that the unwinder's lazy set-up happens
+/// now (see [`unwind`]).
+pub fn prepare() {
+    DefaultUnwinder::default().prepare();
 }
 
 /// [`Profiler::on_sampled_alloc`] on the global profiler.
@@ -239,7 +256,11 @@ pub fn on_sampled_free(ptr: usize) -> bool {
 }
 
 /// [`Profiler::dump_to_path`] on the global profiler: `path` as bytes, no NUL needed.
+/// [`DumpError::Off`] if the profiler is off.
 pub fn dump_to_path(path: &[u8]) -> Result<(), DumpError> {
+    if !PROFILER.sampling.is_on() {
+        return Err(DumpError::Off);
+    }
     PROFILER.dump_to_path(path)
 }
 
@@ -312,14 +333,14 @@ mod tests {
     fn dump_files_are_private_and_complete() {
         let p = Profiler::new(100, 1000);
         p.on_sampled_alloc(0x5000, 100, &[1, 2, 3]);
-        let dir = std::env::temp_dir().join(std::format!("tally-profiler-dump-{}", os::pid()));
+        let dir = std::env::temp_dir().join(std::format!("tally-profiler-dump-{}", tally_pal::pid()));
         std::fs::create_dir_all(&dir).unwrap();
         let prefix = dir.join("prof");
         let seq = p
             .dump_with_prefix(prefix.to_str().unwrap().as_bytes(), DumpKind::Manual(0))
             .unwrap();
         assert_eq!(seq, 0);
-        let path = dir.join(std::format!("prof.{}.0.m0.heap", os::pid()));
+        let path = dir.join(std::format!("prof.{}.0.m0.heap", tally_pal::pid()));
         let meta = std::fs::metadata(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -327,7 +348,7 @@ mod tests {
         let profile = tally_format::parse(&text).unwrap();
         assert_eq!(profile.stacks.len(), 1);
         assert!(!dir
-            .join(std::format!("prof.{}.0.m0.heap.tmp", os::pid()))
+            .join(std::format!("prof.{}.0.m0.heap.tmp", tally_pal::pid()))
             .exists());
         assert_eq!(
             p.dump_with_prefix(prefix.to_str().unwrap().as_bytes(), DumpKind::Final),

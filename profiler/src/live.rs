@@ -12,9 +12,8 @@
 
 use tally_format::Estimate;
 
-use crate::lock::SpinLock;
-use crate::os;
 use crate::stacks::StackId;
+use tally_pal::sync::{Mutex, Rank};
 
 /// An empty slot.
 pub const EMPTY: usize = 0;
@@ -49,7 +48,7 @@ unsafe impl Send for Slots {}
 
 /// The live-block table. Build it in a `static` with [`LiveTable::new`].
 pub struct LiveTable {
-    slots: SpinLock<Slots>,
+    slots: Mutex<Slots>,
 }
 
 const MIN_SLOTS: usize = 1024;
@@ -106,7 +105,7 @@ impl Slots {
         while (self.live + 1) * 2 > capacity {
             capacity *= 2;
         }
-        let ptr: *mut Record = os::map(capacity * core::mem::size_of::<Record>()).cast();
+        let ptr: *mut Record = tally_pal::map(capacity * core::mem::size_of::<Record>()).cast();
         if ptr.is_null() {
             return false;
         }
@@ -131,7 +130,7 @@ impl Slots {
         }
         if !old.ptr.is_null() {
             // SAFETY: the old slots are a whole mapping of ours, no longer referenced.
-            unsafe { os::unmap(old.ptr.cast(), old.capacity * core::mem::size_of::<Record>()) };
+            unsafe { tally_pal::unmap(old.ptr.cast(), old.capacity * core::mem::size_of::<Record>()) };
         }
         true
     }
@@ -141,16 +140,19 @@ impl LiveTable {
     /// An empty table; maps nothing yet.
     pub const fn new() -> Self {
         LiveTable {
-            slots: SpinLock::new(Slots {
-                ptr: core::ptr::null_mut(),
-                capacity: 0,
-                live: 0,
-                tombstones: 0,
-            }),
+            slots: Mutex::new(
+                Rank::ProfilerLive,
+                Slots {
+                    ptr: core::ptr::null_mut(),
+                    capacity: 0,
+                    live: 0,
+                    tombstones: 0,
+                },
+            ),
         }
     }
 
-    /// Takes the table's lock for `fork` (see [`SpinLock::lock_for_fork`]).
+    /// Takes the table's lock for `fork` (see [`Mutex::lock_for_fork`]).
     pub fn lock_for_fork(&self) {
         self.slots.lock_for_fork();
     }
@@ -158,7 +160,7 @@ impl LiveTable {
     /// Releases the lock taken by [`LiveTable::lock_for_fork`].
     ///
     /// # Safety
-    /// See [`SpinLock::unlock_after_fork`].
+    /// See [`Mutex::unlock_after_fork`].
     pub unsafe fn unlock_after_fork(&self) {
         // SAFETY: per the contract.
         unsafe { self.slots.unlock_after_fork() }

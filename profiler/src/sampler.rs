@@ -1,14 +1,18 @@
 //! Byte-countdown sampling.
 //!
-//! Each thread counts down the bytes it allocates ([`Sampler::bytes_until_sample`]); the
+//! Each thread counts down the bytes it allocates ([`ThreadSampler::left`]); the
 //! allocation that reaches zero is sampled, and the next distance is drawn from an exponential
 //! distribution with mean `T = 2^lg_prof_sample` bytes. That makes the sampled byte positions a
 //! Poisson process of rate `1/T`, so a block of `z` bytes is sampled with probability
 //! `1 − e^(−z/T)` whatever happened before it (the distribution is memoryless), which is what the
 //! estimate maths (`tally_format::estimate`) assumes.
 //!
-//! The fast path is one compare and one subtract ([`Sampler::on_alloc`]); drawing a distance is
-//! `#[cold]`: an xorshift64* step and one `ln` from `tally_format::math` (no `std`, no libm).
+//! The allocator counts the bytes down on its fast path (one subtraction, shared with its other
+//! budgets) and hands them to [`Sampling::settle`] when its countdown runs out; drawing a
+//! distance is an xorshift64* step and one `ln` from `tally_format::math` (no `std`, no libm).
+//! The settings live here, once: [`Sampling`] is part of the profiler.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tally_format::math::ln;
 
@@ -45,52 +49,128 @@ pub fn next_sample_distance(rng_state: &mut u64, lg_period: u32) -> u64 {
     ceil.max(1)
 }
 
-/// A thread's sampling state. The allocator keeps one per thread (in its thread block, zeroed is
-/// fine: a zeroed sampler samples the first allocation and then draws properly).
-///
-/// Invariant: `bytes_until_sample ≥ 1` after every call to [`Sampler::on_alloc`].
-#[repr(C)]
-#[derive(Debug, Default)]
-pub struct Sampler {
-    /// Bytes this thread may still allocate before the next sample.
-    pub bytes_until_sample: u64,
-    /// The random generator's state.
-    pub rng: u64,
-    /// `lg_prof_sample` this sampler draws with.
-    pub lg_period: u32,
+/// Distance a thread keeps while sampling is off: far enough that its events come from the
+/// allocator's other budgets, never from sampling.
+pub const IDLE_DISTANCE: i64 = 1 << 40;
+
+/// The sampling settings, owned by the profiler: whether it is on at all (`prof:true`), whether
+/// sampling is active now (`prof_active`), and the rate (`lg_prof_sample`). Each change bumps
+/// an epoch, so threads redraw their distance at their next event.
+pub struct Sampling {
+    on: AtomicBool,
+    active: AtomicBool,
+    lg: AtomicU32,
+    epoch: AtomicU32,
 }
 
-impl Sampler {
-    /// A sampler seeded with `seed` (any value; mix in a thread address and the time) that draws
-    /// distances with mean `2^lg_period`.
-    pub fn new(seed: u64, lg_period: u32) -> Self {
-        let mut s = Sampler {
-            bytes_until_sample: 0,
-            rng: seed | 1,
-            lg_period,
-        };
-        s.bytes_until_sample = next_sample_distance(&mut s.rng, lg_period);
-        s
-    }
-
-    /// Counts an allocation of `size` bytes; true if it is to be sampled. The fast path: one
-    /// compare, one subtract.
-    #[inline(always)]
-    pub fn on_alloc(&mut self, size: usize) -> bool {
-        let size = size as u64;
-        if size < self.bytes_until_sample {
-            self.bytes_until_sample -= size;
-            false
-        } else {
-            self.sampled()
+impl Sampling {
+    /// Off, at the default rate.
+    pub const fn new() -> Self {
+        Sampling {
+            on: AtomicBool::new(false),
+            active: AtomicBool::new(false),
+            lg: AtomicU32::new(crate::DEFAULT_LG_PROF_SAMPLE),
+            epoch: AtomicU32::new(1),
         }
     }
 
-    #[cold]
-    #[inline(never)]
-    fn sampled(&mut self) -> bool {
-        self.bytes_until_sample = next_sample_distance(&mut self.rng, self.lg_period);
+    /// Turns the profiler on (`prof:true`), at `lg` (`lg_prof_sample`, at most 62), sampling
+    /// from now on if `active` (`prof_active`).
+    pub fn configure(&self, lg: u32, active: bool) {
+        self.lg.store(lg.min(62), Ordering::Relaxed);
+        self.active.store(active, Ordering::Relaxed);
+        self.on.store(true, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the profiler is on (`prof:true`): sampled blocks may exist.
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// Whether sampling is active now.
+    pub fn is_active(&self) -> bool {
+        self.is_on() && self.active.load(Ordering::Relaxed)
+    }
+
+    /// Switches sampling on or off. Returns false (and changes nothing) if the profiler is off.
+    pub fn set_active(&self, active: bool) -> bool {
+        if !self.is_on() {
+            return false;
+        }
+        self.active.store(active, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// `lg_prof_sample` in force.
+    pub fn lg(&self) -> u32 {
+        self.lg.load(Ordering::Relaxed)
+    }
+
+    /// Sets `lg_prof_sample` (at most 62) for the samples to come, whether or not the profiler is
+    /// on (a private profiler of a test is never switched on). Samples keep the estimate computed
+    /// when they were taken.
+    pub fn set_lg(&self, lg: u32) {
+        self.lg.store(lg.min(62), Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` a thread allocated against its distance to the next sample; returns true
+    /// if the allocation that spent the last of them is to be sampled. Afterwards
+    /// `thread.left() >= 1`. `seed` (any value that differs between threads) seeds a thread's
+    /// random state on its first draw (it is called at most once per thread).
+    pub fn settle(&self, thread: &mut ThreadSampler, bytes: i64, seed: impl FnOnce() -> u64) -> bool {
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        if thread.epoch != epoch {
+            // New settings: the bytes spent under the old ones do not count.
+            thread.epoch = epoch;
+            thread.left = self.draw(thread, seed);
+            return false;
+        }
+        thread.left -= bytes;
+        if thread.left > 0 {
+            return false;
+        }
+        thread.left = self.draw(thread, seed);
+        self.active.load(Ordering::Relaxed)
+    }
+
+    fn draw(&self, thread: &mut ThreadSampler, seed: impl FnOnce() -> u64) -> i64 {
+        if !self.active.load(Ordering::Relaxed) {
+            return IDLE_DISTANCE;
+        }
+        if thread.rng == 0 {
+            thread.rng = seed() | 1;
+        }
+        next_sample_distance(&mut thread.rng, self.lg()).min(IDLE_DISTANCE as u64) as i64
+    }
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A thread's distance to its next sample. All zero is a valid start (the allocator keeps it in
+/// the thread's zeroed thread block): the first settlement sees a new epoch and draws.
+///
+/// Invariant: `left >= 1` after every [`Sampling::settle`].
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ThreadSampler {
+    left: i64,
+    rng: u64,
+    epoch: u32,
+}
+
+impl ThreadSampler {
+    /// Bytes the thread may still allocate before its next sample.
+    #[inline]
+    pub fn left(&self) -> i64 {
+        self.left
     }
 }
 
@@ -121,40 +201,69 @@ mod tests {
         }
     }
 
+    /// An active sampling at `lg` and a thread that has seen its epoch.
+    fn active(lg: u32) -> (Sampling, ThreadSampler) {
+        let sampling = Sampling::new();
+        sampling.configure(lg, true);
+        let mut thread = ThreadSampler::default();
+        assert!(!sampling.settle(&mut thread, 0, || 42), "a new epoch only draws");
+        assert!(thread.left() >= 1);
+        (sampling, thread)
+    }
+
     #[test]
     fn lg_zero_samples_every_allocation() {
-        let mut s = Sampler::new(42, 0);
-        for size in [1usize, 1, 2, 16, 1000] {
-            assert!(s.on_alloc(size));
-            assert!(s.bytes_until_sample >= 1);
+        let (sampling, mut t) = active(0);
+        for size in [1i64, 1, 2, 16, 1000] {
+            assert!(sampling.settle(&mut t, size, || 42));
+            assert!(t.left() >= 1);
         }
         let mut rng = 7;
         assert!((0..1000).all(|_| next_sample_distance(&mut rng, 0) == 1));
     }
 
     #[test]
-    fn a_zeroed_sampler_samples_then_counts_down() {
-        let mut s = Sampler {
-            lg_period: 19,
-            ..Sampler::default()
-        };
-        assert!(s.on_alloc(8));
-        let before = s.bytes_until_sample;
-        assert!(before >= 1);
+    fn counts_down_then_samples_and_redraws() {
+        let (sampling, mut t) = active(19);
+        let before = t.left();
         if before > 8 {
-            assert!(!s.on_alloc(8));
-            assert_eq!(s.bytes_until_sample, before - 8);
+            assert!(!sampling.settle(&mut t, 8, || 42));
+            assert_eq!(t.left(), before - 8);
         }
+        let left = t.left();
+        assert!(sampling.settle(&mut t, left, || 42));
+        assert!(t.left() >= 1);
+    }
+
+    #[test]
+    fn inactive_or_off_never_samples_and_changes_redraw() {
+        let off = Sampling::new();
+        assert!(!off.set_active(true), "the profiler is off");
+        let mut t = ThreadSampler::default();
+        assert!(!off.settle(&mut t, 1 << 50, || 1));
+        assert_eq!(t.left(), IDLE_DISTANCE);
+        let (sampling, mut t) = active(4);
+        assert!(sampling.set_active(false));
+        assert!(!sampling.settle(&mut t, 1, || 1), "new epoch: redraw");
+        assert_eq!(t.left(), IDLE_DISTANCE);
+        assert!(
+            !sampling.settle(&mut t, IDLE_DISTANCE, || 1),
+            "inactive: never sampled"
+        );
+        sampling.set_lg(10);
+        assert!(sampling.set_active(true));
+        assert!(!sampling.settle(&mut t, 1, || 1));
+        assert!(t.left() < IDLE_DISTANCE);
     }
 
     #[test]
     fn sampling_frequency_matches_the_probability() {
         // Blocks of T/4 bytes are sampled with probability 1 − e^(−1/4) ≈ 0.2212.
         let lg = 12;
-        let mut s = Sampler::new(99, lg);
-        let z = (1usize << lg) / 4;
+        let (sampling, mut t) = active(lg);
+        let z = (1i64 << lg) / 4;
         let n = 400_000;
-        let hits = (0..n).filter(|_| s.on_alloc(z)).count();
+        let hits = (0..n).filter(|_| sampling.settle(&mut t, z, || 99)).count();
         let p = hits as f64 / n as f64;
         assert!((p - 0.2212).abs() < 0.005, "{p}");
     }

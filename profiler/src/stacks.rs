@@ -20,8 +20,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use tally_format::Estimate;
 
-use crate::lock::SpinLock;
-use crate::os;
+use tally_pal::sync::{Mutex, Rank};
 
 /// A stack's number in its table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -73,7 +72,7 @@ pub struct StackTable {
     entries: AtomicPtr<Entry>,
     frames: AtomicPtr<usize>,
     published: AtomicU32,
-    index: SpinLock<Index>,
+    index: Mutex<Index>,
 }
 
 const MIN_INDEX_SLOTS: usize = 1024;
@@ -113,16 +112,19 @@ impl StackTable {
             entries: AtomicPtr::new(core::ptr::null_mut()),
             frames: AtomicPtr::new(core::ptr::null_mut()),
             published: AtomicU32::new(0),
-            index: SpinLock::new(Index {
-                slots: core::ptr::null_mut(),
-                capacity: 0,
-                used: 0,
-                frames_used: 0,
-            }),
+            index: Mutex::new(
+                Rank::ProfilerStacks,
+                Index {
+                    slots: core::ptr::null_mut(),
+                    capacity: 0,
+                    used: 0,
+                    frames_used: 0,
+                },
+            ),
         }
     }
 
-    /// Takes the table's lock for `fork` (see [`SpinLock::lock_for_fork`]).
+    /// Takes the table's lock for `fork` (see [`Mutex::lock_for_fork`]).
     pub fn lock_for_fork(&self) {
         self.index.lock_for_fork();
     }
@@ -130,7 +132,7 @@ impl StackTable {
     /// Releases the lock taken by [`StackTable::lock_for_fork`].
     ///
     /// # Safety
-    /// See [`SpinLock::unlock_after_fork`].
+    /// See [`Mutex::unlock_after_fork`].
     pub unsafe fn unlock_after_fork(&self) {
         // SAFETY: per the contract.
         unsafe { self.index.unlock_after_fork() }
@@ -210,23 +212,23 @@ impl StackTable {
         if self.max_stacks == 0 || self.max_frame_words > u32::MAX as usize {
             return false;
         }
-        let entries = os::map(self.max_stacks * core::mem::size_of::<Entry>());
-        let frames = os::map(self.max_frame_words.max(1) * core::mem::size_of::<usize>());
-        let slots = os::map(MIN_INDEX_SLOTS * 4);
+        let entries = tally_pal::map(self.max_stacks * core::mem::size_of::<Entry>());
+        let frames = tally_pal::map(self.max_frame_words.max(1) * core::mem::size_of::<usize>());
+        let slots = tally_pal::map(MIN_INDEX_SLOTS * 4);
         if entries.is_null() || frames.is_null() || slots.is_null() {
             // SAFETY: each non-null pointer is a mapping of exactly that size, unused.
             unsafe {
                 if !entries.is_null() {
-                    os::unmap(entries, self.max_stacks * core::mem::size_of::<Entry>());
+                    tally_pal::unmap(entries, self.max_stacks * core::mem::size_of::<Entry>());
                 }
                 if !frames.is_null() {
-                    os::unmap(
+                    tally_pal::unmap(
                         frames,
                         self.max_frame_words.max(1) * core::mem::size_of::<usize>(),
                     );
                 }
                 if !slots.is_null() {
-                    os::unmap(slots, MIN_INDEX_SLOTS * 4);
+                    tally_pal::unmap(slots, MIN_INDEX_SLOTS * 4);
                 }
             }
             return false;
@@ -240,7 +242,7 @@ impl StackTable {
 
     fn grow_index(&self, index: &mut Index) -> bool {
         let capacity = index.capacity * 2;
-        let slots: *mut u32 = os::map(capacity * 4).cast();
+        let slots: *mut u32 = tally_pal::map(capacity * 4).cast();
         if slots.is_null() {
             return false;
         }
@@ -258,7 +260,7 @@ impl StackTable {
             }
         }
         // SAFETY: the old index is a mapping of `capacity/2 * 4` bytes only used under this lock.
-        unsafe { os::unmap(index.slots.cast(), index.capacity * 4) };
+        unsafe { tally_pal::unmap(index.slots.cast(), index.capacity * 4) };
         index.slots = slots;
         index.capacity = capacity;
         true
@@ -366,7 +368,7 @@ impl StackTable {
 /// After growing, interns again (the new slot differs). Grows at most once more per call since
 /// the index just doubled.
 fn drop_and_retry(
-    index: crate::lock::SpinGuard<'_, Index>,
+    index: tally_pal::sync::MutexGuard<'_, Index>,
     table: &StackTable,
     frames: &[usize],
 ) -> Option<StackId> {

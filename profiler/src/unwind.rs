@@ -30,7 +30,6 @@
 //!   set-up happens before the profiler is live: [`Unwinder::prepare`]. The allocator must still
 //!   treat a `malloc` from inside a capture as re-entry (its per-thread guard), never sample it.
 
-use crate::os;
 use crate::MAX_FRAMES;
 
 /// A stack walker. `capture` fills `frames` with return addresses, innermost first, starting in
@@ -46,14 +45,6 @@ pub trait Unwinder {
         self.capture(&mut frames, 0);
     }
 }
-
-/// The unwinder the profiler uses unless told otherwise: on x86-64 Linux the caching DWARF
-/// walker ([`crate::cfi::Cfi`], libgcc for what it does not interpret), elsewhere libgcc.
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-pub type DefaultUnwinder = crate::cfi::Cfi;
-/// The unwinder the profiler uses unless told otherwise.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub type DefaultUnwinder = Libgcc;
 
 /// Largest distance between two consecutive frame pointers the walk accepts.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
@@ -91,7 +82,7 @@ fn stack_pointer() -> usize {
 impl Unwinder for FramePointers {
     #[inline(never)]
     fn capture(&self, frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
-        let page = os::page_size();
+        let page = tally_pal::PAGE;
         let sp = stack_pointer();
         // Pages [low, high) are known mapped: the one holding our own stack pointer, then every
         // page checked on the way up.
@@ -108,7 +99,7 @@ impl Unwinder for FramePointers {
             // fp and fp + 8 share a page (fp is 16-aligned). Extend the known range page by page
             // up to it: a hole means a bad chain.
             while fp >= high {
-                if !os::page_is_mapped(high) {
+                if !tally_pal::memory::page_is_mapped(high) {
                     return n;
                 }
                 high += page;

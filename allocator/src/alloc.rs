@@ -1,0 +1,200 @@
+//! Allocation: the entry points every front end calls (`alloc`, `alloc_aligned`,
+//! `alloc_zeroed`), the small fast path, and the slow paths behind it.
+//!
+//! # The fast path
+//! `alloc` of a small size: one table lookup for the class, the thread's bins and countdown at
+//! fixed offsets from the thread pointer, one subtraction from the countdown, one test of the
+//! bin's count and the countdown's sign together, one pop. Everything else — an empty bin, the
+//! countdown running out (a thread event: decay, cache GC, a profiler sample), large and huge
+//! blocks, a thread's first call — is in `#[cold]` functions. The instruction budget is written
+//! at the exported `malloc` (`capi.rs`) and checked by `scripts/check-fast-paths.sh`.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use tally_pal::PAGE;
+
+use crate::init::{ensure_global, options};
+use crate::pagemap::CHUNK;
+use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
+use crate::tcache::{self, thread_bins};
+use crate::thread::{direct_arena, has_cache, thread_arena, thread_start};
+use crate::thread_event::{self, thread_events};
+use crate::{decay, huge, prof_hooks};
+
+/// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
+pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
+
+/// Allocates `size` bytes (`size == 0` gives a unique minimal block). Null when out of memory.
+#[inline(always)]
+pub fn alloc(size: usize) -> *mut u8 {
+    if size <= SMALL_MAX {
+        // SAFETY: sizes up to SMALL_MAX always have a class.
+        let class = unsafe { class_for(size).unwrap_unchecked() };
+        return alloc_small(class, size);
+    }
+    alloc_big(size, PAGE)
+}
+
+/// Allocates one block of `class`, a class the thread cache keeps (small, or large up to
+/// `TCACHE_MAX`).
+/// `size` is the request (it drives the thread's event countdown).
+#[inline(always)]
+fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
+    let tb = thread_bins();
+    let ev = thread_events();
+    debug_assert!(class.index() < NCACHED);
+    // SAFETY: `tb` and `ev` are this thread's; callers pass only cached classes; a bin with
+    // count > 0 holds `count` valid slots (ThreadBins invariant).
+    unsafe {
+        let event = (*ev).left - size as i64;
+        (*ev).left = event;
+        let bin = (*tb).bins.get_unchecked(class.index());
+        let count = bin.count();
+        if (count != 0) & (event >= 0) {
+            bin.set_count(count - 1);
+            bin.count_malloc();
+            return *bin.slots.add(count as usize - 1);
+        }
+    }
+    alloc_small_miss(class, size)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
+    let tb = thread_bins();
+    let ev = thread_events();
+    // SAFETY: the thread's own events; no operation on its cache is in progress.
+    if unsafe { (*ev).left } < 0 && unsafe { thread_event::on_event(ev) } {
+        ensure_global();
+        return prof_hooks::alloc_sampled(size, Some(class), thread_arena());
+    }
+    if !has_cache(tb) && !thread_start() {
+        return alloc_direct(class);
+    }
+    // SAFETY: `tb` is this thread's bins, with a cache.
+    unsafe {
+        let bin = &(*tb).bins[class.index()];
+        let count = bin.count();
+        if count != 0 {
+            // The miss was the event countdown; the bin has blocks.
+            bin.set_count(count - 1);
+            bin.count_malloc();
+            return *bin.slots.add(count as usize - 1);
+        }
+        if bin.cap == 0 {
+            // A class above `tcache_max`.
+            return alloc_direct(class);
+        }
+    }
+    decay::tick();
+    // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty.
+    unsafe { tcache::fill_and_pop(tb, class) }
+}
+
+/// Counts `size` bytes against the thread's event countdown (for allocations that do not go
+/// through `alloc_small`); returns whether this allocation is to be sampled.
+/// Allocates one block of a cached class straight from an arena (no cache, or a class above
+/// `tcache_max`), applying `junk` and `zero`.
+fn alloc_direct(class: SizeClass) -> *mut u8 {
+    let arena = direct_arena();
+    let p = if class.is_small() {
+        let mut one = [ptr::null_mut()];
+        arena.bins[class.index()].fill(class, &arena.pages, arena.index(), &mut one);
+        one[0]
+    } else {
+        arena.alloc_large(class, PAGE)
+    };
+    tcache::MERGED_NMALLOC[class.index()].fetch_add(1, Ordering::Relaxed);
+    new_block(p, class.size())
+}
+
+/// Applies `junk:alloc` and `zero` to a fresh block of `usable` bytes (slow paths only: these
+/// options turn the thread caches off).
+fn new_block(p: *mut u8, usable: usize) -> *mut u8 {
+    if !p.is_null() {
+        let opts = options();
+        if opts.zero {
+            // SAFETY: `p` is a fresh block of `usable` bytes.
+            unsafe { ptr::write_bytes(p, 0, usable) };
+        } else if opts.junk_alloc {
+            // SAFETY: as above.
+            unsafe { ptr::write_bytes(p, 0xa5, usable) };
+        }
+    }
+    p
+}
+
+/// Applies `junk:free` to a block of `usable` bytes about to be freed.
+pub fn dead_block(p: *mut u8, usable: usize) {
+    if options().junk_free {
+        // SAFETY: the caller gives up `p`, a block of `usable` bytes.
+        unsafe { ptr::write_bytes(p, 0x5a, usable) };
+    }
+}
+
+/// Allocates a large or huge block of `size` bytes aligned to `align`.
+#[cold]
+#[inline(never)]
+fn alloc_big(size: usize, align: usize) -> *mut u8 {
+    if size > MAX_REQUEST {
+        return ptr::null_mut();
+    }
+    if let Some(class) = class_for(size.max(SMALL_MAX + 1)) {
+        if class.index() < NCACHED && align <= PAGE {
+            return alloc_small(class, size);
+        }
+        ensure_global();
+        if thread_event::count(size) && align <= PAGE {
+            return prof_hooks::alloc_sampled(size, Some(class), thread_arena());
+        }
+        decay::tick();
+        let p = thread_arena().alloc_large(class, align);
+        if !p.is_null() {
+            return new_block(p, class.size());
+        }
+        if align <= PAGE {
+            return p;
+        }
+    }
+    ensure_global();
+    if thread_event::count(size) && align <= PAGE {
+        return prof_hooks::alloc_sampled(size, None, thread_arena());
+    }
+    decay::tick();
+    let p = huge::alloc(size, align);
+    if !p.is_null() && options().junk_alloc {
+        return new_block(p, size);
+    }
+    p
+}
+
+/// Allocates `size` bytes aligned to `align`, a power of two. Null when out of memory.
+#[inline(always)]
+pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    if align <= 8 || (align <= 16 && size > 8) {
+        return alloc(size);
+    }
+    if align <= PAGE {
+        match class_for_aligned(size, align) {
+            Some(class) if class.is_small() => alloc_small(class, size),
+            _ => alloc_big(size, PAGE),
+        }
+    } else {
+        alloc_big(size, align)
+    }
+}
+
+/// Allocates `n * size` zeroed bytes; null (with `errno` untouched) on overflow or when out of
+/// memory.
+pub fn alloc_zeroed(size: usize) -> *mut u8 {
+    let p = alloc(size);
+    if !p.is_null() && (size <= LARGE_MAX || options().junk_alloc || huge::is_recycled(p)) {
+        // SAFETY: `p` is a fresh block of at least `size` bytes. Huge blocks in fresh mappings
+        // are already zero (unless `junk` filled them).
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}

@@ -1,0 +1,147 @@
+//! From a pointer to the block it starts: the page map gives the chunk (or the huge block), the
+//! page's info word gives the class and the run's first page, and a multiply checks that the
+//! pointer is a block boundary. [`small_block_of`] is the inlined check of the free fast path;
+//! [`block_of`] is the full lookup, which names what is wrong with an invalid pointer and aborts.
+//! Both use one boundary check ([`is_block_start`]).
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use tally_pal::{self as pal, PAGE_SHIFT};
+
+use crate::chunk::{info_class, info_offset, ChunkHeader, Span};
+use crate::huge::HugeBlock;
+use crate::pagemap::{self, TAG_HUGE};
+use crate::prof_hooks;
+use crate::size_class::{SizeClass, NCLASSES};
+
+/// What a pointer handed to `free` or `realloc` refers to.
+pub enum Block {
+    /// A small block of a slab.
+    Small(SizeClass),
+    /// A large block: a page run of its own.
+    Large(*mut Span, SizeClass),
+    /// A block the profiler sampled: a page run of its own, of the given class.
+    Sampled(*mut Span, SizeClass),
+    /// A huge block: a mapping of its own.
+    Huge(*mut HugeBlock),
+}
+
+/// Whether `offset` bytes into a slab of `class` is the start of one of its blocks.
+#[inline(always)]
+fn is_block_start(class: SizeClass, offset: usize) -> bool {
+    let index = class.divide(offset);
+    index * class.size() == offset && index < class.slab_objects()
+}
+
+/// Identifies the block at `p`, or aborts with a one-line message naming `who` and `p` if `p`
+/// is not the start of a live block Tally handed out.
+pub fn block_of(p: *mut u8, who: &str) -> Block {
+    let addr = p as usize;
+    let entry = pagemap::lookup(addr);
+    if entry == 0 {
+        invalid(who, p, format_args!("not allocated by Tally"));
+    }
+    if entry & TAG_HUGE != 0 {
+        let d = (entry & !TAG_HUGE) as *mut HugeBlock;
+        // SAFETY: page-map entries tagged huge point at live descriptors.
+        let base = unsafe { (*d).base };
+        if base != addr {
+            invalid(who, p, format_args!("inside a huge block at {:#x}", base));
+        }
+        return Block::Huge(d);
+    }
+    let chunk = entry as *mut ChunkHeader;
+    // SAFETY: untagged non-zero entries point at live chunk headers, and `addr` lies in that
+    // chunk, so its page index is in bounds.
+    unsafe {
+        let page = (*chunk).page_index(addr);
+        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
+        let class = info_class(info);
+        if class == prof_hooks::SAMPLED {
+            let head = page - info_offset(info);
+            if addr != (*chunk).page_addr(head) {
+                invalid(
+                    who,
+                    p,
+                    format_args!("inside a sampled block at {:#x}", (*chunk).page_addr(head)),
+                );
+            }
+            let span = ptr::addr_of_mut!((*chunk).spans[head]);
+            return Block::Sampled(span, SizeClass((*span).class));
+        }
+        if class as usize >= NCLASSES {
+            invalid(who, p, format_args!("not a live block"));
+        }
+        let class = SizeClass(class);
+        let head = page - info_offset(info);
+        let start = (*chunk).page_addr(head);
+        if class.is_small() {
+            if !is_block_start(class, addr - start) {
+                invalid(
+                    who,
+                    p,
+                    format_args!("not the start of a {}-byte block", class.size()),
+                );
+            }
+            Block::Small(class)
+        } else {
+            if addr != start {
+                invalid(
+                    who,
+                    p,
+                    format_args!("inside a block of {} bytes at {:#x}", class.size(), start),
+                );
+            }
+            Block::Large(ptr::addr_of_mut!((*chunk).spans[head]), class)
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
+    pal::fatal(format_args!("tally: {who}(): invalid pointer {p:p}: {why}\n"))
+}
+
+/// The small class of `p` if it is a valid small block, checked inline; `None` for anything
+
+#[inline(always)]
+pub fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
+    let addr = p as usize;
+    let entry = pagemap::lookup(addr);
+    if entry == 0 || entry & TAG_HUGE != 0 {
+        return None;
+    }
+    let chunk = entry as *const ChunkHeader;
+    // SAFETY: untagged non-zero entries point at live chunk headers containing `addr`.
+    unsafe {
+        let page = (addr - chunk as usize) >> PAGE_SHIFT;
+        // The page index is below CHUNK_PAGES: `addr` lies in the chunk.
+        let info = (*chunk).page_info.get_unchecked(page).load(Ordering::Relaxed);
+        let class = SizeClass(info_class(info));
+        if !class.is_small() {
+            return None;
+        }
+        let start = chunk as usize + ((page - info_offset(info)) << PAGE_SHIFT);
+        if !is_block_start(class, addr - start) {
+            return None;
+        }
+        Some((class, (*chunk).arena))
+    }
+}
+
+/// The usable size of the block at `p` (0 for null). Aborts if `p` is not a live block.
+pub fn usable_size(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if let Some((class, _)) = small_block_of(p) {
+        return class.size();
+    }
+    match block_of(p, "malloc_usable_size") {
+        Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => class.size(),
+        // SAFETY: live descriptor.
+        Block::Huge(d) => unsafe { (*d).mapped },
+    }
+}

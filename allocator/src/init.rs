@@ -1,0 +1,117 @@
+//! Process-wide initialization: lazy, on the first call that misses, and allocation-free.
+//!
+//! The first thread to get here reads the options (`MALLOC_CONF`, then `TALLY_CONF`; set-uid
+//! programs ignore both), sizes the arena table, hands each part its settings, installs the
+//! `fork` handlers and, last, starts the background thread (creating a thread allocates).
+//! Other threads wait; a call made from inside initialization itself (glibc's `pthread_atfork`
+//! may allocate) is served with the default options instead of waiting.
+//!
+//! Invariant: [`options`] returns the defaults until `GLOBAL` is `READY`, and the options read
+//! from the environment forever after; they are written once, before `READY` is published.
+
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use tally_pal::{self as pal, PAGE};
+
+use crate::options::{self, Options};
+use crate::{arena, decay, fork, prof_hooks, tcache};
+
+std::thread_local! {
+    /// Whether this thread is running process-wide initialization.
+    static IN_GLOBAL_INIT: Cell<bool> = const { Cell::new(false) };
+}
+
+const GLOBAL_NEW: u8 = 0;
+const GLOBAL_RUNNING: u8 = 1;
+const GLOBAL_READY: u8 = 2;
+
+static GLOBAL: AtomicU8 = AtomicU8::new(GLOBAL_NEW);
+
+/// The options, written once by the initializing thread before `GLOBAL` becomes ready.
+struct OptionsCell(UnsafeCell<Options>);
+// SAFETY: written only by the one thread that wins the GLOBAL_NEW -> GLOBAL_RUNNING exchange,
+// before the Release store of GLOBAL_READY; read only after an Acquire load sees it.
+unsafe impl Sync for OptionsCell {}
+static OPTIONS: OptionsCell = OptionsCell(UnsafeCell::new(Options::DEFAULT));
+
+/// The options in force (defaults until initialization has read the environment).
+pub fn options() -> Options {
+    if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
+        // SAFETY: see OptionsCell.
+        unsafe { *OPTIONS.0.get() }
+    } else {
+        Options::DEFAULT
+    }
+}
+
+/// Makes sure process-wide initialization has run (or is running in this thread).
+#[inline]
+pub fn ensure_global() {
+    if GLOBAL.load(Ordering::Acquire) != GLOBAL_READY {
+        init_global();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_global() {
+    match GLOBAL.compare_exchange(GLOBAL_NEW, GLOBAL_RUNNING, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(GLOBAL_READY) => return,
+        Err(_) => {
+            // A call from inside our own initialization (pthread_atfork may allocate) goes on
+            // with the defaults; other threads wait.
+            if IN_GLOBAL_INIT.get() {
+                return;
+            }
+            while GLOBAL.load(Ordering::Acquire) != GLOBAL_READY {
+                pal::thread::yield_now();
+            }
+            return;
+        }
+    }
+    IN_GLOBAL_INIT.set(true);
+    if pal::kernel_page_size() != PAGE {
+        pal::fatal(format_args!(
+            "tally: the kernel's page size is {}, Tally needs {PAGE}\n",
+            pal::kernel_page_size()
+        ));
+    }
+    let mut opts = Options::DEFAULT;
+    let mut errors = 0;
+    let mut report = |line: &[u8]| pal::write_stderr(line);
+    if let Some(text) = pal::getenv(c"MALLOC_CONF") {
+        errors += options::parse("MALLOC_CONF", text, &mut opts, &mut report);
+    }
+    if let Some(text) = pal::getenv(c"TALLY_CONF") {
+        errors += options::parse("TALLY_CONF", text, &mut opts, &mut report);
+    }
+    if errors > 0 && opts.abort_conf {
+        pal::fatal(format_args!(
+            "tally: aborting on configuration errors (abort_conf:true)\n"
+        ));
+    }
+    let narenas = if opts.narenas == 0 {
+        4 * pal::cpu_count()
+    } else {
+        opts.narenas
+    };
+    arena::set_arena_count(narenas);
+    opts.narenas = arena::arena_count();
+    if opts.stats_print {
+        // Programs such as GNU coreutils close stderr before exiting; keep our own copy for the
+        // report printed at exit.
+        pal::stderr::keep_stderr();
+    }
+    decay::configure(&opts);
+    tcache::configure(opts.tcache_max);
+    prof_hooks::configure(&opts);
+    // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
+    unsafe { *OPTIONS.0.get() = opts };
+    fork::install();
+    GLOBAL.store(GLOBAL_READY, Ordering::Release);
+    IN_GLOBAL_INIT.set(false);
+    // Creating a thread allocates, so it comes last, with initialization complete.
+    decay::start_background_thread();
+}

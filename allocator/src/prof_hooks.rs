@@ -1,0 +1,231 @@
+//! The profiler's hooks in the allocator: sampled blocks, and the guard that keeps the
+//! profiler's own allocations from being sampled. Everything else about profiling (the rate,
+//! whether it is on, the byte count for interval dumps, when and under which names profiles are
+//! written) belongs to the profiler (`tally_profiler::PROFILER`); the allocator's thread events
+//! (`thread_event.rs`) tell it the bytes each thread spent.
+//!
+//! A sampled allocation takes [`alloc_sampled`]: its stack is captured with no allocator lock
+//! held, it is served from a page run of its own whose pages say [`SAMPLED`] in the page map,
+//! and it is recorded in the profiler's live-block table. So `free` of an ordinary block never
+//! looks anything up; only frees of sampled pages (which fail the fast path's class check) reach
+//! [`free_sampled`]. A thread-local guard keeps allocations made while capturing or dumping
+//! (libgcc's unwinder may allocate on first use) from being sampled themselves.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use tally_pal::{self as pal, PAGE};
+use tally_profiler::{self as profiler, DumpError, MAX_FRAMES, PROFILER};
+
+use crate::arena::{self, Arena};
+use crate::chunk::{RunState, Span, CHUNK};
+use crate::options::Options;
+use crate::size_class::{SizeClass, NCLASSES};
+use crate::{chunk, huge, pagemap};
+
+/// Page-map class byte of a sampled block's pages.
+pub const SAMPLED: u8 = 0xFD;
+const _: () = assert!((SAMPLED as usize) >= NCLASSES && SAMPLED < chunk::FREE_RUN);
+
+/// Whether the profiler is on (`prof:true`): sampled blocks may exist.
+#[inline]
+pub fn profiler_on() -> bool {
+    PROFILER.sampling.is_on()
+}
+
+/// Whether the page-aligned block `p` of a class up to `LARGE_MAX` is a sampled block: one load
+/// of its page's info word, no page-map walk (such a block always lies in a chunk).
+///
+/// # Safety
+/// `p` must be a live block of Tally's of a class (not huge).
+#[inline(always)]
+pub unsafe fn is_sampled_class_block(p: *mut u8) -> bool {
+    let chunk = chunk::ChunkHeader::of(p as usize);
+    // SAFETY: per the contract `p` lies in a live chunk, so its page index is in bounds.
+    unsafe {
+        let info = (*chunk).page_info[(*chunk).page_index(p as usize)].load(Ordering::Relaxed);
+        chunk::info_class(info) == SAMPLED
+    }
+}
+
+/// Sampled blocks allocated / freed so far, per class (statistics).
+pub static SAMPLED_OUT: [AtomicU64; NCLASSES] = [const { AtomicU64::new(0) }; NCLASSES];
+/// See [`SAMPLED_OUT`].
+pub static SAMPLED_IN: [AtomicU64; NCLASSES] = [const { AtomicU64::new(0) }; NCLASSES];
+
+/// Tally's own code range (0, 0 when linked into the executable), found on the first sample.
+static CODE_LO: AtomicUsize = AtomicUsize::new(0);
+static CODE_HI: AtomicUsize = AtomicUsize::new(0);
+static PREPARED: AtomicU8 = AtomicU8::new(0);
+
+std::thread_local! {
+    /// Set while this thread captures a stack, records a sample or writes a profile.
+    static IN_PROFILER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Hands the profiler's options to the profiler (at initialization).
+pub fn configure(opts: &Options) {
+    if !opts.prof {
+        return;
+    }
+    PROFILER.set_accum(opts.prof_accum);
+    PROFILER
+        .schedule
+        .configure(opts.lg_prof_interval, opts.prof_gdump, opts.prof_prefix());
+    if opts.prof_signal > 0 && !pal::process::on_signal(opts.prof_signal, on_prof_signal) {
+        pal::print(format_args!(
+            "tally: prof_signal: cannot handle signal {}\n",
+            opts.prof_signal
+        ));
+    }
+    PROFILER.sampling.configure(opts.lg_prof_sample, opts.prof_active);
+}
+
+extern "C" fn on_prof_signal(_: i32) {
+    PROFILER.schedule.request();
+}
+
+/// Whether the calling thread is inside the profiler (its allocations are not sampled, and it
+/// writes no profile).
+pub fn in_profiler() -> bool {
+    IN_PROFILER.get()
+}
+
+/// Runs `f` with the thread's profiler guard set.
+fn guarded<R>(f: impl FnOnce() -> R) -> R {
+    let was = IN_PROFILER.replace(true);
+    let r = f();
+    IN_PROFILER.set(was);
+    r
+}
+
+/// Allocates a sampled block for a request of `size` bytes: of `class` from `arena`'s pages,
+/// or huge when `class` is `None`. Records its stack. Null when out of memory.
+#[cold]
+#[inline(never)]
+pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
+    guarded(|| {
+        prepare();
+        let mut frames = [0usize; MAX_FRAMES];
+        let n = profiler::capture_stack(&mut frames, 0);
+        let first = first_caller_frame(&frames[..n]);
+        let p = match class {
+            Some(class) => {
+                let pages = class.size().div_ceil(PAGE);
+                let run = arena
+                    .pages
+                    .lock()
+                    .alloc(pages, SAMPLED, RunState::Large, arena.index());
+                if run.is_null() {
+                    return core::ptr::null_mut();
+                }
+                // SAFETY: the run was just allocated for us; `class` records the block's class
+                // for `malloc_usable_size`, `realloc` and statistics.
+                unsafe { (*run).class = class.0 };
+                SAMPLED_OUT[class.index()].fetch_add(1, Ordering::Relaxed);
+                Span::start(run) as *mut u8
+            }
+            None => {
+                let p = huge::alloc(size, PAGE);
+                if !p.is_null() {
+                    let d = (pagemap::lookup(p as usize) & !pagemap::TAG_HUGE) as *mut huge::HugeBlock;
+                    // SAFETY: the page map sends a fresh huge block to its live descriptor.
+                    unsafe { (*d).sampled = true };
+                }
+                p
+            }
+        };
+        if !p.is_null() {
+            profiler::on_sampled_alloc(p as usize, size, &frames[first..n]);
+        }
+        p
+    })
+}
+
+/// Frees the sampled block `p` of `class` whose run is `span`.
+///
+/// # Safety
+/// `p` must be a live sampled block (not huge) that the caller gives up.
+pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) {
+    profiler::on_sampled_free(p as usize);
+    SAMPLED_IN[class.index()].fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `span` is the run of a dead sampled block; its chunk belongs to that arena.
+    unsafe {
+        let arena = arena::of_chunk(Span::chunk(span));
+        arena.pages.lock().free(span);
+    }
+}
+
+/// Forgets the sampled huge block at `p` (its memory is freed by the caller).
+pub fn forget_sampled_huge(p: *mut u8) {
+    profiler::on_sampled_free(p as usize);
+}
+
+/// First-sample set-up: warms the unwinder up and finds Tally's own code, so captured stacks
+/// can start at the allocator's entry point.
+fn prepare() {
+    if PREPARED.load(Ordering::Acquire) == 2 {
+        return;
+    }
+    if PREPARED
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
+        .is_ok()
+    {
+        profiler::prepare();
+        if let Some((lo, hi)) = pal::process::own_code_range() {
+            CODE_LO.store(lo, Ordering::Relaxed);
+            CODE_HI.store(hi, Ordering::Relaxed);
+        }
+        PREPARED.store(2, Ordering::Release);
+    }
+}
+
+/// Index of the first frame to keep: when Tally is a library of its own, its frames are dropped
+/// but the outermost (its exported entry point, `malloc` or the like, which jeprof and the report
+/// tool know to leave out); linked into the executable, all frames stay.
+fn first_caller_frame(frames: &[usize]) -> usize {
+    let (lo, hi) = (CODE_LO.load(Ordering::Relaxed), CODE_HI.load(Ordering::Relaxed));
+    if lo == hi {
+        return 0;
+    }
+    let inside = frames.iter().take_while(|&&pc| pc >= lo && pc < hi).count();
+    inside.saturating_sub(1)
+}
+
+/// Tells the profiler about `bytes` a thread allocated and writes the profiles that are due
+/// (from a thread event, outside every allocator lock).
+pub fn on_bytes(bytes: u64) {
+    if !profiler_on() {
+        return;
+    }
+    PROFILER.schedule.count_bytes(bytes);
+    if !in_profiler() {
+        guarded(|| PROFILER.write_due_profiles(mapped_bytes));
+    }
+}
+
+/// Bytes Tally has mapped (chunks and huge blocks, cached ones included), for `prof_gdump`.
+fn mapped_bytes() -> u64 {
+    let chunks =
+        chunk::CHUNKS_MAPPED.load(Ordering::Relaxed) - chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed);
+    chunks * CHUNK as u64
+        + huge::HUGE_BYTES.load(Ordering::Relaxed)
+        + huge::HUGE_CACHED.load(Ordering::Relaxed)
+}
+
+/// Writes a profile to `path` ([`DumpError::Off`] if the profiler is off).
+pub fn dump_to(path: &[u8]) -> Result<(), DumpError> {
+    guarded(|| profiler::dump_to_path(path))
+}
+
+/// Writes a manual profile named after `prof_prefix` (`.m<n>.heap`).
+pub fn dump_manual() -> Result<u64, DumpError> {
+    guarded(|| PROFILER.dump_manual())
+}
+
+/// At exit: the final profile (`prof_final`) and the leak summary (`prof_leak`).
+pub fn at_exit(opts: &Options) {
+    if opts.prof {
+        guarded(|| PROFILER.at_exit(opts.prof_final, opts.prof_leak));
+    }
+}

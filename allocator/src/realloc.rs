@@ -1,0 +1,74 @@
+//! Resizing: small blocks staying in their class and large runs with room after them resize in
+//! place, huge blocks move with `mremap`, everything else moves.
+
+use core::ptr;
+
+use crate::alloc::{alloc, MAX_REQUEST};
+use crate::block::{block_of, small_block_of, Block};
+use crate::chunk::Span;
+use crate::free::free;
+use crate::size_class::{class_for, LARGE_MAX};
+use crate::{arena, huge};
+
+/// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
+/// frees `p` and returns null. On failure returns null and leaves `p` untouched.
+///
+/// # Safety
+/// `p` must be null or a live block; if the result is non-null and differs from `p`, `p` is
+/// freed.
+pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        return alloc(size);
+    }
+    if size == 0 {
+        // SAFETY: the caller gives up `p`.
+        unsafe { free(p) };
+        return ptr::null_mut();
+    }
+    if size > MAX_REQUEST {
+        return ptr::null_mut();
+    }
+    // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
+    // inlined check the free fast path uses; everything else, and an invalid pointer (which
+    // fails that check), by `block_of`.
+    let block = match small_block_of(p) {
+        Some((class, _)) => Block::Small(class),
+        None => block_of(p, "realloc"),
+    };
+    let old_size = match block {
+        Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
+            let new_class = class_for(size);
+            if new_class == Some(class) {
+                return p;
+            }
+            if let (Block::Large(span, _), Some(new_class)) = (&block, new_class) {
+                if !new_class.is_small() {
+                    let chunk = Span::chunk(*span);
+                    // SAFETY: `span` is the live large run of `p`, owned by the caller.
+                    if unsafe { arena::of_chunk(chunk).resize_large_in_place(*span, new_class) } {
+                        return p;
+                    }
+                }
+            }
+            class.size()
+        }
+        Block::Huge(d) => {
+            if size > LARGE_MAX {
+                // SAFETY: `d` is the live descriptor of `p`, owned by the caller.
+                return unsafe { huge::resize(d, size) };
+            }
+            // SAFETY: live descriptor.
+            unsafe { (*d).mapped }
+        }
+    };
+    let q = alloc(size);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: `p` holds `old_size` bytes and `q` at least `size`; distinct live blocks.
+    unsafe {
+        ptr::copy_nonoverlapping(p, q, old_size.min(size));
+        free(p);
+    }
+    q
+}

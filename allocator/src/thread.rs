@@ -1,0 +1,137 @@
+//! Each thread's life: its state, its cache, and what it is served from when it has none.
+//!
+//! Each thread is `Uninit` until its first call that misses, then `Initializing` while its cache
+//! is made (calls made meanwhile, for example by `pthread_setspecific`, are served straight from
+//! an arena), then `Ready`. At thread exit the cache is flushed and the thread is `TornDown`:
+//! destructors that run after ours still allocate, straight from an arena. With `tcache:false`
+//! threads stay `NoCache`. A thread without a cache has bins of capacity 0 (its thread block
+//! starts zeroed), so "no cache" is just a miss on the fast path, never an extra branch.
+
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use tally_pal as pal;
+
+use crate::arena::{self, Arena};
+use crate::init::{ensure_global, options};
+use crate::size_class::{SizeClass, NCACHED};
+use crate::tcache::{self, thread_bins, TCache, ThreadBins};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ThreadState {
+    Uninit,
+    Initializing,
+    Ready,
+    TornDown,
+    NoCache,
+}
+
+std::thread_local! {
+    static STATE: Cell<ThreadState> = const { Cell::new(ThreadState::Uninit) };
+    /// Arena for calls served without a cache.
+    static DIRECT_ARENA: Cell<*const Arena> = const { Cell::new(ptr::null()) };
+}
+
+/// The key whose destructor flushes an exiting thread's cache (`u32::MAX` until made; `u32::MAX
+/// - 1` if it could not be made).
+static THREAD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// The thread-exit key, made on first use (after initialization, which the caller ensured).
+fn exit_key() -> Option<pal::thread::ExitKey> {
+    let key = THREAD_KEY.load(Ordering::Acquire);
+    if key < u32::MAX - 1 {
+        return Some(key);
+    }
+    if key == u32::MAX - 1 {
+        return None;
+    }
+    let made = pal::thread::exit_key(thread_exit).unwrap_or(u32::MAX - 1);
+    match THREAD_KEY.compare_exchange(u32::MAX, made, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => (made < u32::MAX - 1).then_some(made),
+        // Another thread made one first; ours is never armed (keys are a few hundred per process).
+        Err(theirs) => (theirs < u32::MAX - 1).then_some(theirs),
+    }
+}
+
+/// Gives the calling thread a cache if it may have one. Returns true if it now has one, false
+/// when the thread is to be served without a cache.
+#[cold]
+#[inline(never)]
+pub fn thread_start() -> bool {
+    if STATE.get() != ThreadState::Uninit {
+        return false;
+    }
+    STATE.set(ThreadState::Initializing);
+    ensure_global();
+    if !options().caches_enabled() {
+        STATE.set(ThreadState::NoCache);
+        return false;
+    }
+    let tb = thread_bins();
+    // SAFETY: `tb` is this thread's bins; an Uninit thread has no cache.
+    let tc = unsafe { TCache::attach(tb) };
+    if tc.is_null() {
+        STATE.set(ThreadState::Uninit);
+        return false;
+    }
+    if let Some(key) = exit_key() {
+        pal::thread::arm_exit(key, tc.cast());
+    }
+    STATE.set(ThreadState::Ready);
+    true
+}
+
+/// Whether the calling thread has a cache.
+#[inline]
+pub fn has_cache(tb: *mut ThreadBins) -> bool {
+    // SAFETY: the thread's own bins.
+    unsafe { !(*tb).cache.is_null() }
+}
+
+/// Thread-exit destructor: flushes the thread's cache and returns it to the pool.
+unsafe extern "C" fn thread_exit(tc: *mut c_void) {
+    let tb = thread_bins();
+    // SAFETY: the exiting thread's own bins.
+    if tc.is_null() || unsafe { (*tb).cache } != tc.cast::<TCache>() {
+        return;
+    }
+    STATE.set(ThreadState::TornDown);
+    // SAFETY: the cache belongs to this thread, which is exiting.
+    unsafe { TCache::detach(tb) };
+}
+
+/// Returns every block in the calling thread's cache to its arena.
+pub fn flush_thread_cache() {
+    let tb = thread_bins();
+    if has_cache(tb) {
+        for i in 0..NCACHED {
+            // SAFETY: the calling thread's own bins, with a cache.
+            unsafe { tcache::flush(tb, SizeClass(i as u8), 0) };
+        }
+    }
+}
+
+/// The arena for calls served without a cache.
+pub fn direct_arena() -> &'static Arena {
+    let a = DIRECT_ARENA.get();
+    if !a.is_null() {
+        // SAFETY: DIRECT_ARENA only ever holds pointers into the static ARENAS.
+        return unsafe { &*a };
+    }
+    let a = arena::next_arena();
+    DIRECT_ARENA.set(a);
+    a
+}
+
+/// The calling thread's arena.
+pub fn thread_arena() -> &'static Arena {
+    let tb = thread_bins();
+    if has_cache(tb) {
+        // SAFETY: a thread's own live cache; its arena is one of the static ARENAS.
+        unsafe { &*(*(*tb).cache).arena }
+    } else {
+        direct_arena()
+    }
+}

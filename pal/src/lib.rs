@@ -1,0 +1,47 @@
+//! Tally's platform layer: the whole contract between Tally and the operating system, and the
+//! one lock type, shared by the allocator (`tally`) and the profiler (`tally-profiler`), which
+//! both stand on it.
+//!
+//! Every system call either crate makes lives here, split by capability:
+//! - [`memory`]: mapping, unmapping, advice, `mremap`, `mincore`.
+//! - [`thread`]: the static-TLS thread block, thread creation, thread-exit hooks, yielding,
+//!   futexes.
+//! - [`process`]: the environment, CPU count, page size, pid, `errno`, `fork` and signal hooks,
+//!   the range of Tally's own code.
+//! - [`time`]: monotonic clocks and sleeping.
+//! - [`file`]: the few file operations a profile dump needs.
+//! - [`stderr`]: diagnostics without allocating (`print`, `fatal`).
+//! - [`sync`]: [`sync::Mutex`], a futex lock that carries its [`sync::Rank`] in the lock order.
+//!
+//! The contract every function here keeps: it never allocates through any allocator (it is
+//! called from inside `malloc`, sometimes before Tally is initialized), never panics, and
+//! reports failure as a value (null, `false`, `Err(errno)`).
+//!
+//! Why a crate of its own: the profiler stands below the allocator and must not call back into
+//! it, yet both need the same system calls and the same lock (one lock order, checked in one
+//! place, taken across `fork` by one set of handlers). A crate below both is the only place
+//! both can reach.
+#![no_std]
+
+// For `thread_local!` only (the lock-rank checker, the thread block off x86-64): native TLS
+// with a constant initializer and no destructor, which never allocates.
+extern crate std;
+
+pub mod file;
+pub mod memory;
+pub mod process;
+pub mod stderr;
+pub mod sync;
+pub mod thread;
+pub mod time;
+
+pub use memory::{discard, discard_lazily, map, map_aligned, remap_in_place, remap_to, unmap};
+pub use process::{cpu_count, errno, getenv, kernel_page_size, pid, set_errno};
+pub use stderr::{fatal, print, write_stderr, LineBuf};
+pub use time::{now_ms, now_ns, sleep_ms};
+
+/// The page size Tally is built for. Checked against the kernel's at initialization.
+pub const PAGE: usize = 4096;
+/// log2 of [`PAGE`].
+pub const PAGE_SHIFT: u32 = 12;
+const _: () = assert!(1 << PAGE_SHIFT == PAGE);

@@ -1,0 +1,170 @@
+//! Memory from the kernel: anonymous mappings, advice, `mremap`, and asking whether a page is
+//! mapped.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use crate::PAGE;
+
+/// Maps `size` bytes of fresh, zeroed, read-write anonymous memory, reserved lazily
+/// (`MAP_NORESERVE`: pages cost memory only once touched). Null when the kernel refuses.
+pub fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
+    // existing memory; the arguments are valid by construction.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Maps `size` bytes aligned to `align` (a power of two, at least [`PAGE`]; `size` a page
+/// multiple).
+///
+/// Over-maps by `align` and unmaps the slack on both sides, so only `size` bytes stay mapped.
+/// Returns null when the kernel refuses.
+pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align >= PAGE && size % PAGE == 0);
+    let Some(total) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let start = raw as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let lead = aligned - start;
+    let trail = total - lead - size;
+    // SAFETY: both ranges lie inside the mapping just made and are page multiples; nothing else
+    // refers to them yet.
+    unsafe {
+        if lead != 0 {
+            unmap(raw, lead);
+        }
+        if trail != 0 {
+            unmap((aligned + size) as *mut u8, trail);
+        }
+    }
+    aligned as *mut u8
+}
+
+/// Unmaps `[p, p + size)`.
+///
+/// # Safety
+/// The range must be mapped memory that the caller owns and that nothing will touch again.
+pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range and promises it is dead.
+    let rc = unsafe { libc::munmap(p.cast(), size) };
+    debug_assert_eq!(rc, 0);
+}
+
+/// Gives the pages of `[p, p + size)` back to the OS now (`MADV_DONTNEED`): they stop counting
+/// as resident and read as zero when touched again.
+///
+/// # Safety
+/// The range must be page-aligned memory owned by the caller whose contents are dead.
+pub unsafe fn discard(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range and promises its contents are dead.
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) };
+}
+
+/// Lets the OS take the pages of `[p, p + size)` when it needs memory (`MADV_FREE`); until then
+/// they stay resident and keep their contents.
+///
+/// # Safety
+/// The range must be page-aligned memory owned by the caller whose contents are dead.
+pub unsafe fn discard_lazily(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the range and promises its contents are dead.
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_FREE) };
+}
+
+/// Moves or resizes the mapping `[old, old + old_size)` to `[new, new + new_size)` without
+/// copying, replacing whatever was mapped at `new` (which must be a reservation the caller
+/// owns).
+///
+/// Returns false when the kernel refuses; the old mapping is then unchanged.
+///
+/// # Safety
+/// `old` must be a whole mapping owned by the caller; `[new, new + new_size)` must be owned by
+/// the caller and unused.
+pub unsafe fn remap_to(old: *mut u8, old_size: usize, new: *mut u8, new_size: usize) -> bool {
+    // SAFETY: both ranges are owned by the caller per the contract.
+    let p = unsafe {
+        libc::mremap(
+            old.cast(),
+            old_size,
+            new_size,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            new.cast::<c_void>(),
+        )
+    };
+    p != libc::MAP_FAILED
+}
+
+/// Grows or shrinks the mapping at `old` in place. Returns false when it cannot grow in place.
+///
+/// # Safety
+/// `old` must be a whole mapping owned by the caller, `old_size` its length.
+pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> bool {
+    // SAFETY: without MREMAP_MAYMOVE the kernel only resizes the caller's own mapping.
+    let p = unsafe { libc::mremap(old.cast(), old_size, new_size, 0) };
+    p != libc::MAP_FAILED
+}
+
+/// Whether the page holding `addr` is mapped (`mincore` fails with `ENOMEM` on unmapped
+/// memory). Says nothing about `PROT_NONE`.
+pub fn page_is_mapped(addr: usize) -> bool {
+    let page = addr & !(PAGE - 1);
+    let mut vec = 0u8;
+    // SAFETY: mincore only reads the page tables for the range and writes one byte to `vec`.
+    unsafe { libc::mincore(page as *mut c_void, 1, &mut vec) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_mappings_are_aligned_zeroed_and_known_to_mincore() {
+        let align = 4 << 20;
+        let p = map_aligned(3 * PAGE, align);
+        assert!(!p.is_null());
+        assert_eq!(p as usize % align, 0);
+        assert!(page_is_mapped(p as usize));
+        // SAFETY: the three pages were just mapped for this test.
+        unsafe {
+            assert_eq!(*p.add(3 * PAGE - 1), 0);
+            *p = 7;
+            discard(p, PAGE);
+            assert_eq!(*p, 0, "MADV_DONTNEED'd anonymous pages read as zero");
+            unmap(p, 3 * PAGE);
+        }
+        assert!(!page_is_mapped(p as usize));
+    }
+
+    #[test]
+    fn remap_grows_in_place_or_reports_it_cannot() {
+        let p = map(PAGE);
+        assert!(!p.is_null());
+        // SAFETY: `p` is our own one-page mapping; on success it is two pages long.
+        unsafe {
+            if remap_in_place(p, PAGE, 2 * PAGE) {
+                *p.add(PAGE) = 1;
+                unmap(p, 2 * PAGE);
+            } else {
+                unmap(p, PAGE);
+            }
+        }
+    }
+}

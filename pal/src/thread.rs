@@ -1,0 +1,149 @@
+//! Threads: the static-TLS thread block, creating a thread, thread-exit hooks, yielding and
+//! futexes.
+
+use core::ffi::c_void;
+use core::sync::atomic::AtomicU32;
+
+/// Bytes of the thread block (see [`thread_block`]).
+pub const THREAD_BLOCK_BYTES: usize = 2048;
+
+// The thread block: thread-local storage in the initial-exec model, so finding it is a read of
+// the thread pointer plus a link-time offset, with no call to `__tls_get_addr` (which a shared
+// library's ordinary thread-locals pay on every access). `.tbss` is zero in every new thread.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 6",
+    ".globl tally_thread_block",
+    ".hidden tally_thread_block",
+    ".type tally_thread_block, @object",
+    ".size tally_thread_block, 2048",
+    "tally_thread_block:",
+    ".zero 2048",
+    ".popsection",
+);
+
+/// The calling thread's block: [`THREAD_BLOCK_BYTES`] bytes, 64-byte aligned, all zero when
+/// the thread starts, that only this thread uses. The address is stable for the thread's life.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn thread_block() -> *mut u8 {
+    let p: usize;
+    // SAFETY: reads the thread pointer (`fs:0` holds its own address on x86-64 Linux) and adds
+    // the block's initial-exec offset from the GOT; both are valid for the life of the thread.
+    unsafe {
+        core::arch::asm!(
+            "mov {p}, qword ptr fs:[0]",
+            "add {p}, qword ptr [rip + tally_thread_block@GOTTPOFF]",
+            p = out(reg) p,
+            options(pure, readonly, nostack),
+        );
+    }
+    p as *mut u8
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[repr(C, align(64))]
+struct ThreadBlock([u8; THREAD_BLOCK_BYTES]);
+
+#[cfg(not(target_arch = "x86_64"))]
+std::thread_local! {
+    static THREAD_BLOCK: core::cell::UnsafeCell<ThreadBlock> =
+        const { core::cell::UnsafeCell::new(ThreadBlock([0; THREAD_BLOCK_BYTES])) };
+}
+
+/// The calling thread's block: [`THREAD_BLOCK_BYTES`] bytes, 64-byte aligned, all zero when
+/// the thread starts, that only this thread uses. The address is stable for the thread's life.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+pub fn thread_block() -> *mut u8 {
+    THREAD_BLOCK.with(|b| b.get().cast())
+}
+
+/// Starts a detached thread running `body`. Returns false if it could not be created.
+pub fn spawn(body: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `thread` is a valid out-pointer; `body` has the signature pthread expects and lives
+    // for the whole process.
+    let rc = unsafe { libc::pthread_create(&mut thread, core::ptr::null(), body, core::ptr::null_mut()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: `thread` was just created and is joined by no one.
+    unsafe { libc::pthread_detach(thread) };
+    true
+}
+
+/// A key whose destructor runs at thread exit for the threads that armed it.
+pub type ExitKey = libc::pthread_key_t;
+
+/// Creates a thread-specific key whose destructor runs at thread exit for threads that set it
+/// (`pthread_key_create`, which does not allocate in glibc).
+pub fn exit_key(destructor: unsafe extern "C" fn(*mut c_void)) -> Option<ExitKey> {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor has the required signature.
+    let rc = unsafe { libc::pthread_key_create(&mut key, Some(destructor)) };
+    (rc == 0).then_some(key)
+}
+
+/// Arms the thread-exit destructor of `key` for the calling thread, with `value` its argument.
+pub fn arm_exit(key: ExitKey, value: *mut c_void) {
+    // SAFETY: `key` came from `exit_key`.
+    unsafe { libc::pthread_setspecific(key, value) };
+}
+
+/// Lets another thread run.
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
+/// Sleeps while `*word == expected` (or until woken, or spuriously).
+pub fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which the reference keeps alive.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes one thread sleeping on `word`.
+pub fn futex_wake_one(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_block_is_per_thread_aligned_and_starts_zeroed() {
+        let mine = thread_block() as usize;
+        assert_eq!(mine % 64, 0);
+        // SAFETY: the block is this thread's and THREAD_BLOCK_BYTES long.
+        unsafe { *thread_block().add(THREAD_BLOCK_BYTES - 1) = 9 };
+        let (theirs, last) = std::thread::spawn(|| {
+            // SAFETY: as above, in the new thread.
+            (thread_block() as usize, unsafe {
+                *thread_block().add(THREAD_BLOCK_BYTES - 1)
+            })
+        })
+        .join()
+        .unwrap();
+        assert_ne!(mine, theirs);
+        assert_eq!(last, 0);
+    }
+}
