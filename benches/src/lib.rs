@@ -1,10 +1,12 @@
 //! Benchmarks that compare Tally with other allocators (see `docs/benchmarks.md`).
 //!
-//! The runners share one harness:
+//! Three runners, one harness:
 //!
 //! - [`harness`]: what every runner shares: interleaved rounds with the order rotated each round,
 //!   medians and spreads, ratios to a baseline and their geometric means, the Markdown table,
 //!   the machine description, and running a process with a time limit.
+//! - [`suite`]: the suite (binary `suite`, run by `benches/run-suite.sh`): C workloads and real
+//!   programs under every allocator through `LD_PRELOAD`, wall time and peak RSS.
 //! - [`micro`] and [`micro_report`]: the malloc/free pair micro-benchmark. A binary has a
 //!   single `#[global_allocator]`, so it is one small binary per allocator
 //!   (`src/bin/micro_<allocator>.rs`) that installs its allocator and runs the workloads of
@@ -24,6 +26,7 @@ pub mod criterion_suite;
 pub mod harness;
 pub mod micro;
 pub mod micro_report;
+pub mod suite;
 
 #[cfg(feature = "mimalloc")]
 pub use mimalloc;
