@@ -6,7 +6,7 @@
 #   benches/run-suite.sh --quick         # smoke run, tiny arguments, 1 round, under a minute
 #   benches/run-suite.sh --rounds 3 --workloads larson,sqlite --allocators glibc,tally
 # Installs the peers (libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4) and sqlite3 from
-# Debian when missing and run as root.
+# Debian when missing and run as root. The runner is the binary `suite` (benches/src/suite.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lib=/usr/lib/x86_64-linux-gnu
@@ -25,4 +25,7 @@ if ((${#need[@]})); then
     apt-get install -y -q "${need[@]}" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
 fi
 cargo build --release -p tally
-exec python3 benches/suite.py --tally-so "${CARGO_TARGET_DIR:-$PWD/target}/release/libtally.so" "$@"
+# The runner needs none of the Rust allocators the micro-benchmarks link in.
+cargo build --release -p tally-benches --no-default-features --bin suite
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+exec "$target/release/suite" --tally-so "$target/release/libtally.so" "$@"

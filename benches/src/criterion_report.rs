@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::criterion_suite::{benches, describe, BASELINE, PROFILED, VARIANTS};
-use crate::runner::{geometric_mean, median, Machine};
+use crate::harness::{comparison_table, median, ratio_cell, Machine, MarkdownTable, Samples};
 
 /// One benchmark's result under one variant.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,15 +68,15 @@ pub fn parse_estimate(benchmark_json: &str, estimates_json: &str) -> Result<Esti
     })
 }
 
-/// The cells of the table, by variant and benchmark.
+/// The estimates of a run, laid out as the table shows them.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
-    /// Variants with at least one cell, in [`VARIANTS`] order.
-    pub variants: Vec<String>,
-    /// Benchmarks with at least one cell: the suite's in suite order, then any others sorted.
-    pub benches: Vec<String>,
+    /// Each cell's median as its one sample: columns are the variants with at least one cell,
+    /// in [`VARIANTS`] order; rows the benchmarks with at least one cell, the suite's in suite
+    /// order, then any others sorted; ratios against [`BASELINE`].
+    pub samples: Samples,
     /// The estimates, by `(variant, bench)`.
-    pub cells: BTreeMap<(String, String), Estimate>,
+    pub estimates: BTreeMap<(String, String), Estimate>,
 }
 
 impl Table {
@@ -92,9 +92,8 @@ impl Table {
         }
         let variants = VARIANTS
             .iter()
-            .filter(|variant| cells.keys().any(|(v, _)| v == *variant))
-            .map(|variant| variant.to_string())
-            .collect();
+            .filter(|variant| cells.keys().any(|(v, _)| v == *variant));
+        let mut samples = Samples::new(variants.copied(), BASELINE);
         let suite: Vec<String> = benches().iter().map(|bench| bench.name()).collect();
         let mut others: Vec<String> = cells
             .keys()
@@ -102,54 +101,40 @@ impl Table {
             .filter(|bench| !suite.contains(bench))
             .collect();
         others.sort();
-        others.dedup();
-        let benches = suite
-            .into_iter()
-            .filter(|bench| cells.keys().any(|(_, b)| b == bench))
-            .chain(others)
-            .collect();
-        Table {
-            variants,
-            benches,
-            cells,
+        for bench in suite.iter().chain(&others) {
+            if cells.keys().any(|(_, b)| b == bench) {
+                samples.add_row(bench);
+            }
         }
-    }
-
-    /// The median ns of one cell.
-    pub fn median(&self, variant: &str, bench: &str) -> Option<f64> {
-        self.cells
-            .get(&(variant.to_string(), bench.to_string()))
-            .map(|estimate| estimate.median_ns)
-    }
-
-    /// One cell's median divided by another variant's for the same benchmark.
-    pub fn ratio(&self, variant: &str, to: &str, bench: &str) -> Option<f64> {
-        Some(self.median(variant, bench)? / self.median(to, bench)?)
+        for ((variant, bench), estimate) in &cells {
+            samples.add(variant, bench, 0, estimate.median_ns);
+        }
+        Table {
+            samples,
+            estimates: cells,
+        }
     }
 }
 
-/// A cell: the median, with the ratio in parentheses when there is one.
-fn cell(ns: Option<f64>, ratio: Option<f64>) -> String {
-    let ns = match ns {
-        None => return "–".to_string(),
-        Some(ns) if ns < 100.0 => format!("{ns:.1}"),
-        Some(ns) => format!("{ns:.0}"),
-    };
-    match ratio {
-        Some(ratio) => format!("{ns} ({ratio:.2}×)"),
-        None => ns,
+/// A median as the table shows it: one decimal below 100 ns, none above.
+fn nanoseconds(ns: f64) -> String {
+    if ns < 100.0 {
+        format!("{ns:.1}")
+    } else {
+        format!("{ns:.0}")
     }
 }
 
 /// The report: machine, settings, the table of medians with ratios to [`BASELINE`], the
 /// profilers' overhead, and a noise line. `settings` says how Criterion ran (one line).
 pub fn markdown(table: &Table, machine: &Machine, settings: &str) -> String {
+    let samples = &table.samples;
     let mut out = String::new();
     let _ = writeln!(out, "## Criterion micro-benchmarks (Rust GlobalAlloc path)\n");
     out.push_str(&machine.markdown_lines());
     let _ = writeln!(out, "- settings: {settings}");
     let _ = writeln!(out, "\nVariants:");
-    for variant in &table.variants {
+    for variant in samples.columns() {
         let _ = writeln!(out, "- `{variant}`: {}", describe(variant));
     }
 
@@ -158,42 +143,12 @@ pub fn markdown(table: &Table, machine: &Machine, settings: &str) -> String {
         "\nCriterion's median time of one iteration, in ns. In parentheses: the ratio to \
          `{BASELINE}`, below 1 is faster.\n"
     );
-    let _ = write!(out, "| benchmark |");
-    for variant in &table.variants {
-        let _ = write!(out, " {variant} |");
-    }
-    let _ = write!(out, "\n|---|");
-    for _ in &table.variants {
-        let _ = write!(out, "---:|");
-    }
-    out.push('\n');
-    for bench in &table.benches {
-        let _ = write!(out, "| {bench} |");
-        for variant in &table.variants {
-            let ratio = (variant != BASELINE)
-                .then(|| table.ratio(variant, BASELINE, bench))
-                .flatten();
-            let _ = write!(out, " {} |", cell(table.median(variant, bench), ratio));
-        }
-        out.push('\n');
-    }
-    if table.variants.iter().any(|variant| variant == BASELINE) && table.variants.len() > 1 {
-        let _ = write!(out, "| geometric mean of ratios |");
-        for variant in &table.variants {
-            let ratios: Vec<f64> = table
-                .benches
-                .iter()
-                .filter_map(|bench| table.ratio(variant, BASELINE, bench))
-                .collect();
-            let mean = geometric_mean(&ratios).map_or_else(|| "–".to_string(), |g| format!("{g:.2}×"));
-            let _ = write!(out, " {mean} |");
-        }
-        out.push('\n');
-    }
+    out.push_str(&comparison_table(samples, "benchmark", nanoseconds).render());
 
+    let has = |variant: &str| samples.columns().iter().any(|v| v == variant);
     let pairs: Vec<(&str, &str)> = PROFILED
         .into_iter()
-        .filter(|(off, on)| table.variants.iter().any(|v| v == off) && table.variants.iter().any(|v| v == on))
+        .filter(|(off, on)| has(off) && has(on))
         .collect();
     if !pairs.is_empty() {
         let _ = writeln!(
@@ -201,42 +156,25 @@ pub fn markdown(table: &Table, machine: &Machine, settings: &str) -> String {
             "\nProfiler overhead: the profiler-on median over the profiler-off median of the same \
              allocator.\n"
         );
-        let _ = write!(out, "| benchmark |");
-        for (off, on) in &pairs {
-            let _ = write!(out, " {on} / {off} |");
-        }
-        let _ = write!(out, "\n|---|");
-        for _ in &pairs {
-            let _ = write!(out, "---:|");
-        }
-        out.push('\n');
-        for bench in &table.benches {
-            let _ = write!(out, "| {bench} |");
-            for (off, on) in &pairs {
-                let ratio = table.ratio(on, off, bench);
-                let text = ratio.map_or_else(|| "–".to_string(), |r| format!("{r:.2}×"));
-                let _ = write!(out, " {text} |");
-            }
-            out.push('\n');
-        }
-        let _ = write!(out, "| geometric mean |");
-        for (off, on) in &pairs {
-            let ratios: Vec<f64> = table
-                .benches
+        let header = pairs.iter().map(|(off, on)| format!("{on} / {off}"));
+        let mut overhead = MarkdownTable::new(std::iter::once("benchmark".to_string()).chain(header));
+        for bench in samples.rows() {
+            let ratios = pairs
                 .iter()
-                .filter_map(|bench| table.ratio(on, off, bench))
-                .collect();
-            let mean = geometric_mean(&ratios).map_or_else(|| "–".to_string(), |g| format!("{g:.2}×"));
-            let _ = write!(out, " {mean} |");
+                .map(|(off, on)| ratio_cell(samples.ratio_to(on, off, bench)));
+            overhead.row(std::iter::once(bench.clone()).chain(ratios));
         }
-        out.push('\n');
+        let means = pairs
+            .iter()
+            .map(|(off, on)| ratio_cell(samples.geometric_mean_ratio_to(on, off)));
+        overhead.row(std::iter::once("geometric mean".to_string()).chain(means));
+        out.push_str(&overhead.render());
     }
 
     // Half the confidence interval's width, relative to the median.
     let mut widths: Vec<(f64, &Estimate)> = table
-        .cells
+        .estimates
         .values()
-        .filter(|estimate| table.variants.contains(&estimate.variant))
         .map(|estimate| {
             let (low, high) = estimate.interval_ns;
             ((high - low) / 2.0 / estimate.median_ns, estimate)
@@ -309,10 +247,10 @@ mod tests {
             estimate("other", "alloc_free/16", 1.0),
             estimate("system", "zzz/1", 1.0),
         ]);
-        assert_eq!(table.variants, ["system", "tally"]);
-        assert_eq!(table.benches, ["alloc_free/16", "btree_map/1000", "zzz/1"]);
-        assert_eq!(table.ratio("tally", "system", "alloc_free/16"), Some(0.5));
-        assert_eq!(table.ratio("tally", "system", "btree_map/1000"), None);
+        assert_eq!(table.samples.columns(), ["system", "tally"]);
+        assert_eq!(table.samples.rows(), ["alloc_free/16", "btree_map/1000", "zzz/1"]);
+        assert_eq!(table.samples.ratio("tally", "alloc_free/16"), Some(0.5));
+        assert_eq!(table.samples.ratio("tally", "btree_map/1000"), None);
     }
 
     #[test]
@@ -326,19 +264,21 @@ mod tests {
         ]);
         let report = markdown(&table, &Machine::default(), "quick");
         assert!(
-            report.contains("| alloc_free/16 | 10.0 | 5.0 (0.50×) | 6.0 (0.60×) |"),
+            report.contains("| alloc_free/16 | 10.0 (1.00×) | 5.0 (0.50×) | 6.0 (0.60×) |"),
             "{report}"
         );
         assert!(
-            report.contains("| batch64/16 | 400 | 200 (0.50×) | – |"),
+            report.contains("| batch64/16 | 400 (1.00×) | 200 (0.50×) | – |"),
             "{report}"
         );
         assert!(
-            report.contains("| geometric mean of ratios | 1.00× | 0.50× | 0.60× |"),
+            report.contains("| geometric mean | 1.00× | 0.50× | 0.60× |"),
             "{report}"
         );
         assert!(report.contains("| tally+prof / tally |"), "{report}");
         assert!(report.contains("| alloc_free/16 | 1.20× |"), "{report}");
+        assert!(report.contains("| batch64/16 | – |"), "{report}");
+        assert!(report.contains("| geometric mean | 1.20× |"), "{report}");
         assert!(report.contains("±10.0% for the median cell"), "{report}");
     }
 }

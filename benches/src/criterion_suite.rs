@@ -100,7 +100,7 @@ pub const BASELINE: &str = "system";
 /// Pairs of variants that differ only by the profiler: (off, on).
 pub const PROFILED: [(&str, &str); 2] = [("tally", "tally+prof"), ("stoolap", "stoolap+prof")];
 
-/// The allocator of a variant (the variant without `+prof`), as [`crate::runner::ALLOCATORS`]
+/// The allocator of a variant (the variant without `+prof`), as [`crate::micro_report::ALLOCATORS`]
 /// names it.
 pub fn allocator_of(variant: &str) -> &str {
     variant.strip_suffix("+prof").unwrap_or(variant)
@@ -370,7 +370,7 @@ mod tests {
         for variant in VARIANTS {
             assert_ne!(describe(variant), "unknown", "{variant}");
             assert!(
-                crate::runner::ALLOCATORS.contains(&allocator_of(variant)),
+                crate::micro_report::ALLOCATORS.contains(&allocator_of(variant)),
                 "{variant}"
             );
         }

@@ -1,14 +1,17 @@
 //! Benchmarks that compare Tally with other allocators (see `docs/benchmarks.md`).
 //!
-//! A binary has a single `#[global_allocator]`, so each benchmark is one small binary per
-//! allocator (`src/bin/micro_<allocator>.rs`) that installs its allocator and calls the shared
-//! workload code here; a runner binary (`micro_runner`) runs those binaries in turn and writes
-//! the comparison table.
+//! Three runners, one harness:
 //!
-//! - [`micro`]: the workloads of the malloc/free pair micro-benchmark, run inside an allocator's
-//!   binary.
-//! - [`runner`]: what the runner needs besides processes: parsing the binaries' output, medians,
-//!   the Markdown report and the machine description.
+//! - [`harness`]: what every runner shares: interleaved rounds with the order rotated each round,
+//!   medians and spreads, ratios to a baseline and their geometric means, the Markdown table,
+//!   the machine description, and running a process with a time limit.
+//! - [`suite`]: the suite (binary `suite`, run by `benches/run-suite.sh`): C workloads and real
+//!   programs under every allocator through `LD_PRELOAD`, wall time and peak RSS.
+//! - [`micro`] and [`micro_report`]: the malloc/free pair micro-benchmark. A binary has a
+//!   single `#[global_allocator]`, so it is one small binary per allocator
+//!   (`src/bin/micro_<allocator>.rs`) that installs its allocator and runs the workloads of
+//!   [`micro`]; the runner binary (`micro_runner`) runs those binaries in rounds and writes the
+//!   report of [`micro_report`].
 //! - [`criterion_suite`]: the workloads of the Criterion benchmarks of the `GlobalAlloc` path,
 //!   which the `criterion_<variant>` bench targets of package `tally-criterion` (`criterion/`)
 //!   time, one per allocator and profiler setting.
@@ -20,8 +23,10 @@
 
 pub mod criterion_report;
 pub mod criterion_suite;
+pub mod harness;
 pub mod micro;
-pub mod runner;
+pub mod micro_report;
+pub mod suite;
 
 #[cfg(feature = "mimalloc")]
 pub use mimalloc;

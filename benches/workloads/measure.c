@@ -7,9 +7,10 @@
  *
  *   measure: seconds=<wall> maxrss_kib=<ru_maxrss> status=<exit code or 128+signal>
  *
- * The launcher is a small C program rather than the Python runner forking directly because a
- * child's ru_maxrss includes what it had mapped before exec: a forked Python process starts at
- * Python's own RSS (about 12 MiB), a forked `measure` at about 1 MiB. */
+ * The launcher is a small C program rather than the runner (benches/src/suite.rs) forking the
+ * command directly because a child's ru_maxrss includes what it had mapped before exec: a child
+ * forked from the runner would start at the runner's RSS (and an earlier Python runner's was
+ * about 12 MiB), a forked `measure` at about 1 MiB. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>

@@ -1,13 +1,15 @@
-//! The benchmark suite's runner (`benches/suite.py`, issue 6) end to end, with its smallest
-//! arguments: every workload, the two real programs (CPython, sqlite3) and the Debian peers
-//! (jemalloc, mimalloc, tcmalloc) must run, agree on every checksum (the runner exits 1
-//! otherwise), and the report must hold a number for every cell. What is tested is that the
-//! suite works, not how fast anything is: speed is measured by running the suite, never here.
+//! The benchmark suite's runner (`tally_benches::suite`, the binary `suite` that
+//! `benches/run-suite.sh` runs; issue 6) end to end, with its smallest arguments: every workload,
+//! the two real programs (CPython, sqlite3) and the Debian peers (jemalloc, mimalloc, tcmalloc)
+//! must run, agree on every checksum (the runner reports a failure otherwise), and the report
+//! must hold a number for every cell. The runner is called in this process with the command line
+//! `run-suite.sh --quick` passes it. What is tested is that the suite works, not how fast anything
+//! is: speed is measured by running the suite, never here.
 
 use std::path::Path;
-use std::process::Command;
 
-use tally_tests::{libtally_so, require_tool, workspace_root, ScratchDir};
+use tally_benches::suite;
+use tally_tests::{libtally_so, require_tool, ScratchDir};
 
 const WORKLOADS: [&str; 10] = [
     "small_objects",
@@ -38,7 +40,7 @@ const PEERS: [(&str, &str); 3] = [
 
 #[test]
 fn suite_runs_every_workload_under_every_allocator() {
-    let python = require_tool("python3", "python3");
+    require_tool("python3", "python3");
     require_tool("sqlite3", "sqlite3");
     require_tool("cc", "build-essential");
     for (lib, package) in PEERS {
@@ -50,19 +52,21 @@ fn suite_runs_every_workload_under_every_allocator() {
         );
     }
     let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "suite");
-    let out = Command::new(python)
-        .arg(workspace_root().join("benches/suite.py"))
-        .arg("--quick")
-        .arg("--tally-so")
-        .arg(libtally_so())
-        .arg("--out")
-        .arg(scratch.path())
-        .output()
-        .expect("run benches/suite.py");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "suite failed ({}):\n{stderr}", out.status);
-
+    let args = [
+        "--tally-so".into(),
+        libtally_so().display().to_string(),
+        "--quick".into(),
+        "--out".into(),
+        scratch.path().display().to_string(),
+    ];
+    let options = suite::parse_args(args)
+        .expect("the command line parses")
+        .expect("not --help");
+    assert_eq!(options.rounds, 1, "--quick runs one round");
+    let passed = suite::run(&options).expect("the suite runs");
     let md = std::fs::read_to_string(scratch.path().join("suite.md")).expect("suite.md written");
+    assert!(passed, "a run failed or checksums differ:\n{md}");
+
     assert!(!md.contains("failed") && !md.contains("## Failures"), "{md}");
     let header = format!("| workload | {} |", ALLOCATORS.join(" | "));
     assert_eq!(md.matches(&header).count(), 2, "a time and an RSS table:\n{md}");
@@ -87,7 +91,7 @@ fn suite_runs_every_workload_under_every_allocator() {
     }
     assert!(md.contains("RSS after everything is freed"), "{md}");
 
-    // One raw line per run, and a plot with a bar per non-glibc cell of both panels.
+    // One raw line per run, and a plot with a bar per cell and per geometric mean, both panels.
     let raw = std::fs::read_to_string(scratch.path().join("suite.raw.tsv")).expect("raw TSV");
     assert_eq!(
         raw.lines().count(),

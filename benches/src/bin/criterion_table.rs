@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use tally_benches::criterion_report::{markdown, parse_estimate, Estimate, Table};
 use tally_benches::criterion_suite::{allocator_of, MEASUREMENT, SAMPLE_SIZE, WARM_UP};
-use tally_benches::runner::Machine;
+use tally_benches::harness::Machine;
+use tally_benches::micro_report::crates_of;
 
 const USAGE: &str = "\
 usage: criterion_table [options]
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
     let mut estimates = Vec::new();
     collect(&dir, options.since, &mut estimates);
     let table = Table::new(estimates);
-    if table.cells.is_empty() {
+    if table.estimates.is_empty() {
         eprintln!(
             "criterion_table: no results of the criterion_* targets in {}",
             dir.display()
@@ -118,12 +119,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let mut allocators: Vec<String> = table
-        .variants
+    let mut crates: Vec<&str> = table
+        .samples
+        .columns()
         .iter()
-        .map(|variant| allocator_of(variant).to_string())
+        .flat_map(|variant| crates_of(allocator_of(variant)).iter().copied())
         .collect();
-    allocators.dedup();
+    crates.dedup();
     let mut settings = format!(
         "Criterion, {} ms warm-up, {} ms measured, {SAMPLE_SIZE} samples per benchmark",
         WARM_UP.as_millis(),
@@ -139,7 +141,7 @@ fn main() -> ExitCode {
              100 ms, at most the measurement time)",
         );
     }
-    let report = markdown(&table, &Machine::probe(&workspace, &allocators), &settings);
+    let report = markdown(&table, &Machine::probe(&workspace, &crates, &[]), &settings);
     print!("{report}");
     let written = out
         .parent()

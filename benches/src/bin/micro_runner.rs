@@ -1,22 +1,26 @@
 //! Runs the `micro_<allocator>` binaries interleaved for several rounds and writes the
-//! comparison table (see `docs/benchmarks.md` and `tally_benches::runner`).
+//! comparison table (see `docs/benchmarks.md`, `tally_benches::micro_report` and
+//! `tally_benches::harness`).
 //!
 //! The binaries are looked up next to this one, so build them first:
 //! `cargo build --release -p tally-benches --bins` (or run `benches/run-micro.sh`).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use tally_benches::harness::{run_with_timeout, schedule, Machine};
 use tally_benches::micro::Config;
-use tally_benches::runner::{markdown, parse_output, Machine, Results, Settings, ALLOCATORS};
+use tally_benches::micro_report::{
+    column, crates_of, markdown, parse_output, Column, Results, Settings, ALLOCATORS, BASELINE, COLUMNS,
+};
 
 const USAGE: &str = "\
 usage: micro_runner [options]
 
-Runs the micro_<allocator> binaries next to this one in interleaved rounds and prints a Markdown
-table of median ns per malloc+free pair, also written to --out (and the raw rounds beside it).
+Runs the micro_<allocator> binaries next to this one in interleaved rounds (the order rotated
+each round) and prints a Markdown table of median ns per malloc+free pair, also written to --out
+(and the raw rounds beside it).
 
 options:
   --rounds N          interleaved rounds (default 7)
@@ -24,14 +28,17 @@ options:
   --warmup-ms N       warm-up per workload (default: TALLY_BENCH_WARMUP_MS or 50)
   --quick             smoke run: --rounds 1 --measure-ms 20 --warmup-ms 5
   --filter A,B        only workloads whose name contains A or B (default: TALLY_BENCH_FILTER)
-  --allocators A,B    only these, of system,tally,mimalloc,jemalloc,stoolap (default: all built)
+  --allocators A,B    only these columns, of system,tally,tally+prof,tally+prof17,mimalloc,
+                      jemalloc,stoolap (default: system,tally,mimalloc,jemalloc,stoolap, those built)
+  --baseline NAME     the column of the ratios (default system)
   --out PATH          report file (default: <target dir>/bench/micro.md)
   --timeout-s N       kill a binary that runs longer than this (default 900)
 ";
 
 struct Options {
     settings: Settings,
-    allocators: Vec<String>,
+    columns: Vec<&'static Column>,
+    baseline: String,
     out: Option<PathBuf>,
     timeout: Duration,
 }
@@ -45,7 +52,8 @@ fn parse_args() -> Result<Options, String> {
             warmup_ms: config.warmup.as_millis(),
             filter: config.filter,
         },
-        allocators: ALLOCATORS.iter().map(|name| name.to_string()).collect(),
+        columns: ALLOCATORS.iter().filter_map(|name| column(name)).collect(),
+        baseline: BASELINE.to_string(),
         out: None,
         timeout: Duration::from_secs(900),
     };
@@ -74,15 +82,12 @@ fn parse_args() -> Result<Options, String> {
             }
             "--filter" => options.settings.filter = list(value(&arg)?),
             "--allocators" => {
-                options.allocators = list(value(&arg)?);
-                if let Some(unknown) = options
-                    .allocators
+                options.columns = list(value(&arg)?)
                     .iter()
-                    .find(|name| !ALLOCATORS.contains(&name.as_str()))
-                {
-                    return Err(format!("unknown allocator {unknown:?}"));
-                }
+                    .map(|name| column(name).ok_or_else(|| format!("unknown allocator {name:?}")))
+                    .collect::<Result<_, _>>()?;
             }
+            "--baseline" => options.baseline = value(&arg)?,
             "--out" => options.out = Some(PathBuf::from(value(&arg)?)),
             "--timeout-s" => options.timeout = Duration::from_secs(number(&arg, value(&arg)?)?),
             "-h" | "--help" => {
@@ -92,63 +97,43 @@ fn parse_args() -> Result<Options, String> {
             _ => return Err(format!("unknown argument {arg:?}\n\n{USAGE}")),
         }
     }
-    // Run (and tabulate) in the canonical order, whatever order the list came in.
+    if column(&options.baseline).is_none() {
+        return Err(format!("unknown baseline {:?}", options.baseline));
+    }
+    // Tabulate in the canonical order, whatever order the list came in.
     options
-        .allocators
-        .sort_by_key(|name| ALLOCATORS.iter().position(|known| known == name));
-    options.allocators.dedup();
+        .columns
+        .sort_by_key(|wanted| COLUMNS.iter().position(|known| known == *wanted));
+    options.columns.dedup();
     Ok(options)
 }
 
-/// Runs one allocator binary with the benchmark settings; returns its stdout, or why it failed
+/// Runs one column's binary with the benchmark settings; returns its stdout, or why it failed
 /// together with what it printed before failing.
-fn run_binary(binary: &Path, settings: &Settings, timeout: Duration) -> Result<String, (String, String)> {
-    let mut child = Command::new(binary)
+fn run_binary(
+    binary: &Path,
+    column: &Column,
+    settings: &Settings,
+    timeout: Duration,
+) -> Result<String, (String, String)> {
+    let mut command = Command::new(binary);
+    command
         .env("TALLY_BENCH_MEASURE_MS", settings.measure_ms.to_string())
         .env("TALLY_BENCH_WARMUP_MS", settings.warmup_ms.to_string())
         .env("TALLY_BENCH_FILTER", settings.filter.join(","))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| {
-            (
-                format!("cannot start {}: {error}", binary.display()),
-                String::new(),
-            )
-        })?;
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break Err(format!("killed after {} s", timeout.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(error) => break Err(format!("wait failed: {error}")),
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    match status {
-        Ok(status) if status.success() => Ok(stdout),
+        .stdin(Stdio::null());
+    if let Some(conf) = column.tally_conf {
+        command.env("TALLY_CONF", conf);
+    }
+    let done = run_with_timeout(&mut command, timeout);
+    match done.status {
+        Ok(status) if status.success() => Ok(done.stdout),
         Ok(status) => {
-            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let tail: Vec<&str> = done.stderr.lines().rev().take(3).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            Err((format!("{status}; stderr: {:?}", tail.join(" / ")), stdout))
+            Err((format!("{status}; stderr: {:?}", tail.join(" / ")), done.stdout))
         }
-        Err(reason) => Err((reason, stdout)),
+        Err(reason) => Err((reason, done.stdout)),
     }
 }
 
@@ -166,66 +151,82 @@ fn main() -> ExitCode {
         .clone()
         .unwrap_or_else(|| target_dir.join("bench").join("micro.md"));
 
-    let mut results = Results::default();
-    let mut binaries = Vec::new();
-    for allocator in &options.allocators {
-        let binary = bin_dir.join(format!("micro_{allocator}"));
+    let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
+    for column in &options.columns {
+        let binary = bin_dir.join(format!("micro_{}", column.allocator));
         if binary.is_file() {
-            results.allocators.push(allocator.clone());
-            binaries.push((allocator.clone(), binary));
+            runnable.push((*column, binary));
         } else {
-            eprintln!("micro_runner: {} not built, skipping", binary.display());
-            results
-                .skipped
-                .push((allocator.clone(), format!("`micro_{allocator}` not built")));
+            eprintln!(
+                "micro_runner: {} not built, skipping {}",
+                binary.display(),
+                column.name
+            );
+            skipped.push((
+                column.name.to_string(),
+                format!("`micro_{}` not built", column.allocator),
+            ));
         }
     }
-    if binaries.is_empty() {
+    if runnable.is_empty() {
         eprintln!("micro_runner: no allocator binary in {}", bin_dir.display());
         return ExitCode::FAILURE;
     }
+    let names: Vec<String> = runnable
+        .iter()
+        .map(|(column, _)| column.name.to_string())
+        .collect();
+    let mut results = Results::new(&names, &options.baseline);
+    results.skipped = skipped;
 
     let settings = &options.settings;
-    for round in 1..=settings.rounds {
-        for (allocator, binary) in &binaries {
-            let start = Instant::now();
-            let (run, failure) = match run_binary(binary, settings, options.timeout) {
-                Ok(stdout) => (parse_output(&stdout), None),
-                Err((reason, stdout)) => (parse_output(&stdout), Some(reason)),
-            };
-            let failure = match run {
-                Ok(run) => {
-                    results.add_run(allocator, &run);
-                    failure
-                }
-                Err(parse_error) => Some(failure.unwrap_or(parse_error)),
-            };
-            eprintln!(
-                "round {round}/{}: {allocator:<9} {:6.1} s{}",
-                settings.rounds,
-                start.elapsed().as_secs_f64(),
+    for slot in schedule(settings.rounds, 1, runnable.len()) {
+        let (column, binary) = &runnable[slot.column];
+        let start = Instant::now();
+        let (run, failure) = match run_binary(binary, column, settings, options.timeout) {
+            Ok(stdout) => (parse_output(&stdout), None),
+            Err((reason, stdout)) => (parse_output(&stdout), Some(reason)),
+        };
+        let failure = match run {
+            Ok(run) => {
+                results.add_run(column.name, slot.round, &run);
                 failure
-                    .as_deref()
-                    .map_or_else(String::new, |reason| format!("  FAILED: {reason}"))
-            );
-            if let Some(reason) = failure {
-                results.add_failure(allocator, reason);
             }
+            Err(parse_error) => Some(failure.unwrap_or(parse_error)),
+        };
+        eprintln!(
+            "round {}/{}: {:<12} {:6.1} s{}",
+            slot.round + 1,
+            settings.rounds,
+            column.name,
+            start.elapsed().as_secs_f64(),
+            failure
+                .as_deref()
+                .map_or_else(String::new, |reason| format!("  FAILED: {reason}"))
+        );
+        if let Some(reason) = failure {
+            results.add_failure(column.name, reason);
         }
     }
 
-    let report = markdown(
-        &results,
-        &Machine::probe(&workspace, &results.allocators),
-        settings,
-    );
+    let crates: Vec<&str> = runnable
+        .iter()
+        .flat_map(|(column, _)| crates_of(column.allocator).iter().copied())
+        .collect();
+    let report = markdown(&results, &Machine::probe(&workspace, &crates, &[]), settings);
     print!("{report}");
     let raw = out.with_extension("raw.tsv");
     let written = out
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| std::fs::write(&out, &report))
-        .and_then(|()| std::fs::write(&raw, results.raw_tsv()));
+        .and_then(|()| {
+            std::fs::write(
+                &raw,
+                results.samples.raw_tsv("allocator", "workload", "ns_per_pair", 2),
+            )
+        });
     match written {
         Ok(()) => {
             eprintln!("micro_runner: wrote {} and {}", out.display(), raw.display());

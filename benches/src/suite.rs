@@ -1,0 +1,988 @@
+//! The benchmark suite (issue 6; `benches/run-suite.sh` builds what it needs and runs the binary
+//! `suite`, which is [`main`]): every workload under every allocator through `LD_PRELOAD`, in
+//! interleaved rounds with the order rotated each round ([`crate::harness::schedule`]). Each run
+//! must exit 0 and print its workload's checksum line, and the checksum must be the same under
+//! every allocator. It writes:
+//!
+//! - `<out>/suite.md`: median wall time and median peak RSS per workload and allocator, with
+//!   ratios against glibc and their geometric means;
+//! - `<out>/suite.svg`: the same ratios as a bar chart;
+//! - `<out>/suite.raw.tsv`: every run (allocator, workload, round, seconds, peak RSS KiB, extra).
+//!
+//! # Why a launcher
+//!
+//! Each run goes through `workloads/measure.c`, a small C launcher that sets `LD_PRELOAD` in the
+//! child only, so the runner itself never runs under the allocator measured, and reports the
+//! child's wall time and `ru_maxrss` (peak RSS) from `wait4`. A child's `ru_maxrss` counts what
+//! it had mapped before `exec`, so the process that forks it must be small: `measure` is about
+//! 1 MiB.
+//!
+//! Glossary: *alt* = a second `libtally.so` given with `--alt-so`, the column `tally-alt`, to
+//! compare two builds; *quick* = each workload's tiny arguments and one round, a smoke test.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use crate::harness::{
+    comparison_table, noise_sentence, run_with_timeout, schedule, Machine, MarkdownTable, Samples, MISSING,
+};
+
+/// Where Debian puts the peer allocators.
+const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
+
+/// The column every ratio is taken against.
+pub const BASELINE: &str = "glibc";
+
+/// The library an allocator preloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preload {
+    /// Nothing: glibc's own malloc.
+    Nothing,
+    /// The `libtally.so` of `--tally-so`.
+    Tally,
+    /// The `libtally.so` of `--alt-so`.
+    AltTally,
+    /// A Debian package's library, a file name in [`LIBDIR`].
+    Peer(&'static str),
+}
+
+/// A column of the suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocator {
+    /// The column's name.
+    pub name: &'static str,
+    /// What it preloads.
+    pub preload: Preload,
+    /// `TALLY_CONF` for its runs, if any (otherwise `TALLY_CONF` is unset).
+    pub tally_conf: Option<&'static str>,
+}
+
+/// Every allocator, in column order. `tally-alt` runs only with `--alt-so`.
+pub const ALLOCATORS: [Allocator; 8] = [
+    Allocator {
+        name: "glibc",
+        preload: Preload::Nothing,
+        tally_conf: None,
+    },
+    Allocator {
+        name: "tally",
+        preload: Preload::Tally,
+        tally_conf: None,
+    },
+    Allocator {
+        name: "tally-prof",
+        preload: Preload::Tally,
+        tally_conf: Some("prof:true"),
+    },
+    Allocator {
+        name: "tally-prof17",
+        preload: Preload::Tally,
+        tally_conf: Some("prof:true,lg_prof_sample:17"),
+    },
+    Allocator {
+        name: "jemalloc",
+        preload: Preload::Peer("libjemalloc.so.2"),
+        tally_conf: None,
+    },
+    Allocator {
+        name: "tally-alt",
+        preload: Preload::AltTally,
+        tally_conf: None,
+    },
+    Allocator {
+        name: "mimalloc",
+        preload: Preload::Peer("libmimalloc.so.2"),
+        tally_conf: None,
+    },
+    Allocator {
+        name: "tcmalloc",
+        preload: Preload::Peer("libtcmalloc_minimal.so.4"),
+        tally_conf: None,
+    },
+];
+
+/// How a workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A C program in `benches/workloads/`, built with `cc -O2 -pthread`.
+    C,
+    /// A script in `benches/programs/` run by `python3` with `PYTHONMALLOC=malloc`, so every
+    /// object goes through the allocator under test.
+    Python,
+    /// An SQL script in `benches/programs/` fed to `sqlite3 :memory:` on stdin.
+    Sqlite,
+}
+
+/// A row of the suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// The row's name (and the C program's binary name).
+    pub name: &'static str,
+    /// How it runs.
+    pub kind: Kind,
+    /// Its source file.
+    pub source: &'static str,
+    /// Its arguments: each runs about 1-4 s under glibc on the project's 2-core VM.
+    pub args: &'static [&'static str],
+    /// Its arguments with `--quick`: a fraction of that, for smoke tests.
+    pub quick_args: &'static [&'static str],
+}
+
+/// Every workload, in row order.
+pub const WORKLOADS: [Workload; 10] = [
+    Workload {
+        name: "small_objects",
+        kind: Kind::C,
+        source: "small_objects.c",
+        args: &["300", "20000"],
+        quick_args: &["20", "5000"],
+    },
+    // Two threads (the cores of the reference VM): with four, which pairs share a core decided
+    // the time more than the allocator did (0.56-1.30 s for one allocator).
+    Workload {
+        name: "larson",
+        kind: Kind::C,
+        source: "larson.c",
+        args: &["2", "16000000", "2000"],
+        quick_args: &["2", "200000", "500"],
+    },
+    Workload {
+        name: "prodcons",
+        kind: Kind::C,
+        source: "prodcons.c",
+        args: &["2", "4000000", "64"],
+        quick_args: &["2", "100000", "64"],
+    },
+    Workload {
+        name: "false_sharing",
+        kind: Kind::C,
+        source: "false_sharing.c",
+        args: &["2", "1000", "100000"],
+        quick_args: &["2", "50", "10000"],
+    },
+    Workload {
+        name: "realloc_growth",
+        kind: Kind::C,
+        source: "realloc_growth.c",
+        args: &["1000", "262144"],
+        quick_args: &["50", "65536"],
+    },
+    Workload {
+        name: "large_blocks",
+        kind: Kind::C,
+        source: "large_blocks.c",
+        args: &["300", "300"],
+        quick_args: &["20", "20"],
+    },
+    Workload {
+        name: "fragmentation",
+        kind: Kind::C,
+        source: "fragmentation.c",
+        args: &["4", "2000000"],
+        quick_args: &["2", "100000"],
+    },
+    Workload {
+        name: "thread_churn",
+        kind: Kind::C,
+        source: "thread_churn.c",
+        args: &["8000", "4", "2000"],
+        quick_args: &["300", "4", "500"],
+    },
+    Workload {
+        name: "python",
+        kind: Kind::Python,
+        source: "python_objects.py",
+        args: &["4", "20000"],
+        quick_args: &["1", "2000"],
+    },
+    Workload {
+        name: "sqlite",
+        kind: Kind::Sqlite,
+        source: "sqlite_workload.sql",
+        args: &[],
+        quick_args: &[],
+    },
+];
+
+/// The Debian packages whose versions the report gives.
+const PACKAGES: [&str; 5] = [
+    "libjemalloc2",
+    "libmimalloc2.0",
+    "libtcmalloc-minimal4",
+    "python3",
+    "sqlite3",
+];
+
+const USAGE: &str = "\
+usage: suite [options]
+
+Runs every workload under every allocator (LD_PRELOAD) in interleaved rounds, the order rotated
+each round, checks the checksums, and writes suite.md, suite.svg and suite.raw.tsv to --out.
+Exits 1 if a run failed or two allocators disagreed on a checksum, 2 on a usage error.
+
+options:
+  --rounds N          interleaved rounds (default 5)
+  --quick             tiny arguments, 1 round: a smoke test
+  --workloads A,B     default: all of small_objects,larson,prodcons,false_sharing,realloc_growth,
+                      large_blocks,fragmentation,thread_churn,python,sqlite
+  --allocators A,B    default: glibc,tally,tally-prof,tally-prof17,jemalloc,mimalloc,tcmalloc
+                      (tally-alt, a second libtally.so from --alt-so, is added with --alt-so)
+  --tally-so PATH     default: <target dir>/release/libtally.so
+  --alt-so PATH       a second libtally.so, column tally-alt
+  --out DIR           default: <target dir>/bench
+  --timeout-s S       a run taking longer is killed and counts as failed (default 300)
+";
+
+/// What to run, from the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Interleaved rounds.
+    pub rounds: usize,
+    /// Tiny arguments (and one round).
+    pub quick: bool,
+    /// The rows, in order.
+    pub workloads: Vec<&'static Workload>,
+    /// The columns, in order; the first need not be glibc, but glibc must be there.
+    pub allocators: Vec<&'static Allocator>,
+    /// The `libtally.so` of the `tally*` columns.
+    pub tally_so: PathBuf,
+    /// The `libtally.so` of `tally-alt`, if any.
+    pub alt_so: Option<PathBuf>,
+    /// Where the reports go (and the built workloads, under `workloads/`).
+    pub out: PathBuf,
+    /// The time limit of one run.
+    pub timeout: Duration,
+}
+
+/// The workspace root, and the cargo target directory (`CARGO_TARGET_DIR`, else
+/// `<workspace>/target`) that the default paths are in.
+fn workspace_and_target() -> (PathBuf, PathBuf) {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
+    (workspace, target)
+}
+
+/// Parses the command line (without the program name).
+///
+/// # Errors
+///
+/// A usage error, with the message to print; `Ok(None)` for `--help`.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
+    let (_, target) = workspace_and_target();
+    let mut rounds = 5;
+    let mut quick = false;
+    let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.name.to_string()).collect();
+    let mut allocators: Vec<String> = ALLOCATORS
+        .iter()
+        .filter(|a| a.preload != Preload::AltTally)
+        .map(|a| a.name.to_string())
+        .collect();
+    let mut tally_so = target.join("release").join("libtally.so");
+    let mut alt_so = None;
+    let mut out = target.join("bench");
+    let mut timeout = Duration::from_secs(300);
+    let list = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // `--flag value` or `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--rounds" => {
+                let text = value()?;
+                rounds = text
+                    .parse()
+                    .map_err(|_| format!("--rounds: {text:?} is not a number"))?;
+            }
+            "--quick" => quick = true,
+            "--workloads" => workloads = list(&value()?),
+            "--allocators" => allocators = list(&value()?),
+            "--tally-so" => tally_so = PathBuf::from(value()?),
+            "--alt-so" => alt_so = Some(PathBuf::from(value()?)).filter(|path| !path.as_os_str().is_empty()),
+            "--out" => out = PathBuf::from(value()?),
+            "--timeout-s" => {
+                let text = value()?;
+                timeout = text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                    .ok_or_else(|| format!("--timeout-s: {text:?} is not a number of seconds"))?;
+            }
+            "-h" | "--help" => return Ok(None),
+            _ => return Err(format!("unknown argument {arg:?}\n\n{USAGE}")),
+        }
+    }
+    if quick {
+        rounds = 1;
+    }
+    if alt_so.is_some() && !allocators.iter().any(|a| a == "tally-alt") {
+        allocators.push("tally-alt".to_string());
+    }
+    if allocators.iter().any(|a| a == "tally-alt") && alt_so.is_none() {
+        return Err("tally-alt needs --alt-so PATH".to_string());
+    }
+    let workloads = workloads
+        .iter()
+        .map(|name| {
+            WORKLOADS.iter().find(|w| w.name == name).ok_or_else(|| {
+                let known: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
+                format!("unknown workload '{name}' (known: {})", known.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let allocators = allocators
+        .iter()
+        .map(|name| {
+            ALLOCATORS.iter().find(|a| a.name == name).ok_or_else(|| {
+                let known: Vec<&str> = ALLOCATORS.iter().map(|a| a.name).collect();
+                format!("unknown allocator '{name}' (known: {})", known.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !allocators.iter().any(|a| a.name == BASELINE) {
+        return Err("the glibc column is the baseline of every ratio; keep it in --allocators".to_string());
+    }
+    if rounds < 1 {
+        return Err("--rounds must be at least 1".to_string());
+    }
+    Ok(Some(Options {
+        rounds,
+        quick,
+        workloads,
+        allocators,
+        tally_so,
+        alt_so,
+        out,
+        timeout,
+    }))
+}
+
+/// What the `measure` launcher reported about one run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Measured {
+    /// Wall time of the child.
+    pub seconds: f64,
+    /// Its peak RSS (`ru_maxrss`), in KiB.
+    pub maxrss_kib: u64,
+    /// Its exit code, or 128 + the signal that killed it.
+    pub status: i32,
+}
+
+/// Splits the launcher's stderr into its report (the last line, `measure: seconds=… maxrss_kib=…
+/// status=…`) and the child's stderr before it; `None` as the report if the last line is not one.
+pub fn parse_measure(stderr: &str) -> (Option<Measured>, String) {
+    let trimmed = stderr.trim_end_matches('\n');
+    let (before, last) = trimmed.rsplit_once('\n').unwrap_or(("", trimmed));
+    let Some(rest) = last.strip_prefix("measure: ") else {
+        return (None, trimmed.to_string());
+    };
+    let fields = key_values(rest);
+    let measured = (|| {
+        Some(Measured {
+            seconds: fields.get("seconds")?.parse().ok()?,
+            maxrss_kib: fields.get("maxrss_kib")?.parse().ok()?,
+            status: fields.get("status")?.parse().ok()?,
+        })
+    })();
+    (measured, before.to_string())
+}
+
+/// The `key=value` words of a line.
+fn key_values(line: &str) -> BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|word| word.split_once('='))
+        .collect()
+}
+
+/// The checksum of the run's `workload=<name> ops=<n> checksum=<hex>` line, or `None`.
+pub fn checksum(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with("workload="))
+        .find_map(|line| key_values(line).get("checksum").map(|sum| sum.to_string()))
+}
+
+/// The run's extra measurements: `final_rss_kib=` and `peak_rss_kib=` anywhere in its output.
+pub fn extra_fields(stdout: &str) -> BTreeMap<String, u64> {
+    let mut extra = BTreeMap::new();
+    for line in stdout.lines() {
+        for (key, value) in key_values(line) {
+            if key == "final_rss_kib" || key == "peak_rss_kib" {
+                if let Ok(value) = value.parse() {
+                    extra.insert(key.to_string(), value);
+                }
+            }
+        }
+    }
+    extra
+}
+
+/// Everything measured by one run of the suite.
+#[derive(Clone, Debug)]
+pub struct Results {
+    /// Median-able wall times, in seconds.
+    pub seconds: Samples,
+    /// Peak RSS, in KiB.
+    pub maxrss_kib: Samples,
+    /// RSS of the fragmentation workload after it freed everything, in KiB.
+    pub final_rss_kib: Samples,
+    /// What went wrong, one line each.
+    pub failures: Vec<String>,
+}
+
+impl Results {
+    /// No results yet, with every row and column declared in order.
+    pub fn new(workloads: &[&str], allocators: &[&str]) -> Results {
+        let samples = || {
+            let mut samples = Samples::new(allocators.iter().copied(), BASELINE);
+            for workload in workloads {
+                samples.add_row(workload);
+            }
+            samples
+        };
+        Results {
+            seconds: samples(),
+            maxrss_kib: samples(),
+            final_rss_kib: samples(),
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// The report. `settings` is the line that says how the suite ran.
+pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String {
+    let mut out = String::from("# Benchmark suite\n\n");
+    out.push_str(&machine.markdown_lines());
+    let _ = writeln!(out, "- settings: {settings}");
+    let _ = writeln!(out, "\n## Wall time (median seconds, ratio to glibc)\n");
+    out.push_str(&comparison_table(&results.seconds, "workload", |s| format!("{s:.3}")).render());
+    if let Some(noise) = noise_sentence(&results.seconds) {
+        let _ = writeln!(out, "\n{noise}");
+    }
+    let _ = writeln!(out, "\n## Peak RSS (median MiB, ratio to glibc)\n");
+    out.push_str(
+        &comparison_table(&results.maxrss_kib, "workload", |kib| {
+            format!("{:.1}", kib / 1024.0)
+        })
+        .render(),
+    );
+    if results
+        .final_rss_kib
+        .rows()
+        .iter()
+        .any(|row| row == "fragmentation")
+    {
+        let _ = writeln!(
+            out,
+            "\n## Fragmentation workload: RSS after everything is freed (median MiB)\n"
+        );
+        let columns = results.final_rss_kib.columns();
+        let mut table = MarkdownTable::numbers(columns.iter().map(String::as_str));
+        table.row(columns.iter().map(|column| {
+            results
+                .final_rss_kib
+                .median(column, "fragmentation")
+                .map_or_else(|| MISSING.to_string(), |kib| format!("{:.1}", kib / 1024.0))
+        }));
+        out.push_str(&table.render());
+    }
+    if !results.failures.is_empty() {
+        let _ = writeln!(out, "\n## Failures\n");
+        for failure in &results.failures {
+            let _ = writeln!(out, "- {failure}");
+        }
+    }
+    out
+}
+
+/// Two panels of grouped bars (time / glibc, peak RSS / glibc), log scale, a group per workload
+/// and one for the geometric means, a bar per allocator.
+pub fn svg(results: &Results) -> String {
+    const COLORS: [&str; 7] = [
+        "#888888", "#1f77b4", "#6baed6", "#9ecae1", "#d62728", "#2ca02c", "#ff7f0e",
+    ];
+    const BAR_HEIGHT: usize = 6;
+    const GAP: usize = 10;
+    const LABEL_WIDTH: f64 = 120.0;
+    const PANEL_WIDTH: f64 = 360.0;
+    const TOP: usize = 40;
+    let allocators = results.seconds.columns();
+    let mut rows: Vec<&str> = results.seconds.rows().iter().map(String::as_str).collect();
+    rows.push("geomean");
+    let group_height = BAR_HEIGHT * allocators.len() + GAP;
+    let height = TOP + group_height * rows.len() + 40;
+    let width = LABEL_WIDTH + 2.0 * PANEL_WIDTH + 80.0;
+    let (low, high) = (0.125_f64.ln(), 8.0_f64.ln());
+    let x_of =
+        |ratio: f64, x0: f64| x0 + (ratio.clamp(0.125, 8.0).ln() - low) / (high - low) * (PANEL_WIDTH - 20.0);
+
+    let mut parts = vec![
+        format!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="10">"#
+        ),
+        r#"<rect width="100%" height="100%" fill="white"/>"#.to_string(),
+    ];
+    let panels = [
+        ("wall time / glibc (log scale, lower is better)", &results.seconds),
+        (
+            "peak RSS / glibc (log scale, lower is better)",
+            &results.maxrss_kib,
+        ),
+    ];
+    for (panel, (title, samples)) in panels.into_iter().enumerate() {
+        let x0 = LABEL_WIDTH + panel as f64 * (PANEL_WIDTH + 20.0);
+        parts.push(format!(r#"<text x="{x0}" y="14" font-size="12">{title}</text>"#));
+        for tick in [0.25, 0.5, 1.0, 2.0, 4.0] {
+            let x = x_of(tick, x0);
+            let stroke = if tick == 1.0 { "#000" } else { "#ddd" };
+            parts.push(format!(
+                r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{stroke}"/>"#,
+                TOP - 8,
+                height - 36
+            ));
+            parts.push(format!(
+                r#"<text x="{x:.1}" y="{}" text-anchor="middle">{tick}×</text>"#,
+                height - 24
+            ));
+        }
+        for (index, row) in rows.iter().enumerate() {
+            let y = TOP + index * group_height;
+            if panel == 0 {
+                parts.push(format!(
+                    r#"<text x="{}" y="{:.1}" text-anchor="end">{row}</text>"#,
+                    LABEL_WIDTH - 6.0,
+                    y as f64 + group_height as f64 / 2.0
+                ));
+            }
+            for (bar, allocator) in allocators.iter().enumerate() {
+                let ratio = if *row == "geomean" {
+                    samples.geometric_mean_ratio(allocator)
+                } else {
+                    samples.ratio(allocator, row)
+                };
+                let Some(ratio) = ratio.filter(|ratio| ratio.is_finite()) else {
+                    continue;
+                };
+                let (x1, x2) = (x_of(1.0, x0), x_of(ratio, x0));
+                parts.push(format!(
+                    r#"<rect x="{:.1}" y="{}" width="{:.1}" height="{}" fill="{}"><title>{row} {allocator}: {ratio:.2}×</title></rect>"#,
+                    x1.min(x2),
+                    y + bar * BAR_HEIGHT,
+                    (x2 - x1).abs().max(0.5),
+                    BAR_HEIGHT - 1,
+                    COLORS[bar % COLORS.len()]
+                ));
+            }
+        }
+    }
+    let mut legend_x = LABEL_WIDTH;
+    for (bar, allocator) in allocators.iter().enumerate() {
+        parts.push(format!(
+            r#"<rect x="{legend_x}" y="{}" width="10" height="8" fill="{}"/>"#,
+            height - 14,
+            COLORS[bar % COLORS.len()]
+        ));
+        parts.push(format!(
+            r#"<text x="{}" y="{}">{allocator}</text>"#,
+            legend_x + 13.0,
+            height - 6
+        ));
+        legend_x += 14.0 + 7.0 * allocator.len() as f64 + 12.0;
+    }
+    parts.push("</svg>".to_string());
+    parts.join("\n") + "\n"
+}
+
+/// The library `allocator` preloads under `options`, or `None` for glibc.
+fn preload(allocator: &Allocator, options: &Options) -> Option<PathBuf> {
+    match allocator.preload {
+        Preload::Nothing => None,
+        Preload::Tally => Some(options.tally_so.clone()),
+        Preload::AltTally => options.alt_so.clone(),
+        Preload::Peer(file) => Some(Path::new(LIBDIR).join(file)),
+    }
+}
+
+/// Builds `measure` and the C workloads of `workloads` into `bin_dir` with `$CC` (default `cc`).
+fn build(workloads: &[&Workload], sources: &Path, bin_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(bin_dir).map_err(|error| format!("{}: {error}", bin_dir.display()))?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let programs = std::iter::once(("measure", "measure.c", false)).chain(
+        workloads
+            .iter()
+            .filter(|w| w.kind == Kind::C)
+            .map(|w| (w.name, w.source, true)),
+    );
+    for (name, source, threads) in programs {
+        let mut command = Command::new(&cc);
+        command.arg("-O2");
+        if threads {
+            command.arg("-pthread");
+        }
+        command
+            .args(["-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(bin_dir.join(name))
+            .arg(sources.join(source));
+        let output = command
+            .output()
+            .map_err(|error| format!("cannot run {cc}: {error}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "building {source} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The launcher's arguments after the preload and the stdin file, the stdin file, and the
+/// workload's own environment.
+fn command_of(
+    workload: &Workload,
+    workspace: &Path,
+    bin_dir: &Path,
+    quick: bool,
+) -> (
+    Vec<String>,
+    Option<PathBuf>,
+    &'static [(&'static str, &'static str)],
+) {
+    let args = if quick { workload.quick_args } else { workload.args };
+    let args = args.iter().map(|arg| arg.to_string());
+    let programs = workspace.join("benches").join("programs");
+    match workload.kind {
+        Kind::C => (
+            std::iter::once(bin_dir.join(workload.name).display().to_string())
+                .chain(args)
+                .collect(),
+            None,
+            &[],
+        ),
+        Kind::Python => (
+            [
+                "python3".to_string(),
+                programs.join(workload.source).display().to_string(),
+            ]
+            .into_iter()
+            .chain(args)
+            .collect(),
+            None,
+            &[("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")],
+        ),
+        Kind::Sqlite => (
+            vec!["sqlite3".to_string(), ":memory:".to_string()],
+            Some(programs.join(workload.source)),
+            &[],
+        ),
+    }
+}
+
+/// Runs the suite as `options` say; writes the reports and prints the Markdown. Returns whether
+/// every run succeeded and every checksum agreed.
+///
+/// # Errors
+///
+/// If a preloaded library is missing, a workload does not build or a report cannot be written.
+pub fn run(options: &Options) -> Result<bool, String> {
+    let (workspace, _) = workspace_and_target();
+    for allocator in &options.allocators {
+        if let Some(library) = preload(allocator, options).filter(|library| !library.exists()) {
+            return Err(format!(
+                "{}: {} not found (benches/run-suite.sh builds Tally and installs the peers)",
+                allocator.name,
+                library.display()
+            ));
+        }
+    }
+    let bin_dir = options.out.join("workloads");
+    build(
+        &options.workloads,
+        &workspace.join("benches").join("workloads"),
+        &bin_dir,
+    )?;
+
+    let workload_names: Vec<&str> = options.workloads.iter().map(|w| w.name).collect();
+    let allocator_names: Vec<&str> = options.allocators.iter().map(|a| a.name).collect();
+    let mut results = Results::new(&workload_names, &allocator_names);
+    let mut checksums: BTreeMap<&str, (String, &str)> = BTreeMap::new();
+    let mut raw = String::from("allocator\tworkload\tround\tseconds\tpeak_rss_kib\textra\n");
+    for slot in schedule(options.rounds, options.workloads.len(), options.allocators.len()) {
+        let (workload, allocator) = (options.workloads[slot.group], options.allocators[slot.column]);
+        let (w, a, round) = (workload.name, allocator.name, slot.round + 1);
+        let (argv, stdin, workload_env) = command_of(workload, &workspace, &bin_dir, options.quick);
+        let mut command = Command::new(bin_dir.join("measure"));
+        command
+            .arg(preload(allocator, options).unwrap_or_default())
+            .arg(stdin.unwrap_or_default())
+            .args(argv)
+            .env_remove("LD_PRELOAD")
+            .env_remove("TALLY_CONF")
+            .envs(workload_env.iter().copied());
+        if let Some(conf) = allocator.tally_conf {
+            command.env("TALLY_CONF", conf);
+        }
+        let done = run_with_timeout(&mut command, options.timeout);
+        let (measured, child_stderr) = parse_measure(&done.stderr);
+        let sum = checksum(&done.stdout);
+        let failure = match (&done.status, measured, &sum) {
+            (Err(reason), _, _) => Some(reason.clone()),
+            (Ok(status), _, _) if !status.success() => Some(format!("launcher {status}")),
+            (Ok(_), None, _) => Some("no report from the launcher".to_string()),
+            (Ok(_), Some(measured), _) if measured.status != 0 => Some(format!("exit {}", measured.status)),
+            (Ok(_), Some(_), None) => Some("no checksum line".to_string()),
+            _ => None,
+        };
+        let (Some(measured), Some(sum), None) = (measured, sum, &failure) else {
+            let why = failure.unwrap_or_default();
+            let last = child_stderr.trim().lines().last().unwrap_or_default().to_string();
+            results
+                .failures
+                .push(format!("{w} under {a}, round {round}: {why}: {last}"));
+            eprintln!("  {w:15} {a:13} FAILED ({why})");
+            continue;
+        };
+        let (first_sum, first_allocator) = checksums.entry(w).or_insert_with(|| (sum.clone(), a));
+        if *first_sum != sum {
+            results.failures.push(format!(
+                "{w}: checksum {sum} under {a} but {first_sum} under {first_allocator}"
+            ));
+        }
+        let extra = extra_fields(&done.stdout);
+        results.seconds.add(a, w, slot.round, measured.seconds);
+        results
+            .maxrss_kib
+            .add(a, w, slot.round, measured.maxrss_kib as f64);
+        if let Some(&kib) = extra.get("final_rss_kib") {
+            results.final_rss_kib.add(a, w, slot.round, kib as f64);
+        }
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        let _ = writeln!(
+            raw,
+            "{a}\t{w}\t{round}\t{:.4}\t{}\t{}",
+            measured.seconds,
+            measured.maxrss_kib,
+            extra.join(",")
+        );
+        eprintln!(
+            "  round {round}/{} {w:15} {a:13} {:7.3} s {:8.1} MiB",
+            options.rounds,
+            measured.seconds,
+            measured.maxrss_kib as f64 / 1024.0
+        );
+    }
+
+    let settings = format!(
+        "{} interleaved round(s), the order rotated each round{}; medians; ratios against glibc \
+         (lower is better)",
+        options.rounds,
+        if options.quick { " (--quick arguments)" } else { "" }
+    );
+    let report = markdown(&results, &Machine::probe(&workspace, &[], &PACKAGES), &settings);
+    let files = [
+        ("suite.md", report.clone()),
+        ("suite.raw.tsv", raw),
+        ("suite.svg", svg(&results)),
+    ];
+    std::fs::create_dir_all(&options.out).map_err(|error| format!("{}: {error}", options.out.display()))?;
+    for (name, text) in &files {
+        let path = options.out.join(name);
+        std::fs::write(&path, text).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    print!("{report}");
+    eprintln!(
+        "written: {}",
+        files
+            .iter()
+            .map(|(name, _)| options.out.join(name).display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(results.failures.is_empty())
+}
+
+/// The `suite` binary: parses `args` (without the program name), runs, and says how it went:
+/// 0 if every run passed, 1 if one failed, 2 on a usage or setup error.
+pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
+    let options = match parse_args(args) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("suite: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("suite: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Result<Option<Options>, String> {
+        parse_args(text.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn command_line_defaults_and_checks() {
+        let options = args("").unwrap().unwrap();
+        assert_eq!(options.rounds, 5);
+        assert_eq!(options.workloads.len(), WORKLOADS.len());
+        let names: Vec<&str> = options.allocators.iter().map(|a| a.name).collect();
+        assert_eq!(
+            names,
+            [
+                "glibc",
+                "tally",
+                "tally-prof",
+                "tally-prof17",
+                "jemalloc",
+                "mimalloc",
+                "tcmalloc"
+            ]
+        );
+        let quick = args("--rounds 9 --quick --workloads larson,sqlite --allocators=glibc,tally")
+            .unwrap()
+            .unwrap();
+        assert_eq!((quick.rounds, quick.quick), (1, true));
+        assert_eq!(
+            quick.workloads.iter().map(|w| w.name).collect::<Vec<_>>(),
+            ["larson", "sqlite"]
+        );
+        let alt = args("--allocators glibc --alt-so /x/libtally.so --timeout-s 2.5")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            alt.allocators.iter().map(|a| a.name).collect::<Vec<_>>(),
+            ["glibc", "tally-alt"]
+        );
+        assert_eq!(alt.timeout, Duration::from_millis(2500));
+        assert!(args("--allocators glibc,tally-alt")
+            .unwrap_err()
+            .contains("--alt-so"));
+        assert!(args("--allocators tally").unwrap_err().contains("baseline"));
+        assert!(args("--workloads nope")
+            .unwrap_err()
+            .contains("unknown workload 'nope'"));
+        assert!(args("--allocators glibc,nope")
+            .unwrap_err()
+            .contains("unknown allocator"));
+        assert!(args("--rounds 0").unwrap_err().contains("at least 1"));
+        assert!(args("--rounds").unwrap_err().contains("needs a value"));
+        assert!(args("--bogus").is_err());
+        assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn reads_the_launcher_and_the_workload() {
+        let (measured, before) =
+            parse_measure("warning: x\nmeasure: seconds=1.250000 maxrss_kib=2048 status=0\n");
+        assert_eq!(
+            measured,
+            Some(Measured {
+                seconds: 1.25,
+                maxrss_kib: 2048,
+                status: 0
+            })
+        );
+        assert_eq!(before, "warning: x");
+        assert_eq!(parse_measure("measure: seconds=1 status=0\n").0, None);
+        assert_eq!(
+            parse_measure("Segmentation fault\n"),
+            (None, "Segmentation fault".to_string())
+        );
+        let out =
+            "noise checksum=1\nworkload=fragmentation ops=3 checksum=00ff peak_rss_kib=10 final_rss_kib=7\n";
+        assert_eq!(checksum(out).as_deref(), Some("00ff"));
+        assert_eq!(checksum("workload=x ops=1\n"), None);
+        let extra = extra_fields(out);
+        assert_eq!(extra.get("final_rss_kib"), Some(&7));
+        assert_eq!(extra.get("peak_rss_kib"), Some(&10));
+        assert_eq!(extra.len(), 2);
+    }
+
+    fn results() -> Results {
+        let mut results = Results::new(&["larson", "fragmentation"], &["glibc", "tally"]);
+        for (round, scale) in [1.0, 1.2].into_iter().enumerate() {
+            results.seconds.add("glibc", "larson", round, 2.0 * scale);
+            results.seconds.add("tally", "larson", round, 1.0 * scale);
+            results.maxrss_kib.add("glibc", "larson", round, 1024.0);
+            results.maxrss_kib.add("tally", "larson", round, 2048.0);
+        }
+        results.seconds.add("glibc", "fragmentation", 0, 1.0);
+        results.maxrss_kib.add("glibc", "fragmentation", 0, 4096.0);
+        results.final_rss_kib.add("glibc", "fragmentation", 0, 512.0);
+        results
+            .failures
+            .push("fragmentation under tally, round 1: exit 139: ".to_string());
+        results
+    }
+
+    #[test]
+    fn report_tables_and_failures() {
+        let md = markdown(&results(), &Machine::default(), "2 rounds");
+        assert!(md.starts_with("# Benchmark suite\n"), "{md}");
+        assert_eq!(md.matches("| workload | glibc | tally |").count(), 2, "{md}");
+        assert!(md.contains("| larson | 2.200 (1.00×) | 1.100 (0.50×) |"), "{md}");
+        assert!(md.contains("| fragmentation | 1.000 (1.00×) | – |"), "{md}");
+        assert!(md.contains("| larson | 1.0 (1.00×) | 2.0 (2.00×) |"), "{md}");
+        assert!(md.contains("| geometric mean | 1.00× | 0.50× |"), "{md}");
+        assert!(
+            md.contains("| glibc | tally |\n|---:|---:|\n| 0.5 | – |\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("\n## Failures\n\n- fragmentation under tally"),
+            "{md}"
+        );
+        assert!(md.contains("Noise, as (max − min) / median"), "{md}");
+    }
+
+    #[test]
+    fn plot_has_a_bar_per_ratio() {
+        let plot = svg(&results());
+        assert!(plot.starts_with("<svg") && plot.ends_with("</svg>\n"));
+        // Time: larson 2, fragmentation 1 (glibc), geomean 2; RSS the same.
+        assert_eq!(plot.matches("<title>").count(), 10, "{plot}");
+        assert!(plot.contains("<title>larson tally: 0.50×</title>"), "{plot}");
+        assert!(plot.contains("<title>geomean tally: 2.00×</title>"), "{plot}");
+        assert!(
+            plot.contains(">1×</text>") && plot.contains(">0.25×</text>"),
+            "{plot}"
+        );
+    }
+}
