@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Every test: build libtally.so (the LD_PRELOAD tests load it), then the whole workspace's tests,
-# then formatting and lints. Tools the tests run (gcc, git, perl, python3, java, sort) must be
-# installed; .ci/run installs them from Debian packages.
+# Every test: build libtally.so (the LD_PRELOAD tests load it) and check its fast-path
+# instruction budgets, then the whole workspace's tests, then formatting and lints. Tools the
+# tests run (gcc, git, perl, python3, java, sort, valgrind) must be installed; .ci/run installs
+# them from Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in cc c++ git perl python3 java javac sort jeprof objcopy readelf go dot chromium sqlite3; do
+for tool in cc c++ git perl python3 java javac sort jeprof objcopy objdump readelf go dot chromium sqlite3 valgrind; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium)" >&2
+    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium valgrind)" >&2
     exit 1
 fi
 cargo build --release -p tally
+# The instruction budgets written next to the malloc and free fast paths (and that wrong ones fail).
+scripts/check-fast-paths.sh --lib target/release/libtally.so --self-test
 cargo test --workspace --release
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings

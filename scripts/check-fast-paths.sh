@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Checks the fast-path budgets written in the source (`// fast-path budget: malloc 25
+# instructions, 4 branches`, found anywhere under allocator/src) against libtally.so: callgrind
+# counts the instructions one malloc and one free execute on a thread-cache hit, objdump says
+# which of them are conditional branches. Prints a table; exits 1 with one line per difference
+# (measured vs written, and where the comment is) or missing budget.
+#
+# Usage: scripts/check-fast-paths.sh [--lib PATH] [--self-test]
+#   --lib PATH   check this libtally.so instead of building target/release/libtally.so
+#   --self-test  also check that wrong budgets fail: the measurement against copies of the
+#                source with a budget off by one instruction, off by one branch, and missing
+# Needs valgrind, objdump (binutils), cc and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '8,12s/^# \{0,1\}//p' "$0"; }
+lib=""
+self_test=0
+while (($#)); do
+    case "$1" in
+    --lib)
+        (($# >= 2)) || { echo "check-fast-paths: --lib needs a path" >&2; exit 2; }
+        lib="$2"
+        shift 2
+        ;;
+    --self-test) self_test=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "check-fast-paths: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for tool in valgrind objdump cc python3; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "check-fast-paths: missing tools: ${missing[*]} (apt-get install -y valgrind binutils build-essential python3)" >&2
+    exit 2
+fi
+
+if [[ -z "$lib" ]]; then
+    cargo build --release -p tally
+    lib=target/release/libtally.so
+fi
+[[ -f "$lib" ]] || { echo "check-fast-paths: no library at $lib" >&2; exit 2; }
+lib=$(realpath "$lib")
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+cc -O1 -fno-builtin -o "$work/driver" scripts/fast-paths/driver.c
+
+# Two runs differing only in the number of malloc/free pairs: subtracting one from the other
+# leaves the hit path (start-up, the warm-up miss and the exit handlers cancel out).
+short=20000
+delta=100000
+profile() { # ITERATIONS OUT
+    if ! env -u TALLY_CONF -u MALLOC_CONF LD_PRELOAD="$lib" \
+        valgrind --tool=callgrind --dump-instr=yes --dump-line=no --callgrind-out-file="$2" \
+        "$work/driver" "$1" >"$work/valgrind.log" 2>&1; then
+        cat "$work/valgrind.log" >&2
+        echo "check-fast-paths: the driver failed under valgrind (log above)" >&2
+        exit 2
+    fi
+}
+profile "$short" "$work/short.out"
+profile $((short + delta)) "$work/long.out"
+
+compare() { # SOURCE-DIR ROOT (messages name files relative to ROOT)
+    python3 scripts/fast-paths/measure.py --lib "$lib" --src "$1" --root "$2" \
+        --small "$work/short.out" --large "$work/long.out" --delta "$delta"
+}
+
+status=0
+compare allocator/src "$PWD" || status=$?
+if ((status != 0)); then
+    echo "check-fast-paths: budgets do not match ${lib#"$PWD"/} (fix the code or the comment; docs/architecture.md, \"The fast paths\", quotes the numbers)" >&2
+    exit "$status"
+fi
+echo "check-fast-paths: budgets match"
+((self_test)) || exit 0
+
+# Self-test: each of these copies of the source is wrong in one way and must fail with exit 1
+# and a line naming the symbol.
+mutate() { # NAME PERL-PROGRAM (run on each line of every source file) EXPECTED-MESSAGE
+    rm -rf "$work/copy"
+    mkdir -p "$work/copy/allocator"
+    cp -r allocator/src "$work/copy/allocator/src"
+    find "$work/copy" -name '*.rs' -exec perl -ni -e "$2" {} +
+    local out rc=0
+    out=$(compare "$work/copy/allocator/src" "$work/copy" 2>&1) || rc=$?
+    if ((rc != 1)) || ! grep -q "FAIL: .*$3" <<<"$out"; then
+        echo "$out" >&2
+        echo "check-fast-paths: self-test '$1' should have failed with exit 1 and '$3' (exit $rc)" >&2
+        exit 1
+    fi
+    echo "self-test '$1': rejected: $(grep -m1 'FAIL' <<<"$out" | sed 's/^check-fast-paths: FAIL: //')"
+}
+mutate "malloc budget one instruction short" \
+    's/(fast-path budget: malloc )(\d+)/$1 . ($2 - 1)/e; print' "malloc: measured"
+mutate "free budget one branch more" \
+    's/(fast-path budget: free \d+ instructions?, )(\d+)/$1 . ($2 + 1)/e; print' "free: measured"
+mutate "free budget missing" 'print unless /fast-path budget: free /' "free: no budget comment"
+echo "check-fast-paths: self-test passed"

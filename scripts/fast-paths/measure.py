@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Compares the fast-path budgets written in the source with what the library does.
+
+Called by scripts/check-fast-paths.sh with two callgrind profiles (`--dump-instr=yes
+--dump-line=no`) of scripts/fast-paths/driver.c, one running DELTA more malloc/free pairs than
+the other. For each exported symbol with a budget (malloc, free):
+
+- the hit path is the set of the symbol's instructions that ran on at least half of the DELTA
+  extra calls (a miss runs at most a few times in DELTA calls: the event countdown every 64 KiB);
+- its instruction count is the instructions executed per extra call on those addresses, which is
+  the number of addresses for a straight-line path;
+- its branches are the conditional branches among those addresses, read from `objdump -d`;
+- a call on the hit path is an error (its callee's instructions would not be counted).
+
+Budgets are comment lines anywhere under the source directory:
+
+    // fast-path budget: malloc 25 instructions, 4 branches
+
+Exit status: 0 when every budget matches, 1 when one differs or is missing, 2 on a broken
+measurement.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+SYMBOLS = ("malloc", "free")
+MARKER = "fast-path budget:"
+MARKER_RE = re.compile(
+    r"fast-path budget: (?P<sym>[A-Za-z_][A-Za-z0-9_]*) (?P<instr>\d+) instructions?, "
+    r"(?P<branches>\d+) branch(?:es)?\b"
+)
+NAME_RE = re.compile(r"^\((\d+)\)(?: (.*))?$")
+
+
+def fail(msg, status=2):
+    print(f"check-fast-paths: {msg}", file=sys.stderr)
+    sys.exit(status)
+
+
+def parse_callgrind(path, lib):
+    """Per function of `lib`: {address: self Ir}, the inclusive Ir of the calls it makes, and
+    the calls made into it."""
+    names = {"ob": {}, "fl": {}, "fn": {}}
+    space = {
+        "ob": "ob", "cob": "ob",
+        "fl": "fl", "fi": "fl", "fe": "fl", "cfi": "fl", "cfl": "fl",
+        "fn": "fn", "cfn": "fn",
+    }
+    lib = os.path.realpath(lib)
+    cost = defaultdict(lambda: defaultdict(int))
+    callee_cost = defaultdict(int)
+    calls_into = defaultdict(int)
+    ob = fn = call_ob = call_fn = None
+    pending_calls = None
+    pos = 0
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line:
+                continue
+            head = line[0]
+            if head.isdigit() or head in "+-*":
+                fields = line.split()
+                p = fields[0]
+                if p == "*":
+                    pass
+                elif p[0] in "+-":
+                    pos += int(p, 0)
+                else:
+                    pos = int(p, 0)
+                ir = int(fields[1]) if len(fields) > 1 else 0
+                if pending_calls is not None:
+                    # The inclusive cost of a call: not the caller's own instructions.
+                    if ob == lib:
+                        callee_cost[fn] += ir
+                    target_ob = call_ob if call_ob is not None else ob
+                    if target_ob == lib:
+                        calls_into[call_fn] += pending_calls
+                    pending_calls = None
+                    call_ob = None
+                elif ob == lib:
+                    cost[fn][pos] += ir
+                continue
+            key, eq, value = line.partition("=")
+            if not eq:
+                continue  # a header line ("events: Ir", "summary: ...")
+            if key == "calls":
+                pending_calls = int(value.split()[0])
+                continue
+            if key not in space:
+                continue
+            m = NAME_RE.match(value)
+            if m:
+                table = names[space[key]]
+                if m.group(2) is not None:
+                    table[m.group(1)] = m.group(2)
+                name = table.get(m.group(1), "?")
+            else:
+                name = value
+            if space[key] == "ob":
+                name = os.path.realpath(name) if name.startswith("/") else name
+            if key == "ob":
+                ob = name
+            elif key == "fn":
+                fn = name
+            elif key == "cob":
+                call_ob = name
+            elif key == "cfn":
+                call_fn = name
+    return cost, callee_cost, calls_into
+
+
+def disassemble(lib, sym):
+    """{address: mnemonic} of the instructions of `sym` in `lib`."""
+    out = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", f"--disassemble={sym}", lib],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    insns = {}
+    inside = False
+    for line in out.splitlines():
+        if re.match(r"^[0-9a-f]+ <", line):
+            inside = line.rstrip().endswith(f"<{sym}>:")
+            continue
+        m = re.match(r"^\s+([0-9a-f]+):\s+(\S+)", line)
+        if inside and m:
+            insns[int(m.group(1), 16)] = m.group(2)
+    if not insns:
+        fail(f"objdump finds no symbol {sym} in {lib}")
+    return insns
+
+
+def is_conditional_branch(mnemonic):
+    if mnemonic.startswith("b.") or mnemonic in ("cbz", "cbnz", "tbz", "tbnz"):  # aarch64
+        return True
+    return mnemonic.startswith("j") and not mnemonic.startswith("jmp")  # x86: j* but jmp
+
+
+def is_call(mnemonic):
+    return mnemonic.startswith("call") or mnemonic in ("bl", "blr")
+
+
+def measure(lib, small, large, delta):
+    small_cost, small_callee, small_calls = parse_callgrind(small, lib)
+    large_cost, large_callee, large_calls = parse_callgrind(large, lib)
+    results = {}
+    for sym in SYMBOLS:
+        calls = large_calls[sym] - small_calls[sym]
+        if calls != delta:
+            fail(f"{sym}: the longer run made {calls} more calls than the shorter, expected {delta}"
+                 " (is the driver built with -fno-builtin, and did LD_PRELOAD take effect?)")
+        diffs = {a: large_cost[sym][a] - small_cost[sym].get(a, 0) for a in large_cost[sym]}
+        hit = sorted(a for a, d in diffs.items() if d * 2 >= delta)
+        if not hit:
+            fail(f"{sym}: no instruction ran on the hit path")
+        insns = disassemble(lib, sym)
+        unknown = [a for a in hit if a not in insns]
+        if unknown:
+            fail(f"{sym}: callgrind's address {unknown[0]:#x} is not an instruction of {sym} in "
+                 f"objdump's listing")
+        executed = round(sum(diffs[a] for a in hit) / delta)
+        amortized = (sum(diffs.values()) + large_callee[sym] - small_callee[sym]) / delta
+        results[sym] = {
+            "instructions": executed,
+            "addresses": len(hit),
+            "branches": sum(is_conditional_branch(insns[a]) for a in hit),
+            "calls": [a for a in hit if is_call(insns[a])],
+            "amortized": amortized,
+        }
+    return results
+
+
+def read_budgets(src, root):
+    budgets = {}
+    problems = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.endswith(".rs"):
+                continue
+            path = os.path.join(dirpath, name)
+            with open(path) as f:
+                for lineno, line in enumerate(f, 1):
+                    if MARKER not in line:
+                        continue
+                    where = f"{os.path.relpath(path, root)}:{lineno}"
+                    m = MARKER_RE.search(line)
+                    if not m:
+                        problems.append(f"{where}: malformed budget (write `// {MARKER} SYMBOL N "
+                                        f"instructions, M branches`): {line.strip()}")
+                        continue
+                    sym = m.group("sym")
+                    if sym in budgets:
+                        problems.append(f"{where}: second budget for {sym} (first at "
+                                        f"{budgets[sym]['where']})")
+                        continue
+                    budgets[sym] = {
+                        "instructions": int(m.group("instr")),
+                        "branches": int(m.group("branches")),
+                        "where": where,
+                    }
+    return budgets, problems
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--src", required=True, help="directory searched for budget comments")
+    ap.add_argument("--root", default=".", help="paths in messages are relative to this")
+    ap.add_argument("--small", required=True, help="callgrind profile of the shorter run")
+    ap.add_argument("--large", required=True, help="callgrind profile of the longer run")
+    ap.add_argument("--delta", required=True, type=int, help="extra malloc/free pairs in --large")
+    args = ap.parse_args()
+
+    measured = measure(args.lib, args.small, args.large, args.delta)
+    budgets, problems = read_budgets(args.src, args.root)
+    for sym in budgets:
+        if sym not in measured:
+            problems.append(f"{budgets[sym]['where']}: budget for {sym}, which the check does not "
+                            f"measure (it measures {', '.join(SYMBOLS)})")
+
+    print(f"{'fast path':<10} {'measured':>20} {'written':>20}  {'Ir/call':>8}  where")
+    for sym in SYMBOLS:
+        got = measured[sym]
+        b = budgets.get(sym)
+        got_text = f"{got['instructions']} instr, {got['branches']} br"
+        want_text = f"{b['instructions']} instr, {b['branches']} br" if b else "(no budget)"
+        where = b["where"] if b else "-"
+        print(f"{sym:<10} {got_text:>20} {want_text:>20}  {got['amortized']:8.2f}  {where}")
+        if got["instructions"] != got["addresses"]:
+            problems.append(f"{sym}: the hit path executes {got['instructions']} instructions but "
+                            f"has {got['addresses']} distinct ones (a loop?); the budget counts "
+                            "executed instructions")
+        if got["calls"]:
+            problems.append(f"{sym}: the hit path makes a call (at {got['calls'][0]:#x} in "
+                            f"{os.path.basename(args.lib)}), whose instructions are not counted")
+        if b is None:
+            problems.append(f"{sym}: no budget comment under {os.path.relpath(args.src, args.root)}"
+                            f" (add `// {MARKER} {sym} {got['instructions']} instructions, "
+                            f"{got['branches']} branches` next to its fast path)")
+        elif (b["instructions"], b["branches"]) != (got["instructions"], got["branches"]):
+            problems.append(f"{sym}: measured {got['instructions']} instructions, "
+                            f"{got['branches']} branches on the hit path; {b['where']} says "
+                            f"{b['instructions']} instructions, {b['branches']} branches")
+    print("(instr: executed on a thread-cache hit; br: conditional branches among them; "
+          "Ir/call: average over all calls, misses included)")
+    for p in problems:
+        print(f"check-fast-paths: FAIL: {p}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
