@@ -2,7 +2,7 @@
 //! page's info word gives the class and the run's first page, and a multiply checks that the
 //! pointer is a block boundary. [`small_block_of`] is the inlined check of the free fast path;
 //! [`block_of`] is the full lookup, which names what is wrong with an invalid pointer and aborts.
-//! Both use one boundary check ([`is_block_start`]).
+//! The boundary check of a small block is written once, in [`small_block_of`]; `block_of` asks it.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -25,13 +25,6 @@ pub enum Block {
     Sampled(*mut Span, SizeClass),
     /// A huge block: a mapping of its own.
     Huge(*mut HugeBlock),
-}
-
-/// Whether `offset` bytes into a slab of `class` is the start of one of its blocks.
-#[inline(always)]
-fn is_block_start(class: SizeClass, offset: usize) -> bool {
-    let index = class.divide(offset);
-    index * class.size() == offset && index < class.slab_objects()
 }
 
 /// Identifies the block at `p`, or aborts with a one-line message naming `who` and `p` if `p`
@@ -77,7 +70,7 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
         let head = page - info_offset(info);
         let start = (*chunk).page_addr(head);
         if class.is_small() {
-            if !is_block_start(class, addr - start) {
+            if small_block_of(p).is_none() {
                 invalid(
                     who,
                     p,
@@ -104,8 +97,9 @@ fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
     pal::fatal(format_args!("tally: {who}(): invalid pointer {p:p}: {why}\n"))
 }
 
-/// The small class of `p` if it is a valid small block, checked inline; `None` for anything
-
+/// The class of `p` and the index of the arena owning it, if `p` is a valid small block,
+/// checked inline (the free fast path); `None` for anything else (large, huge or invalid: the
+/// caller's slow path sorts those out with [`block_of`]).
 #[inline(always)]
 pub fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
     let addr = p as usize;
@@ -117,14 +111,15 @@ pub fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
     // SAFETY: untagged non-zero entries point at live chunk headers containing `addr`.
     unsafe {
         let page = (addr - chunk as usize) >> PAGE_SHIFT;
-        // The page index is below CHUNK_PAGES: `addr` lies in the chunk.
-        let info = (*chunk).page_info.get_unchecked(page).load(Ordering::Relaxed);
+        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
         let class = SizeClass(info_class(info));
         if !class.is_small() {
             return None;
         }
         let start = chunk as usize + ((page - info_offset(info)) << PAGE_SHIFT);
-        if !is_block_start(class, addr - start) {
+        let offset = addr - start;
+        let index = class.divide(offset);
+        if index * class.size() != offset || index >= class.slab_objects() {
             return None;
         }
         Some((class, (*chunk).arena))
