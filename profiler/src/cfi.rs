@@ -26,8 +26,7 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::unwind::{Libgcc, Unwinder, MAX_FRAME_BYTES};
-use crate::MAX_FRAMES;
+use crate::unwind::{Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
 
 /// Entries in the rule table (a power of two).
 pub const SLOTS: usize = 4096;

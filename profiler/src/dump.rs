@@ -9,7 +9,7 @@ use core::ffi::c_int;
 
 use tally_format::{Estimate, Sink, SinkError, WriteError, Writer};
 
-use crate::Profiler;
+use crate::stacks::StackTable;
 use tally_pal::file;
 
 /// Longest path a dump may have, NUL included (Linux `PATH_MAX`).
@@ -145,104 +145,88 @@ pub fn dump_file_name(
     Ok(len)
 }
 
-impl Profiler {
-    /// Writes a whole dump into `sink`: header, totals, every stack with something live (or,
-    /// with `prof_accum`, ever allocated), then the memory map read from `/proc/self/maps` if
-    /// `with_maps`. Returns the sink.
-    pub fn write_dump<S: Sink>(&self, sink: S, with_maps: bool) -> Result<S, DumpError> {
-        let period = self.period();
-        let accum = self.accum_enabled();
-        let mut w = Writer::new(sink, period)?;
-        let (mut live_total, mut accum_total) = (Estimate::ZERO, Estimate::ZERO);
-        for s in self.stacks.iter() {
-            live_total.add(s.live);
-            accum_total.add(s.accum);
+/// Writes a whole dump of `stacks` at mean sampling period `period` into `sink`: header,
+/// totals, every stack with something live (or, with `accum`, ever allocated), then the memory
+/// map read from `/proc/self/maps` if `with_maps`. Returns the sink.
+pub fn write_dump<S: Sink>(
+    stacks: &StackTable,
+    period: u64,
+    accum: bool,
+    sink: S,
+    with_maps: bool,
+) -> Result<S, DumpError> {
+    let mut w = Writer::new(sink, period)?;
+    let (mut live_total, mut accum_total) = (Estimate::ZERO, Estimate::ZERO);
+    for s in stacks.iter() {
+        live_total.add(s.live);
+        accum_total.add(s.accum);
+    }
+    w.totals(live_total.to_written(period), accum_total.to_written(period))?;
+    for s in stacks.iter() {
+        let live = s.live.to_written(period);
+        let acc = s.accum.to_written(period);
+        if live.objects == 0 && !(accum && acc.objects != 0) {
+            continue;
         }
-        w.totals(live_total.to_written(period), accum_total.to_written(period))?;
-        for s in self.stacks.iter() {
-            let live = s.live.to_written(period);
-            let acc = s.accum.to_written(period);
-            if live.objects == 0 && !(accum && acc.objects != 0) {
-                continue;
-            }
-            w.stack(s.frames, live, acc)?;
-        }
-        if with_maps {
-            let fd = file::open(b"/proc/self/maps\0", libc::O_RDONLY, 0).map_err(DumpError::Os)?;
-            let mut chunk = [0u8; 4096];
-            let r = loop {
-                match file::read(fd, &mut chunk) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => {
-                        if let Err(e) = w.maps(&chunk[..n]) {
-                            break Err(DumpError::from(e));
-                        }
+        w.stack(s.frames, live, acc)?;
+    }
+    if with_maps {
+        let fd = file::open(b"/proc/self/maps\0", libc::O_RDONLY, 0).map_err(DumpError::Os)?;
+        let mut chunk = [0u8; 4096];
+        let r = loop {
+            match file::read(fd, &mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    if let Err(e) = w.maps(&chunk[..n]) {
+                        break Err(DumpError::from(e));
                     }
-                    Err(e) => break Err(DumpError::Os(e)),
                 }
-            };
-            file::close(fd);
-            r?;
-            // An empty map still gets its section.
-            w.maps(b"")?;
-        }
-        Ok(w.finish()?)
-    }
-
-    /// Writes a dump to an open file descriptor (not closed).
-    pub fn dump_to_fd(&self, fd: c_int) -> Result<(), DumpError> {
-        let mut sink = self.write_dump(FdSink::new(fd), true)?;
-        sink.flush().map_err(|SinkError(e)| DumpError::Os(e))
-    }
-
-    /// Writes a dump to `path` (bytes, no NUL needed): first to `<path>.tmp` with mode 0600, then
-    /// renamed over `path`, so a reader never sees a partial file. On failure the temporary file
-    /// is removed.
-    pub fn dump_to_path(&self, path: &[u8]) -> Result<(), DumpError> {
-        let mut final_buf = [0u8; PATH_MAX];
-        let mut tmp_buf = [0u8; PATH_MAX];
-        let mut f = PathBuf {
-            buf: &mut final_buf,
-            len: 0,
+                Err(e) => break Err(DumpError::Os(e)),
+            }
         };
-        f.push(path)?;
-        let flen = f.len;
-        final_buf[flen] = 0;
-        let mut t = PathBuf {
-            buf: &mut tmp_buf,
-            len: 0,
-        };
-        t.push(path)?;
-        t.push(b".tmp")?;
-        let tlen = t.len;
-        tmp_buf[tlen] = 0;
-        let tmp = &tmp_buf[..=tlen];
-        let fd = file::open(
-            tmp,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
-            0o600,
-        )
-        .map_err(DumpError::Os)?;
-        let r = self
-            .dump_to_fd(fd)
-            .and_then(|()| file::fsync(fd).map_err(DumpError::Os));
         file::close(fd);
-        let r = r.and_then(|()| file::rename(tmp, &final_buf[..=flen]).map_err(DumpError::Os));
-        if r.is_err() {
-            file::unlink(tmp);
-        }
-        r
+        r?;
+        // An empty map still gets its section.
+        w.maps(b"")?;
     }
+    Ok(w.finish()?)
+}
 
-    /// Writes a dump named `<prefix>.<pid>.<seq>.<kind>.heap`, `<seq>` counting this process's
-    /// dumps from 0. Returns the sequence number used.
-    pub fn dump_with_prefix(&self, prefix: &[u8], kind: DumpKind) -> Result<u64, DumpError> {
-        let seq = self.next_seq();
-        let mut name = [0u8; PATH_MAX];
-        let len = dump_file_name(&mut name, prefix, tally_pal::pid(), seq, kind)?;
-        self.dump_to_path(&name[..len])?;
-        Ok(seq)
+/// Writes a file at `path` (bytes, no NUL needed) with `write`, which gets an open descriptor:
+/// first to `<path>.tmp` with mode 0600, then renamed over `path`, so a reader never sees a
+/// partial file. On failure the temporary file is removed.
+pub fn write_file(path: &[u8], write: impl FnOnce(c_int) -> Result<(), DumpError>) -> Result<(), DumpError> {
+    let mut final_buf = [0u8; PATH_MAX];
+    let mut tmp_buf = [0u8; PATH_MAX];
+    let mut f = PathBuf {
+        buf: &mut final_buf,
+        len: 0,
+    };
+    f.push(path)?;
+    let flen = f.len;
+    final_buf[flen] = 0;
+    let mut t = PathBuf {
+        buf: &mut tmp_buf,
+        len: 0,
+    };
+    t.push(path)?;
+    t.push(b".tmp")?;
+    let tlen = t.len;
+    tmp_buf[tlen] = 0;
+    let tmp = &tmp_buf[..=tlen];
+    let fd = file::open(
+        tmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+        0o600,
+    )
+    .map_err(DumpError::Os)?;
+    let r = write(fd).and_then(|()| file::fsync(fd).map_err(DumpError::Os));
+    file::close(fd);
+    let r = r.and_then(|()| file::rename(tmp, &final_buf[..=flen]).map_err(DumpError::Os));
+    if r.is_err() {
+        file::unlink(tmp);
     }
+    r
 }
 
 #[cfg(test)]

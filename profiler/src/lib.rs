@@ -71,10 +71,8 @@ pub use stacks::StackId;
 pub use tally_format::Estimate;
 use unwind::Unwinder as _;
 
-/// Default `lg_prof_sample`: the mean sampling distance is `2^19` bytes (512 KiB), as in jemalloc.
-pub const DEFAULT_LG_PROF_SAMPLE: u32 = 19;
-/// Frames captured per sampled stack at most.
-pub const MAX_FRAMES: usize = 128;
+pub use sampler::DEFAULT_LG_PROF_SAMPLE;
+pub use unwind::MAX_FRAMES;
 
 /// Stacks the global profiler interns at most (address space reserved, memory used as filled).
 pub const MAX_STACKS: usize = 1 << 20;
@@ -216,6 +214,108 @@ impl Profiler {
                 true
             }
             None => false,
+        }
+    }
+}
+
+impl Profiler {
+    /// Writes a whole dump into `sink`: header, totals, every stack with something live (or,
+    /// with `prof_accum`, ever allocated), then the memory map read from `/proc/self/maps` if
+    /// `with_maps`. Returns the sink.
+    pub fn write_dump<S: tally_format::Sink>(&self, sink: S, with_maps: bool) -> Result<S, DumpError> {
+        dump::write_dump(&self.stacks, self.period(), self.accum_enabled(), sink, with_maps)
+    }
+
+    /// Writes a dump to an open file descriptor (not closed).
+    pub fn dump_to_fd(&self, fd: core::ffi::c_int) -> Result<(), DumpError> {
+        let mut sink = self.write_dump(dump::FdSink::new(fd), true)?;
+        sink.flush()
+            .map_err(|tally_format::SinkError(e)| DumpError::Os(e))
+    }
+
+    /// Writes a dump to `path` (bytes, no NUL needed): first to `<path>.tmp` with mode 0600, then
+    /// renamed over `path`, so a reader never sees a partial file. On failure the temporary file
+    /// is removed.
+    pub fn dump_to_path(&self, path: &[u8]) -> Result<(), DumpError> {
+        dump::write_file(path, |fd| self.dump_to_fd(fd))
+    }
+
+    /// Writes a dump named `<prefix>.<pid>.<seq>.<kind>.heap`, `<seq>` counting this process's
+    /// dumps from 0. Returns the sequence number used.
+    pub fn dump_with_prefix(&self, prefix: &[u8], kind: DumpKind) -> Result<u64, DumpError> {
+        let seq = self.next_seq();
+        let mut name = [0u8; dump::PATH_MAX];
+        let len = dump::dump_file_name(&mut name, prefix, tally_pal::pid(), seq, kind)?;
+        self.dump_to_path(&name[..len])?;
+        Ok(seq)
+    }
+}
+
+impl Profiler {
+    /// Writes a profile of `kind` named after `prof_prefix`; a failure is reported on one line
+    /// of stderr.
+    pub fn dump_scheduled(&self, kind: DumpKind) {
+        let mut buf = [0u8; schedule::PREFIX_MAX];
+        let prefix = self.schedule.prefix(&mut buf);
+        if let Err(e) = self.dump_with_prefix(prefix, kind) {
+            tally_pal::print(format_args!(
+                "tally: cannot write a heap profile with prefix {}: {e:?}\n",
+                core::str::from_utf8(prefix).unwrap_or("?")
+            ));
+        }
+    }
+
+    /// Writes every profile that is due now (see [`Schedule::due`]).
+    pub fn write_due_profiles(&self, mapped: impl FnOnce() -> u64) {
+        let due = self.schedule.due(mapped);
+        for kind in [due.interval, due.peak, due.manual].into_iter().flatten() {
+            self.dump_scheduled(kind);
+        }
+    }
+
+    /// Writes a manual profile (`.m<n>.heap`) named after `prof_prefix`; returns its sequence
+    /// number. [`DumpError::Off`] if the profiler is off.
+    pub fn dump_manual(&self) -> Result<u64, DumpError> {
+        if !self.sampling.is_on() {
+            return Err(DumpError::Off);
+        }
+        let mut buf = [0u8; schedule::PREFIX_MAX];
+        let prefix = self.schedule.prefix(&mut buf);
+        self.dump_with_prefix(prefix, self.schedule.next_manual())
+    }
+
+    /// At exit: the final profile (`prof_final`) and the leak summary (`prof_leak`) on stderr.
+    pub fn at_exit(&self, final_profile: bool, leak_summary: bool) {
+        if !self.sampling.is_on() {
+            return;
+        }
+        if final_profile {
+            self.dump_scheduled(DumpKind::Final);
+        }
+        if leak_summary {
+            let (mut bytes, mut objects, mut stacks) = (0.0f64, 0.0f64, 0u64);
+            for s in self.stacks.iter() {
+                if s.live.bytes > 0.0 {
+                    bytes += s.live.bytes;
+                    objects += s.live.objects;
+                    stacks += 1;
+                }
+            }
+            let mut buf = [0u8; schedule::PREFIX_MAX];
+            let prefix = core::str::from_utf8(self.schedule.prefix(&mut buf)).unwrap_or("tally");
+            tally_pal::print(format_args!(
+                "tally: leak summary: about {bytes:.0} bytes in {objects:.0} objects still live at exit, from {stacks} stacks (sampled)\n"
+            ));
+            if final_profile {
+                tally_pal::print(format_args!(
+                    "tally: to see where: tally report --text {prefix}.{}.*.f.heap\n",
+                    tally_pal::pid()
+                ));
+            } else {
+                tally_pal::print(format_args!(
+                    "tally: add prof_final:true to write the final profile, then run tally report on it\n"
+                ));
+            }
         }
     }
 }

@@ -49,6 +49,9 @@ pub fn next_sample_distance(rng_state: &mut u64, lg_period: u32) -> u64 {
     ceil.max(1)
 }
 
+/// Default `lg_prof_sample`: the mean sampling distance is `2^19` bytes (512 KiB), as in jemalloc.
+pub const DEFAULT_LG_PROF_SAMPLE: u32 = 19;
+
 /// Distance a thread keeps while sampling is off: far enough that its events come from the
 /// allocator's other budgets, never from sampling.
 pub const IDLE_DISTANCE: i64 = 1 << 40;
@@ -69,7 +72,7 @@ impl Sampling {
         Sampling {
             on: AtomicBool::new(false),
             active: AtomicBool::new(false),
-            lg: AtomicU32::new(crate::DEFAULT_LG_PROF_SAMPLE),
+            lg: AtomicU32::new(DEFAULT_LG_PROF_SAMPLE),
             epoch: AtomicU32::new(1),
         }
     }

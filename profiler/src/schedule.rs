@@ -4,12 +4,13 @@
 //! demand. Files are named `<prof_prefix>.<pid>.<seq>.<kind>.heap`.
 //!
 //! The allocator reports bytes and asks for due profiles from its thread events; everything
-//! else (the counters, the sequence numbers, the prefix) is kept here. Nothing here allocates:
+//! else (the counters, the sequence numbers, the prefix) is kept here; `Profiler` (in `lib.rs`)
+//! writes what is due. Nothing here allocates:
 //! the prefix is a fixed buffer and failures are printed on one line of stderr.
 
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-use crate::{DumpError, DumpKind, Profiler};
+use crate::dump::DumpKind;
 
 /// Longest `prof_prefix` kept.
 pub const PREFIX_MAX: usize = 256;
@@ -155,75 +156,6 @@ pub struct Due {
     pub peak: Option<DumpKind>,
     /// A requested profile.
     pub manual: Option<DumpKind>,
-}
-
-impl Profiler {
-    /// Writes a profile of `kind` named after `prof_prefix`; a failure is reported on one line
-    /// of stderr.
-    pub fn dump_scheduled(&self, kind: DumpKind) {
-        let mut buf = [0u8; PREFIX_MAX];
-        let prefix = self.schedule.prefix(&mut buf);
-        if let Err(e) = self.dump_with_prefix(prefix, kind) {
-            tally_pal::print(format_args!(
-                "tally: cannot write a heap profile with prefix {}: {e:?}\n",
-                core::str::from_utf8(prefix).unwrap_or("?")
-            ));
-        }
-    }
-
-    /// Writes every profile that is due now (see [`Schedule::due`]).
-    pub fn write_due_profiles(&self, mapped: impl FnOnce() -> u64) {
-        let due = self.schedule.due(mapped);
-        for kind in [due.interval, due.peak, due.manual].into_iter().flatten() {
-            self.dump_scheduled(kind);
-        }
-    }
-
-    /// Writes a manual profile (`.m<n>.heap`) named after `prof_prefix`; returns its sequence
-    /// number. [`DumpError::Off`] if the profiler is off.
-    pub fn dump_manual(&self) -> Result<u64, DumpError> {
-        if !self.sampling.is_on() {
-            return Err(DumpError::Off);
-        }
-        let mut buf = [0u8; PREFIX_MAX];
-        let prefix = self.schedule.prefix(&mut buf);
-        self.dump_with_prefix(prefix, self.schedule.next_manual())
-    }
-
-    /// At exit: the final profile (`prof_final`) and the leak summary (`prof_leak`) on stderr.
-    pub fn at_exit(&self, final_profile: bool, leak_summary: bool) {
-        if !self.sampling.is_on() {
-            return;
-        }
-        if final_profile {
-            self.dump_scheduled(DumpKind::Final);
-        }
-        if leak_summary {
-            let (mut bytes, mut objects, mut stacks) = (0.0f64, 0.0f64, 0u64);
-            for s in self.stacks.iter() {
-                if s.live.bytes > 0.0 {
-                    bytes += s.live.bytes;
-                    objects += s.live.objects;
-                    stacks += 1;
-                }
-            }
-            let mut buf = [0u8; PREFIX_MAX];
-            let prefix = core::str::from_utf8(self.schedule.prefix(&mut buf)).unwrap_or("tally");
-            tally_pal::print(format_args!(
-                "tally: leak summary: about {bytes:.0} bytes in {objects:.0} objects still live at exit, from {stacks} stacks (sampled)\n"
-            ));
-            if final_profile {
-                tally_pal::print(format_args!(
-                    "tally: to see where: tally report --text {prefix}.{}.*.f.heap\n",
-                    tally_pal::pid()
-                ));
-            } else {
-                tally_pal::print(format_args!(
-                    "tally: add prof_final:true to write the final profile, then run tally report on it\n"
-                ));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

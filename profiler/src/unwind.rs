@@ -30,7 +30,8 @@
 //!   set-up happens before the profiler is live: [`Unwinder::prepare`]. The allocator must still
 //!   treat a `malloc` from inside a capture as re-entry (its per-thread guard), never sample it.
 
-use crate::MAX_FRAMES;
+/// Frames captured per sampled stack at most.
+pub const MAX_FRAMES: usize = 128;
 
 /// A stack walker. `capture` fills `frames` with return addresses, innermost first, starting in
 /// the function that called `capture` and dropping `skip` more frames; it returns how many it
