@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::object_file::io_message;
+use crate::pipeline::{report, Output, ReportOptions};
 use crate::profile::Granularity;
-use crate::{report, Output, ReportOptions};
 
 /// Everything `tally run` was asked to do.
 #[derive(Debug, Clone, Default)]
