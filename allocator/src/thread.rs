@@ -77,7 +77,8 @@ pub fn thread_start() -> bool {
         return false;
     }
     if let Some(key) = exit_key() {
-        pal::thread::arm_exit(key, tc.cast());
+        // SAFETY: the key's destructor, `thread_exit`, takes this thread's cache.
+        unsafe { pal::thread::arm_exit(key, tc.cast()) };
     }
     STATE.set(ThreadState::Ready);
     true

@@ -87,8 +87,12 @@ pub fn exit_key(destructor: unsafe extern "C" fn(*mut c_void)) -> Option<ExitKey
 }
 
 /// Arms the thread-exit destructor of `key` for the calling thread, with `value` its argument.
-pub fn arm_exit(key: ExitKey, value: *mut c_void) {
-    // SAFETY: `key` came from `exit_key`.
+///
+/// # Safety
+/// `key` must come from [`exit_key`], and `value` must be what that key's destructor can take
+/// when this thread exits.
+pub unsafe fn arm_exit(key: ExitKey, value: *mut c_void) {
+    // SAFETY: per the contract.
     unsafe { libc::pthread_setspecific(key, value) };
 }
 
