@@ -224,3 +224,201 @@ pub fn new_chunk(arena: u32) -> *mut Span {
 const _: () = assert!(HEADER_PAGES < CHUNK_PAGES / 16, "chunk header too large");
 const _: () = assert!(core::mem::size_of::<RunState>() == 1);
 const _: () = assert!(core::mem::size_of::<Purge>() == 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extent::PageHeap;
+
+    /// The page-info word of page `index` of `chunk`.
+    fn info(chunk: *mut ChunkHeader, index: usize) -> u32 {
+        // SAFETY: `chunk` is a live chunk header and `index < CHUNK_PAGES`.
+        unsafe { (*chunk).page_info[index].load(Ordering::Relaxed) }
+    }
+
+    /// Walks a chunk's runs from its first usable page, by each run's span, and checks the
+    /// `page_info` invariants on [`Span`]: header pages say [`HEADER`] with their index; a slab
+    /// or large run says `page_info(class, k)` on its page `k`; a free run says [`FREE_RUN`]
+    /// on every page with exact offsets on its first and last; runs tile the usable pages.
+    /// Returns the runs as (first page, pages, state).
+    fn check_page_infos(chunk: *mut ChunkHeader) -> Vec<(usize, usize, RunState)> {
+        for i in 0..HEADER_PAGES {
+            assert_eq!(info(chunk, i), page_info(HEADER, i), "header page {i}");
+        }
+        let mut runs = Vec::new();
+        let mut first = HEADER_PAGES;
+        while first < CHUNK_PAGES {
+            // SAFETY: `first` starts a run, so its span describes it.
+            let (pages, state, class) = unsafe {
+                let span = &(*chunk).spans[first];
+                (span.pages as usize, span.state, span.class)
+            };
+            assert!(
+                pages >= 1 && first + pages <= CHUNK_PAGES,
+                "run at {first}: {pages} pages"
+            );
+            if state == RunState::Free {
+                for k in 0..pages {
+                    assert_eq!(
+                        info_class(info(chunk, first + k)),
+                        FREE_RUN,
+                        "free page {}",
+                        first + k
+                    );
+                }
+                assert_eq!(info_offset(info(chunk, first)), 0, "free run at {first}");
+                assert_eq!(
+                    info_offset(info(chunk, first + pages - 1)),
+                    pages - 1,
+                    "free run at {first}"
+                );
+            } else {
+                for k in 0..pages {
+                    assert_eq!(
+                        info(chunk, first + k),
+                        page_info(class, k),
+                        "run at {first}, page {k}"
+                    );
+                }
+            }
+            runs.push((first, pages, state));
+            first += pages;
+        }
+        assert_eq!(first, CHUNK_PAGES, "the runs tile the usable pages");
+        runs
+    }
+
+    #[test]
+    fn page_info_words_round_trip() {
+        for class in [0u8, 1, 38, 100, FREE_RUN, HEADER] {
+            for offset in [0, 1, 2, HEADER_PAGES, 255, 256, CHUNK_PAGES / 2, CHUNK_PAGES - 1] {
+                let word = page_info(class, offset);
+                assert_eq!((info_class(word), info_offset(word)), (class, offset));
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_chunk_is_its_header_then_one_free_run() {
+        let span = new_chunk(3);
+        assert!(!span.is_null());
+        let chunk = Span::chunk(span);
+        assert_eq!(chunk as usize % CHUNK, 0, "chunk-aligned");
+        assert_eq!(pagemap::lookup(chunk as usize), chunk as usize, "registered");
+        assert_eq!(pagemap::lookup(chunk as usize + CHUNK - 1), chunk as usize);
+        // SAFETY: a fresh chunk, ours alone.
+        unsafe {
+            assert_eq!((*chunk).arena, 3);
+            assert_eq!(
+                ((*span).pages as usize, (*span).state, (*span).purge),
+                (USABLE_PAGES, RunState::Free, Purge::Clean)
+            );
+            assert!((*span).next.is_null() && (*span).prev.is_null(), "in no list");
+        }
+        assert_eq!(Span::first_page(span), HEADER_PAGES);
+        assert_eq!(Span::start(span), chunk as usize + HEADER_PAGES * PAGE);
+        assert_eq!(
+            check_page_infos(chunk),
+            [(HEADER_PAGES, USABLE_PAGES, RunState::Free)]
+        );
+        // Address arithmetic: every page's address maps back to its index and its chunk.
+        // SAFETY: as above.
+        let header = unsafe { &*chunk };
+        for index in [0, 1, HEADER_PAGES, CHUNK_PAGES / 3, CHUNK_PAGES - 1] {
+            let addr = header.page_addr(index);
+            assert_eq!(addr, chunk as usize + index * PAGE);
+            assert_eq!(header.page_index(addr + PAGE - 1), index);
+            assert_eq!(ChunkHeader::of(addr + 17), chunk);
+        }
+        // SAFETY: one free, clean run covering the usable pages, in no list, nothing live.
+        unsafe { unmap_chunk(span) };
+        assert_eq!(pagemap::lookup(chunk as usize), 0, "unregistered");
+    }
+
+    #[test]
+    fn mark_run_gives_each_page_its_distance_from_the_run_start() {
+        let span = new_chunk(0);
+        assert!(!span.is_null());
+        let chunk = Span::chunk(span);
+        // SAFETY: a fresh chunk, ours alone.
+        let header = unsafe { &*chunk };
+        header.mark_run(HEADER_PAGES + 5, 7, 42);
+        for k in 0..7 {
+            let word = info(chunk, HEADER_PAGES + 5 + k);
+            assert_eq!(word, page_info(42, k));
+            // What `free` does: the run's first page from any of its pages.
+            assert_eq!(HEADER_PAGES + 5 + k - info_offset(word), HEADER_PAGES + 5);
+        }
+        assert_eq!(
+            info_class(info(chunk, HEADER_PAGES + 4)),
+            FREE_RUN,
+            "the page before is untouched"
+        );
+        assert_eq!(
+            info_class(info(chunk, HEADER_PAGES + 12)),
+            FREE_RUN,
+            "the page after is untouched"
+        );
+        header.mark_run(HEADER_PAGES, USABLE_PAGES, FREE_RUN);
+        // SAFETY: back to one free, clean run covering the usable pages, in no list.
+        unsafe { unmap_chunk(span) };
+    }
+
+    /// A private page heap carves runs out of its chunks and merges them back; after every step
+    /// each chunk's page infos describe its runs as the spans say.
+    #[test]
+    fn page_infos_follow_carves_and_merges() {
+        let mut heap = PageHeap::new();
+        let mut live: Vec<*mut Span> = Vec::new();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut chunks: Vec<*mut ChunkHeader> = Vec::new();
+        for step in 0..600 {
+            let r = next();
+            if live.is_empty() || r % 3 != 0 {
+                let pages = 1 + (r >> 8) as usize % if r & 0x10 == 0 { 8 } else { 300 };
+                let (class, state) = if r & 0x20 == 0 {
+                    (5, RunState::Slab)
+                } else {
+                    (40, RunState::Large)
+                };
+                let run = heap.alloc(pages, class, state);
+                assert!(!run.is_null());
+                let first = Span::first_page(run);
+                for k in 0..pages {
+                    assert_eq!(info(Span::chunk(run), first + k), page_info(class, k));
+                }
+                if !chunks.contains(&Span::chunk(run)) {
+                    chunks.push(Span::chunk(run));
+                }
+                live.push(run);
+            } else {
+                let run = live.swap_remove((r >> 8) as usize % live.len());
+                // SAFETY: allocated above from this heap, freed once.
+                unsafe { heap.free(run) };
+            }
+            if step % 50 == 0 {
+                for &chunk in &chunks {
+                    check_page_infos(chunk);
+                }
+            }
+        }
+        for run in live.drain(..) {
+            // SAFETY: as above.
+            unsafe { heap.free(run) };
+        }
+        // Everything merged back: each chunk is one free run again.
+        for &chunk in &chunks {
+            assert_eq!(
+                check_page_infos(chunk),
+                [(HEADER_PAGES, USABLE_PAGES, RunState::Free)]
+            );
+        }
+        heap.debug_check_invariants();
+    }
+}

@@ -450,3 +450,190 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
 }
 
 const _: () = assert!(CHUNK == 1 << CHUNK_SHIFT);
+
+#[cfg(test)]
+mod tests {
+    //! The mapping cache on a private instance, then the cache's reuse, split, merge, move and
+    //! decay through `alloc`/`free`/`purge` (these share the process's one cache: the tests take
+    //! a lock, empty it first, and use sizes nothing else in the test binary allocates).
+
+    use super::*;
+    use std::sync::{Mutex as TestMutex, MutexGuard};
+    use std::vec::Vec;
+
+    const MIB: usize = 1 << 20;
+
+    static SERIAL: TestMutex<()> = TestMutex::new(());
+
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks the invariants on [`MappingCache`]; returns its mappings sorted by base.
+    fn check_cache(cache: &MappingCache) -> Vec<(usize, usize)> {
+        let mut maps: Vec<(usize, usize)> = cache.slots[..cache.n].iter().map(|m| (m.base, m.len)).collect();
+        maps.sort_unstable();
+        for &(base, len) in &maps {
+            assert_eq!(base % CHUNK, 0, "base {base:#x} not chunk-aligned");
+            assert!(len > 0 && len % PAGE == 0, "length {len:#x}");
+        }
+        for pair in maps.windows(2) {
+            assert!(pair[0].0 + pair[0].1 <= pair[1].0, "overlap: {pair:x?}");
+        }
+        assert_eq!(
+            cache.bytes,
+            maps.iter().map(|m| m.1).sum::<usize>(),
+            "bytes = sum of lengths"
+        );
+        maps
+    }
+
+    /// The descriptor of the live huge block at `p`.
+    fn descriptor(p: *mut u8) -> *mut HugeBlock {
+        let entry = pagemap::lookup(p as usize);
+        assert_eq!(entry & TAG_HUGE, TAG_HUGE, "{p:?} is not a huge block");
+        (entry & !TAG_HUGE) as *mut HugeBlock
+    }
+
+    fn mapped(p: *mut u8) -> usize {
+        // SAFETY: a live descriptor.
+        unsafe { (*descriptor(p)).mapped }
+    }
+
+    fn free_block(p: *mut u8) {
+        // SAFETY: `p` is a live huge block of this test, freed once.
+        unsafe { free(descriptor(p)) };
+    }
+
+    #[test]
+    fn the_cache_merges_neighbours_and_knows_its_oldest() {
+        let _serial = serial();
+        let mut cache = MappingCache {
+            n: 0,
+            bytes: 0,
+            slots: [CachedMapping {
+                base: 0,
+                len: 0,
+                since_ms: 0,
+            }; CACHE_SLOTS],
+        };
+        let at = |chunks: usize| 0x7000_0000_0000 + chunks * CHUNK;
+        let m = |base, len, since_ms| CachedMapping { base, len, since_ms };
+        cache.insert(m(at(0), 2 * CHUNK, 30));
+        cache.insert(m(at(4), CHUNK, 10));
+        cache.insert(m(at(8), CHUNK + 5 * PAGE, 50));
+        assert_eq!(
+            check_cache(&cache),
+            [(at(0), 2 * CHUNK), (at(4), CHUNK), (at(8), CHUNK + 5 * PAGE)]
+        );
+        assert_eq!(cache.slots[cache.oldest()].base, at(4));
+        // Fills the gap between the first two: all three merge, keeping the older time.
+        cache.insert(m(at(2), 2 * CHUNK, 20));
+        assert_eq!(
+            check_cache(&cache),
+            [(at(0), 5 * CHUNK), (at(8), CHUNK + 5 * PAGE)]
+        );
+        let merged = (0..cache.n).find(|&i| cache.slots[i].base == at(0)).unwrap();
+        assert_eq!(cache.slots[merged].since_ms, 10);
+        // Just below a mapping: merges with it.
+        cache.insert(m(at(7), CHUNK, 5));
+        assert_eq!(
+            check_cache(&cache),
+            [(at(0), 5 * CHUNK), (at(7), 2 * CHUNK + 5 * PAGE)]
+        );
+        assert_eq!(cache.slots[cache.oldest()].base, at(7));
+        let taken = cache.remove(cache.oldest());
+        assert_eq!(
+            (taken.base, taken.len, taken.since_ms),
+            (at(7), 2 * CHUNK + 5 * PAGE, 5)
+        );
+        assert_eq!(check_cache(&cache), [(at(0), 5 * CHUNK)]);
+        // The private cache wrote the statistic; give it back to the real cache.
+        HUGE_CACHED.store(CACHE.lock().bytes as u64, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn freed_mappings_are_reused_split_merged_and_decay() {
+        let _serial = serial();
+        assert!(caching(), "these checks need dirty_decay_ms other than 0");
+        let decay = DIRTY_DECAY_MS.load(Ordering::Relaxed);
+        purge(0, true);
+        assert!(check_cache(&CACHE.lock()).is_empty());
+
+        let p = alloc(20 * MIB, 8);
+        assert!(!p.is_null() && p as usize % CHUNK == 0);
+        assert!(!is_recycled(p), "a fresh mapping is known to be zero");
+        // SAFETY: a live block of 20 MiB.
+        unsafe { ptr::write_bytes(p, 0xab, 20 * MIB) };
+        free_block(p);
+        assert_eq!(check_cache(&CACHE.lock()), [(p as usize, 20 * MIB)]);
+        assert_eq!(HUGE_CACHED.load(Ordering::Relaxed), 20 * MIB as u64);
+
+        // Reuse with a split after the block's last chunk window: 12 MiB taken, 8 MiB stay.
+        let reuses = HUGE_REUSES.load(Ordering::Relaxed);
+        let q = alloc(11 * MIB + 5, 8);
+        assert_eq!(q, p, "the cached mapping is reused");
+        assert!(is_recycled(q));
+        assert_eq!(mapped(q), 12 * MIB);
+        assert_eq!(check_cache(&CACHE.lock()), [(p as usize + 12 * MIB, 8 * MIB)]);
+        // A smaller block takes the whole 8 MiB rest (it ends on a chunk window).
+        let r = alloc(6 * MIB, 8);
+        assert_eq!(r as usize, p as usize + 12 * MIB);
+        assert_eq!(mapped(r), 8 * MIB);
+        assert!(check_cache(&CACHE.lock()).is_empty());
+        assert_eq!(HUGE_REUSES.load(Ordering::Relaxed) - reuses, 2);
+        // The bytes were not cleared: reuse hands back the old pages (calloc must zero them).
+        // SAFETY: live blocks.
+        unsafe { assert_eq!((*q, *r.add(MIB)), (0xab, 0xab)) };
+
+        // Freed again, the neighbours merge into one mapping.
+        free_block(r);
+        free_block(q);
+        assert_eq!(check_cache(&CACHE.lock()), [(p as usize, 20 * MIB)]);
+
+        // Too small for a request: the largest mapping grows (moved or in place), its pages go
+        // along.
+        let s = alloc(30 * MIB, 8);
+        assert!(!s.is_null());
+        assert!(is_recycled(s));
+        assert_eq!(HUGE_REUSES.load(Ordering::Relaxed) - reuses, 3);
+        assert!(check_cache(&CACHE.lock()).is_empty());
+        // SAFETY: a live block of 30 MiB whose first 20 MiB came from the cached mapping.
+        unsafe {
+            assert_eq!((*s, *s.add(20 * MIB - 1)), (0xab, 0xab));
+            assert_eq!(*s.add(25 * MIB), 0, "the new tail is fresh");
+        }
+        free_block(s);
+
+        // Decay: kept until `dirty_decay_ms` after the free, then unmapped.
+        let freed_at = pal::now_ms();
+        assert_eq!(check_cache(&CACHE.lock()), [(s as usize, 30 * MIB)]);
+        if decay > 0 {
+            assert_eq!(purge(freed_at, false), 0, "purged before its time");
+            assert_eq!(check_cache(&CACHE.lock()).len(), 1);
+        }
+        let now = freed_at + decay.max(0) as u64 + 1000;
+        let pages = if decay < 0 {
+            purge(now, true)
+        } else {
+            purge(now, false)
+        };
+        assert_eq!(pages, (30 * MIB / PAGE) as u64);
+        assert!(check_cache(&CACHE.lock()).is_empty());
+        assert_eq!(HUGE_CACHED.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn aligned_blocks_above_a_chunk_get_fresh_mappings() {
+        let _serial = serial();
+        purge(0, true);
+        let p = alloc(9 * MIB, 8);
+        free_block(p);
+        let q = alloc(9 * MIB, 2 * CHUNK);
+        assert_eq!(q as usize % (2 * CHUNK), 0);
+        assert!(!is_recycled(q), "the cache only holds chunk-aligned mappings");
+        assert_eq!(check_cache(&CACHE.lock()).len(), 1, "the cached mapping stays");
+        free_block(q);
+        purge(0, true);
+    }
+}

@@ -1,8 +1,9 @@
 //! The malloc family's edge cases, as glibc programs expect them, and the errors Tally must
 //! catch instead of corrupting memory.
 
+mod child;
+
 use std::ffi::c_void;
-use std::process::Command;
 use std::ptr;
 
 use tally::api;
@@ -225,12 +226,7 @@ fn grow_huge_block() {
 /// Runs this test binary again with `TALLY_CHILD=<case>` and `TALLY_CONF=<conf>` (only
 /// `child_entry`, which runs the case).
 fn child_output(case: &str, conf: &str) -> std::process::Output {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_CHILD", case)
-        .env("TALLY_CONF", conf)
-        .output()
-        .unwrap()
+    child::run(&[("TALLY_CHILD", case), ("TALLY_CONF", conf)])
 }
 
 /// [`child_output`]'s standard output, after checking that the child succeeded.
@@ -417,12 +413,11 @@ fn junk_and_zero_fill_new_blocks() {
     }
 }
 
-/// Entry point for the child processes of the error tests; does nothing in a normal run.
+/// Entry point for the child processes of the tests above and below (run by [`child_output`]).
 #[test]
+#[ignore = "child process of the scenarios"]
 fn child_entry() {
-    let Ok(case) = std::env::var("TALLY_CHILD") else {
-        return;
-    };
+    let case = child::case("TALLY_CHILD");
     // SAFETY: deliberately invalid frees, in a child process that is expected to abort.
     unsafe {
         match case.as_str() {
@@ -468,6 +463,7 @@ fn child_entry() {
                 }
                 println!("zeroed={ok}");
             }
+            "nothing" => println!("nothing-ok"),
             "double" => {
                 // Enough frees of one class to force a flush of the thread cache.
                 let p = api::malloc(48);
@@ -481,9 +477,36 @@ fn child_entry() {
                     api::free(q);
                 }
             }
-            _ => {}
+            other => panic!("unknown case {other}"),
         }
     }
+}
+
+#[test]
+fn a_failing_child_fails_its_scenario() {
+    // The scenarios read a child's success and output: a child that did not run its case must
+    // not look like one that did.
+    let out = child_output("nothing", "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing-ok"),
+        "{out:?}"
+    );
+    let out = child_output("no_such_case", "");
+    assert!(
+        !out.status.success(),
+        "a child with an unknown case passed: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown case no_such_case"),
+        "{out:?}"
+    );
+    let out = child::run(&[("TALLY_CONF", "")]);
+    assert!(!out.status.success(), "a child without a case passed: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TALLY_CHILD is not set"),
+        "{out:?}"
+    );
 }
 
 #[test]

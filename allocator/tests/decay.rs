@@ -7,12 +7,13 @@
 //! (`final - start <= (peak - start) / 10`). The last tenth is room for what the process keeps on
 //! purpose: thread-cache contents, the bins' current slabs, chunk headers.
 //!
-//! Each scenario runs in a child process (this test binary run again), because options are read
-//! from the environment once per process. The children read RSS with raw system calls, so that
-//! the idle scenario really allocates nothing while it waits.
+//! Each scenario runs in a child process (this test binary run again, see `child/mod.rs`),
+//! because options are read from the environment once per process. The children read RSS with
+//! raw system calls, so that the idle scenario really allocates nothing while it waits.
+
+mod child;
 
 use std::ffi::c_void;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tally::api;
@@ -107,26 +108,26 @@ fn child(mode: &str, deadline_ms: u64) {
     println!("start={start} peak={peak} final={last} elapsed_ms={elapsed} trim_rc={trim_rc}");
 }
 
+/// The child process of the scenarios below (run by [`scenario`]).
 #[test]
+#[ignore = "child process of the scenarios"]
 fn child_entry() {
-    let (Ok(mode), Ok(deadline)) = (
-        std::env::var("TALLY_DECAY_MODE"),
-        std::env::var("TALLY_DECAY_DEADLINE_MS"),
-    ) else {
-        return;
-    };
-    child(&mode, deadline.parse().unwrap());
+    let mode = child::case("TALLY_DECAY_MODE");
+    let deadline = child::case("TALLY_DECAY_DEADLINE_MS");
+    child(
+        &mode,
+        deadline.parse().expect("TALLY_DECAY_DEADLINE_MS is a number"),
+    );
 }
 
 /// Runs a scenario and checks RSS fell back within `deadline_ms`.
 fn scenario(mode: &str, conf: &str, deadline_ms: u64) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_DECAY_MODE", mode)
-        .env("TALLY_DECAY_DEADLINE_MS", (deadline_ms + 2000).to_string())
-        .env("TALLY_CONF", conf)
-        .output()
-        .unwrap();
+    let child_deadline = (deadline_ms + 2000).to_string();
+    let out = child::run(&[
+        ("TALLY_DECAY_MODE", mode),
+        ("TALLY_DECAY_DEADLINE_MS", &child_deadline),
+        ("TALLY_CONF", conf),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -3,8 +3,9 @@
 //! their own) and hand them back to the profiler. Runs in a child process with a high sampling
 //! rate; every block is freed through `dealloc`, so the profiler must end with nothing live.
 
+mod child;
+
 use std::hint::black_box;
-use std::process::Command;
 
 #[global_allocator]
 static A: tally::Tally = tally::Tally;
@@ -31,23 +32,22 @@ fn churn() -> (f64, f64) {
     (peak, live_mib())
 }
 
+/// The child process of the test below.
 #[test]
+#[ignore = "child process of the scenarios"]
 fn child_entry() {
-    if std::env::var_os("TALLY_GLOBAL_PROF_CHILD").is_none() {
-        return;
-    }
+    let case = child::case("TALLY_GLOBAL_PROF_CHILD");
+    assert_eq!(case, "churn", "unknown case");
     let (held, left) = churn();
     println!("held_mib={held:.1} left_mib={left:.1}");
 }
 
 #[test]
 fn dealloc_returns_sampled_blocks_to_the_profiler() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_GLOBAL_PROF_CHILD", "1")
-        .env("TALLY_CONF", "prof:true,lg_prof_sample:12")
-        .output()
-        .unwrap();
+    let out = child::run(&[
+        ("TALLY_GLOBAL_PROF_CHILD", "churn"),
+        ("TALLY_CONF", "prof:true,lg_prof_sample:12"),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -200,9 +200,6 @@ fn a_long_sequence_matches_the_model() {
 /// paths: no thread caches, junk and zero filling, no cached classes, immediate purging, one arena.
 #[test]
 fn the_model_holds_under_other_options() {
-    if std::env::var("TALLY_MODEL_CHILD").is_ok() {
-        return;
-    }
     for conf in [
         "tcache:false",
         "junk:true",
@@ -214,7 +211,6 @@ fn the_model_holds_under_other_options() {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "a_long_sequence_matches_the_model", "--test-threads=1"])
             .env("TALLY_CONF", conf)
-            .env("TALLY_MODEL_CHILD", "1")
             .output()
             .unwrap();
         assert!(

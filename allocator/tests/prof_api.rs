@@ -3,8 +3,9 @@
 //! the top stacks, write a profile, change the rate, reset, deactivate. Each scenario runs in a
 //! child process with its own `TALLY_CONF`.
 
+mod child;
+
 use std::hint::black_box;
-use std::process::Command;
 
 #[inline(never)]
 fn hold_in_a_known_function(n: usize) -> Vec<Vec<u8>> {
@@ -71,25 +72,28 @@ fn scenario_off() {
     println!("prof-off-ok");
 }
 
+/// The child process of the tests below (run by [`run`]).
 #[test]
+#[ignore = "child process of the scenarios"]
 fn child_entry() {
-    match std::env::var("TALLY_PROF_CHILD").as_deref() {
-        Ok("api") => scenario_api(&std::env::var("TALLY_PROF_DIR").unwrap()),
-        Ok("off") => scenario_off(),
-        _ => {}
+    match child::case("TALLY_PROF_CHILD").as_str() {
+        "api" => scenario_api(&child::case("TALLY_PROF_DIR")),
+        "off" => scenario_off(),
+        other => panic!("unknown case {other}"),
     }
 }
 
 fn run(case: &str, conf: &str) -> String {
     let dir = std::env::temp_dir().join(format!("tally-prof-api-{}-{case}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_PROF_CHILD", case)
-        .env("TALLY_PROF_DIR", &dir)
-        .env("TALLY_CONF", conf)
-        .output()
-        .unwrap();
+    let out = child::run(&[
+        ("TALLY_PROF_CHILD", case),
+        (
+            "TALLY_PROF_DIR",
+            dir.to_str().expect("a UTF-8 temporary directory"),
+        ),
+        ("TALLY_CONF", conf),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

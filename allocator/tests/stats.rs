@@ -2,12 +2,13 @@
 //! threads finished, `allocated` grew by exactly the usable sizes of the blocks still live, each
 //! class's `live` count grew by exactly its live blocks, and no counter went negative (wrapped).
 //!
-//! Runs in a child process (this binary again, one test thread), so that no other test's
-//! allocations move the counters while it measures.
+//! Runs in a child process (this binary again, one test thread, see `child/mod.rs`), so that no
+//! other test's allocations move the counters while it measures.
+
+mod child;
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::process::Command;
 use std::sync::{mpsc, Arc, Barrier};
 
 use tally::api;
@@ -224,20 +225,21 @@ fn stress_and_check() {
     println!("stats-ok kept={} bytes={expected}", kept.len());
 }
 
+/// The child process of the tests below.
 #[test]
+#[ignore = "child process of the scenarios"]
 fn child_entry() {
-    if std::env::var("TALLY_STATS_CHILD").is_ok() {
-        stress_and_check();
+    match child::case("TALLY_STATS_CHILD").as_str() {
+        "stress" => stress_and_check(),
+        // Only the process's exit, where `stats_print` writes its report.
+        "exit" => println!("exit-ok"),
+        other => panic!("unknown case {other}"),
     }
 }
 
 #[test]
 fn allocated_matches_live_blocks_after_multithreaded_stress() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env("TALLY_STATS_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = child::run(&[("TALLY_STATS_CHILD", "stress")]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("stats-ok"),
@@ -253,12 +255,11 @@ fn stats_print_text_and_json() {
         ("stats_print:true", "text"),
         ("stats_print:true,stats_print_opts:J", "json"),
     ] {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_entry", "--test-threads=1"])
-            .env("TALLY_CONF", conf)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        let out = child::run(&[("TALLY_STATS_CHILD", "exit"), ("TALLY_CONF", conf)]);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("exit-ok"),
+            "{conf}: {out:?}"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         if check == "text" {
             let first = stderr

@@ -205,7 +205,9 @@ pub fn parse(input: &[u8]) -> Result<Profile, ParseError> {
             if let Some(at) = stack_wants_totals {
                 return err(at, "stack without a `t*:` line");
             }
-            let start = offset_of(input, line) + line.len() + 1;
+            // After the line's end: its `\r`, if any (stripped from `line`), and `\n`.
+            let end = offset_of(input, line) + line.len();
+            let start = end + usize::from(input.get(end) == Some(&b'\r')) + 1;
             let text = input.get(start..).unwrap_or(b"");
             profile.maps_text = Some(String::from_utf8_lossy(text).into_owned());
             for (n, line) in lines.by_ref() {
@@ -495,6 +497,14 @@ mod tests {
         assert_eq!(p.stacks[0].frames, [0, 0x10]);
         assert_eq!(p.stacks[0].threads[0].id, 3);
         assert!(p.maps_text.is_none());
+    }
+
+    #[test]
+    fn the_map_text_starts_after_a_crlf_line_end() {
+        let p = parse(b"heap_v2/1\r\n  t*: 0: 0 [0: 0]\r\nMAPPED_LIBRARIES:\r\n00-10 r-xp 0 00:00 0 /a\r\n")
+            .unwrap();
+        assert_eq!(p.maps_text.as_deref(), Some("00-10 r-xp 0 00:00 0 /a\r\n"));
+        assert_eq!(p.maps[0].path, "/a");
     }
 
     #[test]

@@ -225,7 +225,9 @@ impl Cursor {
     }
 
     /// A pointer in DWARF EH encoding `enc`; `data` is the base of `DW_EH_PE_datarel`. `None` for
-    /// encodings not handled (indirect, text- or function-relative, aligned).
+    /// encodings not handled (text- or function-relative, aligned). For an indirect one
+    /// (`DW_EH_PE_indirect`, as personality pointers are written) it is the address where the
+    /// pointer is stored, not read: the walker only skips those.
     fn encoded(&mut self, enc: u8, data: usize) -> Option<usize> {
         let field = self.p;
         let raw = match enc & 0x0f {
@@ -698,5 +700,471 @@ impl Unwinder for Cfi {
                 Libgcc.capture(frames, skip + 1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The walker's parts on inputs built here (LEB128, pointer encodings, CFA programs, a
+    //! synthetic `.eh_frame_hdr`), the rule table's hits and misses, and each rule it computes
+    //! for this test's own stack checked against the frame state libgcc computes for it.
+
+    use super::*;
+    use crate::unwind::{Libgcc, Unwinder};
+    use std::vec::Vec;
+
+    fn cursor(bytes: &[u8]) -> Cursor {
+        Cursor {
+            p: bytes.as_ptr() as usize,
+        }
+    }
+
+    fn rule(cfa_from_rbp: bool, cfa_off: i32, rbp_at: i16) -> Rule {
+        Rule {
+            cfa_from_rbp,
+            cfa_off,
+            rbp_at,
+            end: false,
+        }
+    }
+
+    #[test]
+    fn rules_pack_and_unpack() {
+        for r in [
+            rule(false, 8, 0),
+            rule(true, 16, -16),
+            rule(false, i32::MAX, i16::MIN),
+            rule(true, -8, -1),
+            rule(false, 0, 0),
+            Rule {
+                end: true,
+                ..rule(false, 0, 0)
+            },
+        ] {
+            let packed = r.pack();
+            assert_ne!(packed & VALID, 0, "{r:?} packs as valid");
+            assert_eq!(Rule::unpack(packed), r);
+        }
+    }
+
+    #[test]
+    fn leb128_and_pointer_encodings() {
+        // The DWARF standard's examples.
+        for (bytes, value) in [
+            (&[2u8][..], 2u64),
+            (&[0x7f], 127),
+            (&[0x80, 1], 128),
+            (&[0x81, 1], 129),
+            (&[0xb9, 0x64], 12857),
+        ] {
+            let mut c = cursor(bytes);
+            assert_eq!(c.uleb(), value);
+            assert_eq!(
+                c.p,
+                bytes.as_ptr() as usize + bytes.len(),
+                "consumed all of {bytes:x?}"
+            );
+        }
+        for (bytes, value) in [
+            (&[2u8][..], 2i64),
+            (&[0x7e], -2),
+            (&[0xff, 0], 127),
+            (&[0x81, 0x7f], -127),
+            (&[0x80, 1], 128),
+            (&[0x80, 0x7f], -128),
+        ] {
+            let mut c = cursor(bytes);
+            assert_eq!(c.sleb(), value);
+            assert_eq!(c.p, bytes.as_ptr() as usize + bytes.len());
+        }
+        let bytes = (-0x40i32).to_le_bytes();
+        let field = bytes.as_ptr() as usize;
+        // pcrel sdata4: relative to the field.
+        assert_eq!(cursor(&bytes).encoded(0x1b, 0), Some(field - 0x40));
+        // datarel sdata4: relative to the base given.
+        assert_eq!(cursor(&bytes).encoded(0x3b, 0x1000), Some(0x1000 - 0x40));
+        // absptr udata4, udata2, sdata2.
+        assert_eq!(cursor(&bytes).encoded(0x03, 0), Some(0xffff_ffc0));
+        assert_eq!(cursor(&bytes).encoded(0x02, 0), Some(0xffc0));
+        assert_eq!(cursor(&bytes).encoded(0x0a, 0), Some(-0x40isize as usize));
+        // Indirect pcrel sdata4 (a personality pointer): where the pointer is, not read.
+        assert_eq!(cursor(&bytes).encoded(0x9b, 0), Some(field - 0x40));
+        // Text- and function-relative, aligned, and unknown formats are not handled.
+        for enc in [0x2b, 0x4b, 0x5b, 0x0f] {
+            assert_eq!(cursor(&bytes).encoded(enc, 0), None, "encoding {enc:#x}");
+        }
+    }
+
+    /// A CIE's initial row as GCC writes it for x86-64: CFA = rsp + 8, return address at CFA - 8.
+    const CIE_PROGRAM: [u8; 5] = [0x0c, 0x07, 0x08, 0x90, 0x01];
+    /// A function that pushes rbp, sets it as the frame pointer, and later restores both:
+    /// at +1 CFA = rsp + 16, rbp at CFA - 16; at +4 CFA = rbp + 16; at +24 CFA = rsp + 8 and rbp
+    /// restored. `remember_state` at +24 and `restore_state` at +30 return to the body's row.
+    const FDE_PROGRAM: [u8; 17] = [
+        0x41, 0x0e, 0x10, 0x86, 0x02, // advance 1; def_cfa_offset 16; offset rbp, 2 * -8
+        0x43, 0x0d, 0x06, // advance 3; def_cfa_register rbp
+        0x54, 0x0a, 0x0c, 0x07, 0x08, 0xc6, // advance 20; remember; def_cfa rsp, 8; restore rbp
+        0x46, 0x0b, 0x00, // advance 6; restore_state; nop
+    ];
+
+    fn program(bytes: &[u8]) -> (usize, usize) {
+        let start = bytes.as_ptr() as usize;
+        (start, start + bytes.len())
+    }
+
+    /// The row for `pc` in a function at 0x1000, as a rule.
+    fn row_rule(pc: usize) -> Rule {
+        let start = Row {
+            cfa_reg: REG_RSP,
+            cfa_off: 8,
+            rbp: RegRule::Unchanged,
+            ra: RegRule::Unchanged,
+        };
+        let Ok(initial) = run(program(&CIE_PROGRAM), start, start, usize::MAX, 0, 1, -8) else {
+            panic!("the CIE program runs");
+        };
+        let Ok(row) = run(program(&FDE_PROGRAM), initial, initial, pc, 0x1000, 1, -8) else {
+            panic!("the FDE program runs at {pc:#x}");
+        };
+        assert!(
+            row.ra == RegRule::AtCfa(-8),
+            "the return address stays at CFA - 8"
+        );
+        let rbp_at = match row.rbp {
+            RegRule::Unchanged => 0,
+            RegRule::AtCfa(off) => off as i16,
+            _ => panic!("rbp rule at {pc:#x}"),
+        };
+        rule(row.cfa_reg == REG_RBP, row.cfa_off as i32, rbp_at)
+    }
+
+    #[test]
+    fn cfa_programs_give_the_row_at_each_address() {
+        let body = rule(true, 16, -16);
+        for (offset, want) in [
+            (0, rule(false, 8, 0)),
+            (1, rule(false, 16, -16)),
+            (3, rule(false, 16, -16)),
+            (4, body),
+            (23, body),
+            (24, rule(false, 8, 0)),
+            (29, rule(false, 8, 0)),
+            (30, body),
+            (100, body),
+        ] {
+            assert_eq!(row_rule(0x1000 + offset), want, "at +{offset}");
+        }
+        // What is not interpreted is refused, not guessed: DW_CFA_def_cfa_expression, a
+        // restore_state without a remember_state.
+        let row = Row {
+            cfa_reg: REG_RSP,
+            cfa_off: 8,
+            rbp: RegRule::Unchanged,
+            ra: RegRule::Unchanged,
+        };
+        for bad in [&[0x0f, 0x01, 0x77][..], &[0x0b]] {
+            let result = run(program(bad), row, row, usize::MAX, 0, 1, -8);
+            assert!(matches!(result, Err(Miss::Unsupported)), "{bad:x?}");
+        }
+    }
+
+    /// An object's unwind tables, laid out in memory: `.eh_frame_hdr` with a two-entry search
+    /// table, then `.eh_frame` with two CIEs and their FDEs. The first FDE covers
+    /// `[code, code + 64)` with [`FDE_PROGRAM`]; the second `[code + 0x1000, code + 0x1040)` with
+    /// a signal-frame CIE (augmentation `zRS`). `code` is made up: nothing is executed or read
+    /// there.
+    struct Tables {
+        bytes: Vec<u8>,
+        code: usize,
+    }
+
+    impl Tables {
+        fn hdr(&self) -> usize {
+            self.bytes.as_ptr() as usize
+        }
+
+        fn new() -> Tables {
+            let mut t = Tables {
+                bytes: std::vec![0u8; 512],
+                code: 0,
+            };
+            let base = t.hdr();
+            t.code = base + 0x10_0000;
+            let code = t.code;
+            let mut at = 0usize;
+            let put = |bytes: &mut Vec<u8>, at: &mut usize, data: &[u8]| {
+                bytes[*at..*at + data.len()].copy_from_slice(data);
+                *at += data.len();
+            };
+            let rel = |from: usize, to: usize| (to.wrapping_sub(from) as i32).to_le_bytes();
+            // .eh_frame_hdr (its `.eh_frame` pointer is read and ignored).
+            let (eh_frame, fdes) = (64usize, [160usize, 320]);
+            put(&mut t.bytes, &mut at, &[1, 0x1b, 0x03, 0x3b]);
+            put(&mut t.bytes, &mut at, &rel(base + 4, base + eh_frame));
+            put(&mut t.bytes, &mut at, &2u32.to_le_bytes());
+            for (i, &fde) in fdes.iter().enumerate() {
+                put(&mut t.bytes, &mut at, &rel(base, code + i * 0x1000));
+                put(&mut t.bytes, &mut at, &rel(base, base + fde));
+            }
+            // Two CIEs, then an FDE for each.
+            let cies = [(eh_frame, &b"zR\0"[..]), (eh_frame + 48, &b"zRS\0"[..])];
+            for &(cie, aug) in &cies {
+                let mut body = std::vec![0, 0, 0, 0, 1];
+                body.extend_from_slice(aug);
+                body.extend_from_slice(&[1, 0x78, 16, 1, 0x1b]);
+                body.extend_from_slice(&CIE_PROGRAM);
+                body.resize(body.len().next_multiple_of(4), 0);
+                at = cie;
+                put(&mut t.bytes, &mut at, &(body.len() as u32).to_le_bytes());
+                put(&mut t.bytes, &mut at, &body);
+            }
+            for (i, (&fde, &(cie, _))) in fdes.iter().zip(&cies).enumerate() {
+                at = fde;
+                let mut body = Vec::new();
+                body.extend_from_slice(&((base + fde + 4 - (base + cie)) as u32).to_le_bytes());
+                body.extend_from_slice(&rel(base + fde + 8, code + i * 0x1000));
+                body.extend_from_slice(&64u32.to_le_bytes());
+                body.push(0);
+                body.extend_from_slice(&FDE_PROGRAM);
+                body.resize(body.len().next_multiple_of(4), 0);
+                put(&mut t.bytes, &mut at, &(body.len() as u32).to_le_bytes());
+                put(&mut t.bytes, &mut at, &body);
+            }
+            t
+        }
+    }
+
+    #[test]
+    fn rules_from_a_synthetic_object() {
+        let t = Tables::new();
+        for offset in [0usize, 1, 4, 23, 24, 30, 63] {
+            match compute(t.hdr(), t.code + offset) {
+                Ok(r) => assert_eq!(r, row_rule(0x1000 + offset), "at +{offset}"),
+                Err(_) => panic!("no rule at +{offset}"),
+            }
+        }
+        // Outside every FDE: no frame. Below the first entry, and between the two FDEs.
+        for pc in [t.code - 1, t.code + 64, t.code + 0xfff] {
+            assert!(matches!(compute(t.hdr(), pc), Err(Miss::NoFrame)), "{pc:#x}");
+        }
+        // A signal frame is libgcc's business.
+        assert!(matches!(
+            compute(t.hdr(), t.code + 0x1000),
+            Err(Miss::Unsupported)
+        ));
+    }
+
+    /// [`remember`], repeated until it takes the table: it gives up when another thread is
+    /// writing (other tests compute rules at the same time).
+    fn remember_surely(pc: usize, object: usize, rule: Rule) {
+        for _ in 0..100_000 {
+            if !WRITING.load(Ordering::Acquire) {
+                remember(pc, object, rule);
+                if cached(pc, object) == Some(rule) {
+                    return;
+                }
+            }
+            std::thread::yield_now();
+        }
+        panic!("the rule for {pc:#x} never got into the table");
+    }
+
+    #[test]
+    fn the_rule_table_hits_after_a_miss_and_checks_the_object() {
+        // Made-up addresses: no real frame asks for them (a real one sharing their slot at the
+        // same moment, from another test, is a 1 in 4096 chance per lookup).
+        let (pc, object) = (0x5eed_0000_1234usize, 0x5eed_0000_0000usize);
+        let r = rule(true, 16, -16);
+        assert!(
+            cached(pc, object).is_none(),
+            "a miss before the rule is remembered"
+        );
+        remember_surely(pc, object, r);
+        assert_eq!(cached(pc, object), Some(r), "a hit after");
+        assert!(
+            cached(pc, object + 4096).is_none(),
+            "an entry of another object is not used"
+        );
+        assert!(cached(pc + 1, object).is_none(), "nor one of another address");
+        // A colliding address replaces the entry.
+        let other = (pc + 1..)
+            .find(|&p| core::ptr::eq(slot_of(p), slot_of(pc)))
+            .unwrap();
+        remember_surely(other, object, rule(false, 8, 0));
+        assert!(cached(pc, object).is_none());
+        assert_eq!(cached(other, object), Some(rule(false, 8, 0)));
+
+        // A real address (inside a prologue, so no walk asks for it): its rule comes from the
+        // table when there is an entry (a planted wrong one comes back), and is computed from the
+        // object's tables when there is none (after the entry is evicted).
+        let lookup = cfa_of_frames as *const () as usize + 1;
+        let mut obj = DlFindObject {
+            flags: 0,
+            map_start: core::ptr::null_mut(),
+            map_end: core::ptr::null_mut(),
+            link_map: core::ptr::null_mut(),
+            eh_frame: core::ptr::null_mut(),
+            reserved: [0; 7],
+        };
+        // SAFETY: a valid out-parameter.
+        assert_eq!(unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) }, 0);
+        let object = obj.map_start as usize;
+        let Ok(computed) = compute(obj.eh_frame as usize, lookup) else {
+            panic!("no rule for this test's own code")
+        };
+        assert!(matches!(rule_for(lookup), Ok(r) if r == computed));
+        let planted = rule(true, 1234, -8);
+        remember_surely(lookup, object, planted);
+        assert!(
+            matches!(rule_for(lookup), Ok(r) if r == planted),
+            "a hit reads the table"
+        );
+        let evict = (lookup + 1..)
+            .find(|&p| core::ptr::eq(slot_of(p), slot_of(lookup)))
+            .unwrap();
+        remember_surely(evict, object, computed);
+        assert!(
+            matches!(rule_for(lookup), Ok(r) if r == computed),
+            "a miss computes the rule"
+        );
+    }
+
+    #[allow(non_camel_case_types)]
+    #[repr(C)]
+    struct _Unwind_Context {
+        _opaque: [u8; 0],
+    }
+
+    type TraceFn = extern "C" fn(*mut _Unwind_Context, *mut c_void) -> c_int;
+    type BacktraceFn = unsafe extern "C" fn(TraceFn, *mut c_void) -> c_int;
+    type GetIpFn = unsafe extern "C" fn(*mut _Unwind_Context) -> usize;
+
+    #[link(name = "gcc_s")]
+    extern "C" {
+        fn _Unwind_GetCFA(ctx: *mut _Unwind_Context) -> usize;
+        fn _Unwind_GetGR(ctx: *mut _Unwind_Context, index: c_int) -> usize;
+    }
+
+    /// A libgcc function `unwind.rs` declares with its own context type: looked up at run
+    /// time, so that the two declarations do not clash.
+    fn libgcc_function(name: &core::ffi::CStr) -> *mut c_void {
+        // SAFETY: a symbol lookup in the loaded objects, with a NUL-terminated name.
+        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        assert!(!f.is_null(), "{name:?} not found");
+        f
+    }
+
+    /// What libgcc knows about one frame: its return address, its `rsp` (what libgcc calls the
+    /// CFA of the context: the callee's CFA) and its `rbp`.
+    #[derive(Clone, Copy, Debug, Default)]
+    struct FrameState {
+        ip: usize,
+        cfa: usize,
+        rbp: usize,
+    }
+
+    /// The walk's state: what was found so far, and libgcc's `_Unwind_GetIP`.
+    struct Walk {
+        frames: Vec<FrameState>,
+        get_ip: GetIpFn,
+    }
+
+    extern "C" fn record(ctx: *mut _Unwind_Context, arg: *mut c_void) -> c_int {
+        // SAFETY: `arg` is the `Walk` that `cfa_of_frames` passes and keeps alive for the walk.
+        let walk = unsafe { &mut *arg.cast::<Walk>() };
+        // SAFETY: `ctx` is the context libgcc hands to this callback; rbp (DWARF register 6) is
+        // callee-saved, so libgcc tracks it in every frame.
+        let state = unsafe {
+            FrameState {
+                ip: (walk.get_ip)(ctx),
+                cfa: _Unwind_GetCFA(ctx),
+                rbp: _Unwind_GetGR(ctx, REG_RBP as c_int),
+            }
+        };
+        if walk.frames.len() == walk.frames.capacity() || state.ip == 0 {
+            return 4; // _URC_NORMAL_STOP
+        }
+        walk.frames.push(state);
+        0
+    }
+
+    /// libgcc's view of the calling thread's frames, innermost first.
+    #[inline(never)]
+    fn cfa_of_frames() -> Vec<FrameState> {
+        // SAFETY: `_Unwind_Backtrace` and `_Unwind_GetIP` have these signatures in libgcc.
+        let (backtrace, get_ip) = unsafe {
+            (
+                core::mem::transmute::<*mut c_void, BacktraceFn>(libgcc_function(c"_Unwind_Backtrace")),
+                core::mem::transmute::<*mut c_void, GetIpFn>(libgcc_function(c"_Unwind_GetIP")),
+            )
+        };
+        let mut walk = Walk {
+            frames: Vec::with_capacity(MAX_FRAMES),
+            get_ip,
+        };
+        // SAFETY: `record` only pushes into `walk.frames` (within its capacity), and `walk`
+        // outlives the walk.
+        unsafe { backtrace(record, (&mut walk as *mut Walk).cast()) };
+        walk.frames
+    }
+
+    #[inline(never)]
+    fn recurse(depth: usize, at_bottom: &mut dyn FnMut()) {
+        if depth == 0 {
+            at_bottom();
+        } else {
+            recurse(depth - 1, at_bottom);
+        }
+        core::hint::black_box(depth);
+    }
+
+    /// For every frame of a known stack (a 12-deep recursion under the test harness), the rule
+    /// computed for its return address gives the CFA and the caller's `rbp` that libgcc found;
+    /// and a whole capture returns libgcc's frames.
+    #[test]
+    fn rules_agree_with_libgcc_frame_by_frame() {
+        let mut frames = Vec::new();
+        recurse(12, &mut || frames = cfa_of_frames());
+        assert!(frames.len() > 14, "libgcc found only {} frames", frames.len());
+        let mut checked = 0;
+        // libgcc's CFA of a context is the one of the frame below it (the frame it returns
+        // from), which is also the context's own rsp: frame i's CFA is frame i + 1's value.
+        for i in 0..frames.len() - 1 {
+            let (frame, caller) = (frames[i], frames[i + 1]);
+            let r = match rule_for(frame.ip - 1) {
+                Ok(r) => r,
+                Err(Miss::NoFrame) => break,
+                Err(Miss::Unsupported) => panic!("frame {i} at {:#x} needs libgcc", frame.ip),
+            };
+            if r.end {
+                break;
+            }
+            let base = if r.cfa_from_rbp { frame.rbp } else { frame.cfa };
+            let cfa = base.wrapping_add(r.cfa_off as isize as usize);
+            assert_eq!(cfa, caller.cfa, "frame {i} at {:#x}: {r:?}", frame.ip);
+            let rbp = if r.rbp_at == 0 {
+                frame.rbp
+            } else {
+                // SAFETY: the slot lies in frame i, which is live below this test's frame.
+                unsafe { *(cfa.wrapping_add(r.rbp_at as isize as usize) as *const usize) }
+            };
+            assert_eq!(
+                rbp, caller.rbp,
+                "frame {i} at {:#x}: the caller's rbp, {r:?}",
+                frame.ip
+            );
+            checked += 1;
+        }
+        assert!(checked >= 12, "only {checked} frames checked");
+
+        let (mut ours, mut theirs) = ([0usize; MAX_FRAMES], [0usize; MAX_FRAMES]);
+        let (mut n_ours, mut n_theirs) = (0, 0);
+        recurse(12, &mut || {
+            n_ours = Cfi.capture(&mut ours, 0);
+            n_theirs = Libgcc.capture(&mut theirs, 0);
+        });
+        assert!(n_ours > 12);
+        // The first frame is the closure's two call sites; the callers agree to the end.
+        assert_eq!(&ours[1..n_ours], &theirs[1..n_theirs]);
     }
 }

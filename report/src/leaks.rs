@@ -32,7 +32,7 @@ use std::io::{self, Write};
 
 use crate::profile::{location_names, Granularity, Profile};
 use crate::render::chart;
-use crate::render::html::escape;
+use crate::render::xml::escape;
 use crate::series::{format_bytes, Axis, AxisUnit};
 use crate::symbolize::{LocationId, Symbolizer};
 

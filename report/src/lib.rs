@@ -2,7 +2,8 @@
 //! jemalloc's write, what Debian's `jeprof` reads) to reports of where live memory was allocated,
 //! symbolized natively and offline from the memory map each dump carries.
 //!
-//! It links neither the allocator nor the profiler. The modules, each using only those above it:
+//! It links neither the allocator nor the profiler. The modules, bottom-up, each using only
+//! those above it in this list:
 //!
 //! 1. [`error`] — the one error type: `FILE:LINE: what is wrong`, one line, exit code 2.
 //! 2. [`dump`] — reading a dump (the format crate's parser) and jeprof's unbiasing.
@@ -12,15 +13,15 @@
 //! 6. [`allocator_frames`] — which functions are the allocator's entry points.
 //! 7. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
 //! 8. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
-//! 9. [`series`] — a series of dumps of one process: their order and positions.
+//! 9. [`series`] — a series of dumps of one process: their order and positions (the HTML
+//!    report's growth chart draws on its axis).
 //! 10. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
-//!    `--flame`, `--html`).
+//!     `--flame`, `--html`); its own modules' order is in its docs.
 //! 11. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 12. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output.
-//! 13. [`run`] — running a program under `libtally.so`, for `tally run`.
-//!
-//! [`report`], [`leaks()`] and [`run::run`] run the whole pipeline of the `tally report`,
-//! `tally leaks` and `tally run` commands.
+//! 12. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//!     ([`report`] and [`leaks()`], re-exported here).
+//! 13. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
 pub mod demangle;

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::render::html::escape;
+use crate::render::xml::escape;
 
 /// One line of the chart.
 pub struct Line {

@@ -80,7 +80,7 @@ fn write_empty(out: &mut Vec<u8>, title: &str) -> io::Result<()> {
         "<?xml version=\"1.0\" standalone=\"no\"?>\n\
          <svg version=\"1.1\" width=\"600\" height=\"60\" xmlns=\"http://www.w3.org/2000/svg\">\
          <text x=\"10\" y=\"30\">{}: no stacks to draw</text></svg>",
-        crate::render::html::escape(title)
+        crate::render::xml::escape(title)
     )
 }
 

@@ -10,6 +10,7 @@ use std::io::{self, Write};
 
 use crate::profile::{Row, SampleType};
 use crate::render::chart;
+use crate::render::xml::escape;
 use crate::series::{format_bytes, Axis};
 
 /// The style sheet of every page.
@@ -19,24 +20,6 @@ table{border-collapse:collapse;font-size:0.9em}\
 th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}\
 td:last-child,th:last-child{text-align:left}\
 code{font-family:monospace}.verdict{font-weight:bold}";
-
-/// `text` with `&`, `<`, `>`, `"` and `'` escaped, control characters replaced: safe in text
-/// and in attribute values, of HTML and of XML.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// Writes a whole page around `body` (already HTML).
 pub fn page(out: &mut dyn Write, title: &str, body: &str) -> io::Result<()> {
@@ -162,14 +145,4 @@ pub fn write(out: &mut dyn Write, report: &HtmlReport) -> io::Result<()> {
     body.push_str(report.flame);
     body.push_str("</div>");
     page(out, &format!("tally report: {}", report.title), &body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(escape("a<b>&\"c'\n"), "a&lt;b&gt;&amp;&quot;c&#39; ");
-    }
 }
