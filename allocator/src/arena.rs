@@ -177,3 +177,275 @@ pub unsafe fn of_chunk(chunk: *const ChunkHeader) -> &'static Arena {
 }
 
 const _: () = assert!(PAGE == 4096);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{info_class, info_offset, CHUNK, FREE_RUN, USABLE_PAGES};
+    use crate::size_class::class_for;
+    use core::ptr;
+    use std::sync::Mutex as TestLock;
+
+    /// Arenas past the in-use ones (`narenas` would need 4 per CPU on 60 CPUs to reach them):
+    /// no thread is ever given one, so a test allocating from its own has exact counts.
+    const SPARE_LARGE: usize = MAX_ARENAS - 6;
+    const SPARE_RESIZE: usize = MAX_ARENAS - 7;
+    const SPARE_SMALL: usize = MAX_ARENAS - 8;
+    const SPARE_LEAVE: usize = MAX_ARENAS - 9;
+
+    fn spare(index: usize) -> &'static Arena {
+        assert!(index >= arena_count(), "arena {index} is in use");
+        &ARENAS[index]
+    }
+
+    /// The tests that bump thread counts to steer [`next_arena`] run one at a time.
+    static CHOICE: TestLock<()> = TestLock::new(());
+
+    /// Far more threads than a test run has.
+    const BIG: u32 = 1 << 24;
+
+    /// Adds `BIG` to the thread counts of the in-use arenas in `bumped` until dropped (also when
+    /// an assertion fails).
+    struct Bump(std::vec::Vec<usize>);
+
+    impl Bump {
+        fn new(bumped: impl Iterator<Item = usize>) -> Self {
+            let bumped: std::vec::Vec<usize> = bumped.collect();
+            for &i in &bumped {
+                ARENAS[i].threads.fetch_add(BIG, Ordering::Relaxed);
+            }
+            Bump(bumped)
+        }
+    }
+
+    impl Drop for Bump {
+        fn drop(&mut self) {
+            for &i in &self.0 {
+                ARENAS[i].threads.fetch_sub(BIG, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn threads(i: usize) -> u32 {
+        ARENAS[i].threads.load(Ordering::Relaxed)
+    }
+
+    /// (chunks, free pages, large blocks of `class` allocated, freed) of `arena`'s page heap.
+    fn heap_counts(arena: &Arena, class: SizeClass) -> (usize, usize, u64, u64) {
+        let heap = arena.pages.lock();
+        let i = class.index() - NSMALL;
+        (
+            heap.chunks,
+            heap.free_pages,
+            heap.large_allocated[i],
+            heap.large_freed[i],
+        )
+    }
+
+    fn large_class(bytes: usize) -> SizeClass {
+        let class = class_for(bytes).unwrap();
+        assert!(!class.is_small() && class.pages() * PAGE == bytes);
+        class
+    }
+
+    /// The span describing the run that starts at `p`.
+    fn span_of(p: *mut u8) -> *mut Span {
+        let chunk = ChunkHeader::of(p as usize);
+        // SAFETY: `p` is a live block of a chunk; its page index is in bounds.
+        unsafe { ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]) }
+    }
+
+    /// Checks the page-info words of the run of `pages` pages at `p`: `class`, offsets 0, 1, ...
+    fn assert_marked(p: *mut u8, pages: usize, class: SizeClass) {
+        let chunk = ChunkHeader::of(p as usize);
+        // SAFETY: the run lies in a live chunk.
+        unsafe {
+            let first = (*chunk).page_index(p as usize);
+            for k in 0..pages {
+                let info = (*chunk).page_info[first + k].load(Ordering::Relaxed);
+                assert_eq!((info_class(info), info_offset(info)), (class.0, k), "page {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn index_is_the_position_in_the_table() {
+        for (i, arena) in ARENAS.iter().enumerate() {
+            assert_eq!(arena.index() as usize, i);
+            // Any address inside the arena names it, not just its first byte.
+            let inside = &arena.bins[NSMALL - 1] as *const Bin as usize;
+            assert_eq!(index_of(inside) as usize, i);
+        }
+    }
+
+    #[test]
+    fn next_arena_picks_the_one_with_fewest_threads() {
+        let _serial = CHOICE.lock().unwrap_or_else(|e| e.into_inner());
+        let n = arena_count();
+        // Every in-use arena but the last carries BIG more threads than any real count.
+        let target = n - 1;
+        let _bump = Bump::new(0..target);
+        let before = threads(target);
+        let picked = next_arena();
+        assert_eq!(picked.index() as usize, target);
+        assert!(threads(target) > before, "the pick is counted");
+        leave_arena(picked);
+    }
+
+    #[test]
+    fn next_arena_takes_the_lowest_index_on_a_tie() {
+        let _serial = CHOICE.lock().unwrap_or_else(|e| e.into_inner());
+        let n = arena_count();
+        if n < 2 {
+            return;
+        }
+        let (low, high) = (n - 2, n - 1);
+        let _bump = Bump::new(0..low);
+        // Other threads may start or end meanwhile; retry until a pick saw no such change.
+        for _ in 0..1000 {
+            let (a, b) = (threads(low), threads(high));
+            let (lift, by) = if a < b { (low, b - a) } else { (high, a - b) };
+            ARENAS[lift].threads.fetch_add(by, Ordering::Relaxed);
+            let tie = a.max(b);
+            let picked = next_arena();
+            let after = (threads(low), threads(high));
+            ARENAS[lift].threads.fetch_sub(by, Ordering::Relaxed);
+            leave_arena(picked);
+            let expected = if picked.index() as usize == low {
+                (tie + 1, tie)
+            } else {
+                (tie, tie + 1)
+            };
+            if after == expected {
+                assert_eq!(picked.index() as usize, low, "tie between {low} and {high}");
+                return;
+            }
+        }
+        panic!("the thread counts never held still");
+    }
+
+    #[test]
+    fn leave_arena_gives_back_one_thread() {
+        let arena = spare(SPARE_LEAVE);
+        arena.threads.fetch_add(2, Ordering::Relaxed);
+        leave_arena(arena);
+        assert_eq!(threads(SPARE_LEAVE), 1);
+        leave_arena(arena);
+        assert_eq!(threads(SPARE_LEAVE), 0);
+    }
+
+    #[test]
+    fn large_blocks_come_from_the_arena_and_go_back() {
+        let arena = spare(SPARE_LARGE);
+        let class = large_class(16 * PAGE);
+        let pages = class.pages();
+        let (chunks0, free0, allocated0, freed0) = heap_counts(arena, class);
+        let large_allocs = LARGE_ALLOCS.load(Ordering::Relaxed);
+
+        let p = arena.alloc_large(class, PAGE);
+        assert!(!p.is_null());
+        assert_eq!(p as usize % PAGE, 0);
+        // SAFETY: a fresh block of `pages` pages.
+        unsafe { ptr::write_bytes(p, 0xab, pages * PAGE) };
+        let span = span_of(p);
+        // SAFETY: the span of a live run.
+        unsafe {
+            assert_eq!((*span).state, RunState::Large);
+            assert_eq!(((*span).pages as usize, (*span).class), (pages, class.0));
+            assert_eq!((*ChunkHeader::of(p as usize)).arena as usize, SPARE_LARGE);
+        }
+        assert_marked(p, pages, class);
+        let (chunks, free, allocated, freed) = heap_counts(arena, class);
+        assert_eq!(free + pages, free0 + (chunks - chunks0) * USABLE_PAGES);
+        assert_eq!((allocated, freed), (allocated0 + 1, freed0));
+        assert!(LARGE_ALLOCS.load(Ordering::Relaxed) > large_allocs);
+
+        let aligned = arena.alloc_large(class, 64 * PAGE);
+        assert!(!aligned.is_null());
+        assert_eq!(aligned as usize % (64 * PAGE), 0);
+        // An alignment no run inside a chunk can meet.
+        assert!(arena.alloc_large(class, CHUNK).is_null());
+        assert_eq!(heap_counts(arena, class).2, allocated0 + 2);
+
+        // SAFETY: both are live large runs of this arena, not used again.
+        unsafe {
+            arena.free_large(span);
+            arena.free_large(span_of(aligned));
+        }
+        let (chunks, free, allocated, freed) = heap_counts(arena, class);
+        assert_eq!(free, free0 + (chunks - chunks0) * USABLE_PAGES);
+        assert_eq!((allocated, freed), (allocated0 + 2, freed0 + 2));
+        arena.pages.lock().debug_check_invariants();
+    }
+
+    #[test]
+    fn large_blocks_resize_in_place_when_the_next_pages_are_free() {
+        let arena = spare(SPARE_RESIZE);
+        let small = large_class(5 * PAGE);
+        let big = large_class(8 * PAGE);
+        let (_, _, big_allocated0, _) = heap_counts(arena, big);
+        let (_, _, small_allocated0, small_freed0) = heap_counts(arena, small);
+        let first = arena.alloc_large(small, PAGE);
+        let second = arena.alloc_large(small, PAGE);
+        assert_eq!(
+            second as usize,
+            first as usize + small.pages() * PAGE,
+            "precondition: a fresh arena hands out adjacent runs"
+        );
+        let (a, b) = (span_of(first), span_of(second));
+        let free_before = arena.pages.lock().free_pages;
+
+        // SAFETY: `a` and `b` are live large runs of this arena.
+        unsafe {
+            assert!(!arena.resize_large_in_place(a, big), "`second` is in the way");
+            assert_eq!(((*a).pages as usize, (*a).class), (small.pages(), small.0));
+            assert_marked(first, small.pages(), small);
+
+            assert!(arena.resize_large_in_place(b, big), "free pages follow `second`");
+            assert_eq!(((*b).pages as usize, (*b).class), (big.pages(), big.0));
+            assert_marked(second, big.pages(), big);
+            let grown = big.pages() - small.pages();
+            assert_eq!(arena.pages.lock().free_pages, free_before - grown);
+            assert_eq!(heap_counts(arena, small).3, small_freed0 + 1);
+            assert_eq!(heap_counts(arena, big).2, big_allocated0 + 1);
+
+            assert!(arena.resize_large_in_place(b, big), "the same class always fits");
+            assert_eq!((*b).pages as usize, big.pages());
+
+            assert!(arena.resize_large_in_place(b, small), "shrinking always fits");
+            assert_eq!(((*b).pages as usize, (*b).class), (small.pages(), small.0));
+            assert_marked(second, small.pages(), small);
+            let after = second as usize + small.pages() * PAGE;
+            let chunk = ChunkHeader::of(after);
+            let info = (*chunk).page_info[(*chunk).page_index(after)].load(Ordering::Relaxed);
+            assert_eq!(info_class(info), FREE_RUN, "the tail went back");
+            assert_eq!(arena.pages.lock().free_pages, free_before);
+
+            arena.free_large(a);
+            arena.free_large(b);
+        }
+        assert_eq!(heap_counts(arena, small).2, small_allocated0 + 3);
+        arena.pages.lock().debug_check_invariants();
+    }
+
+    #[test]
+    fn of_chunk_returns_the_owner() {
+        let small_arena = spare(SPARE_SMALL);
+        let class = SizeClass(3);
+        let mut one = [ptr::null_mut()];
+        let n = small_arena.bins[class.index()].fill(class, &small_arena.pages, SPARE_SMALL as u32, &mut one);
+        assert_eq!(n, 1);
+        let large_arena = spare(SPARE_LARGE);
+        let large = large_arena.alloc_large(large_class(4 * PAGE), PAGE);
+        assert!(!large.is_null());
+        // SAFETY: both blocks lie in live chunks; each is given back once.
+        unsafe {
+            let owner = of_chunk(ChunkHeader::of(one[0] as usize));
+            assert!(ptr::eq(owner, small_arena));
+            let owner = of_chunk(ChunkHeader::of(large as usize));
+            assert!(ptr::eq(owner, large_arena));
+            small_arena.bins[class.index()].return_batch(class, &small_arena.pages, &one);
+            large_arena.free_large(span_of(large));
+        }
+    }
+}

@@ -113,3 +113,190 @@ extern "C" fn background_main(_: *mut c_void) -> *mut c_void {
         purge_arenas(pal::now_ms(), false, true);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{RunState, Span};
+    use crate::extent::PageHeap;
+    use crate::size_class::NSMALL;
+    use std::sync::{Mutex as TestLock, MutexGuard as TestGuard};
+    use tally_pal::PAGE;
+
+    /// Tests that change the decay settings or the tick schedule run one at a time.
+    static SERIAL: TestLock<()> = TestLock::new(());
+
+    /// The decay settings in force when saved, put back when dropped (also when an assertion
+    /// fails). Holds the serial lock meanwhile.
+    struct Saved {
+        dirty: i64,
+        muzzy: i64,
+        background: bool,
+        _serial: TestGuard<'static, ()>,
+    }
+
+    impl Saved {
+        fn new() -> Self {
+            let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+            Saved {
+                dirty: DIRTY_DECAY_MS.load(Ordering::Relaxed),
+                muzzy: MUZZY_DECAY_MS.load(Ordering::Relaxed),
+                background: BACKGROUND.load(Ordering::Relaxed),
+                _serial: serial,
+            }
+        }
+    }
+
+    impl Drop for Saved {
+        fn drop(&mut self) {
+            DIRTY_DECAY_MS.store(self.dirty, Ordering::Relaxed);
+            MUZZY_DECAY_MS.store(self.muzzy, Ordering::Relaxed);
+            BACKGROUND.store(self.background, Ordering::Relaxed);
+        }
+    }
+
+    /// The default options with these decay times (and no background thread, which a test
+    /// must not start: it would outlive the test).
+    fn decay_options(dirty: i64, muzzy: i64) -> Options {
+        Options {
+            dirty_decay_ms: dirty,
+            muzzy_decay_ms: muzzy,
+            background_thread: false,
+            ..Options::DEFAULT
+        }
+    }
+
+    /// The arena index recorded in the chunks of a private page heap (never looked up).
+    const TEST_ARENA: u32 = 255;
+
+    /// A private page heap with one freshly freed, written run of `pages` pages; returns it
+    /// with the clock read just before and just after the free.
+    fn heap_with_dirty_run(pages: usize) -> (PageHeap, u64, u64) {
+        let mut heap = PageHeap::new();
+        let run = heap.alloc(pages, NSMALL as u8, RunState::Large, TEST_ARENA);
+        assert!(!run.is_null());
+        // SAFETY: the run is ours: written, then freed once.
+        unsafe {
+            core::ptr::write_bytes(Span::start(run) as *mut u8, 0xab, pages * PAGE);
+            let before = pal::now_ms();
+            heap.free(run);
+            let after = pal::now_ms();
+            assert_eq!(heap.dirty_pages, pages);
+            (heap, before, after)
+        }
+    }
+
+    #[test]
+    fn configure_takes_the_decay_options() {
+        let _saved = Saved::new();
+        configure(&decay_options(1234, 567));
+        assert_eq!(DIRTY_DECAY_MS.load(Ordering::Relaxed), 1234);
+        assert_eq!(MUZZY_DECAY_MS.load(Ordering::Relaxed), 567);
+        assert!(!BACKGROUND.load(Ordering::Relaxed));
+        assert_eq!(interval_ms(), Some(56));
+        configure(&decay_options(-1, 0));
+        assert_eq!(interval_ms(), None);
+    }
+
+    #[test]
+    fn the_interval_is_a_tenth_of_the_shortest_decay_between_1_ms_and_1_s() {
+        let _saved = Saved::new();
+        for (dirty, muzzy, interval) in [
+            (10_000, 0, Some(1000)),
+            (5_000, 300, Some(30)),
+            (300, 5_000, Some(30)),
+            (-1, 20_000, Some(1000)),
+            (100_000, -1, Some(1000)),
+            (5, -1, Some(1)),
+            (0, 50, Some(5)),
+            (0, 0, None),
+            (-1, -1, None),
+        ] {
+            DIRTY_DECAY_MS.store(dirty, Ordering::Relaxed);
+            MUZZY_DECAY_MS.store(muzzy, Ordering::Relaxed);
+            assert_eq!(interval_ms(), interval, "dirty {dirty}, muzzy {muzzy}");
+        }
+    }
+
+    #[test]
+    fn tick_purges_at_most_once_per_interval() {
+        let _saved = Saved::new();
+        configure(&decay_options(10_000, 0));
+        let interval = interval_ms().unwrap();
+        assert_eq!(interval, 1000);
+
+        // A pass is due: a tick runs one (this thread's or a racing thread's).
+        let start = pal::now_ms();
+        NEXT_TICK_MS.store(0, Ordering::Relaxed);
+        let passes = PASSES.load(Ordering::Relaxed);
+        tick();
+        assert!(PASSES.load(Ordering::Relaxed) > passes, "a due tick purges");
+        assert!(
+            NEXT_TICK_MS.load(Ordering::Relaxed) > start,
+            "and sets the next one"
+        );
+
+        // Ticks from every thread share one schedule.
+        let passes = PASSES.load(Ordering::Relaxed);
+        let start = pal::now_ms();
+        for _ in 0..100_000 {
+            tick();
+        }
+        let elapsed = pal::now_ms() - start;
+        let ran = PASSES.load(Ordering::Relaxed) - passes;
+        assert!(ran <= elapsed / interval + 1, "{ran} passes in {elapsed} ms");
+
+        // Nothing decays: ticks never purge.
+        configure(&decay_options(-1, -1));
+        NEXT_TICK_MS.store(0, Ordering::Relaxed);
+        let passes = PASSES.load(Ordering::Relaxed);
+        for _ in 0..1000 {
+            tick();
+        }
+        assert_eq!(PASSES.load(Ordering::Relaxed), passes);
+    }
+
+    #[test]
+    fn dirty_runs_go_back_once_older_than_dirty_decay_ms() {
+        let _saved = Saved::new();
+        const DIRTY: u64 = 10_000;
+        configure(&decay_options(DIRTY as i64, 0));
+        let (mut heap, before, after) = heap_with_dirty_run(8);
+        assert_eq!(heap.purge(before + DIRTY - 1, false), 0, "too young");
+        assert_eq!(heap.dirty_pages, 8);
+        assert_eq!(heap.purge(after + DIRTY, false), 8, "old enough");
+        assert_eq!(heap.dirty_pages, 0);
+        // The chunk was all free and is now clean: unmapped.
+        assert_eq!((heap.chunks, heap.free_pages), (0, 0));
+        heap.debug_check_invariants();
+
+        // `everything` does not wait.
+        let (mut heap, before, _) = heap_with_dirty_run(8);
+        assert_eq!(heap.purge(before, true), 8);
+        assert_eq!(heap.dirty_pages, 0);
+
+        // Decay -1: never, unless everything.
+        configure(&decay_options(-1, -1));
+        let (mut heap, _, after) = heap_with_dirty_run(8);
+        assert_eq!(heap.purge(after + (1 << 40), false), 0);
+        assert_eq!(heap.dirty_pages, 8);
+        assert_eq!(heap.purge(after, true), 8);
+    }
+
+    #[test]
+    fn with_muzzy_decay_dirty_runs_turn_muzzy_then_go_back() {
+        let _saved = Saved::new();
+        const DIRTY: u64 = 10_000;
+        const MUZZY: u64 = 5_000;
+        configure(&decay_options(DIRTY as i64, MUZZY as i64));
+        let (mut heap, _, after) = heap_with_dirty_run(8);
+        let now = after + DIRTY;
+        assert_eq!(heap.purge(now, false), 0, "given back lazily: not counted yet");
+        assert_eq!((heap.dirty_pages, heap.muzzy_pages), (0, 8));
+        assert_eq!(heap.purge(now + MUZZY - 1, false), 0);
+        assert_eq!(heap.muzzy_pages, 8);
+        assert_eq!(heap.purge(now + MUZZY, false), 8);
+        assert_eq!((heap.muzzy_pages, heap.chunks), (0, 0));
+        heap.debug_check_invariants();
+    }
+}

@@ -458,3 +458,404 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
 }
 
 const _: () = assert!(CAPS[0] >= 2 && CAPS[NCACHED - 1] >= 2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arena::{arena_count, ARENAS, MAX_ARENAS};
+    use crate::chunk::info_class;
+    use crate::size_class::{NSMALL, TCACHE_MAX};
+    use std::sync::{Mutex as TestLock, MutexGuard as TestGuard};
+
+    /// Tests that attach caches or change `tcache_max` run one at a time: the capacities a cache
+    /// gets depend on `tcache_max` when it is attached.
+    static SERIAL: TestLock<()> = TestLock::new(());
+
+    fn serial() -> TestGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An arena no thread is given (see the tests in `arena.rs`): its bins' counts are exact.
+    const SPARE: usize = MAX_ARENAS - 10;
+
+    /// A thread's bins as a new thread block holds them (all zero), for one test alone. The
+    /// calling thread's own bins would also serve its allocations (the test harness's, a
+    /// failed assertion's), and its blocks would move under the test's feet; these bins are the
+    /// test's only, which is what the functions' contracts ask of "the calling thread's bins".
+    /// Leaked, so that an attached cache's owner stays valid even if a test fails.
+    fn new_bins() -> *mut ThreadBins {
+        // SAFETY: all zero bytes are a valid ThreadBins (a new thread's block is zero).
+        std::boxed::Box::into_raw(std::boxed::Box::new(unsafe { core::mem::zeroed::<ThreadBins>() }))
+    }
+
+    /// The class byte of the page holding `p`, a block in a live chunk.
+    fn class_of(p: *mut u8) -> usize {
+        let chunk = ChunkHeader::of(p as usize);
+        // SAFETY: per the caller `p` lies in a live chunk, so its page index is in bounds.
+        unsafe {
+            info_class((*chunk).page_info[(*chunk).page_index(p as usize)].load(Ordering::Relaxed)) as usize
+        }
+    }
+
+    /// Checks the invariant in the module docs: `count <= cap`; the cached blocks distinct and of
+    /// the bin's class; no cache, no capacity and no slots; a capacity is the class's or 0 (a
+    /// class above `tcache_max`).
+    fn check_invariants(tb: *const ThreadBins) {
+        // SAFETY: the bins of the calling thread (which does not allocate meanwhile) or of the
+        // test; cached blocks lie in live chunks.
+        unsafe {
+            let attached = !(*tb).cache.is_null();
+            for (i, bin) in (*tb).bins.iter().enumerate() {
+                let count = bin.count() as usize;
+                assert!(
+                    count <= bin.cap as usize,
+                    "bin {i}: count {count} > cap {}",
+                    bin.cap
+                );
+                assert_eq!(!bin.slots.is_null(), attached, "bin {i}: slots iff a cache");
+                assert!(attached || bin.cap == 0, "bin {i}: capacity without a cache");
+                assert!(
+                    bin.cap == 0 || bin.cap as u32 == CAPS[i],
+                    "bin {i}: capacity {}",
+                    bin.cap
+                );
+                for k in 0..count {
+                    let p = *bin.slots.add(k);
+                    assert_eq!(class_of(p), i, "bin {i}: a block of another class");
+                    for j in 0..k {
+                        assert_ne!(*bin.slots.add(j), p, "bin {i}: a block cached twice");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `tc` is in the list that starts at `head` (linked by `next`).
+    fn listed(mut head: *mut TCache, tc: *mut TCache) -> bool {
+        while !head.is_null() {
+            if head == tc {
+                return true;
+            }
+            // SAFETY: list members are caches in the metadata pool; the caller holds the lock.
+            head = unsafe { (*head).next };
+        }
+        false
+    }
+
+    /// Takes `out.len()` blocks of the small `class` as the allocation paths do: popped from the
+    /// bin, which is refilled when empty. Leaves what the last refill brought in the bin.
+    ///
+    /// # Safety
+    /// `tb` must be the test's bins, with a cache.
+    unsafe fn take(tb: *mut ThreadBins, class: SizeClass, out: &mut [*mut u8]) {
+        let i = class.index();
+        for slot in out.iter_mut() {
+            // SAFETY: per the contract; `fill_and_pop` is called on an empty bin only.
+            unsafe {
+                let count = (*tb).bins[i].count();
+                *slot = if count == 0 {
+                    fill_and_pop(tb, class)
+                } else {
+                    (*tb).bins[i].set_count(count - 1);
+                    *(*tb).bins[i].slots.add(count as usize - 1)
+                };
+            }
+            assert!(!slot.is_null());
+        }
+    }
+
+    /// Pushes `blocks` onto the bin of `class` as `free` does (the last one on top).
+    ///
+    /// # Safety
+    /// `tb` must be the test's bins, with a cache; the blocks free blocks of `class` that only
+    /// the test holds.
+    unsafe fn push(tb: *mut ThreadBins, class: SizeClass, blocks: &[*mut u8]) {
+        // SAFETY: per the contract; the capacity is checked before each write.
+        unsafe {
+            let bin = &mut (*tb).bins[class.index()];
+            for &p in blocks {
+                let count = bin.count();
+                assert!(count < bin.cap as u32, "bin full");
+                *bin.slots.add(count as usize) = p;
+                bin.set_count(count + 1);
+            }
+        }
+    }
+
+    /// The first `n` cached blocks of `class`, oldest first.
+    ///
+    /// # Safety
+    /// `tb` must be the test's bins, with at least `n` blocks of `class`.
+    unsafe fn cached<const N: usize>(tb: *mut ThreadBins, class: SizeClass, n: usize) -> [*mut u8; N] {
+        let mut out = [ptr::null_mut(); N];
+        // SAFETY: per the contract.
+        unsafe { ptr::copy_nonoverlapping((*tb).bins[class.index()].slots, out.as_mut_ptr(), n) };
+        out
+    }
+
+    #[test]
+    fn attach_gives_every_class_its_capacity_and_detach_takes_it_back() {
+        let _serial = serial();
+        let tb = new_bins();
+        check_invariants(tb);
+        // SAFETY: the test's own bins, with no cache at first.
+        unsafe {
+            let tc = TCache::attach(tb);
+            assert!(!tc.is_null());
+            assert_eq!((*tb).cache, tc);
+            let arena = (*(*tc).arena).index();
+            assert_eq!((*tb).arena, arena);
+            assert!((arena as usize) < arena_count());
+            assert!(listed(CACHES.lock().attached, tc));
+            let cached = CACHED_CLASSES.load(Ordering::Relaxed) as usize;
+            let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
+            let mut offset = 0;
+            for (i, bin) in (*tb).bins.iter().enumerate() {
+                let cap = if i < cached { CAPS[i] as u16 } else { 0 };
+                assert_eq!(bin.cap, cap, "bin {i}");
+                assert_eq!(bin.count(), 0);
+                assert_eq!(bin.fill, first_fill(i).min(cap / 2).max(1), "bin {i}");
+                // Each bin's slots follow the previous bin's, all inside the cache's storage.
+                assert_eq!(bin.slots, storage.add(offset), "bin {i}");
+                offset += CAPS[i] as usize;
+            }
+            assert_eq!(offset, TOTAL_SLOTS);
+            check_invariants(tb);
+
+            TCache::detach(tb);
+            assert!((*tb).cache.is_null());
+            for bin in &(*tb).bins {
+                assert_eq!((bin.cap, bin.fill, bin.slots), (0, 0, ptr::null_mut()));
+            }
+            check_invariants(tb);
+            {
+                let caches = CACHES.lock();
+                assert!(!listed(caches.attached, tc));
+                assert!(listed(caches.pool, tc), "a detached cache goes to the pool");
+            }
+            // The thread may have a cache again.
+            assert!(!TCache::attach(tb).is_null());
+            TCache::detach(tb);
+        }
+    }
+
+    #[test]
+    fn fill_and_pop_refills_with_batches_doubling_up_to_half_the_capacity() {
+        let _serial = serial();
+        let tb = new_bins();
+        let class = SizeClass(10);
+        let i = class.index();
+        let mut blocks = [ptr::null_mut(); 512];
+        let mut n = 0;
+        let misses = MISSES[i].load(Ordering::Relaxed);
+        // SAFETY: the test's own bins; `fill_and_pop` is called on empty bins only; the blocks
+        // taken are returned once, before the cache goes.
+        unsafe {
+            TCache::attach(tb);
+            let half = (*tb).bins[i].cap / 2;
+            for round in 0..8 {
+                let want = (*tb).bins[i].fill;
+                let nmalloc = (*tb).bins[i].nmalloc.load(Ordering::Relaxed);
+                (*tb).missed = 0;
+                let p = fill_and_pop(tb, class);
+                assert!(!p.is_null());
+                ptr::write_bytes(p, 0x5a, class.size());
+                blocks[n] = p;
+                n += 1;
+                let bin = &(*tb).bins[i];
+                assert_eq!(bin.count(), want as u32 - 1, "round {round}: the refill's batch");
+                assert_eq!(
+                    bin.fill,
+                    (want * 2).min(half).max(1),
+                    "round {round}: the next batch"
+                );
+                assert_eq!((*tb).missed, 1 << i, "round {round}: the miss bit");
+                assert_eq!(bin.nmalloc.load(Ordering::Relaxed), nmalloc + 1);
+                check_invariants(tb);
+                // Drain the bin, as allocations would.
+                let count = bin.count() as usize;
+                ptr::copy_nonoverlapping(bin.slots, blocks.as_mut_ptr().add(n), count);
+                n += count;
+                bin.set_count(0);
+            }
+            assert_eq!(
+                (*tb).bins[i].fill,
+                half,
+                "the batch stops growing at half the capacity"
+            );
+            assert!(MISSES[i].load(Ordering::Relaxed) >= misses + 8);
+            for (k, &p) in blocks[..n].iter().enumerate() {
+                assert_eq!(class_of(p), i);
+                assert!(!blocks[..k].contains(&p), "a block handed out twice");
+            }
+            return_grouped(class, &mut blocks[..n]);
+
+            // A large class: one block straight from the arena, none prefetched.
+            let large = SizeClass(NSMALL as u8 + 1);
+            assert!(large.index() < NCACHED);
+            (*tb).missed = 0;
+            let p = fill_and_pop(tb, large);
+            assert!(!p.is_null());
+            assert_eq!(class_of(p), large.index());
+            assert_eq!((*tb).bins[large.index()].count(), 0);
+            assert_eq!((*tb).missed, 1 << large.index());
+            return_grouped(large, &mut [p]);
+            TCache::detach(tb);
+        }
+    }
+
+    #[test]
+    fn flush_keeps_the_newest_blocks_and_sends_the_rest_to_their_own_arenas() {
+        let _serial = serial();
+        let tb = new_bins();
+        let class = SizeClass(20);
+        let i = class.index();
+        let spare = &ARENAS[SPARE];
+        assert!(SPARE >= arena_count());
+        const M: usize = 8;
+        let mut own = [ptr::null_mut(); M];
+        let mut foreign = [ptr::null_mut(); M];
+        // SAFETY: the test's own bins, with a cache from `attach`; every block is a free block of
+        // `class` that only the test holds, given back once.
+        unsafe {
+            TCache::attach(tb);
+            take(tb, class, &mut own);
+            flush(tb, class, 0);
+            assert_eq!((*tb).bins[i].count(), 0, "flush to 0 empties the bin");
+            let n = spare.bins[i].fill(class, &spare.pages, SPARE as u32, &mut foreign);
+            assert_eq!(n, M);
+            // Alternate: the cache's arena's blocks and the spare arena's.
+            for k in 0..M {
+                push(tb, class, &[own[k], foreign[k]]);
+            }
+            check_invariants(tb);
+            let before: [*mut u8; 2 * M] = cached(tb, class, 2 * M);
+            let (_, handed, returned) = spare.bins[i].counts();
+            let home = &ARENAS[(*tb).arena as usize];
+            let home_returned = home.bins[i].counts().2;
+
+            flush(tb, class, 2 * M); // keeps everything
+            assert_eq!((*tb).bins[i].count() as usize, 2 * M);
+            flush(tb, class, M);
+            assert_eq!((*tb).bins[i].count() as usize, M);
+            let after: [*mut u8; M] = cached(tb, class, M);
+            assert_eq!(after[..], before[M..], "the newest half stays, in order");
+            // The oldest half, half of it the spare arena's, went back to the arenas they came
+            // from (the spare arena is the test's alone: its counts are exact).
+            assert_eq!(
+                spare.bins[i].counts(),
+                (spare.bins[i].counts().0, handed, returned + M as u64 / 2)
+            );
+            assert!(home.bins[i].counts().2 >= home_returned + M as u64 / 2);
+            check_invariants(tb);
+
+            TCache::detach(tb);
+            assert_eq!(
+                spare.bins[i].counts().2,
+                returned + M as u64,
+                "every foreign block went home"
+            );
+            spare.bins[i].debug_check_invariants(class);
+        }
+    }
+
+    #[test]
+    fn gc_step_gives_back_a_quarter_of_a_bin_not_refilled_since_the_last_look() {
+        let _serial = serial();
+        let tb = new_bins();
+        let class = SizeClass(7);
+        let i = class.index();
+        let mut blocks = [ptr::null_mut(); 24];
+        // SAFETY: the test's own bins, with a cache from `attach`; no reference to a bin is held
+        // across the calls that change it.
+        unsafe {
+            // No cache: nothing to look at.
+            gc_step(tb);
+            assert_eq!((*tb).gc_next, 0);
+
+            TCache::attach(tb);
+            take(tb, class, &mut blocks);
+            flush(tb, class, 0);
+            push(tb, class, &blocks);
+            (*tb).bins[i].fill = 8;
+            assert_ne!((*tb).missed & 1 << i, 0, "taking the blocks refilled the bin");
+
+            // Refilled since the last look: left alone, but looked at.
+            (*tb).gc_next = i as u32;
+            gc_step(tb);
+            assert_eq!((*tb).gc_next as usize, i + 1);
+            assert_eq!((*tb).missed & 1 << i, 0);
+            assert_eq!(((*tb).bins[i].count(), (*tb).bins[i].fill), (24, 8));
+
+            // Not refilled since: the oldest quarter goes, the refill batch halves.
+            let flushes = GC_FLUSHES.load(Ordering::Relaxed);
+            (*tb).gc_next = i as u32;
+            gc_step(tb);
+            assert_eq!(((*tb).bins[i].count(), (*tb).bins[i].fill), (18, 4));
+            let kept: [*mut u8; 18] = cached(tb, class, 18);
+            assert_eq!(kept[..], blocks[6..], "the newest blocks stay");
+            assert!(GC_FLUSHES.load(Ordering::Relaxed) > flushes);
+            (*tb).gc_next = i as u32;
+            gc_step(tb);
+            assert_eq!(((*tb).bins[i].count(), (*tb).bins[i].fill), (18 - 5, 2));
+            check_invariants(tb);
+
+            // An empty bin: only the batch halves, never below 1.
+            flush(tb, class, 0);
+            for _ in 0..3 {
+                (*tb).gc_next = i as u32;
+                gc_step(tb);
+            }
+            assert_eq!(((*tb).bins[i].count(), (*tb).bins[i].fill), (0, 1));
+
+            // The look goes round every bin.
+            (*tb).gc_next = NCACHED as u32 - 1;
+            gc_step(tb);
+            assert_eq!((*tb).gc_next, 0);
+            TCache::detach(tb);
+        }
+    }
+
+    #[test]
+    fn configure_leaves_classes_above_tcache_max_uncached() {
+        let _serial = serial();
+        let saved = CACHED_CLASSES.load(Ordering::Relaxed);
+        configure(0);
+        assert_eq!(CACHED_CLASSES.load(Ordering::Relaxed), 0);
+        configure(usize::MAX);
+        assert_eq!(CACHED_CLASSES.load(Ordering::Relaxed) as usize, NCACHED);
+        configure(TCACHE_MAX);
+        assert_eq!(CACHED_CLASSES.load(Ordering::Relaxed) as usize, NCACHED);
+        configure(1024);
+        let cached = (0..NCACHED).filter(|&i| size_compute(i) <= 1024).count();
+        assert!(cached > 0 && cached < NCACHED);
+        let tb = new_bins();
+        // SAFETY: the test's own bins.
+        unsafe {
+            TCache::attach(tb);
+            CACHED_CLASSES.store(saved, Ordering::Relaxed);
+            for (i, bin) in (*tb).bins.iter().enumerate() {
+                assert_eq!(bin.cap != 0, i < cached, "bin {i}");
+            }
+            check_invariants(tb);
+            TCache::detach(tb);
+        }
+    }
+
+    #[test]
+    fn a_threads_own_bins_keep_the_invariant() {
+        let main = thread_bins() as usize;
+        std::thread::spawn(move || {
+            let tb = thread_bins();
+            assert_ne!(tb as usize, main, "each thread has its own block");
+            check_invariants(tb);
+            for size in [8, 24, 100, 1000, 5000, 20_000] {
+                let v: std::vec::Vec<u8> = std::vec![1; size];
+                drop(core::hint::black_box(v));
+            }
+            check_invariants(tb);
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -98,3 +98,149 @@ pub unsafe fn on_event(ev: *mut ThreadEvents) -> bool {
     ev.left = next;
     sample
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::NCACHED;
+    use tally_profiler::sampler::IDLE_DISTANCE;
+
+    /// Runs `f` on a thread of its own: its thread block, and so its countdown, belongs to the
+    /// test alone. `f` must not allocate between its calls and its checks (an allocation counts
+    /// down too).
+    fn on_new_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    /// Makes the calling thread's countdown what a new thread's block holds: all zero.
+    fn reset() {
+        let ev = ThreadEvents {
+            left: 0,
+            armed: 0,
+            tick_left: 0,
+            sampler: ThreadSampler::default(),
+        };
+        // SAFETY: the calling thread's own events, not borrowed anywhere.
+        unsafe { thread_events().write(ev) };
+    }
+
+    /// (left, armed, tick_left, the sampler's distance) of the calling thread's countdown.
+    fn state() -> (i64, i64, i64, i64) {
+        let ev = thread_events();
+        // SAFETY: the calling thread's own events, read between its calls.
+        unsafe { ((*ev).left, (*ev).armed, (*ev).tick_left, (*ev).sampler.left()) }
+    }
+
+    /// The state right after an event: `left == armed == min(sampler, tick_left) >= 1`, within
+    /// the tick budget.
+    fn assert_just_armed() {
+        let (left, armed, tick_left, sampler) = state();
+        assert!(armed >= 1, "armed {armed}");
+        assert_eq!(left, armed);
+        assert_eq!(armed, sampler.min(tick_left));
+        assert!(
+            0 < tick_left && tick_left <= decay::TICK_BYTES,
+            "tick_left {tick_left}"
+        );
+    }
+
+    /// The cache GC steps the calling thread took so far (mod the number of bins).
+    fn gc_steps() -> u32 {
+        // SAFETY: the calling thread's own bins, read between its calls.
+        unsafe { (*tcache::thread_bins()).gc_next }
+    }
+
+    #[test]
+    fn a_new_threads_first_event_arms_the_countdown() {
+        on_new_thread(|| {
+            reset();
+            assert!(!count(0));
+            assert_eq!(state().1, 0, "zero bytes do not run the countdown out");
+            assert!(!count(8));
+            assert_just_armed();
+            let (_, armed, tick_left, _) = state();
+            assert_eq!(
+                tick_left,
+                decay::TICK_BYTES - 8,
+                "the tick budget starts, less the first block"
+            );
+            assert_eq!(armed, tick_left, "the profiler is off: the tick is nearest");
+        });
+    }
+
+    #[test]
+    fn count_runs_an_event_only_below_zero() {
+        on_new_thread(|| {
+            reset();
+            assert!(!count(1));
+            let (left, armed, tick_left, _) = state();
+            assert!(!count(left as usize - 1));
+            assert_eq!(state(), (1, armed, tick_left, state().3), "no event before zero");
+            assert!(!count(1));
+            assert_eq!(state().0, 0);
+            assert_eq!(state().1, armed, "no event at zero");
+            assert!(!count(1));
+            // The event settled `armed + 1` bytes, the whole tick budget: a tick, and a fresh one.
+            assert_just_armed();
+            assert_eq!(state().2, decay::TICK_BYTES);
+        });
+    }
+
+    #[test]
+    fn the_tick_comes_every_tick_bytes() {
+        on_new_thread(|| {
+            // One allocation first, so this thread has its cache and its GC steps can be seen.
+            drop(core::hint::black_box(std::boxed::Box::new(1u64)));
+            // SAFETY: the calling thread's own bins.
+            let has_cache = unsafe { !(*tcache::thread_bins()).cache.is_null() };
+            assert!(has_cache, "this test needs thread caches (tcache:true)");
+            reset();
+            let first = gc_steps();
+            const CHUNK: i64 = 64;
+            const TICKS: i64 = 10;
+            for _ in 0..TICKS * decay::TICK_BYTES / CHUNK {
+                assert!(!count(CHUNK as usize));
+            }
+            let steps = (gc_steps() + NCACHED as u32 - first) % NCACHED as u32;
+            // Each tick took one budget; an event overshoots by at most one chunk.
+            let fewest = (TICKS * decay::TICK_BYTES / (decay::TICK_BYTES + CHUNK)) as u32;
+            assert!((fewest..=TICKS as u32).contains(&steps), "{steps} ticks");
+        });
+    }
+
+    #[test]
+    fn after_every_event_the_countdown_is_the_nearest_budget() {
+        assert!(!PROFILER.sampling.is_on(), "unit tests run with the profiler off");
+        on_new_thread(|| {
+            reset();
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            for round in 0..2000 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let size = match seed >> 60 {
+                    0 => 1 << 62,
+                    1 => decay::TICK_BYTES as usize * 3,
+                    _ => 1 + (seed >> 33) as usize % 4096,
+                };
+                let (_, armed, _, _) = state();
+                let sampled = count(size);
+                assert!(!sampled, "round {round}: the profiler is off, nothing is sampled");
+                let (left, now_armed, tick_left, sampler) = state();
+                if left == now_armed {
+                    // An event (without one, `left` only goes down from `armed`).
+                    assert_just_armed();
+                    // An idle sampler counts down from far away (redrawing far away when it
+                    // runs out) and is never the nearest budget here.
+                    assert!(sampler <= IDLE_DISTANCE && sampler > IDLE_DISTANCE / 2);
+                    assert_eq!(now_armed, tick_left);
+                } else {
+                    assert!(0 <= left && left < armed, "round {round}");
+                }
+            }
+            // The largest size is clamped, not wrapped to a negative count.
+            assert!(!count(usize::MAX));
+            assert_just_armed();
+        });
+    }
+}
