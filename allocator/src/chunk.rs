@@ -226,67 +226,68 @@ const _: () = assert!(core::mem::size_of::<RunState>() == 1);
 const _: () = assert!(core::mem::size_of::<Purge>() == 1);
 
 #[cfg(test)]
+/// The page-info word of page `index` of `chunk` (tests).
+pub(crate) fn info(chunk: *mut ChunkHeader, index: usize) -> u32 {
+    // SAFETY: `chunk` is a live chunk header and `index < CHUNK_PAGES`.
+    unsafe { (*chunk).page_info[index].load(Ordering::Relaxed) }
+}
+
+#[cfg(test)]
+/// Walks a chunk's runs from its first usable page, by each run's span, and checks the
+/// `page_info` invariants on [`Span`]: header pages say [`HEADER`] with their index; a slab
+/// or large run says `page_info(class, k)` on its page `k`; a free run says [`FREE_RUN`]
+/// on every page with exact offsets on its first and last; runs tile the usable pages.
+/// Returns the runs as (first page, pages, state).
+pub(crate) fn debug_check_page_infos(chunk: *mut ChunkHeader) -> std::vec::Vec<(usize, usize, RunState)> {
+    for i in 0..HEADER_PAGES {
+        assert_eq!(info(chunk, i), page_info(HEADER, i), "header page {i}");
+    }
+    let mut runs = Vec::new();
+    let mut first = HEADER_PAGES;
+    while first < CHUNK_PAGES {
+        // SAFETY: `first` starts a run, so its span describes it.
+        let (pages, state, class) = unsafe {
+            let span = &(*chunk).spans[first];
+            (span.pages as usize, span.state, span.class)
+        };
+        assert!(
+            pages >= 1 && first + pages <= CHUNK_PAGES,
+            "run at {first}: {pages} pages"
+        );
+        if state == RunState::Free {
+            for k in 0..pages {
+                assert_eq!(
+                    info_class(info(chunk, first + k)),
+                    FREE_RUN,
+                    "free page {}",
+                    first + k
+                );
+            }
+            assert_eq!(info_offset(info(chunk, first)), 0, "free run at {first}");
+            assert_eq!(
+                info_offset(info(chunk, first + pages - 1)),
+                pages - 1,
+                "free run at {first}"
+            );
+        } else {
+            for k in 0..pages {
+                assert_eq!(
+                    info(chunk, first + k),
+                    page_info(class, k),
+                    "run at {first}, page {k}"
+                );
+            }
+        }
+        runs.push((first, pages, state));
+        first += pages;
+    }
+    assert_eq!(first, CHUNK_PAGES, "the runs tile the usable pages");
+    runs
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extent::PageHeap;
-
-    /// The page-info word of page `index` of `chunk`.
-    fn info(chunk: *mut ChunkHeader, index: usize) -> u32 {
-        // SAFETY: `chunk` is a live chunk header and `index < CHUNK_PAGES`.
-        unsafe { (*chunk).page_info[index].load(Ordering::Relaxed) }
-    }
-
-    /// Walks a chunk's runs from its first usable page, by each run's span, and checks the
-    /// `page_info` invariants on [`Span`]: header pages say [`HEADER`] with their index; a slab
-    /// or large run says `page_info(class, k)` on its page `k`; a free run says [`FREE_RUN`]
-    /// on every page with exact offsets on its first and last; runs tile the usable pages.
-    /// Returns the runs as (first page, pages, state).
-    fn check_page_infos(chunk: *mut ChunkHeader) -> Vec<(usize, usize, RunState)> {
-        for i in 0..HEADER_PAGES {
-            assert_eq!(info(chunk, i), page_info(HEADER, i), "header page {i}");
-        }
-        let mut runs = Vec::new();
-        let mut first = HEADER_PAGES;
-        while first < CHUNK_PAGES {
-            // SAFETY: `first` starts a run, so its span describes it.
-            let (pages, state, class) = unsafe {
-                let span = &(*chunk).spans[first];
-                (span.pages as usize, span.state, span.class)
-            };
-            assert!(
-                pages >= 1 && first + pages <= CHUNK_PAGES,
-                "run at {first}: {pages} pages"
-            );
-            if state == RunState::Free {
-                for k in 0..pages {
-                    assert_eq!(
-                        info_class(info(chunk, first + k)),
-                        FREE_RUN,
-                        "free page {}",
-                        first + k
-                    );
-                }
-                assert_eq!(info_offset(info(chunk, first)), 0, "free run at {first}");
-                assert_eq!(
-                    info_offset(info(chunk, first + pages - 1)),
-                    pages - 1,
-                    "free run at {first}"
-                );
-            } else {
-                for k in 0..pages {
-                    assert_eq!(
-                        info(chunk, first + k),
-                        page_info(class, k),
-                        "run at {first}, page {k}"
-                    );
-                }
-            }
-            runs.push((first, pages, state));
-            first += pages;
-        }
-        assert_eq!(first, CHUNK_PAGES, "the runs tile the usable pages");
-        runs
-    }
 
     #[test]
     fn page_info_words_round_trip() {
@@ -318,7 +319,7 @@ mod tests {
         assert_eq!(Span::first_page(span), HEADER_PAGES);
         assert_eq!(Span::start(span), chunk as usize + HEADER_PAGES * PAGE);
         assert_eq!(
-            check_page_infos(chunk),
+            debug_check_page_infos(chunk),
             [(HEADER_PAGES, USABLE_PAGES, RunState::Free)]
         );
         // Address arithmetic: every page's address maps back to its index and its chunk.
@@ -362,63 +363,5 @@ mod tests {
         header.mark_run(HEADER_PAGES, USABLE_PAGES, FREE_RUN);
         // SAFETY: back to one free, clean run covering the usable pages, in no list.
         unsafe { unmap_chunk(span) };
-    }
-
-    /// A private page heap carves runs out of its chunks and merges them back; after every step
-    /// each chunk's page infos describe its runs as the spans say.
-    #[test]
-    fn page_infos_follow_carves_and_merges() {
-        let mut heap = PageHeap::new();
-        let mut live: Vec<*mut Span> = Vec::new();
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        let mut chunks: Vec<*mut ChunkHeader> = Vec::new();
-        for step in 0..600 {
-            let r = next();
-            if live.is_empty() || r % 3 != 0 {
-                let pages = 1 + (r >> 8) as usize % if r & 0x10 == 0 { 8 } else { 300 };
-                let (class, state) = if r & 0x20 == 0 {
-                    (5, RunState::Slab)
-                } else {
-                    (40, RunState::Large)
-                };
-                let run = heap.alloc(pages, class, state);
-                assert!(!run.is_null());
-                let first = Span::first_page(run);
-                for k in 0..pages {
-                    assert_eq!(info(Span::chunk(run), first + k), page_info(class, k));
-                }
-                if !chunks.contains(&Span::chunk(run)) {
-                    chunks.push(Span::chunk(run));
-                }
-                live.push(run);
-            } else {
-                let run = live.swap_remove((r >> 8) as usize % live.len());
-                // SAFETY: allocated above from this heap, freed once.
-                unsafe { heap.free(run) };
-            }
-            if step % 50 == 0 {
-                for &chunk in &chunks {
-                    check_page_infos(chunk);
-                }
-            }
-        }
-        for run in live.drain(..) {
-            // SAFETY: as above.
-            unsafe { heap.free(run) };
-        }
-        // Everything merged back: each chunk is one free run again.
-        for &chunk in &chunks {
-            assert_eq!(
-                check_page_infos(chunk),
-                [(HEADER_PAGES, USABLE_PAGES, RunState::Free)]
-            );
-        }
-        heap.debug_check_invariants();
     }
 }

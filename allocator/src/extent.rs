@@ -656,4 +656,65 @@ mod tests {
         heap.debug_check_invariants();
         assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
     }
+
+    /// A private page heap carves runs out of its chunks and merges them back; after every step
+    /// each chunk's page infos describe its runs as the spans say.
+    #[test]
+    fn page_infos_follow_carves_and_merges() {
+        let mut heap = PageHeap::new();
+        let mut live: std::vec::Vec<*mut Span> = std::vec::Vec::new();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut chunks: std::vec::Vec<*mut chunk::ChunkHeader> = std::vec::Vec::new();
+        for step in 0..600 {
+            let r = next();
+            if live.is_empty() || r % 3 != 0 {
+                let pages = 1 + (r >> 8) as usize % if r & 0x10 == 0 { 8 } else { 300 };
+                let (class, state) = if r & 0x20 == 0 {
+                    (5, RunState::Slab)
+                } else {
+                    (40, RunState::Large)
+                };
+                let run = heap.alloc(pages, class, state, TEST_ARENA);
+                assert!(!run.is_null());
+                let first = Span::first_page(run);
+                for k in 0..pages {
+                    assert_eq!(
+                        chunk::info(Span::chunk(run), first + k),
+                        chunk::page_info(class, k)
+                    );
+                }
+                if !chunks.contains(&Span::chunk(run)) {
+                    chunks.push(Span::chunk(run));
+                }
+                live.push(run);
+            } else {
+                let run = live.swap_remove((r >> 8) as usize % live.len());
+                // SAFETY: allocated above from this heap, freed once.
+                unsafe { heap.free(run) };
+            }
+            if step % 50 == 0 {
+                for &chunk in &chunks {
+                    chunk::debug_check_page_infos(chunk);
+                }
+            }
+        }
+        for run in live.drain(..) {
+            // SAFETY: as above.
+            unsafe { heap.free(run) };
+        }
+        // Everything merged back: each chunk is one free run again.
+        for &chunk in &chunks {
+            assert_eq!(
+                chunk::debug_check_page_infos(chunk),
+                [(HEADER_PAGES, USABLE_PAGES, RunState::Free)]
+            );
+        }
+        heap.debug_check_invariants();
+    }
 }

@@ -488,6 +488,21 @@ mod tests {
         maps
     }
 
+    /// The global cache's mappings, checked: copied under its lock, which is released before
+    /// anything allocates (allocating under it would break the lock order, and the checker
+    /// aborts).
+    fn cached() -> Vec<(usize, usize)> {
+        let copy = {
+            let cache = CACHE.lock();
+            MappingCache {
+                n: cache.n,
+                bytes: cache.bytes,
+                slots: cache.slots,
+            }
+        };
+        check_cache(&copy)
+    }
+
     /// The descriptor of the live huge block at `p`.
     fn descriptor(p: *mut u8) -> *mut HugeBlock {
         let entry = pagemap::lookup(p as usize);
@@ -558,7 +573,7 @@ mod tests {
         assert!(caching(), "these checks need dirty_decay_ms other than 0");
         let decay = DIRTY_DECAY_MS.load(Ordering::Relaxed);
         purge(0, true);
-        assert!(check_cache(&CACHE.lock()).is_empty());
+        assert!(cached().is_empty());
 
         let p = alloc(20 * MIB, 8);
         assert!(!p.is_null() && p as usize % CHUNK == 0);
@@ -566,7 +581,7 @@ mod tests {
         // SAFETY: a live block of 20 MiB.
         unsafe { ptr::write_bytes(p, 0xab, 20 * MIB) };
         free_block(p);
-        assert_eq!(check_cache(&CACHE.lock()), [(p as usize, 20 * MIB)]);
+        assert_eq!(cached(), [(p as usize, 20 * MIB)]);
         assert_eq!(HUGE_CACHED.load(Ordering::Relaxed), 20 * MIB as u64);
 
         // Reuse with a split after the block's last chunk window: 12 MiB taken, 8 MiB stay.
@@ -575,12 +590,12 @@ mod tests {
         assert_eq!(q, p, "the cached mapping is reused");
         assert!(is_recycled(q));
         assert_eq!(mapped(q), 12 * MIB);
-        assert_eq!(check_cache(&CACHE.lock()), [(p as usize + 12 * MIB, 8 * MIB)]);
+        assert_eq!(cached(), [(p as usize + 12 * MIB, 8 * MIB)]);
         // A smaller block takes the whole 8 MiB rest (it ends on a chunk window).
         let r = alloc(6 * MIB, 8);
         assert_eq!(r as usize, p as usize + 12 * MIB);
         assert_eq!(mapped(r), 8 * MIB);
-        assert!(check_cache(&CACHE.lock()).is_empty());
+        assert!(cached().is_empty());
         assert_eq!(HUGE_REUSES.load(Ordering::Relaxed) - reuses, 2);
         // The bytes were not cleared: reuse hands back the old pages (calloc must zero them).
         // SAFETY: live blocks.
@@ -589,7 +604,7 @@ mod tests {
         // Freed again, the neighbours merge into one mapping.
         free_block(r);
         free_block(q);
-        assert_eq!(check_cache(&CACHE.lock()), [(p as usize, 20 * MIB)]);
+        assert_eq!(cached(), [(p as usize, 20 * MIB)]);
 
         // Too small for a request: the largest mapping grows (moved or in place), its pages go
         // along.
@@ -597,7 +612,7 @@ mod tests {
         assert!(!s.is_null());
         assert!(is_recycled(s));
         assert_eq!(HUGE_REUSES.load(Ordering::Relaxed) - reuses, 3);
-        assert!(check_cache(&CACHE.lock()).is_empty());
+        assert!(cached().is_empty());
         // SAFETY: a live block of 30 MiB whose first 20 MiB came from the cached mapping.
         unsafe {
             assert_eq!((*s, *s.add(20 * MIB - 1)), (0xab, 0xab));
@@ -607,10 +622,10 @@ mod tests {
 
         // Decay: kept until `dirty_decay_ms` after the free, then unmapped.
         let freed_at = pal::now_ms();
-        assert_eq!(check_cache(&CACHE.lock()), [(s as usize, 30 * MIB)]);
+        assert_eq!(cached(), [(s as usize, 30 * MIB)]);
         if decay > 0 {
             assert_eq!(purge(freed_at, false), 0, "purged before its time");
-            assert_eq!(check_cache(&CACHE.lock()).len(), 1);
+            assert_eq!(cached().len(), 1);
         }
         let now = freed_at + decay.max(0) as u64 + 1000;
         let pages = if decay < 0 {
@@ -619,7 +634,7 @@ mod tests {
             purge(now, false)
         };
         assert_eq!(pages, (30 * MIB / PAGE) as u64);
-        assert!(check_cache(&CACHE.lock()).is_empty());
+        assert!(cached().is_empty());
         assert_eq!(HUGE_CACHED.load(Ordering::Relaxed), 0);
     }
 
@@ -632,7 +647,7 @@ mod tests {
         let q = alloc(9 * MIB, 2 * CHUNK);
         assert_eq!(q as usize % (2 * CHUNK), 0);
         assert!(!is_recycled(q), "the cache only holds chunk-aligned mappings");
-        assert_eq!(check_cache(&CACHE.lock()).len(), 1, "the cached mapping stays");
+        assert_eq!(cached().len(), 1, "the cached mapping stays");
         free_block(q);
         purge(0, true);
     }
