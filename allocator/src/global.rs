@@ -1,4 +1,4 @@
-//! Rust's `GlobalAlloc`, a thin shim over the core in `heap.rs`.
+//! Rust's `GlobalAlloc`, a thin shim over the core entry points (`alloc.rs`, `free.rs`, `realloc.rs`).
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;

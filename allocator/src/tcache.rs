@@ -15,7 +15,8 @@
 //! that has no cache yet simply misses on every operation: "not initialized" is not a branch.
 //!
 //! Invariant per bin: `count <= cap`, and `slots[0..count]` are distinct free blocks of the
-//! bin's class that no thread but this one can reach; `cap == 0` iff `cache` is null.
+//! bin's class that no thread but this one can reach; `cache` null implies `cap == 0` in every bin
+//! (with a cache, only classes above `tcache_max` have `cap == 0`).
 
 use core::ptr;
 

@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn held_ranks_follow_lock_and_unlock() {
-        assert!(RANKS_CHECKED, "the tests build with the checker on");
+        const { assert!(RANKS_CHECKED, "the tests build with the checker on") };
         let bin = Mutex::new(Rank::Bin, ());
         let pages = Mutex::new(Rank::PageHeap, ());
         let g1 = bin.lock();
