@@ -2,16 +2,18 @@
 //! one lock type, shared by the allocator (`tally`) and the profiler (`tally-profiler`), which
 //! both stand on it.
 //!
-//! Every system call either crate makes lives here, split by capability:
-//! - [`memory`]: mapping, unmapping, advice, `mremap`, `mincore`.
-//! - [`thread`]: the static-TLS thread block, thread creation, thread-exit hooks, yielding,
-//!   futexes.
-//! - [`process`]: the environment, CPU count, page size, pid, `errno`, `fork` and signal hooks,
-//!   the range of Tally's own code.
-//! - [`time`]: monotonic clocks and sleeping.
-//! - [`file`]: the few file operations a profile dump needs.
-//! - [`stderr`]: diagnostics without allocating (`print`, `fatal`).
-//! - [`sync`]: [`sync::Mutex`], a futex lock that carries its [`sync::Rank`] in the lock order.
+//! Every system call either crate makes lives here, split by capability. The modules, bottom
+//! up, each using only those above it (`tests/tests/layers.rs` checks it):
+//!
+//! 1. `time` — monotonic clocks and sleeping.
+//! 2. `memory` — mapping, unmapping, advice, `mremap`, `mincore`; the page size.
+//! 3. `process` — the environment, CPU count, pid, `errno`, `fork` and signal hooks, the range
+//!    of Tally's own code.
+//! 4. `thread` — the static-TLS thread block, thread creation, thread-exit hooks, yielding,
+//!    futexes.
+//! 5. `file` — the few file operations a profile dump needs.
+//! 6. `stderr` — diagnostics without allocating (`print`, `fatal`).
+//! 7. `sync` — [`sync::Mutex`], a futex lock that carries its [`sync::Rank`] in the lock order.
 //!
 //! The contract every function here keeps: it never allocates through any allocator (it is
 //! called from inside `malloc`, sometimes before Tally is initialized), never panics, and
@@ -35,13 +37,9 @@ pub mod sync;
 pub mod thread;
 pub mod time;
 
-pub use memory::{discard, discard_lazily, map, map_aligned, remap_in_place, remap_to, unmap};
+pub use memory::{
+    discard, discard_lazily, map, map_aligned, remap_in_place, remap_to, unmap, PAGE, PAGE_SHIFT,
+};
 pub use process::{cpu_count, errno, getenv, kernel_page_size, pid, set_errno};
 pub use stderr::{fatal, print, write_stderr, LineBuf};
 pub use time::{now_ms, now_ns, sleep_ms};
-
-/// The page size Tally is built for. Checked against the kernel's at initialization.
-pub const PAGE: usize = 4096;
-/// log2 of [`PAGE`].
-pub const PAGE_SHIFT: u32 = 12;
-const _: () = assert!(1 << PAGE_SHIFT == PAGE);

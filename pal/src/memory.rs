@@ -4,7 +4,11 @@
 use core::ffi::c_void;
 use core::ptr;
 
-use crate::PAGE;
+/// The page size Tally is built for. Checked against the kernel's at initialization.
+pub const PAGE: usize = 4096;
+/// log2 of [`PAGE`].
+pub const PAGE_SHIFT: u32 = 12;
+const _: () = assert!(1 << PAGE_SHIFT == PAGE);
 
 /// Maps `size` bytes of fresh, zeroed, read-write anonymous memory, reserved lazily
 /// (`MAP_NORESERVE`: pages cost memory only once touched). Null when the kernel refuses.

@@ -135,7 +135,7 @@ mod tests {
         set_errno(libc::EINVAL);
         assert_eq!(errno(), libc::EINVAL);
         assert!(cpu_count() >= 1);
-        assert_eq!(kernel_page_size(), crate::PAGE);
+        assert_eq!(kernel_page_size(), crate::memory::PAGE);
         assert_eq!(pid(), std::process::id());
         // A test binary is the main executable: no range of its own.
         assert_eq!(own_code_range(), None);

@@ -208,6 +208,12 @@ fn the_allocator_follows_its_layers() {
 }
 
 #[test]
+fn the_platform_layer_follows_its_layers() {
+    let wrong = violations("pal");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
 fn the_profiler_follows_its_layers() {
     let wrong = violations("profiler");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
