@@ -60,8 +60,9 @@ pub struct Allocator {
     pub tally_conf: Option<&'static str>,
 }
 
-/// Every allocator, in column order. `tally-alt` runs only with `--alt-so`.
-pub const ALLOCATORS: [Allocator; 8] = [
+/// Every allocator, in column order. `tally-alt` and `tally-alt-prof` run only with `--alt-so`
+/// (the second only when listed).
+pub const ALLOCATORS: [Allocator; 9] = [
     Allocator {
         name: "glibc",
         preload: Preload::Nothing,
@@ -91,6 +92,11 @@ pub const ALLOCATORS: [Allocator; 8] = [
         name: "tally-alt",
         preload: Preload::AltTally,
         tally_conf: None,
+    },
+    Allocator {
+        name: "tally-alt-prof",
+        preload: Preload::AltTally,
+        tally_conf: Some("prof:true"),
     },
     Allocator {
         name: "mimalloc",
@@ -229,9 +235,10 @@ options:
   --workloads A,B     default: all of small_objects,larson,prodcons,false_sharing,realloc_growth,
                       large_blocks,fragmentation,thread_churn,python,sqlite
   --allocators A,B    default: glibc,tally,tally-prof,tally-prof17,jemalloc,mimalloc,tcmalloc
-                      (tally-alt, a second libtally.so from --alt-so, is added with --alt-so)
+                      (tally-alt, a second libtally.so from --alt-so, is added with --alt-so;
+                      tally-alt-prof, the same with prof:true, when listed)
   --tally-so PATH     default: <target dir>/release/libtally.so
-  --alt-so PATH       a second libtally.so, column tally-alt
+  --alt-so PATH       a second libtally.so, columns tally-alt and tally-alt-prof
   --out DIR           default: <target dir>/bench
   --timeout-s S       a run taking longer is killed and counts as failed (default 300)
 ";
@@ -339,8 +346,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
     if alt_so.is_some() && !allocators.iter().any(|a| a == "tally-alt") {
         allocators.push("tally-alt".to_string());
     }
-    if allocators.iter().any(|a| a == "tally-alt") && alt_so.is_none() {
-        return Err("tally-alt needs --alt-so PATH".to_string());
+    if allocators.iter().any(|a| a.starts_with("tally-alt")) && alt_so.is_none() {
+        return Err("tally-alt and tally-alt-prof need --alt-so PATH".to_string());
     }
     let workloads = workloads
         .iter()
@@ -894,6 +901,22 @@ mod tests {
         assert!(args("--allocators glibc,tally-alt")
             .unwrap_err()
             .contains("--alt-so"));
+        assert!(args("--allocators glibc,tally-alt-prof")
+            .unwrap_err()
+            .contains("--alt-so"));
+        let both = args("--allocators glibc,tally-prof,tally-alt-prof --alt-so /x/libtally.so")
+            .unwrap()
+            .unwrap();
+        let conf: Vec<_> = both.allocators.iter().map(|a| (a.name, a.tally_conf)).collect();
+        assert_eq!(
+            conf,
+            [
+                ("glibc", None),
+                ("tally-prof", Some("prof:true")),
+                ("tally-alt-prof", Some("prof:true")),
+                ("tally-alt", None)
+            ]
+        );
         assert!(args("--allocators tally").unwrap_err().contains("baseline"));
         assert!(args("--workloads nope")
             .unwrap_err()
