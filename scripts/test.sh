@@ -14,6 +14,14 @@ if ((${#missing[@]})); then
     exit 1
 fi
 cargo build --release -p tally
+# The arena table's initializer is all zero bytes, so it lives in .bss and costs nothing until
+# used; a non-zero field in an arena (a lock's rank, say) would move its 860 KB into .data and
+# every process's RSS up by it.
+data=$(size -A target/release/libtally.so | awk '$1 == ".data" { print $2 }')
+if ((data > 65536)); then
+    echo "scripts/test.sh: libtally.so has $data bytes of .data: something made the arena table non-zero" >&2
+    exit 1
+fi
 # The instruction budgets written next to the malloc and free fast paths (and that wrong ones fail).
 scripts/check-fast-paths.sh --lib target/release/libtally.so --self-test
 cargo test --workspace --release

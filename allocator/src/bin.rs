@@ -16,8 +16,9 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::chunk::{info_offset, ChunkHeader, RunState, Span};
+use crate::chunk::{info_offset, ChunkHeader, RunLinks, RunState, Span};
 use crate::extent::PageHeap;
+use crate::list::{Links, List};
 use crate::size_class::SizeClass;
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
@@ -30,7 +31,7 @@ pub static FLUSHES: AtomicU64 = AtomicU64::new(0);
 /// The slabs of one class in one arena. See the module docs for the invariant.
 pub struct BinSlabs {
     current: *mut Span,
-    partial: *mut Span,
+    partial: List<RunLinks>,
     /// Slabs this bin holds.
     pub slabs: usize,
     /// Objects handed out of this bin's slabs so far (a statistic).
@@ -55,7 +56,7 @@ impl Bin {
                 Rank::Bin,
                 BinSlabs {
                     current: ptr::null_mut(),
-                    partial: ptr::null_mut(),
+                    partial: List::new(),
                     slabs: 0,
                     handed_out: 0,
                     returned: 0,
@@ -73,16 +74,14 @@ impl Bin {
             let mut slab = bin.current;
             // SAFETY: `current` is null or a live slab of this bin (bin invariant).
             if slab.is_null() || unsafe { (*slab).nfree } == 0 {
-                slab = bin.partial;
+                // SAFETY: the partial list's slabs are live slabs of this bin.
+                slab = unsafe { bin.partial.pop_front() };
                 if slab.is_null() {
                     slab = new_slab(class, pages, arena);
                     if slab.is_null() {
                         break;
                     }
                     bin.slabs += 1;
-                } else {
-                    // SAFETY: `slab` heads the partial list.
-                    unsafe { bin.unlink(slab) };
                 }
                 bin.current = slab;
             }
@@ -131,12 +130,12 @@ impl Bin {
                 }
                 if (*slab).nfree as usize == class.slab_objects() {
                     if !was_full {
-                        bin.unlink(slab);
+                        bin.partial.remove(slab);
                     }
                     bin.slabs -= 1;
                     pages.lock().free(slab);
                 } else if was_full {
-                    bin.push(slab);
+                    bin.partial.push_front(slab);
                 }
             }
         }
@@ -167,41 +166,6 @@ impl Default for Bin {
     }
 }
 
-impl BinSlabs {
-    /// # Safety
-    /// `slab` must be a slab of this bin in no list.
-    unsafe fn push(&mut self, slab: *mut Span) {
-        // SAFETY: per the contract; the head, if any, is a live slab of this bin.
-        unsafe {
-            (*slab).prev = ptr::null_mut();
-            (*slab).next = self.partial;
-            if !self.partial.is_null() {
-                (*self.partial).prev = slab;
-            }
-        }
-        self.partial = slab;
-    }
-
-    /// # Safety
-    /// `slab` must be in this bin's partial list.
-    unsafe fn unlink(&mut self, slab: *mut Span) {
-        // SAFETY: per the contract; its list neighbours are live slabs of this bin.
-        unsafe {
-            let (prev, next) = ((*slab).prev, (*slab).next);
-            if prev.is_null() {
-                self.partial = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*slab).prev = ptr::null_mut();
-            (*slab).next = ptr::null_mut();
-        }
-    }
-}
-
 /// Makes a new slab of `class` with every object free.
 fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>, arena: u32) -> *mut Span {
     let slab = pages.lock().alloc(class.pages(), class.0, RunState::Slab, arena);
@@ -212,8 +176,7 @@ fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>, arena: u32) -> *mut Span 
     // SAFETY: the run was just allocated for us; its span descriptor is ours to initialise.
     unsafe {
         (*slab).nfree = objects as u16;
-        (*slab).next = ptr::null_mut();
-        (*slab).prev = ptr::null_mut();
+        (*slab).links = Links::new();
         for (w, word) in (*slab).bitmap.iter_mut().enumerate() {
             let bits = objects.saturating_sub(w * 64).min(64);
             *word = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
@@ -279,17 +242,17 @@ impl Bin {
         if !bin.current.is_null() {
             check_slab(bin.current);
         }
-        let mut slab = bin.partial;
-        let mut partial = 0;
+        // SAFETY: list members are live slabs.
+        let partial = unsafe { bin.partial.debug_check() };
+        let mut slab = bin.partial.head();
         while !slab.is_null() {
             check_slab(slab);
             assert_ne!(slab, bin.current);
             // SAFETY: list members are live slabs.
             unsafe {
                 assert!((*slab).nfree > 0 && ((*slab).nfree as usize) < class.slab_objects());
-                slab = (*slab).next;
+                slab = List::<RunLinks>::next(slab);
             }
-            partial += 1;
         }
         assert!(bin.slabs >= partial + usize::from(!bin.current.is_null()));
     }

@@ -15,6 +15,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::list::{Adapter, Links};
 use crate::pagemap;
 use crate::size_class::SLAB_MAX_OBJS;
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
@@ -102,17 +103,36 @@ pub struct Span {
     pub resident: u32,
     /// For a free run with resident pages: when they became dirty (or muzzy), in ms.
     pub since_ms: u64,
-    /// For a free run with resident pages: its neighbours in the page heap's dirty or muzzy
-    /// list (most recent first).
-    pub lru_next: *mut Span,
-    /// See `lru_next`.
-    pub lru_prev: *mut Span,
-    /// Next run in this run's list.
-    pub next: *mut Span,
-    /// Previous run in this run's list.
-    pub prev: *mut Span,
+    /// For a free run with resident pages: its links in the page heap's dirty or muzzy list
+    /// (most recent first), through [`LruLinks`].
+    pub lru: Links<Span>,
+    /// Its links in its list through [`RunLinks`]: a free run's size bucket, or a slab's bin's
+    /// partly free list.
+    pub links: Links<Span>,
     /// Free objects of a slab, one bit each.
     pub bitmap: [u64; BITMAP_WORDS],
+}
+
+/// A span's place in its size bucket (free runs) or its bin's partly free list (slabs).
+pub struct RunLinks;
+// SAFETY: returns the address of the span's `links` field.
+unsafe impl Adapter for RunLinks {
+    type Node = Span;
+    unsafe fn links(node: *mut Span) -> *mut Links<Span> {
+        // SAFETY: per the contract `node` points at a span.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
+}
+
+/// A free run's place in its page heap's dirty or muzzy list.
+pub struct LruLinks;
+// SAFETY: returns the address of the span's `lru` field.
+unsafe impl Adapter for LruLinks {
+    type Node = Span;
+    unsafe fn links(node: *mut Span) -> *mut Links<Span> {
+        // SAFETY: per the contract `node` points at a span.
+        unsafe { ptr::addr_of_mut!((*node).lru) }
+    }
 }
 
 /// The metadata at the start of every chunk. See the module docs.
@@ -314,7 +334,11 @@ mod tests {
                 ((*span).pages as usize, (*span).state, (*span).purge),
                 (USABLE_PAGES, RunState::Free, Purge::Clean)
             );
-            assert!((*span).next.is_null() && (*span).prev.is_null(), "in no list");
+            assert!(
+                crate::list::List::<RunLinks>::next(span).is_null()
+                    && crate::list::List::<RunLinks>::prev(span).is_null(),
+                "in no list"
+            );
         }
         assert_eq!(Span::first_page(span), HEADER_PAGES);
         assert_eq!(Span::start(span), chunk as usize + HEADER_PAGES * PAGE);

@@ -33,8 +33,10 @@ use core::ptr;
 use core::sync::atomic::{AtomicI64, Ordering};
 
 use crate::chunk::{
-    self, info_class, info_offset, Purge, RunState, Span, CHUNK_PAGES, FREE_RUN, HEADER_PAGES, USABLE_PAGES,
+    self, info_class, info_offset, LruLinks, Purge, RunLinks, RunState, Span, CHUNK_PAGES, FREE_RUN,
+    HEADER_PAGES, USABLE_PAGES,
 };
+use crate::list::List;
 use crate::size_class::{NCLASSES, NSMALL};
 use tally_pal::{self as pal, PAGE_SHIFT};
 
@@ -56,62 +58,12 @@ fn bucket(pages: usize) -> usize {
     }
 }
 
-/// A list of free runs with resident pages, most recent first, linked through `lru_next` and
-/// `lru_prev`.
-struct Lru {
-    head: *mut Span,
-    tail: *mut Span,
-}
-
-impl Lru {
-    const fn new() -> Self {
-        Lru {
-            head: ptr::null_mut(),
-            tail: ptr::null_mut(),
-        }
-    }
-
-    /// # Safety
-    /// `span` must be a live free run in no LRU list.
-    unsafe fn push_front(&mut self, span: *mut Span) {
-        // SAFETY: per the contract; the head, if any, is a live span of this list.
-        unsafe {
-            (*span).lru_prev = ptr::null_mut();
-            (*span).lru_next = self.head;
-            if self.head.is_null() {
-                self.tail = span;
-            } else {
-                (*self.head).lru_prev = span;
-            }
-        }
-        self.head = span;
-    }
-
-    /// # Safety
-    /// `span` must be in this list.
-    unsafe fn remove(&mut self, span: *mut Span) {
-        // SAFETY: per the contract; its neighbours are live spans of this list.
-        unsafe {
-            let (prev, next) = ((*span).lru_prev, (*span).lru_next);
-            if prev.is_null() {
-                self.head = next;
-            } else {
-                (*prev).lru_next = next;
-            }
-            if next.is_null() {
-                self.tail = prev;
-            } else {
-                (*next).lru_prev = prev;
-            }
-            (*span).lru_prev = ptr::null_mut();
-            (*span).lru_next = ptr::null_mut();
-        }
-    }
-}
+/// A list of free runs with resident pages, most recent first.
+type Lru = List<LruLinks>;
 
 /// One arena's free page runs. Guarded by the arena's page lock.
 pub struct PageHeap {
-    lists: [*mut Span; LISTS],
+    lists: [List<RunLinks>; LISTS],
     nonempty: u64,
     dirty: Lru,
     muzzy: Lru,
@@ -141,10 +93,10 @@ impl PageHeap {
     /// An empty heap. All zero bytes, so that the arena table lands in `.bss` (see `arena.rs`).
     pub const fn new() -> Self {
         PageHeap {
-            lists: [ptr::null_mut(); LISTS],
+            lists: [const { List::new() }; LISTS],
             nonempty: 0,
-            dirty: Lru::new(),
-            muzzy: Lru::new(),
+            dirty: List::new(),
+            muzzy: List::new(),
             free_pages: 0,
             dirty_pages: 0,
             muzzy_pages: 0,
@@ -305,7 +257,7 @@ impl PageHeap {
         // Whether a run that became dirty (muzzy) at `since` has waited `decay` ms.
         let due = |since: u64, decay: i64| everything || (decay >= 0 && since + decay as u64 <= now);
         loop {
-            let run = self.dirty.tail;
+            let run = self.dirty.tail();
             // SAFETY: list members are live free runs of this heap.
             if run.is_null() || !due(unsafe { (*run).since_ms }, dirty_ms) {
                 break;
@@ -317,7 +269,7 @@ impl PageHeap {
             }
         }
         loop {
-            let run = self.muzzy.tail;
+            let run = self.muzzy.tail();
             // SAFETY: list members are live free runs of this heap.
             if run.is_null() || !due(unsafe { (*run).since_ms }, muzzy_ms) {
                 break;
@@ -427,15 +379,15 @@ impl PageHeap {
     #[cfg(test)]
     pub fn debug_check_invariants(&self) {
         let mut total = 0;
-        for (b, &head) in self.lists.iter().enumerate() {
-            assert_eq!(self.nonempty >> b & 1 == 1, !head.is_null(), "nonempty bit {b}");
-            let mut run = head;
-            let mut prev: *mut Span = ptr::null_mut();
+        for (b, list) in self.lists.iter().enumerate() {
+            assert_eq!(self.nonempty >> b & 1 == 1, !list.is_empty(), "nonempty bit {b}");
+            // SAFETY: list members are live spans in chunk headers.
+            unsafe { list.debug_check() };
+            let mut run = list.head();
             while !run.is_null() {
                 // SAFETY: list members are live spans in chunk headers.
                 unsafe {
                     assert_eq!((*run).state, RunState::Free);
-                    assert_eq!((*run).prev, prev);
                     let pages = (*run).pages as usize;
                     assert_eq!(bucket(pages), b);
                     let chunk = Span::chunk(run);
@@ -452,8 +404,7 @@ impl PageHeap {
                         assert_ne!(info_class(after), FREE_RUN, "unmerged neighbours");
                     }
                     total += pages;
-                    prev = run;
-                    run = (*run).next;
+                    run = List::<RunLinks>::next(run);
                 }
             }
         }
@@ -462,7 +413,9 @@ impl PageHeap {
             (&self.dirty, Purge::Dirty, self.dirty_pages),
             (&self.muzzy, Purge::Muzzy, self.muzzy_pages),
         ] {
-            let mut run = lru.head;
+            // SAFETY: list members are live spans.
+            unsafe { lru.debug_check() };
+            let mut run = lru.head();
             let mut resident = 0;
             while !run.is_null() {
                 // SAFETY: list members are live spans.
@@ -471,7 +424,7 @@ impl PageHeap {
                     assert_eq!((*run).purge, purge);
                     assert!((*run).resident > 0 && (*run).resident <= (*run).pages);
                     resident += (*run).resident as usize;
-                    run = (*run).lru_next;
+                    run = Lru::next(run);
                 }
             }
             assert_eq!(resident, sum);
@@ -482,7 +435,7 @@ impl PageHeap {
         let b = bucket(pages);
         if b >= EXACT {
             // A power-of-two bucket may hold shorter runs too: first fit.
-            let mut run = self.lists[b];
+            let mut run = self.lists[b].head();
             while !run.is_null() {
                 // SAFETY: list members are live spans.
                 unsafe {
@@ -490,7 +443,7 @@ impl PageHeap {
                         self.unlink(run);
                         return Some(run);
                     }
-                    run = (*run).next;
+                    run = List::<RunLinks>::next(run);
                 }
             }
         }
@@ -502,7 +455,7 @@ impl PageHeap {
         if above == 0 {
             return None;
         }
-        let run = self.lists[above.trailing_zeros() as usize];
+        let run = self.lists[above.trailing_zeros() as usize].head();
         // SAFETY: the list is non-empty, so `run` is a live span.
         unsafe { self.unlink(run) };
         Some(run)
@@ -547,13 +500,7 @@ impl PageHeap {
         // SAFETY: per the contract; the list head, if any, is a live span.
         unsafe {
             let b = bucket((*span).pages as usize);
-            let head = self.lists[b];
-            (*span).prev = ptr::null_mut();
-            (*span).next = head;
-            if !head.is_null() {
-                (*head).prev = span;
-            }
-            self.lists[b] = span;
+            self.lists[b].push_front(span);
             self.nonempty |= 1 << b;
             let resident = (*span).resident as usize;
             match (*span).purge {
@@ -576,18 +523,8 @@ impl PageHeap {
         // SAFETY: per the contract, its neighbours in the list are live spans.
         unsafe {
             let b = bucket((*span).pages as usize);
-            let (prev, next) = ((*span).prev, (*span).next);
-            if prev.is_null() {
-                self.lists[b] = next;
-            } else {
-                (*prev).next = next;
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*span).prev = ptr::null_mut();
-            (*span).next = ptr::null_mut();
-            if self.lists[b].is_null() {
+            self.lists[b].remove(span);
+            if self.lists[b].is_empty() {
                 self.nonempty &= !(1 << b);
             }
             let resident = (*span).resident as usize;

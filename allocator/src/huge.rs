@@ -73,9 +73,10 @@ struct MappingCache {
     slots: [CachedMapping; CACHE_SLOTS],
 }
 
-static CACHE: Mutex<MappingCache> = Mutex::new(
-    Rank::HugeCache,
-    MappingCache {
+static CACHE: Mutex<MappingCache> = Mutex::new(Rank::HugeCache, MappingCache::EMPTY);
+
+impl MappingCache {
+    const EMPTY: MappingCache = MappingCache {
         n: 0,
         bytes: 0,
         slots: [CachedMapping {
@@ -83,10 +84,8 @@ static CACHE: Mutex<MappingCache> = Mutex::new(
             len: 0,
             since_ms: 0,
         }; CACHE_SLOTS],
-    },
-);
+    };
 
-impl MappingCache {
     fn remove(&mut self, i: usize) -> CachedMapping {
         let m = self.slots[i];
         self.n -= 1;
@@ -523,15 +522,7 @@ mod tests {
     #[test]
     fn the_cache_merges_neighbours_and_knows_its_oldest() {
         let _serial = serial();
-        let mut cache = MappingCache {
-            n: 0,
-            bytes: 0,
-            slots: [CachedMapping {
-                base: 0,
-                len: 0,
-                since_ms: 0,
-            }; CACHE_SLOTS],
-        };
+        let mut cache = MappingCache::EMPTY;
         let at = |chunks: usize| 0x7000_0000_0000 + chunks * CHUNK;
         let m = |base, len, since_ms| CachedMapping { base, len, since_ms };
         cache.insert(m(at(0), 2 * CHUNK, 30));

@@ -17,31 +17,32 @@
 //! `docs/architecture.md`). Below them all stands the crate `tally-pal`: the platform (every
 //! system call) and the one lock type, shared with the profiler.
 //!
-//! 1. `size_class` — all size-class math.
-//! 2. `options` — `TALLY_CONF` / `MALLOC_CONF`, parsed from one table.
-//! 3. `meta` — memory for Tally's own bookkeeping.
-//! 4. `pagemap` — address to owning metadata, one word per 4 MiB window.
-//! 5. `chunk` — 4 MiB chunks and their page metadata.
-//! 6. `extent` — page runs: each arena's page heap.
-//! 7. `huge` — direct mappings and their cache.
-//! 8. `bin` — slabs of small objects.
-//! 9. `arena` — independent heaps: page runs plus bins.
-//! 10. `tcache` — per-thread caches.
-//! 11. `decay` — when free pages go back to the OS; the background thread.
-//! 12. `prof_hooks` — sampled blocks and the profiler's guard.
-//! 13. `thread_event` — each thread's byte countdown and the budgets it settles.
-//! 14. `fork` — the `fork` handlers.
-//! 15. `init` — process-wide initialization and the options in force.
-//! 16. `thread` — thread states, cache set-up and tear-down.
-//! 17. `block` — from a pointer to its block; `malloc_usable_size`.
-//! 18. `alloc` — the allocation entry points and fast path.
-//! 19. `free` — the free entry point and fast path.
-//! 20. `realloc` — resizing.
-//! 21. `stats` — statistics.
-//! 22. `prof` — the profiler's Rust API.
-//! 23. `api` — the malloc family with C semantics, callable from Rust.
-//! 24. `global` — `GlobalAlloc`.
-//! 25. `capi` — the exported C symbols (feature `c-abi`).
+//! 1. `list` — intrusive doubly linked lists, the one list of the allocator.
+//! 2. `size_class` — all size-class math.
+//! 3. `options` — `TALLY_CONF` / `MALLOC_CONF`, parsed from one table.
+//! 4. `meta` — memory for Tally's own bookkeeping.
+//! 5. `pagemap` — address to owning metadata, one word per 4 MiB window.
+//! 6. `chunk` — 4 MiB chunks and their page metadata.
+//! 7. `extent` — page runs: each arena's page heap.
+//! 8. `huge` — direct mappings and their cache.
+//! 9. `bin` — slabs of small objects.
+//! 10. `arena` — independent heaps: page runs plus bins.
+//! 11. `tcache` — per-thread caches.
+//! 12. `decay` — when free pages go back to the OS; the background thread.
+//! 13. `prof_hooks` — sampled blocks and the profiler's guard.
+//! 14. `thread_event` — each thread's byte countdown and the budgets it settles.
+//! 15. `fork` — the `fork` handlers.
+//! 16. `init` — process-wide initialization and the options in force.
+//! 17. `thread` — thread states, cache set-up and tear-down.
+//! 18. `block` — from a pointer to its block; `malloc_usable_size`.
+//! 19. `alloc` — the allocation entry points and fast path.
+//! 20. `free` — the free entry point and fast path.
+//! 21. `realloc` — resizing.
+//! 22. `stats` — statistics.
+//! 23. `prof` — the profiler's Rust API.
+//! 24. `api` — the malloc family with C semantics, callable from Rust.
+//! 25. `global` — `GlobalAlloc`.
+//! 26. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -54,6 +55,7 @@ mod fork;
 mod free;
 mod huge;
 mod init;
+mod list;
 mod meta;
 mod pagemap;
 mod prof_hooks;

@@ -22,6 +22,7 @@ use core::ptr;
 
 use crate::arena::{self, Arena};
 use crate::chunk::ChunkHeader;
+use crate::list::{Adapter, Links, List};
 use crate::meta;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -142,17 +143,26 @@ pub struct TCache {
     pub arena: *const Arena,
     /// The owning thread's bins (in its thread block), while attached.
     owner: *mut ThreadBins,
-    /// Next cache in the pool (detached) or in the list of attached caches.
-    next: *mut TCache,
-    /// Previous attached cache.
-    prev: *mut TCache,
+    /// Its place in the pool (detached) or in the list of attached caches.
+    links: Links<TCache>,
     storage: [*mut u8; TOTAL_SLOTS],
+}
+
+/// A cache's place in the pool or the attached list.
+struct CacheLinks;
+// SAFETY: returns the address of the cache's `links` field.
+unsafe impl Adapter for CacheLinks {
+    type Node = TCache;
+    unsafe fn links(node: *mut TCache) -> *mut Links<TCache> {
+        // SAFETY: per the contract `node` points at a cache.
+        unsafe { ptr::addr_of_mut!((*node).links) }
+    }
 }
 
 /// Detached caches for reuse, and the list of attached ones (which statistics walk).
 struct Caches {
-    pool: *mut TCache,
-    attached: *mut TCache,
+    pool: List<CacheLinks>,
+    attached: List<CacheLinks>,
 }
 // SAFETY: the caches live in the metadata pool forever; the lists are only touched under the lock.
 unsafe impl Send for Caches {}
@@ -160,8 +170,8 @@ unsafe impl Send for Caches {}
 static CACHES: Mutex<Caches> = Mutex::new(
     Rank::CacheRegistry,
     Caches {
-        pool: ptr::null_mut(),
-        attached: ptr::null_mut(),
+        pool: List::new(),
+        attached: List::new(),
     },
 );
 
@@ -190,7 +200,8 @@ impl TCache {
     /// `tb` must be the calling thread's bins, with a null `cache`.
     pub unsafe fn attach(tb: *mut ThreadBins) -> *mut TCache {
         let mut caches = CACHES.lock();
-        let mut tc = caches.pool;
+        // SAFETY: pooled caches are unused caches in the metadata pool.
+        let mut tc = unsafe { caches.pool.pop_front() };
         if tc.is_null() {
             drop(caches);
             tc = meta::alloc(core::mem::size_of::<TCache>(), 64).cast();
@@ -198,9 +209,6 @@ impl TCache {
                 return tc;
             }
             caches = CACHES.lock();
-        } else {
-            // SAFETY: pooled caches are unused.
-            caches.pool = unsafe { (*tc).next };
         }
         let cached = CACHED_CLASSES.load(Ordering::Relaxed) as usize;
         // SAFETY: `tc` is unused memory of the right size and alignment that we own; `tb` is the
@@ -221,12 +229,7 @@ impl TCache {
                 offset += cap as usize;
             }
             (*tb).cache = tc;
-            ptr::addr_of_mut!((*tc).prev).write(ptr::null_mut());
-            ptr::addr_of_mut!((*tc).next).write(caches.attached);
-            if !caches.attached.is_null() {
-                (*caches.attached).prev = tc;
-            }
-            caches.attached = tc;
+            caches.attached.push_front(tc);
         }
         tc
     }
@@ -243,15 +246,7 @@ impl TCache {
             let tc = (*tb).cache;
             {
                 let mut caches = CACHES.lock();
-                let (prev, next) = ((*tc).prev, (*tc).next);
-                if prev.is_null() {
-                    caches.attached = next;
-                } else {
-                    (*prev).next = next;
-                }
-                if !next.is_null() {
-                    (*next).prev = prev;
-                }
+                caches.attached.remove(tc);
                 for (bin, merged) in (*tb).bins.iter().zip(&MERGED_NMALLOC) {
                     merged.fetch_add(bin.nmalloc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
                 }
@@ -265,9 +260,7 @@ impl TCache {
             }
             (*tb).cache = ptr::null_mut();
             arena::leave_arena(&*(*tc).arena);
-            let mut caches = CACHES.lock();
-            (*tc).next = caches.pool;
-            caches.pool = tc;
+            CACHES.lock().pool.push_front(tc);
         }
     }
 }
@@ -279,7 +272,7 @@ impl TCache {
 pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64)) -> usize {
     let caches = CACHES.lock();
     let mut n = 0;
-    let mut tc = caches.attached;
+    let mut tc = caches.attached.head();
     while !tc.is_null() {
         // SAFETY: attached caches and their owners' bins stay live while in the list, which the
         // lock guards (a thread detaches under the lock before its thread block goes away).
@@ -293,7 +286,7 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
             if let Some(t) = threads.get_mut(arena) {
                 *t += 1;
             }
-            tc = (*tc).next;
+            tc = List::<CacheLinks>::next(tc);
         }
         n += 1;
     }
@@ -446,11 +439,9 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
             // is gone. Its blocks leak (as with any allocator); its cache must leave the list.
             let caches = &mut *CACHES.lock();
             let own = (*thread_bins()).cache;
-            caches.attached = ptr::null_mut();
+            caches.attached.forget_all();
             if !own.is_null() {
-                (*own).next = ptr::null_mut();
-                (*own).prev = ptr::null_mut();
-                caches.attached = own;
+                caches.attached.push_front(own);
             }
         } else {
             CACHES.unlock_after_fork()
@@ -532,13 +523,14 @@ mod tests {
     }
 
     /// Whether `tc` is in the list that starts at `head` (linked by `next`).
-    fn listed(mut head: *mut TCache, tc: *mut TCache) -> bool {
-        while !head.is_null() {
-            if head == tc {
+    fn listed(list: &List<CacheLinks>, tc: *mut TCache) -> bool {
+        let mut node = list.head();
+        while !node.is_null() {
+            if node == tc {
                 return true;
             }
             // SAFETY: list members are caches in the metadata pool; the caller holds the lock.
-            head = unsafe { (*head).next };
+            node = unsafe { List::<CacheLinks>::next(node) };
         }
         false
     }
@@ -607,7 +599,7 @@ mod tests {
             let arena = (*(*tc).arena).index();
             assert_eq!((*tb).arena, arena);
             assert!((arena as usize) < arena_count());
-            assert!(listed(CACHES.lock().attached, tc));
+            assert!(listed(&CACHES.lock().attached, tc));
             let cached = CACHED_CLASSES.load(Ordering::Relaxed) as usize;
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
@@ -631,8 +623,8 @@ mod tests {
             check_invariants(tb);
             {
                 let caches = CACHES.lock();
-                assert!(!listed(caches.attached, tc));
-                assert!(listed(caches.pool, tc), "a detached cache goes to the pool");
+                assert!(!listed(&caches.attached, tc));
+                assert!(listed(&caches.pool, tc), "a detached cache goes to the pool");
             }
             // The thread may have a cache again.
             assert!(!TCache::attach(tb).is_null());

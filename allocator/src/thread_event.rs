@@ -55,13 +55,18 @@ pub fn thread_events() -> *mut ThreadEvents {
     unsafe { pal::thread::thread_block().add(OFFSET).cast() }
 }
 
+/// Most bytes one allocation counts: with `left <= 2^40` (the profiler's idle distance) and at
+/// most this subtracted, neither `left` nor `armed - left` can overflow. A request this large
+/// fails anyway.
+const MAX_COUNTED: usize = 1 << 61;
+
 /// Counts `size` bytes against the calling thread's countdown for an allocation that does not
 /// go through the small fast path; returns whether this allocation is to be sampled.
 pub fn count(size: usize) -> bool {
     let ev = thread_events();
     // SAFETY: the thread's own events.
     unsafe {
-        (*ev).left -= size.min(i64::MAX as usize) as i64;
+        (*ev).left -= size.min(MAX_COUNTED) as i64;
         (*ev).left < 0 && on_event(ev)
     }
 }

@@ -97,16 +97,6 @@ mod checker {
     }
 }
 
-#[cfg(not(any(test, debug_assertions, feature = "lock-rank")))]
-mod checker {
-    use super::Rank;
-
-    #[inline(always)]
-    pub fn acquire(_: Rank, _: bool, _: bool) {}
-    #[inline(always)]
-    pub fn release(_: Rank) {}
-}
-
 /// Whether this build checks the lock order.
 pub const RANKS_CHECKED: bool = cfg!(any(test, debug_assertions, feature = "lock-rank"));
 
@@ -129,10 +119,15 @@ const CONTENDED: u32 = 2;
 
 /// A mutual-exclusion lock around a `T`, with its place in the lock order.
 ///
+/// The rank is stored only where it is checked: in a release build a mutex is its state word
+/// and its data, so a mutex of all-zero data is all zero bytes and a table of them (the arenas)
+/// stays in `.bss`.
+///
 /// Invariant: `state` is UNLOCKED, LOCKED (held, nobody sleeping) or CONTENDED (held, maybe
 /// sleepers); `data` is only touched by the holder.
 pub struct Mutex<T> {
     state: AtomicU32,
+    #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
     rank: Rank,
     data: UnsafeCell<T>,
 }
@@ -145,22 +140,36 @@ unsafe impl<T: Send> Send for Mutex<T> {}
 impl<T> Mutex<T> {
     /// A new unlocked mutex of `rank`.
     pub const fn new(rank: Rank, value: T) -> Self {
+        #[cfg(not(any(test, debug_assertions, feature = "lock-rank")))]
+        let _ = rank;
         Mutex {
             state: AtomicU32::new(UNLOCKED),
+            #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
             rank,
             data: UnsafeCell::new(value),
         }
     }
 
-    /// The lock's rank.
-    pub fn rank(&self) -> Rank {
-        self.rank
+    /// Records (and with `check`, checks) an acquisition for the lock-order checker.
+    #[inline(always)]
+    fn note_acquire(&self, check: bool, same_rank_ok: bool) {
+        #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
+        checker::acquire(self.rank, check, same_rank_ok);
+        #[cfg(not(any(test, debug_assertions, feature = "lock-rank")))]
+        let _ = (check, same_rank_ok);
+    }
+
+    /// Records a release for the lock-order checker.
+    #[inline(always)]
+    fn note_release(&self) {
+        #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
+        checker::release(self.rank);
     }
 
     /// Takes the lock, sleeping if another thread holds it.
     #[inline]
     pub fn lock(&self) -> MutexGuard<'_, T> {
-        checker::acquire(self.rank, true, false);
+        self.note_acquire(true, false);
         if self
             .state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
@@ -180,7 +189,7 @@ impl<T> Mutex<T> {
             .ok()
             .map(|_| MutexGuard { mutex: self });
         if guard.is_some() {
-            checker::acquire(self.rank, false, false);
+            self.note_acquire(false, false);
         }
         guard
     }
@@ -206,7 +215,7 @@ impl<T> Mutex<T> {
     /// Takes the lock and keeps it past the end of any scope, for `fork`'s prepare handler,
     /// which takes every lock in rank order (several of one rank allowed).
     pub fn lock_for_fork(&self) {
-        checker::acquire(self.rank, true, true);
+        self.note_acquire(true, true);
         let guard = MutexGuard { mutex: self };
         if self
             .state
@@ -232,12 +241,12 @@ impl<T> Mutex<T> {
     /// # Safety
     /// Must only be called in the child of a fork whose prepare handler took this lock.
     pub unsafe fn reset_in_child(&self) {
-        checker::release(self.rank);
+        self.note_release();
         self.state.store(UNLOCKED, Ordering::Release);
     }
 
     fn unlock(&self) {
-        checker::release(self.rank);
+        self.note_release();
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake_one(&self.state);
         }

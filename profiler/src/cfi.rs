@@ -41,6 +41,18 @@ struct DlFindObject {
     reserved: [u64; 7],
 }
 
+impl DlFindObject {
+    /// An out-parameter to fill.
+    const EMPTY: DlFindObject = DlFindObject {
+        flags: 0,
+        map_start: core::ptr::null_mut(),
+        map_end: core::ptr::null_mut(),
+        link_map: core::ptr::null_mut(),
+        eh_frame: core::ptr::null_mut(),
+        reserved: [0; 7],
+    };
+}
+
 extern "C" {
     /// glibc 2.35+: the object containing `pc`, without the loader lock and without allocating.
     fn _dl_find_object(pc: *mut c_void, result: *mut DlFindObject) -> c_int;
@@ -591,14 +603,7 @@ fn run(
 /// The rule for the frame executing at `pc` (`lookup` is `pc`, or `pc - 1` for a return
 /// address), from the table or computed.
 fn rule_for(lookup: usize) -> Result<Rule, Miss> {
-    let mut obj = DlFindObject {
-        flags: 0,
-        map_start: core::ptr::null_mut(),
-        map_end: core::ptr::null_mut(),
-        link_map: core::ptr::null_mut(),
-        eh_frame: core::ptr::null_mut(),
-        reserved: [0; 7],
-    };
+    let mut obj = DlFindObject::EMPTY;
     // SAFETY: `obj` is a valid out-parameter; the call neither allocates nor locks.
     if unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) } != 0 || obj.eh_frame.is_null() {
         return Err(Miss::NoFrame);
@@ -998,14 +1003,7 @@ mod tests {
         // table when there is an entry (a planted wrong one comes back), and is computed from the
         // object's tables when there is none (after the entry is evicted).
         let lookup = cfa_of_frames as *const () as usize + 1;
-        let mut obj = DlFindObject {
-            flags: 0,
-            map_start: core::ptr::null_mut(),
-            map_end: core::ptr::null_mut(),
-            link_map: core::ptr::null_mut(),
-            eh_frame: core::ptr::null_mut(),
-            reserved: [0; 7],
-        };
+        let mut obj = DlFindObject::EMPTY;
         // SAFETY: a valid out-parameter.
         assert_eq!(unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) }, 0);
         let object = obj.map_start as usize;
