@@ -12,8 +12,8 @@
 //! it off (`default-features = false`) to keep the system malloc for C code.
 //!
 //! # Layers
-//! Each module uses only the ones above it in this list (`tests/layers.rs` reads this list and
-//! every `crate::` path in the code, and fails on an import against it; see
+//! Each module uses only the ones above it in this list (`tests/tests/layers.rs` reads this
+//! list and every `crate::` path in the code, and fails on an import against it; see
 //! `docs/architecture.md`). Below them all stands the crate `tally-pal`: the platform (every
 //! system call) and the one lock type, shared with the profiler.
 //!
