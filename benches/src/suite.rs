@@ -514,6 +514,13 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
         }));
         out.push_str(&table.render());
     }
+    if let Some(table) = profiling_overhead(&results.seconds) {
+        let _ = writeln!(
+            out,
+            "\n## Profiling overhead (median wall time with the profiler on / off)\n"
+        );
+        out.push_str(&table.render());
+    }
     if !results.failures.is_empty() {
         let _ = writeln!(out, "\n## Failures\n");
         for failure in &results.failures {
@@ -521,6 +528,47 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
         }
     }
     out
+}
+
+/// The pairs of columns whose ratio is the profiler's cost: (profiler on, profiler off).
+const PROFILER_PAIRS: [(&str, &str); 3] = [
+    ("tally-prof", "tally"),
+    ("tally-prof17", "tally"),
+    ("tally-alt-prof", "tally-alt"),
+];
+
+/// Per workload, the wall time with the profiler on over the time with it off, for every pair
+/// of [`PROFILER_PAIRS`] that ran, and their geometric means; `None` when no pair ran.
+pub fn profiling_overhead(seconds: &Samples) -> Option<MarkdownTable> {
+    let has = |column: &str| seconds.columns().iter().any(|c| c == column);
+    let pairs: Vec<(&str, &str)> = PROFILER_PAIRS
+        .into_iter()
+        .filter(|&(on, off)| has(on) && has(off))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let ratio = |r: Option<f64>| r.map_or_else(|| MISSING.to_string(), |r| format!("{r:.3}×"));
+    let header =
+        std::iter::once("workload".to_string()).chain(pairs.iter().map(|(on, off)| format!("{on} / {off}")));
+    let mut table = MarkdownTable::new(header);
+    for row in seconds.rows() {
+        table.row(
+            std::iter::once(row.clone()).chain(
+                pairs
+                    .iter()
+                    .map(|&(on, off)| ratio(seconds.ratio_to(on, off, row))),
+            ),
+        );
+    }
+    table.row(
+        std::iter::once("geometric mean".to_string()).chain(
+            pairs
+                .iter()
+                .map(|&(on, off)| ratio(seconds.geometric_mean_ratio_to(on, off))),
+        ),
+    );
+    Some(table)
 }
 
 /// Two panels of grouped bars (time / glibc, peak RSS / glibc), log scale, a group per workload
@@ -993,6 +1041,37 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Noise, as (max − min) / median"), "{md}");
+    }
+
+    #[test]
+    fn profiling_overhead_is_on_over_off_per_pair_that_ran() {
+        assert!(
+            profiling_overhead(&results().seconds).is_none(),
+            "no profiler column"
+        );
+        let mut results = Results::new(
+            &["larson", "python"],
+            &["glibc", "tally", "tally-prof", "tally-alt"],
+        );
+        for (column, larson, python) in [
+            ("glibc", 4.0, 4.0),
+            ("tally", 2.0, 1.0),
+            ("tally-prof", 2.2, 1.0),
+            ("tally-alt", 1.0, 1.0),
+        ] {
+            results.seconds.add(column, "larson", 0, larson);
+            results.seconds.add(column, "python", 0, python);
+        }
+        let md = markdown(&results, &Machine::default(), "1 round");
+        assert!(md.contains("## Profiling overhead"), "{md}");
+        // Only tally-prof / tally ran (tally-prof17 and tally-alt-prof did not).
+        assert!(md.contains("| workload | tally-prof / tally |\n"), "{md}");
+        assert!(md.contains("| larson | 1.100× |\n| python | 1.000× |\n"), "{md}");
+        // The geometric mean of 1.1 and 1.0.
+        assert!(
+            md.contains(&format!("| geometric mean | {:.3}× |", 1.1f64.sqrt())),
+            "{md}"
+        );
     }
 
     #[test]
