@@ -70,8 +70,13 @@ fn suite_runs_every_workload_under_every_allocator() {
     assert!(!md.contains("failed") && !md.contains("## Failures"), "{md}");
     let header = format!("| workload | {} |", ALLOCATORS.join(" | "));
     assert_eq!(md.matches(&header).count(), 2, "a time and an RSS table:\n{md}");
+    // The time and RSS tables come before the profiling-overhead table, which has a row per
+    // workload too (checked below).
+    let (tables, overhead) = md
+        .split_once("## Profiling overhead")
+        .unwrap_or_else(|| panic!("no profiling-overhead table:\n{md}"));
     for w in WORKLOADS {
-        let rows: Vec<&str> = md
+        let rows: Vec<&str> = tables
             .lines()
             .filter(|l| l.starts_with(&format!("| {w} |")))
             .collect();
@@ -90,6 +95,24 @@ fn suite_runs_every_workload_under_every_allocator() {
         }
     }
     assert!(md.contains("RSS after everything is freed"), "{md}");
+
+    // The profiler's cost: tally-prof and tally-prof17 over tally, a positive ratio per workload.
+    assert!(
+        overhead.contains("| workload | tally-prof / tally | tally-prof17 / tally |"),
+        "{overhead}"
+    );
+    for w in WORKLOADS.iter().copied().chain(["geometric mean"]) {
+        let row = overhead
+            .lines()
+            .find(|l| l.starts_with(&format!("| {w} |")))
+            .unwrap_or_else(|| panic!("{w}: no overhead row:\n{overhead}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').skip(1).collect();
+        assert_eq!(cells.len(), 2, "{row}");
+        for cell in cells {
+            let ratio: f64 = cell.trim().trim_end_matches('×').parse().unwrap_or(f64::NAN);
+            assert!(ratio > 0.0, "{w}: overhead cell {cell:?}");
+        }
+    }
 
     // One raw line per run, and a plot with a bar per cell and per geometric mean, both panels.
     let raw = std::fs::read_to_string(scratch.path().join("suite.raw.tsv")).expect("raw TSV");
