@@ -150,13 +150,7 @@ impl Bin {
     /// The prepare handler must have taken the lock in this thread.
     pub(crate) unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
-        unsafe {
-            if child {
-                self.slabs.reset_in_child()
-            } else {
-                self.slabs.unlock_after_fork()
-            }
-        }
+        unsafe { self.slabs.unlock_after_fork(child) }
     }
 }
 

@@ -44,17 +44,13 @@ unsafe fn postfork(child: bool) {
         meta::unlock_after_fork(child);
         huge::unlock_after_fork(child);
         for arena in arenas {
-            if child {
-                arena.pages.reset_in_child();
-            } else {
-                arena.pages.unlock_after_fork();
-            }
+            arena.pages.unlock_after_fork(child);
         }
         for arena in arenas {
             arena.unlock_bins_after_fork(child);
         }
         tcache::unlock_after_fork(child);
-        PROFILER.unlock_after_fork();
+        PROFILER.unlock_after_fork(child);
     }
 }
 

@@ -438,13 +438,8 @@ pub(crate) fn lock_for_fork() {
 pub(crate) unsafe fn unlock_after_fork(child: bool) {
     // SAFETY: per the contract.
     unsafe {
-        if child {
-            FREE_DESCRIPTORS.reset_in_child();
-            CACHE.reset_in_child();
-        } else {
-            CACHE.unlock_after_fork();
-            FREE_DESCRIPTORS.unlock_after_fork();
-        }
+        CACHE.unlock_after_fork(child);
+        FREE_DESCRIPTORS.unlock_after_fork(child);
     }
 }
 

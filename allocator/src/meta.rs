@@ -48,14 +48,8 @@ pub(crate) fn lock_for_fork() {
 }
 
 /// # Safety
-/// See [`Mutex::unlock_after_fork`] and [`Mutex::reset_in_child`].
+/// See [`Mutex::unlock_after_fork`].
 pub(crate) unsafe fn unlock_after_fork(child: bool) {
     // SAFETY: the prepare handler took the lock in this thread.
-    unsafe {
-        if child {
-            POOL.reset_in_child()
-        } else {
-            POOL.unlock_after_fork()
-        }
-    }
+    unsafe { POOL.unlock_after_fork(child) }
 }

@@ -433,8 +433,8 @@ pub(crate) fn lock_for_fork() {
 pub(crate) unsafe fn unlock_after_fork(child: bool) {
     // SAFETY: per the contract.
     unsafe {
+        CACHES.unlock_after_fork(child);
         if child {
-            CACHES.reset_in_child();
             // Only the forking thread lives on in the child: every other attached cache's owner
             // is gone. Its blocks leak (as with any allocator); its cache must leave the list.
             let caches = &mut *CACHES.lock();
@@ -443,8 +443,6 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
             if !own.is_null() {
                 caches.attached.push_front(own);
             }
-        } else {
-            CACHES.unlock_after_fork()
         }
     }
 }

@@ -42,7 +42,8 @@ pub enum Rank {
     HugeCache,
     /// The metadata pool (`meta.rs`): the last, since everyone may need metadata.
     Meta,
-    /// Locks of unit tests that are not part of the order.
+    /// Locks of this crate's unit tests that are not part of the order.
+    #[cfg(test)]
     Test,
 }
 
@@ -227,22 +228,19 @@ impl<T> Mutex<T> {
         core::mem::forget(guard);
     }
 
-    /// Releases a lock taken by [`Mutex::lock_for_fork`] (in the parent after `fork`).
+    /// Releases a lock taken by [`Mutex::lock_for_fork`] after `fork`: in the parent an ordinary
+    /// unlock; in the `child`, where only the forking thread survives (and it held the lock), a
+    /// reset of the state word, waking no one, since the waiters were other threads.
     ///
     /// # Safety
-    /// The calling thread must hold the lock through `lock_for_fork`.
-    pub unsafe fn unlock_after_fork(&self) {
-        self.unlock();
-    }
-
-    /// Resets the lock in a `fork` child, where only the forking thread survives and it held every
-    /// lock (taken in the prepare handler).
-    ///
-    /// # Safety
-    /// Must only be called in the child of a fork whose prepare handler took this lock.
-    pub unsafe fn reset_in_child(&self) {
-        self.note_release();
-        self.state.store(UNLOCKED, Ordering::Release);
+    /// The calling thread must hold the lock through `lock_for_fork`, taken before this fork.
+    pub unsafe fn unlock_after_fork(&self, child: bool) {
+        if child {
+            self.note_release();
+            self.state.store(UNLOCKED, Ordering::Release);
+        } else {
+            self.unlock();
+        }
     }
 
     fn unlock(&self) {
@@ -377,9 +375,9 @@ mod tests {
             pages.lock_for_fork();
             // SAFETY: all three were taken by lock_for_fork in this thread.
             unsafe {
-                pages.unlock_after_fork();
-                b.unlock_after_fork();
-                a.unlock_after_fork();
+                pages.unlock_after_fork(false);
+                b.unlock_after_fork(true);
+                a.unlock_after_fork(false);
             }
             let _a = a.lock();
             let _p = pages.lock();

@@ -110,20 +110,9 @@ impl Profiler {
         }
     }
 
-    /// Sets `lg_prof_sample` (the allocator does it once at start-up, before sampling). Samples
-    /// keep the estimate computed when they were taken.
-    pub fn set_lg_sample(&self, lg: u32) {
-        self.sampling.set_lg(lg);
-    }
-
-    /// `lg_prof_sample`.
-    pub fn lg_sample(&self) -> u32 {
-        self.sampling.lg()
-    }
-
-    /// The mean sampling period in bytes, `2^lg_prof_sample`.
+    /// The mean sampling period in bytes, `2^lg_prof_sample` (the rate is `sampling`'s).
     pub fn period(&self) -> u64 {
-        1u64 << self.lg_sample()
+        1u64 << self.sampling.lg()
     }
 
     /// Turns cumulative counting (`prof_accum`) on or off.
@@ -185,15 +174,15 @@ impl Profiler {
         cfi::lock_for_fork();
     }
 
-    /// Releases the locks taken by [`Profiler::lock_for_fork`], in the parent or the child.
+    /// Releases the locks taken by [`Profiler::lock_for_fork`], in the parent or the `child`.
     ///
     /// # Safety
     /// The calling thread must have called `lock_for_fork` before the fork.
-    pub unsafe fn unlock_after_fork(&self) {
+    pub unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
         unsafe {
-            self.live.unlock_after_fork();
-            self.stacks.unlock_after_fork();
+            self.live.unlock_after_fork(child);
+            self.stacks.unlock_after_fork(child);
         }
         #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
         cfi::unlock_after_fork();
@@ -377,7 +366,7 @@ mod tests {
     #[test]
     fn record_free_and_dump_round_trip() {
         let p = Profiler::new(1000, 10_000);
-        p.set_lg_sample(12);
+        p.sampling.set_lg(12);
         p.set_accum(true);
         let a = [0x401000usize, 0x402000];
         let b = [0x403000usize];

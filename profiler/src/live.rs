@@ -161,9 +161,9 @@ impl LiveTable {
     ///
     /// # Safety
     /// See [`Mutex::unlock_after_fork`].
-    pub unsafe fn unlock_after_fork(&self) {
+    pub unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
-        unsafe { self.slots.unlock_after_fork() }
+        unsafe { self.slots.unlock_after_fork(child) }
     }
 
     /// Records a sampled block. If the address is already recorded (a block the allocator

@@ -133,9 +133,9 @@ impl StackTable {
     ///
     /// # Safety
     /// See [`Mutex::unlock_after_fork`].
-    pub unsafe fn unlock_after_fork(&self) {
+    pub unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
-        unsafe { self.index.unlock_after_fork() }
+        unsafe { self.index.unlock_after_fork(child) }
     }
 
     /// The id of `frames`, interning it if new. `None` when the table is full or memory could not

@@ -53,7 +53,7 @@ fn deep(n: usize, f: &mut dyn FnMut()) {
 
 fn main() {
     tally_profiler::prepare();
-    P.set_lg_sample(10);
+    P.sampling.set_lg(10);
     P.set_accum(true);
     let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
     use std::os::fd::AsRawFd;

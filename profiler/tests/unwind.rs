@@ -171,7 +171,7 @@ fn cfi_table_works_in_a_fork_child() {
     // SAFETY: the child only walks its stack, reads atomics and exits with `_exit`.
     let pid = unsafe { libc::fork() };
     // SAFETY: this process took the locks just above.
-    unsafe { PROFILER.unlock_after_fork() };
+    unsafe { PROFILER.unlock_after_fork(pid == 0) };
     if pid == 0 {
         let mut frames = [0usize; MAX_FRAMES];
         let mut computed = u64::MAX;

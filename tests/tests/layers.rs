@@ -154,6 +154,12 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Fails with every import of the crate at `dir` that goes against its written order.
+fn assert_follows_its_layers(dir: &str) {
+    let wrong = violations(dir);
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
 /// Every import of the crate at `dir` that goes against its written order.
 fn violations(dir: &str) -> Vec<String> {
     violations_in(&workspace_root().join(dir).join("src"), dir)
@@ -203,26 +209,22 @@ fn path_parser_finds_groups_and_plain_paths() {
 
 #[test]
 fn the_allocator_follows_its_layers() {
-    let wrong = violations("allocator");
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_follows_its_layers("allocator");
 }
 
 #[test]
 fn the_platform_layer_follows_its_layers() {
-    let wrong = violations("pal");
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_follows_its_layers("pal");
 }
 
 #[test]
 fn the_profiler_follows_its_layers() {
-    let wrong = violations("profiler");
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_follows_its_layers("profiler");
 }
 
 #[test]
 fn the_report_tool_follows_its_layers() {
-    let wrong = violations("report");
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_follows_its_layers("report");
 }
 
 #[test]
