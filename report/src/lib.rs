@@ -16,12 +16,14 @@
 //! 9. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
 //! 10. [`series`] — a series of dumps of one process: their order and positions (the HTML
 //!     report's growth chart draws on its axis).
-//! 11. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
+//! 11. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
+//!     asking a running JVM for one.
+//! 12. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 12. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 13. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//! 13. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 14. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 14. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 15. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
@@ -32,6 +34,7 @@ pub mod leaks;
 pub mod memory_map;
 pub mod object_file;
 pub mod perf_map;
+pub mod perf_map_finder;
 pub mod pipeline;
 pub mod profile;
 pub mod render;

@@ -97,6 +97,9 @@ struct ReportArgs {
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
     debug_dirs: Vec<PathBuf>,
+    /// The perf map naming JIT code (JVM, node), instead of /tmp/perf-<pid>.map of the dump's pid.
+    #[arg(long = "perf-map", value_name = "FILE")]
+    perf_map: Option<PathBuf>,
     /// [BINARY] DUMP...: the program (optional; the dump names its files) and the dump (several
     /// with --html: a series, the report on the last).
     #[arg(value_name = "[BINARY] DUMP", num_args = 1.., required = true)]
@@ -127,6 +130,9 @@ struct LeaksArgs {
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
     debug_dirs: Vec<PathBuf>,
+    /// The perf map naming JIT code (JVM, node), instead of /tmp/perf-<pid>.map of the dumps' pid.
+    #[arg(long = "perf-map", value_name = "FILE")]
+    perf_map: Option<PathBuf>,
     /// [BINARY] DUMP...: the program (optional) and the dumps, e.g. prefix.*.i*.heap.
     #[arg(value_name = "[BINARY] DUMP", num_args = 1.., required = true)]
     files: Vec<PathBuf>,
@@ -216,6 +222,7 @@ fn report_options(args: ReportArgs) -> Result<ReportOptions, Error> {
         ignore: regex("--ignore", args.ignore)?,
         debug_dirs: args.debug_dirs,
         lg_interval: args.lg_interval,
+        perf_map: args.perf_map,
     })
 }
 
@@ -234,6 +241,7 @@ fn leaks_options(args: LeaksArgs) -> LeaksOptions {
             min_r2: args.min_r2,
             ..Default::default()
         },
+        perf_map: args.perf_map,
     }
 }
 
