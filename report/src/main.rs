@@ -152,6 +152,10 @@ struct RunArgs {
     /// One row per source line rather than per function.
     #[arg(long)]
     lines: bool,
+    /// Do not add the flags that make a JVM (`java`) or node write perf maps and keep frame
+    /// pointers (JAVA_TOOL_OPTIONS, NODE_OPTIONS).
+    #[arg(long = "no-runtime-flags")]
+    no_runtime_flags: bool,
     /// The program and its arguments.
     #[arg(
         value_name = "PROGRAM [ARGS]",
@@ -270,6 +274,7 @@ fn main() -> ExitCode {
                 out_dir: args.out,
                 top: args.top,
                 granularity: granularity(args.lines),
+                no_runtime_flags: args.no_runtime_flags,
             };
             run(&options, &mut out, &mut warn).and_then(|outcome| {
                 code = Some(outcome.code);
