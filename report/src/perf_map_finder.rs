@@ -14,7 +14,8 @@
 //! 3. **The address space**: the dump's memory map must have anonymous executable memory (JIT
 //!    code) holding at least one of the map's entries whole; a map none of whose entries fits
 //!    comes from another address space, and is not used. Lookups check each entry the same way
-//!    ([`crate::symbolize`]).
+//!    ([`crate::symbolize`]). A JVM's map (it names the `Interpreter` or Java methods) is used
+//!    only for a dump whose process mapped `libjvm.so`.
 //!
 //! What these cannot catch: code freed and its memory reused for other code between the dump
 //! and the writing of the map (a JVM's map lists the code alive when it is written, at exit with
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::dump::{Dump, Mapping};
 use crate::error::Error;
+use crate::memory_map::MemoryMap;
 use crate::object_file::io_message;
 use crate::perf_map::PerfMap;
 use crate::series;
@@ -93,8 +95,9 @@ impl Finder {
                 map: None,
                 hint: format!(
                     "{} has no pid in its name (<prefix>.<pid>.<seq>.<kind>.heap), so no \
-                     /tmp/perf-<pid>.map was looked for; give --perf-map FILE",
-                    dump_path.display()
+                     /tmp/perf-<pid>.map was looked for; {}",
+                    dump_path.display(),
+                    how_to_get_one(None)
                 ),
             };
         };
@@ -141,12 +144,25 @@ fn note_skipped(path: &Path, map: &PerfMap, warn: &mut dyn FnMut(&str)) {
     }
 }
 
-/// `map` for `dump` if at least one of its entries lies whole in the dump's JIT memory (check 3).
+/// `map` for `dump` if at least one of its entries lies whole in the dump's JIT memory, and, for
+/// a JVM's map, the dump's process is a JVM (check 3).
 fn fit(path: &Path, map: &Rc<PerfMap>, dump: &Dump, how: &str) -> JitNames {
+    if map.is_jvm() && !dump.maps.iter().any(|m| m.path.ends_with("/libjvm.so")) {
+        return JitNames {
+            map: None,
+            hint: format!(
+                "{} is a JVM's map, but the dump's process maps no libjvm.so (another process's \
+                 map?), so it was not used; {how}",
+                path.display()
+            ),
+        };
+    }
+    let memory = MemoryMap::new(&dump.maps);
     let fits = map.entries().iter().any(|entry| {
-        dump.maps.iter().any(|m| {
-            is_jit_memory(m) && m.start <= entry.start && entry.end <= m.end && entry.start < entry.end
-        })
+        entry.start < entry.end
+            && memory
+                .jit_mapping(entry.start)
+                .is_some_and(|m| entry.end <= m.end)
     });
     if fits {
         JitNames {

@@ -62,10 +62,10 @@ pub struct Location {
 }
 
 impl Location {
-    /// Whether the address lay in no mapping of a file and no named mapping: code the dump's map
-    /// cannot name, typically a JIT compiler's (a JVM's compiled Java), or a damaged frame.
-    /// Unwinders that lack unwind information for such code stop there or go astray, so frames
-    /// from here on say little.
+    /// Whether the address lay in no mapping of a file and no named mapping, and no perf map
+    /// named it: JIT code without a name (a JVM's compiled Java with no perf map), or a damaged
+    /// frame. Its hex label changes when the JIT compiles the code again; a location a perf map
+    /// named is not anonymous.
     pub fn is_anonymous(&self) -> bool {
         !self.resolved && self.frames.len() == 1 && self.frames[0].function.starts_with("0x")
     }
@@ -217,7 +217,8 @@ impl Symbolizer {
             None => {
                 self.jit_unnamed.insert(address);
                 if self.jit_hint.is_none() {
-                    self.jit_hint = Some(names.map_or(JIT_HINT.to_string(), |n| n.hint.clone()));
+                    let hint = names.map(|n| n.hint.as_str()).filter(|h| !h.is_empty());
+                    self.jit_hint = Some(hint.unwrap_or(JIT_HINT).to_string());
                 }
                 None
             }

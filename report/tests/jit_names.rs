@@ -37,6 +37,10 @@ fn stacks() -> Vec<(Vec<u64>, u64, u64)> {
     ]
 }
 
+/// The JVM's library, in a dump's memory map: the process is a JVM.
+const JVM_LIBRARY: &str =
+    "7e0000000000-7e0000001000 r-xp 00000000 fe:00 2 /nonexistent/jdk/lib/server/libjvm.so\n";
+
 /// A `heap_v2` dump of `stacks()` with one anonymous `rwxp` mapping (and a file mapping before
 /// it, as in any process).
 fn dump_text() -> String {
@@ -50,6 +54,7 @@ fn dump_text() -> String {
     }
     text.push_str("\nMAPPED_LIBRARIES:\n");
     text.push_str("55d000000000-55d000001000 r-xp 00000000 fe:00 1 /nonexistent/program\n");
+    text.push_str(JVM_LIBRARY);
     text.push_str(&format!("{:x}-{:x} rwxp 00000000 00:00 0 \n", JIT, JIT + 0x10000));
     text
 }
@@ -289,6 +294,19 @@ fn perf_map_option_overrides_and_a_map_of_another_process_is_not_used() {
         stderr[0].contains("does not match the dump's memory map"),
         "{stderr:?}"
     );
+
+    // A JVM's map for a process that was no JVM: not used.
+    let no_jvm = dump_text().replace(JVM_LIBRARY, "");
+    std::fs::write(&dump, no_jvm).unwrap();
+    let output = report(&["--text", "--perf-map", map.to_str().unwrap()], &dump);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(!text.contains("java."), "{text}");
+    let stderr = stderr_lines(&output);
+    assert_eq!(stderr.len(), 1, "{stderr:?}");
+    assert!(
+        stderr[0].contains("saved.map is a JVM's map, but the dump's process maps no libjvm.so"),
+        "{stderr:?}"
+    );
 }
 
 #[test]
@@ -351,7 +369,7 @@ fn leaks_keeps_named_jit_frames_and_folds_unnamed_ones() {
             let text = format!(
                 "heap_v2/524288\n  t*: {n}: {bytes} [0: 0]\n\
                  @ {a:#x} {b:#x} {moved:#x} {c:#x}\n  t*: {n}: {bytes} [0: 0]\n\n\
-                 MAPPED_LIBRARIES:\n{JIT:x}-{end:x} rwxp 00000000 00:00 0 \n",
+                 MAPPED_LIBRARIES:\n{JVM_LIBRARY}{JIT:x}-{end:x} rwxp 00000000 00:00 0 \n",
                 n = i + 1,
                 a = JIT + 0x1110,
                 b = JIT + 0x1021,

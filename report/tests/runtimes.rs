@@ -212,11 +212,18 @@ fn a_map_older_than_the_running_process_or_of_another_process_is_not_used() {
         .expect("sleep never ran");
     let dump = dump_of(dir.path(), pid, &maps);
     let map = PerfMapFile::of(&pid.to_string());
-    std::fs::write(&map.0, format!("{JIT:x} 100 void Example.run()\n")).unwrap();
+    std::fs::write(
+        &map.0,
+        format!("{JIT:x} 100 JS:*exampleRun /app/example.js:3:1\n"),
+    )
+    .unwrap();
 
     // Written after the process started: used.
     let (stdout, stderr) = text_report(&dump);
-    assert!(stdout.contains("Example.run"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("exampleRun /app/example.js:3"),
+        "{stdout}{stderr}"
+    );
     assert_eq!(stderr, "");
 
     // Written an hour before it started: an earlier process with that pid left it.
@@ -224,7 +231,7 @@ fn a_map_older_than_the_running_process_or_of_another_process_is_not_used() {
     file.set_modified(SystemTime::now() - Duration::from_secs(3600))
         .unwrap();
     let (stdout, stderr) = text_report(&dump);
-    assert!(!stdout.contains("Example"), "{stdout}");
+    assert!(!stdout.contains("exampleRun"), "{stdout}");
     assert!(stdout.contains(&format!("{:#x}", JIT + 0x10)), "{stdout}");
     assert!(
         stderr.contains(&format!(
@@ -242,7 +249,7 @@ fn a_map_older_than_the_running_process_or_of_another_process_is_not_used() {
         "55d000000000-55d000001000 r-xp 00000000 fe:00 1 /nonexistent/program\n",
     );
     let (stdout, stderr) = text_report(&other);
-    assert!(!stdout.contains("Example"), "{stdout}");
+    assert!(!stdout.contains("exampleRun"), "{stdout}");
     assert!(
         stderr.contains(&format!("pid {pid} now runs another process than the dump's")),
         "{stderr}"
