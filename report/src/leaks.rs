@@ -2,10 +2,12 @@
 //! steadily, which is what a leak looks like, fastest first.
 //!
 //! Every dump is read as `--text` reads it (live bytes, jeprof's unbiasing, allocator frames
-//! removed); stacks are compared by their symbolized frames, cut at the first frame in anonymous
-//! memory ([`crate::symbolize::Location::is_anonymous`]): in a JVM that is compiled or
-//! interpreted Java code, where the native unwinder stops, and its address changes when the JIT
-//! compiles the method again, which must not split one leak into several stacks. For each stack, with `y_i` its live
+//! removed); stacks are compared by their symbolized frames, JIT code named from a perf map
+//! ([`crate::perf_map`]), each run of unnamed frames in anonymous memory
+//! ([`crate::symbolize::Location::is_anonymous`]) folded into one `[anonymous code]` frame
+//! ([`crate::profile::Profile::fold_anonymous_frames`]): in a JVM without a perf map that is
+//! compiled or interpreted Java code, whose address changes when the JIT compiles the method
+//! again, which must not split one leak into several stacks. For each stack, with `y_i` its live
 //! bytes in dump `i` and `x_i` the dump's position on the [`Axis`] (bytes allocated so far, when
 //! known), the least-squares line `y = a + b·x` gives:
 //!

@@ -8,19 +8,22 @@
 //! 1. [`error`] — the one error type: `FILE:LINE: what is wrong`, one line, exit code 2.
 //! 2. [`dump`] — reading a dump (the format crate's parser) and jeprof's unbiasing.
 //! 3. [`memory_map`] — which mapping, file and file offset an address falls in.
-//! 4. [`demangle`] — Rust and C++ names.
-//! 5. [`object_file`] — one ELF file: segments, symbol tables, DWARF, separate debug files.
-//! 6. [`allocator_frames`] — which functions are the allocator's entry points.
-//! 7. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
-//! 8. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
-//! 9. [`series`] — a series of dumps of one process: their order and positions (the HTML
-//!    report's growth chart draws on its axis).
-//! 10. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
+//! 4. [`perf_map`] — perf maps (`/tmp/perf-<pid>.map`): JIT code's names, readable.
+//! 5. [`demangle`] — Rust and C++ names.
+//! 6. [`object_file`] — one ELF file: segments, symbol tables, DWARF, separate debug files.
+//! 7. [`allocator_frames`] — which functions are the allocator's entry points.
+//! 8. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
+//! 9. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
+//! 10. [`series`] — a series of dumps of one process: their order and positions (the HTML
+//!     report's growth chart draws on its axis).
+//! 11. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
+//!     asking a running JVM for one.
+//! 12. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 11. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 12. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//! 13. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 14. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 13. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 15. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
@@ -30,6 +33,8 @@ pub mod error;
 pub mod leaks;
 pub mod memory_map;
 pub mod object_file;
+pub mod perf_map;
+pub mod perf_map_finder;
 pub mod pipeline;
 pub mod profile;
 pub mod render;

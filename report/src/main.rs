@@ -97,6 +97,9 @@ struct ReportArgs {
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
     debug_dirs: Vec<PathBuf>,
+    /// The perf map naming JIT code (JVM, node), instead of /tmp/perf-<pid>.map of the dump's pid.
+    #[arg(long = "perf-map", value_name = "FILE")]
+    perf_map: Option<PathBuf>,
     /// [BINARY] DUMP...: the program (optional; the dump names its files) and the dump (several
     /// with --html: a series, the report on the last).
     #[arg(value_name = "[BINARY] DUMP", num_args = 1.., required = true)]
@@ -127,6 +130,9 @@ struct LeaksArgs {
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
     debug_dirs: Vec<PathBuf>,
+    /// The perf map naming JIT code (JVM, node), instead of /tmp/perf-<pid>.map of the dumps' pid.
+    #[arg(long = "perf-map", value_name = "FILE")]
+    perf_map: Option<PathBuf>,
     /// [BINARY] DUMP...: the program (optional) and the dumps, e.g. prefix.*.i*.heap.
     #[arg(value_name = "[BINARY] DUMP", num_args = 1.., required = true)]
     files: Vec<PathBuf>,
@@ -146,6 +152,10 @@ struct RunArgs {
     /// One row per source line rather than per function.
     #[arg(long)]
     lines: bool,
+    /// Do not add the flags that make a JVM (`java`) or node write perf maps and keep frame
+    /// pointers (JAVA_TOOL_OPTIONS, NODE_OPTIONS).
+    #[arg(long = "no-runtime-flags")]
+    no_runtime_flags: bool,
     /// The program and its arguments.
     #[arg(
         value_name = "PROGRAM [ARGS]",
@@ -216,6 +226,7 @@ fn report_options(args: ReportArgs) -> Result<ReportOptions, Error> {
         ignore: regex("--ignore", args.ignore)?,
         debug_dirs: args.debug_dirs,
         lg_interval: args.lg_interval,
+        perf_map: args.perf_map,
     })
 }
 
@@ -234,6 +245,7 @@ fn leaks_options(args: LeaksArgs) -> LeaksOptions {
             min_r2: args.min_r2,
             ..Default::default()
         },
+        perf_map: args.perf_map,
     }
 }
 
@@ -262,6 +274,7 @@ fn main() -> ExitCode {
                 out_dir: args.out,
                 top: args.top,
                 granularity: granularity(args.lines),
+                no_runtime_flags: args.no_runtime_flags,
             };
             run(&options, &mut out, &mut warn).and_then(|outcome| {
                 code = Some(outcome.code);

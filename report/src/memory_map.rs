@@ -7,6 +7,8 @@ use crate::dump::Mapping;
 #[derive(Debug, Clone)]
 pub struct MemoryMap {
     mappings: Vec<Mapping>,
+    /// A hash of all the mappings: equal maps (the same dump read twice) have equal keys.
+    key: u64,
 }
 
 /// Where an address lies.
@@ -37,7 +39,23 @@ impl MemoryMap {
     pub fn new(mappings: &[Mapping]) -> MemoryMap {
         let mut mappings = mappings.to_vec();
         mappings.sort_by_key(|m| (m.start, m.end));
-        MemoryMap { mappings }
+        MemoryMap {
+            key: key(&mappings),
+            mappings,
+        }
+    }
+
+    /// Identifies the address space (of one dump): [`key`] of its mappings.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// The anonymous executable mapping holding `address`, where JIT compilers put their code
+    /// (and where `address` is [`Place::Unknown`]).
+    pub fn jit_mapping(&self, address: u64) -> Option<&Mapping> {
+        let after = self.mappings.partition_point(|m| m.start <= address);
+        let mapping = &self.mappings[after.checked_sub(1)?];
+        (address < mapping.end && mapping.path.is_empty() && mapping.is_executable()).then_some(mapping)
     }
 
     /// The mappings, sorted by start address.
@@ -78,6 +96,16 @@ impl MemoryMap {
             }
         }
     }
+}
+
+/// A hash of `mappings` (in the order given) that tells address spaces apart.
+pub fn key(mappings: &[Mapping]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for m in mappings {
+        (m.start, m.end, m.offset, &m.perms, &m.path).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// The file's path without the ` (deleted)` the kernel appends once a mapped file is removed.
@@ -133,5 +161,14 @@ mod tests {
         assert_eq!(map.place(0x7010), Place::Unknown);
         assert_eq!(map.place(0x10), Place::Unknown);
         assert_eq!(map.place(0x3000), Place::Unknown);
+        // Only anonymous executable memory is JIT code.
+        assert_eq!(map.jit_mapping(0x7fff).map(|m| m.start), Some(0x7000));
+        assert_eq!(map.jit_mapping(0x8000), None);
+        assert_eq!(map.jit_mapping(0x5010), None);
+        assert_eq!(map.jit_mapping(0x1004), None);
+        let mut data = m(0x9000, 0xa000, 0, "");
+        data.perms = "rw-p".into();
+        assert_eq!(MemoryMap::new(&[data]).jit_mapping(0x9000), None);
+        assert_ne!(map.key(), MemoryMap::new(&[m(0x7000, 0x8000, 0, "")]).key());
     }
 }

@@ -9,6 +9,8 @@ use regex::Regex;
 
 use crate::error::Error;
 use crate::leaks::{self};
+use crate::memory_map::MemoryMap;
+use crate::perf_map_finder::Finder;
 use crate::profile::{Granularity, Profile, Row, SampleType};
 use crate::series::Axis;
 use crate::symbolize::{Symbolizer, SymbolizerOptions};
@@ -65,6 +67,8 @@ pub struct ReportOptions {
     pub debug_dirs: Vec<PathBuf>,
     /// `lg_prof_interval` of the series' interval dumps, when known (`--lg-interval`).
     pub lg_interval: Option<u32>,
+    /// The perf map naming JIT code (`--perf-map`), instead of each dump's `/tmp/perf-<pid>.map`.
+    pub perf_map: Option<PathBuf>,
 }
 
 /// Rows the HTML page's table shows unless `--top` says otherwise.
@@ -116,6 +120,39 @@ fn read_series(
     Ok((paths, dumps))
 }
 
+/// Gives `symbolizer` the perf map of each dump (see [`crate::perf_map_finder`]); `given` is
+/// `--perf-map`, used for the dumps of `series` only (a `--base` dump may come from another run).
+fn add_jit_names(
+    symbolizer: &mut Symbolizer,
+    given: Option<&Path>,
+    series: (&[PathBuf], &[dump::Dump]),
+    base: Option<(&Path, &dump::Dump)>,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let mut finder = Finder::new(given, warn)?;
+    for (path, dump) in series.0.iter().zip(series.1) {
+        let names = finder.names(path, dump, warn);
+        symbolizer.add_jit_names(&MemoryMap::new(&dump.maps), names);
+    }
+    if let Some((path, dump)) = base {
+        let names = if given.is_some() {
+            Finder::new(None, warn)?.names(path, dump, warn)
+        } else {
+            finder.names(path, dump, warn)
+        };
+        // The base's names apply only if its address space differs from the series' dumps.
+        let map = MemoryMap::new(&dump.maps);
+        if !series
+            .1
+            .iter()
+            .any(|d| MemoryMap::new(&d.maps).key() == map.key())
+        {
+            symbolizer.add_jit_names(&map, names);
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` (`-`: to `out`).
 fn write_output(path: &Path, bytes: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     if path == Path::new("-") {
@@ -151,6 +188,13 @@ pub fn report(options: &ReportOptions, out: &mut dyn Write, warn: &mut dyn FnMut
         debug_dirs: options.debug_dirs.clone(),
         binary: options.binary.clone(),
     });
+    add_jit_names(
+        &mut symbolizer,
+        options.perf_map.as_deref(),
+        (&paths, &dumps),
+        options.base.as_deref().zip(base.as_ref()),
+        warn,
+    )?;
     let ordered = ReportOptions {
         dumps: paths,
         ..options.clone()
@@ -371,6 +415,8 @@ pub struct LeaksOptions {
     pub html: Option<PathBuf>,
     /// What counts as steady growth.
     pub thresholds: leaks::Thresholds,
+    /// The perf map naming JIT code (`--perf-map`), instead of `/tmp/perf-<pid>.map`.
+    pub perf_map: Option<PathBuf>,
 }
 
 /// The fewest dumps `tally leaks` ranks.
@@ -391,13 +437,20 @@ pub fn leaks(options: &LeaksOptions, out: &mut dyn Write, warn: &mut dyn FnMut(&
         debug_dirs: options.debug_dirs.clone(),
         binary: options.binary.clone(),
     });
+    add_jit_names(
+        &mut symbolizer,
+        options.perf_map.as_deref(),
+        (&paths, &dumps),
+        None,
+        warn,
+    )?;
     let axis = Axis::of(&dumps, &paths, options.lg_interval);
     let profiles: Vec<Profile> = dumps
         .iter()
         .map(|dump| {
             Profile::from_dump(dump, SampleType::InuseSpace, &mut symbolizer)
                 .without_allocator_frames(&symbolizer)
-                .cut_at_anonymous_frames(&symbolizer)
+                .fold_anonymous_frames(&mut symbolizer)
         })
         .collect();
     let period = dumps.iter().map(|d| d.period).max().unwrap_or(0) as f64;

@@ -57,6 +57,10 @@ pub enum Granularity {
     Lines,
 }
 
+/// The name of a run of unnamed frames in anonymous memory, once folded
+/// ([`Profile::fold_anonymous_frames`]).
+pub const ANONYMOUS_CODE: &str = "[anonymous code]";
+
 /// Values per stack. A stack is a list of locations, innermost first.
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
@@ -139,15 +143,25 @@ impl Profile {
         })
     }
 
-    /// Each stack up to (not including) its first frame in anonymous memory (JIT code), where
-    /// native unwinding stops making sense; stacks that then read alike are merged.
-    pub fn cut_at_anonymous_frames(&self, symbolizer: &Symbolizer) -> Profile {
+    /// Each stack with every run of frames in anonymous memory that no perf map named (JIT code,
+    /// or a damaged frame) folded into one frame, [`ANONYMOUS_CODE`]; stacks that then read
+    /// alike are merged. The frames beyond are kept: a frame-pointer walk through JIT code
+    /// finds real callers there. Folding keeps one leak one stack when its unnamed JIT frames
+    /// change address (the JIT compiles a method again), as `tally leaks` needs; frames a perf
+    /// map named are kept as they are.
+    pub fn fold_anonymous_frames(&self, symbolizer: &mut Symbolizer) -> Profile {
+        let placeholder = symbolizer.placeholder(ANONYMOUS_CODE);
+        let symbolizer = &*symbolizer;
         self.map_stacks(|stack| {
-            let end = stack
-                .iter()
-                .position(|&id| symbolizer.location(id).is_anonymous())
-                .unwrap_or(stack.len());
-            Some(stack[..end].to_vec())
+            let mut folded: Vec<LocationId> = Vec::with_capacity(stack.len());
+            for &id in stack {
+                if !symbolizer.location(id).is_anonymous() {
+                    folded.push(id);
+                } else if folded.last() != Some(&placeholder) {
+                    folded.push(placeholder);
+                }
+            }
+            Some(folded)
         })
     }
 

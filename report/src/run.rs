@@ -9,13 +9,26 @@
 //!   `--conf` (later keys win, so `--conf` can change any of them), `DIR` being `--out` (made if
 //!   missing) or the current directory.
 //!
+//! - for a JVM or node, the flags that let the report name their JIT-compiled code (unless
+//!   `--no-runtime-flags`): a program named `java` gets `JAVA_TOOL_OPTIONS=-XX:+PreserveFramePointer
+//!   -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit` (frame pointers for the walk through
+//!   compiled Java code, and `/tmp/perf-<pid>.map` written at exit), one named `node` or `nodejs`
+//!   `NODE_OPTIONS=--perf-basic-prof-only-functions --interpreted-frames-native-stack` (the map of
+//!   JavaScript functions, written as they are compiled, and a frame of its own for each
+//!   interpreted function; plain `--perf-basic-prof` also names V8's builtins, which the node
+//!   binary's symbols name already, and makes V8 write an `isolate-*-v8.log` into the current
+//!   directory). Flags already in those
+//!   variables stay, after these: a JVM and node take the last of two contradicting flags, so the
+//!   user's choice wins. The program is recognized by its file name only: a script that starts
+//!   a JVM gets nothing (set the variables yourself), and so neither does any other program.
+//!
 //! Its standard streams are the terminal's. While it runs, `tally` ignores Ctrl-C and Ctrl-\ (the
 //! program gets them and decides), so that a program stopped with Ctrl-C is still reported. The
 //! final dump is `<DIR>/tally.<pid>.<seq>.f.heap` with the program's pid; if the program ran its
 //! work in a child process (a shell script), the newest `tally.*.f.heap` written since the start
 //! is taken. `tally run` exits with the program's exit code (128 + N when a signal N ended it).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +52,15 @@ pub struct RunOptions {
     pub top: Option<usize>,
     /// Function or line rows.
     pub granularity: Granularity,
+    /// Leave `JAVA_TOOL_OPTIONS` and `NODE_OPTIONS` alone (`--no-runtime-flags`).
+    pub no_runtime_flags: bool,
 }
+
+/// The flags `tally run` gives a JVM, through `JAVA_TOOL_OPTIONS`.
+pub const JAVA_FLAGS: &str =
+    "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit";
+/// The flags `tally run` gives node, through `NODE_OPTIONS`.
+pub const NODE_FLAGS: &str = "--perf-basic-prof-only-functions --interpreted-frames-native-stack";
 
 /// How a run ended.
 #[derive(Debug)]
@@ -89,6 +110,27 @@ pub fn conf(prefix: &Path, extra: Option<&str>) -> String {
     conf
 }
 
+/// The variable and its value that give `program` the flags naming its JIT code (module docs),
+/// `existing` being the variable's value now; `None` for a program that is neither `java` nor
+/// `node`.
+pub fn runtime_flags(
+    program: &OsStr,
+    existing: impl Fn(&str) -> Option<OsString>,
+) -> Option<(&'static str, OsString)> {
+    let name = Path::new(program).file_name()?.to_str()?;
+    let (variable, flags) = match name {
+        "java" => ("JAVA_TOOL_OPTIONS", JAVA_FLAGS),
+        "node" | "nodejs" => ("NODE_OPTIONS", NODE_FLAGS),
+        _ => return None,
+    };
+    let mut value = OsString::from(flags);
+    if let Some(theirs) = existing(variable).filter(|v| !v.is_empty()) {
+        value.push(" ");
+        value.push(theirs);
+    }
+    Some((variable, value))
+}
+
 /// Runs the program, then reports its final dump to `out`. An error before the program ran
 /// (no library, no program) is `Err`; one after it is in the outcome, with the program's code.
 pub fn run(
@@ -115,10 +157,17 @@ pub fn run(
         preload.push(existing);
     }
     let started = SystemTime::now() - Duration::from_secs(1);
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("LD_PRELOAD", &preload)
-        .env("TALLY_CONF", conf(&prefix, options.conf.as_deref()))
+        .env("TALLY_CONF", conf(&prefix, options.conf.as_deref()));
+    if !options.no_runtime_flags {
+        if let Some((variable, value)) = runtime_flags(program, |v| std::env::var_os(v)) {
+            command.env(variable, value);
+        }
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| Error::new(format!("run: {}: {}", program.to_string_lossy(), io_message(e))))?;
     let pid = child.id();
@@ -226,6 +275,37 @@ mod tests {
             conf(Path::new("/d/tally"), Some("")),
             "prof:true,prof_final:true,prof_prefix:/d/tally"
         );
+    }
+
+    #[test]
+    fn gives_java_and_node_their_flags_before_the_users() {
+        let none = |_: &str| None;
+        let theirs = |variable: &str| Some(OsString::from(format!("<{variable}>")));
+        assert_eq!(
+            runtime_flags(OsStr::new("/usr/lib/jvm/bin/java"), none),
+            Some(("JAVA_TOOL_OPTIONS", OsString::from(JAVA_FLAGS)))
+        );
+        assert_eq!(
+            runtime_flags(OsStr::new("java"), theirs),
+            Some((
+                "JAVA_TOOL_OPTIONS",
+                OsString::from(format!("{JAVA_FLAGS} <JAVA_TOOL_OPTIONS>"))
+            ))
+        );
+        assert_eq!(
+            runtime_flags(OsStr::new("nodejs"), theirs),
+            Some((
+                "NODE_OPTIONS",
+                OsString::from(format!("{NODE_FLAGS} <NODE_OPTIONS>"))
+            ))
+        );
+        assert_eq!(
+            runtime_flags(OsStr::new("node"), |_| Some(OsString::new())),
+            Some(("NODE_OPTIONS", OsString::from(NODE_FLAGS)))
+        );
+        for other in ["javac", "./java.sh", "python3", "nodes", "/"] {
+            assert_eq!(runtime_flags(OsStr::new(other), theirs), None, "{other}");
+        }
     }
 
     #[test]

@@ -12,16 +12,25 @@
 //! file when the file could be read (what `addr2line -e libfoo.so 0x1234` takes), the file offset
 //! otherwise; an address in no file mapping prints as itself.
 //!
+//! An address in anonymous executable memory is JIT code: a perf map
+//! ([`crate::perf_map`]) names it, when one was given for the dump's address space
+//! ([`Symbolizer::add_jit_names`]) and has an entry that covers the address and lies wholly in
+//! the same mapping (an entry that straddles mappings, or lies outside them, belongs to another
+//! address space). An address no entry covers keeps its hex label, never a neighbour's name, and
+//! [`Symbolizer::take_warnings`] says once how to get a map.
+//!
 //! Every file is loaded once, and every (file, offset) is resolved once: a [`Symbolizer`] keeps
 //! both caches across all the dumps of one report (`--base` reads two). Equal locations are
 //! interned to one [`LocationId`], so later stages compare and hash small integers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::allocator_frames;
 use crate::memory_map::{MemoryMap, Place};
 use crate::object_file::{ObjectFile, SourceFrame};
+use crate::perf_map::PerfMap;
 
 /// One level of a location's inline chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -53,10 +62,10 @@ pub struct Location {
 }
 
 impl Location {
-    /// Whether the address lay in no mapping of a file and no named mapping: code the dump's map
-    /// cannot name, typically a JIT compiler's (a JVM's compiled Java), or a damaged frame.
-    /// Unwinders that lack unwind information for such code stop there or go astray, so frames
-    /// from here on say little.
+    /// Whether the address lay in no mapping of a file and no named mapping, and no perf map
+    /// named it: JIT code without a name (a JVM's compiled Java with no perf map), or a damaged
+    /// frame. Its hex label changes when the JIT compiles the code again; a location a perf map
+    /// named is not anonymous.
     pub fn is_anonymous(&self) -> bool {
         !self.resolved && self.frames.len() == 1 && self.frames[0].function.starts_with("0x")
     }
@@ -75,6 +84,21 @@ pub struct SymbolizerOptions {
     /// name (a binary moved, or rebuilt with the same code, since the dump was written).
     pub binary: Option<PathBuf>,
 }
+
+/// What names the JIT code of one address space (one dump's memory map).
+#[derive(Debug, Clone, Default)]
+pub struct JitNames {
+    /// The perf map, if one was found and passed its checks.
+    pub map: Option<Rc<PerfMap>>,
+    /// Why JIT code stays unnamed and how to get a map: the one warning printed when an address
+    /// in anonymous executable memory is left as hex.
+    pub hint: String,
+}
+
+/// The hint when nothing was said about an address space: how to get perf maps.
+pub const JIT_HINT: &str = "no perf map was given; run the program under `tally run`, or give --perf-map \
+                            /tmp/perf-<pid>.map (JVM: -XX:+UnlockDiagnosticVMOptions \
+                            -XX:+DumpPerfMapAtExit; node: --perf-basic-prof-only-functions)";
 
 /// A file from a memory map, loaded or not.
 struct LoadedFile {
@@ -98,6 +122,11 @@ pub struct Symbolizer {
     /// Per location, the first address it was looked up at (for formats that keep addresses).
     first_addresses: Vec<u64>,
     warnings: Vec<String>,
+    /// Perf maps by [`MemoryMap::key`].
+    jit_names: HashMap<u64, JitNames>,
+    /// JIT code addresses left unnamed, and the hint of the first.
+    jit_unnamed: HashSet<u64>,
+    jit_hint: Option<String>,
 }
 
 impl Symbolizer {
@@ -119,7 +148,16 @@ impl Symbolizer {
             location_ids: HashMap::new(),
             first_addresses: Vec::new(),
             warnings: Vec::new(),
+            jit_names: HashMap::new(),
+            jit_unnamed: HashSet::new(),
+            jit_hint: None,
         }
+    }
+
+    /// Names the JIT code of the address space `map` with `names` (replacing what was given for
+    /// it before).
+    pub fn add_jit_names(&mut self, map: &MemoryMap, names: JitNames) {
+        self.jit_names.insert(map.key(), names);
     }
 
     /// The location of frame `address` of a stack whose memory map is `map`. `address` is the
@@ -146,8 +184,53 @@ impl Symbolizer {
                 id
             }
             Place::Special { name, offset } => self.intern(unresolved(format!("{name}+{offset:#x}"))),
-            Place::Unknown => self.intern(unresolved(format!("{address:#x}"))),
+            Place::Unknown => {
+                if let Some(location) = self.jit_location(map, address) {
+                    return self.intern(location);
+                }
+                self.intern(unresolved(format!("{address:#x}")))
+            }
         }
+    }
+
+    /// The location of JIT code at `address` from the address space's perf map; `None` (and a
+    /// hint kept) when `address` is in anonymous executable memory but no entry names it.
+    fn jit_location(&mut self, map: &MemoryMap, address: u64) -> Option<Location> {
+        let mapping = map.jit_mapping(address)?;
+        let names = self.jit_names.get(&map.key());
+        let named = names.and_then(|names| {
+            let perf_map = names.map.as_ref()?;
+            let entry = perf_map.lookup(address)?;
+            (mapping.start <= entry.start && entry.end <= mapping.end).then(|| perf_map.readable_name(entry))
+        });
+        match named {
+            Some(function) => Some(Location {
+                frames: vec![Frame {
+                    function,
+                    file: None,
+                    line: 0,
+                }],
+                allocator: false,
+                malloc_library: None,
+                resolved: true,
+            }),
+            None => {
+                self.jit_unnamed.insert(address);
+                if self.jit_hint.is_none() {
+                    let hint = names.map(|n| n.hint.as_str()).filter(|h| !h.is_empty());
+                    self.jit_hint = Some(hint.unwrap_or(JIT_HINT).to_string());
+                }
+                None
+            }
+        }
+    }
+
+    /// The location of a made-up frame named `name` (a placeholder for frames folded together).
+    pub fn placeholder(&mut self, name: &str) -> LocationId {
+        self.intern(Location {
+            resolved: true,
+            ..unresolved(name.to_string())
+        })
     }
 
     /// The interned location `id`.
@@ -184,6 +267,13 @@ impl Symbolizer {
                 ));
                 self.binary_used = true;
             }
+        }
+        if let Some(hint) = self.jit_hint.take() {
+            let count = self.jit_unnamed.len();
+            let frames = if count == 1 { "frame" } else { "frames" };
+            self.warnings.push(format!(
+                "{count} {frames} in anonymous executable memory (JIT code) print as addresses: {hint}"
+            ));
         }
         std::mem::take(&mut self.warnings)
     }

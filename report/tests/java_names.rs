@@ -1,0 +1,121 @@
+//! Java method names in a real JVM's heap profile: `tally run -- java GzipLogger leak` under the
+//! real `libtally.so` (build it first: `cargo build --release -p tally`) gives the JVM
+//! `-XX:+PreserveFramePointer -XX:+DumpPerfMapAtExit`, and the report names the JIT-compiled
+//! frames from `/tmp/perf-<pid>.map`.
+//!
+//! - `names_the_jit_frame_above_the_native_code`: the profiler's walk ends at the first JIT
+//!   frame (it has no unwind information there), and that frame, the compiled native wrapper
+//!   of `Deflater.init` or the interpreter, is named, not hex.
+//! - `names_the_java_callers_of_deflate_init` NEEDS THE MIXED WALK (branch `mixed-unwind`:
+//!   the profiler continuing through JIT frames by frame pointers) and fails without it: the
+//!   Java code that leaked, `GzipLogger.logLeaky` (or its compiled caller), above
+//!   `Java_java_util_zip_Deflater_init`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+
+/// The collapsed stacks of the final dump of one `tally run -- java GzipLogger leak 3000`, shared
+/// by the tests: (stack, bytes).
+fn collapsed() -> &'static [(String, f64)] {
+    static STACKS: OnceLock<Vec<(String, f64)>> = OnceLock::new();
+    STACKS.get_or_init(|| {
+        need("javac", "default-jdk-headless");
+        let dir = tempfile::tempdir().unwrap().keep();
+        let classes = dir.join("classes");
+        run(Command::new("javac")
+            .arg("-d")
+            .arg(&classes)
+            .arg(data("GzipLogger.java")));
+        let output = tally()
+            .args(["run", "--conf", "lg_prof_sample:17", "--out"])
+            .arg(&dir)
+            .args(["--", "java", "-cp"])
+            .arg(&classes)
+            .args(["GzipLogger", "leak", "3000"])
+            .env("TALLY_SO", libtally())
+            .env_remove("LD_PRELOAD")
+            .env_remove("TALLY_CONF")
+            .env_remove("JAVA_TOOL_OPTIONS")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let dump = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("Heap profile: "))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("no Heap profile line:\n{stdout}"));
+        let pid = dump_pid(&dump);
+        let map = PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        let text = stdout_of_report(&dump);
+        let _ = std::fs::remove_file(&map);
+        let _ = std::fs::remove_dir_all(&dir);
+        text.lines()
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(stack, value)| (stack.to_string(), value.parse().unwrap()))
+            .collect()
+    })
+}
+
+/// The pid in `tally.<pid>.<seq>.f.heap`.
+fn dump_pid(dump: &Path) -> String {
+    let name = dump.file_name().unwrap().to_string_lossy().into_owned();
+    name.split('.').nth(1).unwrap().to_string()
+}
+
+fn stdout_of_report(dump: &Path) -> String {
+    stdout(tally().args(["report", "--collapsed"]).arg(dump))
+}
+
+/// The bytes of the stacks through `Java_java_util_zip_Deflater_init`, and of those for which
+/// `frame_above` holds for some frame above (outer to) it.
+fn deflate_bytes(frame_above: impl Fn(&str) -> bool) -> (f64, f64) {
+    let native = "Java_java_util_zip_Deflater_init";
+    let mut all = 0.0;
+    let mut matching = 0.0;
+    for (stack, bytes) in collapsed() {
+        let frames: Vec<&str> = stack.split(';').collect();
+        let Some(at) = frames.iter().position(|f| *f == native) else {
+            continue;
+        };
+        all += bytes;
+        if frames[..at].iter().any(|f| frame_above(f)) {
+            matching += bytes;
+        }
+    }
+    assert!(all > 0.0, "no stack through {native}: {:#?}", collapsed());
+    (all, matching)
+}
+
+#[test]
+fn names_the_jit_frame_above_the_native_code() {
+    let (all, named) = deflate_bytes(|f| {
+        f.starts_with("java.util.zip.") || f.starts_with("GzipLogger.") || f == "[java interpreter]"
+    });
+    let (_, hex) = deflate_bytes(|f| f.starts_with("0x"));
+    assert!(
+        named > 0.9 * all && hex < 0.1 * all,
+        "{named} of {all} bytes under a named Java frame, {hex} under a hex one: {:#?}",
+        collapsed()
+    );
+}
+
+#[test]
+fn names_the_java_callers_of_deflate_init() {
+    // Needs the mixed walk (branch `mixed-unwind`): see the module docs.
+    let (all, callers) = deflate_bytes(|f| f.starts_with("GzipLogger."));
+    assert!(
+        callers > 0.5 * all,
+        "{callers} of {all} bytes under GzipLogger's frames: {:#?}",
+        collapsed()
+    );
+}
