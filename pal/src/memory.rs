@@ -136,10 +136,10 @@ pub fn page_is_mapped(addr: usize) -> bool {
 }
 
 /// Whether every page of `[start, end)` is mapped (`start` page-aligned, `end` rounded up to a
-/// page), asked in a few `mincore` calls (one per 64 pages) with the answer vector on the stack.
+/// page), asked in a few `mincore` calls (one per 256 pages) with the answer vector on the stack.
 /// Like [`page_is_mapped`], says nothing about `PROT_NONE`.
 pub fn range_is_mapped(start: usize, end: usize) -> bool {
-    const CHUNK: usize = 64;
+    const CHUNK: usize = 256;
     let mut vec = [0u8; CHUNK];
     let mut at = start & !(PAGE - 1);
     while at < end {
@@ -178,8 +178,8 @@ mod tests {
 
     #[test]
     fn ranges_are_mapped_only_when_every_page_is() {
-        // 200 pages (more than one mincore call), the 150th unmapped.
-        let pages = 200;
+        // 600 pages (more than one mincore call), the 150th unmapped.
+        let pages = 600;
         let p = map(pages * PAGE) as usize;
         assert_ne!(p, 0);
         assert!(range_is_mapped(p, p + pages * PAGE));
@@ -192,10 +192,11 @@ mod tests {
         );
         assert!(!range_is_mapped(p, p + pages * PAGE));
         assert!(range_is_mapped(p + 150 * PAGE, p + pages * PAGE));
+        assert!(!range_is_mapped(p + 100, p + pages * PAGE - 100));
         // SAFETY: the rest of the mapping, in two parts around the hole.
         unsafe {
             unmap(p as *mut u8, 149 * PAGE);
-            unmap((p + 150 * PAGE) as *mut u8, 50 * PAGE);
+            unmap((p + 150 * PAGE) as *mut u8, (pages - 150) * PAGE);
         }
     }
 

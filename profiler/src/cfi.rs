@@ -38,11 +38,12 @@
 //! bytes), 8-aligned, less than [`MAX_FRAME_BYTES`] above it, and in pages `mincore` says are
 //! mapped; the DWARF steps after it check their frame's words the same way. The walk knows
 //! that the pages from its own `rsp` up to where the tables led it are its stack, and asks the
-//! kernel about those above only as it climbs, 64 KiB at a time (one system call per capture,
-//! usually). As for [`FramePointers`](crate::unwind::FramePointers), a garbage `rbp` pointing
-//! into a mapped `PROT_NONE` page (a guard page just above this thread's stack) could still
-//! fault: that needs a chain already corrupt and within a megabyte of the frame. Captures that
-//! never leave the tables pay one never-taken branch per frame for all this.
+//! kernel about those above only as it climbs: 64 KiB past what it needs at a time while the
+//! stack goes on that far, page by page near its top. As for
+//! [`FramePointers`](crate::unwind::FramePointers), a garbage `rbp` pointing into a mapped
+//! `PROT_NONE` page (another thread's stack guard just above this stack) could still fault:
+//! that needs a chain already corrupt and within a megabyte of the frame. Captures that never
+//! leave the tables pay one never-taken branch per frame for all this.
 //!
 //! An expression rule after a frame-pointer step ends the walk there rather than handing it to
 //! libgcc, which would stop at the frame without tables anyway.
@@ -647,26 +648,65 @@ fn rule_for(lookup: usize) -> Result<Rule, Miss> {
 }
 
 /// Where a walk may read the stack without unwind tables vouching for the address: every page
-/// of `[the capturing thread's rsp, readable_to)` is mapped. 0 while the walk has only taken
+/// of `[the capturing thread's rsp, to)` is mapped. `to` is 0 while the walk has only taken
 /// steps the tables describe (which it trusts, as libgcc does); set at its first frame-pointer
-/// step and extended with `mincore` ([`tally_pal::memory::range_is_mapped`]), [`AHEAD`] bytes
-/// at a time when the stack is mapped that far.
+/// step and extended with `mincore` ([`tally_pal::memory::range_is_mapped`]) as the walk
+/// climbs: first, once, up to where the stack probably ends ([`stack_end_hint`]), which is one
+/// system call for the whole walk when it is right; then [`AHEAD`] bytes past the address
+/// needed at a time, until a range that far is not all mapped; then page by page.
 struct Readable {
     to: usize,
+    hint: usize,
+    ahead: usize,
 }
 
-/// How far past the address it needs [`Readable`] asks the kernel about at once: a JVM's Java
-/// frames take a few pages, so one `mincore` per capture, usually.
+/// How far past the address it needs [`Readable`] asks the kernel about, once the hint failed.
 const AHEAD: usize = 16 * tally_pal::PAGE;
+/// The farthest above the walk's `rsp` that [`stack_end_hint`] may be (the kernel is asked about
+/// every page in between: 256 pages per call).
+const HINT_MAX_BYTES: usize = 4 << 20;
+
+extern "C" {
+    /// glibc (the dynamic loader): near the top of the main thread's stack.
+    static __libc_stack_end: *mut c_void;
+}
+
+/// Where the stack at `rsp` probably ends, from what glibc's layout suggests: a thread that
+/// `pthread_create` started runs on a stack mapped just below its thread descriptor, which the
+/// thread pointer (`fs:0`) addresses; the main thread's stack ends above `__libc_stack_end`.
+/// Only a hint (a thread on a stack of its own making, a signal stack): [`Readable`] asks the
+/// kernel before it believes it. 0 when neither is a little above `rsp`.
+fn stack_end_hint(rsp: usize) -> usize {
+    let thread_pointer: usize;
+    // SAFETY: reads the thread pointer: `fs:0` holds its own address on x86-64 Linux.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) thread_pointer,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    // SAFETY: a pointer-sized variable the dynamic loader sets before any code runs.
+    let main_end = unsafe { __libc_stack_end } as usize;
+    [thread_pointer, main_end]
+        .into_iter()
+        .find(|&end| end > rsp && end - rsp <= HINT_MAX_BYTES)
+        .map_or(0, |end| (end + 1).next_multiple_of(tally_pal::PAGE))
+}
 
 impl Readable {
-    const TRUSTED: Readable = Readable { to: 0 };
+    const TRUSTED: Readable = Readable {
+        to: 0,
+        hint: 0,
+        ahead: AHEAD,
+    };
 
     /// Starts checking at a frame whose stack pointer is `rsp`: the tables led the walk there,
     /// and it read the word below `rsp`, so the pages up to `rsp` are the thread's stack.
     fn start(&mut self, rsp: usize) {
         if self.to == 0 {
             self.to = rsp.next_multiple_of(tally_pal::PAGE);
+            self.hint = stack_end_hint(rsp);
         }
     }
 
@@ -681,12 +721,24 @@ impl Readable {
     #[inline(never)]
     fn extend(&mut self, end: usize) -> bool {
         let need = end.next_multiple_of(tally_pal::PAGE);
-        let ahead = need.max(self.to.saturating_add(AHEAD));
-        for to in [ahead, need] {
-            if tally_pal::memory::range_is_mapped(self.to, to) {
-                self.to = to;
+        if self.hint >= need {
+            let hint = core::mem::take(&mut self.hint);
+            if tally_pal::memory::range_is_mapped(self.to, hint) {
+                self.to = hint;
                 return true;
             }
+        }
+        if self.ahead != 0 {
+            let ahead = need.saturating_add(self.ahead);
+            if tally_pal::memory::range_is_mapped(self.to, ahead) {
+                self.to = ahead;
+                return true;
+            }
+            self.ahead = 0;
+        }
+        if tally_pal::memory::range_is_mapped(self.to, need) {
+            self.to = need;
+            return true;
         }
         false
     }
@@ -1324,7 +1376,11 @@ mod tests {
         stack.record(10, stack.at(40), 0x1111);
         stack.record(40, stack.at(500), 0x2222);
         stack.record(500, 0, 0x3333);
-        let mut readable = Readable { to: stack.at(0) };
+        let mut readable = Readable {
+            to: stack.at(0),
+            hint: 0,
+            ahead: AHEAD,
+        };
         let (mut rsp, mut rbp) = (stack.at(0), stack.at(10));
         let mut found = Vec::new();
         loop {
@@ -1343,7 +1399,11 @@ mod tests {
         assert!(readable.to >= stack.at(502), "the pages read are known mapped");
         // A record may start right at the frame's rsp; a null return address ends the stack.
         stack.record(12, stack.at(40), 0);
-        let mut readable = Readable { to: stack.at(0) };
+        let mut readable = Readable {
+            to: stack.at(0),
+            hint: 0,
+            ahead: AHEAD,
+        };
         assert_eq!(
             frame_pointer_step(stack.at(10), stack.at(10), &mut readable),
             FpStep::Caller {
@@ -1363,7 +1423,17 @@ mod tests {
         let mut stack = FakeStack::new();
         stack.record(10, stack.at(40), 0x1111);
         let rsp = stack.at(4);
-        let step = |rbp: usize| frame_pointer_step(rsp, rbp, &mut Readable { to: stack.at(0) });
+        let step = |rbp: usize| {
+            frame_pointer_step(
+                rsp,
+                rbp,
+                &mut Readable {
+                    to: stack.at(0),
+                    hint: 0,
+                    ahead: AHEAD,
+                },
+            )
+        };
         assert!(matches!(step(stack.at(10)), FpStep::Caller { .. }));
         // Below the frame's rsp: not climbing.
         assert_eq!(step(stack.at(2)), FpStep::Refused);
@@ -1397,13 +1467,18 @@ mod tests {
             *((top - 16) as *mut usize) = 0;
             *((top - 8) as *mut usize) = 0x4444;
         }
-        let mut readable = Readable { to: base };
+        let mut readable = Readable {
+            to: base,
+            hint: 0,
+            ahead: AHEAD,
+        };
         assert_eq!(
             frame_pointer_step(base, top - 8, &mut readable),
             FpStep::Refused,
             "the record's return address is past the mapping"
         );
         assert_eq!(readable.to, base, "nothing learnt from a refusal");
+        assert_eq!(readable.ahead, 0, "but that the stack ends within AHEAD");
         assert_eq!(
             frame_pointer_step(base, top - 16, &mut readable),
             FpStep::Caller {
@@ -1436,6 +1511,20 @@ mod tests {
             !readable.covers(usize::MAX - 4096),
             "the top of the address space"
         );
+    }
+
+    #[test]
+    fn the_stack_end_hint_is_above_this_stack_and_mapped() {
+        let check = || {
+            let marker = 0u8;
+            let here = core::hint::black_box(&marker) as *const u8 as usize;
+            let end = stack_end_hint(here);
+            assert!(end > here, "{end:#x} is not above {here:#x}");
+            assert!(tally_pal::memory::range_is_mapped(here, end));
+            assert_eq!(stack_end_hint(1 << 16), 0, "far below every stack");
+        };
+        check();
+        std::thread::spawn(check).join().unwrap();
     }
 
     /// A hand-made function in anonymous memory, with no unwind tables, that keeps a frame
