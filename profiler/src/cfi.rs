@@ -630,7 +630,8 @@ fn run(
 }
 
 /// The rule for the frame executing at `pc` (`lookup` is `pc`, or `pc - 1` for a return
-/// address), from the table or computed.
+/// address), from the table or computed. Inlined into both walks: it is most of a step.
+#[inline(always)]
 fn rule_for(lookup: usize) -> Result<Rule, Miss> {
     let mut obj = DlFindObject::EMPTY;
     // SAFETY: `obj` is a valid out-parameter; the call neither allocates nor locks.
@@ -784,13 +785,50 @@ fn frame_pointer_step(rsp: usize, rbp: usize, readable: &mut Readable) -> FpStep
     }
 }
 
+/// One step out of the frame at `rsp` (with `rbp`) by `rule`: the return address, the caller's
+/// `rsp` (this frame's CFA) and `rbp`; `None` when the CFA is not sane. With `readable`, the
+/// words read are checked too (after frame-pointer steps).
+#[inline(always)]
+fn dwarf_step(
+    rule: Rule,
+    rsp: usize,
+    rbp: usize,
+    readable: Option<&mut Readable>,
+) -> Option<(usize, usize, usize)> {
+    let base = if rule.cfa_from_rbp { rbp } else { rsp };
+    let cfa = base.wrapping_add(rule.cfa_off as isize as usize);
+    if cfa % 8 != 0 || cfa < rsp + 8 || cfa - rsp > MAX_FRAME_BYTES {
+        return None;
+    }
+    if let Some(readable) = readable {
+        if !readable.covers(cfa) {
+            return None;
+        }
+    }
+    let rbp_slot = cfa.wrapping_add(rule.rbp_at as isize as usize);
+    // SAFETY: `cfa - 8` and the saved-rbp slot lie in `[rsp, cfa)`, the frame being left: this
+    // thread's stack, as the unwind tables describe it (and, after frame-pointer steps, as
+    // `readable` found it mapped).
+    unsafe {
+        let ra = *((cfa - 8) as *const usize);
+        let next_rbp = if rule.rbp_at != 0 && rbp_slot >= rsp && rbp_slot < cfa {
+            *(rbp_slot as *const usize)
+        } else {
+            rbp
+        };
+        Some((ra, cfa, next_rbp))
+    }
+}
+
 /// The cached-rule walker (x86-64).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cfi;
 
 impl Cfi {
     /// Walks from the frame executing at `rip` with `rsp` and `rbp` (the caller of `capture`);
-    /// `None` when a frame needs libgcc.
+    /// `None` when a frame needs libgcc. On the tables alone while they cover every frame (the
+    /// common case, as fast as before mixed walks: the frame count and the registers stay in
+    /// registers); at the first frame without them, [`Cfi::mixed`] takes over.
     #[inline(always)]
     fn walk(
         frames: &mut [usize; MAX_FRAMES],
@@ -800,50 +838,21 @@ impl Cfi {
         rbp: usize,
     ) -> Option<usize> {
         let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
-        let mut readable = Readable::TRUSTED;
         let mut first = true;
         let mut n = 0;
         let mut skipped = 0;
         while n < MAX_FRAMES {
             let lookup = if first { rip } else { rip - 1 };
-            let (ra, cfa, next_rbp) = match rule_for(lookup) {
-                Ok(rule) => {
-                    if rule.end {
-                        break;
-                    }
-                    let base = if rule.cfa_from_rbp { rbp } else { rsp };
-                    let cfa = base.wrapping_add(rule.cfa_off as isize as usize);
-                    if cfa % 8 != 0 || cfa < rsp + 8 || cfa - rsp > MAX_FRAME_BYTES {
-                        break;
-                    }
-                    // After frame-pointer steps the registers are only as good as the chain
-                    // was: the frame's words are checked like the chain's.
-                    if !readable.covers(cfa) {
-                        break;
-                    }
-                    let rbp_slot = cfa.wrapping_add(rule.rbp_at as isize as usize);
-                    // SAFETY: `cfa - 8` and the saved-rbp slot lie in `[rsp, cfa)`, the frame
-                    // being left: this thread's stack, as the unwind tables describe it (and,
-                    // after frame-pointer steps, as `readable` found it mapped).
-                    unsafe {
-                        let ra = *((cfa - 8) as *const usize);
-                        let next_rbp = if rule.rbp_at != 0 && rbp_slot >= rsp && rbp_slot < cfa {
-                            *(rbp_slot as *const usize)
-                        } else {
-                            rbp
-                        };
-                        (ra, cfa, next_rbp)
-                    }
-                }
-                // Code without unwind tables (JIT-compiled code): by its frame pointer, which
-                // is `rbp` as recovered so far (restored by the callee's rule, or never touched).
-                Err(Miss::NoFrame) => match frame_pointer_step(rsp, rbp, &mut readable) {
-                    FpStep::Caller { ra, rsp, rbp } => (ra, rsp, rbp),
-                    FpStep::End | FpStep::Refused => break,
-                },
-                // libgcc stops at code without tables too: past one, the walk keeps what it has.
-                Err(Miss::Unsupported) if readable.to != 0 => break,
+            let rule = match rule_for(lookup) {
+                Ok(rule) => rule,
+                Err(Miss::NoFrame) => return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp)),
                 Err(Miss::Unsupported) => return None,
+            };
+            if rule.end {
+                break;
+            }
+            let Some((ra, cfa, next_rbp)) = dwarf_step(rule, rsp, rbp, None) else {
+                break;
             };
             if ra == 0 {
                 break;
@@ -860,6 +869,52 @@ impl Cfi {
             first = false;
         }
         Some(n)
+    }
+
+    /// Goes on from the frame at `rip`, a return address without unwind tables, by its frame
+    /// pointer, and by the tables again wherever they cover the frame, every stack read checked
+    /// (see the module docs); `frames[..n]` are found already, `skip` more are to be dropped.
+    /// Returns the number of frames.
+    #[cold]
+    #[inline(never)]
+    fn mixed(
+        frames: &mut [usize; MAX_FRAMES],
+        mut n: usize,
+        mut skip: usize,
+        rip: usize,
+        rsp: usize,
+        rbp: usize,
+    ) -> usize {
+        let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
+        let mut readable = Readable::TRUSTED;
+        while n < MAX_FRAMES {
+            let step = match rule_for(rip - 1) {
+                Ok(rule) if rule.end => break,
+                Ok(rule) => dwarf_step(rule, rsp, rbp, Some(&mut readable)),
+                Err(Miss::NoFrame) => match frame_pointer_step(rsp, rbp, &mut readable) {
+                    FpStep::Caller { ra, rsp, rbp } => Some((ra, rsp, rbp)),
+                    FpStep::End | FpStep::Refused => None,
+                },
+                // libgcc stops at code without tables: past one, the walk keeps what it has.
+                Err(Miss::Unsupported) => None,
+            };
+            let Some((ra, cfa, next_rbp)) = step else {
+                break;
+            };
+            if ra == 0 {
+                break;
+            }
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                frames[n] = ra;
+                n += 1;
+            }
+            rip = ra;
+            rsp = cfa;
+            rbp = next_rbp;
+        }
+        n
     }
 }
 

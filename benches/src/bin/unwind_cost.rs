@@ -10,15 +10,17 @@
 //! - `signal`: inside a signal handler, 10 Rust frames deep (the kernel's signal frame).
 //!
 //! Walkers: `fp` (`FramePointers`), `libgcc` (`Libgcc`), `cfi` (the profiler's default,
-//! `cfi::Cfi`), `framehop` (framehop 0.16 with `MustNotAllocateDuringUnwind`, every loaded object
+//! `cfi::Cfi`, as the profiler crate compiles it), `cfi-this` (the same source compiled into this
+//! binary), `cfi-base` (an earlier commit's `cfi.rs` compiled into this binary the same way, when
+//! `TALLY_UNWIND_BASE` names a copy of it; see `build.rs`), `framehop` (framehop 0.16 with `MustNotAllocateDuringUnwind`, every loaded object
 //! registered from `dl_iterate_phdr`, reading the stack within this thread's bounds).
 //!
 //! `unwind_cost [--label L] [--rounds N] [--iterations N]` prints one `time` line per stack,
 //! walker and round (`time <label> <stack> <walker> <round> <ns per capture> <frames>`), `frames`
 //! lines (who finds what), `alloc` lines (allocations counted by this binary's global allocator)
 //! and the medians. `unwind_cost --summarize FILE...` prints the medians over the `time` lines of
-//! several runs. `benches/run-unwind-cost.sh` builds it twice (with and without the change under
-//! test) and interleaves the runs.
+//! several runs (`benches/run-unwind-cost.sh`). `unwind_cost --count STACK WALKER N` only
+//! captures, N times, for counting instructions under callgrind.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
@@ -33,6 +35,24 @@ use tally_benches::harness::median;
 use tally_profiler::cfi::Cfi;
 use tally_profiler::unwind::{FramePointers, Libgcc, Unwinder};
 use tally_profiler::MAX_FRAMES;
+
+/// What a `cfi.rs` takes from its crate.
+mod unwind {
+    pub use tally_profiler::unwind::{Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
+}
+
+/// The profiler's walker, compiled here like `cfi_base` (see `build.rs`).
+#[allow(dead_code, missing_docs, clippy::all)]
+mod cfi_this {
+    include!(concat!(env!("OUT_DIR"), "/cfi_this.rs"));
+}
+
+/// An earlier commit's walker (`TALLY_UNWIND_BASE`), as it was.
+#[cfg(unwind_base)]
+#[allow(dead_code, missing_docs, clippy::all)]
+mod cfi_base {
+    include!(concat!(env!("OUT_DIR"), "/cfi_base.rs"));
+}
 
 /// Counts allocations (and reallocations) of this binary.
 struct Counting;
@@ -224,13 +244,27 @@ enum Walker {
     FramePointers,
     Libgcc,
     Cfi,
+    CfiThis,
+    #[cfg(unwind_base)]
+    CfiBase,
     Framehop,
 }
 
-const WALKERS: [Walker; 4] = [
+#[cfg(not(unwind_base))]
+const WALKERS: &[Walker] = &[
     Walker::FramePointers,
     Walker::Libgcc,
     Walker::Cfi,
+    Walker::CfiThis,
+    Walker::Framehop,
+];
+#[cfg(unwind_base)]
+const WALKERS: &[Walker] = &[
+    Walker::FramePointers,
+    Walker::Libgcc,
+    Walker::Cfi,
+    Walker::CfiThis,
+    Walker::CfiBase,
     Walker::Framehop,
 ];
 
@@ -240,6 +274,9 @@ impl Walker {
             Walker::FramePointers => "fp",
             Walker::Libgcc => "libgcc",
             Walker::Cfi => "cfi",
+            Walker::CfiThis => "cfi-this",
+            #[cfg(unwind_base)]
+            Walker::CfiBase => "cfi-base",
             Walker::Framehop => "framehop",
         }
     }
@@ -261,6 +298,9 @@ impl Bench {
             Walker::FramePointers => FramePointers.capture(frames, 0),
             Walker::Libgcc => Libgcc.capture(frames, 0),
             Walker::Cfi => Cfi.capture(frames, 0),
+            Walker::CfiThis => cfi_this::Cfi.capture(frames, 0),
+            #[cfg(unwind_base)]
+            Walker::CfiBase => cfi_base::Cfi.capture(frames, 0),
             Walker::Framehop => self.framehop.capture(frames),
         }
     }
@@ -268,7 +308,7 @@ impl Bench {
     /// What each walker finds here, against `cfi`'s frames, and what it allocates per capture.
     fn coverage(&self, stack: &str) {
         let mut found: Vec<(Walker, Vec<usize>)> = Vec::new();
-        for walker in WALKERS {
+        for &walker in WALKERS {
             let mut frames = [0; MAX_FRAMES];
             self.capture(walker, &mut frames);
             let before = ALLOCATIONS.load(Ordering::Relaxed);
@@ -308,7 +348,7 @@ impl Bench {
     /// Times every walker here: `rounds` rounds, the order rotated each round.
     fn time(&mut self, stack: &'static str) {
         let mut frames = [0; MAX_FRAMES];
-        for walker in WALKERS {
+        for &walker in WALKERS {
             // Rules cached, lazy set-up done.
             for _ in 0..100 {
                 self.capture(walker, &mut frames);
@@ -426,28 +466,61 @@ thread_local! {
     static BENCH: RefCell<Option<Bench>> = const { RefCell::new(None) };
 }
 
+/// The medians of every `time` line in `paths`, over all runs and rounds, per stack and walker.
 fn summarize(paths: &[String]) {
-    let mut times: BTreeMap<(String, String, String), (Vec<f64>, usize)> = BTreeMap::new();
+    let mut times: BTreeMap<(String, String), (Vec<f64>, usize)> = BTreeMap::new();
     for path in paths {
         for line in std::fs::read_to_string(path).unwrap().lines() {
             let f: Vec<&str> = line.split('\t').collect();
             if f.len() == 7 && f[0] == "time" {
-                let entry = times
-                    .entry((f[2].to_string(), f[3].to_string(), f[1].to_string()))
-                    .or_default();
+                let entry = times.entry((f[2].to_string(), f[3].to_string())).or_default();
                 entry.0.push(f[5].parse().unwrap());
                 entry.1 = f[6].parse().unwrap();
             }
         }
     }
-    println!("| stack | walker | build | ns per capture (median) | frames | ns per frame |");
-    println!("| --- | --- | --- | ---: | ---: | ---: |");
-    for ((stack, walker, label), (ns, frames)) in &times {
+    println!("| stack | walker | ns per capture (median) | rounds | frames | ns per frame |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for ((stack, walker), (ns, frames)) in &times {
         let m = median(ns).unwrap();
         println!(
-            "| {stack} | {walker} | {label} | {m:.0} | {frames} | {:.1} |",
+            "| {stack} | {walker} | {m:.0} | {} | {frames} | {:.1} |",
+            ns.len(),
             m / (*frames).max(1) as f64
         );
+    }
+}
+
+/// `--count STACK WALKER N`: N captures by WALKER on STACK (`rust` or `jit`), nothing else; for
+/// counting instructions per capture under callgrind (two values of N, the difference).
+fn count(stack: &str, walker: &str, n: u32) {
+    tally_profiler::prepare();
+    let walker = *WALKERS
+        .iter()
+        .find(|w| w.name() == walker)
+        .unwrap_or_else(|| panic!("no walker {walker}"));
+    let (framehop, ..) = Framehop::new();
+    let bench = Bench {
+        label: String::new(),
+        rounds: 0,
+        iterations: 0,
+        framehop,
+        times: BTreeMap::new(),
+    };
+    let mut frames = [0; MAX_FRAMES];
+    let mut repeat = || {
+        for _ in 0..n {
+            bench.capture(walker, &mut frames);
+            std::hint::black_box(&frames);
+        }
+    };
+    match stack {
+        "rust" => recurse(20, &mut repeat),
+        "jit" => {
+            let code = trampolines(8);
+            recurse(10, &mut || through_trampolines(code, &mut repeat));
+        }
+        _ => panic!("no stack {stack}"),
     }
 }
 
@@ -455,6 +528,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--summarize") {
         summarize(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--count") {
+        count(&args[1], &args[2], args[3].parse().unwrap());
         return;
     }
     let mut label = "this".to_string();
