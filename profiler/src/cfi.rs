@@ -1642,6 +1642,8 @@ mod tests {
     }
 
     struct Capture {
+        /// Frames for `Cfi` to skip.
+        skip: usize,
         frames: [usize; MAX_FRAMES],
         n: usize,
         libgcc: [usize; MAX_FRAMES],
@@ -1649,8 +1651,9 @@ mod tests {
     }
 
     impl Capture {
-        fn new() -> Capture {
+        fn new(skip: usize) -> Capture {
             Capture {
+                skip,
                 frames: [0; MAX_FRAMES],
                 n: 0,
                 libgcc: [0; MAX_FRAMES],
@@ -1664,14 +1667,15 @@ mod tests {
     extern "C" fn capture_here(arg: *mut c_void) {
         // SAFETY: `arg` is the `Capture` that `through` passes, alive for the call.
         let capture = unsafe { &mut *arg.cast::<Capture>() };
-        capture.n = Cfi.capture(&mut capture.frames, 0);
+        capture.n = Cfi.capture(&mut capture.frames, capture.skip);
         capture.n_libgcc = Libgcc.capture(&mut capture.libgcc, 0);
     }
 
-    /// Captures from `capture_here` called through `trampoline`, then called directly.
+    /// Captures from `capture_here` called through `trampoline` (`Cfi` skipping `skip` frames),
+    /// then called directly.
     #[inline(never)]
-    fn through(trampoline: &Trampoline) -> (Capture, Capture) {
-        let (mut via, mut direct) = (Capture::new(), Capture::new());
+    fn through(trampoline: &Trampoline, skip: usize) -> (Capture, Capture) {
+        let (mut via, mut direct) = (Capture::new(skip), Capture::new(0));
         trampoline.call(capture_here, (&mut via as *mut Capture).cast());
         capture_here(core::hint::black_box(&mut direct as *mut Capture).cast());
         (via, direct)
@@ -1688,9 +1692,16 @@ mod tests {
         let outer = Trampoline::new(MOV_RBP_RSP, Some(inner.code));
         let fallbacks = FALLBACKS.load(Ordering::Relaxed);
         for (trampolines, entry) in [(&[&inner][..], &inner), (&[&inner, &outer], &outer)] {
-            for round in 0..2 {
-                let (via, direct) = through(entry);
-                let k = trampolines.len();
+            let k = trampolines.len();
+            // Twice, then skipping all the frames up to `through` (the last of them found by
+            // frame pointer), from the same call site.
+            let mut skipping = Vec::new();
+            for (round, skip) in [0, 0, 2 + k].into_iter().enumerate() {
+                let (via, direct) = through(entry, skip);
+                if skip > 0 {
+                    skipping.push(via);
+                    continue;
+                }
                 let via_frames = &via.frames[..via.n];
                 let direct_frames = &direct.frames[..direct.n];
                 assert!(direct.n > 5, "round {round}: {direct_frames:x?}");
@@ -1703,14 +1714,24 @@ mod tests {
                 }
                 // Past the trampolines: the caller `through` (another call site of it), then
                 // the same callers as the direct capture's.
-                let here = through as fn(&Trampoline) -> (Capture, Capture) as usize;
+                let here = through as fn(&Trampoline, usize) -> (Capture, Capture) as usize;
                 assert!(via.frames[1 + k] > here && via.frames[1 + k] < here + 4096);
                 assert_eq!(via.n, direct.n + k, "{via_frames:x?} vs {direct_frames:x?}");
                 assert_eq!(&via_frames[2 + k..], &direct_frames[2..]);
                 // libgcc ends the stack at the first trampoline, after the same frames.
                 assert_eq!(via.n_libgcc, 2, "{:x?}", &via.libgcc[..via.n_libgcc]);
                 assert_eq!(via.libgcc[1], via.frames[1]);
+                if round == 1 {
+                    skipping.push(via);
+                }
             }
+            let (whole, skipped) = (&skipping[0], &skipping[1]);
+            assert_eq!(
+                &skipped.frames[..skipped.n],
+                &whole.frames[2 + k..whole.n],
+                "{k} trampolines, skipping {}",
+                2 + k
+            );
         }
         assert_eq!(
             FALLBACKS.load(Ordering::Relaxed),
@@ -1734,7 +1755,7 @@ mod tests {
         ];
         for (name, set_rbp) in cases {
             let trampoline = Trampoline::new(set_rbp, None);
-            let (via, _) = through(&trampoline);
+            let (via, _) = through(&trampoline, 0);
             assert_eq!(via.n, 2, "{name}: {:x?}", &via.frames[..via.n]);
             assert_eq!(via.frames[1], trampoline.return_address(), "{name}");
         }
