@@ -39,13 +39,13 @@
 //! mapped; the DWARF steps after it check their frame's words the same way. The walk knows
 //! that the pages from its own `rsp` up to where the tables led it are its stack, and asks the
 //! kernel about those above only as it climbs: once up to where the stack probably ends
-//! ([`stack_end_hint`]: the thread pointer, `__libc_stack_end`), else 64 KiB past what it needs
+//! (`stack_end_hint`: the thread pointer, `__libc_stack_end`), else 64 KiB past what it needs
 //! at a time, page by page near the top; one `mincore` per capture, usually. As for
 //! [`FramePointers`](crate::unwind::FramePointers), a garbage `rbp` pointing into a mapped
 //! `PROT_NONE` page (another thread's stack guard just above this stack) could still fault:
 //! that needs a chain already corrupt and within a megabyte of the frame. Captures that never
-//! leave the tables run the loop they ran before mixed walks existed ([`Cfi::walk`]); it hands
-//! over to a cold function ([`Cfi::mixed`]) at the first frame without tables.
+//! leave the tables run the loop they ran before mixed walks existed (`Cfi::walk`); it hands
+//! over to a cold function (`Cfi::mixed`) at the first frame without tables.
 //!
 //! An expression rule after a frame-pointer step ends the walk there rather than handing it to
 //! libgcc, which would stop at the frame without tables anyway.
