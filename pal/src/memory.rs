@@ -135,6 +135,25 @@ pub fn page_is_mapped(addr: usize) -> bool {
     unsafe { libc::mincore(page as *mut c_void, 1, &mut vec) == 0 }
 }
 
+/// Whether every page of `[start, end)` is mapped (`start` page-aligned, `end` rounded up to a
+/// page), asked in a few `mincore` calls (one per 256 pages) with the answer vector on the stack.
+/// Like [`page_is_mapped`], says nothing about `PROT_NONE`.
+pub fn range_is_mapped(start: usize, end: usize) -> bool {
+    const CHUNK: usize = 256;
+    let mut vec = [0u8; CHUNK];
+    let mut at = start & !(PAGE - 1);
+    while at < end {
+        let len = (end - at).min(CHUNK * PAGE);
+        // SAFETY: mincore only reads the page tables for the range and writes one byte per page
+        // of it (at most `CHUNK`) to `vec`.
+        if unsafe { libc::mincore(at as *mut c_void, len, vec.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        at += len.next_multiple_of(PAGE);
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +174,30 @@ mod tests {
             unmap(p, 3 * PAGE);
         }
         assert!(!page_is_mapped(p as usize));
+    }
+
+    #[test]
+    fn ranges_are_mapped_only_when_every_page_is() {
+        // 600 pages (more than one mincore call), the 150th unmapped.
+        let pages = 600;
+        let p = map(pages * PAGE) as usize;
+        assert_ne!(p, 0);
+        assert!(range_is_mapped(p, p + pages * PAGE));
+        // SAFETY: one page of the mapping just made.
+        unsafe { unmap((p + 149 * PAGE) as *mut u8, PAGE) };
+        assert!(range_is_mapped(p, p + 149 * PAGE));
+        assert!(
+            !range_is_mapped(p, p + 149 * PAGE + 1),
+            "the end is rounded up to a page"
+        );
+        assert!(!range_is_mapped(p, p + pages * PAGE));
+        assert!(range_is_mapped(p + 150 * PAGE, p + pages * PAGE));
+        assert!(!range_is_mapped(p + 100, p + pages * PAGE - 100));
+        // SAFETY: the rest of the mapping, in two parts around the hole.
+        unsafe {
+            unmap(p as *mut u8, 149 * PAGE);
+            unmap((p + 150 * PAGE) as *mut u8, (pages - 150) * PAGE);
+        }
     }
 
     #[test]

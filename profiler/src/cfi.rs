@@ -13,15 +13,46 @@
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
 //! given as DWARF expressions (PLT stubs, signal frames), 64-bit DWARF, pointer encodings other
-//! than the usual ones. An address without an FDE (JIT code, the end of the stack) ends the walk
-//! as it ends libgcc's. Nothing here allocates, takes a lock, or panics: the table is written
+//! than the usual ones. Nothing here allocates, takes a lock, or panics: the table is written
 //! under a try-lock (a writer that finds it held just does not cache) and read through a
 //! per-entry sequence number (held across `fork` by [`lock_for_fork`], so a child never inherits
 //! it held).
 //!
-//! Reads of the stack are sanity-checked like the frame-pointer walker's (each CFA above the last
-//! `rsp` by at most [`MAX_FRAME_BYTES`], 8-aligned); with correct unwind tables they stay inside
-//! the frames being walked, as libgcc's do.
+//! # Mixed walks: code without unwind tables
+//! A return address that no loaded object covers, or that its object has no FDE for (code a JIT
+//! compiler wrote into anonymous memory, such as a JVM's compiled Java methods and interpreter,
+//! or hand-written assembly), does not end the walk as it ends libgcc's: the walk steps out of
+//! that frame by its frame pointer, `rbp` as recovered so far (restored from where the callee's
+//! rule says it saved it, or never touched by the callee and so still the frame's own):
+//! `[rbp]` is the caller's `rbp`, `[rbp + 8]` the return address, `rbp + 16` the caller's `rsp`.
+//! At the next return address with an FDE (a JVM's call stub's caller, `libjvm`, the thread's
+//! start), the walk is back on the tables, with `rsp` and `rbp` as the frame record gave them.
+//! A null `rbp` or return address is the end of the stack (clone's child and `_start` clear
+//! `rbp`). This needs the code to keep frame pointers (a JVM does with
+//! `-XX:+PreserveFramePointer`, and keeps them in the interpreter anyway); without them `rbp`
+//! holds anything, and the checks below stop the walk, usually at once.
+//!
+//! The tables vouch for the stack addresses a DWARF step reads; nothing vouches for a frame
+//! pointer. So from the first frame-pointer step on, every read of the stack is checked: a
+//! frame record must lie at or above the frame's `rsp` (so each step climbs by at least 16
+//! bytes), 8-aligned, less than [`MAX_FRAME_BYTES`] above it, and in pages `mincore` says are
+//! mapped; the DWARF steps after it check their frame's words the same way. The walk knows
+//! that the pages from its own `rsp` up to where the tables led it are its stack, and asks the
+//! kernel about those above only as it climbs: once up to where the stack probably ends
+//! (`stack_end_hint`: the thread pointer, `__libc_stack_end`), else 64 KiB past what it needs
+//! at a time, page by page near the top; one `mincore` per capture, usually. As for
+//! [`FramePointers`](crate::unwind::FramePointers), a garbage `rbp` pointing into a mapped
+//! `PROT_NONE` page (another thread's stack guard just above this stack) could still fault:
+//! that needs a chain already corrupt and within a megabyte of the frame. Captures that never
+//! leave the tables run the loop they ran before mixed walks existed (`Cfi::walk`); it hands
+//! over to a cold function (`Cfi::mixed`) at the first frame without tables.
+//!
+//! An expression rule after a frame-pointer step ends the walk there rather than handing it to
+//! libgcc, which would stop at the frame without tables anyway.
+//!
+//! Reads of the stack on DWARF steps are sanity-checked like the frame-pointer walker's (each
+//! CFA above the last `rsp` by at most [`MAX_FRAME_BYTES`], 8-aligned); with correct unwind
+//! tables they stay inside the frames being walked, as libgcc's do.
 
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -601,7 +632,8 @@ fn run(
 }
 
 /// The rule for the frame executing at `pc` (`lookup` is `pc`, or `pc - 1` for a return
-/// address), from the table or computed.
+/// address), from the table or computed. Inlined into both walks: it is most of a step.
+#[inline(always)]
 fn rule_for(lookup: usize) -> Result<Rule, Miss> {
     let mut obj = DlFindObject::EMPTY;
     // SAFETY: `obj` is a valid out-parameter; the call neither allocates nor locks.
@@ -618,12 +650,187 @@ fn rule_for(lookup: usize) -> Result<Rule, Miss> {
     Ok(rule)
 }
 
+/// Where a walk may read the stack without unwind tables vouching for the address: every page
+/// of `[the capturing thread's rsp, to)` is mapped. `to` is 0 while the walk has only taken
+/// steps the tables describe (which it trusts, as libgcc does); set at its first frame-pointer
+/// step and extended with `mincore` ([`tally_pal::memory::range_is_mapped`]) as the walk
+/// climbs: first, once, up to where the stack probably ends ([`stack_end_hint`]), which is one
+/// system call for the whole walk when it is right; then [`AHEAD`] bytes past the address
+/// needed at a time, until a range that far is not all mapped; then page by page.
+struct Readable {
+    to: usize,
+    hint: usize,
+    ahead: usize,
+}
+
+/// How far past the address it needs [`Readable`] asks the kernel about, once the hint failed.
+const AHEAD: usize = 16 * tally_pal::PAGE;
+/// The farthest above the walk's `rsp` that [`stack_end_hint`] may be (the kernel is asked about
+/// every page in between: 256 pages per call).
+const HINT_MAX_BYTES: usize = 4 << 20;
+
+extern "C" {
+    /// glibc (the dynamic loader): near the top of the main thread's stack.
+    static __libc_stack_end: *mut c_void;
+}
+
+/// Where the stack at `rsp` probably ends, from what glibc's layout suggests: a thread that
+/// `pthread_create` started runs on a stack mapped just below its thread descriptor, which the
+/// thread pointer (`fs:0`) addresses; the main thread's stack ends above `__libc_stack_end`.
+/// Only a hint (a thread on a stack of its own making, a signal stack): [`Readable`] asks the
+/// kernel before it believes it. 0 when neither is a little above `rsp`.
+fn stack_end_hint(rsp: usize) -> usize {
+    let thread_pointer: usize;
+    // SAFETY: reads the thread pointer: `fs:0` holds its own address on x86-64 Linux.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) thread_pointer,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    // SAFETY: a pointer-sized variable the dynamic loader sets before any code runs.
+    let main_end = unsafe { __libc_stack_end } as usize;
+    [thread_pointer, main_end]
+        .into_iter()
+        .find(|&end| end > rsp && end - rsp <= HINT_MAX_BYTES)
+        .map_or(0, |end| (end + 1).next_multiple_of(tally_pal::PAGE))
+}
+
+impl Readable {
+    const TRUSTED: Readable = Readable {
+        to: 0,
+        hint: 0,
+        ahead: AHEAD,
+    };
+
+    /// Starts checking at a frame whose stack pointer is `rsp`: the tables led the walk there,
+    /// and it read the word below `rsp`, so the pages up to `rsp` are the thread's stack.
+    fn start(&mut self, rsp: usize) {
+        if self.to == 0 {
+            self.to = rsp.next_multiple_of(tally_pal::PAGE);
+            self.hint = stack_end_hint(rsp);
+        }
+    }
+
+    /// Whether the words below `end` (from the thread's rsp) can be read; asks the kernel about
+    /// the pages not known yet. Always true before [`Readable::start`].
+    #[inline(always)]
+    fn covers(&mut self, end: usize) -> bool {
+        self.to == 0 || end <= self.to || self.extend(end)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn extend(&mut self, end: usize) -> bool {
+        let need = end.next_multiple_of(tally_pal::PAGE);
+        if self.hint >= need {
+            let hint = core::mem::take(&mut self.hint);
+            if tally_pal::memory::range_is_mapped(self.to, hint) {
+                self.to = hint;
+                return true;
+            }
+        }
+        if self.ahead != 0 {
+            let ahead = need.saturating_add(self.ahead);
+            if tally_pal::memory::range_is_mapped(self.to, ahead) {
+                self.to = ahead;
+                return true;
+            }
+            self.ahead = 0;
+        }
+        if tally_pal::memory::range_is_mapped(self.to, need) {
+            self.to = need;
+            return true;
+        }
+        false
+    }
+}
+
+/// What a frame-pointer step found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FpStep {
+    /// The caller: its return address, `rsp` and `rbp`.
+    Caller { ra: usize, rsp: usize, rbp: usize },
+    /// The end of the stack: a null frame pointer or return address.
+    End,
+    /// A frame pointer that cannot be this frame's: the walk stops.
+    Refused,
+}
+
+/// One step out of the frame at `rsp` by its frame pointer `rbp`: the frame record `[rbp]` =
+/// caller's `rbp`, `[rbp + 8]` = return address, caller's `rsp` = `rbp + 16`. The record must
+/// lie in the frame (at or above `rsp`, 8-aligned, within [`MAX_FRAME_BYTES`]) and in memory
+/// [`Readable`] finds mapped. Each step climbs by at least 16 bytes, since the caller's record
+/// must lie at or above `rbp + 16`. 8-aligned, not 16: HotSpot's interpreter frames are.
+fn frame_pointer_step(rsp: usize, rbp: usize, readable: &mut Readable) -> FpStep {
+    if rbp == 0 {
+        return FpStep::End;
+    }
+    if rbp % 8 != 0 || rbp < rsp || rbp - rsp > MAX_FRAME_BYTES - 16 {
+        return FpStep::Refused;
+    }
+    readable.start(rsp);
+    if !readable.covers(rbp + 16) {
+        return FpStep::Refused;
+    }
+    // SAFETY: `rbp` is 8-aligned and `[rbp, rbp + 16)` is in pages `readable` found mapped
+    // (stack memory, readable: the caveat on `PROT_NONE` pages is the module docs').
+    let (caller_rbp, ra) = unsafe { (*(rbp as *const usize), *((rbp + 8) as *const usize)) };
+    if ra == 0 {
+        return FpStep::End;
+    }
+    FpStep::Caller {
+        ra,
+        rsp: rbp + 16,
+        rbp: caller_rbp,
+    }
+}
+
+/// One step out of the frame at `rsp` (with `rbp`) by `rule`: the return address, the caller's
+/// `rsp` (this frame's CFA) and `rbp`; `None` when the CFA is not sane. With `readable`, the
+/// words read are checked too (after frame-pointer steps).
+#[inline(always)]
+fn dwarf_step(
+    rule: Rule,
+    rsp: usize,
+    rbp: usize,
+    readable: Option<&mut Readable>,
+) -> Option<(usize, usize, usize)> {
+    let base = if rule.cfa_from_rbp { rbp } else { rsp };
+    let cfa = base.wrapping_add(rule.cfa_off as isize as usize);
+    if cfa % 8 != 0 || cfa < rsp + 8 || cfa - rsp > MAX_FRAME_BYTES {
+        return None;
+    }
+    if let Some(readable) = readable {
+        if !readable.covers(cfa) {
+            return None;
+        }
+    }
+    let rbp_slot = cfa.wrapping_add(rule.rbp_at as isize as usize);
+    // SAFETY: `cfa - 8` and the saved-rbp slot lie in `[rsp, cfa)`, the frame being left: this
+    // thread's stack, as the unwind tables describe it (and, after frame-pointer steps, as
+    // `readable` found it mapped).
+    unsafe {
+        let ra = *((cfa - 8) as *const usize);
+        let next_rbp = if rule.rbp_at != 0 && rbp_slot >= rsp && rbp_slot < cfa {
+            *(rbp_slot as *const usize)
+        } else {
+            rbp
+        };
+        Some((ra, cfa, next_rbp))
+    }
+}
+
 /// The cached-rule walker (x86-64).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cfi;
 
 impl Cfi {
-    /// Walks from the caller of `capture`; `None` when a frame needs libgcc.
+    /// Walks from the frame executing at `rip` with `rsp` and `rbp` (the caller of `capture`);
+    /// `None` when a frame needs libgcc. On the tables alone while they cover every frame (the
+    /// common case, as fast as before mixed walks: the frame count and the registers stay in
+    /// registers); at the first frame without them, [`Cfi::mixed`] takes over.
     #[inline(always)]
     fn walk(
         frames: &mut [usize; MAX_FRAMES],
@@ -640,28 +847,14 @@ impl Cfi {
             let lookup = if first { rip } else { rip - 1 };
             let rule = match rule_for(lookup) {
                 Ok(rule) => rule,
-                Err(Miss::NoFrame) => break,
+                Err(Miss::NoFrame) => return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp)),
                 Err(Miss::Unsupported) => return None,
             };
             if rule.end {
                 break;
             }
-            let base = if rule.cfa_from_rbp { rbp } else { rsp };
-            let cfa = base.wrapping_add(rule.cfa_off as isize as usize);
-            if cfa % 8 != 0 || cfa < rsp + 8 || cfa - rsp > MAX_FRAME_BYTES {
+            let Some((ra, cfa, next_rbp)) = dwarf_step(rule, rsp, rbp, None) else {
                 break;
-            }
-            let rbp_slot = cfa.wrapping_add(rule.rbp_at as isize as usize);
-            // SAFETY: `cfa - 8` and the saved-rbp slot lie in `[rsp, cfa)`, the frame being left,
-            // which the unwind tables describe as this thread's stack.
-            let (ra, next_rbp) = unsafe {
-                let ra = *((cfa - 8) as *const usize);
-                let next_rbp = if rule.rbp_at != 0 && rbp_slot >= rsp && rbp_slot < cfa {
-                    *(rbp_slot as *const usize)
-                } else {
-                    rbp
-                };
-                (ra, next_rbp)
             };
             if ra == 0 {
                 break;
@@ -678,6 +871,52 @@ impl Cfi {
             first = false;
         }
         Some(n)
+    }
+
+    /// Goes on from the frame at `rip`, a return address without unwind tables, by its frame
+    /// pointer, and by the tables again wherever they cover the frame, every stack read checked
+    /// (see the module docs); `frames[..n]` are found already, `skip` more are to be dropped.
+    /// Returns the number of frames.
+    #[cold]
+    #[inline(never)]
+    fn mixed(
+        frames: &mut [usize; MAX_FRAMES],
+        mut n: usize,
+        mut skip: usize,
+        rip: usize,
+        rsp: usize,
+        rbp: usize,
+    ) -> usize {
+        let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
+        let mut readable = Readable::TRUSTED;
+        while n < MAX_FRAMES {
+            let step = match rule_for(rip - 1) {
+                Ok(rule) if rule.end => break,
+                Ok(rule) => dwarf_step(rule, rsp, rbp, Some(&mut readable)),
+                Err(Miss::NoFrame) => match frame_pointer_step(rsp, rbp, &mut readable) {
+                    FpStep::Caller { ra, rsp, rbp } => Some((ra, rsp, rbp)),
+                    FpStep::End | FpStep::Refused => None,
+                },
+                // libgcc stops at code without tables: past one, the walk keeps what it has.
+                Err(Miss::Unsupported) => None,
+            };
+            let Some((ra, cfa, next_rbp)) = step else {
+                break;
+            };
+            if ra == 0 {
+                break;
+            }
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                frames[n] = ra;
+                n += 1;
+            }
+            rip = ra;
+            rsp = cfa;
+            rbp = next_rbp;
+        }
+        n
     }
 }
 
@@ -1164,5 +1403,363 @@ mod tests {
         assert!(n_ours > 12);
         // The first frame is the closure's two call sites; the callers agree to the end.
         assert_eq!(&ours[1..n_ours], &theirs[1..n_theirs]);
+    }
+
+    /// A fake stack in memory this test owns: word `i` at `base + 8 * i`.
+    struct FakeStack {
+        words: Vec<usize>,
+    }
+
+    impl FakeStack {
+        fn new() -> FakeStack {
+            FakeStack {
+                words: std::vec![0usize; 1024],
+            }
+        }
+        fn at(&self, i: usize) -> usize {
+            self.words.as_ptr() as usize + 8 * i
+        }
+        /// A frame record at word `i`: the caller's rbp, then the return address.
+        fn record(&mut self, i: usize, caller_rbp: usize, ra: usize) {
+            self.words[i] = caller_rbp;
+            self.words[i + 1] = ra;
+        }
+    }
+
+    #[test]
+    fn frame_pointer_steps_follow_a_valid_chain() {
+        let mut stack = FakeStack::new();
+        // Three frames: records at words 10, 40 and 500; the last is the outermost (rbp 0).
+        stack.record(10, stack.at(40), 0x1111);
+        stack.record(40, stack.at(500), 0x2222);
+        stack.record(500, 0, 0x3333);
+        let mut readable = Readable {
+            to: stack.at(0),
+            hint: 0,
+            ahead: AHEAD,
+        };
+        let (mut rsp, mut rbp) = (stack.at(0), stack.at(10));
+        let mut found = Vec::new();
+        loop {
+            match frame_pointer_step(rsp, rbp, &mut readable) {
+                FpStep::Caller { ra, rsp: r, rbp: b } => {
+                    assert!(r > rsp, "climbs");
+                    found.push(ra);
+                    (rsp, rbp) = (r, b);
+                }
+                FpStep::End => break,
+                FpStep::Refused => panic!("refused at {rbp:#x} after {found:x?}"),
+            }
+        }
+        assert_eq!(found, [0x1111, 0x2222, 0x3333]);
+        assert_eq!(rsp, stack.at(502), "the outermost frame's rsp");
+        assert!(readable.to >= stack.at(502), "the pages read are known mapped");
+        // A record may start right at the frame's rsp; a null return address ends the stack.
+        stack.record(12, stack.at(40), 0);
+        let mut readable = Readable {
+            to: stack.at(0),
+            hint: 0,
+            ahead: AHEAD,
+        };
+        assert_eq!(
+            frame_pointer_step(stack.at(10), stack.at(10), &mut readable),
+            FpStep::Caller {
+                ra: 0x1111,
+                rsp: stack.at(12),
+                rbp: stack.at(40)
+            }
+        );
+        assert_eq!(
+            frame_pointer_step(stack.at(12), stack.at(12), &mut readable),
+            FpStep::End
+        );
+    }
+
+    #[test]
+    fn frame_pointer_steps_refuse_what_cannot_be_a_frame() {
+        let mut stack = FakeStack::new();
+        stack.record(10, stack.at(40), 0x1111);
+        let rsp = stack.at(4);
+        let step = |rbp: usize| {
+            frame_pointer_step(
+                rsp,
+                rbp,
+                &mut Readable {
+                    to: stack.at(0),
+                    hint: 0,
+                    ahead: AHEAD,
+                },
+            )
+        };
+        assert!(matches!(step(stack.at(10)), FpStep::Caller { .. }));
+        // Below the frame's rsp: not climbing.
+        assert_eq!(step(stack.at(2)), FpStep::Refused);
+        assert_eq!(step(rsp - 8), FpStep::Refused);
+        // Misaligned.
+        for off in [1, 4, 7] {
+            assert_eq!(step(stack.at(10) + off), FpStep::Refused, "+{off}");
+        }
+        // A step larger than MAX_FRAME_BYTES (never read: far past this fake stack).
+        assert_eq!(step(rsp + MAX_FRAME_BYTES), FpStep::Refused);
+        assert_eq!(step(usize::MAX - 7), FpStep::Refused);
+
+        // Out of the stack: a record whose second word is on an unmapped page. Two pages mapped,
+        // the second given back (again if another test's mapping took its place at once).
+        let page = tally_pal::PAGE;
+        let mut tries = 0;
+        let base = loop {
+            let p = tally_pal::map(2 * page) as usize;
+            assert_ne!(p, 0);
+            // SAFETY: the second page of the mapping just made.
+            unsafe { tally_pal::unmap((p + page) as *mut u8, page) };
+            if !tally_pal::memory::page_is_mapped(p + page) {
+                break p;
+            }
+            tries += 1;
+            assert!(tries < 10, "no hole above a mapping");
+        };
+        let top = base + page;
+        // SAFETY: the last two words of the mapped page.
+        unsafe {
+            *((top - 16) as *mut usize) = 0;
+            *((top - 8) as *mut usize) = 0x4444;
+        }
+        let mut readable = Readable {
+            to: base,
+            hint: 0,
+            ahead: AHEAD,
+        };
+        assert_eq!(
+            frame_pointer_step(base, top - 8, &mut readable),
+            FpStep::Refused,
+            "the record's return address is past the mapping"
+        );
+        assert_eq!(readable.to, base, "nothing learnt from a refusal");
+        assert_eq!(readable.ahead, 0, "but that the stack ends within AHEAD");
+        assert_eq!(
+            frame_pointer_step(base, top - 16, &mut readable),
+            FpStep::Caller {
+                ra: 0x4444,
+                rsp: top,
+                rbp: 0
+            },
+            "the last record inside it is read"
+        );
+        assert_eq!(readable.to, top);
+        // SAFETY: the first page, still mapped.
+        unsafe { tally_pal::unmap(base as *mut u8, page) };
+    }
+
+    #[test]
+    fn readable_trusts_the_tables_until_started() {
+        let mut readable = Readable::TRUSTED;
+        assert!(readable.covers(usize::MAX), "DWARF steps are not checked");
+        let stack = FakeStack::new();
+        readable.start(stack.at(1));
+        assert_eq!(readable.to, stack.at(1).next_multiple_of(tally_pal::PAGE));
+        readable.start(stack.at(900));
+        assert_eq!(
+            readable.to,
+            stack.at(1).next_multiple_of(tally_pal::PAGE),
+            "started once"
+        );
+        assert!(readable.covers(stack.at(1000)));
+        assert!(
+            !readable.covers(usize::MAX - 4096),
+            "the top of the address space"
+        );
+    }
+
+    #[test]
+    fn the_stack_end_hint_is_above_this_stack_and_mapped() {
+        let check = || {
+            let marker = 0u8;
+            let here = core::hint::black_box(&marker) as *const u8 as usize;
+            let end = stack_end_hint(here);
+            assert!(end > here, "{end:#x} is not above {here:#x}");
+            assert!(tally_pal::memory::range_is_mapped(here, end));
+            assert_eq!(stack_end_hint(1 << 16), 0, "far below every stack");
+        };
+        check();
+        std::thread::spawn(check).join().unwrap();
+    }
+
+    /// A hand-made function in anonymous memory, with no unwind tables, that keeps a frame
+    /// pointer: `fn(target: extern "C" fn(*mut c_void), arg: *mut c_void)` calls `target(arg)`
+    /// with `rbp` set by `set_rbp` (`mov rbp, rsp` for a proper frame).
+    struct Trampoline {
+        code: usize,
+        /// The offset of its return address (after `call rax`).
+        ret: usize,
+    }
+
+    type Target = extern "C" fn(*mut c_void);
+    type TrampolineFn = extern "C" fn(Target, *mut c_void);
+
+    const MOV_RBP_RSP: &[u8] = &[0x48, 0x89, 0xe5];
+
+    impl Trampoline {
+        /// `push rbp; <set_rbp>; [call next (same arguments) | mov rax, rdi; mov rdi, rsi;
+        /// call rax]; pop rbp; ret`: with `next`, it calls that function instead of the target.
+        fn new(set_rbp: &[u8], next: Option<usize>) -> Trampoline {
+            let mut code = std::vec![0x55u8];
+            code.extend_from_slice(set_rbp);
+            match next {
+                Some(f) => {
+                    code.extend_from_slice(&[0x48, 0xb8]); // movabs rax, f
+                    code.extend_from_slice(&f.to_le_bytes());
+                }
+                None => code.extend_from_slice(&[0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7]),
+            }
+            code.extend_from_slice(&[0xff, 0xd0]); // call rax
+            let ret = code.len();
+            code.extend_from_slice(&[0x5d, 0xc3]);
+            let page = tally_pal::map(tally_pal::PAGE);
+            assert!(!page.is_null());
+            // SAFETY: a fresh page of ours: the code is copied in, then it is made executable
+            // and read-only.
+            unsafe {
+                core::ptr::copy_nonoverlapping(code.as_ptr(), page, code.len());
+                assert_eq!(
+                    libc::mprotect(page.cast(), tally_pal::PAGE, libc::PROT_READ | libc::PROT_EXEC),
+                    0
+                );
+            }
+            Trampoline {
+                code: page as usize,
+                ret,
+            }
+        }
+
+        fn return_address(&self) -> usize {
+            self.code + self.ret
+        }
+
+        fn call(&self, target: Target, arg: *mut c_void) {
+            // SAFETY: the code is a function of this signature (System V: target in rdi, arg in
+            // rsi), which keeps the callee-saved registers and the stack's alignment.
+            let f = unsafe { core::mem::transmute::<usize, TrampolineFn>(self.code) };
+            f(target, arg);
+        }
+    }
+
+    struct Capture {
+        /// Frames for `Cfi` to skip.
+        skip: usize,
+        frames: [usize; MAX_FRAMES],
+        n: usize,
+        libgcc: [usize; MAX_FRAMES],
+        n_libgcc: usize,
+    }
+
+    impl Capture {
+        fn new(skip: usize) -> Capture {
+            Capture {
+                skip,
+                frames: [0; MAX_FRAMES],
+                n: 0,
+                libgcc: [0; MAX_FRAMES],
+                n_libgcc: 0,
+            }
+        }
+    }
+
+    /// The callee on the far side of the trampolines: captures its stack with both walkers.
+    #[inline(never)]
+    extern "C" fn capture_here(arg: *mut c_void) {
+        // SAFETY: `arg` is the `Capture` that `through` passes, alive for the call.
+        let capture = unsafe { &mut *arg.cast::<Capture>() };
+        capture.n = Cfi.capture(&mut capture.frames, capture.skip);
+        capture.n_libgcc = Libgcc.capture(&mut capture.libgcc, 0);
+    }
+
+    /// Captures from `capture_here` called through `trampoline` (`Cfi` skipping `skip` frames),
+    /// then called directly.
+    #[inline(never)]
+    fn through(trampoline: &Trampoline, skip: usize) -> (Capture, Capture) {
+        let (mut via, mut direct) = (Capture::new(skip), Capture::new(0));
+        trampoline.call(capture_here, (&mut via as *mut Capture).cast());
+        capture_here(core::hint::black_box(&mut direct as *mut Capture).cast());
+        (via, direct)
+    }
+
+    /// The mixed walk on a real stack: test harness → `through` → a frame without unwind tables
+    /// (one, or two nested) → `capture_here` → capture. The walk crosses the hand-made frames by
+    /// frame pointer and goes back to the tables in `through`: above the trampolines it finds
+    /// exactly the frames a capture from `through` itself finds, to the end of the stack, where
+    /// libgcc stops at the first trampoline.
+    #[test]
+    fn the_walk_crosses_code_without_unwind_tables_by_frame_pointers() {
+        let inner = Trampoline::new(MOV_RBP_RSP, None);
+        let outer = Trampoline::new(MOV_RBP_RSP, Some(inner.code));
+        let fallbacks = FALLBACKS.load(Ordering::Relaxed);
+        for (trampolines, entry) in [(&[&inner][..], &inner), (&[&inner, &outer], &outer)] {
+            let k = trampolines.len();
+            // Twice, then skipping all the frames up to `through` (the last of them found by
+            // frame pointer), from the same call site.
+            let mut skipping = Vec::new();
+            for (round, skip) in [0, 0, 2 + k].into_iter().enumerate() {
+                let (via, direct) = through(entry, skip);
+                if skip > 0 {
+                    skipping.push(via);
+                    continue;
+                }
+                let via_frames = &via.frames[..via.n];
+                let direct_frames = &direct.frames[..direct.n];
+                assert!(direct.n > 5, "round {round}: {direct_frames:x?}");
+                for (i, t) in trampolines.iter().enumerate() {
+                    assert_eq!(
+                        via.frames[1 + i],
+                        t.return_address(),
+                        "{k} trampolines round {round}: {via_frames:x?}"
+                    );
+                }
+                // Past the trampolines: the caller `through` (another call site of it), then
+                // the same callers as the direct capture's.
+                let here = through as fn(&Trampoline, usize) -> (Capture, Capture) as usize;
+                assert!(via.frames[1 + k] > here && via.frames[1 + k] < here + 4096);
+                assert_eq!(via.n, direct.n + k, "{via_frames:x?} vs {direct_frames:x?}");
+                assert_eq!(&via_frames[2 + k..], &direct_frames[2..]);
+                // libgcc ends the stack at the first trampoline, after the same frames.
+                assert_eq!(via.n_libgcc, 2, "{:x?}", &via.libgcc[..via.n_libgcc]);
+                assert_eq!(via.libgcc[1], via.frames[1]);
+                if round == 1 {
+                    skipping.push(via);
+                }
+            }
+            let (whole, skipped) = (&skipping[0], &skipping[1]);
+            assert_eq!(
+                &skipped.frames[..skipped.n],
+                &whole.frames[2 + k..whole.n],
+                "{k} trampolines, skipping {}",
+                2 + k
+            );
+        }
+        assert_eq!(
+            FALLBACKS.load(Ordering::Relaxed),
+            fallbacks,
+            "all of it without libgcc"
+        );
+    }
+
+    /// Frame pointers that cannot be the trampoline's frame end the walk cleanly after its
+    /// return address: zero (the end of the stack), below its stack pointer, misaligned, too far.
+    #[test]
+    fn the_walk_stops_at_a_garbage_frame_pointer() {
+        let cases: [(&str, &[u8]); 4] = [
+            ("xor rbp, rbp", &[0x48, 0x31, 0xed]),
+            ("lea rbp, [rsp - 16]", &[0x48, 0x8d, 0x6c, 0x24, 0xf0]),
+            ("lea rbp, [rsp + 4]", &[0x48, 0x8d, 0x6c, 0x24, 0x04]),
+            (
+                "lea rbp, [rsp + 2 MiB]",
+                &[0x48, 0x8d, 0xac, 0x24, 0x00, 0x00, 0x20, 0x00],
+            ),
+        ];
+        for (name, set_rbp) in cases {
+            let trampoline = Trampoline::new(set_rbp, None);
+            let (via, _) = through(&trampoline, 0);
+            assert_eq!(via.n, 2, "{name}: {:x?}", &via.frames[..via.n]);
+            assert_eq!(via.frames[1], trampoline.return_address(), "{name}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Stack capture: one [`Unwinder`] interface, two walkers.
+//! Stack capture: one [`Unwinder`] interface, two walkers here (and `cfi`'s, the default).
 //!
 //! - [`FramePointers`] follows the saved frame-pointer chain (`[fp] = caller's fp`,
 //!   `[fp + 8] = return address` on x86-64 and AArch64). It is fast and needs no tables, but only
@@ -11,7 +11,12 @@
 //!   into a mapped `PROT_NONE` page could still fault; that needs a chain already corrupt.
 //! - [`Libgcc`] asks libgcc's DWARF unwinder (`_Unwind_Backtrace`), which reads `.eh_frame` and
 //!   works for all code built with unwind tables (the default for C, C++ and Rust on Linux), but
-//!   costs more per frame.
+//!   costs more per frame. Its walk ends at the first return address without unwind tables
+//!   (JIT-compiled code).
+//!
+//! The default walker on x86-64 Linux, `cfi::Cfi`, is a third: DWARF rules cached per return
+//! address, and a mixed walk that crosses code without tables by its frame pointers (the two
+//! above in one walk, each where it works; see its module docs).
 //!
 //! What is known about `_Unwind_Backtrace` and `malloc` (glibc, libgcc_s):
 //! - It finds each frame's FDE through `_Unwind_Find_FDE` → `dl_iterate_phdr`, which takes the

@@ -1,5 +1,6 @@
 //! The recording path and the dump never allocate: a counting `#[global_allocator]` sees zero
-//! allocations during many captures, sampled allocations, frees and dumps.
+//! allocations during many captures (on x86-64 Linux also mixed walks, through a hand-made
+//! function without unwind tables), sampled allocations, frees and dumps.
 //!
 //! Runs without the test harness (the harness allocates on other threads while tests run).
 
@@ -51,8 +52,40 @@ fn deep(n: usize, f: &mut dyn FnMut()) {
     std::hint::black_box(n);
 }
 
+/// A hand-made function in anonymous executable memory, without unwind tables, that keeps a
+/// frame pointer: `push rbp; mov rbp, rsp; mov rax, rdi; mov rdi, rsi; call rax; pop rbp; ret`,
+/// so `f(target, arg)` calls `target(arg)`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn trampoline() -> extern "C" fn(extern "C" fn(*mut std::ffi::c_void), *mut std::ffi::c_void) {
+    const CODE: [u8; 14] = [
+        0x55, 0x48, 0x89, 0xe5, 0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0xff, 0xd0, 0x5d, 0xc3,
+    ];
+    let page = tally_pal::map(tally_pal::PAGE);
+    assert!(!page.is_null());
+    // SAFETY: a fresh page of ours: the code goes in, then the page becomes executable, and the
+    // code is a function of this signature that keeps the ABI's rules.
+    unsafe {
+        std::ptr::copy_nonoverlapping(CODE.as_ptr(), page, CODE.len());
+        assert_eq!(
+            libc::mprotect(page.cast(), tally_pal::PAGE, libc::PROT_READ | libc::PROT_EXEC),
+            0
+        );
+        std::mem::transmute(page)
+    }
+}
+
+/// Captures into the `([usize; MAX_FRAMES], usize)` at `arg`.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+extern "C" fn capture_into(arg: *mut std::ffi::c_void) {
+    // SAFETY: `arg` is the pair `main` passes, alive for the call.
+    let (frames, n) = unsafe { &mut *arg.cast::<([usize; MAX_FRAMES], usize)>() };
+    *n = capture_stack(frames, 0);
+}
+
 fn main() {
     tally_profiler::prepare();
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    let through = trampoline();
     P.sampling.set_lg(10);
     P.set_accum(true);
     let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
@@ -81,6 +114,18 @@ fn main() {
             if i % 5000 == 0 {
                 P.dump_to_fd(fd).unwrap();
             }
+        }
+    });
+    // Mixed walks: through the hand-made function and on to the end of the stack.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    deep(20, &mut || {
+        let mut captured = ([0usize; MAX_FRAMES], 0usize);
+        for _ in 0..2_000 {
+            through(
+                capture_into,
+                (&mut captured as *mut ([usize; MAX_FRAMES], usize)).cast(),
+            );
+            assert!(captured.1 > 23, "the walk stopped at {} frames", captured.1);
         }
     });
     COUNTING.store(false, Ordering::SeqCst);
