@@ -13,20 +13,23 @@
 //! 6. [`allocator_frames`] — which functions are the allocator's entry points.
 //! 7. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
 //! 8. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
-//! 9. [`series`] — a series of dumps of one process: their order and positions (the HTML
-//!    report's growth chart draws on its axis).
-//! 10. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
+//! 9. [`hints`] — the largest stacks of a profile, and hints from a bundled table
+//!    (`data/known-leaks.txt`) about the well-known native leaks they match.
+//! 10. [`series`] — a series of dumps of one process: their order and positions (the HTML
+//!     report's growth chart draws on its axis).
+//! 11. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 11. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 12. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//! 12. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 13. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 13. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 14. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
 pub mod demangle;
 pub mod dump;
 pub mod error;
+pub mod hints;
 pub mod leaks;
 pub mod memory_map;
 pub mod object_file;

@@ -12,7 +12,7 @@ use crate::leaks::{self};
 use crate::profile::{Granularity, Profile, Row, SampleType};
 use crate::series::Axis;
 use crate::symbolize::{Symbolizer, SymbolizerOptions};
-use crate::{dump, object_file, profile, render, series};
+use crate::{dump, hints, object_file, profile, render, series};
 
 /// The output format of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -196,6 +196,17 @@ fn prepared(
     (profile, total)
 }
 
+/// The largest stacks of `profile` and their hints ([`hints`]), each stack up to its first frame
+/// in anonymous memory (JIT code, whose addresses would split one leak into many stacks).
+fn largest_stacks(
+    profile: &Profile,
+    granularity: Granularity,
+    symbolizer: &Symbolizer,
+) -> Vec<hints::Stack<'static>> {
+    let cut = profile.cut_at_anonymous_frames(symbolizer);
+    hints::largest(&cut, symbolizer, granularity, hints::known())
+}
+
 /// The rows of a table as `--text` orders them, without the empty ones, at most `top`.
 fn sorted_rows(mut rows: Vec<Row>, by_cumulative: bool, top: Option<usize>) -> Vec<Row> {
     let key = |row: &Row| if by_cumulative { row.cumulative } else { row.flat };
@@ -235,7 +246,9 @@ pub fn write_report(
                 sort_by_cumulative: options.sort_by_cumulative,
                 show_bytes: options.show_bytes,
             };
-            render::text::write(out, rows, total, &text_options).map_err(io_error)
+            render::text::write(out, rows, total, &text_options).map_err(io_error)?;
+            let stacks = largest_stacks(&profile, options.granularity, symbolizer);
+            render::text::write_stacks(out, &stacks, profile.total(), &text_options).map_err(io_error)
         }
         Output::Collapsed => {
             let (profile, _) = prepared(dump, base, options.sample, options, symbolizer);
