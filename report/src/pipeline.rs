@@ -67,8 +67,8 @@ pub struct ReportOptions {
     pub lg_interval: Option<u32>,
 }
 
-/// Rows the HTML page's table shows unless `--top` says otherwise.
-const HTML_ROWS: usize = 100;
+/// Rows the HTML page's table shows before its toggle unless `--top` says otherwise.
+const HTML_ROWS: usize = 20;
 /// Functions the HTML page's growth chart follows.
 const CHART_FUNCTIONS: usize = 5;
 
@@ -310,8 +310,9 @@ fn write_html(
     let rows = sorted_rows(
         profile::summarize(&profile, symbolizer, options.granularity),
         options.sort_by_cumulative,
-        Some(options.top.unwrap_or(HTML_ROWS)),
+        None,
     );
+    let stacks = largest_stacks(&profile, options.granularity, symbolizer);
     let mut flame = Vec::new();
     let flame_options = render::flame::FlameOptions {
         title,
@@ -357,6 +358,9 @@ fn write_html(
         sample: options.sample,
         total,
         rows: &rows,
+        visible_rows: options.top.unwrap_or(HTML_ROWS),
+        stacks: &stacks,
+        shown: profile.total(),
         flame: &flame,
         growth,
     };
@@ -431,6 +435,7 @@ pub fn leaks(options: &LeaksOptions, out: &mut dyn Write, warn: &mut dyn FnMut(&
         top: options.top,
         depth: options.depth,
         granularity: options.granularity,
+        hints: hints::known(),
     };
     let written = leaks::write_text(out, &report, &symbolizer).map_err(io_error);
     for warning in symbolizer.take_warnings() {
