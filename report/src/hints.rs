@@ -15,7 +15,8 @@
 //! a JVM's perf map names it) alike.
 //!
 //! A hint is shown only for memory that matters: when the stacks it matches together hold at
-//! least [`MIN_SHARE`] of the total shown. It is printed under the largest stack it matches,
+//! least [`MIN_SHARE`] of the total shown, and at least [`MIN_HINT_BYTES`] when the report counts
+//! bytes (a program that keeps 200 KiB at exit has no leak worth a hint, whatever its shares). It is printed under the largest stack it matches,
 //! which joins the listed stacks if it was not among them (a leak whose memory is spread over
 //! many stacks, as an `SSL_CTX`'s is over the dozens of allocations of `SSL_CTX_new`, still gets
 //! its hint). No hint is printed for a stack it does not match, nor when what it matches is below
@@ -35,6 +36,8 @@ use crate::symbolize::{LocationId, Symbolizer};
 pub const MIN_SHARE: f64 = 0.10;
 /// At most this many stacks are listed for their size (a hint may add its own).
 pub const MAX_STACKS: usize = 3;
+/// The least memory the stacks of a hint hold, when the report counts bytes: 1 MiB.
+pub const MIN_HINT_BYTES: f64 = 1048576.0;
 
 /// The bundled table.
 const KNOWN_LEAKS: &str = include_str!("../data/known-leaks.txt");
@@ -229,12 +232,13 @@ pub struct Stack<'h> {
 }
 
 /// The stacks worth listing in `profile` (module docs), largest first, with their hints from
-/// `hints`; `total` is what shares are of (the total shown).
+/// `hints` where what a hint matches holds at least `min_hint_value` too.
 pub fn largest<'h>(
     profile: &Profile,
     symbolizer: &Symbolizer,
     granularity: Granularity,
     hints: &'h Hints,
+    min_hint_value: f64,
 ) -> Vec<Stack<'h>> {
     let shown = profile.total();
     if shown <= 0.0 {
@@ -271,7 +275,7 @@ pub fn largest<'h>(
     let shown_hint = |hint: Option<usize>| {
         hint.and_then(|i| {
             let (count, value) = per_hint[&i];
-            (value >= threshold).then_some((i, count, value))
+            (value >= threshold && value >= min_hint_value).then_some((i, count, value))
         })
     };
     let mut listed: Vec<usize> = (0..stacks.len())
@@ -339,7 +343,7 @@ mod tests {
             ("a3 c", 9.0),
             ("b2", 2.0),
         ]);
-        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints);
+        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints, 0.0);
         let listed: Vec<(String, f64, Option<usize>)> = stacks
             .iter()
             .map(|s| (s.names.join(" "), s.value, s.hint.map(|h| h.stacks)))
@@ -356,26 +360,31 @@ mod tests {
         // Each matching stack below 10%, together above: the largest of them is listed with the
         // hint. Below 10% together: no hint.
         let (profile, symbolizer) = profile_of(&[("b1", 80.0), ("a1 c", 6.0), ("a2 c", 5.0), ("a3 d", 9.0)]);
-        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints);
+        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints, 0.0);
         assert_eq!(stacks.len(), 2);
         assert_eq!(
             (stacks[1].names.join(" ").as_str(), stacks[1].value),
             ("0xa1 0xc", 6.0)
         );
         assert_eq!(stacks[1].hint.map(|h| (h.stacks, h.value)), Some((2, 11.0)));
+        assert!(
+            largest(&profile, &symbolizer, Granularity::Functions, &hints, 12.0)[1]
+                .hint
+                .is_none()
+        );
         let (profile, symbolizer) = profile_of(&[("b1", 91.0), ("a1 c", 9.0)]);
-        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints);
+        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints, 0.0);
         assert_eq!(stacks.len(), 1);
         assert!(stacks[0].hint.is_none());
 
         // At most three listed for their size; nothing when the total is not positive.
         let (profile, symbolizer) = profile_of(&[("1", 25.0), ("2", 25.0), ("3", 25.0), ("4", 25.0)]);
         assert_eq!(
-            largest(&profile, &symbolizer, Granularity::Functions, &hints).len(),
+            largest(&profile, &symbolizer, Granularity::Functions, &hints, 0.0).len(),
             3
         );
         let (profile, symbolizer) = profile_of(&[("1", 5.0), ("2", -5.0)]);
-        assert!(largest(&profile, &symbolizer, Granularity::Functions, &hints).is_empty());
+        assert!(largest(&profile, &symbolizer, Granularity::Functions, &hints, 0.0).is_empty());
     }
 
     #[test]

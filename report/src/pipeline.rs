@@ -200,11 +200,22 @@ fn prepared(
 /// in anonymous memory (JIT code, whose addresses would split one leak into many stacks).
 fn largest_stacks(
     profile: &Profile,
-    granularity: Granularity,
+    options: &ReportOptions,
     symbolizer: &Symbolizer,
 ) -> Vec<hints::Stack<'static>> {
     let cut = profile.cut_at_anonymous_frames(symbolizer);
-    hints::largest(&cut, symbolizer, granularity, hints::known())
+    let min_hint_value = if options.sample.is_bytes() {
+        hints::MIN_HINT_BYTES
+    } else {
+        0.0
+    };
+    hints::largest(
+        &cut,
+        symbolizer,
+        options.granularity,
+        hints::known(),
+        min_hint_value,
+    )
 }
 
 /// The rows of a table as `--text` orders them, without the empty ones, at most `top`.
@@ -247,7 +258,7 @@ pub fn write_report(
                 show_bytes: options.show_bytes,
             };
             render::text::write(out, rows, total, &text_options).map_err(io_error)?;
-            let stacks = largest_stacks(&profile, options.granularity, symbolizer);
+            let stacks = largest_stacks(&profile, options, symbolizer);
             render::text::write_stacks(out, &stacks, profile.total(), &text_options).map_err(io_error)
         }
         Output::Collapsed => {
@@ -312,7 +323,7 @@ fn write_html(
         options.sort_by_cumulative,
         None,
     );
-    let stacks = largest_stacks(&profile, options.granularity, symbolizer);
+    let stacks = largest_stacks(&profile, options, symbolizer);
     let mut flame = Vec::new();
     let flame_options = render::flame::FlameOptions {
         title,
