@@ -367,11 +367,10 @@ mod tests {
             ("0xa1 0xc", 6.0)
         );
         assert_eq!(stacks[1].hint.map(|h| (h.stacks, h.value)), Some((2, 11.0)));
-        assert!(
-            largest(&profile, &symbolizer, Granularity::Functions, &hints, 12.0)[1]
-                .hint
-                .is_none()
-        );
+        // Less than the least value a hint needs: neither the hint nor its stack.
+        let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints, 12.0);
+        assert_eq!(stacks.len(), 1);
+        assert!(stacks[0].hint.is_none());
         let (profile, symbolizer) = profile_of(&[("b1", 91.0), ("a1 c", 9.0)]);
         let stacks = largest(&profile, &symbolizer, Granularity::Functions, &hints, 0.0);
         assert_eq!(stacks.len(), 1);

@@ -218,14 +218,11 @@ fn largest_stacks(
     )
 }
 
-/// The rows of a table as `--text` orders them, without the empty ones, at most `top`.
-fn sorted_rows(mut rows: Vec<Row>, by_cumulative: bool, top: Option<usize>) -> Vec<Row> {
+/// The rows of a table as `--text` orders them, without the empty ones.
+fn sorted_rows(mut rows: Vec<Row>, by_cumulative: bool) -> Vec<Row> {
     let key = |row: &Row| if by_cumulative { row.cumulative } else { row.flat };
     rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| a.name.cmp(&b.name)));
     rows.retain(|row| row.flat != 0.0 || row.cumulative != 0.0);
-    if let Some(top) = top {
-        rows.truncate(top);
-    }
     rows
 }
 
@@ -321,7 +318,6 @@ fn write_html(
     let rows = sorted_rows(
         profile::summarize(&profile, symbolizer, options.granularity),
         options.sort_by_cumulative,
-        None,
     );
     let stacks = largest_stacks(&profile, options, symbolizer);
     let mut flame = Vec::new();
