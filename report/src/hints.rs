@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use regex::Regex;
+use regex::{RegexSet, SetMatches};
 
 use crate::error::Error;
 use crate::profile::{location_names, Granularity, Profile};
@@ -51,25 +51,26 @@ pub struct Hint {
     pub title: String,
     /// One paragraph: why, and the fix.
     pub text: String,
-    /// Per frame to find, innermost first, its alternatives as one anchored regular expression.
-    frames: Vec<Regex>,
-    /// Frames the stack must not have, if any.
-    unless: Option<Regex>,
+    /// Per frame to find, innermost first, the index in the table's [`RegexSet`] of its
+    /// alternatives (one anchored regular expression).
+    frames: Vec<usize>,
+    /// Frames the stack must not have, if any: the index of their expression.
+    unless: Option<usize>,
 }
 
 impl Hint {
-    /// Whether a stack with these function names (innermost first) matches: each frame pattern
-    /// in turn matches a name outward of the one the pattern before matched, and no name matches
-    /// an `unless` pattern.
-    pub fn matches(&self, functions: &[&str]) -> bool {
-        if let Some(unless) = &self.unless {
-            if functions.iter().any(|name| unless.is_match(name)) {
+    /// Whether a stack whose names (innermost first) match the table's patterns as `names` says
+    /// matches: each frame pattern in turn matches a name outward of the one the pattern before
+    /// matched, and no name matches an `unless` pattern.
+    fn matches(&self, names: &[&SetMatches]) -> bool {
+        if let Some(unless) = self.unless {
+            if names.iter().any(|name| name.matched(unless)) {
                 return false;
             }
         }
         let mut from = 0;
-        for pattern in &self.frames {
-            match functions[from..].iter().position(|name| pattern.is_match(name)) {
+        for &pattern in &self.frames {
+            match names[from..].iter().position(|name| name.matched(pattern)) {
                 Some(i) => from += i + 1,
                 None => return false,
             }
@@ -83,6 +84,8 @@ impl Hint {
 pub struct Hints {
     /// The entries.
     pub entries: Vec<Hint>,
+    /// Every pattern line of every entry, so that a name is matched against all at once.
+    patterns: RegexSet,
 }
 
 impl Hints {
@@ -94,22 +97,25 @@ impl Hints {
         let mut started = 0;
         let mut in_text = false;
         let mut unless: Vec<String> = Vec::new();
-        let finish = |entries: &mut Vec<Hint>, unless: &mut Vec<String>, started: usize| {
-            let Some(hint) = entries.last_mut() else {
-                return Ok(());
+        let mut sources: Vec<String> = Vec::new();
+        let finish =
+            |entries: &mut Vec<Hint>, unless: &mut Vec<String>, sources: &mut Vec<String>, started: usize| {
+                let Some(hint) = entries.last_mut() else {
+                    return Ok(());
+                };
+                if hint.frames.is_empty() {
+                    return Err(error(started, "an entry without a `frame:` line".into()));
+                }
+                if hint.text.is_empty() {
+                    return Err(error(started, "an entry without its paragraph".into()));
+                }
+                if !unless.is_empty() {
+                    hint.unless = Some(sources.len());
+                    sources.push(alternatives(unless));
+                    unless.clear();
+                }
+                Ok(())
             };
-            if hint.frames.is_empty() {
-                return Err(error(started, "an entry without a `frame:` line".into()));
-            }
-            if hint.text.is_empty() {
-                return Err(error(started, "an entry without its paragraph".into()));
-            }
-            if !unless.is_empty() {
-                hint.unless = Some(alternatives(unless));
-                unless.clear();
-            }
-            Ok(())
-        };
         for (i, line) in text.lines().enumerate() {
             let number = i + 1;
             let line = line.trim();
@@ -118,7 +124,7 @@ impl Hints {
             }
             let key = |key: &str| line.strip_prefix(key).map(str::trim);
             if let Some(title) = key("hint:") {
-                finish(&mut entries, &mut unless, started)?;
+                finish(&mut entries, &mut unless, &mut sources, started)?;
                 if title.is_empty() {
                     return Err(error(number, "`hint:` without a title".into()));
                 }
@@ -153,7 +159,8 @@ impl Hints {
                     if is_unless {
                         unless.extend(patterns);
                     } else {
-                        hint.frames.push(alternatives(&patterns));
+                        hint.frames.push(sources.len());
+                        sources.push(alternatives(&patterns));
                     }
                 }
                 None => {
@@ -165,21 +172,35 @@ impl Hints {
                 }
             }
         }
-        finish(&mut entries, &mut unless, started)?;
+        finish(&mut entries, &mut unless, &mut sources, started)?;
         if entries.is_empty() {
             return Err(Error::file(Path::new(name), "no entries"));
         }
-        Ok(Hints { entries })
+        let patterns = RegexSet::new(&sources).expect("escaped patterns are valid");
+        Ok(Hints { entries, patterns })
+    }
+
+    /// Which of the table's patterns `name` matches (what [`Self::matching_patterns`] takes).
+    pub fn patterns_of(&self, name: &str) -> SetMatches {
+        self.patterns.matches(name)
+    }
+
+    /// The index of the first entry that a stack matches, given what each of its names matches
+    /// ([`Self::patterns_of`]), innermost first.
+    pub fn matching_patterns(&self, names: &[&SetMatches]) -> Option<usize> {
+        self.entries.iter().position(|hint| hint.matches(names))
     }
 
     /// The first entry that a stack with these function names (innermost first) matches.
     pub fn matching(&self, functions: &[&str]) -> Option<&Hint> {
-        self.entries.iter().find(|hint| hint.matches(functions))
+        let matches: Vec<SetMatches> = functions.iter().map(|f| self.patterns_of(f)).collect();
+        let names: Vec<&SetMatches> = matches.iter().collect();
+        self.matching_patterns(&names).map(|i| &self.entries[i])
     }
 }
 
 /// The patterns as one regular expression that matches a whole name matching any of them.
-fn alternatives(patterns: &[String]) -> Regex {
+fn alternatives(patterns: &[String]) -> String {
     let parts: Vec<String> = patterns
         .iter()
         .map(|pattern| {
@@ -190,7 +211,7 @@ fn alternatives(patterns: &[String]) -> Regex {
                 .join(".*")
         })
         .collect();
-    Regex::new(&format!("^(?:{})$", parts.join("|"))).expect("escaped patterns are valid")
+    format!("^(?:{})$", parts.join("|"))
 }
 
 /// The bundled table (`data/known-leaks.txt`), parsed on first use.
@@ -244,16 +265,29 @@ pub fn largest<'h>(
     if shown <= 0.0 {
         return Vec::new();
     }
+    // Per location, its names and which patterns each of its functions matches.
+    let mut locations: HashMap<LocationId, (Vec<String>, Vec<SetMatches>)> = HashMap::new();
     // Stacks that read alike are one: (names, value, index of its hint).
     let mut by_names: HashMap<Vec<String>, (f64, Option<usize>)> = HashMap::new();
     for (stack, &value) in &profile.stacks {
+        for &id in stack {
+            locations.entry(id).or_insert_with(|| {
+                let location = symbolizer.location(id);
+                let matches = location
+                    .frames
+                    .iter()
+                    .map(|f| hints.patterns_of(&f.function))
+                    .collect();
+                (location_names(location, granularity), matches)
+            });
+        }
         let names: Vec<String> = stack
             .iter()
-            .flat_map(|&id| location_names(symbolizer.location(id), granularity))
+            .flat_map(|id| locations[id].0.iter().cloned())
             .collect();
         let entry = by_names.entry(names).or_insert_with(|| {
-            let functions = functions(stack, symbolizer);
-            (0.0, hints.entries.iter().position(|h| h.matches(&functions)))
+            let matches: Vec<&SetMatches> = stack.iter().flat_map(|id| locations[id].1.iter()).collect();
+            (0.0, hints.matching_patterns(&matches))
         });
         entry.0 += value;
     }
@@ -438,17 +472,17 @@ mod tests {
             "t.txt",
         )
         .unwrap();
-        let hint = &hints.entries[0];
-        assert!(hint.matches(&["inner2", "x", "a.b.C.<init>", "main"]));
-        assert!(hint.matches(&["innermost", "other"]));
+        let hint = |functions: &[&str]| hints.matching(functions).is_some();
+        assert!(hint(&["inner2", "x", "a.b.C.<init>", "main"]));
+        assert!(hint(&["innermost", "other"]));
         // The order: the caller must be outward of the callee.
-        assert!(!hint.matches(&["a.b.C.<init>", "inner"]));
-        assert!(!hint.matches(&["inner"]));
+        assert!(!hint(&["a.b.C.<init>", "inner"]));
+        assert!(!hint(&["inner"]));
         // Whole names, and `.` is no wildcard.
-        assert!(!hint.matches(&["xinner", "a.b.C.<init>"]));
-        assert!(!hint.matches(&["inner", "a.b.C.<init>x"]));
-        assert!(!hint.matches(&["inner", "aXb.C.<init>"]));
-        assert!(!hint.matches(&["inner", "other", "run_init_once"]));
+        assert!(!hint(&["xinner", "a.b.C.<init>"]));
+        assert!(!hint(&["inner", "a.b.C.<init>x"]));
+        assert!(!hint(&["inner", "aXb.C.<init>"]));
+        assert!(!hint(&["inner", "other", "run_init_once"]));
     }
 
     #[test]
