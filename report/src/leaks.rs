@@ -26,15 +26,18 @@
 //!    the line predicts there. Growth that stops (a cache warming up, a program loading its
 //!    classes) fails this even when the line fits well enough.
 //!
-//! Steady growers are ranked by slope.
+//! Steady growers are ranked by slope. Under each suspect's stack comes the hint of
+//! [`crate::hints`] that it matches, if any: a steady grower is significant by itself, so no
+//! share of the total is asked of it.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
+use crate::hints::{self, Hints, ShownHint};
 use crate::profile::{location_names, Granularity, Profile};
-use crate::render::chart;
 use crate::render::xml::escape;
+use crate::render::{chart, text};
 use crate::series::{format_bytes, Axis, AxisUnit};
 use crate::symbolize::{LocationId, Symbolizer};
 
@@ -193,6 +196,18 @@ pub struct LeakReport<'a> {
     pub depth: usize,
     /// Function or line names.
     pub granularity: Granularity,
+    /// The hints to match the suspects against.
+    pub hints: &'a Hints,
+}
+
+/// The hint of `trend`'s stack, if it matches one.
+fn hint_of<'h>(trend: &Trend, hints: &'h Hints, symbolizer: &Symbolizer) -> Option<ShownHint<'h>> {
+    let functions = hints::functions(&trend.stack, symbolizer);
+    hints.matching(&functions).map(|hint| ShownHint {
+        hint,
+        stacks: 1,
+        value: trend.live.last().copied().unwrap_or(0.0),
+    })
 }
 
 /// Writes the text report.
@@ -225,6 +240,7 @@ pub fn write_text(out: &mut dyn Write, report: &LeakReport, symbolizer: &Symboli
         "Steady growth of live bytes, fastest first ({} stacks):",
         report.growers.len()
     )?;
+    let mut hinted = Vec::new();
     for (rank, trend) in report.growers.iter().take(report.top).enumerate() {
         writeln!(out)?;
         writeln!(
@@ -244,6 +260,9 @@ pub fn write_text(out: &mut dyn Write, report: &LeakReport, symbolizer: &Symboli
         }
         if names.len() > report.depth {
             writeln!(out, "      … {} more frames", names.len() - report.depth)?;
+        }
+        if let Some(hint) = hint_of(trend, report.hints, symbolizer) {
+            text::write_hint(out, &hint, 0.0, &mut hinted, format_bytes)?;
         }
     }
     Ok(())
@@ -320,9 +339,12 @@ pub fn write_html(out: &mut dyn Write, report: &LeakReport, symbolizer: &Symboli
                 .take(report.depth)
                 .map(|name| format!("<code>{}</code>", escape(name)))
                 .collect();
+            let hint = hint_of(trend, report.hints, symbolizer)
+                .map(|hint| crate::render::html::hint(&hint, None))
+                .unwrap_or_default();
             let _ = write!(
                 body,
-                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.3}</td><td>{} of {}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.3}</td><td>{} of {}</td><td>{}{hint}</td></tr>",
                 i + 1,
                 escape(&rate(trend, report.axis)),
                 escape(&format_bytes(trend.live[0])),

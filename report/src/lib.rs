@@ -14,22 +14,25 @@
 //! 7. [`allocator_frames`] — which functions are the allocator's entry points.
 //! 8. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
 //! 9. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
-//! 10. [`series`] — a series of dumps of one process: their order and positions (the HTML
+//! 10. [`hints`] — the largest stacks of a profile, and hints from a bundled table
+//!     (`data/known-leaks.txt`) about the well-known native leaks they match.
+//! 11. [`series`] — a series of dumps of one process: their order and positions (the HTML
 //!     report's growth chart draws on its axis).
-//! 11. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
+//! 12. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
 //!     asking a running JVM for one.
-//! 12. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
+//! 13. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 13. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 14. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//! 14. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 15. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 15. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 16. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
 pub mod demangle;
 pub mod dump;
 pub mod error;
+pub mod hints;
 pub mod leaks;
 pub mod memory_map;
 pub mod object_file;

@@ -14,7 +14,7 @@ use crate::perf_map_finder::Finder;
 use crate::profile::{Granularity, Profile, Row, SampleType};
 use crate::series::Axis;
 use crate::symbolize::{Symbolizer, SymbolizerOptions};
-use crate::{dump, object_file, profile, render, series};
+use crate::{dump, hints, object_file, profile, render, series};
 
 /// The output format of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,8 +71,8 @@ pub struct ReportOptions {
     pub perf_map: Option<PathBuf>,
 }
 
-/// Rows the HTML page's table shows unless `--top` says otherwise.
-const HTML_ROWS: usize = 100;
+/// Rows the HTML page's table shows before its toggle unless `--top` says otherwise.
+const HTML_ROWS: usize = 20;
 /// Functions the HTML page's growth chart follows.
 const CHART_FUNCTIONS: usize = 5;
 
@@ -240,14 +240,35 @@ fn prepared(
     (profile, total)
 }
 
-/// The rows of a table as `--text` orders them, without the empty ones, at most `top`.
-fn sorted_rows(mut rows: Vec<Row>, by_cumulative: bool, top: Option<usize>) -> Vec<Row> {
+/// The largest stacks of `profile` and their hints ([`hints`]). JIT frames a perf map named are
+/// kept; each run of unnamed ones is one `[anonymous code]` frame (their addresses would split
+/// one leak into many stacks), with the frames beyond it kept.
+fn largest_stacks(
+    profile: &Profile,
+    options: &ReportOptions,
+    symbolizer: &mut Symbolizer,
+) -> Vec<hints::Stack<'static>> {
+    let folded = profile.fold_anonymous_frames(symbolizer);
+    let symbolizer = &*symbolizer;
+    let min_hint_value = if options.sample.is_bytes() {
+        hints::MIN_HINT_BYTES
+    } else {
+        0.0
+    };
+    hints::largest(
+        &folded,
+        symbolizer,
+        options.granularity,
+        hints::known(),
+        min_hint_value,
+    )
+}
+
+/// The rows of a table as `--text` orders them, without the empty ones.
+fn sorted_rows(mut rows: Vec<Row>, by_cumulative: bool) -> Vec<Row> {
     let key = |row: &Row| if by_cumulative { row.cumulative } else { row.flat };
     rows.sort_by(|a, b| key(b).total_cmp(&key(a)).then_with(|| a.name.cmp(&b.name)));
     rows.retain(|row| row.flat != 0.0 || row.cumulative != 0.0);
-    if let Some(top) = top {
-        rows.truncate(top);
-    }
     rows
 }
 
@@ -279,7 +300,9 @@ pub fn write_report(
                 sort_by_cumulative: options.sort_by_cumulative,
                 show_bytes: options.show_bytes,
             };
-            render::text::write(out, rows, total, &text_options).map_err(io_error)
+            render::text::write(out, rows, total, &text_options).map_err(io_error)?;
+            let stacks = largest_stacks(&profile, options, symbolizer);
+            render::text::write_stacks(out, &stacks, profile.total(), &text_options).map_err(io_error)
         }
         Output::Collapsed => {
             let (profile, _) = prepared(dump, base, options.sample, options, symbolizer);
@@ -341,8 +364,8 @@ fn write_html(
     let rows = sorted_rows(
         profile::summarize(&profile, symbolizer, options.granularity),
         options.sort_by_cumulative,
-        Some(options.top.unwrap_or(HTML_ROWS)),
     );
+    let stacks = largest_stacks(&profile, options, symbolizer);
     let mut flame = Vec::new();
     let flame_options = render::flame::FlameOptions {
         title,
@@ -388,6 +411,9 @@ fn write_html(
         sample: options.sample,
         total,
         rows: &rows,
+        visible_rows: options.top.unwrap_or(HTML_ROWS),
+        stacks: &stacks,
+        shown: profile.total(),
         flame: &flame,
         growth,
     };
@@ -471,6 +497,7 @@ pub fn leaks(options: &LeaksOptions, out: &mut dyn Write, warn: &mut dyn FnMut(&
         top: options.top,
         depth: options.depth,
         granularity: options.granularity,
+        hints: hints::known(),
     };
     let written = leaks::write_text(out, &report, &symbolizer).map_err(io_error);
     for warning in symbolizer.take_warnings() {

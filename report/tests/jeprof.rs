@@ -142,9 +142,21 @@ fn collapsed_focus_top_and_base() {
         row(&rows(&theirs), "leak_b").flat_percent
     );
 
-    // --top limits the rows.
+    // --top limits the rows; the largest stacks follow the table all the same, each frame on its
+    // line, callers included: leak_a's 8 MiB first (leak_b's 1 MiB is about the 10% it takes to
+    // be listed), no hint for either.
     let top = stdout(tally().args(["report", "--top", "1"]).arg(last));
     assert_eq!(rows(&top).len(), 1, "{top}");
+    let listed = stacks(&top);
+    assert!((1..=2).contains(&listed.len()), "{top}");
+    let share: f64 = listed[0][0]
+        .strip_prefix("Stack 1: ")
+        .and_then(|rest| rest.split_once('%'))
+        .and_then(|(share, _)| share.parse().ok())
+        .unwrap_or_else(|| panic!("{top}"));
+    assert!((80.0..95.0).contains(&share), "{top}");
+    assert_eq!(listed[0][1..3], ["leak_a", "main"], "{top}");
+    assert!(!top.contains("Hint:"), "{top}");
 
     // --base: the first dump was taken after leak_a, so the growth is leak_b's.
     let ours = stdout(

@@ -57,6 +57,14 @@ fn gzip_stream_leak_ranks_deflate_first() {
         first[0].contains("per GiB allocated") && first[0].contains("R² "),
         "{report}"
     );
+    // Under its stack, the hint of the known leak, once.
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("Hint: java.util.zip.Deflater not ended")),
+        "no Deflater hint under the first suspect:\n{report}"
+    );
+    assert_eq!(report.matches("try-with-resources").count(), 1, "{report}");
     let per_gib = first[0]
         .split_once(". +")
         .and_then(|(_, rest)| rest.split_once(" per GiB"))
@@ -72,6 +80,23 @@ fn gzip_stream_leak_ranks_deflate_first() {
     let document = parse_xml(&text);
     assert!(document.descendants().any(|n| n.has_tag_name("svg")));
     assert!(text.contains("deflateInit2_"), "{text}");
+    let hint = document
+        .descendants()
+        .find(|n| n.attribute("class") == Some("hint"))
+        .expect("a hint in the HTML report");
+    let hint_text: String = hint
+        .descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect();
+    assert!(
+        hint_text.starts_with("Hint: java.util.zip.Deflater not ended"),
+        "{hint_text}"
+    );
+    assert!(
+        hint.ancestors().any(|n| n.has_tag_name("tr")),
+        "the hint is not in the suspect's row"
+    );
     assert_self_contained(&document);
 }
 

@@ -170,6 +170,15 @@ fn unclosed_gzip_streams_hold_most_live_bytes_under_tally() {
             dump.display()
         );
         assert_close(total(&tally_text), total(&jeprof_text), 1.0, "totals");
+        // The largest stack is zlib's, with the Deflater's hint under it.
+        let largest = &stacks(&tally_text)[0];
+        assert_eq!(largest[1], "deflateInit2_", "{tally_text}");
+        assert!(
+            largest
+                .iter()
+                .any(|l| l.starts_with("Hint: java.util.zip.Deflater not ended")),
+            "{tally_text}"
+        );
     }
 
     // (b) `tally leaks` ranks that stack first, growing by about what the program allocates:
@@ -182,6 +191,12 @@ fn unclosed_gzip_streams_hold_most_live_bytes_under_tally() {
     assert!(
         first.iter().skip(1).any(|f| ZLIB.contains(&f.as_str())),
         "the first suspect is not zlib's state:\n{report}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.starts_with("Hint: java.util.zip.Deflater not ended")),
+        "{report}"
     );
     let growth = growth_per_gib(&first[0]);
     assert!(
@@ -199,6 +214,10 @@ fn closed_gzip_streams_hold_little_under_tally() {
     for (dump, ours, theirs, tally_text, jeprof_text) in zlib_shares(&dumps) {
         assert!(ours < 20.0, "{}: {ours}%\n{tally_text}", dump.display());
         assert!(theirs < 20.0, "{}: {theirs}%\n{jeprof_text}", dump.display());
+        assert!(
+            !tally_text.contains("Hint: java.util.zip.Deflater"),
+            "{tally_text}"
+        );
     }
 
     // ... and `tally leaks` finds no steady grower.

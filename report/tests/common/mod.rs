@@ -72,6 +72,11 @@ pub fn stdout(command: &mut Command) -> String {
 
 /// Compiles the C (or C++, by extension) source `source` to `dir/name` with `-O0 -g`.
 pub fn compile(source: &Path, dir: &Path, name: &str) -> PathBuf {
+    compile_linked(source, dir, name, &[])
+}
+
+/// [`compile`], linked with `libraries` too (`-lssl`, ...).
+pub fn compile_linked(source: &Path, dir: &Path, name: &str, libraries: &[&str]) -> PathBuf {
     let compiler = if source.extension().is_some_and(|e| e == "cc") {
         "g++"
     } else {
@@ -83,7 +88,8 @@ pub fn compile(source: &Path, dir: &Path, name: &str) -> PathBuf {
         .args(["-O0", "-g", "-o"])
         .arg(&out)
         .arg(source)
-        .arg("-ldl"));
+        .arg("-ldl")
+        .args(libraries));
     out
 }
 
@@ -144,6 +150,24 @@ pub fn rows(text: &str) -> Vec<Row> {
             })
         })
         .collect()
+}
+
+/// The largest stacks a `--text` report lists after its table: per stack, its header
+/// (`Stack 1: 12.3% of the total shown, …`) then its lines (frames, `Hint: …` and the hint's
+/// paragraph), trimmed.
+pub fn stacks(text: &str) -> Vec<Vec<String>> {
+    let mut stacks: Vec<Vec<String>> = Vec::new();
+    let Some((_, section)) = text.split_once("\nLargest stacks, innermost frame first:\n") else {
+        return stacks;
+    };
+    for line in section.lines() {
+        if line.starts_with("Stack ") {
+            stacks.push(vec![line.to_string()]);
+        } else if let (Some(stack), true) = (stacks.last_mut(), line.starts_with("      ")) {
+            stack.push(line.trim().to_string());
+        }
+    }
+    stacks
 }
 
 /// The row whose name starts with `prefix`.
