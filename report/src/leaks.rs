@@ -30,7 +30,7 @@
 //! [`crate::hints`] that it matches, if any: a steady grower is significant by itself, so no
 //! share of the total is asked of it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
@@ -71,8 +71,11 @@ impl Default for Thresholds {
 /// One stack's live bytes over the series and its fit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trend {
-    /// The stack (innermost first, allocator frames removed).
+    /// The stack (innermost first, allocator frames removed); for stacks through JIT code, the
+    /// largest of those followed together ([`group_jit_callers`]).
     pub stack: Vec<LocationId>,
+    /// How many stacks were followed together as this one (1 but for JIT callers).
+    pub stacks: usize,
     /// Live bytes in each dump.
     pub live: Vec<f64>,
     /// Least-squares slope: bytes per unit of the axis.
@@ -90,6 +93,7 @@ impl Trend {
         let grew = live.windows(2).filter(|w| w[1] > w[0]).count();
         Trend {
             stack,
+            stacks: 1,
             live,
             slope,
             r2,
@@ -141,6 +145,67 @@ pub fn least_squares(x: &[f64], y: &[f64]) -> (f64, f64) {
         (sxy * sxy) / (sxx * syy)
     };
     (slope, r2)
+}
+
+/// Stacks through JIT code, followed together by their native part.
+///
+/// The frames of one Java (or JavaScript) call site change while the program runs: interpreted
+/// at first, then compiled once, then again with its callees inlined, each version at other
+/// addresses with other names. Every version's stack grows only while it is the one running, so
+/// none grows steadily over the series, though their sum does. So a stack is followed under its
+/// frames up to its first frame of JIT code ([`crate::symbolize::Location::is_jit_code`]), that
+/// frame and the rest standing as one `marker` frame; stacks without JIT code stay as they are.
+/// Returns the grouped profiles and, per group, the stack shown for it (the member with the
+/// most live bytes in the latest dump that has any) and how many stacks it holds.
+pub fn group_jit_callers(
+    profiles: &[Profile],
+    symbolizer: &Symbolizer,
+    marker: LocationId,
+) -> (Vec<Profile>, BTreeMap<Vec<LocationId>, (Vec<LocationId>, usize)>) {
+    let key_of = |stack: &Vec<LocationId>| -> Option<Vec<LocationId>> {
+        let at = stack
+            .iter()
+            .position(|&id| symbolizer.location(id).is_jit_code())?;
+        let mut key = stack[..at].to_vec();
+        key.push(marker);
+        Some(key)
+    };
+    let mut members: BTreeMap<Vec<LocationId>, BTreeSet<&Vec<LocationId>>> = BTreeMap::new();
+    let grouped = profiles
+        .iter()
+        .map(|profile| {
+            let mut out = Profile::default();
+            for (stack, &value) in &profile.stacks {
+                match key_of(stack) {
+                    Some(key) => {
+                        members.entry(key.clone()).or_default().insert(stack);
+                        *out.stacks.entry(key).or_insert(0.0) += value;
+                    }
+                    None => *out.stacks.entry(stack.clone()).or_insert(0.0) += value,
+                }
+            }
+            out
+        })
+        .collect();
+    let shown = members
+        .into_iter()
+        .map(|(key, stacks)| {
+            let value = |stack: &Vec<LocationId>| {
+                profiles
+                    .iter()
+                    .rev()
+                    .find_map(|p| p.stacks.get(stack).copied().filter(|&v| v > 0.0))
+                    .unwrap_or(0.0)
+            };
+            let largest = stacks
+                .iter()
+                .max_by(|a, b| value(a).total_cmp(&value(b)).then_with(|| b.cmp(a)))
+                .map(|s| (*s).clone())
+                .unwrap_or_default();
+            (key, (largest, stacks.len()))
+        })
+        .collect();
+    (grouped, shown)
 }
 
 /// The steady growers among the stacks of `profiles` (one per dump, in series order), fastest
@@ -198,6 +263,20 @@ pub struct LeakReport<'a> {
     pub granularity: Granularity,
     /// The hints to match the suspects against.
     pub hints: &'a Hints,
+}
+
+/// The last frame of `trend`'s stack below its JIT code (what the stacks followed together
+/// share), or `the allocation` when JIT code called the allocator itself.
+fn jit_boundary(trend: &Trend, symbolizer: &Symbolizer, granularity: Granularity) -> String {
+    let native: Vec<LocationId> = trend
+        .stack
+        .iter()
+        .copied()
+        .take_while(|&id| !symbolizer.location(id).is_jit_code())
+        .collect();
+    stack_names(&native, symbolizer, granularity)
+        .pop()
+        .unwrap_or_else(|| "the allocation".into())
 }
 
 /// The hint of `trend`'s stack, if it matches one.
@@ -260,6 +339,14 @@ pub fn write_text(out: &mut dyn Write, report: &LeakReport, symbolizer: &Symboli
         }
         if names.len() > report.depth {
             writeln!(out, "      … {} more frames", names.len() - report.depth)?;
+        }
+        if trend.stacks > 1 {
+            writeln!(
+                out,
+                "      (the largest of {} stacks through JIT code above {}, followed together)",
+                trend.stacks,
+                jit_boundary(trend, symbolizer, report.granularity)
+            )?;
         }
         if let Some(hint) = hint_of(trend, report.hints, symbolizer) {
             text::write_hint(out, &hint, 0.0, &mut hinted, format_bytes)?;

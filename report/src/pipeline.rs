@@ -445,6 +445,10 @@ pub struct LeaksOptions {
     pub perf_map: Option<PathBuf>,
 }
 
+/// The frame that stands for a stack's JIT callers while `tally leaks` follows the stacks through
+/// one native call site together ([`leaks::group_jit_callers`]); never printed.
+const JIT_CALLERS: &str = "[JIT callers]";
+
 /// The fewest dumps `tally leaks` ranks.
 pub const LEAKS_MIN_DUMPS: usize = 3;
 
@@ -480,7 +484,15 @@ pub fn leaks(options: &LeaksOptions, out: &mut dyn Write, warn: &mut dyn FnMut(&
         })
         .collect();
     let period = dumps.iter().map(|d| d.period).max().unwrap_or(0) as f64;
-    let growers = leaks::rank(&profiles, &axis, period, &options.thresholds);
+    let marker = symbolizer.placeholder(JIT_CALLERS, true);
+    let (grouped, shown) = leaks::group_jit_callers(&profiles, &symbolizer, marker);
+    let mut growers = leaks::rank(&grouped, &axis, period, &options.thresholds);
+    for trend in &mut growers {
+        if let Some((stack, stacks)) = shown.get(&trend.stack) {
+            trend.stack = stack.clone();
+            trend.stacks = *stacks;
+        }
+    }
     let names: Vec<String> = paths
         .iter()
         .map(|p| {

@@ -150,7 +150,7 @@ impl Profile {
     /// change address (the JIT compiles a method again), as `tally leaks` needs; frames a perf
     /// map named are kept as they are.
     pub fn fold_anonymous_frames(&self, symbolizer: &mut Symbolizer) -> Profile {
-        let placeholder = symbolizer.placeholder(ANONYMOUS_CODE);
+        let placeholder = symbolizer.placeholder(ANONYMOUS_CODE, true);
         let symbolizer = &*symbolizer;
         self.map_stacks(|stack| {
             let mut folded: Vec<LocationId> = Vec::with_capacity(stack.len());

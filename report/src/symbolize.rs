@@ -59,6 +59,8 @@ pub struct Location {
     pub malloc_library: Option<u32>,
     /// Whether anything was resolved (false: the one frame is a `file+0x…` label).
     pub resolved: bool,
+    /// Whether this is JIT code a perf map named (or the placeholder for unnamed JIT code).
+    pub jit: bool,
 }
 
 impl Location {
@@ -68,6 +70,12 @@ impl Location {
     /// named is not anonymous.
     pub fn is_anonymous(&self) -> bool {
         !self.resolved && self.frames.len() == 1 && self.frames[0].function.starts_with("0x")
+    }
+
+    /// Whether this is code in anonymous memory, named by a perf map or not: a JIT compiler's,
+    /// whose frames for one call site change as the runtime compiles its methods again.
+    pub fn is_jit_code(&self) -> bool {
+        self.jit || self.is_anonymous()
     }
 }
 
@@ -213,6 +221,7 @@ impl Symbolizer {
                 allocator: false,
                 malloc_library: None,
                 resolved: true,
+                jit: true,
             }),
             None => {
                 self.jit_unnamed.insert(address);
@@ -225,10 +234,12 @@ impl Symbolizer {
         }
     }
 
-    /// The location of a made-up frame named `name` (a placeholder for frames folded together).
-    pub fn placeholder(&mut self, name: &str) -> LocationId {
+    /// The location of a made-up frame named `name` (a placeholder for frames folded together;
+    /// `jit`: for frames of JIT code).
+    pub fn placeholder(&mut self, name: &str, jit: bool) -> LocationId {
         self.intern(Location {
             resolved: true,
+            jit,
             ..unresolved(name.to_string())
         })
     }
@@ -365,6 +376,7 @@ impl Symbolizer {
             allocator,
             malloc_library: loaded.malloc_library.then_some(file as u32),
             resolved: true,
+            jit: false,
         }
     }
 }
@@ -380,6 +392,7 @@ fn unresolved(label: String) -> Location {
         allocator: false,
         malloc_library: None,
         resolved: false,
+        jit: false,
     }
 }
 
