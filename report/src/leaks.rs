@@ -147,6 +147,9 @@ pub fn least_squares(x: &[f64], y: &[f64]) -> (f64, f64) {
     (slope, r2)
 }
 
+/// Per group of [`group_jit_callers`]: the stack shown for it and how many stacks it holds.
+pub type ShownStacks = BTreeMap<Vec<LocationId>, (Vec<LocationId>, usize)>;
+
 /// Stacks through JIT code, followed together by their native part.
 ///
 /// The frames of one Java (or JavaScript) call site change while the program runs: interpreted
@@ -161,7 +164,7 @@ pub fn group_jit_callers(
     profiles: &[Profile],
     symbolizer: &Symbolizer,
     marker: LocationId,
-) -> (Vec<Profile>, BTreeMap<Vec<LocationId>, (Vec<LocationId>, usize)>) {
+) -> (Vec<Profile>, ShownStacks) {
     let key_of = |stack: &Vec<LocationId>| -> Option<Vec<LocationId>> {
         let at = stack
             .iter()
