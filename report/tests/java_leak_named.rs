@@ -1,0 +1,194 @@
+//! The seed's leak, named down to the Java line that makes it: `data/GzipLogger.java` run with
+//! `tally run -- java …` and nothing else given by hand (`tally run` gives the JVM frame
+//! pointers and a perf map; build `libtally.so` first: `cargo build --release -p tally`).
+//!
+//! - `leak`: the largest stack of the `--text` report and the first suspect of `tally leaks`
+//!   read `deflateInit2_` ← … ← `java.util.zip.GZIPOutputStream.<init>` ← …
+//!   `GzipLogger.logLeaky`, with the Deflater hint under them; `--collapsed` and `--pprof` (read
+//!   by `go tool pprof -top`) carry the same Java names.
+//! - `fixed`: the same program closing its streams has no such stack and no hint.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// Messages per run: enough for the JIT to compile `logLeaky` (a few seconds here).
+const MESSAGES: &str = "30000";
+
+/// What `tally run` printed and where its dumps are.
+struct Run {
+    /// The `--text` report `tally run` printed at exit.
+    report: String,
+    /// The final dump.
+    last: PathBuf,
+    /// The interval dumps, in order.
+    series: Vec<PathBuf>,
+}
+
+/// `lg_prof_interval` of the runs: a dump per 512 MiB allocated.
+const LG_INTERVAL: u32 = 29;
+
+/// `tally run --out <dir> -- java -cp <classes> GzipLogger <mode> MESSAGES`.
+fn tally_run_java(mode: &str, dir: &Path) -> Run {
+    need("javac", "default-jdk-headless");
+    let classes = dir.join("classes");
+    run(Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(data("GzipLogger.java")));
+    let out = dir.join("dumps");
+    let output = tally()
+        .args([
+            "run",
+            "--conf",
+            &format!("lg_prof_sample:17,lg_prof_interval:{LG_INTERVAL}"),
+            "--out",
+        ])
+        .arg(&out)
+        .args(["--", "java", "-cp"])
+        .arg(&classes)
+        .args(["GzipLogger", mode, MESSAGES])
+        .env("TALLY_SO", libtally())
+        .env_remove("LD_PRELOAD")
+        .env_remove("TALLY_CONF")
+        .env_remove("JAVA_TOOL_OPTIONS")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}{stderr}");
+    let last = report
+        .lines()
+        .find_map(|l| l.strip_prefix("Heap profile: "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no Heap profile line:\n{report}{stderr}"));
+    let mut series: Vec<(u64, PathBuf)> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            let parts: Vec<&str> = name.split('.').collect();
+            if parts.len() != 5 || !parts[3].starts_with('i') {
+                return None;
+            }
+            Some((parts[2].parse().ok()?, p.clone()))
+        })
+        .collect();
+    series.sort();
+    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", pid_of(&last)));
+    Run {
+        report,
+        last,
+        series: series.into_iter().map(|(_, p)| p).collect(),
+    }
+}
+
+/// The pid in `tally.<pid>.<seq>.f.heap`.
+fn pid_of(dump: &Path) -> String {
+    let name = dump.file_name().unwrap().to_string_lossy().into_owned();
+    name.split('.').nth(1).unwrap().to_string()
+}
+
+/// Asserts that `frames` (innermost first) hold `deflateInit2_`, then further out
+/// `java.util.zip.GZIPOutputStream.<init>`, then `GzipLogger.logLeaky`.
+fn assert_named_down_to_the_leak(frames: &[String], context: &str) {
+    let at = |name: &str| {
+        frames
+            .iter()
+            .position(|f| f == name)
+            .unwrap_or_else(|| panic!("no frame {name} in {frames:#?}\n{context}"))
+    };
+    let zlib = at("deflateInit2_");
+    let stream = at("java.util.zip.GZIPOutputStream.<init>");
+    let method = at("GzipLogger.logLeaky");
+    assert!(zlib < stream && stream < method, "{frames:#?}\n{context}");
+}
+
+const HINT: &str = "Hint: java.util.zip.Deflater not ended";
+
+#[test]
+fn the_leaking_java_method_is_named_in_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tally_run_java("leak", dir.path());
+
+    // The text report: its largest stack, with the Deflater hint.
+    let stacks = stacks(&run.report);
+    assert!(!stacks.is_empty(), "no largest stacks:\n{}", run.report);
+    assert_named_down_to_the_leak(&stacks[0], &run.report);
+    assert!(stacks[0].iter().any(|l| l.starts_with(HINT)), "{}", run.report);
+
+    // tally leaks over the interval dumps: the first suspect, with the hint.
+    assert!(run.series.len() >= 4, "{:?}", run.series);
+    let leaks = leaks_report(LG_INTERVAL, &run.series);
+    let suspects = suspects(&leaks);
+    assert!(!suspects.is_empty(), "no suspect:\n{leaks}");
+    assert_named_down_to_the_leak(&suspects[0], &leaks);
+    assert!(suspects[0].iter().any(|l| l.starts_with(HINT)), "{leaks}");
+
+    // --collapsed: the heaviest stack (root first) has the names too.
+    let collapsed = stdout(tally().args(["report", "--collapsed"]).arg(&run.last));
+    let heaviest = collapsed
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .max_by(|a, b| {
+            let value = |s: &str| s.parse::<f64>().unwrap_or(0.0);
+            value(a.1).total_cmp(&value(b.1))
+        })
+        .map(|(stack, _)| stack.split(';').rev().map(str::to_string).collect::<Vec<_>>())
+        .unwrap_or_else(|| panic!("no stacks:\n{collapsed}"));
+    assert_named_down_to_the_leak(&heaviest, &collapsed);
+
+    // --pprof, read by go tool pprof: both Java frames hold most of the live bytes.
+    let pprof_file = dir.path().join("java.pb.gz");
+    common::run(
+        tally()
+            .args(["report", "--pprof"])
+            .arg(&pprof_file)
+            .arg(&run.last),
+    );
+    need("go", "golang-go");
+    let top = stdout(
+        Command::new("go")
+            .args([
+                "tool",
+                "pprof",
+                "-top",
+                "-cum",
+                "-symbolize=none",
+                "-nodecount=40",
+            ])
+            .env("GOTOOLCHAIN", "local")
+            .env("GOPROXY", "off")
+            .env("PPROF_BINARY_PATH", "/nonexistent")
+            .arg(&pprof_file),
+    );
+    for name in ["GzipLogger.logLeaky", "java.util.zip.GZIPOutputStream.<init>"] {
+        let line = top
+            .lines()
+            .find(|l| l.trim_end().ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
+        let cum_percent: f64 = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|w| w.trim_end_matches('%').parse().ok())
+            .unwrap_or_else(|| panic!("no cum% in {line:?}"));
+        assert!(cum_percent > 50.0, "{name}: {line}\n{top}");
+    }
+}
+
+#[test]
+fn the_fixed_program_has_no_such_stack_and_no_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tally_run_java("fixed", dir.path());
+    for stack in stacks(&run.report) {
+        assert!(!stack.iter().any(|f| f == "deflateInit2_"), "{}", run.report);
+    }
+    assert!(!run.report.contains("Hint: "), "{}", run.report);
+    assert!(run.series.len() >= 3, "{:?}", run.series);
+    let leaks = leaks_report(LG_INTERVAL, &run.series);
+    assert!(!leaks.contains("deflateInit2_"), "{leaks}");
+    assert!(!leaks.contains("Hint: "), "{leaks}");
+}
