@@ -10,7 +10,9 @@
 //!   their name (`Interpreter`, `StubRoutines (1)`, `I2C/C2I adapters`, `handle_exception
 //!   Runtime1 stub`, …); the perf-map-agent JVMTI agent writes methods as
 //!   `Ljava/util/zip/GZIPOutputStream;::<init>` (its `dottedclass` option:
-//!   `java.util.zip.GZIPOutputStream::<init>`), with `msig` a descriptor after the name;
+//!   `java.util.zip.GZIPOutputStream::<init>`), with `msig` a descriptor after the name; Tally's
+//!   agent (`-agentpath:libtally_jvm.so`) writes HotSpot's shape as methods are compiled, and
+//!   inline chains (below);
 //! - node (V8) with `--perf-basic-prof` (or `--perf-basic-prof-only-functions`: JavaScript
 //!   only): an append log, `JS:*fib /app/fib.js:1:13` in v20 (`LazyCompile:`, `Function:`,
 //!   `Script:` before), the character after the colon telling the tier (`~` interpreted, `^`

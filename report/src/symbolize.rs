@@ -99,8 +99,8 @@ pub struct JitNames {
 
 /// The hint when nothing was said about an address space: how to get perf maps.
 pub const JIT_HINT: &str = "no perf map was given; run the program under `tally run`, or give --perf-map \
-                            /tmp/perf-<pid>.map (JVM: -XX:+UnlockDiagnosticVMOptions \
-                            -XX:+DumpPerfMapAtExit; node: --perf-basic-prof-only-functions)";
+                            /tmp/perf-<pid>.map (JVM: -agentpath:libtally_jvm.so, or \
+                            -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit; node: --perf-basic-prof-only-functions)";
 
 /// A file from a memory map, loaded or not.
 struct LoadedFile {

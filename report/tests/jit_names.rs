@@ -236,6 +236,7 @@ fn without_a_map_frames_stay_hex_with_one_hint() {
         ) && hint.contains(&format!("no perf map /tmp/perf-{pid}.map"))
             && hint.contains("tally run")
             && hint.contains("-XX:+DumpPerfMapAtExit")
+            && hint.contains("-agentpath:")
             && hint.contains(&format!("jcmd {pid} Compiler.perfmap"))
             && hint.contains("--perf-map FILE"),
         "{hint}"
