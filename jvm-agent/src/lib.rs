@@ -15,7 +15,11 @@
 //!   so the short line covers both; perf map readers let a later line win over an earlier one it
 //!   overlaps, so it wins over the method's line;
 //! - `DynamicCodeGenerated` (the interpreter, stubs, adapters): `START SIZE <name>` as the JVM
-//!   writes it (`Interpreter`, `StubRoutines (1)`).
+//!   writes it (`Interpreter`, `StubRoutines (1)`). JVMTI reports the JVM's stubs one by one
+//!   (`call_stub`, 63 bytes) where the JVM's own map has the blobs holding them (`StubRoutines
+//!   (1)`, 30,000 bytes), and some blobs not at all (`vtable chunks`, `MethodHandles adapters`
+//!   but its first byte): code entered by a jump, not a call, so no return address in a stack
+//!   lies there; compiled methods match the JVM's map line for line.
 //!
 //! Code the JVM frees and reuses is written again when it is reused; later lines win. The JVM's
 //! own `-XX:+DumpPerfMapAtExit` rewrites the file at exit (it truncates it), so it must not be
