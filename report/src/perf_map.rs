@@ -10,7 +10,9 @@
 //!   their name (`Interpreter`, `StubRoutines (1)`, `I2C/C2I adapters`, `handle_exception
 //!   Runtime1 stub`, …); the perf-map-agent JVMTI agent writes methods as
 //!   `Ljava/util/zip/GZIPOutputStream;::<init>` (its `dottedclass` option:
-//!   `java.util.zip.GZIPOutputStream::<init>`), with `msig` a descriptor after the name;
+//!   `java.util.zip.GZIPOutputStream::<init>`), with `msig` a descriptor after the name; Tally's
+//!   agent (`-agentpath:libtally_jvm.so`) writes HotSpot's shape as methods are compiled, and
+//!   inline chains (below);
 //! - node (V8) with `--perf-basic-prof` (or `--perf-basic-prof-only-functions`: JavaScript
 //!   only): an append log, `JS:*fib /app/fib.js:1:13` in v20 (`LazyCompile:`, `Function:`,
 //!   `Script:` before), the character after the colon telling the tier (`~` interpreted, `^`
@@ -30,6 +32,15 @@
 //! template interpreter prints `[java interpreter]`, its other code blobs `[jvm stub] <name>`,
 //! V8's builtins `[v8 builtin] <name>` and its other non-JavaScript code `[v8] <kind>:<name>`;
 //! a name in no known shape prints as written.
+//!
+//! **Inline chains.** Tally's JVMTI agent (`libtally_jvm.so`, crate `tally-jvm-agent`) also
+//! writes, for each call in compiled Java code that C2 inlined other methods into, a 2-byte entry
+//! around the call's return address whose name is the chain of Java frames live there, the
+//! compiled method first, joined by `->` (perf-map-agent's `unfold` shape):
+//! `GzipLogger.logLeaky->java.util.zip.GZIPOutputStream.<init>->java.util.zip.Deflater.<init>`.
+//! Each part is `<class>.<method>` or any Java shape above. Such a name reads as several frames
+//! ([`PerfMap::readable_frames`]), innermost first like a DWARF inline chain; a name with `->`
+//! whose parts are not all Java methods (C++'s `operator->`) is one name as written.
 
 use std::collections::BTreeMap;
 
@@ -101,14 +112,31 @@ impl PerfMap {
         (address < end).then(|| &self.entries[index])
     }
 
-    /// The readable name of `entry` (module docs).
+    /// The readable name of `entry` (module docs); an inline chain's innermost frame.
     pub fn readable_name(&self, entry: &Entry) -> String {
-        readable_name(&entry.name, self.jvm)
+        match inline_chain(&entry.name) {
+            Some(mut chain) => chain.pop().unwrap_or_default(),
+            None => readable_name(&entry.name, self.jvm),
+        }
+    }
+
+    /// The readable frames of `entry`, innermost first: one, or an inline chain's (module docs).
+    /// Never empty.
+    pub fn readable_frames(&self, entry: &Entry) -> Vec<String> {
+        match inline_chain(&entry.name) {
+            Some(mut chain) => {
+                chain.reverse();
+                chain
+            }
+            None => vec![readable_name(&entry.name, self.jvm)],
+        }
     }
 
     /// Adds `entry` over the earlier ones it overlaps.
     fn add(&mut self, entry: Entry) {
-        self.jvm |= entry.name == "Interpreter" || java_method(&entry.name).is_some();
+        self.jvm |= entry.name == "Interpreter"
+            || java_method(&entry.name).is_some()
+            || inline_chain(&entry.name).is_some();
         let index = self.entries.len();
         let (start, end) = (entry.start, entry.end);
         self.entries.push(entry);
@@ -204,6 +232,28 @@ pub fn readable_name(name: &str, jvm: bool) -> String {
         return format!("[jvm stub] {name}");
     }
     name.to_string()
+}
+
+/// The readable names of an inline chain's parts, outer first (module docs); `None` when `name`
+/// is not a chain of two or more Java methods.
+fn inline_chain(name: &str) -> Option<Vec<String>> {
+    if !name.contains("->") {
+        return None;
+    }
+    let parts: Option<Vec<String>> = name
+        .split("->")
+        .map(|part| java_method(part).or_else(|| dotted_java_method(part)))
+        .collect();
+    parts.filter(|parts| parts.len() > 1)
+}
+
+/// `Class.method` from `<dotted class>.<method>` (`java.util.zip.Deflater.<init>`, a hidden
+/// class's `LambdaForm$MH/0x0000000800c0c400.invoke`).
+fn dotted_java_method(name: &str) -> Option<String> {
+    let (class, method) = name.rsplit_once('.')?;
+    let class_ok = !class.is_empty() && class.chars().all(|c| c.is_alphanumeric() || "_$./".contains(c));
+    let method_ok = !method.is_empty() && method.chars().all(|c| c.is_alphanumeric() || "_$<>".contains(c));
+    (class_ok && method_ok).then(|| format!("{}.{method}", without_hidden_suffix(class)))
 }
 
 /// `Class.method` from a HotSpot, perf-map-agent or dotted perf-map-agent name.
@@ -434,6 +484,61 @@ mod tests {
         let map = map("1000 10 Ljava/util/zip/Deflater;::init\n2000 10 Interpreter\n");
         assert!(map.is_jvm());
         assert_eq!(name_at(&map, 0x2000).as_deref(), Some("[java interpreter]"));
+    }
+
+    #[test]
+    fn reads_inline_chains_as_frames_innermost_first() {
+        // As the agent writes them: the method's line, then a 2-byte line per inlined call.
+        let map = map("\
+0x00007fb9e144aca0 0x0000000000000cf0 byte[] GzipLogger.logLeaky(java.lang.String)
+0x00007fb9e144ae63 0x0000000000000002 GzipLogger.logLeaky->java.util.zip.GZIPOutputStream.<init>->java.util.zip.Deflater.<init>
+0x00007fb9e144af10 0x0000000000000002 GzipLogger.logLeaky->java.lang.invoke.LambdaForm$MH/0x0000000800c0c400.invoke
+");
+        assert!(map.is_jvm());
+        let frames = |address| map.readable_frames(map.lookup(address).unwrap());
+        assert_eq!(frames(0x7fb9e144ae62), ["GzipLogger.logLeaky"]);
+        let chain = [
+            "java.util.zip.Deflater.<init>",
+            "java.util.zip.GZIPOutputStream.<init>",
+            "GzipLogger.logLeaky",
+        ];
+        // The return address and the call address (one before) both read as the chain.
+        assert_eq!(frames(0x7fb9e144ae63), chain);
+        assert_eq!(frames(0x7fb9e144ae64), chain);
+        assert_eq!(frames(0x7fb9e144ae65), ["GzipLogger.logLeaky"]);
+        assert_eq!(
+            frames(0x7fb9e144af11),
+            ["java.lang.invoke.LambdaForm$MH.invoke", "GzipLogger.logLeaky"]
+        );
+        assert_eq!(
+            name_at(&map, 0x7fb9e144ae64).as_deref(),
+            Some("java.util.zip.Deflater.<init>")
+        );
+        // Parts in the other Java shapes; an only-Java map is a JVM's.
+        let map = self::map("1000 2 void A.run()->Lb/C;::call->d.E::f\n");
+        assert!(map.is_jvm());
+        assert_eq!(
+            map.readable_frames(&map.entries()[0]),
+            ["d.E.f", "b.C.call", "A.run"]
+        );
+        // Not chains: C++ and JavaScript names with `->`, a chain of one, empty parts.
+        for name in [
+            "std::unique_ptr<Foo>::operator->",
+            "JS:*a->b /app/x.js:1:1",
+            "A.run->",
+            "->A.run",
+            "A.run->->B.c",
+            "A.run->B c.d",
+        ] {
+            let map = self::map(&format!("1000 2 {name}\n"));
+            assert_eq!(map.readable_frames(&map.entries()[0]).len(), 1, "{name}");
+            assert_eq!(
+                map.readable_name(&map.entries()[0]),
+                readable_name(name, false),
+                "{name}"
+            );
+            assert!(!map.is_jvm(), "{name}");
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //!
 //! What these cannot catch: code freed and its memory reused for other code between the dump
 //! and the writing of the map (a JVM's map lists the code alive when it is written, at exit with
-//! `-XX:+DumpPerfMapAtExit`). `perf` lives with the same limit.
+//! `-XX:+DumpPerfMapAtExit`; Tally's agent's lists the code as it is compiled, so code reused
+//! after the dump is named as reused). `perf` lives with the same limit.
 //!
 //! When the map is missing (or left by an earlier process) and the dump's process still runs and
 //! is a JVM (it maps `libjvm.so`), the finder asks it for one, `jcmd <pid> Compiler.perfmap`,
@@ -126,7 +127,8 @@ fn how_to_get_one(pid: Option<u64>) -> String {
     let pid = pid.map_or_else(|| "<pid>".to_string(), |pid| pid.to_string());
     format!(
         "to name them, run the program under `tally run`, or start the JVM with \
-         -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit (or run `jcmd {pid} \
+         -agentpath:<target>/release/libtally_jvm.so (Tally's agent: it names inlined methods too) \
+         or -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit (or run `jcmd {pid} \
          Compiler.perfmap` while it runs), node with --perf-basic-prof-only-functions, or give \
          --perf-map FILE"
     )

@@ -11,8 +11,13 @@
 //!
 //! - for a JVM or node, the flags that let the report name their JIT-compiled code (unless
 //!   `--no-runtime-flags`): a program named `java` gets `JAVA_TOOL_OPTIONS=-XX:+PreserveFramePointer
-//!   -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit` (frame pointers for the walk through
-//!   compiled Java code, and `/tmp/perf-<pid>.map` written at exit), one named `node` or `nodejs`
+//!   -agentpath:<libtally_jvm.so>` (frame pointers for the walk through compiled Java code, and
+//!   Tally's JVMTI agent, crate `tally-jvm-agent`, writing `/tmp/perf-<pid>.map` as methods are
+//!   compiled, with the methods C2 inlined at each call), the agent being `$TALLY_JVM_AGENT`
+//!   when set (empty: none) or else the `libtally_jvm.so` next to the preloaded library; without
+//!   an agent, `-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions
+//!   -XX:+DumpPerfMapAtExit` (the JVM's own map, written at exit, one name per compiled method;
+//!   never both, as the JVM's map at exit would replace the agent's). One named `node` or `nodejs`
 //!   `NODE_OPTIONS=--perf-basic-prof-only-functions --interpreted-frames-native-stack` (the map of
 //!   JavaScript functions, written as they are compiled, and a frame of its own for each
 //!   interpreted function; plain `--perf-basic-prof` also names V8's builtins, which the node
@@ -56,9 +61,13 @@ pub struct RunOptions {
     pub no_runtime_flags: bool,
 }
 
-/// The flags `tally run` gives a JVM, through `JAVA_TOOL_OPTIONS`.
+/// The flags `tally run` gives a JVM, through `JAVA_TOOL_OPTIONS`, when there is no agent.
 pub const JAVA_FLAGS: &str =
     "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit";
+/// The flags `tally run` gives a JVM before `-agentpath:<agent>` when there is an agent.
+pub const JAVA_AGENT_FLAGS: &str = "-XX:+PreserveFramePointer";
+/// The file name of Tally's JVMTI agent.
+pub const JVM_AGENT: &str = "libtally_jvm.so";
 /// The flags `tally run` gives node, through `NODE_OPTIONS`.
 pub const NODE_FLAGS: &str = "--perf-basic-prof-only-functions --interpreted-frames-native-stack";
 
@@ -100,6 +109,37 @@ pub fn find_library() -> Result<PathBuf, Error> {
         })
 }
 
+/// Tally's JVMTI agent for a run preloading `library`: `$TALLY_JVM_AGENT` (empty: none), or
+/// [`JVM_AGENT`] in `library`'s directory. `None`, and a warning for what was set but is no
+/// use, when there is none: the JVM then writes its own map at exit. A path with white space is
+/// not used (`JAVA_TOOL_OPTIONS` splits at white space).
+pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<PathBuf> {
+    let agent = match std::env::var_os("TALLY_JVM_AGENT") {
+        Some(path) if path.is_empty() => return None,
+        Some(path) => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                warn(&format!(
+                    "run: TALLY_JVM_AGENT={} is not a file; a JVM writes its own perf map at exit",
+                    path.display()
+                ));
+                return None;
+            }
+            path
+        }
+        None => library.with_file_name(JVM_AGENT),
+    };
+    let agent = std::path::absolute(&agent).ok().filter(|a| a.is_file())?;
+    if agent.to_string_lossy().contains(char::is_whitespace) {
+        warn(&format!(
+            "run: {}: white space in the path; a JVM writes its own perf map at exit",
+            agent.display()
+        ));
+        return None;
+    }
+    Some(agent)
+}
+
 /// The `TALLY_CONF` of a run writing dumps to `prefix`.
 pub fn conf(prefix: &Path, extra: Option<&str>) -> String {
     let mut conf = format!("prof:true,prof_final:true,prof_prefix:{}", prefix.display());
@@ -110,17 +150,27 @@ pub fn conf(prefix: &Path, extra: Option<&str>) -> String {
     conf
 }
 
+/// Whether `program` is a JVM (module docs).
+pub fn is_java(program: &OsStr) -> bool {
+    Path::new(program).file_name() == Some(OsStr::new("java"))
+}
+
 /// The variable and its value that give `program` the flags naming its JIT code (module docs),
-/// `existing` being the variable's value now; `None` for a program that is neither `java` nor
-/// `node`.
+/// `agent` being Tally's JVMTI agent, if any, and `existing` the variable's value now; `None`
+/// for a program that is neither `java` nor `node`.
 pub fn runtime_flags(
     program: &OsStr,
+    agent: Option<&Path>,
     existing: impl Fn(&str) -> Option<OsString>,
 ) -> Option<(&'static str, OsString)> {
     let name = Path::new(program).file_name()?.to_str()?;
-    let (variable, flags) = match name {
-        "java" => ("JAVA_TOOL_OPTIONS", JAVA_FLAGS),
-        "node" | "nodejs" => ("NODE_OPTIONS", NODE_FLAGS),
+    let (variable, flags) = match (name, agent) {
+        ("java", Some(agent)) => (
+            "JAVA_TOOL_OPTIONS",
+            format!("{JAVA_AGENT_FLAGS} -agentpath:{}", agent.display()),
+        ),
+        ("java", None) => ("JAVA_TOOL_OPTIONS", JAVA_FLAGS.to_string()),
+        ("node" | "nodejs", _) => ("NODE_OPTIONS", NODE_FLAGS.to_string()),
         _ => return None,
     };
     let mut value = OsString::from(flags);
@@ -151,6 +201,9 @@ pub fn run(
     };
     let dir = std::path::absolute(&dir).map_err(|e| Error::file(&dir, io_message(e)))?;
     let prefix = dir.join("tally");
+    let agent = (!options.no_runtime_flags && is_java(program))
+        .then(|| find_jvm_agent(&library, warn))
+        .flatten();
     let mut preload = library.into_os_string();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|p| !p.is_empty()) {
         preload.push(":");
@@ -163,7 +216,7 @@ pub fn run(
         .env("LD_PRELOAD", &preload)
         .env("TALLY_CONF", conf(&prefix, options.conf.as_deref()));
     if !options.no_runtime_flags {
-        if let Some((variable, value)) = runtime_flags(program, |v| std::env::var_os(v)) {
+        if let Some((variable, value)) = runtime_flags(program, agent.as_deref(), |v| std::env::var_os(v)) {
             command.env(variable, value);
         }
     }
@@ -282,29 +335,43 @@ mod tests {
         let none = |_: &str| None;
         let theirs = |variable: &str| Some(OsString::from(format!("<{variable}>")));
         assert_eq!(
-            runtime_flags(OsStr::new("/usr/lib/jvm/bin/java"), none),
+            runtime_flags(OsStr::new("/usr/lib/jvm/bin/java"), None, none),
             Some(("JAVA_TOOL_OPTIONS", OsString::from(JAVA_FLAGS)))
         );
+        let agent = Path::new("/opt/tally/libtally_jvm.so");
         assert_eq!(
-            runtime_flags(OsStr::new("java"), theirs),
+            runtime_flags(OsStr::new("java"), Some(agent), theirs),
+            Some((
+                "JAVA_TOOL_OPTIONS",
+                OsString::from(
+                    "-XX:+PreserveFramePointer -agentpath:/opt/tally/libtally_jvm.so <JAVA_TOOL_OPTIONS>"
+                )
+            ))
+        );
+        assert_eq!(
+            runtime_flags(OsStr::new("java"), None, theirs),
             Some((
                 "JAVA_TOOL_OPTIONS",
                 OsString::from(format!("{JAVA_FLAGS} <JAVA_TOOL_OPTIONS>"))
             ))
         );
         assert_eq!(
-            runtime_flags(OsStr::new("nodejs"), theirs),
+            runtime_flags(OsStr::new("nodejs"), Some(agent), theirs),
             Some((
                 "NODE_OPTIONS",
                 OsString::from(format!("{NODE_FLAGS} <NODE_OPTIONS>"))
             ))
         );
         assert_eq!(
-            runtime_flags(OsStr::new("node"), |_| Some(OsString::new())),
+            runtime_flags(OsStr::new("node"), None, |_| Some(OsString::new())),
             Some(("NODE_OPTIONS", OsString::from(NODE_FLAGS)))
         );
         for other in ["javac", "./java.sh", "python3", "nodes", "/"] {
-            assert_eq!(runtime_flags(OsStr::new(other), theirs), None, "{other}");
+            assert_eq!(
+                runtime_flags(OsStr::new(other), Some(agent), theirs),
+                None,
+                "{other}"
+            );
         }
     }
 

@@ -16,7 +16,9 @@
 //! ([`crate::perf_map`]) names it, when one was given for the dump's address space
 //! ([`Symbolizer::add_jit_names`]) and has an entry that covers the address and lies wholly in
 //! the same mapping (an entry that straddles mappings, or lies outside them, belongs to another
-//! address space). An address no entry covers keeps its hex label, never a neighbour's name, and
+//! address space); an entry naming an inline chain (Tally's JVM agent's) gives the location
+//! its frames, innermost first, as DWARF does for native code. An address no entry covers keeps
+//! its hex label, never a neighbour's name, and
 //! [`Symbolizer::take_warnings`] says once how to get a map.
 //!
 //! Every file is loaded once, and every (file, offset) is resolved once: a [`Symbolizer`] keeps
@@ -105,8 +107,8 @@ pub struct JitNames {
 
 /// The hint when nothing was said about an address space: how to get perf maps.
 pub const JIT_HINT: &str = "no perf map was given; run the program under `tally run`, or give --perf-map \
-                            /tmp/perf-<pid>.map (JVM: -XX:+UnlockDiagnosticVMOptions \
-                            -XX:+DumpPerfMapAtExit; node: --perf-basic-prof-only-functions)";
+                            /tmp/perf-<pid>.map (JVM: -agentpath:libtally_jvm.so, or \
+                            -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit; node: --perf-basic-prof-only-functions)";
 
 /// A file from a memory map, loaded or not.
 struct LoadedFile {
@@ -209,15 +211,19 @@ impl Symbolizer {
         let named = names.and_then(|names| {
             let perf_map = names.map.as_ref()?;
             let entry = perf_map.lookup(address)?;
-            (mapping.start <= entry.start && entry.end <= mapping.end).then(|| perf_map.readable_name(entry))
+            (mapping.start <= entry.start && entry.end <= mapping.end)
+                .then(|| perf_map.readable_frames(entry))
         });
         match named {
-            Some(function) => Some(Location {
-                frames: vec![Frame {
-                    function,
-                    file: None,
-                    line: 0,
-                }],
+            Some(functions) => Some(Location {
+                frames: functions
+                    .into_iter()
+                    .map(|function| Frame {
+                        function,
+                        file: None,
+                        line: 0,
+                    })
+                    .collect(),
                 allocator: false,
                 malloc_library: None,
                 resolved: true,

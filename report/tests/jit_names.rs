@@ -156,6 +156,30 @@ fn text_and_collapsed_name_jit_frames_and_leave_uncovered_ones_hex() {
 }
 
 #[test]
+fn an_inline_chain_entry_gives_inline_frames() {
+    // As Tally's JVM agent writes it: GZIPOutputStream.<init> compiled into GzipLogger.logLeaky
+    // (its line), and the call at return address +0x21 in inlined code (a 2-byte line after it).
+    let dir = tempfile::tempdir().unwrap();
+    let pid = no_such_pid(7);
+    let dump = write_dump(dir.path(), pid);
+    let map = PERF_MAP.replace(
+        "0x00007f0000001000 0x0000000000000100 void java.util.zip.GZIPOutputStream.<init>(java.io.OutputStream)\n",
+        "0x00007f0000001000 0x0000000000000100 byte[] GzipLogger.logLeaky(java.lang.String)\n\
+         0x00007f0000001020 0x0000000000000002 GzipLogger.logLeaky->java.util.zip.GZIPOutputStream.<init>\n",
+    );
+    assert_ne!(map, PERF_MAP);
+    let _map = TmpPerfMap::write(pid, &map);
+    let collapsed = String::from_utf8(report(&["--collapsed"], &dump).stdout).unwrap();
+    assert!(
+        collapsed.lines().any(|line| line.starts_with(
+            "[jvm stub] StubRoutines (1);[java interpreter];GzipLogger.logLeaky;\
+             java.util.zip.GZIPOutputStream.<init> (inline);java.util.zip.Deflater.init "
+        )),
+        "{collapsed}"
+    );
+}
+
+#[test]
 fn pprof_flame_svg_and_html_name_jit_frames() {
     let dir = tempfile::tempdir().unwrap();
     let pid = no_such_pid(2);
@@ -236,6 +260,7 @@ fn without_a_map_frames_stay_hex_with_one_hint() {
         ) && hint.contains(&format!("no perf map /tmp/perf-{pid}.map"))
             && hint.contains("tally run")
             && hint.contains("-XX:+DumpPerfMapAtExit")
+            && hint.contains("-agentpath:")
             && hint.contains(&format!("jcmd {pid} Compiler.perfmap"))
             && hint.contains("--perf-map FILE"),
         "{hint}"

@@ -1,5 +1,5 @@
 //! JVMs and node: the flags `tally run` gives them (and keeps the user's), the perf maps they
-//! then write, and what `tally report` does about a dump's process that still runs (a map older
+//! (or Tally's JVM agent) then write, and what `tally report` does about a dump's process that still runs (a map older
 //! than the process, a pid taken by another process, a JVM asked for its map with `jcmd`).
 //! `tally run` preloads Debian's jemalloc here (`TALLY_SO`), as in `run.rs`: the programs
 //! write no Tally dump, so `tally run` ends with "wrote no heap profile" (exit code 2), which
@@ -15,10 +15,27 @@ use std::time::{Duration, SystemTime};
 use common::*;
 
 /// `tally run [extra] --out DIR -- command...` with jemalloc standing in for `libtally.so` and
-/// `variable` set to `value` in the environment.
+/// `variable` set to `value` in the environment; no JVM agent (none is next to jemalloc).
 fn tally_run(dir: &Path, extra: &[&str], command: &[&str], variable: &str, value: &str) -> Output {
+    tally_run_with_agent(dir, extra, command, variable, value, None)
+}
+
+/// [`tally_run`] with `TALLY_JVM_AGENT=agent`.
+fn tally_run_with_agent(
+    dir: &Path,
+    extra: &[&str],
+    command: &[&str],
+    variable: &str,
+    value: &str,
+    agent: Option<&Path>,
+) -> Output {
     need(JEMALLOC, "libjemalloc2");
-    tally()
+    let mut tally = tally();
+    match agent {
+        Some(agent) => tally.env("TALLY_JVM_AGENT", agent),
+        None => tally.env_remove("TALLY_JVM_AGENT"),
+    };
+    tally
         .arg("run")
         .args(extra)
         .arg("--out")
@@ -108,6 +125,67 @@ fn java_gets_frame_pointers_and_a_perf_map_and_keeps_the_users_options() {
     assert_eq!(said(&stdout, "tally.test"), "alone");
     assert_eq!(said(&stdout, "flags"), "-Dtally.test=alone");
     assert!(!_map.0.exists(), "a perf map without the flags");
+}
+
+#[test]
+fn java_gets_the_agent_instead_of_the_map_at_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = javac(dir.path(), "RuntimeFlags");
+    let classes = classes.to_str().unwrap();
+    let command = ["java", "-cp", classes, "RuntimeFlags"];
+    let agent = libtally_jvm();
+    let output = tally_run_with_agent(
+        dir.path(),
+        &[],
+        &command,
+        "JAVA_TOOL_OPTIONS",
+        "-Dtally.test=kept",
+        Some(&agent),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let map = PerfMapFile::of(said(&stdout, "pid"));
+    assert_eq!(said(&stdout, "tally.test"), "kept", "the user's option is lost");
+    assert_eq!(
+        said(&stdout, "flags"),
+        format!(
+            "-XX:+PreserveFramePointer -agentpath:{} -Dtally.test=kept",
+            agent.display()
+        ),
+        "ours first, then the user's, and no -XX:+DumpPerfMapAtExit"
+    );
+    assert!(
+        !stderr.contains("tally-jvm-agent"),
+        "the agent complained: {stderr}"
+    );
+    // The agent's map: the interpreter and stubs (DynamicCodeGenerated), and methods compiled
+    // while the JVM started, in the JVM's own shape.
+    let text = std::fs::read_to_string(&map.0).expect("the agent wrote no perf map");
+    assert!(text.lines().any(|l| l.ends_with(" Interpreter")), "{text}");
+    assert!(text.lines().any(|l| l.ends_with(" call_stub")), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains(" java.lang.String.hashCode()")),
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|l| l.split(' ').count() >= 3),
+        "a line that is not START SIZE NAME: {text}"
+    );
+
+    // An agent that is not there: one warning, and the JVM's own map at exit.
+    let missing = dir.path().join("no-agent.so");
+    let output = tally_run_with_agent(dir.path(), &[], &command, "JAVA_TOOL_OPTIONS", "", Some(&missing));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _map = PerfMapFile::of(said(&stdout, "pid"));
+    assert_eq!(
+        said(&stdout, "flags"),
+        "-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions -XX:+DumpPerfMapAtExit"
+    );
+    assert!(
+        stderr.contains(&format!("TALLY_JVM_AGENT={} is not a file", missing.display())),
+        "{stderr}"
+    );
 }
 
 #[test]

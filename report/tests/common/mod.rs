@@ -53,6 +53,19 @@ pub fn libtally() -> PathBuf {
     library
 }
 
+/// Tally's JVMTI agent, `libtally_jvm.so`, next to [`libtally`] (as `cargo build --release -p
+/// tally-jvm-agent` leaves it), where `tally run` finds it. Fails the test, saying how to build
+/// it, when it is missing.
+pub fn libtally_jvm() -> PathBuf {
+    let agent = libtally().with_file_name("libtally_jvm.so");
+    assert!(
+        agent.is_file(),
+        "{} is missing: run cargo build --release -p tally -p tally-jvm-agent first",
+        agent.display()
+    );
+    agent
+}
+
 /// Runs `command`, failing the test with its stderr unless it succeeds.
 pub fn run(command: &mut Command) -> Output {
     let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
