@@ -26,6 +26,14 @@ struct Run {
     last: PathBuf,
     /// The interval dumps, in order.
     series: Vec<PathBuf>,
+    /// The JVM's perf map, removed when the test is done with the run.
+    perf_map: PathBuf,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.perf_map);
+    }
 }
 
 /// `lg_prof_interval` of the runs: a dump per 512 MiB allocated.
@@ -78,8 +86,8 @@ fn tally_run_java(mode: &str, dir: &Path) -> Run {
         })
         .collect();
     series.sort();
-    let _ = std::fs::remove_file(format!("/tmp/perf-{}.map", pid_of(&last)));
     Run {
+        perf_map: PathBuf::from(format!("/tmp/perf-{}.map", pid_of(&last))),
         report,
         last,
         series: series.into_iter().map(|(_, p)| p).collect(),
@@ -95,10 +103,11 @@ fn pid_of(dump: &Path) -> String {
 /// Asserts that `frames` (innermost first) hold `deflateInit2_`, then further out
 /// `java.util.zip.GZIPOutputStream.<init>`, then `GzipLogger.logLeaky`.
 fn assert_named_down_to_the_leak(frames: &[String], context: &str) {
+    // An inlined frame may read `name (inline)`; the first (innermost) match counts.
     let at = |name: &str| {
         frames
             .iter()
-            .position(|f| f == name)
+            .position(|f| f == name || f.strip_suffix(" (inline)") == Some(name))
             .unwrap_or_else(|| panic!("no frame {name} in {frames:#?}\n{context}"))
     };
     let zlib = at("deflateInit2_");
@@ -168,7 +177,11 @@ fn the_leaking_java_method_is_named_in_every_output() {
     for name in ["GzipLogger.logLeaky", "java.util.zip.GZIPOutputStream.<init>"] {
         let line = top
             .lines()
-            .find(|l| l.trim_end().ends_with(&format!(" {name}")))
+            .find(|l| {
+                // pprof marks a function inlined at the address with ` (inline)`.
+                let l = l.trim_end();
+                l.ends_with(&format!(" {name}")) || l.ends_with(&format!(" {name} (inline)"))
+            })
             .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
         let cum_percent: f64 = line
             .split_whitespace()
