@@ -36,15 +36,6 @@ fn tally_run<S: AsRef<OsStr>>(dir: &Path, conf: &str, command: &[S]) -> String {
     )
 }
 
-/// The dump a `tally run` report names.
-fn heap_profile(report: &str) -> PathBuf {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix("Heap profile: "))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no Heap profile line:\n{report}"))
-}
-
 /// The listed stacks whose hint's title starts with `title`.
 fn hinted<'a>(stacks: &'a [Vec<String>], title: &str) -> Vec<&'a Vec<String>> {
     stacks

@@ -48,31 +48,16 @@ fn tally_run_java(mode: &str, dir: &Path) -> Run {
         .arg(&classes)
         .arg(data("GzipLogger.java")));
     let out = dir.join("dumps");
-    let output = tally()
-        .args([
-            "run",
-            "--conf",
-            &format!("lg_prof_sample:17,lg_prof_interval:{LG_INTERVAL}"),
-            "--out",
-        ])
-        .arg(&out)
-        .args(["--", "java", "-cp"])
+    let output = tally_run(&format!("lg_prof_sample:17,lg_prof_interval:{LG_INTERVAL}"), &out)
+        .args(["java", "-cp"])
         .arg(&classes)
         .args(["GzipLogger", mode, MESSAGES])
-        .env("TALLY_SO", libtally())
-        .env_remove("LD_PRELOAD")
-        .env_remove("TALLY_CONF")
-        .env_remove("JAVA_TOOL_OPTIONS")
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}{stderr}");
-    let last = report
-        .lines()
-        .find_map(|l| l.strip_prefix("Heap profile: "))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no Heap profile line:\n{report}{stderr}"));
+    let last = heap_profile(&report);
     let mut series: Vec<(u64, PathBuf)> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -87,17 +72,11 @@ fn tally_run_java(mode: &str, dir: &Path) -> Run {
         .collect();
     series.sort();
     Run {
-        perf_map: PathBuf::from(format!("/tmp/perf-{}.map", pid_of(&last))),
+        perf_map: PathBuf::from(format!("/tmp/perf-{}.map", dump_pid(&last))),
         report,
         last,
         series: series.into_iter().map(|(_, p)| p).collect(),
     }
-}
-
-/// The pid in `tally.<pid>.<seq>.f.heap`.
-fn pid_of(dump: &Path) -> String {
-    let name = dump.file_name().unwrap().to_string_lossy().into_owned();
-    name.split('.').nth(1).unwrap().to_string()
 }
 
 /// Asserts that `frames` (innermost first) hold `deflateInit2_`, then further out
@@ -158,20 +137,9 @@ fn the_leaking_java_method_is_named_in_every_output() {
             .arg(&pprof_file)
             .arg(&run.last),
     );
-    need("go", "golang-go");
     let top = stdout(
-        Command::new("go")
-            .args([
-                "tool",
-                "pprof",
-                "-top",
-                "-cum",
-                "-symbolize=none",
-                "-nodecount=40",
-            ])
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("PPROF_BINARY_PATH", "/nonexistent")
+        go_pprof()
+            .args(["-top", "-cum", "-symbolize=none", "-nodecount=40"])
             .arg(&pprof_file),
     );
     for name in ["GzipLogger.logLeaky", "java.util.zip.GZIPOutputStream.<init>"] {

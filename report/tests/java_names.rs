@@ -40,16 +40,10 @@ fn collapsed() -> &'static [(String, f64)] {
             .arg("-d")
             .arg(&classes)
             .arg(data("GzipLogger.java")));
-        let output = tally()
-            .args(["run", "--conf", "lg_prof_sample:17", "--out"])
-            .arg(&dir)
-            .args(["--", "java", "-cp"])
+        let output = tally_run("lg_prof_sample:17", &dir)
+            .args(["java", "-cp"])
             .arg(&classes)
             .args(["GzipLogger", "leak", "60000"])
-            .env("TALLY_SO", libtally())
-            .env_remove("LD_PRELOAD")
-            .env_remove("TALLY_CONF")
-            .env_remove("JAVA_TOOL_OPTIONS")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -58,11 +52,7 @@ fn collapsed() -> &'static [(String, f64)] {
             "{stdout}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let dump = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("Heap profile: "))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("no Heap profile line:\n{stdout}"));
+        let dump = heap_profile(&stdout);
         let pid = dump_pid(&dump);
         let map = PathBuf::from(format!("/tmp/perf-{pid}.map"));
         let text = stdout_of_report(&dump);
@@ -80,12 +70,6 @@ fn collapsed() -> &'static [(String, f64)] {
             .map(|(stack, value)| (stack.to_string(), value.parse().unwrap()))
             .collect()
     })
-}
-
-/// The pid in `tally.<pid>.<seq>.f.heap`.
-fn dump_pid(dump: &Path) -> String {
-    let name = dump.file_name().unwrap().to_string_lossy().into_owned();
-    name.split('.').nth(1).unwrap().to_string()
 }
 
 fn stdout_of_report(dump: &Path) -> String {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
 
@@ -188,20 +188,9 @@ fn pprof_flame_svg_and_html_name_jit_frames() {
 
     let pprof_file = dir.path().join("jit.pb.gz");
     report(&["--pprof", pprof_file.to_str().unwrap()], &dump);
-    need("go", "golang-go");
     let top = stdout(
-        Command::new("go")
-            .args([
-                "tool",
-                "pprof",
-                "-top",
-                "-symbolize=none",
-                "-unit=B",
-                "-nodecount=20",
-            ])
-            .env("GOTOOLCHAIN", "local")
-            .env("GOPROXY", "off")
-            .env("PPROF_BINARY_PATH", "/nonexistent")
+        go_pprof()
+            .args(["-top", "-symbolize=none", "-unit=B", "-nodecount=20"])
             .arg(&pprof_file),
     );
     for name in NAMES {

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::*;
 
 #[test]
@@ -16,35 +14,17 @@ fn the_js_function_holding_buffers_is_named() {
     need("node", "nodejs");
     let dir = tempfile::tempdir().unwrap();
     let script = data("hold_buffers.js");
-    let output = tally()
-        .args(["run", "--conf", "lg_prof_sample:16", "--out"])
-        .arg(dir.path())
-        .arg("--")
+    let output = tally_run("lg_prof_sample:16", dir.path())
         .arg("node")
         .arg(&script)
-        .env("TALLY_SO", libtally())
-        .env_remove("LD_PRELOAD")
-        .env_remove("TALLY_CONF")
-        .env_remove("NODE_OPTIONS")
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}{stderr}");
     assert!(report.contains("kept 2000 buffers"), "{report}");
-    let dump = report
-        .lines()
-        .find_map(|l| l.strip_prefix("Heap profile: "))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| panic!("no Heap profile line:\n{report}{stderr}"));
-    let pid = dump
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .split('.')
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let dump = heap_profile(&report);
+    let pid = dump_pid(&dump);
 
     let collapsed = stdout(tally().args(["report", "--collapsed"]).arg(&dump));
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));

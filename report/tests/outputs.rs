@@ -25,18 +25,6 @@ fn text_rows(dump: &Path) -> Vec<Row> {
     ))
 }
 
-/// `go tool pprof` with no network and no toolchain download.
-fn pprof() -> Command {
-    need("go", "golang-go");
-    let mut command = Command::new("go");
-    command
-        .args(["tool", "pprof"])
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("PPROF_BINARY_PATH", "/nonexistent");
-    command
-}
-
 /// The rows of `go tool pprof -top -unit=B` (values in bytes, `B` suffix).
 fn pprof_rows(text: &str) -> Vec<(f64, f64, String)> {
     text.lines()
@@ -63,7 +51,7 @@ fn pprof_reads_the_same_top_function() {
     assert_eq!(&gzip[..2], &[0x1f, 0x8b], "not gzip");
 
     let text = stdout(
-        pprof()
+        go_pprof()
             .args(["-top", "-symbolize=none", "-unit=B", "-nodecount=20"])
             .arg("-sample_index=inuse_space")
             .arg(&out),
@@ -76,7 +64,7 @@ fn pprof_reads_the_same_top_function() {
     assert_close(main.1, row(&ours, "main").cum, 1.0, "main cum bytes");
 
     // The default sample type is inuse_space; all four are there; lines are kept.
-    let text = stdout(pprof().args(["-raw", "-symbolize=none"]).arg(&out));
+    let text = stdout(go_pprof().args(["-raw", "-symbolize=none"]).arg(&out));
     assert!(
         text.contains("alloc_objects/count alloc_space/bytes inuse_objects/count inuse_space/bytes"),
         "{text}"
@@ -86,13 +74,13 @@ fn pprof_reads_the_same_top_function() {
         "{text}"
     );
     assert!(text.contains("leak_a ") && text.contains("leak.c:"), "{text}");
-    let text = stdout(pprof().args(["-top", "-symbolize=none", "-lines"]).arg(&out));
+    let text = stdout(go_pprof().args(["-top", "-symbolize=none", "-lines"]).arg(&out));
     assert!(text.contains("leak.c:"), "{text}");
 
     // Objects agree with --inuse-objects.
     let objects = rows(&stdout(tally().args(["report", "--inuse-objects"]).arg(dump)));
     let text = stdout(
-        pprof()
+        go_pprof()
             .args(["-top", "-symbolize=none", "-sample_index=inuse_objects"])
             .arg(&out),
     );
@@ -122,7 +110,7 @@ fn pprof_of_a_difference() {
         .arg("--base")
         .arg(&dumps[0])
         .arg(&dumps[1]));
-    let text = stdout(pprof().args(["-top", "-symbolize=none", "-unit=B"]).arg(&out));
+    let text = stdout(go_pprof().args(["-top", "-symbolize=none", "-unit=B"]).arg(&out));
     let theirs = pprof_rows(&text);
     assert_eq!(theirs[0].2, "leak_b", "{text}");
 }

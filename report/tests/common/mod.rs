@@ -355,3 +355,50 @@ pub fn assert_no_steady_grower(lg_interval: u32, dumps: &[PathBuf]) {
     assert!(suspects(&report).is_empty(), "{report}");
     assert!(report.contains("No steady growth"), "{report}");
 }
+
+/// `tally run --conf <conf> --out <dir> --` under the real `libtally.so`, with none of the
+/// caller's `LD_PRELOAD`, `TALLY_CONF`, `MALLOC_CONF`, `JAVA_TOOL_OPTIONS` or `NODE_OPTIONS`:
+/// add the program and its arguments.
+pub fn tally_run(conf: &str, dir: &Path) -> Command {
+    let mut command = tally();
+    command
+        .args(["run", "--conf", conf, "--out"])
+        .arg(dir)
+        .arg("--")
+        .env("TALLY_SO", libtally())
+        .env_remove("LD_PRELOAD")
+        .env_remove("TALLY_CONF")
+        .env_remove("MALLOC_CONF")
+        .env_remove("JAVA_TOOL_OPTIONS")
+        .env_remove("NODE_OPTIONS");
+    command
+}
+
+/// The dump a `tally run` report names (`Heap profile: <path>`).
+pub fn heap_profile(report: &str) -> PathBuf {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("Heap profile: "))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no Heap profile line:\n{report}"))
+}
+
+/// The pid in a dump's name, `<prefix>.<pid>.<seq>.<kind>.heap`.
+pub fn dump_pid(dump: &Path) -> String {
+    let name = dump.file_name().unwrap().to_string_lossy().into_owned();
+    let parts: Vec<&str> = name.rsplitn(5, '.').collect();
+    assert_eq!(parts.len(), 5, "not a dump's name: {name}");
+    parts[3].to_string()
+}
+
+/// `go tool pprof` (Debian `golang-go`) with no network and no toolchain download.
+pub fn go_pprof() -> Command {
+    need("go", "golang-go");
+    let mut command = Command::new("go");
+    command
+        .args(["tool", "pprof"])
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("PPROF_BINARY_PATH", "/nonexistent");
+    command
+}
