@@ -260,11 +260,7 @@ fn unclosed_gzip_streams_get_the_deflater_hint() {
     need("javac", "default-jdk-headless");
     need("java", "default-jdk-headless");
     let dir = tempfile::tempdir().unwrap();
-    let classes = dir.path().join("classes");
-    run(Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(data("GzipLogger.java")));
+    let classes = compile_gzip_logger(dir.path());
     let run_mode = |mode: &str| {
         let report = tally_run(
             &dir.path().join(mode),

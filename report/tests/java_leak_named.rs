@@ -11,7 +11,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 
@@ -41,12 +40,7 @@ const LG_INTERVAL: u32 = 29;
 
 /// `tally run --out <dir> -- java -cp <classes> GzipLogger <mode> MESSAGES`.
 fn tally_run_java(mode: &str, dir: &Path) -> Run {
-    need("javac", "default-jdk-headless");
-    let classes = dir.join("classes");
-    run(Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(data("GzipLogger.java")));
+    let classes = compile_gzip_logger(dir);
     let out = dir.join("dumps");
     let output = tally_run(&format!("lg_prof_sample:17,lg_prof_interval:{LG_INTERVAL}"), &out)
         .args(["java", "-cp"])

@@ -19,7 +19,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
@@ -29,17 +28,12 @@ use common::*;
 fn collapsed() -> &'static [(String, f64)] {
     static STACKS: OnceLock<Vec<(String, f64)>> = OnceLock::new();
     STACKS.get_or_init(|| {
-        need("javac", "default-jdk-headless");
         let with_agent = std::env::var_os("TALLY_JVM_AGENT").is_none();
         if with_agent {
             libtally_jvm();
         }
         let dir = tempfile::tempdir().unwrap().keep();
-        let classes = dir.join("classes");
-        run(Command::new("javac")
-            .arg("-d")
-            .arg(&classes)
-            .arg(data("GzipLogger.java")));
+        let classes = compile_gzip_logger(&dir);
         let output = tally_run("lg_prof_sample:17", &dir)
             .args(["java", "-cp"])
             .arg(&classes)

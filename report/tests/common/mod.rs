@@ -313,6 +313,17 @@ pub fn parse_xml(text: &str) -> roxmltree::Document<'_> {
     .unwrap_or_else(|e| panic!("not well-formed: {e}"))
 }
 
+/// Compiles `data/GzipLogger.java` into `dir/classes`; returns that directory.
+pub fn compile_gzip_logger(dir: &Path) -> PathBuf {
+    need("javac", "default-jdk-headless");
+    let classes = dir.join("classes");
+    run(Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(data("GzipLogger.java")));
+    classes
+}
+
 /// Compiles `data/GzipLogger.java` into `dir/classes` and runs `<java> GzipLogger <mode>
 /// <messages>` under `profiler`, its dumps going to `dir/<prefix>.*.heap`; returns the interval
 /// dumps in order.
@@ -324,12 +335,7 @@ pub fn run_gzip_logger(
     dir: &Path,
     prefix: &str,
 ) -> Vec<PathBuf> {
-    need("javac", "default-jdk-headless");
-    let classes = dir.join("classes");
-    run(Command::new("javac")
-        .arg("-d")
-        .arg(&classes)
-        .arg(data("GzipLogger.java")));
+    let classes = compile_gzip_logger(dir);
     profiler.interval_dumps(
         Command::new(java)
             .arg("-cp")
