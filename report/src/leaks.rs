@@ -7,7 +7,10 @@
 //! ([`crate::symbolize::Location::is_anonymous`]) folded into one `[anonymous code]` frame
 //! ([`crate::profile::Profile::fold_anonymous_frames`]): in a JVM without a perf map that is
 //! compiled or interpreted Java code, whose address changes when the JIT compiles the method
-//! again, which must not split one leak into several stacks. For each stack, with `y_i` its live
+//! again, which must not split one leak into several stacks. Named or not, the versions of one
+//! Java call site (interpreted, compiled, compiled again with its callees inlined) are different
+//! stacks that each grow only while they run, so stacks through JIT code are followed together
+//! by their native part ([`group_jit_callers`]) and shown by the largest of them. For each stack, with `y_i` its live
 //! bytes in dump `i` and `x_i` the dump's position on the [`Axis`] (bytes allocated so far, when
 //! known), the least-squares line `y = a + b·x` gives:
 //!
@@ -429,9 +432,20 @@ pub fn write_html(out: &mut dyn Write, report: &LeakReport, symbolizer: &Symboli
                 .take(report.depth)
                 .map(|name| format!("<code>{}</code>", escape(name)))
                 .collect();
-            let hint = hint_of(trend, report.hints, symbolizer)
+            let mut hint = hint_of(trend, report.hints, symbolizer)
                 .map(|hint| crate::render::html::hint(&hint, None))
                 .unwrap_or_default();
+            if trend.stacks > 1 {
+                hint.insert_str(
+                    0,
+                    &format!(
+                        "<p>The largest of {} stacks through JIT code above <code>{}</code>, \
+                         followed together.</p>",
+                        trend.stacks,
+                        escape(&jit_boundary(trend, symbolizer, report.granularity))
+                    ),
+                );
+            }
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:.3}</td><td>{} of {}</td><td>{}{hint}</td></tr>",
@@ -465,6 +479,72 @@ mod tests {
         let x: Vec<f64> = (1..=live.len()).map(|i| i as f64 * 64.0 * MIB).collect();
         let trend = Trend::fit(Vec::new(), live.to_vec(), &x);
         trend.is_steady(&x, 131072.0, &Thresholds::default())
+    }
+
+    #[test]
+    fn stacks_through_jit_code_are_followed_by_their_native_part() {
+        use crate::symbolize::{Symbolizer, SymbolizerOptions};
+        let mut symbolizer = Symbolizer::new(SymbolizerOptions::default());
+        let mut frame = |name: &str, jit: bool| symbolizer.placeholder(name, jit);
+        let (zlib, jni) = (
+            frame("deflateInit2_", false),
+            frame("Java_java_util_zip_Deflater_init", false),
+        );
+        let (interpreter, compiled, inlined) = (
+            frame("[java interpreter]", true),
+            frame("GzipLogger.logLeaky", true),
+            frame("GzipLogger.logLeaky (C2)", true),
+        );
+        let (main, other) = (frame("main", false), frame("cache_fill", false));
+        let marker = frame("[JIT callers]", true);
+        // The leak runs interpreted, then compiled, then compiled again: each version's stack
+        // grows only while it runs. A native stack beside it grows steadily on its own.
+        let tiers = [
+            vec![zlib, jni, interpreter, main],
+            vec![zlib, jni, compiled, interpreter, main],
+            vec![zlib, jni, inlined, interpreter, main],
+        ];
+        let native = vec![other, main];
+        let live = [
+            [10.0, 20.0, 20.0, 20.0, 20.0, 20.0],
+            [0.0, 0.0, 15.0, 30.0, 30.0, 30.0],
+            [0.0, 0.0, 0.0, 0.0, 20.0, 40.0],
+        ];
+        let profiles: Vec<Profile> = (0..6)
+            .map(|d| {
+                let mut profile = Profile::default();
+                for (stack, values) in tiers.iter().zip(&live) {
+                    if values[d] > 0.0 {
+                        profile.stacks.insert(stack.clone(), values[d] * MIB);
+                    }
+                }
+                profile
+                    .stacks
+                    .insert(native.clone(), (d as f64 + 1.0) * 4.0 * MIB);
+                profile
+            })
+            .collect();
+        let axis = Axis {
+            values: (1..=6).map(|i| i as f64 * 64.0 * MIB).collect(),
+            unit: AxisUnit::AllocatedBytes,
+        };
+        let period = 131072.0;
+        // Apart, no version of the leak grows steadily.
+        let apart = rank(&profiles, &axis, period, &Thresholds::default());
+        assert_eq!(apart.iter().map(|t| &t.stack).collect::<Vec<_>>(), vec![&native]);
+
+        let (grouped, shown) = group_jit_callers(&profiles, &symbolizer, marker);
+        let key = vec![zlib, jni, marker];
+        assert_eq!(grouped[5].stacks[&key], 90.0 * MIB);
+        assert_eq!(grouped[5].stacks[&native], 24.0 * MIB);
+        // Shown by the largest version in the last dump, the inlined one.
+        assert_eq!(shown[&key], (tiers[2].clone(), 3));
+        assert!(!shown.contains_key(&native));
+        let together = rank(&grouped, &axis, period, &Thresholds::default());
+        assert_eq!(
+            together.iter().map(|t| &t.stack).collect::<Vec<_>>(),
+            vec![&key, &native]
+        );
     }
 
     #[test]
