@@ -15,7 +15,7 @@ use crate::dump::DumpKind;
 /// Longest `prof_prefix` kept.
 pub const PREFIX_MAX: usize = 256;
 
-/// The dump schedule of a [`Profiler`].
+/// The dump schedule of a [`Profiler`](crate::Profiler).
 pub struct Schedule {
     lg_interval: AtomicI64,
     gdump: AtomicBool,

@@ -2,7 +2,7 @@
 //!
 //! Layout (all memory from `mmap`, reserved up front with `MAP_NORESERVE`, so it costs only the
 //! pages touched and never moves):
-//! - `entries`: `max_stacks` [`Entry`] slots, filled in order; a stack's id is its slot number.
+//! - `entries`: `max_stacks` `Entry` slots, filled in order; a stack's id is its slot number.
 //! - `frames`: one array of `max_frame_words` words; each entry's frames are a range of it.
 //! - the index: open addressing over `u32` slots holding `id + 1` (0 = empty), linear probing,
 //!   at most half full; it grows by mapping one twice as large, rehashing and unmapping the old
