@@ -920,22 +920,30 @@ impl Cfi {
     }
 }
 
+/// The registers a walk starts from, `(rip, rsp, rbp)`, in the function this is inlined into
+/// (the capture itself, or a benchmark's harness for another unwinder).
+#[inline(always)]
+pub fn registers() -> (usize, usize, usize) {
+    let (rip, rsp, rbp): (usize, usize, usize);
+    // SAFETY: reads three registers; `lea` of the next instruction touches no memory.
+    unsafe {
+        core::arch::asm!(
+            "lea {0}, [rip]",
+            "mov {1}, rsp",
+            "mov {2}, rbp",
+            out(reg) rip,
+            out(reg) rsp,
+            out(reg) rbp,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    (rip, rsp, rbp)
+}
+
 impl Unwinder for Cfi {
     #[inline(never)]
     fn capture(&self, frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
-        let (rip, rsp, rbp): (usize, usize, usize);
-        // SAFETY: reads three registers; `lea` of the next instruction touches no memory.
-        unsafe {
-            core::arch::asm!(
-                "lea {0}, [rip]",
-                "mov {1}, rsp",
-                "mov {2}, rbp",
-                out(reg) rip,
-                out(reg) rsp,
-                out(reg) rbp,
-                options(nomem, nostack, preserves_flags)
-            );
-        }
+        let (rip, rsp, rbp) = registers();
         match Cfi::walk(frames, skip, rip, rsp, rbp) {
             Some(n) => n,
             // One more: this function's frame, which libgcc's walk sees and ours did not record.

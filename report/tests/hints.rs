@@ -20,20 +20,10 @@ use std::process::Command;
 
 use common::*;
 
-/// `tally run --out DIR --conf CONF -- COMMAND...` under the real `libtally.so`: its standard
+/// `tally run --conf CONF --out DIR -- COMMAND...` under the real `libtally.so`: its standard
 /// output, the program's first, then `Heap profile: …` and the report.
-fn tally_run<S: AsRef<OsStr>>(dir: &Path, conf: &str, command: &[S]) -> String {
-    stdout(
-        tally()
-            .args(["run", "--conf", conf, "--out"])
-            .arg(dir)
-            .arg("--")
-            .args(command)
-            .env("TALLY_SO", libtally())
-            .env_remove("LD_PRELOAD")
-            .env_remove("TALLY_CONF")
-            .env_remove("MALLOC_CONF"),
-    )
+fn run_report<S: AsRef<OsStr>>(dir: &Path, conf: &str, command: &[S]) -> String {
+    stdout(tally_run(conf, dir).args(command))
 }
 
 /// The listed stacks whose hint's title starts with `title`.
@@ -93,7 +83,7 @@ fn openssl_contexts_never_freed_get_the_openssl_hints() {
         "ssl_leak",
         &["-lssl", "-lcrypto"],
     );
-    let leaky = tally_run(
+    let leaky = run_report(
         &dir.path().join("leak"),
         "lg_prof_sample:14",
         &[program.as_os_str(), "leak".as_ref(), "2000".as_ref()],
@@ -116,7 +106,7 @@ fn openssl_contexts_never_freed_get_the_openssl_hints() {
     // The paragraph says what to do.
     assert!(leaky.contains("call SSL_CTX_free when done"), "{leaky}");
 
-    let fixed = tally_run(
+    let fixed = run_report(
         &dir.path().join("fixed"),
         "lg_prof_sample:14",
         &[program.as_os_str(), "fixed".as_ref(), "2000".as_ref()],
@@ -230,7 +220,7 @@ fn python_references_leaked_get_the_cpython_hint() {
     let python = python();
     let script = data("py_leak.py");
     let run_mode = |mode: &str| {
-        tally_run(
+        run_report(
             &dir.path().join(mode),
             "lg_prof_sample:14",
             &[
@@ -262,7 +252,7 @@ fn unclosed_gzip_streams_get_the_deflater_hint() {
     let dir = tempfile::tempdir().unwrap();
     let classes = compile_gzip_logger(dir.path());
     let run_mode = |mode: &str| {
-        let report = tally_run(
+        let report = run_report(
             &dir.path().join(mode),
             "lg_prof_sample:17",
             &[
@@ -275,16 +265,8 @@ fn unclosed_gzip_streams_get_the_deflater_hint() {
             ],
         );
         // tally run gave the JVM a perf map, read by the report already printed.
-        let pid = heap_profile(&report)
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .split('.')
-            .nth(1)
-            .map(str::to_string);
-        if let Some(pid) = pid {
-            let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
-        }
+        let pid = dump_pid(&heap_profile(&report));
+        let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
         report
     };
     let leaky = run_mode("leak");

@@ -32,7 +32,7 @@ use std::time::Instant;
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, MustNotAllocateDuringUnwind, Unwinder as _};
 use tally_benches::harness::median;
-use tally_profiler::cfi::Cfi;
+use tally_profiler::cfi::{self, Cfi};
 use tally_profiler::unwind::{FramePointers, Libgcc, Unwinder};
 use tally_profiler::MAX_FRAMES;
 
@@ -198,19 +198,8 @@ impl Framehop {
 
     #[inline(never)]
     fn capture(&self, frames: &mut Frames) -> usize {
-        let (rip, rsp, rbp): (u64, u64, u64);
-        // SAFETY: reads three registers; `lea` of the next instruction touches no memory.
-        unsafe {
-            std::arch::asm!(
-                "lea {0}, [rip]",
-                "mov {1}, rsp",
-                "mov {2}, rbp",
-                out(reg) rip,
-                out(reg) rsp,
-                out(reg) rbp,
-                options(nomem, nostack, preserves_flags)
-            );
-        }
+        let (rip, rsp, rbp) = cfi::registers();
+        let (rip, rsp, rbp) = (rip as u64, rsp as u64, rbp as u64);
         let (low, high) = (rsp, self.stack_top as u64);
         let mut read_stack = |address: u64| -> Result<u64, ()> {
             if !address.is_multiple_of(8) || address < low || address >= high - 8 {
