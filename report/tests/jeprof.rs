@@ -71,7 +71,9 @@ fn top_function_and_bytes_agree_with_jeprof() {
         10.0,
         "leak_a estimate",
     );
-    assert_close(row(&ours_rows, "leak_b").flat, 1048576.0, 15.0, "leak_b estimate");
+    // leak_b is 256 blocks, about 160 of them sampled: a 4.8% standard deviation, so 25% is
+    // over 5 of them.
+    assert_close(row(&ours_rows, "leak_b").flat, 1048576.0, 25.0, "leak_b estimate");
 
     // Function granularity in MiB, jeprof's default units, agree to the printed digit.
     let ours = stdout(tally().args(["report", "--text"]).arg(dump));
