@@ -20,7 +20,7 @@ use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCAC
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, has_cache, thread_arena, thread_start};
 use crate::thread_event::{self, thread_events};
-use crate::{decay, huge, prof_hooks};
+use crate::{decay, freed, huge, prof_hooks};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
@@ -45,7 +45,8 @@ fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
     let ev = thread_events();
     debug_assert!(class.index() < NCACHED);
     // SAFETY: `tb` and `ev` are this thread's; callers pass only cached classes; a bin with
-    // count > 0 holds `count` valid slots (ThreadBins invariant).
+    // count > 0 holds `count` valid slots (ThreadBins invariant), free blocks of the class that
+    // are ours to write until handed out.
     unsafe {
         let event = (*ev).left - size as i64;
         (*ev).left = event;
@@ -54,7 +55,9 @@ fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
         if (count != 0) & (event >= 0) {
             bin.set_count(count - 1);
             bin.count_malloc();
-            return *bin.slots.add(count as usize - 1);
+            let p = *bin.slots.add(count as usize - 1);
+            freed::unmark(p);
+            return p;
         }
     }
     alloc_small_miss(class, size)
@@ -81,7 +84,9 @@ fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
             // The miss was the event countdown; the bin has blocks.
             bin.set_count(count - 1);
             bin.count_malloc();
-            return *bin.slots.add(count as usize - 1);
+            let p = *bin.slots.add(count as usize - 1);
+            freed::unmark(p);
+            return p;
         }
         if bin.cap == 0 {
             // A class above `tcache_max`.
@@ -107,6 +112,10 @@ fn alloc_direct(class: SizeClass) -> *mut u8 {
         arena.alloc_large(class, PAGE)
     };
     tcache::MERGED_NMALLOC[class.index()].fetch_add(1, Ordering::Relaxed);
+    if !p.is_null() {
+        // SAFETY: a fresh block of a cached class, about to be the program's.
+        unsafe { freed::unmark(p) };
+    }
     new_block(p, class.size())
 }
 
@@ -152,6 +161,12 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
         decay::tick();
         let p = thread_arena().alloc_large(class, align);
         if !p.is_null() {
+            if class.index() < NCACHED {
+                // An over-aligned block of a cached class: `free` reads its first word as a
+                // free mark, and a new run may hold an old block's mark where it starts.
+                // SAFETY: a fresh block, about to be the program's.
+                unsafe { freed::unmark(p) };
+            }
             return new_block(p, class.size());
         }
         if align <= PAGE {

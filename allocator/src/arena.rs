@@ -176,6 +176,14 @@ pub unsafe fn of_chunk(chunk: *const ChunkHeader) -> &'static Arena {
     &ARENAS[unsafe { (*chunk).arena } as usize]
 }
 
+/// Whether `p`, a valid block boundary of the small `class`, is free in its slab (see
+/// [`Bin::slot_is_free`]). Takes the owning bin's lock.
+pub fn slot_is_free(p: *mut u8, class: SizeClass) -> bool {
+    let chunk = ChunkHeader::of(p as usize);
+    // SAFETY: a valid small block lies in a live chunk whose arena owns its slab.
+    unsafe { of_chunk(chunk).bins[class.index()].slot_is_free(class, p) }
+}
+
 const _: () = assert!(PAGE == 4096);
 
 #[cfg(test)]

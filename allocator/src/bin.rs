@@ -18,6 +18,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::chunk::{info_offset, ChunkHeader, RunLinks, RunState, Span};
 use crate::extent::PageHeap;
+use crate::freed;
 use crate::list::{Links, List};
 use crate::size_class::SizeClass;
 use tally_pal as pal;
@@ -142,6 +143,26 @@ impl Bin {
         FLUSHES.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Whether the slot at `p`, a block of `class` in one of this bin's slabs, is free in its
+    /// slab (not handed out to any thread cache or program), read under the lock.
+    ///
+    /// # Safety
+    /// `p` must be a valid block boundary of `class` in a live slab of this bin.
+    pub unsafe fn slot_is_free(&self, class: SizeClass, p: *mut u8) -> bool {
+        let _bin = self.slabs.lock();
+        let addr = p as usize;
+        let chunk = ChunkHeader::of(addr);
+        // SAFETY: per the contract `p` lies in a live slab, whose page info and span describe
+        // it; the lock we hold guards the bitmap.
+        unsafe {
+            let page = (*chunk).page_index(addr);
+            let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
+            let slab = ptr::addr_of!((*chunk).spans[head]);
+            let index = class.divide(addr - (*chunk).page_addr(head));
+            (*slab).bitmap[index / 64] & (1u64 << (index % 64)) != 0
+        }
+    }
+
     pub(crate) fn lock_for_fork(&self) {
         self.slabs.lock_for_fork();
     }
@@ -167,7 +188,8 @@ fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>, arena: u32) -> *mut Span 
         return slab;
     }
     let objects = class.slab_objects();
-    // SAFETY: the run was just allocated for us; its span descriptor is ours to initialise.
+    // SAFETY: the run was just allocated for us; its span descriptor is ours to initialise and
+    // its pages (mapped, writable) ours to write.
     unsafe {
         (*slab).nfree = objects as u16;
         (*slab).links = Links::new();
@@ -175,6 +197,9 @@ fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>, arena: u32) -> *mut Span 
             let bits = objects.saturating_sub(w * 64).min(64);
             *word = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
         }
+        // Every slot is free: each carries its free mark (the `freed` invariant), so a free of
+        // a slot never handed out is caught at that call.
+        freed::mark_slab(Span::start(slab), class.size(), objects);
     }
     slab
 }

@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 
 use tally_pal::{self as pal, PAGE_SHIFT};
 
-use crate::chunk::{info_class, info_offset, ChunkHeader, Span};
+use crate::chunk::{info_class, info_offset, ChunkHeader, Span, FREE_RUN};
 use crate::huge::HugeBlock;
 use crate::pagemap::{self, TAG_HUGE};
 use crate::prof_hooks;
@@ -33,6 +33,12 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
     let addr = p as usize;
     let entry = pagemap::lookup(addr);
     if entry == 0 {
+        if crate::huge::is_cached(addr) {
+            pal::fatal(format_args!(
+                "tally: {who}(): double free of {p:p}: a huge block freed before (its mapping \
+                 waits in the huge-mapping cache)\n"
+            ));
+        }
         invalid(who, p, format_args!("not allocated by Tally"));
     }
     if entry & TAG_HUGE != 0 {
@@ -62,6 +68,12 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
             }
             let span = ptr::addr_of_mut!((*chunk).spans[head]);
             return Block::Sampled(span, SizeClass((*span).class));
+        }
+        if class == FREE_RUN {
+            pal::fatal(format_args!(
+                "tally: {who}(): double free of {p:p}: its pages are free (a block freed \
+                 before, or a pointer never allocated)\n"
+            ));
         }
         if class as usize >= NCLASSES {
             invalid(who, p, format_args!("not a live block"));

@@ -14,7 +14,7 @@ use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{has_cache, thread_start};
-use crate::{arena, decay, huge, prof_hooks};
+use crate::{arena, decay, freed, huge, prof_hooks};
 
 /// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
 ///
@@ -23,13 +23,16 @@ use crate::{arena, decay, huge, prof_hooks};
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     if let Some((class, arena)) = small_block_of(p) {
-        // SAFETY: `p` is a valid small block of `class` the caller gives up; the thread's own
-        // bins.
+        // SAFETY: `p` is a valid small block of `class` (at least 8 bytes, 8-aligned) the
+        // caller gives up; the thread's own bins.
         unsafe {
+            if freed::mark_unless_marked(p) {
+                return double_free(p, class);
+            }
             if arena != (*thread_bins()).arena {
                 return free_foreign(p, class);
             }
-            return free_known(p, class);
+            return push(p, class);
         }
     }
     if !p.is_null() {
@@ -61,11 +64,12 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
             // Nothing to bury it under: on top it would be the next block of the class, again
             // after every free, and the bin would never fill from this thread's arena.
             dead_block(p, class.size());
+            freed::mark(p);
             tcache::return_grouped(class, &mut [p]);
             return;
         }
         if count == 0 || count >= bin.cap as u32 {
-            return free_known(p, class);
+            return push(p, class);
         }
         let top = bin.slots.add(count as usize - 1);
         *bin.slots.add(count as usize) = *top;
@@ -87,7 +91,10 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     if (!has_cache(tb) && !thread_start()) || unsafe { (*tb).bins[class.index()].cap } == 0 {
         dead_block(p, class.size());
         // SAFETY: `p` is a free block of `class` only we can reach.
-        unsafe { tcache::return_grouped(class, &mut [p]) };
+        unsafe {
+            freed::mark(p);
+            tcache::return_grouped(class, &mut [p]);
+        }
         decay::tick();
         return;
     }
@@ -116,8 +123,14 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
         // A small block reaching here passed the checks in `block_of`; free it normally.
         // SAFETY: the caller gives up `p`.
         Block::Small(class) => unsafe { free_small_miss(p, class) },
-        // SAFETY: the caller gives up `p`, a live large block of `class`.
-        Block::Large(_, class) if class.index() < NCACHED => unsafe { free_small_miss(p, class) },
+        // SAFETY: the caller gives up `p`, a live large block of `class` (a cached class, so
+        // its first word is the free mark's).
+        Block::Large(_, class) if class.index() < NCACHED => unsafe {
+            if freed::mark_unless_marked(p) {
+                already_free(p, class, who);
+            }
+            free_small_miss(p, class)
+        },
         Block::Large(span, class) => {
             dead_block(p, class.size());
             let chunk = Span::chunk(span);
@@ -143,12 +156,65 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
 }
 
 /// Frees `p`, a block the caller knows to be of `class`, a class the thread cache keeps (Rust's
-/// `dealloc` knows the size it asked for). Skips the page-map lookup and pointer checks.
+/// `dealloc` knows the size it asked for). Skips the page-map lookup and pointer checks, but not
+/// the free mark: a block freed twice still aborts.
 ///
 /// # Safety
 /// `p` must be a live block of `class` allocated by Tally, not used after this call.
 #[inline(always)]
 pub unsafe fn free_known(p: *mut u8, class: SizeClass) {
+    // SAFETY: per the contract `p` is a block of a cached class, given up.
+    unsafe {
+        if freed::mark_unless_marked(p) {
+            already_free(p, class, "dealloc");
+        }
+        push(p, class)
+    }
+}
+
+/// [`already_free`] for `free`, which the fast path reaches by a jump. It never returns, but
+/// the compiler must not know: a call to a function that never returns makes `free` keep the
+/// stack aligned for it, 2 instructions on every call (`black_box` hides the fact).
+#[cold]
+#[inline(never)]
+fn double_free(p: *mut u8, class: SizeClass) {
+    if core::hint::black_box(true) {
+        already_free(p, class, "free")
+    }
+}
+
+/// Aborts: `p`, a block of `class` handed to `who`, carries its free mark, so it is free
+/// already. Says where it is: in this thread's cache, free in its slab (freed twice, or never
+/// handed out), or else in another thread's cache (or on its way back to its slab).
+#[cold]
+#[inline(never)]
+pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
+    let tb = thread_bins();
+    // SAFETY: the thread's own bins: `slots[0..count]` are valid (ThreadBins invariant).
+    let in_cache = unsafe {
+        let bin = &(*tb).bins[class.index()];
+        (0..bin.count() as usize).any(|i| *bin.slots.add(i) == p)
+    };
+    let place = if in_cache {
+        "the block is in this thread's cache"
+    } else if class.is_small() && arena::slot_is_free(p, class) {
+        "the block is free in its slab (freed before, or never allocated)"
+    } else {
+        "the block was freed before and waits in another thread's cache"
+    };
+    tally_pal::fatal(format_args!(
+        "tally: {who}(): double free of {p:p} ({} bytes): {place}\n",
+        class.size()
+    ))
+}
+
+/// Pushes `p`, marked free, onto the thread's bin of `class`, or takes the slow path when the
+/// bin is full or the thread has no cache.
+///
+/// # Safety
+/// `p` must be a block of `class`, a cached class, that the caller gives up, already marked.
+#[inline(always)]
+unsafe fn push(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
     debug_assert!(class.index() < NCACHED);
     // SAFETY: `tb` is this thread's bins and callers pass only cached classes; a bin with

@@ -263,6 +263,12 @@ pub fn is_recycled(p: *mut u8) -> bool {
     !d.is_null() && unsafe { (*d).recycled }
 }
 
+/// Whether `addr` starts a mapping that waits in the huge cache (a huge block freed earlier).
+pub fn is_cached(addr: usize) -> bool {
+    let cache = CACHE.lock();
+    cache.slots[..cache.n].iter().any(|m| m.base == addr)
+}
+
 /// Maps a huge block of at least `size` bytes aligned to `align` (at most a power of two).
 /// Returns null when out of memory.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use tally_pal::{self as pal, PAGE};
 
 use crate::options::{self, Options};
-use crate::{arena, decay, fork, prof_hooks, tcache};
+use crate::{arena, decay, fork, freed, prof_hooks, tcache};
 
 std::thread_local! {
     /// Whether this thread is running process-wide initialization.
@@ -72,6 +72,7 @@ fn init_global() {
         }
     }
     IN_GLOBAL_INIT.set(true);
+    freed::seed();
     if pal::kernel_page_size() != PAGE {
         pal::fatal(format_args!(
             "tally: the kernel's page size is {}, Tally needs {PAGE}\n",

@@ -18,31 +18,32 @@
 //! system call) and the one lock type, shared with the profiler.
 //!
 //! 1. `list` — intrusive doubly linked lists, the one list of the allocator.
-//! 2. `size_class` — all size-class math.
-//! 3. `options` — `TALLY_CONF` / `MALLOC_CONF`, parsed from one table.
-//! 4. `meta` — memory for Tally's own bookkeeping.
-//! 5. `pagemap` — address to owning metadata, one word per 4 MiB window.
-//! 6. `chunk` — 4 MiB chunks and their page metadata.
-//! 7. `extent` — page runs: each arena's page heap.
-//! 8. `huge` — direct mappings and their cache.
-//! 9. `bin` — slabs of small objects.
-//! 10. `arena` — independent heaps: page runs plus bins.
-//! 11. `tcache` — per-thread caches.
-//! 12. `decay` — when free pages go back to the OS; the background thread.
-//! 13. `prof_hooks` — sampled blocks and the profiler's guard.
-//! 14. `thread_event` — each thread's byte countdown and the budgets it settles.
-//! 15. `fork` — the `fork` handlers.
-//! 16. `init` — process-wide initialization and the options in force.
-//! 17. `thread` — thread states, cache set-up and tear-down.
-//! 18. `block` — from a pointer to its block; `malloc_usable_size`.
-//! 19. `alloc` — the allocation entry points and fast path.
-//! 20. `free` — the free entry point and fast path.
-//! 21. `realloc` — resizing.
-//! 22. `stats` — statistics.
-//! 23. `prof` — the profiler's Rust API.
-//! 24. `api` — the malloc family with C semantics, callable from Rust.
-//! 25. `global` — `GlobalAlloc`.
-//! 26. `capi` — the exported C symbols (feature `c-abi`).
+//! 2. `freed` — the free mark in a free block's first word (double-free detection).
+//! 3. `size_class` — all size-class math.
+//! 4. `options` — `TALLY_CONF` / `MALLOC_CONF`, parsed from one table.
+//! 5. `meta` — memory for Tally's own bookkeeping.
+//! 6. `pagemap` — address to owning metadata, one word per 4 MiB window.
+//! 7. `chunk` — 4 MiB chunks and their page metadata.
+//! 8. `extent` — page runs: each arena's page heap.
+//! 9. `huge` — direct mappings and their cache.
+//! 10. `bin` — slabs of small objects.
+//! 11. `arena` — independent heaps: page runs plus bins.
+//! 12. `tcache` — per-thread caches.
+//! 13. `decay` — when free pages go back to the OS; the background thread.
+//! 14. `prof_hooks` — sampled blocks and the profiler's guard.
+//! 15. `thread_event` — each thread's byte countdown and the budgets it settles.
+//! 16. `fork` — the `fork` handlers.
+//! 17. `init` — process-wide initialization and the options in force.
+//! 18. `thread` — thread states, cache set-up and tear-down.
+//! 19. `block` — from a pointer to its block; `malloc_usable_size`.
+//! 20. `alloc` — the allocation entry points and fast path.
+//! 21. `free` — the free entry point and fast path.
+//! 22. `realloc` — resizing.
+//! 23. `stats` — statistics.
+//! 24. `prof` — the profiler's Rust API.
+//! 25. `api` — the malloc family with C semantics, callable from Rust.
+//! 26. `global` — `GlobalAlloc`.
+//! 27. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -53,6 +54,7 @@ mod decay;
 mod extent;
 mod fork;
 mod free;
+mod freed;
 mod huge;
 mod init;
 mod list;

@@ -6,9 +6,9 @@ use core::ptr;
 use crate::alloc::{alloc, MAX_REQUEST};
 use crate::block::{block_of, small_block_of, Block};
 use crate::chunk::Span;
-use crate::free::free;
-use crate::size_class::{class_for, LARGE_MAX};
-use crate::{arena, huge};
+use crate::free::{already_free, free};
+use crate::size_class::{class_for, LARGE_MAX, NCACHED};
+use crate::{arena, freed, huge};
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
 /// frees `p` and returns null. On failure returns null and leaves `p` untouched.
@@ -35,6 +35,12 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         Some((class, _)) => Block::Small(class),
         None => block_of(p, "realloc"),
     };
+    if let Block::Small(class) | Block::Large(_, class) = block {
+        // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned.
+        if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+            already_free(p, class, "realloc");
+        }
+    }
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
             let new_class = class_for(size);

@@ -23,8 +23,8 @@ use core::ptr;
 use crate::arena::{self, Arena};
 use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
-use crate::meta;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
+use crate::{freed, meta};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
@@ -308,8 +308,13 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         let arena = &*(*(*tb).cache).arena;
         (*tb).missed |= 1 << class.index();
         if !class.is_small() {
-            // Large blocks are not prefetched: the cache only keeps what the thread frees.
-            return arena.alloc_large(class, tally_pal::PAGE);
+            // Large blocks are not prefetched: the cache only keeps what the thread frees. A
+            // run may hold an old slab's mark where it starts.
+            let p = arena.alloc_large(class, tally_pal::PAGE);
+            if !p.is_null() {
+                freed::unmark(p);
+            }
+            return p;
         }
         MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
@@ -322,7 +327,9 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         }
         bin.set_count(n as u32 - 1);
         bin.count_malloc();
-        *bin.slots.add(n - 1)
+        let p = *bin.slots.add(n - 1);
+        freed::unmark(p);
+        p
     }
 }
 

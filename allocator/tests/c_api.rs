@@ -517,8 +517,8 @@ fn invalid_frees_abort_with_one_line() {
         ("large_interior", "inside a block of"),
         ("huge_interior", "inside a huge block"),
         // A freed huge block's mapping waits in the cache, out of the page map.
-        ("huge_double_free", "not allocated by Tally"),
-        ("double", "double free"),
+        ("huge_double_free", "double free of 0x"),
+        ("double", "double free of 0x"),
     ] {
         let out = child_output(case, "");
         let (status, stderr) = (out.status, String::from_utf8_lossy(&out.stderr));

@@ -1,0 +1,255 @@
+//! Double frees, `realloc` of freed blocks and frees of never-allocated slots abort at that call,
+//! whatever the size and wherever the block waits (this thread's cache, another thread's, its
+//! slab, free pages, the huge-mapping cache), with one line naming the function and the address.
+//! And a program that frees correctly never trips the check: blocks handed out again carry no
+//! mark, however they were freed and whatever they hold.
+
+mod child;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::ffi::c_void;
+use std::sync::mpsc;
+
+use tally::api;
+
+/// Runs `case` in a child process with `conf` and returns (exited normally, stdout, stderr).
+fn child(case: &str, conf: &str) -> (std::process::ExitStatus, String, String) {
+    let out = child::run(&[("TALLY_CHILD", case), ("TALLY_CONF", conf)]);
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Checks that `case` aborted (SIGABRT) with a `tally: <who>(): double free of 0x…` line that
+/// says `place`, and that it got no further (the child prints `survived` after the bad call).
+fn assert_caught(case: &str, conf: &str, who: &str, place: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let (status, stdout, stderr) = child(case, conf);
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGABRT),
+        "{case} ({conf}): not aborted: {status:?}\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("survived"),
+        "{case}: went on after the bad call:\n{stdout}"
+    );
+    let prefix = format!("tally: {who}(): double free of 0x");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("{case} ({conf}): no `{prefix}` line:\n{stderr}"));
+    assert!(
+        line.contains(place),
+        "{case} ({conf}): {line}\n(wanted {place:?})"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("tally:")).count(),
+        1,
+        "{case}: one line:\n{stderr}"
+    );
+}
+
+const IN_CACHE: &str = "the block is in this thread's cache";
+const IN_SLAB: &str = "the block is free in its slab";
+const OTHER_CACHE: &str = "waits in another thread's cache";
+
+#[test]
+fn a_second_free_aborts_at_that_call_for_every_cached_size() {
+    for size in [8, 16, 100, 5000, 15000, 20000, 32768] {
+        assert_caught(&format!("twice:{size}"), "", "free", IN_CACHE);
+    }
+}
+
+#[test]
+fn a_second_free_after_other_allocations_still_aborts() {
+    assert_caught("twice_later:100", "", "free", IN_CACHE);
+    assert_caught("twice_later:5000", "", "free", IN_CACHE);
+}
+
+#[test]
+fn realloc_of_a_freed_block_aborts() {
+    for size in [16, 100, 5000, 32768] {
+        assert_caught(&format!("realloc_freed:{size}"), "", "realloc", IN_CACHE);
+    }
+    assert_caught("realloc_freed:1000000", "", "realloc", "its pages are free");
+    assert_caught("realloc_freed:10000000", "", "realloc", "huge-mapping cache");
+}
+
+#[test]
+fn a_block_flushed_back_to_its_slab_is_still_caught() {
+    assert_caught("back_in_slab:48", "", "free", IN_SLAB);
+    assert_caught("back_in_slab:3000", "", "free", IN_SLAB);
+    // Without thread caches every free goes straight to the slab.
+    assert_caught("twice:100", "tcache:false", "free", IN_SLAB);
+}
+
+#[test]
+fn a_block_in_another_threads_cache_is_caught() {
+    assert_caught("other_thread:64", "", "free", OTHER_CACHE);
+}
+
+#[test]
+fn never_allocated_slots_are_caught() {
+    // A slot the refill put in this thread's cache, never handed to the program.
+    assert_caught("unallocated_cached", "", "free", IN_CACHE);
+    // A slot still free in its slab.
+    assert_caught("unallocated_in_slab", "", "free", IN_SLAB);
+}
+
+#[test]
+fn large_and_huge_double_frees_abort() {
+    assert_caught("twice:1000000", "", "free", "its pages are free");
+    assert_caught("twice:10000000", "", "free", "huge-mapping cache");
+}
+
+#[test]
+fn rust_dealloc_twice_aborts() {
+    assert_caught("dealloc_twice", "", "dealloc", IN_CACHE);
+}
+
+#[test]
+fn correct_programs_never_trip_the_check() {
+    for conf in ["", "tcache:false", "prof:true,lg_prof_sample:10", "junk:true"] {
+        let (status, stdout, stderr) = child("correct", conf);
+        assert!(status.success(), "({conf}): {status:?}\n{stdout}\n{stderr}");
+        assert!(stdout.contains("correct-ok"), "({conf}): {stdout}\n{stderr}");
+    }
+}
+
+/// Blocks allocated and freed in every way a correct program may, none written to (so any mark
+/// left in a block handed out would be seen at its free), across threads, with reallocs and
+/// Rust's sized deallocation.
+fn correct_program() {
+    let sizes = [
+        1usize, 8, 16, 24, 100, 512, 3000, 15000, 16384, 20000, 32768, 100_000,
+    ];
+    // SAFETY: every block is live until freed once.
+    unsafe {
+        for round in 0..50 {
+            let mut blocks: Vec<*mut c_void> = Vec::new();
+            for (i, &size) in sizes.iter().enumerate().cycle().take(600) {
+                let p = match (round + i) % 3 {
+                    0 => api::malloc(size),
+                    1 => api::calloc(1, size),
+                    _ => api::realloc(api::malloc(size / 2 + 1), size),
+                };
+                assert!(!p.is_null());
+                blocks.push(p);
+            }
+            // Free in an order that mixes classes, half of them from another thread.
+            let theirs: Vec<usize> = blocks.iter().skip(1).step_by(2).map(|&p| p as usize).collect();
+            std::thread::spawn(move || {
+                for p in theirs {
+                    api::free(p as *mut c_void);
+                }
+            })
+            .join()
+            .unwrap();
+            for &p in blocks.iter().step_by(2) {
+                api::free(p);
+            }
+        }
+        let layout = Layout::from_size_align(40, 8).unwrap();
+        for _ in 0..10_000 {
+            let p = tally::Tally.alloc(layout);
+            tally::Tally.dealloc(p, layout);
+        }
+    }
+    println!("correct-ok");
+}
+
+/// A block of `size` whose slab is new: the first block of its class this process allocates
+/// after allocating and freeing nothing else of the class.
+fn size_of_case(case: &str) -> usize {
+    case.split(':').nth(1).map_or(0, |s| s.parse().unwrap())
+}
+
+#[test]
+#[ignore = "the child process of this file's scenarios"]
+fn child_entry() {
+    let case = child::case("TALLY_CHILD");
+    let size = size_of_case(&case);
+    let name = case.split(':').next().unwrap();
+    // SAFETY: deliberately invalid frees, in a child process that is expected to abort.
+    unsafe {
+        match name {
+            "twice" => {
+                let p = api::malloc(size);
+                api::free(p);
+                api::free(p);
+                // Were it not caught: two owners of one block.
+                let (a, b) = (api::malloc(size), api::malloc(size));
+                println!("survived same={}", a == b);
+            }
+            "twice_later" => {
+                let p = api::malloc(size);
+                api::free(p);
+                let others: Vec<_> = (0..10).map(|i| api::malloc(i * 40 + 8)).collect();
+                api::free(p);
+                println!("survived {}", others.len());
+            }
+            "realloc_freed" => {
+                let p = api::malloc(size);
+                api::free(p);
+                let q = api::realloc(p, size * 2);
+                println!("survived {q:?}");
+            }
+            "back_in_slab" => {
+                // Enough frees of the class after it to flush it out of the thread cache; a
+                // neighbour kept alive keeps its slab (else its pages go free: another message).
+                let keep = api::malloc(size);
+                let p = api::malloc(size);
+                let more: Vec<_> = (0..1000).map(|_| api::malloc(size)).collect();
+                api::free(p);
+                for q in more {
+                    api::free(q);
+                }
+                api::free(p);
+                println!("survived {keep:?}");
+            }
+            "other_thread" => {
+                let p = api::malloc(size) as usize;
+                let (freed_tx, freed_rx) = mpsc::channel();
+                let (done_tx, done_rx) = mpsc::channel::<()>();
+                let t = std::thread::spawn(move || {
+                    // One block of its own in the bin, so the foreign one is buried in this
+                    // thread's cache rather than sent home.
+                    let mine = api::malloc(size);
+                    api::free(mine);
+                    api::free(p as *mut c_void);
+                    freed_tx.send(()).unwrap();
+                    done_rx.recv().ok();
+                });
+                freed_rx.recv().unwrap();
+                api::free(p as *mut c_void);
+                done_tx.send(()).unwrap();
+                t.join().unwrap();
+                println!("survived");
+            }
+            "unallocated_cached" => {
+                // The first block of 224 bytes: the refill put its neighbours in the cache.
+                let p = api::malloc(224) as *mut u8;
+                api::free(p.sub(224).cast());
+                println!("survived");
+            }
+            "unallocated_in_slab" => {
+                // A slot well past what the first refills took.
+                let p = api::malloc(16) as *mut u8;
+                api::free(p.add(16 * 100).cast());
+                println!("survived");
+            }
+            "dealloc_twice" => {
+                let layout = Layout::from_size_align(40, 8).unwrap();
+                let p = tally::Tally.alloc(layout);
+                tally::Tally.dealloc(p, layout);
+                tally::Tally.dealloc(p, layout);
+                println!("survived");
+            }
+            "correct" => correct_program(),
+            other => panic!("unknown case {other}"),
+        }
+    }
+}
