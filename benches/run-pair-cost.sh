@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Instructions per malloc/free pair, counted by callgrind (repeatable, whatever else the machine
+# is doing): benches/programs/pairs.c runs N and N+100000 pairs of one size under each allocator;
+# the difference over 100000 is the cost of one pair on a thread-cache hit, the loop's own
+# instructions included (about 10). Prints a Markdown table.
+#
+# Usage: benches/run-pair-cost.sh [--alt-so PATH] [--sizes "16 48 100 1000"]
+#   --alt-so PATH  also count another build of libtally.so (column `tally-alt`)
+# Allocators: glibc, tally (target/release/libtally.so, built here), tally-alt, and jemalloc,
+# mimalloc and tcmalloc where Debian's packages are installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+alt=""
+sizes="16 48 100 1000 20000"
+while (($#)); do
+    case "$1" in
+    --alt-so) alt="$(realpath "$2")"; shift 2 ;;
+    --sizes) sizes="$2"; shift 2 ;;
+    *) echo "run-pair-cost: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+command -v valgrind >/dev/null || { echo "run-pair-cost: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
+cargo build --release -p tally >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cc -O1 -fno-builtin -o "$work/pairs" benches/programs/pairs.c
+lib=/usr/lib/x86_64-linux-gnu
+names=(glibc tally)
+libs=("" "$PWD/target/release/libtally.so")
+if [[ -n "$alt" ]]; then names+=(tally-alt); libs+=("$alt"); fi
+for pair in jemalloc:libjemalloc.so.2 mimalloc:libmimalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4; do
+    if [[ -f "$lib/${pair#*:}" ]]; then names+=("${pair%%:*}"); libs+=("$lib/${pair#*:}"); fi
+done
+count() { # LIB PAIRS SIZE
+    env -u TALLY_CONF -u MALLOC_CONF ${1:+LD_PRELOAD=$1} valgrind --tool=callgrind \
+        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" 2>&1 |
+        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+printf '| size |'; for n in "${names[@]}"; do printf ' %s |' "$n"; done; echo
+printf '|---|'; for _ in "${names[@]}"; do printf -- '---|'; done; echo
+for size in $sizes; do
+    printf '| %s |' "$size"
+    for i in "${!names[@]}"; do
+        a=$(count "${libs[$i]}" 20000 "$size")
+        b=$(count "${libs[$i]}" 120000 "$size")
+        printf ' %s |' "$(python3 -c "print(f'{($b - $a) / 100000:.1f}')")"
+    done
+    echo
+done
