@@ -16,13 +16,13 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::chunk::{info_offset, ChunkHeader, RunLinks, RunState, Span};
+use crate::chunk::{info_offset, page_info, ChunkHeader, RunLinks, RunState, Span, UNOPENED};
 use crate::extent::PageHeap;
 use crate::freed;
 use crate::list::{Links, List};
 use crate::size_class::SizeClass;
-use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
+use tally_pal::{self as pal, PAGE_SHIFT};
 
 /// Objects handed to thread caches (a statistic).
 pub static FILLS: AtomicU64 = AtomicU64::new(0);
@@ -197,14 +197,16 @@ fn new_slab(class: SizeClass, pages: &Mutex<PageHeap>, arena: u32) -> *mut Span 
             let bits = objects.saturating_sub(w * 64).min(64);
             *word = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
         }
-        // Every slot is free: each carries its free mark (the `freed` invariant), so a free of
-        // a slot never handed out is caught at that call.
-        freed::mark_slab(Span::start(slab), class.size(), objects);
+        // No page is opened yet: a pointer into the slab is no block until a slot starting on
+        // its page is handed out (see `take`).
+        (*slab).opened = 0;
+        (*Span::chunk(slab)).mark_run(Span::first_page(slab), class.pages(), UNOPENED);
     }
     slab
 }
 
-/// Takes up to `out.len()` free objects from `slab`, lowest addresses first.
+/// Takes up to `out.len()` free objects from `slab`, lowest addresses first, opening the pages
+/// they start on.
 ///
 /// # Safety
 /// `slab` must be a live slab of `class` owned by the caller's locked bin.
@@ -212,14 +214,18 @@ unsafe fn take(slab: *mut Span, class: SizeClass, out: &mut [*mut u8]) -> usize 
     let start = Span::start(slab);
     let size = class.size();
     let mut n = 0;
-    // SAFETY: per the contract the bitmap is ours to change.
+    // SAFETY: per the contract the bitmap is ours to change, and the slab's pages ours to open.
     unsafe {
         for w in 0..(*slab).bitmap.len() {
             let mut word = (*slab).bitmap[w];
             while word != 0 && n < out.len() {
                 let bit = word.trailing_zeros() as usize;
                 word &= word - 1;
-                out[n] = (start + (w * 64 + bit) * size) as *mut u8;
+                let offset = (w * 64 + bit) * size;
+                if offset >> PAGE_SHIFT >= (*slab).opened as usize {
+                    open_pages(slab, class, (offset >> PAGE_SHIFT) + 1);
+                }
+                out[n] = (start + offset) as *mut u8;
                 n += 1;
             }
             (*slab).bitmap[w] = word;
@@ -230,6 +236,33 @@ unsafe fn take(slab: *mut Span, class: SizeClass, out: &mut [*mut u8]) -> usize 
         (*slab).nfree -= n as u16;
     }
     n
+}
+
+/// Opens the pages of `slab` up to (not including) page `upto`: marks every slot that starts on
+/// them free (the `freed` invariant: they are all free in the slab), then gives each page its
+/// class, so that `free` takes its slots for blocks. A slab writes to a page only when a slot
+/// starting on it is handed out, so marking costs no page the program would not touch.
+///
+/// # Safety
+/// `slab` must be a live slab of `class` owned by the caller's locked bin, `upto` at most its
+/// pages, and the slots on the pages being opened all free.
+unsafe fn open_pages(slab: *mut Span, class: SizeClass, upto: usize) {
+    let size = class.size();
+    let objects = class.slab_objects();
+    let start = Span::start(slab);
+    // SAFETY: per the contract; the slots lie in the slab's mapped pages, its chunk is live.
+    unsafe {
+        let chunk = Span::chunk(slab);
+        let first = Span::first_page(slab);
+        for page in (*slab).opened as usize..upto {
+            let lo = (page << PAGE_SHIFT).div_ceil(size);
+            let hi = ((page + 1) << PAGE_SHIFT).div_ceil(size).min(objects);
+            freed::mark_slots(start, size, lo, hi);
+            // Release: a thread that reads the class also sees the marks.
+            (*chunk).page_info[first + page].store(page_info(class.0, page), Ordering::Release);
+        }
+        (*slab).opened = upto as u16;
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 
 use tally_pal::{self as pal, PAGE_SHIFT};
 
-use crate::chunk::{info_class, info_offset, ChunkHeader, Span, FREE_RUN};
+use crate::chunk::{info_class, info_offset, ChunkHeader, Span, FREE_RUN, UNOPENED};
 use crate::huge::HugeBlock;
 use crate::pagemap::{self, TAG_HUGE};
 use crate::prof_hooks;
@@ -74,6 +74,13 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
                 "tally: {who}(): double free of {p:p}: its pages are free (a block freed \
                  before, or a pointer never allocated)\n"
             ));
+        }
+        if class == UNOPENED {
+            invalid(
+                who,
+                p,
+                format_args!("never allocated (no block on its page was handed out yet)"),
+            );
         }
         if class as usize >= NCLASSES {
             invalid(who, p, format_args!("not a live block"));

@@ -32,6 +32,10 @@ pub const USABLE_PAGES: usize = CHUNK_PAGES - HEADER_PAGES;
 pub const FREE_RUN: u8 = 0xFE;
 /// `page_info` class byte of a header page.
 pub const HEADER: u8 = 0xFF;
+/// `page_info` class byte of a slab page that has not been opened: no slot starting on it was
+/// ever handed out of the slab (see `bin.rs`). A pointer to it is no block (yet), and free's
+/// fast path sends it to the full check.
+pub const UNOPENED: u8 = 0xFC;
 
 const BITMAP_WORDS: usize = SLAB_MAX_OBJS / 64;
 
@@ -80,9 +84,10 @@ pub enum Purge {
 /// Describes the run of pages starting at its page.
 ///
 /// Invariants, for a run starting at page `h` of `pages` pages:
-/// - `page_info[h + k]` = `page_info(class, k)` for `k < pages` for slabs and large blocks; for
-///   free runs every page's class is [`FREE_RUN`] and only the first and last pages' offsets
-///   are kept exact (see `extent.rs`);
+/// - `page_info[h + k]` = `page_info(class, k)` for `k < pages` for large blocks, and for slabs
+///   for `k < opened` (`page_info(UNOPENED, k)` for the slab's other pages); for free runs
+///   every page's class is [`FREE_RUN`] and only the first and last pages' offsets are kept
+///   exact (see `extent.rs`);
 /// - for a slab, `nfree` = the number of set bits of `bitmap` (1 = free object), and bits at or
 ///   past `class.slab_objects()` are 0;
 /// - `next`/`prev` link the run into exactly one list (a bin's partial list or a page heap's
@@ -99,6 +104,9 @@ pub struct Span {
     pub nfree: u16,
     /// For a free run: what its resident pages are.
     pub purge: Purge,
+    /// For a slab: how many of its pages, from the first, are opened (see [`UNOPENED`]); a
+    /// page heap opens every page of a run it hands out, and a bin closes a new slab's again.
+    pub opened: u16,
     /// For a free run: how many of its pages may be resident (an upper bound).
     pub resident: u32,
     /// For a free run with resident pages: when they became dirty (or muzzy), in ms.
@@ -290,10 +298,17 @@ pub(crate) fn debug_check_page_infos(chunk: *mut ChunkHeader) -> std::vec::Vec<(
                 "free run at {first}"
             );
         } else {
+            // SAFETY: as above.
+            let opened = if state == RunState::Slab {
+                unsafe { (*chunk).spans[first].opened as usize }
+            } else {
+                pages
+            };
             for k in 0..pages {
+                let owner = if k < opened { class } else { UNOPENED };
                 assert_eq!(
                     info(chunk, first + k),
-                    page_info(class, k),
+                    page_info(owner, k),
                     "run at {first}, page {k}"
                 );
             }

@@ -141,6 +141,7 @@ impl PageHeap {
             (*run).pages = pages as u32;
             (*run).state = state;
             (*run).class = owner;
+            (*run).opened = pages.min(u16::MAX as usize) as u16;
             (*Span::chunk(run)).mark_run(Span::first_page(run), pages, owner);
             run
         }

@@ -3,8 +3,10 @@
 //! # Invariant
 //! Every block of a class the thread caches keep (small, and large up to 32 KiB) that the
 //! program does not own holds its **mark**, `key ^ address`, in its first word: a block in a
-//! thread cache, and a block free in its slab (slots are marked when the slab is made, and a
-//! block flushed back from a cache keeps the mark it got when it was freed). Every path that
+//! thread cache, and a block free on an opened page of its slab (slots are marked when their
+//! page is opened, and a block flushed back from a cache keeps the mark it got when it was
+//! freed; a slab page is opened when the first slot starting on it is handed out, and until
+//! then its page-info word says it holds no block, see `chunk::UNOPENED`). Every path that
 //! hands such a block to the program clears the word ([`unmark`]). So `free` needs one load
 //! and one compare to know a block is free already: a second free of the same block, a
 //! `realloc` of a freed block, or a free of a slot that was never handed out.
@@ -95,13 +97,13 @@ pub unsafe fn unmark(p: *mut u8) {
     unsafe { *(p as *mut usize) = 0 }
 }
 
-/// Marks every slot of a new slab: `count` blocks of `size` bytes from `start`.
+/// Marks slots `lo..hi` of a slab whose blocks are `size` bytes from `start`.
 ///
 /// # Safety
-/// The slab's memory must be mapped, writable and owned by the caller.
-pub unsafe fn mark_slab(start: usize, size: usize, count: usize) {
+/// Those slots must be mapped, writable, free and owned by the caller.
+pub unsafe fn mark_slots(start: usize, size: usize, lo: usize, hi: usize) {
     let key = KEY.load(Ordering::Relaxed);
-    for i in 0..count {
+    for i in lo..hi {
         let p = start + i * size;
         // SAFETY: per the contract; each slot is at least 8 bytes and 8-aligned.
         unsafe { *(p as *mut usize) = key ^ p };
@@ -127,7 +129,7 @@ mod tests {
             assert!(!is_marked(b));
             unmark(a);
             assert!(!is_marked(a));
-            mark_slab(a as usize, 16, 2);
+            mark_slots(a as usize, 16, 0, 2);
             assert!(is_marked(a) && is_marked(a.add(16)) && !is_marked(b));
         }
     }

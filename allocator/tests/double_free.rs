@@ -97,6 +97,17 @@ fn never_allocated_slots_are_caught() {
     assert_caught("unallocated_cached", "", "free", IN_CACHE);
     // A slot still free in its slab.
     assert_caught("unallocated_in_slab", "", "free", IN_SLAB);
+    // A slot on a page of its slab that nothing was handed out from yet.
+    use std::os::unix::process::ExitStatusExt;
+    let (status, _, stderr) = child("unallocated_unopened", "");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("tally: free(): invalid pointer 0x")
+                && l.ends_with("never allocated (no block on its page was handed out yet)")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -239,6 +250,13 @@ fn child_entry() {
                 // A slot well past what the first refills took.
                 let p = api::malloc(16) as *mut u8;
                 api::free(p.add(16 * 100).cast());
+                println!("survived");
+            }
+            "unallocated_unopened" => {
+                // The first block of 5120 bytes: its slab is 10 pages of 8 slots, the first
+                // refill takes slots 0 to 2 and malloc pops slot 2; slot 7 starts on page 8.
+                let p = api::malloc(5000) as *mut u8;
+                api::free(p.add(5120 * 5).cast());
                 println!("survived");
             }
             "dealloc_twice" => {
