@@ -298,8 +298,8 @@ pub(crate) fn debug_check_page_infos(chunk: *mut ChunkHeader) -> std::vec::Vec<(
                 "free run at {first}"
             );
         } else {
-            // SAFETY: as above.
             let opened = if state == RunState::Slab {
+                // SAFETY: `first` starts a run, so its span describes it.
                 unsafe { (*chunk).spans[first].opened as usize }
             } else {
                 pages
