@@ -1,21 +1,24 @@
 /* A program that crashes, for Tally's acceptance tests.
  *
- *   crash segv|fpe|abort|wait
+ *   crash segv|fpe|abort|wait|raise SIGNAL
  *
  * Allocates (so Tally is initialized, its threads and signal handlers in place, and with
  * `lg_prof_sample:0` a few blocks sampled), prints `crash: ready`, then dies of its own fault:
  * a write through a null pointer (SIGSEGV), an integer division by zero (SIGFPE) or abort()
  * (SIGABRT). With `wait` it reads one line from stdin, then exits normally (for tests that act
- * on the running process first). Under any allocator option the program must die of the same
- * signal as without the allocator, neither hang nor exit otherwise. */
+ * on the running process first). With `raise SIGNAL` (a number, or RTMIN+k) it sends itself
+ * the signal, allocates a little more, prints `crash: survived` and exits normally: it lives
+ * only if something (Tally's prof_signal) handles the signal. Under any allocator option the
+ * program must die of the same signal as without the allocator, neither hang nor exit
+ * otherwise. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: crash segv|fpe|abort|wait\n");
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: crash segv|fpe|abort|wait|raise SIGNAL\n");
         return 2;
     }
     void *blocks[64];
@@ -46,6 +49,15 @@ int main(int argc, char **argv) {
         char line[64];
         if (!fgets(line, sizeof line, stdin))
             return 3;
+        return 0;
+    } else if (strcmp(how, "raise") == 0 && argc == 3) {
+        int sig = strncmp(argv[2], "RTMIN+", 6) == 0 ? SIGRTMIN + atoi(argv[2] + 6) : atoi(argv[2]);
+        raise(sig);
+        for (int i = 0; i < 1000; i++) {
+            void *volatile p = malloc(4096); /* volatile: gcc drops a free(malloc(n)) pair */
+            free(p);
+        }
+        printf("crash: survived\n");
         return 0;
     } else {
         fprintf(stderr, "crash: unknown way to crash: %s\n", how);
