@@ -1,16 +1,16 @@
 /* A program that crashes, for Tally's acceptance tests.
  *
- *   crash segv|fpe|abort|wait|raise SIGNAL
+ *   crash segv|fpe|abort|exit|wait|raise SIGNAL
  *
  * Allocates (so Tally is initialized, its threads and signal handlers in place, and with
  * `lg_prof_sample:0` a few blocks sampled), prints `crash: ready`, then dies of its own fault:
  * a write through a null pointer (SIGSEGV), an integer division by zero (SIGFPE) or abort()
- * (SIGABRT). With `wait` it reads one line from stdin, then exits normally (for tests that act
- * on the running process first). With `raise SIGNAL` (a number, or RTMIN+k) it sends itself
- * the signal, allocates a little more, prints `crash: survived` and exits normally: it lives
- * only if something (Tally's prof_signal) handles the signal. Under any allocator option the
- * program must die of the same signal as without the allocator, neither hang nor exit
- * otherwise. */
+ * (SIGABRT). With `exit` it exits normally instead; with `wait` it reads one line from stdin,
+ * then exits normally (for tests that act on the running process first). With `raise SIGNAL`
+ * (a number, or RTMIN+k) it sends itself the signal, allocates a little more, prints
+ * `crash: survived` and exits normally: it lives only if something (Tally's prof_signal)
+ * handles the signal. Under any allocator option the program must die of the same signal as
+ * without the allocator, neither hang nor exit otherwise. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: crash segv|fpe|abort|wait|raise SIGNAL\n");
+        fprintf(stderr, "usage: crash segv|fpe|abort|exit|wait|raise SIGNAL\n");
         return 2;
     }
     void *blocks[64];
@@ -45,6 +45,8 @@ int main(int argc, char **argv) {
         (void)x;
     } else if (strcmp(how, "abort") == 0) {
         abort();
+    } else if (strcmp(how, "exit") == 0) {
+        return 0;
     } else if (strcmp(how, "wait") == 0) {
         char line[64];
         if (!fgets(line, sizeof line, stdin))
