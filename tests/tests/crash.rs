@@ -69,6 +69,12 @@ fn a_crashing_program_dies_of_its_own_signal_under_every_option() {
     let prefix = format!("prof_prefix:{}/p", scratch.subdir("profiles").display());
     // (options, whether they hold a prof_signal that is refused with one line)
     let confs = [
+        // Refused, with one line each: the program must still die of its own signal (with
+        // prof_signal:11 or 8 accepted, it spun forever re-running the faulting instruction).
+        ("prof:true,prof_signal:11", true),
+        ("prof:true,prof_signal:8", true),
+        ("prof:true,prof_signal:SIGABRT", true),
+        ("prof:true,prof_signal:SIGBUS", true),
         ("", false),
         ("prof:true", false),
         ("prof:true,prof_final:true,prof_leak:true", false),
@@ -82,11 +88,6 @@ fn a_crashing_program_dies_of_its_own_signal_under_every_option() {
         ("tcache:false", false),
         ("narenas:1,muzzy_decay_ms:100", false),
         ("stats_print:true", false),
-        // Refused: the program must still die of its own signal.
-        ("prof:true,prof_signal:11", true),
-        ("prof:true,prof_signal:8", true),
-        ("prof:true,prof_signal:SIGABRT", true),
-        ("prof:true,prof_signal:SIGBUS", true),
     ];
     for (conf, refused) in confs {
         let conf = if conf.contains("prof") {
