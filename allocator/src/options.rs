@@ -351,11 +351,7 @@ impl Options {
 /// both set). The first [`MAX_ERRORS_SHOWN`] errors are passed to `write`, one line each; if
 /// there were more, one last line counts them (`tally: ... and 119991 more option errors`), so
 /// a runaway setting cannot flood stderr. Returns the number of errors.
-pub fn parse_all(
-    sources: &[(&str, &[u8])],
-    opts: &mut Options,
-    write: &mut dyn FnMut(&[u8]),
-) -> usize {
+pub fn parse_all(sources: &[(&str, &[u8])], opts: &mut Options, write: &mut dyn FnMut(&[u8])) -> usize {
     let mut errors = 0;
     let mut shown = 0;
     for &(var, text) in sources {
@@ -420,11 +416,9 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
             }
             continue;
         }
-            match parse_value(spec.kind, value) {
+        match parse_value(spec.kind, value) {
             Ok(v) => opts.set(spec.name, v),
-            Err(Refusal::Why(why)) => {
-                fail(format_args!("{} for {}: \"{}\"", why, spec.name, Escaped(value)))
-            }
+            Err(Refusal::Why(why)) => fail(format_args!("{} for {}: \"{}\"", why, spec.name, Escaped(value))),
             Err(Refusal::NotARequestSignal(sig)) => fail(format_args!(
                 "{} takes SIGUSR1, SIGUSR2, SIGHUP or SIGRTMIN..SIGRTMAX, not {}: \"{}\"",
                 spec.name,
@@ -680,7 +674,10 @@ mod tests {
             ("prof_signal:SIGFOO", "unknown signal for prof_signal"),
             ("prof_signal:SIGRTMIN+99", "unknown signal for prof_signal"),
             ("prof_signal:-1", "unknown signal for prof_signal"),
-            ("prof_signal:99999999999999999999", "expected a signal name or number"),
+            (
+                "prof_signal:99999999999999999999",
+                "expected a signal name or number",
+            ),
             ("prof_signal:12x", "expected a signal name or number"),
         ] {
             let (opts, errors) = run(text.as_bytes());
@@ -697,7 +694,10 @@ mod tests {
         let mut opts = Options::DEFAULT;
         let mut lines = std::vec::Vec::new();
         let errors = parse_all(
-            &[("MALLOC_CONF", b"unknown:1,narenas:2"), ("TALLY_CONF", commas.as_bytes())],
+            &[
+                ("MALLOC_CONF", b"unknown:1,narenas:2"),
+                ("TALLY_CONF", commas.as_bytes()),
+            ],
             &mut opts,
             &mut |l| lines.push(std::string::String::from_utf8(l.to_vec()).unwrap()),
         );
@@ -710,7 +710,10 @@ mod tests {
 
         let mut lines = 0;
         let ten = ",".repeat(9);
-        assert_eq!(parse_all(&[("TALLY_CONF", ten.as_bytes())], &mut opts, &mut |_| lines += 1), 10);
+        assert_eq!(
+            parse_all(&[("TALLY_CONF", ten.as_bytes())], &mut opts, &mut |_| lines += 1),
+            10
+        );
         assert_eq!(lines, 10, "ten errors are all shown, with no count line");
     }
 

@@ -105,9 +105,9 @@ pub fn realtime_signals() -> (i32, i32) {
 
 /// Signal names, as `kill -l` prints them without `SIG`, indexed by number.
 const SIGNAL_NAMES: [&str; 32] = [
-    "", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
-    "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
-    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    "", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
+    "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
+    "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
 ];
 const _: () = assert!(libc::SIGSYS == 31 && libc::SIGUSR2 == 12 && libc::SIGSEGV == 11);
 
@@ -124,7 +124,10 @@ pub fn signal_by_name(name: &[u8]) -> Option<i32> {
     }
     let upper = &upper[..name.len()];
     let bare = upper.strip_prefix(b"SIG").unwrap_or(upper);
-    if let Some(i) = SIGNAL_NAMES.iter().position(|n| !n.is_empty() && n.as_bytes() == bare) {
+    if let Some(i) = SIGNAL_NAMES
+        .iter()
+        .position(|n| !n.is_empty() && n.as_bytes() == bare)
+    {
         return Some(i as i32);
     }
     let (min, max) = realtime_signals();

@@ -497,7 +497,11 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, [std::format!("prof.{}.0.m0.heap", tally_pal::pid())], "no temporary file left");
+        assert_eq!(
+            names,
+            [std::format!("prof.{}.0.m0.heap", tally_pal::pid())],
+            "no temporary file left"
+        );
         assert_eq!(
             p.dump_with_prefix(prefix.to_str().unwrap().as_bytes(), DumpKind::Final),
             Ok(1)
@@ -525,7 +529,10 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(meta.uid(), std::fs::metadata(&dir).unwrap().uid());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "target");
-        assert_eq!(std::fs::read_to_string(dir.join("x.heap.tmp")).unwrap(), "planted");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("x.heap.tmp")).unwrap(),
+            "planted"
+        );
         tally_format::parse(&std::fs::read(&path).unwrap()).unwrap();
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -535,15 +542,24 @@ mod tests {
         let p = Profiler::new(10, 100);
         let denied = DumpError::Os(13);
         assert!(p.first_failure(denied, b"/root/secret/p"));
-        assert!(!p.first_failure(denied, b"/root/secret/p"), "the same failure again");
-        assert!(p.first_failure(DumpError::Os(2), b"/root/secret/p"), "another errno");
+        assert!(
+            !p.first_failure(denied, b"/root/secret/p"),
+            "the same failure again"
+        );
+        assert!(
+            p.first_failure(DumpError::Os(2), b"/root/secret/p"),
+            "another errno"
+        );
         assert!(p.first_failure(denied, b"/root/other/p"), "another prefix");
         assert!(p.first_failure(DumpError::PathTooLong, b"/root/secret/p"));
         assert!(!p.first_failure(DumpError::Os(2), b"/root/secret/p"));
         for i in 0..100u32 {
             p.first_failure(DumpError::Os(1000 + i as i32), b"x");
         }
-        assert!(p.first_failure(DumpError::Os(5000), b"x"), "a full table still reports");
+        assert!(
+            p.first_failure(DumpError::Os(5000), b"x"),
+            "a full table still reports"
+        );
         let shown = std::format!("{}", ShownPath(b"/tmp/a\nb\xff"));
         assert_eq!(shown, "/tmp/a\\x0ab\\xff");
     }

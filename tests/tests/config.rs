@@ -101,7 +101,10 @@ fn option_errors_stop_after_ten_with_a_count_of_the_rest() {
     assert_eq!(lines.len(), 11, "{stderr:.2000}");
     assert!(lines[0].starts_with("tally: MALLOC_CONF: unknown option \"lg_chunk\""));
     for line in &lines[1..10] {
-        assert!(line.starts_with("tally: TALLY_CONF: empty option in \",,,"), "{line}");
+        assert!(
+            line.starts_with("tally: TALLY_CONF: empty option in \",,,"),
+            "{line}"
+        );
         assert!(line.len() < 512);
     }
     assert_eq!(lines[10], "tally: ... and 119992 more option errors");

@@ -80,7 +80,10 @@ fn a_crashing_program_dies_of_its_own_signal_under_every_option() {
         ("prof:true,prof_final:true,prof_leak:true", false),
         ("prof:true,prof_signal:SIGUSR2", false),
         ("prof:true,prof_signal:SIGRTMIN+3", false),
-        ("prof:true,lg_prof_sample:0,lg_prof_interval:12,prof_gdump:true,prof_accum:true", false),
+        (
+            "prof:true,lg_prof_sample:0,lg_prof_interval:12,prof_gdump:true,prof_accum:true",
+            false,
+        ),
         ("prof:true,prof_active:false", false),
         ("background_thread:true,dirty_decay_ms:1", false),
         ("junk:true", false),
@@ -108,7 +111,11 @@ fn a_crashing_program_dies_of_its_own_signal_under_every_option() {
                 .lines()
                 .filter(|l| l.starts_with("tally:") && !l.starts_with("tally: stats:"))
                 .collect();
-            assert_eq!(messages.len(), usize::from(refused), "TALLY_CONF={conf}: {stderr}");
+            assert_eq!(
+                messages.len(),
+                usize::from(refused),
+                "TALLY_CONF={conf}: {stderr}"
+            );
             if refused {
                 assert!(
                     messages[0].starts_with(

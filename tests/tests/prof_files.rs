@@ -21,7 +21,10 @@ fn run_and_plant(exe: &Path, dir: &Path, plant: impl FnOnce(u32)) -> String {
         .env("LD_PRELOAD", libtally_so())
         .env(
             "TALLY_CONF",
-            format!("prof:true,lg_prof_sample:12,prof_final:true,prof_prefix:{}/p", dir.display()),
+            format!(
+                "prof:true,lg_prof_sample:12,prof_final:true,prof_prefix:{}/p",
+                dir.display()
+            ),
         )
         .env_remove("MALLOC_CONF")
         .stdin(Stdio::piped())
@@ -66,7 +69,11 @@ fn assert_ours(dir: &Path, pid: u32, uid: u32, planted_tmp: &str) {
     let path = dir.join(format!("p.{pid}.0.f.heap"));
     let meta = std::fs::symlink_metadata(&path)
         .unwrap_or_else(|e| panic!("no final profile {}: {e}", path.display()));
-    assert!(meta.file_type().is_file(), "{} is not a regular file", path.display());
+    assert!(
+        meta.file_type().is_file(),
+        "{} is not a regular file",
+        path.display()
+    );
     assert_eq!(meta.uid(), uid, "the profile is not the writer's");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
     tally_format::parse(&std::fs::read(&path).unwrap()).expect("a valid profile");
