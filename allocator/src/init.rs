@@ -80,14 +80,11 @@ fn init_global() {
         ));
     }
     let mut opts = Options::DEFAULT;
-    let mut errors = 0;
-    let mut report = |line: &[u8]| pal::write_stderr(line);
-    if let Some(text) = pal::getenv(c"MALLOC_CONF") {
-        errors += options::parse("MALLOC_CONF", text, &mut opts, &mut report);
-    }
-    if let Some(text) = pal::getenv(c"TALLY_CONF") {
-        errors += options::parse("TALLY_CONF", text, &mut opts, &mut report);
-    }
+    let sources = [
+        ("MALLOC_CONF", pal::getenv(c"MALLOC_CONF").unwrap_or(b"")),
+        ("TALLY_CONF", pal::getenv(c"TALLY_CONF").unwrap_or(b"")),
+    ];
+    let errors = options::parse_all(&sources, &mut opts, &mut |line| pal::write_stderr(line));
     if errors > 0 && opts.abort_conf {
         pal::fatal(format_args!(
             "tally: aborting on configuration errors (abort_conf:true)\n"

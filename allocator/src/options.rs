@@ -5,7 +5,9 @@
 //! `TALLY_CONF` wins on a key set in both. The syntax is jemalloc's: `key:value` pairs separated
 //! by commas. Parsing never allocates. A bad pair is reported on one line,
 //! `tally: TALLY_CONF: <what is wrong> in "<the text>"`, and skipped (the default stays), unless
-//! `abort_conf:true`, which makes any such error abort once all options are read.
+//! `abort_conf:true`, which makes any such error abort once all options are read. After
+//! [`MAX_ERRORS_SHOWN`] such lines one more counts the rest, so a runaway setting (a script that
+//! wrote 120,000 commas) cannot flood stderr.
 
 use core::fmt::Write;
 
@@ -30,6 +32,9 @@ pub enum Kind {
     Flags(&'static str),
     /// Text of at most [`TEXT_MAX`] bytes, without commas.
     Text,
+    /// A signal a program can be sent to ask for something (see [`is_request_signal`]), by
+    /// number or name (`12`, `SIGUSR2`, `USR2`, `SIGRTMIN+3`); `0` for none.
+    Signal,
 }
 
 /// Most arenas Tally makes (the bound of `narenas`).
@@ -58,6 +63,22 @@ pub const STATS_JSON: u32 = 1;
 pub const STATS_NO_ARENAS: u32 = 2;
 /// `stats_print_opts` bit: leave out the per-size-class table.
 pub const STATS_NO_BINS: u32 = 4;
+
+/// Most option errors printed; the rest are counted in one last line.
+pub const MAX_ERRORS_SHOWN: usize = 10;
+
+/// Whether `sig` is a signal meant to be sent to a program to ask it for something, so that a
+/// handler that only notes the request and returns leaves the program as it was: `SIGHUP`,
+/// `SIGUSR1`, `SIGUSR2`, and the real-time signals the C library leaves to applications. Not the
+/// signals a fault raises (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`: the
+/// faulting instruction would run again forever once the handler returns), `SIGABRT`, those
+/// that cannot be caught (`SIGKILL`, `SIGSTOP`), nor those with a meaning of their own to the
+/// program or its shell (`SIGINT`, `SIGTERM`, `SIGQUIT`, `SIGCHLD`, `SIGPIPE`, `SIGALRM`,
+/// job control, ...).
+pub fn is_request_signal(sig: i32) -> bool {
+    let (rt_min, rt_max) = tally_pal::process::realtime_signals();
+    matches!(sig, libc::SIGHUP | libc::SIGUSR1 | libc::SIGUSR2) || (rt_min..=rt_max).contains(&sig)
+}
 
 /// Values of `junk`.
 pub const JUNK_CHOICES: &[&str] = &["false", "true", "alloc", "free"];
@@ -186,9 +207,9 @@ pub static TABLE: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "prof_signal",
-        kind: Kind::Integer { min: 0, max: 64 },
+        kind: Kind::Signal,
         default: "0",
-        doc: "A signal number (12 is SIGUSR2 on Linux) that makes the process write a profile (`.m<n>.heap`) at its next allocation; 0 off.",
+        doc: "A signal that makes the process write a profile (`.m<n>.heap`): `SIGUSR1`, `SIGUSR2`, `SIGHUP` or `SIGRTMIN+n` up to `SIGRTMAX`, by name (`SIGUSR2`, `USR2`, `SIGRTMIN+3`) or number (12); 0 off. Signals that stop, end or report a fault in the program (`SIGSEGV`, `SIGFPE`, `SIGINT`, `SIGTERM`, `SIGCHLD`, ...) are refused.",
     },
 ];
 
@@ -326,6 +347,33 @@ impl Options {
     }
 }
 
+/// Parses each `(variable, text)` of `sources` in order into `opts` (a later one wins on a key
+/// both set). The first [`MAX_ERRORS_SHOWN`] errors are passed to `write`, one line each; if
+/// there were more, one last line counts them (`tally: ... and 119991 more option errors`), so
+/// a runaway setting cannot flood stderr. Returns the number of errors.
+pub fn parse_all(sources: &[(&str, &[u8])], opts: &mut Options, write: &mut dyn FnMut(&[u8])) -> usize {
+    let mut errors = 0;
+    let mut shown = 0;
+    for &(var, text) in sources {
+        errors += parse(var, text, opts, &mut |line| {
+            if shown < MAX_ERRORS_SHOWN {
+                write(line);
+                shown += 1;
+            }
+        });
+    }
+    if errors > MAX_ERRORS_SHOWN {
+        let mut line = LineBuf::new();
+        let _ = writeln!(
+            line,
+            "tally: ... and {} more option errors",
+            errors - MAX_ERRORS_SHOWN
+        );
+        write(line.as_bytes());
+    }
+    errors
+}
+
 /// Parses `text` (the value of the variable `var`) into `opts`. Each error is formatted as one
 /// line and passed to `on_error`. Returns the number of errors.
 pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMut(&[u8])) -> usize {
@@ -370,18 +418,50 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
         }
         match parse_value(spec.kind, value) {
             Ok(v) => opts.set(spec.name, v),
-            Err(why) => fail(format_args!("{} for {}: \"{}\"", why, spec.name, Escaped(value))),
+            Err(Refusal::Why(why)) => fail(format_args!("{} for {}: \"{}\"", why, spec.name, Escaped(value))),
+            Err(Refusal::NotARequestSignal(sig)) => fail(format_args!(
+                "{} takes SIGUSR1, SIGUSR2, SIGHUP or SIGRTMIN..SIGRTMAX, not {}: \"{}\"",
+                spec.name,
+                tally_pal::process::SignalName(sig),
+                Escaped(value)
+            )),
         }
     }
     errors
 }
 
-fn parse_value(kind: Kind, value: &[u8]) -> Result<i64, &'static str> {
+/// Why a value was refused.
+enum Refusal {
+    /// What is wrong, in words.
+    Why(&'static str),
+    /// A signal that is not one to ask for something with (see [`is_request_signal`]).
+    NotARequestSignal(i32),
+}
+
+impl From<&'static str> for Refusal {
+    fn from(why: &'static str) -> Self {
+        Refusal::Why(why)
+    }
+}
+
+fn parse_value(kind: Kind, value: &[u8]) -> Result<i64, Refusal> {
     match kind {
+        Kind::Signal => {
+            let sig = if value.first().is_some_and(u8::is_ascii_digit) {
+                parse_value(Kind::Integer { min: 0, max: 1024 }, value)
+                    .map_err(|_| "expected a signal name or number")?
+            } else {
+                tally_pal::process::signal_by_name(value).ok_or("unknown signal")? as i64
+            };
+            if sig != 0 && !is_request_signal(sig as i32) {
+                return Err(Refusal::NotARequestSignal(sig as i32));
+            }
+            Ok(sig)
+        }
         Kind::Bool => match value {
             b"true" => Ok(1),
             b"false" => Ok(0),
-            _ => Err("expected true or false"),
+            _ => Err("expected true or false".into()),
         },
         Kind::Integer { min, max } => {
             let (negative, digits) = match value.split_first() {
@@ -389,39 +469,39 @@ fn parse_value(kind: Kind, value: &[u8]) -> Result<i64, &'static str> {
                 _ => (false, value),
             };
             if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                return Err("expected a whole number");
+                return Err("expected a whole number".into());
             }
             let mut n: i64 = 0;
             for &d in digits {
                 n = match n.checked_mul(10).and_then(|n| n.checked_add((d - b'0') as i64)) {
                     Some(n) => n,
-                    None => return Err("number out of range"),
+                    None => return Err("number out of range".into()),
                 };
             }
             let n = if negative { -n } else { n };
             if n < min || n > max {
-                return Err("number out of range");
+                return Err("number out of range".into());
             }
             Ok(n)
         }
         Kind::Choice(words) => match words.iter().position(|w| w.as_bytes() == value) {
             Some(i) => Ok(i as i64),
-            None => Err("not one of the allowed words"),
+            None => Err("not one of the allowed words".into()),
         },
         Kind::Flags(allowed) => {
             let mut bits = 0i64;
             for &c in value {
                 let Some(i) = allowed.bytes().position(|a| a == c) else {
-                    return Err("unknown flag letter");
+                    return Err("unknown flag letter".into());
                 };
                 if bits & 1 << i != 0 {
-                    return Err("flag letter given twice");
+                    return Err("flag letter given twice".into());
                 }
                 bits |= 1 << i;
             }
             Ok(bits)
         }
-        Kind::Text => Err("text"),
+        Kind::Text => Err("text".into()),
     }
 }
 
@@ -545,6 +625,96 @@ mod tests {
             assert_eq!(opts.narenas, 0);
             assert!(opts.tcache);
         }
+    }
+
+    #[test]
+    fn signals_by_name_or_number_and_only_those_meant_for_requests() {
+        let (rt_min, rt_max) = tally_pal::process::realtime_signals();
+        for (text, sig) in [
+            ("prof_signal:12", libc::SIGUSR2),
+            ("prof_signal:SIGUSR2", libc::SIGUSR2),
+            ("prof_signal:USR2", libc::SIGUSR2),
+            ("prof_signal:usr1", libc::SIGUSR1),
+            ("prof_signal:SIGHUP", libc::SIGHUP),
+            ("prof_signal:1", libc::SIGHUP),
+            ("prof_signal:SIGRTMIN+3", rt_min + 3),
+            ("prof_signal:SIGRTMIN", rt_min),
+            ("prof_signal:SIGRTMAX", rt_max),
+            ("prof_signal:0", 0),
+        ] {
+            let (opts, errors) = run(text.as_bytes());
+            assert!(errors.is_empty(), "{text}: {errors:?}");
+            assert_eq!(opts.prof_signal, sig, "{text}");
+        }
+        let rt_min_text = std::format!("prof_signal:{rt_min}");
+        let (opts, errors) = run(rt_min_text.as_bytes());
+        assert!(errors.is_empty() && opts.prof_signal == rt_min, "{errors:?}");
+
+        for (text, says) in [
+            ("prof_signal:11", "not SIGSEGV: \"11\""),
+            ("prof_signal:SIGSEGV", "not SIGSEGV"),
+            ("prof_signal:SEGV", "not SIGSEGV"),
+            ("prof_signal:8", "not SIGFPE"),
+            ("prof_signal:SIGBUS", "not SIGBUS"),
+            ("prof_signal:SIGILL", "not SIGILL"),
+            ("prof_signal:SIGABRT", "not SIGABRT"),
+            ("prof_signal:SIGTRAP", "not SIGTRAP"),
+            ("prof_signal:SIGSYS", "not SIGSYS"),
+            ("prof_signal:SIGKILL", "not SIGKILL"),
+            ("prof_signal:SIGSTOP", "not SIGSTOP"),
+            ("prof_signal:SIGTSTP", "not SIGTSTP"),
+            ("prof_signal:SIGINT", "not SIGINT"),
+            ("prof_signal:SIGTERM", "not SIGTERM"),
+            ("prof_signal:SIGQUIT", "not SIGQUIT"),
+            ("prof_signal:SIGCHLD", "not SIGCHLD"),
+            ("prof_signal:SIGPIPE", "not SIGPIPE"),
+            ("prof_signal:SIGALRM", "not SIGALRM"),
+            ("prof_signal:32", "not signal 32"),
+            ("prof_signal:65", "not signal 65"),
+            ("prof_signal:SIGFOO", "unknown signal for prof_signal"),
+            ("prof_signal:SIGRTMIN+99", "unknown signal for prof_signal"),
+            ("prof_signal:-1", "unknown signal for prof_signal"),
+            (
+                "prof_signal:99999999999999999999",
+                "expected a signal name or number",
+            ),
+            ("prof_signal:12x", "expected a signal name or number"),
+        ] {
+            let (opts, errors) = run(text.as_bytes());
+            assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+            assert!(errors[0].contains(says), "{text}: {:?}", errors[0]);
+            assert!(errors[0].starts_with("tally: TALLY_CONF: "), "{:?}", errors[0]);
+            assert_eq!(opts.prof_signal, 0, "{text}");
+        }
+    }
+
+    #[test]
+    fn errors_stop_after_ten_with_a_count_of_the_rest() {
+        let commas = ",".repeat(120_000);
+        let mut opts = Options::DEFAULT;
+        let mut lines = std::vec::Vec::new();
+        let errors = parse_all(
+            &[
+                ("MALLOC_CONF", b"unknown:1,narenas:2"),
+                ("TALLY_CONF", commas.as_bytes()),
+            ],
+            &mut opts,
+            &mut |l| lines.push(std::string::String::from_utf8(l.to_vec()).unwrap()),
+        );
+        assert_eq!(errors, 120_002);
+        assert_eq!(lines.len(), MAX_ERRORS_SHOWN + 1, "{lines:?}");
+        assert!(lines[0].starts_with("tally: MALLOC_CONF: unknown option"));
+        assert!(lines[1].starts_with("tally: TALLY_CONF: empty option"));
+        assert_eq!(lines[10], "tally: ... and 119992 more option errors\n");
+        assert_eq!(opts.narenas, 2);
+
+        let mut lines = 0;
+        let ten = ",".repeat(9);
+        assert_eq!(
+            parse_all(&[("TALLY_CONF", ten.as_bytes())], &mut opts, &mut |_| lines += 1),
+            10
+        );
+        assert_eq!(lines, 10, "ten errors are all shown, with no count line");
     }
 
     #[test]

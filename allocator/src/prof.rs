@@ -32,7 +32,7 @@ impl fmt::Display for DumpError {
         match self {
             DumpError::ProfilerOff => write!(f, "the heap profiler is off (set TALLY_CONF=prof:true)"),
             DumpError::BadPath => write!(f, "the path cannot name a profile file"),
-            DumpError::Os(e) => write!(f, "{}", std::io::Error::from_raw_os_error(*e)),
+            DumpError::Os(e) => write!(f, "{}", tally_pal::OsError(*e)),
         }
     }
 }
@@ -48,7 +48,8 @@ fn convert(e: profiler::DumpError) -> DumpError {
 }
 
 /// Writes a heap profile (jemalloc's `heap_v2` format, read by `tally report` and `jeprof`) to
-/// `path`: first to a temporary name, then renamed, mode 0600.
+/// `path`: first to a new private file of a random name next to it (`O_EXCL`, mode 0600), then
+/// renamed, so the profile is the writer's own even in a shared directory such as `/tmp`.
 pub fn dump(path: impl AsRef<Path>) -> Result<(), DumpError> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.as_ref().as_os_str().as_bytes();

@@ -72,11 +72,16 @@ pub fn configure(opts: &Options) {
     PROFILER
         .schedule
         .configure(opts.lg_prof_interval, opts.prof_gdump, opts.prof_prefix());
-    if opts.prof_signal > 0 && !pal::process::on_signal(opts.prof_signal, on_prof_signal) {
-        pal::print(format_args!(
-            "tally: prof_signal: cannot handle signal {}\n",
-            opts.prof_signal
-        ));
+    // The options admit only signals meant to be sent (`options::is_request_signal`): a handler
+    // that returns on SIGSEGV or SIGFPE would run the faulting instruction again forever.
+    if opts.prof_signal > 0 {
+        if let Err(e) = pal::process::on_signal(opts.prof_signal, on_prof_signal) {
+            pal::print(format_args!(
+                "tally: prof_signal: cannot handle {}: {}\n",
+                pal::process::SignalName(opts.prof_signal),
+                pal::OsError(e)
+            ));
+        }
     }
     PROFILER.sampling.configure(opts.lg_prof_sample, opts.prof_active);
 }

@@ -7,12 +7,14 @@
 //!
 //! 1. `time` — monotonic clocks and sleeping.
 //! 2. `memory` — mapping, unmapping, advice, `mremap`, `mincore`; the page size.
-//! 3. `process` — the environment, CPU count, pid, `errno`, `fork` and signal hooks, the range
+//! 3. `process` — the environment, CPU count, pid, `errno`, `fork` and signal hooks, signal
+//!    names, random bits, the range
 //!    of Tally's own code.
 //! 4. `thread` — the static-TLS thread block, thread creation, thread-exit hooks, yielding,
 //!    futexes.
 //! 5. `file` — the few file operations a profile dump needs.
-//! 6. `stderr` — diagnostics without allocating (`print`, `fatal`).
+//! 6. `stderr` — diagnostics without allocating (`print`, `fatal`), `errno` in words
+//!    ([`OsError`]).
 //! 7. `sync` — [`sync::Mutex`], a futex lock that carries its [`sync::Rank`] in the lock order.
 //!
 //! The contract every function here keeps: it never allocates through any allocator (it is
@@ -41,5 +43,5 @@ pub use memory::{
     discard, discard_lazily, map, map_aligned, remap_in_place, remap_to, unmap, PAGE, PAGE_SHIFT,
 };
 pub use process::{cpu_count, errno, getenv, kernel_page_size, pid, set_errno};
-pub use stderr::{fatal, print, write_stderr, LineBuf};
+pub use stderr::{fatal, print, write_stderr, LineBuf, OsError};
 pub use time::{now_ms, now_ns, sleep_ms};

@@ -1,4 +1,4 @@
-//! Diagnostics on stderr without allocating.
+//! Diagnostics on stderr without allocating, and `errno` values in words ([`OsError`]).
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicI32, Ordering};
@@ -60,6 +60,61 @@ impl Write for LineBuf {
     }
 }
 
+/// An `errno` value in words, for messages: `Permission denied`, as glibc's
+/// `strerrordesc_np` says it, from a table of static text (`strerror` may allocate and is not
+/// async-signal-safe). Values the table lacks show as `error 123`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OsError(pub i32);
+
+/// The `errno` values a dump, a mapping or a signal hook can meet, with glibc's words.
+const OS_ERRORS: &[(i32, &str)] = &[
+    (libc::EPERM, "Operation not permitted"),
+    (libc::ENOENT, "No such file or directory"),
+    (libc::EINTR, "Interrupted system call"),
+    (libc::EIO, "Input/output error"),
+    (libc::ENXIO, "No such device or address"),
+    (libc::E2BIG, "Argument list too long"),
+    (libc::EBADF, "Bad file descriptor"),
+    (libc::EAGAIN, "Resource temporarily unavailable"),
+    (libc::ENOMEM, "Cannot allocate memory"),
+    (libc::EACCES, "Permission denied"),
+    (libc::EFAULT, "Bad address"),
+    (libc::EBUSY, "Device or resource busy"),
+    (libc::EEXIST, "File exists"),
+    (libc::EXDEV, "Invalid cross-device link"),
+    (libc::ENODEV, "No such device"),
+    (libc::ENOTDIR, "Not a directory"),
+    (libc::EISDIR, "Is a directory"),
+    (libc::EINVAL, "Invalid argument"),
+    (libc::ENFILE, "Too many open files in system"),
+    (libc::EMFILE, "Too many open files"),
+    (libc::ETXTBSY, "Text file busy"),
+    (libc::EFBIG, "File too large"),
+    (libc::ENOSPC, "No space left on device"),
+    (libc::ESPIPE, "Illegal seek"),
+    (libc::EROFS, "Read-only file system"),
+    (libc::EMLINK, "Too many links"),
+    (libc::EPIPE, "Broken pipe"),
+    (libc::ERANGE, "Numerical result out of range"),
+    (libc::ENAMETOOLONG, "File name too long"),
+    (libc::ENOSYS, "Function not implemented"),
+    (libc::ELOOP, "Too many levels of symbolic links"),
+    (libc::EOVERFLOW, "Value too large for defined data type"),
+    (libc::EOPNOTSUPP, "Operation not supported"),
+    (libc::ETIMEDOUT, "Connection timed out"),
+    (libc::ESTALE, "Stale file handle"),
+    (libc::EDQUOT, "Disk quota exceeded"),
+];
+
+impl fmt::Display for OsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match OS_ERRORS.iter().find(|&&(e, _)| e == self.0) {
+            Some((_, text)) => f.write_str(text),
+            None => write!(f, "error {}", self.0),
+        }
+    }
+}
+
 /// Formats a message without allocating and writes it to stderr.
 pub fn print(args: fmt::Arguments<'_>) {
     let mut line = LineBuf::new();
@@ -79,6 +134,22 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_in_words() {
+        let text = |e| std::format!("{}", OsError(e));
+        assert_eq!(text(libc::EACCES), "Permission denied");
+        assert_eq!(text(libc::ENOENT), "No such file or directory");
+        assert_eq!(text(libc::ENOSPC), "No space left on device");
+        assert_eq!(text(4095), "error 4095");
+        // The table's words are glibc's own.
+        for &(e, words) in OS_ERRORS {
+            // SAFETY: for a known errno glibc's strerror returns a pointer to its static,
+            // NUL-terminated text (in the C locale the tests run in), never overwritten.
+            let libc_words = unsafe { core::ffi::CStr::from_ptr(libc::strerror(e)) };
+            assert_eq!(libc_words.to_str().unwrap(), words, "errno {e}");
+        }
+    }
 
     #[test]
     fn line_buffer_cuts_at_capacity() {

@@ -48,6 +48,23 @@ pub enum Rank {
 }
 
 impl Rank {
+    /// The rank's name, for the lock-order message.
+    #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
+    fn name(self) -> &'static str {
+        match self {
+            Rank::ProfilerStacks => "ProfilerStacks",
+            Rank::ProfilerLive => "ProfilerLive",
+            Rank::CacheRegistry => "CacheRegistry",
+            Rank::Bin => "Bin",
+            Rank::PageHeap => "PageHeap",
+            Rank::HugeDescriptors => "HugeDescriptors",
+            Rank::HugeCache => "HugeCache",
+            Rank::Meta => "Meta",
+            #[cfg(test)]
+            Rank::Test => "Test",
+        }
+    }
+
     #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
     fn bit(self) -> u32 {
         1 << self as u8
@@ -79,8 +96,9 @@ mod checker {
             if held & not_below != 0 {
                 let worst = 31 - (held & not_below).leading_zeros();
                 crate::stderr::fatal(format_args!(
-                    "tally: lock order violated: taking {:?} while holding a lock of rank {} (see sync::Rank)\n",
-                    rank, worst
+                    "tally: lock order violated: taking {} while holding a lock of rank {} (see sync::Rank)\n",
+                    rank.name(),
+                    worst
                 ));
             }
         }

@@ -1,5 +1,6 @@
-//! Dumps: the `heap_v2` text through `tally_format::Writer`, files written to a temporary name
-//! and renamed, mode 0600, named `<prefix>.<pid>.<seq>.<kind>.heap`.
+//! Dumps: the `heap_v2` text through `tally_format::Writer`, files written to a new temporary
+//! file of a random name (`O_EXCL`, mode 0600) and renamed, named
+//! `<prefix>.<pid>.<seq>.<kind>.heap`.
 //!
 //! Nothing here allocates: the writer formats into stack buffers, output goes through an 8 KiB
 //! buffer on the stack to `write(2)`, and `/proc/self/maps` is copied through the same kind of
@@ -26,6 +27,17 @@ pub enum DumpError {
     PathTooLong,
     /// The writer refused a call (a bug).
     Format,
+}
+
+impl core::fmt::Display for DumpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DumpError::Off => f.write_str("the heap profiler is off (prof:false)"),
+            DumpError::Os(e) => write!(f, "{}", tally_pal::OsError(*e)),
+            DumpError::PathTooLong => f.write_str("the file name is too long or holds a NUL byte"),
+            DumpError::Format => f.write_str("the profile writer refused a call (a bug in Tally)"),
+        }
+    }
 }
 
 impl From<WriteError> for DumpError {
@@ -192,9 +204,21 @@ pub fn write_dump<S: Sink>(
     Ok(w.finish()?)
 }
 
+/// Tries at most this many random temporary names before giving up with `EEXIST`: a name is
+/// taken only if someone else made it, and 16 collisions of 64 random bits do not happen by
+/// chance.
+const TEMP_NAME_TRIES: usize = 16;
+
 /// Writes a file at `path` (bytes, no NUL needed) with `write`, which gets an open descriptor:
-/// first to `<path>.tmp` with mode 0600, then renamed over `path`, so a reader never sees a
-/// partial file. On failure the temporary file is removed.
+/// first to a new file `<path>.<16 random hex digits>.tmp`, then renamed over `path`, so a
+/// reader never sees a partial file. On failure the temporary file is removed.
+///
+/// The temporary file is safe in any directory, a shared sticky one such as `/tmp` included: it
+/// is created with `O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC` and mode 0600, so it is a new
+/// file, owned by the writer and private to it, never a file or symlink someone planted; its
+/// name comes from `getrandom`, so nobody can plant one in its way beforehand either (a name
+/// that exists anyway is skipped for another, [`TEMP_NAME_TRIES`] times). `rename` replaces a
+/// symlink at `path` itself, never its target.
 pub fn write_file(path: &[u8], write: impl FnOnce(c_int) -> Result<(), DumpError>) -> Result<(), DumpError> {
     let mut final_buf = [0u8; PATH_MAX];
     let mut tmp_buf = [0u8; PATH_MAX];
@@ -205,21 +229,31 @@ pub fn write_file(path: &[u8], write: impl FnOnce(c_int) -> Result<(), DumpError
     f.push(path)?;
     let flen = f.len;
     final_buf[flen] = 0;
-    let mut t = PathBuf {
-        buf: &mut tmp_buf,
-        len: 0,
-    };
-    t.push(path)?;
-    t.push(b".tmp")?;
-    let tlen = t.len;
-    tmp_buf[tlen] = 0;
+    let mut opened = Err(DumpError::Os(libc::EEXIST));
+    let mut tlen = 0;
+    for _ in 0..TEMP_NAME_TRIES {
+        let mut t = PathBuf {
+            buf: &mut tmp_buf,
+            len: 0,
+        };
+        t.push(path)?;
+        t.push(b".")?;
+        t.push(&hex16(tally_pal::process::random_u64()))?;
+        t.push(b".tmp")?;
+        tlen = t.len;
+        tmp_buf[tlen] = 0;
+        opened = file::open(
+            &tmp_buf[..=tlen],
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600,
+        )
+        .map_err(DumpError::Os);
+        if opened != Err(DumpError::Os(libc::EEXIST)) {
+            break;
+        }
+    }
+    let fd = opened?;
     let tmp = &tmp_buf[..=tlen];
-    let fd = file::open(
-        tmp,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
-        0o600,
-    )
-    .map_err(DumpError::Os)?;
     let r = write(fd).and_then(|()| file::fsync(fd).map_err(DumpError::Os));
     file::close(fd);
     let r = r.and_then(|()| file::rename(tmp, &final_buf[..=flen]).map_err(DumpError::Os));
@@ -227,6 +261,15 @@ pub fn write_file(path: &[u8], write: impl FnOnce(c_int) -> Result<(), DumpError
         file::unlink(tmp);
     }
     r
+}
+
+/// `v` as 16 lower-case hex digits.
+fn hex16(v: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(v >> (60 - 4 * i)) as usize & 0xf];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -253,5 +296,20 @@ mod tests {
             dump_file_name(&mut buf, b"a\0b", 1, 0, DumpKind::Final),
             Err(DumpError::PathTooLong)
         );
+    }
+
+    #[test]
+    fn errors_in_words() {
+        let text = |e: DumpError| std::format!("{e}");
+        assert_eq!(text(DumpError::Os(libc::EACCES)), "Permission denied");
+        assert_eq!(text(DumpError::Os(libc::ENOENT)), "No such file or directory");
+        assert!(text(DumpError::Off).contains("off"));
+        assert!(text(DumpError::PathTooLong).contains("too long"));
+    }
+
+    #[test]
+    fn temporary_names_are_random_hex() {
+        assert_eq!(&hex16(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex16(0), b"0000000000000000");
     }
 }

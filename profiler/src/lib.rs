@@ -93,6 +93,27 @@ pub struct Profiler {
     accum: AtomicBool,
     seq: AtomicU64,
     dropped: AtomicU64,
+    /// Dump failures already reported on stderr, as [`failure_key`]s (0: free slot).
+    reported: [AtomicU64; REPORTED_FAILURES],
+}
+
+/// Distinct dump failures remembered, so each is reported once; past this many, new ones are
+/// still reported, each time (a process does not meet that many different failures).
+const REPORTED_FAILURES: usize = 16;
+
+/// A non-zero key naming a dump failure: the error and the prefix it happened with (FNV-1a).
+fn failure_key(e: DumpError, prefix: &[u8]) -> u64 {
+    let code: u64 = match e {
+        DumpError::Off => 1 << 32,
+        DumpError::Os(errno) => errno as u32 as u64,
+        DumpError::PathTooLong => 2 << 32,
+        DumpError::Format => 3 << 32,
+    };
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in code.to_le_bytes().iter().chain(prefix) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h | 1
 }
 
 impl Profiler {
@@ -107,6 +128,7 @@ impl Profiler {
             accum: AtomicBool::new(false),
             seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            reported: [const { AtomicU64::new(0) }; REPORTED_FAILURES],
         }
     }
 
@@ -222,9 +244,9 @@ impl Profiler {
             .map_err(|tally_format::SinkError(e)| DumpError::Os(e))
     }
 
-    /// Writes a dump to `path` (bytes, no NUL needed): first to `<path>.tmp` with mode 0600, then
-    /// renamed over `path`, so a reader never sees a partial file. On failure the temporary file
-    /// is removed.
+    /// Writes a dump to `path` (bytes, no NUL needed): first to a new private file of a random
+    /// name next to it (mode 0600, see [`dump::write_file`]), then renamed over `path`, so a
+    /// reader never sees a partial file. On failure the temporary file is removed.
     pub fn dump_to_path(&self, path: &[u8]) -> Result<(), DumpError> {
         dump::write_file(path, |fd| self.dump_to_fd(fd))
     }
@@ -242,16 +264,34 @@ impl Profiler {
 
 impl Profiler {
     /// Writes a profile of `kind` named after `prof_prefix`; a failure is reported on one line
-    /// of stderr.
+    /// of stderr, in words, the first time it happens (see [`Profiler::first_failure`]).
     pub fn dump_scheduled(&self, kind: DumpKind) {
         let mut buf = [0u8; schedule::PREFIX_MAX];
         let prefix = self.schedule.prefix(&mut buf);
         if let Err(e) = self.dump_with_prefix(prefix, kind) {
-            tally_pal::print(format_args!(
-                "tally: cannot write a heap profile with prefix {}: {e:?}\n",
-                core::str::from_utf8(prefix).unwrap_or("?")
-            ));
+            if self.first_failure(e, prefix) {
+                tally_pal::print(format_args!(
+                    "tally: cannot write a heap profile with prefix {}: {e} (the same failure again is not reported)\n",
+                    ShownPath(prefix)
+                ));
+            }
         }
+    }
+
+    /// Whether `e` with `prefix` is a failure not reported before (and now counted as reported):
+    /// a program writing a profile every few megabytes into a directory it cannot write to
+    /// gets one line, not one per profile; a different error, or another prefix, gets its own.
+    /// Lock-free (a compare-exchange per slot), so a signal handler or any thread may call it.
+    pub fn first_failure(&self, e: DumpError, prefix: &[u8]) -> bool {
+        let key = failure_key(e, prefix);
+        for slot in &self.reported {
+            match slot.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) if seen == key => return false,
+                Err(_) => {}
+            }
+        }
+        true
     }
 
     /// Writes every profile that is due now (see [`Schedule::due`]).
@@ -306,6 +346,23 @@ impl Profiler {
                 ));
             }
         }
+    }
+}
+
+/// A path for messages: its bytes as text, with bytes that are not printable ASCII as `\xNN`.
+struct ShownPath<'a>(&'a [u8]);
+
+impl core::fmt::Display for ShownPath<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write as _;
+        for &b in self.0 {
+            if (0x20..0x7f).contains(&b) {
+                f.write_char(b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -436,14 +493,74 @@ mod tests {
         let text = std::fs::read(&path).unwrap();
         let profile = tally_format::parse(&text).unwrap();
         assert_eq!(profile.stacks.len(), 1);
-        assert!(!dir
-            .join(std::format!("prof.{}.0.m0.heap.tmp", tally_pal::pid()))
-            .exists());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [std::format!("prof.{}.0.m0.heap", tally_pal::pid())],
+            "no temporary file left"
+        );
         assert_eq!(
             p.dump_with_prefix(prefix.to_str().unwrap().as_bytes(), DumpKind::Final),
             Ok(1)
         );
         assert!(p.dump_to_path(b"/nonexistent-dir/x.heap").is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn planted_temporary_files_and_symlinks_are_neither_used_nor_written() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let p = Profiler::new(100, 1000);
+        p.on_sampled_alloc(0x5000, 100, &[1, 2, 3]);
+        let dir = std::env::temp_dir().join(std::format!("tally-profiler-plant-{}", tally_pal::pid()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("target");
+        std::fs::write(&target, "target").unwrap();
+        let path = dir.join("x.heap");
+        // The names the old code used, and a symlink at the final name.
+        std::fs::write(dir.join("x.heap.tmp"), "planted").unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        p.dump_to_path(path.to_str().unwrap().as_bytes()).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_file(), "the symlink was replaced by the dump");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.uid(), std::fs::metadata(&dir).unwrap().uid());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "target");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("x.heap.tmp")).unwrap(),
+            "planted"
+        );
+        tally_format::parse(&std::fs::read(&path).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn each_failure_is_reported_once() {
+        let p = Profiler::new(10, 100);
+        let denied = DumpError::Os(13);
+        assert!(p.first_failure(denied, b"/root/secret/p"));
+        assert!(
+            !p.first_failure(denied, b"/root/secret/p"),
+            "the same failure again"
+        );
+        assert!(
+            p.first_failure(DumpError::Os(2), b"/root/secret/p"),
+            "another errno"
+        );
+        assert!(p.first_failure(denied, b"/root/other/p"), "another prefix");
+        assert!(p.first_failure(DumpError::PathTooLong, b"/root/secret/p"));
+        assert!(!p.first_failure(DumpError::Os(2), b"/root/secret/p"));
+        for i in 0..100u32 {
+            p.first_failure(DumpError::Os(1000 + i as i32), b"x");
+        }
+        assert!(
+            p.first_failure(DumpError::Os(5000), b"x"),
+            "a full table still reports"
+        );
+        let shown = std::format!("{}", ShownPath(b"/tmp/a\nb\xff"));
+        assert_eq!(shown, "/tmp/a\\x0ab\\xff");
     }
 }

@@ -1,7 +1,8 @@
 //! `TALLY_CONF` / `MALLOC_CONF` in a real program under `LD_PRELOAD`: each bad setting gives its
 //! one-line message (`tally: TALLY_CONF: <what is wrong> in "<the text>"`) and the program runs on
-//! unchanged with the defaults; `abort_conf:true` aborts instead; `TALLY_CONF` wins over
-//! `MALLOC_CONF` on a key both set.
+//! unchanged with the defaults, and after ten such lines one more counts the rest;
+//! `abort_conf:true` aborts instead; `TALLY_CONF` wins over `MALLOC_CONF` on a key both set;
+//! `prof_signal` refuses signals that are not meant to be sent to ask for a profile.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
@@ -85,6 +86,72 @@ fn bad_settings_give_one_line_each_and_the_program_runs_on() {
             lines[0]
         );
         assert!(lines[0].len() < 512, "the message is one short line");
+    }
+}
+
+#[test]
+fn option_errors_stop_after_ten_with_a_count_of_the_rest() {
+    // 120,000 commas: 120,001 empty options, which used to print 120,001 lines.
+    let commas = ",".repeat(120_000);
+    let out = perl(Some(&commas), Some("lg_chunk:21"));
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2000\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 11, "{stderr:.2000}");
+    assert!(lines[0].starts_with("tally: MALLOC_CONF: unknown option \"lg_chunk\""));
+    for line in &lines[1..10] {
+        assert!(
+            line.starts_with("tally: TALLY_CONF: empty option in \",,,"),
+            "{line}"
+        );
+        assert!(line.len() < 512);
+    }
+    assert_eq!(lines[10], "tally: ... and 119992 more option errors");
+}
+
+#[test]
+fn prof_signal_refuses_fatal_and_job_control_signals_by_number_or_name() {
+    for (value, name) in [
+        ("11", "SIGSEGV"),
+        ("SIGSEGV", "SIGSEGV"),
+        ("8", "SIGFPE"),
+        ("BUS", "SIGBUS"),
+        ("SIGILL", "SIGILL"),
+        ("6", "SIGABRT"),
+        ("SIGTRAP", "SIGTRAP"),
+        ("SIGSYS", "SIGSYS"),
+        ("9", "SIGKILL"),
+        ("SIGSTOP", "SIGSTOP"),
+        ("SIGTSTP", "SIGTSTP"),
+        ("2", "SIGINT"),
+        ("SIGTERM", "SIGTERM"),
+        ("SIGQUIT", "SIGQUIT"),
+        ("SIGCHLD", "SIGCHLD"),
+        ("13", "SIGPIPE"),
+        ("SIGALRM", "SIGALRM"),
+        ("32", "signal 32"),
+    ] {
+        let conf = format!("prof:true,prof_signal:{value}");
+        let out = perl(Some(&conf), None);
+        assert!(out.status.success(), "{conf}: {:?}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "2000\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr,
+            format!(
+                "tally: TALLY_CONF: prof_signal takes SIGUSR1, SIGUSR2, SIGHUP or SIGRTMIN..SIGRTMAX, \
+                 not {name}: \"{value}\" in \"{conf}\"\n"
+            )
+        );
+    }
+    for value in ["SIGFOO", "SIGRTMIN+99", "-1", "1e3"] {
+        let out = perl(Some(&format!("prof_signal:{value}")), None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("tally: TALLY_CONF: ") && stderr.lines().count() == 1,
+            "{value}: {stderr}"
+        );
     }
 }
 
