@@ -23,30 +23,6 @@ extern "C" {
     fn secure_getenv(name: *const c_char) -> *mut c_char;
 }
 
-/// 64 random bits from the kernel (`getrandom`, not blocking), without allocating. If the
-/// kernel's pool is not ready yet (early boot), a mix of the clock, the pid and a stack
-/// address: unpredictable enough to tell Tally's marks from program data, not a secret.
-pub fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: the buffer is 8 writable bytes on this stack frame.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
-    if n == 8 {
-        return u64::from_ne_bytes(bytes);
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec to write.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mut x = (ts.tv_nsec as u64) ^ ((ts.tv_sec as u64) << 30) ^ (u64::from(pid()) << 48);
-    x ^= core::ptr::addr_of!(ts) as u64;
-    // splitmix64's finalizer, so that nearby inputs give unrelated outputs.
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// Number of CPUs this process may run on (at least 1).
 pub fn cpu_count() -> usize {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
@@ -276,7 +252,6 @@ mod tests {
         set_errno(libc::EINVAL);
         assert_eq!(errno(), libc::EINVAL);
         assert!(cpu_count() >= 1);
-        assert_ne!(random_u64(), random_u64());
         assert_eq!(kernel_page_size(), crate::memory::PAGE);
         assert_eq!(pid(), std::process::id());
         // A test binary is the main executable: no range of its own.
