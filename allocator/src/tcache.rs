@@ -1,7 +1,8 @@
 //! Thread caches: each thread's private stacks of free small blocks, one per class.
 //!
 //! `malloc` of a small size pops from its class's stack and `free` pushes onto it: no lock, no
-//! atomic, no touch of the block's memory. An empty stack is refilled from the thread's arena
+//! atomic; the only touch of the block's memory is its first word, the free mark (`freed.rs`),
+//! which `free` checks and writes and `malloc` clears. An empty stack is refilled from the thread's arena
 //! with half its capacity in one locked batch; a full one gives its older half back in batches
 //! grouped by owning arena (blocks freed by a thread other than the one that allocated them go
 //! back to their own arena this way, never through a global lock).
