@@ -145,13 +145,23 @@ fn reuse(blocks: &mut [usize], when: &str) {
 
 const THREADS: usize = 4;
 
+/// Two barriers for the workers and the main thread: `ready` once every worker runs (its
+/// thread-local set-up, which may allocate through glibc, done), `start` once the limit is set.
+fn barriers() -> (Arc<Barrier>, Arc<Barrier>) {
+    (
+        Arc::new(Barrier::new(THREADS + 1)),
+        Arc::new(Barrier::new(THREADS + 1)),
+    )
+}
+
 fn reuse_scenario() {
-    let start = Arc::new(Barrier::new(THREADS + 1));
+    let (ready, start) = barriers();
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let start = Arc::clone(&start);
+            let (ready, start) = (Arc::clone(&ready), Arc::clone(&start));
             let mut blocks = vec![0usize; 200_000];
             std::thread::spawn(move || {
+                ready.wait();
                 start.wait();
                 fill_and_free(&mut blocks, 60 * MIB);
                 blocks.len()
@@ -160,6 +170,7 @@ fn reuse_scenario() {
         .collect();
     let mut blocks = vec![0usize; 1000];
     println!("filling");
+    ready.wait();
     limit_address_space(400 * MIB);
     start.wait();
     for w in workers {
@@ -170,12 +181,13 @@ fn reuse_scenario() {
 }
 
 fn exhaust_scenario() {
-    let start = Arc::new(Barrier::new(THREADS + 1));
+    let (ready, start) = barriers();
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
-            let start = Arc::clone(&start);
+            let (ready, start) = (Arc::clone(&ready), Arc::clone(&start));
             let mut blocks = vec![0usize; 400_000];
             std::thread::spawn(move || {
+                ready.wait();
                 start.wait();
                 let mut failures = 0;
                 for round in 0..3 {
@@ -209,6 +221,7 @@ fn exhaust_scenario() {
         .collect();
     let mut blocks = vec![0usize; 1000];
     println!("exhausting");
+    ready.wait();
     limit_address_space(400 * MIB);
     let began = Instant::now();
     start.wait();
