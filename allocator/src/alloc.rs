@@ -8,6 +8,11 @@
 //! countdown running out (a thread event: decay, cache GC, a profiler sample), large and huge
 //! blocks, a thread's first call — is in `#[cold]` functions. The instruction budget is written
 //! at the exported `malloc` (`capi.rs`) and checked by `scripts/check-fast-paths.sh`.
+//!
+//! # Out of memory
+//! When the OS refuses a mapping, a slow path does not fail at once: from its top, holding no
+//! lock, it gives back everything Tally holds free, as `malloc_trim(0)` does, and tries once more
+//! ([`after_giving_back`]). Only then is the answer null (`ENOMEM` in the C API).
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -102,8 +107,6 @@ fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
     after_giving_back(|| unsafe { tcache::fill_and_pop(tb, class) })
 }
 
-/// Counts `size` bytes against the thread's event countdown (for allocations that do not go
-/// through `alloc_small`); returns whether this allocation is to be sampled.
 /// Allocates one block of a cached class straight from an arena (no cache, or a class above
 /// `tcache_max`), applying `junk` and `zero`.
 fn alloc_direct(class: SizeClass) -> *mut u8 {
