@@ -8,9 +8,14 @@
 //! countdown running out (a thread event: decay, cache GC, a profiler sample), large and huge
 //! blocks, a thread's first call — is in `#[cold]` functions. The instruction budget is written
 //! at the exported `malloc` (`capi.rs`) and checked by `scripts/check-fast-paths.sh`.
+//!
+//! # Out of memory
+//! When the OS refuses a mapping, a slow path does not fail at once: from its top, holding no
+//! lock, it gives back everything Tally holds free, as `malloc_trim(0)` does, and tries once more
+//! ([`after_giving_back`]). Only then is the answer null (`ENOMEM` in the C API).
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use tally_pal::PAGE;
 
@@ -18,7 +23,7 @@ use crate::init::{ensure_global, options};
 use crate::pagemap::CHUNK;
 use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
 use crate::tcache::{self, thread_bins};
-use crate::thread::{direct_arena, has_cache, thread_arena, thread_start};
+use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
 use crate::thread_event::{self, thread_events};
 use crate::{decay, freed, huge, prof_hooks};
 
@@ -71,7 +76,11 @@ fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
     // SAFETY: the thread's own events; no operation on its cache is in progress.
     if unsafe { (*ev).left } < 0 && unsafe { thread_event::on_event(ev) } {
         ensure_global();
-        return prof_hooks::alloc_sampled(size, Some(class), thread_arena());
+        let p = prof_hooks::alloc_sampled(size, Some(class), thread_arena());
+        if !p.is_null() {
+            return p;
+        }
+        // Out of memory: served unsampled below, which gives memory back before it fails.
     }
     if !has_cache(tb) && !thread_start() {
         return alloc_direct(class);
@@ -95,22 +104,31 @@ fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
     }
     decay::tick();
     // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty.
-    unsafe { tcache::fill_and_pop(tb, class) }
+    let p = unsafe { tcache::fill_and_pop(tb, class) };
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: as above: giving back flushes the thread's cache, which leaves the bin empty.
+    after_giving_back(|| unsafe { tcache::fill_and_pop(tb, class) })
 }
 
-/// Counts `size` bytes against the thread's event countdown (for allocations that do not go
-/// through `alloc_small`); returns whether this allocation is to be sampled.
 /// Allocates one block of a cached class straight from an arena (no cache, or a class above
 /// `tcache_max`), applying `junk` and `zero`.
 fn alloc_direct(class: SizeClass) -> *mut u8 {
-    let arena = direct_arena();
-    let p = if class.is_small() {
-        let mut one = [ptr::null_mut()];
-        arena.bins[class.index()].fill(class, &arena.pages, arena.index(), &mut one);
-        one[0]
-    } else {
-        arena.alloc_large(class, PAGE)
+    let from_arena = || {
+        let arena = direct_arena();
+        if class.is_small() {
+            let mut one = [ptr::null_mut()];
+            arena.bins[class.index()].fill(class, &arena.pages, arena.index(), &mut one);
+            one[0]
+        } else {
+            arena.alloc_large(class, PAGE)
+        }
     };
+    let mut p = from_arena();
+    if p.is_null() {
+        p = after_giving_back(from_arena);
+    }
     tcache::MERGED_NMALLOC[class.index()].fetch_add(1, Ordering::Relaxed);
     if !p.is_null() {
         // SAFETY: a fresh block of a cached class, about to be the program's.
@@ -150,15 +168,32 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
     }
-    if let Some(class) = class_for(size.max(SMALL_MAX + 1)) {
+    let class = class_for(size.max(SMALL_MAX + 1));
+    if let Some(class) = class {
         if class.index() < NCACHED && align <= PAGE {
             return alloc_small(class, size);
         }
-        ensure_global();
-        if thread_event::count(size) && align <= PAGE {
-            return prof_hooks::alloc_sampled(size, Some(class), thread_arena());
+    }
+    ensure_global();
+    if thread_event::count(size) && align <= PAGE {
+        let p = prof_hooks::alloc_sampled(size, class, thread_arena());
+        if !p.is_null() {
+            return p;
         }
-        decay::tick();
+        // Out of memory: served unsampled below, which gives memory back before it fails.
+    }
+    decay::tick();
+    let p = alloc_big_mapped(size, align, class);
+    if !p.is_null() {
+        return p;
+    }
+    after_giving_back(|| alloc_big_mapped(size, align, class))
+}
+
+/// A block of `class` (large) from the thread's arena, or a huge one when there is no class or
+/// the alignment cannot be met inside a chunk. Null when the OS refuses memory.
+fn alloc_big_mapped(size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
+    if let Some(class) = class {
         let p = thread_arena().alloc_large(class, align);
         if !p.is_null() {
             if class.index() < NCACHED {
@@ -173,17 +208,46 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
             return p;
         }
     }
-    ensure_global();
-    if thread_event::count(size) && align <= PAGE {
-        return prof_hooks::alloc_sampled(size, None, thread_arena());
-    }
-    decay::tick();
     let p = huge::alloc(size, align);
     if !p.is_null() && options().junk_alloc {
         return new_block(p, size);
     }
     p
 }
+
+/// Gives back everything Tally holds free, now: the calling thread's cache, then every arena's
+/// empty slabs and free page runs (with `MADV_DONTNEED`; chunks left wholly free are unmapped)
+/// and the huge-mapping cache (unmapped). What `malloc_trim(0)` does, and what an allocation does
+/// once before it fails. Returns whether any page was given back.
+///
+/// It takes locks (the bins', every page heap's in turn, the huge cache's), so the caller must
+/// hold none of the allocator's, and the thread's cache must not be in the middle of an
+/// operation: call it from the top of a slow path.
+#[cold]
+#[inline(never)]
+pub fn give_back_all() -> bool {
+    flush_thread_cache();
+    decay::purge_all(true) > 0
+}
+
+/// Out of memory: the OS refused a mapping (a chunk, a huge block, metadata, a page-map leaf, an
+/// `mremap`). Gives back everything Tally holds free ([`give_back_all`]) and tries `again` once;
+/// its result, null again, means `ENOMEM`.
+///
+/// Freed memory Tally keeps is still mapped (and, under `RLIMIT_AS`, still counted even after
+/// `MADV_DONTNEED`), so without this a program that freed everything would wait for decay
+/// before it could have it again; glibc succeeds at once. Called with no allocator lock held
+/// (see [`give_back_all`]).
+#[cold]
+#[inline(never)]
+pub fn after_giving_back(again: impl FnOnce() -> *mut u8) -> *mut u8 {
+    OUT_OF_MEMORY.fetch_add(1, Ordering::Relaxed);
+    give_back_all();
+    again()
+}
+
+/// Times the OS refused memory and Tally gave back everything to try again (a statistic).
+pub static OUT_OF_MEMORY: AtomicU64 = AtomicU64::new(0);
 
 /// Allocates `size` bytes aligned to `align`, a power of two. Null when out of memory.
 #[inline(always)]

@@ -11,7 +11,8 @@
 //! - nowhere: full slabs (`nfree == 0`), until an object comes back.
 //!
 //! A slab whose objects have all come back goes back to the arena's page heap (unless it is
-//! `current`).
+//! `current`; an empty `current` goes back only when everything is given back: `malloc_trim`, or
+//! running out of memory).
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -161,6 +162,23 @@ impl Bin {
             let index = class.divide(addr - (*chunk).page_addr(head));
             (*slab).bitmap[index / 64] & (1u64 << (index % 64)) != 0
         }
+    }
+
+    /// Hands the current slab back to `pages` if all its objects are free (for `malloc_trim` and
+    /// running out of memory: an empty current slab would keep its chunk mapped). Returns whether
+    /// it did.
+    pub fn release_empty_current(&self, class: SizeClass, pages: &Mutex<PageHeap>) -> bool {
+        let mut bin = self.slabs.lock();
+        let slab = bin.current;
+        // SAFETY: `current` is null or a live slab of this bin (bin invariant).
+        if slab.is_null() || unsafe { (*slab).nfree } as usize != class.slab_objects() {
+            return false;
+        }
+        bin.current = ptr::null_mut();
+        bin.slabs -= 1;
+        // SAFETY: the current slab is in no list (bin invariant) and none of its objects is out.
+        unsafe { pages.lock().free(slab) };
+        true
     }
 
     pub(crate) fn lock_for_fork(&self) {
@@ -353,5 +371,38 @@ mod tests {
             assert_eq!(bin.slabs.lock().slabs, 1);
             pages.lock().debug_check_invariants();
         }
+    }
+
+    #[test]
+    fn an_empty_current_slab_goes_back_only_when_asked_and_only_when_empty() {
+        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let class = SizeClass(7);
+        let bin = Bin::new();
+        assert!(!bin.release_empty_current(class, &pages), "no current slab yet");
+        let mut objects = [ptr::null_mut(); 3];
+        assert_eq!(bin.fill(class, &pages, TEST_ARENA, &mut objects), 3);
+        assert!(!bin.release_empty_current(class, &pages), "objects are out");
+        // SAFETY: the objects came from this bin and are returned once.
+        unsafe { bin.return_batch(class, &pages, &objects) };
+        assert_eq!(bin.slabs.lock().slabs, 1, "an empty current slab stays");
+        assert!(bin.release_empty_current(class, &pages));
+        assert_eq!(bin.slabs.lock().slabs, 0);
+        bin.debug_check_invariants(class);
+        let heap = pages.lock();
+        heap.debug_check_invariants();
+        assert_eq!(
+            heap.free_pages,
+            heap.chunks * crate::chunk::USABLE_PAGES,
+            "all pages free"
+        );
+        drop(heap);
+        assert!(
+            !bin.release_empty_current(class, &pages),
+            "nothing left to release"
+        );
+        // The bin still works: the next fill takes a new slab.
+        assert_eq!(bin.fill(class, &pages, TEST_ARENA, &mut objects[..1]), 1);
+        // SAFETY: as above.
+        unsafe { bin.return_batch(class, &pages, &objects[..1]) };
     }
 }

@@ -9,8 +9,9 @@
 //! - `spans[i]` describes the run that *starts* at page `i` (its length, its state, and for a
 //!   slab the bitmap of free objects); entries for other pages are unused.
 //!
-//! Chunks are never unmapped once made (their pages are returned with `madvise` instead); a
-//! chunk belongs to one arena for its whole life.
+//! Free pages of a chunk are returned with `madvise`; a chunk is unmapped only once all its
+//! usable pages are one free, purged run (`extent.rs`). A chunk belongs to one arena for its
+//! whole life.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -5,7 +5,8 @@
 //! [`TICK_BYTES`] allocated by a thread), which at most once per [`interval_ms`] purges every
 //! arena whose lock is free. With `background_thread:true` a thread of Tally's own does the same
 //! on time while the program is idle; after `fork` it is started again in the child on the first
-//! tick. `malloc_trim(0)` purges everything at once ([`purge_all`]).
+//! tick. `malloc_trim(0)`, and an allocation the OS refused before it tries again, purge
+//! everything at once ([`purge_all`]).
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::arena::{self, ARENAS};
 use crate::extent::{DIRTY_DECAY_MS, MUZZY_DECAY_MS};
 use crate::options::Options;
+use crate::size_class::SizeClass;
 use tally_pal as pal;
 
 /// A thread calls [`tick`] after allocating this many bytes.
@@ -65,9 +67,18 @@ pub fn tick() {
     }
 }
 
-/// Purges every arena now: decayed pages only, or everything when `everything`. Returns the
+/// Purges every arena now: decayed pages only, or everything when `everything` — then the bins'
+/// empty current slabs go back to their page heaps first, every free run is given back at once,
+/// every chunk left wholly free is unmapped, and so is every cached huge mapping. Returns the
 /// pages given back.
 pub fn purge_all(everything: bool) -> u64 {
+    if everything {
+        for arena in &ARENAS[..arena::arena_count()] {
+            for (i, bin) in arena.bins.iter().enumerate() {
+                bin.release_empty_current(SizeClass(i as u8), &arena.pages);
+            }
+        }
+    }
     purge_arenas(pal::now_ms(), everything, true)
 }
 

@@ -13,6 +13,13 @@
 //! pass with `malloc_trim`). Reuse takes the smallest cached mapping that fits and splits off the
 //! part beyond the block's last chunk window; with none that fits it moves the largest one to a
 //! bigger address range with `mremap`, so only the new tail faults. Freed neighbours merge again.
+//!
+//! Huge mappings are counted against the kernel's overcommit policy (`pal::map_aligned_accounted`:
+//! no `MAP_NORESERVE`), as glibc maps its large blocks, so the kernel answers for a request it
+//! cannot back: `malloc(1 << 46)` fails with `ENOMEM` under the default heuristic instead of
+//! returning 64 TiB that would fault when touched, and `mremap` growth is checked the same way.
+//! Chunks and metadata stay lazily reserved: they come 4 MiB or less at a time, which the
+//! heuristic never refuses, and strict accounting (`vm.overcommit_memory=2`) counts them anyway.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -241,7 +248,7 @@ fn take_cached(mapped: usize) -> Option<(usize, usize)> {
         HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
         return Some((m.base, mapped));
     }
-    let target = pal::map_aligned(mapped, CHUNK);
+    let target = pal::map_aligned_accounted(mapped, CHUNK);
     // SAFETY: as above; `target` is a fresh mapping of `mapped` bytes that the move replaces.
     if !target.is_null() && unsafe { pal::remap_to(m.base as *mut u8, m.len, target, mapped) } {
         HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +293,11 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     };
     let (base, mapped, recycled) = match cached {
         Some((base, len)) => (base as *mut u8, len, true),
-        None => (pal::map_aligned(mapped, align.max(CHUNK)), mapped, false),
+        None => (
+            pal::map_aligned_accounted(mapped, align.max(CHUNK)),
+            mapped,
+            false,
+        ),
     };
     if base.is_null() {
         release_descriptor(d);
@@ -412,7 +423,7 @@ pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
             HUGE_BYTES.fetch_add((new_mapped - mapped) as u64, Ordering::Relaxed);
             return base as *mut u8;
         }
-        let target = pal::map_aligned(new_mapped, CHUNK);
+        let target = pal::map_aligned_accounted(new_mapped, CHUNK);
         if target.is_null() {
             return ptr::null_mut();
         }

@@ -1,9 +1,11 @@
 //! Resizing: small blocks staying in their class and large runs with room after them resize in
-//! place, huge blocks move with `mremap`, everything else moves.
+//! place, huge blocks move with `mremap`, everything else moves. When the OS refuses memory, a
+//! huge block's resize gives everything back and tries once more (`alloc::after_giving_back`),
+//! as a new block does.
 
 use core::ptr;
 
-use crate::alloc::{alloc, MAX_REQUEST};
+use crate::alloc::{after_giving_back, alloc, MAX_REQUEST};
 use crate::block::{block_of, small_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free};
@@ -61,7 +63,12 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         Block::Huge(d) => {
             if size > LARGE_MAX {
                 // SAFETY: `d` is the live descriptor of `p`, owned by the caller.
-                return unsafe { huge::resize(d, size) };
+                let q = unsafe { huge::resize(d, size) };
+                if !q.is_null() {
+                    return q;
+                }
+                // SAFETY: as above; a failed resize leaves the block unchanged.
+                return after_giving_back(|| unsafe { huge::resize(d, size) });
             }
             // SAFETY: live descriptor.
             unsafe { (*d).mapped }

@@ -134,11 +134,13 @@ pub struct Counters {
     pub huge_reuses: u64,
     /// Purge passes over the arenas.
     pub purge_passes: u64,
+    /// Times the OS refused memory and everything free was given back to try once more.
+    pub out_of_memory: u64,
 }
 
 impl Counters {
     /// The counters by name, as both report forms print them.
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
         [
             ("chunks_mapped", self.chunks_mapped),
             ("chunks_unmapped", self.chunks_unmapped),
@@ -150,6 +152,7 @@ impl Counters {
             ("huge_remaps", self.huge_remaps),
             ("huge_reuses", self.huge_reuses),
             ("purge_passes", self.purge_passes),
+            ("out_of_memory", self.out_of_memory),
         ]
     }
 }
@@ -167,6 +170,7 @@ pub fn counters() -> Counters {
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),
         huge_reuses: huge::HUGE_REUSES.load(Ordering::Relaxed),
         purge_passes: decay::PASSES.load(Ordering::Relaxed),
+        out_of_memory: crate::alloc::OUT_OF_MEMORY.load(Ordering::Relaxed),
     }
 }
 
@@ -261,8 +265,7 @@ pub fn stats() -> Stats {
 /// Flushes the calling thread's cache and gives every free page back to the OS now. Returns
 /// whether any memory was released (what `malloc_trim` returns).
 pub fn trim() -> bool {
-    crate::thread::flush_thread_cache();
-    decay::purge_all(true) > 0
+    crate::alloc::give_back_all()
 }
 
 /// Prints the statistics to stderr: with the `STATS_JSON` bit, as one JSON object on one line;

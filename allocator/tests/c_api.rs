@@ -3,6 +3,7 @@
 
 mod child;
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 use std::ptr;
 
@@ -56,6 +57,123 @@ fn huge_requests_fail_with_enomem() {
         assert_eq!(api::malloc_usable_size(p), 112);
         api::free(p);
     }
+}
+
+/// 64 TiB: inside the 128 TiB address space, far beyond any test machine's RAM + swap.
+const ABSURD: usize = 1 << 46;
+
+/// Whether the kernel would back an anonymous mapping of `size` bytes counted against its
+/// overcommit policy: what glibc's malloc maps for a block this large.
+fn kernel_backs(size: usize) -> bool {
+    // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing, never touched,
+    // unmapped again at once.
+    unsafe {
+        let p = libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, size);
+        true
+    }
+}
+
+/// Requests the kernel cannot back fail as in glibc: null with `ENOMEM` from every entry point
+/// (`ENOMEM` returned by `posix_memalign`, null from `GlobalAlloc`), a failed `realloc` leaves
+/// its block intact, and memory stays usable afterwards.
+#[test]
+fn sizes_the_kernel_cannot_back_fail_with_enomem() {
+    let policy = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap();
+    if kernel_backs(ABSURD) {
+        assert_eq!(policy.trim(), "1", "only 'always overcommit' backs 64 TiB");
+        eprintln!("vm.overcommit_memory=1: the kernel backs 64 TiB for glibc too; nothing to check");
+        return;
+    }
+    let small = api::malloc(1000) as *mut u8;
+    let huge = api::malloc(5 << 20) as *mut u8;
+    // SAFETY: live blocks of 1000 bytes and 5 MiB.
+    unsafe {
+        ptr::write_bytes(small, 0x3c, 1000);
+        ptr::write_bytes(huge, 0x3d, 5 << 20);
+    }
+    let expect_enomem = |what: &str, p: *mut c_void| {
+        assert!(p.is_null(), "{what} returned {p:?}");
+        assert_eq!(errno(), libc::ENOMEM, "{what}: errno");
+        set_errno(0);
+    };
+    set_errno(0);
+    expect_enomem("malloc(64 TiB)", api::malloc(ABSURD));
+    expect_enomem("calloc(1, 64 TiB)", api::calloc(1, ABSURD));
+    expect_enomem("calloc(2^23, 2^23)", api::calloc(1 << 23, 1 << 23));
+    expect_enomem("aligned_alloc(4096, 64 TiB)", api::aligned_alloc(4096, ABSURD));
+    expect_enomem("memalign(8 MiB, 64 TiB)", api::memalign(8 << 20, ABSURD));
+    expect_enomem("valloc(64 TiB)", api::valloc(ABSURD));
+    expect_enomem("pvalloc(64 TiB)", api::pvalloc(ABSURD));
+    // SAFETY: `small` and `huge` are live; a failing realloc leaves them alone.
+    unsafe {
+        expect_enomem("realloc(1000 B, 64 TiB)", api::realloc(small.cast(), ABSURD));
+        expect_enomem("realloc(5 MiB, 64 TiB)", api::realloc(huge.cast(), ABSURD));
+        expect_enomem(
+            "reallocarray(5 MiB, 2^23, 2^23)",
+            api::reallocarray(huge.cast(), 1 << 23, 1 << 23),
+        );
+        let mut out = 7 as *mut c_void;
+        assert_eq!(api::posix_memalign(&mut out, 64, ABSURD), libc::ENOMEM);
+        assert_eq!(
+            out, 7 as *mut c_void,
+            "posix_memalign stored a pointer although it failed"
+        );
+        assert!(
+            (0..1000).all(|i| *small.add(i) == 0x3c),
+            "a failed realloc changed its block"
+        );
+        assert!((0..5 << 20).step_by(4096).all(|i| *huge.add(i) == 0x3d));
+        assert!(api::malloc_usable_size(huge.cast()) >= 5 << 20);
+    }
+
+    // Rust's GlobalAlloc: null, the block given to realloc intact.
+    let tally = tally::Tally;
+    for align in [8, 64, 4096, 8 << 20] {
+        let layout = Layout::from_size_align(ABSURD, align).unwrap();
+        // SAFETY: a layout of non-zero size.
+        unsafe {
+            assert!(
+                tally.alloc(layout).is_null(),
+                "GlobalAlloc::alloc(64 TiB, align {align})"
+            );
+            assert!(
+                tally.alloc_zeroed(layout).is_null(),
+                "alloc_zeroed(64 TiB, align {align})"
+            );
+        }
+    }
+    let layout = Layout::from_size_align(1000, 8).unwrap();
+    // SAFETY: `small` is a live block of Tally's of at least 1000 bytes, alignment 16.
+    unsafe {
+        assert!(tally.realloc(small, layout, ABSURD).is_null());
+        assert!((0..1000).all(|i| *small.add(i) == 0x3c));
+    }
+
+    // Memory stays usable.
+    let big = api::malloc(100 << 20) as *mut u8;
+    assert!(!big.is_null());
+    // SAFETY: live blocks, each freed once.
+    unsafe {
+        ptr::write_bytes(big, 1, 100 << 20);
+        api::free(big.cast());
+        api::free(small.cast());
+        api::free(huge.cast());
+    }
+    let q = api::malloc(64);
+    assert!(!q.is_null());
+    // SAFETY: live block.
+    unsafe { api::free(q) };
 }
 
 #[test]

@@ -11,8 +11,25 @@ pub const PAGE_SHIFT: u32 = 12;
 const _: () = assert!(1 << PAGE_SHIFT == PAGE);
 
 /// Maps `size` bytes of fresh, zeroed, read-write anonymous memory, reserved lazily
-/// (`MAP_NORESERVE`: pages cost memory only once touched). Null when the kernel refuses.
+/// (`MAP_NORESERVE`: pages cost memory only once touched, and under the kernel's default
+/// overcommit heuristic the mapping is never refused for its size). For Tally's own tables and
+/// chunks. Null when the kernel refuses.
 pub fn map(size: usize) -> *mut u8 {
+    map_anonymous(size, libc::MAP_NORESERVE)
+}
+
+/// Maps `size` bytes like [`map`], but counted against the kernel's overcommit policy (no
+/// `MAP_NORESERVE`), as glibc maps its large blocks: the kernel refuses a mapping it judges it
+/// cannot back. With `vm.overcommit_memory=0` (the default heuristic) that is one mapping larger
+/// than RAM + swap; with 2 (strict) anything beyond the commit limit; with 1 nothing. For memory
+/// handed to a program as one block, so that `malloc(1 << 46)` fails at once as in glibc instead
+/// of succeeding and faulting later. Null when the kernel refuses.
+pub fn map_accounted(size: usize) -> *mut u8 {
+    map_anonymous(size, 0)
+}
+
+/// `mmap` of `size` bytes, private, anonymous, read-write, with `extra` flags.
+fn map_anonymous(size: usize, extra: libc::c_int) -> *mut u8 {
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
     // existing memory; the arguments are valid by construction.
     let p = unsafe {
@@ -20,7 +37,7 @@ pub fn map(size: usize) -> *mut u8 {
             ptr::null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
             -1,
             0,
         )
@@ -33,11 +50,21 @@ pub fn map(size: usize) -> *mut u8 {
 }
 
 /// Maps `size` bytes aligned to `align` (a power of two, at least [`PAGE`]; `size` a page
-/// multiple).
+/// multiple), reserved lazily as by [`map`].
 ///
 /// Over-maps by `align` and unmaps the slack on both sides, so only `size` bytes stay mapped.
 /// Returns null when the kernel refuses.
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    map_aligned_with(size, align, map)
+}
+
+/// Maps `size` bytes aligned to `align` like [`map_aligned`], counted against the overcommit
+/// policy as by [`map_accounted`].
+pub fn map_aligned_accounted(size: usize, align: usize) -> *mut u8 {
+    map_aligned_with(size, align, map_accounted)
+}
+
+fn map_aligned_with(size: usize, align: usize, map: fn(usize) -> *mut u8) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && align >= PAGE && size % PAGE == 0);
     let Some(total) = size.checked_add(align) else {
         return ptr::null_mut();
@@ -197,6 +224,43 @@ mod tests {
         unsafe {
             unmap(p as *mut u8, 149 * PAGE);
             unmap((p + 150 * PAGE) as *mut u8, (pages - 150) * PAGE);
+        }
+    }
+
+    /// Accounted mappings answer to the kernel's overcommit policy, lazy ones do not (except
+    /// under strict accounting, which ignores `MAP_NORESERVE`): 64 TiB, far beyond this
+    /// machine's RAM + swap but inside the 128 TiB address space.
+    #[test]
+    fn accounted_mappings_answer_to_the_overcommit_policy() {
+        let absurd = 1usize << 46;
+        let policy = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap();
+        let (lazy_ok, accounted_ok) = match policy.trim() {
+            "0" => (true, false),
+            "1" => (true, true),
+            "2" => (false, false),
+            other => panic!("vm.overcommit_memory = {other}?"),
+        };
+        for (p, ok, what) in [
+            (map(absurd), lazy_ok, "map"),
+            (map_accounted(absurd), accounted_ok, "map_accounted"),
+            (
+                map_aligned_accounted(absurd, 4 << 20),
+                accounted_ok,
+                "map_aligned_accounted",
+            ),
+        ] {
+            assert_eq!(!p.is_null(), ok, "{what}(64 TiB) under policy {policy}");
+            if !p.is_null() {
+                // SAFETY: the mapping just made, never touched.
+                unsafe { unmap(p, absurd) };
+            }
+        }
+        let p = map_aligned_accounted(3 * PAGE, 4 << 20);
+        assert!(!p.is_null() && p as usize % (4 << 20) == 0);
+        // SAFETY: the three pages were just mapped for this test.
+        unsafe {
+            *p.add(3 * PAGE - 1) = 1;
+            unmap(p, 3 * PAGE);
         }
     }
 
