@@ -195,10 +195,9 @@ pub fn runtime_flags(
 
 /// The value the last `key:value` of `conf` (comma-separated, later keys win) gives `key`.
 pub fn conf_value<'a>(conf: &'a str, key: &str) -> Option<&'a str> {
-    conf.split(',')
+    conf.rsplit(',')
         .filter_map(|option| option.split_once(':'))
-        .filter(|(k, _)| k.trim() == key)
-        .last()
+        .find(|(k, _)| k.trim() == key)
         .map(|(_, value)| value.trim())
 }
 

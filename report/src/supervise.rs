@@ -336,7 +336,7 @@ mod tests {
         extern "C" fn nothing(_: i32) {}
         // SAFETY: installs a handler that does nothing, then restores the default.
         unsafe {
-            libc::signal(libc::SIGUSR2, nothing as libc::sighandler_t);
+            libc::signal(libc::SIGUSR2, nothing as extern "C" fn(i32) as libc::sighandler_t);
             assert!(catches(me, libc::SIGUSR2));
             libc::signal(libc::SIGUSR2, libc::SIG_DFL);
         }
