@@ -364,10 +364,9 @@ pub fn run(
                 .collect();
             match others.first() {
                 Some(first) => format!(
-                    "run: {program} (pid {pid}) wrote no heap profile in {}; {} of other processes appeared there ({first}{}): \
-                     tally run reports only the program it started (a script should exec its last command); report those with tally report",
+                    "run: {program} (pid {pid}) wrote no heap profile in {}, but other processes did ({first}{}): \
+                     tally run reports only the program it started (a script should exec its last command); report theirs with tally report",
                     place.dir.display(),
-                    if others.len() == 1 { "a dump" } else { "dumps" },
                     if others.len() > 1 { ", …" } else { "" },
                 ),
                 None => format!(

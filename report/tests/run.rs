@@ -132,6 +132,33 @@ fn an_interrupt_reaches_the_programs_whole_group_and_no_other_signal_does() {
 }
 
 #[test]
+fn a_dump_of_another_process_is_named_not_reported() {
+    // The program's child (here: a file named as a dump of pid 1) is another process, as a
+    // concurrent run's program would be: its dump is named in the error, not reported.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("cp {} \"$0/tally.1.0.f.heap\"", data(LS).display());
+    let output = tally_run(
+        dir.path(),
+        &["sh", "-c", &script, &dir.path().display().to_string()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "wrote no heap profile in {}, but other processes did (tally.1.0.f.heap): ",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn arguments_and_options_of_the_program_pass_through() {
     let dir = tempfile::tempdir().unwrap();
     let output = tally_run(dir.path(), &["printf", "%s|", "--top", "-x"]);
