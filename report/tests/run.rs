@@ -208,3 +208,45 @@ fn a_missing_library_is_an_error() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "no program is a usage error");
 }
+
+#[test]
+fn a_program_reading_the_terminal_is_given_it() {
+    // On a terminal (script(1) makes one), the program's own process group is in the
+    // background: its read stops it with SIGTTIN, and tally hands it the terminal and continues
+    // it, so it reads the line typed. Without that it would stay stopped.
+    use std::io::Write;
+    need("script", "bsdutils");
+    need(JEMALLOC, "libjemalloc2");
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} run --out {} -- head -1",
+        env!("CARGO_BIN_EXE_tally"),
+        dir.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TALLY_SO", JEMALLOC)
+        .env_remove("LD_PRELOAD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    stdin.write_all(b"typed line\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the program never read the terminal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    // The terminal's echo, then head's copy of the line.
+    assert!(text.contains("typed line\ntyped line\n"), "{text:?}");
+    assert!(text.contains("head wrote no heap profile"), "{text:?}");
+}
