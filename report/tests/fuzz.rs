@@ -7,7 +7,8 @@
 //! through `tally leaks`. Every run ends within a bound, with exit code 0 or 2, nothing but
 //! `tally: ` lines on stderr (at most one of them not a warning, and that one only with code 2)
 //! and no panic. The undamaged inputs still give the right answer. The generator is seeded, so
-//! a failure reproduces; its case is printed and kept.
+//! a failure reproduces; its case is printed, and its damaged file stays in Cargo's temporary
+//! directory for tests (`target/tmp/fuzz/`) until the next run.
 
 mod common;
 
@@ -398,18 +399,20 @@ fn check_run(args: &[PathBuf], case: &str, outcomes: &mut Outcomes) {
     }
 }
 
-/// Runs `cases` damaged versions of `original` (by `mutate`) through every renderer in turn,
-/// written to `dir/<name>` (where `with` puts them among the arguments).
+/// Runs [`CASES`] damaged versions of `original` (by `mutate`, from `seed`) through every
+/// renderer in turn, each written to a file named `name` that `args` puts among the arguments
+/// (`None`: the renderer is skipped).
 fn fuzz(
     name: &str,
     original: &[u8],
     mutate: fn(&[u8], &mut Rng) -> Vec<u8>,
     seed: u64,
     args: &dyn Fn(Render, &Path) -> Option<Vec<PathBuf>>,
-    dir: &Path,
 ) -> Outcomes {
     let mut rng = Rng(seed);
-    let case_dir = dir.join(format!("cases-{seed:x}"));
+    // Not in the test's temporary directory, which goes when a failure unwinds: the failing case
+    // stays to be looked at.
+    let case_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz/{seed:x}"));
     std::fs::create_dir_all(&case_dir).unwrap();
     let path = case_dir.join(name);
     let mut outcomes = Outcomes::default();
@@ -524,16 +527,10 @@ fn damaged_dumps_and_elf_files_through_every_renderer() {
         mutate_dump,
         0x5eed_0001,
         &|render, path| keep(render).then(|| arguments(render, Some(&program), path, &tally_dump, d)),
-        d,
     );
-    let ls_dumps = fuzz(
-        "ls.heap",
-        LS,
-        mutate_dump,
-        0x5eed_0002,
-        &|render, path| keep(render).then(|| arguments(render, None, path, &ls_dump, d)),
-        d,
-    );
+    let ls_dumps = fuzz("ls.heap", LS, mutate_dump, 0x5eed_0002, &|render, path| {
+        keep(render).then(|| arguments(render, None, path, &ls_dump, d))
+    });
     // Damaged ELF files: the program (full DWARF) with its dump, and a system library with the
     // ls dump (which maps it), each given as BINARY under the mapped file's name.
     let program_bytes = std::fs::read(&program).unwrap();
@@ -543,7 +540,6 @@ fn damaged_dumps_and_elf_files_through_every_renderer() {
         mutate_elf,
         0x5eed_0003,
         &|render, path| keep(render).then(|| arguments(render, Some(path), &tally_dump, &tally_dump, d)),
-        d,
     );
     let mut runs = [&tally_dumps, &ls_dumps, &programs]
         .iter()
@@ -557,7 +553,6 @@ fn damaged_dumps_and_elf_files_through_every_renderer() {
             mutate_elf,
             0x5eed_0004,
             &|render, path| keep(render).then(|| arguments(render, Some(path), &ls_dump, &ls_dump, d)),
-            d,
         );
         runs += libraries.reports + libraries.errors;
     }
