@@ -181,6 +181,8 @@ impl Supervisor {
         signal: i32,
         request: &DumpRequest<'_>,
     ) -> io::Result<Option<ExitStatus>> {
+        // A stop is reported once: one seen here must still lead to the program's SIGCONT.
+        let mut stopped = false;
         if let Some(ask) = request.signal.filter(|&s| catches(pid, s)) {
             let before = (request.written)();
             // SAFETY: kill has no memory-safety preconditions; `pid` is our unreaped child, so
@@ -188,8 +190,10 @@ impl Supervisor {
             unsafe { libc::kill(pid, ask) };
             let deadline = Instant::now() + DUMP_WAIT;
             while (request.written)() <= before && Instant::now() < deadline {
-                if let State::Ended(status) = state(pid)? {
-                    return Ok(Some(status));
+                match state(pid)? {
+                    State::Ended(status) => return Ok(Some(status)),
+                    State::Stopped(_) => stopped = true,
+                    State::Running => {}
                 }
                 if self
                     .next_signal(DUMP_POLL)
@@ -202,9 +206,12 @@ impl Supervisor {
         signal_group(pid, signal);
         match state(pid)? {
             State::Ended(status) => return Ok(Some(status)),
-            // A stopped program only acts on the signal once continued.
-            State::Stopped(_) => signal_group(pid, libc::SIGCONT),
+            State::Stopped(_) => stopped = true,
             State::Running => {}
+        }
+        if stopped {
+            // A stopped program only acts on the signal once continued.
+            signal_group(pid, libc::SIGCONT);
         }
         Ok(None)
     }
