@@ -86,8 +86,27 @@ pub fn configure(opts: &Options) {
     PROFILER.sampling.configure(opts.lg_prof_sample, opts.prof_active);
 }
 
+/// `prof_signal`'s handler: writes a requested profile (`.m<n>.heap`) at once, so that an idle
+/// program (every thread blocked in `read`, `sleep` or `poll`) answers too.
+///
+/// Writing a dump here is safe because a dump needs no lock and no allocation: it reads the
+/// stack table without a lock (published entries never change but for their atomic counters),
+/// formats into stack buffers and writes with system calls (`open`, `write`, `fsync`, `rename`,
+/// `read` of `/proc/self/maps`), all async-signal-safe, and touches no allocator state. So it
+/// may run between any two instructions of the allocator, even with an allocator lock held by
+/// the interrupted thread. The one case left to the thread's next allocation event (a flag, as
+/// before this handler wrote anything) is a thread interrupted inside the profiler itself
+/// ([`in_profiler`]: capturing, recording or writing another profile): a dump would not conflict
+/// with it, but the profiler stays non-reentrant on a thread, and that thread was allocating, so
+/// its next event is near. `errno` is saved and restored around the system calls.
 extern "C" fn on_prof_signal(_: i32) {
-    PROFILER.schedule.request();
+    let errno = pal::errno();
+    if in_profiler() || !profiler_on() {
+        PROFILER.schedule.request();
+    } else {
+        guarded(|| PROFILER.dump_scheduled(PROFILER.schedule.next_manual()));
+    }
+    pal::set_errno(errno);
 }
 
 /// Whether the calling thread is inside the profiler (its allocations are not sampled, and it

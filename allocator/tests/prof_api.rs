@@ -72,6 +72,29 @@ fn scenario_off() {
     println!("prof-off-ok");
 }
 
+fn scenario_signal(dir: &str) {
+    // prof_signal:12 (SIGUSR2). The handler writes the profile itself, at once: this thread
+    // allocates nothing between the signal and the check (the path is built before), so a
+    // request left for the next allocation would not be there.
+    let held = black_box(hold_in_a_known_function(400)); // 25 MiB
+    let path = format!("{dir}/sig.{}.0.m0.heap", std::process::id());
+    let c_path = std::ffi::CString::new(path.clone()).unwrap();
+    // SAFETY: raise runs the handler on this thread before it returns; access only reads the
+    // NUL-terminated path.
+    let found = unsafe {
+        libc::raise(libc::SIGUSR2);
+        libc::access(c_path.as_ptr(), libc::F_OK) == 0
+    };
+    assert!(found, "no {path} right after the signal");
+    let profile = tally_format::parse(&std::fs::read(&path).unwrap()).expect("a valid profile");
+    assert!(
+        profile.live_estimate().bytes > 20.0 * 1048576.0,
+        "the profile holds the 25 MiB"
+    );
+    drop(held);
+    println!("prof-signal-ok");
+}
+
 /// The child process of the tests below (run by [`run`]).
 #[test]
 #[ignore = "child process of the scenarios"]
@@ -79,12 +102,15 @@ fn child_entry() {
     match child::case("TALLY_PROF_CHILD").as_str() {
         "api" => scenario_api(&child::case("TALLY_PROF_DIR")),
         "off" => scenario_off(),
+        "signal" => scenario_signal(&child::case("TALLY_PROF_DIR")),
         other => panic!("unknown case {other}"),
     }
 }
 
 fn run(case: &str, conf: &str) -> String {
     let dir = std::env::temp_dir().join(format!("tally-prof-api-{}-{case}", std::process::id()));
+    let conf = conf.replace("<dir>", dir.to_str().expect("a UTF-8 temporary directory"));
+    let conf = conf.as_str();
     std::fs::create_dir_all(&dir).unwrap();
     let out = child::run(&[
         ("TALLY_PROF_CHILD", case),
@@ -114,4 +140,13 @@ fn rust_api_controls_the_profiler() {
 fn rust_api_reports_a_profiler_that_is_off() {
     let stdout = run("off", "");
     assert!(stdout.contains("prof-off-ok"), "{stdout}");
+}
+
+#[test]
+fn prof_signal_writes_a_profile_at_once() {
+    let stdout = run(
+        "signal",
+        "prof:true,lg_prof_sample:16,prof_signal:12,prof_prefix:<dir>/sig",
+    );
+    assert!(stdout.contains("prof-signal-ok"), "{stdout}");
 }

@@ -25,7 +25,10 @@
 //! 14. [`leaks`] — steady growth over a series, for `tally leaks`.
 //! 15. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 16. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 16. [`signal`] — signals by name (`SIGSEGV`, `SIGRTMIN+3`) and back.
+//! 17. [`supervise`] — the program `tally run` starts: its own process group, the terminal, and
+//!     interrupts passed on after asking it for a profile.
+//! 18. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
@@ -43,6 +46,8 @@ pub mod profile;
 pub mod render;
 pub mod run;
 pub mod series;
+pub mod signal;
+pub mod supervise;
 pub mod symbolize;
 
 pub use error::Error;

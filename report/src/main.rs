@@ -59,7 +59,7 @@ struct ReportArgs {
     #[arg(long, value_name = "OUT.html")]
     html: Option<PathBuf>,
     /// Print at most N rows.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
     top: Option<usize>,
     /// One row per source line rather than per function.
     #[arg(long)]
@@ -92,7 +92,7 @@ struct ReportArgs {
     #[arg(long, value_name = "OLD.heap")]
     base: Option<PathBuf>,
     /// lg_prof_interval of a series of interval dumps (--html's growth chart over bytes allocated).
-    #[arg(long = "lg-interval", value_name = "N")]
+    #[arg(long = "lg-interval", value_name = "N", value_parser = lg_interval, allow_negative_numbers = true)]
     lg_interval: Option<u32>,
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
@@ -113,19 +113,19 @@ struct LeaksArgs {
     html: Option<PathBuf>,
     /// lg_prof_interval of the interval dumps, for growth per GiB allocated (not needed when the
     /// dumps carry cumulative counts, prof_accum:true).
-    #[arg(long = "lg-interval", value_name = "N")]
+    #[arg(long = "lg-interval", value_name = "N", value_parser = lg_interval, allow_negative_numbers = true)]
     lg_interval: Option<u32>,
     /// Show at most N suspects.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = at_least_one, allow_negative_numbers = true)]
     top: usize,
     /// Show at most N frames of each suspect's stack.
-    #[arg(long, value_name = "N", default_value_t = 12)]
+    #[arg(long, value_name = "N", default_value_t = 12, value_parser = at_least_one, allow_negative_numbers = true)]
     depth: usize,
     /// Name frames by function and source line.
     #[arg(long)]
     lines: bool,
     /// Least R² of a steady grower's line.
-    #[arg(long = "min-r2", value_name = "R2", default_value_t = 0.8)]
+    #[arg(long = "min-r2", value_name = "R2", default_value_t = 0.8, value_parser = fraction, allow_negative_numbers = true)]
     min_r2: f64,
     /// Where separate debug files live (repeatable; default /usr/lib/debug).
     #[arg(long = "debug-dir", value_name = "DIR")]
@@ -147,7 +147,7 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Print at most N rows.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_negative_numbers = true)]
     top: Option<usize>,
     /// One row per source line rather than per function.
     #[arg(long)]
@@ -164,6 +164,47 @@ struct RunArgs {
         allow_hyphen_values = true
     )]
     command: Vec<OsString>,
+}
+
+/// A count of rows, suspects or frames: a whole number, at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("0 would show nothing: give a whole number of at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number of at least 1".into()),
+    }
+}
+
+/// An `lg_prof_interval`: 0 to 62, as the profiler's option takes it (dumps every 2^N bytes).
+fn lg_interval(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n <= 62 => Ok(n),
+        _ => Err("not a whole number from 0 to 62 (a dump every 2^N bytes)".into()),
+    }
+}
+
+/// An R² threshold: a number from 0 to 1 (NaN, infinities and anything outside are refused).
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err("not a number from 0 to 1".into()),
+    }
+}
+
+/// Parses the command line. A bad value prints as one line, `tally: invalid value 'NaN' for
+/// '--min-r2 <R2>': not a number from 0 to 1`, with exit code 2; every other usage error, help
+/// and version are clap's.
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid value");
+            eprintln!("tally: {}", first.trim_start_matches("error: "));
+            ExitCode::from(2)
+        }
+        _ => e.exit(),
+    })
 }
 
 fn regex(option: &str, pattern: Option<String>) -> Result<Option<Regex>, Error> {
@@ -250,7 +291,10 @@ fn leaks_options(args: LeaksArgs) -> LeaksOptions {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let stderr = std::io::stderr();

@@ -116,11 +116,21 @@ pub fn io_message(error: std::io::Error) -> String {
     }
 }
 
+/// Why `data` did not parse: "not an ELF file", or, when it starts like one, what is damaged
+/// (`a damaged ELF file (Invalid ELF section header offset/size/alignment)`).
+fn damaged_or_foreign(data: &[u8], error: object::Error) -> String {
+    if data.starts_with(b"\x7fELF") {
+        format!("a damaged ELF file ({error})")
+    } else {
+        "not an ELF file".to_string()
+    }
+}
+
 impl ObjectFile {
     /// Loads `path`, looking for separate debug information under `debug_dirs`.
     pub fn load(path: &Path, debug_dirs: &[PathBuf]) -> Result<ObjectFile, String> {
         let data = read_file(path)?;
-        let file = object::File::parse(&*data).map_err(|_| "not an ELF file".to_string())?;
+        let file = object::File::parse(&*data).map_err(|e| damaged_or_foreign(&data, e))?;
         let mut notes = Vec::new();
 
         let segments = file
@@ -159,7 +169,11 @@ impl ObjectFile {
                     }
                     debug_file = Some(debug_path);
                 }
-                Err(_) => notes.push(format!("{}: not an ELF file", debug_path.display())),
+                Err(e) => notes.push(format!(
+                    "{}: {}",
+                    debug_path.display(),
+                    damaged_or_foreign(&debug_data, e)
+                )),
             }
         }
 

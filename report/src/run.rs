@@ -27,22 +27,30 @@
 //!   user's choice wins. The program is recognized by its file name only: a script that starts
 //!   a JVM gets nothing (set the variables yourself), and so neither does any other program.
 //!
-//! Its standard streams are the terminal's. While it runs, `tally` ignores Ctrl-C and Ctrl-\ (the
-//! program gets them and decides), so that a program stopped with Ctrl-C is still reported. The
-//! final dump is `<DIR>/tally.<pid>.<seq>.f.heap` with the program's pid; if the program ran its
-//! work in a child process (a shell script), the newest `tally.*.f.heap` written since the start
-//! is taken. `tally run` exits with the program's exit code (128 + N when a signal N ended it).
+//! - `prof_signal:<N>` in `TALLY_CONF`, N being the number of `SIGRTMIN+3` (before `--conf`, so
+//!   the user's `prof_signal` wins): the signal `tally` asks the program for a profile with when
+//!   it is interrupted.
+//!
+//! Its standard streams are the terminal's, but it runs in a process group of its own, and
+//! Ctrl-C, `Ctrl-\` and `kill` of `tally` reach `tally`, which asks the program for a profile and
+//! then passes the signal on, so that a program stopped with Ctrl-C is still reported (see
+//! [`crate::supervise`]). The report is of the program's own dump, found by its pid (see
+//! [`run`]). `tally run` exits with the program's exit code (128 + N when a signal N ended it).
 
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::object_file::io_message;
 use crate::pipeline::{report, Output, ReportOptions};
 use crate::profile::Granularity;
+use crate::series::{parse_name, DumpKind, DumpName};
+use crate::signal;
+use crate::supervise::{DumpRequest, Supervisor};
 
 /// Everything `tally run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -140,9 +148,13 @@ pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<Path
     Some(agent)
 }
 
-/// The `TALLY_CONF` of a run writing dumps to `prefix`.
-pub fn conf(prefix: &Path, extra: Option<&str>) -> String {
-    let mut conf = format!("prof:true,prof_final:true,prof_prefix:{}", prefix.display());
+/// The `TALLY_CONF` of a run writing dumps to `prefix`, asking for profiles with `prof_signal`,
+/// then `extra` (`--conf`), whose keys win.
+pub fn conf(prefix: &Path, prof_signal: i32, extra: Option<&str>) -> String {
+    let mut conf = format!(
+        "prof:true,prof_final:true,prof_prefix:{},prof_signal:{prof_signal}",
+        prefix.display()
+    );
     if let Some(extra) = extra.filter(|e| !e.is_empty()) {
         conf.push(',');
         conf.push_str(extra);
@@ -181,8 +193,91 @@ pub fn runtime_flags(
     Some((variable, value))
 }
 
-/// Runs the program, then reports its final dump to `out`. An error before the program ran
-/// (no library, no program) is `Err`; one after it is in the outcome, with the program's code.
+/// The value the last `key:value` of `conf` (comma-separated, later keys win) gives `key`.
+pub fn conf_value<'a>(conf: &'a str, key: &str) -> Option<&'a str> {
+    conf.rsplit(',')
+        .filter_map(|option| option.split_once(':'))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, value)| value.trim())
+}
+
+/// The signal `tally run` gives the profiler as `prof_signal` unless `--conf` names one:
+/// `SIGRTMIN+3`, a real-time signal that programs seldom use and nothing sends by default.
+pub fn default_prof_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
+
+/// Where a run's dumps go: `<dir>/<name>.<pid>.<seq>.<kind>.heap`, from `prof_prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpPlace {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The file name part of the prefix (`tally`).
+    pub name: String,
+}
+
+impl DumpPlace {
+    /// The place of `prefix` (a path, relative to the current directory or absolute).
+    pub fn of(prefix: &Path) -> DumpPlace {
+        let dir = prefix.parent().filter(|d| !d.as_os_str().is_empty());
+        DumpPlace {
+            dir: dir.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            name: prefix
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every dump in the directory named after this prefix, with its parsed name.
+    pub fn dumps(&self) -> Vec<(DumpName, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let start = format!("{}.", self.name);
+        entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&start) && n[start.len()..].matches('.').count() == 3)
+            })
+            .filter_map(|path| Some((parse_name(&path)?, path)))
+            .collect()
+    }
+
+    /// The dumps of process `pid`, in the order it wrote them (their sequence numbers).
+    pub fn dumps_of(&self, pid: u32) -> Vec<(DumpName, PathBuf)> {
+        let mut dumps: Vec<(DumpName, PathBuf)> = self
+            .dumps()
+            .into_iter()
+            .filter(|(name, _)| name.pid == u64::from(pid))
+            .collect();
+        dumps.sort_by_key(|(name, _)| name.seq);
+        dumps
+    }
+}
+
+/// The dump to report for process `pid`: its final dump, else the last it wrote (a profile it
+/// was asked for on an interrupt, an interval dump), with `false` for "not final".
+pub fn dump_to_report(place: &DumpPlace, pid: u32) -> Option<(PathBuf, bool)> {
+    let dumps = place.dumps_of(pid);
+    if let Some((_, path)) = dumps.iter().rev().find(|(name, _)| name.kind == DumpKind::Final) {
+        return Some((path.clone(), true));
+    }
+    dumps.into_iter().last().map(|(_, path)| (path, false))
+}
+
+/// Runs the program, then reports its dump to `out`. An error before the program ran (no
+/// library, no program) is `Err`; one after it is in the outcome, with the program's code.
+///
+/// The dump is the program's own: one whose name carries its pid (which `exec` keeps). Its final
+/// dump, or else the last one it wrote (on an interrupt, the one `tally` asked for; see
+/// [`crate::supervise`]). Dumps of other processes are never taken, even those of the program's
+/// children (a program that forks, a shell script that does not `exec` its last command): a
+/// concurrent `tally run` into the same directory writes dumps just like them. When only such
+/// dumps appeared, the error names them.
 pub fn run(
     options: &RunOptions,
     out: &mut dyn Write,
@@ -200,7 +295,17 @@ pub fn run(
         None => PathBuf::from("."),
     };
     let dir = std::path::absolute(&dir).map_err(|e| Error::file(&dir, io_message(e)))?;
-    let prefix = dir.join("tally");
+    let conf = conf(&dir.join("tally"), default_prof_signal(), options.conf.as_deref());
+    let place = DumpPlace::of(Path::new(conf_value(&conf, "prof_prefix").unwrap_or("tally")));
+    let prof_signal = conf_value(&conf, "prof_signal").and_then(|value| {
+        let signal = signal::parse(value);
+        if signal.is_none() && value != "0" {
+            warn(&format!(
+                "run: prof_signal:{value} names no signal tally knows; an interrupt will not ask for a profile"
+            ));
+        }
+        signal
+    });
     let agent = (!options.no_runtime_flags && is_java(program))
         .then(|| find_jvm_agent(&library, warn))
         .flatten();
@@ -209,38 +314,82 @@ pub fn run(
         preload.push(":");
         preload.push(existing);
     }
-    let started = SystemTime::now() - Duration::from_secs(1);
     let mut command = Command::new(program);
     command
         .args(args)
         .env("LD_PRELOAD", &preload)
-        .env("TALLY_CONF", conf(&prefix, options.conf.as_deref()));
+        .env("TALLY_CONF", &conf);
     if !options.no_runtime_flags {
         if let Some((variable, value)) = runtime_flags(program, agent.as_deref(), |v| std::env::var_os(v)) {
             command.env(variable, value);
         }
     }
-    let mut child = command
-        .spawn()
+    let before: HashSet<PathBuf> = place.dumps().into_iter().map(|(_, path)| path).collect();
+    let mut supervisor =
+        Supervisor::new().map_err(|e| Error::new(format!("run: blocking signals: {}", io_message(e))))?;
+    let child = supervisor
+        .spawn(&mut command)
         .map_err(|e| Error::new(format!("run: {}: {}", program.to_string_lossy(), io_message(e))))?;
     let pid = child.id();
-    let previous = ignore_interrupts();
-    let status = child.wait();
-    restore_interrupts(previous);
-    let status =
-        status.map_err(|e| Error::new(format!("run: waiting for the program: {}", io_message(e))))?;
-    let code = exit_code(status);
+    let written = || {
+        place
+            .dumps_of(pid)
+            .iter()
+            .filter(|(name, _)| matches!(name.kind, DumpKind::Manual(_)))
+            .count()
+    };
+    let request = DumpRequest {
+        signal: prof_signal,
+        written: &written,
+    };
+    let ended = supervisor.wait(&child, &request);
+    supervisor.finish();
+    let ended = ended.map_err(|e| Error::new(format!("run: waiting for the program: {}", io_message(e))))?;
+    let code = exit_code(ended.status);
+    let program = program.to_string_lossy();
+    let killed_by = ended.status.signal();
 
-    let Some(dump) = final_dump(&dir, pid, started) else {
+    let Some((dump, is_final)) = dump_to_report(&place, pid) else {
+        let error = if let Some(signal) = killed_by {
+            format!(
+                "run: {program} was killed by {} before it wrote a heap profile",
+                signal::name_and_description(signal)
+            )
+        } else {
+            let others: Vec<String> = place
+                .dumps()
+                .into_iter()
+                .filter(|(_, path)| !before.contains(path))
+                .filter_map(|(_, path)| Some(path.file_name()?.to_string_lossy().into_owned()))
+                .collect();
+            match others.first() {
+                Some(first) => format!(
+                    "run: {program} (pid {pid}) wrote no heap profile in {}, but other processes did ({first}{}): \
+                     tally run reports only the program it started (a script should exec its last command); report theirs with tally report",
+                    place.dir.display(),
+                    if others.len() > 1 { ", …" } else { "" },
+                ),
+                None => format!(
+                    "run: {program} wrote no heap profile in {} (is libtally.so built with the profiler?)",
+                    place.dir.display()
+                ),
+            }
+        };
         return Ok(RunOutcome {
             code,
-            error: Some(Error::new(format!(
-                "run: {} wrote no heap profile in {} (is libtally.so built with the profiler?)",
-                program.to_string_lossy(),
-                dir.display()
-            ))),
+            error: Some(Error::new(error)),
         });
     };
+    if !is_final {
+        let why = match (killed_by, ended.interrupted) {
+            (Some(signal), _) => format!("was killed by {}", signal::name_and_description(signal)),
+            (None, Some(signal)) => format!("ended after {}", signal::name(signal)),
+            (None, None) => "wrote no final one".to_string(),
+        };
+        warn(&format!(
+            "run: {program} {why}; reporting the last heap profile it wrote"
+        ));
+    }
     let _ = writeln!(out, "Heap profile: {}", dump.display());
     let report_options = ReportOptions {
         dumps: vec![dump],
@@ -255,63 +404,10 @@ pub fn run(
 
 /// The exit code of a shell for `status`: the program's code, or 128 + the signal that ended it.
 fn exit_code(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
     status
         .code()
         .or_else(|| status.signal().map(|signal| 128 + signal))
         .unwrap_or(1)
-}
-
-/// The final dump of process `pid` in `dir`, or else the newest final dump written since
-/// `started`.
-pub fn final_dump(dir: &Path, pid: u32, started: SystemTime) -> Option<PathBuf> {
-    let mut candidates: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            (name.starts_with("tally.") && name.ends_with(".f.heap")).then_some(())?;
-            let modified = entry.metadata().ok()?.modified().ok()?;
-            Some((modified, entry.path()))
-        })
-        .collect();
-    candidates.sort();
-    let own = format!("tally.{pid}.");
-    if let Some((_, path)) = candidates.iter().rev().find(|(_, path)| {
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(&own))
-    }) {
-        return Some(path.clone());
-    }
-    candidates
-        .into_iter()
-        .rev()
-        .find(|(modified, _)| *modified >= started)
-        .map(|(_, path)| path)
-}
-
-type Disposition = [libc::sighandler_t; 2];
-
-/// Ignores SIGINT and SIGQUIT in `tally` (not in the program, which was spawned before).
-fn ignore_interrupts() -> Disposition {
-    // SAFETY: `signal` with SIG_IGN installs no handler code; it only changes this process's
-    // disposition, which no other thread of `tally` relies on.
-    unsafe {
-        [
-            libc::signal(libc::SIGINT, libc::SIG_IGN),
-            libc::signal(libc::SIGQUIT, libc::SIG_IGN),
-        ]
-    }
-}
-
-/// Puts back what [`ignore_interrupts`] replaced.
-fn restore_interrupts(previous: Disposition) {
-    // SAFETY: the dispositions are the ones `signal` returned before, so valid ones.
-    unsafe {
-        libc::signal(libc::SIGINT, previous[0]);
-        libc::signal(libc::SIGQUIT, previous[1]);
-    }
 }
 
 #[cfg(test)]
@@ -321,13 +417,18 @@ mod tests {
     #[test]
     fn builds_the_conf() {
         assert_eq!(
-            conf(Path::new("/d/tally"), Some("lg_prof_sample:12")),
-            "prof:true,prof_final:true,prof_prefix:/d/tally,lg_prof_sample:12"
+            conf(Path::new("/d/tally"), 37, Some("lg_prof_sample:12")),
+            "prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,lg_prof_sample:12"
         );
-        assert_eq!(
-            conf(Path::new("/d/tally"), Some("")),
-            "prof:true,prof_final:true,prof_prefix:/d/tally"
+        let conf = conf(
+            Path::new("/d/tally"),
+            37,
+            Some("prof_signal:SIGUSR2,prof_prefix:/e/p"),
         );
+        assert_eq!(conf_value(&conf, "prof_signal"), Some("SIGUSR2"));
+        assert_eq!(conf_value(&conf, "prof_prefix"), Some("/e/p"));
+        assert_eq!(conf_value(&conf, "prof"), Some("true"));
+        assert_eq!(conf_value(&conf, "lg_prof_sample"), None);
     }
 
     #[test]
@@ -376,20 +477,35 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_final_dump() {
+    fn reports_the_programs_own_dump() {
         let dir = tempfile::tempdir().unwrap();
-        let started = SystemTime::now() - Duration::from_secs(1);
-        assert_eq!(final_dump(dir.path(), 7, started), None);
-        std::fs::write(dir.path().join("tally.8.0.f.heap"), "").unwrap();
-        std::fs::write(dir.path().join("tally.7.1.i0.heap"), "").unwrap();
+        let place = DumpPlace::of(&dir.path().join("tally"));
+        assert_eq!(place.dir, dir.path());
+        assert_eq!(dump_to_report(&place, 7), None);
+        // Another process's final dump (a concurrent run, a child) is never taken.
+        for name in [
+            "tally.8.0.f.heap",
+            "tally.7.1.i0.heap",
+            "other.7.5.f.heap",
+            "tally.7.9.m0.heap.tmp",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
         assert_eq!(
-            final_dump(dir.path(), 7, started),
-            Some(dir.path().join("tally.8.0.f.heap"))
+            dump_to_report(&place, 7),
+            Some((dir.path().join("tally.7.1.i0.heap"), false))
+        );
+        std::fs::write(dir.path().join("tally.7.10.m0.heap"), "").unwrap();
+        assert_eq!(
+            dump_to_report(&place, 7),
+            Some((dir.path().join("tally.7.10.m0.heap"), false)),
+            "the last by sequence number, not by name"
         );
         std::fs::write(dir.path().join("tally.7.2.f.heap"), "").unwrap();
         assert_eq!(
-            final_dump(dir.path(), 7, started),
-            Some(dir.path().join("tally.7.2.f.heap"))
+            dump_to_report(&place, 7),
+            Some((dir.path().join("tally.7.2.f.heap"), true))
         );
+        assert_eq!(DumpPlace::of(Path::new("tally")).dir, Path::new("."));
     }
 }

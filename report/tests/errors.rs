@@ -130,3 +130,46 @@ MAPPED_LIBRARIES:\n7f0000000000-7f0000010000 r-xp 00000000 fe:00 7 /nonexistent/
     assert!(stdout.contains("libgone.so+0x1234"), "{stdout}");
     assert!(stdout.contains("libgone.so+0x1fff"), "{stdout}");
 }
+
+#[test]
+fn numeric_arguments_out_of_range_are_one_line_each() {
+    // `--min-r2 NaN` was accepted, and hid every suspect (no R² is >= NaN).
+    let dir = tempfile::tempdir().unwrap();
+    let dump = write(dir.path(), "ls.heap", LS);
+    let cases: &[(&[&str], &str)] = &[
+        (&["leaks", "--min-r2", "NaN"], "--min-r2 <R2>"),
+        (&["leaks", "--min-r2", "inf"], "--min-r2 <R2>"),
+        (&["leaks", "--min-r2", "-0.5"], "--min-r2 <R2>"),
+        (&["leaks", "--min-r2", "1.01"], "--min-r2 <R2>"),
+        (&["leaks", "--top", "0"], "--top <N>"),
+        (&["leaks", "--depth", "-3"], "--depth <N>"),
+        (&["leaks", "--lg-interval", "64"], "--lg-interval <N>"),
+        (&["report", "--top", "NaN"], "--top <N>"),
+        (&["report", "--top", "-1"], "--top <N>"),
+        (
+            &["report", "--lg-interval", "-1", "--html", "/dev/null"],
+            "--lg-interval <N>",
+        ),
+        (&["run", "--top", "0", "--", "true"], "--top <N>"),
+    ];
+    for (args, option) in cases {
+        let output = tally().args(*args).arg(&dump).output().unwrap();
+        let stderr = assert_error(&output, "tally: invalid value ");
+        assert!(
+            stderr.contains(&format!("for '{option}': ")),
+            "{args:?}: {stderr}"
+        );
+    }
+    // In range, they work.
+    let output = tally()
+        .args(["leaks", "--min-r2", "0", "--top", "1", "--depth", "1"])
+        .args([&dump, &dump, &dump])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -48,8 +48,9 @@ fn sets_up_the_environment_and_passes_the_exit_code() {
     assert!(stdout.contains(&format!("LD_PRELOAD={JEMALLOC}\n")), "{stdout}");
     assert!(
         stdout.contains(&format!(
-            "TALLY_CONF=prof:true,prof_final:true,prof_prefix:{}/tally,lg_prof_sample:12\n",
-            out.display()
+            "TALLY_CONF=prof:true,prof_final:true,prof_prefix:{}/tally,prof_signal:{},lg_prof_sample:12\n",
+            out.display(),
+            tally_report::run::default_prof_signal()
         )),
         "{stdout}"
     );
@@ -79,6 +80,82 @@ fn a_signal_exits_as_a_shell_would() {
     let dir = tempfile::tempdir().unwrap();
     let output = tally_run(dir.path(), &["sh", "-c", "kill -TERM $$"]);
     assert_eq!(output.status.code(), Some(128 + 15));
+}
+
+#[test]
+fn a_program_killed_by_a_signal_is_reported_as_such() {
+    // Not a question about the build: the program died before it could write its profile.
+    let dir = tempfile::tempdir().unwrap();
+    let output = tally_run(dir.path(), &["sh", "-c", "kill -SEGV $$"]);
+    assert_eq!(output.status.code(), Some(128 + 11));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "tally: run: sh was killed by SIGSEGV (Segmentation fault) before it wrote a heap profile\n"
+    );
+}
+
+#[test]
+fn an_interrupt_reaches_the_programs_whole_group_and_no_other_signal_does() {
+    // The program (a shell and its sleep) does not catch prof_signal (Debian's jemalloc stands
+    // in for libtally.so), so tally does not send it (a real-time signal nobody catches kills);
+    // the SIGINT sent to tally alone reaches both processes of the program's group.
+    use std::io::{BufRead, BufReader};
+    need(JEMALLOC, "libjemalloc2");
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tally()
+        .arg("run")
+        .arg("--out")
+        .arg(dir.path())
+        .args(["sh", "-c", "echo ready; sleep 30; echo survived"])
+        .env("TALLY_SO", JEMALLOC)
+        .env_remove("LD_PRELOAD")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed().as_secs() < 10, "the sleep was not interrupted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert_eq!(
+        stderr,
+        "tally: run: sh was killed by SIGINT (Interrupt) before it wrote a heap profile\n"
+    );
+}
+
+#[test]
+fn a_dump_of_another_process_is_named_not_reported() {
+    // The program's child (here: a file named as a dump of pid 1) is another process, as a
+    // concurrent run's program would be: its dump is named in the error, not reported.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("cp {} \"$0/tally.1.0.f.heap\"", data(LS).display());
+    let output = tally_run(
+        dir.path(),
+        &["sh", "-c", &script, &dir.path().display().to_string()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "wrote no heap profile in {}, but other processes did (tally.1.0.f.heap): ",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -130,4 +207,46 @@ fn a_missing_library_is_an_error() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "no program is a usage error");
+}
+
+#[test]
+fn a_program_reading_the_terminal_is_given_it() {
+    // On a terminal (script(1) makes one), the program's own process group is in the
+    // background: its read stops it with SIGTTIN, and tally hands it the terminal and continues
+    // it, so it reads the line typed. Without that it would stay stopped.
+    use std::io::Write;
+    need("script", "bsdutils");
+    need(JEMALLOC, "libjemalloc2");
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} run --out {} -- head -1",
+        env!("CARGO_BIN_EXE_tally"),
+        dir.path().display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("TALLY_SO", JEMALLOC)
+        .env_remove("LD_PRELOAD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    stdin.write_all(b"typed line\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the program never read the terminal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    // The terminal's echo, then head's copy of the line.
+    assert!(text.contains("typed line\ntyped line\n"), "{text:?}");
+    assert!(text.contains("head wrote no heap profile"), "{text:?}");
 }
