@@ -209,7 +209,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "prof_signal",
         kind: Kind::Signal,
         default: "0",
-        doc: "A signal that makes the process write a profile (`.m<n>.heap`): `SIGUSR1`, `SIGUSR2`, `SIGHUP` or `SIGRTMIN+n` up to `SIGRTMAX`, by name (`SIGUSR2`, `USR2`, `SIGRTMIN+3`) or number (12); 0 off. Signals that stop, end or report a fault in the program (`SIGSEGV`, `SIGFPE`, `SIGINT`, `SIGTERM`, `SIGCHLD`, ...) are refused.",
+        doc: "A signal that makes the process write a profile (`.m<n>.heap`) at once: `SIGUSR1`, `SIGUSR2`, `SIGHUP` or `SIGRTMIN+n` up to `SIGRTMAX`, by name (`SIGUSR2`, `USR2`, `SIGRTMIN+3`) or number (12); 0 off. Signals that stop, end or report a fault in the program (`SIGSEGV`, `SIGFPE`, `SIGINT`, `SIGTERM`, `SIGCHLD`, ...) are refused.",
     },
 ];
 
