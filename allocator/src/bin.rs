@@ -239,11 +239,7 @@ unsafe fn take(slab: *mut Span, class: SizeClass, out: &mut [*mut u8]) -> usize 
             while word != 0 && n < out.len() {
                 let bit = word.trailing_zeros() as usize;
                 word &= word - 1;
-                let offset = (w * 64 + bit) * size;
-                if offset >> PAGE_SHIFT >= (*slab).opened as usize {
-                    open_pages(slab, class, (offset >> PAGE_SHIFT) + 1);
-                }
-                out[n] = (start + offset) as *mut u8;
+                out[n] = (start + (w * 64 + bit) * size) as *mut u8;
                 n += 1;
             }
             (*slab).bitmap[w] = word;
@@ -252,6 +248,14 @@ unsafe fn take(slab: *mut Span, class: SizeClass, out: &mut [*mut u8]) -> usize 
             }
         }
         (*slab).nfree -= n as u16;
+        // Slots come out lowest first, so the last one starts on the highest page this batch
+        // needs opened (nobody sees the batch before we return, under the bin's lock).
+        if n > 0 {
+            let last_page = (out[n - 1] as usize - start) >> PAGE_SHIFT;
+            if last_page >= (*slab).opened as usize {
+                open_pages(slab, class, last_page + 1);
+            }
+        }
     }
     n
 }
