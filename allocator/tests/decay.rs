@@ -12,33 +12,16 @@
 //! raw system calls, so that the idle scenario really allocates nothing while it waits.
 
 mod child;
+mod statm;
 
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
 use tally::api;
 
-/// RSS in bytes from /proc/self/statm, without allocating.
+/// RSS in bytes, without allocating.
 fn rss() -> u64 {
-    let mut buf = [0u8; 128];
-    // SAFETY: plain system calls on a path literal and a stack buffer.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
-        assert!(fd >= 0);
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    assert!(n > 0);
-    let text = &buf[..n as usize];
-    let mut fields = text.split(|&b| b == b' ');
-    fields.next();
-    let resident: u64 = fields
-        .next()
-        .and_then(|f| std::str::from_utf8(f).ok())
-        .and_then(|f| f.parse().ok())
-        .expect("statm resident field");
-    resident * 4096
+    statm::statm_bytes(1) as u64
 }
 
 fn sleep_ms(ms: u64) {

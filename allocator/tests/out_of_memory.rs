@@ -14,6 +14,7 @@
 //!   and give back: no deadlock, no crash, and 100 MiB can be had at the end.
 
 mod child;
+mod statm;
 
 use std::ffi::c_void;
 use std::sync::{Arc, Barrier};
@@ -25,23 +26,7 @@ const MIB: usize = 1 << 20;
 
 /// Address space mapped now (`VmSize`), read without allocating.
 fn address_space() -> usize {
-    let mut buf = [0u8; 128];
-    // SAFETY: plain system calls on a path literal and a stack buffer.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
-        assert!(fd >= 0);
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    assert!(n > 0);
-    let pages: usize = buf[..n as usize]
-        .split(|&b| b == b' ')
-        .next()
-        .and_then(|f| std::str::from_utf8(f).ok())
-        .and_then(|f| f.parse().ok())
-        .expect("statm size field");
-    pages * 4096
+    statm::statm_bytes(0)
 }
 
 /// Limits the address space to what is mapped now plus `budget` bytes.

@@ -6,25 +6,11 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 
+use common::Rng;
 use tally_report::symbolize::{Symbolizer, SymbolizerOptions};
 use tally_report::{dump, write_report, Error, Output, ReportOptions};
 
 const LS: &[u8] = include_bytes!("data/jemalloc-5.3-ls.heap");
-
-/// A small deterministic generator (xorshift), so that a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn mutate(original: &[u8], rng: &mut Rng) -> Vec<u8> {
     let mut bytes = original.to_vec();

@@ -14,16 +14,21 @@ const LS: &str = "jemalloc-5.3-ls.heap";
 
 /// `tally run` with `TALLY_SO` set to an existing library (Debian's jemalloc stands in).
 fn tally_run(dir: &Path, args: &[&str]) -> Output {
+    tally_run_jemalloc(dir, args).output().unwrap()
+}
+
+/// The command [`tally_run`] runs.
+fn tally_run_jemalloc(dir: &Path, args: &[&str]) -> Command {
     need(JEMALLOC, "libjemalloc2");
-    tally()
+    let mut command = tally();
+    command
         .arg("run")
         .arg("--out")
         .arg(dir)
         .args(args)
         .env("TALLY_SO", JEMALLOC)
-        .env_remove("LD_PRELOAD")
-        .output()
-        .unwrap()
+        .env_remove("LD_PRELOAD");
+    command
 }
 
 #[test]
@@ -100,15 +105,8 @@ fn an_interrupt_reaches_the_programs_whole_group_and_no_other_signal_does() {
     // in for libtally.so), so tally does not send it (a real-time signal nobody catches kills);
     // the SIGINT sent to tally alone reaches both processes of the program's group.
     use std::io::{BufRead, BufReader};
-    need(JEMALLOC, "libjemalloc2");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tally()
-        .arg("run")
-        .arg("--out")
-        .arg(dir.path())
-        .args(["sh", "-c", "echo ready; sleep 30; echo survived"])
-        .env("TALLY_SO", JEMALLOC)
-        .env_remove("LD_PRELOAD")
+    let mut child = tally_run_jemalloc(dir.path(), &["sh", "-c", "echo ready; sleep 30; echo survived"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -18,15 +18,8 @@ const LEAKED_MIB: f64 = 32.0;
 /// `libtally.so`. A sample per 16 KiB on average: about 2,000 samples of the leak, so its
 /// estimate is within a few per cent.
 fn tally_run(program: &Path, dir: &Path) -> Output {
-    tally()
-        .args(["run", "--lines", "--conf", "lg_prof_sample:14", "--out"])
-        .arg(dir)
-        .arg("--")
+    tally_run_with(&["--lines"], "lg_prof_sample:14", dir)
         .arg(program)
-        .env("TALLY_SO", libtally())
-        .env_remove("LD_PRELOAD")
-        .env_remove("TALLY_CONF")
-        .env_remove("MALLOC_CONF")
         .output()
         .unwrap()
 }
@@ -142,16 +135,9 @@ fn two_runs_into_one_directory_each_report_their_own_program() {
     let program = run_wait(dir.path());
     let out = dir.path().join("dumps");
     let start = |letter: &str, conf: &str, ms: &str| {
-        tally()
-            .args(["run", "--lines", "--conf", conf, "--out"])
-            .arg(&out)
-            .arg("--")
+        tally_run_with(&["--lines"], conf, &out)
             .arg(&program)
             .args([letter, ms])
-            .env("TALLY_SO", libtally())
-            .env_remove("LD_PRELOAD")
-            .env_remove("TALLY_CONF")
-            .env_remove("MALLOC_CONF")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -192,16 +178,9 @@ fn interrupt_a_sleeping_program(signal: i32) -> (std::process::ExitStatus, Strin
     let dir = tempfile::tempdir().unwrap();
     let program = run_wait(dir.path());
     let out = dir.path().join("dumps");
-    let mut child = tally()
-        .args(["run", "--lines", "--conf", "lg_prof_sample:14", "--out"])
-        .arg(&out)
-        .arg("--")
+    let mut child = tally_run_with(&["--lines"], "lg_prof_sample:14", &out)
         .arg(&program)
         .args(["a", "60000"])
-        .env("TALLY_SO", libtally())
-        .env_remove("LD_PRELOAD")
-        .env_remove("TALLY_CONF")
-        .env_remove("MALLOC_CONF")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

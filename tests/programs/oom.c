@@ -31,6 +31,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#define PROGRAM "oom"
+#include "check.h"
+
 #define MIB ((size_t)1 << 20)
 #define LIMIT (512 * MIB)
 #define FILL (400 * MIB)
@@ -43,23 +46,6 @@ static void *blocks[MAX_BLOCKS];
  * realloc failed, which is legal but draws -Wuse-after-free. */
 static void *(*volatile realloc_opaque)(void *, size_t) = realloc;
 
-static void fail(const char *format, ...)
-{
-    va_list args;
-    va_start(args, format);
-    fprintf(stderr, "oom: FAILED: ");
-    vfprintf(stderr, format, args);
-    fputc('\n', stderr);
-    va_end(args);
-    _exit(1);
-}
-
-/* Keeps the compiler from reasoning about a pointer's provenance or eliding allocations. */
-static void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p) : : "memory");
-    return p;
-}
 
 /* Writes one byte per page (and the last byte), so every page is really backed. */
 static void touch(void *p, size_t size, unsigned char value)

@@ -32,6 +32,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#define PROGRAM "stress"
+#include "check.h"
+
 #define MAX_THREADS 64
 #define SLOTS 1024
 #define QUEUE_CAPACITY 2048
@@ -40,23 +43,6 @@
 
 static uint64_t global_seed = 1;
 
-static void fail(const char *format, ...)
-{
-    va_list args;
-    va_start(args, format);
-    fprintf(stderr, "stress: FAILED: ");
-    vfprintf(stderr, format, args);
-    fputc('\n', stderr);
-    va_end(args);
-    _exit(1);
-}
-
-/* Keeps the compiler from reasoning about a pointer's provenance or eliding allocations. */
-static void *opaque(void *p)
-{
-    __asm__ volatile("" : "+r"(p) : : "memory");
-    return p;
-}
 
 static uint64_t mix(uint64_t x)
 {

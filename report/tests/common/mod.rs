@@ -366,9 +366,16 @@ pub fn assert_no_steady_grower(lg_interval: u32, dumps: &[PathBuf]) {
 /// caller's `LD_PRELOAD`, `TALLY_CONF`, `MALLOC_CONF`, `JAVA_TOOL_OPTIONS` or `NODE_OPTIONS`:
 /// add the program and its arguments.
 pub fn tally_run(conf: &str, dir: &Path) -> Command {
+    tally_run_with(&[], conf, dir)
+}
+
+/// [`tally_run`] with more of `tally run`'s own flags (`--lines`, ...) before `--`.
+pub fn tally_run_with(flags: &[&str], conf: &str, dir: &Path) -> Command {
     let mut command = tally();
     command
-        .args(["run", "--conf", conf, "--out"])
+        .arg("run")
+        .args(flags)
+        .args(["--conf", conf, "--out"])
         .arg(dir)
         .arg("--")
         .env("TALLY_SO", libtally())
@@ -407,4 +414,27 @@ pub fn go_pprof() -> Command {
         .env("GOPROXY", "off")
         .env("PPROF_BINARY_PATH", "/nonexistent");
     command
+}
+
+/// A small deterministic generator (xorshift), so that a failure of a randomised test reproduces.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// One of `items`, which must not be empty.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
 }
