@@ -1,10 +1,13 @@
 /* Three allocation sites with known amounts, for the profiler's estimates:
- *   site_a keeps 100 MiB live: 20 MiB in small blocks (24 B - 4 KiB) and 80 MiB in large ones
- *          (2 and 6 MiB);
+ *   site_a keeps 100 MiB live: 5 MiB in small blocks (24 B - 4 KiB) and 95 MiB in large ones
+ *          (2.5 and 7 MiB);
  *   site_b keeps 10 MiB live: blocks of 4 and 6 MiB;
  *   site_c allocates and frees 1 GiB in blocks of 16 B - 64 KiB (nothing of it stays live).
  * The big blocks keep the estimates' variance low at the default 512 KiB sampling distance: a
- * block of 2 MiB is sampled with probability 1 - e^-4 = 98%. site_b's estimate must be within
+ * block of 2.5 MiB is sampled with probability 1 - e^-5 = 99.3%. Small blocks are the noisy
+ * part: S bytes of them are estimated with a standard deviation of sqrt(S * 512 KiB), 1.6 MiB
+ * for 5 MiB, so the test's 10% bound on site_a is 6 of them (with 20 MiB of small blocks it
+ * was 3, and 1 run in 300 or so failed). site_b's estimate must be within
  * 10% of its 10 MiB, so none of its blocks may go unsampled: a 4 MiB block is missed with
  * probability e^-8 = 0.03% (a 2 MiB one, as site_b once had, failed 1 run in 55). */
 #include <stdio.h>
@@ -25,13 +28,13 @@ static void hold(void *p, size_t size) {
 
 __attribute__((noinline)) void site_a(void) {
     size_t small = 0;
-    for (size_t i = 0; small < 20 * MIB; i++) {
+    for (size_t i = 0; small < 5 * MIB; i++) {
         size_t size = 24 + (i * 97) % 4073;
         hold(malloc(size), size);
         small += size;
     }
     for (int i = 0; i < 20; i++) {
-        size_t size = (i % 2 ? 2 : 6) * MIB; /* 10 x 2 MiB + 10 x 6 MiB = 80 MiB */
+        size_t size = i % 2 ? 5 * MIB / 2 : 7 * MIB; /* 10 x 2.5 MiB + 10 x 7 MiB = 95 MiB */
         hold(malloc(size), size);
     }
 }
