@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Instructions per malloc/free pair, counted by callgrind (repeatable, whatever else the machine
-# is doing): benches/programs/pairs.c runs N and N+100000 pairs of one size under each allocator;
-# the difference over 100000 is the cost of one pair on a thread-cache hit, the loop's own
-# instructions included (about 10). Prints a Markdown table.
+# Instructions per malloc/free pair, and per malloc and per free, counted by callgrind
+# (repeatable, whatever else the machine is doing): benches/programs/pairs.c runs N and N+100000
+# pairs of one size under each allocator; the difference over 100000 is the cost of one pair on a
+# thread-cache hit, the loop's own instructions included (about 10), and of each call (through
+# the PLT). Prints a Markdown table.
 #
 # Usage: benches/run-pair-cost.sh [--alt-so PATH] [--sizes "16 48 100 1000"]
 #   --alt-so PATH  also count another build of libtally.so (column `tally-alt`)
@@ -31,19 +32,30 @@ if [[ -n "$alt" ]]; then names+=(tally-alt); libs+=("$alt"); fi
 for pair in jemalloc:libjemalloc.so.2 mimalloc:libmimalloc.so.2 tcmalloc:libtcmalloc_minimal.so.4; do
     if [[ -f "$lib/${pair#*:}" ]]; then names+=("${pair%%:*}"); libs+=("$lib/${pair#*:}"); fi
 done
+# Runs PAIRS pairs under callgrind; prints "pair malloc free": the program's whole count, and the
+# inclusive counts of main's calls to malloc and to free (by their callgrind names; an allocator
+# may name them mi_malloc, tc_free, ...: the callee with "free" in its name is free).
 count() { # LIB PAIRS SIZE
     env -u TALLY_CONF -u MALLOC_CONF ${1:+LD_PRELOAD=$1} valgrind --tool=callgrind \
-        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" 2>&1 |
-        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+        --compress-strings=no --compress-pos=no \
+        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" >"$work/log" 2>&1
+    total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/log")
+    python3 benches/tools/callgrind_callees.py "$work/out" main | awk -v n="$2" -v t="$total" '
+        $2 >= n && $1 ~ /free/ { f = $3 }
+        $2 >= n && $1 !~ /free/ && m == "" { m = $3 }
+        END { print t, m, f }'
 }
 printf '| size |'; for n in "${names[@]}"; do printf ' %s |' "$n"; done; echo
 printf '|---|'; for _ in "${names[@]}"; do printf -- '---|'; done; echo
 for size in $sizes; do
     printf '| %s |' "$size"
     for i in "${!names[@]}"; do
-        a=$(count "${libs[$i]}" 20000 "$size")
-        b=$(count "${libs[$i]}" 120000 "$size")
-        printf ' %s |' "$(python3 -c "print(f'{($b - $a) / 100000:.1f}')")"
+        read -r a am af <<<"$(count "${libs[$i]}" 20000 "$size")"
+        read -r b bm bf <<<"$(count "${libs[$i]}" 120000 "$size")"
+        printf ' %s |' "$(python3 -c "d = 100000
+print(f'{($b - $a) / d:.1f} ({($bm - $am) / d:.1f} + {($bf - $af) / d:.1f})')")"
     done
     echo
 done
+echo
+echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free)."
