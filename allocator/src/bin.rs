@@ -111,15 +111,10 @@ impl Bin {
         let mut bin = self.slabs.lock();
         bin.returned += objects.len() as u64;
         for &p in objects {
-            let addr = p as usize;
-            let chunk = ChunkHeader::of(addr);
-            // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live chunk
-            // whose page info and span describe its slab.
+            // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live slab
+            // whose page info and span describe it; we hold the lock.
             unsafe {
-                let page = (*chunk).page_index(addr);
-                let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
-                let slab = ptr::addr_of_mut!((*chunk).spans[head]);
-                let index = class.divide(addr - (*chunk).page_addr(head));
+                let (slab, index) = slot_of(p, class);
                 let (word, bit) = (index / 64, 1u64 << (index % 64));
                 if (*slab).bitmap[word] & bit != 0 {
                     pal::fatal(format_args!("tally: free(): double free of {p:p}\n"));
@@ -151,15 +146,10 @@ impl Bin {
     /// `p` must be a valid block boundary of `class` in a live slab of this bin.
     pub unsafe fn slot_is_free(&self, class: SizeClass, p: *mut u8) -> bool {
         let _bin = self.slabs.lock();
-        let addr = p as usize;
-        let chunk = ChunkHeader::of(addr);
         // SAFETY: per the contract `p` lies in a live slab, whose page info and span describe
         // it; the lock we hold guards the bitmap.
         unsafe {
-            let page = (*chunk).page_index(addr);
-            let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
-            let slab = ptr::addr_of!((*chunk).spans[head]);
-            let index = class.divide(addr - (*chunk).page_addr(head));
+            let (slab, index) = slot_of(p, class);
             (*slab).bitmap[index / 64] & (1u64 << (index % 64)) != 0
         }
     }
@@ -196,6 +186,22 @@ impl Bin {
 impl Default for Bin {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The slab holding `p`, a block boundary of `class`, and `p`'s index in it.
+///
+/// # Safety
+/// `p` must be a block of `class` in a live slab (so its page info and span describe it).
+unsafe fn slot_of(p: *mut u8, class: SizeClass) -> (*mut Span, usize) {
+    let addr = p as usize;
+    let chunk = ChunkHeader::of(addr);
+    // SAFETY: per the contract; the page index is in the chunk, the head page starts the slab.
+    unsafe {
+        let page = (*chunk).page_index(addr);
+        let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
+        let slab = ptr::addr_of_mut!((*chunk).spans[head]);
+        (slab, class.divide(addr - (*chunk).page_addr(head)))
     }
 }
 
