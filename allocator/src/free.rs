@@ -63,8 +63,7 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
         if count == 0 && bin.cap > 0 {
             // Nothing to bury it under: on top it would be the next block of the class, again
             // after every free, and the bin would never fill from this thread's arena.
-            dead_block(p, class.size());
-            freed::mark(p);
+            dead_small_block(p, class);
             tcache::return_grouped(class, &mut [p]);
             return;
         }
@@ -89,10 +88,9 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
     // SAFETY: the thread's own bins.
     if (!has_cache(tb) && !thread_start()) || unsafe { (*tb).bins[class.index()].cap } == 0 {
-        dead_block(p, class.size());
         // SAFETY: `p` is a free block of `class` only we can reach.
         unsafe {
-            freed::mark(p);
+            dead_small_block(p, class);
             tcache::return_grouped(class, &mut [p]);
         }
         decay::tick();
@@ -120,24 +118,23 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
 #[inline(never)]
 pub unsafe fn free_other(p: *mut u8, who: &str) {
     match block_of(p, who) {
-        // A small block reaching here passed the checks in `block_of`; free it normally.
-        // SAFETY: the caller gives up `p`.
-        Block::Small(class) => unsafe { free_small_miss(p, class) },
-        // SAFETY: the caller gives up `p`, a live large block of `class` (a cached class, so
-        // its first word is the free mark's).
-        Block::Large(_, class) if class.index() < NCACHED => unsafe {
-            if freed::mark_unless_marked(p) {
-                already_free(p, class, who);
-            }
-            free_small_miss(p, class)
-        },
-        Block::Large(span, class) => {
+        Block::Large(span, class) if class.index() >= NCACHED => {
             dead_block(p, class.size());
             let chunk = Span::chunk(span);
             // SAFETY: `span` is the live large run of `p`, which the caller gives up.
             unsafe { arena::of_chunk(chunk).free_large(span) };
             decay::tick();
         }
+        // A small block reaching here passed the checks in `block_of`; it and a large block of
+        // a cached class are freed like any block the cache keeps.
+        // SAFETY: the caller gives up `p`, a live block of `class`, a cached class (so its
+        // first word is the free mark's).
+        Block::Small(class) | Block::Large(_, class) => unsafe {
+            if freed::mark_unless_marked(p) {
+                already_free(p, class, who);
+            }
+            free_small_miss(p, class)
+        },
         Block::Sampled(span, class) => {
             dead_block(p, class.size());
             // SAFETY: `p` is a live sampled block of `class` with run `span`, given up.
@@ -153,6 +150,17 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             huge::free(d);
         },
     }
+}
+
+/// Applies `junk:free` to `p`, a block of the cached `class` going back to its slab or run, and
+/// puts back the free mark the junk wrote over.
+///
+/// # Safety
+/// `p` must be a block of `class` that the caller gives up.
+unsafe fn dead_small_block(p: *mut u8, class: SizeClass) {
+    dead_block(p, class.size());
+    // SAFETY: per the contract.
+    unsafe { freed::mark(p) };
 }
 
 /// Frees `p`, a block the caller knows to be of `class`, a class the thread cache keeps (Rust's
