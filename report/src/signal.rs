@@ -2,56 +2,14 @@
 //! `tally run` prints them (`killed by SIGSEGV (Segmentation fault)`) and reads them from a
 //! `prof_signal` option (a number, or a name with or without `SIG`, any case).
 //!
-//! The numbers are Linux's, from `libc`; `SIGRTMIN` is the C library's (glibc keeps the first two
-//! real-time signals for itself, so it is 34 there), which is the one the profiled program sees.
-
-/// The standard signals, by name without `SIG`.
-const NAMED: &[(&str, i32)] = &[
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("ILL", libc::SIGILL),
-    ("TRAP", libc::SIGTRAP),
-    ("ABRT", libc::SIGABRT),
-    ("BUS", libc::SIGBUS),
-    ("FPE", libc::SIGFPE),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("SEGV", libc::SIGSEGV),
-    ("USR2", libc::SIGUSR2),
-    ("PIPE", libc::SIGPIPE),
-    ("ALRM", libc::SIGALRM),
-    ("TERM", libc::SIGTERM),
-    ("STKFLT", libc::SIGSTKFLT),
-    ("CHLD", libc::SIGCHLD),
-    ("CONT", libc::SIGCONT),
-    ("STOP", libc::SIGSTOP),
-    ("TSTP", libc::SIGTSTP),
-    ("TTIN", libc::SIGTTIN),
-    ("TTOU", libc::SIGTTOU),
-    ("URG", libc::SIGURG),
-    ("XCPU", libc::SIGXCPU),
-    ("XFSZ", libc::SIGXFSZ),
-    ("VTALRM", libc::SIGVTALRM),
-    ("PROF", libc::SIGPROF),
-    ("WINCH", libc::SIGWINCH),
-    ("IO", libc::SIGIO),
-    ("PWR", libc::SIGPWR),
-    ("SYS", libc::SIGSYS),
-];
+//! The names come from `tally-pal`, the table the allocator reads `prof_signal` with; `SIGRTMIN`
+//! is the C library's (glibc keeps the first two real-time signals for itself, so it is 34
+//! there), which is the one the profiled program sees.
 
 /// The name of signal `signal`: `SIGSEGV`, `SIGRTMIN+3`, or `signal 99` for a number that names
-/// none.
+/// none (the allocator's own table, `tally_pal::process::SignalName`, so both name signals alike).
 pub fn name(signal: i32) -> String {
-    if let Some((name, _)) = NAMED.iter().find(|(_, n)| *n == signal) {
-        return format!("SIG{name}");
-    }
-    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
-    match signal {
-        s if s == min => "SIGRTMIN".into(),
-        s if s > min && s <= max => format!("SIGRTMIN+{}", s - min),
-        s => format!("signal {s}"),
-    }
+    tally_pal::process::SignalName(signal).to_string()
 }
 
 /// What the C library says signal `signal` is (`Segmentation fault`).
@@ -78,34 +36,10 @@ pub fn name_and_description(signal: i32) -> String {
 /// range (0 included: no signal).
 pub fn parse(text: &str) -> Option<i32> {
     let text = text.trim();
-    let valid = |s: i32| (1..=libc::SIGRTMAX()).contains(&s).then_some(s);
     if let Ok(number) = text.parse::<i32>() {
-        return valid(number);
+        return (1..=libc::SIGRTMAX()).contains(&number).then_some(number);
     }
-    let upper = text.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    if let Some((_, n)) = NAMED.iter().find(|(name, _)| *name == bare) {
-        return Some(*n);
-    }
-    let real_time = |rest: &str, base: i32| -> Option<i32> {
-        let signal = if rest.is_empty() {
-            base
-        } else if let Some(n) = rest.strip_prefix('+') {
-            base.checked_add(n.parse::<i32>().ok()?)?
-        } else {
-            base.checked_sub(rest.strip_prefix('-')?.parse::<i32>().ok()?)?
-        };
-        (libc::SIGRTMIN()..=libc::SIGRTMAX())
-            .contains(&signal)
-            .then_some(signal)
-    };
-    if let Some(rest) = bare.strip_prefix("RTMIN") {
-        return real_time(rest, libc::SIGRTMIN());
-    }
-    if let Some(rest) = bare.strip_prefix("RTMAX") {
-        return real_time(rest, libc::SIGRTMAX());
-    }
-    None
+    tally_pal::process::signal_by_name(text.as_bytes())
 }
 
 #[cfg(test)]
