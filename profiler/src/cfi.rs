@@ -7,8 +7,9 @@
 //! return address is at `CFA - 8` (always, on x86-64), and whether the caller's `rbp` was saved
 //! at `CFA + k`. Rules are computed on a miss the way libgcc does (the object from
 //! `_dl_find_object`, its `.eh_frame_hdr` binary-search table, the FDE and CIE, the CFA program
-//! run up to the address) and kept in a fixed table of [`SLOTS`] entries, each tagged with the
-//! start of the object it came from; `_dl_find_object` (lock-free, no allocation) is asked again
+//! run up to the address) and kept in a fixed table of [`SLOTS`] entries in sets of [`WAYS`]
+//! (so that a few return addresses of one stack that hash alike do not evict each other on
+//! every walk), each tagged with the start of the object it came from; `_dl_find_object` (lock-free, no allocation) is asked again
 //! on every frame, so an entry of an unloaded object is never used for another one.
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
@@ -61,6 +62,9 @@ use crate::unwind::{Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
 
 /// Entries in the rule table (a power of two).
 pub const SLOTS: usize = 4096;
+/// Entries per set: an address's rule is in one of the `WAYS` entries of its set, the most
+/// recently remembered first.
+pub const WAYS: usize = 4;
 
 #[repr(C)]
 struct DlFindObject {
@@ -139,7 +143,9 @@ const EMPTY_SLOT: Slot = Slot {
     rule: AtomicU64::new(0),
 };
 
-static TABLE: [Slot; SLOTS] = [EMPTY_SLOT; SLOTS];
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SET: [Slot; WAYS] = [EMPTY_SLOT; WAYS];
+static TABLE: [[Slot; WAYS]; SLOTS / WAYS] = [EMPTY_SET; SLOTS / WAYS];
 /// Held by the one thread writing the table.
 static WRITING: AtomicBool = AtomicBool::new(false);
 /// Rules computed (a statistic, and what the tests look at).
@@ -147,27 +153,45 @@ pub static MISSES: AtomicU64 = AtomicU64::new(0);
 /// Captures handed to libgcc because of a frame this walker does not interpret.
 pub static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
-fn slot_of(pc: usize) -> &'static Slot {
+/// The set of entries `pc`'s rule may be in.
+fn set_of(pc: usize) -> &'static [Slot; WAYS] {
     let h = (pc as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52;
-    &TABLE[h as usize & (SLOTS - 1)]
+    &TABLE[h as usize & (SLOTS / WAYS - 1)]
+}
+
+impl Slot {
+    /// The rule in this entry if it is `pc`'s in `object`, read consistently.
+    fn read(&self, pc: usize, object: usize) -> Option<Rule> {
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return None;
+        }
+        let (p, o, r) = (
+            self.pc.load(Ordering::Relaxed),
+            self.object.load(Ordering::Relaxed),
+            self.rule.load(Ordering::Relaxed),
+        );
+        core::sync::atomic::fence(Ordering::Acquire);
+        if self.seq.load(Ordering::Relaxed) != s1 || p != pc || o != object || r & VALID == 0 {
+            return None;
+        }
+        Some(Rule::unpack(r))
+    }
+
+    /// Stores an entry. Only the thread holding [`WRITING`] calls this.
+    fn write(&self, pc: usize, object: usize, rule: u64) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+        self.pc.store(pc, Ordering::Relaxed);
+        self.object.store(object, Ordering::Relaxed);
+        self.rule.store(rule, Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
 }
 
 fn cached(pc: usize, object: usize) -> Option<Rule> {
-    let slot = slot_of(pc);
-    let s1 = slot.seq.load(Ordering::Acquire);
-    if s1 & 1 != 0 {
-        return None;
-    }
-    let (p, o, r) = (
-        slot.pc.load(Ordering::Relaxed),
-        slot.object.load(Ordering::Relaxed),
-        slot.rule.load(Ordering::Relaxed),
-    );
-    core::sync::atomic::fence(Ordering::Acquire);
-    if slot.seq.load(Ordering::Relaxed) != s1 || p != pc || o != object || r & VALID == 0 {
-        return None;
-    }
-    Some(Rule::unpack(r))
+    set_of(pc).iter().find_map(|slot| slot.read(pc, object))
 }
 
 /// Fork `prepare` handler: waits out a writer (a few stores, nothing that can block) and keeps
@@ -183,18 +207,28 @@ pub fn unlock_after_fork() {
     WRITING.store(false, Ordering::Release);
 }
 
+/// Puts `pc`'s rule first in its set, moving the others down one (the last one out), unless
+/// another thread is writing the table.
 fn remember(pc: usize, object: usize, rule: Rule) {
     if WRITING.swap(true, Ordering::Acquire) {
         return;
     }
-    let slot = slot_of(pc);
-    let s = slot.seq.load(Ordering::Relaxed);
-    slot.seq.store(s.wrapping_add(1), Ordering::Relaxed);
-    core::sync::atomic::fence(Ordering::Release);
-    slot.pc.store(pc, Ordering::Relaxed);
-    slot.object.store(object, Ordering::Relaxed);
-    slot.rule.store(rule.pack(), Ordering::Relaxed);
-    slot.seq.store(s.wrapping_add(2), Ordering::Release);
+    let set = set_of(pc);
+    // The entries before the one this replaces: `pc`'s own if it is there (another thread
+    // remembered it since this one looked), else the last.
+    let until = set
+        .iter()
+        .position(|slot| slot.pc.load(Ordering::Relaxed) == pc)
+        .unwrap_or(WAYS - 1);
+    for i in (0..until).rev() {
+        let from = &set[i];
+        set[i + 1].write(
+            from.pc.load(Ordering::Relaxed),
+            from.object.load(Ordering::Relaxed),
+            from.rule.load(Ordering::Relaxed),
+        );
+    }
+    set[0].write(pc, object, rule.pack());
     WRITING.store(false, Ordering::Release);
 }
 
@@ -1223,8 +1257,9 @@ mod tests {
 
     #[test]
     fn the_rule_table_hits_after_a_miss_and_checks_the_object() {
-        // Made-up addresses: no real frame asks for them (a real one sharing their slot at the
-        // same moment, from another test, is a 1 in 4096 chance per lookup).
+        // Made-up addresses: no real frame asks for them (a real one computed into their set
+        // while this test runs, by another test's first walk, is a 1 in 1024 chance per
+        // address that walk computes).
         let (pc, object) = (0x5eed_0000_1234usize, 0x5eed_0000_0000usize);
         let r = rule(true, 16, -16);
         assert!(
@@ -1238,13 +1273,29 @@ mod tests {
             "an entry of another object is not used"
         );
         assert!(cached(pc + 1, object).is_none(), "nor one of another address");
-        // A colliding address replaces the entry.
-        let other = (pc + 1..)
-            .find(|&p| core::ptr::eq(slot_of(p), slot_of(pc)))
-            .unwrap();
-        remember_surely(other, object, rule(false, 8, 0));
-        assert!(cached(pc, object).is_none());
-        assert_eq!(cached(other, object), Some(rule(false, 8, 0)));
+        // Addresses of the same set live side by side, up to WAYS of them; one more evicts the
+        // one remembered longest ago.
+        let others: Vec<usize> = (pc + 1..)
+            .filter(|&p| core::ptr::eq(set_of(p), set_of(pc)))
+            .take(WAYS)
+            .collect();
+        for (i, &other) in others.iter().enumerate() {
+            remember_surely(other, object, rule(false, 8 * i as i32, 0));
+            assert_eq!(cached(other, object), Some(rule(false, 8 * i as i32, 0)));
+            if i + 1 < WAYS {
+                assert_eq!(cached(pc, object), Some(r), "{} others in its set", i + 1);
+            }
+        }
+        assert!(cached(pc, object).is_none(), "evicted by the {WAYS}th");
+        for (i, &other) in others.iter().enumerate().skip(1) {
+            assert_eq!(cached(other, object), Some(rule(false, 8 * i as i32, 0)));
+        }
+        // Remembering an address again does not take a second entry.
+        remember_surely(others[1], object, rule(true, 24, -16));
+        assert_eq!(cached(others[1], object), Some(rule(true, 24, -16)));
+        for (i, &other) in others.iter().enumerate().skip(2) {
+            assert_eq!(cached(other, object), Some(rule(false, 8 * i as i32, 0)));
+        }
 
         // A real address (inside a prologue, so no walk asks for it): its rule comes from the
         // table when there is an entry (a planted wrong one comes back), and is computed from the
@@ -1264,10 +1315,12 @@ mod tests {
             matches!(rule_for(lookup), Ok(r) if r == planted),
             "a hit reads the table"
         );
-        let evict = (lookup + 1..)
-            .find(|&p| core::ptr::eq(slot_of(p), slot_of(lookup)))
-            .unwrap();
-        remember_surely(evict, object, computed);
+        for evict in (lookup + 1..)
+            .filter(|&p| core::ptr::eq(set_of(p), set_of(lookup)))
+            .take(WAYS)
+        {
+            remember_surely(evict, object, computed);
+        }
         assert!(
             matches!(rule_for(lookup), Ok(r) if r == computed),
             "a miss computes the rule"
