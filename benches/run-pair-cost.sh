@@ -5,18 +5,23 @@
 # thread-cache hit, the loop's own instructions included (about 10), and of each call (through
 # the PLT). Prints a Markdown table.
 #
-# Usage: benches/run-pair-cost.sh [--alt-so PATH] [--sizes "16 48 100 1000"]
+# Usage: benches/run-pair-cost.sh [--alt-so PATH] [--sizes "16 48 100 1000"] [--live N]
 #   --alt-so PATH  also count another build of libtally.so (column `tally-alt`)
+#   --live N       keep N blocks alive in a ring, freeing the oldest before each malloc (a
+#                  working set: no page empties on each free); default 0, the block just
+#                  allocated is freed
 # Allocators: glibc, tally (target/release/libtally.so, built here), tally-alt, and jemalloc,
 # mimalloc and tcmalloc where Debian's packages are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 alt=""
 sizes="16 48 100 1000 20000"
+live=0
 while (($#)); do
     case "$1" in
     --alt-so) alt="$(realpath "$2")"; shift 2 ;;
     --sizes) sizes="$2"; shift 2 ;;
+    --live) live="$2"; shift 2 ;;
     *) echo "run-pair-cost: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -38,7 +43,7 @@ done
 count() { # LIB PAIRS SIZE
     env -u TALLY_CONF -u MALLOC_CONF ${1:+LD_PRELOAD=$1} valgrind --tool=callgrind \
         --compress-strings=no --compress-pos=no \
-        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" >"$work/log" 2>&1
+        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" "$live" >"$work/log" 2>&1
     total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/log")
     python3 benches/tools/callgrind_callees.py "$work/out" main | awk -v n="$2" -v t="$total" '
         $2 >= n && $1 ~ /free/ { f = $3 }
@@ -58,4 +63,4 @@ print(f'{($b - $a) / d:.1f} ({($bm - $am) / d:.1f} + {($bf - $af) / d:.1f})')")"
     echo
 done
 echo
-echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free)."
+echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free); $live blocks kept live."

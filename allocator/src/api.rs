@@ -31,6 +31,11 @@ fn enomem() -> *mut c_void {
 }
 
 /// `malloc(3)`.
+///
+/// The miss paths are called, not jumped to, though a jump would save `malloc` the 2
+/// instructions that align the stack for the call: a sampled allocation's stack must have its
+/// outermost Tally frame in `malloc` itself, which jeprof and the report tool leave out; after a
+/// jump that frame would be an internal function's.
 #[inline(always)]
 pub fn malloc(size: usize) -> *mut c_void {
     let p = alloc::alloc(size);

@@ -1,19 +1,21 @@
 //! From a pointer to the block it starts: the page map gives the chunk (or the huge block), the
-//! page's info word gives the class and the run's first page, and a multiply checks that the
-//! pointer is a block boundary. [`small_block_of`] is the inlined check of the free fast path;
+//! page's info word gives the class and the page's distance from the run's start, and a
+//! multiply and a rotate check that the pointer is a block boundary ([`SlotCheck`]). [`small_block_of`] is the inlined check of the free fast path;
 //! [`block_of`] is the full lookup, which names what is wrong with an invalid pointer and aborts.
 //! The boundary check of a small block is written once, in [`small_block_of`]; `block_of` asks it.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use tally_pal::{self as pal, PAGE_SHIFT};
+use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
-use crate::chunk::{info_class, info_offset, ChunkHeader, Span, FREE_RUN, UNOPENED};
+use crate::chunk::{
+    info_class, info_offset, info_run_bytes, ChunkHeader, Span, CHUNK_PAGES, FREE_RUN, UNOPENED,
+};
 use crate::huge::HugeBlock;
 use crate::pagemap::{self, TAG_HUGE};
 use crate::prof_hooks;
-use crate::size_class::{SizeClass, NCLASSES};
+use crate::size_class::{SizeClass, SlotCheck, NCLASSES};
 
 /// What a pointer handed to `free` or `realloc` refers to.
 pub enum Block {
@@ -122,26 +124,18 @@ fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
 #[inline(always)]
 pub fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
     let addr = p as usize;
-    let entry = pagemap::lookup(addr);
-    if entry == 0 || entry & TAG_HUGE != 0 {
+    if !pagemap::is_chunk(addr) {
         return None;
     }
-    let chunk = entry as *const ChunkHeader;
-    // SAFETY: untagged non-zero entries point at live chunk headers containing `addr`.
+    let chunk = ChunkHeader::of(addr);
+    // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES.
     unsafe {
-        let page = (addr - chunk as usize) >> PAGE_SHIFT;
-        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
-        let class = SizeClass(info_class(info));
-        if !class.is_small() {
-            return None;
-        }
-        let start = chunk as usize + ((page - info_offset(info)) << PAGE_SHIFT);
-        let offset = addr - start;
-        let index = class.divide(offset);
-        if index * class.size() != offset || index >= class.slab_objects() {
-            return None;
-        }
-        Some((class, (*chunk).arena))
+        let info = (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed);
+        let class = info_class(info);
+        // Slab pages' words hold their distance from the slab's start; every other page's
+        // class byte has no blocks in its check.
+        SlotCheck::of(class).index(info_run_bytes(info) + (addr & (PAGE - 1)))?;
+        Some((SizeClass(class), (*chunk).arena))
     }
 }
 

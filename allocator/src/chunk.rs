@@ -40,10 +40,16 @@ pub const UNOPENED: u8 = 0xFC;
 
 const BITMAP_WORDS: usize = SLAB_MAX_OBJS / 64;
 
+/// Where a page-info word keeps the page's distance from its run start: bit 20 up, so that the
+/// word shifted right by 8 is that distance in bytes ([`info_run_bytes`]), which free's fast
+/// path adds to the pointer's offset in its page.
+const OFFSET_SHIFT: u32 = 8 + PAGE_SHIFT;
+const _: () = assert!(CHUNK_PAGES <= 1 << (32 - OFFSET_SHIFT), "offsets fit the word");
+
 /// Packs a page-info word: the owner's class byte and the page's distance from the run start.
 #[inline(always)]
 pub const fn page_info(class: u8, offset: usize) -> u32 {
-    class as u32 | (offset as u32) << 8
+    class as u32 | (offset as u32) << OFFSET_SHIFT
 }
 
 /// The class byte of a page-info word.
@@ -55,7 +61,13 @@ pub const fn info_class(info: u32) -> u8 {
 /// The distance in pages from the run start, of a page-info word.
 #[inline(always)]
 pub const fn info_offset(info: u32) -> usize {
-    (info >> 8) as usize & (CHUNK_PAGES - 1)
+    (info >> OFFSET_SHIFT) as usize & (CHUNK_PAGES - 1)
+}
+
+/// The distance in bytes from the run start to the page's start, of a page-info word.
+#[inline(always)]
+pub const fn info_run_bytes(info: u32) -> usize {
+    (info >> 8) as usize
 }
 
 /// State of a run.
@@ -331,6 +343,7 @@ mod tests {
             for offset in [0, 1, 2, HEADER_PAGES, 255, 256, CHUNK_PAGES / 2, CHUNK_PAGES - 1] {
                 let word = page_info(class, offset);
                 assert_eq!((info_class(word), info_offset(word)), (class, offset));
+                assert_eq!(info_run_bytes(word), offset * PAGE);
             }
         }
     }

@@ -1,9 +1,11 @@
 //! Freeing: the `free` entry point, its fast path, and the slow paths behind it.
 //!
 //! # The fast path
-//! `free` of a small block: the page map (two loads) gives the chunk, the page's info word the
-//! class, a multiply checks the pointer is a block boundary ([`crate::block`]), the chunk's
-//! arena says whether the block is this thread's, one compare of the bin's count, one push.
+//! `free` of a small block: one byte of the page map says the pointer is in a chunk (whose
+//! header is at the pointer rounded down to the chunk size), the page's info word gives the
+//! class, a multiply and a rotate check the pointer is a block boundary ([`crate::block`]), the
+//! free mark is checked and written, the chunk's arena says whether the block is this
+//! thread's, one compare of the bin's top with its full mark, one push.
 //! Rust's `dealloc` knows the size it asked for and skips the lookup ([`free_known`]). The
 //! instruction budget is written at the exported `free` (`capi.rs`) and checked by
 //! `scripts/check-fast-paths.sh`.
@@ -60,18 +62,18 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
     unsafe {
         let bin = (*tb).bins.get_unchecked(class.index());
         let count = bin.count();
-        if count == 0 && bin.cap > 0 {
+        if count == 0 && bin.cap() > 0 {
             // Nothing to bury it under: on top it would be the next block of the class, again
             // after every free, and the bin would never fill from this thread's arena.
             dead_small_block(p, class);
             tcache::return_grouped(class, &mut [p]);
             return;
         }
-        if count == 0 || count >= bin.cap as u32 {
+        if count == 0 || count >= bin.cap() as u32 {
             return push(p, class);
         }
-        let top = bin.slots.add(count as usize - 1);
-        *bin.slots.add(count as usize) = *top;
+        let top = bin.slots().add(count as usize - 1);
+        *bin.slots().add(count as usize) = *top;
         *top = p;
         bin.set_count(count + 1);
     }
@@ -87,7 +89,7 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
     // SAFETY: the thread's own bins.
-    if (!has_cache(tb) && !thread_start()) || unsafe { (*tb).bins[class.index()].cap } == 0 {
+    if (!has_cache(tb) && !thread_start()) || unsafe { (*tb).bins[class.index()].cap() } == 0 {
         // SAFETY: `p` is a free block of `class` only we can reach.
         unsafe {
             dead_small_block(p, class);
@@ -99,14 +101,12 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     // SAFETY: `tb` is this thread's bins, with a cache.
     unsafe {
         let bin = &(*tb).bins[class.index()];
-        if bin.count() == bin.cap as u32 {
-            tcache::flush(tb, class, bin.cap as usize / 2);
+        if bin.count() == bin.cap() as u32 {
+            tcache::flush(tb, class, bin.cap() as usize / 2);
             decay::tick();
         }
-        let bin = &(*tb).bins[class.index()];
-        let count = bin.count();
-        *bin.slots.add(count as usize) = p;
-        bin.set_count(count + 1);
+        let pushed = (*tb).bins[class.index()].try_push(p);
+        debug_assert!(pushed, "a flushed bin has room");
     }
 }
 
@@ -201,7 +201,7 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
     // SAFETY: the thread's own bins: `slots[0..count]` are valid (ThreadBins invariant).
     let in_cache = unsafe {
         let bin = &(*tb).bins[class.index()];
-        (0..bin.count() as usize).any(|i| *bin.slots.add(i) == p)
+        (0..bin.count() as usize).any(|i| *bin.slots().add(i) == p)
     };
     let place = if in_cache {
         "the block is in this thread's cache"
@@ -228,11 +228,7 @@ unsafe fn push(p: *mut u8, class: SizeClass) {
     // SAFETY: `tb` is this thread's bins and callers pass only cached classes; a bin with
     // count < cap has room for one more slot.
     unsafe {
-        let bin = (*tb).bins.get_unchecked(class.index());
-        let count = bin.count();
-        if count < bin.cap as u32 {
-            *bin.slots.add(count as usize) = p;
-            bin.set_count(count + 1);
+        if (*tb).bins.get_unchecked(class.index()).try_push(p) {
             return;
         }
         free_small_miss(p, class)

@@ -113,6 +113,84 @@ impl SizeClass {
     }
 }
 
+/// What `free`'s fast path needs to tell whether an offset into a slab is one of its blocks,
+/// with one multiply, one rotate and one compare: the block index if the offset is
+/// `index * size` with `index < objects`, and a number at least `objects` otherwise.
+///
+/// For `size = 2^shift * odd`, `inverse` is `odd`'s inverse modulo 2^64. An offset `k * size`
+/// times `inverse` is `k * 2^shift`, which rotated right by `shift` is `k`. Any other offset
+/// gives more than `u64::MAX / size` (the divisibility test of Granlund and Montgomery), which
+/// is at least `objects` because a slab's bytes fit in a `u64`. Every class byte a page's info
+/// word can hold has an entry: those of large classes and of page markers have `objects` 0, so
+/// no offset passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(32))]
+pub struct SlotCheck {
+    /// The inverse of the size's odd factor modulo 2^64 (0 where `objects` is 0).
+    pub inverse: u64,
+    /// Blocks in a slab of the class; 0 for a class byte that is not a small class.
+    pub objects: u64,
+    /// The size's power-of-two factor (its trailing zero bits).
+    pub shift: u32,
+}
+
+impl SlotCheck {
+    /// The index of the block at `offset` bytes into a slab, if a block starts there.
+    #[inline(always)]
+    pub fn index(&self, offset: usize) -> Option<usize> {
+        let q = (offset as u64)
+            .wrapping_mul(self.inverse)
+            .rotate_right(self.shift);
+        (q < self.objects).then_some(q as usize)
+    }
+
+    /// The entry for the class byte `class` of a page's info word.
+    #[inline(always)]
+    pub fn of(class: u8) -> &'static SlotCheck {
+        &SLOT_CHECK[class as usize]
+    }
+}
+
+/// `x`'s inverse modulo 2^64, for odd `x` (Newton's iteration: each step doubles the correct
+/// low bits, from 3 for `x` itself).
+const fn odd_inverse(x: u64) -> u64 {
+    let mut y = x;
+    let mut i = 0;
+    while i < 5 {
+        y = y.wrapping_mul(2u64.wrapping_sub(x.wrapping_mul(y)));
+        i += 1;
+    }
+    y
+}
+
+/// The [`SlotCheck`] of class byte `class`, computed.
+pub const fn slot_check_compute(class: usize) -> SlotCheck {
+    if class >= NSMALL {
+        return SlotCheck {
+            inverse: 0,
+            objects: 0,
+            shift: 0,
+        };
+    }
+    let size = size_compute(class) as u64;
+    let shift = size.trailing_zeros();
+    SlotCheck {
+        inverse: odd_inverse(size >> shift),
+        objects: (slab_pages_compute(class) * PAGE / size_compute(class)) as u64,
+        shift,
+    }
+}
+
+const fn build_slot_check() -> [SlotCheck; 256] {
+    let mut t = [slot_check_compute(NSMALL); 256];
+    let mut i = 0;
+    while i < NSMALL {
+        t[i] = slot_check_compute(i);
+        i += 1;
+    }
+    t
+}
+
 /// The class for a request of `size` bytes, or `None` when the request is huge.
 #[inline(always)]
 pub fn class_for(size: usize) -> Option<SizeClass> {
@@ -318,6 +396,8 @@ const SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
 const LARGE_LOOKUP: [u8; LARGE_MAX / PAGE + 1] = build_large_lookup();
 /// `ceil(2^32 / size)` per class, for [`SizeClass::divide`].
 const DIV_MAGIC: [u32; NCLASSES] = build_div_magic();
+/// By page-info class byte, for [`SlotCheck::of`].
+const SLOT_CHECK: [SlotCheck; 256] = build_slot_check();
 
 #[cfg(test)]
 mod tests {
@@ -386,6 +466,29 @@ mod tests {
                 } else {
                     assert_ne!(q * c.size(), off, "class {} offset {off}", c.size());
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn slot_checks_find_exactly_the_blocks_of_a_slab() {
+        for class in 0..256 {
+            let check = *SlotCheck::of(class as u8);
+            assert_eq!(check, slot_check_compute(class), "class byte {class}");
+            if class >= NSMALL {
+                assert_eq!(check.objects, 0);
+                for off in [0, 1, 8, 16, 4096, 65535] {
+                    assert_eq!(check.index(off), None, "class byte {class}");
+                }
+                continue;
+            }
+            let c = SizeClass(class as u8);
+            assert_eq!(check.inverse.wrapping_mul(c.size() as u64 >> check.shift), 1);
+            // Every offset of the slab, and its whole pages' worth past the end.
+            for off in 0..c.pages() * PAGE * 2 {
+                let expected =
+                    (off % c.size() == 0 && off / c.size() < c.slab_objects()).then_some(off / c.size());
+                assert_eq!(check.index(off), expected, "class {} offset {off}", c.size());
             }
         }
     }

@@ -10,10 +10,11 @@
 //! The stacks are arrays of pointers kept in the cache itself, not lists threaded through the
 //! free blocks, so a use-after-free write cannot corrupt the allocator.
 //!
-//! The part the fast paths touch, the [`ThreadBins`] (a count, a capacity and a slot pointer per
-//! class), lives in the thread's block of static TLS; the slot arrays live in a [`TCache`] from
-//! the metadata pool. The thread block starts zeroed, and zero capacity everywhere means a thread
-//! that has no cache yet simply misses on every operation: "not initialized" is not a branch.
+//! The part the fast paths touch, the [`ThreadBins`] (per class a top pointer, empty and full
+//! marks, a capacity and the slot array), lives in the thread's block of static TLS; the slot
+//! arrays live in a [`TCache`] from the metadata pool. The thread block starts zeroed, and zero
+//! capacity everywhere means a thread that has no cache yet simply misses on every operation:
+//! "not initialized" is not a branch.
 //!
 //! Invariant per bin: `count <= cap`, and `slots[0..count]` are distinct free blocks of the
 //! bin's class that no thread but this one can reach; `cache` null implies `cap == 0` in every bin
@@ -26,7 +27,7 @@ use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
 use crate::{freed, meta};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
 
@@ -72,36 +73,109 @@ const fn first_fill(index: usize) -> u16 {
 }
 const TOTAL_SLOTS: usize = build_caps().1;
 
-/// One class's stack of cached blocks.
+/// One class's stack of cached blocks: `slots[0..count]`, the top at `slots[count - 1]`.
 ///
-/// `count` and `nmalloc` are atomics only so that a statistics reader on another thread may
+/// The fast paths see the stack by its `top` pointer (`slots + count`, the next free slot) and
+/// two 16-bit marks: `top`'s low 16 bits equal `empty`'s when the stack is empty and `full`'s
+/// when it is full. A bin's slots span less than 64 KiB, so no other slot of it shares either
+/// mark; a push is a load, a compare, a store of the block and a store of `top` (a pop the
+/// same), with no count to scale and no capacity to widen.
+///
+/// `top` and `nmalloc` are atomics only so that a statistics reader on another thread may
 /// read them; the owner uses plain relaxed loads and stores (no read-modify-write).
+///
+/// Invariant: `slots <= top <= slots + cap`; `empty` and `full` are the low 16 bits of `slots`
+/// and of `slots + cap` (so a bin of capacity 0 is both empty and full).
 #[repr(C)]
 pub struct TBin {
-    /// Blocks cached.
-    pub count: AtomicU32,
+    /// `slots + count`.
+    top: AtomicUsize,
+    /// Low 16 bits of `slots`.
+    empty: u16,
+    /// Low 16 bits of `slots + cap`.
+    full: u16,
     /// Capacity (0 while the thread has no cache, and for classes above `tcache_max`).
-    pub cap: u16,
+    cap: u16,
     /// Blocks the next refill asks for: starts small and doubles with each refill up to half
     /// the capacity, so a class a thread uses once costs it a few blocks, not a full bin.
     pub fill: u16,
-    /// `slots[0..count]` are the cached blocks; the top is `slots[count - 1]`.
-    pub slots: *mut *mut u8,
+    /// The bin's slot array (null without a cache).
+    slots: *mut *mut u8,
     /// Allocations of this class served through this bin (a statistic).
     pub nmalloc: AtomicU64,
 }
+
+const _: () = assert!(core::mem::size_of::<TBin>() == 32, "bins index by a shift");
+const _: () = assert!(
+    (u16::MAX as usize + 1) / core::mem::size_of::<*mut u8>() > 128,
+    "a bin's slots span less than 64 KiB, so its marks are unique"
+);
 
 impl TBin {
     /// Cached blocks.
     #[inline(always)]
     pub fn count(&self) -> u32 {
-        self.count.load(Ordering::Relaxed)
+        ((self.top.load(Ordering::Relaxed) - self.slots as usize) / core::mem::size_of::<*mut u8>()) as u32
     }
 
-    /// Sets the number of cached blocks (owner only).
+    /// Sets the number of cached blocks (owner only; `n <= cap`).
     #[inline(always)]
     pub fn set_count(&self, n: u32) {
-        self.count.store(n, Ordering::Relaxed);
+        debug_assert!(n <= self.cap as u32);
+        self.top
+            .store(self.slots.wrapping_add(n as usize) as usize, Ordering::Relaxed);
+    }
+
+    /// Capacity.
+    #[inline(always)]
+    pub fn cap(&self) -> u16 {
+        self.cap
+    }
+
+    /// The slot array: `slots()[0..count]` are the cached blocks.
+    #[inline(always)]
+    pub fn slots(&self) -> *mut *mut u8 {
+        self.slots
+    }
+
+    /// Gives the bin `cap` slots at `slots` (null and 0 to take them away), empty.
+    fn set_slots(&mut self, slots: *mut *mut u8, cap: u16) {
+        debug_assert!(cap as usize * core::mem::size_of::<*mut u8>() <= u16::MAX as usize);
+        self.slots = slots;
+        self.cap = cap;
+        self.empty = slots as usize as u16;
+        self.full = slots.wrapping_add(cap as usize) as usize as u16;
+        self.top.store(slots as usize, Ordering::Relaxed);
+    }
+
+    /// Pushes `p` if the bin has room (owner only). The free fast path.
+    #[inline(always)]
+    pub fn try_push(&self, p: *mut u8) -> bool {
+        let top = self.top.load(Ordering::Relaxed);
+        if top as u16 == self.full {
+            return false;
+        }
+        // SAFETY: `top` is below `slots + cap` (it is not at the full mark, and the invariant
+        // keeps it at or below it), so it is a slot of this bin.
+        unsafe { *(top as *mut *mut u8) = p };
+        self.top
+            .store(top + core::mem::size_of::<*mut u8>(), Ordering::Relaxed);
+        true
+    }
+
+    /// Pops the top block if `go` and the bin is not empty (owner only). The malloc fast path;
+    /// `go` is the caller's other condition, tested with the same branch.
+    #[inline(always)]
+    pub fn pop_if(&self, go: bool) -> Option<*mut u8> {
+        let top = self.top.load(Ordering::Relaxed);
+        if (top as u16 == self.empty) | !go {
+            return None;
+        }
+        let top = top - core::mem::size_of::<*mut u8>();
+        self.top.store(top, Ordering::Relaxed);
+        self.count_malloc();
+        // SAFETY: the bin was not empty, so `top` is now `slots[count - 1]`, a cached block.
+        Some(unsafe { *(top as *const *mut u8) })
     }
 
     /// Counts one allocation (owner only).
@@ -115,11 +189,12 @@ impl TBin {
 /// A thread's bins, in its thread block. See the module docs for the invariant.
 #[repr(C)]
 pub struct ThreadBins {
+    /// Stacks by cached class (first, so that a bin's address is the thread block's plus the
+    /// class times 32, which the fast paths fold into their loads and stores).
+    pub bins: [TBin; NCACHED],
     /// Index of the cache's arena (meaningless without a cache): `free` tells this thread's
     /// blocks from other threads' by it.
     pub arena: u32,
-    /// Stacks by cached class.
-    pub bins: [TBin; NCACHED],
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
     pub cache: *mut TCache,
     /// Bit `i`: bin `i` was refilled from its arena since garbage collection last looked at it.
@@ -223,10 +298,8 @@ impl TCache {
             let mut offset = 0;
             for (i, &cap) in CAPS.iter().enumerate() {
                 let bin = &mut (*tb).bins[i];
-                bin.set_count(0);
-                bin.cap = if i < cached { cap as u16 } else { 0 };
-                bin.fill = first_fill(i).min(bin.cap / 2).max(1);
-                bin.slots = storage.add(offset);
+                bin.set_slots(storage.add(offset), if i < cached { cap as u16 } else { 0 });
+                bin.fill = first_fill(i).min(bin.cap() / 2).max(1);
                 offset += cap as usize;
             }
             (*tb).cache = tc;
@@ -255,9 +328,8 @@ impl TCache {
             for i in 0..NCACHED {
                 flush(tb, SizeClass(i as u8), 0);
                 let bin = &mut (*tb).bins[i];
-                bin.cap = 0;
+                bin.set_slots(ptr::null_mut(), 0);
                 bin.fill = 0;
-                bin.slots = ptr::null_mut();
             }
             (*tb).cache = ptr::null_mut();
             arena::leave_arena(&*(*tc).arena);
@@ -320,15 +392,15 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
-        bin.fill = (bin.fill * 2).min(bin.cap / 2).max(1);
-        let out = core::slice::from_raw_parts_mut(bin.slots, want);
+        bin.fill = (bin.fill * 2).min(bin.cap() / 2).max(1);
+        let out = core::slice::from_raw_parts_mut(bin.slots(), want);
         let n = arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out);
         if n == 0 {
             return ptr::null_mut();
         }
         bin.set_count(n as u32 - 1);
         bin.count_malloc();
-        let p = *bin.slots.add(n - 1);
+        let p = *bin.slots().add(n - 1);
         freed::unmark(p);
         p
     }
@@ -385,9 +457,9 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
             return;
         }
         let n = count - keep;
-        let victims = core::slice::from_raw_parts_mut(bin.slots, n);
+        let victims = core::slice::from_raw_parts_mut(bin.slots(), n);
         return_grouped(class, victims);
-        ptr::copy(bin.slots.add(n), bin.slots, keep);
+        ptr::copy(bin.slots().add(n), bin.slots(), keep);
         bin.set_count(keep as u32);
     }
 }
@@ -506,22 +578,22 @@ mod tests {
             for (i, bin) in (*tb).bins.iter().enumerate() {
                 let count = bin.count() as usize;
                 assert!(
-                    count <= bin.cap as usize,
+                    count <= bin.cap() as usize,
                     "bin {i}: count {count} > cap {}",
-                    bin.cap
+                    bin.cap()
                 );
-                assert_eq!(!bin.slots.is_null(), attached, "bin {i}: slots iff a cache");
-                assert!(attached || bin.cap == 0, "bin {i}: capacity without a cache");
+                assert_eq!(!bin.slots().is_null(), attached, "bin {i}: slots iff a cache");
+                assert!(attached || bin.cap() == 0, "bin {i}: capacity without a cache");
                 assert!(
-                    bin.cap == 0 || bin.cap as u32 == CAPS[i],
+                    bin.cap() == 0 || bin.cap() as u32 == CAPS[i],
                     "bin {i}: capacity {}",
-                    bin.cap
+                    bin.cap()
                 );
                 for k in 0..count {
-                    let p = *bin.slots.add(k);
+                    let p = *bin.slots().add(k);
                     assert_eq!(class_of(p), i, "bin {i}: a block of another class");
                     for j in 0..k {
-                        assert_ne!(*bin.slots.add(j), p, "bin {i}: a block cached twice");
+                        assert_ne!(*bin.slots().add(j), p, "bin {i}: a block cached twice");
                     }
                 }
             }
@@ -556,7 +628,7 @@ mod tests {
                     fill_and_pop(tb, class)
                 } else {
                     (*tb).bins[i].set_count(count - 1);
-                    *(*tb).bins[i].slots.add(count as usize - 1)
+                    *(*tb).bins[i].slots().add(count as usize - 1)
                 };
             }
             assert!(!slot.is_null());
@@ -574,8 +646,8 @@ mod tests {
             let bin = &mut (*tb).bins[class.index()];
             for &p in blocks {
                 let count = bin.count();
-                assert!(count < bin.cap as u32, "bin full");
-                *bin.slots.add(count as usize) = p;
+                assert!(count < bin.cap() as u32, "bin full");
+                *bin.slots().add(count as usize) = p;
                 bin.set_count(count + 1);
             }
         }
@@ -611,11 +683,11 @@ mod tests {
             let mut offset = 0;
             for (i, bin) in (*tb).bins.iter().enumerate() {
                 let cap = if i < cached { CAPS[i] as u16 } else { 0 };
-                assert_eq!(bin.cap, cap, "bin {i}");
+                assert_eq!(bin.cap(), cap, "bin {i}");
                 assert_eq!(bin.count(), 0);
                 assert_eq!(bin.fill, first_fill(i).min(cap / 2).max(1), "bin {i}");
                 // Each bin's slots follow the previous bin's, all inside the cache's storage.
-                assert_eq!(bin.slots, storage.add(offset), "bin {i}");
+                assert_eq!(bin.slots(), storage.add(offset), "bin {i}");
                 offset += CAPS[i] as usize;
             }
             assert_eq!(offset, TOTAL_SLOTS);
@@ -624,7 +696,7 @@ mod tests {
             TCache::detach(tb);
             assert!((*tb).cache.is_null());
             for bin in &(*tb).bins {
-                assert_eq!((bin.cap, bin.fill, bin.slots), (0, 0, ptr::null_mut()));
+                assert_eq!((bin.cap(), bin.fill, bin.slots()), (0, 0, ptr::null_mut()));
             }
             check_invariants(tb);
             {
@@ -673,7 +745,7 @@ mod tests {
                 check_invariants(tb);
                 // Drain the bin, as allocations would.
                 let count = bin.count() as usize;
-                ptr::copy_nonoverlapping(bin.slots, blocks.as_mut_ptr().add(n), count);
+                ptr::copy_nonoverlapping(bin.slots(), blocks.as_mut_ptr().add(n), count);
                 n += count;
                 bin.set_count(0);
             }
@@ -834,7 +906,7 @@ mod tests {
             TCache::attach(tb);
             CACHED_CLASSES.store(saved, Ordering::Relaxed);
             for (i, bin) in (*tb).bins.iter().enumerate() {
-                assert_eq!(bin.cap != 0, i < cached, "bin {i}");
+                assert_eq!(bin.cap() != 0, i < cached, "bin {i}");
             }
             check_invariants(tb);
             TCache::detach(tb);
