@@ -8,18 +8,6 @@
  * Output: workload=prodcons ops=<mallocs> checksum=<hex> (order-independent sum over messages) */
 #include "queue.h"
 
-enum { BATCH = 32 };
-
-typedef struct {
-    uint32_t size;
-    uint32_t tag;
-} msg;
-
-typedef struct {
-    int n;
-    msg *m[BATCH];
-} batch;
-
 /* A producer and its consumer. */
 typedef struct {
     queue q;
@@ -37,16 +25,9 @@ static void *producer(void *arg) {
     rng_seed(&r, 77 + (uint64_t)pr->producer);
     batch *b = NULL;
     for (long i = 0; i < nmsgs; i++) {
-        if (!b) {
-            b = xmalloc(sizeof *b);
-            b->n = 0;
-        }
-        uint32_t size = (uint32_t)rng_range(&r, 16, 512);
-        msg *m = xmalloc(size);
-        m->size = size;
-        m->tag = (uint32_t)hash64(((uint64_t)pr->producer << 40) ^ (uint64_t)i);
-        memset(m + 1, (unsigned char)m->tag, size - sizeof(msg));
-        b->m[b->n++] = m;
+        if (!b)
+            b = batch_new();
+        b->m[b->n++] = msg_new((uint32_t)rng_range(&r, 16, 512), pr->producer, i);
         if (b->n == BATCH) {
             queue_push(&pr->q, b);
             b = NULL;
@@ -62,17 +43,8 @@ static void *consumer(void *arg) {
     pair *pr = arg;
     uint64_t sum = 0;
     batch *b;
-    while ((b = queue_pop(&pr->q))) {
-        for (int k = 0; k < b->n; k++) {
-            msg *m = b->m[k];
-            unsigned char *p = (unsigned char *)m;
-            if (m->size < sizeof(msg) || m->size > 512 || p[m->size - 1] != (unsigned char)m->tag)
-                die("prodcons: corrupt message");
-            sum += m->tag + m->size;
-            free(m);
-        }
-        free(b);
-    }
+    while ((b = queue_pop(&pr->q)))
+        sum += batch_consume(b, 512, "prodcons: corrupt message");
     pr->sum = sum;
     return NULL;
 }

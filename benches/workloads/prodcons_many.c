@@ -12,18 +12,6 @@
  * messages: which consumer frees a message never changes what it adds) */
 #include "queue.h"
 
-enum { BATCH = 32 };
-
-typedef struct {
-    uint32_t size;
-    uint32_t tag;
-} msg;
-
-typedef struct {
-    int n;
-    msg *m[BATCH];
-} batch;
-
 /* A consumer and its queue. */
 typedef struct {
     queue q;
@@ -44,16 +32,11 @@ static void *producer(void *arg) {
     uint64_t nbatches = 0;
     for (long i = 0; i < nmsgs; i++) {
         if (!b) {
-            b = xmalloc(sizeof *b);
-            b->n = 0;
+            b = batch_new();
             want = (int)rng_range(&r, 1, BATCH);
         }
-        uint32_t size = (uint32_t)(rng_next(&r) % 8 == 0 ? rng_range(&r, 513, 4096) : rng_range(&r, 16, 512));
-        msg *m = xmalloc(size);
-        m->size = size;
-        m->tag = (uint32_t)hash64(((uint64_t)p << 40) ^ (uint64_t)i);
-        memset(m + 1, (unsigned char)m->tag, size - sizeof(msg));
-        b->m[b->n++] = m;
+        size_t size = rng_next(&r) % 8 == 0 ? rng_range(&r, 513, 4096) : rng_range(&r, 16, 512);
+        b->m[b->n++] = msg_new((uint32_t)size, p, i);
         if (b->n == want || i == nmsgs - 1) {
             queue_push(&consumers[rng_next(&r) % (uint64_t)nconsumers].q, b);
             nbatches++;
@@ -70,17 +53,8 @@ static void *consumer(void *arg) {
     consumer_t *c = arg;
     uint64_t sum = 0;
     batch *b;
-    while ((b = queue_pop(&c->q))) {
-        for (int k = 0; k < b->n; k++) {
-            msg *m = b->m[k];
-            unsigned char *p = (unsigned char *)m;
-            if (m->size < 16 || m->size > 4096 || p[m->size - 1] != (unsigned char)m->tag)
-                die("prodcons_many: corrupt message");
-            sum += m->tag + m->size + p[m->size / 2];
-            free(m);
-        }
-        free(b);
-    }
+    while ((b = queue_pop(&c->q)))
+        sum += batch_consume(b, 4096, "prodcons_many: corrupt message");
     c->sum = sum;
     return NULL;
 }

@@ -1,10 +1,14 @@
-/* A bounded FIFO of pointers between threads, for prodcons.c and prodcons_many.c: a ring under
- * a mutex, with one condition variable for each way to wait (for an item, for room). Any number
- * of producers push and then close it; a pop waits for an item and returns NULL once every
- * producer has closed the queue and it is empty. The ring is malloc'd, so it is one block of the
- * workload like the others.
+/* What prodcons.c and prodcons_many.c pass between threads, and how.
  *
- * Invariant: 0 <= count <= cap; the items are ring[(head + k) % cap] for k < count, oldest first. */
+ * A bounded FIFO of pointers: a ring under a mutex, with one condition variable for each way to
+ * wait (for an item, for room). Any number of producers push and then close it; a pop waits for
+ * an item and returns NULL once every producer has closed the queue and it is empty. The ring is
+ * malloc'd, so it is one block of the workload like the others.
+ * Invariant: 0 <= count <= cap; the items are ring[(head + k) % cap] for k < count, oldest first.
+ *
+ * The items are batches of up to BATCH messages, the batch malloc'd too; a message is tagged by
+ * its producer and index, filled with the tag's low byte, and checked by the consumer before it
+ * frees it. */
 #ifndef TALLY_WORKLOAD_QUEUE_H
 #define TALLY_WORKLOAD_QUEUE_H
 
@@ -69,6 +73,49 @@ static inline void queue_destroy(queue *q) {
     pthread_mutex_destroy(&q->lock);
     pthread_cond_destroy(&q->not_empty);
     pthread_cond_destroy(&q->not_full);
+}
+
+enum { BATCH = 32 };
+
+typedef struct {
+    uint32_t size;
+    uint32_t tag;
+} msg;
+
+typedef struct {
+    int n;
+    msg *m[BATCH];
+} batch;
+
+static inline batch *batch_new(void) {
+    batch *b = xmalloc(sizeof *b);
+    b->n = 0;
+    return b;
+}
+
+/* Message i of producer p: size bytes (at least sizeof(msg)), tagged, filled. */
+static inline msg *msg_new(uint32_t size, long p, long i) {
+    msg *m = xmalloc(size);
+    m->size = size;
+    m->tag = (uint32_t)hash64(((uint64_t)p << 40) ^ (uint64_t)i);
+    memset(m + 1, (unsigned char)m->tag, size - sizeof(msg));
+    return m;
+}
+
+/* Checks every message of b (its size at most max_size, its last byte the tag's), frees them and
+ * b, and returns the sum of their tags and sizes; dies with `corrupt` if one is wrong. */
+static inline uint64_t batch_consume(batch *b, uint32_t max_size, const char *corrupt) {
+    uint64_t sum = 0;
+    for (int k = 0; k < b->n; k++) {
+        msg *m = b->m[k];
+        unsigned char *p = (unsigned char *)m;
+        if (m->size < sizeof(msg) || m->size > max_size || p[m->size - 1] != (unsigned char)m->tag)
+            die(corrupt);
+        sum += m->tag + m->size;
+        free(m);
+    }
+    free(b);
+    return sum;
 }
 
 #endif
