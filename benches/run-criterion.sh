@@ -7,9 +7,12 @@
 # the other with
 #   cargo bench -p tally-criterion --bench criterion_<variant> -- <criterion args>
 # (system, tally, tally_prof, mimalloc, jemalloc, stoolap, stoolap_prof; 23 benchmarks each at
-# about 1.5 s, so ~4 minutes in all), then prints the table of what this run measured (median ns per
-# iteration and the ratio to system), also written to target/bench/criterion.md. Criterion keeps
-# its own results in target/criterion/<variant>/<workload>/<parameter>/.
+# about 1.5 s, and the two heavy ones, btree_strings and vec_extend, at 2-6 s, each in a process
+# of its own; ~6 minutes in all), then prints the table of what this run measured (median ns per
+# iteration and the ratio to system, and the heavy benchmarks' peak RSS), also written to
+# target/bench/criterion.md. Criterion keeps its own results in
+# target/criterion/<variant>/<workload>/<parameter>/, the driver the peak RSS in
+# target/criterion/peak_rss.tsv.
 #
 # TALLY_BENCH_TARGETS='system tally tally_prof' runs only those variants; TALLY_BENCH_CARGO_FLAGS
 # goes to cargo, e.g. while Tally does not compile:

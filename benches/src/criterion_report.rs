@@ -11,6 +11,10 @@
 //! the estimates of the time of one iteration, in nanoseconds. The table takes
 //! `median.point_estimate`, and `median.confidence_interval` for the noise line. The id, not
 //! the directory, names the cell, so directory names never have to be parsed back.
+//!
+//! The heavy benchmarks' peak RSS is not Criterion's: the driver appends it to
+//! [`PEAK_RSS_FILE`](crate::criterion_suite::PEAK_RSS_FILE) in the same directory
+//! ([`parse_peak_rss`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -68,6 +72,36 @@ pub fn parse_estimate(benchmark_json: &str, estimates_json: &str) -> Result<Esti
     })
 }
 
+/// One heavy benchmark's peak RSS under one variant: a line of
+/// [`PEAK_RSS_FILE`](crate::criterion_suite::PEAK_RSS_FILE).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeakRss {
+    /// The variant, e.g. `tally+prof`.
+    pub variant: String,
+    /// The benchmark without the variant, e.g. `vec_extend/67108864`.
+    pub bench: String,
+    /// The process's peak RSS while the benchmark ran, in KiB.
+    pub kib: u64,
+}
+
+/// The lines of a [`PEAK_RSS_FILE`](crate::criterion_suite::PEAK_RSS_FILE) written at or after
+/// `since` (Unix seconds), in file order; lines that are not
+/// `<seconds>\t<variant>/<bench>\t<KiB>` are skipped.
+pub fn parse_peak_rss(text: &str, since: u64) -> Vec<PeakRss> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split('\t');
+            let (seconds, full_id, kib) = (fields.next()?, fields.next()?, fields.next()?);
+            let (variant, bench) = full_id.split_once('/')?;
+            (seconds.parse::<u64>().ok()? >= since).then_some(PeakRss {
+                variant: variant.to_string(),
+                bench: bench.to_string(),
+                kib: kib.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// The estimates of a run, laid out as the table shows them.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
@@ -77,13 +111,16 @@ pub struct Table {
     pub samples: Samples,
     /// The estimates, by `(variant, bench)`.
     pub estimates: BTreeMap<(String, String), Estimate>,
+    /// The heavy benchmarks' peak RSS in KiB, laid out like `samples` (the benchmarks and
+    /// variants that have one).
+    pub peak_rss_kib: Samples,
 }
 
 impl Table {
-    /// Lays out the estimates of known variants; those of other variants (benchmarks that are
-    /// not part of this suite) are left out. A later estimate of the same cell replaces an
-    /// earlier one.
-    pub fn new(estimates: Vec<Estimate>) -> Table {
+    /// Lays out the estimates and peak RSS of known variants; those of other variants
+    /// (benchmarks that are not part of this suite) are left out. A later estimate or peak of
+    /// the same cell replaces an earlier one.
+    pub fn new(estimates: Vec<Estimate>, peaks: Vec<PeakRss>) -> Table {
         let mut cells = BTreeMap::new();
         for estimate in estimates {
             if VARIANTS.contains(&estimate.variant.as_str()) {
@@ -109,9 +146,26 @@ impl Table {
         for ((variant, bench), estimate) in &cells {
             samples.add(variant, bench, 0, estimate.median_ns);
         }
+        let peaks: BTreeMap<(&str, &str), u64> = peaks
+            .iter()
+            .filter(|peak| VARIANTS.contains(&peak.variant.as_str()))
+            .map(|peak| ((peak.variant.as_str(), peak.bench.as_str()), peak.kib))
+            .collect();
+        let variants = VARIANTS
+            .iter()
+            .filter(|variant| peaks.keys().any(|(v, _)| v == *variant));
+        let mut peak_rss_kib = Samples::new(variants.copied(), BASELINE);
+        for bench in suite.iter().chain(&others) {
+            for variant in VARIANTS {
+                if let Some(&kib) = peaks.get(&(variant, bench.as_str())) {
+                    peak_rss_kib.add(variant, bench, 0, kib as f64);
+                }
+            }
+        }
         Table {
             samples,
             estimates: cells,
+            peak_rss_kib,
         }
     }
 }
@@ -144,6 +198,22 @@ pub fn markdown(table: &Table, machine: &Machine, settings: &str) -> String {
          `{BASELINE}`, below 1 is faster.\n"
     );
     out.push_str(&comparison_table(samples, "benchmark", nanoseconds).render());
+
+    if !table.peak_rss_kib.rows().is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPeak RSS while each heavy benchmark ran (its warm-up and samples), in MiB: each \
+             ran in a process of its own, so this is the benchmark's peak plus the few MiB of \
+             the benchmark program (`VmHWM`, reset just before it started). In parentheses: the \
+             ratio to `{BASELINE}`.\n"
+        );
+        out.push_str(
+            &comparison_table(&table.peak_rss_kib, "benchmark", |kib| {
+                format!("{:.1}", kib / 1024.0)
+            })
+            .render(),
+        );
+    }
 
     let has = |variant: &str| samples.columns().iter().any(|v| v == variant);
     let pairs: Vec<(&str, &str)> = PROFILED
@@ -240,13 +310,16 @@ mod tests {
 
     #[test]
     fn table_orders_rows_and_columns_and_drops_strangers() {
-        let table = Table::new(vec![
-            estimate("tally", "btree_map/1000", 20.0),
-            estimate("system", "alloc_free/16", 10.0),
-            estimate("tally", "alloc_free/16", 5.0),
-            estimate("other", "alloc_free/16", 1.0),
-            estimate("system", "zzz/1", 1.0),
-        ]);
+        let table = Table::new(
+            vec![
+                estimate("tally", "btree_map/1000", 20.0),
+                estimate("system", "alloc_free/16", 10.0),
+                estimate("tally", "alloc_free/16", 5.0),
+                estimate("other", "alloc_free/16", 1.0),
+                estimate("system", "zzz/1", 1.0),
+            ],
+            Vec::new(),
+        );
         assert_eq!(table.samples.columns(), ["system", "tally"]);
         assert_eq!(table.samples.rows(), ["alloc_free/16", "btree_map/1000", "zzz/1"]);
         assert_eq!(table.samples.ratio("tally", "alloc_free/16"), Some(0.5));
@@ -255,13 +328,16 @@ mod tests {
 
     #[test]
     fn report_has_medians_ratios_overhead_and_gaps() {
-        let table = Table::new(vec![
-            estimate("system", "alloc_free/16", 10.0),
-            estimate("tally", "alloc_free/16", 5.0),
-            estimate("tally+prof", "alloc_free/16", 6.0),
-            estimate("system", "batch64/16", 400.0),
-            estimate("tally", "batch64/16", 200.0),
-        ]);
+        let table = Table::new(
+            vec![
+                estimate("system", "alloc_free/16", 10.0),
+                estimate("tally", "alloc_free/16", 5.0),
+                estimate("tally+prof", "alloc_free/16", 6.0),
+                estimate("system", "batch64/16", 400.0),
+                estimate("tally", "batch64/16", 200.0),
+            ],
+            Vec::new(),
+        );
         let report = markdown(&table, &Machine::default(), "quick");
         assert!(
             report.contains("| alloc_free/16 | 10.0 (1.00×) | 5.0 (0.50×) | 6.0 (0.60×) |"),
@@ -280,5 +356,33 @@ mod tests {
         assert!(report.contains("| batch64/16 | – |"), "{report}");
         assert!(report.contains("| geometric mean | 1.20× |"), "{report}");
         assert!(report.contains("±10.0% for the median cell"), "{report}");
+        assert!(!report.contains("Peak RSS"), "{report}");
+    }
+
+    #[test]
+    fn peak_rss_lines_become_a_table_of_their_own() {
+        let text = "100\tsystem/vec_extend/67108864\t65536\n\
+                    99\tsystem/btree_strings/1000000\t1\n\
+                    100\ttally/vec_extend/67108864\t1\n\
+                    101\ttally/vec_extend/67108864\t131072\n\
+                    101\tother/vec_extend/67108864\t5\n\
+                    garbage\n101\tnoslash\t5\n";
+        let peaks = parse_peak_rss(text, 100);
+        assert_eq!(peaks.len(), 4, "{peaks:?}");
+        let table = Table::new(
+            vec![
+                estimate("system", "vec_extend/67108864", 1e7),
+                estimate("tally", "vec_extend/67108864", 2e7),
+            ],
+            peaks,
+        );
+        assert_eq!(table.peak_rss_kib.columns(), ["system", "tally"]);
+        assert_eq!(table.peak_rss_kib.rows(), ["vec_extend/67108864"]);
+        let report = markdown(&table, &Machine::default(), "quick");
+        let (_, rss) = report.split_once("Peak RSS").expect("a peak RSS table");
+        assert!(
+            rss.contains("| vec_extend/67108864 | 64.0 (1.00×) | 128.0 (2.00×) |"),
+            "{report}"
+        );
     }
 }

@@ -28,9 +28,22 @@
 //! | `vec_push/1000`       | push 1000 `u64`s on an empty `Vec` (which grows by doubling), drop it |
 //! | `vec_string/1000`     | collect 1000 short `String`s (1-25 bytes) into a `Vec`, drop it |
 //! | `btree_map/1000`      | insert 1000 scattered keys into a `BTreeMap<u64, u64>`, drop it  |
+//! | `btree_strings/1000000` | build a `BTreeMap<String, Vec<u8>>` of a million entries (keys: 0 to 999999 as 8 digits, in order; values 16-63 bytes), drop it |
+//! | `vec_extend/67108864` | grow a `Vec<u8>` to 64 MiB by `extend_from_slice` of 1 KiB, drop it |
 //!
 //! Block sizes are [`SIZES`] with alignment 8; `realloc_grow` starts at 64, since a block that
 //! starts at 16 bytes does not grow to 16.
+//!
+//! # Heavy benchmarks
+//!
+//! The last two are *heavy* ([`Bench::heavy`]): one iteration takes tens to hundreds of
+//! milliseconds and tens of MiB, like a program's data structure rather than one call. They run
+//! with [`HEAVY_SAMPLE_SIZE`] samples and flat sampling (every sample the same iteration count,
+//! one iteration for `btree_strings`), whatever `--sample-size` says, so each takes seconds per
+//! variant, not minutes. The driver runs each in a process of its own (the target run again),
+//! so that what earlier benchmarks left in the allocator is not counted, and records the
+//! process's peak RSS while it runs ([`reset_peak_rss`], [`peak_rss_kib`]) in
+//! [`PEAK_RSS_FILE`], which the table reads.
 //!
 //! # Keeping the optimizer out
 //!
@@ -59,7 +72,9 @@
 use std::alloc::{handle_alloc_error, realloc, Layout};
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::time::Duration;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use crate::micro::{self, ALIGN};
 
@@ -72,6 +87,23 @@ pub const ELEMENTS: usize = 1000;
 
 /// Size a `realloc_grow` block starts at.
 const GROW_FROM: usize = 16;
+
+/// Entries of the map `btree_strings` builds.
+pub const MAP_ENTRIES: usize = 1_000_000;
+
+/// Bytes `vec_extend` grows its vector to: 64 MiB.
+pub const VEC_BYTES: usize = 64 << 20;
+
+/// Bytes `vec_extend` appends at a time.
+const EXTEND_STEP: usize = 1024;
+
+/// Criterion's samples per heavy benchmark (the least Criterion takes), with flat sampling.
+pub const HEAVY_SAMPLE_SIZE: usize = 10;
+
+/// The file in Criterion's directory where the driver appends the peak RSS of each heavy
+/// benchmark: lines of `<Unix time>\t<full id>\t<peak RSS in KiB>`, the latest line of an id
+/// being its result.
+pub const PEAK_RSS_FILE: &str = "peak_rss.tsv";
 
 /// Criterion's warm-up time per benchmark (its command line's `--warm-up-time` overrides it).
 pub const WARM_UP: Duration = Duration::from_millis(300);
@@ -137,6 +169,10 @@ pub enum Workload {
     VecString,
     /// A `BTreeMap<u64, u64>` built by inserts.
     BTreeMap,
+    /// A large `BTreeMap<String, Vec<u8>>` built by inserts.
+    BTreeStrings,
+    /// A `Vec<u8>` grown by `extend_from_slice`.
+    VecExtend,
 }
 
 impl Workload {
@@ -149,6 +185,8 @@ impl Workload {
             Workload::VecPush => "vec_push",
             Workload::VecString => "vec_string",
             Workload::BTreeMap => "btree_map",
+            Workload::BTreeStrings => "btree_strings",
+            Workload::VecExtend => "vec_extend",
         }
     }
 }
@@ -156,8 +194,9 @@ impl Workload {
 /// One benchmark: a workload and its parameter, a block size in bytes or an element count.
 ///
 /// Invariant: `parameter` is one of [`SIZES`] for the block workloads (`AllocFree`, `Batch64`,
-/// `ReallocGrow`, the last one above [`GROW_FROM`]) and [`ELEMENTS`] for the collections; only
-/// [`benches`] makes a `Bench`, so the workloads' unchecked layouts rely on it.
+/// `ReallocGrow`, the last one above [`GROW_FROM`]), [`ELEMENTS`] for the small collections,
+/// [`MAP_ENTRIES`] for `BTreeStrings` and [`VEC_BYTES`] for `VecExtend`; only [`benches`] makes
+/// a `Bench`, so the workloads' unchecked layouts rely on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bench {
     workload: Workload,
@@ -173,6 +212,12 @@ impl Bench {
     /// The block size in bytes, or the element count.
     pub fn parameter(&self) -> usize {
         self.parameter
+    }
+
+    /// Whether the benchmark is heavy (see the module documentation): few samples, flat
+    /// sampling, peak RSS recorded.
+    pub fn heavy(&self) -> bool {
+        matches!(self.workload, Workload::BTreeStrings | Workload::VecExtend)
     }
 
     /// `<workload>/<parameter>`, e.g. `alloc_free/16`: the id without the variant.
@@ -194,11 +239,14 @@ impl Bench {
             Workload::VecPush => vec_push(parameter, iterations),
             Workload::VecString => vec_string(parameter, iterations),
             Workload::BTreeMap => btree_map(parameter, iterations),
+            Workload::BTreeStrings => btree_strings(parameter, iterations),
+            Workload::VecExtend => vec_extend(parameter, iterations),
         }
     }
 }
 
-/// Every benchmark, in table order: the block workloads by size, then the collections.
+/// Every benchmark, in table order: the block workloads by size, then the collections, the heavy
+/// ones last.
 pub fn benches() -> Vec<Bench> {
     let blocks = [Workload::AllocFree, Workload::Batch64, Workload::ReallocGrow]
         .into_iter()
@@ -214,7 +262,72 @@ pub fn benches() -> Vec<Bench> {
             workload,
             parameter: ELEMENTS,
         });
-    blocks.chain(collections).collect()
+    let heavy = [
+        Bench {
+            workload: Workload::BTreeStrings,
+            parameter: MAP_ENTRIES,
+        },
+        Bench {
+            workload: Workload::VecExtend,
+            parameter: VEC_BYTES,
+        },
+    ];
+    blocks.chain(collections).chain(heavy).collect()
+}
+
+/// Criterion's directory as a benchmark binary finds it (as Criterion does): `$CRITERION_HOME`,
+/// else `$CARGO_TARGET_DIR/criterion`, else `criterion` in the target directory the binary is
+/// in (`<target>/release/deps/criterion_<variant>-<hash>`).
+pub fn criterion_dir_of_bench() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    let exe = std::env::current_exe().expect("the path of this program");
+    exe.ancestors().nth(3).map_or_else(
+        || PathBuf::from("target/criterion"),
+        |target| target.join("criterion"),
+    )
+}
+
+/// Makes the process's peak RSS (`VmHWM`) its current RSS, by writing 5 to
+/// `/proc/self/clear_refs` (Linux 4.0 and later); false if that failed.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak RSS in KiB since it started or since [`reset_peak_rss`]: `VmHWM` in
+/// `/proc/self/status`.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Appends the peak RSS of the benchmark `full_id` (`<variant>/<workload>/<parameter>`) to
+/// [`PEAK_RSS_FILE`] in `criterion_dir`, stamped with the time now.
+///
+/// # Errors
+///
+/// If the file cannot be opened or written.
+pub fn record_peak_rss(criterion_dir: &Path, full_id: &str, kib: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(criterion_dir)?;
+    let seconds = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(criterion_dir.join(PEAK_RSS_FILE))?;
+    writeln!(file, "{seconds}\t{full_id}\t{kib}")
 }
 
 /// Runs this program again in place of this process, with `option` appended to the
@@ -328,6 +441,45 @@ fn btree_map(count: usize, iterations: u64) {
     }
 }
 
+/// The shortest value of `btree_strings`, in bytes.
+const VALUE_MIN: usize = 16;
+
+/// How many lengths the values of `btree_strings` have: 16 to 63 bytes.
+const VALUE_LENGTHS: u64 = 48;
+
+/// `iterations` times: builds a `BTreeMap<String, Vec<u8>>` of `count` entries, drops it. Key
+/// `i` is `i` in decimal, 8 digits with leading zeros, so the keys come in order and each insert
+/// appends at the map's right edge; its value is 16-63 bytes (the length from `i × SCATTER`),
+/// filled with `i`'s low byte. (Scattered keys made an iteration take 5.7 s under glibc, most
+/// of it cache misses comparing keys, not allocation.)
+#[inline(never)]
+fn btree_strings(count: usize, iterations: u64) {
+    for _ in 0..iterations {
+        let mut map = BTreeMap::new();
+        for index in 0..count as u64 {
+            let index = black_box(index);
+            let length = VALUE_MIN + ((index.wrapping_mul(SCATTER) >> 32) % VALUE_LENGTHS) as usize;
+            map.insert(format!("{index:08}"), vec![index as u8; length]);
+        }
+        black_box(&mut map);
+    }
+}
+
+/// `iterations` times: grows an empty `Vec<u8>` to `bytes` by appending [`EXTEND_STEP`] bytes
+/// at a time with `extend_from_slice` (so its capacity doubles up to 64 MiB, a `realloc` of a
+/// large block each time), drops it.
+#[inline(never)]
+fn vec_extend(bytes: usize, iterations: u64) {
+    let step: [u8; EXTEND_STEP] = std::array::from_fn(|index| index as u8);
+    for _ in 0..iterations {
+        let mut vector = Vec::new();
+        while vector.len() < bytes {
+            vector.extend_from_slice(black_box(&step));
+        }
+        black_box(&mut vector);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,15 +504,40 @@ mod tests {
             assert!(names.iter().any(|name| name == expected), "{expected}");
         }
         assert!(!names.iter().any(|name| name == "realloc_grow/16"));
-        assert_eq!(names.len(), 3 * SIZES.len() - 1 + 3);
+        assert_eq!(names.len(), 3 * SIZES.len() - 1 + 3 + 2);
+        let heavy: Vec<String> = benches().iter().filter(|b| b.heavy()).map(Bench::name).collect();
+        assert_eq!(heavy, ["btree_strings/1000000", "vec_extend/67108864"]);
     }
 
     #[test]
     fn every_benchmark_runs() {
         for bench in benches() {
             bench.run(0);
-            bench.run(3);
+            if !bench.heavy() {
+                bench.run(3);
+            }
         }
+        // The heavy ones, smaller.
+        btree_strings(1000, 2);
+        vec_extend(1 << 20, 2);
+        vec_extend(EXTEND_STEP - 1, 1);
+    }
+
+    #[test]
+    fn peak_rss_is_read_and_reset() {
+        let before = peak_rss_kib().expect("VmHWM in /proc/self/status");
+        assert!(before > 0);
+        if reset_peak_rss() {
+            assert!(peak_rss_kib().expect("VmHWM") <= before);
+        }
+        let dir = std::env::temp_dir().join(format!("tally-peak-rss-{}", std::process::id()));
+        record_peak_rss(&dir, "system/vec_extend/67108864", 70000).unwrap();
+        record_peak_rss(&dir, "tally/vec_extend/67108864", 71000).unwrap();
+        let text = std::fs::read_to_string(dir.join(PEAK_RSS_FILE)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].ends_with("\ttally/vec_extend/67108864\t71000"), "{text}");
     }
 
     #[test]

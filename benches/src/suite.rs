@@ -138,7 +138,7 @@ pub struct Workload {
 }
 
 /// Every workload, in row order.
-pub const WORKLOADS: [Workload; 10] = [
+pub const WORKLOADS: [Workload; 13] = [
     Workload {
         name: "small_objects",
         kind: Kind::C,
@@ -197,6 +197,28 @@ pub const WORKLOADS: [Workload; 10] = [
         args: &["8000", "4", "2000"],
         quick_args: &["300", "4", "500"],
     },
+    // Peak RSS matters here as much as time: blocks outlive the thread that allocated them.
+    Workload {
+        name: "generations",
+        kind: Kind::C,
+        source: "generations.c",
+        args: &["80", "4", "10000"],
+        quick_args: &["4", "4", "1000"],
+    },
+    Workload {
+        name: "size_churn",
+        kind: Kind::C,
+        source: "size_churn.c",
+        args: &["32000000", "256"],
+        quick_args: &["500000", "256"],
+    },
+    Workload {
+        name: "prodcons_many",
+        kind: Kind::C,
+        source: "prodcons_many.c",
+        args: &["2", "2", "2000000", "64"],
+        quick_args: &["2", "2", "50000", "64"],
+    },
     Workload {
         name: "python",
         kind: Kind::Python,
@@ -233,7 +255,8 @@ options:
   --rounds N          interleaved rounds (default 5)
   --quick             tiny arguments, 1 round: a smoke test
   --workloads A,B     default: all of small_objects,larson,prodcons,false_sharing,realloc_growth,
-                      large_blocks,fragmentation,thread_churn,python,sqlite
+                      large_blocks,fragmentation,thread_churn,generations,size_churn,
+                      prodcons_many,python,sqlite
   --allocators A,B    default: glibc,tally,tally-prof,tally-prof17,jemalloc,mimalloc,tcmalloc
                       (tally-alt, a second libtally.so from --alt-so, is added with --alt-so;
                       tally-alt-prof, the same with prof:true, when listed)

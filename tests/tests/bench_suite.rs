@@ -11,7 +11,7 @@ use std::path::Path;
 use tally_benches::suite;
 use tally_tests::{libtally_so, require_tool, ScratchDir};
 
-const WORKLOADS: [&str; 10] = [
+const WORKLOADS: [&str; 13] = [
     "small_objects",
     "larson",
     "prodcons",
@@ -20,6 +20,9 @@ const WORKLOADS: [&str; 10] = [
     "large_blocks",
     "fragmentation",
     "thread_churn",
+    "generations",
+    "size_churn",
+    "prodcons_many",
     "python",
     "sqlite",
 ];

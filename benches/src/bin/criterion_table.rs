@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use tally_benches::criterion_report::{markdown, parse_estimate, Estimate, Table};
-use tally_benches::criterion_suite::{allocator_of, MEASUREMENT, SAMPLE_SIZE, WARM_UP};
+use tally_benches::criterion_report::{markdown, parse_estimate, parse_peak_rss, Estimate, Table};
+use tally_benches::criterion_suite::{
+    allocator_of, HEAVY_SAMPLE_SIZE, MEASUREMENT, PEAK_RSS_FILE, SAMPLE_SIZE, WARM_UP,
+};
 use tally_benches::harness::Machine;
 use tally_benches::micro_report::crates_of;
 
@@ -110,7 +112,15 @@ fn main() -> ExitCode {
 
     let mut estimates = Vec::new();
     collect(&dir, options.since, &mut estimates);
-    let table = Table::new(estimates);
+    let since = options.since.map_or(0, |since| {
+        since
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    });
+    let peaks = std::fs::read_to_string(dir.join(PEAK_RSS_FILE))
+        .map(|text| parse_peak_rss(&text, since))
+        .unwrap_or_default();
+    let table = Table::new(estimates, peaks);
     if table.estimates.is_empty() {
         eprintln!(
             "criterion_table: no results of the criterion_* targets in {}",
@@ -127,7 +137,8 @@ fn main() -> ExitCode {
         .collect();
     crates.dedup();
     let mut settings = format!(
-        "Criterion, {} ms warm-up, {} ms measured, {SAMPLE_SIZE} samples per benchmark",
+        "Criterion, {} ms warm-up, {} ms measured, {SAMPLE_SIZE} samples per benchmark \
+         ({HEAVY_SAMPLE_SIZE}, flat sampling, for the heavy ones)",
         WARM_UP.as_millis(),
         MEASUREMENT.as_millis()
     );
