@@ -68,7 +68,12 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                     return q;
                 }
                 // SAFETY: as above; a failed resize leaves the block unchanged.
-                return after_giving_back(|| unsafe { huge::resize(d, size) });
+                let q = after_giving_back(|| unsafe { huge::resize(d, size) });
+                if !q.is_null() {
+                    return q;
+                }
+                // `mremap` refuses to move a range that spans two kernel mappings (a block reusing
+                // two cached neighbours that were mapped apart): a copy still does it.
             }
             // SAFETY: live descriptor.
             unsafe { (*d).mapped }
