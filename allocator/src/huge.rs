@@ -132,6 +132,22 @@ impl MappingCache {
         HUGE_CACHED.store(self.bytes as u64, Ordering::Relaxed);
     }
 
+    /// Takes the front of the mapping in slot `i` for reuse: the whole chunk windows covering
+    /// `want` bytes (all of it when shorter), the rest left cached. Returns `(base, len)` taken.
+    fn take_front(&mut self, i: usize, want: usize) -> (usize, usize) {
+        let m = self.remove(i);
+        let keep = want.next_multiple_of(CHUNK).min(m.len);
+        if keep < m.len {
+            self.insert(CachedMapping {
+                base: m.base + keep,
+                len: m.len - keep,
+                since_ms: m.since_ms,
+            });
+        }
+        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
+        (m.base, keep)
+    }
+
     /// The slot of the oldest mapping (the cache must not be empty).
     fn oldest(&self) -> usize {
         (0..self.n).min_by_key(|&i| self.slots[i].since_ms).unwrap_or(0)
@@ -235,17 +251,7 @@ fn take_cached(mapped: usize) -> Option<(usize, usize)> {
         .filter(|&i| cache.slots[i].len >= mapped)
         .min_by_key(|&i| cache.slots[i].len);
     if let Some(i) = fit {
-        let m = cache.remove(i);
-        let keep = mapped.next_multiple_of(CHUNK).min(m.len);
-        if keep < m.len {
-            cache.insert(CachedMapping {
-                base: m.base + keep,
-                len: m.len - keep,
-                since_ms: m.since_ms,
-            });
-        }
-        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
-        return Some((m.base, keep));
+        return Some(cache.take_front(i, mapped));
     }
     let largest = (0..cache.n).max_by_key(|&i| cache.slots[i].len)?;
     let m = cache.remove(largest);
@@ -282,17 +288,7 @@ fn take_cached_at(at: usize, want: usize) -> usize {
     let Some(i) = (0..cache.n).find(|&i| cache.slots[i].base == at && cache.slots[i].len >= want) else {
         return 0;
     };
-    let m = cache.remove(i);
-    let keep = want.next_multiple_of(CHUNK).min(m.len);
-    if keep < m.len {
-        cache.insert(CachedMapping {
-            base: m.base + keep,
-            len: m.len - keep,
-            since_ms: m.since_ms,
-        });
-    }
-    HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
-    keep
+    cache.take_front(i, want).1
 }
 
 /// Whether the huge block at `p` reuses a mapping (so it is not known to be zero).
