@@ -14,7 +14,7 @@ use crate::chunk::{ChunkHeader, RunState, Span};
 use crate::extent::PageHeap;
 use crate::size_class::{SizeClass, NSMALL};
 use tally_pal::sync::{Mutex, Rank};
-use tally_pal::{PAGE, PAGE_SHIFT};
+use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
 /// Most arenas Tally will use.
 pub use crate::options::MAX_ARENAS;
@@ -73,6 +73,28 @@ impl Arena {
         unsafe {
             heap.large_freed[(*span).class as usize - NSMALL] += 1;
             heap.free(span);
+        }
+    }
+
+    /// Frees the large block whose run is `span` and gives its pages back to the OS at once
+    /// (`MADV_DONTNEED`, outside the lock), for a block whose contents moved elsewhere: they do
+    /// not wait resident for `dirty_decay_ms`.
+    ///
+    /// # Safety
+    /// As for [`Arena::free_large`].
+    pub unsafe fn free_large_discarding(&self, span: *mut Span) {
+        // SAFETY: per the contract the run is ours and dead; its pages lie in a mapped chunk.
+        unsafe {
+            pal::discard(
+                Span::start(span) as *mut u8,
+                ((*span).pages as usize) << PAGE_SHIFT,
+            )
+        };
+        let mut heap = self.pages.lock();
+        // SAFETY: per the contract; its pages were discarded just above.
+        unsafe {
+            heap.large_freed[(*span).class as usize - NSMALL] += 1;
+            heap.free_discarded(span);
         }
     }
 

@@ -200,6 +200,29 @@ impl PageHeap {
     /// # Safety
     /// `span` must be a run allocated from this heap and no longer used.
     pub unsafe fn free(&mut self, span: *mut Span) {
+        // SAFETY: per the contract.
+        unsafe { self.free_run(span, true) }
+    }
+
+    /// Returns the run `span` to the free lists like [`PageHeap::free`], its pages given back
+    /// to the OS already by the caller (`pal::discard`): they count as not resident.
+    ///
+    /// # Safety
+    /// As for [`PageHeap::free`], and the run's pages must have been discarded since its last
+    /// use.
+    pub unsafe fn free_discarded(&mut self, span: *mut Span) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.purged_pages += (*span).pages as u64;
+            self.free_run(span, false);
+        }
+    }
+
+    /// [`PageHeap::free`], with the run's own pages counted resident or not.
+    ///
+    /// # Safety
+    /// As for [`PageHeap::free`].
+    unsafe fn free_run(&mut self, span: *mut Span, is_resident: bool) {
         // SAFETY: `span` is a live run of this heap (caller contract); its neighbours are runs of
         // the same chunk described by their own spans, guarded by the same lock.
         unsafe {
@@ -209,11 +232,11 @@ impl PageHeap {
             (*chunk).mark_run(first, pages, FREE_RUN);
             self.free_pages += pages;
             let now = pal::now_ms();
-            let mut resident = pages;
+            let mut resident = if is_resident { pages } else { 0 };
             // The merged run's age: the average of its parts' ages, weighted by their resident
             // pages. Taking the newest would let steady small frees next to an old dirty run
             // keep it from ever decaying; taking the oldest would purge fresh pages at once.
-            let mut age_weight = pages as u128 * now as u128;
+            let mut age_weight = resident as u128 * now as u128;
             let end = first + pages;
             if end < CHUNK_PAGES {
                 let info = (*chunk).page_info[end].load(Ordering::Relaxed);
@@ -238,7 +261,7 @@ impl PageHeap {
                 }
             }
             let merged = ptr::addr_of_mut!((*chunk).spans[first]);
-            let since = (age_weight / resident as u128) as u64;
+            let since = age_weight.checked_div(resident as u128).map_or(now, |a| a as u64);
             self.make_free(merged, pages, resident, Purge::Dirty, since);
             if DIRTY_DECAY_MS.load(Ordering::Relaxed) == 0 {
                 self.purge_run(merged, now, false);
@@ -591,6 +614,32 @@ mod tests {
             // SAFETY: as above.
             unsafe { heap.free(*run) };
         }
+        heap.debug_check_invariants();
+        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+    }
+
+    #[test]
+    fn a_discarded_run_is_free_but_not_dirty() {
+        let mut heap = PageHeap::new();
+        let a = heap.alloc(8, 40, RunState::Large, TEST_ARENA);
+        let b = heap.alloc(16, 40, RunState::Large, TEST_ARENA);
+        let c = heap.alloc(4, 40, RunState::Large, TEST_ARENA);
+        assert!(!a.is_null() && !b.is_null() && !c.is_null());
+        // SAFETY: `b` was allocated above and is freed once; its pages are given back first.
+        unsafe {
+            tally_pal::discard(Span::start(b) as *mut u8, 16 * tally_pal::PAGE);
+            heap.free_discarded(b);
+        }
+        heap.debug_check_invariants();
+        assert_eq!(heap.dirty_pages, 0, "the discarded run is not resident");
+        assert_eq!(heap.purged_pages, 16);
+        // A dirty neighbour merges with it; only its own pages count as resident.
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.free(a) };
+        heap.debug_check_invariants();
+        assert_eq!(heap.dirty_pages, 8);
+        // SAFETY: as above.
+        unsafe { heap.free(c) };
         heap.debug_check_invariants();
         assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
     }

@@ -1,11 +1,12 @@
 //! Resizing: small blocks staying in their class and large runs with room after them resize in
-//! place, huge blocks move with `mremap`, everything else moves. When the OS refuses memory, a
+//! place, huge blocks grow over the cached mapping after them or move with `mremap`, everything
+//! else moves (a large block growing into a huge one gives its old pages back at once). When the OS refuses memory, a
 //! huge block's resize gives everything back and tries once more (`alloc::after_giving_back`),
 //! as a new block does.
 
 use core::ptr;
 
-use crate::alloc::{after_giving_back, alloc, MAX_REQUEST};
+use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
 use crate::block::{block_of, small_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free};
@@ -68,7 +69,12 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                     return q;
                 }
                 // SAFETY: as above; a failed resize leaves the block unchanged.
-                return after_giving_back(|| unsafe { huge::resize(d, size) });
+                let q = after_giving_back(|| unsafe { huge::resize(d, size) });
+                if !q.is_null() {
+                    return q;
+                }
+                // `mremap` refuses to move a range that spans two kernel mappings (a block reusing
+                // two cached neighbours that were mapped apart): a copy still does it.
             }
             // SAFETY: live descriptor.
             unsafe { (*d).mapped }
@@ -79,9 +85,20 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return q;
     }
     // SAFETY: `p` holds `old_size` bytes and `q` at least `size`; distinct live blocks.
-    unsafe {
-        ptr::copy_nonoverlapping(p, q, old_size.min(size));
-        free(p);
+    unsafe { ptr::copy_nonoverlapping(p, q, old_size.min(size)) };
+    match block {
+        // A large block that grew into a huge one leaves the page runs for good (a buffer
+        // doubling past the largest class): its old pages are given back now instead of staying
+        // resident beside the huge block until they decay (2 MiB more peak RSS for a `Vec`
+        // grown to 64 MiB). A later block of that size faults them in again, once.
+        Block::Large(span, class) if class.index() >= NCACHED && size > LARGE_MAX => {
+            dead_block(p, old_size);
+            // SAFETY: `span` is the live large run of `p`, whose bytes were copied to `q`; the
+            // caller gives `p` up.
+            unsafe { arena::of_chunk(Span::chunk(span)).free_large_discarding(span) };
+        }
+        // SAFETY: the caller gives up `p`, copied to `q`.
+        _ => unsafe { free(p) },
     }
     q
 }
