@@ -83,7 +83,7 @@ pub fn set(addr: usize, count: usize, value: usize) -> bool {
     for window in first..first + count {
         let Some(slot) = slot(window) else {
             for w in first..window {
-                CHUNKS[w].store(0, Ordering::Release);
+                set_chunk_flag(w, false);
                 if let Some(s) = slot(w) {
                     s.store(0, Ordering::Release);
                 }
@@ -92,14 +92,22 @@ pub fn set(addr: usize, count: usize, value: usize) -> bool {
         };
         let is_chunk = value != 0 && value == window << CHUNK_SHIFT;
         if !is_chunk {
-            CHUNKS[window].store(0, Ordering::Release);
+            set_chunk_flag(window, false);
         }
         slot.store(value, Ordering::Release);
         if is_chunk {
-            CHUNKS[window].store(1, Ordering::Release);
+            set_chunk_flag(window, true);
         }
     }
     true
+}
+
+/// Sets `window`'s byte of [`CHUNKS`] (windows past the address space have none: `slot` has
+/// refused them already).
+fn set_chunk_flag(window: usize, chunk: bool) {
+    if let Some(flag) = CHUNKS.get(window) {
+        flag.store(u8::from(chunk), Ordering::Release);
+    }
 }
 
 fn slot(window: usize) -> Option<&'static AtomicUsize> {
