@@ -1,8 +1,10 @@
 //! From a pointer to the block it starts: the page map gives the chunk (or the huge block), the
 //! page's info word gives the class and the page's distance from the run's start, and a
-//! multiply and a rotate check that the pointer is a block boundary ([`SlotCheck`]). [`small_block_of`] is the inlined check of the free fast path;
-//! [`block_of`] is the full lookup, which names what is wrong with an invalid pointer and aborts.
-//! The boundary check of a small block is written once, in [`small_block_of`]; `block_of` asks it.
+//! multiply and a rotate check that the pointer is a block boundary ([`SlotCheck`]).
+//! [`cached_block_of`] is the inlined check of the free fast path, for the blocks thread caches
+//! keep (small ones, and large ones up to 32 KiB); [`block_of`] is the full lookup, which names
+//! what is wrong with an invalid pointer and aborts. The boundary check of a cached block is
+//! written once, in [`cached_block_of`]; `block_of` asks it.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -91,7 +93,7 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
         let head = page - info_offset(info);
         let start = (*chunk).page_addr(head);
         if class.is_small() {
-            if small_block_of(p).is_none() {
+            if cached_block_of(p).is_none() {
                 invalid(
                     who,
                     p,
@@ -118,11 +120,12 @@ fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
     pal::fatal(format_args!("tally: {who}(): invalid pointer {p:p}: {why}\n"))
 }
 
-/// The class of `p` and the index of the arena owning it, if `p` is a valid small block,
-/// checked inline (the free fast path); `None` for anything else (large, huge or invalid: the
+/// The class of `p` and the index of the arena owning it, if `p` is a valid block of a class
+/// the thread caches keep (small, or large up to 32 KiB), checked inline (the free fast path);
+/// `None` for anything else (a larger or huge block, a sampled one, or an invalid pointer: the
 /// caller's slow path sorts those out with [`block_of`]).
 #[inline(always)]
-pub fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
+pub fn cached_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
     let addr = p as usize;
     if !pagemap::is_chunk(addr) {
         return None;
@@ -132,8 +135,8 @@ pub fn small_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
     unsafe {
         let info = (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed);
         let class = info_class(info);
-        // Slab pages' words hold their distance from the slab's start; every other page's
-        // class byte has no blocks in its check.
+        // Pages' words hold their distance from their run's start; class bytes that are not
+        // cached classes have no blocks in their check.
         SlotCheck::of(class).index(info_run_bytes(info) + (addr & (PAGE - 1)))?;
         Some((SizeClass(class), (*chunk).arena))
     }
@@ -144,7 +147,7 @@ pub fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
-    if let Some((class, _)) = small_block_of(p) {
+    if let Some((class, _)) = cached_block_of(p) {
         return class.size();
     }
     match block_of(p, "malloc_usable_size") {

@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, small_block_of, Block};
+use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -24,8 +24,8 @@ use crate::{arena, decay, freed, huge, prof_hooks};
 /// `p` must not be used after this call.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if let Some((class, arena)) = small_block_of(p) {
-        // SAFETY: `p` is a valid small block of `class` (at least 8 bytes, 8-aligned) the
+    if let Some((class, arena)) = cached_block_of(p) {
+        // SAFETY: `p` is a valid cached block of `class` (at least 8 bytes, 8-aligned) the
         // caller gives up; the thread's own bins.
         unsafe {
             if freed::mark_unless_marked(p) {

@@ -7,7 +7,7 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
-use crate::block::{block_of, small_block_of, Block};
+use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
@@ -32,11 +32,12 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
-    // inlined check the free fast path uses; everything else, and an invalid pointer (which
-    // fails that check), by `block_of`.
-    let block = match small_block_of(p) {
-        Some((class, _)) => Block::Small(class),
-        None => block_of(p, "realloc"),
+    // inlined check the free fast path uses; everything else (a large block may grow in
+    // place, so its run is wanted), and an invalid pointer (which fails that check), by
+    // `block_of`.
+    let block = match cached_block_of(p) {
+        Some((class, _)) if class.is_small() => Block::Small(class),
+        _ => block_of(p, "realloc"),
     };
     if let Block::Small(class) | Block::Large(_, class) = block {
         // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned.

@@ -121,14 +121,15 @@ impl SizeClass {
 /// times `inverse` is `k * 2^shift`, which rotated right by `shift` is `k`. Any other offset
 /// gives more than `u64::MAX / size` (the divisibility test of Granlund and Montgomery), which
 /// is at least `objects` because a slab's bytes fit in a `u64`. Every class byte a page's info
-/// word can hold has an entry: those of large classes and of page markers have `objects` 0, so
-/// no offset passes.
+/// word can hold has an entry: a large class the thread caches keep has one object (its run's
+/// start); other large classes and page markers have `objects` 0, so no offset passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(32))]
 pub struct SlotCheck {
     /// The inverse of the size's odd factor modulo 2^64 (0 where `objects` is 0).
     pub inverse: u64,
-    /// Blocks in a slab of the class; 0 for a class byte that is not a small class.
+    /// Blocks in a slab of the class (1 for a cached large class, whose run is one block); 0
+    /// for any other class byte.
     pub objects: u64,
     /// The size's power-of-two factor (its trailing zero bits).
     pub shift: u32,
@@ -163,9 +164,11 @@ const fn odd_inverse(x: u64) -> u64 {
     y
 }
 
-/// The [`SlotCheck`] of class byte `class`, computed.
+/// The [`SlotCheck`] of class byte `class`, computed. A large class the thread caches keep is a
+/// run of one block: one object, at the run's start. Other large classes (freed through their
+/// arena's page heap) and every other class byte have none.
 pub const fn slot_check_compute(class: usize) -> SlotCheck {
-    if class >= NSMALL {
+    if class >= NCACHED {
         return SlotCheck {
             inverse: 0,
             objects: 0,
@@ -176,15 +179,19 @@ pub const fn slot_check_compute(class: usize) -> SlotCheck {
     let shift = size.trailing_zeros();
     SlotCheck {
         inverse: odd_inverse(size >> shift),
-        objects: (slab_pages_compute(class) * PAGE / size_compute(class)) as u64,
+        objects: if class < NSMALL {
+            (slab_pages_compute(class) * PAGE / size_compute(class)) as u64
+        } else {
+            1
+        },
         shift,
     }
 }
 
 const fn build_slot_check() -> [SlotCheck; 256] {
-    let mut t = [slot_check_compute(NSMALL); 256];
+    let mut t = [slot_check_compute(NCACHED); 256];
     let mut i = 0;
-    while i < NSMALL {
+    while i < NCACHED {
         t[i] = slot_check_compute(i);
         i += 1;
     }
@@ -475,7 +482,7 @@ mod tests {
         for class in 0..256 {
             let check = *SlotCheck::of(class as u8);
             assert_eq!(check, slot_check_compute(class), "class byte {class}");
-            if class >= NSMALL {
+            if class >= NCACHED {
                 assert_eq!(check.objects, 0);
                 for off in [0, 1, 8, 16, 4096, 65535] {
                     assert_eq!(check.index(off), None, "class byte {class}");
@@ -484,10 +491,10 @@ mod tests {
             }
             let c = SizeClass(class as u8);
             assert_eq!(check.inverse.wrapping_mul(c.size() as u64 >> check.shift), 1);
-            // Every offset of the slab, and its whole pages' worth past the end.
+            let objects = if c.is_small() { c.slab_objects() } else { 1 };
+            // Every offset of the slab (or the large block's run), and as much again past it.
             for off in 0..c.pages() * PAGE * 2 {
-                let expected =
-                    (off % c.size() == 0 && off / c.size() < c.slab_objects()).then_some(off / c.size());
+                let expected = (off % c.size() == 0 && off / c.size() < objects).then_some(off / c.size());
                 assert_eq!(check.index(off), expected, "class {} offset {off}", c.size());
             }
         }
