@@ -243,7 +243,7 @@ pub fn on_bytes(bytes: u64) {
         return;
     }
     PROFILER.schedule.count_bytes(bytes);
-    if !in_profiler() {
+    if PROFILER.schedule.may_be_due() && !in_profiler() {
         guarded(|| PROFILER.write_due_profiles(mapped_bytes));
     }
 }
