@@ -85,8 +85,7 @@ impl Schedule {
 
     /// Whether a profile may be due now: interval profiles or peaks are watched, or one was
     /// requested. When not, [`Schedule::due`] has nothing to say, and a thread event need not
-    /// ask (three loads instead of a call that reads the thread's guard, the clock of mapped
-    /// memory and more).
+    /// ask (three loads instead of the thread-local guard and a call).
     #[inline]
     pub fn may_be_due(&self) -> bool {
         self.lg_interval.load(Ordering::Relaxed) >= 0
