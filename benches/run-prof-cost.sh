@@ -42,7 +42,7 @@ count() { # CONF PRELOAD COMMAND...
         --compress-pos=no --callgrind-out-file="$work/out" "$@" >"$work/log" 2>&1
     local total
     total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/log")
-    echo "$total $(python3 benches/tools/callgrind_calls.py "$work/out" tally::prof_hooks::alloc_sampled | cut -d' ' -f1)"
+    echo "$total $(python3 benches/tools/callgrind_callees.py "$work/out" --into tally::prof_hooks::alloc_sampled | cut -d' ' -f1)"
 }
 row() { # NAME ITERATIONS PRELOAD COMMAND...
     local name=$1 n=$2 preload=$3; shift 3
