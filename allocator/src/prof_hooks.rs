@@ -19,6 +19,7 @@ use tally_profiler::{self as profiler, DumpError, MAX_FRAMES, PROFILER};
 
 use crate::arena::{self, Arena};
 use crate::chunk::{RunState, Span, CHUNK};
+use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES};
 use crate::{chunk, freed, huge, pagemap};
@@ -177,8 +178,8 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
 }
 
 /// Frees the sampled block `p` of `class` whose run is `span`: into its arena's stash of
-/// sampled runs if there is room (marked free, so that a second free is caught), else back to
-/// the page heap. Returns whether the page heap took it (the caller may then tick decay).
+/// sampled runs if there is room and freed pages may wait (`dirty_decay_ms` is not 0), marked
+/// free so that a second free is caught; else back to the page heap. Returns whether the page heap took it (the caller may then tick decay).
 ///
 /// # Safety
 /// `p` must be a live sampled block (not huge) that the caller gives up.
@@ -191,7 +192,8 @@ pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) -> boo
         let arena = arena::of_chunk(Span::chunk(span));
         if class.index() < NCACHED {
             freed::mark(p);
-            if arena.stash.put(span) {
+            // With `dirty_decay_ms:0` freed pages go back at once, so none wait in a stash.
+            if DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0 && arena.stash.put(span) {
                 return false;
             }
         }
