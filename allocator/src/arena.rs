@@ -7,7 +7,7 @@
 //! never shares an arena while another sits empty. Blocks always go back to the arena that owns
 //! their chunk, whichever thread frees them.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::bin::Bin;
 use crate::chunk::{ChunkHeader, RunState, Span};
@@ -30,8 +30,127 @@ pub struct Arena {
     pub pages: Mutex<PageHeap>,
     /// Slabs, by small class.
     pub bins: [Bin; NSMALL],
+    /// Page runs of freed sampled blocks, for the next samples (see [`RunStash`]).
+    pub stash: RunStash,
     /// Threads whose cache uses this arena now.
     threads: AtomicU32,
+}
+
+/// Longest run a [`RunStash`] keeps, in pages: that of the largest class the thread cache keeps
+/// (32 KiB), so every sampled block a Criterion-like loop of cached sizes frees is kept.
+pub const STASH_PAGES: usize = 8;
+/// Runs a [`RunStash`] keeps of each length.
+pub const STASH_SLOTS: usize = 2;
+
+/// A few page runs of freed sampled blocks kept out of the page heap, so that the next sample
+/// of the same page count takes one from here: no page-heap lock, no search, no split and merge,
+/// and a page that is resident already (a fresh run may need a page fault). Up to
+/// [`STASH_SLOTS`] runs of each length 1 ..= [`STASH_PAGES`].
+///
+/// Each slot is an atomic pointer, null or a run nobody else holds: a push puts a run into an
+/// empty slot with a compare-exchange, a take swaps a slot to null, so a run is in one slot or
+/// owned by one thread, never both, without a lock (and a `fork` child finds every slot in a
+/// consistent state). A stashed run stays allocated as far as the page heap knows, its pages
+/// still say `SAMPLED` (statistics count it as active pages, not as a live block), and its
+/// first word carries the free mark of the block it held, so a second free of that block is
+/// caught. Purge passes give back the runs of a stash that was not used since the previous
+/// pass, and `malloc_trim` gives back all ([`RunStash::drain`]).
+///
+/// Invariant: every non-null slot of row `k` holds a run of `k + 1` pages of this arena, in no
+/// page-heap list and no other slot.
+pub struct RunStash {
+    slots: [[AtomicPtr<Span>; STASH_SLOTS]; STASH_PAGES],
+    /// A run was taken or put since the last purge pass looked.
+    used: AtomicBool,
+}
+
+impl RunStash {
+    const fn new() -> Self {
+        RunStash {
+            slots: [const { [const { AtomicPtr::new(core::ptr::null_mut()) }; STASH_SLOTS] }; STASH_PAGES],
+            used: AtomicBool::new(false),
+        }
+    }
+
+    fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a stashed run of `pages` pages, or null if there is none.
+    pub fn take(&self, pages: usize) -> *mut Span {
+        let Some(row) = self.slots.get(pages.wrapping_sub(1)) else {
+            return core::ptr::null_mut();
+        };
+        for slot in row {
+            if !slot.load(Ordering::Relaxed).is_null() {
+                let run = slot.swap(core::ptr::null_mut(), Ordering::Acquire);
+                if !run.is_null() {
+                    self.touch();
+                    return run;
+                }
+            }
+        }
+        core::ptr::null_mut()
+    }
+
+    /// Keeps `run` if it is short enough and a slot of its length is empty; returns whether it
+    /// was kept (if not, the caller still owns it).
+    ///
+    /// # Safety
+    /// `run` must be a used run of this arena that nothing uses any more and that the caller
+    /// gives up if this returns true.
+    pub unsafe fn put(&self, run: *mut Span) -> bool {
+        // SAFETY: per the contract, a live span.
+        let pages = unsafe { (*run).pages } as usize;
+        let Some(row) = self.slots.get(pages.wrapping_sub(1)) else {
+            return false;
+        };
+        for slot in row {
+            if slot.load(Ordering::Relaxed).is_null()
+                && slot
+                    .compare_exchange(core::ptr::null_mut(), run, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.touch();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Gives every stashed run back to `heap` (this arena's page heap, locked by the caller) if
+    /// `everything` or if the stash was not used since the last call. Returns the runs given back.
+    pub fn drain(&self, heap: &mut PageHeap, everything: bool) -> usize {
+        if !everything && self.used.swap(false, Ordering::Relaxed) {
+            return 0;
+        }
+        let mut given = 0;
+        for slot in self.slots.iter().flatten() {
+            if slot.load(Ordering::Relaxed).is_null() {
+                continue;
+            }
+            let run = slot.swap(core::ptr::null_mut(), Ordering::Acquire);
+            if !run.is_null() {
+                // SAFETY: a stashed run is a used run of this arena that nobody holds (the
+                // swap made it ours); `heap` is this arena's, locked.
+                unsafe { heap.free(run) };
+                given += 1;
+            }
+        }
+        given
+    }
+
+    /// Runs stashed now (racy while other threads sample).
+    #[cfg(test)]
+    pub fn stashed(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| !s.load(Ordering::Relaxed).is_null())
+            .count()
+    }
 }
 
 impl Arena {
@@ -40,6 +159,7 @@ impl Arena {
             threads: AtomicU32::new(0),
             pages: Mutex::new(Rank::PageHeap, PageHeap::new()),
             bins: [const { Bin::new() }; NSMALL],
+            stash: RunStash::new(),
         }
     }
 
@@ -222,6 +342,7 @@ mod tests {
     const SPARE_RESIZE: usize = MAX_ARENAS - 7;
     const SPARE_SMALL: usize = MAX_ARENAS - 8;
     const SPARE_LEAVE: usize = MAX_ARENAS - 9;
+    const SPARE_STASH: usize = MAX_ARENAS - 11;
 
     fn spare(index: usize) -> &'static Arena {
         assert!(index >= arena_count(), "arena {index} is in use");
@@ -362,6 +483,79 @@ mod tests {
         assert_eq!(threads(SPARE_LEAVE), 1);
         leave_arena(arena);
         assert_eq!(threads(SPARE_LEAVE), 0);
+    }
+
+    #[test]
+    fn the_stash_keeps_a_few_runs_of_each_length_and_gives_them_back() {
+        let arena = spare(SPARE_STASH);
+        let owner = large_class(16 * PAGE).0;
+        let run = |pages: usize| {
+            let r = arena
+                .pages
+                .lock()
+                .alloc(pages, owner, RunState::Large, arena.index());
+            assert!(!r.is_null());
+            r
+        };
+        let (chunks0, free0) = {
+            let heap = arena.pages.lock();
+            (heap.chunks, heap.free_pages)
+        };
+        let ones: std::vec::Vec<_> = (0..STASH_SLOTS + 1).map(|_| run(1)).collect();
+        let three = run(3);
+        let long = run(STASH_PAGES + 1);
+        // SAFETY: every run is a used run of this arena that the test gives up when kept.
+        unsafe {
+            for &r in &ones[..STASH_SLOTS] {
+                assert!(arena.stash.put(r));
+            }
+            assert!(!arena.stash.put(ones[STASH_SLOTS]), "a full row keeps no more");
+            assert!(arena.stash.put(three));
+            assert!(!arena.stash.put(long), "runs past STASH_PAGES are not kept");
+        }
+        assert_eq!(arena.stash.stashed(), STASH_SLOTS + 1);
+        assert!(arena.stash.take(2).is_null(), "no run of 2 pages");
+        assert!(arena.stash.take(0).is_null() && arena.stash.take(STASH_PAGES + 1).is_null());
+        let taken = arena.stash.take(1);
+        assert!(
+            ones[..STASH_SLOTS].contains(&taken),
+            "a stashed run of the length asked"
+        );
+        assert_eq!(arena.stash.take(3), three);
+        // SAFETY: as above.
+        unsafe { assert!(arena.stash.put(three)) };
+        // (No assertion with the page heap's lock held: a failing one allocates.)
+        let (kept, given) = {
+            let mut heap = arena.pages.lock();
+            // Used since the last pass: a pass keeps the runs; not used since: the next pass
+            // gives them back.
+            (
+                arena.stash.drain(&mut heap, false),
+                arena.stash.drain(&mut heap, false),
+            )
+        };
+        assert_eq!((kept, given), (0, 2));
+        assert_eq!(arena.stash.stashed(), 0);
+        {
+            let mut heap = arena.pages.lock();
+            // SAFETY: runs of this arena, not stashed, not used again.
+            unsafe {
+                heap.free(taken);
+                heap.free(ones[STASH_SLOTS]);
+                heap.free(long);
+            }
+        }
+        let again = run(3);
+        // SAFETY: as above.
+        unsafe { assert!(arena.stash.put(again)) };
+        let all = arena.stash.drain(&mut arena.pages.lock(), true);
+        assert_eq!(all, 1, "trim takes all");
+        let (chunks, free) = {
+            let heap = arena.pages.lock();
+            heap.debug_check_invariants();
+            (heap.chunks, heap.free_pages)
+        };
+        assert_eq!(free, free0 + (chunks - chunks0) * USABLE_PAGES);
     }
 
     #[test]

@@ -86,9 +86,14 @@ fn purge_arenas(now: u64, everything: bool, wait: bool) -> u64 {
     PASSES.fetch_add(1, Ordering::Relaxed);
     let mut released = 0;
     for arena in &ARENAS[..arena::arena_count()] {
+        // The runs of freed sampled blocks go back to the page heap first (all of them, or
+        // those of a stash no sample used since the last pass), so they decay like any.
         if wait {
-            released += arena.pages.lock().purge(now, everything);
+            let mut heap = arena.pages.lock();
+            arena.stash.drain(&mut heap, everything);
+            released += heap.purge(now, everything);
         } else if let Some(mut heap) = arena.pages.try_lock() {
+            arena.stash.drain(&mut heap, everything);
             released += heap.purge(now, everything);
         }
     }

@@ -136,10 +136,15 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             free_small_miss(p, class)
         },
         Block::Sampled(span, class) => {
+            // SAFETY: a sampled block is at least 8 bytes and page-aligned.
+            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+                sampled_freed_before(p, who);
+            }
             dead_block(p, class.size());
             // SAFETY: `p` is a live sampled block of `class` with run `span`, given up.
-            unsafe { prof_hooks::free_sampled(p, span, class) };
-            decay::tick();
+            if unsafe { prof_hooks::free_sampled(p, span, class) } {
+                decay::tick();
+            }
         }
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
         Block::Huge(d) => unsafe {
@@ -178,6 +183,16 @@ pub unsafe fn free_known(p: *mut u8, class: SizeClass) {
         }
         push(p, class)
     }
+}
+
+/// Aborts: `p`, a sampled block handed to `who`, carries its free mark, so it was freed before
+/// and its pages wait in its arena's stash for the next sample (`arena::RunStash`).
+#[cold]
+#[inline(never)]
+pub fn sampled_freed_before(p: *mut u8, who: &str) -> ! {
+    tally_pal::fatal(format_args!(
+        "tally: {who}(): double free of {p:p}: a sampled block freed before (its pages wait for the next sample)\n"
+    ))
 }
 
 /// [`already_free`] for `free`, which the fast path reaches by a jump. It never returns, but

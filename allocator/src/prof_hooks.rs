@@ -19,9 +19,10 @@ use tally_profiler::{self as profiler, DumpError, MAX_FRAMES, PROFILER};
 
 use crate::arena::{self, Arena};
 use crate::chunk::{RunState, Span, CHUNK};
+use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
-use crate::size_class::{SizeClass, NCLASSES};
-use crate::{chunk, huge, pagemap};
+use crate::size_class::{SizeClass, NCACHED, NCLASSES};
+use crate::{chunk, freed, huge, pagemap};
 
 /// Page-map class byte of a sampled block's pages.
 pub const SAMPLED: u8 = 0xFD;
@@ -136,18 +137,28 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
         let p = match class {
             Some(class) => {
                 let pages = class.size().div_ceil(PAGE);
-                let run = arena
-                    .pages
-                    .lock()
-                    .alloc(pages, SAMPLED, RunState::Large, arena.index());
+                let mut run = arena.stash.take(pages);
+                if run.is_null() {
+                    run = arena
+                        .pages
+                        .lock()
+                        .alloc(pages, SAMPLED, RunState::Large, arena.index());
+                }
                 if run.is_null() {
                     return core::ptr::null_mut();
                 }
-                // SAFETY: the run was just allocated for us; `class` records the block's class
-                // for `malloc_usable_size`, `realloc` and statistics.
+                // SAFETY: the run is ours (fresh, or taken from the stash); `class` records the
+                // block's class for `malloc_usable_size`, `realloc` and statistics.
                 unsafe { (*run).class = class.0 };
                 SAMPLED_OUT[class.index()].fetch_add(1, Ordering::Relaxed);
-                Span::start(run) as *mut u8
+                let p = Span::start(run) as *mut u8;
+                if class.index() < NCACHED {
+                    // A stashed run's block carries its free mark (and a fresh run may hold an
+                    // old block's mark where it starts): this block is the program's now.
+                    // SAFETY: a block of at least 8 bytes, page-aligned, ours.
+                    unsafe { freed::unmark(p) };
+                }
+                p
             }
             None => {
                 let p = huge::alloc(size, PAGE);
@@ -166,18 +177,29 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
     })
 }
 
-/// Frees the sampled block `p` of `class` whose run is `span`.
+/// Frees the sampled block `p` of `class` whose run is `span`: into its arena's stash of
+/// sampled runs if there is room and freed pages may wait (`dirty_decay_ms` is not 0), marked
+/// free so that a second free is caught; else back to the page heap. Returns whether the page heap took it (the caller may then tick decay).
 ///
 /// # Safety
 /// `p` must be a live sampled block (not huge) that the caller gives up.
-pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) {
+pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) -> bool {
     profiler::on_sampled_free(p as usize);
     SAMPLED_IN[class.index()].fetch_add(1, Ordering::Relaxed);
-    // SAFETY: `span` is the run of a dead sampled block; its chunk belongs to that arena.
+    // SAFETY: `span` is the run of a dead sampled block; its chunk belongs to that arena, and
+    // the run (at least 8 bytes, page-aligned) is ours to mark and give up.
     unsafe {
         let arena = arena::of_chunk(Span::chunk(span));
+        if class.index() < NCACHED {
+            freed::mark(p);
+            // With `dirty_decay_ms:0` freed pages go back at once, so none wait in a stash.
+            if DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0 && arena.stash.put(span) {
+                return false;
+            }
+        }
         arena.pages.lock().free(span);
     }
+    true
 }
 
 /// Forgets the sampled huge block at `p` (its memory is freed by the caller).
@@ -223,7 +245,7 @@ pub fn on_bytes(bytes: u64) {
         return;
     }
     PROFILER.schedule.count_bytes(bytes);
-    if !in_profiler() {
+    if PROFILER.schedule.may_be_due() && !in_profiler() {
         guarded(|| PROFILER.write_due_profiles(mapped_bytes));
     }
 }

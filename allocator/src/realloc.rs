@@ -9,7 +9,7 @@ use core::ptr;
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
 use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
-use crate::free::{already_free, free};
+use crate::free::{already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
 use crate::{arena, freed, huge};
 
@@ -39,11 +39,20 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         Some((class, _)) if class.is_small() => Block::Small(class),
         _ => block_of(p, "realloc"),
     };
-    if let Block::Small(class) | Block::Large(_, class) = block {
-        // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned.
-        if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
-            already_free(p, class, "realloc");
+    match block {
+        Block::Small(class) | Block::Large(_, class) => {
+            // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned.
+            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+                already_free(p, class, "realloc");
+            }
         }
+        Block::Sampled(_, class) => {
+            // SAFETY: a sampled block: at least 8 bytes, page-aligned.
+            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+                sampled_freed_before(p, "realloc");
+            }
+        }
+        Block::Huge(_) => {}
     }
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {

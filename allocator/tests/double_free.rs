@@ -117,6 +117,20 @@ fn large_and_huge_double_frees_abort() {
 }
 
 #[test]
+fn a_sampled_block_freed_twice_aborts() {
+    // Every allocation sampled: the block's pages wait in its arena's stash of sampled runs,
+    // carrying its free mark.
+    const SAMPLE_ALL: &str = "prof:true,lg_prof_sample:0";
+    const STASHED: &str = "a sampled block freed before";
+    for size in [16, 5000, 32768] {
+        assert_caught(&format!("twice:{size}"), SAMPLE_ALL, "free", STASHED);
+    }
+    assert_caught("realloc_freed:100", SAMPLE_ALL, "realloc", STASHED);
+    // Rust's `dealloc` sees a sampled block by its page and hands it to `free`.
+    assert_caught("dealloc_twice", SAMPLE_ALL, "free", STASHED);
+}
+
+#[test]
 fn rust_dealloc_twice_aborts() {
     assert_caught("dealloc_twice", "", "dealloc", IN_CACHE);
 }

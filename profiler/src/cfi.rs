@@ -10,7 +10,10 @@
 //! run up to the address) and kept in a fixed table of [`SLOTS`] entries in sets of [`WAYS`]
 //! (so that a few return addresses of one stack that hash alike do not evict each other on
 //! every walk), each tagged with the start of the object it came from; `_dl_find_object` (lock-free, no allocation) is asked again
-//! on every frame, so an entry of an unloaded object is never used for another one.
+//! on every walk, so an entry of an unloaded object is never used for another one. Within one
+//! walk, the object found for a frame also serves the next frames whose return addresses lie in
+//! its mapping ([`LastObject`]): code with a frame on the stack being walked cannot be unloaded
+//! while the walk runs, and most frames of a stack lie in the object of the frame before.
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
 //! given as DWARF expressions (PLT stubs, signal frames), 64-bit DWARF, pointer encodings other
@@ -665,20 +668,57 @@ fn run(
     Ok(row)
 }
 
+/// The loaded object a walk found last: `[start, end)` is its mapping, `eh_frame` its unwind
+/// tables. A walk asks `_dl_find_object` only for a return address outside it (about 70
+/// instructions a frame saved, and most frames of a stack are in the object of the frame before:
+/// a Rust program's all but the C library's). Sound within one walk only: the object of a frame
+/// on the stack being walked stays loaded while the walk runs.
+#[derive(Clone, Copy, Debug)]
+struct LastObject {
+    start: usize,
+    end: usize,
+    eh_frame: usize,
+}
+
+impl LastObject {
+    /// No object yet: every address is outside.
+    const NONE: LastObject = LastObject {
+        start: 0,
+        end: 0,
+        eh_frame: 0,
+    };
+}
+
 /// The rule for the frame executing at `pc` (`lookup` is `pc`, or `pc - 1` for a return
-/// address), from the table or computed. Inlined into both walks: it is most of a step.
-#[inline(always)]
+/// address), from the table or computed, outside a walk.
+#[cfg(test)]
 fn rule_for(lookup: usize) -> Result<Rule, Miss> {
-    let mut obj = DlFindObject::EMPTY;
-    // SAFETY: `obj` is a valid out-parameter; the call neither allocates nor locks.
-    if unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) } != 0 || obj.eh_frame.is_null() {
-        return Err(Miss::NoFrame);
+    let mut last = LastObject::NONE;
+    rule_in_walk(lookup, &mut last)
+}
+
+/// The rule for the frame executing at `pc` (`lookup` is `pc`, or `pc - 1` for a return
+/// address), from the table or computed, within a walk that found `last` for an earlier frame
+/// (updated to `lookup`'s object). Inlined into both walks: it is most of a step.
+#[inline(always)]
+fn rule_in_walk(lookup: usize, last: &mut LastObject) -> Result<Rule, Miss> {
+    if lookup < last.start || lookup >= last.end {
+        let mut obj = DlFindObject::EMPTY;
+        // SAFETY: `obj` is a valid out-parameter; the call neither allocates nor locks.
+        if unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) } != 0 || obj.eh_frame.is_null() {
+            return Err(Miss::NoFrame);
+        }
+        *last = LastObject {
+            start: obj.map_start as usize,
+            end: obj.map_end as usize,
+            eh_frame: obj.eh_frame as usize,
+        };
     }
-    let object = obj.map_start as usize;
+    let object = last.start;
     if let Some(rule) = cached(lookup, object) {
         return Ok(rule);
     }
-    let rule = compute(obj.eh_frame as usize, lookup)?;
+    let rule = compute(last.eh_frame, lookup)?;
     MISSES.fetch_add(1, Ordering::Relaxed);
     remember(lookup, object, rule);
     Ok(rule)
@@ -877,9 +917,10 @@ impl Cfi {
         let mut first = true;
         let mut n = 0;
         let mut skipped = 0;
+        let mut last = LastObject::NONE;
         while n < MAX_FRAMES {
             let lookup = if first { rip } else { rip - 1 };
-            let rule = match rule_for(lookup) {
+            let rule = match rule_in_walk(lookup, &mut last) {
                 Ok(rule) => rule,
                 Err(Miss::NoFrame) => return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp)),
                 Err(Miss::Unsupported) => return None,
@@ -923,8 +964,9 @@ impl Cfi {
     ) -> usize {
         let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
         let mut readable = Readable::TRUSTED;
+        let mut last = LastObject::NONE;
         while n < MAX_FRAMES {
-            let step = match rule_for(rip - 1) {
+            let step = match rule_in_walk(rip - 1, &mut last) {
                 Ok(rule) if rule.end => break,
                 Ok(rule) => dwarf_step(rule, rsp, rbp, Some(&mut readable)),
                 Err(Miss::NoFrame) => match frame_pointer_step(rsp, rbp, &mut readable) {

@@ -83,7 +83,18 @@ impl Schedule {
         self.requested.store(true, Ordering::Relaxed);
     }
 
+    /// Whether a profile may be due now: interval profiles or peaks are watched, or one was
+    /// requested. When not, [`Schedule::due`] has nothing to say, and a thread event need not
+    /// ask (three loads instead of the thread-local guard and a call).
+    #[inline]
+    pub fn may_be_due(&self) -> bool {
+        self.lg_interval.load(Ordering::Relaxed) >= 0
+            || self.gdump.load(Ordering::Relaxed)
+            || self.requested.load(Ordering::Relaxed)
+    }
+
     /// Whether mapped memory is watched for new peaks (`prof_gdump`).
+    #[inline]
     pub fn watches_peaks(&self) -> bool {
         self.gdump.load(Ordering::Relaxed)
     }
