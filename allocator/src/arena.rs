@@ -153,12 +153,18 @@ pub fn set_arena_count(n: usize) {
 /// tie. Counts it as used until [`leave_arena`]. Two threads starting at once may pick the same
 /// arena; that costs some sharing, never correctness.
 pub fn next_arena() -> &'static Arena {
-    let arena = ARENAS[..arena_count()]
-        .iter()
-        .min_by_key(|a| a.threads.load(Ordering::Relaxed))
-        .unwrap_or(&ARENAS[0]);
+    let arena = pick_arena();
     arena.threads.fetch_add(1, Ordering::Relaxed);
     arena
+}
+
+/// The arena [`next_arena`] would give a new thread, not counted: for the calls a thread makes
+/// while its cache is being made, which must not count it twice.
+pub fn pick_arena() -> &'static Arena {
+    ARENAS[..arena_count()]
+        .iter()
+        .min_by_key(|a| a.threads.load(Ordering::Relaxed))
+        .unwrap_or(&ARENAS[0])
 }
 
 /// A thread's cache stops using `arena` (the thread exited or gave up its cache).
