@@ -43,6 +43,13 @@ impl Arena {
         }
     }
 
+    /// Counts `n` more threads as using this arena, as `n` calls of [`next_arena`] picking it
+    /// would (tests of modules above, on arenas no thread is given).
+    #[cfg(test)]
+    pub fn count_threads_for_test(&self, n: u32) {
+        self.threads.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Index in [`ARENAS`].
     pub fn index(&self) -> u32 {
         index_of(self as *const Arena as usize)
@@ -167,9 +174,25 @@ pub fn pick_arena() -> &'static Arena {
         .unwrap_or(&ARENAS[0])
 }
 
-/// A thread's cache stops using `arena` (the thread exited or gave up its cache).
+/// Free pages an arena left without threads keeps resident for the next thread it is given
+/// (1 MiB); [`leave_arena`] gives back the rest at once.
+pub const IDLE_RESERVE_PAGES: usize = 256;
+
+/// A thread's cache stops using `arena` (the thread exited or gave up its cache). When it was
+/// the arena's last thread, the arena's free pages beyond [`IDLE_RESERVE_PAGES`] go back to the
+/// OS at once, oldest first, and so do its bins' empty current slabs: no thread of this arena
+/// is left to reuse them, and no thread of another arena can, so under decay alone every arena
+/// a short-lived thread ever passed through would keep the most that thread ever freed, and
+/// generations of threads rotating over the arenas would add those up (issue 13).
 pub fn leave_arena(arena: &Arena) {
-    arena.threads.fetch_sub(1, Ordering::Relaxed);
+    if arena.threads.fetch_sub(1, Ordering::Relaxed) != 1 {
+        return;
+    }
+    for (i, bin) in arena.bins.iter().enumerate() {
+        bin.release_empty_current(SizeClass(i as u8), &arena.pages);
+    }
+    let now = tally_pal::now_ms();
+    arena.pages.lock().purge_down_to(IDLE_RESERVE_PAGES, now);
 }
 
 /// The arena owning the chunk `chunk`.

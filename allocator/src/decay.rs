@@ -295,6 +295,85 @@ mod tests {
     }
 
     #[test]
+    fn purge_down_to_gives_back_the_oldest_runs_first_whatever_their_age() {
+        let _saved = Saved::new();
+        configure(&decay_options(10_000, 0));
+        let mut heap = PageHeap::new();
+        // Three dirty runs of 8 pages, freed oldest first, kept apart by live one-page runs.
+        let mut runs = [core::ptr::null_mut(); 3];
+        for run in &mut runs {
+            *run = heap.alloc(8, NSMALL as u8, RunState::Large, TEST_ARENA);
+            assert!(!heap.alloc(1, NSMALL as u8, RunState::Large, TEST_ARENA).is_null());
+        }
+        // SAFETY: the runs are ours: written, then freed once.
+        unsafe {
+            for &run in &runs {
+                assert!(!run.is_null());
+                core::ptr::write_bytes(Span::start(run) as *mut u8, 0xab, 8 * PAGE);
+                heap.free(run);
+            }
+        }
+        assert_eq!(heap.dirty_pages, 24);
+        let now = pal::now_ms();
+        assert_eq!(heap.purge_down_to(24, now), 0, "nothing beyond the reserve");
+        assert_eq!(heap.purge_down_to(10, now), 16, "young, but beyond the reserve");
+        assert_eq!(heap.dirty_pages, 8);
+        // SAFETY: the free runs' spans stay valid in their chunk's header.
+        unsafe {
+            assert_eq!((*runs[0]).resident, 0, "the oldest run went first");
+            assert_eq!((*runs[1]).resident, 0);
+            assert_eq!((*runs[2]).resident, 8, "the newest stays for the next thread");
+        }
+        assert_eq!(heap.purge_down_to(0, now), 8);
+        assert_eq!(heap.dirty_pages, 0);
+        heap.debug_check_invariants();
+    }
+
+    /// An arena no thread is given (see the tests in `arena.rs`).
+    const SPARE: usize = arena::MAX_ARENAS - 11;
+
+    #[test]
+    fn an_arena_left_by_its_last_thread_keeps_only_a_reserve_of_free_pages() {
+        let _saved = Saved::new();
+        configure(&decay_options(10_000, 0));
+        let arena = &ARENAS[SPARE];
+        assert!(SPARE >= arena::arena_count());
+        // Free pages, resident and dirty: a 2 MiB block written and freed, and a small block
+        // whose slab stays the bin's empty current slab.
+        let large = crate::size_class::class_for(512 * PAGE).unwrap();
+        let p = arena.alloc_large(large, PAGE);
+        assert!(!p.is_null());
+        let small = SizeClass(3);
+        let mut one = [core::ptr::null_mut()];
+        assert_eq!(arena.bins[3].fill(small, &arena.pages, SPARE as u32, &mut one), 1);
+        let chunk = crate::chunk::ChunkHeader::of(p as usize);
+        // SAFETY: fresh blocks, written, then given back once; a large block's span is at its
+        // first page.
+        unsafe {
+            core::ptr::write_bytes(p, 0xab, 512 * PAGE);
+            let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
+            arena.free_large(span);
+            arena.bins[3].return_batch(small, &arena.pages, &one);
+        }
+        let dirty = || arena.pages.lock().dirty_pages;
+        assert!(dirty() >= 512);
+        assert_eq!(arena.bins[3].counts().0, 1, "the empty current slab stays");
+
+        // Two threads use the arena; the first leaves, then the last.
+        arena.count_threads_for_test(2);
+        arena::leave_arena(arena);
+        assert!(dirty() >= 512, "a thread is left to reuse the pages");
+        arena::leave_arena(arena);
+        assert!(
+            dirty() <= arena::IDLE_RESERVE_PAGES,
+            "{} dirty pages kept by an arena without threads",
+            dirty()
+        );
+        assert_eq!(arena.bins[3].counts().0, 0, "the empty current slab went too");
+        arena.pages.lock().debug_check_invariants();
+    }
+
+    #[test]
     fn with_muzzy_decay_dirty_runs_turn_muzzy_then_go_back() {
         let _saved = Saved::new();
         const DIRTY: u64 = 10_000;

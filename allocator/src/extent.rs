@@ -284,6 +284,35 @@ impl PageHeap {
         self.purged_pages - before
     }
 
+    /// Gives back the oldest dirty and muzzy runs at once (`MADV_DONTNEED`, unmapping chunks
+    /// left wholly free) until at most `keep` free pages may still be resident, whatever their
+    /// age: what an arena that no thread uses any more holds beyond a reserve for the next one
+    /// (see `arena::leave_arena`). Returns the pages given back.
+    pub fn purge_down_to(&mut self, keep: usize, now: u64) -> u64 {
+        let before = self.purged_pages;
+        for muzzy in [true, false] {
+            loop {
+                if self.dirty_pages + self.muzzy_pages <= keep {
+                    return self.purged_pages - before;
+                }
+                let run = if muzzy {
+                    self.muzzy.tail()
+                } else {
+                    self.dirty.tail()
+                };
+                if run.is_null() {
+                    break;
+                }
+                // SAFETY: `run` is a free run in this heap's lists.
+                unsafe {
+                    self.unlink(run);
+                    self.purge_run(run, now, true);
+                }
+            }
+        }
+        self.purged_pages - before
+    }
+
     /// Gives back the pages of `run` (a free run in no list) — lazily with `MADV_FREE` when it is
     /// dirty, `muzzy_decay_ms` is not 0 and `at_once` is false, else with `MADV_DONTNEED` — and
     /// puts it back in the lists, or unmaps its chunk if it is the chunk's whole usable area.
