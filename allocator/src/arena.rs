@@ -43,11 +43,14 @@ impl Arena {
         }
     }
 
-    /// Counts `n` more threads as using this arena, as `n` calls of [`next_arena`] picking it
-    /// would (tests of modules above, on arenas no thread is given).
-    #[cfg(test)]
-    pub fn count_threads_for_test(&self, n: u32) {
-        self.threads.fetch_add(n, Ordering::Relaxed);
+    /// (free pages that may still be resident, pages in use by slabs and large blocks), read
+    /// together under the page heap's lock.
+    pub fn idle_and_active_pages(&self) -> (usize, usize) {
+        let heap = self.pages.lock();
+        (
+            heap.dirty_pages + heap.muzzy_pages,
+            heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages,
+        )
     }
 
     /// Index in [`ARENAS`].
@@ -174,23 +177,9 @@ pub fn pick_arena() -> &'static Arena {
         .unwrap_or(&ARENAS[0])
 }
 
-/// Free pages an arena left without threads keeps resident for the next thread it is given
-/// (2 MiB); [`leave_arena`] gives back the rest at once. With 1 MiB, `thread_churn` (12,000
-/// threads of about 1.4 MiB each, 4 at a time) spent 0.7 s in the kernel instead of 0.2: each
-/// exit gave back what the next thread of the arena faulted in again.
-pub const IDLE_RESERVE_PAGES: usize = 512;
-
-/// A thread's cache stops using `arena` (the thread exited or gave up its cache). When it was
-/// the arena's last thread, the arena's free pages beyond [`IDLE_RESERVE_PAGES`] go back to the
-/// OS at once, oldest first: no thread of this arena is left to reuse them, and no thread of
-/// another arena can, so under decay alone every arena a short-lived thread ever passed through
-/// would keep the most that thread ever freed, and generations of threads rotating over the
-/// arenas would add those up (issue 13).
+/// A thread's cache stops using `arena` (the thread exited or gave up its cache).
 pub fn leave_arena(arena: &Arena) {
-    if arena.threads.fetch_sub(1, Ordering::Relaxed) == 1 {
-        let now = tally_pal::now_ms();
-        arena.pages.lock().purge_down_to(IDLE_RESERVE_PAGES, now);
-    }
+    arena.threads.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The arena owning the chunk `chunk`.

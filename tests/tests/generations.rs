@@ -4,13 +4,13 @@
 //! thread's first allocation is a large block.
 //!
 //! Bound: peak RSS at most `2 × big + 16 MiB`. At any moment the program needs the big thread's
-//! blocks and the pages the previous big thread's handed-on quarter holds (until it is freed,
-//! then free pages of an arena that a live thread still uses), plus the small threads: 71-73 MiB
-//! on this machine. Before issue 13, 247-283 MiB: every arena the big slot passed through kept the
-//! most a thread of it had freed until decay, and a thread that took a large block before its
-//! cache was counted in an arena for good, so the arenas never looked unused and threads spread
-//! over all of them (with that fixed alone, 112 MiB; with only the give-back, 218-280 MiB).
-//! glibc's figure (105 MiB) is printed, not bounded.
+//! blocks, the pages the previous big thread's handed-on quarter holds until it is freed, and
+//! the small threads. Before issue 13, 247-283 MiB on this machine: every arena the big slot
+//! passed through kept the most a thread of it had freed until decay, and a thread that took a
+//! large block before its cache was counted in an arena for good, so arenas never looked unused
+//! and threads spread over all of them (with that fixed alone, 112 MiB). Since pages one arena
+//! faults in are balanced by idle pages of the others, 50-52 MiB. glibc's figure (105 MiB) is
+//! printed, not bounded.
 
 use std::process::Command;
 use tally_tests::{compile_c, find_value, run, Mode, ScratchDir, DEFAULT_TIMEOUT};
