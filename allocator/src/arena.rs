@@ -44,13 +44,13 @@ impl Arena {
     }
 
     /// (free pages that may still be resident, pages in use by slabs and large blocks), read
-    /// together under the page heap's lock.
-    pub fn idle_and_active_pages(&self) -> (usize, usize) {
-        let heap = self.pages.lock();
-        (
+    /// together under the page heap's lock; `None` if another thread holds it.
+    pub fn idle_and_active_pages(&self) -> Option<(usize, usize)> {
+        let heap = self.pages.try_lock()?;
+        Some((
             heap.dirty_pages + heap.muzzy_pages,
             heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages,
-        )
+        ))
     }
 
     /// Index in [`ARENAS`].

@@ -68,6 +68,10 @@ fn keep_idle(active: usize) -> usize {
     IDLE_RESERVE_PAGES.max(2 * active)
 }
 
+/// [`balance`] looks once this many pages were faulted in since it last did (1 MiB), so that
+/// its survey of the arenas (a lock each) is paid per megabyte of growth, not per slab.
+const BALANCE_BATCH_PAGES: u64 = 256;
+
 /// Fresh pages counted when [`balance`] last looked.
 static BALANCED_PAGES: AtomicU64 = AtomicU64::new(0);
 
@@ -87,7 +91,7 @@ fn balance() {
     }
     let fresh = FRESH_PAGES.load(Ordering::Relaxed);
     let done = BALANCED_PAGES.load(Ordering::Relaxed);
-    if fresh <= done
+    if fresh < done + BALANCE_BATCH_PAGES
         || BALANCED_PAGES
             .compare_exchange(done, fresh, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
@@ -102,21 +106,21 @@ fn balance() {
 }
 
 /// Gives back at least `quota` free resident pages (when there are so many), oldest first,
-/// from the arenas of `arenas` holding the most beyond what they keep ([`keep_idle`]). Returns
-/// the pages given back.
+/// from the arenas of `arenas` holding the most beyond what they keep ([`keep_idle`]); an arena
+/// whose page heap another thread holds is passed over. Returns the pages given back.
 fn give_back_idle(arenas: &[Arena], quota: usize, now: u64) -> u64 {
     let mut given = 0u64;
     for _ in 0..arenas.len() {
         if given >= quota as u64 {
             break;
         }
-        let Some((arena, idle, excess)) = arenas
+        let Some((arena, excess)) = arenas
             .iter()
-            .map(|a| {
-                let (idle, active) = a.idle_and_active_pages();
-                (a, idle, idle.saturating_sub(keep_idle(active)))
+            .filter_map(|a| {
+                let (idle, active) = a.idle_and_active_pages()?;
+                Some((a, idle.saturating_sub(keep_idle(active))))
             })
-            .max_by_key(|&(_, _, excess)| excess)
+            .max_by_key(|&(_, excess)| excess)
         else {
             break;
         };
@@ -124,7 +128,12 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64) -> u64 {
             break;
         }
         let want = excess.min(quota - given as usize);
-        let purged = arena.pages.lock().purge_down_to(idle - want, now);
+        let Some(mut heap) = arena.pages.try_lock() else {
+            break;
+        };
+        // What the survey saw may have changed since: give back `want` of what there is now.
+        let keep = (heap.dirty_pages + heap.muzzy_pages).saturating_sub(want);
+        let purged = heap.purge_down_to(keep, now);
         if purged == 0 {
             break;
         }
