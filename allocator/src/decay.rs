@@ -428,13 +428,14 @@ mod tests {
     /// Arenas no thread is given (see the tests in `arena.rs`).
     const SPARE: usize = arena::MAX_ARENAS - 12;
 
-    /// Puts `blocks` dirty runs of 2 MiB (written, freed) in spare arena `index`.
+    /// Puts `blocks` dirty runs of 2 MiB (written, freed) in spare arena `index`: all taken
+    /// first, so each is a run of its own.
     fn dirty_arena(index: usize, blocks: usize) -> &'static Arena {
         let arena = &ARENAS[index];
         assert!(index >= arena::arena_count());
         let large = crate::size_class::class_for(512 * PAGE).unwrap();
-        for _ in 0..blocks {
-            let p = arena.alloc_large(large, PAGE);
+        let taken: std::vec::Vec<*mut u8> = (0..blocks).map(|_| arena.alloc_large(large, PAGE)).collect();
+        for &p in &taken {
             assert!(!p.is_null());
             let chunk = crate::chunk::ChunkHeader::of(p as usize);
             // SAFETY: a fresh block, written, then given back once; a large block's span is at
