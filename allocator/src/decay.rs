@@ -60,10 +60,11 @@ pub const IDLE_RESERVE_PAGES: usize = 512;
 /// Free resident pages an arena with `active` pages in use keeps whatever other arenas fault
 /// in: twice its active pages, at least [`IDLE_RESERVE_PAGES`]. Measured on
 /// `benches/workloads/generations.c`, where every arena reuses its own pages from one
-/// generation to the next: keeping only the reserve gave back, and faulted in again, so much
-/// that it ran 2.8 times as long; keeping once the active pages, 1.5 times; twice, 1.5 times
-/// with peak RSS 89 MiB instead of 103 (and 74-78 MiB on `benches/programs/generations_rss.c`,
-/// glibc 86); four times, 83-87 MiB there.
+/// generation to the next (before [`BALANCE_BATCH_PAGES`]): keeping only the reserve gave back,
+/// and faulted in again, so much that it ran 2.8 times as long; keeping once the active pages,
+/// 1.5 times; twice, 1.5 times, and with the batch as long as without balancing, peak RSS
+/// 91-95 MiB instead of 103 (glibc 105; `benches/programs/generations_rss.c` 78-81 MiB, glibc
+/// 86); four times, 83-87 MiB on `generations_rss.c`.
 fn keep_idle(active: usize) -> usize {
     IDLE_RESERVE_PAGES.max(2 * active)
 }
