@@ -163,6 +163,16 @@ impl Arena {
         }
     }
 
+    /// (free pages that may still be resident, pages in use by slabs and large blocks), read
+    /// together under the page heap's lock; `None` if another thread holds it.
+    pub fn idle_and_active_pages(&self) -> Option<(usize, usize)> {
+        let heap = self.pages.try_lock()?;
+        Some((
+            heap.dirty_pages + heap.muzzy_pages,
+            heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages,
+        ))
+    }
+
     /// Index in [`ARENAS`].
     pub fn index(&self) -> u32 {
         index_of(self as *const Arena as usize)
@@ -295,12 +305,18 @@ pub fn set_arena_count(n: usize) {
 /// tie. Counts it as used until [`leave_arena`]. Two threads starting at once may pick the same
 /// arena; that costs some sharing, never correctness.
 pub fn next_arena() -> &'static Arena {
-    let arena = ARENAS[..arena_count()]
-        .iter()
-        .min_by_key(|a| a.threads.load(Ordering::Relaxed))
-        .unwrap_or(&ARENAS[0]);
+    let arena = pick_arena();
     arena.threads.fetch_add(1, Ordering::Relaxed);
     arena
+}
+
+/// The arena [`next_arena`] would give a new thread, not counted: for the calls a thread makes
+/// while its cache is being made, which must not count it twice.
+pub fn pick_arena() -> &'static Arena {
+    ARENAS[..arena_count()]
+        .iter()
+        .min_by_key(|a| a.threads.load(Ordering::Relaxed))
+        .unwrap_or(&ARENAS[0])
 }
 
 /// A thread's cache stops using `arena` (the thread exited or gave up its cache).

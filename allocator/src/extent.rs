@@ -30,7 +30,7 @@
 
 use core::ptr;
 
-use core::sync::atomic::{AtomicI64, Ordering};
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::chunk::{
     self, info_class, info_offset, LruLinks, Purge, RunLinks, RunState, Span, CHUNK_PAGES, FREE_RUN,
@@ -44,6 +44,10 @@ use tally_pal::{self as pal, PAGE_SHIFT};
 pub static DIRTY_DECAY_MS: AtomicI64 = AtomicI64::new(10_000);
 /// `muzzy_decay_ms` in force (-1 = never).
 pub static MUZZY_DECAY_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Pages handed out of free runs that were not resident (new chunks, given-back pages): what
+/// the program will fault in. `decay::balance` gives back as many idle pages elsewhere.
+pub static FRESH_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Lengths up to this many pages have a list each.
 const EXACT: usize = 32;
@@ -129,13 +133,19 @@ impl PageHeap {
         // is in no list.
         unsafe {
             let have = (*run).pages as usize;
+            let mut taken_resident = (*run).resident as usize;
             if have > pages {
                 let chunk = Span::chunk(run);
                 let first = Span::first_page(run);
                 let rest = ptr::addr_of_mut!((*chunk).spans[first + pages]);
                 let resident = ((*run).resident as usize).min(have - pages);
+                taken_resident -= resident;
                 self.make_free(rest, have - pages, resident, (*run).purge, (*run).since_ms);
                 self.push(rest);
+            }
+            let fresh = pages - taken_resident.min(pages);
+            if fresh > 0 {
+                FRESH_PAGES.fetch_add(fresh as u64, Ordering::Relaxed);
             }
             self.free_pages -= pages;
             (*run).pages = pages as u32;
@@ -302,6 +312,35 @@ impl PageHeap {
             unsafe {
                 self.unlink(run);
                 self.purge_run(run, now, true);
+            }
+        }
+        self.purged_pages - before
+    }
+
+    /// Gives back the oldest dirty and muzzy runs at once (`MADV_DONTNEED`, unmapping chunks
+    /// left wholly free) until at most `keep` free pages may still be resident, whatever their
+    /// age: idle pages of an arena while another one faults pages in (`decay::balance`). Returns
+    /// the pages given back.
+    pub fn purge_down_to(&mut self, keep: usize, now: u64) -> u64 {
+        let before = self.purged_pages;
+        for muzzy in [true, false] {
+            loop {
+                if self.dirty_pages + self.muzzy_pages <= keep {
+                    return self.purged_pages - before;
+                }
+                let run = if muzzy {
+                    self.muzzy.tail()
+                } else {
+                    self.dirty.tail()
+                };
+                if run.is_null() {
+                    break;
+                }
+                // SAFETY: `run` is a free run in this heap's lists.
+                unsafe {
+                    self.unlink(run);
+                    self.purge_run(run, now, true);
+                }
             }
         }
         self.purged_pages - before

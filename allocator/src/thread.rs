@@ -99,6 +99,10 @@ unsafe extern "C" fn thread_exit(tc: *mut c_void) {
         return;
     }
     STATE.set(ThreadState::TornDown);
+    // What the thread allocates from now on (in later destructors) comes from the arena its
+    // blocks went back to.
+    // SAFETY: the thread's own live cache; its arena is one of the static ARENAS.
+    DIRECT_ARENA.set(unsafe { (*(*tb).cache).arena });
     // SAFETY: the cache belongs to this thread, which is exiting.
     unsafe { TCache::detach(tb) };
 }
@@ -114,22 +118,29 @@ pub fn flush_thread_cache() {
     }
 }
 
-/// The arena for calls served without a cache.
+/// The arena for calls served without a cache. A thread with `tcache:false` counts as a user
+/// of it for good (it has no exit hook); a thread whose cache is being made, or was torn down,
+/// does not: it is counted with its cache's arena, or has left it, and counting it again here
+/// would keep the arena from ever looking unused (`arena::leave_arena`).
 pub fn direct_arena() -> &'static Arena {
     let a = DIRECT_ARENA.get();
     if !a.is_null() {
         // SAFETY: DIRECT_ARENA only ever holds pointers into the static ARENAS.
         return unsafe { &*a };
     }
-    let a = arena::next_arena();
+    let a = match STATE.get() {
+        ThreadState::NoCache => arena::next_arena(),
+        _ => arena::pick_arena(),
+    };
     DIRECT_ARENA.set(a);
     a
 }
 
-/// The calling thread's arena.
+/// The calling thread's arena: its cache's, made now if the thread has none yet (a thread
+/// whose first allocation is a large block takes it from the arena its cache will use).
 pub fn thread_arena() -> &'static Arena {
     let tb = thread_bins();
-    if has_cache(tb) {
+    if has_cache(tb) || thread_start() {
         // SAFETY: a thread's own live cache; its arena is one of the static ARENAS.
         unsafe { &*(*(*tb).cache).arena }
     } else {
