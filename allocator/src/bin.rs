@@ -21,7 +21,7 @@ use crate::chunk::{info_offset, page_info, ChunkHeader, RunLinks, RunState, Span
 use crate::extent::PageHeap;
 use crate::freed;
 use crate::list::{Links, List};
-use crate::size_class::SizeClass;
+use crate::size_class::{SizeClass, SlotCheck};
 use tally_pal::sync::{Mutex, Rank};
 use tally_pal::{self as pal, PAGE_SHIFT};
 
@@ -201,7 +201,10 @@ unsafe fn slot_of(p: *mut u8, class: SizeClass) -> (*mut Span, usize) {
         let page = (*chunk).page_index(addr);
         let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
         let slab = ptr::addr_of_mut!((*chunk).spans[head]);
-        (slab, class.divide(addr - (*chunk).page_addr(head)))
+        (
+            slab,
+            SlotCheck::of(class.0).quotient(addr - (*chunk).page_addr(head)),
+        )
     }
 }
 

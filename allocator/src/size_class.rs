@@ -104,13 +104,6 @@ impl SizeClass {
     pub fn slab_objects(self) -> usize {
         SLAB_OBJECTS[self.0 as usize] as usize
     }
-
-    /// `offset / size` for offsets that are multiples of the size, by a multiply and a shift.
-    /// For any other offset the result times the size differs from the offset.
-    #[inline(always)]
-    pub fn divide(self, offset: usize) -> usize {
-        ((offset as u64 * DIV_MAGIC[self.0 as usize] as u64) >> 32) as usize
-    }
 }
 
 /// What `free`'s fast path needs to tell whether an offset into a slab is one of its blocks,
@@ -139,10 +132,17 @@ impl SlotCheck {
     /// The index of the block at `offset` bytes into a slab, if a block starts there.
     #[inline(always)]
     pub fn index(&self, offset: usize) -> Option<usize> {
-        let q = (offset as u64)
+        let q = self.quotient(offset);
+        (q < self.objects as usize).then_some(q)
+    }
+
+    /// `offset / size` for an offset that is a multiple of the size (for any other offset, a
+    /// number above `u64::MAX / size`).
+    #[inline(always)]
+    pub fn quotient(&self, offset: usize) -> usize {
+        (offset as u64)
             .wrapping_mul(self.inverse)
-            .rotate_right(self.shift);
-        (q < self.objects).then_some(q as usize)
+            .rotate_right(self.shift) as usize
     }
 
     /// The entry for the class byte `class` of a page's info word.
@@ -378,17 +378,6 @@ const fn build_large_lookup() -> [u8; LARGE_MAX / PAGE + 1] {
     t
 }
 
-const fn build_div_magic() -> [u32; NCLASSES] {
-    let mut t = [0u32; NCLASSES];
-    let mut i = 0;
-    while i < NCLASSES {
-        let d = size_compute(i) as u64;
-        t[i] = (1u64 << 32).div_ceil(d) as u32;
-        i += 1;
-    }
-    t
-}
-
 // The tables are `const`, not `static`: each crate that inlines a lookup gets its own private
 // copy, addressed relative to the instruction pointer, instead of loading a static's address from
 // the GOT first (which position-independent Rust code does for statics of another crate, and of
@@ -401,8 +390,6 @@ const SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
 /// Class of the sizes above [`SMALL_MAX`] that round up to `i` pages, indexed by `i`: every class
 /// from 16 KiB up is a multiple of the page, so the page count decides it.
 const LARGE_LOOKUP: [u8; LARGE_MAX / PAGE + 1] = build_large_lookup();
-/// `ceil(2^32 / size)` per class, for [`SizeClass::divide`].
-const DIV_MAGIC: [u32; NCLASSES] = build_div_magic();
 /// By page-info class byte, for [`SlotCheck::of`].
 const SLOT_CHECK: [SlotCheck; 256] = build_slot_check();
 
@@ -454,26 +441,6 @@ mod tests {
                 "class {} wastes {waste} of its slab",
                 c.size()
             );
-        }
-    }
-
-    #[test]
-    fn divide_is_exact_on_multiples_and_detects_the_rest() {
-        for i in 0..NCLASSES {
-            let c = SizeClass(i as u8);
-            let span = if c.is_small() {
-                c.pages() * PAGE
-            } else {
-                c.size() * 2
-            };
-            for off in 0..span {
-                let q = c.divide(off);
-                if off % c.size() == 0 {
-                    assert_eq!(q, off / c.size(), "class {} offset {off}", c.size());
-                } else {
-                    assert_ne!(q * c.size(), off, "class {} offset {off}", c.size());
-                }
-            }
         }
     }
 
