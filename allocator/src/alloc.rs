@@ -46,17 +46,6 @@ pub fn alloc(size: usize) -> *mut u8 {
 /// `size` is the request (it drives the thread's event countdown).
 #[inline(always)]
 fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
-    match alloc_small_hit(class, size) {
-        Some(p) => p,
-        None => alloc_small_miss(class, size),
-    }
-}
-
-/// The fast path of [`alloc_small`]: the top block of the class's bin, unless the bin is empty
-/// or the thread's event countdown ran out (then [`alloc_small_miss`] with the same arguments,
-/// the countdown already charged).
-#[inline(always)]
-fn alloc_small_hit(class: SizeClass, size: usize) -> Option<*mut u8> {
     let tb = thread_bins();
     let ev = thread_events();
     debug_assert!(class.index() < NCACHED);
@@ -67,10 +56,12 @@ fn alloc_small_hit(class: SizeClass, size: usize) -> Option<*mut u8> {
         let event = (*ev).left - size as i64;
         (*ev).left = event;
         let bin = (*tb).bins.get_unchecked(class.index());
-        let p = bin.pop_if(event >= 0)?;
-        freed::unmark(p);
-        Some(p)
+        if let Some(p) = bin.pop_if(event >= 0) {
+            freed::unmark(p);
+            return p;
+        }
     }
+    alloc_small_miss(class, size)
 }
 
 #[cold]
