@@ -525,10 +525,19 @@ mod tests {
 
     #[test]
     fn peak_rss_is_read_and_reset() {
-        let before = peak_rss_kib().expect("VmHWM in /proc/self/status");
-        assert!(before > 0);
+        assert!(peak_rss_kib().expect("VmHWM in /proc/self/status") > 0);
+        // Raise the peak by 256 MiB that are then given back, so that a reset shows whatever
+        // the other tests of this process allocate meanwhile (a few MiB).
+        const BIG_KIB: u64 = 256 * 1024;
+        let big = vec![1u8; BIG_KIB as usize * 1024];
+        let peak = peak_rss_kib().expect("VmHWM");
+        drop(std::hint::black_box(big));
         if reset_peak_rss() {
-            assert!(peak_rss_kib().expect("VmHWM") <= before);
+            let after = peak_rss_kib().expect("VmHWM");
+            assert!(
+                after + BIG_KIB / 2 <= peak,
+                "peak {peak} KiB, after the reset {after} KiB"
+            );
         }
         let dir = std::env::temp_dir().join(format!("tally-peak-rss-{}", std::process::id()));
         record_peak_rss(&dir, "system/vec_extend/67108864", 70000).unwrap();
