@@ -529,9 +529,26 @@ mod tests {
         // Raise the peak by 256 MiB that are then given back, so that a reset shows whatever
         // the other tests of this process allocate meanwhile (a few MiB).
         const BIG_KIB: u64 = 256 * 1024;
-        let big = vec![1u8; BIG_KIB as usize * 1024];
+        // A mapping of its own, not the global allocator's (Tally, in a workspace build, keeps
+        // a freed huge block resident in its cache).
+        let len = BIG_KIB as usize * 1024;
+        // SAFETY: a fresh private anonymous mapping, written and unmapped by this test alone.
+        let big = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(big, libc::MAP_FAILED);
+        // SAFETY: `big` is `len` writable bytes of our own.
+        unsafe { std::ptr::write_bytes(big.cast::<u8>(), 1, len) };
         let peak = peak_rss_kib().expect("VmHWM");
-        drop(std::hint::black_box(big));
+        // SAFETY: the mapping made above, no longer used.
+        assert_eq!(unsafe { libc::munmap(big, len) }, 0);
         if reset_peak_rss() {
             let after = peak_rss_kib().expect("VmHWM");
             assert!(
