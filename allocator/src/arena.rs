@@ -173,6 +173,12 @@ impl Arena {
         ))
     }
 
+    /// Whether this arena has ever mapped a chunk: one that has not holds no pages (passes over
+    /// all arenas skip it without touching its lock).
+    pub fn has_chunks(&self) -> bool {
+        crate::chunk::arena_has_chunks(self.index())
+    }
+
     /// Index in [`ARENAS`].
     pub fn index(&self) -> u32 {
         index_of(self as *const Arena as usize)

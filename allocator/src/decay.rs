@@ -117,6 +117,7 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64) -> u64 {
         }
         let Some((arena, excess)) = arenas
             .iter()
+            .filter(|a| a.has_chunks())
             .filter_map(|a| {
                 let (idle, active) = a.idle_and_active_pages()?;
                 Some((a, idle.saturating_sub(keep_idle(active))))
@@ -182,7 +183,7 @@ pub fn purge_all(everything: bool) -> u64 {
 fn purge_arenas(now: u64, everything: bool, wait: bool) -> u64 {
     PASSES.fetch_add(1, Ordering::Relaxed);
     let mut released = 0;
-    for arena in &ARENAS[..arena::arena_count()] {
+    for arena in ARENAS[..arena::arena_count()].iter().filter(|a| a.has_chunks()) {
         // The runs of freed sampled blocks go back to the page heap first (all of them, or
         // those of a stash no sample used since the last pass), so they decay like any.
         if wait {

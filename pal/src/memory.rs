@@ -14,6 +14,7 @@ const _: () = assert!(1 << PAGE_SHIFT == PAGE);
 /// (`MAP_NORESERVE`: pages cost memory only once touched, and under the kernel's default
 /// overcommit heuristic the mapping is never refused for its size). For Tally's own tables and
 /// chunks. Null when the kernel refuses.
+#[inline]
 pub fn map(size: usize) -> *mut u8 {
     map_anonymous(size, libc::MAP_NORESERVE)
 }
@@ -24,11 +25,13 @@ pub fn map(size: usize) -> *mut u8 {
 /// than RAM + swap; with 2 (strict) anything beyond the commit limit; with 1 nothing. For memory
 /// handed to a program as one block, so that `malloc(1 << 46)` fails at once as in glibc instead
 /// of succeeding and faulting later. Null when the kernel refuses.
+#[inline]
 pub fn map_accounted(size: usize) -> *mut u8 {
     map_anonymous(size, 0)
 }
 
 /// `mmap` of `size` bytes, private, anonymous, read-write, with `extra` flags.
+#[inline]
 fn map_anonymous(size: usize, extra: libc::c_int) -> *mut u8 {
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
     // existing memory; the arguments are valid by construction.
@@ -54,16 +57,19 @@ fn map_anonymous(size: usize, extra: libc::c_int) -> *mut u8 {
 ///
 /// Over-maps by `align` and unmaps the slack on both sides, so only `size` bytes stay mapped.
 /// Returns null when the kernel refuses.
+#[inline]
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     map_aligned_with(size, align, map)
 }
 
 /// Maps `size` bytes aligned to `align` like [`map_aligned`], counted against the overcommit
 /// policy as by [`map_accounted`].
+#[inline]
 pub fn map_aligned_accounted(size: usize, align: usize) -> *mut u8 {
     map_aligned_with(size, align, map_accounted)
 }
 
+#[inline]
 fn map_aligned_with(size: usize, align: usize, map: fn(usize) -> *mut u8) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && align >= PAGE && size % PAGE == 0);
     let Some(total) = size.checked_add(align) else {
@@ -94,6 +100,7 @@ fn map_aligned_with(size: usize, align: usize, map: fn(usize) -> *mut u8) -> *mu
 ///
 /// # Safety
 /// The range must be mapped memory that the caller owns and that nothing will touch again.
+#[inline]
 pub unsafe fn unmap(p: *mut u8, size: usize) {
     // SAFETY: the caller owns the range and promises it is dead.
     let rc = unsafe { libc::munmap(p.cast(), size) };
@@ -105,6 +112,7 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
 ///
 /// # Safety
 /// The range must be page-aligned memory owned by the caller whose contents are dead.
+#[inline]
 pub unsafe fn discard(p: *mut u8, size: usize) {
     // SAFETY: the caller owns the range and promises its contents are dead.
     unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) };
@@ -115,6 +123,7 @@ pub unsafe fn discard(p: *mut u8, size: usize) {
 ///
 /// # Safety
 /// The range must be page-aligned memory owned by the caller whose contents are dead.
+#[inline]
 pub unsafe fn discard_lazily(p: *mut u8, size: usize) {
     // SAFETY: the caller owns the range and promises its contents are dead.
     unsafe { libc::madvise(p.cast(), size, libc::MADV_FREE) };
@@ -129,6 +138,7 @@ pub unsafe fn discard_lazily(p: *mut u8, size: usize) {
 /// # Safety
 /// `old` must be a whole mapping owned by the caller; `[new, new + new_size)` must be owned by
 /// the caller and unused.
+#[inline]
 pub unsafe fn remap_to(old: *mut u8, old_size: usize, new: *mut u8, new_size: usize) -> bool {
     // SAFETY: both ranges are owned by the caller per the contract.
     let p = unsafe {
@@ -147,6 +157,7 @@ pub unsafe fn remap_to(old: *mut u8, old_size: usize, new: *mut u8, new_size: us
 ///
 /// # Safety
 /// `old` must be a whole mapping owned by the caller, `old_size` its length.
+#[inline]
 pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> bool {
     // SAFETY: without MREMAP_MAYMOVE the kernel only resizes the caller's own mapping.
     let p = unsafe { libc::mremap(old.cast(), old_size, new_size, 0) };
@@ -155,6 +166,7 @@ pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> 
 
 /// Whether the page holding `addr` is mapped (`mincore` fails with `ENOMEM` on unmapped
 /// memory). Says nothing about `PROT_NONE`.
+#[inline]
 pub fn page_is_mapped(addr: usize) -> bool {
     let page = addr & !(PAGE - 1);
     let mut vec = 0u8;
@@ -165,6 +177,7 @@ pub fn page_is_mapped(addr: usize) -> bool {
 /// Whether every page of `[start, end)` is mapped (`start` page-aligned, `end` rounded up to a
 /// page), asked in a few `mincore` calls (one per 256 pages) with the answer vector on the stack.
 /// Like [`page_is_mapped`], says nothing about `PROT_NONE`.
+#[inline]
 pub fn range_is_mapped(start: usize, end: usize) -> bool {
     const CHUNK: usize = 256;
     let mut vec = [0u8; CHUNK];

@@ -6,6 +6,7 @@ use core::ffi::{c_char, CStr};
 /// Reads an environment variable without allocating; set-uid programs see nothing
 /// (`secure_getenv`). The bytes live as long as the environment is not modified, which Tally
 /// assumes for the short time it parses them.
+#[inline]
 pub fn getenv(name: &CStr) -> Option<&'static [u8]> {
     // SAFETY: `name` is NUL-terminated; secure_getenv returns null or a NUL-terminated string
     // owned by the environment.
@@ -24,6 +25,7 @@ extern "C" {
 }
 
 /// Number of CPUs this process may run on (at least 1).
+#[inline]
 pub fn cpu_count() -> usize {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
@@ -40,39 +42,77 @@ pub fn cpu_count() -> usize {
 }
 
 /// The kernel's page size.
+#[inline]
 pub fn kernel_page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// The process id.
+#[inline]
 pub fn pid() -> u32 {
     // SAFETY: getpid has no preconditions.
     unsafe { libc::getpid() as u32 }
 }
 
 /// The calling thread's `errno`.
+#[inline]
 pub fn errno() -> i32 {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() }
 }
 
 /// Sets the calling thread's `errno`.
+#[inline]
 pub fn set_errno(value: i32) {
     // SAFETY: __errno_location always returns the calling thread's errno slot.
     unsafe { *libc::__errno_location() = value };
 }
 
-/// Registers fork handlers (`pthread_atfork`): `prepare` runs in the forking thread before the
+/// Registers fork handlers (what `pthread_atfork` does): `prepare` runs in the forking thread before the
 /// fork, `parent` and `child` after it in the parent and in the child's only thread.
+#[inline]
 pub fn on_fork(
     prepare: unsafe extern "C" fn(),
     parent: unsafe extern "C" fn(),
     child: unsafe extern "C" fn(),
 ) {
+    // glibc's `pthread_atfork` is not in libc.so but in the static libc_nonshared.a, a stub that
+    // calls `__register_atfork` with the caller's `__dso_handle` (so that the handlers go when
+    // their object is unloaded). Linked into libtally.so that stub lands at the far end of the
+    // code, and calling it once at start-up maps another 64 KiB window of libtally.so's code
+    // (the kernel's fault-around): the same call, made directly, keeps start-up inside the
+    // windows malloc and free use anyway.
+    #[cfg(target_env = "gnu")]
+    {
+        extern "C" {
+            static __dso_handle: u8;
+            fn __register_atfork(
+                prepare: Option<unsafe extern "C" fn()>,
+                parent: Option<unsafe extern "C" fn()>,
+                child: Option<unsafe extern "C" fn()>,
+                dso_handle: *const u8,
+            ) -> i32;
+        }
+        // SAFETY: the handlers are `extern "C"` functions with the required signature that live
+        // as long as the object holding this code, the one `__dso_handle` (defined by the C
+        // runtime's crtbegin in every executable and shared object) names, so glibc drops them
+        // if that object is unloaded; only its address is taken.
+        unsafe {
+            __register_atfork(
+                Some(prepare),
+                Some(parent),
+                Some(child),
+                core::ptr::addr_of!(__dso_handle),
+            )
+        };
+    }
+    #[cfg(not(target_env = "gnu"))]
     // SAFETY: the handlers are `extern "C"` functions with the required signature that live for
     // the whole process.
-    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    unsafe {
+        libc::pthread_atfork(Some(prepare), Some(parent), Some(child))
+    };
 }
 
 /// Installs `handler` for signal `sig` (with `SA_RESTART`). `Err(errno)` on failure.
@@ -175,6 +215,7 @@ impl core::fmt::Display for SignalName {
 /// gathered at boot), from the 16 random bytes the kernel gives every process (`AT_RANDOM`,
 /// readable only by the process and its owner) mixed with a counter and the clock. Never
 /// allocates.
+#[inline]
 pub fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     // SAFETY: the buffer is valid for writes of its length.

@@ -61,6 +61,7 @@ pub fn thread_block() -> *mut u8 {
 }
 
 /// Starts a detached thread running `body`. Returns false if it could not be created.
+#[inline]
 pub fn spawn(body: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
     let mut thread: libc::pthread_t = 0;
     // SAFETY: `thread` is a valid out-pointer; `body` has the signature pthread expects and lives
@@ -79,6 +80,7 @@ pub type ExitKey = libc::pthread_key_t;
 
 /// Creates a thread-specific key whose destructor runs at thread exit for threads that set it
 /// (`pthread_key_create`, which does not allocate in glibc).
+#[inline]
 pub fn exit_key(destructor: unsafe extern "C" fn(*mut c_void)) -> Option<ExitKey> {
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is a valid out-pointer; the destructor has the required signature.
@@ -91,18 +93,21 @@ pub fn exit_key(destructor: unsafe extern "C" fn(*mut c_void)) -> Option<ExitKey
 /// # Safety
 /// `key` must come from [`exit_key`], and `value` must be what that key's destructor can take
 /// when this thread exits.
+#[inline]
 pub unsafe fn arm_exit(key: ExitKey, value: *mut c_void) {
     // SAFETY: per the contract.
     unsafe { libc::pthread_setspecific(key, value) };
 }
 
 /// Lets another thread run.
+#[inline]
 pub fn yield_now() {
     // SAFETY: sched_yield has no preconditions.
     unsafe { libc::sched_yield() };
 }
 
 /// Sleeps while `*word == expected` (or until woken, or spuriously).
+#[inline]
 pub fn futex_wait(word: &AtomicU32, expected: u32) {
     // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which the reference keeps alive.
     unsafe {
@@ -117,6 +122,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32) {
 }
 
 /// Wakes one thread sleeping on `word`.
+#[inline]
 pub fn futex_wake_one(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {

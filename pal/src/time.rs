@@ -2,6 +2,7 @@
 
 /// Milliseconds on a monotonic clock, cheaply (the coarse clock, read in user space through the
 /// vDSO; resolution a few milliseconds).
+#[inline]
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -13,6 +14,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Nanoseconds on the monotonic clock (0 if the clock cannot be read).
+#[inline]
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -28,6 +30,7 @@ pub fn now_ns() -> u64 {
 }
 
 /// Sleeps for `ms` milliseconds (the background thread only).
+#[inline]
 pub fn sleep_ms(ms: u64) {
     let ts = libc::timespec {
         tv_sec: (ms / 1000) as libc::time_t,

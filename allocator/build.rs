@@ -1,0 +1,30 @@
+//! Links libgcc's unwinder into `libtally.so` instead of loading `libgcc_s.so.1` beside it.
+//!
+//! Rust's standard library names `libgcc_s` for unwinding, so every program under
+//! `LD_PRELOAD=libtally.so` mapped a fourth library, about 100 KiB of resident memory in a small
+//! C program that never unwinds (glibc, jemalloc and mimalloc load none). The cdylib links the
+//! static `libgcc_eh.a` whole instead: its definitions take the place of `libgcc_s`'s, the linker's
+//! `--as-needed` then drops `libgcc_s` from the needed list, and the version script that exports
+//! only Tally's C symbols keeps this private copy of the unwinder hidden from the program's own.
+//! When the C compiler does not know `libgcc_eh.a` the link stays as it was.
+
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if target_os != "linux" || target_env != "gnu" {
+        return;
+    }
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
+    let Ok(out) = Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() else {
+        return;
+    };
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // An unknown file is printed back as its bare name.
+    if !out.status.success() || !path.starts_with('/') || !std::path::Path::new(&path).exists() {
+        return;
+    }
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--whole-archive,{path},--no-whole-archive");
+}
