@@ -31,11 +31,15 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
 
-/// Per-class cache capacity: 256 KiB worth of blocks, at least 16 and at most 128 blocks for
-/// small classes, at least 4 for the cached large classes. (A thread caches at most about 4 MiB.)
+/// Per-class cache capacity: for small classes 64 KiB worth of blocks, at least 16 and at most
+/// 128; for the cached large classes (16-32 KiB) 256 KiB worth, at least 4. It was 256 KiB worth
+/// for small classes too: a producer allocating messages of many sizes from 513 B to 4 KiB
+/// refilled each bin up to half of that, 128 KiB of written blocks per class waiting for their
+/// turn; the suite's `prodcons_many` peaked at 8.5 MiB, now 6.3, no slower (docs/benchmarks.md).
+/// A thread's cache holds at most [`full_cache_bytes`] (checked below).
 const fn cap_compute(index: usize) -> usize {
     let size = size_compute(index);
-    let by_bytes = 256 * 1024 / size;
+    let by_bytes = if index < NSMALL { 64 * 1024 } else { 256 * 1024 } / size;
     let (min, max) = if index < NSMALL { (16, 128) } else { (4, 16) };
     if by_bytes < min {
         min
@@ -528,6 +532,21 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
 }
 
 const _: () = assert!(CAPS[0] >= 2 && CAPS[NCACHED - 1] >= 2);
+
+/// Bytes a thread's cache holds when every bin is full: 5.2 MiB.
+const fn full_cache_bytes() -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < NCACHED {
+        total += CAPS[i] as usize * size_compute(i);
+        i += 1;
+    }
+    total
+}
+const _: () = assert!(
+    full_cache_bytes() <= 11 * 1024 * 1024 / 2,
+    "a thread's full cache stays under 5.5 MiB (see cap_compute)"
+);
 
 #[cfg(test)]
 mod tests {
