@@ -358,7 +358,7 @@ mod tests {
     use core::ptr;
     use std::sync::Mutex as TestLock;
 
-    /// Arenas past the in-use ones (`narenas` would need 4 per CPU on 60 CPUs to reach them):
+    /// Arenas past the in-use ones (the default `narenas` would need 242 CPUs to reach them):
     /// no thread is ever given one, so a test allocating from its own has exact counts.
     const SPARE_LARGE: usize = MAX_ARENAS - 6;
     const SPARE_RESIZE: usize = MAX_ARENAS - 7;

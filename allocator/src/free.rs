@@ -69,7 +69,7 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
             tcache::return_grouped(class, &mut [p]);
             return;
         }
-        if count == 0 || count >= bin.cap() as u32 {
+        if count == 0 || count >= bin.limit() {
             return push(p, class);
         }
         let top = bin.slots().add(count as usize - 1);
@@ -101,8 +101,8 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     // SAFETY: `tb` is this thread's bins, with a cache.
     unsafe {
         let bin = &(*tb).bins[class.index()];
-        if bin.count() == bin.cap() as u32 {
-            tcache::flush(tb, class, bin.cap() as usize / 2);
+        if bin.count() >= bin.limit() {
+            tcache::make_room(tb, class);
             decay::tick();
         }
         let pushed = (*tb).bins[class.index()].try_push(p);

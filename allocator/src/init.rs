@@ -90,8 +90,14 @@ fn init_global() {
             "tally: aborting on configuration errors (abort_conf:true)\n"
         ));
     }
+    // One arena per CPU (jemalloc makes four): at most as many threads run at once as there are
+    // CPUs, and behind the thread caches an arena's locks are taken once per batch. Free pages
+    // of an arena serve only its threads, so each arena more is one more pool of idle pages:
+    // with four per CPU the suite's `generations` (threads handing blocks to the next wave)
+    // peaked at 88 MiB, with one 67 (glibc 71), and no workload of the suite ran slower
+    // (docs/benchmarks.md).
     let narenas = if opts.narenas == 0 {
-        4 * pal::cpu_count()
+        pal::cpu_count()
     } else {
         opts.narenas
     };

@@ -89,7 +89,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "narenas",
         kind: Kind::Integer { min: 0, max: MAX_ARENAS as i64 },
         default: "0",
-        doc: "Number of arenas threads are spread over; 0 means four per CPU (at most 256).",
+        doc: "Number of arenas threads are spread over; 0 means one per CPU (at most 256).",
     },
     OptionSpec {
         name: "tcache",

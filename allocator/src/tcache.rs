@@ -63,6 +63,59 @@ const fn build_caps() -> ([u32; NCACHED], usize) {
 }
 
 const CAPS: [u32; NCACHED] = build_caps().0;
+/// Bytes of blocks a bin that only receives holds before they go home (see [`receive_limit`]).
+const RECEIVE_BYTES: usize = 16 * 1024;
+
+/// The limit of a bin the thread frees into but does not allocate from: 16 KiB of blocks, at
+/// least 8, at most the capacity. A free that finds a bin full, with nothing taken from it
+/// since the last time it was full, sends all of it home and lowers its full mark to this; the
+/// next refill, when the thread allocates the class again, raises it back to the capacity.
+/// Without it a thread that frees what another allocates from the same arena (a consumer)
+/// keeps a full bin of every class it receives, blocks only the producer uses (the suite's
+/// `prodcons_many` with two arenas: 10.8 MiB peak RSS).
+pub fn receive_limit(class: SizeClass) -> u16 {
+    RECEIVE_LIMITS[class.index()]
+}
+
+const fn build_receive_limits() -> [u16; NCACHED] {
+    let mut t = [0u16; NCACHED];
+    let mut i = 0;
+    while i < NCACHED {
+        let by_bytes = RECEIVE_BYTES / size_compute(i);
+        let limit = if by_bytes < 8 { 8 } else { by_bytes };
+        t[i] = if limit < CAPS[i] as usize {
+            limit as u16
+        } else {
+            CAPS[i] as u16
+        };
+        i += 1;
+    }
+    t
+}
+
+const RECEIVE_LIMITS: [u16; NCACHED] = build_receive_limits();
+
+/// Makes room in a bin a free found full (the thread's own, with a cache): if the thread took
+/// a block from it since it was last full, its older half goes home as before; if not, all of
+/// it, and its limit drops to [`receive_limit`].
+///
+/// # Safety
+/// `tb` must be the calling thread's bins, with a cache; bin `class` must be full.
+pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
+    // SAFETY: per the contract the bins are ours; no reference to a bin is held across `flush`.
+    unsafe {
+        let i = class.index();
+        let seen = (*tb).bins[i].nmalloc.load(Ordering::Relaxed) as u16;
+        let quiet = core::mem::replace(&mut (*tb).full_seen[i], seen) == seen;
+        if quiet {
+            flush(tb, class, 0);
+            (*tb).bins[i].set_limit(receive_limit(class));
+        } else {
+            flush(tb, class, (*tb).bins[i].count() as usize / 2);
+        }
+    }
+}
+
 /// Blocks a bin's first refill asks for: four, fewer where four would pass 16 KiB (a class a
 /// thread uses once then costs it one or two blocks, not a slab's worth).
 const fn first_fill(index: usize) -> u16 {
@@ -83,20 +136,21 @@ const TOTAL_SLOTS: usize = build_caps().1;
 /// two 16-bit marks: `top`'s low 16 bits equal `empty`'s when the stack is empty and `full`'s
 /// when it is full. A bin's slots span less than 64 KiB, so no other slot of it shares either
 /// mark; a push is a load, a compare, a store of the block and a store of `top` (a pop the
-/// same), with no count to scale and no capacity to widen.
+/// same), with no count to scale and no capacity to widen. The full mark sits at the bin's
+/// limit: its capacity, or less while the bin only receives ([`receive_limit`]).
 ///
 /// `top` and `nmalloc` are atomics only so that a statistics reader on another thread may
 /// read them; the owner uses plain relaxed loads and stores (no read-modify-write).
 ///
-/// Invariant: `slots <= top <= slots + cap`; `empty` and `full` are the low 16 bits of `slots`
-/// and of `slots + cap` (so a bin of capacity 0 is both empty and full).
+/// Invariant: `slots <= top <= slots + limit`, `limit <= cap`; `empty` and `full` are the low
+/// 16 bits of `slots` and of `slots + limit` (so a bin of capacity 0 is both empty and full).
 #[repr(C)]
 pub struct TBin {
     /// `slots + count`.
     top: AtomicUsize,
     /// Low 16 bits of `slots`.
     empty: u16,
-    /// Low 16 bits of `slots + cap`.
+    /// Low 16 bits of `slots + limit`.
     full: u16,
     /// Capacity (0 while the thread has no cache, and for classes above `tcache_max`).
     cap: u16,
@@ -134,6 +188,21 @@ impl TBin {
     #[inline(always)]
     pub fn cap(&self) -> u16 {
         self.cap
+    }
+
+    /// Blocks the bin takes before a free finds it full: its capacity, or less while it only
+    /// receives.
+    #[inline(always)]
+    pub fn limit(&self) -> u32 {
+        self.full.wrapping_sub(self.empty) as u32 / core::mem::size_of::<*mut u8>() as u32
+    }
+
+    /// Moves the full mark to `limit` blocks (at most the capacity, at least the count).
+    pub fn set_limit(&mut self, limit: u16) {
+        debug_assert!(limit <= self.cap && limit as u32 >= self.count());
+        self.full = self
+            .empty
+            .wrapping_add(limit.wrapping_mul(core::mem::size_of::<*mut u8>() as u16));
     }
 
     /// The slot array: `slots()[0..count]` are the cached blocks.
@@ -205,6 +274,9 @@ pub struct ThreadBins {
     pub missed: u64,
     /// The bin garbage collection looks at next.
     pub gc_next: u32,
+    /// Per bin, the low 16 bits of its `nmalloc` when a free last found it full: the same value
+    /// at the next full bin means the thread took nothing from it meanwhile ([`receive_limit`]).
+    pub full_seen: [u16; NCACHED],
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadBins>() <= pal::thread::THREAD_BLOCK_BYTES);
@@ -384,6 +456,9 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
     unsafe {
         let arena = &*(*(*tb).cache).arena;
         (*tb).missed |= 1 << class.index();
+        // The thread allocates the class again: a bin that only received gets its capacity.
+        let bin = &mut (*tb).bins[class.index()];
+        bin.set_limit(bin.cap());
         if !class.is_small() {
             // Large blocks are not prefetched: the cache only keeps what the thread frees. A
             // run may hold an old slab's mark where it starts.
@@ -553,7 +628,7 @@ mod tests {
     use super::*;
     use crate::arena::{arena_count, ARENAS, MAX_ARENAS};
     use crate::chunk::info_class;
-    use crate::size_class::{NSMALL, TCACHE_MAX};
+    use crate::size_class::{class_for, NSMALL, TCACHE_MAX};
     use std::sync::{Mutex as TestLock, MutexGuard as TestGuard};
 
     /// Tests that attach caches or change `tcache_max` run one at a time: the capacities a cache
@@ -902,6 +977,66 @@ mod tests {
             (*tb).gc_next = NCACHED as u32 - 1;
             gc_step(tb);
             assert_eq!((*tb).gc_next, 0);
+            TCache::detach(tb);
+        }
+    }
+
+    #[test]
+    fn a_bin_that_only_receives_sends_everything_home_and_holds_less_until_the_next_refill() {
+        let _serial = serial();
+        let tb = new_bins();
+        let class = class_for(2048).unwrap();
+        let i = class.index();
+        let mut blocks = [ptr::null_mut(); 96];
+        // SAFETY: the test's own bins, with a cache from `attach`; no reference to a bin is held
+        // across the calls that change it; every block taken goes back through a flush, once.
+        unsafe {
+            TCache::attach(tb);
+            let cap = (*tb).bins[i].cap() as usize;
+            let limit = receive_limit(class) as usize;
+            assert!(limit < cap && limit >= 8, "limit {limit}, capacity {cap}");
+            assert!(cap + cap / 2 <= blocks.len());
+            let (blocks, extra) = blocks[..cap + cap / 2].split_at_mut(cap);
+            take(tb, class, blocks);
+            take(tb, class, extra);
+            assert_eq!((*tb).bins[i].limit() as usize, cap);
+            flush(tb, class, 0);
+
+            // Full after the thread allocated from it: the older half goes, as always.
+            push(tb, class, blocks);
+            make_room(tb, class);
+            assert_eq!((*tb).bins[i].count() as usize, cap / 2);
+            assert_eq!((*tb).bins[i].limit() as usize, cap);
+            let kept: [*mut u8; 64] = cached(tb, class, cap / 2);
+            assert_eq!(kept[..cap / 2], blocks[cap / 2..], "the newest half stays");
+
+            // Full again with nothing taken since: everything goes home, the limit drops.
+            push(tb, class, extra);
+            assert_eq!((*tb).bins[i].count() as usize, cap);
+            make_room(tb, class);
+            assert_eq!((*tb).bins[i].count(), 0);
+            assert_eq!((*tb).bins[i].limit() as usize, limit);
+            check_invariants(tb);
+
+            // The next allocation refills the bin and restores its capacity.
+            take(tb, class, &mut blocks[..limit + 1]);
+            assert_eq!(
+                (*tb).bins[i].limit() as usize,
+                cap,
+                "a refill restores the capacity"
+            );
+
+            // While lowered, the fast path's full mark is at the limit.
+            flush(tb, class, 0);
+            (*tb).bins[i].set_limit(limit as u16);
+            for (n, &p) in blocks[..limit + 1].iter().enumerate() {
+                assert_eq!((*tb).bins[i].try_push(p), n < limit, "push {n}");
+            }
+            let last = blocks[limit];
+            flush(tb, class, 0);
+            return_grouped(class, &mut [last]);
+            (*tb).bins[i].set_limit(cap as u16);
+            check_invariants(tb);
             TCache::detach(tb);
         }
     }
