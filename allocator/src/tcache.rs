@@ -95,9 +95,17 @@ const fn build_receive_limits() -> [u16; NCACHED] {
 
 const RECEIVE_LIMITS: [u16; NCACHED] = build_receive_limits();
 
-/// Makes room in a bin a free found full (the thread's own, with a cache): if the thread took
-/// a block from it since it was last full, its older half goes home as before; if not, all of
-/// it, and its limit drops to [`receive_limit`].
+/// Times in a row a free finds a bin full with nothing taken from it in between before the
+/// bin counts as one that only receives. Three, not two: a burst of frees one and a half times
+/// the capacity (64 blocks of 1 KiB freed together, then allocated again) fills a bin twice.
+const QUIET_FULLS: u16 = 3;
+/// [`ThreadBins::full_seen`]: the low 12 bits of `nmalloc`, the streak above them.
+const FULL_SEEN_BITS: u32 = 12;
+const FULL_SEEN_MASK: u16 = (1 << FULL_SEEN_BITS) - 1;
+
+/// Makes room in a bin a free found full (the thread's own, with a cache): the older half goes
+/// home, or, the [`QUIET_FULLS`]th time in a row it is full with nothing taken from it in
+/// between, all of it, and its limit drops to [`receive_limit`].
 ///
 /// # Safety
 /// `tb` must be the calling thread's bins, with a cache; bin `class` must be full.
@@ -105,9 +113,15 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
     // SAFETY: per the contract the bins are ours; no reference to a bin is held across `flush`.
     unsafe {
         let i = class.index();
-        let seen = (*tb).bins[i].nmalloc.load(Ordering::Relaxed) as u16;
-        let quiet = core::mem::replace(&mut (*tb).full_seen[i], seen) == seen;
-        if quiet {
+        let seen = (*tb).bins[i].nmalloc.load(Ordering::Relaxed) as u16 & FULL_SEEN_MASK;
+        let last = (*tb).full_seen[i];
+        let streak = if last & FULL_SEEN_MASK == seen {
+            (last >> FULL_SEEN_BITS).saturating_add(1).min(QUIET_FULLS)
+        } else {
+            1
+        };
+        (*tb).full_seen[i] = streak << FULL_SEEN_BITS | seen;
+        if streak >= QUIET_FULLS {
             flush(tb, class, 0);
             (*tb).bins[i].set_limit(receive_limit(class));
         } else {
@@ -274,8 +288,9 @@ pub struct ThreadBins {
     pub missed: u64,
     /// The bin garbage collection looks at next.
     pub gc_next: u32,
-    /// Per bin, the low 16 bits of its `nmalloc` when a free last found it full: the same value
-    /// at the next full bin means the thread took nothing from it meanwhile ([`receive_limit`]).
+    /// Per bin, the low 12 bits of its `nmalloc` when a free last found it full (the same value
+    /// at the next full bin means the thread took nothing from it meanwhile) and, above them,
+    /// how many times in a row that was so ([`make_room`]).
     pub full_seen: [u16; NCACHED],
 }
 
@@ -995,10 +1010,11 @@ mod tests {
             let cap = (*tb).bins[i].cap() as usize;
             let limit = receive_limit(class) as usize;
             assert!(limit < cap && limit >= 8, "limit {limit}, capacity {cap}");
-            assert!(cap + cap / 2 <= blocks.len());
-            let (blocks, extra) = blocks[..cap + cap / 2].split_at_mut(cap);
+            assert!(2 * cap <= blocks.len());
+            let (blocks, extra) = blocks[..2 * cap].split_at_mut(cap);
             take(tb, class, blocks);
             take(tb, class, extra);
+            let (extra, extra2) = extra.split_at_mut(cap / 2);
             assert_eq!((*tb).bins[i].limit() as usize, cap);
             flush(tb, class, 0);
 
@@ -1010,8 +1026,15 @@ mod tests {
             let kept: [*mut u8; 64] = cached(tb, class, cap / 2);
             assert_eq!(kept[..cap / 2], blocks[cap / 2..], "the newest half stays");
 
-            // Full again with nothing taken since: everything goes home, the limit drops.
+            // Full a second time with nothing taken since: still the older half (a burst of
+            // frees one and a half times the capacity does that).
             push(tb, class, extra);
+            make_room(tb, class);
+            assert_eq!((*tb).bins[i].count() as usize, cap / 2);
+            assert_eq!((*tb).bins[i].limit() as usize, cap);
+
+            // A third time: everything goes home, the limit drops.
+            push(tb, class, extra2);
             assert_eq!((*tb).bins[i].count() as usize, cap);
             make_room(tb, class);
             assert_eq!((*tb).bins[i].count(), 0);
