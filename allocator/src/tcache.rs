@@ -67,9 +67,10 @@ const CAPS: [u32; NCACHED] = build_caps().0;
 const RECEIVE_BYTES: usize = 16 * 1024;
 
 /// The limit of a bin the thread frees into but does not allocate from: 16 KiB of blocks, at
-/// least 8, at most the capacity. A free that finds a bin full, with nothing taken from it
-/// since the last time it was full, sends all of it home and lowers its full mark to this; the
-/// next refill, when the thread allocates the class again, raises it back to the capacity.
+/// least 8, at most the capacity. A free that finds a bin full for the [`QUIET_FULLS`]th time in
+/// a row with nothing taken from it in between sends all of it home and lowers its full mark to
+/// this ([`make_room`]); the next refill, when the thread allocates the class again, raises it
+/// back to the capacity.
 /// Without it a thread that frees what another allocates from the same arena (a consumer)
 /// keeps a full bin of every class it receives, blocks only the producer uses (the suite's
 /// `prodcons_many` with two arenas: 10.8 MiB peak RSS).
