@@ -133,17 +133,29 @@ impl PageHeap {
         // is in no list.
         unsafe {
             let have = (*run).pages as usize;
-            let mut taken_resident = (*run).resident as usize;
+            let resident = (*run).resident as usize;
             if have > pages {
                 let chunk = Span::chunk(run);
                 let first = Span::first_page(run);
                 let rest = ptr::addr_of_mut!((*chunk).spans[first + pages]);
-                let resident = ((*run).resident as usize).min(have - pages);
-                taken_resident -= resident;
-                self.make_free(rest, have - pages, resident, (*run).purge, (*run).since_ms);
+                // Either part may hold all of the run's resident pages, as far as the count
+                // knows: the rest keeps the bound, so that purging never misses a page.
+                self.make_free(
+                    rest,
+                    have - pages,
+                    resident.min(have - pages),
+                    (*run).purge,
+                    (*run).since_ms,
+                );
                 self.push(rest);
             }
-            let fresh = pages - taken_resident.min(pages);
+            // What the program will fault in: the taken pages the run's resident ones do not
+            // cover, counted from the front. A freed run merges into the free run after it and
+            // is taken again from the front, so a block freed and allocated again (a 256 KiB
+            // `malloc`/`free` loop) faults nothing in; counting the resident pages to the rest
+            // instead made every such `malloc` count its pages fresh, and [`FRESH_PAGES`] drove
+            // `decay::balance` to give the chunk back and map a new one every 12 rounds.
+            let fresh = pages - resident.min(pages);
             if fresh > 0 {
                 FRESH_PAGES.fetch_add(fresh as u64, Ordering::Relaxed);
             }
