@@ -25,7 +25,7 @@ use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCAC
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
 use crate::thread_event::{self, thread_events};
-use crate::{decay, freed, huge, prof_hooks};
+use crate::{bigcache, decay, freed, huge, prof_hooks};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
@@ -174,6 +174,14 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
         }
         // Out of memory: served unsampled below, which gives memory back before it fails.
     }
+    if let Some(class) = class {
+        if align <= PAGE {
+            let p = bigcache::take(class);
+            if !p.is_null() {
+                return p;
+            }
+        }
+    }
     decay::tick();
     let p = alloc_big_mapped(size, align, class);
     if !p.is_null() {
@@ -188,12 +196,11 @@ fn alloc_big_mapped(size: usize, align: usize, class: Option<SizeClass>) -> *mut
     if let Some(class) = class {
         let p = thread_arena().alloc_large(class, align);
         if !p.is_null() {
-            if class.index() < NCACHED {
-                // An over-aligned block of a cached class: `free` reads its first word as a
-                // free mark, and a new run may hold an old block's mark where it starts.
-                // SAFETY: a fresh block, about to be the program's.
-                unsafe { freed::unmark(p) };
-            }
+            // `free` reads a large block's first word as a free mark (a block of a cached
+            // class, or one the big cache may keep), and a new run may hold an old block's
+            // mark where it starts.
+            // SAFETY: a fresh block, about to be the program's.
+            unsafe { freed::unmark(p) };
             return new_block(p, class.size());
         }
         if align <= PAGE {

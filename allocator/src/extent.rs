@@ -258,7 +258,9 @@ impl PageHeap {
             // The merged run's age: the average of its parts' ages, weighted by their resident
             // pages. Taking the newest would let steady small frees next to an old dirty run
             // keep it from ever decaying; taking the oldest would purge fresh pages at once.
-            let mut age_weight = resident as u128 * now as u128;
+            // In u64: at most three parts of a chunk's 1024 pages times a millisecond clock
+            // below 2^43 (278 years) stay under 2^55.
+            let mut age_weight = resident as u64 * now;
             let end = first + pages;
             if end < CHUNK_PAGES {
                 let info = (*chunk).page_info[end].load(Ordering::Relaxed);
@@ -267,7 +269,7 @@ impl PageHeap {
                     self.unlink(next);
                     pages += (*next).pages as usize;
                     resident += (*next).resident as usize;
-                    age_weight += (*next).resident as u128 * (*next).since_ms as u128;
+                    age_weight += (*next).resident as u64 * (*next).since_ms;
                 }
             }
             if first > HEADER_PAGES {
@@ -278,12 +280,12 @@ impl PageHeap {
                     self.unlink(prev);
                     pages += (*prev).pages as usize;
                     resident += (*prev).resident as usize;
-                    age_weight += (*prev).resident as u128 * (*prev).since_ms as u128;
+                    age_weight += (*prev).resident as u64 * (*prev).since_ms;
                     first = head;
                 }
             }
             let merged = ptr::addr_of_mut!((*chunk).spans[first]);
-            let since = age_weight.checked_div(resident as u128).map_or(now, |a| a as u64);
+            let since = age_weight.checked_div(resident as u64).unwrap_or(now);
             self.make_free(merged, pages, resident, Purge::Dirty, since);
             if DIRTY_DECAY_MS.load(Ordering::Relaxed) == 0 {
                 self.purge_run(merged, now, false);

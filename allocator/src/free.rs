@@ -16,7 +16,7 @@ use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{has_cache, thread_start};
-use crate::{arena, decay, freed, huge, prof_hooks};
+use crate::{arena, bigcache, decay, freed, huge, prof_hooks};
 
 /// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
 ///
@@ -119,7 +119,17 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
 pub unsafe fn free_other(p: *mut u8, who: &str) {
     match block_of(p, who) {
         Block::Large(span, class) if class.index() >= NCACHED => {
+            // SAFETY: a large block is at least 8 bytes and page-aligned; the arena clears the
+            // word of every large block it hands out, the big cache marks what it keeps.
+            if unsafe { freed::is_marked(p) } {
+                big_already_free(p, class, who);
+            }
             dead_block(p, class.size());
+            // SAFETY: `p` is a live block of `class` at the start of its run, not marked,
+            // given up by the caller.
+            if unsafe { bigcache::put(p, class) } {
+                return;
+            }
             let chunk = Span::chunk(span);
             // SAFETY: `span` is the live large run of `p`, which the caller gives up.
             unsafe { arena::of_chunk(chunk).free_large(span) };
@@ -222,6 +232,22 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
         "the block is in this thread's cache"
     } else if class.is_small() && arena::slot_is_free(p, class) {
         "the block is free in its slab (freed before, or never allocated)"
+    } else {
+        "the block was freed before and waits in another thread's cache"
+    };
+    tally_pal::fatal(format_args!(
+        "tally: {who}(): double free of {p:p} ({} bytes): {place}\n",
+        class.size()
+    ))
+}
+
+/// Aborts: `p`, a large block of `class` above the bins' classes handed to `who`, carries its
+/// free mark, so a thread's big cache holds it (`bigcache.rs`): it was freed before.
+#[cold]
+#[inline(never)]
+pub fn big_already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
+    let place = if bigcache::holds(p) {
+        "the block is in this thread's cache"
     } else {
         "the block was freed before and waits in another thread's cache"
     };

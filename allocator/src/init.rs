@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use tally_pal::{self as pal, PAGE};
 
 use crate::options::{self, Options};
-use crate::{arena, decay, fork, freed, prof_hooks, tcache};
+use crate::{arena, bigcache, decay, fork, freed, prof_hooks, tcache};
 
 std::thread_local! {
     /// Whether this thread is running process-wide initialization.
@@ -110,6 +110,7 @@ fn init_global() {
     }
     decay::configure(&opts);
     tcache::configure(opts.tcache_max);
+    bigcache::configure(opts.tcache_max);
     prof_hooks::configure(&opts);
     // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
     unsafe { *OPTIONS.0.get() = opts };

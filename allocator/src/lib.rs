@@ -47,6 +47,7 @@
 
 mod alloc;
 mod arena;
+mod bigcache;
 mod bin;
 mod block;
 mod chunk;

@@ -99,9 +99,9 @@ pub static TABLE: &[OptionSpec] = &[
     },
     OptionSpec {
         name: "tcache_max",
-        kind: Kind::Integer { min: 0, max: 32768 },
-        default: "32768",
-        doc: "Largest block size, in bytes, kept in thread caches (at most 32 KiB).",
+        kind: Kind::Integer { min: 0, max: 262144 },
+        default: "262144",
+        doc: "Largest block size, in bytes, kept in thread caches (at most 256 KiB; above 32 KiB a few whole blocks per thread).",
     },
     OptionSpec {
         name: "dirty_decay_ms",
@@ -269,7 +269,7 @@ impl Options {
     pub const DEFAULT: Options = Options {
         narenas: 0,
         tcache: true,
-        tcache_max: 32768,
+        tcache_max: 262144,
         dirty_decay_ms: 10_000,
         muzzy_decay_ms: 0,
         background_thread: false,
@@ -605,7 +605,7 @@ mod tests {
             b"junk:maybe",
             b"stats_print_opts:JJ",
             b"stats_print_opts:x",
-            b"tcache_max:32769",
+            b"tcache_max:262145",
         ];
         for case in cases {
             let (opts, errors) = run(case);

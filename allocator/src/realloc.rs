@@ -9,9 +9,10 @@ use core::ptr;
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
 use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
-use crate::free::{already_free, free, sampled_freed_before};
+use crate::free::{already_free, big_already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
-use crate::{arena, freed, huge};
+use crate::{arena, bigcache, freed, huge};
+use tally_pal::PAGE;
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
 /// frees `p` and returns null. On failure returns null and leaves `p` untouched.
@@ -41,9 +42,13 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     };
     match block {
         Block::Small(class) | Block::Large(_, class) => {
-            // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned.
-            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
-                already_free(p, class, "realloc");
+            // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned; the
+            // first word of every large block is the free mark's (`bigcache.rs`).
+            if unsafe { freed::is_marked(p) } {
+                if class.index() < NCACHED {
+                    already_free(p, class, "realloc");
+                }
+                big_already_free(p, class, "realloc");
             }
         }
         Block::Sampled(_, class) => {
@@ -63,8 +68,18 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             if let (Block::Large(span, _), Some(new_class)) = (&block, new_class) {
                 if !new_class.is_small() {
                     let chunk = Span::chunk(*span);
+                    // SAFETY: `span` is the live large run of `p`, in the live chunk `chunk`.
+                    let arena = unsafe { arena::of_chunk(chunk) };
                     // SAFETY: `span` is the live large run of `p`, owned by the caller.
-                    if unsafe { arena::of_chunk(chunk).resize_large_in_place(*span, new_class) } {
+                    if unsafe { arena.resize_large_in_place(*span, new_class) } {
+                        return p;
+                    }
+                    // A block of this thread's big cache right after it goes home first, so
+                    // that a buffer doubling in a loop grows over the one it left last time.
+                    // SAFETY: as above.
+                    let end = Span::start(*span) + unsafe { (**span).pages as usize } * PAGE;
+                    // SAFETY: as above.
+                    if bigcache::release(end) && unsafe { arena.resize_large_in_place(*span, new_class) } {
                         return p;
                     }
                 }
@@ -106,6 +121,15 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             // SAFETY: `span` is the live large run of `p`, whose bytes were copied to `q`; the
             // caller gives `p` up.
             unsafe { arena::of_chunk(Span::chunk(span)).free_large_discarding(span) };
+        }
+        // A large block that moved goes to its page heap, not to the big cache: a buffer
+        // growing by steps would leave each size it outgrew there (the suite's
+        // `realloc_growth` peaked 0.8 MiB higher), and the page heap lets the next one grow in
+        // place over it.
+        Block::Large(span, class) if class.index() >= NCACHED => {
+            dead_block(p, old_size);
+            // SAFETY: `span` is the live large run of `p`, copied to `q`; the caller gives `p` up.
+            unsafe { arena::of_chunk(Span::chunk(span)).free_large(span) };
         }
         // SAFETY: the caller gives up `p`, copied to `q`.
         _ => unsafe { free(p) },

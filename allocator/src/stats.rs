@@ -194,8 +194,10 @@ pub fn stats() -> Stats {
         counters: counters(),
     };
     let mut threads = [0u32; MAX_ARENAS];
-    let mut cached = [0u64; NCACHED];
-    let mut nmalloc = [0u64; NCACHED];
+    // Per class: blocks in thread caches, and allocations the caches served (every allocation
+    // of a bin's class; those of a big-cache class the arenas did not see).
+    let mut cached = [0u64; NCLASSES];
+    let mut nmalloc = [0u64; NCLASSES];
     s.threads = tcache::visit_caches(&mut threads, &mut |class, c, n| {
         cached[class] += c;
         nmalloc[class] += n;
@@ -234,12 +236,16 @@ pub fn stats() -> Stats {
     }
     for (c, class) in s.classes.iter_mut().enumerate() {
         class.size = SizeClass(c as u8).size() as u64;
-        let in_caches = if c < NCACHED { cached[c] } else { 0 };
+        let in_caches = cached[c];
         class.live = handed_out[c]
             .saturating_sub(returned[c])
             .saturating_sub(in_caches);
         class.cached = in_caches;
-        class.nmalloc = if c < NCACHED { nmalloc[c] } else { handed_out[c] };
+        class.nmalloc = if c < NCACHED {
+            nmalloc[c]
+        } else {
+            handed_out[c] + nmalloc[c]
+        };
         class.nfree = class.nmalloc.saturating_sub(class.live);
         class.misses = if c < NCACHED { misses[c] } else { 0 };
         s.allocated += class.live * class.size;

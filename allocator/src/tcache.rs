@@ -23,6 +23,7 @@
 use core::ptr;
 
 use crate::arena::{self, Arena};
+use crate::bigcache::BigCache;
 use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
@@ -313,6 +314,8 @@ pub struct TCache {
     owner: *mut ThreadBins,
     /// Its place in the pool (detached) or in the list of attached caches.
     links: Links<TCache>,
+    /// Its whole large blocks above the bins' classes (`bigcache.rs`).
+    pub big: BigCache,
     storage: [*mut u8; TOTAL_SLOTS],
 }
 
@@ -386,6 +389,7 @@ impl TCache {
             ptr::addr_of_mut!((*tc).arena).write(arena);
             (*tb).arena = arena.index();
             ptr::addr_of_mut!((*tc).owner).write(tb);
+            ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
             for (i, &cap) in CAPS.iter().enumerate() {
@@ -416,7 +420,9 @@ impl TCache {
                 for (bin, merged) in (*tb).bins.iter().zip(&MERGED_NMALLOC) {
                     merged.fetch_add(bin.nmalloc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
                 }
+                (*tc).big.merge_hits();
             }
+            (*tc).big.flush();
             for i in 0..NCACHED {
                 flush(tb, SizeClass(i as u8), 0);
                 let bin = &mut (*tb).bins[i];
@@ -431,8 +437,8 @@ impl TCache {
 }
 
 /// What the thread caches hold now, per class, and the allocations they counted: calls
-/// `visit(class, cached, nmalloc)` for every class of every attached cache, plus the merged
-/// counts of detached ones (with `cached` 0). Returns the number of attached caches and, per
+/// `visit(class, cached, nmalloc)` for every class of every attached cache (the bins', then
+/// the big cache's, `bigcache.rs`), plus the merged counts of detached ones (with `cached` 0). Returns the number of attached caches and, per
 /// arena index, the number of threads using it (in `threads`).
 pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64)) -> usize {
     let caches = CACHES.lock();
@@ -447,6 +453,7 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
                 let bin = &(*tb).bins[i];
                 visit(i, bin.count() as u64, bin.nmalloc.load(Ordering::Relaxed));
             }
+            (*tc).big.visit(visit);
             let arena = (*(*tc).arena).index() as usize;
             if let Some(t) = threads.get_mut(arena) {
                 *t += 1;
@@ -457,6 +464,9 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
     }
     for (i, merged) in MERGED_NMALLOC.iter().enumerate() {
         visit(i, 0, merged.load(Ordering::Relaxed));
+    }
+    for (k, merged) in crate::bigcache::MERGED_HITS.iter().enumerate() {
+        visit(NCACHED + k, 0, merged.load(Ordering::Relaxed));
     }
     n
 }
@@ -519,6 +529,9 @@ pub unsafe fn gc_step(tb: *mut ThreadBins) {
         }
         let i = (*tb).gc_next as usize;
         (*tb).gc_next = ((i + 1) % NCACHED) as u32;
+        if i == 0 {
+            crate::bigcache::gc();
+        }
         let bit = 1u64 << i;
         if (*tb).missed & bit != 0 {
             (*tb).missed &= !bit;

@@ -115,6 +115,7 @@ pub fn flush_thread_cache() {
             // SAFETY: the calling thread's own bins, with a cache.
             unsafe { tcache::flush(tb, SizeClass(i as u8), 0) };
         }
+        crate::bigcache::flush_mine();
     }
 }
 

@@ -58,7 +58,7 @@ const OTHER_CACHE: &str = "waits in another thread's cache";
 
 #[test]
 fn a_second_free_aborts_at_that_call_for_every_cached_size() {
-    for size in [8, 16, 100, 5000, 15000, 20000, 32768] {
+    for size in [8, 16, 100, 5000, 15000, 20000, 32768, 40000, 100_000, 262_144] {
         assert_caught(&format!("twice:{size}"), "", "free", IN_CACHE);
     }
 }
@@ -74,6 +74,7 @@ fn realloc_of_a_freed_block_aborts() {
     for size in [16, 100, 5000, 32768] {
         assert_caught(&format!("realloc_freed:{size}"), "", "realloc", IN_CACHE);
     }
+    assert_caught("realloc_freed:100000", "", "realloc", IN_CACHE);
     assert_caught("realloc_freed:1000000", "", "realloc", "its pages are free");
     assert_caught("realloc_freed:10000000", "", "realloc", "huge-mapping cache");
 }
@@ -89,6 +90,7 @@ fn a_block_flushed_back_to_its_slab_is_still_caught() {
 #[test]
 fn a_block_in_another_threads_cache_is_caught() {
     assert_caught("other_thread:64", "", "free", OTHER_CACHE);
+    assert_caught("other_thread:100000", "", "free", OTHER_CACHE);
 }
 
 #[test]

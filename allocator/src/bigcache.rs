@@ -1,0 +1,262 @@
+//! The thread cache of large blocks above the bins' classes: a few freed blocks of 40 KiB to
+//! 256 KiB per thread, kept whole for the thread's next request of the same class.
+//!
+//! The bins (`tcache.rs`) stop at 32 KiB: their fast paths index a table by class, and a bin
+//! of blocks this large would hold megabytes. Above that every `malloc` went to the arena's
+//! page heap and every `free` back (a lock each, a page-info word written per page, the
+//! neighbours merged): 195 ns for a `malloc(256 KiB)`/`free` pair, where glibc, whose
+//! threshold for `mmap` rises to such sizes, and mimalloc, which keeps them in thread-local
+//! pages, take about 45 (Criterion's `alloc_free/262144`). tcmalloc caches up to 256 KiB in
+//! its thread caches too.
+//!
+//! A thread keeps at most [`BIG_SLOTS`] blocks and [`BIG_BYTES`] bytes, reached from its
+//! [`TCache`] (not its thread block, which has no room): `malloc` takes the newest block of the
+//! class after the profiler's countdown had its say, so sampling sees every request; `free`
+//! puts a block in and sends the oldest home when it would not fit. A cached block carries the
+//! free mark in its first word like a block in a bin (`freed.rs`), so freeing it twice, from
+//! any thread, aborts; every large block the arena hands out has the word cleared. The cache
+//! goes home whole when its thread exits or gives its cache back (`malloc_trim`), and when
+//! garbage collection finds it unused since the last round over the bins.
+//!
+//! Invariant: `blocks[..n]` are distinct live large runs' blocks of classes `classes[..n]`,
+//! oldest first, each marked free, reachable by no thread but the owner; `bytes` is the sum of
+//! their classes' sizes, at most [`BIG_BYTES`].
+
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::arena;
+use crate::chunk::ChunkHeader;
+use crate::freed;
+use crate::size_class::{size_compute, SizeClass, NCACHED, NCLASSES, TCACHE_MAX};
+use crate::tcache::{thread_bins, TCache, ThreadBins};
+
+/// Blocks a thread keeps at most.
+pub const BIG_SLOTS: usize = 4;
+/// Bytes a thread keeps at most: one block of the largest class. (Twice that left the suite's
+/// `realloc_growth` 0.4 MiB higher and served Criterion's `alloc_free/262144` no faster.)
+pub const BIG_BYTES: usize = BIG_MAX;
+/// The largest class the cache keeps (`tcache_max` may lower it).
+pub const BIG_MAX: usize = 256 * 1024;
+
+/// Classes from [`NCACHED`] up to [`BIG_MAX`].
+pub const NBIG: usize = {
+    let mut n = 0;
+    while NCACHED + n < NCLASSES && size_compute(NCACHED + n) <= BIG_MAX {
+        n += 1;
+    }
+    n
+};
+const _: () = assert!(size_compute(NCACHED - 1) == TCACHE_MAX && size_compute(NCACHED + NBIG - 1) == BIG_MAX);
+const _: () = assert!(BIG_BYTES <= u32::MAX as usize);
+
+/// The largest size kept, from `tcache_max` (0: none).
+static LIMIT: AtomicUsize = AtomicUsize::new(BIG_MAX);
+
+/// Applies `tcache_max` (bytes): classes above it are not kept.
+pub fn configure(tcache_max: usize) {
+    LIMIT.store(tcache_max.min(BIG_MAX), Ordering::Relaxed);
+}
+
+/// Allocations served by caches detached since, per class from [`NCACHED`] (a statistic).
+pub static MERGED_HITS: [AtomicU64; NBIG] = [const { AtomicU64::new(0) }; NBIG];
+
+/// One thread's cached large blocks. See the module docs for the invariant.
+pub struct BigCache {
+    blocks: [*mut u8; BIG_SLOTS],
+    classes: [u8; BIG_SLOTS],
+    n: u8,
+    /// A block was taken since garbage collection last looked.
+    used: bool,
+    bytes: u32,
+    /// Blocks held, per class from [`NCACHED`] (for a statistics reader on another thread;
+    /// the owner stores, never read-modify-writes).
+    held: [AtomicU8; NBIG],
+    /// Allocations served, per class from [`NCACHED`] (a statistic, like `held`).
+    hits: [AtomicU64; NBIG],
+}
+
+impl BigCache {
+    /// Empty.
+    pub const fn empty() -> BigCache {
+        BigCache {
+            blocks: [core::ptr::null_mut(); BIG_SLOTS],
+            classes: [0; BIG_SLOTS],
+            n: 0,
+            used: false,
+            bytes: 0,
+            held: [const { AtomicU8::new(0) }; NBIG],
+            hits: [const { AtomicU64::new(0) }; NBIG],
+        }
+    }
+
+    /// Calls `visit(class, cached, nmalloc)` for each class it keeps: the blocks it holds and
+    /// the allocations it served. Any thread may call it while the cache is attached.
+    pub fn visit(&self, visit: &mut dyn FnMut(usize, u64, u64)) {
+        for k in 0..NBIG {
+            let held = self.held[k].load(Ordering::Relaxed) as u64;
+            visit(NCACHED + k, held, self.hits[k].load(Ordering::Relaxed));
+        }
+    }
+
+    /// Moves its allocation counts to [`MERGED_HITS`] (the cache is being detached).
+    pub fn merge_hits(&self) {
+        for (hits, merged) in self.hits.iter().zip(&MERGED_HITS) {
+            merged.fetch_add(hits.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one block of `class` more (`up`) or less in `held` (owner only).
+    fn count(&self, class: u8, up: bool) {
+        let held = &self.held[class as usize - NCACHED];
+        let n = held.load(Ordering::Relaxed);
+        held.store(if up { n + 1 } else { n - 1 }, Ordering::Relaxed);
+    }
+
+    /// Removes entry `i`, returning its block (owner only; `i < n`).
+    fn remove(&mut self, i: usize) -> *mut u8 {
+        let p = self.blocks[i];
+        let class = self.classes[i];
+        self.bytes -= SizeClass(class).size() as u32;
+        self.blocks.copy_within(i + 1..self.n as usize, i);
+        self.classes.copy_within(i + 1..self.n as usize, i);
+        self.n -= 1;
+        self.count(class, false);
+        p
+    }
+
+    /// Sends block `i` home to its arena.
+    ///
+    /// # Safety
+    /// `i < n`; the caller is the owner.
+    unsafe fn evict(&mut self, i: usize) {
+        let p = self.remove(i);
+        // SAFETY: per the invariant `p` is a live large run's block no one else reaches; its
+        // run's span is the one of the page it starts, in the chunk it lies in.
+        unsafe {
+            let chunk = ChunkHeader::of(p as usize);
+            let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
+            arena::of_chunk(chunk).free_large(span);
+        }
+    }
+
+    /// Sends every block home.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn flush(&mut self) {
+        while self.n > 0 {
+            // SAFETY: `n > 0`; per the contract.
+            unsafe { self.evict(0) };
+        }
+    }
+}
+
+/// The calling thread's big cache, if it has a thread cache.
+fn mine() -> Option<&'static mut BigCache> {
+    let tb: *mut ThreadBins = thread_bins();
+    // SAFETY: the thread's own bins; a non-null `cache` is its live cache, which only this
+    // thread changes (statistics readers only read counts).
+    unsafe {
+        let tc: *mut TCache = (*tb).cache;
+        if tc.is_null() {
+            return None;
+        }
+        Some(&mut *core::ptr::addr_of_mut!((*tc).big))
+    }
+}
+
+/// Whether blocks of `class` (a large class) are kept.
+#[inline]
+fn keeps(class: SizeClass) -> bool {
+    class.index() >= NCACHED && class.size() <= LIMIT.load(Ordering::Relaxed)
+}
+
+/// The newest cached block of `class` (a large class), unmarked and the caller's; null when
+/// there is none.
+pub fn take(class: SizeClass) -> *mut u8 {
+    if !keeps(class) {
+        return core::ptr::null_mut();
+    }
+    let Some(big) = mine() else {
+        return core::ptr::null_mut();
+    };
+    let Some(i) = (0..big.n as usize).rev().find(|&i| big.classes[i] == class.0) else {
+        return core::ptr::null_mut();
+    };
+    let p = big.remove(i);
+    big.used = true;
+    let hits = &big.hits[class.index() - NCACHED];
+    hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    // SAFETY: a cached block (at least 40 KiB, page-aligned), now the caller's.
+    unsafe { freed::unmark(p) };
+    p
+}
+
+/// Keeps `p`, a block of the large `class` the caller gives up, sending the oldest blocks home
+/// to make room. False when the class is not kept or the thread has no cache: the caller frees
+/// it.
+///
+/// # Safety
+/// `p` must be a live block of `class` at the start of its run, not marked free, that the
+/// caller gives up.
+pub unsafe fn put(p: *mut u8, class: SizeClass) -> bool {
+    if !keeps(class) {
+        return false;
+    }
+    let Some(big) = mine() else {
+        return false;
+    };
+    let size = class.size() as u32;
+    while big.n as usize == BIG_SLOTS || big.bytes + size > BIG_BYTES as u32 {
+        // SAFETY: the cache is full, so `n > 0`; we are the owner.
+        unsafe { big.evict(0) };
+    }
+    // SAFETY: per the contract `p` is ours to write, at least 8 bytes and 8-aligned.
+    unsafe { freed::mark(p) };
+    let n = big.n as usize;
+    big.blocks[n] = p;
+    big.classes[n] = class.0;
+    big.n += 1;
+    big.bytes += size;
+    big.count(class.0, true);
+    true
+}
+
+/// Whether `p` is in the calling thread's big cache.
+pub fn holds(p: *mut u8) -> bool {
+    mine().is_some_and(|big| big.blocks[..big.n as usize].contains(&p))
+}
+
+/// Sends the block at `addr` home if the calling thread's big cache holds it; whether it did.
+/// For `realloc`: a block cached right after a growing one would keep it from growing in place.
+pub fn release(addr: usize) -> bool {
+    let Some(big) = mine() else {
+        return false;
+    };
+    let Some(i) = (0..big.n as usize).find(|&i| big.blocks[i] as usize == addr) else {
+        return false;
+    };
+    // SAFETY: `i < n`; the thread's own cache.
+    unsafe { big.evict(i) };
+    true
+}
+
+/// Sends the calling thread's cached large blocks home.
+pub fn flush_mine() {
+    if let Some(big) = mine() {
+        // SAFETY: the thread's own cache.
+        unsafe { big.flush() };
+    }
+}
+
+/// Garbage collection's look, once per round over the bins: a cache no allocation took from
+/// since the last look goes home.
+pub fn gc() {
+    if let Some(big) = mine() {
+        if !big.used {
+            // SAFETY: the thread's own cache.
+            unsafe { big.flush() };
+        }
+        big.used = false;
+    }
+}

@@ -1,0 +1,163 @@
+//! The thread cache of large blocks above the bins' classes (40 KiB to 256 KiB,
+//! `allocator/src/bigcache.rs`): a freed block serves the thread's next request of its class
+//! without the arena; the cache holds at most 4 blocks and 256 KiB; it goes home when its thread
+//! exits, on `malloc_trim`, and when garbage collection finds it unused; `tcache_max` turns it
+//! down; statistics count its blocks as cached, not live. (Double frees of its blocks:
+//! `double_free.rs`.)
+//!
+//! Each case runs in a child process of its own (options are read once per process, and the
+//! counters must see no other test's blocks), on a thread of its own.
+
+mod child;
+
+use std::ffi::c_void;
+
+use tally::api;
+
+/// A class the big cache keeps.
+const BIG: usize = 256 * 1024;
+
+/// The statistics of the class of `size` bytes (a class size): (live, cached, nmalloc).
+fn class_counts(size: usize) -> (u64, u64, u64) {
+    let s = tally::stats();
+    let c = s
+        .classes
+        .iter()
+        .find(|c| c.size == size as u64)
+        .expect("a class of that size");
+    (c.live, c.cached, c.nmalloc)
+}
+
+fn large_allocs() -> u64 {
+    tally::stats().counters.large_allocs
+}
+
+/// Runs `f` on a new thread and waits for it.
+fn on_thread(f: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(f).join().expect("the case's thread");
+}
+
+/// Runs `case` in a child with `conf`; returns its stdout, or fails with its output.
+fn run(case: &str, conf: &str) -> String {
+    let out = child::run(&[("TALLY_BIG_CASE", case), ("TALLY_CONF", conf)]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.contains("case-ok"),
+        "{case} ({conf}): {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn a_freed_block_serves_the_next_request_of_its_class() {
+    run("reuse", "");
+}
+
+#[test]
+fn the_cache_holds_four_blocks_and_256_kib_at_most() {
+    run("budget", "");
+}
+
+#[test]
+fn an_exiting_thread_and_malloc_trim_send_the_blocks_home() {
+    run("home", "");
+}
+
+#[test]
+fn a_cache_left_unused_goes_home_with_garbage_collection() {
+    run("gc", "");
+}
+
+#[test]
+fn tcache_max_and_tcache_false_turn_it_down() {
+    run("off", "tcache_max:32768");
+    run("off", "tcache:false");
+}
+
+/// The child process of the cases above.
+#[test]
+#[ignore = "the child process of this file's cases"]
+fn child_entry() {
+    let case = child::case("TALLY_BIG_CASE");
+    // SAFETY: every block is freed once, after its last use.
+    on_thread(move || unsafe {
+        match case.as_str() {
+            "reuse" => {
+                let before = large_allocs();
+                let p = api::malloc(BIG);
+                api::free(p);
+                let (live, cached, _) = class_counts(BIG);
+                assert_eq!((live, cached), (0, 1), "cached, not live");
+                let q = api::malloc(BIG);
+                assert_eq!(q, p, "the cached block comes back");
+                assert_eq!(
+                    large_allocs() - before,
+                    1,
+                    "the second one did not reach the arena"
+                );
+                let (live, cached, nmalloc) = class_counts(BIG);
+                assert_eq!((live, cached, nmalloc), (1, 0, 2));
+                // A block of another class does not take it.
+                api::free(q);
+                let r = api::malloc(BIG / 2);
+                assert_ne!(r, q);
+                assert_eq!(class_counts(BIG).1, 1);
+                api::free(r);
+            }
+            "budget" => {
+                // Five blocks of 48 KiB and one of 128 KiB, freed: the cache keeps the newest
+                // that fit 4 blocks and 256 KiB.
+                const SMALL: usize = 48 * 1024;
+                let small: Vec<*mut c_void> = (0..5).map(|_| api::malloc(SMALL)).collect();
+                let big = api::malloc(BIG / 2);
+                for &p in &small {
+                    api::free(p);
+                }
+                assert_eq!(class_counts(SMALL).1, 4, "four slots");
+                api::free(big);
+                assert_eq!(class_counts(SMALL).1, 2, "room made for 128 KiB within 256 KiB");
+                assert_eq!(class_counts(BIG / 2).1, 1);
+                // The newest ones stayed: the last two of 48 KiB come back, newest first.
+                assert_eq!(api::malloc(SMALL), small[4]);
+                assert_eq!(api::malloc(SMALL), small[3]);
+            }
+            "home" => {
+                on_thread(|| {
+                    let p = api::malloc(BIG);
+                    api::free(p);
+                    assert_eq!(class_counts(BIG).1, 1);
+                });
+                assert_eq!(class_counts(BIG).1, 0, "the exited thread's block went home");
+                let p = api::malloc(BIG);
+                api::free(p);
+                assert_eq!(class_counts(BIG).1, 1);
+                api::malloc_trim(0);
+                assert_eq!(class_counts(BIG).1, 0, "malloc_trim sent it home");
+            }
+            "gc" => {
+                let p = api::malloc(BIG);
+                api::free(p);
+                // Small allocations only: garbage collection goes round the bins once per
+                // 57 x 64 KiB allocated, and the cache goes home at the second look.
+                for _ in 0..2 * 4096 {
+                    let q = api::malloc(1024);
+                    api::free(q);
+                }
+                assert_eq!(class_counts(BIG).1, 0, "an unused cache went home");
+            }
+            "off" => {
+                let before = large_allocs();
+                let p = api::malloc(BIG);
+                api::free(p);
+                assert_eq!(class_counts(BIG).1, 0);
+                let q = api::malloc(BIG);
+                api::free(q);
+                assert_eq!(large_allocs() - before, 2, "both from the arena");
+            }
+            other => panic!("unknown case {other}"),
+        }
+    });
+    println!("case-ok");
+}
