@@ -27,19 +27,20 @@ unsafe impl GlobalAlloc for Tally {
     #[inline(always)]
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         let (size, align) = (layout.size(), layout.align());
-        // The layout names the class `alloc` chose (plain `alloc` for these alignments), so the
-        // page-map lookup can be skipped for the classes the thread cache keeps.
+        // The layout names the class `alloc` chose (that of `max(size, align)` for these
+        // alignments, see `alloc::alloc_aligned`), so the page-map lookup can be skipped for the
+        // classes the thread cache keeps.
         // With the profiler on, a block may be a sampled one, which only its page's info word
         // knows; sampled blocks start on a page, so any other address is an ordinary block.
         if size <= TCACHE_MAX
-            && (align <= 8 || (align <= 16 && size > 8))
+            && align <= 16
             && (p as usize & (PAGE - 1) != 0
                 || !prof_hooks::profiler_on()
                 // SAFETY: `p` is a live block of a cached class (GlobalAlloc's contract).
                 || !unsafe { prof_hooks::is_sampled_class_block(p) })
         {
-            // SAFETY: sizes up to TCACHE_MAX always have a class.
-            let class = unsafe { class_for(size).unwrap_unchecked() };
+            // SAFETY: sizes up to TCACHE_MAX (and alignments up to 16) always have a class.
+            let class = unsafe { class_for(size.max(align)).unwrap_unchecked() };
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.
             return unsafe { free::free_known(p, class) };
         }
@@ -60,9 +61,10 @@ unsafe impl GlobalAlloc for Tally {
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
-        if align <= 8 || (align <= 16 && new_size > 8 && layout.size() > 8) {
+        if align <= 16 {
+            // As in `alloc`: the class of `max(new_size, align)` is aligned to `align`.
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this allocator.
-            return unsafe { realloc::realloc(p, new_size) };
+            return unsafe { realloc::realloc(p, new_size.max(align)) };
         }
         let q = alloc::alloc_aligned(new_size, align);
         if !q.is_null() {
