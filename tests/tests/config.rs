@@ -46,7 +46,7 @@ const BAD: &[&str] = &[
     "dirty_decay_ms:-2",
     "junk:maybe",
     "stats_print_opts:JJ",
-    "tcache_max:32769",
+    "tcache_max:262145",
     "background_thread:1",
     "narenas:4,",
 ];
