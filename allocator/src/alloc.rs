@@ -25,7 +25,7 @@ use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCAC
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
 use crate::thread_event::{self, thread_events};
-use crate::{bigcache, decay, freed, huge, prof_hooks};
+use crate::{decay, freed, huge, prof_hooks};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
@@ -176,7 +176,7 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     }
     if let Some(class) = class {
         if align <= PAGE {
-            let p = bigcache::take(class);
+            let p = tcache::big_cache().map_or(ptr::null_mut(), |big| big.take(class));
             if !p.is_null() {
                 return p;
             }

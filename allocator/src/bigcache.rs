@@ -9,8 +9,9 @@
 //! pages, take about 45 (Criterion's `alloc_free/262144`). tcmalloc caches up to 256 KiB in
 //! its thread caches too.
 //!
-//! A thread keeps at most [`BIG_SLOTS`] blocks and [`BIG_BYTES`] bytes, reached from its
-//! [`TCache`] (not its thread block, which has no room): `malloc` takes the newest block of the
+//! A thread keeps at most [`BIG_SLOTS`] blocks and [`BIG_BYTES`] bytes in its thread cache
+//! (`tcache::TCache::big`, reached with `tcache::big_cache`; not in its thread block, which has
+//! no room): `malloc` takes the newest block of the
 //! class after the profiler's countdown had its say, so sampling sees every request; `free`
 //! puts a block in and sends the oldest home when it would not fit. A cached block carries the
 //! free mark in its first word like a block in a bin (`freed.rs`), so freeing it twice, from
@@ -28,7 +29,6 @@ use crate::arena;
 use crate::chunk::ChunkHeader;
 use crate::freed;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NCLASSES, TCACHE_MAX};
-use crate::tcache::{thread_bins, TCache, ThreadBins};
 
 /// Blocks a thread keeps at most.
 pub const BIG_SLOTS: usize = 4;
@@ -107,7 +107,7 @@ impl BigCache {
         }
     }
 
-    /// Counts one block of `class` more (`up`) or less in `held` (owner only).
+    /// Counts one block of `class` more (`up`) or less in `held`.
     fn count(&self, class: u8, up: bool) {
         let held = &self.held[class as usize - NCACHED];
         let n = held.load(Ordering::Relaxed);
@@ -129,7 +129,7 @@ impl BigCache {
     /// Sends block `i` home to its arena.
     ///
     /// # Safety
-    /// `i < n`; the caller is the owner.
+    /// `i < n`.
     unsafe fn evict(&mut self, i: usize) {
         let p = self.remove(i);
         // SAFETY: per the invariant `p` is a live large run's block no one else reaches; its
@@ -142,28 +142,11 @@ impl BigCache {
     }
 
     /// Sends every block home.
-    ///
-    /// # Safety
-    /// The caller is the owner.
-    pub unsafe fn flush(&mut self) {
+    pub fn flush(&mut self) {
         while self.n > 0 {
-            // SAFETY: `n > 0`; per the contract.
+            // SAFETY: `n > 0`; `&mut self` is the owner's.
             unsafe { self.evict(0) };
         }
-    }
-}
-
-/// The calling thread's big cache, if it has a thread cache.
-fn mine() -> Option<&'static mut BigCache> {
-    let tb: *mut ThreadBins = thread_bins();
-    // SAFETY: the thread's own bins; a non-null `cache` is its live cache, which only this
-    // thread changes (statistics readers only read counts).
-    unsafe {
-        let tc: *mut TCache = (*tb).cache;
-        if tc.is_null() {
-            return None;
-        }
-        Some(&mut *core::ptr::addr_of_mut!((*tc).big))
     }
 }
 
@@ -173,92 +156,73 @@ fn keeps(class: SizeClass) -> bool {
     class.index() >= NCACHED && class.size() <= LIMIT.load(Ordering::Relaxed)
 }
 
-/// The newest cached block of `class` (a large class), unmarked and the caller's; null when
-/// there is none.
-pub fn take(class: SizeClass) -> *mut u8 {
-    if !keeps(class) {
-        return core::ptr::null_mut();
-    }
-    let Some(big) = mine() else {
-        return core::ptr::null_mut();
-    };
-    let Some(i) = (0..big.n as usize).rev().find(|&i| big.classes[i] == class.0) else {
-        return core::ptr::null_mut();
-    };
-    let p = big.remove(i);
-    big.used = true;
-    let hits = &big.hits[class.index() - NCACHED];
-    hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    // SAFETY: a cached block (at least 40 KiB, page-aligned), now the caller's.
-    unsafe { freed::unmark(p) };
-    p
-}
-
-/// Keeps `p`, a block of the large `class` the caller gives up, sending the oldest blocks home
-/// to make room. False when the class is not kept or the thread has no cache: the caller frees
-/// it.
-///
-/// # Safety
-/// `p` must be a live block of `class` at the start of its run, not marked free, that the
-/// caller gives up.
-pub unsafe fn put(p: *mut u8, class: SizeClass) -> bool {
-    if !keeps(class) {
-        return false;
-    }
-    let Some(big) = mine() else {
-        return false;
-    };
-    let size = class.size() as u32;
-    while big.n as usize == BIG_SLOTS || big.bytes + size > BIG_BYTES as u32 {
-        // SAFETY: the cache is full, so `n > 0`; we are the owner.
-        unsafe { big.evict(0) };
-    }
-    // SAFETY: per the contract `p` is ours to write, at least 8 bytes and 8-aligned.
-    unsafe { freed::mark(p) };
-    let n = big.n as usize;
-    big.blocks[n] = p;
-    big.classes[n] = class.0;
-    big.n += 1;
-    big.bytes += size;
-    big.count(class.0, true);
-    true
-}
-
-/// Whether `p` is in the calling thread's big cache.
-pub fn holds(p: *mut u8) -> bool {
-    mine().is_some_and(|big| big.blocks[..big.n as usize].contains(&p))
-}
-
-/// Sends the block at `addr` home if the calling thread's big cache holds it; whether it did.
-/// For `realloc`: a block cached right after a growing one would keep it from growing in place.
-pub fn release(addr: usize) -> bool {
-    let Some(big) = mine() else {
-        return false;
-    };
-    let Some(i) = (0..big.n as usize).find(|&i| big.blocks[i] as usize == addr) else {
-        return false;
-    };
-    // SAFETY: `i < n`; the thread's own cache.
-    unsafe { big.evict(i) };
-    true
-}
-
-/// Sends the calling thread's cached large blocks home.
-pub fn flush_mine() {
-    if let Some(big) = mine() {
-        // SAFETY: the thread's own cache.
-        unsafe { big.flush() };
-    }
-}
-
-/// Garbage collection's look, once per round over the bins: a cache no allocation took from
-/// since the last look goes home.
-pub fn gc() {
-    if let Some(big) = mine() {
-        if !big.used {
-            // SAFETY: the thread's own cache.
-            unsafe { big.flush() };
+impl BigCache {
+    /// The newest cached block of `class` (a large class), unmarked and the caller's; null
+    /// when there is none.
+    pub fn take(&mut self, class: SizeClass) -> *mut u8 {
+        if !keeps(class) {
+            return core::ptr::null_mut();
         }
-        big.used = false;
+        let Some(i) = (0..self.n as usize).rev().find(|&i| self.classes[i] == class.0) else {
+            return core::ptr::null_mut();
+        };
+        let p = self.remove(i);
+        self.used = true;
+        let hits = &self.hits[class.index() - NCACHED];
+        hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // SAFETY: a cached block (at least 40 KiB, page-aligned), now the caller's.
+        unsafe { freed::unmark(p) };
+        p
+    }
+
+    /// Keeps `p`, a block of the large `class` the caller gives up, sending the oldest blocks
+    /// home to make room. False when the class is not kept: the caller frees it.
+    ///
+    /// # Safety
+    /// `p` must be a live block of `class` at the start of its run, not marked free, that the
+    /// caller gives up.
+    pub unsafe fn put(&mut self, p: *mut u8, class: SizeClass) -> bool {
+        if !keeps(class) {
+            return false;
+        }
+        let size = class.size() as u32;
+        while self.n as usize == BIG_SLOTS || self.bytes + size > BIG_BYTES as u32 {
+            // SAFETY: the cache is full, so `n > 0`.
+            unsafe { self.evict(0) };
+        }
+        // SAFETY: per the contract `p` is ours to write, at least 8 bytes and 8-aligned.
+        unsafe { freed::mark(p) };
+        let n = self.n as usize;
+        self.blocks[n] = p;
+        self.classes[n] = class.0;
+        self.n += 1;
+        self.bytes += size;
+        self.count(class.0, true);
+        true
+    }
+
+    /// Whether it holds `p`.
+    pub fn holds(&self, p: *mut u8) -> bool {
+        self.blocks[..self.n as usize].contains(&p)
+    }
+
+    /// Sends the block at `addr` home if it holds it; whether it did. For
+    /// `realloc`: a block cached right after a growing one would keep it from growing in place.
+    pub fn release(&mut self, addr: usize) -> bool {
+        let Some(i) = (0..self.n as usize).find(|&i| self.blocks[i] as usize == addr) else {
+            return false;
+        };
+        // SAFETY: `i < n`.
+        unsafe { self.evict(i) };
+        true
+    }
+
+    /// Garbage collection's look, once per round over the bins: a cache no
+    /// allocation took from since the last look goes home.
+    pub fn gc(&mut self) {
+        if !self.used {
+            self.flush();
+        }
+        self.used = false;
     }
 }

@@ -16,7 +16,7 @@ use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{has_cache, thread_start};
-use crate::{arena, bigcache, decay, freed, huge, prof_hooks};
+use crate::{arena, decay, freed, huge, prof_hooks};
 
 /// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
 ///
@@ -125,10 +125,12 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
                 big_already_free(p, class, who);
             }
             dead_block(p, class.size());
-            // SAFETY: `p` is a live block of `class` at the start of its run, not marked,
-            // given up by the caller.
-            if unsafe { bigcache::put(p, class) } {
-                return;
+            if let Some(big) = tcache::big_cache() {
+                // SAFETY: `p` is a live block of `class` at the start of its run, not marked,
+                // given up by the caller.
+                if unsafe { big.put(p, class) } {
+                    return;
+                }
             }
             let chunk = Span::chunk(span);
             // SAFETY: `span` is the live large run of `p`, which the caller gives up.
@@ -246,7 +248,7 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
 #[cold]
 #[inline(never)]
 pub fn big_already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
-    let place = if bigcache::holds(p) {
+    let place = if tcache::big_cache().is_some_and(|big| big.holds(p)) {
         "the block is in this thread's cache"
     } else {
         "the block was freed before and waits in another thread's cache"

@@ -28,22 +28,23 @@
 //! 9. `huge` — direct mappings and their cache.
 //! 10. `bin` — slabs of small objects.
 //! 11. `arena` — independent heaps: page runs plus bins.
-//! 12. `tcache` — per-thread caches.
-//! 13. `decay` — when free pages go back to the OS; the background thread.
-//! 14. `prof_hooks` — sampled blocks and the profiler's guard.
-//! 15. `thread_event` — each thread's byte countdown and the budgets it settles.
-//! 16. `fork` — the `fork` handlers.
-//! 17. `init` — process-wide initialization and the options in force.
-//! 18. `thread` — thread states, cache set-up and tear-down.
-//! 19. `block` — from a pointer to its block; `malloc_usable_size`.
-//! 20. `alloc` — the allocation entry points and fast path.
-//! 21. `free` — the free entry point and fast path.
-//! 22. `realloc` — resizing.
-//! 23. `stats` — statistics.
-//! 24. `prof` — the profiler's Rust API.
-//! 25. `api` — the malloc family with C semantics, callable from Rust.
-//! 26. `global` — `GlobalAlloc`.
-//! 27. `capi` — the exported C symbols (feature `c-abi`).
+//! 12. `bigcache` — each thread's few whole large blocks above the bins' classes.
+//! 13. `tcache` — per-thread caches.
+//! 14. `decay` — when free pages go back to the OS; the background thread.
+//! 15. `prof_hooks` — sampled blocks and the profiler's guard.
+//! 16. `thread_event` — each thread's byte countdown and the budgets it settles.
+//! 17. `fork` — the `fork` handlers.
+//! 18. `init` — process-wide initialization and the options in force.
+//! 19. `thread` — thread states, cache set-up and tear-down.
+//! 20. `block` — from a pointer to its block; `malloc_usable_size`.
+//! 21. `alloc` — the allocation entry points and fast path.
+//! 22. `free` — the free entry point and fast path.
+//! 23. `realloc` — resizing.
+//! 24. `stats` — statistics.
+//! 25. `prof` — the profiler's Rust API.
+//! 26. `api` — the malloc family with C semantics, callable from Rust.
+//! 27. `global` — `GlobalAlloc`.
+//! 28. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;

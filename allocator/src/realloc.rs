@@ -11,7 +11,7 @@ use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, big_already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
-use crate::{arena, bigcache, freed, huge};
+use crate::{arena, freed, huge, tcache};
 use tally_pal::PAGE;
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
@@ -78,8 +78,10 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                     // that a buffer doubling in a loop grows over the one it left last time.
                     // SAFETY: as above.
                     let end = Span::start(*span) + unsafe { (**span).pages as usize } * PAGE;
-                    // SAFETY: as above.
-                    if bigcache::release(end) && unsafe { arena.resize_large_in_place(*span, new_class) } {
+                    if tcache::big_cache().is_some_and(|big| big.release(end))
+                        // SAFETY: as above.
+                        && unsafe { arena.resize_large_in_place(*span, new_class) }
+                    {
                         return p;
                     }
                 }

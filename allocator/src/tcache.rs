@@ -23,7 +23,7 @@
 use core::ptr;
 
 use crate::arena::{self, Arena};
-use crate::bigcache::BigCache;
+use crate::bigcache::{self, BigCache};
 use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
 use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
@@ -356,6 +356,22 @@ pub fn thread_bins() -> *mut ThreadBins {
     pal::thread::thread_block().cast()
 }
 
+/// The calling thread's big cache (`bigcache.rs`), if it has a thread cache. Only this thread
+/// reaches it (statistics readers only read its counts); the caller must not hold it across
+/// another call that takes it.
+pub fn big_cache() -> Option<&'static mut BigCache> {
+    let tb = thread_bins();
+    // SAFETY: the thread's own bins; a non-null `cache` is its live cache, which only this
+    // thread changes.
+    unsafe {
+        let tc = (*tb).cache;
+        if tc.is_null() {
+            return None;
+        }
+        Some(&mut *ptr::addr_of_mut!((*tc).big))
+    }
+}
+
 /// The slot storage and arena of one thread's cache.
 #[repr(C)]
 pub struct TCache {
@@ -518,7 +534,7 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
     for (i, merged) in MERGED_NMALLOC.iter().enumerate() {
         visit(i, 0, merged.load(Ordering::Relaxed));
     }
-    for (k, merged) in crate::bigcache::MERGED_HITS.iter().enumerate() {
+    for (k, merged) in bigcache::MERGED_HITS.iter().enumerate() {
         visit(NCACHED + k, 0, merged.load(Ordering::Relaxed));
     }
     n
@@ -584,7 +600,7 @@ pub unsafe fn gc_step(tb: *mut ThreadBins) {
         let i = (*tb).gc_next as usize;
         (*tb).gc_next = ((i + 1) % NCACHED) as u32;
         if i == 0 {
-            crate::bigcache::gc();
+            (*(*tb).cache).big.gc();
         }
         let bit = 1u64 << i;
         if (*tb).missed & bit != 0 {

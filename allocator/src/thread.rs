@@ -115,7 +115,9 @@ pub fn flush_thread_cache() {
             // SAFETY: the calling thread's own bins, with a cache.
             unsafe { tcache::flush(tb, SizeClass(i as u8), 0) };
         }
-        crate::bigcache::flush_mine();
+        if let Some(big) = tcache::big_cache() {
+            big.flush();
+        }
     }
 }
 
