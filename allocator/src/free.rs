@@ -122,7 +122,7 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             // SAFETY: a large block is at least 8 bytes and page-aligned; the arena clears the
             // word of every large block it hands out, the big cache marks what it keeps.
             if unsafe { freed::is_marked(p) } {
-                big_already_free(p, class, who);
+                already_free(p, class, who);
             }
             dead_block(p, class.size());
             if let Some(big) = tcache::big_cache() {
@@ -219,37 +219,26 @@ fn double_free(p: *mut u8, class: SizeClass) {
 }
 
 /// Aborts: `p`, a block of `class` handed to `who`, carries its free mark, so it is free
-/// already. Says where it is: in this thread's cache, free in its slab (freed twice, or never
-/// handed out), or else in another thread's cache (or on its way back to its slab).
+/// already. Says where it is: in this thread's cache (a bin, or for a class above the bins' the
+/// big cache), free in its slab (freed twice, or never handed out), or else in another thread's
+/// cache (or on its way back to its slab).
 #[cold]
 #[inline(never)]
 pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
     let tb = thread_bins();
-    // SAFETY: the thread's own bins: `slots[0..count]` are valid (ThreadBins invariant).
-    let in_cache = unsafe {
-        let bin = &(*tb).bins[class.index()];
-        (0..bin.count() as usize).any(|i| *bin.slots().add(i) == p)
+    let in_cache = if class.index() < NCACHED {
+        // SAFETY: the thread's own bins: `slots[0..count]` are valid (ThreadBins invariant).
+        unsafe {
+            let bin = &(*tb).bins[class.index()];
+            (0..bin.count() as usize).any(|i| *bin.slots().add(i) == p)
+        }
+    } else {
+        tcache::big_cache().is_some_and(|big| big.holds(p))
     };
     let place = if in_cache {
         "the block is in this thread's cache"
     } else if class.is_small() && arena::slot_is_free(p, class) {
         "the block is free in its slab (freed before, or never allocated)"
-    } else {
-        "the block was freed before and waits in another thread's cache"
-    };
-    tally_pal::fatal(format_args!(
-        "tally: {who}(): double free of {p:p} ({} bytes): {place}\n",
-        class.size()
-    ))
-}
-
-/// Aborts: `p`, a large block of `class` above the bins' classes handed to `who`, carries its
-/// free mark, so a thread's big cache holds it (`bigcache.rs`): it was freed before.
-#[cold]
-#[inline(never)]
-pub fn big_already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
-    let place = if tcache::big_cache().is_some_and(|big| big.holds(p)) {
-        "the block is in this thread's cache"
     } else {
         "the block was freed before and waits in another thread's cache"
     };

@@ -9,7 +9,7 @@ use core::ptr;
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
 use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
-use crate::free::{already_free, big_already_free, free, sampled_freed_before};
+use crate::free::{already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
 use crate::{arena, freed, huge, tcache};
 use tally_pal::PAGE;
@@ -45,10 +45,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned; the
             // first word of every large block is the free mark's (`bigcache.rs`).
             if unsafe { freed::is_marked(p) } {
-                if class.index() < NCACHED {
-                    already_free(p, class, "realloc");
-                }
-                big_already_free(p, class, "realloc");
+                already_free(p, class, "realloc");
             }
         }
         Block::Sampled(_, class) => {
