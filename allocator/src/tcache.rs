@@ -2,10 +2,12 @@
 //!
 //! `malloc` of a small size pops from its class's stack and `free` pushes onto it: no lock, no
 //! atomic; the only touch of the block's memory is its first word, the free mark (`freed.rs`),
-//! which `free` checks and writes and `malloc` clears. An empty stack is refilled from the thread's arena
-//! with half its capacity in one locked batch; a full one gives its older half back in batches
-//! grouped by owning arena (blocks freed by a thread other than the one that allocated them go
-//! back to their own arena this way, never through a global lock).
+//! which `free` checks and writes and `malloc` clears. An empty stack is refilled from the
+//! thread's arena in one locked batch (growing up to half its usual limit); a full one gives its
+//! older half back in batches grouped by owning arena (blocks freed by a thread other than the
+//! one that allocated them go back to their own arena this way, never through a global lock),
+//! or, in a thread that allocates the class too, grows its limit toward its room ([`make_room`]).
+//! Large blocks above the bins' classes have a cache of their own (`bigcache.rs`).
 //!
 //! The stacks are arrays of pointers kept in the cache itself, not lists threaded through the
 //! free blocks, so a use-after-free write cannot corrupt the allocator.
@@ -69,8 +71,9 @@ const CAPS: [u32; NCACHED] = build_caps().0;
 /// Slots a bin has: for small classes its usual limit and 32 KiB of blocks more (at most 1024
 /// slots), so that a thread whose bursts of frees outgrow the limit can grow it
 /// ([`make_room`]: 64 blocks of 1 KiB freed at once, a `Vec` of 1000 short `String`s dropped);
-/// the usual limit for large classes. (Twice the usual limit cost the suite's small programs
-/// 0.2-0.4 MiB of peak RSS: `size_churn`, `false_sharing`, `thread_churn`.)
+/// the usual limit for large classes. The growth costs the suite's small programs 0.2-0.4 MiB
+/// of peak RSS (`larson`, `prodcons`, `false_sharing`, `size_churn`; twice the usual limit as
+/// the room cost the same): their random walks touch empty and full by chance too.
 const fn room_compute(index: usize, cap: u32) -> u32 {
     if index >= NSMALL {
         return cap;
@@ -507,8 +510,9 @@ impl TCache {
 
 /// What the thread caches hold now, per class, and the allocations they counted: calls
 /// `visit(class, cached, nmalloc)` for every class of every attached cache (the bins', then
-/// the big cache's, `bigcache.rs`), plus the merged counts of detached ones (with `cached` 0). Returns the number of attached caches and, per
-/// arena index, the number of threads using it (in `threads`).
+/// the big cache's, `bigcache.rs`), plus the merged counts of detached ones (with `cached` 0).
+/// Returns the number of attached caches and, per arena index, the number of threads using it
+/// (in `threads`).
 pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64)) -> usize {
     let caches = CACHES.lock();
     let mut n = 0;
