@@ -330,6 +330,21 @@ pub fn leave_arena(arena: &Arena) {
     arena.threads.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// Frees the large block at `p` to the arena owning its chunk (its run's span is at its first
+/// page): for a cache sending a block home.
+///
+/// # Safety
+/// `p` must be a live large block, at the start of its run, that nothing uses any more.
+pub unsafe fn free_large_at(p: *mut u8) {
+    let chunk = ChunkHeader::of(p as usize);
+    // SAFETY: per the contract `p` starts a live large run of `chunk`, whose span is at its
+    // first page.
+    unsafe {
+        let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
+        of_chunk(chunk).free_large(span);
+    }
+}
+
 /// The arena owning the chunk `chunk`.
 ///
 /// # Safety

@@ -26,7 +26,6 @@
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::arena;
-use crate::chunk::ChunkHeader;
 use crate::freed;
 use crate::size_class::{size_compute, SizeClass, NCACHED, NCLASSES, TCACHE_MAX};
 
@@ -132,13 +131,8 @@ impl BigCache {
     /// `i < n`.
     unsafe fn evict(&mut self, i: usize) {
         let p = self.remove(i);
-        // SAFETY: per the invariant `p` is a live large run's block no one else reaches; its
-        // run's span is the one of the page it starts, in the chunk it lies in.
-        unsafe {
-            let chunk = ChunkHeader::of(p as usize);
-            let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
-            arena::of_chunk(chunk).free_large(span);
-        }
+        // SAFETY: per the invariant `p` is a live large run's block no one else reaches.
+        unsafe { arena::free_large_at(p) };
     }
 
     /// Sends every block home.

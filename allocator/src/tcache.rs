@@ -659,12 +659,8 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
 pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
     if !class.is_small() {
         for &p in blocks.iter() {
-            let chunk = ChunkHeader::of(p as usize);
-            // SAFETY: a large block starts its run, whose span is at its first page.
-            unsafe {
-                let span = ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
-                arena::of_chunk(chunk).free_large(span);
-            }
+            // SAFETY: per the contract a free large block of `class`, at the start of its run.
+            unsafe { arena::free_large_at(p) };
         }
         return;
     }

@@ -159,16 +159,19 @@ fn a_large_block_freed_and_allocated_again_keeps_its_chunk() {
         .find_map(|l| l.find("mapped=").map(|i| &l[i..]))
         .expect("the counts");
     eprintln!("20,000 rounds of a 256 KiB block: {line}");
-    let count = |key: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let count = |key: &str| field(line, key);
     assert!(
         count("mapped") <= 1 && count("unmapped") == 0 && count("purged_pages") == 0,
         "20,000 rounds of one 256 KiB block gave pages back or changed chunks: {line}"
     );
+}
+
+/// The number after `key=` in a child's line of `key=value` words.
+fn field(line: &str, key: &str) -> i64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
 /// Runs a scenario and checks RSS fell back within `deadline_ms`.
@@ -189,12 +192,7 @@ fn scenario(mode: &str, conf: &str, deadline_ms: u64) {
         .lines()
         .find_map(|l| l.find("start=").map(|i| &l[i..]))
         .expect("measurements");
-    let value = |key: &str| -> i64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let value = |key: &str| field(line, key);
     let (start, peak, last, elapsed) = (value("start"), value("peak"), value("final"), value("elapsed_ms"));
     eprintln!(
         "{mode} ({conf}): start {} MiB, peak {} MiB, final {} MiB after {elapsed} ms",
