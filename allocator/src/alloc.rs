@@ -21,7 +21,7 @@ use tally_pal::PAGE;
 
 use crate::init::{ensure_global, options};
 use crate::pagemap::CHUNK;
-use crate::size_class::{class_for, class_for_aligned, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
+use crate::size_class::{class_for, class_for_aligned, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
 use crate::thread_event::{self, thread_events};
@@ -34,9 +34,11 @@ pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
 #[inline(always)]
 pub fn alloc(size: usize) -> *mut u8 {
     if size <= SMALL_MAX {
-        // SAFETY: sizes up to SMALL_MAX always have a class.
-        let class = unsafe { class_for(size).unwrap_unchecked() };
-        return alloc_small(class, size);
+        let at = small_at(size);
+        if let Some(p) = try_small_at(at, size) {
+            return p;
+        }
+        return alloc_small_miss(SizeClass::at(at), size);
     }
     alloc_big(size, PAGE)
 }
@@ -46,22 +48,30 @@ pub fn alloc(size: usize) -> *mut u8 {
 /// `size` is the request (it drives the thread's event countdown).
 #[inline(always)]
 fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
+    debug_assert!(class.index() < NCACHED);
+    if let Some(p) = try_small_at(class.offset(), size) {
+        return p;
+    }
+    alloc_small_miss(class, size)
+}
+
+/// The fast path: pops a block of the cached class at offset `at` ([`SizeClass::offset`]) from
+/// the thread's bin, unless the bin is empty or the thread's event countdown runs out (counting
+/// `size` down from it either way).
+#[inline(always)]
+fn try_small_at(at: usize, size: usize) -> Option<*mut u8> {
     let tb = thread_bins();
     let ev = thread_events();
-    debug_assert!(class.index() < NCACHED);
-    // SAFETY: `tb` and `ev` are this thread's; callers pass only cached classes; a bin with
-    // count > 0 holds `count` valid slots (ThreadBins invariant), free blocks of the class that
-    // are ours to write until handed out.
+    // SAFETY: `tb` and `ev` are this thread's; callers pass only cached classes' offsets; a bin
+    // with count > 0 holds `count` valid slots (ThreadBins invariant), free blocks of the class
+    // that are ours to write until handed out.
     unsafe {
         let event = (*ev).left - size as i64;
         (*ev).left = event;
-        let bin = (*tb).bins.get_unchecked(class.index());
-        if let Some(p) = bin.pop_if(event >= 0) {
-            freed::unmark(p);
-            return p;
-        }
+        let p = (*tcache::bin_at(tb, at)).pop_if(event >= 0)?;
+        freed::unmark(p);
+        Some(p)
     }
-    alloc_small_miss(class, size)
 }
 
 #[cold]

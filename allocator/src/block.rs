@@ -1,6 +1,6 @@
 //! From a pointer to the block it starts: the page map gives the chunk (or the huge block), the
 //! page's info word gives the class and the page's distance from the run's start, and a
-//! multiply and a rotate check that the pointer is a block boundary ([`SlotCheck`]).
+//! multiply and a compare check that the pointer is a block boundary ([`SlotCheck`]).
 //! [`cached_block_of`] is the inlined check of the free fast path, for the blocks thread caches
 //! keep (small ones, and large ones up to 32 KiB); [`block_of`] is the full lookup, which names
 //! what is wrong with an invalid pointer and aborts. The boundary check of a cached block is
@@ -15,9 +15,12 @@ use crate::chunk::{
     info_class, info_offset, info_run_bytes, ChunkHeader, Span, CHUNK_PAGES, FREE_RUN, UNOPENED,
 };
 use crate::huge::HugeBlock;
-use crate::pagemap::{self, TAG_HUGE};
+use crate::pagemap::{self, CHUNK, TAG_HUGE};
 use crate::prof_hooks;
-use crate::size_class::{SizeClass, SlotCheck, NCLASSES};
+use crate::size_class::{SizeClass, SlotCheck, CLASS_STRIDE, NCLASSES, SLOT_CHECK_MAX_OFFSET};
+
+// Offsets into a chunk are within what the slot check is exact for.
+const _: () = assert!(CHUNK <= SLOT_CHECK_MAX_OFFSET);
 
 /// What a pointer handed to `free` or `realloc` refers to.
 pub enum Block {
@@ -126,20 +129,57 @@ fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
 /// caller's slow path sorts those out with [`block_of`]).
 #[inline(always)]
 pub fn cached_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
+    cached_block_at(p).map(|b| (SizeClass::at(b.at), b.arena))
+}
+
+/// What `free`'s fast path needs of a block [`cached_block_at`] found.
+#[derive(Clone, Copy)]
+pub struct CachedBlock {
+    /// The class as its offset into per-class tables ([`SizeClass::offset`]): `free` finds the
+    /// class's slot check and its bin with the one offset (computed from the class where each
+    /// is needed, the compiler multiplies twice).
+    pub at: usize,
+    /// The index of the arena owning the block's chunk.
+    pub arena: u32,
+    /// The free mark's key, from the chunk's header (`freed::key`).
+    pub key: usize,
+}
+
+/// [`cached_block_of`] for `free`'s fast path: the class as an offset, and the chunk's key.
+#[inline(always)]
+pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
     let addr = p as usize;
     if !pagemap::is_chunk(addr) {
         return None;
     }
     let chunk = ChunkHeader::of(addr);
     // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES.
+    // The offset is a class byte times the stride, an entry of the 256-entry table.
     unsafe {
         let info = (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed);
-        let class = info_class(info);
+        let at = info_class(info) as usize * CLASS_STRIDE;
         // Pages' words hold their distance from their run's start; class bytes that are not
         // cached classes have no blocks in their check.
-        SlotCheck::of(class).index(info_run_bytes(info) + (addr & (PAGE - 1)))?;
-        Some((SizeClass(class), (*chunk).arena))
+        if !SlotCheck::at(at).holds(info_run_bytes(info) + (addr & (PAGE - 1))) {
+            return None;
+        }
+        Some(CachedBlock {
+            at,
+            arena: (*chunk).arena,
+            key: (*chunk).key,
+        })
     }
+}
+
+/// The class of `p`, a block that [`cached_block_of`] found (its page's class byte).
+pub fn cached_class_of(p: *mut u8) -> SizeClass {
+    let addr = p as usize;
+    debug_assert!(cached_block_of(p).is_some());
+    let chunk = ChunkHeader::of(addr);
+    // SAFETY: `p` is a block of a live chunk, whose header is at `chunk`.
+    let info =
+        unsafe { (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed) };
+    SizeClass(info_class(info))
 }
 
 /// The usable size of the block at `p` (0 for null). Aborts if `p` is not a live block.

@@ -16,6 +16,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::freed;
 use crate::list::{Adapter, Links};
 use crate::options::MAX_ARENAS;
 use crate::pagemap;
@@ -162,6 +163,9 @@ unsafe impl Adapter for LruLinks {
 pub struct ChunkHeader {
     /// Index of the owning arena.
     pub arena: u32,
+    /// The free mark's key ([`freed::key`]), copied here so that `free`'s fast path finds it
+    /// next to `arena`, in the line it reads anyway.
+    pub key: usize,
     /// One word per page; see [`page_info`].
     pub page_info: [AtomicU32; CHUNK_PAGES],
     /// Run descriptors, by first page.
@@ -267,6 +271,7 @@ pub fn new_chunk(arena: u32) -> *mut Span {
     // with null links and state Free), and owned by us until registered below.
     unsafe {
         (*header).arena = arena;
+        (*header).key = freed::key();
         (*header).mark_run(0, HEADER_PAGES, HEADER);
         (*header).mark_run(HEADER_PAGES, USABLE_PAGES, FREE_RUN);
         let span = ptr::addr_of_mut!((*header).spans[HEADER_PAGES]);

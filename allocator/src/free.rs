@@ -3,7 +3,7 @@
 //! # The fast path
 //! `free` of a small block: one byte of the page map says the pointer is in a chunk (whose
 //! header is at the pointer rounded down to the chunk size), the page's info word gives the
-//! class, a multiply and a rotate check the pointer is a block boundary ([`crate::block`]), the
+//! class, a multiply and a compare check the pointer is a block boundary ([`crate::block`]), the
 //! free mark is checked and written, the chunk's arena says whether the block is this
 //! thread's, one compare of the bin's top with its full mark, one push.
 //! Rust's `dealloc` knows the size it asked for and skips the lookup ([`free_known`]). The
@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_of, Block};
+use crate::block::{block_of, cached_block_at, cached_class_of, Block};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -24,17 +24,21 @@ use crate::{arena, decay, freed, huge, prof_hooks};
 /// `p` must not be used after this call.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if let Some((class, arena)) = cached_block_of(p) {
+    if let Some(block) = cached_block_at(p) {
         // SAFETY: `p` is a valid cached block of `class` (at least 8 bytes, 8-aligned) the
         // caller gives up; the thread's own bins.
         unsafe {
-            if freed::mark_unless_marked(p) {
-                return double_free(p, class);
+            if freed::mark_unless_marked_with(p, block.key) {
+                return double_free(p);
             }
-            if arena != (*thread_bins()).arena {
-                return free_foreign(p, class);
+            let tb = thread_bins();
+            if block.arena != (*tb).arena {
+                return free_foreign_of(p);
             }
-            return push(p, class);
+            if (*tcache::bin_at(tb, block.at)).try_push(p) {
+                return;
+            }
+            return free_small_miss_of(p);
         }
     }
     if !p.is_null() {
@@ -180,21 +184,44 @@ unsafe fn dead_small_block(p: *mut u8, class: SizeClass) {
     unsafe { freed::mark(p) };
 }
 
-/// Frees `p`, a block the caller knows to be of `class`, a class the thread cache keeps (Rust's
-/// `dealloc` knows the size it asked for). Skips the page-map lookup and pointer checks, but not
-/// the free mark: a block freed twice still aborts.
+/// Frees `p`, a block the caller knows to be of the class at offset `at` ([`SizeClass::offset`]),
+/// a class the thread cache keeps (Rust's `dealloc` knows the size it asked for). Skips the
+/// page-map lookup and pointer checks, but not the free mark: a block freed twice still aborts.
 ///
 /// # Safety
-/// `p` must be a live block of `class` allocated by Tally, not used after this call.
+/// `p` must be a live block of that class allocated by Tally, not used after this call.
 #[inline(always)]
-pub unsafe fn free_known(p: *mut u8, class: SizeClass) {
-    // SAFETY: per the contract `p` is a block of a cached class, given up.
+pub unsafe fn free_known(p: *mut u8, at: usize) {
+    // SAFETY: per the contract `p` is a block of a cached class, given up; the thread's bins.
     unsafe {
         if freed::mark_unless_marked(p) {
-            already_free(p, class, "dealloc");
+            return dealloc_freed(p, at);
         }
-        push(p, class)
+        if (*tcache::bin_at(thread_bins(), at)).try_push(p) {
+            return;
+        }
+        free_small_miss_at(p, at)
     }
+}
+
+/// [`already_free`] for Rust's `dealloc` (see [`double_free`]).
+#[cold]
+#[inline(never)]
+fn dealloc_freed(p: *mut u8, at: usize) {
+    if core::hint::black_box(true) {
+        already_free(p, SizeClass::at(at), "dealloc")
+    }
+}
+
+/// [`free_small_miss`] for [`free_known`], which has the class as its offset.
+///
+/// # Safety
+/// As for [`free_small_miss`].
+#[cold]
+#[inline(never)]
+unsafe fn free_small_miss_at(p: *mut u8, at: usize) {
+    // SAFETY: per the contract.
+    unsafe { free_small_miss(p, SizeClass::at(at)) }
 }
 
 /// Aborts: `p`, a sampled block handed to `who`, carries its free mark, so it was freed before
@@ -212,10 +239,32 @@ pub fn sampled_freed_before(p: *mut u8, who: &str) -> ! {
 /// stack aligned for it, 2 instructions on every call (`black_box` hides the fact).
 #[cold]
 #[inline(never)]
-fn double_free(p: *mut u8, class: SizeClass) {
+fn double_free(p: *mut u8) {
     if core::hint::black_box(true) {
-        already_free(p, class, "free")
+        already_free(p, cached_class_of(p), "free")
     }
+}
+
+/// [`free_foreign`] for `free`'s fast path, which passes only the block (keeping its class
+/// alive across the fast path costs a register and, measured, 2 instructions).
+///
+/// # Safety
+/// As for [`free_foreign`]; `p` passed `cached_block_of`.
+#[inline(never)]
+unsafe fn free_foreign_of(p: *mut u8) {
+    // SAFETY: per the contract.
+    unsafe { free_foreign(p, cached_class_of(p)) }
+}
+
+/// [`free_small_miss`] for `free`'s fast path (see [`free_foreign_of`]).
+///
+/// # Safety
+/// As for [`free_small_miss`]; `p` passed `cached_block_of`.
+#[cold]
+#[inline(never)]
+unsafe fn free_small_miss_of(p: *mut u8) {
+    // SAFETY: per the contract.
+    unsafe { free_small_miss(p, cached_class_of(p)) }
 }
 
 /// Aborts: `p`, a block of `class` handed to `who`, carries its free mark, so it is free
@@ -257,12 +306,9 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
 unsafe fn push(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
     debug_assert!(class.index() < NCACHED);
-    // SAFETY: `tb` is this thread's bins and callers pass only cached classes, so the bin is
-    // in the array. (Pointer arithmetic rather than `get_unchecked`, whose in-bounds promise
-    // makes the compiler rebuild the class from the page-info word instead of reusing the
-    // class times 32 it already has from the boundary check: 2 instructions.)
+    // SAFETY: `tb` is this thread's bins and callers pass only cached classes.
     unsafe {
-        if (*(*tb).bins.as_ptr().add(class.index())).try_push(p) {
+        if (*tcache::bin_at(tb, class.offset())).try_push(p) {
             return;
         }
         free_small_miss(p, class)

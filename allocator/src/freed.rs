@@ -12,7 +12,7 @@
 //! `realloc` of a freed block, or a free of a slot that was never handed out.
 //!
 //! A word equal to the mark is, in a program that never reads freed memory, a free block: the
-//! key is 64 random bits drawn at start-up and the mark depends on the address, so neither
+//! key is 64 random bits drawn once (`key`) and the mark depends on the address, so neither
 //! chance nor a copy of another block's contents produces it. The cold path behind the compare
 //! (`already_free` in `free.rs`) still looks for the block (this thread's cache, its
 //! slab's bitmap) to say where it is.
@@ -21,25 +21,36 @@
 //! and kept in slabs too; glibc keeps one key for all blocks and so must search the cache
 //! before it can abort, and catches no free of a never-allocated chunk this way.
 //!
-//! Cost: `free` 5 instructions (load the key, xor, compare, branch, store the mark), `malloc`
-//! one store; both are counted in the budgets at `capi.rs`.
+//! Cost: `free` 5 instructions (load the key from the chunk's header, xor, compare, branch,
+//! store the mark), `malloc` one store; both are counted in the budgets at `capi.rs`.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use tally_pal as pal;
 
-/// The key until [`seed`] runs (a fixed odd constant; blocks marked with it before then are
-/// simply not recognised afterwards).
-const FIRST_KEY: usize = 0x7a11_f4ee_d0b1_e5a1;
+/// The key: 0 until [`key`] first draws it, then fixed for the life of the process (a fork's
+/// child keeps it). Every chunk header holds a copy, which `free`'s fast path reads instead
+/// (`chunk::ChunkHeader::key`): the chunk is in a register there, this static's address is not.
+static KEY: AtomicUsize = AtomicUsize::new(0);
 
-static KEY: AtomicUsize = AtomicUsize::new(FIRST_KEY);
+/// The key, drawn on the first call (process initialization, or the first chunk's making if
+/// that comes first). Every block carrying a mark lives in a chunk, so every mark is made with
+/// the one key that chunks copy when they are made.
+pub fn key() -> usize {
+    let key = KEY.load(Ordering::Relaxed);
+    if key != 0 {
+        return key;
+    }
+    draw_key()
+}
 
-/// Draws the key. Called once, by process initialization, before the first slab is made in the
-/// common case; a block marked before then loses its mark (it is not detected, never
-/// misreported: a mark is only ever compared with the current key).
-pub fn seed() {
+#[cold]
+fn draw_key() -> usize {
     let key = pal::process::random_u64() as usize | 1;
-    KEY.store(key, Ordering::Relaxed);
+    match KEY.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => key,
+        Err(drawn) => drawn,
+    }
 }
 
 /// The mark of the block at `p`.
@@ -65,7 +76,17 @@ pub unsafe fn is_marked(p: *mut u8) -> bool {
 /// `p` must be a block of at least 8 bytes, 8-aligned, that the program gives up.
 #[inline(always)]
 pub unsafe fn mark_unless_marked(p: *mut u8) -> bool {
-    let mark = mark_of(p);
+    // SAFETY: per the contract.
+    unsafe { mark_unless_marked_with(p, KEY.load(Ordering::Relaxed)) }
+}
+
+/// [`mark_unless_marked`] with the key the caller has (its chunk's copy).
+///
+/// # Safety
+/// As for [`mark_unless_marked`]; `key` must be the key.
+#[inline(always)]
+pub unsafe fn mark_unless_marked_with(p: *mut u8, key: usize) -> bool {
+    let mark = key ^ p as usize;
     // SAFETY: per the contract, `p` is ours to read and write.
     unsafe {
         if *(p as *const usize) == mark {

@@ -72,7 +72,8 @@ fn init_global() {
         }
     }
     IN_GLOBAL_INIT.set(true);
-    freed::seed();
+    // Draw the free mark's key now, unless a chunk made before this did.
+    freed::key();
     if pal::kernel_page_size() != PAGE {
         pal::fatal(format_args!(
             "tally: the kernel's page size is {}, Tally needs {PAGE}\n",

@@ -71,6 +71,18 @@ const _: () = assert!(size_compute(NSMALL) % PAGE == 0);
 pub struct SizeClass(pub u8);
 
 impl SizeClass {
+    /// The class whose offset into per-class tables is `at` ([`CLASS_STRIDE`]).
+    #[inline(always)]
+    pub const fn at(at: usize) -> SizeClass {
+        SizeClass((at / CLASS_STRIDE) as u8)
+    }
+
+    /// The class's offset into per-class tables ([`CLASS_STRIDE`]).
+    #[inline(always)]
+    pub const fn offset(self) -> usize {
+        self.0 as usize * CLASS_STRIDE
+    }
+
     /// The class's index into per-class tables.
     #[inline(always)]
     pub const fn index(self) -> usize {
@@ -107,42 +119,47 @@ impl SizeClass {
 }
 
 /// What `free`'s fast path needs to tell whether an offset into a slab is one of its blocks,
-/// with one multiply, one rotate and one compare: the block index if the offset is
-/// `index * size` with `index < objects`, and a number at least `objects` otherwise.
+/// with one multiply and one compare: `offset * mul` (modulo 2^64) is below `below` exactly
+/// when the offset is `index * size` with `index < objects`.
 ///
-/// For `size = 2^shift * odd`, `inverse` is `odd`'s inverse modulo 2^64. An offset `k * size`
-/// times `inverse` is `k * 2^shift`, which rotated right by `shift` is `k`. Any other offset
-/// gives more than `u64::MAX / size` (the divisibility test of Granlund and Montgomery), which
-/// is at least `objects` because a slab's bytes fit in a `u64`. Every class byte a page's info
-/// word can hold has an entry: a large class the thread caches keep has one object (its run's
-/// start); other large classes and page markers have `objects` 0, so no offset passes.
+/// `mul` is `floor(2^64 / size) + 1`, so `mul * size = 2^64 + e` with `1 <= e <= size`. For an
+/// offset `k * size` the product is `k * e` modulo 2^64: below `below = (objects - 1) * e + 1`
+/// exactly when `k < objects`. For `k * size + r` with `0 < r < size` it is `k * e + r * mul`,
+/// which does not wrap and is at least `mul`, far above `below`, as long as the offset and the
+/// size are below 2^32 and 2^16 (the divisibility test of Lemire, Kaser and Kurz, "Faster
+/// remainder by direct computation", 2019). The same `mul` gives the quotient as the high half
+/// of the 128-bit product ([`SlotCheck::quotient`]).
+///
+/// Every class byte a page's info word can hold has an entry: a large class the thread caches
+/// keep has one object (its run's start); other large classes and page markers have `below` 0,
+/// so no offset passes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C, align(32))]
+#[repr(C, align(32))] // CLASS_STRIDE
 pub struct SlotCheck {
-    /// The inverse of the size's odd factor modulo 2^64 (0 where `objects` is 0).
-    pub inverse: u64,
-    /// Blocks in a slab of the class (1 for a cached large class, whose run is one block); 0
-    /// for any other class byte.
-    pub objects: u64,
-    /// The size's power-of-two factor (its trailing zero bits).
-    pub shift: u32,
+    /// `floor(2^64 / size) + 1` (0 where no offset passes).
+    pub mul: u64,
+    /// One more than the product of the last block's offset (0 where no offset passes).
+    pub below: u64,
 }
 
+/// Offsets and sizes the check is exact for (see [`SlotCheck`]): a chunk's bytes are below the
+/// first (asserted where the offsets are made, `block.rs`), the thread caches' largest class
+/// below the second.
+pub const SLOT_CHECK_MAX_OFFSET: usize = 1 << 32;
+const SLOT_CHECK_MAX_SIZE: usize = 1 << 16;
+const _: () = assert!(core::mem::size_of::<SlotCheck>() == CLASS_STRIDE);
+
 impl SlotCheck {
-    /// The index of the block at `offset` bytes into a slab, if a block starts there.
+    /// Whether a block starts `offset` bytes into a slab (or a cached large class's run).
     #[inline(always)]
-    pub fn index(&self, offset: usize) -> Option<usize> {
-        let q = self.quotient(offset);
-        (q < self.objects as usize).then_some(q)
+    pub fn holds(&self, offset: usize) -> bool {
+        (offset as u64).wrapping_mul(self.mul) < self.below
     }
 
-    /// `offset / size` for an offset that is a multiple of the size (for any other offset, a
-    /// number above `u64::MAX / size`).
+    /// `offset / size` for an offset into a slab of the class.
     #[inline(always)]
     pub fn quotient(&self, offset: usize) -> usize {
-        (offset as u64)
-            .wrapping_mul(self.inverse)
-            .rotate_right(self.shift) as usize
+        ((offset as u128 * self.mul as u128) >> 64) as usize
     }
 
     /// The entry for the class byte `class` of a page's info word.
@@ -150,18 +167,19 @@ impl SlotCheck {
     pub fn of(class: u8) -> &'static SlotCheck {
         &SLOT_CHECK[class as usize]
     }
-}
 
-/// `x`'s inverse modulo 2^64, for odd `x` (Newton's iteration: each step doubles the correct
-/// low bits, from 3 for `x` itself).
-const fn odd_inverse(x: u64) -> u64 {
-    let mut y = x;
-    let mut i = 0;
-    while i < 5 {
-        y = y.wrapping_mul(2u64.wrapping_sub(x.wrapping_mul(y)));
-        i += 1;
+    /// The entry `at` bytes into the table: a class byte times the entry's size.
+    ///
+    /// # Safety
+    /// `at` must be below 256 entries' bytes and a multiple of the entry's size.
+    #[inline(always)]
+    pub unsafe fn at(at: usize) -> &'static SlotCheck {
+        debug_assert!(
+            at < core::mem::size_of_val(&SLOT_CHECK) && at % core::mem::size_of::<SlotCheck>() == 0
+        );
+        // SAFETY: per the contract, an entry of the table.
+        unsafe { &*SLOT_CHECK.as_ptr().cast::<u8>().add(at).cast::<SlotCheck>() }
     }
-    y
 }
 
 /// The [`SlotCheck`] of class byte `class`, computed. A large class the thread caches keep is a
@@ -169,22 +187,20 @@ const fn odd_inverse(x: u64) -> u64 {
 /// arena's page heap) and every other class byte have none.
 pub const fn slot_check_compute(class: usize) -> SlotCheck {
     if class >= NCACHED {
-        return SlotCheck {
-            inverse: 0,
-            objects: 0,
-            shift: 0,
-        };
+        return SlotCheck { mul: 0, below: 0 };
     }
-    let size = size_compute(class) as u64;
-    let shift = size.trailing_zeros();
+    let size = size_compute(class);
+    assert!(size < SLOT_CHECK_MAX_SIZE);
+    let mul = ((1u128 << 64) / size as u128 + 1) as u64;
+    let excess = mul.wrapping_mul(size as u64);
+    let objects = if class < NSMALL {
+        slab_pages_compute(class) * PAGE / size
+    } else {
+        1
+    };
     SlotCheck {
-        inverse: odd_inverse(size >> shift),
-        objects: if class < NSMALL {
-            (slab_pages_compute(class) * PAGE / size_compute(class)) as u64
-        } else {
-            1
-        },
-        shift,
+        mul,
+        below: (objects as u64 - 1) * excess + 1,
     }
 }
 
@@ -198,13 +214,36 @@ const fn build_slot_check() -> [SlotCheck; 256] {
     t
 }
 
+/// Entries of the per-class tables the fast paths read (a thread's bins, the slot checks) are
+/// this many bytes apart, so that one offset, the class times the stride, finds a class's entry
+/// in each, and the size lookup gives that offset rather than the class.
+pub const CLASS_STRIDE: usize = 32;
+const _: () = assert!(
+    NCLASSES * CLASS_STRIDE <= u16::MAX as usize,
+    "offsets fit the lookup"
+);
+
+/// The class of a request of `size <= SMALL_MAX` bytes, as its offset into per-class tables
+/// ([`CLASS_STRIDE`]).
+#[inline(always)]
+pub fn small_at(size: usize) -> usize {
+    debug_assert!(size <= SMALL_MAX);
+    SMALL_LOOKUP[(size + 7) >> 3] as usize
+}
+
 /// The class for a request of `size` bytes, or `None` when the request is huge.
 #[inline(always)]
 pub fn class_for(size: usize) -> Option<SizeClass> {
+    at_for(size).map(SizeClass::at)
+}
+
+/// [`class_for`] as the class's offset into per-class tables ([`CLASS_STRIDE`]).
+#[inline(always)]
+pub fn at_for(size: usize) -> Option<usize> {
     if size <= SMALL_MAX {
-        Some(SizeClass(SMALL_LOOKUP[(size + 7) >> 3]))
+        Some(small_at(size))
     } else if size <= LARGE_MAX {
-        Some(SizeClass(LARGE_LOOKUP[(size + PAGE - 1) >> PAGE_SHIFT]))
+        Some(LARGE_LOOKUP[(size + PAGE - 1) >> PAGE_SHIFT] as usize)
     } else {
         None
     }
@@ -358,21 +397,21 @@ const fn build_slab_objects() -> [u16; NSMALL] {
     t
 }
 
-const fn build_small_lookup() -> [u8; SMALL_MAX / 8 + 1] {
-    let mut t = [0u8; SMALL_MAX / 8 + 1];
+const fn build_small_lookup() -> [u16; SMALL_MAX / 8 + 1] {
+    let mut t = [0u16; SMALL_MAX / 8 + 1];
     let mut i = 1;
     while i < t.len() {
-        t[i] = class_compute(i * 8).0;
+        t[i] = (class_compute(i * 8).0 as usize * CLASS_STRIDE) as u16;
         i += 1;
     }
     t
 }
 
-const fn build_large_lookup() -> [u8; LARGE_MAX / PAGE + 1] {
-    let mut t = [0u8; LARGE_MAX / PAGE + 1];
+const fn build_large_lookup() -> [u16; LARGE_MAX / PAGE + 1] {
+    let mut t = [0u16; LARGE_MAX / PAGE + 1];
     let mut i = 1;
     while i < t.len() {
-        t[i] = class_compute(i * PAGE).0;
+        t[i] = (class_compute(i * PAGE).0 as usize * CLASS_STRIDE) as u16;
         i += 1;
     }
     t
@@ -385,11 +424,13 @@ const fn build_large_lookup() -> [u8; LARGE_MAX / PAGE + 1] {
 const CLASS_SIZE: [u32; NCLASSES] = build_sizes();
 const SLAB_PAGES: [u8; NSMALL] = build_slab_pages();
 const SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
-/// Class of sizes `8*(i-1)+1 ..= 8*i`, indexed by `(size + 7) / 8`.
-const SMALL_LOOKUP: [u8; SMALL_MAX / 8 + 1] = build_small_lookup();
-/// Class of the sizes above [`SMALL_MAX`] that round up to `i` pages, indexed by `i`: every class
-/// from 16 KiB up is a multiple of the page, so the page count decides it.
-const LARGE_LOOKUP: [u8; LARGE_MAX / PAGE + 1] = build_large_lookup();
+/// Class of sizes `8*(i-1)+1 ..= 8*i` times [`CLASS_STRIDE`] (its offset into per-class tables,
+/// which `malloc`'s fast path uses as it is), indexed by `(size + 7) / 8`.
+const SMALL_LOOKUP: [u16; SMALL_MAX / 8 + 1] = build_small_lookup();
+/// Class of the sizes above [`SMALL_MAX`] that round up to `i` pages, times [`CLASS_STRIDE`],
+/// indexed by `i`: every class from 16 KiB up is a multiple of the page, so the page count
+/// decides it.
+const LARGE_LOOKUP: [u16; LARGE_MAX / PAGE + 1] = build_large_lookup();
 /// By page-info class byte, for [`SlotCheck::of`].
 const SLOT_CHECK: [SlotCheck; 256] = build_slot_check();
 
@@ -402,6 +443,10 @@ mod tests {
         for size in 1..=LARGE_MAX {
             let c = class_for(size).unwrap();
             assert_eq!(c, class_compute(size), "size {size}");
+            assert_eq!(at_for(size), Some(c.offset()), "size {size}");
+            if size <= SMALL_MAX {
+                assert_eq!(small_at(size), c.offset(), "size {size}");
+            }
             assert!(c.size() >= size, "size {size} class {}", c.size());
             if c.0 > 0 {
                 let below = SizeClass(c.0 - 1).size();
@@ -450,19 +495,38 @@ mod tests {
             let check = *SlotCheck::of(class as u8);
             assert_eq!(check, slot_check_compute(class), "class byte {class}");
             if class >= NCACHED {
-                assert_eq!(check.objects, 0);
+                assert_eq!(check.below, 0);
                 for off in [0, 1, 8, 16, 4096, 65535] {
-                    assert_eq!(check.index(off), None, "class byte {class}");
+                    assert!(!check.holds(off), "class byte {class}");
                 }
                 continue;
             }
             let c = SizeClass(class as u8);
-            assert_eq!(check.inverse.wrapping_mul(c.size() as u64 >> check.shift), 1);
             let objects = if c.is_small() { c.slab_objects() } else { 1 };
             // Every offset of the slab (or the large block's run), and as much again past it.
             for off in 0..c.pages() * PAGE * 2 {
-                let expected = (off % c.size() == 0 && off / c.size() < objects).then_some(off / c.size());
-                assert_eq!(check.index(off), expected, "class {} offset {off}", c.size());
+                let block = off % c.size() == 0 && off / c.size() < objects;
+                assert_eq!(check.holds(off), block, "class {} offset {off}", c.size());
+                if off < c.pages() * PAGE {
+                    assert_eq!(
+                        check.quotient(off),
+                        off / c.size(),
+                        "class {} offset {off}",
+                        c.size()
+                    );
+                }
+            }
+            // The largest offsets the check is made for: still exact.
+            let top = SLOT_CHECK_MAX_OFFSET;
+            for off in (top - 4 * c.size()..top).step_by(8) {
+                let block = off % c.size() == 0 && off / c.size() < objects;
+                assert_eq!(check.holds(off), block, "class {} offset {off}", c.size());
+                assert_eq!(
+                    check.quotient(off),
+                    off / c.size(),
+                    "class {} offset {off}",
+                    c.size()
+                );
             }
         }
     }

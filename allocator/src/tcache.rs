@@ -28,7 +28,7 @@ use crate::arena::{self, Arena};
 use crate::bigcache::{self, BigCache};
 use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
-use crate::size_class::{size_compute, SizeClass, NCACHED, NSMALL};
+use crate::size_class::{size_compute, SizeClass, CLASS_STRIDE, NCACHED, NSMALL};
 use crate::{freed, meta};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tally_pal as pal;
@@ -231,7 +231,10 @@ pub struct TBin {
     pub nmalloc: AtomicU64,
 }
 
-const _: () = assert!(core::mem::size_of::<TBin>() == 32, "bins index by a shift");
+const _: () = assert!(
+    core::mem::size_of::<TBin>() == CLASS_STRIDE,
+    "bins are found by a class's offset"
+);
 const _: () = assert!(
     (u16::MAX as usize + 1) / core::mem::size_of::<*mut u8>() > 1024,
     "a bin's slots span less than 64 KiB, so its marks are unique"
@@ -357,6 +360,18 @@ const _: () = assert!(NCACHED <= u64::BITS as usize, "one `missed` bit per cache
 #[inline(always)]
 pub fn thread_bins() -> *mut ThreadBins {
     pal::thread::thread_block().cast()
+}
+
+/// The bin of `tb` at offset `at`, a cached class's [`SizeClass::offset`] (the fast paths have
+/// the offset, not the class).
+///
+/// # Safety
+/// `tb` must be a thread's bins and `at` a cached class's offset.
+#[inline(always)]
+pub unsafe fn bin_at(tb: *mut ThreadBins, at: usize) -> *mut TBin {
+    debug_assert!(at % CLASS_STRIDE == 0 && at / CLASS_STRIDE < NCACHED);
+    // SAFETY: per the contract, `at` bytes into the bins array, which starts the block.
+    unsafe { tb.cast::<u8>().add(at).cast() }
 }
 
 /// The calling thread's big cache (`bigcache.rs`), if it has a thread cache. Only this thread
