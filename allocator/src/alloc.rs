@@ -176,6 +176,13 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
             return alloc_small(class, size);
         }
     }
+    alloc_big_uncached(size, align, class)
+}
+
+/// [`alloc_big`] past the classes the thread cache keeps. A function of its own so that
+/// `alloc_big`'s bin hit (16-32 KiB) saves no registers: 15 instructions.
+#[inline(never)]
+fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     ensure_global();
     if thread_event::count(size) && align <= PAGE {
         let p = prof_hooks::alloc_sampled(size, class, thread_arena());

@@ -143,10 +143,12 @@ const FULL_SEEN_MASK: u16 = (1 << FULL_SEEN_BITS) - 1;
 /// home, or, the [`QUIET_FULLS`]th time in a row it is full with nothing taken from it in
 /// between, all of it, and its limit drops to [`receive_limit`]. A bin refilled since garbage
 /// collection last looked at it (`missed`) belongs to a thread that allocates the class: it
-/// never counts as only receiving, and grows its limit instead of flushing, by half its usual
-/// limit up to its capacity ([`ROOM`]). Such a thread allocates and frees in bursts larger
-/// than the bin: 64 blocks of 1 KiB allocated, then freed, where the bin holds 64, cost a
-/// refill and a flush of 32 every burst (Criterion's `batch64/1024` 1.5 µs, 0.6 with the
+/// never counts as only receiving. If, besides, fewer blocks were taken from it since that
+/// refill than it holds, it grows its limit instead of flushing, by half its usual limit up to
+/// its capacity ([`ROOM`]): the thread allocates and frees in bursts larger than the bin. (A
+/// bin that fills by a random walk of allocations and frees takes about its limit squared on
+/// the way; growing it only holds memory.) 64 blocks of 1 KiB allocated, then freed, where the
+/// bin holds 64, cost a refill and a flush of 32 every burst (Criterion's `batch64/1024` 1.5 µs, 0.6 with the
 /// growth); a `Vec` of 1000 short `String`s dropped at once filled the bin three times in a row
 /// and sent it into the receiving state (`vec_string` 19 µs, 11 with the growth). Garbage
 /// collection takes the limit back down when the bin goes idle ([`gc_step`]); tcmalloc's
@@ -158,12 +160,20 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
     // SAFETY: per the contract the bins are ours; no reference to a bin is held across `flush`.
     unsafe {
         let i = class.index();
-        let seen = (*tb).bins[i].nmalloc.load(Ordering::Relaxed) as u16 & FULL_SEEN_MASK;
+        let nmalloc = (*tb).bins[i].nmalloc.load(Ordering::Relaxed);
+        let seen = nmalloc as u16 & FULL_SEEN_MASK;
         let last = (*tb).full_seen[i];
         // A bin refilled since garbage collection last looked at it belongs to a thread that
         // allocates the class: a long burst of frees fills it again and again, but it does not
         // only receive.
         let refilled = (*tb).missed & 1 << i != 0;
+        // Full with fewer blocks taken since the last refill than it holds: the thread
+        // allocated past the bin and is now freeing it all back (a burst). A bin that a thread
+        // fills by a random walk of allocations and frees, as a server's mix of sizes does,
+        // took many more on the way, and flushes as usual instead of growing.
+        let taken = (nmalloc as u16).wrapping_sub((*(*tb).cache).refill_seen[i]) as u32;
+        let (limit, cap) = ((*tb).bins[i].limit(), (*tb).bins[i].cap() as u32);
+        let burst = refilled && taken < limit;
         let streak = if refilled {
             0
         } else if last & FULL_SEEN_MASK == seen {
@@ -172,11 +182,10 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
             1
         };
         (*tb).full_seen[i] = streak << FULL_SEEN_BITS | seen;
-        let (limit, cap) = ((*tb).bins[i].limit(), (*tb).bins[i].cap() as u32);
         if streak >= QUIET_FULLS {
             flush(tb, class, 0);
             (*tb).bins[i].set_limit(receive_limit(class));
-        } else if refilled && limit < cap {
+        } else if burst && limit < cap {
             (*tb).bins[i].set_limit((limit + CAPS[i] / 2).min(cap) as u16);
         } else {
             flush(tb, class, (*tb).bins[i].count() as usize / 2);
@@ -401,6 +410,10 @@ pub struct TCache {
     links: Links<TCache>,
     /// Its whole large blocks above the bins' classes (`bigcache.rs`).
     pub big: BigCache,
+    /// Per bin, the low 16 bits of its `nmalloc` at its last refill: a bin that is full with
+    /// fewer blocks taken since then than it holds is in a burst ([`make_room`]). (Here, not in
+    /// the thread block, which has no room for it.)
+    refill_seen: [u16; NCACHED],
     storage: [*mut u8; TOTAL_SLOTS],
 }
 
@@ -570,6 +583,8 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
     unsafe {
         let arena = &*(*(*tb).cache).arena;
         (*tb).missed |= 1 << class.index();
+        (*(*tb).cache).refill_seen[class.index()] =
+            (*tb).bins[class.index()].nmalloc.load(Ordering::Relaxed) as u16;
         // The thread allocates the class again: a bin that only received gets its usual limit
         // back (one that grew keeps what it grew to).
         let bin = &mut (*tb).bins[class.index()];
@@ -1229,6 +1244,60 @@ mod tests {
                 };
                 assert_eq!((*tb).bins[i].limit() as usize, expect, "look {look}");
             }
+            check_invariants(tb);
+            flush(tb, class, 0);
+            TCache::detach(tb);
+        }
+    }
+
+    #[test]
+    fn a_bin_that_fills_by_a_random_walk_does_not_grow() {
+        let _serial = serial();
+        let tb = new_bins();
+        let class = class_for(1024).unwrap();
+        let i = class.index();
+        let mut blocks = [ptr::null_mut(); 256];
+        // SAFETY: the test's own bins, with a cache from `attach`; no reference to a bin is held
+        // across the calls that change it; every block taken goes back through a flush, once.
+        unsafe {
+            TCache::attach(tb);
+            let usual = CAPS[i] as usize;
+            let blocks = &mut blocks[..usual];
+            take(tb, class, blocks);
+            assert_ne!((*tb).missed & 1 << i, 0, "taking the blocks refilled the bin");
+            flush(tb, class, 0);
+            // Allocations and frees in turn, as many as the bin holds: blocks taken since the
+            // refill, all of them back.
+            push(tb, class, &blocks[..1]);
+            for _ in 0..usual {
+                let p = (*tb).bins[i].pop_if(true).unwrap();
+                assert!((*tb).bins[i].try_push(p));
+            }
+            push(tb, class, &blocks[1..]);
+            assert_eq!((*tb).bins[i].count() as usize, usual, "full");
+            make_room(tb, class);
+            assert_eq!((*tb).bins[i].limit() as usize, usual, "the limit stays");
+            assert_eq!(
+                (*tb).bins[i].count() as usize,
+                usual - usual / 2,
+                "the older half went"
+            );
+            // Refilled again and freed back in a burst: it grows.
+            flush(tb, class, 0);
+            take(tb, class, blocks);
+            let mut pushed = 0;
+            while pushed < usual && (*tb).bins[i].try_push(blocks[pushed]) {
+                pushed += 1;
+            }
+            assert_eq!((*tb).bins[i].count() as usize, usual, "full");
+            make_room(tb, class);
+            assert_eq!(
+                (*tb).bins[i].limit() as usize,
+                usual + usual / 2,
+                "a burst grows it"
+            );
+            assert_eq!((*tb).bins[i].count() as usize, usual, "nothing went home");
+            push(tb, class, &blocks[pushed..]);
             check_invariants(tb);
             flush(tb, class, 0);
             TCache::detach(tb);
