@@ -171,17 +171,6 @@ pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
     }
 }
 
-/// The class of `p`, a block that [`cached_block_of`] found (its page's class byte).
-pub fn cached_class_of(p: *mut u8) -> SizeClass {
-    let addr = p as usize;
-    debug_assert!(cached_block_of(p).is_some());
-    let chunk = ChunkHeader::of(addr);
-    // SAFETY: `p` is a block of a live chunk, whose header is at `chunk`.
-    let info =
-        unsafe { (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed) };
-    SizeClass(info_class(info))
-}
-
 /// The usable size of the block at `p` (0 for null). Aborts if `p` is not a live block.
 pub fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {

@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_at, cached_class_of, Block};
+use crate::block::{block_of, cached_block_at, Block};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -29,16 +29,16 @@ pub unsafe fn free(p: *mut u8) {
         // caller gives up; the thread's own bins.
         unsafe {
             if freed::mark_unless_marked_with(p, block.key) {
-                return double_free(p);
+                return double_free(p, block.at, "free");
             }
             let tb = thread_bins();
             if block.arena != (*tb).arena {
-                return free_foreign_of(p);
+                return free_foreign_at(p, block.at);
             }
             if (*tcache::bin_at(tb, block.at)).try_push(p) {
                 return;
             }
-            return free_small_miss_of(p);
+            return free_small_miss_at(p, block.at);
         }
     }
     if !p.is_null() {
@@ -195,7 +195,7 @@ pub unsafe fn free_known(p: *mut u8, at: usize) {
     // SAFETY: per the contract `p` is a block of a cached class, given up; the thread's bins.
     unsafe {
         if freed::mark_unless_marked(p) {
-            return dealloc_freed(p, at);
+            return double_free(p, at, "dealloc");
         }
         if (*tcache::bin_at(thread_bins(), at)).try_push(p) {
             return;
@@ -204,16 +204,7 @@ pub unsafe fn free_known(p: *mut u8, at: usize) {
     }
 }
 
-/// [`already_free`] for Rust's `dealloc` (see [`double_free`]).
-#[cold]
-#[inline(never)]
-fn dealloc_freed(p: *mut u8, at: usize) {
-    if core::hint::black_box(true) {
-        already_free(p, SizeClass::at(at), "dealloc")
-    }
-}
-
-/// [`free_small_miss`] for [`free_known`], which has the class as its offset.
+/// [`free_small_miss`] for the fast paths, which have the class as its offset.
 ///
 /// # Safety
 /// As for [`free_small_miss`].
@@ -234,37 +225,26 @@ pub fn sampled_freed_before(p: *mut u8, who: &str) -> ! {
     ))
 }
 
-/// [`already_free`] for `free`, which the fast path reaches by a jump. It never returns, but
-/// the compiler must not know: a call to a function that never returns makes `free` keep the
-/// stack aligned for it, 2 instructions on every call (`black_box` hides the fact).
+/// [`already_free`] for the fast paths (`free`, Rust's `dealloc`), which reach it by a jump
+/// and have the class as its offset. It never returns, but the compiler must not know: a call
+/// to a function that never returns makes `free` keep the stack aligned for it, 2 instructions
+/// on every call (`black_box` hides the fact).
 #[cold]
 #[inline(never)]
-fn double_free(p: *mut u8) {
+fn double_free(p: *mut u8, at: usize, who: &str) {
     if core::hint::black_box(true) {
-        already_free(p, cached_class_of(p), "free")
+        already_free(p, SizeClass::at(at), who)
     }
 }
 
-/// [`free_foreign`] for `free`'s fast path, which passes only the block (keeping its class
-/// alive across the fast path costs a register and, measured, 2 instructions).
+/// [`free_foreign`] for the fast paths, which have the class as its offset.
 ///
 /// # Safety
-/// As for [`free_foreign`]; `p` passed `cached_block_of`.
+/// As for [`free_foreign`].
 #[inline(never)]
-unsafe fn free_foreign_of(p: *mut u8) {
+unsafe fn free_foreign_at(p: *mut u8, at: usize) {
     // SAFETY: per the contract.
-    unsafe { free_foreign(p, cached_class_of(p)) }
-}
-
-/// [`free_small_miss`] for `free`'s fast path (see [`free_foreign_of`]).
-///
-/// # Safety
-/// As for [`free_small_miss`]; `p` passed `cached_block_of`.
-#[cold]
-#[inline(never)]
-unsafe fn free_small_miss_of(p: *mut u8) {
-    // SAFETY: per the contract.
-    unsafe { free_small_miss(p, cached_class_of(p)) }
+    unsafe { free_foreign(p, SizeClass::at(at)) }
 }
 
 /// Aborts: `p`, a block of `class` handed to `who`, carries its free mark, so it is free
