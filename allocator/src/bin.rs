@@ -17,13 +17,15 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::chunk::{info_offset, page_info, ChunkHeader, RunLinks, RunState, Span, UNOPENED};
+use crate::chunk::{
+    info_offset, info_run_bytes, page_info, ChunkHeader, RunLinks, RunState, Span, CHUNK_PAGES, UNOPENED,
+};
 use crate::extent::PageHeap;
 use crate::freed;
 use crate::list::{Links, List};
 use crate::size_class::{SizeClass, SlotCheck};
 use tally_pal::sync::{Mutex, Rank};
-use tally_pal::{self as pal, PAGE_SHIFT};
+use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
 /// Objects handed to thread caches (a statistic).
 pub static FILLS: AtomicU64 = AtomicU64::new(0);
@@ -110,22 +112,26 @@ impl Bin {
     pub unsafe fn return_batch(&self, class: SizeClass, pages: &Mutex<PageHeap>, objects: &[*mut u8]) {
         let mut bin = self.slabs.lock();
         bin.returned += objects.len() as u64;
+        let (check, objects_per_slab) = (SlotCheck::of(class.0), class.slab_objects());
         for &p in objects {
             // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live slab
-            // whose page info and span describe it; we hold the lock.
+            // whose page info and span describe it; we hold the lock. Its index is below the
+            // slab's object count, so its bitmap word is in the bitmap.
             unsafe {
-                let (slab, index) = slot_of(p, class);
-                let (word, bit) = (index / 64, 1u64 << (index % 64));
-                if (*slab).bitmap[word] & bit != 0 {
+                let (slab, index) = slot_in(p, check);
+                debug_assert!(index < objects_per_slab);
+                let word = (*slab).bitmap.get_unchecked_mut(index / 64);
+                let bit = 1u64 << (index % 64);
+                if *word & bit != 0 {
                     pal::fatal(format_args!("tally: free(): double free of {p:p}\n"));
                 }
-                (*slab).bitmap[word] |= bit;
+                *word |= bit;
                 let was_full = (*slab).nfree == 0;
                 (*slab).nfree += 1;
                 if slab == bin.current {
                     continue;
                 }
-                if (*slab).nfree as usize == class.slab_objects() {
+                if (*slab).nfree as usize == objects_per_slab {
                     if !was_full {
                         bin.partial.remove(slab);
                     }
@@ -194,17 +200,27 @@ impl Default for Bin {
 /// # Safety
 /// `p` must be a block of `class` in a live slab (so its page info and span describe it).
 unsafe fn slot_of(p: *mut u8, class: SizeClass) -> (*mut Span, usize) {
+    // SAFETY: per the contract.
+    unsafe { slot_in(p, SlotCheck::of(class.0)) }
+}
+
+/// [`slot_of`] with the class's slot check at hand (a loop over one class's blocks looks it up
+/// once). The page and the slab's head page are masked into the chunk, so neither index needs a
+/// bounds check.
+///
+/// # Safety
+/// As for [`slot_of`]; `check` is the class's.
+#[inline(always)]
+unsafe fn slot_in(p: *mut u8, check: &SlotCheck) -> (*mut Span, usize) {
     let addr = p as usize;
     let chunk = ChunkHeader::of(addr);
-    // SAFETY: per the contract; the page index is in the chunk, the head page starts the slab.
+    let page = (addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1);
+    // SAFETY: per the contract, a live chunk whose page info describes the block's slab.
     unsafe {
-        let page = (*chunk).page_index(addr);
-        let head = page - info_offset((*chunk).page_info[page].load(Ordering::Relaxed));
-        let slab = ptr::addr_of_mut!((*chunk).spans[head]);
-        (
-            slab,
-            SlotCheck::of(class.0).quotient(addr - (*chunk).page_addr(head)),
-        )
+        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
+        let head = page.wrapping_sub(info_offset(info)) & (CHUNK_PAGES - 1);
+        let offset = info_run_bytes(info) + (addr & (PAGE - 1));
+        (ptr::addr_of_mut!((*chunk).spans[head]), check.quotient(offset))
     }
 }
 

@@ -699,12 +699,17 @@ pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
         let owner = ChunkHeader::of(rest[0] as usize);
         // SAFETY: small blocks lie in live chunks.
         let owner_arena = unsafe { (*owner).arena };
-        // Move this arena's blocks to the front.
-        let mut same = 0;
-        for i in 0..rest.len() {
-            let chunk = ChunkHeader::of(rest[i] as usize);
-            // SAFETY: as above.
-            if unsafe { (*chunk).arena } == owner_arena {
+        // SAFETY: as above.
+        let arena_of = |p: *mut u8| unsafe { (*ChunkHeader::of(p as usize)).arena };
+        // Move this arena's blocks to the front: most batches are one arena's, and are there
+        // already after one look at each block.
+        let first_other = rest
+            .iter()
+            .position(|&p| arena_of(p) != owner_arena)
+            .unwrap_or(rest.len());
+        let mut same = first_other;
+        for i in first_other..rest.len() {
+            if arena_of(rest[i]) == owner_arena {
                 rest.swap(same, i);
                 same += 1;
             }
