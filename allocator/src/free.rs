@@ -35,10 +35,7 @@ pub unsafe fn free(p: *mut u8) {
             if block.arena != (*tb).arena {
                 return free_foreign_at(p, block.at);
             }
-            if (*tcache::bin_at(tb, block.at)).try_push(p) {
-                return;
-            }
-            return free_small_miss_at(p, block.at);
+            return push(p, block.at);
         }
     }
     if !p.is_null() {
@@ -74,7 +71,7 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
             return;
         }
         if count == 0 || count >= bin.limit() {
-            return push(p, class);
+            return push(p, class.offset());
         }
         let top = bin.slots().add(count as usize - 1);
         *bin.slots().add(count as usize) = *top;
@@ -197,10 +194,7 @@ pub unsafe fn free_known(p: *mut u8, at: usize) {
         if freed::mark_unless_marked(p) {
             return double_free(p, at, "dealloc");
         }
-        if (*tcache::bin_at(thread_bins(), at)).try_push(p) {
-            return;
-        }
-        free_small_miss_at(p, at)
+        push(p, at)
     }
 }
 
@@ -277,20 +271,19 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
     ))
 }
 
-/// Pushes `p`, marked free, onto the thread's bin of `class`, or takes the slow path when the
-/// bin is full or the thread has no cache.
+/// Pushes `p`, marked free, onto the thread's bin of the class at offset `at`
+/// ([`SizeClass::offset`]), or takes the slow path when the bin is full or the thread has no
+/// cache.
 ///
 /// # Safety
-/// `p` must be a block of `class`, a cached class, that the caller gives up, already marked.
+/// `p` must be a block of that class, a cached class, that the caller gives up, already marked.
 #[inline(always)]
-unsafe fn push(p: *mut u8, class: SizeClass) {
-    let tb = thread_bins();
-    debug_assert!(class.index() < NCACHED);
-    // SAFETY: `tb` is this thread's bins and callers pass only cached classes.
+unsafe fn push(p: *mut u8, at: usize) {
+    // SAFETY: per the contract; the thread's own bins.
     unsafe {
-        if (*tcache::bin_at(tb, class.offset())).try_push(p) {
+        if (*tcache::bin_at(thread_bins(), at)).try_push(p) {
             return;
         }
-        free_small_miss(p, class)
+        free_small_miss_at(p, at)
     }
 }

@@ -234,16 +234,10 @@ pub fn small_at(size: usize) -> usize {
 /// The class for a request of `size` bytes, or `None` when the request is huge.
 #[inline(always)]
 pub fn class_for(size: usize) -> Option<SizeClass> {
-    at_for(size).map(SizeClass::at)
-}
-
-/// [`class_for`] as the class's offset into per-class tables ([`CLASS_STRIDE`]).
-#[inline(always)]
-pub fn at_for(size: usize) -> Option<usize> {
     if size <= SMALL_MAX {
-        Some(small_at(size))
+        Some(SizeClass::at(small_at(size)))
     } else if size <= LARGE_MAX {
-        Some(LARGE_LOOKUP[(size + PAGE - 1) >> PAGE_SHIFT] as usize)
+        Some(SizeClass(LARGE_LOOKUP[(size + PAGE - 1) >> PAGE_SHIFT]))
     } else {
         None
     }
@@ -407,11 +401,11 @@ const fn build_small_lookup() -> [u16; SMALL_MAX / 8 + 1] {
     t
 }
 
-const fn build_large_lookup() -> [u16; LARGE_MAX / PAGE + 1] {
-    let mut t = [0u16; LARGE_MAX / PAGE + 1];
+const fn build_large_lookup() -> [u8; LARGE_MAX / PAGE + 1] {
+    let mut t = [0u8; LARGE_MAX / PAGE + 1];
     let mut i = 1;
     while i < t.len() {
-        t[i] = (class_compute(i * PAGE).0 as usize * CLASS_STRIDE) as u16;
+        t[i] = class_compute(i * PAGE).0;
         i += 1;
     }
     t
@@ -427,10 +421,9 @@ const SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
 /// Class of sizes `8*(i-1)+1 ..= 8*i` times [`CLASS_STRIDE`] (its offset into per-class tables,
 /// which `malloc`'s fast path uses as it is), indexed by `(size + 7) / 8`.
 const SMALL_LOOKUP: [u16; SMALL_MAX / 8 + 1] = build_small_lookup();
-/// Class of the sizes above [`SMALL_MAX`] that round up to `i` pages, times [`CLASS_STRIDE`],
-/// indexed by `i`: every class from 16 KiB up is a multiple of the page, so the page count
-/// decides it.
-const LARGE_LOOKUP: [u16; LARGE_MAX / PAGE + 1] = build_large_lookup();
+/// Class of the sizes above [`SMALL_MAX`] that round up to `i` pages, indexed by `i`: every class
+/// from 16 KiB up is a multiple of the page, so the page count decides it.
+const LARGE_LOOKUP: [u8; LARGE_MAX / PAGE + 1] = build_large_lookup();
 /// By page-info class byte, for [`SlotCheck::of`].
 const SLOT_CHECK: [SlotCheck; 256] = build_slot_check();
 
@@ -443,7 +436,6 @@ mod tests {
         for size in 1..=LARGE_MAX {
             let c = class_for(size).unwrap();
             assert_eq!(c, class_compute(size), "size {size}");
-            assert_eq!(at_for(size), Some(c.offset()), "size {size}");
             if size <= SMALL_MAX {
                 assert_eq!(small_at(size), c.offset(), "size {size}");
             }
