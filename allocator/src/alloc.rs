@@ -25,7 +25,7 @@ use crate::size_class::{class_for, class_for_aligned, small_at, SizeClass, LARGE
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
 use crate::thread_event::{self, thread_events};
-use crate::{decay, freed, huge, prof_hooks};
+use crate::{decay, freed, guard, huge, prof_hooks};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
 pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
@@ -38,21 +38,22 @@ pub fn alloc(size: usize) -> *mut u8 {
         if let Some(p) = try_small_at(at, size) {
             return p;
         }
-        return alloc_small_miss(SizeClass::at(at), size);
+        return alloc_small_miss(SizeClass::at(at), size, 16);
     }
     alloc_big(size, PAGE)
 }
 
 /// Allocates one block of `class`, a class the thread cache keeps (small, or large up to
 /// `TCACHE_MAX`).
-/// `size` is the request (it drives the thread's event countdown).
+/// `size` is the request (it drives the thread's event countdown), `align` the alignment asked
+/// for (at most a page; the class's blocks have it; a guarded block must keep it).
 #[inline(always)]
-fn alloc_small(class: SizeClass, size: usize) -> *mut u8 {
+fn alloc_small(class: SizeClass, size: usize, align: usize) -> *mut u8 {
     debug_assert!(class.index() < NCACHED);
     if let Some(p) = try_small_at(class.offset(), size) {
         return p;
     }
-    alloc_small_miss(class, size)
+    alloc_small_miss(class, size, align)
 }
 
 /// The fast path: pops a block of the cached class at offset `at` ([`SizeClass::offset`]) from
@@ -76,17 +77,22 @@ fn try_small_at(at: usize, size: usize) -> Option<*mut u8> {
 
 #[cold]
 #[inline(never)]
-fn alloc_small_miss(class: SizeClass, size: usize) -> *mut u8 {
+fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
+    // The options first: the process's first allocation is an event, and its answer depends on
+    // them (`guard_rate:1` guards it).
+    ensure_global();
     let tb = thread_bins();
     let ev = thread_events();
     // SAFETY: the thread's own events; no operation on its cache is in progress.
-    if unsafe { (*ev).left } < 0 && unsafe { thread_event::on_event(ev) } {
-        ensure_global();
-        let p = prof_hooks::alloc_sampled(size, Some(class), thread_arena());
-        if !p.is_null() {
-            return p;
+    if unsafe { (*ev).left } < 0 {
+        // SAFETY: as above.
+        let due = unsafe { thread_event::on_event(ev, true) };
+        if due != 0 {
+            let p = alloc_chosen(due, size, align, Some(class));
+            if !p.is_null() {
+                return p;
+            }
         }
-        // Out of memory: served unsampled below, which gives memory back before it fails.
     }
     if !has_cache(tb) && !thread_start() {
         return alloc_direct(class);
@@ -173,7 +179,7 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     let class = class_for(size.max(SMALL_MAX + 1));
     if let Some(class) = class {
         if class.index() < NCACHED && align <= PAGE {
-            return alloc_small(class, size);
+            return alloc_small(class, size, align);
         }
     }
     alloc_big_uncached(size, align, class)
@@ -184,12 +190,12 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
 #[inline(never)]
 fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     ensure_global();
-    if thread_event::count(size) && align <= PAGE {
-        let p = prof_hooks::alloc_sampled(size, class, thread_arena());
+    let due = thread_event::count(size);
+    if due != 0 && align <= PAGE {
+        let p = alloc_chosen(due, size, align, class);
         if !p.is_null() {
             return p;
         }
-        // Out of memory: served unsampled below, which gives memory back before it fails.
     }
     if let Some(class) = class {
         if align <= PAGE {
@@ -205,6 +211,29 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
         return p;
     }
     after_giving_back(|| alloc_big_mapped(size, align, class))
+}
+
+/// Allocates a block a thread event chose (`due`: [`thread_event::SAMPLE`],
+/// [`thread_event::GUARD`] or both) for a request of `size` bytes aligned to `align` (at most a
+/// page) of `class` (`None`: huge): a guarded block if a slot is free (recorded by the profiler
+/// too when also sampled), else a sampled one when sampled. Null when neither could be made
+/// (no slot free, or out of memory): the caller serves the request as any other, which gives
+/// memory back before it fails.
+#[cold]
+#[inline(never)]
+fn alloc_chosen(due: u8, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
+    ensure_global();
+    let sample = due & thread_event::SAMPLE != 0;
+    if due & thread_event::GUARD != 0 {
+        let p = guard::alloc(size, align, sample);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    if sample {
+        return prof_hooks::alloc_sampled(size, class, thread_arena());
+    }
+    ptr::null_mut()
 }
 
 /// A block of `class` (large) from the thread's arena, or a huge one when there is no class or
@@ -278,7 +307,7 @@ pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
     }
     if align <= PAGE {
         match class_for_aligned(size, align) {
-            Some(class) if class.is_small() => alloc_small(class, size),
+            Some(class) if class.is_small() => alloc_small(class, size, align),
             _ => alloc_big(size, PAGE),
         }
     } else {

@@ -16,8 +16,8 @@ use crate::chunk::{
 };
 use crate::huge::HugeBlock;
 use crate::pagemap::{self, CHUNK, TAG_HUGE};
-use crate::prof_hooks;
 use crate::size_class::{SizeClass, SlotCheck, CLASS_STRIDE, NCLASSES, SLOT_CHECK_MAX_OFFSET};
+use crate::{guard, prof_hooks};
 
 // Offsets into a chunk are within what the slot check is exact for.
 const _: () = assert!(CHUNK <= SLOT_CHECK_MAX_OFFSET);
@@ -32,14 +32,20 @@ pub enum Block {
     Sampled(*mut Span, SizeClass),
     /// A huge block: a mapping of its own.
     Huge(*mut HugeBlock),
+    /// A guarded block (guarded sampling): the index of its slot.
+    Guarded(usize),
 }
 
 /// Identifies the block at `p`, or aborts with a one-line message naming `who` and `p` if `p`
-/// is not the start of a live block Tally handed out.
+/// is not the start of a live block Tally handed out (a report with the block's stacks for a
+/// pointer into the guarded region).
 pub fn block_of(p: *mut u8, who: &str) -> Block {
     let addr = p as usize;
     let entry = pagemap::lookup(addr);
     if entry == 0 {
+        if guard::contains(addr) {
+            return Block::Guarded(guard::live_slot(p, who));
+        }
         if crate::huge::is_cached(addr) {
             pal::fatal(format_args!(
                 "tally: {who}(): double free of {p:p}: a huge block freed before (its mapping \
@@ -183,5 +189,6 @@ pub fn usable_size(p: *mut u8) -> usize {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => class.size(),
         // SAFETY: live descriptor.
         Block::Huge(d) => unsafe { (*d).mapped },
+        Block::Guarded(slot) => guard::usable(slot),
     }
 }

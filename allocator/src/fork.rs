@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use tally_pal as pal;
 use tally_profiler::PROFILER;
 
-use crate::{arena, huge, meta, tcache};
+use crate::{arena, guard, huge, meta, tcache};
 
 /// Registers the handlers (once, at initialization).
 pub fn install() {
@@ -31,6 +31,7 @@ unsafe extern "C" fn prefork() {
     }
     huge::lock_for_fork();
     meta::lock_for_fork();
+    guard::lock_for_fork();
     FORK_LOCKED.store(1, Ordering::Relaxed);
 }
 
@@ -41,6 +42,7 @@ unsafe fn postfork(child: bool) {
     let arenas = &arena::ARENAS[..arena::arena_count()];
     // SAFETY: prefork took every one of these locks in this thread; released in reverse.
     unsafe {
+        guard::unlock_after_fork(child);
         meta::unlock_after_fork(child);
         huge::unlock_after_fork(child);
         for arena in arenas {

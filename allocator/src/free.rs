@@ -16,7 +16,7 @@ use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{has_cache, thread_start};
-use crate::{arena, decay, freed, huge, prof_hooks};
+use crate::{arena, decay, freed, guard, huge, prof_hooks};
 
 /// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
 ///
@@ -167,6 +167,7 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             }
             huge::free(d);
         },
+        Block::Guarded(slot) => guard::free(slot, who),
     }
 }
 

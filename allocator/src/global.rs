@@ -4,7 +4,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
 use crate::size_class::{small_at, SMALL_MAX};
-use crate::{alloc, free, prof_hooks, realloc};
+use crate::{alloc, free, guard, prof_hooks, realloc};
 use tally_pal::PAGE;
 
 /// Tally as Rust's global allocator:
@@ -15,6 +15,21 @@ use tally_pal::PAGE;
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tally;
+
+/// Whether `p`, a live block of a small class as far as its layout says, is a guarded block or
+/// a sampled one (which only its page's info word knows; sampled blocks start on a page).
+///
+/// # Safety
+/// `p` must be a live block of Tally's.
+#[cold]
+#[inline(never)]
+unsafe fn is_special(p: *mut u8) -> bool {
+    guard::contains(p as usize)
+        || (p as usize & (PAGE - 1) == 0
+            && prof_hooks::profiler_on()
+            // SAFETY: `p` is not guarded, so a live block of a class (per the contract).
+            && unsafe { prof_hooks::is_sampled_class_block(p) })
+}
 
 // SAFETY: every method returns blocks from the core that honour the layout's size and alignment
 // (or null), and frees only what the core handed out.
@@ -32,15 +47,14 @@ unsafe impl GlobalAlloc for Tally {
         // small classes. (The large classes the cache keeps, 16 to 32 KiB, take `free`: with
         // both lookups inline the compiler merges them with conditional moves, 6 instructions
         // more for every size, and testing for them costs 4.)
-        // With the profiler on, a block may be a sampled one, which only its page's info word
-        // knows; sampled blocks start on a page, so any other address is an ordinary block.
+        // With the profiler or guarded sampling on, a block may be a sampled or a guarded one
+        // (`is_special`); otherwise one load and a branch say it is not.
         let size = size.max(align);
         if size <= SMALL_MAX
             && align <= 16
-            && (p as usize & (PAGE - 1) != 0
-                || !prof_hooks::profiler_on()
+            && (!prof_hooks::special_blocks()
                 // SAFETY: `p` is a live block of a cached class (GlobalAlloc's contract).
-                || !unsafe { prof_hooks::is_sampled_class_block(p) })
+                || !unsafe { is_special(p) })
         {
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.
             return unsafe { free::free_known(p, small_at(size)) };

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use tally_pal::{self as pal, PAGE};
 
 use crate::options::{self, Options};
-use crate::{arena, bigcache, decay, fork, freed, prof_hooks, tcache};
+use crate::{arena, bigcache, decay, fork, freed, guard, prof_hooks, tcache, thread_event};
 
 std::thread_local! {
     /// Whether this thread is running process-wide initialization.
@@ -113,6 +113,10 @@ fn init_global() {
     tcache::configure(opts.tcache_max);
     bigcache::configure(opts.tcache_max);
     prof_hooks::configure(&opts);
+    guard::configure(&opts);
+    if guard::is_on() {
+        thread_event::run_out_now();
+    }
     // SAFETY: only this thread writes OPTIONS, before publishing GLOBAL_READY.
     unsafe { *OPTIONS.0.get() = opts };
     fork::install();

@@ -32,19 +32,20 @@
 //! 13. `tcache` — per-thread caches.
 //! 14. `decay` — when free pages go back to the OS; the background thread.
 //! 15. `prof_hooks` — sampled blocks and the profiler's guard.
-//! 16. `thread_event` — each thread's byte countdown and the budgets it settles.
-//! 17. `fork` — the `fork` handlers.
-//! 18. `init` — process-wide initialization and the options in force.
-//! 19. `thread` — thread states, cache set-up and tear-down.
-//! 20. `block` — from a pointer to its block; `malloc_usable_size`.
-//! 21. `alloc` — the allocation entry points and fast path.
-//! 22. `free` — the free entry point and fast path.
-//! 23. `realloc` — resizing.
-//! 24. `stats` — statistics.
-//! 25. `prof` — the profiler's Rust API.
-//! 26. `api` — the malloc family with C semantics, callable from Rust.
-//! 27. `global` — `GlobalAlloc`.
-//! 28. `capi` — the exported C symbols (feature `c-abi`).
+//! 16. `guard` — guarded sampling: blocks between guard pages, the fault handler and its report.
+//! 17. `thread_event` — each thread's byte countdown and the budgets it settles.
+//! 18. `fork` — the `fork` handlers.
+//! 19. `init` — process-wide initialization and the options in force.
+//! 20. `thread` — thread states, cache set-up and tear-down.
+//! 21. `block` — from a pointer to its block; `malloc_usable_size`.
+//! 22. `alloc` — the allocation entry points and fast path.
+//! 23. `free` — the free entry point and fast path.
+//! 24. `realloc` — resizing.
+//! 25. `stats` — statistics.
+//! 26. `prof` — the profiler's Rust API.
+//! 27. `api` — the malloc family with C semantics, callable from Rust.
+//! 28. `global` — `GlobalAlloc`.
+//! 29. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -57,6 +58,7 @@ mod extent;
 mod fork;
 mod free;
 mod freed;
+mod guard;
 mod huge;
 mod init;
 mod list;

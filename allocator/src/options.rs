@@ -211,6 +211,24 @@ pub static TABLE: &[OptionSpec] = &[
         default: "0",
         doc: "A signal that makes the process write a profile (`.m<n>.heap`) at once: `SIGUSR1`, `SIGUSR2`, `SIGHUP` or `SIGRTMIN+n` up to `SIGRTMAX`, by name (`SIGUSR2`, `USR2`, `SIGRTMIN+3`) or number (12); 0 off. Signals that stop, end or report a fault in the program (`SIGSEGV`, `SIGFPE`, `SIGINT`, `SIGTERM`, `SIGCHLD`, ...) are refused.",
     },
+    OptionSpec {
+        name: "guard_rate",
+        kind: Kind::Integer { min: 0, max: 1 << 40 },
+        default: "0",
+        doc: "Guarded sampling: place one allocation in `guard_rate` on average (up to 8 KiB, alignment up to a page) between inaccessible guard pages, so that an overflow, underflow or use after free of it faults at once and is reported with the block's allocation and free stacks (`docs/guard.md`); 0 off, 1 every allocation while slots last.",
+    },
+    OptionSpec {
+        name: "guard_slots",
+        kind: Kind::Integer { min: 1, max: 16384 },
+        default: "64",
+        doc: "Guarded sampling: how many blocks may be guarded at once, live or freed and waiting in quarantine (3 pages of address space each; the oldest freed slot is reused first).",
+    },
+    OptionSpec {
+        name: "guard_report",
+        kind: Kind::Text,
+        default: "",
+        doc: "Guarded sampling: also write the report of a caught error to `<guard_report>.<pid>.guard` (it always goes to stderr).",
+    },
 ];
 
 /// The parsed options.
@@ -262,6 +280,15 @@ pub struct Options {
     pub prof_prefix: [u8; TEXT_MAX],
     /// Length of `prof_prefix`.
     pub prof_prefix_len: usize,
+    /// See [`TABLE`]; 0 = off.
+    pub guard_rate: u64,
+    /// See [`TABLE`].
+    pub guard_slots: usize,
+    /// See [`TABLE`]: the bytes of `guard_report` (the first `guard_report_len`; none: stderr
+    /// only).
+    pub guard_report: [u8; TEXT_MAX],
+    /// Length of `guard_report`.
+    pub guard_report_len: usize,
 }
 
 impl Options {
@@ -298,6 +325,10 @@ impl Options {
             p
         },
         prof_prefix_len: 5,
+        guard_rate: 0,
+        guard_slots: 64,
+        guard_report: [0; TEXT_MAX],
+        guard_report_len: 0,
     };
 
     /// `prof_prefix` as bytes.
@@ -305,11 +336,19 @@ impl Options {
         &self.prof_prefix[..self.prof_prefix_len]
     }
 
+    /// `guard_report` as bytes (empty: none).
+    pub fn guard_report(&self) -> &[u8] {
+        &self.guard_report[..self.guard_report_len]
+    }
+
     fn set_text(&mut self, name: &str, value: &[u8]) {
-        if name == "prof_prefix" {
-            self.prof_prefix[..value.len()].copy_from_slice(value);
-            self.prof_prefix_len = value.len();
-        }
+        let (buf, len) = match name {
+            "prof_prefix" => (&mut self.prof_prefix, &mut self.prof_prefix_len),
+            "guard_report" => (&mut self.guard_report, &mut self.guard_report_len),
+            _ => return,
+        };
+        buf[..value.len()].copy_from_slice(value);
+        *len = value.len();
     }
 
     fn set(&mut self, name: &str, value: i64) {
@@ -337,6 +376,8 @@ impl Options {
             "prof_gdump" => self.prof_gdump = value != 0,
             "prof_accum" => self.prof_accum = value != 0,
             "prof_signal" => self.prof_signal = value as i32,
+            "guard_rate" => self.guard_rate = value as u64,
+            "guard_slots" => self.guard_slots = value as usize,
             _ => {}
         }
     }
@@ -545,12 +586,25 @@ mod tests {
     fn defaults_agree_with_the_table() {
         let mut text = std::string::String::new();
         for spec in TABLE {
+            // A text option whose default is none cannot be written (text is 1 byte or more).
+            if matches!(spec.kind, Kind::Text) && spec.default.is_empty() {
+                continue;
+            }
             text.push_str(&format!("{}:{},", spec.name, spec.default));
         }
         text.pop();
         let (opts, errors) = run(text.as_bytes());
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(opts, Options::DEFAULT);
+        let (opts, errors) = run(b"guard_rate:1000,guard_slots:8,guard_report:/tmp/g");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            (opts.guard_rate, opts.guard_slots, opts.guard_report()),
+            (1000, 8, &b"/tmp/g"[..])
+        );
+        let (opts, errors) = run(b"guard_slots:0,guard_rate:-1");
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!((opts.guard_rate, opts.guard_slots), (0, 64));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! (libgcc's unwinder may allocate on first use) from being sampled themselves.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use tally_pal::{self as pal, PAGE};
 use tally_profiler::{self as profiler, DumpError, MAX_FRAMES, PROFILER};
@@ -27,6 +27,16 @@ use crate::{chunk, freed, huge, pagemap};
 /// Page-map class byte of a sampled block's pages.
 pub const SAMPLED: u8 = 0xFD;
 const _: () = assert!((SAMPLED as usize) >= NCLASSES && SAMPLED < chunk::FREE_RUN);
+
+/// Whether blocks that Rust's `dealloc` may not free by their class alone can exist: sampled
+/// ones (`prof:true`) or guarded ones (`guard_rate` above 0). Set once, at initialization.
+static SPECIAL_BLOCKS: AtomicBool = AtomicBool::new(false);
+
+/// See [`SPECIAL_BLOCKS`].
+#[inline(always)]
+pub fn special_blocks() -> bool {
+    SPECIAL_BLOCKS.load(Ordering::Relaxed)
+}
 
 /// Whether the profiler is on (`prof:true`): sampled blocks may exist.
 #[inline]
@@ -66,6 +76,9 @@ std::thread_local! {
 
 /// Hands the profiler's options to the profiler (at initialization).
 pub fn configure(opts: &Options) {
+    if opts.prof || opts.guard_rate > 0 {
+        SPECIAL_BLOCKS.store(true, Ordering::Relaxed);
+    }
     if !opts.prof {
         return;
     }
@@ -224,6 +237,21 @@ fn prepare() {
         }
         PREPARED.store(2, Ordering::Release);
     }
+}
+
+/// Captures the calling thread's stack for a report of guarded sampling: the program's frames,
+/// as `(first, n)` into `frames`: when Tally is a library of its own, none of its frames (not
+/// even the entry point a profile keeps: a report names the caller of `malloc` or `free`
+/// first); linked into the program, all. Inside the profiler's guard, so that an allocation the
+/// unwinder makes is neither sampled nor guarded.
+pub fn capture_caller_stack(frames: &mut [usize; MAX_FRAMES]) -> (usize, usize) {
+    guarded(|| {
+        prepare();
+        let n = profiler::capture_stack(frames, 0);
+        let (lo, hi) = (CODE_LO.load(Ordering::Relaxed), CODE_HI.load(Ordering::Relaxed));
+        let first = frames[..n].iter().take_while(|&&pc| pc >= lo && pc < hi).count();
+        (first, n)
+    })
 }
 
 /// Index of the first frame to keep: when Tally is a library of its own, its frames are dropped

@@ -11,7 +11,7 @@ use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
-use crate::{arena, freed, huge, tcache};
+use crate::{arena, freed, guard, huge, tcache};
 use tally_pal::PAGE;
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
@@ -54,7 +54,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                 sampled_freed_before(p, "realloc");
             }
         }
-        Block::Huge(_) => {}
+        Block::Huge(_) | Block::Guarded(_) => {}
     }
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
@@ -103,6 +103,9 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             // SAFETY: live descriptor.
             unsafe { (*d).mapped }
         }
+        // A guarded block always moves (to a block of its own class, or guarded again if the
+        // next event says so): its slot's placement was made for its old size.
+        Block::Guarded(slot) => guard::usable(slot),
     };
     let q = alloc(size);
     if q.is_null() {

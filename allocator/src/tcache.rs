@@ -537,6 +537,16 @@ impl TCache {
 }
 
 /// What the thread caches hold now, per class, and the allocations they counted: calls
+/// The allocations the bins of `tb` served so far (the sum of their counts): guarded
+/// sampling counts a thread's allocations with it at each event.
+///
+/// # Safety
+/// `tb` must be the calling thread's bins.
+pub unsafe fn allocations(tb: *const ThreadBins) -> u64 {
+    // SAFETY: per the contract; the counts are atomics the owner alone writes.
+    unsafe { (*tb).bins.iter().map(|b| b.nmalloc.load(Ordering::Relaxed)).sum() }
+}
+
 /// `visit(class, cached, nmalloc)` for every class of every attached cache (the bins', then
 /// the big cache's, `bigcache.rs`), plus the merged counts of detached ones (with `cached` 0).
 /// Returns the number of attached caches and, per arena index, the number of threads using it

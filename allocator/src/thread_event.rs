@@ -12,7 +12,13 @@
 //! - decay and cache GC: every [`decay::TICK_BYTES`] (`tick_left`);
 //! - sampling: the profiler draws each thread's distance ([`ThreadSampler`]); this module only
 //!   passes the bytes on and asks whether the allocation is sampled;
-//! - the profiler's interval byte count and due profiles (`prof_hooks::on_bytes`).
+//! - the profiler's interval byte count and due profiles (`prof_hooks::on_bytes`);
+//! - guarded sampling ([`ThreadGuard`]): counts allocations, not bytes, so with guarding on each
+//!   event also reads the thread cache's allocation count; near the guarded allocation it arms
+//!   the countdown at 0, making every allocation an event.
+//!
+//! An event's answer says what the allocation that ran the countdown out is to be: sampled
+//! ([`SAMPLE`]), guarded ([`GUARD`]), both, or neither.
 //!
 //! This module owns the countdown and nothing else: no budget's policy lives here.
 //!
@@ -20,14 +26,22 @@
 //! bins, so the fast path finds it at a fixed offset from the thread pointer. A new thread's
 //! block is zero: its first allocation is an event, which arms the countdown.
 //!
-//! Invariant: `0 < armed` and `left <= armed` once a thread had its first event; the bytes
-//! spent since the last event are `armed - left`.
+//! Invariant: `0 <= armed` and `left <= armed` once a thread had its first event (after which
+//! `tick_left > 0`: a thread's first event is the one that finds `tick_left` 0); the bytes
+//! spent since the last event are `armed - left`. `armed` is 0 only while guarded sampling
+//! wants every allocation to be an event.
 
 use tally_pal as pal;
 use tally_profiler::{ThreadSampler, PROFILER};
 
+use crate::guard::{self, ThreadGuard};
 use crate::tcache::{self, ThreadBins};
 use crate::{decay, prof_hooks};
+
+/// An event's answer: the allocation is to be sampled by the profiler.
+pub const SAMPLE: u8 = 1;
+/// An event's answer: the allocation is to be guarded.
+pub const GUARD: u8 = 2;
 
 /// A thread's countdown and the budgets behind it. All zero is a valid start.
 #[repr(C)]
@@ -41,6 +55,8 @@ pub struct ThreadEvents {
     tick_left: i64,
     /// Bytes left before the next sample (the profiler's).
     sampler: ThreadSampler,
+    /// Allocations left before the next guarded one.
+    guard: ThreadGuard,
 }
 
 /// Where the events sit in the thread block: after the thread cache's bins, 8-byte aligned.
@@ -61,35 +77,68 @@ pub fn thread_events() -> *mut ThreadEvents {
 const MAX_COUNTED: usize = 1 << 61;
 
 /// Counts `size` bytes against the calling thread's countdown for an allocation that does not
-/// go through the small fast path; returns whether this allocation is to be sampled.
-pub fn count(size: usize) -> bool {
+/// go through the small fast path; returns what this allocation is to be ([`SAMPLE`],
+/// [`GUARD`], 0 for neither).
+pub fn count(size: usize) -> u8 {
     let ev = thread_events();
     // SAFETY: the thread's own events.
     unsafe {
         (*ev).left -= size.min(MAX_COUNTED) as i64;
-        (*ev).left < 0 && on_event(ev)
+        if (*ev).left < 0 {
+            on_event(ev, false)
+        } else {
+            0
+        }
+    }
+}
+
+/// Makes the calling thread's next allocation an event (at initialization: the first
+/// allocation armed the countdown before the options were read, so a budget they turn on,
+/// guarded sampling, would otherwise wait for the first tick).
+pub fn run_out_now() {
+    let ev = thread_events();
+    // SAFETY: the thread's own events; `left` at 0 keeps `left <= armed`.
+    unsafe {
+        if (*ev).tick_left != 0 {
+            (*ev).left = 0;
+        }
     }
 }
 
 /// The calling thread's countdown ran out: settles every budget, does what is due, and arms the
-/// countdown again. Returns whether the allocation that ran it out is to be sampled.
+/// countdown again. Returns what the allocation that ran it out is to be ([`SAMPLE`],
+/// [`GUARD`], 0 for neither). `small`: that allocation will be served by the thread cache's bins
+/// (and counted there).
 ///
 /// # Safety
 /// `ev` must be the calling thread's events, and no allocation or free of this thread may be in
 /// progress on its thread cache (the cache GC step may flush a bin).
 #[cold]
 #[inline(never)]
-pub unsafe fn on_event(ev: *mut ThreadEvents) -> bool {
+pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     // SAFETY: the thread's own events.
     let ev = unsafe { &mut *ev };
     let spent = ev.armed - ev.left;
-    if ev.armed == 0 {
+    if ev.tick_left == 0 {
         // The thread's first event: start the tick budget rather than tick at once.
         ev.tick_left = decay::TICK_BYTES;
     }
     let addr = ev as *const ThreadEvents as u64;
     let seed = move || addr ^ pal::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let sample = PROFILER.sampling.settle(&mut ev.sampler, spent, seed) && !prof_hooks::in_profiler();
+    let in_profiler = prof_hooks::in_profiler();
+    let mut due = 0;
+    if PROFILER.sampling.settle(&mut ev.sampler, spent, seed) && !in_profiler {
+        due |= SAMPLE;
+    }
+    let rate = guard::rate();
+    if rate != 0 {
+        let tb = tcache::thread_bins();
+        // SAFETY: the thread's own bins.
+        let count = unsafe { tcache::allocations(tb) };
+        if ev.guard.settle(rate, count, spent, small, seed) && !in_profiler {
+            due |= GUARD;
+        }
+    }
     ev.tick_left -= spent;
     if ev.tick_left <= 0 {
         ev.tick_left = decay::TICK_BYTES;
@@ -98,10 +147,13 @@ pub unsafe fn on_event(ev: *mut ThreadEvents) -> bool {
         unsafe { tcache::gc_step(tcache::thread_bins()) };
     }
     prof_hooks::on_bytes(spent.max(0) as u64);
-    let next = ev.sampler.left().min(ev.tick_left).max(1);
+    let mut next = ev.sampler.left().min(ev.tick_left).max(1);
+    if rate != 0 {
+        next = next.min(ev.guard.bytes_left(rate));
+    }
     ev.armed = next;
     ev.left = next;
-    sample
+    due
 }
 
 #[cfg(test)]
@@ -124,6 +176,7 @@ mod tests {
             armed: 0,
             tick_left: 0,
             sampler: ThreadSampler::default(),
+            guard: ThreadGuard::default(),
         };
         // SAFETY: the calling thread's own events, not borrowed anywhere.
         unsafe { thread_events().write(ev) };
@@ -159,9 +212,9 @@ mod tests {
     fn a_new_threads_first_event_arms_the_countdown() {
         on_new_thread(|| {
             reset();
-            assert!(!count(0));
+            assert_eq!(0, count(0));
             assert_eq!(state().1, 0, "zero bytes do not run the countdown out");
-            assert!(!count(8));
+            assert_eq!(0, count(8));
             assert_just_armed();
             let (_, armed, tick_left, _) = state();
             assert_eq!(
@@ -177,14 +230,14 @@ mod tests {
     fn count_runs_an_event_only_below_zero() {
         on_new_thread(|| {
             reset();
-            assert!(!count(1));
+            assert_eq!(0, count(1));
             let (left, armed, tick_left, _) = state();
-            assert!(!count(left as usize - 1));
+            assert_eq!(0, count(left as usize - 1));
             assert_eq!(state(), (1, armed, tick_left, state().3), "no event before zero");
-            assert!(!count(1));
+            assert_eq!(0, count(1));
             assert_eq!(state().0, 0);
             assert_eq!(state().1, armed, "no event at zero");
-            assert!(!count(1));
+            assert_eq!(0, count(1));
             // The event settled `armed + 1` bytes, the whole tick budget: a tick, and a fresh one.
             assert_just_armed();
             assert_eq!(state().2, decay::TICK_BYTES);
@@ -204,7 +257,7 @@ mod tests {
             const CHUNK: i64 = 64;
             const TICKS: i64 = 10;
             for _ in 0..TICKS * decay::TICK_BYTES / CHUNK {
-                assert!(!count(CHUNK as usize));
+                assert_eq!(0, count(CHUNK as usize));
             }
             let steps = (gc_steps() + NCACHED as u32 - first) % NCACHED as u32;
             // Each tick took one budget; an event overshoots by at most one chunk.
@@ -229,8 +282,8 @@ mod tests {
                     _ => 1 + (seed >> 33) as usize % 4096,
                 };
                 let (_, armed, _, _) = state();
-                let sampled = count(size);
-                assert!(!sampled, "round {round}: the profiler is off, nothing is sampled");
+                let due = count(size);
+                assert_eq!(due, 0, "round {round}: the profiler is off, nothing is sampled");
                 let (left, now_armed, tick_left, sampler) = state();
                 if left == now_armed {
                     // An event (without one, `left` only goes down from `armed`).
@@ -244,7 +297,7 @@ mod tests {
                 }
             }
             // The largest size is clamped, not wrapped to a negative count.
-            assert!(!count(usize::MAX));
+            assert_eq!(0, count(usize::MAX));
             assert_just_armed();
         });
     }

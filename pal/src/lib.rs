@@ -6,10 +6,10 @@
 //! up, each using only those above it (`tests/tests/layers.rs` checks it):
 //!
 //! 1. `time` — monotonic clocks and sleeping.
-//! 2. `memory` — mapping, unmapping, advice, `mremap`, `mincore`; the page size.
-//! 3. `process` — the environment, CPU count, pid, `errno`, `fork` and signal hooks, signal
-//!    names, random bits, the range
-//!    of Tally's own code.
+//! 2. `memory` — mapping, unmapping, advice, `mremap`, `mincore`, protection; the page size.
+//! 3. `process` — the environment, CPU count, pid and thread id, `errno`, `fork` and signal
+//!    hooks (fault handlers chained to the ones before), signal names, random bits, the range
+//!    of Tally's own code, the loaded object holding an address.
 //! 4. `thread` — the static-TLS thread block, thread creation, thread-exit hooks, yielding,
 //!    futexes.
 //! 5. `file` — the few file operations a profile dump needs.
@@ -40,8 +40,8 @@ pub mod thread;
 pub mod time;
 
 pub use memory::{
-    discard, discard_lazily, map, map_accounted, map_aligned, map_aligned_accounted, remap_in_place,
-    remap_to, unmap, PAGE, PAGE_SHIFT,
+    discard, discard_lazily, map, map_accounted, map_aligned, map_aligned_accounted, protect_rw,
+    remap_in_place, remap_to, reserve, retire, unmap, PAGE, PAGE_SHIFT,
 };
 pub use process::{cpu_count, errno, getenv, kernel_page_size, pid, set_errno};
 pub use stderr::{fatal, print, write_stderr, LineBuf, OsError};

@@ -33,13 +33,20 @@ pub fn map_accounted(size: usize) -> *mut u8 {
 /// `mmap` of `size` bytes, private, anonymous, read-write, with `extra` flags.
 #[inline]
 fn map_anonymous(size: usize, extra: libc::c_int) -> *mut u8 {
+    map_with(size, libc::PROT_READ | libc::PROT_WRITE, extra)
+}
+
+/// `mmap` of `size` bytes, private and anonymous, with protection `prot` and `extra` flags, at an
+/// address of the kernel's choosing. Null when the kernel refuses.
+#[inline]
+fn map_with(size: usize, prot: libc::c_int, extra: libc::c_int) -> *mut u8 {
     // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
     // existing memory; the arguments are valid by construction.
     let p = unsafe {
         libc::mmap(
             ptr::null_mut(),
             size,
-            libc::PROT_READ | libc::PROT_WRITE,
+            prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
             -1,
             0,
@@ -164,6 +171,48 @@ pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> 
     p != libc::MAP_FAILED
 }
 
+/// Reserves `size` bytes of address space that no access may touch (`PROT_NONE`, lazily
+/// reserved): guard pages, made accessible piece by piece with [`protect_rw`]. Null when the
+/// kernel refuses.
+#[inline]
+pub fn reserve(size: usize) -> *mut u8 {
+    map_with(size, libc::PROT_NONE, libc::MAP_NORESERVE)
+}
+
+/// Makes `[p, p + size)` readable and writable (`mprotect`). Returns false when the kernel
+/// refuses (out of memory for the split mapping, or the map count limit).
+///
+/// # Safety
+/// The range must be page-aligned, inside a reservation the caller owns.
+#[inline]
+pub unsafe fn protect_rw(p: *mut u8, size: usize) -> bool {
+    // SAFETY: per the contract the range is the caller's.
+    unsafe { libc::mprotect(p.cast(), size, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+}
+
+/// Makes `[p, p + size)` inaccessible again and drops its contents in one call: a fresh
+/// `PROT_NONE` mapping replaces the pages (`MAP_FIXED`), which stop counting as resident and
+/// read as zero when made accessible again. Returns false when the kernel refuses (the range
+/// then keeps its contents and protection).
+///
+/// # Safety
+/// The range must be page-aligned, inside a reservation the caller owns, its contents dead.
+#[inline]
+pub unsafe fn retire(p: *mut u8, size: usize) -> bool {
+    // SAFETY: per the contract the range is the caller's; MAP_FIXED replaces only it.
+    let q = unsafe {
+        libc::mmap(
+            p.cast(),
+            size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    q != libc::MAP_FAILED
+}
+
 /// Whether the page holding `addr` is mapped (`mincore` fails with `ENOMEM` on unmapped
 /// memory). Says nothing about `PROT_NONE`.
 #[inline]
@@ -282,6 +331,24 @@ mod tests {
         // SAFETY: the three pages were just mapped for this test.
         unsafe {
             *p.add(3 * PAGE - 1) = 1;
+            unmap(p, 3 * PAGE);
+        }
+    }
+
+    #[test]
+    fn reserved_pages_open_and_close() {
+        let p = reserve(3 * PAGE);
+        assert!(!p.is_null());
+        assert!(page_is_mapped(p as usize), "a PROT_NONE reservation is mapped");
+        // SAFETY: the reservation was just made for this test; the page in its middle is opened,
+        // written, read, and retired; nothing else refers to it.
+        unsafe {
+            assert!(protect_rw(p.add(PAGE), PAGE));
+            *p.add(PAGE + 5) = 9;
+            assert_eq!(*p.add(PAGE + 5), 9);
+            assert!(retire(p.add(PAGE), PAGE));
+            assert!(protect_rw(p.add(PAGE), PAGE));
+            assert_eq!(*p.add(PAGE + 5), 0, "a retired page comes back zero");
             unmap(p, 3 * PAGE);
         }
     }

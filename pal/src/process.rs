@@ -137,6 +137,253 @@ pub fn on_signal(sig: i32, handler: extern "C" fn(i32)) -> Result<(), i32> {
     }
 }
 
+/// The calling thread's kernel thread id (`gettid`).
+#[inline]
+pub fn tid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// A handler for the fault signals (`SIGSEGV`, `SIGBUS`) with the `SA_SIGINFO` signature.
+pub type FaultHandler = extern "C" fn(i32, *mut libc::siginfo_t, *mut core::ffi::c_void);
+
+/// The fault signals [`on_faults`] handles.
+pub const FAULT_SIGNALS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+/// The actions installed before [`on_faults`]'s handler, one per [`FAULT_SIGNALS`] entry.
+/// Written once, by [`on_faults`], before its handler is installed; read by
+/// [`pass_fault_on`] only after that.
+struct Previous(core::cell::UnsafeCell<[libc::sigaction; 2]>);
+// SAFETY: see the type's docs: one write before any reader can exist (the handler that reads it
+// is installed after the write, and `FAULTS_SET` makes the write happen once).
+unsafe impl Sync for Previous {}
+// SAFETY: a zeroed sigaction is SIG_DFL with no flags, a valid value.
+static PREVIOUS: Previous = Previous(core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }));
+static FAULTS_SET: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Installs `handler` for `SIGSEGV` and `SIGBUS` (`SA_SIGINFO`, `SA_ONSTACK` so that a thread
+/// with an alternate signal stack uses it, `SA_NODEFER` left out: a second fault inside the
+/// handler takes the default action), remembering the actions before it for
+/// [`pass_fault_on`]. Once per process: a second call does nothing. `Err(errno)` on failure.
+pub fn on_faults(handler: FaultHandler) -> Result<(), i32> {
+    if FAULTS_SET.swap(true, core::sync::atomic::Ordering::AcqRel) {
+        return Ok(());
+    }
+    for (i, &sig) in FAULT_SIGNALS.iter().enumerate() {
+        // SAFETY: a zeroed sigaction is valid; we fill the handler, flags and mask. The previous
+        // action is written to its slot of PREVIOUS before our handler can run (sigaction
+        // returns the old action and installs the new one atomically, and our handler reads
+        // only the slot of the signal it is running for, so a fault between the two signals'
+        // installations finds its own slot written).
+        let rc = unsafe {
+            let mut action: libc::sigaction = core::mem::zeroed();
+            action.sa_sigaction = handler as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            let slot = (*PREVIOUS.0.get()).as_mut_ptr().add(i);
+            libc::sigaction(sig, &action, slot)
+        };
+        if rc != 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// The faulting address of a fault signal's `info`.
+///
+/// # Safety
+/// `info` must be the `siginfo_t` the kernel passed to a `SIGSEGV` or `SIGBUS` handler.
+#[inline]
+pub unsafe fn fault_address(info: *const libc::siginfo_t) -> usize {
+    // SAFETY: per the contract; `si_addr` is the field of fault signals.
+    unsafe { (*info).si_addr() as usize }
+}
+
+/// Whether the signal of `info` is a fault the kernel raised (an access the hardware refused),
+/// not one sent with `kill`, `raise` or `sigqueue` (whose `si_addr` means nothing).
+///
+/// # Safety
+/// `info` must be the `siginfo_t` passed to a signal handler.
+#[inline]
+pub unsafe fn is_kernel_fault(info: *const libc::siginfo_t) -> bool {
+    // SAFETY: per the contract.
+    unsafe { (*info).si_code > 0 }
+}
+
+/// Whether the fault described by the handler's context `ctx` was a write: `Some(true)` write,
+/// `Some(false)` read, `None` where the machine does not say (not x86-64).
+///
+/// # Safety
+/// `ctx` must be the `ucontext_t` pointer a `SA_SIGINFO` handler of a kernel fault received.
+#[inline]
+pub unsafe fn fault_is_write(ctx: *const core::ffi::c_void) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: per the contract; on x86-64 the kernel stores the page-fault error code in
+        // `REG_ERR`, whose bit 1 is set for a write access.
+        let err = unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_ERR as usize] };
+        Some(err & 2 != 0)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        None
+    }
+}
+
+/// The address of the instruction that faulted, from the handler's context `ctx` (0 where the
+/// machine's context is not known: not x86-64).
+///
+/// # Safety
+/// `ctx` must be the `ucontext_t` pointer a `SA_SIGINFO` handler received.
+#[inline]
+pub unsafe fn fault_pc(ctx: *const core::ffi::c_void) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: per the contract.
+        unsafe { (*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as usize }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        0
+    }
+}
+
+/// Hands a fault signal on to whatever handled it before [`on_faults`]: that handler, or the
+/// default action. A kernel fault under the default (or an ignored) action gets the default
+/// action back and returns, so the faulting instruction runs again and the process dies of
+/// the signal as it would have without Tally (with its core dump); a sent signal is raised
+/// again, to be delivered when the handler returns.
+///
+/// # Safety
+/// Only from a handler installed by [`on_faults`], with the arguments it received.
+pub unsafe fn pass_fault_on(sig: i32, info: *mut libc::siginfo_t, ctx: *mut core::ffi::c_void) {
+    let Some(i) = FAULT_SIGNALS.iter().position(|&s| s == sig) else {
+        return;
+    };
+    // SAFETY: written before our handler was installed (see PREVIOUS).
+    let prev = unsafe { &(*PREVIOUS.0.get())[i] };
+    let action = prev.sa_sigaction;
+    if action == libc::SIG_DFL || action == libc::SIG_IGN {
+        // SAFETY: per the contract `info` is the handler's.
+        let sent = unsafe { !is_kernel_fault(info) };
+        if action == libc::SIG_IGN && sent {
+            return;
+        }
+        die_of(sig, sent);
+    } else if prev.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was installed with SA_SIGINFO, so it has this signature.
+        let f: FaultHandler = unsafe { core::mem::transmute::<usize, FaultHandler>(action) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: a handler installed without SA_SIGINFO takes the signal number only.
+        let f: extern "C" fn(i32) = unsafe { core::mem::transmute::<usize, extern "C" fn(i32)>(action) };
+        f(sig);
+    }
+}
+
+/// From a fault handler: makes the process die of `sig` once the handler returns. The default
+/// action comes back; a signal that was `sent` is raised again (it stays blocked, so pending,
+/// until the handler returns), a kernel fault happens again when the faulting instruction runs
+/// again.
+pub fn die_of(sig: i32, sent: bool) {
+    // SAFETY: a zeroed sigaction is SIG_DFL; raise has no preconditions.
+    unsafe {
+        let mut action: libc::sigaction = core::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(sig, &action, core::ptr::null_mut());
+        if sent {
+            libc::raise(sig);
+        }
+    }
+}
+
+/// A loaded ELF object (the executable, a shared library, the vDSO) as the dynamic loader knows
+/// it.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadedObject {
+    /// The object's mapping: its first and past-its-last address.
+    pub start: usize,
+    /// See `start`.
+    pub end: usize,
+    /// Its load bias: run-time address minus the ELF virtual address.
+    pub bias: usize,
+    /// Its path as the loader has it, NUL-terminated; empty for the main executable.
+    pub name: *const core::ffi::c_char,
+    /// The address of its dynamic section (`Elf64_Dyn` entries: tag and value, 8 bytes each,
+    /// ending with a null tag), 0 if it has none.
+    pub dynamic: usize,
+    /// Its unwind tables' search index (`PT_GNU_EH_FRAME`, `.eh_frame_hdr`), 0 if it has none.
+    pub eh_frame: usize,
+}
+
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: *mut core::ffi::c_void,
+    map_end: *mut core::ffi::c_void,
+    link_map: *mut LinkMap,
+    eh_frame: *mut core::ffi::c_void,
+    reserved: [u64; 7],
+}
+
+/// The public head of glibc's `struct link_map` (`<link.h>`).
+#[repr(C)]
+struct LinkMap {
+    l_addr: usize,
+    l_name: *const core::ffi::c_char,
+    l_ld: usize,
+}
+
+extern "C" {
+    /// glibc 2.35+: the object containing `pc`, without the loader lock and without allocating
+    /// (async-signal-safe).
+    fn _dl_find_object(pc: *mut core::ffi::c_void, result: *mut DlFindObject) -> core::ffi::c_int;
+}
+
+/// The loaded object whose mapping holds `pc`, if any. No lock, no allocation: callable from a
+/// signal handler.
+pub fn loaded_object(pc: usize) -> Option<LoadedObject> {
+    let mut found = DlFindObject {
+        flags: 0,
+        map_start: core::ptr::null_mut(),
+        map_end: core::ptr::null_mut(),
+        link_map: core::ptr::null_mut(),
+        eh_frame: core::ptr::null_mut(),
+        reserved: [0; 7],
+    };
+    // SAFETY: `found` is a valid result buffer; _dl_find_object only reads loader state.
+    if unsafe { _dl_find_object(pc as *mut core::ffi::c_void, &mut found) } != 0 || found.link_map.is_null() {
+        return None;
+    }
+    // SAFETY: a link map the loader returned for a loaded object stays valid while the object
+    // is loaded, which it is while code of it runs or is on a stack being reported.
+    let map = unsafe { &*found.link_map };
+    Some(LoadedObject {
+        start: found.map_start as usize,
+        end: found.map_end as usize,
+        bias: map.l_addr,
+        name: map.l_name,
+        dynamic: map.l_ld,
+        eh_frame: found.eh_frame as usize,
+    })
+}
+
+/// Writes the path of the running executable into `buf` (`/proc/self/exe`); returns its length,
+/// 0 if it cannot be read (or does not fit).
+pub fn executable_path(buf: &mut [u8]) -> usize {
+    // SAFETY: readlink writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::readlink(c"/proc/self/exe".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 || n as usize >= buf.len() {
+        0
+    } else {
+        n as usize
+    }
+}
+
 /// The real-time signals applications may use, `SIGRTMIN..=SIGRTMAX` (the C library keeps the
 /// first few of the kernel's for itself, so `SIGRTMIN` is 34 with glibc, not 32).
 pub fn realtime_signals() -> (i32, i32) {

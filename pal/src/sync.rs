@@ -40,8 +40,12 @@ pub enum Rank {
     HugeDescriptors,
     /// The cache of freed huge mappings (`huge.rs`).
     HugeCache,
-    /// The metadata pool (`meta.rs`): the last, since everyone may need metadata.
+    /// The metadata pool (`meta.rs`): the last of the allocator's, since everyone may need
+    /// metadata.
     Meta,
+    /// The queue of guarded-sampling slots (allocator, `guard`): taken alone, and last by the
+    /// `fork` handlers.
+    GuardSlots,
     /// Locks of this crate's unit tests that are not part of the order.
     #[cfg(test)]
     Test,
@@ -60,6 +64,7 @@ impl Rank {
             Rank::HugeDescriptors => "HugeDescriptors",
             Rank::HugeCache => "HugeCache",
             Rank::Meta => "Meta",
+            Rank::GuardSlots => "GuardSlots",
             #[cfg(test)]
             Rank::Test => "Test",
         }

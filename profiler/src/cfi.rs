@@ -58,7 +58,7 @@
 //! CFA above the last `rsp` by at most [`MAX_FRAME_BYTES`], 8-aligned); with correct unwind
 //! tables they stay inside the frames being walked, as libgcc's do.
 
-use core::ffi::{c_int, c_void};
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::unwind::{Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
@@ -68,33 +68,6 @@ pub const SLOTS: usize = 4096;
 /// Entries per set: an address's rule is in one of the `WAYS` entries of its set, the most
 /// recently remembered first.
 pub const WAYS: usize = 4;
-
-#[repr(C)]
-struct DlFindObject {
-    flags: u64,
-    map_start: *mut c_void,
-    map_end: *mut c_void,
-    link_map: *mut c_void,
-    eh_frame: *mut c_void,
-    reserved: [u64; 7],
-}
-
-impl DlFindObject {
-    /// An out-parameter to fill.
-    const EMPTY: DlFindObject = DlFindObject {
-        flags: 0,
-        map_start: core::ptr::null_mut(),
-        map_end: core::ptr::null_mut(),
-        link_map: core::ptr::null_mut(),
-        eh_frame: core::ptr::null_mut(),
-        reserved: [0; 7],
-    };
-}
-
-extern "C" {
-    /// glibc 2.35+: the object containing `pc`, without the loader lock and without allocating.
-    fn _dl_find_object(pc: *mut c_void, result: *mut DlFindObject) -> c_int;
-}
 
 /// How to step out of a frame (see the module docs). Packed into a `u64` for the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -703,15 +676,15 @@ fn rule_for(lookup: usize) -> Result<Rule, Miss> {
 #[inline(always)]
 fn rule_in_walk(lookup: usize, last: &mut LastObject) -> Result<Rule, Miss> {
     if lookup < last.start || lookup >= last.end {
-        let mut obj = DlFindObject::EMPTY;
-        // SAFETY: `obj` is a valid out-parameter; the call neither allocates nor locks.
-        if unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) } != 0 || obj.eh_frame.is_null() {
-            return Err(Miss::NoFrame);
-        }
+        // `_dl_find_object`: neither allocates nor locks.
+        let obj = match tally_pal::process::loaded_object(lookup) {
+            Some(obj) if obj.eh_frame != 0 => obj,
+            _ => return Err(Miss::NoFrame),
+        };
         *last = LastObject {
-            start: obj.map_start as usize,
-            end: obj.map_end as usize,
-            eh_frame: obj.eh_frame as usize,
+            start: obj.start,
+            end: obj.end,
+            eh_frame: obj.eh_frame,
         };
     }
     let object = last.start;
@@ -1039,6 +1012,7 @@ mod tests {
 
     use super::*;
     use crate::unwind::{Libgcc, Unwinder};
+    use core::ffi::c_int;
     use std::vec::Vec;
 
     fn cursor(bytes: &[u8]) -> Cursor {
@@ -1343,11 +1317,9 @@ mod tests {
         // table when there is an entry (a planted wrong one comes back), and is computed from the
         // object's tables when there is none (after the entry is evicted).
         let lookup = cfa_of_frames as *const () as usize + 1;
-        let mut obj = DlFindObject::EMPTY;
-        // SAFETY: a valid out-parameter.
-        assert_eq!(unsafe { _dl_find_object(lookup as *mut c_void, &mut obj) }, 0);
-        let object = obj.map_start as usize;
-        let Ok(computed) = compute(obj.eh_frame as usize, lookup) else {
+        let obj = tally_pal::process::loaded_object(lookup).expect("this test's own code is loaded");
+        let object = obj.start;
+        let Ok(computed) = compute(obj.eh_frame, lookup) else {
             panic!("no rule for this test's own code")
         };
         assert!(matches!(rule_for(lookup), Ok(r) if r == computed));
