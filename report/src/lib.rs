@@ -13,28 +13,31 @@
 //! 6. [`object_file`] — one ELF file: segments, symbol tables, DWARF, separate debug files.
 //! 7. [`allocator_frames`] — which functions are the allocator's entry points.
 //! 8. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
-//! 9. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
-//! 10. [`hints`] — the largest stacks of a profile, and hints from a bundled table
+//! 9. [`guard_report`] — the frames of a guarded-sampling report (use-after-free, overflow, bad
+//!    free) named with functions, files and lines, for `tally symbolize` and `tally run --guard`.
+//! 10. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
+//! 11. [`hints`] — the largest stacks of a profile, and hints from a bundled table
 //!     (`data/known-leaks.txt`) about the well-known native leaks they match.
-//! 11. [`series`] — a series of dumps of one process: their order and positions (the HTML
+//! 12. [`series`] — a series of dumps of one process: their order and positions (the HTML
 //!     report's growth chart draws on its axis).
-//! 12. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
+//! 13. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
 //!     asking a running JVM for one.
-//! 13. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
+//! 14. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 14. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 15. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//! 15. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 16. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 16. [`signal`] — signals by name (`SIGSEGV`, `SIGRTMIN+3`) and back.
-//! 17. [`supervise`] — the program `tally run` starts: its own process group, the terminal, and
+//! 17. [`signal`] — signals by name (`SIGSEGV`, `SIGRTMIN+3`) and back.
+//! 18. [`supervise`] — the program `tally run` starts: its own process group, the terminal, and
 //!     interrupts passed on after asking it for a profile.
-//! 18. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 19. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod allocator_frames;
 pub mod demangle;
 pub mod dump;
 pub mod error;
+pub mod guard_report;
 pub mod hints;
 pub mod leaks;
 pub mod memory_map;

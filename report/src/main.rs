@@ -1,16 +1,26 @@
 //! The `tally` command. `tally report` reads a heap dump and prints where live memory was
 //! allocated, `tally leaks` ranks the stacks of a series of dumps by steady growth, `tally run`
-//! runs a program under Tally's profiler and reports its final dump; see `docs/report.md`.
-//! Errors print as one line, `tally: FILE:LINE: what is wrong`, and exit with code 2; warnings
-//! (a mapped file that is gone) print as `tally: warning: …` and do not stop the report.
+//! runs a program under Tally's profiler and reports its final dump (and, with `--guard`, the
+//! guarded-sampling report of a use-after-free, overflow or bad free it made); see
+//! `docs/report.md`. Errors print as one line, `tally: FILE:LINE: what is wrong`, and exit with
+//! code 2; warnings (a mapped file that is gone) print as `tally: warning: …` and do not stop the
+//! report.
+//!
+//! `tally symbolize [FILE]` names the frames of a guarded-sampling report (see
+//! [`tally_report::guard_report`]) with functions, files and lines. It is a filter: the report
+//! from FILE or standard input to standard output. Its errors (an unreadable FILE, no frames in
+//! it) print as `tally symbolize: …` and exit with code 1; an object it cannot read leaves its
+//! frames as they were and is named in a warning at the end, `tally symbolize: cannot read
+//! OBJECT: reason`.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use regex::Regex;
+use tally_report::guard_report::symbolize_report;
 use tally_report::profile::{Granularity, SampleType};
 use tally_report::run::{run, RunOptions};
 use tally_report::{leaks, report, split_binary, Error, LeaksOptions, Output, ReportOptions, BROKEN_PIPE};
@@ -31,7 +41,28 @@ enum Command {
     Leaks(LeaksArgs),
     /// Run a program under libtally.so with the profiler on, then report its final dump.
     Run(RunArgs),
+    /// Name the frames of a guarded-sampling report (use-after-free, overflow, bad free) with
+    /// functions, files and lines.
+    #[command(long_about = SYMBOLIZE_ABOUT)]
+    Symbolize(SymbolizeArgs),
 }
+
+/// `tally symbolize --help`'s text (clap does not wrap it: its lines are short).
+const SYMBOLIZE_ABOUT: &str = "\
+Name the frames of a guarded-sampling report (use-after-free, overflow, bad free) with
+functions, files and lines.
+
+The allocator writes such a report to standard error (and to <prefix>.<pid>.guard with
+guard_report:<prefix>), naming frames by their dynamic symbols only. Each frame line,
+  #N 0xADDR [in SYMBOL+0xOFF] (OBJECT+0xVADDR)
+found anywhere in a line, is looked up at VADDR-1 (the call) in OBJECT's DWARF, or its
+separate debug file, and symbol tables, and printed as
+  #N 0xADDR in FUNCTION at FILE:LINE (OBJECT+0xVADDR)
+after one line per inlined call, innermost first, ending in (inlined) instead of the object.
+Every other line, and every frame that cannot be resolved, is copied unchanged; objects that
+cannot be read are named on standard error at the end.
+
+Exit status: 0; 1 when FILE cannot be read or holds no frame line.";
 
 #[derive(Args)]
 #[command(group(ArgGroup::new("output").args(["text", "collapsed", "pprof", "dot", "svg", "flame", "html"])))]
@@ -156,6 +187,20 @@ struct RunArgs {
     /// pointers (JAVA_TOOL_OPTIONS, NODE_OPTIONS).
     #[arg(long = "no-runtime-flags")]
     no_runtime_flags: bool,
+    /// Guarded sampling: one allocation in N on average (default 100) between guard pages
+    /// (guard_rate:N, guard_slots:512, guard_report:<DIR>/tally in TALLY_CONF, before --conf).
+    /// The report of a use-after-free, overflow or bad free it catches
+    /// (<DIR>/tally.<pid>.guard) is printed again to standard error with files and lines, as by
+    /// `tally symbolize`, before the heap report.
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "100",
+        value_parser = guard_rate,
+    )]
+    guard: Option<u64>,
     /// The program and its arguments.
     #[arg(
         value_name = "PROGRAM [ARGS]",
@@ -164,6 +209,25 @@ struct RunArgs {
         allow_hyphen_values = true
     )]
     command: Vec<OsString>,
+}
+
+#[derive(Args)]
+struct SymbolizeArgs {
+    /// Where separate debug files live (repeatable; default /usr/lib/debug).
+    #[arg(long = "debug-dir", value_name = "DIR")]
+    debug_dirs: Vec<PathBuf>,
+    /// The report (standard input when absent or `-`).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+/// A `guard_rate` for `--guard`: a whole number, at least 1.
+fn guard_rate(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("0 would guard nothing: give a whole number of at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number of at least 1".into()),
+    }
 }
 
 /// A count of rows, suspects or frames: a whole number, at least 1.
@@ -290,6 +354,46 @@ fn leaks_options(args: LeaksArgs) -> LeaksOptions {
     }
 }
 
+/// `tally symbolize`: the report from `args.file` (or standard input) to `out`, frames named.
+/// Its errors are one line each, `tally symbolize: …`, with exit code 1.
+fn symbolize(args: &SymbolizeArgs, out: &mut dyn Write) -> ExitCode {
+    let fail = |message: String| {
+        eprintln!("tally symbolize: {}", tally_report::error::one_line(&message));
+        ExitCode::from(1)
+    };
+    let file = args.file.as_ref().filter(|f| f.as_os_str() != "-");
+    let (name, read) = match file {
+        Some(path) => (path.display().to_string(), std::fs::read(path)),
+        None => {
+            let mut text = Vec::new();
+            let read = std::io::stdin().lock().read_to_end(&mut text).map(|_| text);
+            ("standard input".to_string(), read)
+        }
+    };
+    let text = match read {
+        Ok(text) => text,
+        Err(e) => return fail(format!("{name}: {}", tally_report::object_file::io_message(e))),
+    };
+    let symbolized = symbolize_report(&text, &args.debug_dirs);
+    if symbolized.frames == 0 {
+        return fail(format!(
+            "no frames of a Tally guard report in {name} (lines like `#0 0x55f1d2a011a9 in f+0x20 (/path/to/program+0x11a9)`)"
+        ));
+    }
+    let written = out.write_all(&symbolized.text).and_then(|()| out.flush());
+    for warning in &symbolized.warnings {
+        eprintln!("tally symbolize: {}", tally_report::error::one_line(warning));
+    }
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format!(
+            "standard output: {}",
+            tally_report::object_file::io_message(e)
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match parse_command_line() {
         Ok(cli) => cli,
@@ -311,6 +415,7 @@ fn main() -> ExitCode {
             report_options(args).and_then(|options| report(&options, &mut out, &mut warn))
         }
         Command::Leaks(args) => leaks(&leaks_options(args), &mut out, &mut warn),
+        Command::Symbolize(args) => return symbolize(&args, &mut out),
         Command::Run(args) => {
             let options = RunOptions {
                 command: args.command,
@@ -319,8 +424,9 @@ fn main() -> ExitCode {
                 top: args.top,
                 granularity: granularity(args.lines),
                 no_runtime_flags: args.no_runtime_flags,
+                guard: args.guard,
             };
-            run(&options, &mut out, &mut warn).and_then(|outcome| {
+            run(&options, &mut out, &mut std::io::stderr(), &mut warn).and_then(|outcome| {
                 code = Some(outcome.code);
                 outcome.error.map_or(Ok(()), Err)
             })
@@ -334,6 +440,45 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("tally: {e}");
             ExitCode::from(code.filter(|&c| c != 0).unwrap_or(2))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard_of(args: &[&str]) -> (Option<u64>, Vec<OsString>) {
+        let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.command {
+            Command::Run(run) => (run.guard, run.command),
+            _ => panic!("{args:?}: not run"),
+        }
+    }
+
+    #[test]
+    fn guard_takes_its_rate_only_after_an_equals_sign() {
+        let program = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            guard_of(&["tally", "run", "--guard", "prog", "7"]),
+            (
+                Some(tally_report::run::DEFAULT_GUARD_RATE),
+                program(&["prog", "7"])
+            )
+        );
+        assert_eq!(
+            guard_of(&["tally", "run", "--guard=7", "--conf", "guard_slots:8", "prog"]),
+            (Some(7), program(&["prog"]))
+        );
+        assert_eq!(
+            guard_of(&["tally", "run", "prog", "--guard"]),
+            (None, program(&["prog", "--guard"]))
+        );
+        for bad in ["--guard=0", "--guard=x", "--guard="] {
+            assert!(
+                Cli::try_parse_from(["tally", "run", bad, "prog"]).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -199,6 +199,14 @@ impl ObjectFile {
             .map(|s| s.address.wrapping_add(offset - s.offset))
     }
 
+    /// Whether a loadable segment maps virtual address `address` to a byte of the file (code
+    /// always is; `.bss` is not).
+    pub fn maps_address(&self, address: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|s| address >= s.address && address - s.address < s.size)
+    }
+
     /// Whether the file has DWARF (its own or from a debug file).
     pub fn has_dwarf(&self) -> bool {
         self.dwarf.is_some()

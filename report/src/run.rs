@@ -31,20 +31,35 @@
 //!   the user's `prof_signal` wins): the signal `tally` asks the program for a profile with when
 //!   it is interrupted.
 //!
+//! - with `--guard[=N]`, guarded sampling (one allocation in N on average placed between guard
+//!   pages): `guard_rate:N,guard_slots:512,guard_report:<DIR>/tally` in `TALLY_CONF` (N is 100
+//!   when not given; before `--conf`, so the user's keys win). The allocator prints the report of
+//!   a use-after-free, an overflow or a bad free it catches to the program's standard error as it
+//!   happens, with frames it can only name by dynamic symbols, and writes it to
+//!   `<guard_report>.<pid>.guard` too. When the program has ended, that file of the program's
+//!   pid is printed again to standard error with its frames named by [`crate::guard_report`]
+//!   (as `tally symbolize` would), before the heap report. A program a signal killed (the fault's
+//!   `SIGSEGV`) often wrote no heap profile: then the guard report is all `tally run` prints,
+//!   and the missing profile is no error. A report file that was there before the program
+//!   started, and is unchanged, is an earlier process's (whose pid the program got again) and
+//!   is not printed.
+//!
 //! Its standard streams are the terminal's, but it runs in a process group of its own, and
 //! Ctrl-C, `Ctrl-\` and `kill` of `tally` reach `tally`, which asks the program for a profile and
 //! then passes the signal on, so that a program stopped with Ctrl-C is still reported (see
 //! [`crate::supervise`]). The report is of the program's own dump, found by its pid (see
 //! [`run`]). `tally run` exits with the program's exit code (128 + N when a signal N ended it).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 use crate::error::Error;
+use crate::guard_report::symbolize_report;
 use crate::object_file::io_message;
 use crate::pipeline::{report, Output, ReportOptions};
 use crate::profile::Granularity;
@@ -67,7 +82,14 @@ pub struct RunOptions {
     pub granularity: Granularity,
     /// Leave `JAVA_TOOL_OPTIONS` and `NODE_OPTIONS` alone (`--no-runtime-flags`).
     pub no_runtime_flags: bool,
+    /// Guarded sampling at this `guard_rate` (`--guard[=N]`), and its report printed.
+    pub guard: Option<u64>,
 }
+
+/// The `guard_rate` of `--guard` without a value.
+pub const DEFAULT_GUARD_RATE: u64 = 100;
+/// The `guard_slots` `--guard` asks for: how many blocks can be guarded at once.
+pub const GUARD_SLOTS: u32 = 512;
 
 /// The flags `tally run` gives a JVM, through `JAVA_TOOL_OPTIONS`, when there is no agent.
 pub const JAVA_FLAGS: &str =
@@ -149,12 +171,19 @@ pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<Path
 }
 
 /// The `TALLY_CONF` of a run writing dumps to `prefix`, asking for profiles with `prof_signal`,
-/// then `extra` (`--conf`), whose keys win.
-pub fn conf(prefix: &Path, prof_signal: i32, extra: Option<&str>) -> String {
+/// guarding blocks at `guard_rate` with their reports to `prefix` too (when `Some`), then
+/// `extra` (`--conf`), whose keys win.
+pub fn conf(prefix: &Path, prof_signal: i32, guard_rate: Option<u64>, extra: Option<&str>) -> String {
     let mut conf = format!(
         "prof:true,prof_final:true,prof_prefix:{},prof_signal:{prof_signal}",
         prefix.display()
     );
+    if let Some(rate) = guard_rate {
+        conf.push_str(&format!(
+            ",guard_rate:{rate},guard_slots:{GUARD_SLOTS},guard_report:{}",
+            prefix.display()
+        ));
+    }
     if let Some(extra) = extra.filter(|e| !e.is_empty()) {
         conf.push(',');
         conf.push_str(extra);
@@ -269,8 +298,87 @@ pub fn dump_to_report(place: &DumpPlace, pid: u32) -> Option<(PathBuf, bool)> {
     dumps.into_iter().last().map(|(_, path)| (path, false))
 }
 
-/// Runs the program, then reports its dump to `out`. An error before the program ran (no
-/// library, no program) is `Err`; one after it is in the outcome, with the program's code.
+/// The guard report process `pid` writes with `guard_report:<prefix>`: `<prefix>.<pid>.guard`.
+pub fn guard_report_path(prefix: &Path, pid: u32) -> PathBuf {
+    let mut path = prefix.as_os_str().to_owned();
+    path.push(format!(".{pid}.guard"));
+    PathBuf::from(path)
+}
+
+/// The guard reports of any process already written with `guard_report:<prefix>`, with when
+/// each last changed (when known): taken before a run, they tell an earlier process's report
+/// (whose pid the program got again) from the program's own.
+pub fn guard_reports(prefix: &Path) -> HashMap<PathBuf, Option<SystemTime>> {
+    let place = DumpPlace::of(prefix);
+    let Ok(entries) = std::fs::read_dir(&place.dir) else {
+        return HashMap::new();
+    };
+    let start = format!("{}.", place.name);
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&start) && n.ends_with(".guard"))
+        })
+        .map(|entry| (entry.path(), entry.metadata().and_then(|m| m.modified()).ok()))
+        .collect()
+}
+
+/// Whether the guard report at `path` is new since `before` ([`guard_reports`]): it was not
+/// there, or it changed.
+pub fn is_new_guard_report(path: &Path, before: &HashMap<PathBuf, Option<SystemTime>>) -> bool {
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return false;
+    };
+    match before.get(path) {
+        None => true,
+        Some(None) => true,
+        Some(Some(then)) => metadata.modified().ok() != Some(*then),
+    }
+}
+
+/// Prints the guard report at `path`, its frames named, to `out` when the program wrote it
+/// (module docs); says whether it printed one.
+fn print_guard_report(
+    path: &Path,
+    before: &HashMap<PathBuf, Option<SystemTime>>,
+    out: &mut dyn Write,
+    warn: &mut dyn FnMut(&str),
+) -> bool {
+    if !is_new_guard_report(path, before) {
+        return false;
+    }
+    let text = match std::fs::read(path) {
+        Ok(text) if text.is_empty() => {
+            warn(&format!(
+                "run: {} is empty: the guard report was cut short",
+                path.display()
+            ));
+            return false;
+        }
+        Ok(text) => text,
+        Err(e) => {
+            warn(&format!("run: {}: {}", path.display(), io_message(e)));
+            return false;
+        }
+    };
+    let symbolized = symbolize_report(&text, &[]);
+    let _ = out.write_all(&symbolized.text);
+    if !symbolized.text.ends_with(b"\n") {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+    for warning in &symbolized.warnings {
+        warn(&format!("run: {warning}"));
+    }
+    true
+}
+
+/// Runs the program, then reports its dump to `out`, after its guard report, if it wrote one, to
+/// `guard_out` (module docs). An error before the program ran (no library, no program) is `Err`;
+/// one after it is in the outcome, with the program's code.
 ///
 /// The dump is the program's own: one whose name carries its pid (which `exec` keeps). Its final
 /// dump, or else the last one it wrote (on an interrupt, the one `tally` asked for; see
@@ -281,6 +389,7 @@ pub fn dump_to_report(place: &DumpPlace, pid: u32) -> Option<(PathBuf, bool)> {
 pub fn run(
     options: &RunOptions,
     out: &mut dyn Write,
+    guard_out: &mut dyn Write,
     warn: &mut dyn FnMut(&str),
 ) -> Result<RunOutcome, Error> {
     let library = find_library()?;
@@ -295,8 +404,16 @@ pub fn run(
         None => PathBuf::from("."),
     };
     let dir = std::path::absolute(&dir).map_err(|e| Error::file(&dir, io_message(e)))?;
-    let conf = conf(&dir.join("tally"), default_prof_signal(), options.conf.as_deref());
+    let conf = conf(
+        &dir.join("tally"),
+        default_prof_signal(),
+        options.guard,
+        options.conf.as_deref(),
+    );
     let place = DumpPlace::of(Path::new(conf_value(&conf, "prof_prefix").unwrap_or("tally")));
+    let guard_prefix = conf_value(&conf, "guard_report")
+        .filter(|prefix| !prefix.is_empty())
+        .map(PathBuf::from);
     let prof_signal = conf_value(&conf, "prof_signal").and_then(|value| {
         let signal = signal::parse(value);
         if signal.is_none() && value != "0" {
@@ -325,6 +442,7 @@ pub fn run(
         }
     }
     let before: HashSet<PathBuf> = place.dumps().into_iter().map(|(_, path)| path).collect();
+    let guard_reports_before = guard_prefix.as_deref().map(guard_reports).unwrap_or_default();
     let mut supervisor =
         Supervisor::new().map_err(|e| Error::new(format!("run: blocking signals: {}", io_message(e))))?;
     let child = supervisor
@@ -348,8 +466,20 @@ pub fn run(
     let code = exit_code(ended.status);
     let program = program.to_string_lossy();
     let killed_by = ended.status.signal();
+    let guard_printed = guard_prefix.is_some_and(|prefix| {
+        print_guard_report(
+            &guard_report_path(&prefix, pid),
+            &guard_reports_before,
+            guard_out,
+            warn,
+        )
+    });
 
     let Some((dump, is_final)) = dump_to_report(&place, pid) else {
+        if guard_printed && killed_by.is_some() {
+            // The fault the guard report names killed it before its final dump.
+            return Ok(RunOutcome { code, error: None });
+        }
         let error = if let Some(signal) = killed_by {
             format!(
                 "run: {program} was killed by {} before it wrote a heap profile",
@@ -417,18 +547,75 @@ mod tests {
     #[test]
     fn builds_the_conf() {
         assert_eq!(
-            conf(Path::new("/d/tally"), 37, Some("lg_prof_sample:12")),
+            conf(Path::new("/d/tally"), 37, None, Some("lg_prof_sample:12")),
             "prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,lg_prof_sample:12"
         );
         let conf = conf(
             Path::new("/d/tally"),
             37,
+            None,
             Some("prof_signal:SIGUSR2,prof_prefix:/e/p"),
         );
         assert_eq!(conf_value(&conf, "prof_signal"), Some("SIGUSR2"));
         assert_eq!(conf_value(&conf, "prof_prefix"), Some("/e/p"));
         assert_eq!(conf_value(&conf, "prof"), Some("true"));
         assert_eq!(conf_value(&conf, "lg_prof_sample"), None);
+        assert_eq!(conf_value(&conf, "guard_report"), None);
+    }
+
+    #[test]
+    fn puts_the_guard_options_before_the_users() {
+        assert_eq!(
+            conf(Path::new("/d/tally"), 37, Some(DEFAULT_GUARD_RATE), None),
+            "prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,\
+             guard_rate:100,guard_slots:512,guard_report:/d/tally"
+        );
+        let conf = conf(
+            Path::new("/d/tally"),
+            37,
+            Some(7),
+            Some("guard_slots:64,guard_report:/e/g,lg_prof_sample:12"),
+        );
+        assert_eq!(
+            conf,
+            "prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,\
+             guard_rate:7,guard_slots:512,guard_report:/d/tally,guard_slots:64,guard_report:/e/g,lg_prof_sample:12"
+        );
+        // The user's keys, later, win.
+        assert_eq!(conf_value(&conf, "guard_rate"), Some("7"));
+        assert_eq!(conf_value(&conf, "guard_slots"), Some("64"));
+        assert_eq!(conf_value(&conf, "guard_report"), Some("/e/g"));
+        assert_eq!(
+            guard_report_path(Path::new(conf_value(&conf, "guard_report").unwrap()), 4242),
+            Path::new("/e/g.4242.guard")
+        );
+    }
+
+    #[test]
+    fn takes_only_a_guard_report_the_program_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("tally");
+        let old = guard_report_path(&prefix, 7);
+        std::fs::write(&old, "tally: guard: old\n").unwrap();
+        std::fs::write(dir.path().join("other.7.guard"), "").unwrap();
+        std::fs::write(dir.path().join("tally.7.1.f.heap"), "").unwrap();
+        let before = guard_reports(&prefix);
+        assert_eq!(before.keys().collect::<Vec<_>>(), [&old]);
+        assert!(
+            !is_new_guard_report(&old, &before),
+            "unchanged since the run began"
+        );
+        assert!(
+            !is_new_guard_report(&guard_report_path(&prefix, 8), &before),
+            "not written"
+        );
+        std::fs::write(guard_report_path(&prefix, 8), "x").unwrap();
+        assert!(is_new_guard_report(&guard_report_path(&prefix, 8), &before));
+        // Written again by the program (same pid): its mtime moved on.
+        let file = std::fs::File::options().write(true).open(&old).unwrap();
+        file.set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(is_new_guard_report(&old, &before));
     }
 
     #[test]

@@ -248,3 +248,104 @@ fn a_program_reading_the_terminal_is_given_it() {
     assert!(text.contains("typed line\ntyped line\n"), "{text:?}");
     assert!(text.contains("head wrote no heap profile"), "{text:?}");
 }
+
+/// `tally run --out dir args` with `TALLY_SO` set to an empty shared library built here (for
+/// what needs neither an allocator nor a profile, and so not Debian's jemalloc either).
+fn tally_run_stub(dir: &Path, args: &[&str]) -> Output {
+    let stub = dir.join("stub.so");
+    if !stub.is_file() {
+        need("cc", "build-essential");
+        std::fs::create_dir_all(dir).unwrap();
+        common::run(
+            Command::new("cc")
+                .args(["-shared", "-o"])
+                .arg(&stub)
+                .args(["-x", "c", "/dev/null"]),
+        );
+    }
+    tally()
+        .arg("run")
+        .arg("--out")
+        .arg(dir)
+        .args(args)
+        .env("TALLY_SO", &stub)
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn guard_puts_its_options_before_the_users_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = ["sh", "-c", "echo \"TALLY_CONF=$TALLY_CONF\""];
+    let conf_of = |flags: &[&str]| {
+        let args: Vec<&str> = flags.iter().chain(&["--"]).chain(&echo).copied().collect();
+        let output = tally_run_stub(dir.path(), &args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("TALLY_CONF="))
+            .unwrap_or_else(|| panic!("{stdout}"))
+            .to_string()
+    };
+    let base = format!(
+        "prof:true,prof_final:true,prof_prefix:{}/tally,prof_signal:{}",
+        dir.path().display(),
+        tally_report::run::default_prof_signal()
+    );
+    assert_eq!(conf_of(&[]), base, "no guard options without --guard");
+    assert_eq!(
+        conf_of(&["--guard"]),
+        format!(
+            "{base},guard_rate:100,guard_slots:512,guard_report:{}/tally",
+            dir.path().display()
+        )
+    );
+    assert_eq!(
+        conf_of(&["--guard=7", "--conf", "guard_slots:8"]),
+        format!(
+            "{base},guard_rate:7,guard_slots:512,guard_report:{}/tally,guard_slots:8",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn guard_prints_the_programs_report_symbolized_and_a_fault_without_a_dump_is_no_error() {
+    // The program stands in for the allocator: it writes the report of its own pid where
+    // guard_report says, then dies of SIGSEGV before any heap profile.
+    let dir = tempfile::tempdir().unwrap();
+    let binary = compile(&data("guard_uaf.c"), dir.path(), "uaf");
+    let in_make_block = return_address(&binary, "make_block", "malloc");
+    let frame = format!(
+        "tally: guard:   #0 0x000055f1d2a01171 in make_block+0x18 ({}+{in_make_block:#x})",
+        binary.display()
+    );
+    let kind = "tally: guard: use-after-free: write at 0x7f0c1a2b3f08, 8 bytes into the 64-byte block at 0x7f0c1a2b3f00";
+    let out = dir.path().join("out");
+    let script = format!(
+        "prefix=${{TALLY_CONF##*guard_report:}}; printf '%s\\n' '{kind}' '{frame}' > \"$prefix.$$.guard\"; kill -SEGV $$"
+    );
+    let output = tally_run_stub(&out, &["--guard", "sh", "-c", &script]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(128 + 11), "{stderr}");
+    let source = data("guard_uaf.c");
+    assert_eq!(
+        stderr,
+        format!(
+            "{kind}\ntally: guard:   #0 0x000055f1d2a01171 in make_block at {}:{} ({}+{in_make_block:#x})\n",
+            source.display(),
+            line_of(&source, "make_block: malloc"),
+            binary.display()
+        )
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+
+    // Without --guard (and so without guard_report), no report is looked for.
+    let output = tally_run_stub(&out, &["sh", "-c", "kill -SEGV $$"]);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("before it wrote a heap profile"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -106,6 +106,36 @@ pub fn compile_linked(source: &Path, dir: &Path, name: &str, libraries: &[&str])
     out
 }
 
+/// The ELF virtual address of the instruction after `function`'s (first) call to `callee`: the
+/// return address a stack captured in `callee` holds.
+pub fn return_address(binary: &Path, function: &str, callee: &str) -> u64 {
+    need("objdump", "binutils");
+    let text = stdout(
+        Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(binary),
+    );
+    let body: Vec<&str> = text
+        .split("\n\n")
+        .find(|block| {
+            block
+                .lines()
+                .next()
+                .is_some_and(|l| l.ends_with(&format!("<{function}>:")))
+        })
+        .unwrap_or_else(|| panic!("no {function} in {}", binary.display()))
+        .lines()
+        .skip(1)
+        .collect();
+    let call = body
+        .iter()
+        .position(|l| l.contains("call") && l.contains(&format!("<{callee}")))
+        .unwrap_or_else(|| panic!("{function} calls no {callee}:\n{}", body.join("\n")));
+    let next = body.get(call + 1).expect("an instruction after the call");
+    let address = next.trim().split(':').next().unwrap();
+    u64::from_str_radix(address, 16).unwrap()
+}
+
 /// Runs `program` under jemalloc with profiling at mean period 2^`lg_sample` bytes and a final
 /// dump; returns the dumps it wrote, sorted by name (manual dumps `.m<n>.` before the final `.f.`).
 pub fn profile(program: &Path, dir: &Path, lg_sample: u32) -> Vec<PathBuf> {
