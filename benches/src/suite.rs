@@ -60,9 +60,13 @@ pub struct Allocator {
     pub tally_conf: Option<&'static str>,
 }
 
+/// `TALLY_CONF` of the `tally-guard` column: guarded sampling at the rate `docs/guard.md`
+/// recommends for production.
+pub const GUARD_CONF: &str = "guard_rate:100000";
+
 /// Every allocator, in column order. `tally-alt` and `tally-alt-prof` run only with `--alt-so`
 /// (the second only when listed).
-pub const ALLOCATORS: [Allocator; 9] = [
+pub const ALLOCATORS: [Allocator; 10] = [
     Allocator {
         name: "glibc",
         preload: Preload::Nothing,
@@ -82,6 +86,11 @@ pub const ALLOCATORS: [Allocator; 9] = [
         name: "tally-prof17",
         preload: Preload::Tally,
         tally_conf: Some("prof:true,lg_prof_sample:17"),
+    },
+    Allocator {
+        name: "tally-guard",
+        preload: Preload::Tally,
+        tally_conf: Some(GUARD_CONF),
     },
     Allocator {
         name: "jemalloc",
@@ -257,7 +266,8 @@ options:
   --workloads A,B     default: all of small_objects,larson,prodcons,false_sharing,realloc_growth,
                       large_blocks,fragmentation,thread_churn,generations,size_churn,
                       prodcons_many,python,sqlite
-  --allocators A,B    default: glibc,tally,tally-prof,tally-prof17,jemalloc,mimalloc,tcmalloc
+  --allocators A,B    default: glibc,tally,tally-prof,tally-prof17,tally-guard,jemalloc,mimalloc,
+                      tcmalloc
                       (tally-alt, a second libtally.so from --alt-so, is added with --alt-so;
                       tally-alt-prof, the same with prof:true, when listed)
   --tally-so PATH     default: <target dir>/release/libtally.so
@@ -540,7 +550,7 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
     if let Some(table) = profiling_overhead(&results.seconds) {
         let _ = writeln!(
             out,
-            "\n## Profiling overhead (median wall time with the profiler on / off)\n"
+            "\n## Profiling and guarding overhead (median wall time with the profiler or guarded sampling on / off)\n"
         );
         out.push_str(&table.render());
     }
@@ -553,10 +563,11 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
     out
 }
 
-/// The pairs of columns whose ratio is the profiler's cost: (profiler on, profiler off).
-const PROFILER_PAIRS: [(&str, &str); 3] = [
+/// The pairs of columns whose ratio is the profiler's or guarded sampling's cost: (on, off).
+const PROFILER_PAIRS: [(&str, &str); 4] = [
     ("tally-prof", "tally"),
     ("tally-prof17", "tally"),
+    ("tally-guard", "tally"),
     ("tally-alt-prof", "tally-alt"),
 ];
 
@@ -948,6 +959,7 @@ mod tests {
                 "tally",
                 "tally-prof",
                 "tally-prof17",
+                "tally-guard",
                 "jemalloc",
                 "mimalloc",
                 "tcmalloc"
@@ -1086,8 +1098,8 @@ mod tests {
             results.seconds.add(column, "python", 0, python);
         }
         let md = markdown(&results, &Machine::default(), "1 round");
-        assert!(md.contains("## Profiling overhead"), "{md}");
-        // Only tally-prof / tally ran (tally-prof17 and tally-alt-prof did not).
+        assert!(md.contains("## Profiling and guarding overhead"), "{md}");
+        // Only tally-prof / tally ran (tally-prof17, tally-guard and tally-alt-prof did not).
         assert!(md.contains("| workload | tally-prof / tally |\n"), "{md}");
         assert!(md.contains("| larson | 1.100× |\n| python | 1.000× |\n"), "{md}");
         // The geometric mean of 1.1 and 1.0.

@@ -190,27 +190,15 @@ pub unsafe fn protect_rw(p: *mut u8, size: usize) -> bool {
     unsafe { libc::mprotect(p.cast(), size, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
-/// Makes `[p, p + size)` inaccessible again and drops its contents in one call: a fresh
-/// `PROT_NONE` mapping replaces the pages (`MAP_FIXED`), which stop counting as resident and
-/// read as zero when made accessible again. Returns false when the kernel refuses (the range
-/// then keeps its contents and protection).
+/// Makes `[p, p + size)` inaccessible again (`mprotect`); its pages keep their contents and
+/// stay resident. Returns false when the kernel refuses.
 ///
 /// # Safety
-/// The range must be page-aligned, inside a reservation the caller owns, its contents dead.
+/// The range must be page-aligned, inside a mapping the caller owns, its contents dead.
 #[inline]
-pub unsafe fn retire(p: *mut u8, size: usize) -> bool {
-    // SAFETY: per the contract the range is the caller's; MAP_FIXED replaces only it.
-    let q = unsafe {
-        libc::mmap(
-            p.cast(),
-            size,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    q != libc::MAP_FAILED
+pub unsafe fn protect_none(p: *mut u8, size: usize) -> bool {
+    // SAFETY: per the contract the range is the caller's.
+    unsafe { libc::mprotect(p.cast(), size, libc::PROT_NONE) == 0 }
 }
 
 /// Whether the page holding `addr` is mapped (`mincore` fails with `ENOMEM` on unmapped
@@ -341,14 +329,18 @@ mod tests {
         assert!(!p.is_null());
         assert!(page_is_mapped(p as usize), "a PROT_NONE reservation is mapped");
         // SAFETY: the reservation was just made for this test; the page in its middle is opened,
-        // written, read, and retired; nothing else refers to it.
+        // written, read, closed and opened again; nothing else refers to it.
         unsafe {
             assert!(protect_rw(p.add(PAGE), PAGE));
             *p.add(PAGE + 5) = 9;
             assert_eq!(*p.add(PAGE + 5), 9);
-            assert!(retire(p.add(PAGE), PAGE));
+            assert!(protect_none(p.add(PAGE), PAGE));
             assert!(protect_rw(p.add(PAGE), PAGE));
-            assert_eq!(*p.add(PAGE + 5), 0, "a retired page comes back zero");
+            assert_eq!(
+                *p.add(PAGE + 5),
+                9,
+                "a page closed and opened again keeps its contents"
+            );
             unmap(p, 3 * PAGE);
         }
     }
