@@ -23,7 +23,7 @@ use core::sync::atomic::Ordering;
 use crate::arena::{self, ARENAS, MAX_ARENAS};
 use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
-use crate::{bin, decay, huge, meta, options, pagemap, prof_hooks, tcache};
+use crate::{bin, decay, guard, huge, meta, options, pagemap, prof_hooks, tcache};
 use tally_pal::{self as pal, LineBuf, PAGE};
 
 /// Counters of one size class.
@@ -136,11 +136,15 @@ pub struct Counters {
     pub purge_passes: u64,
     /// Times the OS refused memory and everything free was given back to try once more.
     pub out_of_memory: u64,
+    /// Blocks guarded sampling placed between guard pages (`guard_rate`).
+    pub guarded_allocs: u64,
+    /// Guarded blocks freed.
+    pub guarded_frees: u64,
 }
 
 impl Counters {
     /// The counters by name, as both report forms print them.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("chunks_mapped", self.chunks_mapped),
             ("chunks_unmapped", self.chunks_unmapped),
@@ -153,6 +157,8 @@ impl Counters {
             ("huge_reuses", self.huge_reuses),
             ("purge_passes", self.purge_passes),
             ("out_of_memory", self.out_of_memory),
+            ("guarded_allocs", self.guarded_allocs),
+            ("guarded_frees", self.guarded_frees),
         ]
     }
 }
@@ -171,6 +177,8 @@ pub fn counters() -> Counters {
         huge_reuses: huge::HUGE_REUSES.load(Ordering::Relaxed),
         purge_passes: decay::PASSES.load(Ordering::Relaxed),
         out_of_memory: crate::alloc::OUT_OF_MEMORY.load(Ordering::Relaxed),
+        guarded_allocs: guard::GUARDED_OUT.load(Ordering::Relaxed),
+        guarded_frees: guard::GUARDED_IN.load(Ordering::Relaxed),
     }
 }
 
