@@ -18,7 +18,8 @@
 //! timestamps may come first), then optionally ` in SYMBOL+0xOFF`, then optionally the *object
 //! group* `(OBJECT+0xVADDR)`: the last parenthesized group after the address whose content ends
 //! in `+0x<hex>` (OBJECT may hold spaces, not parentheses). Every frame is a return address, so
-//! `VADDR − 1`, the call, is looked up, in OBJECT's DWARF (or its separate debug file, found as
+//! `VADDR − 1`, the call, is looked up (but the frame under `access at:`, the faulting
+//! instruction itself, at `VADDR`), in OBJECT's DWARF (or its separate debug file, found as
 //! [`crate::object_file`] finds them) and else its symbol tables; the line keeps its numbers:
 //!
 //! ```text
@@ -158,10 +159,14 @@ pub fn symbolize_report(report: &[u8], debug_dirs: &[PathBuf]) -> SymbolizedRepo
     };
     let mut objects: HashMap<String, Option<ObjectFile>> = HashMap::new();
     let mut symbolized = SymbolizedReport::default();
+    // The frame under `access at:` is the faulting instruction itself, not a return address:
+    // it is looked up where it is (the instruction before it may be a call on another line).
+    let mut faulting = false;
     for chunk in report.split_inclusive(|&b| b == b'\n') {
         let (line, end) = split_line_end(chunk);
         let text = String::from_utf8_lossy(line);
         let Some(frame) = parse_frame(&text) else {
+            faulting = text.trim_end().ends_with("access at:");
             symbolized.text.extend_from_slice(chunk);
             continue;
         };
@@ -170,7 +175,12 @@ pub fn symbolize_report(report: &[u8], debug_dirs: &[PathBuf]) -> SymbolizedRepo
             let object = objects
                 .entry(place.path.to_string())
                 .or_insert_with(|| load(place.path, debug_dirs, &mut symbolized.warnings));
-            resolve(object.as_ref()?, place.address)
+            let lookup = if faulting {
+                place.address
+            } else {
+                place.address.checked_sub(1)?
+            };
+            resolve(object.as_ref()?, lookup)
         });
         match resolved {
             Some(levels) => {
@@ -217,14 +227,14 @@ struct Level {
     line: u32,
 }
 
-/// The inline chain, innermost first, of the call before return address `vaddr` of `object`;
-/// `None` when the call lies outside its loadable segments or nothing names it.
+/// The inline chain, innermost first, of the instruction at `vaddr` of `object` (for a return
+/// address, the caller passes the address before it: the call); `None` when it lies outside the
+/// object's loadable segments or nothing names it.
 fn resolve(object: &ObjectFile, vaddr: u64) -> Option<Vec<Level>> {
-    let call = vaddr.checked_sub(1)?;
-    if !object.maps_address(call) {
+    if !object.maps_address(vaddr) {
         return None;
     }
-    let lookup = object.lookup(call);
+    let lookup = object.lookup(vaddr);
     let levels: Vec<Level> = lookup
         .frames
         .into_iter()

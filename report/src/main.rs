@@ -55,7 +55,8 @@ functions, files and lines.
 The allocator writes such a report to standard error (and to <prefix>.<pid>.guard with
 guard_report:<prefix>), naming frames by their dynamic symbols only. Each frame line,
   #N 0xADDR [in SYMBOL+0xOFF] (OBJECT+0xVADDR)
-found anywhere in a line, is looked up at VADDR-1 (the call) in OBJECT's DWARF, or its
+found anywhere in a line, is looked up at VADDR-1 (the call; at VADDR for the faulting
+instruction under `access at:`) in OBJECT's DWARF, or its
 separate debug file, and symbol tables, and printed as
   #N 0xADDR in FUNCTION at FILE:LINE (OBJECT+0xVADDR)
 after one line per inlined call, innermost first, ending in (inlined) instead of the object.

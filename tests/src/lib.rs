@@ -450,6 +450,56 @@ pub fn run(cmd: Command, mode: Mode, timeout: Duration) -> Outcome {
 pub fn run_with_input(mut cmd: Command, mode: Mode, timeout: Duration, input: Option<Vec<u8>>) -> Outcome {
     mode.apply(&mut cmd);
     let command = describe_command(&cmd);
+    execute(cmd, command, mode, timeout, input)
+}
+
+/// Shell script that turns core dumps off, sets `LD_PRELOAD` (if `TALLY_TESTS_PRELOAD` is set)
+/// and `TALLY_CONF` from `TALLY_TESTS_CONF`, and execs `"$0" "$@"`. The shell itself runs without
+/// Tally.
+const WITH_CONF_SHELL: &str = "ulimit -c 0; \
+    if [ -n \"${TALLY_TESTS_PRELOAD-}\" ]; then export LD_PRELOAD=\"$TALLY_TESTS_PRELOAD\"; fi; \
+    export TALLY_CONF=\"$TALLY_TESTS_CONF\"; unset TALLY_TESTS_PRELOAD TALLY_TESTS_CONF; \
+    exec \"$0\" \"$@\"";
+
+/// Like [`run`] in `mode` ([`Mode::Preloaded`], or [`Mode::Linked`] for a program with Tally
+/// linked in), but with `TALLY_CONF=conf` instead of `stats_print:true` (add `stats_print:true`
+/// to `conf` for [`Outcome::assert_used_tally`]), and with core dumps off, so that a run meant to
+/// die of a signal ends at once instead of writing a core.
+pub fn run_with_conf(cmd: Command, mode: Mode, conf: &str, timeout: Duration) -> Outcome {
+    assert_ne!(mode, Mode::Plain, "a plain run has no TALLY_CONF");
+    let command = format!("TALLY_CONF={conf} {}", describe_command(&cmd));
+    let mut shell = Command::new("sh");
+    shell
+        .args(["-c", WITH_CONF_SHELL])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        shell.current_dir(dir);
+    }
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    Mode::Plain.apply(&mut shell);
+    shell
+        .env_remove("TALLY_TESTS_PRELOAD")
+        .env("TALLY_TESTS_CONF", conf);
+    if mode == Mode::Preloaded {
+        shell.env("TALLY_TESTS_PRELOAD", libtally_so());
+    }
+    execute(shell, command, mode, timeout, None)
+}
+
+/// Runs `cmd` as it is (its environment already set for `mode`); `command` names it in messages.
+fn execute(
+    mut cmd: Command,
+    command: String,
+    mode: Mode,
+    timeout: Duration,
+    input: Option<Vec<u8>>,
+) -> Outcome {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -613,6 +663,68 @@ pub fn compile_c(name: &str, out_dir: &Path) -> PathBuf {
         outcome.stderr_text()
     );
     exe
+}
+
+/// The `tally` command (the `tally-report` package's binary), `<target>/release/tally`; panics
+/// with the command that builds it if it is missing.
+pub fn tally_binary() -> PathBuf {
+    let path = target_dir().join("release").join("tally");
+    assert!(
+        path.is_file(),
+        "the tally command is not at {}: run `cargo build --release -p tally-report` first",
+        path.display()
+    );
+    path
+}
+
+/// The real interpreter behind `python3` on PATH. Version managers (pyenv) install shell-script
+/// shims that would run a dozen helper processes under Tally; the tests want CPython itself.
+pub fn python_interpreter() -> PathBuf {
+    let python = require_tool("python3", "python3");
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", "import sys; print(sys.executable)"]);
+    let outcome = run(cmd, Mode::Plain, DEFAULT_TIMEOUT);
+    outcome.assert_success();
+    let path = PathBuf::from(outcome.stdout_text().trim());
+    assert!(
+        path.is_file(),
+        "python3 reports a missing sys.executable {path:?}"
+    );
+    path
+}
+
+/// `git args` in `repo` with `home` as `HOME`, a fixed identity and dates (so commit ids are the
+/// same on every run), no system or global configuration, no pager, C locale, UTC.
+pub fn git_command(git: &Path, repo: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(git);
+    cmd.current_dir(repo)
+        .args([
+            "-c",
+            "user.name=Tally Tester",
+            "-c",
+            "user.email=tally@example.invalid",
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "core.autocrlf=false",
+            "-c",
+            "pack.threads=2",
+        ])
+        .args(args)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_DATE", "2005-04-07T22:13:13 +0200")
+        .env("GIT_COMMITTER_DATE", "2005-04-07T22:13:13 +0200")
+        .env("GIT_PAGER", "cat")
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE");
+    cmd
 }
 
 /// A small deterministic pseudo-random generator (xorshift64*), so tests need no crates.

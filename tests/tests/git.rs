@@ -8,43 +8,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Command;
-use tally_tests::{require_tool, run, Mode, Outcome, Rng, ScratchDir, DEFAULT_TIMEOUT};
+use tally_tests::{git_command, require_tool, run, Mode, Outcome, Rng, ScratchDir, DEFAULT_TIMEOUT};
 
-/// HEAD after the scripted history; fixed by the content, identities and dates below.
+/// HEAD after the scripted history; fixed by the content and the identity and dates that
+/// `git_command` sets.
 const EXPECTED_HEAD: &str = "7ba0a87e8755886c965250f31208bd448d99d5e7";
-
-fn git(git: &Path, repo: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(git);
-    cmd.current_dir(repo)
-        .args([
-            "-c",
-            "user.name=Tally Tester",
-            "-c",
-            "user.email=tally@example.invalid",
-            "-c",
-            "gc.auto=0",
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "core.autocrlf=false",
-            "-c",
-            "pack.threads=2",
-        ])
-        .args(args)
-        .env("HOME", home)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_DATE", "2005-04-07T22:13:13 +0200")
-        .env("GIT_COMMITTER_DATE", "2005-04-07T22:13:13 +0200")
-        .env("GIT_PAGER", "cat")
-        .env("LC_ALL", "C")
-        .env("TZ", "UTC")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE");
-    cmd
-}
 
 /// Writes `count` text files of varied size under `repo/src`, derived from `seed`.
 fn write_files(repo: &Path, seed: u64, count: usize) {
@@ -68,7 +36,7 @@ fn session(git_exe: &Path, dir: &Path, mode: Mode) -> (String, Vec<Outcome>) {
     let mut transcript = String::new();
     let mut outcomes = Vec::new();
     let mut step = |args: &[&str]| {
-        let outcome = run(git(git_exe, &repo, dir, args), mode, DEFAULT_TIMEOUT);
+        let outcome = run(git_command(git_exe, &repo, dir, args), mode, DEFAULT_TIMEOUT);
         outcome.assert_success();
         let _ = write!(
             transcript,

@@ -6,25 +6,8 @@
 //! realistic interleaving. The output ends with a SHA-256 over all generated JSON, so any
 //! corrupted byte anywhere shows up as a different hash.
 
-use std::path::PathBuf;
 use std::process::Command;
-use tally_tests::{program, require_tool, run, run_both, Mode, DEFAULT_TIMEOUT};
-
-/// The real interpreter behind `python3` on PATH. Version managers (pyenv) install shell-script
-/// shims that would run a dozen helper processes under Tally; the test wants CPython itself.
-fn python_interpreter() -> PathBuf {
-    let python = require_tool("python3", "python3");
-    let mut cmd = Command::new(python);
-    cmd.args(["-c", "import sys; print(sys.executable)"]);
-    let outcome = run(cmd, Mode::Plain, DEFAULT_TIMEOUT);
-    outcome.assert_success();
-    let path = PathBuf::from(outcome.stdout_text().trim());
-    assert!(
-        path.is_file(),
-        "python3 reports a missing sys.executable {path:?}"
-    );
-    path
-}
+use tally_tests::{program, python_interpreter, run_both, DEFAULT_TIMEOUT};
 
 #[test]
 fn python_script_runs_identically_under_tally() {
