@@ -131,13 +131,10 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
         due |= SAMPLE;
     }
     let rate = guard::rate();
-    if rate != 0 {
-        let tb = tcache::thread_bins();
-        // SAFETY: the thread's own bins.
-        let count = unsafe { tcache::allocations(tb) };
-        if ev.guard.settle(rate, count, spent, small, seed) && !in_profiler {
-            due |= GUARD;
-        }
+    // SAFETY: the thread's own bins.
+    let count = || unsafe { tcache::allocations(tcache::thread_bins()) };
+    if rate != 0 && ev.guard.settle(rate, spent, small, count, seed) && !in_profiler {
+        due |= GUARD;
     }
     ev.tick_left -= spent;
     if ev.tick_left <= 0 {

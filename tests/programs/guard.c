@@ -2,7 +2,8 @@
  * `guard_rate:1` (every allocation guarded while slots last).
  *
  *   read-after-free, write-after-free, overflow (one byte past the end), underflow (one byte
- *   before the start), double-free, ok (nothing wrong: many allocations, all checked).
+ *   before the start), double-free, invalid-free (free of a pointer 8 bytes into a block), ok
+ *   (nothing wrong: many allocations, all checked).
  *
  * Each block comes from make_block() and goes back through release_block(), so a report names
  * both. A guarded block lies against the end of its slot or, every other time, against its
@@ -46,7 +47,7 @@ __attribute__((noinline)) static char peek(char *volatile p, long at) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s read-after-free|write-after-free|overflow|underflow|double-free|ok\n", argv[0]);
+        fprintf(stderr, "usage: %s read-after-free|write-after-free|overflow|underflow|double-free|invalid-free|ok\n", argv[0]);
         return 2;
     }
     const char *c = argv[1];
@@ -72,6 +73,9 @@ int main(int argc, char **argv) {
         char *p = make_block(64);
         release_block(p);
         release_block(p);
+    } else if (!strcmp(c, "invalid-free")) {
+        char *p = make_block(64);
+        release_block(p + 8);
     } else if (!strcmp(c, "ok")) {
         /* Blocks of many sizes and alignments, each checked for its size, usable size and
          * contents while others come and go; some grow with realloc. */

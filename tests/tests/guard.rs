@@ -1,8 +1,9 @@
 //! Guarded sampling (`guard_rate`, `guard_slots`, `guard_report`) seen from outside.
 //!
 //! - `programs/guard.c` commits one memory error per run under `guard_rate:1`: read and write
-//!   after free, a one-byte overflow and underflow, a double free. Each must end the process
-//!   with the right signal (SIGSEGV for the accesses, SIGABRT for the double free) before the
+//!   after free, a one-byte overflow and underflow, a double free, a free of a pointer into a
+//!   block. Each must end the process with the right signal (SIGSEGV for the accesses, SIGABRT
+//!   for the frees) before the
 //!   program goes on, with exactly one report on stderr whose first line names the kind, read
 //!   or write, the offset and both addresses, and the same text in the `guard_report` file; then
 //!   `tally symbolize` must name the real functions and source lines of the allocation, the
@@ -72,13 +73,13 @@ struct ErrorCase {
     tail: &'static str,
     /// First address minus the block's.
     delta: i64,
-    /// The function of guard.c that makes the access (none for a double free).
+    /// The function of guard.c that makes the access (none for a bad free).
     access: Option<&'static str>,
     /// Whether the block was freed (the report has a "freed by" stack).
     freed: bool,
 }
 
-const ERROR_CASES: [ErrorCase; 5] = [
+const ERROR_CASES: [ErrorCase; 6] = [
     ErrorCase {
         name: "read-after-free",
         signal: SIGSEGV,
@@ -128,6 +129,16 @@ const ERROR_CASES: [ErrorCase; 5] = [
         delta: 0,
         access: None,
         freed: true,
+    },
+    ErrorCase {
+        name: "invalid-free",
+        signal: SIGABRT,
+        head: "invalid-free: free(0x",
+        middle: "): 8 bytes into the 64-byte block at 0x",
+        tail: " (live)",
+        delta: 8,
+        access: None,
+        freed: false,
     },
 ];
 
@@ -809,5 +820,48 @@ fn rust_use_after_free_of_a_box_names_its_functions() {
         "rust_use_after_free",
         "guard.rs",
         store,
+    );
+}
+
+#[test]
+fn tally_run_guard_prints_the_report_with_files_and_lines() {
+    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "guard-run");
+    let exe = compile_c("guard.c", scratch.path());
+    let source = std::fs::read_to_string(program("guard.c")).expect("read guard.c");
+    let malloc_line = line_of(&source, "static char *make_block(", "char *p = malloc(size);");
+    let free_line = line_of(&source, "static void release_block(", "free(p);");
+    let out_dir = scratch.subdir("run");
+    // The shell turns core dumps off for the program `tally run` starts; it runs without Tally.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -c 0; exec \"$0\" \"$@\""])
+        .arg(tally_binary())
+        .args(["run", "--guard=1", "--out"])
+        .arg(&out_dir)
+        .arg("--")
+        .arg(&exe)
+        .arg("write-after-free");
+    let out = run(cmd, Mode::Plain, LIMIT);
+    let stderr = out.stderr_text();
+    assert_eq!(out.status.code(), Some(128 + SIGSEGV), "{}", out.dump());
+    // The program's own report, then `tally run`'s symbolized copy of it.
+    assert_eq!(
+        stderr.matches("use-after-free: write at 0x").count(),
+        2,
+        "{}",
+        out.dump()
+    );
+    let symbolized = &stderr[stderr
+        .rfind(&format!("{PREFIX}use-after-free:"))
+        .expect("a report")..];
+    for (title, function, line) in [
+        ("allocated by thread ", "make_block", malloc_line),
+        ("freed by thread ", "release_block", free_line),
+    ] {
+        assert_stack_names(symbolized, title, Some(0), function, "guard.c", line);
+    }
+    assert!(
+        !stderr.contains("before it wrote a heap profile"),
+        "a crash the guard reported is not a run error of its own:\n{}",
+        out.dump()
     );
 }

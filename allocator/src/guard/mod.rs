@@ -18,9 +18,10 @@
 //!
 //! # Slots
 //! A slot is empty (never used), live, or freed. Freeing a guarded block makes its pages
-//! inaccessible again (`mprotect`; they stay resident, at most `guard_slots` × 8 KiB: dropping
-//! them too, with a fresh mapping over them, made a guarded allocation and free cost 9.5 µs
-//! instead of about 5, a page fault and a mapping split more), records the free stack, and queues the slot at the tail of [`Pool::queue`]; a new
+//! inaccessible again (`mprotect`) and gives them back (`MADV_DONTNEED`: a slot in quarantine
+//! holds no memory; keeping them resident saved 3 µs of the 10 a guarded allocation and its free
+//! cost, which nothing sees at the rates guarding runs at, but held up to `guard_slots` × 8 KiB),
+//! records the free stack, and queues the slot at the tail of [`Pool::queue`]; a new
 //! guarded block takes the slot at its head: empty slots first, then the one freed longest ago,
 //! so a freed block stays a trap as long as possible. When every slot is live, allocations are
 //! simply not guarded.
@@ -418,7 +419,10 @@ pub fn free(i: usize, who: &str) {
     let first = block & !(PAGE - 1);
     let last = (block + usable).next_multiple_of(PAGE);
     // SAFETY: the block's pages in slot `i`, ours; its contents are dead.
-    unsafe { pal::protect_none(first as *mut u8, last - first) };
+    unsafe {
+        pal::protect_none(first as *mut u8, last - first);
+        pal::discard(first as *mut u8, last - first);
+    }
     GUARDED_IN.fetch_add(1, Ordering::Relaxed);
     s.state.store(FREED, Ordering::Release);
     POOL.queue.lock().push(i);
@@ -464,72 +468,101 @@ fn nearest_slot(addr: usize) -> Option<usize> {
 #[repr(C)]
 #[derive(Default)]
 pub struct ThreadGuard {
-    /// Allocations to go, this one included, before the guarded one; 0: not drawn yet.
+    /// Allocations to go, this one included, before the guarded one, as of the last count; 0:
+    /// not drawn yet.
     left: i64,
-    /// The thread cache's allocation count at the last event.
-    seen: u64,
+    /// Bytes the thread may allocate before the allocations are counted again ([`Self::far`]);
+    /// 0 near the guarded allocation (every event counts).
+    bytes: i64,
+    /// Bytes allocated since the last count (saturating).
+    spent: u32,
+    /// The thread cache's allocation count at the last count (its low 32 bits: counts are at
+    /// most `far` bytes apart, far fewer allocations than 2^32 at any rate that guards at all).
+    seen: u32,
     /// Bytes an allocation of this thread takes, on average (0: not measured yet).
-    mean: u64,
-    /// The random state of the draws.
-    rng: u64,
+    mean: u32,
+    /// The random state of the draws (xorshift32; 32 fields' worth of bytes is all the thread
+    /// block has left).
+    rng: u32,
 }
 
 impl ThreadGuard {
-    /// Settles an event: `done` allocations were counted since the last one (the one being made
-    /// now not among them) and `spent` bytes; returns whether the allocation being made now is
-    /// to be guarded. `count` is the thread cache's allocation count now; `small`: this
-    /// allocation will be counted in it (a small class served by the cache).
-    /// `rate` is [`rate`] (a parameter for the tests).
+    /// Settles an event after `spent` bytes: returns whether the allocation being made now is to
+    /// be guarded. Far from the guarded allocation that is only a subtraction; once the bytes
+    /// the allocations it waits for take on average are spent, the allocations are counted
+    /// (`count`: the thread cache's allocation count now, read only then: summing the bins at
+    /// every event cost 1% of `size_churn`'s instructions). `small`: this allocation will be
+    /// counted in it (a small class served by the cache). `rate` is [`rate`] (a parameter for
+    /// the tests).
     pub fn settle(
         &mut self,
         rate: u64,
-        count: u64,
         spent: i64,
         small: bool,
+        count: impl FnOnce() -> u64,
         seed: impl FnOnce() -> u64,
     ) -> bool {
         if rate == 0 {
             return false;
         }
-        let done = count.saturating_sub(self.seen);
-        self.seen = count + small as u64;
+        self.spent = self.spent.saturating_add(spent.clamp(0, u32::MAX as i64) as u32);
+        self.bytes -= spent;
+        if self.bytes > 0 && self.left != 0 {
+            return false;
+        }
+        let count = count() as u32;
+        // The wrapped difference, 0 if the count went back (a block the last count expected
+        // was served by a guarded or sampled block instead).
+        let done = match count.wrapping_sub(self.seen) {
+            d if d > u32::MAX / 2 => 0,
+            d => d,
+        };
+        self.seen = count.wrapping_add(small as u32);
         if self.rng == 0 {
-            self.rng = seed() | 1;
+            self.rng = seed() as u32 | 1;
         }
         if self.left == 0 {
             self.left = self.draw(rate);
         }
         if done > 0 && self.left > EXACT {
-            // Bytes per allocation, smoothed over events (the countdown's distance to the
+            // Bytes per allocation, smoothed over counts (the countdown's distance to the
             // guarded allocation is measured in bytes).
-            let now = (spent.max(1) as u64 / done).clamp(8, 1 << 20);
+            let now = (self.spent.max(1) / done).clamp(8, 1 << 20);
             self.mean = if self.mean == 0 {
                 now
             } else {
                 (7 * self.mean + now) / 8
             };
         }
+        self.spent = 0;
         self.left -= done as i64;
-        if self.left <= 1 {
+        let guard = self.left <= 1;
+        if guard {
             self.left = self.draw(rate);
-            return true;
+        } else {
+            self.left -= 1;
         }
-        self.left -= 1;
-        false
+        self.bytes = self.far();
+        guard
     }
 
-    /// The bytes the countdown may run before this budget needs an event: about as many as
-    /// the allocations it waits for take, less [`EXACT`] of them; 0 (every allocation an event)
-    /// for those; `i64::MAX` when guarding is off (`rate` 0).
+    /// About as many bytes as the allocations still to go take, less [`EXACT`] of them; 0 (every
+    /// allocation an event) for those.
+    fn far(&self) -> i64 {
+        if self.left <= EXACT {
+            return 0;
+        }
+        let mean = if self.mean == 0 { 64 } else { self.mean as u64 };
+        ((self.left - EXACT) as u64).saturating_mul(mean).min(1 << 40) as i64
+    }
+
+    /// The bytes the countdown may run before this budget needs an event; `i64::MAX` when
+    /// guarding is off (`rate` 0).
     pub fn bytes_left(&self, rate: u64) -> i64 {
         if rate == 0 {
             return i64::MAX;
         }
-        if self.left <= EXACT {
-            return 0;
-        }
-        let mean = if self.mean == 0 { 64 } else { self.mean };
-        ((self.left - EXACT) as u64).saturating_mul(mean).min(1 << 40) as i64
+        self.bytes.max(0)
     }
 
     /// A draw of the allocations to the next guarded one: geometric with mean `rate`, at least 1.
@@ -537,15 +570,14 @@ impl ThreadGuard {
         if rate <= 1 {
             return 1;
         }
-        // xorshift64*
+        // xorshift32
         let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
         self.rng = x;
-        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        // Uniform in (0, 1]: 53 random bits.
-        let u = ((r >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        // Uniform in (0, 1].
+        let u = (x as u64 + 1) as f64 / (1u64 << 32) as f64;
         let n = -tally_format::math::ln(u) * rate as f64;
         (n as i64).clamp(1, 1 << 50)
     }
@@ -579,7 +611,7 @@ mod tests {
             let between = (g.bytes_left(rate) as u64 / 64).min(between_far);
             count += between;
             made += between + 1;
-            if g.settle(rate, count, 64 * (between as i64 + 1), true, || 7) {
+            if g.settle(rate, 64 * (between as i64 + 1), true, || count, || 7) {
                 guarded += 1;
             } else {
                 count += 1;
@@ -606,10 +638,10 @@ mod tests {
     fn rate_one_guards_every_allocation_and_arms_at_zero() {
         let mut g = ThreadGuard::default();
         for n in 0..100 {
-            assert!(g.settle(1, n, 16, false, || 3), "allocation {n}");
+            assert!(g.settle(1, 16, false, || n, || 3), "allocation {n}");
             assert_eq!(g.bytes_left(1), 0);
         }
-        assert!(!g.settle(0, 1000, 16, false, || 3));
+        assert!(!g.settle(0, 16, false, || 1000, || 3));
         assert_eq!(g.bytes_left(0), i64::MAX);
     }
 
@@ -617,15 +649,21 @@ mod tests {
     fn far_from_the_guarded_allocation_the_countdown_runs_in_bytes() {
         let mut g = ThreadGuard::default();
         let rate = 1 << 20;
-        g.settle(rate, 0, 0, false, || 11);
-        // 100 allocations of 48 bytes since.
-        g.settle(rate, 100, 4800, false, || 11);
+        g.settle(rate, 0, false, || 0, || 11);
+        // Far away, the allocations are not counted: the bytes count down.
+        let first = g.bytes_left(rate);
+        assert!(!g.settle(rate, 4800, false, || panic!("counted while far"), || 11));
+        assert_eq!(g.bytes_left(rate), first - 4800);
+        // Once the bytes are spent they are: 100 allocations of 48 bytes since.
+        g.bytes = 1;
+        g.spent = 0;
+        g.settle(rate, 4800, false, || 100, || 11);
         let left = g.bytes_left(rate);
         assert!(left > 48 * 1000, "{left}");
         assert!(left < 48 * g.left, "{left} for {} allocations", g.left);
         // Near it, every allocation is an event.
         g.left = EXACT;
-        assert_eq!(g.bytes_left(rate), 0);
+        assert_eq!(g.far(), 0);
     }
 
     #[test]
