@@ -62,7 +62,7 @@ pub struct Allocator {
 
 /// `TALLY_CONF` of the `tally-guard` column: guarded sampling at the rate `docs/guard.md`
 /// recommends for production.
-pub const GUARD_CONF: &str = "guard_rate:100000";
+pub const GUARD_CONF: &str = "guard_rate:200000";
 
 /// Every allocator, in column order. `tally-alt` and `tally-alt-prof` run only with `--alt-so`
 /// (the second only when listed).
