@@ -494,6 +494,7 @@ impl ThreadGuard {
     /// every event cost 1% of `size_churn`'s instructions). `small`: this allocation will be
     /// counted in it (a small class served by the cache). `rate` is [`rate`] (a parameter for
     /// the tests).
+    #[inline(always)]
     pub fn settle(
         &mut self,
         rate: u64,
@@ -510,7 +511,16 @@ impl ThreadGuard {
         if self.bytes > 0 && self.left != 0 {
             return false;
         }
-        let count = count() as u32;
+        self.count(rate, small, count(), seed)
+    }
+
+    /// [`Self::settle`] once the allocations are to be counted: `count` is the thread cache's
+    /// allocation count now. Out of line, so that the far path inlined into the event is a few
+    /// instructions (with it inline, an event cost 50 more).
+    #[cold]
+    #[inline(never)]
+    fn count(&mut self, rate: u64, small: bool, count: u64, seed: impl FnOnce() -> u64) -> bool {
+        let count = count as u32;
         // The wrapped difference, 0 if the count went back (a block the last count expected
         // was served by a guarded or sampled block instead).
         let done = match count.wrapping_sub(self.seen) {
