@@ -222,7 +222,6 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
 #[cold]
 #[inline(never)]
 fn alloc_chosen(due: u8, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
-    ensure_global();
     let sample = due & thread_event::SAMPLE != 0;
     if due & thread_event::GUARD != 0 {
         let p = guard::alloc(size, align, sample);

@@ -538,7 +538,7 @@ impl TCache {
 
 /// What the thread caches hold now, per class, and the allocations they counted: calls
 /// The allocations the bins of `tb` served so far (the sum of their counts): guarded
-/// sampling counts a thread's allocations with it at each event.
+/// sampling counts a thread's allocations with it.
 ///
 /// # Safety
 /// `tb` must be the calling thread's bins.

@@ -13,9 +13,10 @@
 //! - sampling: the profiler draws each thread's distance ([`ThreadSampler`]); this module only
 //!   passes the bytes on and asks whether the allocation is sampled;
 //! - the profiler's interval byte count and due profiles (`prof_hooks::on_bytes`);
-//! - guarded sampling ([`ThreadGuard`]): counts allocations, not bytes, so with guarding on each
-//!   event also reads the thread cache's allocation count; near the guarded allocation it arms
-//!   the countdown at 0, making every allocation an event.
+//! - guarded sampling ([`ThreadGuard`]): counts allocations, not bytes: it is given a way to read
+//!   the thread cache's allocation count, which it reads only once the bytes it waits for are
+//!   spent; near the guarded allocation it arms the countdown at 0, making every allocation an
+//!   event.
 //!
 //! An event's answer says what the allocation that ran the countdown out is to be: sampled
 //! ([`SAMPLE`]), guarded ([`GUARD`]), both, or neither.

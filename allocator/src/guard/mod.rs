@@ -29,9 +29,9 @@
 //! # Which allocations
 //! The allocation fast path stays as it is: each thread's byte countdown (`thread_event`) has
 //! one budget more, [`ThreadGuard`], which counts allocations (the thread cache's per-bin
-//! counts, read at each event) and arms the countdown to about as many bytes as the allocations
-//! it still waits for take on average; for the last few it arms the countdown at 0, so every
-//! allocation is an event and the count is exact. `guard_rate:1` guards every allocation while
+//! counts, read once the bytes the allocations it waits for take on average are spent; until
+//! then an event costs it a subtraction) and arms the countdown to that many bytes; for the last
+//! few it arms the countdown at 0, so every allocation is an event and the count is exact. `guard_rate:1` guards every allocation while
 //! slots last.
 //!
 //! # Invariants
