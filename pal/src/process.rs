@@ -284,6 +284,19 @@ pub unsafe fn pass_fault_on(sig: i32, info: *mut libc::siginfo_t, ctx: *mut core
     }
 }
 
+/// Whether a handler was installed for the fault signal `sig` before [`on_faults`]'s (not the
+/// default action, not ignored): [`pass_fault_on`] then calls it.
+pub fn has_previous_handler(sig: i32) -> bool {
+    let Some(i) = FAULT_SIGNALS.iter().position(|&s| s == sig) else {
+        return false;
+    };
+    // SAFETY: written before our handler was installed (see PREVIOUS); read only from it.
+    let action = unsafe { (*PREVIOUS.0.get())[i].sa_sigaction };
+    FAULTS_SET.load(core::sync::atomic::Ordering::Acquire)
+        && action != libc::SIG_DFL
+        && action != libc::SIG_IGN
+}
+
 /// From a fault handler: makes the process die of `sig` once the handler returns. The default
 /// action comes back; a signal that was `sent` is raised again (it stays blocked, so pending,
 /// until the handler returns), a kernel fault happens again when the faulting instruction runs

@@ -865,3 +865,36 @@ fn tally_run_guard_prints_the_report_with_files_and_lines() {
         out.dump()
     );
 }
+
+#[test]
+fn the_fault_handler_passes_faults_on_to_the_handler_installed_before_it() {
+    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "guard-chain");
+    let exe = compile_c("guard_chain.c", scratch.path());
+    let chained = |case: &str| {
+        let mut cmd = Command::new(&exe);
+        cmd.arg(case);
+        let out = run_with_conf(cmd, Mode::Preloaded, ERROR_CONF, LIMIT);
+        assert_eq!(
+            (out.status.code(), out.stdout_text().as_str()),
+            (Some(42), "program handler\n"),
+            "guard_chain {case}: the program's own handler must run\n{}",
+            out.dump()
+        );
+        out.stderr_text()
+    };
+    // A fault that is not Tally's: no report, the program's handler.
+    let wild = chained("wild");
+    assert!(!wild.contains(PREFIX), "{wild}");
+    // A guarded block's: the report first, then the program's handler.
+    let guarded = chained("guarded");
+    assert!(
+        guarded.starts_with(&format!("{PREFIX}use-after-free: write at 0x")),
+        "{guarded}"
+    );
+    assert!(
+        guarded.contains(&format!(
+            "{PREFIX}SIGSEGV goes on to the handler installed before Tally's; "
+        )),
+        "{guarded}"
+    );
+}

@@ -16,11 +16,12 @@
 //! tally: guard: the process ends with SIGSEGV; `tally symbolize` names the frames with files and lines
 //! ```
 //!
-//! The fault handler recognizes a kernel fault inside the guarded region, writes the report once
-//! (a second thread faulting meanwhile waits for it), puts the default action back and returns:
-//! the faulting instruction runs again and the process dies of the signal, as it would have
-//! without Tally. Any other fault goes to the handler before Tally's, or to the default action
-//! ([`pal::process::pass_fault_on`]).
+//! The fault handler recognizes a kernel fault inside the guarded region and writes the report
+//! once (a second thread faulting meanwhile waits for it); then the fault goes where any other
+//! fault goes ([`pal::process::pass_fault_on`]): to the handler installed before Tally's (a
+//! crash reporter sees it too), or to the default action, put back before the handler returns,
+//! so the faulting instruction runs again and the process dies of the signal. A fault in the
+//! region after the report (the previous handler returned) gets the default action.
 
 use core::ffi::c_void;
 use core::fmt::{self, Write};
@@ -207,6 +208,13 @@ pub extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut c_voi
             let (write, pc) = unsafe { (pal::process::fault_is_write(ctx), pal::process::fault_pc(ctx)) };
             report_fault(sig, addr, write, pc);
             STATE.store(2, Ordering::Release);
+            // Then whatever handled the signal before Tally (a crash reporter) has its turn, or
+            // the default action. Should that handler return, the access runs again, faults
+            // again, and finds the report written: the default action then.
+            // SAFETY: the arguments our handler received.
+            unsafe { pal::process::pass_fault_on(sig, info, ctx) };
+            pal::set_errno(errno);
+            return;
         } else {
             // Another thread is writing a report: let it finish (at most about 2 s) before this
             // fault ends the process.
@@ -254,10 +262,17 @@ fn report_fault(sig: i32, addr: usize, write: Option<bool>, pc: usize) {
             }
         }
     }
-    out.line(format_args!(
-        "the process ends with {}; `tally symbolize` names the frames with files and lines",
-        pal::process::SignalName(sig)
-    ));
+    if pal::process::has_previous_handler(sig) {
+        out.line(format_args!(
+            "{} goes on to the handler installed before Tally's; `tally symbolize` names the frames with files and lines",
+            pal::process::SignalName(sig)
+        ));
+    } else {
+        out.line(format_args!(
+            "the process ends with {}; `tally symbolize` names the frames with files and lines",
+            pal::process::SignalName(sig)
+        ));
+    }
     out.close();
 }
 
