@@ -38,6 +38,37 @@ int malloc_trim(size_t pad);
 /* glibc-compatible: prints statistics to stderr (as tally_stats_print with stats_print_opts). */
 void malloc_stats(void);
 
+/* jemalloc's non-standard API, same names and semantics (see docs/jemalloc-api.md). Flags:
+ * MALLOCX_LG_ALIGN(la) / MALLOCX_ALIGN(a) for an alignment, MALLOCX_ZERO for zeroed memory;
+ * MALLOCX_TCACHE_NONE and MALLOCX_ARENA(a) are accepted and not honoured. */
+#ifndef MALLOCX_LG_ALIGN
+#define MALLOCX_LG_ALIGN(la) ((int)(la))
+#define MALLOCX_ALIGN(a) ((int)(__builtin_ffsl((long)(a)) - 1))
+#define MALLOCX_ZERO ((int)0x40)
+#define MALLOCX_TCACHE(tc) ((int)(((tc) + 2) << 8))
+#define MALLOCX_TCACHE_NONE MALLOCX_TCACHE(-1)
+#define MALLOCX_ARENA(a) ((int)(((unsigned)(a) + 1) << 20))
+#endif
+
+/* A block of at least `size` bytes with the alignment and zeroing of `flags`; NULL when out of
+ * memory. */
+void *mallocx(size_t size, int flags);
+/* Resizes `ptr` to at least `size` bytes, moving it if needed (keeping the alignment of
+ * `flags`; with MALLOCX_ZERO the bytes past the old usable size are zero); NULL, `ptr` left
+ * alone, when out of memory. */
+void *rallocx(void *ptr, size_t size, int flags);
+/* Resizes `ptr` in place where possible and returns its usable size (less than `size` when
+ * it could not grow: Tally's blocks do not grow in place through this call). */
+size_t xallocx(void *ptr, size_t size, size_t extra, int flags);
+/* The usable size of `ptr` (malloc_usable_size). */
+size_t sallocx(const void *ptr, int flags);
+/* free(ptr). */
+void dallocx(void *ptr, int flags);
+/* free(ptr), its size known to the caller. */
+void sdallocx(void *ptr, size_t size, int flags);
+/* The usable size mallocx(size, flags) would give, without allocating; 0 if it cannot. */
+size_t nallocx(size_t size, int flags);
+
 #ifdef __cplusplus
 }
 #endif

@@ -38,7 +38,9 @@ pub fn alloc(size: usize) -> *mut u8 {
         if let Some(p) = try_small_at(at, size) {
             return p;
         }
-        return alloc_small_miss(SizeClass::at(at), size, 16);
+        // The alignment `malloc` promises: 8 for the 8-byte class, 16 from 16 bytes up (the
+        // guarded sampler rounds up to it).
+        return alloc_small_miss(SizeClass::at(at), size, 8);
     }
     alloc_big(size, PAGE)
 }
@@ -312,6 +314,28 @@ pub fn alloc_aligned(size: usize, align: usize) -> *mut u8 {
     } else {
         alloc_big(size, align)
     }
+}
+
+/// The usable size [`alloc_aligned`] gives a request of `size` bytes aligned to `align` (a power
+/// of two; 1 for none), without allocating: the class's size, or for a huge block its pages; 0
+/// when the request is too large. (A huge block reusing a larger cached mapping may have more.)
+pub fn usable_for(size: usize, align: usize) -> usize {
+    if size > MAX_REQUEST {
+        return 0;
+    }
+    let huge = |s: usize| s.max(1).next_multiple_of(PAGE);
+    let big = |s: usize| class_for(s.max(SMALL_MAX + 1)).map_or_else(|| huge(s), |c| c.size());
+    if align <= 16 {
+        let s = size.max(align);
+        return class_for(s).map_or_else(|| huge(s), |c| c.size());
+    }
+    if align <= PAGE {
+        return match class_for_aligned(size, align) {
+            Some(class) if class.is_small() => class.size(),
+            _ => big(size),
+        };
+    }
+    big(size)
 }
 
 /// Allocates `n * size` zeroed bytes; null (with `errno` untouched) on overflow or when out of

@@ -205,3 +205,120 @@ pub unsafe fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
     // SAFETY: per the contract.
     unsafe { free::free(p.cast()) }
 }
+
+/// jemalloc's `MALLOCX_LG_ALIGN(la)` (and `MALLOCX_ALIGN(a)`, its power-of-two form): the low 6
+/// bits of the flags are the alignment's log; 0 asks for none beyond the natural one.
+pub const MALLOCX_LG_ALIGN_MASK: i32 = 0x3f;
+/// jemalloc's `MALLOCX_ZERO`: the block (the whole of it, as `sallocx` counts it) reads as zero;
+/// for `rallocx`, the bytes past the old usable size.
+pub const MALLOCX_ZERO: i32 = 0x40;
+
+/// The alignment the `*allocx` flags ask for (0: none).
+#[inline(always)]
+fn mallocx_align(flags: i32) -> usize {
+    match flags & MALLOCX_LG_ALIGN_MASK {
+        0 => 0,
+        lg => 1usize << lg,
+    }
+}
+
+/// `mallocx(size, flags)` (jemalloc): `malloc` with the alignment and zeroing of `flags`. The
+/// thread-cache and arena bits (`MALLOCX_TCACHE*`, `MALLOCX_ARENA`) are accepted and not
+/// honoured: every block comes through the calling thread's cache and arena. Null when out of
+/// memory (jemalloc sets no `errno` here; neither does Tally).
+#[inline(always)]
+pub fn mallocx(size: usize, flags: i32) -> *mut c_void {
+    let p = match mallocx_align(flags) {
+        0 => alloc::alloc(size),
+        align => alloc::alloc_aligned(size, align),
+    };
+    if !p.is_null() && flags & MALLOCX_ZERO != 0 {
+        // SAFETY: a fresh block of its usable size.
+        unsafe { ptr::write_bytes(p, 0, block::usable_size(p)) };
+    }
+    p.cast()
+}
+
+/// `rallocx(p, size, flags)` (jemalloc): `realloc` keeping the alignment of `flags` (a block
+/// that is not aligned so, or whose new size needs another class, moves to one that is), the
+/// bytes past the old usable size zero with `MALLOCX_ZERO`. Null, `p` untouched, when out of
+/// memory. A size of 0 is taken as 1 (jemalloc leaves it undefined).
+///
+/// # Safety
+/// `p` must be a live block of Tally's, not used after a non-null return.
+#[inline(always)]
+pub unsafe fn rallocx(p: *mut c_void, size: usize, flags: i32) -> *mut c_void {
+    let old = block::usable_size(p.cast());
+    let size = size.max(1);
+    let align = mallocx_align(flags);
+    let q = if align <= 16 || (p as usize % align == 0 && nallocx(size, flags) == old) {
+        // SAFETY: per the contract; classes up to 16-byte alignment keep it when they move.
+        unsafe { realloc::realloc(p.cast(), size.max(align)) }
+    } else {
+        let q = alloc::alloc_aligned(size, align);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; `old` and `size` bound their bytes.
+            unsafe {
+                ptr::copy_nonoverlapping(p.cast::<u8>(), q, old.min(size));
+                free::free(p.cast());
+            }
+        }
+        q
+    };
+    if !q.is_null() && flags & MALLOCX_ZERO != 0 {
+        let new = block::usable_size(q);
+        if new > old {
+            // SAFETY: the block's bytes from `old` to its usable size.
+            unsafe { ptr::write_bytes(q.add(old), 0, new - old) };
+        }
+    }
+    q.cast()
+}
+
+/// `xallocx(p, size, extra, flags)` (jemalloc): resizes `p` in place to at least `size` bytes
+/// (`size + extra` if it can) and returns its usable size, which is less than `size` when it
+/// could not. Tally's blocks do not change in place here: a block already that large stays as
+/// it is (its usable size comes back), a larger request fails (the old usable size comes back).
+///
+/// # Safety
+/// `p` must be a live block of Tally's.
+#[inline(always)]
+pub unsafe fn xallocx(p: *mut c_void, size: usize, extra: usize, flags: i32) -> usize {
+    let _ = (size, extra, flags);
+    block::usable_size(p.cast())
+}
+
+/// `sallocx(p, flags)` (jemalloc): the usable size of `p` (`malloc_usable_size`).
+#[inline(always)]
+pub fn sallocx(p: *const c_void, _flags: i32) -> usize {
+    block::usable_size(p as *mut u8)
+}
+
+/// `dallocx(p, flags)` (jemalloc): `free`.
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+pub unsafe fn dallocx(p: *mut c_void, _flags: i32) {
+    // SAFETY: per the contract.
+    unsafe { free::free(p.cast()) }
+}
+
+/// `sdallocx(p, size, flags)` (jemalloc): `free` of a block whose size the caller knows (Tally
+/// finds it itself).
+///
+/// # Safety
+/// As for [`free`].
+#[inline(always)]
+pub unsafe fn sdallocx(p: *mut c_void, _size: usize, _flags: i32) {
+    // SAFETY: per the contract.
+    unsafe { free::free(p.cast()) }
+}
+
+/// `nallocx(size, flags)` (jemalloc): the usable size `mallocx(size, flags)` would give,
+/// without allocating (`sallocx` of that block says the same for every size class and
+/// alignment up to a page); 0 when the request cannot be served.
+#[inline(always)]
+pub fn nallocx(size: usize, flags: i32) -> usize {
+    alloc::usable_for(size, mallocx_align(flags).max(1))
+}

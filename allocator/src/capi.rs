@@ -209,3 +209,61 @@ pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: 
     // SAFETY: the C contract of free_aligned_sized.
     unsafe { api::free_aligned_sized(p, align, size) }
 }
+
+/// `mallocx` (jemalloc; flags `MALLOCX_LG_ALIGN`/`MALLOCX_ALIGN`, `MALLOCX_ZERO`).
+#[no_mangle]
+pub extern "C" fn mallocx(size: usize, flags: c_int) -> *mut c_void {
+    api::mallocx(size, flags)
+}
+
+/// `rallocx` (jemalloc).
+///
+/// # Safety
+/// `p` must be a live block of this allocator, not used after a non-null return.
+#[no_mangle]
+pub unsafe extern "C" fn rallocx(p: *mut c_void, size: usize, flags: c_int) -> *mut c_void {
+    // SAFETY: the contract of rallocx.
+    unsafe { api::rallocx(p, size, flags) }
+}
+
+/// `xallocx` (jemalloc).
+///
+/// # Safety
+/// `p` must be a live block of this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn xallocx(p: *mut c_void, size: usize, extra: usize, flags: c_int) -> usize {
+    // SAFETY: the contract of xallocx.
+    unsafe { api::xallocx(p, size, extra, flags) }
+}
+
+/// `sallocx` (jemalloc).
+#[no_mangle]
+pub extern "C" fn sallocx(p: *const c_void, flags: c_int) -> usize {
+    api::sallocx(p, flags)
+}
+
+/// `dallocx` (jemalloc).
+///
+/// # Safety
+/// As for `free`.
+#[no_mangle]
+pub unsafe extern "C" fn dallocx(p: *mut c_void, flags: c_int) {
+    // SAFETY: the contract of dallocx.
+    unsafe { api::dallocx(p, flags) }
+}
+
+/// `sdallocx` (jemalloc).
+///
+/// # Safety
+/// As for `free`.
+#[no_mangle]
+pub unsafe extern "C" fn sdallocx(p: *mut c_void, size: usize, flags: c_int) {
+    // SAFETY: the contract of sdallocx.
+    unsafe { api::sdallocx(p, size, flags) }
+}
+
+/// `nallocx` (jemalloc).
+#[no_mangle]
+pub extern "C" fn nallocx(size: usize, flags: c_int) -> usize {
+    api::nallocx(size, flags)
+}

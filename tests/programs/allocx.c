@@ -1,0 +1,103 @@
+/* jemalloc's *allocx family through tally.h, linked with -ltally (no preload): prints
+ * "allocx ok <checks>" or the first failure (exit 1). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tally.h"
+
+static long checks;
+
+#define CHECK(cond, ...)                                                                        \
+    do {                                                                                       \
+        checks++;                                                                              \
+        if (!(cond)) {                                                                         \
+            printf("FAIL line %d: %s: ", __LINE__, #cond);                                     \
+            printf(__VA_ARGS__);                                                               \
+            printf("\n");                                                                      \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
+static int all_zero(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0) return 0;
+    return 1;
+}
+
+int main(void) {
+    /* Every size up to 64 KiB (each class's edges included), every alignment up to a page:
+     * nallocx says what sallocx of the block mallocx gives says, at least the size, and the
+     * block is aligned and usable to its last byte. */
+    for (size_t size = 1; size <= 65536; size += (size < 1024 ? 1 : size / 64)) {
+        for (int lg = 0; lg <= 12; lg += (lg == 0 ? 3 : 1)) {
+            int flags = lg == 0 ? 0 : MALLOCX_LG_ALIGN(lg);
+            size_t n = nallocx(size, flags);
+            unsigned char *p = mallocx(size, flags);
+            CHECK(p != NULL, "mallocx(%zu, lg %d)", size, lg);
+            CHECK(((uintptr_t)p & ((1ul << lg) - 1)) == 0, "%p not aligned to 2^%d", (void *)p, lg);
+            CHECK(sallocx(p, flags) == n, "size %zu lg %d: sallocx %zu, nallocx %zu", size, lg,
+                  sallocx(p, flags), n);
+            CHECK(n >= size, "nallocx(%zu) = %zu", size, n);
+            memset(p, 0xab, n);
+            if (size % 3 == 0)
+                sdallocx(p, size, flags);
+            else
+                dallocx(p, flags);
+        }
+    }
+    CHECK(MALLOCX_ALIGN(4096) == MALLOCX_LG_ALIGN(12), "MALLOCX_ALIGN");
+    CHECK(nallocx(SIZE_MAX, 0) == 0, "nallocx of an impossible size: %zu", nallocx(SIZE_MAX, 0));
+
+    /* MALLOCX_ZERO: blocks just freed dirty come back zero, to their last usable byte. */
+    for (size_t size = 8; size <= 300000; size = size * 3 + 5) {
+        void *dirty[8];
+        for (int i = 0; i < 8; i++) {
+            dirty[i] = malloc(size);
+            memset(dirty[i], 0xcd, sallocx(dirty[i], 0));
+        }
+        for (int i = 0; i < 8; i++) free(dirty[i]);
+        for (int i = 0; i < 8; i++) {
+            unsigned char *p = mallocx(size, MALLOCX_ZERO);
+            CHECK(p != NULL && all_zero(p, sallocx(p, 0)), "MALLOCX_ZERO of %zu", size);
+            dirty[i] = p;
+        }
+        for (int i = 0; i < 8; i++) dallocx(dirty[i], 0);
+    }
+
+    /* rallocx keeps the contents and the alignment; with MALLOCX_ZERO what it adds is zero. */
+    for (int lg = 0; lg <= 12; lg += 4) {
+        int flags = (lg == 0 ? 0 : MALLOCX_LG_ALIGN(lg)) | MALLOCX_ZERO;
+        size_t size = 24;
+        unsigned char *p = mallocx(size, flags);
+        memset(p, 7, size);
+        while (size < 200000) {
+            size_t old = sallocx(p, 0);
+            size_t next = size * 2 + 9;
+            unsigned char *q = rallocx(p, next, flags);
+            CHECK(q != NULL, "rallocx to %zu", next);
+            CHECK(((uintptr_t)q & ((1ul << lg) - 1)) == 0, "rallocx lost alignment 2^%d", lg);
+            for (size_t i = 0; i < size; i++) CHECK(q[i] == 7, "byte %zu of %zu lost", i, size);
+            CHECK(all_zero(q + old, sallocx(q, 0) - old), "grown part of %zu not zero", next);
+            memset(q, 7, next);
+            p = q;
+            size = next;
+        }
+        p = rallocx(p, 10, 0);
+        CHECK(p != NULL && p[0] == 7 && p[9] == 7, "rallocx shrink");
+        dallocx(p, 0);
+    }
+
+    /* xallocx: within the usable size the block stays and says so; beyond it, it cannot grow in
+     * place through xallocx and gives its old usable size back, still valid. */
+    unsigned char *p = mallocx(100, 0);
+    size_t usable = sallocx(p, 0);
+    CHECK(xallocx(p, 50, 0, 0) == usable, "xallocx within");
+    CHECK(xallocx(p, usable, 0, 0) == usable, "xallocx to the usable size");
+    CHECK(xallocx(p, usable + 1000, 10, 0) == usable, "xallocx beyond");
+    memset(p, 1, usable);
+    dallocx(p, 0);
+
+    printf("allocx ok %ld\n", checks);
+    return 0;
+}
