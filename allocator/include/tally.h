@@ -68,6 +68,9 @@ void dallocx(void *ptr, int flags);
 void sdallocx(void *ptr, size_t size, int flags);
 /* The usable size mallocx(size, flags) would give, without allocating; 0 if it cannot. */
 size_t nallocx(size_t size, int flags);
+/* Tally's statistics handed to write_cb(cbopaque, piece) in NUL-terminated pieces (to stderr
+ * when write_cb is NULL); opts as for tally_stats_print ('J', 'a', 'b'; others ignored). */
+void malloc_stats_print(void (*write_cb)(void *, const char *), void *cbopaque, const char *opts);
 
 #ifdef __cplusplus
 }

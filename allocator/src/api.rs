@@ -177,13 +177,39 @@ pub fn malloc_stats() {
 /// ignored.
 #[inline(always)]
 pub fn tally_stats_print(opts: &[u8]) {
+    crate::stats::print(stats_flags(opts));
+}
+
+/// The `stats_print_opts` bits of the letters in `opts` (others are ignored).
+fn stats_flags(opts: &[u8]) -> u32 {
     let mut flags = 0;
     for &c in opts {
         if let Some(i) = crate::options::STATS_FLAGS.bytes().position(|f| f == c) {
             flags |= 1 << i;
         }
     }
-    crate::stats::print(flags);
+    flags
+}
+
+/// jemalloc's `write_cb` of `malloc_stats_print`: gets its `cbopaque` and a NUL-terminated piece
+/// of the report.
+pub type StatsWriteCb = unsafe extern "C" fn(*mut c_void, *const core::ffi::c_char);
+
+/// `malloc_stats_print(write_cb, cbopaque, opts)` (jemalloc): Tally's statistics (as
+/// `tally_stats_print(opts)`: `J` JSON, `a` no arena table, `b` no size-class table; jemalloc's
+/// other letters ignored) handed to `write_cb` in NUL-terminated pieces, or to stderr when it is
+/// null.
+///
+/// # Safety
+/// `write_cb`, when given, must be callable with `cbopaque` and a C string.
+#[inline(always)]
+pub unsafe fn malloc_stats_print(write_cb: Option<StatsWriteCb>, cbopaque: *mut c_void, opts: &[u8]) {
+    let flags = stats_flags(opts);
+    match write_cb {
+        None => crate::stats::print(flags),
+        // SAFETY: per the contract; each piece ends with the NUL `print_to` puts after it.
+        Some(cb) => crate::stats::print_to(flags, &mut |text| unsafe { cb(cbopaque, text.as_ptr().cast()) }),
+    }
 }
 
 /// `free_sized` (C23): frees `p`, whose requested size was `size`.

@@ -113,13 +113,37 @@ pub extern "C" fn malloc_stats() {
 /// `opts` must be null or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn tally_stats_print(opts: *const core::ffi::c_char) {
-    let opts = if opts.is_null() {
-        &[][..]
+    // SAFETY: per the contract.
+    api::tally_stats_print(unsafe { c_str_or_empty(opts) })
+}
+
+/// The bytes of `s`, a C string, or none when it is null.
+///
+/// # Safety
+/// `s` must be null or a NUL-terminated string that outlives the result.
+unsafe fn c_str_or_empty<'a>(s: *const core::ffi::c_char) -> &'a [u8] {
+    if s.is_null() {
+        &[]
     } else {
         // SAFETY: per the contract, a NUL-terminated string.
-        unsafe { core::ffi::CStr::from_ptr(opts) }.to_bytes()
-    };
-    api::tally_stats_print(opts)
+        unsafe { core::ffi::CStr::from_ptr(s) }.to_bytes()
+    }
+}
+
+/// `malloc_stats_print(write_cb, cbopaque, opts)` (jemalloc): Tally's statistics to `write_cb`
+/// (stderr when null); `opts` as for `tally_stats_print`.
+///
+/// # Safety
+/// `write_cb`, when not null, must be callable with `cbopaque` and a C string; `opts` must be
+/// null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_stats_print(
+    write_cb: Option<api::StatsWriteCb>,
+    cbopaque: *mut c_void,
+    opts: *const core::ffi::c_char,
+) {
+    // SAFETY: per the contract.
+    unsafe { api::malloc_stats_print(write_cb, cbopaque, c_str_or_empty(opts)) }
 }
 
 /// `tally_prof_dump(path)`: writes a heap profile to `path`, or, when `path` is null, to

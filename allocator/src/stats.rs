@@ -288,10 +288,18 @@ pub fn trim() -> bool {
 /// The report is written with as few `write` calls as a 32 KiB stack buffer allows, so reports of
 /// processes exiting together do not interleave.
 pub fn print(flags: u32) {
+    print_to(flags, &mut |text| pal::write_stderr(&text[..text.len() - 1]));
+}
+
+/// [`print`] to `sink` instead of stderr: it gets the report in pieces of at most 32 KiB, each
+/// followed by a NUL (`sink` sees it as the last byte of its slice), as jemalloc's
+/// `malloc_stats_print` hands its text to a `write_cb`.
+pub fn print_to(flags: u32, sink: &mut dyn FnMut(&[u8])) {
     let s = stats();
     let mut out = Report {
-        buf: [0; 32 * 1024],
+        buf: [0; REPORT_BYTES + 1],
         len: 0,
+        sink,
     };
     if flags & options::STATS_JSON != 0 {
         print_json(&mut out, &s, flags);
@@ -301,15 +309,23 @@ pub fn print(flags: u32) {
     out.flush();
 }
 
-/// The report being written: a buffer flushed to stderr when full.
-struct Report {
-    buf: [u8; 32 * 1024],
+/// The most a report hands its sink at once.
+const REPORT_BYTES: usize = 32 * 1024;
+
+/// The report being written: a buffer handed to its sink, NUL-terminated, when full.
+struct Report<'a> {
+    buf: [u8; REPORT_BYTES + 1],
     len: usize,
+    sink: &'a mut dyn FnMut(&[u8]),
 }
 
-impl Report {
+impl Report<'_> {
     fn flush(&mut self) {
-        pal::write_stderr(&self.buf[..self.len]);
+        if self.len == 0 {
+            return;
+        }
+        self.buf[self.len] = 0;
+        (self.sink)(&self.buf[..=self.len]);
         self.len = 0;
     }
 
@@ -317,7 +333,7 @@ impl Report {
         let mut l = LineBuf::new();
         let _ = l.write_fmt(args);
         let bytes = l.as_bytes();
-        if self.len + bytes.len() > self.buf.len() {
+        if self.len + bytes.len() > REPORT_BYTES {
             self.flush();
         }
         self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);

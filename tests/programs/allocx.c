@@ -19,6 +19,21 @@ static long checks;
         }                                                                                      \
     } while (0)
 
+static char stats_text[1 << 20];
+static size_t stats_len;
+static int stats_calls;
+
+static void collect(void *opaque, const char *piece) {
+    stats_calls++;
+    if (opaque != (void *)stats_text) return;
+    size_t n = strlen(piece);
+    if (stats_len + n < sizeof stats_text) {
+        memcpy(stats_text + stats_len, piece, n);
+        stats_len += n;
+        stats_text[stats_len] = 0;
+    }
+}
+
 static int all_zero(const unsigned char *p, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (p[i] != 0) return 0;
@@ -97,6 +112,18 @@ int main(void) {
     CHECK(xallocx(p, usable + 1000, 10, 0) == usable, "xallocx beyond");
     memset(p, 1, usable);
     dallocx(p, 0);
+
+    /* malloc_stats_print hands Tally's statistics to the callback: JSON with 'J', text
+     * without. */
+    void *live = malloc(123456);
+    malloc_stats_print(collect, stats_text, "J");
+    CHECK(stats_calls >= 1 && stats_text[0] == '{', "JSON statistics: %.80s", stats_text);
+    CHECK(strstr(stats_text, "\"allocated\":") != NULL, "no allocated in %.200s", stats_text);
+    stats_len = 0;
+    stats_text[0] = 0;
+    malloc_stats_print(collect, stats_text, NULL);
+    CHECK(strncmp(stats_text, "tally: stats:", 13) == 0, "text statistics: %.80s", stats_text);
+    free(live);
 
     printf("allocx ok %ld\n", checks);
     return 0;
