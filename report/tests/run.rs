@@ -105,20 +105,9 @@ fn an_interrupt_reaches_the_programs_whole_group_and_no_other_signal_does() {
     // in for libtally.so), so tally does not send it (a real-time signal nobody catches kills);
     // the SIGINT sent to tally alone reaches both processes of the program's group.
     use std::io::{BufRead, BufReader};
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let mut command = tally_run_jemalloc(dir.path(), &["sh", "-c", "echo ready; sleep 30; echo survived"]);
-    // As from an interactive shell: SIGINT and SIGQUIT at their default actions. A test run
-    // started as a background job of a non-interactive shell (`sh -c '... &'`) inherits them
-    // ignored, and so would the program: the interrupt would reach a sleep that ignores it.
-    // SAFETY: signal() is async-signal-safe, as pre_exec requires.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-            Ok(())
-        })
-    };
+    interrupts_at_their_defaults(&mut command);
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

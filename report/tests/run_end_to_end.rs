@@ -178,7 +178,9 @@ fn interrupt_a_sleeping_program(signal: i32) -> (std::process::ExitStatus, Strin
     let dir = tempfile::tempdir().unwrap();
     let program = run_wait(dir.path());
     let out = dir.path().join("dumps");
-    let mut child = tally_run_with(&["--lines"], "lg_prof_sample:14", &out)
+    let mut command = tally_run_with(&["--lines"], "lg_prof_sample:14", &out);
+    interrupts_at_their_defaults(&mut command);
+    let mut child = command
         .arg(&program)
         .args(["a", "60000"])
         .stdout(std::process::Stdio::piped())

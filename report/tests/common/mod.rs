@@ -468,3 +468,19 @@ impl Rng {
         &items[self.below(items.len())]
     }
 }
+
+/// Starts `command` with SIGINT and SIGQUIT at their default actions, as from an interactive
+/// shell, for the tests that interrupt `tally run`: a test run started as a background job of a
+/// non-interactive shell (`sh -c '... &'`) inherits them ignored, and so would the program `tally`
+/// starts, which the forwarded interrupt would then not end.
+pub fn interrupts_at_their_defaults(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+            Ok(())
+        })
+    };
+}
