@@ -26,11 +26,12 @@ const WORKLOADS: [&str; 13] = [
     "python",
     "sqlite",
 ];
-const ALLOCATORS: [&str; 7] = [
+const ALLOCATORS: [&str; 8] = [
     "glibc",
     "tally",
     "tally-prof",
     "tally-prof17",
+    "tally-guard",
     "jemalloc",
     "mimalloc",
     "tcmalloc",
@@ -76,7 +77,7 @@ fn suite_runs_every_workload_under_every_allocator() {
     // The time and RSS tables come before the profiling-overhead table, which has a row per
     // workload too (checked below).
     let (tables, overhead) = md
-        .split_once("## Profiling overhead")
+        .split_once("## Profiling and guarding overhead")
         .unwrap_or_else(|| panic!("no profiling-overhead table:\n{md}"));
     for w in WORKLOADS {
         let rows: Vec<&str> = tables
@@ -99,9 +100,10 @@ fn suite_runs_every_workload_under_every_allocator() {
     }
     assert!(md.contains("RSS after everything is freed"), "{md}");
 
-    // The profiler's cost: tally-prof and tally-prof17 over tally, a positive ratio per workload.
+    // The profiler's and guarded sampling's cost: tally-prof, tally-prof17 and tally-guard over
+    // tally, a positive ratio per workload.
     assert!(
-        overhead.contains("| workload | tally-prof / tally | tally-prof17 / tally |"),
+        overhead.contains("| workload | tally-prof / tally | tally-prof17 / tally | tally-guard / tally |"),
         "{overhead}"
     );
     for w in WORKLOADS.iter().copied().chain(["geometric mean"]) {
@@ -110,7 +112,7 @@ fn suite_runs_every_workload_under_every_allocator() {
             .find(|l| l.starts_with(&format!("| {w} |")))
             .unwrap_or_else(|| panic!("{w}: no overhead row:\n{overhead}"));
         let cells: Vec<&str> = row.trim_matches('|').split('|').skip(1).collect();
-        assert_eq!(cells.len(), 2, "{row}");
+        assert_eq!(cells.len(), 3, "{row}");
         for cell in cells {
             let ratio: f64 = cell.trim().trim_end_matches('×').parse().unwrap_or(f64::NAN);
             assert!(ratio > 0.0, "{w}: overhead cell {cell:?}");
