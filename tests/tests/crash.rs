@@ -5,14 +5,13 @@
 //! be sent, by number or by name: the program survives raising one of those and writes a
 //! profile; a fatal or job-control signal is refused with one line.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use std::os::unix::process::ExitStatusExt;
 
-use tally_tests::{compile_c, describe_status, libtally_so, ScratchDir};
+use tally_tests::{compile_c, describe_status, run_with_conf, Mode, ScratchDir};
 
 const SIGABRT: i32 = 6;
 const SIGFPE: i32 = 8;
@@ -21,45 +20,14 @@ const SIGSEGV: i32 = 11;
 /// How long one run may take: these programs finish in milliseconds; a hang is the bug.
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// Runs `exe args` under `LD_PRELOAD=libtally.so` with `conf` in `TALLY_CONF` and no core dump;
-/// kills it after [`LIMIT`]. Returns (status, stdout, stderr), or panics on a hang.
+/// Runs `exe args` under `LD_PRELOAD=libtally.so` with `conf` in `TALLY_CONF` and no core dump
+/// ([`run_with_conf`]); a run still going after [`LIMIT`] is a hang and panics. Returns (status,
+/// stdout, stderr).
 fn run(exe: &Path, args: &[&str], conf: &str) -> (ExitStatus, String, String) {
-    // The shell that turns core dumps off runs without Tally (it would print option errors too).
-    let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "ulimit -c 0; export LD_PRELOAD=\"$PRELOAD\"; unset PRELOAD; exec \"$0\" \"$@\"",
-        ])
-        .arg(exe)
-        .args(args)
-        .env_remove("LD_PRELOAD")
-        .env("PRELOAD", libtally_so())
-        .env("TALLY_CONF", conf)
-        .env_remove("MALLOC_CONF")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the program");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            let mut stderr = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-            panic!("`crash {args:?}` with TALLY_CONF={conf} still ran after {LIMIT:?} (a hang)\n{stderr}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    (status, stdout, stderr)
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    let out = run_with_conf(cmd, Mode::Preloaded, conf, LIMIT);
+    (out.status, out.stdout_text(), out.stderr_text())
 }
 
 #[test]
