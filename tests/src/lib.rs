@@ -693,6 +693,24 @@ pub fn python_interpreter() -> PathBuf {
     path
 }
 
+/// One step of a scripted git session: checks that `outcome` (of `git args`) succeeded, appends
+/// `$ git args`, its stdout and its stderr to `transcript`, and keeps `outcome` in `outcomes`.
+pub fn record_git_step(
+    transcript: &mut String,
+    outcomes: &mut Vec<Outcome>,
+    args: &[&str],
+    outcome: Outcome,
+) {
+    outcome.assert_success();
+    transcript.push_str(&format!(
+        "$ git {}\n{}{}",
+        args.join(" "),
+        outcome.stdout_text(),
+        outcome.stderr_text()
+    ));
+    outcomes.push(outcome);
+}
+
 /// `git args` in `repo` with `home` as `HOME`, a fixed identity and dates (so commit ids are the
 /// same on every run), no system or global configuration, no pager, C locale, UTC.
 pub fn git_command(git: &Path, repo: &Path, home: &Path, args: &[&str]) -> Command {

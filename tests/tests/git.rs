@@ -8,7 +8,9 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use tally_tests::{git_command, require_tool, run, Mode, Outcome, Rng, ScratchDir, DEFAULT_TIMEOUT};
+use tally_tests::{
+    git_command, record_git_step, require_tool, run, Mode, Outcome, Rng, ScratchDir, DEFAULT_TIMEOUT,
+};
 
 /// HEAD after the scripted history; fixed by the content and the identity and dates that
 /// `git_command` sets.
@@ -37,15 +39,7 @@ fn session(git_exe: &Path, dir: &Path, mode: Mode) -> (String, Vec<Outcome>) {
     let mut outcomes = Vec::new();
     let mut step = |args: &[&str]| {
         let outcome = run(git_command(git_exe, &repo, dir, args), mode, DEFAULT_TIMEOUT);
-        outcome.assert_success();
-        let _ = write!(
-            transcript,
-            "$ git {}\n{}{}",
-            args.join(" "),
-            outcome.stdout_text(),
-            outcome.stderr_text()
-        );
-        outcomes.push(outcome);
+        record_git_step(&mut transcript, &mut outcomes, args, outcome);
     };
     step(&["init", "-q", "-b", "main", "--object-format=sha1"]);
     write_files(&repo, 1, 150);

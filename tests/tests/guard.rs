@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use tally_tests::{
     assert_bytes_eq, assert_same_behaviour, compile_c, describe_status, find_value, git_command, program,
-    python_interpreter, require_tool, run, run_with_conf, run_with_input, tally_binary, Mode, Outcome,
-    ScratchDir,
+    python_interpreter, record_git_step, require_tool, run, run_with_conf, run_with_input, tally_binary,
+    Mode, Outcome, ScratchDir,
 };
 
 // For the Rust use after free (the whole test binary runs on Tally; with no TALLY_CONF in the
@@ -643,14 +643,7 @@ fn git_session(git: &Path, dir: &Path, exec: &dyn Fn(Command) -> Outcome) -> (St
     let mut outcomes = Vec::new();
     let mut step = |args: &[&str]| {
         let outcome = exec(git_command(git, &repo, dir, args));
-        outcome.assert_success();
-        transcript.push_str(&format!(
-            "$ git {}\n{}{}",
-            args.join(" "),
-            outcome.stdout_text(),
-            outcome.stderr_text()
-        ));
-        outcomes.push(outcome);
+        record_git_step(&mut transcript, &mut outcomes, args, outcome);
     };
     step(&["init", "-q", "-b", "main", "--object-format=sha1"]);
     for i in 0..60 {
