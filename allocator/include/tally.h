@@ -72,6 +72,21 @@ size_t nallocx(size_t size, int flags);
  * when write_cb is NULL); opts as for tally_stats_print ('J', 'a', 'b'; others ignored). */
 void malloc_stats_print(void (*write_cb)(void *, const char *), void *cbopaque, const char *opts);
 
+/* jemalloc's name tree of settings and statistics (the names Tally answers are listed in
+ * docs/jemalloc-api.md). Returns 0 or an errno value: ENOENT for a name Tally does not have,
+ * EINVAL for a size that is not the value's, EPERM for writing a read-only name (or reading a
+ * write-only one), EFAULT when a profile cannot be written. `stats.*` figures are those of the
+ * last write to "epoch". MALLCTL_ARENAS_ALL names all arenas in `arena.<i>` and
+ * `stats.arenas.<i>`. */
+#ifndef MALLCTL_ARENAS_ALL
+#define MALLCTL_ARENAS_ALL 4096
+#endif
+int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+/* The MIB of `name` (up to *miblenp components) into mibp; *miblenp set to the entries written. */
+int mallctlnametomib(const char *name, size_t *mibp, size_t *miblenp);
+/* mallctl by MIB (a name's numbered components may be changed in the MIB). */
+int mallctlbymib(const size_t *mib, size_t miblen, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use tally_pal::PAGE;
 
+use crate::block::usable_size;
 use crate::init::{ensure_global, options};
 use crate::pagemap::CHUNK;
 use crate::size_class::{class_for, class_for_aligned, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
@@ -114,12 +115,16 @@ fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
     }
     decay::tick();
     // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty.
-    let p = unsafe { tcache::fill_and_pop(tb, class) };
-    if !p.is_null() {
-        return p;
+    let mut p = unsafe { tcache::fill_and_pop(tb, class) };
+    if p.is_null() {
+        // SAFETY: as above: giving back flushes the thread's cache, which leaves the bin empty.
+        p = after_giving_back(|| unsafe { tcache::fill_and_pop(tb, class) });
     }
-    // SAFETY: as above: giving back flushes the thread's cache, which leaves the bin empty.
-    after_giving_back(|| unsafe { tcache::fill_and_pop(tb, class) })
+    if !p.is_null() && !class.is_small() {
+        // A large class's block comes straight from the arena, not through the bin's count.
+        tcache::count_slow(class.size(), 0);
+    }
+    p
 }
 
 /// Allocates one block of a cached class straight from an arena (no cache, or a class above
@@ -141,6 +146,7 @@ fn alloc_direct(class: SizeClass) -> *mut u8 {
     }
     tcache::MERGED_NMALLOC[class.index()].fetch_add(1, Ordering::Relaxed);
     if !p.is_null() {
+        tcache::count_slow(class.size(), 0);
         // SAFETY: a fresh block of a cached class, about to be the program's.
         unsafe { freed::unmark(p) };
     }
@@ -203,16 +209,20 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
         if align <= PAGE {
             let p = tcache::big_cache().map_or(ptr::null_mut(), |big| big.take(class));
             if !p.is_null() {
+                tcache::count_slow(class.size(), 0);
                 return p;
             }
         }
     }
     decay::tick();
-    let p = alloc_big_mapped(size, align, class);
-    if !p.is_null() {
-        return p;
+    let mut p = alloc_big_mapped(size, align, class);
+    if p.is_null() {
+        p = after_giving_back(|| alloc_big_mapped(size, align, class));
     }
-    after_giving_back(|| alloc_big_mapped(size, align, class))
+    if !p.is_null() {
+        tcache::count_slow(usable_size(p), 0);
+    }
+    p
 }
 
 /// Allocates a block a thread event chose (`due`: [`thread_event::SAMPLE`],
@@ -225,16 +235,17 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
 #[inline(never)]
 fn alloc_chosen(due: u8, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     let sample = due & thread_event::SAMPLE != 0;
+    let mut p = ptr::null_mut();
     if due & thread_event::GUARD != 0 {
-        let p = guard::alloc(size, align, sample);
-        if !p.is_null() {
-            return p;
-        }
+        p = guard::alloc(size, align, sample);
     }
-    if sample {
-        return prof_hooks::alloc_sampled(size, class, thread_arena());
+    if p.is_null() && sample {
+        p = prof_hooks::alloc_sampled(size, class, thread_arena());
     }
-    ptr::null_mut()
+    if !p.is_null() {
+        tcache::count_slow(usable_size(p), 0);
+    }
+    p
 }
 
 /// A block of `class` (large) from the thread's arena, or a huge one when there is no class or

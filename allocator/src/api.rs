@@ -12,7 +12,7 @@
 use core::ffi::c_void;
 use core::ptr;
 
-use crate::{alloc, block, free, realloc};
+use crate::{alloc, block, ctl, free, realloc};
 use tally_pal::{self as pal, PAGE};
 
 #[inline(always)]
@@ -347,4 +347,47 @@ pub unsafe fn sdallocx(p: *mut c_void, _size: usize, _flags: i32) {
 #[inline(always)]
 pub fn nallocx(size: usize, flags: i32) -> usize {
     alloc::usable_for(size, mallocx_align(flags).max(1))
+}
+
+/// `mallctl(name, oldp, oldlenp, newp, newlen)` (jemalloc): reads or writes the setting or
+/// statistic `name` (`ctl.rs`; the names in `docs/jemalloc-api.md`). 0, or an `errno` value:
+/// `ENOENT` for a name Tally does not have, `EINVAL` for a wrong size, `EPERM` for a read-only
+/// name written, `EFAULT` when a profile cannot be written.
+///
+/// # Safety
+/// When `oldp` and `oldlenp` are both non-null, `oldlenp` must be valid to read and write and
+/// `oldp` valid to write `*oldlenp` bytes; `newp`, when non-null, valid to read `newlen` bytes
+/// (and, for a name that takes a string, hold a pointer to a C string).
+pub unsafe fn mallctl(
+    name: &[u8],
+    oldp: *mut c_void,
+    oldlenp: *mut usize,
+    newp: *const c_void,
+    newlen: usize,
+) -> i32 {
+    // SAFETY: per the contract.
+    let call = unsafe { ctl::Call::new(oldp, oldlenp, newp, newlen) };
+    ctl::by_name(name, &call)
+}
+
+/// `mallctlnametomib(name, mibp, miblenp)` (jemalloc): the MIB of `name` (or of its first
+/// `mib.len()` components) into `mib`; returns the entries written, or an `errno` value.
+pub fn mallctlnametomib(name: &[u8], mib: &mut [usize]) -> Result<usize, i32> {
+    ctl::name_to_mib(name, mib)
+}
+
+/// `mallctlbymib(mib, miblen, oldp, oldlenp, newp, newlen)` (jemalloc): [`mallctl`] by MIB.
+///
+/// # Safety
+/// As for [`mallctl`].
+pub unsafe fn mallctlbymib(
+    mib: &[usize],
+    oldp: *mut c_void,
+    oldlenp: *mut usize,
+    newp: *const c_void,
+    newlen: usize,
+) -> i32 {
+    // SAFETY: per the contract.
+    let call = unsafe { ctl::Call::new(oldp, oldlenp, newp, newlen) };
+    ctl::by_mib(mib, &call)
 }

@@ -325,6 +325,12 @@ pub fn pick_arena() -> &'static Arena {
         .unwrap_or(&ARENAS[0])
 }
 
+/// A thread starts using `arena` (moved there by `mallctl("thread.arena")`), until
+/// [`leave_arena`].
+pub fn join_arena(arena: &Arena) {
+    arena.threads.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A thread's cache stops using `arena` (the thread exited or gave up its cache).
 pub fn leave_arena(arena: &Arena) {
     arena.threads.fetch_sub(1, Ordering::Relaxed);

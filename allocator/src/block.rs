@@ -123,6 +123,18 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
     }
 }
 
+/// The index of the arena owning the chunk `p` points into, if it points into one (`None` for a
+/// huge or guarded block and for memory Tally did not map): `mallctl("arenas.lookup")`.
+pub fn arena_of(p: *const u8) -> Option<u32> {
+    let entry = pagemap::lookup(p as usize);
+    if entry == 0 || entry & TAG_HUGE != 0 {
+        return None;
+    }
+    let chunk = entry as *const ChunkHeader;
+    // SAFETY: untagged non-zero entries point at live chunk headers.
+    Some(unsafe { (*chunk).arena })
+}
+
 #[cold]
 #[inline(never)]
 fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {

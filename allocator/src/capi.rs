@@ -3,7 +3,7 @@
 //! to `api.rs`; nothing else lives here. None of these can unwind: Tally's code does not panic,
 //! and `extern "C"` turns any panic into an abort.
 
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_char, c_int, c_void};
 
 use crate::api;
 
@@ -290,4 +290,71 @@ pub unsafe extern "C" fn sdallocx(p: *mut c_void, size: usize, flags: c_int) {
 #[no_mangle]
 pub extern "C" fn nallocx(size: usize, flags: c_int) -> usize {
     api::nallocx(size, flags)
+}
+
+/// `mallctl` (jemalloc): reads or writes a named setting or statistic (`docs/jemalloc-api.md`).
+///
+/// # Safety
+/// `name` must be null or a C string; the buffers as jemalloc's `mallctl` requires.
+#[no_mangle]
+pub unsafe extern "C" fn mallctl(
+    name: *const c_char,
+    oldp: *mut c_void,
+    oldlenp: *mut usize,
+    newp: *mut c_void,
+    newlen: usize,
+) -> c_int {
+    // SAFETY: per the contract.
+    unsafe { api::mallctl(c_str_or_empty(name), oldp, oldlenp, newp, newlen) }
+}
+
+/// `mallctlnametomib` (jemalloc).
+///
+/// # Safety
+/// `name` must be null or a C string; `miblenp` valid to read and write, and `mibp` valid to
+/// write `*miblenp` entries (both may be null: `EINVAL`).
+#[no_mangle]
+pub unsafe extern "C" fn mallctlnametomib(
+    name: *const c_char,
+    mibp: *mut usize,
+    miblenp: *mut usize,
+) -> c_int {
+    if mibp.is_null() || miblenp.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: per the contract, `mibp` holds `*miblenp` writable entries.
+    let mib = unsafe { core::slice::from_raw_parts_mut(mibp, *miblenp) };
+    // SAFETY: per the contract.
+    match api::mallctlnametomib(unsafe { c_str_or_empty(name) }, mib) {
+        Ok(n) => {
+            // SAFETY: as above.
+            unsafe { *miblenp = n };
+            0
+        }
+        Err(e) => e,
+    }
+}
+
+/// `mallctlbymib` (jemalloc).
+///
+/// # Safety
+/// `mib` must be valid to read `miblen` entries (or null with `miblen` 0); the buffers as for
+/// [`mallctl`].
+#[no_mangle]
+pub unsafe extern "C" fn mallctlbymib(
+    mib: *const usize,
+    miblen: usize,
+    oldp: *mut c_void,
+    oldlenp: *mut usize,
+    newp: *mut c_void,
+    newlen: usize,
+) -> c_int {
+    let mib = if mib.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: per the contract.
+        unsafe { core::slice::from_raw_parts(mib, miblen) }
+    };
+    // SAFETY: per the contract.
+    unsafe { api::mallctlbymib(mib, oldp, oldlenp, newp, newlen) }
 }

@@ -14,7 +14,7 @@
 //! holding the most beyond twice what they use ([`balance`], issue 13).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arena::{self, Arena, ARENAS};
 use crate::extent::{DIRTY_DECAY_MS, FRESH_PAGES, MUZZY_DECAY_MS};
@@ -27,8 +27,9 @@ pub const TICK_BYTES: i64 = 64 * 1024;
 
 static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
-/// The process the background thread runs in (0: none yet).
-static BACKGROUND_PID: AtomicU32 = AtomicU32::new(0);
+/// The background thread's run: the process it runs in (high 32 bits; 0: none) and a number
+/// counting starts (low 32 bits). A thread that finds another value here exits.
+static BACKGROUND_RUN: AtomicU64 = AtomicU64::new(0);
 /// Purge passes run so far (a statistic).
 pub static PASSES: AtomicU64 = AtomicU64::new(0);
 
@@ -159,8 +160,8 @@ pub fn tick() {
     {
         return;
     }
-    purge_arenas(now, false, false);
-    if BACKGROUND.load(Ordering::Relaxed) && BACKGROUND_PID.load(Ordering::Relaxed) != pal::pid() {
+    purge_arenas(now, false);
+    if BACKGROUND.load(Ordering::Relaxed) && !background_running() {
         start_background_thread();
     }
 }
@@ -170,32 +171,77 @@ pub fn tick() {
 /// every chunk left wholly free is unmapped, and so is every cached huge mapping. Returns the
 /// pages given back.
 pub fn purge_all(everything: bool) -> u64 {
-    if everything {
-        for arena in &ARENAS[..arena::arena_count()] {
-            for (i, bin) in arena.bins.iter().enumerate() {
-                bin.release_empty_current(SizeClass(i as u8), &arena.pages);
-            }
-        }
-    }
-    purge_arenas(pal::now_ms(), everything, true)
+    let now = pal::now_ms();
+    PASSES.fetch_add(1, Ordering::Relaxed);
+    let arenas: u64 = ARENAS[..arena::arena_count()]
+        .iter()
+        .map(|a| purge_one(a, now, everything))
+        .sum();
+    arenas + crate::huge::purge(now, everything)
 }
 
-fn purge_arenas(now: u64, everything: bool, wait: bool) -> u64 {
+/// Purges arena `index` now, as [`purge_all`] purges each (huge mappings belong to no arena and
+/// are left alone). Returns the pages given back.
+pub fn purge_arena(index: usize, everything: bool) -> u64 {
+    PASSES.fetch_add(1, Ordering::Relaxed);
+    purge_one(
+        &ARENAS[index.min(arena::arena_count() - 1)],
+        pal::now_ms(),
+        everything,
+    )
+}
+
+fn purge_one(arena: &Arena, now: u64, everything: bool) -> u64 {
+    if !arena.has_chunks() {
+        return 0;
+    }
+    if everything {
+        for (i, bin) in arena.bins.iter().enumerate() {
+            bin.release_empty_current(SizeClass(i as u8), &arena.pages);
+        }
+    }
+    let mut heap = arena.pages.lock();
+    arena.stash.drain(&mut heap, everything);
+    heap.purge(now, everything)
+}
+
+/// Purges decayed pages of every arena: the background thread waits for each arena's lock
+/// (`wait`); allocator activity passes a busy arena by until the next pass.
+fn purge_arenas(now: u64, wait: bool) -> u64 {
     PASSES.fetch_add(1, Ordering::Relaxed);
     let mut released = 0;
     for arena in ARENAS[..arena::arena_count()].iter().filter(|a| a.has_chunks()) {
-        // The runs of freed sampled blocks go back to the page heap first (all of them, or
-        // those of a stash no sample used since the last pass), so they decay like any.
-        if wait {
-            let mut heap = arena.pages.lock();
-            arena.stash.drain(&mut heap, everything);
-            released += heap.purge(now, everything);
-        } else if let Some(mut heap) = arena.pages.try_lock() {
-            arena.stash.drain(&mut heap, everything);
-            released += heap.purge(now, everything);
+        // The runs of freed sampled blocks go back to the page heap first (those of a stash no
+        // sample used since the last pass), so they decay like any.
+        let heap = if wait {
+            Some(arena.pages.lock())
+        } else {
+            arena.pages.try_lock()
+        };
+        if let Some(mut heap) = heap {
+            arena.stash.drain(&mut heap, false);
+            released += heap.purge(now, false);
         }
     }
-    released + crate::huge::purge(now, everything)
+    released + crate::huge::purge(now, false)
+}
+
+/// Turns the background thread on or off (`mallctl("background_thread")`): on starts it in this
+/// process unless it runs; off makes it exit at its next wake-up. Returns whether it was
+/// running; `Err(())` when it could not be started.
+pub fn set_background(on: bool) -> Result<bool, ()> {
+    let was = background_running();
+    BACKGROUND.store(on, Ordering::Relaxed);
+    if on {
+        start_background_thread();
+        if !background_running() {
+            BACKGROUND.store(false, Ordering::Relaxed);
+            return Err(());
+        }
+    } else {
+        BACKGROUND_RUN.store(0, Ordering::Relaxed);
+    }
+    Ok(was)
 }
 
 /// Starts the background thread if `background_thread:true` and it is not running in this
@@ -204,27 +250,36 @@ pub fn start_background_thread() {
     if !BACKGROUND.load(Ordering::Relaxed) {
         return;
     }
-    let pid = pal::pid();
-    let old = BACKGROUND_PID.swap(pid, Ordering::Relaxed);
-    if old != pid && !pal::thread::spawn(background_main) {
-        BACKGROUND_PID.store(old, Ordering::Relaxed);
+    let pid = pal::pid() as u64;
+    let old = BACKGROUND_RUN.load(Ordering::Relaxed);
+    if old >> 32 == pid {
+        return;
+    }
+    let run = pid << 32 | (old.wrapping_add(1) & u32::MAX as u64);
+    if BACKGROUND_RUN
+        .compare_exchange(old, run, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
+        && !pal::thread::spawn(background_main)
+    {
+        let _ = BACKGROUND_RUN.compare_exchange(run, old, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
 /// Whether a background thread is running in this process.
 pub fn background_running() -> bool {
-    BACKGROUND_PID.load(Ordering::Relaxed) == pal::pid()
+    BACKGROUND_RUN.load(Ordering::Relaxed) >> 32 == pal::pid() as u64
 }
 
 extern "C" fn background_main(_: *mut c_void) -> *mut c_void {
-    let pid = pal::pid();
+    let run = BACKGROUND_RUN.load(Ordering::Relaxed);
     loop {
         pal::sleep_ms(interval_ms().unwrap_or(1000));
-        if BACKGROUND_PID.load(Ordering::Relaxed) != pid {
-            // A fork child got a copy of this variable, not of this thread.
+        if BACKGROUND_RUN.load(Ordering::Relaxed) != run {
+            // Turned off (or off and on again: a newer thread runs), or this is a fork child,
+            // which got a copy of the variable, not of this thread.
             return core::ptr::null_mut();
         }
-        purge_arenas(pal::now_ms(), false, true);
+        purge_arenas(pal::now_ms(), true);
     }
 }
 

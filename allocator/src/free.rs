@@ -68,6 +68,7 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
             // after every free, and the bin would never fill from this thread's arena.
             dead_small_block(p, class);
             tcache::return_grouped(class, &mut [p]);
+            tcache::count_slow(0, class.size());
             return;
         }
         if count == 0 || count >= bin.limit() {
@@ -96,6 +97,7 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
             dead_small_block(p, class);
             tcache::return_grouped(class, &mut [p]);
         }
+        tcache::count_slow(0, class.size());
         decay::tick();
         return;
     }
@@ -126,6 +128,7 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
                 already_free(p, class, who);
             }
             dead_block(p, class.size());
+            tcache::count_slow(0, class.size());
             if let Some(big) = tcache::big_cache() {
                 // SAFETY: `p` is a live block of `class` at the start of its run, not marked,
                 // given up by the caller.
@@ -154,6 +157,7 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
                 sampled_freed_before(p, who);
             }
             dead_block(p, class.size());
+            tcache::count_slow(0, class.size());
             // SAFETY: `p` is a live sampled block of `class` with run `span`, given up.
             if unsafe { prof_hooks::free_sampled(p, span, class) } {
                 decay::tick();
@@ -162,12 +166,16 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
         Block::Huge(d) => unsafe {
             dead_block(p, (*d).mapped);
+            tcache::count_slow(0, (*d).mapped);
             if (*d).sampled {
                 prof_hooks::forget_sampled_huge(p);
             }
             huge::free(d);
         },
-        Block::Guarded(slot) => guard::free(slot, who),
+        Block::Guarded(slot) => {
+            tcache::count_slow(0, guard::usable(slot));
+            guard::free(slot, who)
+        }
     }
 }
 

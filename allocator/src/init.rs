@@ -45,6 +45,19 @@ pub fn options() -> Options {
     }
 }
 
+/// The options in force, in place: for the C strings `mallctl("opt.*")` hands out, which must
+/// live as long as the process. Call after [`ensure_global`]; before initialization has read the
+/// environment it gives the defaults.
+pub fn options_in_place() -> &'static Options {
+    static DEFAULT: Options = Options::DEFAULT;
+    if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
+        // SAFETY: see OptionsCell: never written again once READY is seen.
+        unsafe { &*OPTIONS.0.get() }
+    } else {
+        &DEFAULT
+    }
+}
+
 /// Makes sure process-wide initialization has run (or is running in this thread).
 #[inline]
 pub fn ensure_global() {

@@ -43,9 +43,10 @@
 //! 24. `realloc` — resizing.
 //! 25. `stats` — statistics.
 //! 26. `prof` — the profiler's Rust API.
-//! 27. `api` — the malloc family with C semantics, callable from Rust.
-//! 28. `global` — `GlobalAlloc`.
-//! 29. `capi` — the exported C symbols (feature `c-abi`).
+//! 27. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
+//! 28. `api` — the malloc family with C semantics, callable from Rust.
+//! 29. `global` — `GlobalAlloc`.
+//! 30. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -53,6 +54,7 @@ mod bigcache;
 mod bin;
 mod block;
 mod chunk;
+pub mod ctl;
 mod decay;
 mod extent;
 mod fork;

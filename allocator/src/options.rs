@@ -276,8 +276,9 @@ pub struct Options {
     pub prof_accum: bool,
     /// See [`TABLE`]; 0 = off.
     pub prof_signal: i32,
-    /// See [`TABLE`]: the bytes of `prof_prefix` (the first `prof_prefix_len`).
-    pub prof_prefix: [u8; TEXT_MAX],
+    /// See [`TABLE`]: the bytes of `prof_prefix` (the first `prof_prefix_len`, then zeros: a C
+    /// string).
+    pub prof_prefix: [u8; TEXT_MAX + 1],
     /// Length of `prof_prefix`.
     pub prof_prefix_len: usize,
     /// See [`TABLE`]; 0 = off.
@@ -285,8 +286,8 @@ pub struct Options {
     /// See [`TABLE`].
     pub guard_slots: usize,
     /// See [`TABLE`]: the bytes of `guard_report` (the first `guard_report_len`; none: stderr
-    /// only).
-    pub guard_report: [u8; TEXT_MAX],
+    /// only; then zeros: a C string).
+    pub guard_report: [u8; TEXT_MAX + 1],
     /// Length of `guard_report`.
     pub guard_report_len: usize,
 }
@@ -316,7 +317,7 @@ impl Options {
         prof_accum: false,
         prof_signal: 0,
         prof_prefix: {
-            let mut p = [0u8; TEXT_MAX];
+            let mut p = [0u8; TEXT_MAX + 1];
             p[0] = b't';
             p[1] = b'a';
             p[2] = b'l';
@@ -327,7 +328,7 @@ impl Options {
         prof_prefix_len: 5,
         guard_rate: 0,
         guard_slots: 64,
-        guard_report: [0; TEXT_MAX],
+        guard_report: [0; TEXT_MAX + 1],
         guard_report_len: 0,
     };
 
@@ -347,6 +348,9 @@ impl Options {
             "guard_report" => (&mut self.guard_report, &mut self.guard_report_len),
             _ => return,
         };
+        // Zeros after the text, also where an earlier value was longer: the buffer stays a C
+        // string (`mallctl("opt.prof_prefix")` hands it out).
+        buf.fill(0);
         buf[..value.len()].copy_from_slice(value);
         *len = value.len();
     }

@@ -7,7 +7,7 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_of, Block};
+use crate::block::{block_of, cached_block_of, usable_size, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, LARGE_MAX, NCACHED};
@@ -69,6 +69,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                     let arena = unsafe { arena::of_chunk(chunk) };
                     // SAFETY: `span` is the live large run of `p`, owned by the caller.
                     if unsafe { arena.resize_large_in_place(*span, new_class) } {
+                        tcache::count_slow(new_class.size(), class.size());
                         return p;
                     }
                     // A block of this thread's big cache right after it goes home first, so
@@ -79,6 +80,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                         // SAFETY: as above.
                         && unsafe { arena.resize_large_in_place(*span, new_class) }
                     {
+                        tcache::count_slow(new_class.size(), class.size());
                         return p;
                     }
                 }
@@ -87,14 +89,19 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         }
         Block::Huge(d) => {
             if size > LARGE_MAX {
+                // SAFETY: live descriptor.
+                let before = unsafe { (*d).mapped };
                 // SAFETY: `d` is the live descriptor of `p`, owned by the caller.
-                let q = unsafe { huge::resize(d, size) };
-                if !q.is_null() {
-                    return q;
+                let mut q = unsafe { huge::resize(d, size) };
+                if q.is_null() {
+                    // SAFETY: as above; a failed resize leaves the block unchanged.
+                    q = after_giving_back(|| unsafe { huge::resize(d, size) });
                 }
-                // SAFETY: as above; a failed resize leaves the block unchanged.
-                let q = after_giving_back(|| unsafe { huge::resize(d, size) });
                 if !q.is_null() {
+                    let after = usable_size(q);
+                    if after != before {
+                        tcache::count_slow(after, before);
+                    }
                     return q;
                 }
                 // `mremap` refuses to move a range that spans two kernel mappings (a block reusing
@@ -120,6 +127,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         // grown to 64 MiB). A later block of that size faults them in again, once.
         Block::Large(span, class) if class.index() >= NCACHED && size > LARGE_MAX => {
             dead_block(p, old_size);
+            tcache::count_slow(0, old_size);
             // SAFETY: `span` is the live large run of `p`, whose bytes were copied to `q`; the
             // caller gives `p` up.
             unsafe { arena::of_chunk(Span::chunk(span)).free_large_discarding(span) };
@@ -130,6 +138,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         // place over it.
         Block::Large(span, class) if class.index() >= NCACHED => {
             dead_block(p, old_size);
+            tcache::count_slow(0, old_size);
             // SAFETY: `span` is the live large run of `p`, copied to `q`; the caller gives `p` up.
             unsafe { arena::of_chunk(Span::chunk(span)).free_large(span) };
         }

@@ -47,6 +47,17 @@ pub struct ClassStats {
 }
 
 impl ClassStats {
+    /// All zero.
+    pub const ZERO: ClassStats = ClassStats {
+        size: 0,
+        live: 0,
+        nmalloc: 0,
+        nfree: 0,
+        slabs: 0,
+        cached: 0,
+        misses: 0,
+    };
+
     /// Share of allocations served from a thread cache without a refill (0 when none).
     pub fn hit_rate(&self) -> f64 {
         if self.nmalloc == 0 {
@@ -74,6 +85,19 @@ pub struct ArenaStats {
     pub retained_pages: u64,
     /// Pages given back with `MADV_DONTNEED` or by unmapping, so far.
     pub purged_pages: u64,
+}
+
+impl ArenaStats {
+    /// All zero.
+    pub const ZERO: ArenaStats = ArenaStats {
+        threads: 0,
+        chunks: 0,
+        active_pages: 0,
+        dirty_pages: 0,
+        muzzy_pages: 0,
+        retained_pages: 0,
+        purged_pages: 0,
+    };
 }
 
 /// A snapshot of Tally's statistics. See the module docs for what each total means.
@@ -111,6 +135,27 @@ pub struct Stats {
     pub counters: Counters,
 }
 
+impl Stats {
+    /// All zero (no arena, no thread): a starting value for a snapshot.
+    pub const ZERO: Stats = Stats {
+        allocated: 0,
+        active: 0,
+        resident: 0,
+        mapped: 0,
+        retained: 0,
+        metadata: 0,
+        dirty: 0,
+        muzzy: 0,
+        huge_live: 0,
+        narenas: 0,
+        threads: 0,
+        background_thread: false,
+        classes: [ClassStats::ZERO; NCLASSES],
+        arenas: [ArenaStats::ZERO; MAX_ARENAS],
+        counters: Counters::ZERO,
+    };
+}
+
 /// Counters of slow-path events since the process started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -143,6 +188,23 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// All zero.
+    pub const ZERO: Counters = Counters {
+        chunks_mapped: 0,
+        chunks_unmapped: 0,
+        tcache_fills: 0,
+        tcache_flushes: 0,
+        tcache_gc_flushes: 0,
+        large_allocs: 0,
+        huge_allocs: 0,
+        huge_remaps: 0,
+        huge_reuses: 0,
+        purge_passes: 0,
+        out_of_memory: 0,
+        guarded_allocs: 0,
+        guarded_frees: 0,
+    };
+
     /// The counters by name, as both report forms print them.
     pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
@@ -185,21 +247,10 @@ pub fn counters() -> Counters {
 /// Reads the statistics now. Takes each lock briefly, never allocates.
 pub fn stats() -> Stats {
     let mut s = Stats {
-        allocated: 0,
-        active: 0,
-        resident: 0,
-        mapped: 0,
-        retained: 0,
-        metadata: 0,
-        dirty: 0,
-        muzzy: 0,
-        huge_live: 0,
         narenas: arena::arena_count(),
-        threads: 0,
         background_thread: decay::background_running(),
-        classes: [ClassStats::default(); NCLASSES],
-        arenas: [ArenaStats::default(); MAX_ARENAS],
         counters: counters(),
+        ..Stats::ZERO
     };
     let mut threads = [0u32; MAX_ARENAS];
     // Per class: blocks in thread caches, and allocations the caches served (every allocation

@@ -22,6 +22,7 @@
 //! bin's class that no thread but this one can reach; `cache` null implies `cap == 0` in every bin
 //! (with a cache, only classes above `tcache_max` have `cap == 0`).
 
+use core::cell::Cell;
 use core::ptr;
 
 use crate::arena::{self, Arena};
@@ -414,6 +415,10 @@ pub struct TCache {
     /// fewer blocks taken since then than it holds is in a burst ([`make_room`]). (Here, not in
     /// the thread block, which has no room for it.)
     refill_seen: [u16; NCACHED],
+    /// Per bin, blocks that came into it from arenas less those it sent back (refills minus
+    /// flushes) since the cache was attached: with the bin's count and `nmalloc` this gives the
+    /// blocks the thread freed into it ([`thread_bytes`]).
+    moved: [i64; NCACHED],
     storage: [*mut u8; TOTAL_SLOTS],
 }
 
@@ -488,6 +493,7 @@ impl TCache {
             (*tb).arena = arena.index();
             ptr::addr_of_mut!((*tc).owner).write(tb);
             ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
+            ptr::addr_of_mut!((*tc).moved).write([0; NCACHED]);
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
             for (i, &room) in ROOM.iter().enumerate() {
@@ -534,6 +540,44 @@ impl TCache {
             CACHES.lock().pool.push_front(tc);
         }
     }
+}
+
+std::thread_local! {
+    /// Bytes the calling thread allocated and freed (usable sizes) that its bins did not count:
+    /// blocks served or freed by slow paths without passing through a bin ([`count_slow`]).
+    static SLOW_BYTES: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// Counts `allocated` and `freed` bytes of the calling thread that did not pass through its
+/// bins (large and huge blocks, sampled and guarded ones, calls served without a cache, blocks
+/// sent straight home, resizing in place).
+pub fn count_slow(allocated: usize, freed: usize) {
+    let (a, f) = SLOW_BYTES.get();
+    SLOW_BYTES.set((a + allocated as u64, f + freed as u64));
+}
+
+/// Bytes the calling thread allocated and freed so far, usable sizes (jemalloc's
+/// `thread.allocated` and `thread.deallocated`). Nothing on the fast paths counts bytes: a bin's
+/// allocations are its `nmalloc`, and the blocks freed into it follow from what it holds, what
+/// was taken, and what came from and went to arenas (`count + nmalloc - moved`); the rest was
+/// counted by the slow paths ([`count_slow`]).
+pub fn thread_bytes() -> (u64, u64) {
+    let (mut allocated, mut freed) = SLOW_BYTES.get();
+    let tb = thread_bins();
+    // SAFETY: the thread's own bins; a non-null `cache` is its live cache.
+    unsafe {
+        let tc = (*tb).cache;
+        if !tc.is_null() {
+            for (i, bin) in (*tb).bins.iter().enumerate() {
+                let size = size_compute(i) as u64;
+                let taken = bin.nmalloc.load(Ordering::Relaxed);
+                let pushed = bin.count() as i64 + taken as i64 - (*tc).moved[i];
+                allocated += taken * size;
+                freed += pushed.max(0) as u64 * size;
+            }
+        }
+    }
+    (allocated, freed)
 }
 
 /// What the thread caches hold now, per class, and the allocations they counted: calls
@@ -617,6 +661,7 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         if n == 0 {
             return ptr::null_mut();
         }
+        (*(*tb).cache).moved[class.index()] += n as i64;
         bin.set_count(n as u32 - 1);
         bin.count_malloc();
         let p = *bin.slots().add(n - 1);
@@ -684,6 +729,8 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
             return;
         }
         let n = count - keep;
+        // A bin holds blocks only while its thread has a cache.
+        (*(*tb).cache).moved[class.index()] -= n as i64;
         let victims = core::slice::from_raw_parts_mut(bin.slots(), n);
         return_grouped(class, victims);
         ptr::copy(bin.slots().add(n), bin.slots(), keep);

@@ -139,6 +139,41 @@ pub fn direct_arena() -> &'static Arena {
     a
 }
 
+/// The index of the arena the calling thread allocates from (`mallctl("thread.arena")`).
+pub fn thread_arena_index() -> u32 {
+    thread_arena().index()
+}
+
+/// Moves the calling thread to `to` (`mallctl("thread.arena")` written): its cache is flushed
+/// (the blocks go home to their own arenas) and fills from `to` from now on; calls served without
+/// a cache are served from `to` too.
+pub fn move_to_arena(to: &'static Arena) {
+    let tb = thread_bins();
+    if has_cache(tb) || thread_start() {
+        flush_thread_cache();
+        // SAFETY: the thread's own live cache, which only this thread changes; its arena is one
+        // of the static ARENAS, counted as used by this thread until `leave_arena`.
+        unsafe {
+            let tc = (*tb).cache;
+            let from = &*(*tc).arena;
+            if !ptr::eq(from, to) {
+                arena::join_arena(to);
+                (*tc).arena = to;
+                (*tb).arena = to.index();
+                arena::leave_arena(from);
+            }
+        }
+    } else if STATE.get() == ThreadState::NoCache {
+        // Such a thread counts as a user of its direct arena for good (see `direct_arena`).
+        let from = direct_arena();
+        if !ptr::eq(from, to) {
+            arena::join_arena(to);
+            arena::leave_arena(from);
+        }
+    }
+    DIRECT_ARENA.set(to);
+}
+
 /// The calling thread's arena: its cache's, made now if the thread has none yet (a thread
 /// whose first allocation is a large block takes it from the arena its cache will use).
 pub fn thread_arena() -> &'static Arena {

@@ -26,6 +26,10 @@ use crate::thread::{futex_wait, futex_wake_one};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Rank {
+    /// The statistics snapshot of `mallctl` (allocator, `ctl.rs`): taken alone, its reader copies
+    /// figures out under it; first, so its own `fork` handler (registered after the allocator's,
+    /// so run before them) takes it before every other lock.
+    Ctl,
     /// The profiler's stack table (`tally-profiler`, `stacks.rs`): taken alone.
     ProfilerStacks,
     /// The profiler's live-block table (`live.rs`): taken alone.
@@ -56,6 +60,7 @@ impl Rank {
     #[cfg(any(test, debug_assertions, feature = "lock-rank"))]
     fn name(self) -> &'static str {
         match self {
+            Rank::Ctl => "Ctl",
             Rank::ProfilerStacks => "ProfilerStacks",
             Rank::ProfilerLive => "ProfilerLive",
             Rank::CacheRegistry => "CacheRegistry",
