@@ -39,8 +39,9 @@ int malloc_trim(size_t pad);
 void malloc_stats(void);
 
 /* jemalloc's non-standard API, same names and semantics (see docs/jemalloc-api.md). Flags:
- * MALLOCX_LG_ALIGN(la) / MALLOCX_ALIGN(a) for an alignment, MALLOCX_ZERO for zeroed memory;
- * MALLOCX_TCACHE_NONE and MALLOCX_ARENA(a) are accepted and not honoured. */
+ * MALLOCX_LG_ALIGN(la) / MALLOCX_ALIGN(a) for an alignment, MALLOCX_ZERO for zeroed memory,
+ * MALLOCX_TCACHE_NONE to allocate and free past the thread cache, MALLOCX_ARENA(a) to allocate
+ * from arena a (past the thread cache). */
 #ifndef MALLOCX_LG_ALIGN
 #define MALLOCX_LG_ALIGN(la) ((int)(la))
 #define MALLOCX_ALIGN(a) ((int)(__builtin_ffsl((long)(a)) - 1))
@@ -57,12 +58,12 @@ void *mallocx(size_t size, int flags);
  * `flags`; with MALLOCX_ZERO the bytes past the old usable size are zero); NULL, `ptr` left
  * alone, when out of memory. */
 void *rallocx(void *ptr, size_t size, int flags);
-/* Resizes `ptr` in place where possible and returns its usable size (less than `size` when
- * it could not grow: Tally's blocks do not grow in place through this call). */
+/* Resizes `ptr` in place, never moving it, to size + extra bytes where it can, else to size;
+ * returns its usable size after (less than `size` when it could not grow). */
 size_t xallocx(void *ptr, size_t size, size_t extra, int flags);
 /* The usable size of `ptr` (malloc_usable_size). */
 size_t sallocx(const void *ptr, int flags);
-/* free(ptr). */
+/* free(ptr); past the thread cache with MALLOCX_TCACHE_NONE. */
 void dallocx(void *ptr, int flags);
 /* free(ptr), its size known to the caller. */
 void sdallocx(void *ptr, size_t size, int flags);

@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use tally_pal::PAGE;
 
+use crate::arena::Arena;
 use crate::block::usable_size;
 use crate::init::{ensure_global, options};
 use crate::pagemap::CHUNK;
@@ -91,7 +92,7 @@ fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
         // SAFETY: as above.
         let due = unsafe { thread_event::on_event(ev, true) };
         if due != 0 {
-            let p = alloc_chosen(due, size, align, Some(class));
+            let p = alloc_chosen(due, size, align, Some(class), None);
             if !p.is_null() {
                 return p;
             }
@@ -200,7 +201,7 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
     ensure_global();
     let due = thread_event::count(size);
     if due != 0 && align <= PAGE {
-        let p = alloc_chosen(due, size, align, class);
+        let p = alloc_chosen(due, size, align, class, None);
         if !p.is_null() {
             return p;
         }
@@ -215,9 +216,9 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
         }
     }
     decay::tick();
-    let mut p = alloc_big_mapped(size, align, class);
+    let mut p = alloc_big_mapped(thread_arena(), size, align, class);
     if p.is_null() {
-        p = after_giving_back(|| alloc_big_mapped(size, align, class));
+        p = after_giving_back(|| alloc_big_mapped(thread_arena(), size, align, class));
     }
     if !p.is_null() {
         tcache::count_slow(usable_size(p), 0);
@@ -230,17 +231,23 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
 /// page) of `class` (`None`: huge): a guarded block if a slot is free (recorded by the profiler
 /// too when also sampled), else a sampled one when sampled. Null when neither could be made
 /// (no slot free, or out of memory): the caller serves the request as any other, which gives
-/// memory back before it fails.
+/// memory back before it fails. A sampled block comes from `arena` (`None`: the thread's).
 #[cold]
 #[inline(never)]
-fn alloc_chosen(due: u8, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
+fn alloc_chosen(
+    due: u8,
+    size: usize,
+    align: usize,
+    class: Option<SizeClass>,
+    arena: Option<&'static Arena>,
+) -> *mut u8 {
     let sample = due & thread_event::SAMPLE != 0;
     let mut p = ptr::null_mut();
     if due & thread_event::GUARD != 0 {
         p = guard::alloc(size, align, sample);
     }
     if p.is_null() && sample {
-        p = prof_hooks::alloc_sampled(size, class, thread_arena());
+        p = prof_hooks::alloc_sampled(size, class, arena.unwrap_or_else(thread_arena));
     }
     if !p.is_null() {
         tcache::count_slow(usable_size(p), 0);
@@ -248,11 +255,11 @@ fn alloc_chosen(due: u8, size: usize, align: usize, class: Option<SizeClass>) ->
     p
 }
 
-/// A block of `class` (large) from the thread's arena, or a huge one when there is no class or
-/// the alignment cannot be met inside a chunk. Null when the OS refuses memory.
-fn alloc_big_mapped(size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
+/// A block of `class` (large) from `arena`, or a huge one when there is no class or the
+/// alignment cannot be met inside a chunk. Null when the OS refuses memory.
+fn alloc_big_mapped(arena: &Arena, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     if let Some(class) = class {
-        let p = thread_arena().alloc_large(class, align);
+        let p = arena.alloc_large(class, align);
         if !p.is_null() {
             // `free` reads a large block's first word as a free mark (a block of a cached
             // class, or one the big cache may keep), and a new run may hold an old block's
@@ -347,6 +354,53 @@ pub fn usable_for(size: usize, align: usize) -> usize {
         };
     }
     big(size)
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two; 1 for none) from `arena`, past the
+/// thread cache: jemalloc's `mallocx` with `MALLOCX_TCACHE_NONE` or `MALLOCX_ARENA(a)`. A block
+/// the thread's event chose for sampling or guarding is made as those always are. Null when out
+/// of memory.
+pub fn alloc_uncached(size: usize, align: usize, arena: &'static Arena) -> *mut u8 {
+    if size > MAX_REQUEST {
+        return ptr::null_mut();
+    }
+    ensure_global();
+    let class = if align <= 16 {
+        class_for(size.max(align))
+    } else if align <= PAGE {
+        class_for_aligned(size, align)
+            .filter(|c| c.is_small())
+            .or_else(|| class_for(size.max(SMALL_MAX + 1)))
+    } else {
+        class_for(size.max(SMALL_MAX + 1))
+    };
+    let due = thread_event::count(size);
+    if due != 0 && align <= PAGE {
+        let p = alloc_chosen(due, size, align.max(8), class, Some(arena));
+        if !p.is_null() {
+            return p;
+        }
+    }
+    let from_arena = || match class {
+        Some(c) if c.is_small() => {
+            let mut one = [ptr::null_mut()];
+            arena.bins[c.index()].fill(c, &arena.pages, arena.index(), &mut one);
+            if !one[0].is_null() {
+                // SAFETY: a fresh block of a small class, about to be the program's.
+                unsafe { freed::unmark(one[0]) };
+            }
+            new_block(one[0], c.size())
+        }
+        _ => alloc_big_mapped(arena, size, align.max(PAGE), class),
+    };
+    let mut p = from_arena();
+    if p.is_null() {
+        p = after_giving_back(from_arena);
+    }
+    if !p.is_null() {
+        tcache::count_slow(usable_size(p), 0);
+    }
+    p
 }
 
 /// Allocates `n * size` zeroed bytes; null (with `errno` untouched) on overflow or when out of

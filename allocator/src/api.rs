@@ -12,7 +12,8 @@
 use core::ffi::c_void;
 use core::ptr;
 
-use crate::{alloc, block, ctl, free, realloc};
+use crate::arena::{self, Arena, ARENAS};
+use crate::{alloc, block, ctl, free, realloc, thread};
 use tally_pal::{self as pal, PAGE};
 
 #[inline(always)]
@@ -239,6 +240,30 @@ pub const MALLOCX_LG_ALIGN_MASK: i32 = 0x3f;
 /// for `rallocx`, the bytes past the old usable size.
 pub const MALLOCX_ZERO: i32 = 0x40;
 
+/// jemalloc's `MALLOCX_TCACHE(tc)` bits: `(tc + 2) << 8`, 0 for the thread's own cache.
+pub const MALLOCX_TCACHE_MASK: i32 = 0xfff00;
+/// jemalloc's `MALLOCX_TCACHE_NONE` (`MALLOCX_TCACHE(-1)`): past the thread cache.
+pub const MALLOCX_TCACHE_NONE: i32 = 1 << 8;
+/// jemalloc's `MALLOCX_ARENA(a)` bits: `(a + 1) << 20`.
+pub const MALLOCX_ARENA_SHIFT: u32 = 20;
+
+/// The arena a `mallocx` with these flags allocates from past the thread cache: `None` for the
+/// thread's cache (no `MALLOCX_ARENA`, no `MALLOCX_TCACHE_NONE`; Tally has no explicit caches,
+/// so `MALLOCX_TCACHE(tc)` means the thread's own), the arena named or the thread's own,
+/// `Err` for an arena Tally does not have (the allocation fails, as in jemalloc).
+fn uncached_arena(flags: i32) -> Option<Result<&'static Arena, ()>> {
+    let named = (flags as u32) >> MALLOCX_ARENA_SHIFT;
+    if named != 0 {
+        let i = named as usize - 1;
+        return Some(if i < arena::arena_count() {
+            Ok(&ARENAS[i])
+        } else {
+            Err(())
+        });
+    }
+    (flags & MALLOCX_TCACHE_MASK == MALLOCX_TCACHE_NONE).then(|| Ok(thread::thread_arena()))
+}
+
 /// The alignment the `*allocx` flags ask for (0: none).
 #[inline(always)]
 fn mallocx_align(flags: i32) -> usize {
@@ -254,9 +279,11 @@ fn mallocx_align(flags: i32) -> usize {
 /// memory (jemalloc sets no `errno` here; neither does Tally).
 #[inline(always)]
 pub fn mallocx(size: usize, flags: i32) -> *mut c_void {
-    let p = match mallocx_align(flags) {
-        0 => alloc::alloc(size),
-        align => alloc::alloc_aligned(size, align),
+    let p = match (mallocx_align(flags), uncached_arena(flags)) {
+        (_, Some(Err(()))) => return ptr::null_mut(),
+        (align, Some(Ok(arena))) => alloc::alloc_uncached(size, align.max(1), arena),
+        (0, None) => alloc::alloc(size),
+        (align, None) => alloc::alloc_aligned(size, align),
     };
     if !p.is_null() && flags & MALLOCX_ZERO != 0 {
         // SAFETY: a fresh block of its usable size.
@@ -276,6 +303,20 @@ pub fn mallocx(size: usize, flags: i32) -> *mut c_void {
 pub unsafe fn rallocx(p: *mut c_void, size: usize, flags: i32) -> *mut c_void {
     let old = block::usable_size(p.cast());
     let size = size.max(1);
+    if uncached_arena(flags).is_some() {
+        // Past the thread cache or from a named arena: a new block as `mallocx` makes it (zeroed
+        // whole with MALLOCX_ZERO, the old bytes copied over), the old one freed as `dallocx`
+        // frees it.
+        let q = mallocx(size, flags);
+        if !q.is_null() {
+            // SAFETY: both blocks are live and distinct; `old` and `size` bound their bytes.
+            unsafe {
+                ptr::copy_nonoverlapping(p.cast::<u8>(), q.cast::<u8>(), old.min(size));
+                dallocx(p, flags);
+            }
+        }
+        return q;
+    }
     let align = mallocx_align(flags);
     let q = if align <= 16 || (p as usize % align == 0 && nallocx(size, flags) == old) {
         // SAFETY: per the contract; classes up to 16-byte alignment keep it when they move.
@@ -301,17 +342,24 @@ pub unsafe fn rallocx(p: *mut c_void, size: usize, flags: i32) -> *mut c_void {
     q.cast()
 }
 
-/// `xallocx(p, size, extra, flags)` (jemalloc): resizes `p` in place to at least `size` bytes
-/// (`size + extra` if it can) and returns its usable size, which is less than `size` when it
-/// could not. Tally's blocks do not change in place here: a block already that large stays as
-/// it is (its usable size comes back), a larger request fails (the old usable size comes back).
+/// `xallocx(p, size, extra, flags)` (jemalloc): resizes `p` in place, never moving it, to
+/// `size + extra` bytes where it can, else to `size`, and returns its usable size, which is less
+/// than `size` when it could not grow (`realloc::resize_in_place` says which blocks can). With
+/// `MALLOCX_ZERO` the bytes it gained read as zero. The block's address, so its alignment, stays.
 ///
 /// # Safety
 /// `p` must be a live block of Tally's.
 #[inline(always)]
 pub unsafe fn xallocx(p: *mut c_void, size: usize, extra: usize, flags: i32) -> usize {
-    let _ = (size, extra, flags);
-    block::usable_size(p.cast())
+    let zero = flags & MALLOCX_ZERO != 0;
+    let old = if zero { block::usable_size(p.cast()) } else { 0 };
+    // SAFETY: per the contract.
+    let new = unsafe { realloc::resize_in_place(p.cast(), size, extra) };
+    if zero && new > old {
+        // SAFETY: the block's bytes from `old` to its new usable size.
+        unsafe { ptr::write_bytes(p.cast::<u8>().add(old), 0, new - old) };
+    }
+    new
 }
 
 /// `sallocx(p, flags)` (jemalloc): the usable size of `p` (`malloc_usable_size`).
@@ -325,9 +373,15 @@ pub fn sallocx(p: *const c_void, _flags: i32) -> usize {
 /// # Safety
 /// As for [`free`].
 #[inline(always)]
-pub unsafe fn dallocx(p: *mut c_void, _flags: i32) {
+pub unsafe fn dallocx(p: *mut c_void, flags: i32) {
     // SAFETY: per the contract.
-    unsafe { free::free(p.cast()) }
+    unsafe {
+        if flags & MALLOCX_TCACHE_MASK == MALLOCX_TCACHE_NONE {
+            free::free_uncached(p.cast())
+        } else {
+            free::free(p.cast())
+        }
+    }
 }
 
 /// `sdallocx(p, size, flags)` (jemalloc): `free` of a block whose size the caller knows (Tally
@@ -336,9 +390,9 @@ pub unsafe fn dallocx(p: *mut c_void, _flags: i32) {
 /// # Safety
 /// As for [`free`].
 #[inline(always)]
-pub unsafe fn sdallocx(p: *mut c_void, _size: usize, _flags: i32) {
+pub unsafe fn sdallocx(p: *mut c_void, _size: usize, flags: i32) {
     // SAFETY: per the contract.
-    unsafe { free::free(p.cast()) }
+    unsafe { dallocx(p, flags) }
 }
 
 /// `nallocx(size, flags)` (jemalloc): the usable size `mallocx(size, flags)` would give,

@@ -41,11 +41,14 @@ pub enum Block {
 /// pointer into the guarded region).
 pub fn block_of(p: *mut u8, who: &str) -> Block {
     let addr = p as usize;
+    // The guarded region first: the page map has a word per 4 MiB window, and the window of a
+    // huge block's last pages also covers whatever the kernel mapped after them, the guarded
+    // region included.
+    if guard::contains(addr) {
+        return Block::Guarded(guard::live_slot(p, who));
+    }
     let entry = pagemap::lookup(addr);
     if entry == 0 {
-        if guard::contains(addr) {
-            return Block::Guarded(guard::live_slot(p, who));
-        }
         if crate::huge::is_cached(addr) {
             pal::fatal(format_args!(
                 "tally: {who}(): double free of {p:p}: a huge block freed before (its mapping \

@@ -179,6 +179,48 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
     }
 }
 
+/// Frees `p` past the thread cache (jemalloc's `dallocx` with `MALLOCX_TCACHE_NONE`): a block
+/// of a class the caches keep goes straight home to its arena's slab or page heap, a large one to
+/// its page heap rather than the thread's big cache; the rest as `free` frees them. Every check
+/// of `free` is kept.
+///
+/// # Safety
+/// `p` must be null or a live block, not used afterwards.
+pub unsafe fn free_uncached(p: *mut u8) {
+    if let Some(block) = cached_block_at(p) {
+        let class = SizeClass::at(block.at);
+        // SAFETY: a valid block of a cached class (found by `cached_block_at`), given up.
+        unsafe {
+            if freed::mark_unless_marked_with(p, block.key) {
+                return double_free(p, block.at, "dallocx");
+            }
+            dead_block(p, class.size());
+            tcache::return_grouped(class, &mut [p]);
+        }
+        tcache::count_slow(0, class.size());
+        decay::tick();
+        return;
+    }
+    if p.is_null() {
+        return;
+    }
+    match block_of(p, "dallocx") {
+        Block::Large(span, class) if class.index() >= NCACHED => {
+            // SAFETY: a live large block: its first word is the free mark's.
+            if unsafe { freed::is_marked(p) } {
+                already_free(p, class, "dallocx");
+            }
+            dead_block(p, class.size());
+            tcache::count_slow(0, class.size());
+            // SAFETY: `span` is the live large run of `p`, given up.
+            unsafe { arena::of_chunk(Span::chunk(span)).free_large(span) };
+            decay::tick();
+        }
+        // SAFETY: per the contract.
+        _ => unsafe { free_other(p, "dallocx") },
+    }
+}
+
 /// Applies `junk:free` to `p`, a block of the cached `class` going back to its slab or run, and
 /// puts back the free mark the junk wrote over.
 ///

@@ -436,6 +436,25 @@ pub fn purge(now: u64, everything: bool) -> u64 {
 /// # Safety
 /// `d` must be the live descriptor of a block owned by the caller.
 pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
+    // SAFETY: per the contract.
+    unsafe { resize_with(d, size, true) }
+}
+
+/// [`resize`] without moving: true if the block now holds `size` bytes at its address, false
+/// (the block unchanged) when it would have to move or the kernel refuses.
+///
+/// # Safety
+/// As for [`resize`].
+pub unsafe fn resize_in_place(d: *mut HugeBlock, size: usize) -> bool {
+    // SAFETY: per the contract.
+    unsafe { !resize_with(d, size, false).is_null() }
+}
+
+/// [`resize`], moving the pages with `mremap` only when `may_move`.
+///
+/// # Safety
+/// As for [`resize`].
+unsafe fn resize_with(d: *mut HugeBlock, size: usize, may_move: bool) -> *mut u8 {
     let Some(new_mapped) = size.checked_next_multiple_of(PAGE) else {
         return ptr::null_mut();
     };
@@ -487,6 +506,9 @@ pub unsafe fn resize(d: *mut HugeBlock, size: usize) -> *mut u8 {
             HUGE_REMAPS.fetch_add(1, Ordering::Relaxed);
             count_live_bytes(new_mapped - mapped);
             return base as *mut u8;
+        }
+        if !may_move {
+            return ptr::null_mut();
         }
         let target = pal::map_aligned_accounted(new_mapped, CHUNK);
         if target.is_null() {

@@ -10,7 +10,7 @@ use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
 use crate::block::{block_of, cached_block_of, usable_size, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, sampled_freed_before};
-use crate::size_class::{class_for, LARGE_MAX, NCACHED};
+use crate::size_class::{class_for, SizeClass, LARGE_MAX, NCACHED};
 use crate::{arena, freed, guard, huge, tcache};
 use tally_pal::PAGE;
 
@@ -32,30 +32,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
     }
-    // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
-    // inlined check the free fast path uses; everything else (a large block may grow in
-    // place, so its run is wanted), and an invalid pointer (which fails that check), by
-    // `block_of`.
-    let block = match cached_block_of(p) {
-        Some((class, _)) if class.is_small() => Block::Small(class),
-        _ => block_of(p, "realloc"),
-    };
-    match block {
-        Block::Small(class) | Block::Large(_, class) => {
-            // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned; the
-            // first word of every large block is the free mark's (`bigcache.rs`).
-            if unsafe { freed::is_marked(p) } {
-                already_free(p, class, "realloc");
-            }
-        }
-        Block::Sampled(_, class) => {
-            // SAFETY: a sampled block: at least 8 bytes, page-aligned.
-            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
-                sampled_freed_before(p, "realloc");
-            }
-        }
-        Block::Huge(_) | Block::Guarded(_) => {}
-    }
+    let block = live_block(p, "realloc");
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
             let new_class = class_for(size);
@@ -63,26 +40,9 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                 return p;
             }
             if let (Block::Large(span, _), Some(new_class)) = (&block, new_class) {
-                if !new_class.is_small() {
-                    let chunk = Span::chunk(*span);
-                    // SAFETY: `span` is the live large run of `p`, in the live chunk `chunk`.
-                    let arena = unsafe { arena::of_chunk(chunk) };
-                    // SAFETY: `span` is the live large run of `p`, owned by the caller.
-                    if unsafe { arena.resize_large_in_place(*span, new_class) } {
-                        tcache::count_slow(new_class.size(), class.size());
-                        return p;
-                    }
-                    // A block of this thread's big cache right after it goes home first, so
-                    // that a buffer doubling in a loop grows over the one it left last time.
-                    // SAFETY: as above.
-                    let end = Span::start(*span) + unsafe { (**span).pages as usize } * PAGE;
-                    if tcache::big_cache().is_some_and(|big| big.release(end))
-                        // SAFETY: as above.
-                        && unsafe { arena.resize_large_in_place(*span, new_class) }
-                    {
-                        tcache::count_slow(new_class.size(), class.size());
-                        return p;
-                    }
+                // SAFETY: `span` is the live large run of `p`, owned by the caller.
+                if !new_class.is_small() && unsafe { resize_large_in_place(*span, class, new_class) } {
+                    return p;
                 }
             }
             class.size()
@@ -146,4 +106,114 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
         _ => unsafe { free(p) },
     }
     q
+}
+
+/// The block at `p` for a resize by `who`: found as `free` finds it, and checked live (a block
+/// freed before aborts with the double-free message).
+fn live_block(p: *mut u8, who: &str) -> Block {
+    // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
+    // inlined check the free fast path uses; everything else (a large block may grow in
+    // place, so its run is wanted), and an invalid pointer (which fails that check), by
+    // `block_of`.
+    let block = match cached_block_of(p) {
+        Some((class, _)) if class.is_small() => Block::Small(class),
+        _ => block_of(p, who),
+    };
+    match block {
+        Block::Small(class) | Block::Large(_, class) => {
+            // SAFETY: a live small or large block of `class`: at least 8 bytes, 8-aligned; the
+            // first word of every large block is the free mark's (`bigcache.rs`).
+            if unsafe { freed::is_marked(p) } {
+                already_free(p, class, who);
+            }
+        }
+        Block::Sampled(_, class) => {
+            // SAFETY: a sampled block: at least 8 bytes, page-aligned.
+            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+                sampled_freed_before(p, who);
+            }
+        }
+        Block::Huge(_) | Block::Guarded(_) => {}
+    }
+    block
+}
+
+/// Resizes the large block of run `span` from `class` to the large `new_class` in place, if the
+/// pages after it are free (a block of this thread's big cache right after it goes home first, so
+/// that a buffer doubling in a loop grows over the one it left last time). Counts the thread's
+/// bytes when it did.
+///
+/// # Safety
+/// `span` must be the live large run of a block the caller owns, of `class`.
+unsafe fn resize_large_in_place(span: *mut Span, class: SizeClass, new_class: SizeClass) -> bool {
+    let chunk = Span::chunk(span);
+    // SAFETY: per the contract `span` is a live large run, in the live chunk `chunk`.
+    let arena = unsafe { arena::of_chunk(chunk) };
+    // SAFETY: per the contract.
+    let mut done = unsafe { arena.resize_large_in_place(span, new_class) };
+    if !done {
+        // SAFETY: as above.
+        let end = Span::start(span) + unsafe { (*span).pages as usize } * PAGE;
+        // SAFETY: as above.
+        done = tcache::big_cache().is_some_and(|big| big.release(end))
+            && unsafe { arena.resize_large_in_place(span, new_class) };
+    }
+    if done {
+        tcache::count_slow(new_class.size(), class.size());
+    }
+    done
+}
+
+/// Resizes `p` in place, never moving it (jemalloc's `xallocx`): to `size + extra` bytes where
+/// it can, else to `size`; returns the usable size after, which is the old one when neither
+/// fits. Large blocks grow or shrink between large classes over the pages after them; huge ones
+/// (for sizes past the largest class) shrink in place and grow over the cached mapping after
+/// them or with `mremap` where the address space after them is free; small, sampled and guarded
+/// blocks stay as they are.
+///
+/// # Safety
+/// `p` must be a live block owned by the caller.
+pub unsafe fn resize_in_place(p: *mut u8, size: usize, extra: usize) -> usize {
+    let size = size.clamp(1, MAX_REQUEST);
+    let most = size.saturating_add(extra).min(MAX_REQUEST);
+    match live_block(p, "xallocx") {
+        Block::Large(span, class) => {
+            for target in [most.min(LARGE_MAX), size] {
+                if target < size {
+                    continue;
+                }
+                let Some(new_class) = class_for(target) else {
+                    continue;
+                };
+                if new_class == class {
+                    return class.size();
+                }
+                // SAFETY: `span` is the live run of `p`, owned by the caller.
+                if !new_class.is_small() && unsafe { resize_large_in_place(span, class, new_class) } {
+                    return new_class.size();
+                }
+            }
+            class.size()
+        }
+        Block::Huge(d) => {
+            // SAFETY: a live descriptor of a block the caller owns.
+            unsafe {
+                let before = (*d).mapped;
+                if size > LARGE_MAX {
+                    for target in [most, size] {
+                        if huge::resize_in_place(d, target) {
+                            let after = (*d).mapped;
+                            if after != before {
+                                tcache::count_slow(after, before);
+                            }
+                            return after;
+                        }
+                    }
+                }
+                before
+            }
+        }
+        Block::Small(class) | Block::Sampled(_, class) => class.size(),
+        Block::Guarded(slot) => guard::usable(slot),
+    }
 }

@@ -419,6 +419,9 @@ pub struct TCache {
     /// flushes) since the cache was attached: with the bin's count and `nmalloc` this gives the
     /// blocks the thread freed into it ([`thread_bytes`]).
     moved: [i64; NCACHED],
+    /// Bytes allocated and freed by the owner past its bins since the cache was attached
+    /// ([`count_slow`]; the thread's own `SLOW_BYTES` hold what it counted without a cache).
+    slow: (u64, u64),
     storage: [*mut u8; TOTAL_SLOTS],
 }
 
@@ -494,6 +497,7 @@ impl TCache {
             ptr::addr_of_mut!((*tc).owner).write(tb);
             ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
             ptr::addr_of_mut!((*tc).moved).write([0; NCACHED]);
+            ptr::addr_of_mut!((*tc).slow).write((0, 0));
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
             for (i, &room) in ROOM.iter().enumerate() {
@@ -543,8 +547,8 @@ impl TCache {
 }
 
 std::thread_local! {
-    /// Bytes the calling thread allocated and freed (usable sizes) that its bins did not count:
-    /// blocks served or freed by slow paths without passing through a bin ([`count_slow`]).
+    /// Bytes the calling thread allocated and freed (usable sizes) past its bins while it had
+    /// no cache ([`count_slow`]; with one, its cache counts them).
     static SLOW_BYTES: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
@@ -552,6 +556,18 @@ std::thread_local! {
 /// bins (large and huge blocks, sampled and guarded ones, calls served without a cache, blocks
 /// sent straight home, resizing in place).
 pub fn count_slow(allocated: usize, freed: usize) {
+    let tb = thread_bins();
+    // SAFETY: the thread's own bins; a non-null `cache` is its live cache, which only this
+    // thread changes. (Through the cache when there is one: the thread block is at a fixed
+    // offset from the thread pointer, a `thread_local!` of a shared library is a call away.)
+    unsafe {
+        let tc = (*tb).cache;
+        if !tc.is_null() {
+            (*tc).slow.0 += allocated as u64;
+            (*tc).slow.1 += freed as u64;
+            return;
+        }
+    }
     let (a, f) = SLOW_BYTES.get();
     SLOW_BYTES.set((a + allocated as u64, f + freed as u64));
 }
@@ -568,6 +584,8 @@ pub fn thread_bytes() -> (u64, u64) {
     unsafe {
         let tc = (*tb).cache;
         if !tc.is_null() {
+            allocated += (*tc).slow.0;
+            freed += (*tc).slow.1;
             for (i, bin) in (*tb).bins.iter().enumerate() {
                 let size = size_compute(i) as u64;
                 let taken = bin.nmalloc.load(Ordering::Relaxed);

@@ -34,6 +34,13 @@ static void collect(void *opaque, const char *piece) {
     }
 }
 
+static int all_bytes(const unsigned char *p, size_t n, unsigned char b) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != b)
+            return 0;
+    return 1;
+}
+
 static int all_zero(const unsigned char *p, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (p[i] != 0) return 0;
@@ -103,8 +110,8 @@ int main(void) {
         dallocx(p, 0);
     }
 
-    /* xallocx: within the usable size the block stays and says so; beyond it, it cannot grow in
-     * place through xallocx and gives its old usable size back, still valid. */
+    /* xallocx on a small block: within its usable size it stays and says so; beyond it a small
+     * block cannot grow in place and its usable size comes back, the block still valid. */
     unsigned char *p = mallocx(100, 0);
     size_t usable = sallocx(p, 0);
     CHECK(xallocx(p, 50, 0, 0) == usable, "xallocx within");
@@ -112,6 +119,36 @@ int main(void) {
     CHECK(xallocx(p, usable + 1000, 10, 0) == usable, "xallocx beyond");
     memset(p, 1, usable);
     dallocx(p, 0);
+
+    /* A large block shrinks in place, then grows back in place over the pages it gave up; with
+     * MALLOCX_ZERO the bytes it gains read as zero, the ones it kept are untouched. */
+    unsigned char *big = mallocx(256 << 10, 0);
+    size_t big_usable = sallocx(big, 0);
+    memset(big, 0xab, big_usable);
+    size_t shrunk = xallocx(big, 100 << 10, 0, 0);
+    CHECK(shrunk >= (100 << 10) && shrunk < big_usable && sallocx(big, 0) == shrunk,
+          "a large block shrinking in place: %zu (was %zu)", shrunk, big_usable);
+    size_t grown = xallocx(big, 200 << 10, 56 << 10, MALLOCX_ZERO);
+    CHECK(grown >= (256 << 10) && sallocx(big, 0) == grown,
+          "a large block growing back in place to size + extra: %zu", grown);
+    CHECK(all_bytes(big, shrunk, 0xab) && all_zero(big + shrunk, grown - shrunk),
+          "after growing in place: kept bytes changed or gained bytes not zero");
+    /* Beyond what fits in place (past the largest large class) it stays. */
+    CHECK(xallocx(big, 64 << 20, 0, 0) == grown && sallocx(big, 0) == grown, "xallocx past large");
+    dallocx(big, 0);
+
+    /* A huge block: shrinks in place always; grows in place where the address space after it is
+     * free (mremap) or not at all, never moving; the result is always its usable size. */
+    unsigned char *huge = mallocx(16 << 20, 0);
+    memset(huge, 0xcd, 16 << 20);
+    CHECK(xallocx(huge, 8 << 20, 0, 0) == (8 << 20) && sallocx(huge, 0) == (8 << 20),
+          "a huge block shrinking in place");
+    size_t regrown = xallocx(huge, 12 << 20, 4 << 20, MALLOCX_ZERO);
+    CHECK(regrown == sallocx(huge, 0) && (regrown == (8 << 20) || regrown >= (12 << 20)),
+          "a huge block growing in place: %zu", regrown);
+    CHECK(all_bytes(huge, 8 << 20, 0xcd) && all_zero(huge + (8 << 20), regrown - (8 << 20)),
+          "a huge block's bytes after growing in place");
+    dallocx(huge, 0);
 
     /* malloc_stats_print hands Tally's statistics to the callback: JSON with 'J', text
      * without. */

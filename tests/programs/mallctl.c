@@ -315,11 +315,14 @@ static void check_thread_and_arenas(void)
     CHECK(mallctl("thread.arena", &old, &len, &to, sizeof to) == 0 && old == mine,
           "moving to arena %u: old %u (want %u)", to, old, mine);
     CHECK(get_unsigned("thread.arena") == to, "thread.arena did not move");
+    bool guarded = get_u64("opt.guard_rate") != 0, cached = get_bool("opt.tcache");
     void *p = opaque(malloc(100));
     unsigned where = 99;
     len = sizeof where;
-    CHECK(mallctl("arenas.lookup", &where, &len, &p, sizeof p) == 0 && where == to,
-          "a new block's arena: %u (want %u)", where, to);
+    int rc = mallctl("arenas.lookup", &where, &len, &p, sizeof p);
+    /* (With guarded sampling on, the block may be a guarded one, in no arena.) */
+    CHECK((rc == 0 && where == to) || (rc == EINVAL && guarded), "a new block's arena: rc %d, %u (want %u)",
+          rc, where, to);
     free(p);
     unsigned nowhere = narenas + 5;
     CHECK(mallctl("thread.arena", NULL, NULL, &nowhere, sizeof nowhere) == EFAULT,
@@ -329,6 +332,38 @@ static void check_thread_and_arenas(void)
     len = sizeof where;
     CHECK(mallctl("arenas.lookup", &where, &len, &not_ours, sizeof not_ours) == EINVAL,
           "looking up a stack address: not EINVAL");
+    /* MALLOCX_ARENA(a): small, large and aligned blocks from arena a, past the thread cache;
+     * an arena Tally does not have fails the allocation. */
+    for (unsigned a = 0; a < narenas; a++) {
+        const size_t sizes_in[] = {64, 3000, 100000};
+        for (int k = 0; k < 3; k++) {
+            void *b = mallocx(sizes_in[k], MALLOCX_ARENA(a) | (k == 1 ? MALLOCX_ALIGN(256) : 0));
+            CHECK(b != NULL, "mallocx(%zu, MALLOCX_ARENA(%u))", sizes_in[k], a);
+            len = sizeof where;
+            rc = mallctl("arenas.lookup", &where, &len, &b, sizeof b);
+            CHECK((rc == 0 && where == a) || (rc == EINVAL && guarded),
+                  "mallocx(%zu, MALLOCX_ARENA(%u)): lookup rc %d, arena %u", sizes_in[k], a, rc, where);
+            CHECK(k != 1 || (uintptr_t)b % 256 == 0, "MALLOCX_ARENA with MALLOCX_ALIGN(256)");
+            dallocx(b, MALLOCX_TCACHE_NONE);
+        }
+    }
+    CHECK(mallocx(64, MALLOCX_ARENA(narenas)) == NULL, "mallocx from a missing arena succeeded");
+    /* MALLOCX_TCACHE_NONE: a block freed so goes home, not onto this thread's cache, whose top
+     * the next malloc of the class would hand out again. */
+    void *warm = malloc(64);
+    free(warm);
+    void *tn = mallocx(64, MALLOCX_TCACHE_NONE);
+    dallocx(tn, MALLOCX_TCACHE_NONE);
+    void *next = malloc(64);
+    CHECK(next != tn || !cached, "a block freed with MALLOCX_TCACHE_NONE came back from the thread cache");
+    free(next);
+    /* The control: freed without the flag, it is the cache's top. */
+    void *again = malloc(64);
+    free(again);
+    void *top = malloc(64);
+    CHECK(top == again || !cached, "a freed block is not the cache's top");
+    free(top);
+
     new_epoch();
     char name[64];
     snprintf(name, sizeof name, "stats.arenas.%u.nthreads", to);
