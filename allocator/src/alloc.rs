@@ -221,7 +221,13 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
         p = after_giving_back(|| alloc_big_mapped(thread_arena(), size, align, class));
     }
     if !p.is_null() {
-        tcache::count_slow(usable_size(p), 0);
+        // A class's block up to a page's alignment (`alloc_big_mapped`); a huge block's usable
+        // size is its mapping's, which may be a larger cached one.
+        let usable = match class {
+            Some(class) if align <= PAGE => class.size(),
+            _ => usable_size(p),
+        };
+        tcache::count_slow(usable, 0);
     }
     p
 }

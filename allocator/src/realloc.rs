@@ -7,7 +7,7 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_of, usable_size, Block};
+use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, SizeClass, LARGE_MAX, NCACHED};
@@ -58,7 +58,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                     q = after_giving_back(|| unsafe { huge::resize(d, size) });
                 }
                 if !q.is_null() {
-                    let after = usable_size(q);
+                    // SAFETY: the live descriptor, which the resize kept.
+                    let after = unsafe { (*d).mapped };
                     if after != before {
                         tcache::count_slow(after, before);
                     }
@@ -109,7 +110,9 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
 }
 
 /// The block at `p` for a resize by `who`: found as `free` finds it, and checked live (a block
-/// freed before aborts with the double-free message).
+/// freed before aborts with the double-free message). Inlined: `realloc`'s small-block case
+/// is its common one.
+#[inline(always)]
 fn live_block(p: *mut u8, who: &str) -> Block {
     // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
     // inlined check the free fast path uses; everything else (a large block may grow in
