@@ -1106,3 +1106,75 @@ fn walk_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_size(name: &str) -> Result<usize, i32> {
+        let mut v = 0usize;
+        let mut len = core::mem::size_of::<usize>();
+        // SAFETY: `v` is valid for `len` bytes, `len` for reading and writing.
+        let call = unsafe { Call::new((&mut v as *mut usize).cast(), &mut len, core::ptr::null(), 0) };
+        match by_name(name.as_bytes(), &call) {
+            0 => Ok(v),
+            e => Err(e),
+        }
+    }
+
+    /// Every leaf is reached both by name and by its MIB, and a MIB of a name's first
+    /// components leaves the rest to the caller.
+    #[test]
+    fn names_and_mibs_reach_the_same_leaves() {
+        let mut leaves = 0;
+        for_each_name(&mut |name, mib| {
+            let mut got = [usize::MAX; MAX_DEPTH];
+            assert_eq!(name_to_mib(name.as_bytes(), &mut got), Ok(mib.len()), "{name}");
+            assert_eq!(&got[..mib.len()], mib, "{name}");
+            assert!(walk_mib(mib).is_ok(), "{name}");
+            leaves += 1;
+        });
+        assert!(leaves > 100, "{leaves} leaves");
+        let mut partial = [0usize; 3];
+        assert_eq!(name_to_mib(b"arenas.bin.5.size", &mut partial), Ok(3));
+        assert_eq!(partial[2], 5);
+        assert_eq!(name_to_mib(b"arenas.bin", &mut [0; 4]), Err(ENOENT));
+        assert_eq!(
+            name_to_mib(b"arenas.bin.52.size", &mut [0; 4]),
+            Err(ENOENT),
+            "past nbins"
+        );
+        assert_eq!(name_to_mib(b"arenas.bin.-1.size", &mut [0; 4]), Err(ENOENT));
+        assert!(walk_mib(&[usize::MAX]).is_err());
+    }
+
+    /// Statistics hold still until `epoch` is written (a snapshot behind the `Ctl` lock, taken
+    /// alone: the lock-order checker is on in these tests).
+    #[test]
+    fn statistics_move_with_the_epoch() {
+        let mut epoch = 0u64;
+        let mut len = 8;
+        // SAFETY: `epoch` is valid for 8 bytes.
+        let call = unsafe {
+            Call::new(
+                (&mut epoch as *mut u64).cast(),
+                &mut len,
+                (&epoch as *const u64).cast(),
+                8,
+            )
+        };
+        assert_eq!(by_name(b"epoch", &call), 0);
+        let before = read_size("stats.mapped").unwrap();
+        let held: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 64 << 10]).collect();
+        assert_eq!(read_size("stats.mapped"), Ok(before), "no epoch, no change");
+        assert_eq!(by_name(b"epoch", &call), 0);
+        assert!(read_size("stats.allocated").unwrap() > 0);
+        drop(held);
+        assert_eq!(read_size("stats.nothing"), Err(ENOENT));
+        assert_eq!(
+            read_size("arenas.narenas"),
+            Err(EINVAL),
+            "an unsigned read as a size_t"
+        );
+    }
+}
