@@ -11,6 +11,7 @@
 //! - [`write`]: the writer; no allocation, no `core::fmt`, bytes go to a caller's [`Sink`].
 //! - [`parse`] (feature `std`): a whole dump into a [`Profile`], with `LINE: what is wrong`
 //!   errors and no panic on any input.
+//! - [`pprof`] (feature `std`): Google's pprof `profile.proto`, built table by table and encoded.
 //!
 //! Without the `std` feature the crate is `no_std` and uses neither `alloc` nor a global
 //! allocator, so the profiler can link it into the allocator itself.
@@ -23,6 +24,8 @@ pub mod estimate;
 pub mod math;
 #[cfg(feature = "std")]
 pub mod parse;
+#[cfg(feature = "std")]
+pub mod pprof;
 pub mod write;
 
 pub use estimate::{Counts, Estimate};
