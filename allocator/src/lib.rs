@@ -42,11 +42,12 @@
 //! 23. `free` — the free entry point and fast path.
 //! 24. `realloc` — resizing.
 //! 25. `stats` — statistics.
-//! 26. `prof` — the profiler's Rust API.
-//! 27. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
-//! 28. `api` — the malloc family with C semantics, callable from Rust.
-//! 29. `global` — `GlobalAlloc`.
-//! 30. `capi` — the exported C symbols (feature `c-abi`).
+//! 26. `pprof` — the live heap as a pprof profile, made in the process.
+//! 27. `prof` — the profiler's Rust API.
+//! 28. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
+//! 29. `api` — the malloc family with C semantics, callable from Rust.
+//! 30. `global` — `GlobalAlloc`.
+//! 31. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -66,6 +67,7 @@ mod init;
 mod list;
 mod meta;
 mod pagemap;
+mod pprof;
 mod prof_hooks;
 mod realloc;
 mod size_class;

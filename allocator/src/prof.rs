@@ -102,6 +102,19 @@ pub fn reset() -> bool {
     true
 }
 
+/// The live sampled heap now as a gzipped pprof `profile.proto` (the bytes `go tool pprof`,
+/// Pyroscope and Parca read; `inuse_space` first): for a service that serves its own
+/// `/debug/pprof/heap`. Mappings carry each object's path and build id; the tools name the
+/// functions from those files. An empty profile when the profiler is off.
+///
+/// ```no_run
+/// std::fs::write("/tmp/heap.pb.gz", tally::prof::pprof()).unwrap();
+/// // go tool pprof -top /tmp/heap.pb.gz
+/// ```
+pub fn pprof() -> Vec<u8> {
+    crate::pprof::live_heap()
+}
+
 /// One stack of the profile: its frames (innermost first, return addresses) and the estimated
 /// live objects and bytes it holds.
 #[derive(Clone, Debug, PartialEq)]

@@ -129,6 +129,12 @@ pub fn in_profiler() -> bool {
     IN_PROFILER.get()
 }
 
+/// Runs `f` with the thread's profiler guard set: nothing it allocates is sampled (for the
+/// profiler's own work outside the recording path, such as a pprof profile).
+pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
+    guarded(f)
+}
+
 /// Runs `f` with the thread's profiler guard set.
 fn guarded<R>(f: impl FnOnce() -> R) -> R {
     let was = IN_PROFILER.replace(true);
