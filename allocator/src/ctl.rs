@@ -626,7 +626,7 @@ static THREAD: [(&str, Node); 4] = [
 ];
 
 fn thread_arena(call: &Call, _: &Numbers) -> Result<(), i32> {
-    let old = thread::thread_arena_index();
+    let old = thread::thread_arena().index();
     if let Some(NewValue::Unsigned(to)) = call.new_value(Ty::Unsigned)? {
         // jemalloc answers an arena it does not have with EFAULT.
         if to as usize >= arena::arena_count() {

@@ -118,7 +118,7 @@ extern "C" fn on_prof_signal(_: i32) {
     if in_profiler() || !profiler_on() {
         PROFILER.schedule.request();
     } else {
-        guarded(|| PROFILER.dump_scheduled(PROFILER.schedule.next_manual()));
+        unsampled(|| PROFILER.dump_scheduled(PROFILER.schedule.next_manual()));
     }
     pal::set_errno(errno);
 }
@@ -129,14 +129,9 @@ pub fn in_profiler() -> bool {
     IN_PROFILER.get()
 }
 
-/// Runs `f` with the thread's profiler guard set: nothing it allocates is sampled (for the
-/// profiler's own work outside the recording path, such as a pprof profile).
+/// Runs `f` with the thread's profiler guard set: nothing it allocates is sampled (the
+/// recording path, and the profiler's work outside it, such as a pprof profile).
 pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
-    guarded(f)
-}
-
-/// Runs `f` with the thread's profiler guard set.
-fn guarded<R>(f: impl FnOnce() -> R) -> R {
     let was = IN_PROFILER.replace(true);
     let r = f();
     IN_PROFILER.set(was);
@@ -148,7 +143,7 @@ fn guarded<R>(f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
-    guarded(|| {
+    unsampled(|| {
         prepare();
         let mut frames = [0usize; MAX_FRAMES];
         let n = profiler::capture_stack(&mut frames, 0);
@@ -251,7 +246,7 @@ fn prepare() {
 /// first); linked into the program, all. Inside the profiler's guard, so that an allocation the
 /// unwinder makes is neither sampled nor guarded.
 pub fn capture_caller_stack(frames: &mut [usize; MAX_FRAMES]) -> (usize, usize) {
-    guarded(|| {
+    unsampled(|| {
         prepare();
         let n = profiler::capture_stack(frames, 0);
         let (lo, hi) = (CODE_LO.load(Ordering::Relaxed), CODE_HI.load(Ordering::Relaxed));
@@ -280,7 +275,7 @@ pub fn on_bytes(bytes: u64) {
     }
     PROFILER.schedule.count_bytes(bytes);
     if PROFILER.schedule.may_be_due() && !in_profiler() {
-        guarded(|| PROFILER.write_due_profiles(mapped_bytes));
+        unsampled(|| PROFILER.write_due_profiles(mapped_bytes));
     }
 }
 
@@ -295,17 +290,17 @@ fn mapped_bytes() -> u64 {
 
 /// Writes a profile to `path` ([`DumpError::Off`] if the profiler is off).
 pub fn dump_to(path: &[u8]) -> Result<(), DumpError> {
-    guarded(|| profiler::dump_to_path(path))
+    unsampled(|| profiler::dump_to_path(path))
 }
 
 /// Writes a manual profile named after `prof_prefix` (`.m<n>.heap`).
 pub fn dump_manual() -> Result<u64, DumpError> {
-    guarded(|| PROFILER.dump_manual())
+    unsampled(|| PROFILER.dump_manual())
 }
 
 /// At exit: the final profile (`prof_final`) and the leak summary (`prof_leak`).
 pub fn at_exit(opts: &Options) {
     if opts.prof {
-        guarded(|| PROFILER.at_exit(opts.prof_final, opts.prof_leak));
+        unsampled(|| PROFILER.at_exit(opts.prof_final, opts.prof_leak));
     }
 }

@@ -139,11 +139,6 @@ pub fn direct_arena() -> &'static Arena {
     a
 }
 
-/// The index of the arena the calling thread allocates from (`mallctl("thread.arena")`).
-pub fn thread_arena_index() -> u32 {
-    thread_arena().index()
-}
-
 /// Moves the calling thread to `to` (`mallctl("thread.arena")` written): its cache is flushed
 /// (the blocks go home to their own arenas) and fills from `to` from now on; calls served without
 /// a cache are served from `to` too.

@@ -648,13 +648,19 @@ pub fn assert_bytes_eq(what: &str, command: &str, plain: &[u8], preloaded: &[u8]
 /// Compiles the bundled C program `name` with `cc -O2 -pthread` (run plain) into `out_dir`, and
 /// returns the executable's path.
 pub fn compile_c(name: &str, out_dir: &Path) -> PathBuf {
+    compile_c_linked(name, out_dir, &[])
+}
+
+/// [`compile_c`], with `libs` (such as `-ljemalloc`) after the source.
+pub fn compile_c_linked(name: &str, out_dir: &Path, libs: &[&str]) -> PathBuf {
     require_tool("cc", "build-essential");
     let source = program(name);
     let exe = out_dir.join(Path::new(name).with_extension(""));
     let mut cmd = Command::new("cc");
     cmd.args(["-std=gnu11", "-O2", "-g", "-pthread", "-Wall", "-Wextra", "-o"])
         .arg(&exe)
-        .arg(&source);
+        .arg(&source)
+        .args(libs);
     let outcome = run(cmd, Mode::Plain, DEFAULT_TIMEOUT);
     outcome.assert_success();
     assert!(

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tally_tests::{
-    find_value, libtally_so, program, require_tool, run, run_with_conf, tally_binary, Mode, Outcome,
+    compile_c_linked, find_value, libtally_so, require_tool, run, run_with_conf, tally_binary, Mode, Outcome,
     ScratchDir, DEFAULT_TIMEOUT,
 };
 
@@ -82,25 +82,13 @@ impl Fixture {
     /// Compiles `programs/je_prof_dump.c` against Debian's jemalloc header with `-Werror`,
     /// linked with `-ljemalloc`.
     fn new(label: &str) -> Fixture {
-        let cc = require_tool("cc", "build-essential");
         assert!(
             Path::new("/usr/include/jemalloc/jemalloc.h").is_file(),
             "<jemalloc/jemalloc.h> not found: install the Debian package `libjemalloc-dev`"
         );
         let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), label);
-        let exe = scratch.join(PROGRAM);
-        let mut cmd = Command::new(cc);
-        cmd.args(["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&exe)
-            .arg(program(&format!("{PROGRAM}.c")))
-            .arg("-ljemalloc");
-        let outcome = run(cmd, Mode::Plain, DEFAULT_TIMEOUT);
-        outcome.assert_success();
-        assert!(
-            outcome.stderr.is_empty(),
-            "compiling {PROGRAM}.c gave warnings:\n{}",
-            outcome.stderr_text()
-        );
+        // (A warning fails the compile: `compile_c_linked` wants an empty stderr.)
+        let exe = compile_c_linked(&format!("{PROGRAM}.c"), scratch.path(), &["-ljemalloc"]);
         Fixture { scratch, exe }
     }
 
