@@ -12,6 +12,9 @@
 //! - [`parse`] (feature `std`): a whole dump into a [`Profile`], with `LINE: what is wrong`
 //!   errors and no panic on any input.
 //! - [`pprof`] (feature `std`): Google's pprof `profile.proto`, built table by table and encoded.
+//! - [`frames`]: which functions are the allocator's entry points and Rust's allocation
+//!   machinery, so that a report or profile starts at the code that asked for memory.
+//! - [`demangle`] (feature `demangle`): Rust and C++ symbol names as people write them.
 //!
 //! Without the `std` feature the crate is `no_std` and uses neither `alloc` nor a global
 //! allocator, so the profiler can link it into the allocator itself.
@@ -20,7 +23,10 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "demangle")]
+pub mod demangle;
 pub mod estimate;
+pub mod frames;
 pub mod math;
 #[cfg(feature = "std")]
 pub mod parse;

@@ -89,7 +89,13 @@ impl PprofBuilder {
 
     /// The id of the function `name` in `file` (added the first time it is asked for).
     pub fn function(&mut self, name: &str, file: Option<&str>) -> u64 {
-        let key = (name.to_string(), file.map(str::to_string));
+        self.function_named(name, name, file)
+    }
+
+    /// The id of the function `name` whose symbol is `system_name` (its mangled name) in
+    /// `file` (added the first time it is asked for).
+    pub fn function_named(&mut self, name: &str, system_name: &str, file: Option<&str>) -> u64 {
+        let key = (system_name.to_string(), file.map(str::to_string));
         if let Some(&id) = self.function_ids.get(&key) {
             return id;
         }
@@ -97,7 +103,7 @@ impl PprofBuilder {
         let mut message = Encoder::default();
         message.int(1, id);
         message.int(2, self.strings.index(name));
-        message.int(3, self.strings.index(name));
+        message.int(3, self.strings.index(system_name));
         if let Some(file) = file {
             message.int(4, self.strings.index(file));
         }

@@ -39,8 +39,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::demangle::demangle;
 use crate::object_file::ObjectFile;
+use tally_format::demangle::demangle;
 
 /// `#N 0xADDR` after the start of the line or white space; the address ends at a non-word
 /// character or the end of the line.

@@ -18,7 +18,7 @@ use object::{
     SymbolKind,
 };
 
-use crate::demangle::demangle;
+use tally_format::demangle::demangle;
 
 /// The byte reader DWARF is parsed with: a shared, reference-counted view of a loaded file.
 type Reader = gimli::EndianArcSlice<gimli::RunTimeEndian>;

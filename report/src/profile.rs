@@ -10,7 +10,7 @@
 //!    (other load addresses) as well as from an earlier moment of the same one.
 //! 3. The total, taken here: percentages are of everything in the dump, before any filtering.
 //! 4. [`Profile::without_allocator_frames`]: each stack loses its innermost frames up to and
-//!    including the last allocation entry point ([`crate::allocator_frames`]).
+//!    including the last allocation entry point ([`tally_format::frames`]).
 //! 5. [`Profile::focus`] / [`Profile::ignore`]: keep the stacks where some frame's function or
 //!    `file:line` matches, or where none does.
 //! 6. [`summarize`]: each stack becomes a list of names (one per inline level, `name (inline)`
@@ -134,7 +134,7 @@ impl Profile {
                         .location(stack[named])
                         .frames
                         .iter()
-                        .all(|f| crate::allocator_frames::is_rust_alloc_machinery(&f.function))
+                        .all(|f| tally_format::frames::is_rust_alloc_machinery(&f.function))
                 {
                     named += 1;
                 }
@@ -293,7 +293,7 @@ pub fn summarize(profile: &Profile, symbolizer: &Symbolizer, granularity: Granul
         // inlined into the caller (`Vec::with_capacity (inline)` and the like).
         let first = seen
             .iter()
-            .find(|&&row| !crate::allocator_frames::is_allocator_row(&rows[row].name))
+            .find(|&&row| !tally_format::frames::is_allocator_row(&rows[row].name))
             .or(seen.first());
         if let Some(&first) = first {
             rows[first].flat += value;

@@ -29,10 +29,10 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use crate::allocator_frames;
 use crate::memory_map::{MemoryMap, Place};
 use crate::object_file::{ObjectFile, SourceFrame};
 use crate::perf_map::PerfMap;
+use tally_format::frames as allocator_frames;
 
 /// One level of a location's inline chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -5,6 +5,9 @@
 //! lose their hash, C++ names their parameter lists (`ns::f(int) const` → `ns::f`), and a symbol
 //! version (`memcpy@@GLIBC_2.14`) is dropped.
 
+use std::format;
+use std::string::{String, ToString};
+
 /// The readable form of a symbol or DWARF linkage name.
 pub fn demangle(name: &str) -> String {
     let name = strip_version(name);

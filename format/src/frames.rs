@@ -1,5 +1,6 @@
-//! Which functions belong to the allocator, so that a report starts at the code that asked for
-//! memory rather than at `malloc`.
+//! Which functions belong to the allocator, so that a report (`tally report`) or a profile served
+//! by the process (`prof_http`, `tally::prof::pprof()`) starts at the code that asked for memory
+//! rather than at `malloc`.
 //!
 //! Stacks are recorded from inside the allocator. As jeprof does (`RemoveUninterestingFrames`),
 //! the report walks each stack from the innermost frame and, at the last frame whose function is
