@@ -530,7 +530,7 @@ static CONFIG: [(&str, Node); 12] = [
 
 /// `opt.*`: every option of `options::TABLE`, under its own name (jemalloc's where jemalloc has
 /// it), with jemalloc's C type.
-static OPT: [(&str, Node); 24] = [
+static OPT: [(&str, Node); 26] = [
     ("abort_conf", get(|_| yes(options_in_place().abort_conf))),
     (
         "narenas",
@@ -592,6 +592,11 @@ static OPT: [(&str, Node); 24] = [
         get(|_| Some(Value::Size(options_in_place().guard_slots))),
     ),
     ("guard_report", get(|_| c_text(&options_in_place().guard_report))),
+    ("prof_http", get(|_| c_text(&options_in_place().prof_http))),
+    (
+        "prof_http_remote",
+        get(|_| yes(options_in_place().prof_http_remote)),
+    ),
 ];
 
 /// `stats_print_opts` letters by bit set (`options::STATS_FLAGS` is "Jab").

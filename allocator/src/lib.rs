@@ -42,12 +42,14 @@
 //! 23. `free` — the free entry point and fast path.
 //! 24. `realloc` — resizing.
 //! 25. `stats` — statistics.
-//! 26. `pprof` — the live heap as a pprof profile, made in the process.
-//! 27. `prof` — the profiler's Rust API.
-//! 28. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
-//! 29. `api` — the malloc family with C semantics, callable from Rust.
-//! 30. `global` — `GlobalAlloc`.
-//! 31. `capi` — the exported C symbols (feature `c-abi`).
+//! 26. `symbols` — function names for code addresses, from the objects' symbol tables.
+//! 27. `pprof` — the live heap as a pprof profile, made in the process.
+//! 28. `prof` — the profiler's Rust API.
+//! 29. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
+//! 30. `prof_http` — `prof_http`: profiles and statistics served over HTTP.
+//! 31. `api` — the malloc family with C semantics, callable from Rust.
+//! 32. `global` — `GlobalAlloc`.
+//! 33. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -69,8 +71,10 @@ mod meta;
 mod pagemap;
 mod pprof;
 mod prof_hooks;
+mod prof_http;
 mod realloc;
 mod size_class;
+mod symbols;
 mod tcache;
 mod thread;
 mod thread_event;

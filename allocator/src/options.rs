@@ -32,6 +32,8 @@ pub enum Kind {
     Flags(&'static str),
     /// Text of at most [`TEXT_MAX`] bytes, without commas.
     Text,
+    /// A listening address, `HOST:PORT` (see [`host_and_port`]), kept as text.
+    Address,
     /// A signal a program can be sent to ask for something (see [`is_request_signal`]), by
     /// number or name (`12`, `SIGUSR2`, `USR2`, `SIGRTMIN+3`); `0` for none.
     Signal,
@@ -212,6 +214,18 @@ pub static TABLE: &[OptionSpec] = &[
         doc: "A signal that makes the process write a profile (`.m<n>.heap`) at once: `SIGUSR1`, `SIGUSR2`, `SIGHUP` or `SIGRTMIN+n` up to `SIGRTMAX`, by name (`SIGUSR2`, `USR2`, `SIGRTMIN+3`) or number (12); 0 off. Signals that stop, end or report a fault in the program (`SIGSEGV`, `SIGFPE`, `SIGINT`, `SIGTERM`, `SIGCHLD`, ...) are refused.",
     },
     OptionSpec {
+        name: "prof_http",
+        kind: Kind::Address,
+        default: "",
+        doc: "With `prof:true`, serve the live heap over HTTP at `HOST:PORT` (`127.0.0.1:6060`, `[::1]:6060`, `localhost:6060`) for `go tool pprof`, Pyroscope and Parca: `/debug/pprof/heap` (gzipped pprof), `/debug/pprof/allocs`, `/debug/pprof/` and `/debug/tally/stats` (JSON); one small thread, one connection at a time, loopback addresses only unless `prof_http_remote:true` (`docs/continuous-profiling.md`).",
+    },
+    OptionSpec {
+        name: "prof_http_remote",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Let `prof_http` listen on an address other hosts can reach (the profiles name the program's functions and files: put the port behind a firewall).",
+    },
+    OptionSpec {
         name: "guard_rate",
         kind: Kind::Integer { min: 0, max: 1 << 40 },
         default: "0",
@@ -290,6 +304,13 @@ pub struct Options {
     pub guard_report: [u8; TEXT_MAX + 1],
     /// Length of `guard_report`.
     pub guard_report_len: usize,
+    /// See [`TABLE`]: the bytes of `prof_http` (the first `prof_http_len`; none: off; then
+    /// zeros: a C string).
+    pub prof_http: [u8; TEXT_MAX + 1],
+    /// Length of `prof_http`.
+    pub prof_http_len: usize,
+    /// See [`TABLE`].
+    pub prof_http_remote: bool,
 }
 
 impl Options {
@@ -330,6 +351,9 @@ impl Options {
         guard_slots: 64,
         guard_report: [0; TEXT_MAX + 1],
         guard_report_len: 0,
+        prof_http: [0; TEXT_MAX + 1],
+        prof_http_len: 0,
+        prof_http_remote: false,
     };
 
     /// `prof_prefix` as bytes.
@@ -342,10 +366,16 @@ impl Options {
         &self.guard_report[..self.guard_report_len]
     }
 
+    /// `prof_http` as bytes (empty: off).
+    pub fn prof_http(&self) -> &[u8] {
+        &self.prof_http[..self.prof_http_len]
+    }
+
     fn set_text(&mut self, name: &str, value: &[u8]) {
         let (buf, len) = match name {
             "prof_prefix" => (&mut self.prof_prefix, &mut self.prof_prefix_len),
             "guard_report" => (&mut self.guard_report, &mut self.guard_report_len),
+            "prof_http" => (&mut self.prof_http, &mut self.prof_http_len),
             _ => return,
         };
         // Zeros after the text, also where an earlier value was longer: the buffer stays a C
@@ -380,6 +410,7 @@ impl Options {
             "prof_gdump" => self.prof_gdump = value != 0,
             "prof_accum" => self.prof_accum = value != 0,
             "prof_signal" => self.prof_signal = value as i32,
+            "prof_http_remote" => self.prof_http_remote = value != 0,
             "guard_rate" => self.guard_rate = value as u64,
             "guard_slots" => self.guard_slots = value as usize,
             _ => {}
@@ -450,11 +481,17 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
             fail(format_args!("unknown option \"{}\"", Escaped(key)));
             continue;
         };
-        if let Kind::Text = spec.kind {
+        if let Kind::Text | Kind::Address = spec.kind {
             if value.is_empty() || value.len() > TEXT_MAX {
                 fail(format_args!(
                     "text must be 1 to {TEXT_MAX} bytes for {}",
                     spec.name
+                ));
+            } else if matches!(spec.kind, Kind::Address) && host_and_port(value).is_none() {
+                fail(format_args!(
+                    "expected HOST:PORT (127.0.0.1:6060, [::1]:6060, localhost:6060; port 1 to 65535) for {}: \"{}\"",
+                    spec.name,
+                    Escaped(value)
                 ));
             } else {
                 opts.set_text(spec.name, value);
@@ -473,6 +510,36 @@ pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMu
         }
     }
     errors
+}
+
+/// The host and port of a listening address `HOST:PORT`: `HOST` an IPv4 address, an IPv6 one
+/// in brackets (`[::1]`, given back without them) or a host name (letters, digits, `.`, `-`);
+/// `PORT` 1 to 65535. `None` when `value` is not of that form.
+pub fn host_and_port(value: &[u8]) -> Option<(&str, u16)> {
+    let value = core::str::from_utf8(value).ok()?;
+    let (host, port) = value.rsplit_once(':')?;
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u32 = port.parse().ok()?;
+    if !(1..=65535).contains(&port) {
+        return None;
+    }
+    let host = match host.strip_prefix('[') {
+        Some(v6) => {
+            let v6 = v6.strip_suffix(']')?;
+            v6.parse::<core::net::Ipv6Addr>().ok()?;
+            v6
+        }
+        None => {
+            let name = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+            if host.is_empty() || !host.bytes().all(name) {
+                return None;
+            }
+            host
+        }
+    };
+    Some((host, port as u16))
 }
 
 /// Why a value was refused.
@@ -546,7 +613,7 @@ fn parse_value(kind: Kind, value: &[u8]) -> Result<i64, Refusal> {
             }
             Ok(bits)
         }
-        Kind::Text => Err("text".into()),
+        Kind::Text | Kind::Address => Err("text".into()),
     }
 }
 
@@ -591,7 +658,7 @@ mod tests {
         let mut text = std::string::String::new();
         for spec in TABLE {
             // A text option whose default is none cannot be written (text is 1 byte or more).
-            if matches!(spec.kind, Kind::Text) && spec.default.is_empty() {
+            if matches!(spec.kind, Kind::Text | Kind::Address) && spec.default.is_empty() {
                 continue;
             }
             text.push_str(&format!("{}:{},", spec.name, spec.default));
@@ -623,6 +690,44 @@ mod tests {
         assert!(opts.junk_free && !opts.junk_alloc);
         assert_eq!(opts.stats_print_opts, STATS_JSON | STATS_NO_ARENAS);
         assert_eq!(opts.tcache_max, 1024);
+    }
+
+    #[test]
+    fn prof_http_takes_host_and_port_only() {
+        let (opts, errors) = run(b"prof_http:127.0.0.1:6060,prof_http_remote:true");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(opts.prof_http(), b"127.0.0.1:6060");
+        assert!(opts.prof_http_remote);
+        for good in [
+            &b"[::1]:1"[..],
+            b"localhost:65535",
+            b"0.0.0.0:80",
+            b"my-host.example:8080",
+        ] {
+            let (opts, errors) = run(&[&b"prof_http:"[..], good].concat());
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(opts.prof_http(), good);
+        }
+        assert_eq!(host_and_port(b"[::1]:6060"), Some(("::1", 6060)));
+        assert_eq!(host_and_port(b"localhost:7"), Some(("localhost", 7)));
+        for bad in [
+            &b"6060"[..],
+            b"127.0.0.1",
+            b"127.0.0.1:0",
+            b"127.0.0.1:65536",
+            b"127.0.0.1:60x",
+            b":6060",
+            b"::1:6060",
+            b"[::1:6060",
+            b"[zz]:6060",
+            b"a b:6060",
+            b"host:",
+        ] {
+            let (opts, errors) = run(&[&b"prof_http:"[..], bad].concat());
+            assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+            assert!(errors[0].contains("expected HOST:PORT"), "{errors:?}");
+            assert_eq!(opts.prof_http(), b"");
+        }
     }
 
     #[test]

@@ -9,9 +9,18 @@
 //! Mappings: every executable file mapping of `/proc/self/maps`, with the object's GNU build id
 //! read from its notes in memory (`dl_iterate_phdr`), so that a tool can find the file and its
 //! debug information. Locations: one per distinct frame address, at the address minus one (a
-//! return address points past its call; pprof asks for an address inside the instruction).
-//! Function names are not filled in yet: the tools symbolize from the mappings (`go tool pprof`
-//! reads the files named there).
+//! return address points past its call; pprof asks for an address inside the instruction),
+//! each with its function named from the object's symbol table ([`crate::symbols`]: the
+//! readable name, and the raw one as the system name), so that a tool that reads no object
+//! files (Pyroscope) shows names; a mapping whose functions are named says so
+//! (`has_functions`). `go tool pprof -symbolize=force` adds files and lines from the local
+//! binaries; a location no symbol names is left to the tools (Parca names such frames, with
+//! lines, from debug information found by build id; it leaves named ones as they are).
+//!
+//! Each stack starts at the function that asked for memory, as in the report: the allocator's
+//! entry points and everything inside them (`malloc`, `__rust_alloc`, Tally's own functions)
+//! and Rust's allocation machinery right outside them (`RawVec`, `Box`) are left out
+//! (`tally_format::frames`).
 //!
 //! This runs outside the recording path, so it may allocate (through Tally itself); the thread
 //! runs with the profiler's guard set, so its own allocations are never sampled.
@@ -25,10 +34,12 @@ use core::ffi::{c_int, c_void};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use tally_format::frames;
 use tally_format::pprof::{MappingInfo, PprofBuilder};
 use tally_profiler::PROFILER;
 
 use crate::prof_hooks;
+use crate::symbols::{self, SymbolTable};
 
 /// An executable file mapping of the process.
 struct Mapping {
@@ -37,13 +48,16 @@ struct Mapping {
     offset: u64,
     path: String,
     build_id: Vec<u8>,
+    /// The object's load bias: a process address minus this is an address of the file.
+    bias: u64,
 }
 
 /// The gzipped profile of the live sampled heap now (an empty profile when the profiler is
-/// off).
-pub fn live_heap() -> Vec<u8> {
+/// off), shown by default as `inuse_space`, or with `allocs` as `alloc_space` where
+/// `prof_accum` keeps it (Go's `/debug/pprof/allocs`: the same profile, another first view).
+pub fn live_heap(allocs: bool) -> Vec<u8> {
     prof_hooks::unsampled(|| {
-        let bytes = encode();
+        let bytes = encode(allocs);
         let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
         // Writing to a Vec cannot fail.
         let _ = gzip.write_all(&bytes);
@@ -52,7 +66,7 @@ pub fn live_heap() -> Vec<u8> {
 }
 
 /// The uncompressed `Profile` message.
-fn encode() -> Vec<u8> {
+fn encode(allocs: bool) -> Vec<u8> {
     let accum = PROFILER.accum_enabled();
     let types: &[(&str, &str)] = if accum {
         &[
@@ -65,62 +79,170 @@ fn encode() -> Vec<u8> {
         &[("inuse_objects", "count"), ("inuse_space", "bytes")]
     };
     let mut profile = PprofBuilder::new(types);
-    let mappings = executable_mappings();
-    let ids: Vec<u64> = mappings
-        .iter()
-        .map(|m| {
-            profile.mapping(&MappingInfo {
-                start: m.start,
-                end: m.end,
-                offset: m.offset,
-                path: &m.path,
-                build_id: &m.build_id,
-                symbolized: (false, false, false, false),
-            })
-        })
-        .collect();
+    let mut names = Namer::new(executable_mappings());
     let on = prof_hooks::profiler_on();
+    // Each frame's location (by address); each function's id (by raw name).
     let mut locations: HashMap<usize, u64> = HashMap::new();
-    let mut stack = Vec::new();
+    let mut functions: HashMap<String, u64> = HashMap::new();
+    let mut samples: Vec<(Vec<usize>, [i64; 4])> = Vec::new();
     for s in PROFILER.stacks.iter().filter(|_| on) {
         if s.live.bytes <= 0.0 && !(accum && s.accum.bytes > 0.0) {
             continue;
         }
-        stack.clear();
-        for &frame in s.frames {
-            let next = locations.len();
-            let id = *locations.entry(frame).or_insert_with(|| {
-                let address = frame.wrapping_sub(1) as u64;
-                let mapping = mappings
-                    .iter()
-                    .position(|m| m.start <= address && address < m.end)
-                    .map(|i| ids[i]);
-                let id = profile.location(address, mapping, &[]);
-                debug_assert_eq!(id, next as u64 + 1);
-                id
-            });
-            stack.push(id);
-        }
         let (objects, bytes) = (s.live.objects.round() as i64, s.live.bytes.round() as i64);
-        if accum {
-            let values = [
+        let values = if accum {
+            [
                 s.accum.objects.round() as i64,
                 s.accum.bytes.round() as i64,
                 objects,
                 bytes,
-            ];
-            profile.sample(&stack, &values);
+            ]
         } else {
-            profile.sample(&stack, &[objects, bytes]);
+            [objects, bytes, 0, 0]
+        };
+        let first = names.first_caller(s.frames);
+        samples.push((s.frames[first..].to_vec(), values));
+    }
+    // Mappings first (their ids are their positions plus one), marked as named where a symbol
+    // table was read.
+    for (i, m) in names.mappings.iter().enumerate() {
+        let id = profile.mapping(&MappingInfo {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            path: &m.path,
+            build_id: &m.build_id,
+            symbolized: (names.has_table(i), false, false, false),
+        });
+        debug_assert_eq!(id, i as u64 + 1);
+    }
+    let mut stack = Vec::new();
+    for (frames, values) in &samples {
+        stack.clear();
+        for &frame in frames {
+            let next = locations.len() as u64 + 1;
+            let id = *locations.entry(frame).or_insert_with(|| {
+                let address = frame.wrapping_sub(1) as u64;
+                let mapping = names.mapping_of(address).map(|i| i as u64 + 1);
+                let line = names.name(address).map(|name| {
+                    let id = *functions
+                        .entry(name.raw.clone())
+                        .or_insert_with(|| profile.function_named(&name.readable, &name.raw, None));
+                    (id, 0)
+                });
+                let id = profile.location(address, mapping, line.as_slice());
+                debug_assert_eq!(id, next);
+                id
+            });
+            stack.push(id);
         }
+        profile.sample(&stack, &values[..types.len()]);
     }
     let period = if on { PROFILER.period() } else { 0 };
     profile.finish(
         ("space", "bytes"),
         period,
         "live heap, written by Tally in the process",
-        "inuse_space",
+        if allocs && accum {
+            "alloc_space"
+        } else {
+            "inuse_space"
+        },
     )
+}
+
+/// A function's raw (mangled) and readable names.
+struct Name {
+    raw: String,
+    readable: String,
+}
+
+/// Names code addresses: which mapping holds one and, from its object's symbol table (read
+/// the first time the object is asked about), which function. Each address is named once.
+struct Namer {
+    mappings: Vec<Mapping>,
+    /// Per mapping: its symbol table, once read (`None` inside: none could be read). The
+    /// mappings of one object share the first one's.
+    tables: Vec<Option<Option<SymbolTable>>>,
+    names: HashMap<u64, Option<Name>>,
+}
+
+impl Namer {
+    fn new(mappings: Vec<Mapping>) -> Namer {
+        let tables = mappings.iter().map(|_| None).collect();
+        Namer {
+            mappings,
+            tables,
+            names: HashMap::new(),
+        }
+    }
+
+    fn mapping_of(&self, address: u64) -> Option<usize> {
+        self.mappings
+            .iter()
+            .position(|m| m.start <= address && address < m.end)
+    }
+
+    /// The first mapping of the object mapping `i` belongs to.
+    fn owner(&self, i: usize) -> usize {
+        let m = &self.mappings[i];
+        self.mappings
+            .iter()
+            .position(|o| o.path == m.path && o.bias == m.bias)
+            .unwrap_or(i)
+    }
+
+    /// Whether the functions of mapping `i` were named from a symbol table.
+    fn has_table(&self, i: usize) -> bool {
+        matches!(self.tables[self.owner(i)], Some(Some(_)))
+    }
+
+    /// The function holding `address`, if its object's symbols say.
+    fn name(&mut self, address: u64) -> Option<&Name> {
+        if !self.names.contains_key(&address) {
+            let name = self.look_up(address);
+            self.names.insert(address, name);
+        }
+        self.names.get(&address)?.as_ref()
+    }
+
+    fn look_up(&mut self, address: u64) -> Option<Name> {
+        let owner = self.owner(self.mapping_of(address)?);
+        let m = &self.mappings[owner];
+        let table = self.tables[owner].get_or_insert_with(|| SymbolTable::load(&m.path, &m.build_id));
+        let raw = table.as_ref()?.lookup(address.wrapping_sub(m.bias))?;
+        Some(Name {
+            raw: raw.into(),
+            readable: symbols::readable(raw),
+        })
+    }
+
+    /// Where the program's own frames start in `frames` (innermost first): past the last
+    /// allocation entry point (`malloc`, `operator new`, `__rust_alloc`, Tally's own functions)
+    /// and then Rust's allocation machinery right outside it (`RawVec`, `Box`...), as the report
+    /// drops them, so that the first frame is the function that asked for memory. At least the
+    /// outermost frame stays.
+    fn first_caller(&mut self, frames: &[usize]) -> usize {
+        let mut first = 0;
+        for (i, &pc) in frames.iter().enumerate() {
+            if self
+                .name(pc.wrapping_sub(1) as u64)
+                .is_some_and(|n| frames::is_entry_point(&n.readable))
+            {
+                first = i + 1;
+            }
+        }
+        if first > 0 {
+            while first < frames.len()
+                && self
+                    .name(frames[first].wrapping_sub(1) as u64)
+                    .is_some_and(|n| frames::is_rust_alloc_machinery(&n.readable))
+            {
+                first += 1;
+            }
+        }
+        first.min(frames.len().saturating_sub(1))
+    }
 }
 
 /// The executable file mappings of `/proc/self/maps`, each with its object's build id.
@@ -141,28 +263,27 @@ fn executable_mappings() -> Vec<Mapping> {
             }
             let (start, end) = range.split_once('-')?;
             let start = u64::from_str_radix(start, 16).ok()?;
-            let build_id = objects
-                .iter()
-                .find(|o| o.lo <= start && start < o.hi)
-                .map(|o| o.id[..o.len].to_vec())
-                .unwrap_or_default();
+            let object = objects.iter().find(|o| o.lo <= start && start < o.hi);
+            let build_id = object.map(|o| o.id[..o.len].to_vec()).unwrap_or_default();
             Some(Mapping {
                 start,
                 end: u64::from_str_radix(end, 16).ok()?,
                 offset: u64::from_str_radix(offset, 16).ok()?,
                 path,
                 build_id,
+                bias: object.map_or(0, |o| o.base),
             })
         })
         .collect()
 }
 
-/// A loaded object's address range and build id (`len` bytes of `id`; `usize::MAX`: an unused
-/// entry).
+/// A loaded object's address range, load bias and build id (`len` bytes of `id`; `usize::MAX`:
+/// an unused entry).
 #[derive(Clone, Copy)]
 struct Object {
     lo: u64,
     hi: u64,
+    base: u64,
     id: [u8; 64],
     len: usize,
 }
@@ -176,6 +297,7 @@ fn loaded_objects() -> Vec<Object> {
     let mut objects = [Object {
         lo: 0,
         hi: 0,
+        base: 0,
         id: [0; 64],
         len: usize::MAX,
     }; MAX_OBJECTS];
@@ -205,6 +327,7 @@ unsafe extern "C" fn visit_object(info: *mut libc::dl_phdr_info, _size: usize, d
         let mut object = Object {
             lo: u64::MAX,
             hi: 0,
+            base,
             id: [0; 64],
             len: 0,
         };

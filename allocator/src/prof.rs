@@ -104,15 +104,17 @@ pub fn reset() -> bool {
 
 /// The live sampled heap now as a gzipped pprof `profile.proto` (the bytes `go tool pprof`,
 /// Pyroscope and Parca read; `inuse_space` first): for a service that serves its own
-/// `/debug/pprof/heap`. Mappings carry each object's path and build id; the tools name the
-/// functions from those files. An empty profile when the profiler is off.
+/// `/debug/pprof/heap` (what `prof_http` serves there). Functions are named from the objects'
+/// symbol tables, and mappings carry each object's path and build id, from which the tools can
+/// add files and lines. Each stack starts at the function that asked for memory (the
+/// allocator's frames left out). An empty profile when the profiler is off.
 ///
 /// ```no_run
 /// std::fs::write("/tmp/heap.pb.gz", tally::prof::pprof()).unwrap();
 /// // go tool pprof -top /tmp/heap.pb.gz
 /// ```
 pub fn pprof() -> Vec<u8> {
-    crate::pprof::live_heap()
+    crate::pprof::live_heap(false)
 }
 
 /// One stack of the profile: its frames (innermost first, return addresses) and the estimated

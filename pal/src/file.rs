@@ -101,6 +101,66 @@ pub fn unlink(path: &[u8]) {
     }
 }
 
+/// A whole file mapped read-only and private (unmapped when dropped): for reading an object
+/// file's symbol tables without copying it onto the heap.
+///
+/// Invariant: `data` is a mapping of `len` bytes (`len > 0`) made by [`MappedFile::open`] and
+/// owned by this value alone, readable until the value is dropped.
+pub struct MappedFile {
+    data: *const u8,
+    len: usize,
+}
+
+impl MappedFile {
+    /// Maps the file at the NUL-terminated `path` (`None` if it cannot be opened, is empty or is
+    /// not a regular file).
+    pub fn open(path: &[u8]) -> Option<MappedFile> {
+        let fd = open(path, libc::O_RDONLY, 0).ok()?;
+        // SAFETY: an all-zero `stat` is a valid value for fstat to overwrite.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: `fd` is open; `st` is a valid out-pointer.
+        let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+        let len = st.st_size as usize;
+        if !ok || st.st_mode & libc::S_IFMT != libc::S_IFREG || len == 0 {
+            close(fd);
+            return None;
+        }
+        // SAFETY: a new private read-only mapping of an open regular file; it does not touch
+        // existing memory.
+        let data = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        };
+        close(fd);
+        (data != libc::MAP_FAILED).then_some(MappedFile {
+            data: data.cast_const().cast(),
+            len,
+        })
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: per the type's invariant the mapping is readable for `len` bytes while `self`
+        // lives. (A file truncated meanwhile by another process would fault on its lost pages;
+        // object files of a running process are not rewritten in place.)
+        unsafe { core::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: per the type's invariant this value owns the mapping; nothing borrows it
+        // after drop.
+        unsafe { libc::munmap(self.data.cast_mut().cast(), self.len) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -671,6 +671,31 @@ pub fn compile_c_linked(name: &str, out_dir: &Path, libs: &[&str]) -> PathBuf {
     exe
 }
 
+/// Runs `go` (from [`require_tool`]) as `go tool pprof ARGS` offline (`GOTOOLCHAIN=local`,
+/// `GOPROXY=off`), with its home and saved profiles (`PPROF_TMPDIR`) in `scratch`; panics with
+/// its output if it fails. Returns (stdout, stderr): stderr says where it saved a fetched
+/// profile (`Saved profile in ...`).
+pub fn go_tool_pprof(go: &Path, scratch: &Path, args: &[&str]) -> (String, String) {
+    let out = Command::new(go)
+        .args(["tool", "pprof"])
+        .args(args)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("HOME", scratch)
+        .env("PPROF_TMPDIR", scratch)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "go tool pprof {args:?} failed:\n{stdout}\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
 /// The `tally` command (the `tally-report` package's binary), `<target>/release/tally`; panics
 /// with the command that builds it if it is missing.
 pub fn tally_binary() -> PathBuf {

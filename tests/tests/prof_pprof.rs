@@ -8,14 +8,16 @@
 //! `go tool pprof` fetches it over HTTP and reads it: the mean sampling distance as the period,
 //! the largest stack holding 24 MiB and 6144 objects within 15% (about 7,000 samples at a 4 KiB
 //! mean distance: the estimate's spread is near 1%), and the executable's mapping with its path
-//! and GNU build id. Function names are not in the profile yet (the next step of issue 16).
+//! and GNU build id. The functions are named in the process: `go tool pprof -top` (which then
+//! reads no file) ranks `leaky_function` first, with none of the allocator's frames (Tally's
+//! own, `__rust_alloc`, `RawVec`) in the stacks.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tally_tests::{require_tool, ScratchDir};
+use tally_tests::{go_tool_pprof, require_tool, ScratchDir};
 
 #[global_allocator]
 static A: tally::Tally = tally::Tally;
@@ -86,25 +88,10 @@ fn serve() {
     drop(kept);
 }
 
-/// `go tool pprof` on `url`, with `args` before it.
+/// `go tool pprof` on `url`, with `args` before it: its stdout.
 fn pprof(go: &std::path::Path, scratch: &ScratchDir, args: &[&str], url: &str) -> String {
-    let out = Command::new(go)
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(url)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOPROXY", "off")
-        .env("HOME", scratch.path())
-        .env("PPROF_TMPDIR", scratch.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    let args: Vec<&str> = args.iter().copied().chain([url]).collect();
+    go_tool_pprof(go, scratch.path(), &args).0
 }
 
 #[test]
@@ -157,8 +144,7 @@ fn go_tool_pprof_reads_the_live_heap_over_http() {
         .flatten()
         .expect("the child did not serve");
     let url = format!("http://127.0.0.1:{port}/debug/pprof/heap");
-    // The profile carries addresses and mappings, not names yet (issue 16's next step fills them
-    // in the process): read raw, unsymbolized, and checked against what the child holds.
+    // The numbers, read raw and checked against what the child holds.
     let raw = pprof(&go, &scratch, &["-raw", "-symbolize=none"], &url);
     assert!(raw.contains("Period: 4096"), "{raw}");
     assert!(
@@ -206,6 +192,41 @@ fn go_tool_pprof_reads_the_live_heap_over_http() {
     assert!(
         mapping.contains(build_id.trim()),
         "{mapping} (build id {build_id})"
+    );
+    assert!(
+        mapping.ends_with("[FN]"),
+        "the mapping says its functions are named: {mapping}"
+    );
+    // The names, as the tool shows them: the leaking function first, then the smaller one.
+    let top = pprof(&go, &scratch, &["-top", "-unit=B"], &url);
+    let rows: Vec<(f64, &str)> = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let flat = fields.next()?.trim_end_matches('B').parse().ok()?;
+            Some((flat, fields.nth(4)?))
+        })
+        .collect();
+    assert!(
+        rows.first().is_some_and(
+            |&(flat, name)| name == "prof_pprof::leaky_function" && (flat - truth).abs() < truth * 0.15
+        ),
+        "{top}"
+    );
+    assert_eq!(
+        rows.get(1).map(|r| r.1),
+        Some("prof_pprof::small_function"),
+        "{top}"
+    );
+    assert!(
+        !rows.iter().any(|(_, name)| name.starts_with("tally::")
+            || name.starts_with("<tally::")
+            || name.starts_with("alloc::")
+            || name.contains("__rust_alloc")),
+        "the allocator's frames are left out:
+{top}"
     );
     drop(child);
 }
