@@ -35,7 +35,7 @@ use std::vec::Vec;
 use tally_pal as pal;
 
 use crate::options::{self, STATS_JSON};
-use crate::{init, pprof, prof_hooks, stats};
+use crate::{init, pprof, prof_hooks, stats, thread};
 
 /// Longest request (request line and headers) read; a longer one gets `431`.
 pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
@@ -78,6 +78,8 @@ pub fn start() {
 }
 
 extern "C" fn serve_main(_: *mut c_void) -> *mut c_void {
+    // Occasional requests need no thread cache: an idle server then holds no cache and no slabs.
+    thread::go_without_cache();
     prof_hooks::unsampled(serve);
     core::ptr::null_mut()
 }

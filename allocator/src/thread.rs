@@ -121,6 +121,19 @@ pub fn flush_thread_cache() {
     }
 }
 
+/// Keeps the calling thread, which has not allocated yet, from ever getting a cache: its calls
+/// are served straight from an arena, as with `tcache:false`. For Tally's own occasional threads
+/// (the `prof_http` server), so that an idle one costs no cache and no slabs of its own.
+/// Returns false (and changes nothing) if the thread has started already.
+pub fn go_without_cache() -> bool {
+    if STATE.get() != ThreadState::Uninit {
+        return false;
+    }
+    ensure_global();
+    STATE.set(ThreadState::NoCache);
+    true
+}
+
 /// The arena for calls served without a cache. A thread with `tcache:false` counts as a user
 /// of it for good (it has no exit hook); a thread whose cache is being made, or was torn down,
 /// does not: it is counted with its cache's arena, or has left it, and counting it again here

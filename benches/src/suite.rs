@@ -64,9 +64,13 @@ pub struct Allocator {
 /// recommends for production.
 pub const GUARD_CONF: &str = "guard_rate:200000";
 
+/// `TALLY_CONF` of the `tally-prof-http` column: the profiler with its HTTP endpoint on and
+/// idle (nothing fetches from it during the runs), on a fixed loopback port.
+pub const PROF_HTTP_CONF: &str = "prof:true,prof_http:127.0.0.1:46060";
+
 /// Every allocator, in column order. `tally-alt` and `tally-alt-prof` run only with `--alt-so`
-/// (the second only when listed).
-pub const ALLOCATORS: [Allocator; 10] = [
+/// (the second only when listed); `tally-prof-http` only when listed.
+pub const ALLOCATORS: [Allocator; 11] = [
     Allocator {
         name: "glibc",
         preload: Preload::Nothing,
@@ -91,6 +95,11 @@ pub const ALLOCATORS: [Allocator; 10] = [
         name: "tally-guard",
         preload: Preload::Tally,
         tally_conf: Some(GUARD_CONF),
+    },
+    Allocator {
+        name: "tally-prof-http",
+        preload: Preload::Tally,
+        tally_conf: Some(PROF_HTTP_CONF),
     },
     Allocator {
         name: "jemalloc",
@@ -269,7 +278,8 @@ options:
   --allocators A,B    default: glibc,tally,tally-prof,tally-prof17,tally-guard,jemalloc,mimalloc,
                       tcmalloc
                       (tally-alt, a second libtally.so from --alt-so, is added with --alt-so;
-                      tally-alt-prof, the same with prof:true, when listed)
+                      tally-alt-prof, the same with prof:true, when listed;
+                      tally-prof-http, prof:true with an idle prof_http endpoint, when listed)
   --tally-so PATH     default: <target dir>/release/libtally.so
   --alt-so PATH       a second libtally.so, columns tally-alt and tally-alt-prof
   --out DIR           default: <target dir>/bench
@@ -321,7 +331,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
     let mut workloads: Vec<String> = WORKLOADS.iter().map(|w| w.name.to_string()).collect();
     let mut allocators: Vec<String> = ALLOCATORS
         .iter()
-        .filter(|a| a.preload != Preload::AltTally)
+        .filter(|a| a.preload != Preload::AltTally && a.name != "tally-prof-http")
         .map(|a| a.name.to_string())
         .collect();
     let mut tally_so = target.join("release").join("libtally.so");
@@ -564,8 +574,9 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
 }
 
 /// The pairs of columns whose ratio is the profiler's or guarded sampling's cost: (on, off).
-const PROFILER_PAIRS: [(&str, &str); 4] = [
+const PROFILER_PAIRS: [(&str, &str); 5] = [
     ("tally-prof", "tally"),
+    ("tally-prof-http", "tally-prof"),
     ("tally-prof17", "tally"),
     ("tally-guard", "tally"),
     ("tally-alt-prof", "tally-alt"),

@@ -4,7 +4,8 @@
 //! - `tests/programs/http_leak.c` keeps 16 MiB from `leak_records` (and 256 KiB from
 //!   `keep_a_little`) under `prof:true,lg_prof_sample:14,prof_http:127.0.0.1:PORT`: `go tool
 //!   pprof -top URL` ranks `leak_records` first with 16 MiB within 15%, names the functions
-//!   (filled in the process: no `malloc` frame, the stack starts at the leaking function);
+//!   (filled in the process: no `malloc` frame, the stack starts at the leaking function), and
+//!   shows nothing the server thread allocated for the profiles it made before;
 //!   after the program leaks 16 MiB more, a second fetch with `-diff_base` (the first fetch's
 //!   saved file) shows `leak_records` grown by 16 MiB within 15%.
 //! - Hostile requests: an unknown path (404), a POST (405 with `Allow: GET`), a request line
@@ -220,12 +221,17 @@ fn program(scratch: &ScratchDir) -> PathBuf {
 /// The program (built in a new scratch directory named `label`) serving on a free loopback
 /// port, sampling every 16 KiB on average, once it is ready and the port answers.
 fn serving(label: &str) -> (ScratchDir, u16, Program) {
+    serving_with(label, "")
+}
+
+/// [`serving`] with `extra` options added.
+fn serving_with(label: &str, extra: &str) -> (ScratchDir, u16, Program) {
     let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), label);
     let exe = program(&scratch);
     let port = free_port();
     let mut p = Program::start(
         &exe,
-        &format!("prof:true,lg_prof_sample:14,prof_http:127.0.0.1:{port}"),
+        &format!("prof:true,lg_prof_sample:14,prof_http:127.0.0.1:{port}{extra}"),
     );
     p.expect_line("ready");
     wait_for_server(port);
@@ -235,7 +241,14 @@ fn serving(label: &str) -> (ScratchDir, u16, Program) {
 #[test]
 fn go_tool_pprof_ranks_the_leak_first_and_shows_its_growth() {
     let go = require_tool("go", "golang-go");
-    let (scratch, port, mut p) = serving("prof-http-go");
+    let (scratch, port, mut p) = serving_with("prof-http-go", ",prof_accum:true");
+    // The server's own work (profiles and statistics made, together allocating far more than
+    // the 16 KiB sampling distance) must not show in the profile, not even among what was
+    // allocated and freed since (`prof_accum`).
+    for _ in 0..40 {
+        assert_eq!(get(port, "/debug/pprof/heap").status, 200);
+        assert_eq!(get(port, "/debug/tally/stats").status, 200);
+    }
     let url = format!("http://127.0.0.1:{port}/debug/pprof/heap");
     let (first, fetched) = go_tool_pprof(&go, scratch.path(), &["-top", "-unit=B", &url]);
     let rows = top_rows(&first);
@@ -254,6 +267,20 @@ fn go_tool_pprof_ranks_the_leak_first_and_shows_its_growth() {
         "the allocator's entry points are left out:\n{first}"
     );
     assert!(!first.contains("0x"), "every frame is named:\n{first}");
+    // The program has one thread: a stack from a thread's start is the server's.
+    let (allocated, _) = go_tool_pprof(
+        &go,
+        scratch.path(),
+        &["-top", "-unit=B", "-sample_index=alloc_space", &url],
+    );
+    let rows = top_rows(&allocated);
+    assert!(
+        rows.first().is_some_and(|(_, name)| name == "leak_records")
+            && !rows
+                .iter()
+                .any(|(flat, name)| *flat > 0.0 && (name.contains("clone") || name.contains("start_thread"))),
+        "the server thread's allocations are not sampled:\n{allocated}"
+    );
     // go tool pprof keeps what it fetched: the base of the next comparison.
     let saved = fetched
         .lines()
