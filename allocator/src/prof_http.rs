@@ -20,14 +20,18 @@
 //! does not resolve or cannot be bound, a remote address not allowed) is one line on stderr, and
 //! the program runs on. Requests themselves never print anything.
 //!
-//! After `fork` the child has no server (the parent keeps the port); a program that `exec`s
-//! with the same `TALLY_CONF` gets a line saying the port is in use.
+//! A port in use at start is retried for [`BUSY_PORT_RETRY_MS`] before the line that says so
+//! (a wrapper preloading Tally too may hold it until it `exec`s the program). After `fork` the
+//! child closes its copy of the socket and starts a server of its own, which binds quietly once
+//! the port is free (a daemon's parent exits; a worker's parent usually keeps it). `exec`
+//! closes the socket (`SOCK_CLOEXEC`); the new program starts its own server.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::format;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::string::String;
 use std::time::{Duration, Instant};
 use std::vec::Vec;
@@ -46,6 +50,17 @@ pub const REPLY_TIME_MS: u64 = 10_000;
 
 /// The process the server runs in (0: none), so it starts once per process.
 static SERVING: AtomicU32 = AtomicU32::new(0);
+/// The listening socket's descriptor (-1: none yet), and the connection being answered (-1:
+/// none): a `fork` child closes its copies (see [`after_fork_in_child`]).
+static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
+static CONNECTION_FD: AtomicI32 = AtomicI32::new(-1);
+/// Set in a `fork` child: its server binds quietly, retrying until the port is free.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// How long a port in use is retried at start before the one line that says so: a wrapper
+/// that preloads Tally too (a shell script, a launcher) may hold it for a moment before it
+/// `exec`s the program, and its short-lived helpers give up quietly.
+const BUSY_PORT_RETRY_MS: u64 = 2_000;
 
 extern "C" fn start_at_load() {
     init::ensure_global();
@@ -72,9 +87,30 @@ pub fn start() {
     {
         return;
     }
-    if !pal::thread::spawn(serve_main) {
+    if old == 0 {
+        pal::process::on_fork(nothing, nothing, after_fork_in_child);
+    }
+    if !pal::thread::spawn(serve_main) && !FORKED.load(Ordering::Relaxed) {
         pal::print(format_args!("tally: prof_http: cannot start its thread\n"));
     }
+}
+
+unsafe extern "C" fn nothing() {}
+
+/// In a `fork` child: the server thread did not come along, but its socket did. The copies are
+/// closed (the parent keeps serving; a connection being answered is the parent's), and the
+/// child gets a server of its own that binds once the port is free: for a daemon whose parent
+/// exits at once, soon; for a worker of a server that forks, when the parent is gone. It says
+/// nothing: the parent said what there was to say.
+unsafe extern "C" fn after_fork_in_child() {
+    for fd in [&LISTENER_FD, &CONNECTION_FD] {
+        let fd = fd.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            pal::file::close(fd);
+        }
+    }
+    FORKED.store(true, Ordering::Relaxed);
+    start();
 }
 
 extern "C" fn serve_main(_: *mut c_void) -> *mut c_void {
@@ -87,29 +123,51 @@ extern "C" fn serve_main(_: *mut c_void) -> *mut c_void {
 /// Binds the address and answers connections, one at a time, for the life of the process.
 fn serve() {
     let opts = init::options_in_place();
-    let Some(listener) = listen(opts.prof_http(), opts.prof_http_remote) else {
-        return;
-    };
-    if !opts.prof {
+    let mut quiet = FORKED.load(Ordering::Relaxed);
+    if !opts.prof && !quiet {
         pal::print(format_args!(
             "tally: prof_http: the heap profiler is off (add prof:true): /debug/pprof/heap answers 503\n"
         ));
     }
-    for connection in listener.incoming() {
-        match connection {
-            Ok(stream) => answer(stream),
-            // Out of descriptors, or the like: wait a little rather than spin.
-            Err(_) => pal::sleep_ms(100),
+    while let Some(listener) = listen(opts.prof_http(), opts.prof_http_remote, quiet) {
+        LISTENER_FD.store(listener.as_raw_fd(), Ordering::Relaxed);
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    CONNECTION_FD.store(stream.as_raw_fd(), Ordering::Relaxed);
+                    answer(stream);
+                    CONNECTION_FD.store(-1, Ordering::Relaxed);
+                }
+                // The program closed the descriptor under us (a daemon closing every descriptor
+                // after `fork`): the number may be the program's own by now, so it is not closed
+                // again, and the server listens anew, quietly.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EBADF | libc::ENOTSOCK | libc::EINVAL)
+                    ) =>
+                {
+                    LISTENER_FD.store(-1, Ordering::Relaxed);
+                    core::mem::forget(listener);
+                    quiet = true;
+                    break;
+                }
+                // Out of descriptors, or the like: wait a little rather than spin.
+                Err(_) => pal::sleep_ms(100),
+            }
         }
     }
 }
 
 /// The listening socket for `address` (`HOST:PORT`, checked when the options were read), or
-/// `None` after one line saying why not.
-fn listen(address: &[u8], remote: bool) -> Option<TcpListener> {
+/// `None` after one line saying why not (none when `quiet`). A port in use is retried: for
+/// [`BUSY_PORT_RETRY_MS`], or, `quiet`, until it is free.
+fn listen(address: &[u8], remote: bool, quiet: bool) -> Option<TcpListener> {
     let text = String::from_utf8_lossy(address);
     let fail = |why: core::fmt::Arguments<'_>| {
-        pal::print(format_args!("tally: prof_http: {why}; not serving\n"));
+        if !quiet {
+            pal::print(format_args!("tally: prof_http: {why}; not serving\n"));
+        }
         None
     };
     let (host, port) = options::host_and_port(address)?;
@@ -128,9 +186,18 @@ fn listen(address: &[u8], remote: bool) -> Option<TcpListener> {
             ));
         }
     }
-    match TcpListener::bind(&addresses[..]) {
-        Ok(listener) => Some(listener),
-        Err(e) => fail(format_args!("cannot listen on {text}: {e}")),
+    let started = Instant::now();
+    loop {
+        match TcpListener::bind(&addresses[..]) {
+            Ok(listener) => return Some(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && (quiet || started.elapsed() < Duration::from_millis(BUSY_PORT_RETRY_MS)) =>
+            {
+                pal::sleep_ms(if quiet { 1000 } else { 100 });
+            }
+            Err(e) => return fail(format_args!("cannot listen on {text}: {e}")),
+        }
     }
 }
 

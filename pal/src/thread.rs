@@ -60,13 +60,37 @@ pub fn thread_block() -> *mut u8 {
     THREAD_BLOCK.with(|b| b.get().cast())
 }
 
-/// Starts a detached thread running `body`. Returns false if it could not be created.
+/// Starts a detached thread running `body`, with every signal blocked but those a fault raises
+/// (`SIGSEGV`, `SIGBUS`, `SIGFPE`, `SIGILL`, `SIGTRAP`, `SIGSYS`): a signal sent to the process
+/// then goes to one of the program's threads, never to one of Tally's (a program that blocks a
+/// signal in its threads to take it with `sigwait` or `signalfd` still gets it). Returns false
+/// if it could not be created.
 #[inline]
 pub fn spawn(body: extern "C" fn(*mut c_void) -> *mut c_void) -> bool {
     let mut thread: libc::pthread_t = 0;
-    // SAFETY: `thread` is a valid out-pointer; `body` has the signature pthread expects and lives
-    // for the whole process.
-    let rc = unsafe { libc::pthread_create(&mut thread, core::ptr::null(), body, core::ptr::null_mut()) };
+    // SAFETY: sigset_t is plain data that sigfillset initializes; the new thread inherits the
+    // mask in force when it is created, and the caller's own mask is put back right after.
+    let rc = unsafe {
+        let mut blocked: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut blocked);
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+        ] {
+            libc::sigdelset(&mut blocked, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &blocked, &mut old);
+        // `thread` is a valid out-pointer; `body` has the signature pthread expects and lives
+        // for the whole process.
+        let rc = libc::pthread_create(&mut thread, core::ptr::null(), body, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        rc
+    };
     if rc != 0 {
         return false;
     }

@@ -13,8 +13,13 @@
 //!   never sends (closed, and the next client served after it); the program's own output stays
 //!   exactly what it prints alone, its stderr empty, and the server still answers after all
 //!   that.
+//! - Processes: a daemon (the parent exits at once after `fork`) serves from the child, which
+//!   binds once the parent has let the port go; a server that forks a worker keeps serving its
+//!   own heap, and the worker stays quiet; a program that takes SIGUSR1 from a `signalfd` still
+//!   gets it (Tally's thread blocks the signals sent to the process; shown to fail without).
 //! - A non-loopback address is refused with one line unless `prof_http_remote:true`; a port in
-//!   use is one line and the program runs on; without `prof:true` the heap answers 503, the
+//!   use (after 2 s of retries: a port held for a moment is taken quietly once free) is one line
+//!   and the program runs on; without `prof:true` the heap answers 503, the
 //!   statistics 200.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -56,7 +61,12 @@ struct Program {
 
 impl Program {
     fn start(exe: &Path, conf: &str) -> Program {
+        Program::start_with(exe, &[], conf)
+    }
+
+    fn start_with(exe: &Path, args: &[&str], conf: &str) -> Program {
         let mut child = Command::new(exe)
+            .args(args)
             .env("LD_PRELOAD", libtally_so())
             .env("TALLY_CONF", conf)
             .env_remove("MALLOC_CONF")
@@ -414,10 +424,23 @@ fn addresses_other_hosts_can_reach_need_the_second_option() {
 fn a_port_in_use_or_a_bad_address_is_one_line_and_the_program_runs_on() {
     let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "prof-http-busy");
     let exe = program(&scratch);
+    // Held for a moment (a wrapper that preloads Tally too, before it `exec`s the program): the
+    // program gets the port once it is free, and nothing is said.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let p = Program::start(&exe, &format!("prof:true,prof_http:127.0.0.1:{port}"));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(taken);
+    wait_for_server(port);
+    assert_eq!(get(port, "/debug/pprof/heap").status, 200);
+    assert_eq!(p.end(0), "");
+
+    // Held for good: after the retries, one line, and the program runs on.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let mut p = Program::start(&exe, &format!("prof:true,prof_http:127.0.0.1:{port}"));
     p.expect_line("ready");
+    std::thread::sleep(Duration::from_millis(3000));
     p.leak_more();
     let stderr = p.end(1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -455,4 +478,68 @@ fn without_the_profiler_the_heap_answers_503_and_the_statistics_200() {
         stderr.starts_with("tally: prof_http: the heap profiler is off"),
         "{stderr}"
     );
+}
+
+/// `tests/programs/http_process.c` in `mode`, serving on a free port: (scratch, port, program,
+/// go).
+fn process_mode(mode: &str) -> (ScratchDir, u16, Program) {
+    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), &format!("prof-http-{mode}"));
+    let exe = compile_c("http_process.c", scratch.path());
+    let port = free_port();
+    let mut p = Program::start_with(
+        &exe,
+        &[mode],
+        &format!("prof:true,lg_prof_sample:14,prof_http:127.0.0.1:{port}"),
+    );
+    p.expect_line("ready");
+    wait_for_server(port);
+    (scratch, port, p)
+}
+
+/// The function `go tool pprof -top` ranks first in the heap the port serves now.
+fn first_function(go: &Path, scratch: &ScratchDir, port: u16) -> (String, String) {
+    let url = format!("http://127.0.0.1:{port}/debug/pprof/heap");
+    let (top, _) = go_tool_pprof(go, scratch.path(), &["-top", "-unit=B", &url]);
+    let first = top_rows(&top).first().map(|r| r.1.clone()).unwrap_or_default();
+    (first, top)
+}
+
+#[test]
+fn a_daemon_serves_from_the_child_that_goes_on() {
+    let go = require_tool("go", "golang-go");
+    let (scratch, port, p) = process_mode("daemon");
+    let (first, top) = first_function(&go, &scratch, port);
+    assert_eq!(first, "leak_in_child", "{top}");
+    let (ok, stdout, stderr) = p.finish();
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "ready\n");
+    assert_eq!(stderr, "", "the child's server binds quietly");
+}
+
+#[test]
+fn a_server_that_forks_a_worker_keeps_serving_its_own_heap() {
+    let go = require_tool("go", "golang-go");
+    let (scratch, port, p) = process_mode("worker");
+    let (first, top) = first_function(&go, &scratch, port);
+    assert_eq!(first, "leak_in_parent", "{top}");
+    assert!(!top.contains("leak_in_child"), "{top}");
+    let (ok, stdout, stderr) = p.finish();
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "ready\n");
+    assert_eq!(stderr, "", "the worker waits for the port quietly");
+}
+
+#[test]
+fn a_program_taking_its_signals_from_a_signalfd_still_gets_them() {
+    let (_scratch, _port, mut p) = process_mode("signalfd");
+    let status = Command::new("kill")
+        .args(["-USR1", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    p.expect_line("got SIGUSR1");
+    let (ok, stdout, stderr) = p.finish();
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "ready\ngot SIGUSR1\n");
+    assert_eq!(stderr, "");
 }
