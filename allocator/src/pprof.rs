@@ -12,9 +12,12 @@
 //! return address points past its call; pprof asks for an address inside the instruction),
 //! each with its function named from the object's symbol table ([`crate::symbols`]: the
 //! readable name, and the raw one as the system name), so that a tool that reads no object
-//! files (Pyroscope) shows names; a mapping whose functions are named says so
-//! (`has_functions`). `go tool pprof -symbolize=force` adds files and lines from the local
-//! binaries; a location no symbol names is left to the tools (Parca names such frames, with
+//! files (Pyroscope) shows names; every mapping says its functions are named (`has_functions`:
+//! what its file's symbols do not name, nobody names from that file). `go tool pprof -symbolize=force` adds files and lines from the local
+//! binaries. Code a JIT compiler wrote (outside every file mapping) is named from the process's
+//! perf map when there is one (`/tmp/perf-<pid>.map`: a JVM with Tally's agent names Java
+//! methods, with the chains of methods C2 inlined as several frames of one location, as the
+//! report reads them). A location nothing names is left to the tools (Parca names such frames, with
 //! lines, from debug information found by build id; it leaves named ones as they are).
 //!
 //! Each stack starts at the function that asked for memory, as in the report: the allocator's
@@ -35,6 +38,7 @@ use core::ffi::{c_int, c_void};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use tally_format::frames;
+use tally_format::perf_map::PerfMap;
 use tally_format::pprof::{MappingInfo, PprofBuilder};
 use tally_profiler::PROFILER;
 
@@ -103,8 +107,11 @@ fn encode(allocs: bool) -> Vec<u8> {
         let first = names.first_caller(s.frames);
         samples.push((s.frames[first..].to_vec(), values));
     }
-    // Mappings first (their ids are their positions plus one), marked as named where a symbol
-    // table was read.
+    // Mappings first (their ids are their positions plus one), each marked as named
+    // (`has_functions`): what its file's symbols name is named, and what they do not cannot be
+    // named from the same file by anyone else. A mapping not so marked sends `go tool pprof` to
+    // ask the server for names (`POST /debug/pprof/symbol`), and it gives up on the whole
+    // profile when that fails; `-symbolize=force` still names from local files.
     for (i, m) in names.mappings.iter().enumerate() {
         let id = profile.mapping(&MappingInfo {
             start: m.start,
@@ -112,7 +119,7 @@ fn encode(allocs: bool) -> Vec<u8> {
             offset: m.offset,
             path: &m.path,
             build_id: &m.build_id,
-            symbolized: (names.has_table(i), false, false, false),
+            symbolized: (true, false, false, false),
         });
         debug_assert_eq!(id, i as u64 + 1);
     }
@@ -124,13 +131,21 @@ fn encode(allocs: bool) -> Vec<u8> {
             let id = *locations.entry(frame).or_insert_with(|| {
                 let address = frame.wrapping_sub(1) as u64;
                 let mapping = names.mapping_of(address).map(|i| i as u64 + 1);
-                let line = names.name(address).map(|name| {
-                    let id = *functions
-                        .entry(name.raw.clone())
-                        .or_insert_with(|| profile.function_named(&name.readable, &name.raw, None));
-                    (id, 0)
-                });
-                let id = profile.location(address, mapping, line.as_slice());
+                let lines: Vec<(u64, u32)> = names
+                    .name(address)
+                    .map(|name| {
+                        name.frames
+                            .iter()
+                            .map(|(readable, system)| {
+                                let id = *functions
+                                    .entry(system.clone())
+                                    .or_insert_with(|| profile.function_named(readable, system, None));
+                                (id, 0)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let id = profile.location(address, mapping, &lines);
                 debug_assert_eq!(id, next);
                 id
             });
@@ -151,19 +166,23 @@ fn encode(allocs: bool) -> Vec<u8> {
     )
 }
 
-/// A function's raw (mangled) and readable names.
+/// The frames of one location, innermost first (more than one: an inline chain a JIT's perf
+/// map wrote), each as (readable name, system name: the symbol as written).
 struct Name {
-    raw: String,
-    readable: String,
+    frames: Vec<(String, String)>,
 }
 
 /// Names code addresses: which mapping holds one and, from its object's symbol table (read
-/// the first time the object is asked about), which function. Each address is named once.
+/// the first time the object is asked about), which function; code outside every file mapping
+/// (a JIT's) from the process's perf map, `/tmp/perf-<pid>.map`, when one is written (a JVM
+/// with Tally's agent, `node --perf-basic-prof`, `python3 -X perf`). Each address is named once.
 struct Namer {
     mappings: Vec<Mapping>,
     /// Per mapping: its symbol table, once read (`None` inside: none could be read). The
     /// mappings of one object share the first one's.
     tables: Vec<Option<Option<SymbolTable>>>,
+    /// The perf map, once read (`None` inside: there is none).
+    perf_map: Option<Option<PerfMap>>,
     names: HashMap<u64, Option<Name>>,
 }
 
@@ -173,6 +192,7 @@ impl Namer {
         Namer {
             mappings,
             tables,
+            perf_map: None,
             names: HashMap::new(),
         }
     }
@@ -192,11 +212,6 @@ impl Namer {
             .unwrap_or(i)
     }
 
-    /// Whether the functions of mapping `i` were named from a symbol table.
-    fn has_table(&self, i: usize) -> bool {
-        matches!(self.tables[self.owner(i)], Some(Some(_)))
-    }
-
     /// The function holding `address`, if its object's symbols say.
     fn name(&mut self, address: u64) -> Option<&Name> {
         if !self.names.contains_key(&address) {
@@ -207,13 +222,23 @@ impl Namer {
     }
 
     fn look_up(&mut self, address: u64) -> Option<Name> {
-        let owner = self.owner(self.mapping_of(address)?);
+        let Some(mapping) = self.mapping_of(address) else {
+            let map = self.perf_map.get_or_insert_with(own_perf_map);
+            let map = map.as_ref()?;
+            let entry = map.lookup(address)?;
+            let frames = map
+                .readable_frames(entry)
+                .into_iter()
+                .map(|frame| (frame.clone(), frame))
+                .collect();
+            return Some(Name { frames });
+        };
+        let owner = self.owner(mapping);
         let m = &self.mappings[owner];
         let table = self.tables[owner].get_or_insert_with(|| SymbolTable::load(&m.path, &m.build_id));
         let raw = table.as_ref()?.lookup(address.wrapping_sub(m.bias))?;
         Some(Name {
-            raw: raw.into(),
-            readable: symbols::readable(raw),
+            frames: std::vec![(symbols::readable(raw), raw.into())],
         })
     }
 
@@ -227,7 +252,7 @@ impl Namer {
         for (i, &pc) in frames.iter().enumerate() {
             if self
                 .name(pc.wrapping_sub(1) as u64)
-                .is_some_and(|n| frames::is_entry_point(&n.readable))
+                .is_some_and(|n| n.frames.iter().any(|(f, _)| frames::is_entry_point(f)))
             {
                 first = i + 1;
             }
@@ -236,13 +261,36 @@ impl Namer {
             while first < frames.len()
                 && self
                     .name(frames[first].wrapping_sub(1) as u64)
-                    .is_some_and(|n| frames::is_rust_alloc_machinery(&n.readable))
+                    .is_some_and(|n| n.frames.iter().all(|(f, _)| frames::is_rust_alloc_machinery(f)))
             {
                 first += 1;
             }
         }
         first.min(frames.len().saturating_sub(1))
     }
+}
+
+/// This process's perf map, `/tmp/perf-<pid>.map`, if there is one that this process wrote: owned
+/// by its user (`/tmp` is everyone's) and written since it started (not left by an earlier
+/// process that had the same pid).
+fn own_perf_map() -> Option<PerfMap> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::format!("/tmp/perf-{}.map", tally_pal::pid());
+    let meta = std::fs::metadata(&path).ok()?;
+    // SAFETY: geteuid has no preconditions.
+    if meta.uid() != unsafe { libc::geteuid() } {
+        return None;
+    }
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let proc_stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let started = tally_format::perf_map::process_start(&stat, &proc_stat, ticks)?;
+    // The start is known to the tick (10 ms); the file's time to the nanosecond.
+    if meta.modified().ok()? + std::time::Duration::from_millis(20) < started {
+        return None;
+    }
+    Some(PerfMap::parse(&std::fs::read(&path).ok()?))
 }
 
 /// The executable file mappings of `/proc/self/maps`, each with its object's build id.

@@ -15,6 +15,8 @@
 //! - [`frames`]: which functions are the allocator's entry points and Rust's allocation
 //!   machinery, so that a report or profile starts at the code that asked for memory.
 //! - [`demangle`] (feature `demangle`): Rust and C++ symbol names as people write them.
+//! - [`perf_map`] (feature `std`): perf maps (`/tmp/perf-<pid>.map`), the names JIT compilers
+//!   give their code, readable.
 //!
 //! Without the `std` feature the crate is `no_std` and uses neither `alloc` nor a global
 //! allocator, so the profiler can link it into the allocator itself.
@@ -30,6 +32,8 @@ pub mod frames;
 pub mod math;
 #[cfg(feature = "std")]
 pub mod parse;
+#[cfg(feature = "std")]
+pub mod perf_map;
 #[cfg(feature = "std")]
 pub mod pprof;
 pub mod write;

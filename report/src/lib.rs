@@ -2,35 +2,35 @@
 //! jemalloc's write, what Debian's `jeprof` reads) to reports of where live memory was allocated,
 //! symbolized natively and offline from the memory map each dump carries.
 //!
-//! It links neither the allocator nor the profiler. Names are demangled and the allocator's
-//! entry points known by `tally_format::demangle` and `tally_format::frames`, shared with the
+//! It links neither the allocator nor the profiler. Names are demangled, the allocator's
+//! entry points known and perf maps read by `tally_format::demangle`, `tally_format::frames` and
+//! `tally_format::perf_map`, shared with the
 //! allocator's in-process pprof profiles. The modules, bottom-up, each using only
 //! those above it in this list:
 //!
 //! 1. [`error`] — the one error type: `FILE:LINE: what is wrong`, one line, exit code 2.
 //! 2. [`dump`] — reading a dump (the format crate's parser) and jeprof's unbiasing.
 //! 3. [`memory_map`] — which mapping, file and file offset an address falls in.
-//! 4. [`perf_map`] — perf maps (`/tmp/perf-<pid>.map`): JIT code's names, readable.
-//! 5. [`object_file`] — one ELF file: segments, symbol tables, DWARF, separate debug files.
-//! 6. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
-//! 7. [`guard_report`] — the frames of a guarded-sampling report (use-after-free, overflow, bad
+//! 4. [`object_file`] — one ELF file: segments, symbol tables, DWARF, separate debug files.
+//! 5. [`symbolize`] — addresses to interned locations, with every file and lookup cached.
+//! 6. [`guard_report`] — the frames of a guarded-sampling report (use-after-free, overflow, bad
 //!    free) named with functions, files and lines, for `tally symbolize` and `tally run --guard`.
-//! 8. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
-//! 9. [`hints`] — the largest stacks of a profile, and hints from a bundled table
+//! 7. [`profile`] — numbers per symbolized stack; base subtraction, filters, flat and cumulative.
+//! 8. [`hints`] — the largest stacks of a profile, and hints from a bundled table
 //!    (`data/known-leaks.txt`) about the well-known native leaks they match.
-//! 10. [`series`] — a series of dumps of one process: their order and positions (the HTML
-//!     report's growth chart draws on its axis).
-//! 11. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
+//! 9. [`series`] — a series of dumps of one process: their order and positions (the HTML
+//!    report's growth chart draws on its axis).
+//! 10. [`perf_map_finder`] — which perf map names a dump's JIT code, its staleness checks, and
 //!     asking a running JVM for one.
-//! 12. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
+//! 11. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 13. [`leaks`] — steady growth over a series, for `tally leaks`.
-//! 14. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
+//! 12. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 13. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
-//! 15. [`signal`] — signals by name (`SIGSEGV`, `SIGRTMIN+3`) and back.
-//! 16. [`supervise`] — the program `tally run` starts: its own process group, the terminal, and
+//! 14. [`signal`] — signals by name (`SIGSEGV`, `SIGRTMIN+3`) and back.
+//! 15. [`supervise`] — the program `tally run` starts: its own process group, the terminal, and
 //!     interrupts passed on after asking it for a profile.
-//! 17. [`run`] — running a program under `libtally.so` and reporting on its dumps with
+//! 16. [`run`] — running a program under `libtally.so` and reporting on its dumps with
 //!     [`report`], for `tally run`.
 
 pub mod dump;
@@ -40,7 +40,6 @@ pub mod hints;
 pub mod leaks;
 pub mod memory_map;
 pub mod object_file;
-pub mod perf_map;
 pub mod perf_map_finder;
 pub mod pipeline;
 pub mod profile;

@@ -36,9 +36,9 @@ use crate::dump::{Dump, Mapping};
 use crate::error::Error;
 use crate::memory_map::MemoryMap;
 use crate::object_file::io_message;
-use crate::perf_map::PerfMap;
 use crate::series;
 use crate::symbolize::JitNames;
+use tally_format::perf_map::PerfMap;
 
 /// How long `jcmd` may take (attaching to a busy JVM takes a second or two).
 const JCMD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -296,25 +296,13 @@ fn maps_line(line: &str) -> Option<(u64, u64, &str)> {
     Some((start, end, rest.trim()))
 }
 
-/// When process `pid` started: field 22 of `/proc/<pid>/stat` (clock ticks since boot) after
-/// `btime` in `/proc/stat`.
+/// When process `pid` started (see [`tally_format::perf_map::process_start`]).
 fn start_time(pid: u64) -> Option<SystemTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces; fields 3.. follow.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let proc_stat = std::fs::read_to_string("/proc/stat").ok()?;
     // SAFETY: sysconf only reads a configuration value.
     let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks_per_second = u64::try_from(ticks_per_second).ok().filter(|&t| t > 0)?;
-    let since_boot = Duration::from_millis(ticks.saturating_mul(1000) / ticks_per_second);
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(boot) + since_boot)
+    tally_format::perf_map::process_start(&stat, &proc_stat, u64::try_from(ticks_per_second).ok()?)
 }
 
 /// Runs `jcmd <pid> Compiler.perfmap`, which makes the JVM write `/tmp/perf-<pid>.map`

@@ -13,7 +13,7 @@
 //! otherwise; an address in no file mapping prints as itself.
 //!
 //! An address in anonymous executable memory is JIT code: a perf map
-//! ([`crate::perf_map`]) names it, when one was given for the dump's address space
+//! ([`tally_format::perf_map`]) names it, when one was given for the dump's address space
 //! ([`Symbolizer::add_jit_names`]) and has an entry that covers the address and lies wholly in
 //! the same mapping (an entry that straddles mappings, or lies outside them, belongs to another
 //! address space); an entry naming an inline chain (Tally's JVM agent's) gives the location
@@ -31,8 +31,8 @@ use std::rc::Rc;
 
 use crate::memory_map::{MemoryMap, Place};
 use crate::object_file::{ObjectFile, SourceFrame};
-use crate::perf_map::PerfMap;
 use tally_format::frames as allocator_frames;
+use tally_format::perf_map::PerfMap;
 
 /// One level of a location's inline chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -7,6 +7,9 @@
 //!   `GzipLogger.logLeaky`, with the Deflater hint under them; `--collapsed` and `--pprof` (read
 //!   by `go tool pprof -top`) carry the same Java names.
 //! - `fixed`: the same program closing its streams has no such stack and no hint.
+//! - Served live (`prof_http`, no `tally run`): the same leak preloaded with Tally's JVM agent,
+//!   fetched by `go tool pprof` over HTTP, names `deflateInit2_` and the Java methods down to
+//!   `GzipLogger.logLeaky`: the process names its compiled Java code from its own perf map.
 
 mod common;
 
@@ -166,4 +169,78 @@ fn the_fixed_program_has_no_such_stack_and_no_hint() {
     let leaks = leaks_report(LG_INTERVAL, &run.series);
     assert!(!leaks.contains("deflateInit2_"), "{leaks}");
     assert!(!leaks.contains("Hint: "), "{leaks}");
+}
+
+#[test]
+fn served_over_http_the_java_methods_are_named_in_the_process() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let classes = compile_gzip_logger(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut java = std::process::Command::new("java")
+        .arg("-cp")
+        .arg(&classes)
+        .args(["GzipLogger", "leak", MESSAGES, "wait"])
+        .env("LD_PRELOAD", libtally())
+        .env(
+            "TALLY_CONF",
+            format!("prof:true,lg_prof_sample:17,prof_http:127.0.0.1:{port}"),
+        )
+        .env(
+            "JAVA_TOOL_OPTIONS",
+            format!(
+                "-XX:+PreserveFramePointer -agentpath:{}",
+                libtally_jvm().display()
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = java.stdout.take().unwrap();
+    let java = Kill(java);
+    let line = BufReader::new(out).lines().next().unwrap().unwrap();
+    assert!(line.starts_with("leaky: "), "{line}");
+    let url = format!("http://127.0.0.1:{port}/debug/pprof/heap");
+    // PPROF_BINARY_PATH (set by `go_pprof`) points nowhere: every name comes from the process.
+    let top = stdout(
+        go_pprof()
+            .env("PPROF_TMPDIR", dir.path())
+            .args(["-top", "-cum", "-nodecount=60"])
+            .arg(&url),
+    );
+    for name in [
+        "deflateInit2_",
+        "java.util.zip.GZIPOutputStream.<init>",
+        "GzipLogger.logLeaky",
+    ] {
+        let line = top
+            .lines()
+            .find(|l| {
+                // pprof marks a frame of an inline chain with ` (inline)`.
+                let l = l.trim_end();
+                l.ends_with(&format!(" {name}")) || l.ends_with(&format!(" {name} (inline)"))
+            })
+            .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
+        let cum_percent: f64 = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|w| w.trim_end_matches('%').parse().ok())
+            .unwrap_or_else(|| panic!("no cum% in {line:?}"));
+        assert!(cum_percent > 50.0, "{name}: {line}\n{top}");
+    }
+    drop(java);
 }

@@ -5,7 +5,9 @@
 //!   `keep_a_little`) under `prof:true,lg_prof_sample:14,prof_http:127.0.0.1:PORT`: `go tool
 //!   pprof -top URL` ranks `leak_records` first with 16 MiB within 15%, names the functions
 //!   (filled in the process: no `malloc` frame, the stack starts at the leaking function), and
-//!   shows nothing the server thread allocated for the profiles it made before;
+//!   shows nothing the server thread allocated for the profiles it made before (with
+//!   `prof_accum`, not even among what was allocated and freed); `/debug/pprof/allocs` is the
+//!   same profile with `alloc_space` shown first;
 //!   after the program leaks 16 MiB more, a second fetch with `-diff_base` (the first fetch's
 //!   saved file) shows `leak_records` grown by 16 MiB within 15%.
 //! - Hostile requests: an unknown path (404), a POST (405 with `Allow: GET`), a request line
@@ -277,6 +279,11 @@ fn go_tool_pprof_ranks_the_leak_first_and_shows_its_growth() {
         "the allocator's entry points are left out:\n{first}"
     );
     assert!(!first.contains("0x"), "every frame is named:\n{first}");
+    // `/debug/pprof/allocs`: the same profile, allocated bytes shown first (`prof_accum`).
+    let allocs = format!("http://127.0.0.1:{port}/debug/pprof/allocs");
+    let (by_default, _) = go_tool_pprof(&go, scratch.path(), &["-top", "-unit=B", &allocs]);
+    assert!(by_default.contains("Type: alloc_space"), "{by_default}");
+    assert!(first.contains("Type: inuse_space"), "{first}");
     // The program has one thread: a stack from a thread's start is the server's.
     let (allocated, _) = go_tool_pprof(
         &go,

@@ -6,6 +6,7 @@
 //                             (about 260 KiB) until a cleaner runs; the logger keeps its streams
 //                             (to "flush them later"), so native memory grows steadily.
 //   java GzipLogger fixed N   closes it (try-with-resources): deflateEnd frees the state at once.
+//   ... N wait                then waits for the end of its input (to be profiled over HTTP).
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.PrintWriter;
@@ -52,5 +53,9 @@ public class GzipLogger {
         }
         System.out.println((leak ? "leaky" : "fixed") + ": " + count + " messages, " + compressed
                 + " bytes compressed, " + pending.size() + " streams kept");
+        if (args.length > 2 && args[2].equals("wait")) {
+            while (System.in.read() >= 0) {
+            }
+        }
     }
 }

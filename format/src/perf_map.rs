@@ -43,6 +43,32 @@
 //! whose parts are not all Java methods (C++'s `operator->`) is one name as written.
 
 use std::collections::BTreeMap;
+use std::format;
+use std::string::{String, ToString};
+use std::time::{Duration, SystemTime};
+use std::vec;
+use std::vec::Vec;
+
+/// When a process started, from the text of its `/proc/<pid>/stat` (field 22: clock ticks since
+/// boot), of `/proc/stat` (`btime`: the boot time) and the ticks per second
+/// (`sysconf(_SC_CLK_TCK)`): a perf map at `/tmp/perf-<pid>.map` written before that is another
+/// process's, one that had the same pid. `None` if the texts are not in that shape.
+pub fn process_start(stat: &str, proc_stat: &str, ticks_per_second: u64) -> Option<SystemTime> {
+    // The command name (field 2) is in parentheses and may hold spaces; fields 3.. follow.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = proc_stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    if ticks_per_second == 0 {
+        return None;
+    }
+    let since_boot = Duration::from_millis(ticks.saturating_mul(1000) / ticks_per_second);
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(boot) + since_boot)
+}
 
 /// One line of a perf map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +377,22 @@ fn js_location(location: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn process_start_is_boot_time_plus_field_22() {
+        // Field 22 (starttime) is the 20th after the parenthesised command name.
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 10";
+        let proc_stat = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
+        let start = super::process_start(stat, proc_stat, 100).unwrap();
+        assert_eq!(
+            start,
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_000 + 123_450)
+        );
+        assert_eq!(super::process_start(stat, "cpu 1\n", 100), None);
+        assert_eq!(super::process_start("4242 (x) S 1", proc_stat, 100), None);
+        assert_eq!(super::process_start(stat, proc_stat, 0), None);
+    }
+
     use super::*;
 
     fn map(text: &str) -> PerfMap {
