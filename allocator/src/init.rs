@@ -2,7 +2,8 @@
 //!
 //! The first thread to get here reads the options (`MALLOC_CONF`, then `TALLY_CONF`; set-uid
 //! programs ignore both), sizes the arena table, hands each part its settings, installs the
-//! `fork` handlers and, last, starts the background thread (creating a thread allocates).
+//! `fork` handlers and, last, starts the background thread (creating a thread allocates) and
+//! whatever a layer above asked to run then ([`on_ready`]: the `prof_http` server).
 //! Other threads wait; a call made from inside initialization itself (glibc's `pthread_atfork`
 //! may allocate) is served with the default options instead of waiting.
 //!
@@ -10,7 +11,7 @@
 //! from the environment forever after; they are written once, before `READY` is published.
 
 use core::cell::{Cell, UnsafeCell};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use tally_pal::{self as pal, PAGE};
 
@@ -34,6 +35,23 @@ struct OptionsCell(UnsafeCell<Options>);
 // before the Release store of GLOBAL_READY; read only after an Acquire load sees it.
 unsafe impl Sync for OptionsCell {}
 static OPTIONS: OptionsCell = OptionsCell(UnsafeCell::new(Options::DEFAULT));
+
+/// What runs once initialization is complete, in the thread that did it (null: nothing): set by
+/// a layer above this one ([`on_ready`]).
+static ON_READY: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Has `f` run once initialization is complete: at its end (it starts a thread, which
+/// allocates, so it comes after the background thread's start), or now if it is complete
+/// already. For the `prof_http` server, whose thread starts with the allocator, not before: a
+/// library constructor that initialized the allocator itself would read the options and install
+/// the fault handlers ahead of the program's own constructors. `f` may run twice (here and at
+/// the end of an initialization running meanwhile in another thread): it must be idempotent.
+pub fn on_ready(f: fn()) {
+    ON_READY.store(f as *mut (), Ordering::Release);
+    if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
+        f();
+    }
+}
 
 /// The options in force (defaults until initialization has read the environment).
 pub fn options() -> Options {
@@ -137,4 +155,10 @@ fn init_global() {
     IN_GLOBAL_INIT.set(false);
     // Creating a thread allocates, so it comes last, with initialization complete.
     decay::start_background_thread();
+    let ready = ON_READY.load(Ordering::Acquire);
+    if !ready.is_null() {
+        // SAFETY: ON_READY holds only null or a `fn()` stored by `on_ready`.
+        let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(ready) };
+        f();
+    }
 }

@@ -3,9 +3,12 @@
 //! `pyroscope.scrape`) and Parca pull profiles from any process that preloads Tally, without a
 //! handler of its own (issue 16; `docs/continuous-profiling.md`).
 //!
-//! One thread of Tally's own, started when the library is loaded (an `.init_array` entry: for a
-//! preloaded library before the program's `main`, for a Rust program linking the crate before
-//! its `main`), answers one connection at a time:
+//! One thread of Tally's own answers one connection at a time. It starts with the allocator: an
+//! `.init_array` entry (run when the library is loaded: for a preloaded library, or a Rust
+//! program linking the crate, before `main`) asks initialization to start it when complete (at
+//! the first allocation, usually while the C library starts up), or starts it at once if
+//! initialization is complete already. Initializing from the constructor instead would read the
+//! options and install the fault handlers ahead of the program's own constructors.
 //!
 //! - `GET /debug/pprof/heap`: [`crate::pprof::live_heap`], gzipped `profile.proto`;
 //! - `GET /debug/pprof/allocs`: the same profile, `alloc_space` shown first (with `prof_accum`);
@@ -63,11 +66,10 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 const BUSY_PORT_RETRY_MS: u64 = 2_000;
 
 extern "C" fn start_at_load() {
-    init::ensure_global();
-    start();
+    init::on_ready(start);
 }
 
-/// Starts the server at load time (see the module's documentation).
+/// Has the server start with the allocator (see the module's documentation).
 #[used]
 #[link_section = ".init_array"]
 static START_AT_LOAD: extern "C" fn() = start_at_load;
