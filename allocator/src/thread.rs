@@ -122,15 +122,19 @@ pub fn flush_thread_cache() {
 }
 
 /// Keeps the calling thread, which has not allocated yet, from ever getting a cache: its calls
-/// are served straight from an arena, as with `tcache:false`. For Tally's own occasional threads
-/// (the `prof_http` server), so that an idle one costs no cache and no slabs of its own.
-/// Returns false (and changes nothing) if the thread has started already.
+/// are served straight from the arena a new thread would get now, without counting the thread
+/// as one of its users. For Tally's own occasional threads (the `prof_http` server), so that an
+/// idle one costs no cache, no slabs and no arena of its own, and the program's threads are
+/// spread over the arenas as they would be without it. (Such a thread is never moved by
+/// `mallctl("thread.arena")`: only the program's threads call it.) Returns false (and changes
+/// nothing) if the thread has started already.
 pub fn go_without_cache() -> bool {
     if STATE.get() != ThreadState::Uninit {
         return false;
     }
     ensure_global();
     STATE.set(ThreadState::NoCache);
+    DIRECT_ARENA.set(arena::pick_arena());
     true
 }
 
