@@ -94,6 +94,27 @@ fn assert_named_down_to_the_leak(frames: &[String], context: &str) {
 
 const HINT: &str = "Hint: java.util.zip.Deflater not ended";
 
+/// Every one of `names` has a line in `go tool pprof -top -cum` output `top` whose cumulative
+/// share (the fifth column) is over half.
+fn assert_over_half_cum(top: &str, names: &[&str]) {
+    for name in names {
+        let line = top
+            .lines()
+            .find(|l| {
+                // pprof marks a frame of an inline chain with ` (inline)`.
+                let l = l.trim_end();
+                l.ends_with(&format!(" {name}")) || l.ends_with(&format!(" {name} (inline)"))
+            })
+            .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
+        let cum_percent: f64 = line
+            .split_whitespace()
+            .nth(4)
+            .and_then(|w| w.trim_end_matches('%').parse().ok())
+            .unwrap_or_else(|| panic!("no cum% in {line:?}"));
+        assert!(cum_percent > 50.0, "{name}: {line}\n{top}");
+    }
+}
+
 #[test]
 fn the_leaking_java_method_is_named_in_every_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,22 +160,10 @@ fn the_leaking_java_method_is_named_in_every_output() {
             .args(["-top", "-cum", "-symbolize=none", "-nodecount=40"])
             .arg(&pprof_file),
     );
-    for name in ["GzipLogger.logLeaky", "java.util.zip.GZIPOutputStream.<init>"] {
-        let line = top
-            .lines()
-            .find(|l| {
-                // pprof marks a function inlined at the address with ` (inline)`.
-                let l = l.trim_end();
-                l.ends_with(&format!(" {name}")) || l.ends_with(&format!(" {name} (inline)"))
-            })
-            .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
-        let cum_percent: f64 = line
-            .split_whitespace()
-            .nth(4)
-            .and_then(|w| w.trim_end_matches('%').parse().ok())
-            .unwrap_or_else(|| panic!("no cum% in {line:?}"));
-        assert!(cum_percent > 50.0, "{name}: {line}\n{top}");
-    }
+    assert_over_half_cum(
+        &top,
+        &["GzipLogger.logLeaky", "java.util.zip.GZIPOutputStream.<init>"],
+    );
 }
 
 #[test]
@@ -222,25 +231,13 @@ fn served_over_http_the_java_methods_are_named_in_the_process() {
             .args(["-top", "-cum", "-nodecount=60"])
             .arg(&url),
     );
-    for name in [
-        "deflateInit2_",
-        "java.util.zip.GZIPOutputStream.<init>",
-        "GzipLogger.logLeaky",
-    ] {
-        let line = top
-            .lines()
-            .find(|l| {
-                // pprof marks a frame of an inline chain with ` (inline)`.
-                let l = l.trim_end();
-                l.ends_with(&format!(" {name}")) || l.ends_with(&format!(" {name} (inline)"))
-            })
-            .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
-        let cum_percent: f64 = line
-            .split_whitespace()
-            .nth(4)
-            .and_then(|w| w.trim_end_matches('%').parse().ok())
-            .unwrap_or_else(|| panic!("no cum% in {line:?}"));
-        assert!(cum_percent > 50.0, "{name}: {line}\n{top}");
-    }
+    assert_over_half_cum(
+        &top,
+        &[
+            "deflateInit2_",
+            "java.util.zip.GZIPOutputStream.<init>",
+            "GzipLogger.logLeaky",
+        ],
+    );
     drop(java);
 }
