@@ -7,7 +7,7 @@
 # tcmalloc where Debian's packages are installed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p tally >&2 || exit 2
+cargo build --release -p tally-alloc >&2 || exit 2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O0 -o "$work/mistakes" benches/programs/mistakes.c -lpthread || exit 2

@@ -26,7 +26,7 @@ while (($#)); do
     esac
 done
 command -v valgrind >/dev/null || { echo "run-pair-cost: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
-cargo build --release -p tally >&2
+cargo build --release -p tally-alloc >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -O1 -fno-builtin -o "$work/pairs" benches/programs/pairs.c

@@ -18,7 +18,7 @@ if [[ "${1:-}" == --conf ]]; then conf="$2"; shift 2; fi
 benches=("$@")
 ((${#benches[@]})) || benches=(alloc_free/16 alloc_free/1024 alloc_free/4096 alloc_free/32768 batch64/64 vec_string/1000)
 command -v valgrind >/dev/null || { echo "run-prof-cost: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
-cargo build --release -p tally >&2
+cargo build --release -p tally-alloc >&2
 cargo build --release -p tally-benches --no-default-features --features tally --bin criterion_once >&2
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 work=$(mktemp -d)

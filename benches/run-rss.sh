@@ -10,7 +10,7 @@ if [[ ! -e $lib/libjemalloc.so.2 || ! -e $lib/libmimalloc.so.2 || ! -e $lib/libt
     apt-get install -y -q libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 >/dev/null
 fi
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p tally >/dev/null
+cargo build --release -p tally-alloc >/dev/null
 mkdir -p "$target/bench"
 cc -O2 -o "$target/bench/rss" benches/rss/rss.c
 declare -A preload=(

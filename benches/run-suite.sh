@@ -24,7 +24,7 @@ if ((${#need[@]})); then
     fi
     apt-get install -y -q "${need[@]}" >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q "${need[@]}" >/dev/null; }
 fi
-cargo build --release -p tally
+cargo build --release -p tally-alloc
 # The runner needs none of the Rust allocators the micro-benchmarks link in.
 cargo build --release -p tally-benches --no-default-features --bin suite
 target="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -39,7 +39,7 @@ if ((${#missing[@]})); then
 fi
 
 if [[ -z "$lib" ]]; then
-    cargo build --release -p tally
+    cargo build --release -p tally-alloc
     lib=target/release/libtally.so
 fi
 [[ -f "$lib" ]] || { echo "check-fast-paths: no library at $lib" >&2; exit 2; }

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release -p tally -p tally-report -p tally-jvm-agent
+cargo build --release -p tally-alloc -p tally-report -p tally-jvm-agent
 mkdir -p "$target/demo"
 cc -O1 -g -o "$target/demo/leaky" demo/leaky.c
 echo "== tally run -- demo/leaky.c (profiles in $target/demo)"

@@ -13,7 +13,7 @@ if ((${#missing[@]})); then
     echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium valgrind libssl-dev nodejs redis-server)" >&2
     exit 1
 fi
-cargo build --release -p tally -p tally-jvm-agent
+cargo build --release -p tally-alloc -p tally-jvm-agent
 # The arena table's initializer is all zero bytes, so it lives in .bss and costs nothing until
 # used; a non-zero field in an arena (a lock's rank, say) would move its 860 KB into .data and
 # every process's RSS up by it.

@@ -1,5 +1,5 @@
 //! Known-leak hints on real programs run by `tally run` under the real `libtally.so` (build it
-//! first: `cargo build --release -p tally`), each beside its fixed variant, which gets no hint:
+//! first: `cargo build --release -p tally-alloc`), each beside its fixed variant, which gets no hint:
 //!
 //! - an OpenSSL client (`data/ssl_leak.c`, Debian `libssl-dev`) that never frees the `SSL_CTX`
 //!   and `SSL` of its connections;

@@ -1,6 +1,6 @@
 //! The seed's leak, named down to the Java line that makes it: `data/GzipLogger.java` run with
 //! `tally run -- java …` and nothing else given by hand (`tally run` gives the JVM frame
-//! pointers and a perf map; build `libtally.so` first: `cargo build --release -p tally`).
+//! pointers and a perf map; build `libtally.so` first: `cargo build --release -p tally-alloc`).
 //!
 //! - `leak`: the largest stack of the `--text` report and the first suspect of `tally leaks`
 //!   read `deflateInit2_` ← … ← `java.util.zip.GZIPOutputStream.<init>` ← …

@@ -1,6 +1,6 @@
 //! Java method names in a real JVM's heap profile: `tally run -- java GzipLogger leak 60000`
 //! under the real `libtally.so` and Tally's JVMTI agent next to it (build both first: `cargo
-//! build --release -p tally -p tally-jvm-agent`) gives the JVM `-XX:+PreserveFramePointer
+//! build --release -p tally-alloc -p tally-jvm-agent`) gives the JVM `-XX:+PreserveFramePointer
 //! -agentpath:<libtally_jvm.so>`, and the report names the JIT-compiled frames from the
 //! `/tmp/perf-<pid>.map` the agent writes. With `TALLY_JVM_AGENT=` (empty) in the environment
 //! the run has no agent and the JVM writes its own map at exit (`-XX:+DumpPerfMapAtExit`).

@@ -5,7 +5,7 @@
 //! of it: `main` and its callers below, the trampoline as a bare address, `leak_through_jit`
 //! above. (libgcc's walk, and Tally's before the mixed walk, stopped at the trampoline.)
 //!
-//! Needs `cargo build --release -p tally` first (see `common::libtally`).
+//! Needs `cargo build --release -p tally-alloc` first (see `common::libtally`).
 
 mod common;
 

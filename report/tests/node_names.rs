@@ -1,6 +1,6 @@
 //! A JavaScript function named in a native heap profile: `data/hold_buffers.js` run with
 //! `tally run -- node …` and nothing else (`tally run` gives node its perf map flags; build
-//! `libtally.so` first: `cargo build --release -p tally`). Its `Buffer`s' memory comes from
+//! `libtally.so` first: `cargo build --release -p tally-alloc`). Its `Buffer`s' memory comes from
 //! `malloc` under V8's builtins; the stack that holds most of it names `holdBuffers` with its
 //! file and line, found through JIT code by the profiler's frame-pointer steps and named from
 //! `/tmp/perf-<pid>.map`.

@@ -1,5 +1,5 @@
 //! `tally run` end to end on real programs under the real `libtally.so` (`TALLY_SO` set to
-//! `<target>/release/libtally.so`; build it first with `cargo build --release -p tally`): a C
+//! `<target>/release/libtally.so`; build it first with `cargo build --release -p tally-alloc`): a C
 //! program and a Rust program, each with one known leak site `leak_here` (32 MiB never freed)
 //! beside churn that frees everything. The report printed at exit names `leak_here` and its
 //! `file:line` first, and the program's exit code passes through.

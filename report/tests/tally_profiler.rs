@@ -6,7 +6,7 @@
 //! bytes, by `tally report --text` and by Debian's unmodified `jeprof --text`, and `tally leaks`
 //! ranks it first; the fixed logger (try-with-resources) shows neither.
 //!
-//! Needs `cargo build --release -p tally` first: the library is the real
+//! Needs `cargo build --release -p tally-alloc` first: the library is the real
 //! `<target>/release/libtally.so` (see `common::libtally`).
 
 mod common;

@@ -93,7 +93,7 @@ pub fn libtally_so() -> &'static Path {
         };
         assert!(
             path.is_file(),
-            "libtally.so not found at {}: run `cargo build --release -p tally` first \
+            "libtally.so not found at {}: run `cargo build --release -p tally-alloc` first \
              (or point ${TALLY_SO_ENV} at it)",
             path.display()
         );
@@ -120,7 +120,7 @@ fn warn_if_stale(so: &Path) {
         if newest > built {
             eprintln!(
                 "warning: {} is older than the allocator's sources; \
-                 run `cargo build --release -p tally` to test the current code",
+                 run `cargo build --release -p tally-alloc` to test the current code",
                 so.display()
             );
         }

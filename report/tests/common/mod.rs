@@ -34,7 +34,7 @@ pub fn need(tool: &str, package: &str) {
     assert!(found, "{tool} is missing: apt-get install -y {package}");
 }
 
-/// Tally's own `libtally.so`, as `cargo build --release -p tally` leaves it in the Cargo target
+/// Tally's own `libtally.so`, as `cargo build --release -p tally-alloc` leaves it in the Cargo target
 /// directory these tests were built in (`CARGO_TARGET_DIR`, or the workspace's `target/`): the
 /// `tally` binary under test is `<target>/<profile>/tally`, the library `<target>/release/`.
 /// Fails the test, saying how to build it, when it is missing.
@@ -47,7 +47,7 @@ pub fn libtally() -> PathBuf {
     let library = target.join("release/libtally.so");
     assert!(
         library.is_file(),
-        "{} is missing: run cargo build --release -p tally first",
+        "{} is missing: run cargo build --release -p tally-alloc first",
         library.display()
     );
     library
@@ -60,7 +60,7 @@ pub fn libtally_jvm() -> PathBuf {
     let agent = libtally().with_file_name("libtally_jvm.so");
     assert!(
         agent.is_file(),
-        "{} is missing: run cargo build --release -p tally -p tally-jvm-agent first",
+        "{} is missing: run cargo build --release -p tally-alloc -p tally-jvm-agent first",
         agent.display()
     );
     agent
