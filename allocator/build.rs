@@ -7,8 +7,17 @@
 //! `--as-needed` then drops `libgcc_s` from the needed list, and the version script that exports
 //! only Tally's C symbols keeps this private copy of the unwinder hidden from the program's own.
 //! When the C compiler does not know `libgcc_eh.a` the link stays as it was.
+//!
+//! It also names the library `libtally.so.0` (its SONAME): a program linked with `-ltally`
+//! records that name, and an installed `libtally.so.0` (a symlink to the versioned file,
+//! `scripts/install.sh`, the Debian package) keeps serving it across upgrades. The `0` changes
+//! only when the C ABI does (`tally.h`); Cargo still writes the file as `libtally.so`.
 
 use std::process::Command;
+
+/// The shared library's SONAME (`scripts/install.sh` and `scripts/build-deb.sh` name the
+/// symlink after it).
+const SONAME: &str = "libtally.so.0";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
@@ -17,6 +26,7 @@ fn main() {
     if target_os != "linux" || target_env != "gnu" {
         return;
     }
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{SONAME}");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
     let Ok(out) = Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() else {
         return;
