@@ -4,7 +4,9 @@
 //! The program runs with
 //! - `LD_PRELOAD=<libtally.so>` (before any `LD_PRELOAD` already set): `$TALLY_SO` when set,
 //!   else the `libtally.so` next to the `tally` binary (the same Cargo target directory), or in
-//!   `../lib/` beside it (an installed layout);
+//!   `../lib/` or `../lib/<multiarch>/` beside it (installed by `scripts/install.sh` or the Debian
+//!   package; [`library_near`]), or else installed under `/usr/local` or `/usr` (for a `tally`
+//!   from `cargo install`);
 //! - `TALLY_CONF=prof:true,prof_final:true,prof_prefix:<DIR>/tally` followed by `,<OPTS>` from
 //!   `--conf` (later keys win, so `--conf` can change any of them), `DIR` being `--out` (made if
 //!   missing) or the current directory.
@@ -126,17 +128,28 @@ pub fn find_library() -> Result<PathBuf, Error> {
     let exe =
         std::env::current_exe().map_err(|e| Error::new(format!("run: where am I? {}", io_message(e))))?;
     let dir = exe.parent().unwrap_or(Path::new("."));
-    let candidates = [dir.join("libtally.so"), dir.join("../lib/libtally.so")];
-    candidates
-        .iter()
-        .find(|path| path.is_file())
-        .cloned()
+    // A `tally` from `cargo install` (in ~/.cargo/bin) uses an installed library.
+    library_near(dir)
+        .or_else(|| library_near(Path::new("/usr/local/bin")))
+        .or_else(|| library_near(Path::new("/usr/bin")))
         .ok_or_else(|| {
             Error::new(format!(
-                "run: no libtally.so next to {} (build it: cargo build -p tally; or set TALLY_SO)",
+                "run: no libtally.so next to {}, in its ../lib, or installed in /usr/local or /usr (install it: scripts/install.sh; or set TALLY_SO)",
                 exe.display()
             ))
         })
+}
+
+/// `libtally.so` for a `tally` binary in `bin`: beside it (Cargo's target directory), or where
+/// an installation puts the library: `../lib` (`scripts/install.sh`) or `../lib/<multiarch>`
+/// (the Debian package), under its SONAME or its development name.
+pub fn library_near(bin: &Path) -> Option<PathBuf> {
+    let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+    let lib = bin.parent().unwrap_or(bin).join("lib");
+    let dirs = [bin.to_path_buf(), lib.clone(), lib.join(&multiarch)];
+    dirs.iter()
+        .flat_map(|dir| ["libtally.so", "libtally.so.0"].map(|name| dir.join(name)))
+        .find(|path| path.is_file())
 }
 
 /// Tally's JVMTI agent for a run preloading `library`: `$TALLY_JVM_AGENT` (empty: none), or
@@ -543,6 +556,29 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_library_of_each_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        assert_eq!(library_near(&bin), None);
+        let multiarch = root
+            .path()
+            .join("lib")
+            .join(format!("{}-linux-gnu", std::env::consts::ARCH));
+        std::fs::create_dir_all(&multiarch).unwrap();
+        // The Debian package: only the SONAME in the multiarch directory.
+        std::fs::write(multiarch.join("libtally.so.0"), b"").unwrap();
+        let found = library_near(&bin).unwrap();
+        assert_eq!(found, multiarch.join("libtally.so.0"));
+        // scripts/install.sh: ../lib comes before the multiarch directory.
+        std::fs::write(root.path().join("lib/libtally.so"), b"").unwrap();
+        assert_eq!(library_near(&bin), Some(root.path().join("lib/libtally.so")));
+        // Cargo's target directory: beside the binary, first.
+        std::fs::write(bin.join("libtally.so"), b"").unwrap();
+        assert_eq!(library_near(&bin), Some(bin.join("libtally.so")));
+    }
 
     #[test]
     fn builds_the_conf() {
