@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Every test: build libtally.so (the LD_PRELOAD tests load it) and check its fast-path
-# instruction budgets, then the whole workspace's tests, then formatting and lints. Tools the
+# instruction budgets, then the whole workspace's tests, then formatting and lints, then the
+# packaging (crates, install.sh, the Debian package: scripts/test-packaging.sh). Tools the
 # tests run (gcc, git, perl, python3, java, sort, valgrind) must be installed; .ci/run installs
 # them from Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in cc c++ git perl python3 java javac sort jeprof objcopy objdump readelf go dot chromium sqlite3 valgrind node redis-server; do
+for tool in cc c++ git perl python3 java javac sort jeprof objcopy objdump readelf go dot chromium sqlite3 valgrind node redis-server pkg-config dpkg-deb dpkg-shlibdeps; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium valgrind libssl-dev nodejs redis-server)" >&2
+    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils pkg-config dpkg-dev git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium valgrind libssl-dev nodejs redis-server)" >&2
     exit 1
 fi
 cargo build --release -p tally-alloc -p tally-jvm-agent
@@ -27,3 +28,6 @@ scripts/check-fast-paths.sh --lib target/release/libtally.so --self-test
 cargo test --workspace --release
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The crates' packages, the SONAME, scripts/install.sh and the Debian package (installed and
+# removed again with dpkg: needs root).
+scripts/test-packaging.sh
