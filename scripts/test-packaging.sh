@@ -108,9 +108,13 @@ out=$(cd / && LD_LIBRARY_PATH=$prefix/lib "$tmp/uses_tally") || fail "the progra
 [[ $(cd / && "$prefix/bin/tally" --version) == "tally $version" ]] || fail "installed tally --version"
 report=$(cd "$tmp" && "$prefix/bin/tally" run --out "$tmp/run1" -- "$tmp/leak") || fail "installed tally run failed"
 grep -q leak_for_the_packaging_test <<<"$report" || fail "installed tally run's report lacks the leak: $report"
+# Installed again over itself (an upgrade), then removed: nothing of either stays.
+scripts/install.sh --prefix "$prefix" --no-build >/dev/null
 scripts/install.sh --prefix "$prefix" --uninstall
 left=$(find "$prefix" -mindepth 1 2>/dev/null || true)
 [[ -z "$left" ]] || fail "install.sh --uninstall left: $left"
+if err=$(scripts/install.sh --prefix "$prefix" --uninstall 2>&1); then fail "a second --uninstall succeeded"; fi
+[[ $(wc -l <<<"$err") == 1 && "$err" == *"nothing to uninstall"* ]] || fail "a second --uninstall said: $err"
 
 step "4. the Debian package"
 [[ $(id -u) == 0 ]] || fail "installing the Debian package needs root (CI runs as root)"
@@ -132,6 +136,10 @@ cd /
 # (/lib/<multiarch> or /usr/lib/<multiarch>: on a merged-/usr system they are one directory.)
 ldconfig -p | grep -q "libtally.so.0 (.*) => .*/lib/$multiarch/libtally.so.0\$" \
     || fail "the dynamic linker's cache does not list libtally.so.0: $(ldconfig -p | grep tally)"
+# shellcheck disable=SC2046 # pkg-config's output is words
+cc -o "$tmp/uses_tally_deb" "$tmp/uses_tally.c" $(pkg-config --cflags --libs tally) \
+    || fail "the C program did not build against the package with pkg-config"
+[[ $("$tmp/uses_tally_deb") == *tally* ]] || fail "the program linked with the package's -ltally is not on Tally"
 stats=$(TALLY_CONF=stats_print:true LD_PRELOAD=libtally.so.0 python3 -c 'print(sum(len(str(i)) for i in range(100000)))' 2>&1 >/dev/null)
 grep -q '^tally: stats: ' <<<"$stats" || fail "python3 under LD_PRELOAD=libtally.so.0 printed no Tally statistics: $stats"
 report=$(cd "$tmp" && tally run --out "$tmp/run2" -- "$tmp/leak") || fail "tally run from the package failed"
