@@ -153,12 +153,41 @@ fn add_jit_names(
     Ok(())
 }
 
-/// Writes `bytes` to `path` (`-`: to `out`).
+/// Writes `bytes` to `path` (`-`: to `out`), unless `path` is a file no report should replace
+/// ([`precious`]).
 fn write_output(path: &Path, bytes: &[u8], out: &mut dyn Write) -> Result<(), Error> {
     if path == Path::new("-") {
         return out.write_all(bytes).map_err(io_error);
     }
+    if let Some(what) = precious(path) {
+        return Err(Error::file(
+            path,
+            format!(
+                "is {what}: not overwritten with the report (the option takes the output file first: --pprof OUT.pb.gz DUMP)"
+            ),
+        ));
+    }
     std::fs::write(path, bytes).map_err(|e| Error::file(path, object_file::io_message(e)))
+}
+
+/// What `path` is if it is a file that a mistyped command line would name as the output and
+/// whose loss would hurt: a program (an executable file), or a heap dump (the input given where
+/// the output belongs). Anything else, or nothing yet, is `None`.
+fn precious(path: &Path) -> Option<&'static str> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o111 != 0 {
+        return Some("an executable file");
+    }
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    (head[..n] == *b"heap_v2/").then_some("a heap dump")
 }
 
 /// An error writing the report.

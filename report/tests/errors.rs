@@ -173,3 +173,50 @@ fn numeric_arguments_out_of_range_are_one_line_each() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// An output option given a program or a dump (its value is the output file: `--pprof DUMP`
+/// with the dump forgotten, or a program's path where the output belongs) leaves the file as it
+/// was and says why in one line; an ordinary existing file is replaced as before.
+#[test]
+fn an_output_option_never_overwrites_a_program_or_a_dump() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dump = write(d, "ls.heap", LS);
+    let program = write(d, "program", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let other_dump = write(d, "other.heap", LS);
+    for (option, target, what) in [
+        ("--pprof", &program, "an executable file"),
+        ("--svg", &program, "an executable file"),
+        ("--pprof", &other_dump, "a heap dump"),
+        ("--html", &other_dump, "a heap dump"),
+    ] {
+        let output = tally()
+            .arg("report")
+            .arg(option)
+            .arg(target)
+            .arg(&dump)
+            .output()
+            .unwrap();
+        let e = assert_error(&output, &format!("tally: {}: is {what}", target.display()));
+        assert!(e.contains("not overwritten"), "{e}");
+    }
+    assert_eq!(std::fs::read(&program).unwrap(), b"#!/bin/sh\necho hi\n");
+    assert_eq!(std::fs::read(&other_dump).unwrap(), LS);
+    // An existing report is replaced.
+    let old = write(d, "old.pb.gz", b"old");
+    let output = tally()
+        .arg("report")
+        .arg("--pprof")
+        .arg(&old)
+        .arg(&dump)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_ne!(std::fs::read(&old).unwrap(), b"old");
+}
