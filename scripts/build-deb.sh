@@ -24,6 +24,12 @@ for tool in dpkg-deb dpkg-shlibdeps dpkg-architecture strip gzip; do
 done
 
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+# The package's maintainer: Debian's DEBFULLNAME and DEBEMAIL, else the git identity, else the
+# author of the commit built.
+name=${DEBFULLNAME:-$(git config user.name || git log -1 --format=%an 2>/dev/null || true)}
+email=${DEBEMAIL:-$(git config user.email || git log -1 --format=%ae 2>/dev/null || true)}
+maintainer="$name <$email>"
+[[ -n "$name" && "$email" == *@* ]] || die "no maintainer: set DEBFULLNAME and DEBEMAIL"
 url=$(sed -n 's/^repository = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 debversion=$version-1
 arch=$(dpkg-architecture -qDEB_HOST_ARCH)
@@ -34,10 +40,12 @@ stage=$work/stage
 
 scripts/install.sh --prefix /usr --libdir "lib/$multiarch" --destdir "$stage" >&2
 libdir=$stage/usr/lib/$multiarch
-# Debian ships debug information in separate -dbgsym packages; the symbol tables stay (the
-# in-process pprof profiles name Tally's and the program's functions from them).
-strip --strip-debug --remove-section=.comment \
-    "$libdir/libtally.so.$version" "$libdir/libtally_jvm.so" "$stage/usr/bin/tally"
+# Stripped as dh_strip would (Debian ships debug information in separate -dbgsym packages).
+# Profiles lose nothing: the allocator's own frames never appear in them, and the program's
+# functions are named from the program's objects.
+strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+    "$libdir/libtally.so.$version" "$libdir/tally/libtally_jvm.so"
+strip --remove-section=.comment --remove-section=.note "$stage/usr/bin/tally"
 
 doc=$stage/usr/share/doc/tally
 {
@@ -56,13 +64,15 @@ doc=$stage/usr/share/doc/tally
     echo " On Debian systems, the full text of the Apache License, Version 2.0, is in"
     echo " /usr/share/common-licenses/Apache-2.0."
 } > "$doc/copyright"
-gzip -9n "$doc/CHANGELOG.md"
+# The upstream changelog's Debian name.
+gzip -9n < "$doc/CHANGELOG.md" > "$doc/changelog.gz"
+rm -- "$doc/CHANGELOG.md"
 {
     echo "tally ($debversion) unstable; urgency=medium"
     echo
-    echo "  * Packaged from the upstream release $version (see CHANGELOG.md.gz)."
+    echo "  * Packaged from the upstream release $version (see changelog.gz)."
     echo
-    echo " -- The Tally developers <tally@localhost>  $(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")"
+    echo " -- $maintainer  $(date -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")"
 } | gzip -9n > "$doc/changelog.Debian.gz"
 chmod 0644 "$doc"/*
 
@@ -70,7 +80,7 @@ chmod 0644 "$doc"/*
 mkdir -p "$work/debian"
 printf 'Source: tally\n\nPackage: tally\nArchitecture: any\n' > "$work/debian/control"
 depends=$(cd "$work" && dpkg-shlibdeps -O -l"$libdir" \
-    -e"$libdir/libtally.so.$version" -e"$libdir/libtally_jvm.so" -e"$stage/usr/bin/tally" 2>/dev/null \
+    -e"$libdir/libtally.so.$version" -e"$libdir/tally/libtally_jvm.so" -e"$stage/usr/bin/tally" 2>/dev/null \
     | sed -n 's/^shlibs:Depends=//p')
 [[ -n "$depends" ]] || die "dpkg-shlibdeps found no dependencies"
 
@@ -79,7 +89,7 @@ cat > "$stage/DEBIAN/control" <<CONTROL
 Package: tally
 Version: $debversion
 Architecture: $arch
-Maintainer: The Tally developers <tally@localhost>
+Maintainer: $maintainer
 Installed-Size: $(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 Depends: $depends
 Suggests: graphviz

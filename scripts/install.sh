@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Tally once and installs it:
 #   PREFIX/lib/libtally.so.VERSION, with libtally.so.0 (its SONAME) and libtally.so linked to it
-#   PREFIX/lib/libtally_jvm.so         the JVMTI agent `tally run -- java` loads
+#   PREFIX/lib/tally/libtally_jvm.so   the JVMTI agent `tally run -- java` loads
 #   PREFIX/include/tally.h, PREFIX/lib/pkgconfig/tally.pc
 #   PREFIX/bin/tally                   (it finds the library in ../lib)
 #   PREFIX/share/doc/tally/            the options and the other user documentation
@@ -106,7 +106,7 @@ link() { # link TARGET NAME
 put 0644 "$target/libtally.so" "$libdir/libtally.so.$version"
 link "libtally.so.$version" "$libdir/$soname"
 link "$soname" "$libdir/libtally.so"
-put 0644 "$target/libtally_jvm.so" "$libdir/libtally_jvm.so"
+put 0644 "$target/libtally_jvm.so" "$libdir/tally/libtally_jvm.so"
 put 0644 allocator/include/tally.h "$prefix/include/tally.h"
 made_dir "$libdir/pkgconfig"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" -e "s|@URL@|$url|" \

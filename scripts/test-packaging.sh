@@ -6,7 +6,7 @@
 #   3. scripts/install.sh into a temporary prefix: a C program built with
 #      `pkg-config --cflags --libs tally` runs on Tally, `tally run` finds the library, and
 #      --uninstall leaves the prefix empty;
-#   4. the Debian package: installed with dpkg -i, `tally --version`, a preloaded python3 with
+#   4. the Debian package: no lintian errors; installed with dpkg -i, `tally --version`, a preloaded python3 with
 #      stats_print:true and a profile through `tally run` work from any directory; dpkg -r
 #      leaves none of its files behind.
 # Step 4 installs a package system-wide: it needs root and refuses to touch a `tally` package
@@ -92,7 +92,7 @@ cc -O1 -g -fno-omit-frame-pointer -o "$tmp/leak" "$tmp/leak.c"
 step "3. scripts/install.sh --prefix"
 prefix=$tmp/prefix
 scripts/install.sh --prefix "$prefix"
-for f in lib/libtally.so.$version lib/libtally.so.0 lib/libtally.so lib/libtally_jvm.so include/tally.h \
+for f in lib/libtally.so.$version lib/libtally.so.0 lib/libtally.so lib/tally/libtally_jvm.so include/tally.h \
     lib/pkgconfig/tally.pc bin/tally share/doc/tally/options.md; do
     [[ -e "$prefix/$f" ]] || fail "install.sh did not install $f"
 done
@@ -129,6 +129,11 @@ for f in "/usr/lib/$multiarch/libtally.so.0" "/usr/lib/$multiarch/libtally.so.$v
     /usr/include/tally.h "/usr/lib/$multiarch/pkgconfig/tally.pc" /usr/share/doc/tally/copyright; do
     grep -qx "$f" <<<"$files" || fail "the package lacks $f"
 done
+# Debian's own checks: no errors. (Its warnings stay, each a decision: one package rather than
+# libtally0 + libtally-dev + tally, so the development symlink and a library package name that
+# does not follow the SONAME; no manual page, `tally --help` is the reference.)
+lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true)
+if grep '^E: ' <<<"$lint"; then fail "lintian finds the errors above in the package"; fi
 dpkg -i "$deb"
 deb_installed=1
 cd /

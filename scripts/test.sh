@@ -7,11 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in cc c++ git perl python3 java javac sort jeprof objcopy objdump readelf go dot chromium sqlite3 valgrind node redis-server pkg-config dpkg-deb dpkg-shlibdeps; do
+for tool in cc c++ git perl python3 java javac sort jeprof objcopy objdump readelf go dot chromium sqlite3 valgrind node redis-server pkg-config dpkg-deb dpkg-shlibdeps lintian; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then
-    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils pkg-config dpkg-dev git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium valgrind libssl-dev nodejs redis-server)" >&2
+    echo "scripts/test.sh: missing tools: ${missing[*]} (run .ci/run, or apt-get install -y build-essential binutils pkg-config dpkg-dev lintian git perl python3 openjdk-17-jdk-headless libjemalloc2 libjemalloc-dev libmimalloc2.0 libtcmalloc-minimal4 sqlite3 golang-go graphviz chromium valgrind libssl-dev nodejs redis-server)" >&2
     exit 1
 fi
 cargo build --release -p tally-alloc -p tally-jvm-agent

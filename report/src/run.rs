@@ -16,7 +16,8 @@
 //!   -agentpath:<libtally_jvm.so>` (frame pointers for the walk through compiled Java code, and
 //!   Tally's JVMTI agent, crate `tally-jvm-agent`, writing `/tmp/perf-<pid>.map` as methods are
 //!   compiled, with the methods C2 inlined at each call), the agent being `$TALLY_JVM_AGENT`
-//!   when set (empty: none) or else the `libtally_jvm.so` next to the preloaded library; without
+//!   when set (empty: none) or else the `libtally_jvm.so` next to the preloaded library (or in
+//!   `tally/` beside it, where the installations put it); without
 //!   an agent, `-XX:+PreserveFramePointer -XX:+UnlockDiagnosticVMOptions
 //!   -XX:+DumpPerfMapAtExit` (the JVM's own map, written at exit, one name per compiled method;
 //!   never both, as the JVM's map at exit would replace the agent's). One named `node` or `nodejs`
@@ -153,7 +154,7 @@ pub fn library_near(bin: &Path) -> Option<PathBuf> {
 }
 
 /// Tally's JVMTI agent for a run preloading `library`: `$TALLY_JVM_AGENT` (empty: none), or
-/// [`JVM_AGENT`] in `library`'s directory. `None`, and a warning for what was set but is no
+/// [`JVM_AGENT`] in `library`'s directory or in its `tally/` subdirectory. `None`, and a warning for what was set but is no
 /// use, when there is none: the JVM then writes its own map at exit. A path with white space is
 /// not used (`JAVA_TOOL_OPTIONS` splits at white space).
 pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<PathBuf> {
@@ -170,7 +171,17 @@ pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<Path
             }
             path
         }
-        None => library.with_file_name(JVM_AGENT),
+        // Beside the library (Cargo's target directory), or in its private directory `tally/`
+        // (installed: a plugin without a SONAME does not belong among the shared libraries).
+        None => {
+            let beside = library.with_file_name(JVM_AGENT);
+            let private = library.with_file_name("tally").join(JVM_AGENT);
+            if !beside.is_file() && private.is_file() {
+                private
+            } else {
+                beside
+            }
+        }
     };
     let agent = std::path::absolute(&agent).ok().filter(|a| a.is_file())?;
     if agent.to_string_lossy().contains(char::is_whitespace) {
@@ -556,6 +567,24 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_jvm_agent_beside_the_library_or_in_its_private_directory() {
+        // TALLY_JVM_AGENT would take precedence; no test of this binary sets it.
+        assert!(std::env::var_os("TALLY_JVM_AGENT").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let library = dir.path().join("libtally.so.0");
+        std::fs::write(&library, b"").unwrap();
+        let mut warn = |w: &str| panic!("warned: {w}");
+        assert_eq!(find_jvm_agent(&library, &mut warn), None);
+        std::fs::create_dir(dir.path().join("tally")).unwrap();
+        let private = dir.path().join("tally").join(JVM_AGENT);
+        std::fs::write(&private, b"").unwrap();
+        assert_eq!(find_jvm_agent(&library, &mut warn), Some(private));
+        let beside = dir.path().join(JVM_AGENT);
+        std::fs::write(&beside, b"").unwrap();
+        assert_eq!(find_jvm_agent(&library, &mut warn), Some(beside));
+    }
 
     #[test]
     fn finds_the_library_of_each_layout() {
