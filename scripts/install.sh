@@ -94,7 +94,11 @@ made_dir() {
 }
 put() { # put MODE SOURCE DESTINATION
     made_dir "$(dirname "$3")"
-    install -m "$1" -- "$2" "$destdir$3"
+    # A new file renamed over the old one, never the old one rewritten: `install` alone truncates
+    # and rewrites in place, and a process with the library (or the command) mapped would fault
+    # on the pages cut away.
+    install -m "$1" -- "$2" "$destdir$3.new-$$"
+    mv -f -- "$destdir$3.new-$$" "$destdir$3"
     list+=("file $3")
 }
 link() { # link TARGET NAME
@@ -108,11 +112,9 @@ link "libtally.so.$version" "$libdir/$soname"
 link "$soname" "$libdir/libtally.so"
 put 0644 "$target/libtally_jvm.so" "$libdir/tally/libtally_jvm.so"
 put 0644 allocator/include/tally.h "$prefix/include/tally.h"
-made_dir "$libdir/pkgconfig"
 sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|" -e "s|@URL@|$url|" \
-    packaging/tally.pc.in > "$destdir$libdir/pkgconfig/tally.pc"
-chmod 0644 "$destdir$libdir/pkgconfig/tally.pc"
-list+=("file $libdir/pkgconfig/tally.pc")
+    packaging/tally.pc.in > "$target/tally.pc"
+put 0644 "$target/tally.pc" "$libdir/pkgconfig/tally.pc"
 put 0755 "$target/tally" "$prefix/bin/tally"
 for doc in README.md CHANGELOG.md docs/options.md docs/report.md docs/jemalloc-api.md \
     docs/continuous-profiling.md docs/guard.md; do

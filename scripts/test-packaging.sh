@@ -108,8 +108,20 @@ out=$(cd / && LD_LIBRARY_PATH=$prefix/lib "$tmp/uses_tally") || fail "the progra
 [[ $(cd / && "$prefix/bin/tally" --version) == "tally $version" ]] || fail "installed tally --version"
 report=$(cd "$tmp" && "$prefix/bin/tally" run --out "$tmp/run1" -- "$tmp/leak") || fail "installed tally run failed"
 grep -q leak_for_the_packaging_test <<<"$report" || fail "installed tally run's report lacks the leak: $report"
-# Installed again over itself (an upgrade), then removed: nothing of either stays.
+# Installed again over itself (an upgrade): the library is a new file renamed into place (a
+# process that has the old one mapped keeps it whole), and a program running on it through the
+# upgrade is unharmed. Then removed: nothing of either stays.
+inode=$(stat -c %i "$prefix/lib/libtally.so.$version")
+LD_PRELOAD=$prefix/lib/libtally.so.0 python3 -c '
+import time
+end = time.time() + 2
+while time.time() < end:
+    x = [bytearray(64) for _ in range(1000)]' &
+running=$!
 scripts/install.sh --prefix "$prefix" --no-build >/dev/null
+wait "$running" || fail "a program on the installed library died while it was installed again"
+[[ $(stat -c %i "$prefix/lib/libtally.so.$version") != "$inode" ]] \
+    || fail "installing again rewrote libtally.so.$version in place instead of replacing it"
 scripts/install.sh --prefix "$prefix" --uninstall
 left=$(find "$prefix" -mindepth 1 2>/dev/null || true)
 [[ -z "$left" ]] || fail "install.sh --uninstall left: $left"
