@@ -47,6 +47,9 @@ strip --strip-unneeded --remove-section=.comment --remove-section=.note \
     "$libdir/libtally.so.$version" "$libdir/tally/libtally_jvm.so"
 strip --remove-section=.comment --remove-section=.note "$stage/usr/bin/tally"
 
+# Manual pages compressed, as Debian's are.
+gzip -9n "$stage"/usr/share/man/man1/*.1
+
 doc=$stage/usr/share/doc/tally
 {
     echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"

@@ -4,6 +4,7 @@
 #   PREFIX/lib/tally/libtally_jvm.so   the JVMTI agent `tally run -- java` loads
 #   PREFIX/include/tally.h, PREFIX/lib/pkgconfig/tally.pc
 #   PREFIX/bin/tally                   (it finds the library in ../lib)
+#   PREFIX/share/man/man1/             tally.1 and tally-<command>.1
 #   PREFIX/share/doc/tally/            the options and the other user documentation
 #   PREFIX/share/tally/installed       what was installed, for --uninstall
 #
@@ -116,6 +117,11 @@ sed -e "s|@PREFIX@|$prefix|" -e "s|@LIBDIR@|$libdir|" -e "s|@VERSION@|$version|"
     packaging/tally.pc.in > "$target/tally.pc"
 put 0644 "$target/tally.pc" "$libdir/pkgconfig/tally.pc"
 put 0755 "$target/tally" "$prefix/bin/tally"
+rm -rf -- "$target/man1"
+"$target/tally" generate-man "$target/man1"
+for page in "$target"/man1/*.1; do
+    put 0644 "$page" "$prefix/share/man/man1/$(basename "$page")"
+done
 for doc in README.md CHANGELOG.md docs/options.md docs/report.md docs/jemalloc-api.md \
     docs/continuous-profiling.md docs/guard.md; do
     put 0644 "$doc" "$prefix/share/doc/tally/$(basename "$doc")"

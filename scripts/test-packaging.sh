@@ -93,7 +93,7 @@ step "3. scripts/install.sh --prefix"
 prefix=$tmp/prefix
 scripts/install.sh --prefix "$prefix"
 for f in lib/libtally.so.$version lib/libtally.so.0 lib/libtally.so lib/tally/libtally_jvm.so include/tally.h \
-    lib/pkgconfig/tally.pc bin/tally share/doc/tally/options.md; do
+    lib/pkgconfig/tally.pc bin/tally share/doc/tally/options.md share/man/man1/tally.1 share/man/man1/tally-run.1; do
     [[ -e "$prefix/$f" ]] || fail "install.sh did not install $f"
 done
 [[ $(readlink "$prefix/lib/libtally.so.0") == libtally.so.$version ]] || fail "libtally.so.0 does not point at libtally.so.$version"
@@ -138,18 +138,21 @@ deb=$(scripts/build-deb.sh --out "$tmp/deb" | tail -n 1)
 files=$(dpkg-deb -c "$deb" | awk '$1 !~ /^d/ { print $6 }' | sed 's|^\./|/|')
 multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
 for f in "/usr/lib/$multiarch/libtally.so.0" "/usr/lib/$multiarch/libtally.so.$version" /usr/bin/tally \
-    /usr/include/tally.h "/usr/lib/$multiarch/pkgconfig/tally.pc" /usr/share/doc/tally/copyright; do
+    /usr/include/tally.h "/usr/lib/$multiarch/pkgconfig/tally.pc" /usr/share/doc/tally/copyright \
+    /usr/share/man/man1/tally.1.gz /usr/share/man/man1/tally-report.1.gz; do
     grep -qx "$f" <<<"$files" || fail "the package lacks $f"
 done
 # Debian's own checks: no errors. (Its warnings stay, each a decision: one package rather than
 # libtally0 + libtally-dev + tally, so the development symlink and a library package name that
-# does not follow the SONAME; no manual page, `tally --help` is the reference.)
+# does not follow the SONAME.)
 lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 | grep -v 'root privileges' || true)
 if grep '^E: ' <<<"$lint"; then fail "lintian finds the errors above in the package"; fi
 dpkg -i "$deb"
 deb_installed=1
 cd /
 [[ $(tally --version) == "tally $version" ]] || fail "tally --version after dpkg -i"
+[[ $(man -w tally-run) == /usr/share/man/man1/tally-run.1.gz ]] || fail "man finds no page for tally-run"
+MANWIDTH=80 man tally-run 2>/dev/null | grep -q -- '--conf <OPTS>' || fail "man tally-run does not show --conf"
 # (/lib/<multiarch> or /usr/lib/<multiarch>: on a merged-/usr system they are one directory.)
 ldconfig -p | grep -q "libtally.so.0 (.*) => .*/lib/$multiarch/libtally.so.0\$" \
     || fail "the dynamic linker's cache does not list libtally.so.0: $(ldconfig -p | grep tally)"

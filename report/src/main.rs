@@ -45,6 +45,13 @@ enum Command {
     /// functions, files and lines.
     #[command(long_about = SYMBOLIZE_ABOUT)]
     Symbolize(SymbolizeArgs),
+    /// Write the manual pages, `tally.1` and `tally-<command>.1`, into DIR (for installing
+    /// them: `scripts/install.sh`, the Debian package).
+    #[command(hide = true)]
+    GenerateMan {
+        /// The directory to write them into (made if missing).
+        dir: PathBuf,
+    },
 }
 
 /// `tally symbolize --help`'s text (clap does not wrap it: its lines are short).
@@ -395,6 +402,15 @@ fn symbolize(args: &SymbolizeArgs, out: &mut dyn Write) -> ExitCode {
     }
 }
 
+/// Writes the manual pages of `tally` and of each of its commands into `dir`, from the same
+/// definitions as `--help`.
+fn generate_man(dir: &std::path::Path) -> Result<(), Error> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| clap_mangen::generate_to(Cli::command(), dir))
+        .map_err(|e| Error::file(dir, tally_report::object_file::io_message(e)))
+}
+
 fn main() -> ExitCode {
     let cli = match parse_command_line() {
         Ok(cli) => cli,
@@ -417,6 +433,7 @@ fn main() -> ExitCode {
         }
         Command::Leaks(args) => leaks(&leaks_options(args), &mut out, &mut warn),
         Command::Symbolize(args) => return symbolize(&args, &mut out),
+        Command::GenerateMan { dir } => generate_man(&dir),
         Command::Run(args) => {
             let options = RunOptions {
                 command: args.command,
@@ -448,6 +465,34 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_a_manual_page_per_command_from_the_help() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("man1");
+        generate_man(&out).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "tally-leaks.1",
+                "tally-report.1",
+                "tally-run.1",
+                "tally-symbolize.1",
+                "tally.1"
+            ]
+        );
+        let run = std::fs::read_to_string(out.join("tally-run.1")).unwrap();
+        assert!(run.contains("\n.TH tally-run 1 "), "{run}");
+        assert!(run.contains("\\-\\-conf"), "{run}");
+        let top = std::fs::read_to_string(out.join("tally.1")).unwrap();
+        assert!(top.contains("tally\\-report(1)"), "{top}");
+        assert!(!top.contains("generate"), "the hidden command is listed: {top}");
+    }
 
     fn guard_of(args: &[&str]) -> (Option<u64>, Vec<OsString>) {
         let cli = Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
