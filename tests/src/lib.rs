@@ -102,6 +102,21 @@ pub fn libtally_so() -> &'static Path {
     })
 }
 
+/// A directory in `scratch` to link a C program against with `-L DIR -ltally -Wl,-rpath,DIR`:
+/// it holds [`libtally_so`] under its development name and under its SONAME, `libtally.so.0`,
+/// which the program records and the dynamic linker looks for (Cargo writes only
+/// `libtally.so`; an installation adds the SONAME link, as `scripts/install.sh` does).
+pub fn libtally_link_dir(scratch: &Path) -> PathBuf {
+    let dir = scratch.join("lib");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["libtally.so", "libtally.so.0"] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(libtally_so(), &link).unwrap();
+    }
+    dir
+}
+
 fn warn_if_stale(so: &Path) {
     let Ok(built) = so.metadata().and_then(|m| m.modified()) else {
         return;

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tally_tests::{libtally_so, require_tool, run_with_conf, workspace_root, Mode, ScratchDir};
+use tally_tests::{libtally_link_dir, require_tool, run_with_conf, workspace_root, Mode, ScratchDir};
 
 /// Compiles `programs/<name>.c` against `tally.h`, linked with `-ltally` (no preload), into
 /// `scratch`; returns the executable.
 fn compile_against_header(name: &str, scratch: &ScratchDir) -> PathBuf {
     let cc = require_tool("cc", "build-essential");
     let exe = scratch.join(name);
-    let lib_dir = libtally_so().parent().unwrap().to_path_buf();
+    let lib_dir = libtally_link_dir(scratch.path());
     let status = Command::new(cc)
         .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&exe)
