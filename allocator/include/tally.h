@@ -1,6 +1,8 @@
 /* Tally's C API beyond the standard malloc family, which libtally.so also exports.
  *
- * Link with -ltally (or LD_PRELOAD=libtally.so and look the symbols up with dlsym). */
+ * Link with -ltally (`pkg-config --cflags --libs tally` once installed; the program then needs
+ * libtally.so.0, the library's SONAME), or LD_PRELOAD=libtally.so and look the symbols up with
+ * dlsym. */
 #ifndef TALLY_H
 #define TALLY_H
 
