@@ -154,9 +154,9 @@ pub fn library_near(bin: &Path) -> Option<PathBuf> {
 }
 
 /// Tally's JVMTI agent for a run preloading `library`: `$TALLY_JVM_AGENT` (empty: none), or
-/// [`JVM_AGENT`] in `library`'s directory or in its `tally/` subdirectory. `None`, and a warning for what was set but is no
-/// use, when there is none: the JVM then writes its own map at exit. A path with white space is
-/// not used (`JAVA_TOOL_OPTIONS` splits at white space).
+/// [`JVM_AGENT`] in `library`'s directory or in its `tally/` subdirectory. `None`, and a warning
+/// for what was set but is no use, when there is none: the JVM then writes its own map at exit.
+/// A path with white space is not used (`JAVA_TOOL_OPTIONS` splits at white space).
 pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<PathBuf> {
     let agent = match std::env::var_os("TALLY_JVM_AGENT") {
         Some(path) if path.is_empty() => return None,
@@ -173,15 +173,12 @@ pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<Path
         }
         // Beside the library (Cargo's target directory), or in its private directory `tally/`
         // (installed: a plugin without a SONAME does not belong among the shared libraries).
-        None => {
-            let beside = library.with_file_name(JVM_AGENT);
-            let private = library.with_file_name("tally").join(JVM_AGENT);
-            if !beside.is_file() && private.is_file() {
-                private
-            } else {
-                beside
-            }
-        }
+        None => [
+            library.with_file_name(JVM_AGENT),
+            library.with_file_name("tally").join(JVM_AGENT),
+        ]
+        .into_iter()
+        .find(|path| path.is_file())?,
     };
     let agent = std::path::absolute(&agent).ok().filter(|a| a.is_file())?;
     if agent.to_string_lossy().contains(char::is_whitespace) {
