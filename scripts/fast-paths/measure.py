@@ -115,7 +115,7 @@ def parse_callgrind(path, lib):
 
 
 def disassemble(lib, sym):
-    """{address: mnemonic} of the instructions of `sym` in `lib`."""
+    """{address: (mnemonic, operands)} of the instructions of `sym` in `lib`."""
     out = subprocess.run(
         ["objdump", "-d", "--no-show-raw-insn", f"--disassemble={sym}", lib],
         check=True, capture_output=True, text=True,
@@ -126,9 +126,10 @@ def disassemble(lib, sym):
         if re.match(r"^[0-9a-f]+ <", line):
             inside = line.rstrip().endswith(f"<{sym}>:")
             continue
-        m = re.match(r"^\s+([0-9a-f]+):\s+(\S+)", line)
+        m = re.match(r"^\s+([0-9a-f]+):\s+(\S+)\s*(.*)$", line)
         if inside and m:
-            insns[int(m.group(1), 16)] = m.group(2)
+            operands = re.split(r"\s+(?:#|//)", m.group(3))[0].strip()
+            insns[int(m.group(1), 16)] = (m.group(2), operands)
     if not insns:
         fail(f"objdump finds no symbol {sym} in {lib}")
     return insns
@@ -138,6 +139,17 @@ def is_conditional_branch(mnemonic):
     if mnemonic.startswith("b.") or mnemonic in ("cbz", "cbnz", "tbz", "tbnz"):  # aarch64
         return True
     return mnemonic.startswith("j") and not mnemonic.startswith("jmp")  # x86: j* but jmp
+
+
+# A load of one byte at the address `free` was given (its first argument, still in its register):
+# x86's byte compare with memory (`cmp %al,(%rdi)`, `cmpb $1,(%rdi)`) or zero-extending load
+# (`movzbl (%rdi),%eax`), aarch64's `ldrb w1, [x0]`. The page map's byte is read elsewhere.
+BYTE_LOAD_RE = re.compile(r"^(?:cmp|test)\s+%(?:[abcd]l|sil|dil|r\d+b),\(%rdi\)$|^cmpb\s+\S+,\(%rdi\)$|"
+                          r"^movzb[lqw]\s+\(%rdi\),|^ldrb\s+w\d+,\s*\[x0\]")
+
+
+def is_byte_load(mnemonic, operands):
+    return bool(BYTE_LOAD_RE.match(f"{mnemonic} {operands}"))
 
 
 def is_call(mnemonic):
@@ -167,8 +179,9 @@ def measure(lib, small, large, delta):
         results[sym] = {
             "instructions": executed,
             "addresses": len(hit),
-            "branches": sum(is_conditional_branch(insns[a]) for a in hit),
-            "calls": [a for a in hit if is_call(insns[a])],
+            "branches": sum(is_conditional_branch(insns[a][0]) for a in hit),
+            "calls": [a for a in hit if is_call(insns[a][0])],
+            "byte_loads": sum(is_byte_load(*insns[a]) for a in hit),
             "amortized": amortized,
         }
     return results
@@ -235,6 +248,10 @@ def main():
             problems.append(f"{sym}: the hit path executes {got['instructions']} instructions but "
                             f"has {got['addresses']} distinct ones (a loop?); the budget counts "
                             "executed instructions")
+        if sym == "free" and got["byte_loads"] == 0:
+            problems.append("free: the hit path loads no single byte: the free mark's compare "
+                            "must read the block's first byte before its word (allocator/src/"
+                            "freed.rs, \"Why a byte first\")")
         if got["calls"]:
             problems.append(f"{sym}: the hit path makes a call (at {got['calls'][0]:#x} in "
                             f"{os.path.basename(args.lib)}), whose instructions are not counted")
