@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Every test: build libtally.so (the LD_PRELOAD tests load it) and check its fast-path
-# instruction budgets, then the whole workspace's tests, then formatting and lints, then the
-# packaging (crates, install.sh, the Debian package: scripts/test-packaging.sh). Tools the
-# tests run (gcc, git, perl, python3, java, sort, valgrind) must be installed; .ci/run installs
-# them from Debian packages.
+# Every test: build libtally.so (the LD_PRELOAD tests load it), check its fast-path instruction
+# budgets and that the code every program runs lies in one 64 KiB window, then the whole
+# workspace's tests, then formatting and lints, then the packaging (crates, install.sh, the Debian
+# package: scripts/test-packaging.sh). Tools the tests run (gcc, git, perl, python3, java, sort,
+# valgrind) must be installed; .ci/run installs them from Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -25,6 +25,8 @@ if ((data > 65536)); then
 fi
 # The instruction budgets written next to the malloc and free fast paths (and that wrong ones fail).
 scripts/check-fast-paths.sh --lib target/release/libtally.so --self-test
+# The code every program runs in one 64 KiB window of the library (allocator/hot-text.ld).
+scripts/check-hot-text.sh --lib target/release/libtally.so
 cargo test --workspace --release
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings

@@ -81,6 +81,7 @@ fn try_small_at(at: usize, size: usize) -> Option<*mut u8> {
 
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
     // The options first: the process's first allocation is an event, and its answer depends on
     // them (`guard_rate:1` guards it).
@@ -181,6 +182,7 @@ pub fn dead_block(p: *mut u8, usable: usize) {
 /// Allocates a large or huge block of `size` bytes aligned to `align`.
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 fn alloc_big(size: usize, align: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
@@ -197,6 +199,7 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
 /// [`alloc_big`] past the classes the thread cache keeps. A function of its own so that
 /// `alloc_big`'s bin hit (16-32 KiB) saves no registers: 15 instructions.
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     ensure_global();
     let due = thread_event::count(size);
@@ -263,6 +266,7 @@ fn alloc_chosen(
 
 /// A block of `class` (large) from `arena`, or a huge one when there is no class or the
 /// alignment cannot be met inside a chunk. Null when the OS refuses memory.
+#[link_section = ".text.hot.tally"]
 fn alloc_big_mapped(arena: &Arena, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     if let Some(class) = class {
         let p = arena.alloc_large(class, align);
@@ -411,6 +415,7 @@ pub fn alloc_uncached(size: usize, align: usize, arena: &'static Arena) -> *mut 
 
 /// Allocates `n * size` zeroed bytes; null (with `errno` untouched) on overflow or when out of
 /// memory.
+#[link_section = ".text.hot.tally"]
 pub fn alloc_zeroed(size: usize) -> *mut u8 {
     let p = alloc(size);
     if !p.is_null() && (size <= LARGE_MAX || options().junk_alloc || huge::is_recycled(p)) {

@@ -186,6 +186,7 @@ impl Arena {
 
     /// Allocates a large block of `class`, aligned to `align` (a power of two); null when out of
     /// memory or when the alignment cannot be met inside a chunk.
+    #[link_section = ".text.hot.tally"]
     pub fn alloc_large(&self, class: SizeClass, align: usize) -> *mut u8 {
         let align_pages = (align >> PAGE_SHIFT).max(1);
         let mut heap = self.pages.lock();
@@ -203,6 +204,7 @@ impl Arena {
     ///
     /// # Safety
     /// `span` must be a live large run of this arena that nothing uses any more.
+    #[link_section = ".text.hot.tally"]
     pub unsafe fn free_large(&self, span: *mut Span) {
         let mut heap = self.pages.lock();
         // SAFETY: per the contract.
@@ -238,6 +240,7 @@ impl Arena {
     ///
     /// # Safety
     /// `span` must be a live large run of this arena.
+    #[link_section = ".text.hot.tally"]
     pub unsafe fn resize_large_in_place(&self, span: *mut Span, class: SizeClass) -> bool {
         let pages = class.pages();
         let mut heap = self.pages.lock();
@@ -341,6 +344,7 @@ pub fn leave_arena(arena: &Arena) {
 ///
 /// # Safety
 /// `p` must be a live large block, at the start of its run, that nothing uses any more.
+#[link_section = ".text.hot.tally"]
 pub unsafe fn free_large_at(p: *mut u8) {
     let chunk = ChunkHeader::of(p as usize);
     // SAFETY: per the contract `p` starts a live large run of `chunk`, whose span is at its

@@ -114,6 +114,7 @@ impl BigCache {
     }
 
     /// Removes entry `i`, returning its block (owner only; `i < n`).
+    #[link_section = ".text.hot.tally"]
     fn remove(&mut self, i: usize) -> *mut u8 {
         let p = self.blocks[i];
         let class = self.classes[i];

@@ -71,6 +71,7 @@ impl Bin {
 
     /// Writes up to `out.len()` free objects of `class` into `out`, taking new slabs from `pages`
     /// when needed. Returns how many it wrote (0 only when the OS is out of memory).
+    #[link_section = ".text.hot.tally"]
     pub fn fill(&self, class: SizeClass, pages: &Mutex<PageHeap>, arena: u32, out: &mut [*mut u8]) -> usize {
         let mut bin = self.slabs.lock();
         let mut n = 0;

@@ -39,6 +39,7 @@ pub enum Block {
 /// Identifies the block at `p`, or aborts with a one-line message naming `who` and `p` if `p`
 /// is not the start of a live block Tally handed out (a report with the block's stacks for a
 /// pointer into the guarded region).
+#[link_section = ".text.hot.tally"]
 pub fn block_of(p: *mut u8, who: &str) -> Block {
     let addr = p as usize;
     // The guarded region first: the page map has a word per 4 MiB window, and the window of a
@@ -193,6 +194,7 @@ pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
 }
 
 /// The usable size of the block at `p` (0 for null). Aborts if `p` is not a live block.
+#[link_section = ".text.hot.tally"]
 pub fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;

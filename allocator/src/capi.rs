@@ -11,12 +11,14 @@ use crate::api;
 // fast-path budget: malloc 21 instructions, 3 branches (a thread-cache hit, no call; checked
 // by scripts/check-fast-paths.sh)
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     api::malloc(size)
 }
 
 /// `calloc(3)`.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     api::calloc(n, size)
 }
@@ -29,6 +31,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 // into a bin with room, its free mark checked and written, no call; checked by
 // scripts/check-fast-paths.sh)
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub unsafe extern "C" fn free(p: *mut c_void) {
     // SAFETY: the C contract of free.
     unsafe { api::free(p) }
@@ -39,6 +42,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 /// # Safety
 /// The C contract of realloc.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: the C contract of realloc.
     unsafe { api::realloc(p, size) }
@@ -49,6 +53,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 /// # Safety
 /// The C contract of reallocarray.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     // SAFETY: the C contract of reallocarray.
     unsafe { api::reallocarray(p, n, size) }
@@ -59,6 +64,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 /// # Safety
 /// `out` must be valid for writing a pointer.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     // SAFETY: the C contract of posix_memalign.
     unsafe { api::posix_memalign(out, align, size) }
@@ -66,12 +72,14 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 
 /// `aligned_alloc(3)`.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     api::aligned_alloc(align, size)
 }
 
 /// `memalign(3)`.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     api::memalign(align, size)
 }
@@ -90,6 +98,7 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
 
 /// `malloc_usable_size(3)`.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     api::malloc_usable_size(p)
 }
@@ -219,6 +228,7 @@ pub extern "C" fn tally_prof_set_sample(lg: c_int) -> c_int {
 /// # Safety
 /// The C contract of free.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
     // SAFETY: the C contract of free_sized.
     unsafe { api::free_sized(p, size) }
@@ -229,6 +239,7 @@ pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
 /// # Safety
 /// The C contract of free.
 #[no_mangle]
+#[link_section = ".text.hot.tally"]
 pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
     // SAFETY: the C contract of free_aligned_sized.
     unsafe { api::free_aligned_sized(p, align, size) }

@@ -148,6 +148,7 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64) -> u64 {
 /// Allocator activity: balances pages faulted in since the last look against idle pages
 /// ([`balance`]), and purges decayed pages if a pass is due. Cheap when neither is due (one read
 /// of a counter, one of the coarse clock).
+#[link_section = ".text.hot.tally"]
 pub fn tick() {
     balance();
     let Some(interval) = interval_ms() else { return };
@@ -207,6 +208,7 @@ fn purge_one(arena: &Arena, now: u64, everything: bool) -> u64 {
 
 /// Purges decayed pages of every arena: the background thread waits for each arena's lock
 /// (`wait`); allocator activity passes a busy arena by until the next pass.
+#[link_section = ".text.hot.tally"]
 fn purge_arenas(now: u64, wait: bool) -> u64 {
     PASSES.fetch_add(1, Ordering::Relaxed);
     let mut released = 0;

@@ -114,6 +114,7 @@ impl PageHeap {
     /// Takes a run of exactly `pages` pages (1 ..= [`chunk::USABLE_PAGES`]) and marks it with
     /// `owner` (a class) and `state`; a new chunk it needs is recorded as arena `arena`'s (the
     /// heap's owner). Returns null when the OS has no memory for a new chunk.
+    #[link_section = ".text.hot.tally"]
     pub fn alloc(&mut self, pages: usize, owner: u8, state: RunState, arena: u32) -> *mut Span {
         debug_assert!((1..=chunk::USABLE_PAGES).contains(&pages));
         let run = match self.find(pages) {
@@ -244,6 +245,7 @@ impl PageHeap {
     ///
     /// # Safety
     /// As for [`PageHeap::free`].
+    #[link_section = ".text.hot.tally"]
     unsafe fn free_run(&mut self, span: *mut Span, is_resident: bool) {
         // SAFETY: `span` is a live run of this heap (caller contract); its neighbours are runs of
         // the same chunk described by their own spans, guarded by the same lock.
@@ -298,6 +300,7 @@ impl PageHeap {
     /// Gives back the resident pages of free runs whose decay time has passed (all of them when
     /// `everything`), and unmaps chunks left entirely free and clean. Returns the pages given back
     /// with `MADV_DONTNEED` or by unmapping.
+    #[link_section = ".text.hot.tally"]
     pub fn purge(&mut self, now: u64, everything: bool) -> u64 {
         let before = self.purged_pages;
         let dirty_ms = DIRTY_DECAY_MS.load(Ordering::Relaxed);
@@ -366,6 +369,7 @@ impl PageHeap {
     ///
     /// # Safety
     /// `run` must be a free run of this heap in no list.
+    #[link_section = ".text.hot.tally"]
     unsafe fn purge_run(&mut self, run: *mut Span, now: u64, at_once: bool) {
         // SAFETY: per the contract the run's pages are free and ours.
         unsafe {
@@ -547,6 +551,7 @@ impl PageHeap {
     /// # Safety
     /// `span` must describe `pages` pages of its chunk that are owned by this heap and whose info
     /// words all have class [`FREE_RUN`] already.
+    #[link_section = ".text.hot.tally"]
     unsafe fn make_free(
         &mut self,
         span: *mut Span,
@@ -573,6 +578,7 @@ impl PageHeap {
 
     /// # Safety
     /// `span` must be a free run in no list.
+    #[link_section = ".text.hot.tally"]
     unsafe fn push(&mut self, span: *mut Span) {
         // SAFETY: per the contract; the list head, if any, is a live span.
         unsafe {
@@ -596,6 +602,7 @@ impl PageHeap {
 
     /// # Safety
     /// `span` must be a free run in its bucket's list.
+    #[link_section = ".text.hot.tally"]
     unsafe fn unlink(&mut self, span: *mut Span) {
         // SAFETY: per the contract, its neighbours in the list are live spans.
         unsafe {

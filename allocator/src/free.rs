@@ -57,6 +57,7 @@ pub unsafe fn free(p: *mut u8) {
 /// # Safety
 /// `p` must be a live block of `class` (a cached class) that the caller gives up.
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
     // SAFETY: the thread's own bins; a bin with 0 < count < cap has a top slot and room above.
@@ -88,6 +89,7 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
 /// `p` must be a live block of `class` (a cached class) that the caller gives up.
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
     // SAFETY: the thread's own bins.
@@ -119,6 +121,7 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
 /// The caller gives up `p`.
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 pub unsafe fn free_other(p: *mut u8, who: &str) {
     match block_of(p, who) {
         Block::Large(span, class) if class.index() >= NCACHED => {
@@ -255,6 +258,7 @@ pub unsafe fn free_known(p: *mut u8, at: usize) {
 /// As for [`free_small_miss`].
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 unsafe fn free_small_miss_at(p: *mut u8, at: usize) {
     // SAFETY: per the contract.
     unsafe { free_small_miss(p, SizeClass::at(at)) }
@@ -287,6 +291,7 @@ fn double_free(p: *mut u8, at: usize, who: &str) {
 /// # Safety
 /// As for [`free_foreign`].
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 unsafe fn free_foreign_at(p: *mut u8, at: usize) {
     // SAFETY: per the contract.
     unsafe { free_foreign(p, SizeClass::at(at)) }

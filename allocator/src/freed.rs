@@ -57,6 +57,7 @@ pub fn key() -> usize {
 }
 
 #[cold]
+#[link_section = ".text.hot.tally"]
 fn draw_key() -> usize {
     let key = pal::process::random_u64() as usize | 1;
     match KEY.compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed) {

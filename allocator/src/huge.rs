@@ -110,6 +110,7 @@ impl MappingCache {
     }
 
     /// Adds `m`, merging it with cached neighbours. The caller has made room for one slot.
+    #[link_section = ".text.hot.tally"]
     fn insert(&mut self, mut m: CachedMapping) {
         let mut i = 0;
         while i < self.n {
@@ -306,6 +307,7 @@ pub fn is_cached(addr: usize) -> bool {
 
 /// Maps a huge block of at least `size` bytes aligned to `align` (at most a power of two).
 /// Returns null when out of memory.
+#[link_section = ".text.hot.tally"]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let Some(mapped) = size.checked_next_multiple_of(PAGE) else {
         return ptr::null_mut();
@@ -379,6 +381,7 @@ pub unsafe fn free(d: *mut HugeBlock) {
 ///
 /// # Safety
 /// The mapping must be Tally's, chunk-aligned, absent from the page map and unused.
+#[link_section = ".text.hot.tally"]
 unsafe fn cache_or_unmap(base: usize, len: usize) {
     let mut evicted = Evicted::new();
     let limit = cache_limit();
@@ -405,6 +408,7 @@ unsafe fn cache_or_unmap(base: usize, len: usize) {
 
 /// Unmaps cached mappings freed at least `dirty_decay_ms` before `now`, or all of them when
 /// `everything`. Returns the pages given back.
+#[link_section = ".text.hot.tally"]
 pub fn purge(now: u64, everything: bool) -> u64 {
     let decay = DIRTY_DECAY_MS.load(Ordering::Relaxed);
     if !everything && decay < 0 {
@@ -454,6 +458,7 @@ pub unsafe fn resize_in_place(d: *mut HugeBlock, size: usize) -> bool {
 ///
 /// # Safety
 /// As for [`resize`].
+#[link_section = ".text.hot.tally"]
 unsafe fn resize_with(d: *mut HugeBlock, size: usize, may_move: bool) -> *mut u8 {
     let Some(new_mapped) = size.checked_next_multiple_of(PAGE) else {
         return ptr::null_mut();

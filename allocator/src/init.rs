@@ -86,6 +86,7 @@ pub fn ensure_global() {
 
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 fn init_global() {
     match GLOBAL.compare_exchange(GLOBAL_NEW, GLOBAL_RUNNING, Ordering::Acquire, Ordering::Acquire) {
         Ok(_) => {}

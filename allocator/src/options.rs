@@ -452,6 +452,7 @@ pub fn parse_all(sources: &[(&str, &[u8])], opts: &mut Options, write: &mut dyn 
 
 /// Parses `text` (the value of the variable `var`) into `opts`. Each error is formatted as one
 /// line and passed to `on_error`. Returns the number of errors.
+#[link_section = ".text.hot.tally"]
 pub fn parse(var: &str, text: &[u8], opts: &mut Options, on_error: &mut dyn FnMut(&[u8])) -> usize {
     let mut errors = 0;
     let mut fail = |what: core::fmt::Arguments<'_>| {

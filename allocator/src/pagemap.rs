@@ -78,6 +78,7 @@ pub fn lookup(addr: usize) -> usize {
 
 /// Sets the entries of the `count` chunk windows starting at the one holding `addr` to `value`.
 /// Returns false if a leaf could not be mapped (the entries set so far are cleared again).
+#[link_section = ".text.hot.tally"]
 pub fn set(addr: usize, count: usize, value: usize) -> bool {
     let first = addr >> CHUNK_SHIFT;
     for window in first..first + count {

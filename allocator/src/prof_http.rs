@@ -65,6 +65,7 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 /// `exec`s the program, and its short-lived helpers give up quietly.
 const BUSY_PORT_RETRY_MS: u64 = 2_000;
 
+#[link_section = ".text.hot.tally"]
 extern "C" fn start_at_load() {
     init::on_ready(start);
 }
@@ -75,6 +76,7 @@ extern "C" fn start_at_load() {
 static START_AT_LOAD: extern "C" fn() = start_at_load;
 
 /// Starts the server thread if `prof_http` is set and it does not run in this process yet.
+#[link_section = ".text.hot.tally"]
 pub fn start() {
     let opts = init::options_in_place();
     if opts.prof_http().is_empty() {

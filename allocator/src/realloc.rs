@@ -20,6 +20,7 @@ use tally_pal::PAGE;
 /// # Safety
 /// `p` must be null or a live block; if the result is non-null and differs from `p`, `p` is
 /// freed.
+#[link_section = ".text.hot.tally"]
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if p.is_null() {
         return alloc(size);
@@ -148,6 +149,7 @@ fn live_block(p: *mut u8, who: &str) -> Block {
 ///
 /// # Safety
 /// `span` must be the live large run of a block the caller owns, of `class`.
+#[link_section = ".text.hot.tally"]
 unsafe fn resize_large_in_place(span: *mut Span, class: SizeClass, new_class: SizeClass) -> bool {
     let chunk = Span::chunk(span);
     // SAFETY: per the contract `span` is a live large run, in the live chunk `chunk`.

@@ -561,6 +561,7 @@ fn print_json(out: &mut Report, s: &Stats, flags: u32) {
     out.line(format_args!("}}}}\n"));
 }
 
+#[link_section = ".text.hot.tally"]
 extern "C" fn at_exit() {
     let opts = crate::init::options();
     prof_hooks::at_exit(&opts);

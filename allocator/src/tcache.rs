@@ -650,6 +650,7 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
 /// # Safety
 /// `tb` must be the calling thread's bins, with a cache, and `bins[class].count == 0`.
 #[cold]
+#[link_section = ".text.hot.tally"]
 pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
     // SAFETY: per the contract the bins and their slot storage are ours.
     unsafe {
@@ -761,6 +762,7 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
 ///
 /// # Safety
 /// The blocks must be free blocks of `class` that only the caller can reach.
+#[link_section = ".text.hot.tally"]
 pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
     if !class.is_small() {
         for &p in blocks.iter() {

@@ -59,6 +59,7 @@ fn exit_key() -> Option<pal::thread::ExitKey> {
 /// when the thread is to be served without a cache.
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 pub fn thread_start() -> bool {
     if STATE.get() != ThreadState::Uninit {
         return false;
@@ -92,6 +93,7 @@ pub fn has_cache(tb: *mut ThreadBins) -> bool {
 }
 
 /// Thread-exit destructor: flushes the thread's cache and returns it to the pool.
+#[link_section = ".text.hot.tally"]
 unsafe extern "C" fn thread_exit(tc: *mut c_void) {
     let tb = thread_bins();
     // SAFETY: the exiting thread's own bins.

@@ -116,6 +116,7 @@ pub fn run_out_now() {
 /// progress on its thread cache (the cache GC step may flush a bin).
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     // SAFETY: the thread's own events.
     let ev = unsafe { &mut *ev };

@@ -265,8 +265,13 @@ def main():
                             f"{b['instructions']} instructions, {b['branches']} branches")
     print("(instr: executed on a thread-cache hit; br: conditional branches among them; "
           "Ir/call: average over all calls, misses included)")
+    report("check-fast-paths", problems)
+
+
+def report(tool, problems):
+    """Prints each problem as a line `TOOL: FAIL: ...` and exits 1 if there is any, else 0."""
     for p in problems:
-        print(f"check-fast-paths: FAIL: {p}", file=sys.stderr)
+        print(f"{tool}: FAIL: {p}", file=sys.stderr)
     sys.exit(1 if problems else 0)
 
 

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Checks that the code of libtally.so a program runs is in the first 64 KiB of its executable
+# segment, one window of the kernel's fault-around (allocator/hot-text.ld says why): runs a small
+# C program (scripts/hot-text/program.c) and CPython building a dict under callgrind with the
+# library preloaded and lists any function that ran outside that window. Prints one summary
+# line; exits 1 with one line per function outside, 2 when it cannot measure.
+#
+# Usage: scripts/check-hot-text.sh [--lib PATH]
+#   --lib PATH   check this libtally.so instead of building target/release/libtally.so
+# Needs valgrind, readelf (binutils), cc and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { sed -n '8,9s/^# \{0,1\}//p' "$0"; }
+lib=""
+while (($#)); do
+    case "$1" in
+    --lib)
+        (($# >= 2)) || { echo "check-hot-text: --lib needs a path" >&2; exit 2; }
+        lib="$2"
+        shift 2
+        ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "check-hot-text: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+missing=()
+for tool in valgrind readelf cc python3; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    echo "check-hot-text: missing tools: ${missing[*]} (apt-get install -y valgrind binutils build-essential python3)" >&2
+    exit 2
+fi
+
+if [[ -z "$lib" ]]; then
+    cargo build --release -p tally-alloc
+    lib=target/release/libtally.so
+fi
+[[ -f "$lib" ]] || { echo "check-hot-text: no library at $lib" >&2; exit 2; }
+lib=$(realpath "$lib")
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cc -O1 -fno-builtin -pthread -o "$work/program" scripts/hot-text/program.c
+
+profile() { # NAME COMMAND...
+    local name=$1
+    shift
+    if ! env -u TALLY_CONF -u MALLOC_CONF LD_PRELOAD="$lib" \
+        valgrind --tool=callgrind --dump-instr=yes --dump-line=no --callgrind-out-file="$work/$name.out" \
+        "$@" >"$work/$name.log" 2>&1; then
+        cat "$work/$name.log" >&2
+        echo "check-hot-text: $name failed under valgrind (log above)" >&2
+        exit 2
+    fi
+}
+profile program "$work/program"
+# The interpreter itself, not a wrapper script in front of it (pyenv's shims), which valgrind
+# would run instead without following it.
+python=$(python3 -c 'import sys; print(sys.executable)')
+profile python "$python" -c 'd = {str(i): [i] * (i % 7) for i in range(20000)}; print(len(d))'
+
+python3 scripts/hot-text/measure.py --lib "$lib" "$work/program.out" "$work/python.out"
