@@ -103,8 +103,9 @@ pub unsafe fn mark_unless_marked_with(p: *mut u8, key: usize) -> bool {
     // SAFETY: per the contract, `p` is ours to read and write.
     unsafe {
         // The first byte alone, then the word only when it matches (a marked block, or about
-        // one live block in 128: a mark's low byte is odd). See "Why a byte first" above.
-        if *p == mark as u8 && *(p as *const usize) == mark {
+        // one live block in 128: a mark's low byte, its first on a little-endian machine, is
+        // odd). See "Why a byte first" above.
+        if *p == mark.to_ne_bytes()[0] && *(p as *const usize) == mark {
             return true;
         }
         *(p as *mut usize) = mark;
