@@ -12,6 +12,8 @@
 # Needs valgrind, objdump (binutils), cc and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/preload-callgrind.sh
+source scripts/preload-callgrind.sh
 
 usage() { sed -n '8,12s/^# \{0,1\}//p' "$0"; }
 lib=""
@@ -29,21 +31,8 @@ while (($#)); do
     esac
 done
 
-missing=()
-for tool in valgrind objdump cc python3; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "check-fast-paths: missing tools: ${missing[*]} (apt-get install -y valgrind binutils build-essential python3)" >&2
-    exit 2
-fi
-
-if [[ -z "$lib" ]]; then
-    cargo build --release -p tally-alloc
-    lib=target/release/libtally.so
-fi
-[[ -f "$lib" ]] || { echo "check-fast-paths: no library at $lib" >&2; exit 2; }
-lib=$(realpath "$lib")
+need_tools check-fast-paths valgrind objdump cc python3
+lib=$(library check-fast-paths "$lib")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -55,13 +44,7 @@ cc -O1 -fno-builtin -o "$work/driver" scripts/fast-paths/driver.c
 short=20000
 delta=100000
 profile() { # ITERATIONS OUT
-    if ! env -u TALLY_CONF -u MALLOC_CONF LD_PRELOAD="$lib" \
-        valgrind --tool=callgrind --dump-instr=yes --dump-line=no --callgrind-out-file="$2" \
-        "$work/driver" "$1" >"$work/valgrind.log" 2>&1; then
-        cat "$work/valgrind.log" >&2
-        echo "check-fast-paths: the driver failed under valgrind (log above)" >&2
-        exit 2
-    fi
+    preloaded_callgrind check-fast-paths "$lib" "$2" "$work/driver" "$1"
 }
 profile "$short" "$work/short.out"
 profile $((short + delta)) "$work/long.out"

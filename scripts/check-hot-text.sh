@@ -10,6 +10,8 @@
 # Needs valgrind, readelf (binutils), cc and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/preload-callgrind.sh
+source scripts/preload-callgrind.sh
 
 usage() { sed -n '8,9s/^# \{0,1\}//p' "$0"; }
 lib=""
@@ -25,21 +27,8 @@ while (($#)); do
     esac
 done
 
-missing=()
-for tool in valgrind readelf cc python3; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "check-hot-text: missing tools: ${missing[*]} (apt-get install -y valgrind binutils build-essential python3)" >&2
-    exit 2
-fi
-
-if [[ -z "$lib" ]]; then
-    cargo build --release -p tally-alloc
-    lib=target/release/libtally.so
-fi
-[[ -f "$lib" ]] || { echo "check-hot-text: no library at $lib" >&2; exit 2; }
-lib=$(realpath "$lib")
+need_tools check-hot-text valgrind readelf cc python3
+lib=$(library check-hot-text "$lib")
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -48,13 +37,7 @@ cc -O1 -fno-builtin -pthread -o "$work/program" scripts/hot-text/program.c
 profile() { # NAME COMMAND...
     local name=$1
     shift
-    if ! env -u TALLY_CONF -u MALLOC_CONF LD_PRELOAD="$lib" \
-        valgrind --tool=callgrind --dump-instr=yes --dump-line=no --callgrind-out-file="$work/$name.out" \
-        "$@" >"$work/$name.log" 2>&1; then
-        cat "$work/$name.log" >&2
-        echo "check-hot-text: $name failed under valgrind (log above)" >&2
-        exit 2
-    fi
+    preloaded_callgrind check-hot-text "$lib" "$work/$name.out" "$@"
 }
 profile program "$work/program"
 # The interpreter itself, not a wrapper script in front of it (pyenv's shims), which valgrind
