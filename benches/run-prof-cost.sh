@@ -8,6 +8,12 @@
 # free, and the extra thread events). Then the same for C's malloc/free pairs
 # (benches/programs/pairs.c under LD_PRELOAD=libtally.so). See docs/benchmarks.md.
 #
+# Under valgrind every mapping lies low in the address space, so the profiler finds no sampled
+# region apart from Tally's other chunks and Rust's `dealloc` tests page alignment instead
+# (`prof_hooks::SPECIAL_MASK`): the Rust rows with the profiler on count that fallback, not what a
+# program outside valgrind runs (there only sampled blocks take the checked path; time it with
+# benches/run-criterion.sh). The C rows are the same either way.
+#
 # Usage: benches/run-prof-cost.sh [--conf OPTIONS] [WORKLOAD/PARAMETER ...]
 #   --conf OPTIONS   the profiler's setting (default prof:true), e.g. prof:true,lg_prof_sample:17
 #   default workloads: alloc_free/16 alloc_free/1024 alloc_free/4096 alloc_free/32768 batch64/64 vec_string/1000

@@ -12,9 +12,15 @@
 //! Free pages of a chunk are returned with `madvise`; a chunk is unmapped only once all its
 //! usable pages are one free, purged run (`extent.rs`). A chunk belongs to one arena for its
 //! whole life.
+//!
+//! With the profiler on, the chunks that hold sampled blocks of the small classes come from one
+//! address range reserved for them ([`SampledRegion`]) and hold nothing else, so that Rust's
+//! `dealloc` tells a block that may be sampled from the others by its address alone. Those
+//! chunks are never unmapped (their pages are given back like any others'): the range stays
+//! theirs.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::freed;
 use crate::list::{Adapter, Links};
@@ -163,6 +169,10 @@ unsafe impl Adapter for LruLinks {
 pub struct ChunkHeader {
     /// Index of the owning arena.
     pub arena: u32,
+    /// Whether the chunk lies in the [`SampledRegion`]: its runs are sampled blocks' or free,
+    /// and its free runs sit in the page heap's lists for those (`extent.rs`). Set when the
+    /// chunk is mapped, never changed.
+    pub sampled_only: bool,
     /// The free mark's key ([`freed::key`]), copied here so that `free`'s fast path finds it
     /// next to `arena`, in the line it reads anyway.
     pub key: usize,
@@ -247,12 +257,14 @@ pub fn arena_has_chunks(arena: u32) -> bool {
 }
 
 /// Unmaps the chunk holding `span`, which must be one free, purged run covering all its usable
-/// pages, in no list.
+/// pages, in no list, of a chunk outside the [`SampledRegion`].
 ///
 /// # Safety
 /// No block of the chunk may be live and nothing may refer to its header afterwards.
 pub unsafe fn unmap_chunk(span: *mut Span) {
     let base = Span::chunk(span) as usize;
+    // SAFETY: per the contract the header is live until unmapped below.
+    debug_assert!(!unsafe { (*Span::chunk(span)).sampled_only });
     pagemap::set(base, 1, 0);
     // SAFETY: per the contract the chunk is dead.
     unsafe { pal::unmap(base as *mut u8, CHUNK) };
@@ -260,9 +272,14 @@ pub unsafe fn unmap_chunk(span: *mut Span) {
 }
 
 /// Maps and registers a new chunk for arena `arena`, its whole usable area one free run (not
-/// linked into any list). Returns the free run's span, or null when out of memory.
-pub fn new_chunk(arena: u32) -> *mut Span {
-    let base = pal::map_aligned(CHUNK, CHUNK);
+/// linked into any list): anywhere, or the next unused chunk of `region` (`sampled_only`).
+/// Returns the free run's span, or null when out of memory or `region` has no chunk left.
+#[link_section = ".text.hot.tally"]
+pub fn new_chunk(arena: u32, region: Option<&SampledRegion>) -> *mut Span {
+    let base = match region {
+        Some(region) => region.take_chunk(),
+        None => pal::map_aligned(CHUNK, CHUNK),
+    };
     if base.is_null() {
         return ptr::null_mut();
     }
@@ -271,6 +288,7 @@ pub fn new_chunk(arena: u32) -> *mut Span {
     // with null links and state Free), and owned by us until registered below.
     unsafe {
         (*header).arena = arena;
+        (*header).sampled_only = region.is_some();
         (*header).key = freed::key();
         (*header).mark_run(0, HEADER_PAGES, HEADER);
         (*header).mark_run(HEADER_PAGES, USABLE_PAGES, FREE_RUN);
@@ -279,7 +297,10 @@ pub fn new_chunk(arena: u32) -> *mut Span {
         (*span).state = RunState::Free;
         (*span).purge = Purge::Clean;
         if !pagemap::set(base as usize, 1, base as usize) {
-            pal::unmap(base, CHUNK);
+            // A region's chunk stays reserved (and lost: the region never hands it out again).
+            if region.is_none() {
+                pal::unmap(base, CHUNK);
+            }
             return ptr::null_mut();
         }
         CHUNKS_MAPPED.fetch_add(1, Ordering::Relaxed);
@@ -287,6 +308,92 @@ pub fn new_chunk(arena: u32) -> *mut Span {
             ARENAS_WITH_CHUNKS[arena as usize / 64].fetch_or(1 << (arena % 64), Ordering::Relaxed);
         }
         span
+    }
+}
+
+/// An address range reserved (`PROT_NONE`) for the chunks of sampled blocks, handed out a chunk
+/// at a time from its start and made readable and writable then; chunks never go back.
+///
+/// Invariants: `base` is 0 (nothing reserved) or a [`CHUNK`]-aligned address whose `len` bytes
+/// (a multiple of [`CHUNK`]) are this region's, set once before any chunk is taken; every chunk
+/// below `next` has been handed out, and none at or above it.
+pub struct SampledRegion {
+    base: AtomicUsize,
+    len: AtomicUsize,
+    next: AtomicUsize,
+}
+
+/// The process's [`SampledRegion`], reserved at initialization when the profiler is on.
+pub static SAMPLED_REGION: SampledRegion = SampledRegion::new();
+
+impl SampledRegion {
+    /// A region with nothing reserved.
+    pub const fn new() -> Self {
+        SampledRegion {
+            base: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves `len` bytes (rounded up to chunks) of address space, aligned to a chunk, at
+    /// `hint` if that range is free, else where the kernel puts it. False when the kernel refuses
+    /// (a limit on address space, `ulimit -v`) or when this region has one already. Call before
+    /// any chunk is taken (at initialization, or in a test).
+    pub fn reserve(&self, hint: usize, len: usize) -> bool {
+        let len = len.next_multiple_of(CHUNK);
+        if self.base.load(Ordering::Relaxed) != 0 || len == 0 {
+            return false;
+        }
+        // Over-reserve by a chunk to align; the slack stays reserved and unused.
+        let raw = pal::reserve_near(hint, len + CHUNK);
+        if raw.is_null() {
+            return false;
+        }
+        let base = (raw as usize).next_multiple_of(CHUNK);
+        self.next.store(base, Ordering::Relaxed);
+        self.len.store(len, Ordering::Relaxed);
+        self.base.store(base, Ordering::Release);
+        true
+    }
+
+    /// The region's first address and length, `(0, 0)` when nothing is reserved.
+    pub fn bounds(&self) -> (usize, usize) {
+        let base = self.base.load(Ordering::Acquire);
+        (
+            base,
+            if base == 0 {
+                0
+            } else {
+                self.len.load(Ordering::Relaxed)
+            },
+        )
+    }
+
+    /// Whether `addr` lies in the region.
+    #[cfg(test)]
+    pub fn contains(&self, addr: usize) -> bool {
+        let (base, len) = self.bounds();
+        addr.wrapping_sub(base) < len
+    }
+
+    /// Makes the next unused chunk readable and writable and returns it; null when the region
+    /// has none left (or none reserved) or the kernel refuses.
+    fn take_chunk(&self) -> *mut u8 {
+        let (base, len) = self.bounds();
+        if len == 0 || self.next.load(Ordering::Relaxed) >= base + len {
+            return ptr::null_mut();
+        }
+        let at = self.next.fetch_add(CHUNK, Ordering::Relaxed);
+        if at >= base + len {
+            return ptr::null_mut();
+        }
+        // SAFETY: `[at, at + CHUNK)` lies in the reservation and was handed out to nobody
+        // before (`next` only grows), so it is ours.
+        if !unsafe { pal::protect_rw(at as *mut u8, CHUNK) } {
+            return ptr::null_mut();
+        }
+        at as *mut u8
     }
 }
 
@@ -378,7 +485,7 @@ mod tests {
 
     #[test]
     fn a_new_chunk_is_its_header_then_one_free_run() {
-        let span = new_chunk(3);
+        let span = new_chunk(3, None);
         assert!(!span.is_null());
         let chunk = Span::chunk(span);
         assert_eq!(chunk as usize % CHUNK, 0, "chunk-aligned");
@@ -419,7 +526,7 @@ mod tests {
 
     #[test]
     fn mark_run_gives_each_page_its_distance_from_the_run_start() {
-        let span = new_chunk(0);
+        let span = new_chunk(0, None);
         assert!(!span.is_null());
         let chunk = Span::chunk(span);
         // SAFETY: a fresh chunk, ours alone.

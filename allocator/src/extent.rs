@@ -4,7 +4,10 @@
 //! Free runs sit in size-bucketed doubly linked lists: one list per exact length up to
 //! [`EXACT`] pages, then one per power of two. A bit per list says it is non-empty, so finding
 //! the smallest fitting run is a mask and a `trailing_zeros`. The lists link the [`Span`]
-//! descriptors in the chunk headers, never the free pages themselves.
+//! descriptors in the chunk headers, never the free pages themselves. There are two sets of
+//! them: the free runs of the arena's ordinary chunks, and those of its chunks in the sampled
+//! region (`chunk::SampledRegion`), which only [`PageHeap::alloc_sampled`] takes from, so that a
+//! page of the region never holds anything but a sampled block.
 //!
 //! # Giving memory back
 //! A free run remembers how many of its pages may still be resident (`resident`, an upper bound)
@@ -13,14 +16,15 @@
 //! walks from the oldest: a run dirty for longer than `dirty_decay_ms` is given back (with
 //! `MADV_FREE` if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`), a muzzy run older than
 //! `muzzy_decay_ms` gets `MADV_DONTNEED`. A chunk whose whole usable area is one clean free run is
-//! unmapped. A merged run's resident bound is the sum of its parts' (a clean neighbour merged
+//! unmapped (but for a chunk of the sampled region, which stays, its pages given back). A merged run's resident bound is the sum of its parts' (a clean neighbour merged
 //! into a dirty run counts as not resident), and its age the average of theirs weighted by
 //! resident pages, so small frees next to an old dirty run neither reset its clock nor get
 //! purged at once.
 //!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
-//! - every free run is in exactly the list of its length's bucket, and `nonempty` bit `b` is
-//!   set iff list `b` is non-empty;
+//! - every free run is in exactly the list of its length's bucket in the set of its chunk (set 1
+//!   for a chunk of the sampled region, else 0), and `nonempty[set]` bit `b` is set iff that
+//!   set's list `b` is non-empty;
 //! - every page of a free run has class [`FREE_RUN`]; its first page has offset 0 and its last
 //!   page offset `pages - 1` (interior offsets are stale: nothing reads them);
 //! - no two free runs touch (they would have been merged);
@@ -33,8 +37,8 @@ use core::ptr;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::chunk::{
-    self, info_class, info_offset, LruLinks, Purge, RunLinks, RunState, Span, CHUNK_PAGES, FREE_RUN,
-    HEADER_PAGES, USABLE_PAGES,
+    self, info_class, info_offset, LruLinks, Purge, RunLinks, RunState, SampledRegion, Span, CHUNK_PAGES,
+    FREE_RUN, HEADER_PAGES, USABLE_PAGES,
 };
 use crate::list::List;
 use crate::size_class::{NCLASSES, NSMALL};
@@ -62,13 +66,24 @@ fn bucket(pages: usize) -> usize {
     }
 }
 
+/// The list set of the free run `span`: 1 in a chunk of the sampled region, else 0.
+///
+/// # Safety
+/// `span` must be a span of a live chunk.
+#[inline(always)]
+unsafe fn list_set(span: *mut Span) -> usize {
+    // SAFETY: per the contract the chunk's header is live.
+    unsafe { (*Span::chunk(span)).sampled_only as usize }
+}
+
 /// A list of free runs with resident pages, most recent first.
 type Lru = List<LruLinks>;
 
 /// One arena's free page runs. Guarded by the arena's page lock.
 pub struct PageHeap {
-    lists: [List<RunLinks>; LISTS],
-    nonempty: u64,
+    /// Free runs by length, of ordinary chunks (set 0) and of sampled-region chunks (set 1).
+    lists: [[List<RunLinks>; LISTS]; 2],
+    nonempty: [u64; 2],
     dirty: Lru,
     muzzy: Lru,
     /// Pages in free runs.
@@ -97,8 +112,8 @@ impl PageHeap {
     /// An empty heap. All zero bytes, so that the arena table lands in `.bss` (see `arena.rs`).
     pub const fn new() -> Self {
         PageHeap {
-            lists: [const { List::new() }; LISTS],
-            nonempty: 0,
+            lists: [const { [const { List::new() }; LISTS] }; 2],
+            nonempty: [0; 2],
             dirty: List::new(),
             muzzy: List::new(),
             free_pages: 0,
@@ -116,11 +131,38 @@ impl PageHeap {
     /// heap's owner). Returns null when the OS has no memory for a new chunk.
     #[link_section = ".text.hot.tally"]
     pub fn alloc(&mut self, pages: usize, owner: u8, state: RunState, arena: u32) -> *mut Span {
+        self.alloc_from(None, pages, owner, state, arena)
+    }
+
+    /// Takes a run of `pages` pages for a sampled block (class byte `owner`) from this heap's
+    /// chunks in `region`, mapping the region's next chunk for it if none has room. Null when
+    /// the region has no chunk left (or the OS no memory): the caller takes an ordinary run.
+    pub fn alloc_sampled(
+        &mut self,
+        pages: usize,
+        owner: u8,
+        arena: u32,
+        region: &SampledRegion,
+    ) -> *mut Span {
+        self.alloc_from(Some(region), pages, owner, RunState::Large, arena)
+    }
+
+    /// [`PageHeap::alloc`] from the heap's ordinary chunks (`region` `None`) or its chunks in
+    /// `region`.
+    #[inline(always)]
+    fn alloc_from(
+        &mut self,
+        region: Option<&SampledRegion>,
+        pages: usize,
+        owner: u8,
+        state: RunState,
+        arena: u32,
+    ) -> *mut Span {
         debug_assert!((1..=chunk::USABLE_PAGES).contains(&pages));
-        let run = match self.find(pages) {
+        let run = match self.find(pages, region.is_some() as usize) {
             Some(run) => run,
             None => {
-                let run = chunk::new_chunk(arena);
+                let run = chunk::new_chunk(arena, region);
                 if run.is_null() {
                     return run;
                 }
@@ -388,7 +430,10 @@ impl PageHeap {
             self.purged_pages += (*run).resident as u64;
             (*run).resident = 0;
             (*run).purge = Purge::Clean;
-            if Span::first_page(run) == HEADER_PAGES && (*run).pages as usize == USABLE_PAGES {
+            if Span::first_page(run) == HEADER_PAGES
+                && (*run).pages as usize == USABLE_PAGES
+                && !(*Span::chunk(run)).sampled_only
+            {
                 self.free_pages -= USABLE_PAGES;
                 self.chunks -= 1;
                 chunk::unmap_chunk(run);
@@ -460,8 +505,15 @@ impl PageHeap {
     #[cfg(test)]
     pub fn debug_check_invariants(&self) {
         let mut total = 0;
-        for (b, list) in self.lists.iter().enumerate() {
-            assert_eq!(self.nonempty >> b & 1 == 1, !list.is_empty(), "nonempty bit {b}");
+        for (set, b, list) in
+            (0..2).flat_map(|set| self.lists[set].iter().enumerate().map(move |(b, l)| (set, b, l)))
+        {
+            let nonempty = self.nonempty[set];
+            assert_eq!(
+                nonempty >> b & 1 == 1,
+                !list.is_empty(),
+                "nonempty bit {b} of set {set}"
+            );
             // SAFETY: list members are live spans in chunk headers.
             unsafe { list.debug_check() };
             let mut run = list.head();
@@ -472,6 +524,7 @@ impl PageHeap {
                     let pages = (*run).pages as usize;
                     assert_eq!(bucket(pages), b);
                     let chunk = Span::chunk(run);
+                    assert_eq!((*chunk).sampled_only as usize, set, "run in the other set");
                     let first = Span::first_page(run);
                     for k in 0..pages {
                         let info = (*chunk).page_info[first + k].load(Ordering::Relaxed);
@@ -512,11 +565,13 @@ impl PageHeap {
         }
     }
 
-    fn find(&mut self, pages: usize) -> Option<*mut Span> {
+    /// Takes the smallest free run of at least `pages` pages of list set `set` out of the lists.
+    #[link_section = ".text.hot.tally"]
+    fn find(&mut self, pages: usize, set: usize) -> Option<*mut Span> {
         let b = bucket(pages);
         if b >= EXACT {
             // A power-of-two bucket may hold shorter runs too: first fit.
-            let mut run = self.lists[b].head();
+            let mut run = self.lists[set][b].head();
             while !run.is_null() {
                 // SAFETY: list members are live spans.
                 unsafe {
@@ -528,15 +583,16 @@ impl PageHeap {
                 }
             }
         }
+        let nonempty = self.nonempty[set];
         let above = if b >= EXACT {
-            self.nonempty >> (b + 1) << (b + 1)
+            nonempty >> (b + 1) << (b + 1)
         } else {
-            self.nonempty >> b << b
+            nonempty >> b << b
         };
         if above == 0 {
             return None;
         }
-        let run = self.lists[above.trailing_zeros() as usize].head();
+        let run = self.lists[set][above.trailing_zeros() as usize].head();
         // SAFETY: the list is non-empty, so `run` is a live span.
         unsafe { self.unlink(run) };
         Some(run)
@@ -583,8 +639,9 @@ impl PageHeap {
         // SAFETY: per the contract; the list head, if any, is a live span.
         unsafe {
             let b = bucket((*span).pages as usize);
-            self.lists[b].push_front(span);
-            self.nonempty |= 1 << b;
+            let set = list_set(span);
+            self.lists[set][b].push_front(span);
+            self.nonempty[set] |= 1 << b;
             let resident = (*span).resident as usize;
             match (*span).purge {
                 Purge::Dirty if resident > 0 => {
@@ -607,9 +664,10 @@ impl PageHeap {
         // SAFETY: per the contract, its neighbours in the list are live spans.
         unsafe {
             let b = bucket((*span).pages as usize);
-            self.lists[b].remove(span);
-            if self.lists[b].is_empty() {
-                self.nonempty &= !(1 << b);
+            let set = list_set(span);
+            self.lists[set][b].remove(span);
+            if self.lists[set][b].is_empty() {
+                self.nonempty[set] &= !(1 << b);
             }
             let resident = (*span).resident as usize;
             match (*span).purge {
@@ -702,6 +760,89 @@ mod tests {
         unsafe { heap.free(c) };
         heap.debug_check_invariants();
         assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+    }
+
+    /// Sampled runs come from the region's chunks and ordinary runs never do, whatever is free
+    /// where: the two kinds keep apart in one heap. A region chunk left wholly free is purged but
+    /// stays (the region never takes a chunk back); a full region gives no run.
+    #[test]
+    fn sampled_runs_keep_to_their_region() {
+        let region = SampledRegion::new();
+        assert!(
+            region.reserve(0, 2 * chunk::CHUNK),
+            "reserve two chunks of address space"
+        );
+        let mut heap = PageHeap::new();
+        let in_region = |run: *mut Span| region.contains(Span::start(run));
+        let mut sampled = std::vec::Vec::new();
+        let mut ordinary = std::vec::Vec::new();
+        for i in 0..64 {
+            let s = heap.alloc_sampled(1 + i % 8, 0xFD, TEST_ARENA, &region);
+            assert!(!s.is_null() && in_region(s), "sampled run {i} outside the region");
+            // SAFETY: `s` is a live run of a live chunk.
+            assert!(unsafe { (*Span::chunk(s)).sampled_only });
+            sampled.push(s);
+            let o = heap.alloc(1 + i % 5, 40, RunState::Large, TEST_ARENA);
+            assert!(!o.is_null() && !in_region(o), "ordinary run {i} in the region");
+            ordinary.push(o);
+            heap.debug_check_invariants();
+        }
+        // Free every other run of each kind: free pages of both kinds, side by side in the lists.
+        for run in sampled.iter().chain(&ordinary).step_by(2) {
+            // SAFETY: allocated above, freed once (the rest below).
+            unsafe { heap.free(*run) };
+        }
+        heap.debug_check_invariants();
+        for i in 0..64 {
+            let o = heap.alloc(1 + i % 3, 40, RunState::Large, TEST_ARENA);
+            assert!(
+                !o.is_null() && !in_region(o),
+                "an ordinary run took sampled pages"
+            );
+            ordinary.push(o);
+            let s = heap.alloc_sampled(1 + i % 3, 0xFD, TEST_ARENA, &region);
+            assert!(!s.is_null() && in_region(s), "a sampled run took ordinary pages");
+            sampled.push(s);
+        }
+        heap.debug_check_invariants();
+        let chunks = heap.chunks;
+        for run in sampled
+            .iter()
+            .chain(&ordinary)
+            .skip(1)
+            .step_by(2)
+            .chain(sampled[64..].iter().chain(&ordinary[64..]).step_by(2))
+        {
+            // SAFETY: each run is freed once: the odd ones of the first 64, then those above.
+            unsafe { heap.free(*run) };
+        }
+        heap.debug_check_invariants();
+        assert_eq!(
+            heap.free_pages,
+            heap.chunks * chunk::USABLE_PAGES,
+            "everything is free"
+        );
+        heap.purge(0, true);
+        heap.debug_check_invariants();
+        assert!(
+            heap.chunks >= 1 && heap.chunks < chunks,
+            "the ordinary chunk is unmapped"
+        );
+        assert_eq!(heap.dirty_pages + heap.muzzy_pages, 0);
+        // The region's chunk stayed: a sampled run fits again without a new chunk. A run as
+        // long as a chunk's usable pages takes the region's second chunk, and then it is full.
+        let kept = heap.chunks;
+        let again = heap.alloc_sampled(4, 0xFD, TEST_ARENA, &region);
+        assert!(!again.is_null() && in_region(again));
+        assert_eq!(heap.chunks, kept, "no new chunk");
+        let whole = heap.alloc_sampled(chunk::USABLE_PAGES, 0xFD, TEST_ARENA, &region);
+        assert!(!whole.is_null() && in_region(whole), "the region's second chunk");
+        assert!(
+            heap.alloc_sampled(chunk::USABLE_PAGES, 0xFD, TEST_ARENA, &region)
+                .is_null(),
+            "the region is full"
+        );
+        heap.debug_check_invariants();
     }
 
     /// A private page heap carves runs out of its chunks and merges them back; after every step

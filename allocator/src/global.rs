@@ -16,27 +16,31 @@ use tally_pal::PAGE;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Tally;
 
-/// Rust's `dealloc` of `p`, a block of a small class as far as its layout says (the class of
-/// `size`), when sampled or guarded blocks may exist: those go through `free` (a guarded block
-/// is known by its address; a sampled one only by its page's info word, and it starts on a
-/// page), the rest by their class.
+/// Rust's `dealloc` of `p`, a block of the small class at offset `at` as far as its layout says,
+/// that may be a sampled or a guarded one ([`prof_hooks::may_be_special`]): those go through
+/// `free`, the rest by their class. A guarded block is known by its address (tested first: it
+/// lies in no chunk, so its page has no info word); a sampled one by its page's info word, and
+/// only a page-aligned block can be one (it starts a page run of its own). With the profiler on
+/// and guarded sampling off, only blocks of the sampled region come here, all of them sampled
+/// (or, where no region could be set apart, page-aligned blocks); every other block takes the
+/// class's path as with the profiler off.
 ///
 /// # Safety
-/// `p` must be a live block of Tally's of that layout, given up.
+/// `p` must be a live block of Tally's of that class, given up.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_special(p: *mut u8, size: usize) {
+unsafe fn dealloc_special(p: *mut u8, at: usize) {
     let special = guard::contains(p as usize)
         || (p as usize & (PAGE - 1) == 0
-            && prof_hooks::profiler_on()
-            // SAFETY: `p` is not guarded, so a live block of a class (per the contract).
+            // SAFETY: `p` is not guarded, so a live block of a class (per the contract). (No
+            // test of the profiler: without it no page says SAMPLED.)
             && unsafe { prof_hooks::is_sampled_class_block(p) });
     // SAFETY: per the contract.
     unsafe {
         if special {
             free::free(p)
         } else {
-            free::free_known(p, small_at(size))
+            free::free_known(p, at)
         }
     }
 }
@@ -59,15 +63,18 @@ unsafe impl GlobalAlloc for Tally {
         // more for every size, and testing for them costs 4.)
         // With the profiler or guarded sampling on, a block may be a sampled or a guarded one:
         // a function of its own sorts those out, reached by a jump (a call returning here made
-        // the compiler save three registers on every `dealloc`).
+        // the compiler save three registers on every `dealloc`). Which blocks it sees is one
+        // test of the address against a mask: with the profiler on only page-aligned ones (a
+        // sampled block starts a page), with guarded sampling all, else none.
         let size = size.max(align);
         if size <= SMALL_MAX && align <= 16 {
-            if prof_hooks::special_blocks() {
+            let at = small_at(size);
+            if prof_hooks::may_be_special(p) {
                 // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.
-                return unsafe { dealloc_special(p, size) };
+                return unsafe { dealloc_special(p, at) };
             }
             // SAFETY: GlobalAlloc's contract: `p` is a live block of this layout, given up.
-            return unsafe { free::free_known(p, small_at(size)) };
+            return unsafe { free::free_known(p, at) };
         }
         // SAFETY: GlobalAlloc's contract: `p` came from this allocator and is given up.
         unsafe { free::free(p) }

@@ -76,6 +76,16 @@ pub fn deactivate() -> bool {
     profiler::PROFILER.sampling.set_active(false)
 }
 
+/// The address range set apart for the sampled blocks of the classes the thread cache keeps (up
+/// to 32 KiB), if the profiler is on and the address space allowed one (16 GiB reserved, none
+/// of it used until a block is sampled): while it has room, every such sampled block lies in it
+/// and nothing else Tally hands out does, which is how Rust's `dealloc` tells sampled blocks
+/// from the others without looking at their pages. `None` with the profiler off, or when the
+/// reservation was refused (`ulimit -v`): sampled blocks then lie among the others.
+pub fn sampled_region() -> Option<core::ops::Range<usize>> {
+    prof_hooks::sampled_region().map(|(base, len)| base..base + len)
+}
+
 /// Whether sampling is active.
 pub fn is_active() -> bool {
     profiler::PROFILER.sampling.is_active()

@@ -12,7 +12,7 @@
 //! (libgcc's unwinder may allocate on first use) from being sampled themselves.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use tally_pal::{self as pal, PAGE};
 use tally_profiler::{self as profiler, DumpError, MAX_FRAMES, PROFILER};
@@ -28,14 +28,81 @@ use crate::{chunk, freed, huge, pagemap};
 pub const SAMPLED: u8 = 0xFD;
 const _: () = assert!((SAMPLED as usize) >= NCLASSES && SAMPLED < chunk::FREE_RUN);
 
-/// Whether blocks that Rust's `dealloc` may not free by their class alone can exist: sampled
-/// ones (`prof:true`) or guarded ones (`guard_rate` above 0). Set once, at initialization.
-static SPECIAL_BLOCKS: AtomicBool = AtomicBool::new(false);
+/// Which blocks Rust's `dealloc` may not free by their class alone, as a mask over the block's
+/// address: `dealloc` sends `p` to a function that sorts it out when `p & mask == 0`. Set at
+/// initialization (and changed once if the sampled region runs out):
+/// - `usize::MAX` when no such blocks can exist (`p` is never null, so nothing matches);
+/// - with the profiler on (`prof:true`) and no guarded sampling, the bits above the sampled
+///   region (`chunk::SAMPLED_REGION`), which is reserved low in the address space
+///   ([`SAMPLED_REGION_AT`]), below where the kernel puts mappings it places itself (checked at
+///   initialization with one): every sampled block of a class the cache keeps lies there, so
+///   every other block takes the class's path as with the profiler off. (A chunk of Tally's
+///   mapped that low anyway would only take the slower path: the function looks at the block's
+///   page.);
+/// - `PAGE - 1`, page-aligned blocks, with the profiler on but no region apart (none could be
+///   reserved, it is full, or the process's mappings go low too, as under valgrind): a sampled
+///   block starts a page run of its own, and is known by its page's info word;
+/// - `0`, every block, with guarded sampling (`guard_rate` above 0): a guarded block may start
+///   anywhere in its page, and is known by its address in the guard pool (tested first).
+///
+/// Invariant: every sampled block of a class the thread cache keeps has its masked bits 0, from
+/// before it is handed out until it is freed. (A mask, one word: `dealloc` tests it in 4
+/// instructions, as it tested a flag before the region.)
+static SPECIAL_MASK: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-/// See [`SPECIAL_BLOCKS`].
+/// Where the sampled region is asked for: at 64 GiB, above the 32 GiB a JVM's compressed
+/// pointers want and far below where Linux maps anything it picks itself (the executable and
+/// libraries near 2^46-2^47), so the mask has the 27 bits above 2^37.
+pub const SAMPLED_REGION_AT: usize = 64 << 30;
+
+/// Address space reserved for the chunks of sampled blocks when the profiler is on: 16 GiB,
+/// 4096 chunks. A sampled block of a small class takes a page run of its own (1 to 8 pages),
+/// so at the default rate (a sample every 512 KiB) this holds the samples of 2 TiB of live small
+/// blocks; only reserved, it costs no memory.
+pub const SAMPLED_REGION_BYTES: usize = 16 << 30;
+
+/// Whether `p`, a block Rust's `dealloc` is given, may be a sampled or guarded one (see
+/// [`SPECIAL_MASK`]): false for every block when neither kind can exist.
 #[inline(always)]
-pub fn special_blocks() -> bool {
-    SPECIAL_BLOCKS.load(Ordering::Relaxed)
+pub fn may_be_special(p: *mut u8) -> bool {
+    p as usize & SPECIAL_MASK.load(Ordering::Relaxed) == 0
+}
+
+/// Makes [`may_be_special`] true for every page-aligned block at least (before a sampled block
+/// of a cached class is made outside the sampled region; the store comes before the block is
+/// handed out, so whoever is given it sees it).
+fn page_aligned_special() {
+    if SPECIAL_MASK.load(Ordering::Relaxed) & !(PAGE - 1) != 0 {
+        SPECIAL_MASK.store(PAGE - 1, Ordering::Relaxed);
+    }
+}
+
+/// The mask for the sampled region (see [`SPECIAL_MASK`]): the bits above its end rounded up to
+/// a power of two, if a fresh mapping the kernel places itself has one of them set; else
+/// `PAGE - 1`.
+fn region_mask() -> usize {
+    let (base, len) = chunk::SAMPLED_REGION.bounds();
+    let above = !(base + len)
+        .checked_next_power_of_two()
+        .unwrap_or(0)
+        .wrapping_sub(1);
+    let probe = pal::map(PAGE);
+    if probe.is_null() {
+        return PAGE - 1;
+    }
+    let apart = probe as usize & above != 0;
+    // SAFETY: the page was mapped just above and nothing refers to it.
+    unsafe { pal::unmap(probe, PAGE) };
+    if apart && above != 0 {
+        above
+    } else {
+        PAGE - 1
+    }
+}
+
+/// The sampled region's first address and length, if one was reserved (`tally::prof`).
+pub fn sampled_region() -> Option<(usize, usize)> {
+    Some(chunk::SAMPLED_REGION.bounds()).filter(|&(_, len)| len != 0)
 }
 
 /// Whether the profiler is on (`prof:true`): sampled blocks may exist.
@@ -76,8 +143,11 @@ std::thread_local! {
 
 /// Hands the profiler's options to the profiler (at initialization).
 pub fn configure(opts: &Options) {
-    if opts.prof || opts.guard_rate > 0 {
-        SPECIAL_BLOCKS.store(true, Ordering::Relaxed);
+    if opts.guard_rate > 0 {
+        SPECIAL_MASK.store(0, Ordering::Relaxed);
+    } else if opts.prof {
+        let region = chunk::SAMPLED_REGION.reserve(SAMPLED_REGION_AT, SAMPLED_REGION_BYTES);
+        SPECIAL_MASK.store(if region { region_mask() } else { PAGE - 1 }, Ordering::Relaxed);
     }
     if !opts.prof {
         return;
@@ -153,10 +223,16 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
                 let pages = class.size().div_ceil(PAGE);
                 let mut run = arena.stash.take(pages);
                 if run.is_null() {
-                    run = arena
-                        .pages
-                        .lock()
-                        .alloc(pages, SAMPLED, RunState::Large, arena.index());
+                    let mut heap = arena.pages.lock();
+                    if class.index() < NCACHED {
+                        run = heap.alloc_sampled(pages, SAMPLED, arena.index(), &chunk::SAMPLED_REGION);
+                    }
+                    if run.is_null() {
+                        if class.index() < NCACHED {
+                            page_aligned_special();
+                        }
+                        run = heap.alloc(pages, SAMPLED, RunState::Large, arena.index());
+                    }
                 }
                 if run.is_null() {
                     return core::ptr::null_mut();

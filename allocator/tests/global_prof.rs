@@ -32,39 +32,111 @@ fn churn() -> (f64, f64) {
     (peak, live_mib())
 }
 
-/// The child process of the test below.
+/// Where blocks lie: with every allocation sampled (`lg_prof_sample:0`), then with sampling
+/// stopped. Prints how many of each kind lie in the sampled region, and what is left live once
+/// all are freed through `dealloc`.
+fn placement() {
+    let region = tally::prof::sampled_region();
+    println!("region={region:x?}");
+    let inside = |b: &Vec<u8>| {
+        region
+            .as_ref()
+            .is_some_and(|r| r.contains(&(b.as_ptr() as usize)))
+    };
+    let sizes = || (0..2000usize).map(|i| (16usize << (i % 12)).min(32 * 1024) - 8 * (i % 2));
+    let sampled: Vec<Vec<u8>> = sizes().map(|n| black_box(vec![1u8; n])).collect();
+    let page_aligned = sampled.iter().filter(|b| b.as_ptr() as usize % 4096 == 0).count();
+    assert!(tally::prof::deactivate());
+    let ordinary: Vec<Vec<u8>> = sizes().map(|n| black_box(vec![2u8; n])).collect();
+    println!(
+        "sampled={} sampled_inside={} sampled_page_aligned={page_aligned} ordinary={} ordinary_inside={}",
+        sampled.len(),
+        sampled.iter().filter(|b| inside(b)).count(),
+        ordinary.len(),
+        ordinary.iter().filter(|b| inside(b)).count(),
+    );
+    let held = live_mib();
+    drop(sampled);
+    drop(ordinary);
+    println!("held_mib={held:.1} left_mib={:.1}", live_mib());
+}
+
+/// The child process of the tests below.
 #[test]
 #[ignore = "child process of the scenarios"]
 fn child_entry() {
-    let case = child::case("TALLY_GLOBAL_PROF_CHILD");
-    assert_eq!(case, "churn", "unknown case");
-    let (held, left) = churn();
-    println!("held_mib={held:.1} left_mib={left:.1}");
+    match child::case("TALLY_GLOBAL_PROF_CHILD").as_str() {
+        "churn" => {
+            let (held, left) = churn();
+            println!("held_mib={held:.1} left_mib={left:.1}");
+        }
+        "placement" => placement(),
+        case => panic!("unknown case {case}"),
+    }
 }
 
-#[test]
-fn dealloc_returns_sampled_blocks_to_the_profiler() {
-    let out = child::run(&[
-        ("TALLY_GLOBAL_PROF_CHILD", "churn"),
-        ("TALLY_CONF", "prof:true,lg_prof_sample:12"),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// The number after `key=` in `stdout`.
+#[track_caller]
+fn value(stdout: &str, key: &str) -> f64 {
+    stdout
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {stdout}"))
+}
+
+/// Runs the child case `case` with `conf`, under an address-space limit of `limit_as` bytes if
+/// given; its stdout, after checking that it succeeded.
+fn run_case(case: &str, conf: &str, limit_as: Option<u64>) -> String {
+    let env = [("TALLY_GLOBAL_PROF_CHILD", case), ("TALLY_CONF", conf)];
+    let out = match limit_as {
+        Some(_) => child::run_limited(&env, limit_as),
+        None => child::run(&env),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let value = |key: &str| -> f64 {
-        stdout
-            .split(&format!("{key}="))
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {stdout}"))
-    };
+    stdout
+}
+
+#[test]
+fn dealloc_returns_sampled_blocks_to_the_profiler() {
+    let stdout = run_case("churn", "prof:true,lg_prof_sample:12", None);
     // About 22 MiB live at a time; once freed, only the test's own few blocks remain. A sampled
     // block that `dealloc` took for an ordinary one would stay in the live table: 50 rounds of
     // them, about 1 GiB.
-    assert!(value("held_mib") > 10.0, "{stdout}");
-    assert!(value("left_mib") < 2.0, "{stdout}");
+    assert!(value(&stdout, "held_mib") > 10.0, "{stdout}");
+    assert!(value(&stdout, "left_mib") < 2.0, "{stdout}");
+}
+
+/// With the profiler on, sampled blocks of the cached classes lie in the sampled region and no
+/// other block does: the one test Rust's `dealloc` makes. Freed through `dealloc`, every sampled
+/// block leaves the profile.
+#[test]
+fn sampled_blocks_lie_in_their_region_and_no_other_block_does() {
+    let stdout = run_case("placement", "prof:true,lg_prof_sample:0", None);
+    assert!(stdout.contains("region=Some("), "{stdout}");
+    assert_eq!(value(&stdout, "sampled"), 2000.0, "{stdout}");
+    assert_eq!(value(&stdout, "sampled_inside"), 2000.0, "{stdout}");
+    assert_eq!(value(&stdout, "sampled_page_aligned"), 2000.0, "{stdout}");
+    assert_eq!(value(&stdout, "ordinary_inside"), 0.0, "{stdout}");
+    assert!(value(&stdout, "held_mib") > 5.0, "{stdout}");
+    assert!(value(&stdout, "left_mib") < 0.5, "{stdout}");
+}
+
+/// Where the address space is too small for the region (`ulimit -v`), sampled blocks lie among
+/// the others, and `dealloc` still finds every one (by its page) and hands it back.
+#[test]
+fn without_a_region_dealloc_still_finds_sampled_blocks() {
+    let stdout = run_case("placement", "prof:true,lg_prof_sample:0", Some(4 << 30));
+    assert!(stdout.contains("region=None"), "{stdout}");
+    assert_eq!(value(&stdout, "sampled_page_aligned"), 2000.0, "{stdout}");
+    assert!(value(&stdout, "held_mib") > 5.0, "{stdout}");
+    assert!(value(&stdout, "left_mib") < 0.5, "{stdout}");
+    let stdout = run_case("churn", "prof:true,lg_prof_sample:12", Some(4 << 30));
+    assert!(value(&stdout, "held_mib") > 10.0, "{stdout}");
+    assert!(value(&stdout, "left_mib") < 2.0, "{stdout}");
 }

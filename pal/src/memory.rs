@@ -179,6 +179,29 @@ pub fn reserve(size: usize) -> *mut u8 {
     map_with(size, libc::PROT_NONE, libc::MAP_NORESERVE)
 }
 
+/// Reserves `size` bytes of address space like [`reserve`], at `hint` if that range is free
+/// (the kernel picks another place if not; the caller checks). Null when the kernel refuses.
+#[inline]
+pub fn reserve_near(hint: usize, size: usize) -> *mut u8 {
+    // SAFETY: without MAP_FIXED the hint only suggests a place; the kernel never replaces an
+    // existing mapping, and the new one is private and anonymous.
+    let p = unsafe {
+        libc::mmap(
+            hint as *mut c_void,
+            size,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
 /// Makes `[p, p + size)` readable and writable (`mprotect`). Returns false when the kernel
 /// refuses (out of memory for the split mapping, or the map count limit).
 ///

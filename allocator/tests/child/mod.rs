@@ -15,7 +15,30 @@ use std::process::{Command, Output};
 ///
 /// Panics if the harness did not select exactly one test: the scenario would check nothing.
 pub fn run(env: &[(&str, &str)]) -> Output {
+    run_limited(env, None)
+}
+
+/// [`run`], with the child's address space limited to `limit_as` bytes (`ulimit -v`) from before
+/// its first instruction, if given.
+pub fn run_limited(env: &[(&str, &str)], limit_as: Option<u64>) -> Output {
     let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
+    if let Some(bytes) = limit_as {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and makes one
+        // async-signal-safe system call, touching no memory but its own stack.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: bytes,
+                    rlim_max: bytes,
+                };
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     command
         .args([
             "--ignored",
