@@ -146,6 +146,7 @@ fn init_global() {
     bigcache::configure(opts.tcache_max);
     prof_hooks::configure(&opts);
     guard::configure(&opts);
+    prof_hooks::configure_dealloc(&opts);
     if guard::is_on() {
         thread_event::run_out_now();
     }

@@ -22,7 +22,7 @@ use crate::chunk::{RunState, Span, CHUNK};
 use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES};
-use crate::{chunk, freed, huge, pagemap};
+use crate::{chunk, freed, guard, huge, pagemap};
 
 /// Page-map class byte of a sampled block's pages.
 pub const SAMPLED: u8 = 0xFD;
@@ -32,18 +32,19 @@ const _: () = assert!((SAMPLED as usize) >= NCLASSES && SAMPLED < chunk::FREE_RU
 /// address: `dealloc` sends `p` to a function that sorts it out when `p & mask == 0`. Set at
 /// initialization (and changed once if the sampled region runs out):
 /// - `usize::MAX` when no such blocks can exist (`p` is never null, so nothing matches);
-/// - with the profiler on (`prof:true`) and no guarded sampling, the bits above the sampled
-///   region (`chunk::SAMPLED_REGION`), which is reserved low in the address space
-///   ([`SAMPLED_REGION_AT`]), below where the kernel puts mappings it places itself (checked at
-///   initialization with one): every sampled block of a class the cache keeps lies there, so
-///   every other block takes the class's path as with the profiler off. (A chunk of Tally's
-///   mapped that low anyway would only take the slower path: the function looks at the block's
-///   page.);
+/// - with the profiler on (`prof:true`) or guarded sampling (`guard_rate` above 0), the bits
+///   above the sampled region (`chunk::SAMPLED_REGION`) and the guarded region, which are
+///   reserved low in the address space ([`SAMPLED_REGION_AT`], `guard::POOL_AT`), below where
+///   the kernel puts mappings it places itself (checked at initialization with one): every
+///   sampled block of a class the cache keeps and every guarded block lies there, so every other
+///   block takes the class's path as without them. (A chunk of Tally's mapped that low anyway
+///   would only take the slower path: the function looks at the block's page.);
 /// - `PAGE - 1`, page-aligned blocks, with the profiler on but no region apart (none could be
 ///   reserved, it is full, or the process's mappings go low too, as under valgrind): a sampled
 ///   block starts a page run of its own, and is known by its page's info word;
-/// - `0`, every block, with guarded sampling (`guard_rate` above 0): a guarded block may start
-///   anywhere in its page, and is known by its address in the guard pool (tested first).
+/// - `0`, every block, in that case with guarded sampling on too, or with a guarded region the
+///   kernel put high: a guarded block may start anywhere in its page, and is known by its
+///   address in the guarded region (tested first).
 ///
 /// Invariant: every sampled block of a class the thread cache keeps has its masked bits 0, from
 /// before it is handed out until it is freed. (A mask, one word: `dealloc` tests it in 4
@@ -68,36 +69,53 @@ pub fn may_be_special(p: *mut u8) -> bool {
     p as usize & SPECIAL_MASK.load(Ordering::Relaxed) == 0
 }
 
-/// Makes [`may_be_special`] true for every page-aligned block at least (before a sampled block
-/// of a cached class is made outside the sampled region; the store comes before the block is
-/// handed out, so whoever is given it sees it).
+/// Makes [`may_be_special`] true for every page-aligned block at least (every block with
+/// guarding on), before a sampled block of a cached class is made outside the sampled region;
+/// the store comes before the block is handed out, so whoever is given it sees it.
 fn page_aligned_special() {
-    if SPECIAL_MASK.load(Ordering::Relaxed) & !(PAGE - 1) != 0 {
-        SPECIAL_MASK.store(PAGE - 1, Ordering::Relaxed);
+    let wide = if guard::is_on() { 0 } else { PAGE - 1 };
+    if SPECIAL_MASK.load(Ordering::Relaxed) & !wide != 0 {
+        SPECIAL_MASK.store(wide, Ordering::Relaxed);
     }
 }
 
-/// The mask for the sampled region (see [`SPECIAL_MASK`]): the bits above its end rounded up to
-/// a power of two, if a fresh mapping the kernel places itself has one of them set; else
-/// `PAGE - 1`.
-fn region_mask() -> usize {
-    let (base, len) = chunk::SAMPLED_REGION.bounds();
-    let above = !(base + len)
-        .checked_next_power_of_two()
-        .unwrap_or(0)
-        .wrapping_sub(1);
+/// The bits above `end` rounded up to a power of two, if a fresh mapping the kernel places
+/// itself has one of them set (so blocks below `end` are told apart by them); else 0.
+fn mask_above(end: usize) -> usize {
+    let above = !end.checked_next_power_of_two().unwrap_or(0).wrapping_sub(1);
     let probe = pal::map(PAGE);
     if probe.is_null() {
-        return PAGE - 1;
+        return 0;
     }
     let apart = probe as usize & above != 0;
     // SAFETY: the page was mapped just above and nothing refers to it.
     unsafe { pal::unmap(probe, PAGE) };
-    if apart && above != 0 {
+    if apart {
         above
     } else {
-        PAGE - 1
+        0
     }
+}
+
+/// Sets [`SPECIAL_MASK`] from the regions initialization reserved (after [`configure`] and
+/// `guard::configure`).
+pub fn configure_dealloc(opts: &Options) {
+    let guarded = guard::bounds();
+    if !opts.prof && guarded.is_none() {
+        return;
+    }
+    let region = sampled_region();
+    let mut end = 0;
+    for (base, len) in guarded.into_iter().chain(region) {
+        end = end.max(base + len);
+    }
+    let apart = if opts.prof && region.is_none() {
+        0
+    } else {
+        mask_above(end)
+    };
+    let fallback = if guarded.is_some() { 0 } else { PAGE - 1 };
+    SPECIAL_MASK.store(if apart != 0 { apart } else { fallback }, Ordering::Relaxed);
 }
 
 /// The sampled region's first address and length, if one was reserved (`tally::prof`).
@@ -143,11 +161,8 @@ std::thread_local! {
 
 /// Hands the profiler's options to the profiler (at initialization).
 pub fn configure(opts: &Options) {
-    if opts.guard_rate > 0 {
-        SPECIAL_MASK.store(0, Ordering::Relaxed);
-    } else if opts.prof {
-        let region = chunk::SAMPLED_REGION.reserve(SAMPLED_REGION_AT, SAMPLED_REGION_BYTES);
-        SPECIAL_MASK.store(if region { region_mask() } else { PAGE - 1 }, Ordering::Relaxed);
+    if opts.prof {
+        chunk::SAMPLED_REGION.reserve(SAMPLED_REGION_AT, SAMPLED_REGION_BYTES);
     }
     if !opts.prof {
         return;

@@ -6,8 +6,9 @@
 //! same way from `free`.
 //!
 //! # The region
-//! One reservation, made at initialization when `guard_rate` is above 0, all `PROT_NONE`:
-//! a guard page, then for each of `guard_slots` slots [`SLOT_PAGES`] data pages and a guard
+//! One reservation, made at initialization when `guard_rate` is above 0 (asked for at
+//! [`POOL_AT`], low, so that Rust's `dealloc` tells guarded blocks by their address with the same
+//! mask test as sampled ones: `prof_hooks::SPECIAL_MASK`), all `PROT_NONE`: a guard page, then for each of `guard_slots` slots [`SLOT_PAGES`] data pages and a guard
 //! page after them. A guarded block opens only the pages it covers (`mprotect`), placed against
 //! the slot's end (its first byte past the end is in the guard page: overflows fault) or,
 //! every other time, at the slot's start (the byte before it is in the guard page before:
@@ -260,6 +261,21 @@ fn slot_start(i: usize) -> usize {
     POOL.base.load(Ordering::Relaxed) + PAGE + i * STRIDE
 }
 
+/// Where the guarded region is asked for: at 96 GiB, low in the address space with the sampled
+/// region (`prof_hooks::SAMPLED_REGION_AT`), so that Rust's `dealloc` tells a guarded block by the
+/// same mask test (`prof_hooks::SPECIAL_MASK`).
+pub const POOL_AT: usize = 96 << 30;
+
+/// The guarded region's first address and length, if guarding is on.
+pub fn bounds() -> Option<(usize, usize)> {
+    is_on().then(|| {
+        (
+            POOL.base.load(Ordering::Relaxed),
+            POOL.len.load(Ordering::Relaxed),
+        )
+    })
+}
+
 /// Sets guarding up from the options (at initialization, before any guarded allocation):
 /// reserves the region, maps the slot table and the queue, installs the fault handler, and
 /// publishes the rate. Prints one line and leaves guarding off if the memory is refused.
@@ -269,7 +285,7 @@ pub fn configure(opts: &Options) {
     }
     let n = opts.guard_slots.max(1);
     let len = PAGE + n * STRIDE;
-    let base = pal::reserve(len);
+    let base = pal::reserve_near(POOL_AT, len);
     let table_bytes = (n * core::mem::size_of::<Slot>() + n * 4).next_multiple_of(PAGE);
     let table = pal::map(table_bytes);
     if base.is_null() || table.is_null() {
