@@ -97,11 +97,13 @@ fn mask_above(end: usize) -> usize {
     }
 }
 
-/// Sets [`SPECIAL_MASK`] from the regions initialization reserved (after [`configure`] and
-/// `guard::configure`).
+/// Narrows [`SPECIAL_MASK`] to the regions initialization reserved (after [`configure`] and
+/// `guard::configure`): every block sampled or guarded since lies in them.
 pub fn configure_dealloc(opts: &Options) {
     let guarded = guard::bounds();
     if !opts.prof && guarded.is_none() {
+        // Guarding asked for but refused its memory: no special blocks after all.
+        SPECIAL_MASK.store(usize::MAX, Ordering::Relaxed);
         return;
     }
     let region = sampled_region();
@@ -161,12 +163,17 @@ std::thread_local! {
 
 /// Hands the profiler's options to the profiler (at initialization).
 pub fn configure(opts: &Options) {
-    if opts.prof {
-        chunk::SAMPLED_REGION.reserve(SAMPLED_REGION_AT, SAMPLED_REGION_BYTES);
+    // The widest mask that may be needed, before any block is sampled or guarded; narrowed by
+    // `configure_dealloc` once both regions are reserved.
+    if opts.guard_rate > 0 {
+        SPECIAL_MASK.store(0, Ordering::Relaxed);
+    } else if opts.prof {
+        SPECIAL_MASK.store(PAGE - 1, Ordering::Relaxed);
     }
     if !opts.prof {
         return;
     }
+    chunk::SAMPLED_REGION.reserve(SAMPLED_REGION_AT, SAMPLED_REGION_BYTES);
     PROFILER.set_accum(opts.prof_accum);
     PROFILER
         .schedule
