@@ -39,6 +39,11 @@ for p in json.load(sys.stdin)["packages"]:
 ((${#unpublished[@]} == 4)) || fail "expected 4 publish = false members, found: ${unpublished[*]}"
 excludes=()
 for name in "${unpublished[@]}"; do excludes+=(--exclude "$name"); done
+# Cargo extracts the packages it verifies into $CARGO_HOME/registry/src/-<hash of this
+# checkout's package directory>/ and reuses an extraction that is there, so a second run from a
+# checkout at the same path would build the first run's sources (a new function in tally-pal
+# then "cannot be found" from tally-alloc). Ours go first.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/tally-{pal,format,profiler,alloc,report}-"$version"
 cargo package --workspace "${excludes[@]}" --locked --allow-dirty >"$tmp/package.log" 2>&1 \
     || { tail -n 40 "$tmp/package.log" >&2; fail "cargo package --workspace failed"; }
 packaged=$(grep -c '^ *Packaged ' "$tmp/package.log")
