@@ -146,7 +146,7 @@ fn init_global() {
     bigcache::configure(opts.tcache_max);
     prof_hooks::configure(&opts);
     guard::configure(&opts);
-    prof_hooks::configure_dealloc(&opts);
+    prof_hooks::configure_dealloc(&opts, guard::bounds());
     if guard::is_on() {
         thread_event::run_out_now();
     }

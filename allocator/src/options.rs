@@ -157,7 +157,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "prof",
         kind: Kind::Bool,
         default: "false",
-        doc: "The sampling heap profiler: record the stack of one allocation in every `2^lg_prof_sample` bytes and write heap profiles that `tally report` and `jeprof` read.",
+        doc: "The sampling heap profiler: record the stack of one allocation in every `2^lg_prof_sample` bytes and write heap profiles that `tally report` and `jeprof` read. Reserves 16 GiB of address space (no memory) at 64 GiB for sampled blocks, so that Rust's `dealloc` tells them apart by address (`tally::prof::sampled_region`).",
     },
     OptionSpec {
         name: "prof_active",

@@ -12,7 +12,7 @@
 //! (libgcc's unwinder may allocate on first use) from being sampled themselves.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use tally_pal::{self as pal, PAGE};
 use tally_profiler::{self as profiler, DumpError, MAX_FRAMES, PROFILER};
@@ -22,7 +22,7 @@ use crate::chunk::{RunState, Span, CHUNK};
 use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES};
-use crate::{chunk, freed, guard, huge, pagemap};
+use crate::{chunk, freed, huge, pagemap};
 
 /// Page-map class byte of a sampled block's pages.
 pub const SAMPLED: u8 = 0xFD;
@@ -73,7 +73,11 @@ pub fn may_be_special(p: *mut u8) -> bool {
 /// guarding on), before a sampled block of a cached class is made outside the sampled region;
 /// the store comes before the block is handed out, so whoever is given it sees it.
 fn page_aligned_special() {
-    let wide = if guard::is_on() { 0 } else { PAGE - 1 };
+    let wide = if GUARDED.load(Ordering::Relaxed) {
+        0
+    } else {
+        PAGE - 1
+    };
     if SPECIAL_MASK.load(Ordering::Relaxed) & !wide != 0 {
         SPECIAL_MASK.store(wide, Ordering::Relaxed);
     }
@@ -97,10 +101,14 @@ fn mask_above(end: usize) -> usize {
     }
 }
 
+/// Whether guarded blocks may exist (see [`configure_dealloc`]).
+static GUARDED: AtomicBool = AtomicBool::new(false);
+
 /// Narrows [`SPECIAL_MASK`] to the regions initialization reserved (after [`configure`] and
-/// `guard::configure`): every block sampled or guarded since lies in them.
-pub fn configure_dealloc(opts: &Options) {
-    let guarded = guard::bounds();
+/// `guard::configure`): every block sampled or guarded since lies in them. `guarded` is the
+/// guarded region, if guarding is on.
+pub fn configure_dealloc(opts: &Options, guarded: Option<(usize, usize)>) {
+    GUARDED.store(guarded.is_some(), Ordering::Relaxed);
     if !opts.prof && guarded.is_none() {
         // Guarding asked for but refused its memory: no special blocks after all.
         SPECIAL_MASK.store(usize::MAX, Ordering::Relaxed);
