@@ -16,8 +16,9 @@
 //! walks from the oldest: a run dirty for longer than `dirty_decay_ms` is given back (with
 //! `MADV_FREE` if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`), a muzzy run older than
 //! `muzzy_decay_ms` gets `MADV_DONTNEED`. A chunk whose whole usable area is one clean free run is
-//! unmapped (but for a chunk of the sampled region, which stays, its pages given back). A merged run's resident bound is the sum of its parts' (a clean neighbour merged
-//! into a dirty run counts as not resident), and its age the average of theirs weighted by
+//! unmapped (but for a chunk of the sampled region, which stays, its pages given back). A merged
+//! run's resident bound is the sum of its parts' (a clean neighbour merged into a dirty run
+//! counts as not resident), and its age the average of theirs weighted by
 //! resident pages, so small frees next to an old dirty run neither reset its clock nor get
 //! purged at once.
 //!

@@ -64,8 +64,8 @@ unsafe impl GlobalAlloc for Tally {
         // With the profiler or guarded sampling on, a block may be a sampled or a guarded one:
         // a function of its own sorts those out, reached by a jump (a call returning here made
         // the compiler save three registers on every `dealloc`). Which blocks it sees is one
-        // test of the address against a mask: with the profiler on only page-aligned ones (a
-        // sampled block starts a page), with guarded sampling all, else none.
+        // test of the address against a mask (`prof_hooks::SPECIAL_MASK`): those of the sampled
+        // and guarded regions, or page-aligned ones (or all) where no region could be set apart.
         let size = size.max(align);
         if size <= SMALL_MAX && align <= 16 {
             let at = small_at(size);

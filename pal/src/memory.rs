@@ -33,18 +33,20 @@ pub fn map_accounted(size: usize) -> *mut u8 {
 /// `mmap` of `size` bytes, private, anonymous, read-write, with `extra` flags.
 #[inline]
 fn map_anonymous(size: usize, extra: libc::c_int) -> *mut u8 {
-    map_with(size, libc::PROT_READ | libc::PROT_WRITE, extra)
+    map_with(0, size, libc::PROT_READ | libc::PROT_WRITE, extra)
 }
 
-/// `mmap` of `size` bytes, private and anonymous, with protection `prot` and `extra` flags, at an
-/// address of the kernel's choosing. Null when the kernel refuses.
+/// `mmap` of `size` bytes, private and anonymous, with protection `prot` and `extra` flags, at
+/// `hint` if that range is free (0: no preference), else at an address of the kernel's choosing.
+/// Null when the kernel refuses.
 #[inline]
-fn map_with(size: usize, prot: libc::c_int, extra: libc::c_int) -> *mut u8 {
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing touches no
-    // existing memory; the arguments are valid by construction.
+fn map_with(hint: usize, size: usize, prot: libc::c_int, extra: libc::c_int) -> *mut u8 {
+    // SAFETY: without MAP_FIXED the hint only suggests a place: the kernel never replaces an
+    // existing mapping, so the new one touches no existing memory; the arguments are valid by
+    // construction.
     let p = unsafe {
         libc::mmap(
-            ptr::null_mut(),
+            hint as *mut c_void,
             size,
             prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
@@ -176,30 +178,14 @@ pub unsafe fn remap_in_place(old: *mut u8, old_size: usize, new_size: usize) -> 
 /// kernel refuses.
 #[inline]
 pub fn reserve(size: usize) -> *mut u8 {
-    map_with(size, libc::PROT_NONE, libc::MAP_NORESERVE)
+    map_with(0, size, libc::PROT_NONE, libc::MAP_NORESERVE)
 }
 
 /// Reserves `size` bytes of address space like [`reserve`], at `hint` if that range is free
 /// (the kernel picks another place if not; the caller checks). Null when the kernel refuses.
 #[inline]
 pub fn reserve_near(hint: usize, size: usize) -> *mut u8 {
-    // SAFETY: without MAP_FIXED the hint only suggests a place; the kernel never replaces an
-    // existing mapping, and the new one is private and anonymous.
-    let p = unsafe {
-        libc::mmap(
-            hint as *mut c_void,
-            size,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        ptr::null_mut()
-    } else {
-        p.cast()
-    }
+    map_with(hint, size, libc::PROT_NONE, libc::MAP_NORESERVE)
 }
 
 /// Makes `[p, p + size)` readable and writable (`mprotect`). Returns false when the kernel

@@ -6,16 +6,16 @@
 //! same way from `free`.
 //!
 //! # The region
-//! One reservation, made at initialization when `guard_rate` is above 0 (asked for at
-//! [`POOL_AT`], low, so that Rust's `dealloc` tells guarded blocks by their address with the same
-//! mask test as sampled ones: `prof_hooks::SPECIAL_MASK`), all `PROT_NONE`: a guard page, then for each of `guard_slots` slots [`SLOT_PAGES`] data pages and a guard
-//! page after them. A guarded block opens only the pages it covers (`mprotect`), placed against
-//! the slot's end (its first byte past the end is in the guard page: overflows fault) or,
-//! every other time, at the slot's start (the byte before it is in the guard page before:
-//! underflows fault). Alignment is kept: a block at the end starts at the highest address of
-//! its alignment that leaves room, so a few bytes of slack may follow it (`malloc_usable_size`
-//! counts them; a request rounded to 16 bytes, or its alignment, has none). Requests above
-//! [`MAX_GUARDED`] bytes or aligned above a page are not guarded.
+//! One reservation, made at initialization when `guard_rate` is above 0 (asked for at [`POOL_AT`],
+//! low, so that Rust's `dealloc` tells guarded blocks by their address with the same mask test as
+//! sampled ones: `prof_hooks::SPECIAL_MASK`), all `PROT_NONE`: a guard page, then for each of
+//! `guard_slots` slots [`SLOT_PAGES`] data pages and a guard page after them. A guarded block opens
+//! only the pages it covers (`mprotect`), placed against the slot's end (its first byte past the
+//! end is in the guard page: overflows fault) or, every other time, at the slot's start (the byte
+//! before it is in the guard page before: underflows fault). Alignment is kept: a block at the end
+//! starts at the highest address of its alignment that leaves room, so a few bytes of slack may
+//! follow it (`malloc_usable_size` counts them; a request rounded to 16 bytes, or its alignment,
+//! has none). Requests above [`MAX_GUARDED`] bytes or aligned above a page are not guarded.
 //!
 //! # Slots
 //! A slot is empty (never used), live, or freed. Freeing a guarded block makes its pages
