@@ -8,8 +8,12 @@
 //! held, it is served from a page run of its own whose pages say [`SAMPLED`] in the page map,
 //! and it is recorded in the profiler's live-block table. So `free` of an ordinary block never
 //! looks anything up; only frees of sampled pages (which fail the fast path's class check) reach
-//! [`free_sampled`]. A thread-local guard keeps allocations made while capturing or dumping
-//! (libgcc's unwinder may allocate on first use) from being sampled themselves.
+//! [`free_sampled`]. Rust's `dealloc`, which skips the page map for the cached classes, tells
+//! sampled and guarded blocks by their address instead: the page runs of sampled blocks of those
+//! classes come from a range set apart for them (`chunk::SAMPLED_REGION`), and one mask test
+//! ([`SPECIAL_MASK`], [`may_be_special`]) picks out that range and the guarded one. A thread-local
+//! guard keeps allocations made while capturing or dumping (libgcc's unwinder may allocate on
+//! first use) from being sampled themselves.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
