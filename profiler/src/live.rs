@@ -32,8 +32,6 @@ pub struct Record {
     pub size: u64,
     /// The unbiased estimate this sample added to its stack (subtracted again at free).
     pub estimate: Estimate,
-    /// When it was allocated, nanoseconds on the monotonic clock.
-    pub time_ns: u64,
 }
 
 struct Slots {
@@ -275,7 +273,6 @@ mod tests {
             stack: StackId(addr as u32 % 7),
             size,
             estimate: Estimate::of_sample(size, 4096),
-            time_ns: 0,
         }
     }
 
