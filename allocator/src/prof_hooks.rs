@@ -16,6 +16,7 @@
 //! first use) from being sampled themselves.
 
 use core::cell::Cell;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use tally_pal::{self as pal, PAGE};
@@ -249,9 +250,11 @@ pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
     unsampled(|| {
         prepare();
-        let mut frames = [0usize; MAX_FRAMES];
-        let n = profiler::capture_stack(&mut frames, 0);
-        let first = first_caller_frame(&frames[..n]);
+        let mut frames: profiler::Frames = [MaybeUninit::uninit(); MAX_FRAMES];
+        let n = profiler::capture_stack_into(&mut frames, 0);
+        // SAFETY: the capture wrote `frames[..n]`; `MaybeUninit<usize>` has `usize`'s layout.
+        let frames = unsafe { core::slice::from_raw_parts(frames.as_ptr().cast::<usize>(), n) };
+        let first = first_caller_frame(frames);
         let p = match class {
             Some(class) => {
                 let pages = class.size().div_ceil(PAGE);
@@ -295,7 +298,7 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
             }
         };
         if !p.is_null() {
-            profiler::on_sampled_alloc(p as usize, size, &frames[first..n]);
+            profiler::on_sampled_alloc(p as usize, size, &frames[first..]);
         }
         p
     })

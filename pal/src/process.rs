@@ -385,6 +385,20 @@ pub fn loaded_object(pc: usize) -> Option<LoadedObject> {
     })
 }
 
+/// An address of code in each object that stays loaded as long as this code does: this module
+/// itself, the main executable (its entry point; never unloaded) and the C library (a function
+/// this module calls, through the binding the loader gave it: the loader keeps an object that
+/// provides a binding loaded while the object bound to it is). Some may be the same object.
+pub fn resident_code() -> [usize; 3] {
+    // SAFETY: getauxval has no preconditions.
+    let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
+    [
+        resident_code as *const () as usize,
+        entry,
+        libc::getpid as *const () as usize,
+    ]
+}
+
 /// Writes the path of the running executable into `buf` (`/proc/self/exe`); returns its length,
 /// 0 if it cannot be read (or does not fit).
 pub fn executable_path(buf: &mut [u8]) -> usize {

@@ -9,11 +9,14 @@
 //! `_dl_find_object`, its `.eh_frame_hdr` binary-search table, the FDE and CIE, the CFA program
 //! run up to the address) and kept in a fixed table of [`SLOTS`] entries in sets of [`WAYS`]
 //! (so that a few return addresses of one stack that hash alike do not evict each other on
-//! every walk), each tagged with the start of the object it came from; `_dl_find_object` (lock-free, no allocation) is asked again
-//! on every walk, so an entry of an unloaded object is never used for another one. Within one
-//! walk, the object found for a frame also serves the next frames whose return addresses lie in
-//! its mapping ([`LastObject`]): code with a frame on the stack being walked cannot be unloaded
-//! while the walk runs, and most frames of a stack lie in the object of the frame before.
+//! every walk), each tagged with the start of the object it came from; `_dl_find_object`
+//! (lock-free, no allocation) is asked again on every walk, so an entry of an unloaded object is
+//! never used for another one, except about the objects that cannot be unloaded while this code
+//! runs (the executable, the C library, this module: [`Resident`]), whose mappings are known.
+//! Within one walk, the object found for a frame also serves the next frames whose return
+//! addresses lie in its mapping ([`LastObject`]): code with a frame on the stack being walked
+//! cannot be unloaded while the walk runs, and most frames of a stack lie in the object of the
+//! frame before.
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
 //! given as DWARF expressions (PLT stubs, signal frames), 64-bit DWARF, pointer encodings other
@@ -61,7 +64,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::unwind::{Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
+use crate::unwind::{Frames, Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
 
 /// Entries in the rule table (a power of two).
 pub const SLOTS: usize = 4096;
@@ -176,10 +179,19 @@ pub fn lock_for_fork() {
     while WRITING.swap(true, Ordering::Acquire) {
         core::hint::spin_loop();
     }
+    // The memos too, each held for one walk at most.
+    for memo in &MEMO {
+        while memo.busy.swap(true, Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+    }
 }
 
-/// Fork parent and child handler: opens the table again.
+/// Fork parent and child handler: opens the table (and the memos) again.
 pub fn unlock_after_fork() {
+    for memo in &MEMO {
+        memo.busy.store(false, Ordering::Release);
+    }
     WRITING.store(false, Ordering::Release);
 }
 
@@ -642,9 +654,9 @@ fn run(
 }
 
 /// The loaded object a walk found last: `[start, end)` is its mapping, `eh_frame` its unwind
-/// tables. A walk asks `_dl_find_object` only for a return address outside it (about 70
-/// instructions a frame saved, and most frames of a stack are in the object of the frame before:
-/// a Rust program's all but the C library's). Sound within one walk only: the object of a frame
+/// tables. A walk looks the object up (among the [`Resident`] ones, else with `_dl_find_object`)
+/// only for a return address outside it: most frames of a stack are in the object of the frame
+/// before (a Rust program's all but the C library's). Sound within one walk only: the object of a frame
 /// on the stack being walked stays loaded while the walk runs.
 #[derive(Clone, Copy, Debug)]
 struct LastObject {
@@ -662,6 +674,79 @@ impl LastObject {
     };
 }
 
+/// Objects that stay loaded as long as this code does, so that a walk need not ask
+/// `_dl_find_object` about them (about 45 instructions a call, three calls a capture in a Rust
+/// program): this module, the main executable and the C library
+/// ([`tally_pal::process::resident_code`] says why each stays), those of them with unwind
+/// tables. Found by the first walk that needs an object; [`RESIDENTS`] publishes how many
+/// entries are complete, so a walk never reads one being written (a walk meanwhile, or in a
+/// child forked meanwhile, just asks the loader). The table is in this module's own data, so it
+/// cannot outlive the objects it names.
+struct Resident {
+    start: AtomicUsize,
+    end: AtomicUsize,
+    eh_frame: AtomicUsize,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_RESIDENT: Resident = Resident {
+    start: AtomicUsize::new(0),
+    end: AtomicUsize::new(0),
+    eh_frame: AtomicUsize::new(0),
+};
+static RESIDENT: [Resident; 3] = [NO_RESIDENT; 3];
+/// Invariant: `RESIDENT[..n]` are complete and never written again once this is `n + 1`; 0
+/// until they are found.
+static RESIDENTS: AtomicUsize = AtomicUsize::new(0);
+/// Taken by the one thread that finds the resident objects (never released: found once).
+static FINDING_RESIDENTS: AtomicBool = AtomicBool::new(false);
+/// Times a walk asked `_dl_find_object` (a statistic, and what the tests look at).
+pub static OBJECT_LOOKUPS: AtomicU64 = AtomicU64::new(0);
+
+/// The resident object holding `lookup`, if it is in one.
+#[inline(always)]
+fn resident(lookup: usize) -> Option<LastObject> {
+    let mut n = RESIDENTS.load(Ordering::Acquire);
+    if n == 0 {
+        n = find_residents();
+    }
+    RESIDENT[..n.saturating_sub(1)].iter().find_map(|r| {
+        let (start, end) = (r.start.load(Ordering::Relaxed), r.end.load(Ordering::Relaxed));
+        (lookup >= start && lookup < end).then(|| LastObject {
+            start,
+            end,
+            eh_frame: r.eh_frame.load(Ordering::Relaxed),
+        })
+    })
+}
+
+/// Fills [`RESIDENT`] (one thread, once; the others meanwhile find none); returns
+/// [`RESIDENTS`].
+#[cold]
+#[inline(never)]
+fn find_residents() -> usize {
+    if FINDING_RESIDENTS.swap(true, Ordering::Acquire) {
+        return RESIDENTS.load(Ordering::Acquire);
+    }
+    let mut n = 0;
+    for pc in tally_pal::process::resident_code() {
+        let Some(obj) = tally_pal::process::loaded_object(pc) else {
+            continue;
+        };
+        let known = RESIDENT[..n]
+            .iter()
+            .any(|r| r.start.load(Ordering::Relaxed) == obj.start);
+        if obj.eh_frame != 0 && !known {
+            RESIDENT[n].start.store(obj.start, Ordering::Relaxed);
+            RESIDENT[n].end.store(obj.end, Ordering::Relaxed);
+            RESIDENT[n].eh_frame.store(obj.eh_frame, Ordering::Relaxed);
+            n += 1;
+        }
+    }
+    RESIDENTS.store(n + 1, Ordering::Release);
+    n + 1
+}
+
 /// The rule for the frame executing at `pc` (`lookup` is `pc`, or `pc - 1` for a return
 /// address), from the table or computed, outside a walk.
 #[cfg(test)]
@@ -675,26 +760,156 @@ fn rule_for(lookup: usize) -> Result<Rule, Miss> {
 /// (updated to `lookup`'s object). Inlined into both walks: it is most of a step.
 #[inline(always)]
 fn rule_in_walk(lookup: usize, last: &mut LastObject) -> Result<Rule, Miss> {
+    object_in_walk(lookup, last)?;
+    rule_in_object(lookup, last)
+}
+
+/// Makes `last` the object holding `lookup`, unless it is already: a [`Resident`] one, else
+/// the one `_dl_find_object` names. [`Miss::NoFrame`] when no object with unwind tables holds
+/// it.
+#[inline(always)]
+fn object_in_walk(lookup: usize, last: &mut LastObject) -> Result<(), Miss> {
     if lookup < last.start || lookup >= last.end {
-        // `_dl_find_object`: neither allocates nor locks.
-        let obj = match tally_pal::process::loaded_object(lookup) {
-            Some(obj) if obj.eh_frame != 0 => obj,
-            _ => return Err(Miss::NoFrame),
-        };
-        *last = LastObject {
-            start: obj.start,
-            end: obj.end,
-            eh_frame: obj.eh_frame,
+        *last = match resident(lookup) {
+            Some(object) => object,
+            None => {
+                OBJECT_LOOKUPS.fetch_add(1, Ordering::Relaxed);
+                // `_dl_find_object`: neither allocates nor locks.
+                match tally_pal::process::loaded_object(lookup) {
+                    Some(obj) if obj.eh_frame != 0 => LastObject {
+                        start: obj.start,
+                        end: obj.end,
+                        eh_frame: obj.eh_frame,
+                    },
+                    _ => return Err(Miss::NoFrame),
+                }
+            }
         };
     }
-    let object = last.start;
-    if let Some(rule) = cached(lookup, object) {
+    Ok(())
+}
+
+/// The rule for `lookup` in `object` (which holds it), from the table or computed.
+#[inline(always)]
+fn rule_in_object(lookup: usize, object: &LastObject) -> Result<Rule, Miss> {
+    if let Some(rule) = cached(lookup, object.start) {
         return Ok(rule);
     }
-    let rule = compute(last.eh_frame, lookup)?;
+    let rule = compute(object.eh_frame, lookup)?;
     MISSES.fetch_add(1, Ordering::Relaxed);
-    remember(lookup, object, rule);
+    remember(lookup, object.start, rule);
     Ok(rule)
+}
+
+/// Steps a [`Memo`] remembers.
+pub const MEMO_STEPS: usize = 64;
+/// Memos: a walk takes the one its thread's pointer hashes to, if no other walk holds it.
+pub const MEMOS: usize = 8;
+
+/// The steps a walk took, one by one: the next walk from the same place (a program allocates
+/// from the same stack again and again) finds step `k` at `steps[k]` by comparing four words,
+/// where the rule table costs a hash, a set of entries and a sequence number, and the step's
+/// checks a dozen more (about 45 instructions, most of a step). A step is taken from the memo
+/// only when its return address, the start of the object the walk found it in, and the frame's
+/// `rsp` and `rbp` are the ones remembered: the rule is then the one the table would give (its
+/// entries are tagged with the same two), and [`locate`] would answer the same, since it depends
+/// on nothing else. Only the reads are made again. Invariant: `steps` is read and written only
+/// by the walk that holds `busy`; a walk that finds it held goes without (never waits: nothing
+/// here can block a `malloc`).
+pub struct Memo {
+    busy: AtomicBool,
+    steps: core::cell::UnsafeCell<[MemoStep; MEMO_STEPS]>,
+}
+
+/// One remembered step: out of the frame at `rsp` with `rbp`, executing at `lookup` in the
+/// object starting at `object`, [`locate`] gave `cfa` and `rbp_slot`; `cfa` 0: the outermost
+/// frame (its rule's return address is undefined).
+#[derive(Clone, Copy)]
+struct MemoStep {
+    lookup: usize,
+    object: usize,
+    rsp: usize,
+    rbp: usize,
+    cfa: usize,
+    rbp_slot: usize,
+}
+
+// SAFETY: `steps` is touched only under `busy` (the type's invariant).
+unsafe impl Sync for Memo {}
+
+const NO_STEP: MemoStep = MemoStep {
+    lookup: 0,
+    object: 0,
+    rsp: 0,
+    rbp: 0,
+    cfa: 0,
+    rbp_slot: 0,
+};
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_MEMO: Memo = Memo {
+    busy: AtomicBool::new(false),
+    steps: core::cell::UnsafeCell::new([NO_STEP; MEMO_STEPS]),
+};
+static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
+/// Walks that found their memo held by another (a statistic, and what the tests look at).
+pub static MEMO_BUSY: AtomicU64 = AtomicU64::new(0);
+/// Steps taken from a memo (a statistic, and what the tests look at; walks on several threads at
+/// once may lose some of each other's counts).
+pub static MEMO_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// A walk's hold on a [`Memo`]: released when dropped.
+struct MemoHold(&'static Memo);
+
+impl MemoHold {
+    /// The calling thread's memo, if no other walk holds it.
+    #[inline(always)]
+    fn take() -> Option<MemoHold> {
+        let memo = &MEMO[thread_pointer().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 & (MEMOS - 1)];
+        if memo.busy.swap(true, Ordering::Acquire) {
+            MEMO_BUSY.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(MemoHold(memo))
+    }
+
+    /// Step `k`'s `(cfa, rbp_slot)` if it was remembered for these four.
+    #[inline(always)]
+    fn step(&self, k: usize, lookup: usize, object: usize, rsp: usize, rbp: usize) -> Option<(usize, usize)> {
+        // SAFETY: this hold owns `busy`, so no other walk touches the steps.
+        let s = unsafe { (*self.0.steps.get()).get(k)? };
+        (s.lookup == lookup && s.object == object && s.rsp == rsp && s.rbp == rbp)
+            .then_some((s.cfa, s.rbp_slot))
+    }
+
+    /// Remembers step `k`.
+    #[inline(always)]
+    fn set(&self, k: usize, step: MemoStep) {
+        // SAFETY: as in `step`.
+        if let Some(s) = unsafe { (*self.0.steps.get()).get_mut(k) } {
+            *s = step;
+        }
+    }
+}
+
+impl Drop for MemoHold {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// The thread pointer (`fs:0`): distinct for every live thread.
+#[inline(always)]
+fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reads the thread pointer: `fs:0` holds its own address on x86-64 Linux.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, qword ptr fs:[0]",
+            out(reg) tp,
+            options(pure, readonly, nostack, preserves_flags)
+        );
+    }
+    tp
 }
 
 /// Where a walk may read the stack without unwind tables vouching for the address: every page
@@ -727,15 +942,7 @@ extern "C" {
 /// Only a hint (a thread on a stack of its own making, a signal stack): [`Readable`] asks the
 /// kernel before it believes it. 0 when neither is a little above `rsp`.
 fn stack_end_hint(rsp: usize) -> usize {
-    let thread_pointer: usize;
-    // SAFETY: reads the thread pointer: `fs:0` holds its own address on x86-64 Linux.
-    unsafe {
-        core::arch::asm!(
-            "mov {}, qword ptr fs:[0]",
-            out(reg) thread_pointer,
-            options(pure, readonly, nostack, preserves_flags)
-        );
-    }
+    let thread_pointer = thread_pointer();
     // SAFETY: a pointer-sized variable the dynamic loader sets before any code runs.
     let main_end = unsafe { __libc_stack_end } as usize;
     [thread_pointer, main_end]
@@ -834,6 +1041,42 @@ fn frame_pointer_step(rsp: usize, rbp: usize, readable: &mut Readable) -> FpStep
     }
 }
 
+/// Where one step out of the frame at `rsp` (with `rbp`) by `rule` reads: the frame's CFA (the
+/// caller's `rsp`; the return address is the word below it) and the slot holding the caller's
+/// `rbp` (0: `rbp` is unchanged). `None` when the CFA is not sane. A function of its arguments
+/// only, so a [`Memo`] may keep its answer for the same ones.
+#[inline(always)]
+fn locate(rule: Rule, rsp: usize, rbp: usize) -> Option<(usize, usize)> {
+    let base = if rule.cfa_from_rbp { rbp } else { rsp };
+    let cfa = base.wrapping_add(rule.cfa_off as isize as usize);
+    if cfa % 8 != 0 || cfa < rsp + 8 || cfa - rsp > MAX_FRAME_BYTES {
+        return None;
+    }
+    let rbp_slot = cfa.wrapping_add(rule.rbp_at as isize as usize);
+    let saved = rule.rbp_at != 0 && rbp_slot >= rsp && rbp_slot < cfa;
+    Some((cfa, if saved { rbp_slot } else { 0 }))
+}
+
+/// The step [`locate`] found: the return address, the caller's `rsp` and `rbp`.
+///
+/// # Safety
+/// `cfa` and `rbp_slot` must be what `locate` gave for a frame of this thread's stack, and the
+/// words below `cfa` readable (the tables describe the frame, or [`Readable`] covers it).
+#[inline(always)]
+unsafe fn read_step(cfa: usize, rbp_slot: usize, rbp: usize) -> (usize, usize, usize) {
+    // SAFETY: `cfa - 8` and `rbp_slot` (8-aligned, see `locate`) lie in `[rsp, cfa)`, the frame
+    // being left, readable by the caller's promise.
+    unsafe {
+        let ra = *((cfa - 8) as *const usize);
+        let next_rbp = if rbp_slot != 0 {
+            *(rbp_slot as *const usize)
+        } else {
+            rbp
+        };
+        (ra, cfa, next_rbp)
+    }
+}
+
 /// One step out of the frame at `rsp` (with `rbp`) by `rule`: the return address, the caller's
 /// `rsp` (this frame's CFA) and `rbp`; `None` when the CFA is not sane. With `readable`, the
 /// words read are checked too (after frame-pointer steps).
@@ -844,29 +1087,16 @@ fn dwarf_step(
     rbp: usize,
     readable: Option<&mut Readable>,
 ) -> Option<(usize, usize, usize)> {
-    let base = if rule.cfa_from_rbp { rbp } else { rsp };
-    let cfa = base.wrapping_add(rule.cfa_off as isize as usize);
-    if cfa % 8 != 0 || cfa < rsp + 8 || cfa - rsp > MAX_FRAME_BYTES {
-        return None;
-    }
+    let (cfa, rbp_slot) = locate(rule, rsp, rbp)?;
     if let Some(readable) = readable {
         if !readable.covers(cfa) {
             return None;
         }
     }
-    let rbp_slot = cfa.wrapping_add(rule.rbp_at as isize as usize);
-    // SAFETY: `cfa - 8` and the saved-rbp slot lie in `[rsp, cfa)`, the frame being left: this
-    // thread's stack, as the unwind tables describe it (and, after frame-pointer steps, as
-    // `readable` found it mapped).
-    unsafe {
-        let ra = *((cfa - 8) as *const usize);
-        let next_rbp = if rule.rbp_at != 0 && rbp_slot >= rsp && rbp_slot < cfa {
-            *(rbp_slot as *const usize)
-        } else {
-            rbp
-        };
-        Some((ra, cfa, next_rbp))
-    }
+    // SAFETY: `locate` placed both words in `[rsp, cfa)`, the frame being left: this thread's
+    // stack, as the unwind tables describe it (and, after frame-pointer steps, as `readable`
+    // found it mapped).
+    Some(unsafe { read_step(cfa, rbp_slot, rbp) })
 }
 
 /// The cached-rule walker (x86-64).
@@ -879,44 +1109,88 @@ impl Cfi {
     /// common case, as fast as before mixed walks: the frame count and the registers stay in
     /// registers); at the first frame without them, [`Cfi::mixed`] takes over.
     #[inline(always)]
-    fn walk(
-        frames: &mut [usize; MAX_FRAMES],
-        skip: usize,
-        rip: usize,
-        rsp: usize,
-        rbp: usize,
-    ) -> Option<usize> {
+    fn walk(frames: &mut Frames, skip: usize, rip: usize, rsp: usize, rbp: usize) -> Option<usize> {
         let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
         let mut first = true;
         let mut n = 0;
         let mut skipped = 0;
         let mut last = LastObject::NONE;
+        let memo = MemoHold::take();
+        let mut step = 0;
+        let mut hits = 0;
         while n < MAX_FRAMES {
             let lookup = if first { rip } else { rip - 1 };
-            let rule = match rule_in_walk(lookup, &mut last) {
-                Ok(rule) => rule,
-                Err(Miss::NoFrame) => return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp)),
-                Err(Miss::Unsupported) => return None,
+            if let Err(Miss::NoFrame) = object_in_walk(lookup, &mut last) {
+                drop(memo);
+                return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
+            }
+            let located = match memo
+                .as_ref()
+                .and_then(|m| m.step(step, lookup, last.start, rsp, rbp))
+            {
+                Some(located) => {
+                    hits += 1;
+                    located
+                }
+                None => {
+                    let rule = match rule_in_object(lookup, &last) {
+                        Ok(rule) => rule,
+                        Err(Miss::NoFrame) => {
+                            drop(memo);
+                            return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
+                        }
+                        Err(Miss::Unsupported) => return None,
+                    };
+                    let located = if rule.end {
+                        (0, 0)
+                    } else {
+                        match locate(rule, rsp, rbp) {
+                            Some(located) => located,
+                            None => break,
+                        }
+                    };
+                    if let Some(m) = &memo {
+                        let (cfa, rbp_slot) = located;
+                        m.set(
+                            step,
+                            MemoStep {
+                                lookup,
+                                object: last.start,
+                                rsp,
+                                rbp,
+                                cfa,
+                                rbp_slot,
+                            },
+                        );
+                    }
+                    located
+                }
             };
-            if rule.end {
+            step += 1;
+            let (cfa, rbp_slot) = located;
+            if cfa == 0 {
                 break;
             }
-            let Some((ra, cfa, next_rbp)) = dwarf_step(rule, rsp, rbp, None) else {
-                break;
-            };
+            // SAFETY: `locate` gave these for this frame (now or, for the same rule, `rsp` and
+            // `rbp`, in a walk before: see `Memo`), whose words the unwind tables describe.
+            let (ra, cfa, next_rbp) = unsafe { read_step(cfa, rbp_slot, rbp) };
             if ra == 0 {
                 break;
             }
             if skipped < skip {
                 skipped += 1;
             } else {
-                frames[n] = ra;
+                frames[n].write(ra);
                 n += 1;
             }
             rip = ra;
             rsp = cfa;
             rbp = next_rbp;
             first = false;
+        }
+        if hits != 0 {
+            // Counted without a locked instruction: exact while one thread walks at a time.
+            MEMO_HITS.store(MEMO_HITS.load(Ordering::Relaxed) + hits, Ordering::Relaxed);
         }
         Some(n)
     }
@@ -928,7 +1202,7 @@ impl Cfi {
     #[cold]
     #[inline(never)]
     fn mixed(
-        frames: &mut [usize; MAX_FRAMES],
+        frames: &mut Frames,
         mut n: usize,
         mut skip: usize,
         rip: usize,
@@ -958,7 +1232,7 @@ impl Cfi {
             if skip > 0 {
                 skip -= 1;
             } else {
-                frames[n] = ra;
+                frames[n].write(ra);
                 n += 1;
             }
             rip = ra;
@@ -991,14 +1265,14 @@ pub fn registers() -> (usize, usize, usize) {
 
 impl Unwinder for Cfi {
     #[inline(never)]
-    fn capture(&self, frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
+    fn capture_into(&self, frames: &mut Frames, skip: usize) -> usize {
         let (rip, rsp, rbp) = registers();
         match Cfi::walk(frames, skip, rip, rsp, rbp) {
             Some(n) => n,
             // One more: this function's frame, which libgcc's walk sees and ours did not record.
             None => {
                 FALLBACKS.fetch_add(1, Ordering::Relaxed);
-                Libgcc.capture(frames, skip + 1)
+                Libgcc.capture_into(frames, skip + 1)
             }
         }
     }

@@ -26,7 +26,7 @@
 //! counts allocated bytes down on its fast path; when its countdown runs out it calls
 //! [`Sampling::settle`] (through `PROFILER.sampling`) with the bytes spent, and
 //! [`Schedule::count_bytes`] and [`Profiler::write_due_profiles`]. When `settle` returns true:
-//! 1. with **no allocator lock held**, [`capture_stack`] into a `[usize; MAX_FRAMES]` on the stack;
+//! 1. with **no allocator lock held**, [`capture_stack_into`] a [`Frames`] buffer on the stack;
 //! 2. allocate the block (marked as sampled, so that its free finds the record);
 //! 3. [`on_sampled_alloc`]`(ptr, size, frames)`.
 //!
@@ -72,7 +72,7 @@ pub use tally_format::Estimate;
 use unwind::Unwinder as _;
 
 pub use sampler::DEFAULT_LG_PROF_SAMPLE;
-pub use unwind::MAX_FRAMES;
+pub use unwind::{Frames, MAX_FRAMES};
 
 /// Stacks the global profiler interns at most (address space reserved, memory used as filled).
 pub const MAX_STACKS: usize = 1 << 20;
@@ -170,7 +170,6 @@ impl Profiler {
             stack,
             size: size as u64,
             estimate,
-            time_ns: tally_pal::now_ns(),
         };
         match self.live.insert(record) {
             Ok(replaced) => {
@@ -378,11 +377,19 @@ pub type DefaultUnwinder = unwind::Libgcc;
 pub static PROFILER: Profiler = Profiler::new(MAX_STACKS, MAX_FRAME_WORDS);
 
 /// Captures the calling thread's stack with the default unwinder, dropping `skip` frames above
-/// the caller of this function. Returns the number of frames written.
-#[inline(never)]
+/// the caller of this function. Returns the number of frames written. Inlined, so that the walk
+/// starts in the caller's frame whatever the compiler makes of a wrapper: it compiled the one
+/// before, which skipped one frame more for its own, into a jump with no frame, so the caller's
+/// frame was the one dropped.
+#[inline(always)]
 pub fn capture_stack(frames: &mut [usize; MAX_FRAMES], skip: usize) -> usize {
-    // One more: this function's own frame.
-    DefaultUnwinder::default().capture(frames, skip + 1)
+    DefaultUnwinder::default().capture(frames, skip)
+}
+
+/// [`capture_stack`] into a buffer not initialized first: writes `frames[..n]`, returns `n`.
+#[inline(always)]
+pub fn capture_stack_into(frames: &mut Frames, skip: usize) -> usize {
+    DefaultUnwinder::default().capture_into(frames, skip)
 }
 
 /// Before the first capture: one throw-away capture, so that the unwinder's lazy set-up happens

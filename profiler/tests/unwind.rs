@@ -97,7 +97,7 @@ fn deep_stacks_stop_at_the_buffer() {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]
 fn cfi_walker_matches_libgcc() {
-    use tally_profiler::cfi::{Cfi, FALLBACKS, MISSES};
+    use tally_profiler::cfi::{Cfi, FALLBACKS, MISSES, OBJECT_LOOKUPS};
     let fallbacks = FALLBACKS.load(std::sync::atomic::Ordering::Relaxed);
     for depth in [0usize, 3, 20, 60] {
         for round in 0..3 {
@@ -130,25 +130,170 @@ fn cfi_walker_matches_libgcc() {
     // test's writer kept out of the table earlier), a hundred more compute nothing. (The trip
     // count is opaque so that the compiler makes no second copy of the loop, whose call sites
     // would be new addresses.)
+    // And every frame is in an object that cannot be unloaded (this executable, the C library),
+    // so no walk asks the loader which object a frame is in.
     #[inline(never)]
-    fn hundred_walks() -> u64 {
+    fn hundred_walks() -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut frames = [0usize; MAX_FRAMES];
-        let before = MISSES.load(std::sync::atomic::Ordering::Relaxed);
+        let (before, lookups) = (MISSES.load(Relaxed), OBJECT_LOOKUPS.load(Relaxed));
         for _ in 0..std::hint::black_box(100) {
             Cfi.capture(&mut frames, 0);
         }
-        MISSES.load(std::sync::atomic::Ordering::Relaxed) - before
+        (
+            MISSES.load(Relaxed) - before,
+            OBJECT_LOOKUPS.load(Relaxed) - lookups,
+        )
     }
     let _alone = counting();
-    let mut computed = u64::MAX;
+    let (mut computed, mut looked_up) = (u64::MAX, u64::MAX);
     recurse(20, &mut || {
         for _ in 0..std::hint::black_box(2) {
-            computed = hundred_walks();
+            (computed, looked_up) = hundred_walks();
         }
     });
     assert_eq!(computed, 0, "rules computed again for 100 walks of one stack");
+    assert_eq!(
+        looked_up, 0,
+        "objects looked up in 100 walks through the executable and libc"
+    );
     // All of it was the walker's own work, not libgcc's.
     assert_eq!(FALLBACKS.load(std::sync::atomic::Ordering::Relaxed), fallbacks);
+}
+
+/// Walks that repeat a stack take their steps from the walker's memo, and a stack that differs
+/// from the remembered one only in a frame higher up (two callers with frames of the same size
+/// at the same depth, taking turns) still gives exactly libgcc's frames, the changed frame
+/// included.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_memo_follows_a_changed_stack() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tally_profiler::cfi::{Cfi, MEMO_HITS};
+    #[inline(never)]
+    fn left(f: &mut dyn FnMut()) {
+        f();
+        std::hint::black_box(1);
+    }
+    #[inline(never)]
+    fn right(f: &mut dyn FnMut()) {
+        f();
+        std::hint::black_box(2);
+    }
+    let _alone = counting();
+    let mut seen = [Vec::new(), Vec::new()];
+    let mut hits = 0;
+    for round in 0..8 {
+        let mut gcc = [0usize; MAX_FRAMES];
+        let mut cfi = [0usize; MAX_FRAMES];
+        let (mut ng, mut nc, mut hit) = (0, 0, 0);
+        let mut walk = || {
+            let before = MEMO_HITS.load(Relaxed);
+            nc = Cfi.capture(&mut cfi, 0);
+            hit = MEMO_HITS.load(Relaxed) - before;
+            ng = Libgcc.capture(&mut gcc, 0);
+        };
+        let side = round % 2;
+        recurse(5, &mut || {
+            if side == 0 {
+                left(&mut walk)
+            } else {
+                right(&mut walk)
+            }
+        });
+        assert_eq!(&cfi[1..nc], &gcc[1..ng], "round {round}");
+        seen[side] = cfi[..nc].to_vec();
+        if round >= 2 {
+            hits += hit;
+        }
+    }
+    // The two stacks differ (the caller of the walking closure), and the walks after the first
+    // two took steps from the memo: every step below the frame that changed.
+    assert_ne!(seen[0], seen[1]);
+    assert!(hits >= 6 * 3, "{hits} steps from the memo in 6 walks");
+}
+
+/// A frame in a library the program `dlopen`ed is no resident object's: each walk through it
+/// asks the loader again (the library could be unloaded between walks, and another one loaded
+/// where it was), and the frames still agree with libgcc's, after the library is closed and
+/// opened again too.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_walker_asks_about_dlopened_code_every_walk() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tally_profiler::cfi::{Cfi, OBJECT_LOOKUPS};
+    let dir = std::env::temp_dir().join(format!("tally-unwind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (src, lib) = (dir.join("through.c"), dir.join("libthrough.so"));
+    // Calls back, then does something after the call, so the call is not a jump.
+    std::fs::write(
+        &src,
+        "int tally_through(void (*f)(void *), void *arg, int x) { f(arg); return x * 3 + 1; }\n",
+    )
+    .unwrap();
+    let built = std::process::Command::new("cc")
+        .args(["-O1", "-fno-optimize-sibling-calls", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .expect("cc (the C compiler) is needed to build the test's library");
+    assert!(built.success());
+
+    struct Walks {
+        cfi: [usize; MAX_FRAMES],
+        gcc: [usize; MAX_FRAMES],
+        nc: usize,
+        ng: usize,
+        lookups: u64,
+    }
+    extern "C" fn walk(arg: *mut core::ffi::c_void) {
+        // SAFETY: `arg` is the `Walks` the test passed through the library.
+        let w = unsafe { &mut *(arg as *mut Walks) };
+        let before = OBJECT_LOOKUPS.load(Relaxed);
+        w.nc = Cfi.capture(&mut w.cfi, 0);
+        w.lookups = OBJECT_LOOKUPS.load(Relaxed) - before;
+        w.ng = Libgcc.capture(&mut w.gcc, 0);
+    }
+    type Through = extern "C" fn(extern "C" fn(*mut core::ffi::c_void), *mut core::ffi::c_void, i32) -> i32;
+    let _alone = counting();
+    let path = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
+    for opening in 0..2 {
+        // SAFETY: a library built just above, with no constructors; closed below once its
+        // function has returned.
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null(), "dlopen {}", lib.display());
+        // SAFETY: the symbol is the function of type `Through` the source above defines.
+        let through: Through = unsafe {
+            let sym = libc::dlsym(handle, c"tally_through".as_ptr());
+            assert!(!sym.is_null());
+            core::mem::transmute::<*mut libc::c_void, Through>(sym)
+        };
+        let object = tally_pal::process::loaded_object(through as *const () as usize).unwrap();
+        for round in 0..3 {
+            let mut w = Walks {
+                cfi: [0; MAX_FRAMES],
+                gcc: [0; MAX_FRAMES],
+                nc: 0,
+                ng: 0,
+                lookups: 0,
+            };
+            assert_eq!(through(walk, &mut w as *mut Walks as *mut _, 2), 7);
+            let ctx = format!("opening {opening} round {round}");
+            assert_eq!(&w.cfi[1..w.nc], &w.gcc[1..w.ng], "{ctx}");
+            assert!(
+                w.cfi[..w.nc].iter().any(|&f| f >= object.start && f < object.end),
+                "{ctx}: no frame in the library: {:x?}",
+                &w.cfi[..w.nc]
+            );
+            assert!(
+                w.lookups >= 1,
+                "{ctx}: the library's frame was taken for a resident object's"
+            );
+        }
+        // SAFETY: nothing of the library is running or referenced any more.
+        assert_eq!(unsafe { libc::dlclose(handle) }, 0);
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The same agreement from other threads, walking at once (the table is shared).
