@@ -12,11 +12,16 @@
 //! every walk), each tagged with the start of the object it came from; `_dl_find_object`
 //! (lock-free, no allocation) is asked again on every walk, so an entry of an unloaded object is
 //! never used for another one, except about the objects that cannot be unloaded while this code
-//! runs (the executable, the C library, this module: [`Resident`]), whose mappings are known.
+//! runs (the executable, the C library, this module: `Resident`), whose mappings are known.
 //! Within one walk, the object found for a frame also serves the next frames whose return
-//! addresses lie in its mapping ([`LastObject`]): code with a frame on the stack being walked
+//! addresses lie in its mapping (`LastObject`): code with a frame on the stack being walked
 //! cannot be unloaded while the walk runs, and most frames of a stack lie in the object of the
 //! frame before.
+//!
+//! A walk that repeats the one before it on its thread (a program allocates from the same
+//! stack again and again) takes its steps from a [`Memo`] instead: two stack reads a frame,
+//! the rule table and the checks skipped where return address, object, `rsp` and `rbp` are the
+//! ones remembered.
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
 //! given as DWARF expressions (PLT stubs, signal frames), 64-bit DWARF, pointer encodings other
@@ -812,7 +817,7 @@ pub const MEMOS: usize = 8;
 /// checks a dozen more (about 45 instructions, most of a step). A step is taken from the memo
 /// only when its return address, the start of the object the walk found it in, and the frame's
 /// `rsp` and `rbp` are the ones remembered: the rule is then the one the table would give (its
-/// entries are tagged with the same two), and [`locate`] would answer the same, since it depends
+/// entries are tagged with the same two), and `locate` would answer the same, since it depends
 /// on nothing else. Only the reads are made again. Invariant: `steps` is read and written only
 /// by the walk that holds `busy`; a walk that finds it held goes without (never waits: nothing
 /// here can block a `malloc`).
@@ -822,7 +827,7 @@ pub struct Memo {
 }
 
 /// One remembered step: out of the frame at `rsp` with `rbp`, executing at `lookup` in the
-/// object starting at `object`, [`locate`] gave `cfa` and `rbp_slot`; `cfa` 0: the outermost
+/// object starting at `object`, `locate` gave `cfa` and `rbp_slot`; `cfa` 0: the outermost
 /// frame (its rule's return address is undefined).
 #[derive(Clone, Copy)]
 struct MemoStep {

@@ -217,7 +217,7 @@ const TEMP_NAME_TRIES: usize = 16;
 /// is created with `O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC` and mode 0600, so it is a new
 /// file, owned by the writer and private to it, never a file or symlink someone planted; its
 /// name comes from `getrandom`, so nobody can plant one in its way beforehand either (a name
-/// that exists anyway is skipped for another, [`TEMP_NAME_TRIES`] times). `rename` replaces a
+/// that exists anyway is skipped for another, `TEMP_NAME_TRIES` times). `rename` replaces a
 /// symlink at `path` itself, never its target.
 pub fn write_file(path: &[u8], write: impl FnOnce(c_int) -> Result<(), DumpError>) -> Result<(), DumpError> {
     let mut final_buf = [0u8; PATH_MAX];
