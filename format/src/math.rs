@@ -36,11 +36,14 @@ const INV: [f64; 19] = {
     inv
 };
 
-/// `e^r − 1` for `|r| ≤ ln 2 / 2` (about 0.347), by Horner on the Taylor series.
+/// `e^r − 1` for `|r| ≤ ln 2 / 2` (about 0.347), by Horner on the Taylor series: 18 terms, or 9
+/// for `|r| ≤ 1/64` (where the profiler's weights mostly are: a block of up to 8 KiB at the
+/// default rate), which is as exact and half the dependent steps.
 fn expm1_reduced(r: f64) -> f64 {
-    // 1/n! for n = 1..=18; r^19/19! < 2^-64 for |r| ≤ 0.35.
+    // 1/n! for n = 1..=18; r^19/19! < 2^-64 for |r| ≤ 0.35, and r^10/10! < 2^-81·r for
+    // |r| ≤ 1/64.
     let mut p = 0.0;
-    let mut n = 18;
+    let mut n = if r.abs() <= 1.0 / 64.0 { 9 } else { 18 };
     while n >= 1 {
         p = (p + 1.0) * r * INV[n];
         n -= 1;

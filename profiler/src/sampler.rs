@@ -14,6 +14,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+#[cfg(doc)]
 use tally_format::math::ln;
 
 /// One step of xorshift64* (Vigna): a 64-bit state that must not be 0, a full-period generator
@@ -30,6 +31,48 @@ pub fn next_random(state: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
+/// `ln(1 + i/16)` for `i = 0..16`, checked against `std` by its test
+/// (`ln_step_is_computed`), as the size-class tables are by their `_compute` twins.
+#[rustfmt::skip]
+const LN_STEP: [f64; 16] = [
+    0.0,
+    0.06062462181643484,
+    0.11778303565638346,
+    0.17185025692665923,
+    0.22314355131420976,
+    0.27193371548364176,
+    0.3184537311185346,
+    0.3629054936893685,
+    0.4054651081081644,
+    0.44628710262841953,
+    0.48550781578170077,
+    0.5232481437645479,
+    0.5596157879354227,
+    0.5947071077466928,
+    0.6286086594223741,
+    0.661398482245365,
+];
+
+/// `−ln(u)` for `u = (r + 1) / 2^53` (`r < 2^53`), in `[0, 36.8]`, to about 1e-15 relative; the
+/// draw of every sampling distance. `r + 1 = 2^e·m` with `m ∈ [1, 2)`; `m` lies in the sixteenth
+/// `[c, c + 1/16)`, `c = 1 + i/16`, so `ln m = ln c + 2·atanh(s)` with `s = (m − c)/(m + c) <
+/// 1/33`, where four terms of the series suffice (`s^11/11 < 10^-17·s`). Half the dependent
+/// floating-point steps of [`ln`] over `[√½, √2)`: with the live-table update, these steps were
+/// the largest part of a sample after the stack walk.
+#[inline]
+pub fn neg_ln_unit(r: u64) -> f64 {
+    let x = (r + 1) as f64; // exact: r + 1 ≤ 2^53
+    let bits = x.to_bits();
+    let e = (bits >> 52) as i64 - 1023;
+    let i = ((bits >> 48) & 15) as usize;
+    let m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    let c = 1.0 + i as f64 * (1.0 / 16.0);
+    let s = (m - c) / (m + c);
+    let s2 = s * s;
+    let atanh = s + s * s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0))));
+    (53 - e) as f64 * core::f64::consts::LN_2 - (LN_STEP[i] + 2.0 * atanh)
+}
+
 /// Draws the next sampling distance in bytes: `⌈−ln(U)·2^lg⌉` for `U` uniform in `(0, 1]`, at
 /// least 1. With `lg = 0` it is always 1, so every allocation of at least one byte is sampled (as
 /// jemalloc does with `lg_prof_sample:0`; the estimates then weigh blocks of 8 bytes or more at
@@ -38,10 +81,9 @@ pub fn next_sample_distance(rng_state: &mut u64, lg_period: u32) -> u64 {
     if lg_period == 0 {
         return 1;
     }
-    // 53 random bits as a double in (0, 1].
-    let u = ((next_random(rng_state) >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64);
+    // 53 random bits: U = (bits + 1)/2^53, in (0, 1].
     let mean = (1u64 << lg_period.min(62)) as f64;
-    let d = -ln(u) * mean;
+    let d = neg_ln_unit(next_random(rng_state) >> 11) * mean;
     // −ln(U) ≤ 36.8 for 53-bit U, times at most 2^62: far below u64::MAX as a double; `as`
     // saturates anyway.
     let whole = d as u64;
@@ -180,6 +222,50 @@ impl ThreadSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ln_step_is_computed() {
+        extern crate std;
+        for (i, &v) in LN_STEP.iter().enumerate() {
+            let want = (1.0 + i as f64 / 16.0).ln();
+            assert!(
+                (v - want).abs() <= f64::EPSILON * want,
+                "LN_STEP[{i}] = {v:e}, ln = {want:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn neg_ln_unit_is_minus_ln() {
+        extern crate std;
+        let exact = |r: u64| -(((r + 1) as f64) / (1u64 << 53) as f64).ln();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let edges = [
+            0u64,
+            1,
+            2,
+            3,
+            15,
+            16,
+            17,
+            (1 << 52) - 1,
+            1 << 52,
+            (1 << 53) - 2,
+            (1 << 53) - 1,
+        ];
+        // Every sixteenth of every binade, and random draws.
+        let steps = (0..53u64).flat_map(|e| (0..16u64).map(move |i| ((16 + i) << e >> 4).max(1) - 1));
+        let randoms = (0..200_000).map(|_| next_random(&mut rng) >> 11);
+        for r in edges.into_iter().chain(steps).chain(randoms) {
+            let (got, want) = (neg_ln_unit(r), exact(r));
+            // Absolute near u = 1, where −ln(u) → 0 and the draw rounds up to one byte anyway.
+            assert!(
+                (got - want).abs() <= 2e-15 * want + 1e-15,
+                "r {r}: {got:e} vs {want:e}"
+            );
+        }
+        assert_eq!(neg_ln_unit((1 << 53) - 1), 0.0);
+    }
 
     #[test]
     fn mean_distance_is_the_period() {
