@@ -499,7 +499,8 @@ fn compute(hdr: usize, pc: usize) -> Result<Rule, Miss> {
     let cfa_off = i32::try_from(row.cfa_off).map_err(|_| Miss::Unsupported)?;
     let rbp_at = match row.rbp {
         RegRule::Unchanged | RegRule::Undefined => 0,
-        RegRule::AtCfa(off) if off < 0 && off >= i16::MIN as i64 => off as i16,
+        // 8-aligned, as the CFA is, so the saved `rbp` is read aligned (`read_step`).
+        RegRule::AtCfa(off) if off < 0 && off >= i16::MIN as i64 && off % 8 == 0 => off as i16,
         _ => return Err(Miss::Unsupported),
     };
     Ok(Rule {
@@ -1069,8 +1070,8 @@ fn locate(rule: Rule, rsp: usize, rbp: usize) -> Option<(usize, usize)> {
 /// words below `cfa` readable (the tables describe the frame, or [`Readable`] covers it).
 #[inline(always)]
 unsafe fn read_step(cfa: usize, rbp_slot: usize, rbp: usize) -> (usize, usize, usize) {
-    // SAFETY: `cfa - 8` and `rbp_slot` (8-aligned, see `locate`) lie in `[rsp, cfa)`, the frame
-    // being left, readable by the caller's promise.
+    // SAFETY: `cfa - 8` and `rbp_slot` lie in `[rsp, cfa)`, the frame being left, readable by
+    // the caller's promise; both 8-aligned (`locate` checks the CFA, `compute` the rule's offset).
     unsafe {
         let ra = *((cfa - 8) as *const usize);
         let next_rbp = if rbp_slot != 0 {
