@@ -19,7 +19,7 @@
 //! frame before.
 //!
 //! A walk that repeats the one before it on its thread (a program allocates from the same
-//! stack again and again) takes its steps from a [`Memo`] instead: two stack reads a frame,
+//! stack again and again) takes its steps from a `Memo` instead: two stack reads a frame,
 //! the rule table and the checks skipped where return address, object, `rsp` and `rbp` are the
 //! ones remembered.
 //!
@@ -808,9 +808,9 @@ fn rule_in_object(lookup: usize, object: &LastObject) -> Result<Rule, Miss> {
 }
 
 /// Steps a [`Memo`] remembers.
-pub const MEMO_STEPS: usize = 64;
+const MEMO_STEPS: usize = 64;
 /// Memos: a walk takes the one its thread's pointer hashes to, if no other walk holds it.
-pub const MEMOS: usize = 8;
+const MEMOS: usize = 8;
 
 /// The steps a walk took, one by one: the next walk from the same place (a program allocates
 /// from the same stack again and again) finds step `k` at `steps[k]` by comparing four words,
@@ -822,7 +822,7 @@ pub const MEMOS: usize = 8;
 /// on nothing else. Only the reads are made again. Invariant: `steps` is read and written only
 /// by the walk that holds `busy`; a walk that finds it held goes without (never waits: nothing
 /// here can block a `malloc`).
-pub struct Memo {
+struct Memo {
     busy: AtomicBool,
     steps: core::cell::UnsafeCell<[MemoStep; MEMO_STEPS]>,
 }
@@ -857,8 +857,6 @@ const EMPTY_MEMO: Memo = Memo {
     steps: core::cell::UnsafeCell::new([NO_STEP; MEMO_STEPS]),
 };
 static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
-/// Walks that found their memo held by another (a statistic, and what the tests look at).
-pub static MEMO_BUSY: AtomicU64 = AtomicU64::new(0);
 /// Steps taken from a memo (a statistic, and what the tests look at; walks on several threads at
 /// once may lose some of each other's counts).
 pub static MEMO_HITS: AtomicU64 = AtomicU64::new(0);
@@ -872,7 +870,6 @@ impl MemoHold {
     fn take() -> Option<MemoHold> {
         let memo = &MEMO[thread_pointer().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 & (MEMOS - 1)];
         if memo.busy.swap(true, Ordering::Acquire) {
-            MEMO_BUSY.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         Some(MemoHold(memo))
