@@ -33,6 +33,12 @@ static BACKGROUND_RUN: AtomicU64 = AtomicU64::new(0);
 /// Purge passes run so far (a statistic).
 pub static PASSES: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(test)]
+std::thread_local! {
+    /// The calling thread's calls of [`tick`], for the tests.
+    pub static LOOKS: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
 /// Takes the decay settings from the options (at initialization).
 pub fn configure(opts: &Options) {
     DIRTY_DECAY_MS.store(opts.dirty_decay_ms, Ordering::Relaxed);
@@ -87,7 +93,8 @@ static BALANCED_PAGES: AtomicU64 = AtomicU64::new(0);
 /// arenas added those up). An arena that reuses its own pages faults nothing in and loses
 /// nothing; one that grows makes as many idle pages elsewhere go back, so what exited threads
 /// left behind costs no more than if the growing thread could have reused it.
-fn balance() {
+#[link_section = ".text.hot.tally"]
+pub fn balance() {
     if DIRTY_DECAY_MS.load(Ordering::Relaxed) < 0 {
         return; // never purge
     }
@@ -150,6 +157,8 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64) -> u64 {
 /// of a counter, one of the coarse clock).
 #[link_section = ".text.hot.tally"]
 pub fn tick() {
+    #[cfg(test)]
+    LOOKS.with(|looks| looks.set(looks.get() + 1));
     balance();
     let Some(interval) = interval_ms() else { return };
     let now = pal::now_ms();

@@ -52,13 +52,23 @@ pub struct ThreadEvents {
     pub left: i64,
     /// What `left` was set to when the countdown was armed.
     armed: i64,
-    /// Bytes left before the next decay tick and cache GC step.
-    tick_left: i64,
+    /// Bytes left before the next decay tick and cache GC step (at most [`decay::TICK_BYTES`]).
+    tick_left: i32,
+    /// Ticks so far; decay's timed look comes every [`TICKS_PER_LOOK`]th. (With `tick_left`
+    /// in one word: the thread block has no other room.)
+    ticks: u32,
     /// Bytes left before the next sample (the profiler's).
     sampler: ThreadSampler,
     /// Allocations left before the next guarded one.
     guard: ThreadGuard,
 }
+
+/// A thread's ticks per timed look of decay ([`decay::tick`], which reads the clock: 5% of an
+/// unprofiled loop of 4 KiB blocks when it looked at every tick, 16 blocks apart). The thread
+/// cache's GC step and decay's balance of fresh pages against idle ones stay at every tick
+/// (every 64 KiB); the purge a look may start is due at most every `interval_ms` anyway, so a
+/// thread looks every 512 KiB instead of 64 (jemalloc's decay looks every 1000 events).
+pub const TICKS_PER_LOOK: u32 = 8;
 
 /// Where the events sit in the thread block: after the thread cache's bins, 8-byte aligned.
 const OFFSET: usize = core::mem::size_of::<ThreadBins>().next_multiple_of(8);
@@ -123,7 +133,7 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     let spent = ev.armed - ev.left;
     if ev.tick_left == 0 {
         // The thread's first event: start the tick budget rather than tick at once.
-        ev.tick_left = decay::TICK_BYTES;
+        ev.tick_left = decay::TICK_BYTES as i32;
     }
     let addr = ev as *const ThreadEvents as u64;
     let seed = move || addr ^ pal::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -138,15 +148,22 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     if rate != 0 && ev.guard.settle(rate, spent, small, count, seed) && !in_profiler {
         due |= GUARD;
     }
-    ev.tick_left -= spent;
-    if ev.tick_left <= 0 {
-        ev.tick_left = decay::TICK_BYTES;
-        decay::tick();
+    if spent >= ev.tick_left as i64 {
+        ev.tick_left = decay::TICK_BYTES as i32;
+        ev.ticks = ev.ticks.wrapping_add(1);
+        if ev.ticks % TICKS_PER_LOOK == 0 {
+            decay::tick();
+        } else {
+            decay::balance();
+        }
         // SAFETY: the thread's own bins; per the contract no operation on them is in progress.
         unsafe { tcache::gc_step(tcache::thread_bins()) };
+    } else {
+        // At least 0 (`left <= armed`) and below `tick_left`, so it fits.
+        ev.tick_left -= spent as i32;
     }
     prof_hooks::on_bytes(spent.max(0) as u64);
-    let mut next = ev.sampler.left().min(ev.tick_left).max(1);
+    let mut next = ev.sampler.left().min(ev.tick_left as i64).max(1);
     if rate != 0 {
         next = next.min(ev.guard.bytes_left(rate));
     }
@@ -174,6 +191,7 @@ mod tests {
             left: 0,
             armed: 0,
             tick_left: 0,
+            ticks: 0,
             sampler: ThreadSampler::default(),
             guard: ThreadGuard::default(),
         };
@@ -185,7 +203,14 @@ mod tests {
     fn state() -> (i64, i64, i64, i64) {
         let ev = thread_events();
         // SAFETY: the calling thread's own events, read between its calls.
-        unsafe { ((*ev).left, (*ev).armed, (*ev).tick_left, (*ev).sampler.left()) }
+        unsafe {
+            (
+                (*ev).left,
+                (*ev).armed,
+                (*ev).tick_left as i64,
+                (*ev).sampler.left(),
+            )
+        }
     }
 
     /// The state right after an event: `left == armed == min(sampler, tick_left) >= 1`, within
@@ -263,6 +288,34 @@ mod tests {
             let fewest = (TICKS * decay::TICK_BYTES / (decay::TICK_BYTES + CHUNK)) as u32;
             assert!((fewest..=TICKS as u32).contains(&steps), "{steps} ticks");
         });
+    }
+
+    #[test]
+    fn decay_looks_every_eighth_tick() {
+        on_new_thread(|| {
+            reset();
+            let looked = || decay::LOOKS.with(|looks| looks.get());
+            let before = looked();
+            const CHUNK: i64 = 64;
+            const TICKS: i64 = 4 * TICKS_PER_LOOK as i64;
+            for _ in 0..TICKS * decay::TICK_BYTES / CHUNK {
+                assert_eq!(0, count(CHUNK as usize));
+            }
+            let ticks = state_ticks();
+            let fewest = TICKS * decay::TICK_BYTES / (decay::TICK_BYTES + CHUNK);
+            assert!((fewest..=TICKS).contains(&(ticks as i64)), "{ticks} ticks");
+            assert_eq!(
+                looked() - before,
+                (ticks / TICKS_PER_LOOK) as u64,
+                "{ticks} ticks"
+            );
+        });
+    }
+
+    /// The calling thread's ticks so far.
+    fn state_ticks() -> u32 {
+        // SAFETY: the calling thread's own events, read between its calls.
+        unsafe { (*thread_events()).ticks }
     }
 
     #[test]
