@@ -2,7 +2,8 @@
 //!
 //! The page heaps (`extent.rs`) know which free runs are dirty and since when; this module
 //! decides when they look. Allocator activity calls [`tick`] (from slow paths, and every
-//! [`TICK_BYTES`] allocated by a thread), which at most once per [`interval_ms`] purges every
+//! [`crate::thread_event::TICKS_PER_LOOK`] × [`TICK_BYTES`] allocated by a thread; [`balance`]
+//! every [`TICK_BYTES`]), which at most once per [`interval_ms`] purges every
 //! arena whose lock is free. With `background_thread:true` a thread of Tally's own does the same
 //! on time while the program is idle; after `fork` it is started again in the child on the first
 //! tick. `malloc_trim(0)`, and an allocation the OS refused before it tries again, purge
@@ -22,7 +23,8 @@ use crate::options::Options;
 use crate::size_class::SizeClass;
 use tally_pal as pal;
 
-/// A thread calls [`tick`] after allocating this many bytes.
+/// A thread balances ([`balance`]) and steps its cache's GC after allocating this many bytes,
+/// and calls [`tick`] every [`crate::thread_event::TICKS_PER_LOOK`]th time.
 pub const TICK_BYTES: i64 = 64 * 1024;
 
 static NEXT_TICK_MS: AtomicU64 = AtomicU64::new(0);
