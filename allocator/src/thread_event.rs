@@ -9,7 +9,8 @@
 //! and arms the countdown to the nearest budget. (jemalloc's `thread_event` is the model.)
 //!
 //! The budgets:
-//! - decay and cache GC: every [`decay::TICK_BYTES`] (`tick_left`);
+//! - cache GC and decay's balance: every [`decay::TICK_BYTES`] (`tick_left`); decay's timed
+//!   look (it reads the clock) every [`TICKS_PER_LOOK`]th time;
 //! - sampling: the profiler draws each thread's distance ([`ThreadSampler`]); this module only
 //!   passes the bytes on and asks whether the allocation is sampled;
 //! - the profiler's interval byte count and due profiles (`prof_hooks::on_bytes`);
