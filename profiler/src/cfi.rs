@@ -1102,6 +1102,52 @@ fn dwarf_step(
     Some(unsafe { read_step(cfa, rbp_slot, rbp) })
 }
 
+/// Where the step out of the frame at `rsp` (with `rbp`), executing at `lookup`, reads
+/// ([`locate`]'s answer; `(0, 0)` for the outermost frame), from the memo (`hits` counts it) or
+/// the rule table, remembered in the memo then; `last` becomes `lookup`'s object. `Ok(None)`:
+/// the CFA is not sane, the walk ends. Inlined into [`Cfi::walk`]: it is most of a step.
+#[inline(always)]
+fn next_step(
+    memo: Option<&MemoHold>,
+    k: usize,
+    lookup: usize,
+    last: &mut LastObject,
+    rsp: usize,
+    rbp: usize,
+    hits: &mut u64,
+) -> Result<Option<(usize, usize)>, Miss> {
+    object_in_walk(lookup, last)?;
+    if let Some(located) = memo.and_then(|m| m.step(k, lookup, last.start, rsp, rbp)) {
+        *hits += 1;
+        return Ok(Some(located));
+    }
+    let rule = rule_in_object(lookup, last)?;
+    let located = if rule.end {
+        (0, 0)
+    } else {
+        match locate(rule, rsp, rbp) {
+            Some(located) => located,
+            None => return Ok(None),
+        }
+    };
+    if let Some(m) = memo {
+        let (cfa, rbp_slot) = located;
+        let object = last.start;
+        m.set(
+            k,
+            MemoStep {
+                lookup,
+                object,
+                rsp,
+                rbp,
+                cfa,
+                rbp_slot,
+            },
+        );
+    }
+    Ok(Some(located))
+}
+
 /// The cached-rule walker (x86-64).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cfi;
@@ -1123,51 +1169,14 @@ impl Cfi {
         let mut hits = 0;
         while n < MAX_FRAMES {
             let lookup = if first { rip } else { rip - 1 };
-            if let Err(Miss::NoFrame) = object_in_walk(lookup, &mut last) {
-                drop(memo);
-                return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
-            }
-            let located = match memo
-                .as_ref()
-                .and_then(|m| m.step(step, lookup, last.start, rsp, rbp))
-            {
-                Some(located) => {
-                    hits += 1;
-                    located
+            let located = match next_step(memo.as_ref(), step, lookup, &mut last, rsp, rbp, &mut hits) {
+                Ok(Some(located)) => located,
+                Ok(None) => break,
+                Err(Miss::NoFrame) => {
+                    drop(memo);
+                    return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
                 }
-                None => {
-                    let rule = match rule_in_object(lookup, &last) {
-                        Ok(rule) => rule,
-                        Err(Miss::NoFrame) => {
-                            drop(memo);
-                            return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
-                        }
-                        Err(Miss::Unsupported) => return None,
-                    };
-                    let located = if rule.end {
-                        (0, 0)
-                    } else {
-                        match locate(rule, rsp, rbp) {
-                            Some(located) => located,
-                            None => break,
-                        }
-                    };
-                    if let Some(m) = &memo {
-                        let (cfa, rbp_slot) = located;
-                        m.set(
-                            step,
-                            MemoStep {
-                                lookup,
-                                object: last.start,
-                                rsp,
-                                rbp,
-                                cfa,
-                                rbp_slot,
-                            },
-                        );
-                    }
-                    located
-                }
+                Err(Miss::Unsupported) => return None,
             };
             step += 1;
             let (cfa, rbp_slot) = located;

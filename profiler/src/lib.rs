@@ -65,7 +65,7 @@ pub mod stacks;
 pub mod unwind;
 
 pub use dump::{DumpError, DumpKind};
-pub use sampler::{next_sample_distance, Sampling, ThreadSampler};
+pub use sampler::{neg_ln_unit, next_sample_distance, Sampling, ThreadSampler};
 pub use schedule::Schedule;
 pub use stacks::StackId;
 pub use tally_format::Estimate;
