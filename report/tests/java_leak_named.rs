@@ -101,9 +101,13 @@ fn assert_over_half_cum(top: &str, names: &[&str]) {
         let line = top
             .lines()
             .find(|l| {
-                // pprof marks a frame of an inline chain with ` (inline)`.
+                // pprof marks a frame of an inline chain with ` (inline)`, and one inlined
+                // in some stacks only (the JIT compiled its caller part way through the run)
+                // with ` (partial-inline)`.
                 let l = l.trim_end();
-                l.ends_with(&format!(" {name}")) || l.ends_with(&format!(" {name} (inline)"))
+                ["", " (inline)", " (partial-inline)"]
+                    .iter()
+                    .any(|mark| l.ends_with(&format!(" {name}{mark}")))
             })
             .unwrap_or_else(|| panic!("go tool pprof -top lacks {name}:\n{top}"));
         let cum_percent: f64 = line
