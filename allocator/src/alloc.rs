@@ -255,11 +255,15 @@ fn alloc_chosen(
     if due & thread_event::GUARD != 0 {
         p = guard::alloc(size, align, sample);
     }
+    // A sampled block of a class is the class's size (its run records the class, which is what
+    // `usable_size` would read back); a guarded or huge one is asked.
+    let mut usable = 0;
     if p.is_null() && sample {
         p = prof_hooks::alloc_sampled(size, class, arena.unwrap_or_else(thread_arena));
+        usable = class.map_or(0, SizeClass::size);
     }
     if !p.is_null() {
-        tcache::count_slow(usable_size(p), 0);
+        tcache::count_slow(if usable != 0 { usable } else { usable_size(p) }, 0);
     }
     p
 }

@@ -249,9 +249,12 @@ pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
 #[inline(never)]
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
     unsampled(|| {
-        prepare();
+        let prepared = prepare();
         let mut frames: profiler::Frames = [MaybeUninit::uninit(); MAX_FRAMES];
-        let n = profiler::capture_stack_into(&mut frames, 0);
+        let (n, key) = profiler::capture_stack_keyed(&mut frames, 0);
+        // The stack id a key knows is for the frames from `first` on; until the code range
+        // that finds `first` is known, `first` is another function of the frames.
+        let key = if prepared { key } else { profiler::StackKey::NONE };
         // SAFETY: the capture wrote `frames[..n]`; `MaybeUninit<usize>` has `usize`'s layout.
         let frames = unsafe { core::slice::from_raw_parts(frames.as_ptr().cast::<usize>(), n) };
         let first = first_caller_frame(frames);
@@ -298,7 +301,9 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
             }
         };
         if !p.is_null() {
-            profiler::on_sampled_alloc(p as usize, size, &frames[first..]);
+            // `first` depends on the frames alone (the code range is fixed by `prepare`), as the
+            // key needs.
+            profiler::on_sampled_alloc_keyed(p as usize, size, &frames[first..], &key);
         }
         p
     })
@@ -335,10 +340,11 @@ pub fn forget_sampled_huge(p: *mut u8) {
 }
 
 /// First-sample set-up: warms the unwinder up and finds Tally's own code, so captured stacks
-/// can start at the allocator's entry point.
-fn prepare() {
+/// can start at the allocator's entry point. Returns whether that is done (false while another
+/// thread is doing it: the code range is not known yet).
+fn prepare() -> bool {
     if PREPARED.load(Ordering::Acquire) == 2 {
-        return;
+        return true;
     }
     if PREPARED
         .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
@@ -350,7 +356,9 @@ fn prepare() {
             CODE_HI.store(hi, Ordering::Relaxed);
         }
         PREPARED.store(2, Ordering::Release);
+        return true;
     }
+    false
 }
 
 /// Captures the calling thread's stack for a report of guarded sampling: the program's frames,

@@ -61,6 +61,66 @@ fn placement() {
     println!("held_mib={held:.1} left_mib={:.1}", live_mib());
 }
 
+/// Blocks of 1000 bytes from `site_a`, 2000 from `site_b`, 3000 from `site_c` (a call deeper).
+#[inline(never)]
+fn site_a(kept: &mut Vec<Vec<u8>>) {
+    kept.push(black_box(vec![1u8; 1000]));
+}
+
+#[inline(never)]
+fn site_b(kept: &mut Vec<Vec<u8>>) {
+    kept.push(black_box(vec![2u8; 2000]));
+}
+
+#[inline(never)]
+fn site_c(kept: &mut Vec<Vec<u8>>) {
+    deeper(kept);
+    black_box(());
+}
+
+#[inline(never)]
+fn deeper(kept: &mut Vec<Vec<u8>>) {
+    kept.push(black_box(vec![3u8; 3000]));
+}
+
+/// With every allocation sampled (`lg_prof_sample:0`): runs of blocks from three call sites,
+/// all held, counted from a `prof.reset` on and with sampling stopped after them. Prints, per
+/// block size, the live objects of the stacks whose blocks are all that size, how many stacks
+/// hold blocks of mixed sizes, and how many samples took their stack id from the walker's key.
+fn sites() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut kept = Vec::with_capacity(1000);
+    assert!(tally::prof::reset());
+    let known = tally_profiler::STACKS_KNOWN.load(Relaxed);
+    // Opaque to the compiler, so that each run is one loop (one call per site), not unrolled.
+    for (site, run) in black_box([(0, 40), (1, 25), (0, 15), (2, 10), (1, 5)]) {
+        for _ in 0..run {
+            match site {
+                0 => site_a(&mut kept),
+                1 => site_b(&mut kept),
+                _ => site_c(&mut kept),
+            }
+        }
+    }
+    let known = tally_profiler::STACKS_KNOWN.load(Relaxed) - known;
+    assert!(tally::prof::deactivate());
+    let (mut objects, mut mixed) = ([0.0f64; 3], 0);
+    for s in tally::prof::top_stacks(256) {
+        match [1000.0, 2000.0, 3000.0]
+            .iter()
+            .position(|&size| s.bytes == size * s.objects)
+        {
+            Some(i) => objects[i] += s.objects,
+            None => mixed += 1,
+        }
+    }
+    println!(
+        "size1000={} size2000={} size3000={} mixed={mixed} known={known}",
+        objects[0], objects[1], objects[2]
+    );
+    drop(kept);
+}
+
 /// The child process of the tests below.
 #[test]
 #[ignore = "child process of the scenarios"]
@@ -71,6 +131,7 @@ fn child_entry() {
             println!("held_mib={held:.1} left_mib={left:.1}");
         }
         "placement" => placement(),
+        "sites" => sites(),
         case => panic!("unknown case {case}"),
     }
 }
@@ -125,6 +186,21 @@ fn sampled_blocks_lie_in_their_region_and_no_other_block_does() {
     assert_eq!(value(&stdout, "ordinary_inside"), 0.0, "{stdout}");
     assert!(value(&stdout, "held_mib") > 5.0, "{stdout}");
     assert!(value(&stdout, "left_mib") < 0.5, "{stdout}");
+}
+
+/// Samples from one call site in a row take their stack id from the walker's key (the walk
+/// repeated the one before it), and each call site's blocks are still counted on its own stack:
+/// 55 blocks of 1000 bytes, 30 of 2000, 10 of 3000, in runs of each, and no stack with blocks of
+/// two sizes (what a wrong id, a run's id kept for the next site's, would make).
+#[test]
+fn repeated_stacks_keep_their_own_ids() {
+    let stdout = run_case("sites", "prof:true,lg_prof_sample:0", None);
+    assert_eq!(value(&stdout, "size1000"), 55.0, "{stdout}");
+    assert_eq!(value(&stdout, "size2000"), 30.0, "{stdout}");
+    assert_eq!(value(&stdout, "size3000"), 10.0, "{stdout}");
+    assert_eq!(value(&stdout, "mixed"), 0.0, "{stdout}");
+    // All but the first of each run: 39 + 24 + 14 + 9 + 4.
+    assert!(value(&stdout, "known") >= 85.0, "{stdout}");
 }
 
 /// Where the address space is too small for the region (`ulimit -v`), sampled blocks lie among

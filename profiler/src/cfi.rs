@@ -21,7 +21,9 @@
 //! A walk that repeats the one before it on its thread (a program allocates from the same
 //! stack again and again) takes its steps from a `Memo` instead: two stack reads a frame,
 //! the rule table and the checks skipped where return address, object, `rsp` and `rbp` are the
-//! ones remembered.
+//! ones remembered. A walk that repeated the memo's last one step for step wrote the same frames,
+//! so the id a stack table gave them then serves again ([`Unwinder::capture_keyed`]): the
+//! profiler need not hash the frames and look them up.
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
 //! given as DWARF expressions (PLT stubs, signal frames), 64-bit DWARF, pointer encodings other
@@ -69,7 +71,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::unwind::{Frames, Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
+use crate::unwind::{Frames, Libgcc, StackKey, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
 
 /// Entries in the rule table (a power of two).
 pub const SLOTS: usize = 4096;
@@ -822,9 +824,58 @@ const MEMOS: usize = 8;
 /// on nothing else. Only the reads are made again. Invariant: `steps` is read and written only
 /// by the walk that holds `busy`; a walk that finds it held goes without (never waits: nothing
 /// here can block a `malloc`).
+///
+/// `last` describes the walk the steps came from, for [`StackKey`]: a walk that took all its
+/// steps from the memo and ended the way `last` says, after as many steps and frames, with the
+/// same last frame, wrote the frames that walk wrote (every frame but the last is the return
+/// address the next step compared, and the last one is compared here). Invariant: `last`
+/// describes `steps[..last.steps]` as they are: every change of a step ([`MemoHold::set`]) gives
+/// `last` a new walk number and no shape a walk can match, until the walk that changed it ends
+/// and describes itself.
 struct Memo {
     busy: AtomicBool,
     steps: core::cell::UnsafeCell<[MemoStep; MEMO_STEPS]>,
+    last: core::cell::UnsafeCell<LastWalk>,
+}
+
+/// How a walk ended, for [`LastWalk`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WalkEnd {
+    /// At [`MAX_FRAMES`] frames.
+    Full,
+    /// At the outermost frame (its rule's return address is undefined).
+    Outermost,
+    /// At a return address 0.
+    NoReturn,
+    /// At a CFA that was not sane (after a step not from the memo).
+    Insane,
+    /// No walk can end so: the steps changed since `last` was written.
+    Changed,
+}
+
+/// The walk a [`Memo`]'s steps came from: its shape, and the stack id a table gave its frames.
+#[derive(Clone, Copy)]
+struct LastWalk {
+    /// Bumped whenever the steps change.
+    walk: u64,
+    steps: usize,
+    /// Frames written (given the steps, they tell the frames skipped).
+    frames: usize,
+    end: WalkEnd,
+    /// The last frame written (0 if none).
+    last_frame: usize,
+    /// The table that gave `stack` for these frames (0: none yet).
+    table: usize,
+    stack: u32,
+}
+
+/// A walk that ended with its memo held, described for [`MemoHold::conclude`].
+struct Walked {
+    steps: usize,
+    hits: usize,
+    frames: usize,
+    end: WalkEnd,
+    last_frame: usize,
 }
 
 /// One remembered step: out of the frame at `rsp` with `rbp`, executing at `lookup` in the
@@ -855,24 +906,39 @@ const NO_STEP: MemoStep = MemoStep {
 const EMPTY_MEMO: Memo = Memo {
     busy: AtomicBool::new(false),
     steps: core::cell::UnsafeCell::new([NO_STEP; MEMO_STEPS]),
+    last: core::cell::UnsafeCell::new(LastWalk {
+        walk: 0,
+        steps: 0,
+        frames: 0,
+        end: WalkEnd::Changed,
+        last_frame: 0,
+        table: 0,
+        stack: 0,
+    }),
 };
 static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
 /// Steps taken from a memo (a statistic, and what the tests look at; walks on several threads at
 /// once may lose some of each other's counts).
 pub static MEMO_HITS: AtomicU64 = AtomicU64::new(0);
 
-/// A walk's hold on a [`Memo`]: released when dropped.
-struct MemoHold(&'static Memo);
+/// A walk's hold on a [`Memo`] (and its index in [`MEMO`]): released when dropped.
+struct MemoHold(&'static Memo, u32);
 
 impl MemoHold {
     /// The calling thread's memo, if no other walk holds it.
     #[inline(always)]
     fn take() -> Option<MemoHold> {
-        let memo = &MEMO[thread_pointer().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 & (MEMOS - 1)];
+        MemoHold::take_at(thread_pointer().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61 & (MEMOS - 1))
+    }
+
+    /// Memo `index`, if no other walk holds it.
+    #[inline(always)]
+    fn take_at(index: usize) -> Option<MemoHold> {
+        let memo = MEMO.get(index)?;
         if memo.busy.swap(true, Ordering::Acquire) {
             return None;
         }
-        Some(MemoHold(memo))
+        Some(MemoHold(memo, index as u32))
     }
 
     /// Step `k`'s `(cfa, rbp_slot)` if it was remembered for these four.
@@ -884,12 +950,50 @@ impl MemoHold {
             .then_some((s.cfa, s.rbp_slot))
     }
 
-    /// Remembers step `k`.
+    /// Remembers step `k`; the memo's last walk is no longer what its steps describe.
     #[inline(always)]
     fn set(&self, k: usize, step: MemoStep) {
         // SAFETY: as in `step`.
+        let last = unsafe { &mut *self.0.last.get() };
+        if last.end != WalkEnd::Changed {
+            last.walk += 1;
+            last.end = WalkEnd::Changed;
+            last.table = 0;
+        }
+        // SAFETY: as in `step`.
         if let Some(s) = unsafe { (*self.0.steps.get()).get_mut(k) } {
             *s = step;
+        }
+    }
+
+    /// The key for a walk that ended with this hold: the memo's last walk's, with its stack id,
+    /// if `walked` repeated it step for step (so wrote its frames: see [`Memo`]); else `walked`
+    /// becomes the last walk, under a new number and with no id yet.
+    #[inline(always)]
+    fn conclude(&self, walked: Walked) -> StackKey {
+        // SAFETY: as in `step`.
+        let last = unsafe { &mut *self.0.last.get() };
+        let repeated = walked.hits == walked.steps
+            && walked.end == last.end
+            && walked.steps == last.steps
+            && walked.frames == last.frames
+            && walked.last_frame == last.last_frame;
+        if !repeated {
+            *last = LastWalk {
+                walk: last.walk + 1,
+                steps: walked.steps,
+                frames: walked.frames,
+                end: walked.end,
+                last_frame: walked.last_frame,
+                table: 0,
+                stack: 0,
+            };
+        }
+        StackKey {
+            memo: self.1,
+            walk: last.walk,
+            table: last.table,
+            stack: last.stack,
         }
     }
 }
@@ -1157,8 +1261,17 @@ impl Cfi {
     /// `None` when a frame needs libgcc. On the tables alone while they cover every frame (the
     /// common case, as fast as before mixed walks: the frame count and the registers stay in
     /// registers); at the first frame without them, [`Cfi::mixed`] takes over.
+    /// With `key`, a walk on the tables alone that held a memo writes there what it knew
+    /// ([`MemoHold::conclude`]).
     #[inline(always)]
-    fn walk(frames: &mut Frames, skip: usize, rip: usize, rsp: usize, rbp: usize) -> Option<usize> {
+    fn walk(
+        frames: &mut Frames,
+        skip: usize,
+        rip: usize,
+        rsp: usize,
+        rbp: usize,
+        key: Option<&mut StackKey>,
+    ) -> Option<usize> {
         let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
         let mut first = true;
         let mut n = 0;
@@ -1167,11 +1280,15 @@ impl Cfi {
         let memo = MemoHold::take();
         let mut step = 0;
         let mut hits = 0;
+        let mut end = WalkEnd::Full;
         while n < MAX_FRAMES {
             let lookup = if first { rip } else { rip - 1 };
             let located = match next_step(memo.as_ref(), step, lookup, &mut last, rsp, rbp, &mut hits) {
                 Ok(Some(located)) => located,
-                Ok(None) => break,
+                Ok(None) => {
+                    end = WalkEnd::Insane;
+                    break;
+                }
                 Err(Miss::NoFrame) => {
                     drop(memo);
                     return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
@@ -1181,12 +1298,14 @@ impl Cfi {
             step += 1;
             let (cfa, rbp_slot) = located;
             if cfa == 0 {
+                end = WalkEnd::Outermost;
                 break;
             }
             // SAFETY: `locate` gave these for this frame (now or, for the same rule, `rsp` and
             // `rbp`, in a walk before: see `Memo`), whose words the unwind tables describe.
             let (ra, cfa, next_rbp) = unsafe { read_step(cfa, rbp_slot, rbp) };
             if ra == 0 {
+                end = WalkEnd::NoReturn;
                 break;
             }
             if skipped < skip {
@@ -1203,6 +1322,20 @@ impl Cfi {
         if hits != 0 {
             // Counted without a locked instruction: exact while one thread walks at a time.
             MEMO_HITS.store(MEMO_HITS.load(Ordering::Relaxed) + hits, Ordering::Relaxed);
+        }
+        if let (Some(key), Some(memo)) = (key, memo.as_ref()) {
+            let last_frame = match n.checked_sub(1) {
+                // SAFETY: the walk wrote `frames[..n]`.
+                Some(i) => unsafe { frames[i].assume_init() },
+                None => 0,
+            };
+            *key = memo.conclude(Walked {
+                steps: step,
+                hits: hits as usize,
+                frames: n,
+                end,
+                last_frame,
+            });
         }
         Some(n)
     }
@@ -1275,17 +1408,44 @@ pub fn registers() -> (usize, usize, usize) {
     (rip, rsp, rbp)
 }
 
-impl Unwinder for Cfi {
-    #[inline(never)]
-    fn capture_into(&self, frames: &mut Frames, skip: usize) -> usize {
+impl Cfi {
+    /// The capture, from the frame it is inlined into (`capture_into`'s or `capture_keyed`'s).
+    #[inline(always)]
+    fn capture_here(frames: &mut Frames, skip: usize, key: Option<&mut StackKey>) -> usize {
         let (rip, rsp, rbp) = registers();
-        match Cfi::walk(frames, skip, rip, rsp, rbp) {
+        match Cfi::walk(frames, skip, rip, rsp, rbp, key) {
             Some(n) => n,
             // One more: this function's frame, which libgcc's walk sees and ours did not record.
             None => {
                 FALLBACKS.fetch_add(1, Ordering::Relaxed);
                 Libgcc.capture_into(frames, skip + 1)
             }
+        }
+    }
+}
+
+impl Unwinder for Cfi {
+    #[inline(never)]
+    fn capture_into(&self, frames: &mut Frames, skip: usize) -> usize {
+        Cfi::capture_here(frames, skip, None)
+    }
+
+    #[inline(never)]
+    fn capture_keyed(&self, frames: &mut Frames, skip: usize) -> (usize, StackKey) {
+        let mut key = StackKey::NONE;
+        let n = Cfi::capture_here(frames, skip, Some(&mut key));
+        (n, key)
+    }
+
+    fn remember_stack(&self, key: &StackKey, table: usize, stack: u32) {
+        let Some(memo) = MemoHold::take_at(key.memo as usize) else {
+            return;
+        };
+        // SAFETY: the hold owns `busy` (the `Memo` invariant).
+        let last = unsafe { &mut *memo.0.last.get() };
+        if last.walk == key.walk {
+            last.table = table;
+            last.stack = stack;
         }
     }
 }

@@ -72,7 +72,7 @@ pub use tally_format::Estimate;
 use unwind::Unwinder as _;
 
 pub use sampler::DEFAULT_LG_PROF_SAMPLE;
-pub use unwind::{Frames, MAX_FRAMES};
+pub use unwind::{Frames, StackKey, MAX_FRAMES};
 
 /// Stacks the global profiler interns at most (address space reserved, memory used as filled).
 pub const MAX_STACKS: usize = 1 << 20;
@@ -159,10 +159,32 @@ impl Profiler {
     /// Records a sampled block of `size` bytes at `ptr` allocated from `frames` (innermost first).
     /// Returns false if the sample was dropped. Never allocates; may map memory.
     pub fn on_sampled_alloc(&self, ptr: usize, size: usize, frames: &[usize]) -> bool {
+        self.on_sampled_alloc_keyed(ptr, size, frames, &StackKey::NONE)
+    }
+
+    /// [`Profiler::on_sampled_alloc`] of frames the default unwinder captured with `key`
+    /// ([`capture_stack_keyed`]): their stack id from the key when the walker knows it (the
+    /// capture repeated the one before it, whose frames this table interned), else interned and
+    /// told to the walker. `frames` must be a function of the captured ones alone (a slice of
+    /// them), so that the same capture always gives the same frames here.
+    pub fn on_sampled_alloc_keyed(&self, ptr: usize, size: usize, frames: &[usize], key: &StackKey) -> bool {
         let frames = &frames[..frames.len().min(MAX_FRAMES)];
-        let Some(stack) = self.stacks.intern(frames) else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
+        let table = &self.stacks as *const stacks::StackTable as usize;
+        let stack = match key.known(table) {
+            Some(id) => {
+                STACKS_KNOWN.store(STACKS_KNOWN.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                StackId(id)
+            }
+            None => {
+                let Some(stack) = self.stacks.intern(frames) else {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                };
+                if key.memo != StackKey::NO_MEMO {
+                    DefaultUnwinder::default().remember_stack(key, table, stack.0);
+                }
+                stack
+            }
         };
         let estimate = Estimate::of_sample(size as u64, self.period());
         let record = live::Record {
@@ -392,6 +414,17 @@ pub fn capture_stack_into(frames: &mut Frames, skip: usize) -> usize {
     DefaultUnwinder::default().capture_into(frames, skip)
 }
 
+/// [`capture_stack_into`], and the key for [`on_sampled_alloc_keyed`].
+#[inline(always)]
+pub fn capture_stack_keyed(frames: &mut Frames, skip: usize) -> (usize, StackKey) {
+    DefaultUnwinder::default().capture_keyed(frames, skip)
+}
+
+/// Samples whose stack id came from the walker's key instead of the stack table (a statistic,
+/// and what the tests look at; counted without a locked instruction, so samples on several
+/// threads at once may lose some of each other's counts).
+pub static STACKS_KNOWN: AtomicU64 = AtomicU64::new(0);
+
 /// Before the first capture: one throw-away capture, so that the unwinder's lazy set-up happens
 /// now (see [`unwind`]).
 pub fn prepare() {
@@ -401,6 +434,11 @@ pub fn prepare() {
 /// [`Profiler::on_sampled_alloc`] on the global profiler.
 pub fn on_sampled_alloc(ptr: usize, size: usize, frames: &[usize]) -> bool {
     PROFILER.on_sampled_alloc(ptr, size, frames)
+}
+
+/// [`Profiler::on_sampled_alloc_keyed`] on the global profiler.
+pub fn on_sampled_alloc_keyed(ptr: usize, size: usize, frames: &[usize], key: &StackKey) -> bool {
+    PROFILER.on_sampled_alloc_keyed(ptr, size, frames, key)
 }
 
 /// [`Profiler::on_sampled_free`] on the global profiler.

@@ -72,10 +72,56 @@ pub trait Unwinder {
             skip,
         )
     }
+    /// [`Unwinder::capture_into`], and what the walker knows about the frames it wrote: a walker
+    /// that can tell a capture repeats the one before it (`cfi`'s memo) gives back the id a
+    /// stack table told it for those frames ([`Unwinder::remember_stack`]); the others, nothing.
+    #[inline(always)]
+    fn capture_keyed(&self, frames: &mut Frames, skip: usize) -> (usize, StackKey) {
+        (self.capture_into(frames, skip), StackKey::NONE)
+    }
+    /// Tells the walker that the stack table at `table` interned the frames of the capture that
+    /// gave `key` as `stack`, so that a capture that repeats it can say so in its key. Never
+    /// waits; a walker may forget it at any time.
+    fn remember_stack(&self, key: &StackKey, table: usize, stack: u32) {
+        let _ = (key, table, stack);
+    }
     /// One capture whose result is thrown away, to do lazy initialization early.
     fn prepare(&self) {
         let mut frames = [MaybeUninit::uninit(); MAX_FRAMES];
         self.capture_into(&mut frames, 0);
+    }
+}
+
+/// What a capture's walker knew about the frames it wrote ([`Unwinder::capture_keyed`]): which of
+/// its memos the walk used and that memo's walk number, and, when the walk repeated the memo's
+/// last one step for step (so wrote the same frames), the stack id a table gave for them then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackKey {
+    /// The walker's memo ([`StackKey::NO_MEMO`]: none, the key knows nothing).
+    pub memo: u32,
+    /// The memo's walk number: it changes whenever a walk leaves the memo other frames.
+    pub walk: u64,
+    /// The table whose id `stack` is (0: no id known).
+    pub table: usize,
+    /// The id `table` gave these frames.
+    pub stack: u32,
+}
+
+impl StackKey {
+    /// No memo.
+    pub const NO_MEMO: u32 = u32::MAX;
+    /// A key that knows nothing.
+    pub const NONE: StackKey = StackKey {
+        memo: StackKey::NO_MEMO,
+        walk: 0,
+        table: 0,
+        stack: 0,
+    };
+
+    /// The id the table at `table` gave the captured frames, if the walker knows it.
+    #[inline(always)]
+    pub fn known(&self, table: usize) -> Option<u32> {
+        (table != 0 && self.table == table).then_some(self.stack)
     }
 }
 

@@ -161,6 +161,22 @@ fn cfi_walker_matches_libgcc() {
     assert_eq!(FALLBACKS.load(std::sync::atomic::Ordering::Relaxed), fallbacks);
 }
 
+/// Two callers of `f` with frames of the same size, for walks from the same depth through
+/// either.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(never)]
+fn left(f: &mut dyn FnMut()) {
+    f();
+    std::hint::black_box(1);
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[inline(never)]
+fn right(f: &mut dyn FnMut()) {
+    f();
+    std::hint::black_box(2);
+}
+
 /// Walks that repeat a stack take their steps from the walker's memo, and a stack that differs
 /// from the remembered one only in a frame higher up (two callers with frames of the same size
 /// at the same depth, taking turns) still gives exactly libgcc's frames, the changed frame
@@ -170,16 +186,6 @@ fn cfi_walker_matches_libgcc() {
 fn cfi_memo_follows_a_changed_stack() {
     use std::sync::atomic::Ordering::Relaxed;
     use tally_profiler::cfi::{Cfi, MEMO_HITS};
-    #[inline(never)]
-    fn left(f: &mut dyn FnMut()) {
-        f();
-        std::hint::black_box(1);
-    }
-    #[inline(never)]
-    fn right(f: &mut dyn FnMut()) {
-        f();
-        std::hint::black_box(2);
-    }
     let _alone = counting();
     let mut seen = [Vec::new(), Vec::new()];
     let mut hits = 0;
@@ -211,6 +217,72 @@ fn cfi_memo_follows_a_changed_stack() {
     // two took steps from the memo: every step below the frame that changed.
     assert_ne!(seen[0], seen[1]);
     assert!(hits >= 6 * 3, "{hits} steps from the memo in 6 walks");
+}
+
+/// A capture's key knows the stack id told for the capture before it exactly when the walk
+/// repeated that one step for step: runs of captures from one caller, then another caller at
+/// the same depth, a deeper stack, and the first caller with one frame skipped; every id the key
+/// knows is the one told for those very frames.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_key_knows_the_stack_of_a_repeated_walk() {
+    use core::mem::MaybeUninit;
+    use tally_profiler::cfi::Cfi;
+    use tally_profiler::unwind::{Frames, StackKey};
+    /// Stands for a stack table's address.
+    const TABLE: usize = 0x5eed;
+    let _alone = counting();
+    let mut told: Vec<Vec<usize>> = Vec::new();
+    let mut known = Vec::new();
+    // (caller, frames skipped): 0 left, 1 right (same depth), 2 left one call deeper.
+    let rounds = [
+        (0, 0),
+        (0, 0),
+        (0, 0),
+        (1, 0),
+        (1, 0),
+        (0, 0),
+        (2, 0),
+        (2, 0),
+        (0, 0),
+        (0, 1),
+        (0, 1),
+    ];
+    for (round, &(caller, skip)) in rounds.iter().enumerate() {
+        let mut got = (Vec::new(), StackKey::NONE);
+        let mut walk = || {
+            let mut frames: Frames = [MaybeUninit::uninit(); MAX_FRAMES];
+            let (n, key) = Cfi.capture_keyed(&mut frames, skip);
+            // SAFETY: the capture wrote `frames[..n]`.
+            got = (
+                frames[..n].iter().map(|f| unsafe { f.assume_init() }).collect(),
+                key,
+            );
+        };
+        match caller {
+            0 => recurse(5, &mut || left(&mut walk)),
+            1 => recurse(5, &mut || right(&mut walk)),
+            _ => recurse(6, &mut || left(&mut walk)),
+        }
+        let (frames, key) = got;
+        assert!(frames.len() > 5, "round {round}: {frames:x?}");
+        match key.known(TABLE) {
+            Some(id) => {
+                assert_eq!(told[id as usize], frames, "round {round}");
+                known.push(round);
+            }
+            None => {
+                let id = told.iter().position(|f| *f == frames).unwrap_or_else(|| {
+                    told.push(frames.clone());
+                    told.len() - 1
+                });
+                Cfi.remember_stack(&key, TABLE, id as u32);
+            }
+        }
+        assert_eq!(key.known(TABLE + 1), None, "another table's id");
+    }
+    assert_eq!(known, [1, 2, 4, 7, 10]);
+    assert_eq!(told.len(), 4, "four different stacks");
 }
 
 /// A frame in a library the program `dlopen`ed is no resident object's: each walk through it

@@ -38,7 +38,7 @@ use tally_profiler::MAX_FRAMES;
 
 /// What a `cfi.rs` takes from its crate.
 mod unwind {
-    pub use tally_profiler::unwind::{Frames, Libgcc, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
+    pub use tally_profiler::unwind::{Frames, Libgcc, StackKey, Unwinder, MAX_FRAMES, MAX_FRAME_BYTES};
 }
 
 /// The profiler's walker, compiled here like `cfi_base` (see `build.rs`).
