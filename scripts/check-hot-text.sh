@@ -2,18 +2,19 @@
 # Checks that the code of libtally.so a program runs is in the first 64 KiB of its executable
 # segment, one window of the kernel's fault-around (allocator/hot-text.ld says why): runs a small
 # C program (scripts/hot-text/program.c) and CPython building a dict under callgrind with the
-# library preloaded and lists any function that ran outside that window. Prints one summary
-# line; exits 1 with one line per function outside, 2 when it cannot measure.
+# library preloaded and lists any function that ran outside that window; then runs the C
+# program natively and counts the 64 KiB windows of the library it made resident. Prints a
+# summary; exits 1 with one line per problem, 2 when it cannot measure.
 #
 # Usage: scripts/check-hot-text.sh [--lib PATH]
 #   --lib PATH   check this libtally.so instead of building target/release/libtally.so
-# Needs valgrind, readelf (binutils), cc and python3.
+# Needs valgrind, readelf and nm (binutils), cc and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/preload-callgrind.sh
 source scripts/preload-callgrind.sh
 
-usage() { sed -n '8,9s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '9,10s/^# \{0,1\}//p' "$0"; }
 lib=""
 while (($#)); do
     case "$1" in
@@ -45,4 +46,11 @@ profile program "$work/program"
 python=$(python3 -c 'import sys; print(sys.executable)')
 profile python "$python" -c 'd = {str(i): [i] * (i % 7) for i in range(20000)}; print(len(d))'
 
-python3 scripts/hot-text/measure.py --lib "$lib" "$work/program.out" "$work/python.out"
+# The same program natively, with windows.c preloaded after the library: the windows of the
+# library's file it made resident, fault-around and all.
+cc -O2 -shared -fPIC -o "$work/windows.so" scripts/hot-text/windows.c
+env -u TALLY_CONF -u MALLOC_CONF HOT_TEXT_LIB="$lib" LD_PRELOAD="$lib $work/windows.so" \
+    "$work/program" >/dev/null 2>"$work/windows.txt"
+
+python3 scripts/hot-text/measure.py --lib "$lib" --windows "$work/windows.txt" \
+    "$work/program.out" "$work/python.out"

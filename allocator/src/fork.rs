@@ -1,7 +1,8 @@
 //! `fork` in a threaded process: the prepare handler takes every lock in rank order
 //! (`tally_pal::sync::Rank`), the parent releases them and the child resets them, so the child
 //! starts with a consistent heap. Other threads' caches are lost in the child (their blocks
-//! leak, as in every allocator).
+//! leak, as in every allocator). The handlers are in the hot text (`hot-text.ld`): every program
+//! that starts another (a shell, `system`, `subprocess`) runs them.
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -19,6 +20,7 @@ static FORK_LOCKED: AtomicU8 = AtomicU8::new(0);
 
 /// Takes every lock, in rank order: the profiler's tables, the cache registry, every bin of
 /// every arena, every page heap, the huge-block locks, the metadata pool.
+#[link_section = ".text.hot.tally"]
 unsafe extern "C" fn prefork() {
     PROFILER.lock_for_fork();
     tcache::lock_for_fork();
@@ -35,6 +37,7 @@ unsafe extern "C" fn prefork() {
     FORK_LOCKED.store(1, Ordering::Relaxed);
 }
 
+#[link_section = ".text.hot.tally"]
 unsafe fn postfork(child: bool) {
     if FORK_LOCKED.swap(0, Ordering::Relaxed) == 0 {
         return;
@@ -56,11 +59,13 @@ unsafe fn postfork(child: bool) {
     }
 }
 
+#[link_section = ".text.hot.tally"]
 unsafe extern "C" fn postfork_parent() {
     // SAFETY: called by fork after prefork, in the forking thread.
     unsafe { postfork(false) }
 }
 
+#[link_section = ".text.hot.tally"]
 unsafe extern "C" fn postfork_child() {
     // SAFETY: called by fork after prefork, in the only thread of the child.
     unsafe { postfork(true) }

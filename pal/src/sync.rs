@@ -204,7 +204,7 @@ impl<T> Mutex<T> {
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            self.lock_contended();
+            lock_contended(&self.state);
         }
         MutexGuard { mutex: self }
     }
@@ -223,24 +223,6 @@ impl<T> Mutex<T> {
         guard
     }
 
-    #[cold]
-    fn lock_contended(&self) {
-        for _ in 0..100 {
-            core::hint::spin_loop();
-            if self.state.load(Ordering::Relaxed) == UNLOCKED
-                && self
-                    .state
-                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return;
-            }
-        }
-        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
-            futex_wait(&self.state, CONTENDED);
-        }
-    }
-
     /// Takes the lock and keeps it past the end of any scope, for `fork`'s prepare handler,
     /// which takes every lock in rank order (several of one rank allowed).
     pub fn lock_for_fork(&self) {
@@ -251,7 +233,7 @@ impl<T> Mutex<T> {
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            self.lock_contended();
+            lock_contended(&self.state);
         }
         core::mem::forget(guard);
     }
@@ -276,6 +258,30 @@ impl<T> Mutex<T> {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
             futex_wake_one(&self.state);
         }
+    }
+}
+
+/// Takes the lock whose state word is `state` after a first attempt failed: spins a little,
+/// then sleeps on the futex. One function for every `Mutex<T>`, not one per `T`, and in the
+/// allocator's hot text (`allocator/hot-text.ld`): two threads that meet on a lock run it in a
+/// program that otherwise touches no other code of the library's, and the kernel maps every
+/// page of text around the one a program runs (64 KiB resident for a few instructions).
+#[cold]
+#[inline(never)]
+#[cfg_attr(target_os = "linux", link_section = ".text.hot.tally")]
+fn lock_contended(state: &AtomicU32) {
+    for _ in 0..100 {
+        core::hint::spin_loop();
+        if state.load(Ordering::Relaxed) == UNLOCKED
+            && state
+                .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return;
+        }
+    }
+    while state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+        futex_wait(state, CONTENDED);
     }
 }
 

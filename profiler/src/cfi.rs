@@ -182,22 +182,26 @@ fn cached(pc: usize, object: usize) -> Option<Rule> {
 
 /// Fork `prepare` handler: waits out a writer (a few stores, nothing that can block) and keeps
 /// the table closed, so that a child does not inherit it held by a thread it does not have.
+// In the allocator's hot text: every program that forks runs it.
+#[link_section = ".text.hot.tally"]
 pub fn lock_for_fork() {
     while WRITING.swap(true, Ordering::Acquire) {
         core::hint::spin_loop();
     }
     // The memos too, each held for one walk at most.
-    for memo in &MEMO {
-        while memo.busy.swap(true, Ordering::Acquire) {
+    for busy in &MEMO_BUSY {
+        while busy.swap(true, Ordering::Acquire) {
             core::hint::spin_loop();
         }
     }
 }
 
 /// Fork parent and child handler: opens the table (and the memos) again.
+// In the allocator's hot text: every program that forks runs it.
+#[link_section = ".text.hot.tally"]
 pub fn unlock_after_fork() {
-    for memo in &MEMO {
-        memo.busy.store(false, Ordering::Release);
+    for busy in &MEMO_BUSY {
+        busy.store(false, Ordering::Release);
     }
     WRITING.store(false, Ordering::Release);
 }
@@ -821,9 +825,9 @@ const MEMOS: usize = 8;
 /// only when its return address, the start of the object the walk found it in, and the frame's
 /// `rsp` and `rbp` are the ones remembered: the rule is then the one the table would give (its
 /// entries are tagged with the same two), and `locate` would answer the same, since it depends
-/// on nothing else. Only the reads are made again. Invariant: `steps` is read and written only
-/// by the walk that holds `busy`; a walk that finds it held goes without (never waits: nothing
-/// here can block a `malloc`).
+/// on nothing else. Only the reads are made again. Invariant: memo `i`'s `steps` and `last` are
+/// read and written only by the walk that holds `MEMO_BUSY[i]`; a walk that finds it held goes
+/// without (never waits: nothing here can block a `malloc`).
 ///
 /// `last` describes the walk the steps came from, for [`StackKey`]: a walk that took all its
 /// steps from the memo and ended the way `last` says, after as many steps and frames, with the
@@ -833,7 +837,6 @@ const MEMOS: usize = 8;
 /// `last` a new walk number and no shape a walk can match, until the walk that changed it ends
 /// and describes itself.
 struct Memo {
-    busy: AtomicBool,
     steps: core::cell::UnsafeCell<[MemoStep; MEMO_STEPS]>,
     last: core::cell::UnsafeCell<LastWalk>,
 }
@@ -891,7 +894,8 @@ struct MemoStep {
     rbp_slot: usize,
 }
 
-// SAFETY: `steps` is touched only under `busy` (the type's invariant).
+// SAFETY: `steps` and `last` are touched only under the memo's `MEMO_BUSY` flag (the type's
+// invariant).
 unsafe impl Sync for Memo {}
 
 const NO_STEP: MemoStep = MemoStep {
@@ -904,7 +908,6 @@ const NO_STEP: MemoStep = MemoStep {
 };
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_MEMO: Memo = Memo {
-    busy: AtomicBool::new(false),
     steps: core::cell::UnsafeCell::new([NO_STEP; MEMO_STEPS]),
     last: core::cell::UnsafeCell::new(LastWalk {
         walk: 0,
@@ -917,6 +920,10 @@ const EMPTY_MEMO: Memo = Memo {
     }),
 };
 static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
+/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (3 KiB each), so that the
+/// fork handlers, which take them all, write one line and not a page of each memo: every program
+/// that forks runs them, the profiler on or not.
+static MEMO_BUSY: [AtomicBool; MEMOS] = [const { AtomicBool::new(false) }; MEMOS];
 /// Steps taken from a memo (a statistic, and what the tests look at; walks on several threads at
 /// once may lose some of each other's counts).
 pub static MEMO_HITS: AtomicU64 = AtomicU64::new(0);
@@ -934,8 +941,8 @@ impl MemoHold {
     /// Memo `index`, if no other walk holds it.
     #[inline(always)]
     fn take_at(index: usize) -> Option<MemoHold> {
-        let memo = MEMO.get(index)?;
-        if memo.busy.swap(true, Ordering::Acquire) {
+        let (memo, busy) = (MEMO.get(index)?, MEMO_BUSY.get(index)?);
+        if busy.swap(true, Ordering::Acquire) {
             return None;
         }
         Some(MemoHold(memo, index as u32))
@@ -944,7 +951,7 @@ impl MemoHold {
     /// Step `k`'s `(cfa, rbp_slot)` if it was remembered for these four.
     #[inline(always)]
     fn step(&self, k: usize, lookup: usize, object: usize, rsp: usize, rbp: usize) -> Option<(usize, usize)> {
-        // SAFETY: this hold owns `busy`, so no other walk touches the steps.
+        // SAFETY: this hold owns the memo's busy flag, so no other walk touches the steps.
         let s = unsafe { (*self.0.steps.get()).get(k)? };
         (s.lookup == lookup && s.object == object && s.rsp == rsp && s.rbp == rbp)
             .then_some((s.cfa, s.rbp_slot))
@@ -1000,7 +1007,10 @@ impl MemoHold {
 
 impl Drop for MemoHold {
     fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
+        // `take_at` made the hold with a valid index.
+        if let Some(busy) = MEMO_BUSY.get(self.1 as usize) {
+            busy.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -1441,7 +1451,7 @@ impl Unwinder for Cfi {
         let Some(memo) = MemoHold::take_at(key.memo as usize) else {
             return;
         };
-        // SAFETY: the hold owns `busy` (the `Memo` invariant).
+        // SAFETY: the hold owns the memo's busy flag (the `Memo` invariant).
         let last = unsafe { &mut *memo.0.last.get() };
         if last.walk == key.walk {
             last.table = table;

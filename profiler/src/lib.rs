@@ -210,6 +210,7 @@ impl Profiler {
 
     /// `fork`'s prepare handler: takes the tables' locks so the child does not inherit one held
     /// by a thread that does not exist there.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tally")]
     pub fn lock_for_fork(&self) {
         self.stacks.lock_for_fork();
         self.live.lock_for_fork();
@@ -221,6 +222,7 @@ impl Profiler {
     ///
     /// # Safety
     /// The calling thread must have called `lock_for_fork` before the fork.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tally")]
     pub unsafe fn unlock_after_fork(&self, child: bool) {
         // SAFETY: per the contract.
         unsafe {

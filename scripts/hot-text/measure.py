@@ -10,6 +10,14 @@ library at an address aligned likewise), and allocator/hot-text.ld puts the func
 `#[link_section = ".text.hot.tally"]` at its start. So every instruction the programs run must
 be in the segment's first 64 KiB; a function outside it needs the mark.
 
+Two more checks. Functions a program runs that callgrind never sees run (valgrind runs one
+thread at a time, so no lock is ever contended) are named in MUST_BE_HOT and must lie in the
+window too. And `--windows FILE` gives what scripts/hot-text/windows.c printed for the program
+run natively: the 64 KiB windows of each of the library's mappings that had a page mapped at
+exit. The executable mapping and the read-only one at the file's start (the dynamic symbols
+and relocations the loader reads, and the size-class tables `malloc` reads, which lie in the
+same window when the relocations are packed: allocator/build.rs) must have one each.
+
 Exit status: 0 when it holds, 1 when it does not (one line per function outside, and where it
 is), 2 on a broken measurement.
 """
@@ -24,6 +32,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "fast-paths"))
 from measure import parse_callgrind, report  # noqa: E402  (the fast-path check's helpers)
 
 WINDOW = 0x10000
+
+# Run by programs, never under callgrind: the contended path of Tally's locks.
+MUST_BE_HOT = ("tally_pal::sync::lock_contended",)
 
 
 def fail(msg, status=2):
@@ -45,9 +56,32 @@ def executable_segment(lib):
     return segs[0]
 
 
+def symbol_addresses(lib, names):
+    """{name: address} of the functions `names` in the library's symbol table."""
+    out = subprocess.run(["nm", "-C", "--defined-only", lib], check=True, capture_output=True,
+                         text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        f = line.split(" ", 2)
+        if len(f) == 3 and f[2] in names:
+            found.setdefault(f[2], int(f[0], 16))
+    return found
+
+
+def resident_windows(path):
+    """[(perms, file offset, windows)] from windows.c's lines."""
+    rows = []
+    for line in open(path):
+        f = line.split()
+        if len(f) == 4 and f[0] == "window":
+            rows.append((f[1], int(f[2], 16), int(f[3])))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", required=True)
+    ap.add_argument("--windows", help="what scripts/hot-text/windows.c printed for a native run")
     ap.add_argument("profiles", nargs="+", help="callgrind profiles of programs run on --lib")
     args = ap.parse_args()
     lib = os.path.realpath(args.lib)
@@ -86,6 +120,29 @@ def main():
                             "KiB into the code: outside its first 64 KiB (mark it "
                             "#[link_section = \".text.hot.tally\"], or, if the marked code "
                             "outgrew the window, take the least run function out)")
+    hot = symbol_addresses(lib, MUST_BE_HOT)
+    for name in MUST_BE_HOT:
+        if name not in hot:
+            fail(f"no function {name} in {lib}'s symbol table")
+        if not 0 <= hot[name] - start < WINDOW:
+            problems.append(f"{name} lies at {hot[name]:#x}, outside the first 64 KiB of the "
+                            "code (mark it #[link_section = \".text.hot.tally\"])")
+    if args.windows:
+        rows = resident_windows(args.windows)
+        code = [w for perms, _, w in rows if "x" in perms]
+        head = [w for perms, offset, w in rows if perms.startswith("r--") and offset == 0]
+        if len(code) != 1 or len(head) != 1:
+            fail(f"no executable or first read-only mapping of the library in {args.windows}")
+        print(f"check-hot-text: run natively, the program had {head[0]} window(s) of 64 KiB of the "
+              f"library's first segment resident and {code[0]} of its code")
+        if code[0] > 1:
+            problems.append(f"natively the program made {code[0]} windows of the code resident: "
+                            "a function it runs outside the first 64 KiB that callgrind did not "
+                            "see (a contended lock? add it to MUST_BE_HOT and mark it)")
+        if head[0] > 1:
+            problems.append(f"natively the program made {head[0]} windows of the first read-only "
+                            "segment resident: the data it reads there (the size-class tables) "
+                            "lies past the first 64 KiB (are the relocations packed?)")
     report("check-hot-text", problems)
 
 

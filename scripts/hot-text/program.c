@@ -1,11 +1,14 @@
 /* A small program for scripts/check-hot-text.sh: the calls an ordinary C program makes (blocks
  * of many sizes, calloc, realloc growing a buffer, aligned allocations, stdio, a thread that
- * allocates and exits, a large block), so that the functions of Tally's it runs are the ones
+ * allocates and exits, a large block, a fork, as a shell or a program that starts another
+ * makes: Tally's fork handlers run in it), so that the functions of Tally's it runs are the ones
  * every program runs. Built with -fno-builtin so the compiler keeps every call. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void *worker(void *arg) {
     void *blocks[64];
@@ -38,6 +41,11 @@ int main(void) {
     big[0] = 1;
     pthread_t t;
     if (pthread_create(&t, NULL, worker, NULL) != 0 || pthread_join(t, NULL) != 0)
+        return 1;
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    if (child < 0 || waitpid(child, NULL, 0) != child)
         return 1;
     FILE *f = fopen("/proc/self/stat", "r");
     char line[256];
