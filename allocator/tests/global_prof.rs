@@ -199,7 +199,8 @@ fn repeated_stacks_keep_their_own_ids() {
     assert_eq!(value(&stdout, "size2000"), 30.0, "{stdout}");
     assert_eq!(value(&stdout, "size3000"), 10.0, "{stdout}");
     assert_eq!(value(&stdout, "mixed"), 0.0, "{stdout}");
-    // All but the first of each run: 39 + 24 + 14 + 9 + 4.
+    // All but the first of each run (39 + 24 + 14 + 9 + 4 = 90), less a few where the compiler
+    // peeled a loop's first iteration into a call of its own (86 in the build measured).
     assert!(value(&stdout, "known") >= 85.0, "{stdout}");
 }
 
