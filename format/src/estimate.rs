@@ -48,6 +48,22 @@ pub fn sample_probability(size: f64, period: f64) -> f64 {
     -expm1(-size / period)
 }
 
+/// `1/p(z)`: the objects one sampled block of `z` bytes stands for at mean period `T`. For
+/// `z/T ≤ 1/64` (every block up to 8 KiB at the default period) from the series
+/// `1/(1 − e^(−r)) = 1/r + 1/2 + r/12 − r³/720 + r⁵/30240 − …` (the next term is below 2^-47 of
+/// the first there): one division and a few products that run beside it, where `1/p` after
+/// `expm1`'s series is a chain of dependent steps and then a division, 2.5% of a 4 KiB alloc/free
+/// loop with the profiler on (`perf`). Elsewhere `1/p(z)` itself.
+pub fn sample_weight(size: f64, period: f64) -> f64 {
+    let r = size / period;
+    if r <= 1.0 / 64.0 {
+        let r2 = r * r;
+        period / size + (0.5 + r * (1.0 / 12.0 - r2 * (1.0 / 720.0 - r2 * (1.0 / 30240.0))))
+    } else {
+        1.0 / sample_probability(size, period)
+    }
+}
+
 impl Estimate {
     /// No objects, no bytes.
     pub const ZERO: Estimate = Estimate {
@@ -60,7 +76,7 @@ impl Estimate {
     /// zero-size allocation still takes a slot, and 0 would divide by zero).
     pub fn of_sample(size: u64, period: u64) -> Estimate {
         let z = size.max(1) as f64;
-        let weight = 1.0 / sample_probability(z, period.max(1) as f64);
+        let weight = sample_weight(z, period.max(1) as f64);
         Estimate {
             objects: weight,
             bytes: z * weight,
@@ -160,6 +176,35 @@ mod tests {
                 },
                 "size {size}"
             );
+        }
+    }
+
+    /// The series agrees with `1/(1 − e^(−r))` from `std` to two units in the last place, down to
+    /// blocks of one byte at large periods, and the formula past it as before.
+    #[test]
+    fn sample_weight_is_one_over_the_probability() {
+        let exact = |r: f64| 1.0 / -(-r).exp_m1();
+        let mut r = 1e-12f64;
+        while r < 4.0 {
+            for z in [1.0, 3.0, 48.0, 1000.0, 4096.0, 65536.0] {
+                let period = z / r;
+                let (got, want) = (sample_weight(z, period), exact(z / period));
+                // Past the series, `math::expm1` (held to 4e-16) and a division.
+                let tolerance = if r <= 1.0 / 64.0 { 4e-16 } else { 1e-15 };
+                assert!(
+                    close(got, want, tolerance),
+                    "r {r:e}, z {z}: {got} against {want}"
+                );
+            }
+            r *= 1.0137;
+        }
+        // Right at the switch and just past it.
+        for r in [
+            1.0 / 64.0,
+            1.0 / 64.0 * (1.0 + f64::EPSILON),
+            1.0 / 64.0 * (1.0 - f64::EPSILON),
+        ] {
+            assert!(close(sample_weight(r, 1.0), exact(r), 1e-15), "r {r}");
         }
     }
 
