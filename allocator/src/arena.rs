@@ -184,6 +184,12 @@ impl Arena {
         index_of(self as *const Arena as usize)
     }
 
+    /// Threads counted as using this arena ([`next_arena`], [`join_arena`], [`leave_arena`]).
+    #[cfg(test)]
+    pub fn users(&self) -> u32 {
+        self.threads.load(Ordering::Relaxed)
+    }
+
     /// Allocates a large block of `class`, aligned to `align` (a power of two); null when out of
     /// memory or when the alignment cannot be met inside a chunk.
     #[link_section = ".text.hot.tally"]
@@ -313,6 +319,7 @@ pub fn set_arena_count(n: usize) {
 /// The arena for a new thread's cache: the one with the fewest threads, the lowest index on a
 /// tie. Counts it as used until [`leave_arena`]. Two threads starting at once may pick the same
 /// arena; that costs some sharing, never correctness.
+#[link_section = ".text.hot.tally"]
 pub fn next_arena() -> &'static Arena {
     let arena = pick_arena();
     arena.threads.fetch_add(1, Ordering::Relaxed);
@@ -321,6 +328,7 @@ pub fn next_arena() -> &'static Arena {
 
 /// The arena [`next_arena`] would give a new thread, not counted: for the calls a thread makes
 /// while its cache is being made, which must not count it twice.
+#[link_section = ".text.hot.tally"]
 pub fn pick_arena() -> &'static Arena {
     ARENAS[..arena_count()]
         .iter()

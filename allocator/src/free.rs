@@ -92,8 +92,15 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
 #[link_section = ".text.hot.tally"]
 unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
     let tb = thread_bins();
+    if !has_cache(tb) && thread_start() {
+        // The thread's first free, its cache just made: it has no arena until it allocates, so
+        // the block is another thread's (and it goes home now rather than sit at the bottom of
+        // the bin, where the next blocks of other threads would be buried above it).
+        // SAFETY: `p` is a live block of `class` the caller gives up; the thread has a cache.
+        return unsafe { free_foreign(p, class) };
+    }
     // SAFETY: the thread's own bins.
-    if (!has_cache(tb) && !thread_start()) || unsafe { (*tb).bins[class.index()].cap() } == 0 {
+    if !has_cache(tb) || unsafe { (*tb).bins[class.index()].cap() } == 0 {
         // SAFETY: `p` is a free block of `class` only we can reach.
         unsafe {
             dead_small_block(p, class);

@@ -101,9 +101,9 @@ unsafe extern "C" fn thread_exit(tc: *mut c_void) {
         return;
     }
     STATE.set(ThreadState::TornDown);
-    // What the thread allocates from now on (in later destructors) comes from the arena its
-    // blocks went back to.
-    // SAFETY: the thread's own live cache; its arena is one of the static ARENAS.
+    // What the thread allocates from now on (in later destructors) comes from the arena it
+    // filled from (or, if it never allocated, the one `direct_arena` picks then).
+    // SAFETY: the thread's own live cache; its arena is null or one of the static ARENAS.
     DIRECT_ARENA.set(unsafe { (*(*tb).cache).arena });
     // SAFETY: the cache belongs to this thread, which is exiting.
     unsafe { TCache::detach(tb) };
@@ -165,16 +165,17 @@ pub fn move_to_arena(to: &'static Arena) {
     let tb = thread_bins();
     if has_cache(tb) || thread_start() {
         flush_thread_cache();
-        // SAFETY: the thread's own live cache, which only this thread changes; its arena is one
-        // of the static ARENAS, counted as used by this thread until `leave_arena`.
+        // SAFETY: the thread's own live cache, which only this thread changes; its arena is null
+        // or one of the static ARENAS, counted as used by this thread until `leave_arena`.
         unsafe {
-            let tc = (*tb).cache;
-            let from = &*(*tc).arena;
+            let from = (*(*tb).cache).arena;
             if !ptr::eq(from, to) {
                 arena::join_arena(to);
-                (*tc).arena = to;
-                (*tb).arena = to.index();
-                arena::leave_arena(from);
+                tcache::set_arena(tb, to);
+                // A thread that has not allocated yet used no arena.
+                if !from.is_null() {
+                    arena::leave_arena(&*from);
+                }
             }
         }
     } else if STATE.get() == ThreadState::NoCache {
@@ -188,13 +189,14 @@ pub fn move_to_arena(to: &'static Arena) {
     DIRECT_ARENA.set(to);
 }
 
-/// The calling thread's arena: its cache's, made now if the thread has none yet (a thread
-/// whose first allocation is a large block takes it from the arena its cache will use).
+/// The calling thread's arena: its cache's, the cache made and the arena taken now if the thread
+/// has neither yet (a thread whose first allocation is a large block takes it from the arena its
+/// cache will use).
 pub fn thread_arena() -> &'static Arena {
     let tb = thread_bins();
     if has_cache(tb) || thread_start() {
-        // SAFETY: a thread's own live cache; its arena is one of the static ARENAS.
-        unsafe { &*(*(*tb).cache).arena }
+        // SAFETY: a thread's own live cache.
+        unsafe { tcache::claim(tb) }
     } else {
         direct_arena()
     }

@@ -1,0 +1,114 @@
+//! A thread that only frees what another thread allocated (a consumer) takes no arena, and the
+//! blocks it frees go home at once instead of waiting in its cache; the arena it gets when it
+//! first allocates is counted from then on.
+//!
+//! Runs in a child process (`child/mod.rs`) with two arenas, so that the counts are this
+//! scenario's alone.
+
+mod child;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use tally::api;
+
+/// Blocks the main thread allocates and the other thread frees.
+const BLOCKS: usize = 1000;
+const SIZE: usize = 64;
+
+/// (threads counted on the arenas, threads with a cache, blocks of `SIZE` in thread caches).
+fn counts() -> (u64, usize, u64) {
+    let s = tally::stats();
+    let class = s
+        .classes
+        .iter()
+        .find(|c| c.size == SIZE as u64)
+        .expect("a 64-byte class");
+    (s.arenas.iter().map(|a| a.threads).sum(), s.threads, class.cached)
+}
+
+/// What the consumer thread does, step by step; the main thread waits for each step.
+static STEP: AtomicU32 = AtomicU32::new(0);
+/// The blocks the consumer frees (addresses).
+static BLOCKS_TO_FREE: [AtomicUsize; BLOCKS] = [const { AtomicUsize::new(0) }; BLOCKS];
+
+fn wait_for(step: u32) {
+    while STEP.load(Ordering::Acquire) != step {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The consumer: a raw POSIX thread, so that nothing but its own calls reach the allocator
+/// (a `std::thread` allocates on its own, through Tally in this binary, before its closure
+/// runs). It frees the blocks (step 1), then waits (by sleeping, which allocates nothing) until
+/// step 2 to allocate one block (step 3), and exits at step 4.
+extern "C" fn consumer(_: *mut std::ffi::c_void) -> *mut std::ffi::c_void {
+    for slot in &BLOCKS_TO_FREE {
+        // SAFETY: a live block of this process's allocator, freed once.
+        unsafe { api::free(slot.load(Ordering::Relaxed) as *mut std::ffi::c_void) };
+    }
+    STEP.store(1, Ordering::Release);
+    while STEP.load(Ordering::Acquire) != 2 {
+        // SAFETY: a plain sleep.
+        unsafe { libc::usleep(1000) };
+    }
+    let p = api::malloc(SIZE);
+    BLOCKS_TO_FREE[0].store(p as usize, Ordering::Relaxed);
+    STEP.store(3, Ordering::Release);
+    while STEP.load(Ordering::Acquire) != 4 {
+        // SAFETY: a plain sleep.
+        unsafe { libc::usleep(1000) };
+    }
+    // SAFETY: the block this thread allocated, freed once.
+    unsafe { api::free(p) };
+    std::ptr::null_mut()
+}
+
+#[test]
+#[ignore = "the child process of the scenario below"]
+fn child_entry() {
+    assert_eq!(child::case("TALLY_FREE_ONLY"), "run");
+    for slot in &BLOCKS_TO_FREE {
+        let p = api::malloc(SIZE);
+        assert!(!p.is_null());
+        slot.store(p as usize, Ordering::Relaxed);
+    }
+    let (arenas_before, caches_before, cached_before) = counts();
+    assert!(arenas_before >= 1, "the allocating thread counts on an arena");
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: `consumer` is a valid thread start routine that ignores its argument.
+    let rc = unsafe { libc::pthread_create(&mut thread, std::ptr::null(), consumer, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "pthread_create");
+    wait_for(1);
+    let (arenas, caches, cached) = counts();
+    println!(
+        "only freed: arenas' threads {arenas_before} -> {arenas}, caches {caches_before} -> {caches}, \
+         cached {cached_before} -> {cached}"
+    );
+    assert_eq!(caches, caches_before + 1, "the consumer has a cache");
+    assert_eq!(arenas, arenas_before, "a thread that only frees takes no arena");
+    assert_eq!(
+        cached, cached_before,
+        "the freed blocks went home, none waits in the consumer's cache"
+    );
+    STEP.store(2, Ordering::Release);
+    wait_for(3);
+    let (arenas, _, _) = counts();
+    assert_eq!(arenas, arenas_before + 1, "its first allocation takes an arena");
+    STEP.store(4, Ordering::Release);
+    // SAFETY: the thread made above, joined once.
+    assert_eq!(unsafe { libc::pthread_join(thread, std::ptr::null_mut()) }, 0);
+    let (arenas, _, _) = counts();
+    assert_eq!(arenas, arenas_before, "an exited thread leaves its arena");
+    println!("free-only thread: ok");
+}
+
+#[test]
+fn a_thread_that_only_frees_takes_no_arena_and_keeps_no_block() {
+    let out = child::run(&[("TALLY_FREE_ONLY", "run"), ("TALLY_CONF", "narenas:2")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("free-only thread: ok"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
