@@ -194,8 +194,45 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
     }
 }
 
+/// Bytes of blocks a refill brings at most (but always 2 blocks, and never more than half the
+/// bin's usual limit): a refill's batch doubles from [`first_fill`] each time the bin runs dry,
+/// up to [`FILL_MAX`]. It was half the usual limit for every class, 32 KiB of blocks for the
+/// classes from 512 B up: a thread allocating many sizes of those (the suite's `prodcons_many`
+/// producers: 1 in 8 messages of 513 B-4 KiB, 20 classes) held a refill's worth of each, half of
+/// it on average, while the consumers freed the blocks back to the slabs beside them. At 8 KiB,
+/// `prodcons_many` peaks at 5.2-5.3 MiB instead of 5.9-6.1, `prodcons` 3.4 instead of 3.6, no
+/// slower on the suite's single-thread churns (docs/benchmarks.md, ninth pass). Classes up to
+/// 128 B keep their batches (8 KiB is 64 of them, half their limit).
+const FILL_BYTES: usize = 8 * 1024;
+
+const fn fill_max_compute(index: usize) -> u16 {
+    let by_bytes = FILL_BYTES / size_compute(index);
+    let by_bytes = if by_bytes < 2 { 2 } else { by_bytes };
+    let half = CAPS[index] as usize / 2;
+    let max = if by_bytes < half { by_bytes } else { half };
+    if max < 1 {
+        1
+    } else {
+        max as u16
+    }
+}
+
+const fn build_fill_max() -> [u16; NCACHED] {
+    let mut t = [0u16; NCACHED];
+    let mut i = 0;
+    while i < NCACHED {
+        t[i] = fill_max_compute(i);
+        i += 1;
+    }
+    t
+}
+
+/// The largest batch a bin's refill brings (see [`FILL_BYTES`]).
+const FILL_MAX: [u16; NCACHED] = build_fill_max();
+
 /// Blocks a bin's first refill asks for: four, fewer where four would pass 16 KiB (a class a
-/// thread uses once then costs it one or two blocks, not a slab's worth).
+/// thread uses once then costs it one or two blocks, not a slab's worth), and never more than
+/// [`FILL_MAX`].
 const fn first_fill(index: usize) -> u16 {
     let by_bytes = 16 * 1024 / size_compute(index);
     if by_bytes >= 4 {
@@ -519,7 +556,7 @@ impl TCache {
                 let kept = i < cached;
                 bin.set_slots(storage.add(offset), if kept { room as u16 } else { 0 });
                 bin.set_limit(if kept { CAPS[i] as u16 } else { 0 });
-                bin.fill = first_fill(i).min(bin.limit() as u16 / 2).max(1);
+                bin.fill = first_fill(i).min(FILL_MAX[i]).min(bin.limit() as u16 / 2).max(1);
                 offset += room as usize;
             }
             (*tb).cache = tc;
@@ -725,7 +762,7 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
-        bin.fill = (bin.fill * 2).min(CAPS[class.index()] as u16 / 2).max(1);
+        bin.fill = (bin.fill * 2).min(FILL_MAX[class.index()]);
         let out = core::slice::from_raw_parts_mut(bin.slots(), want);
         let n = arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out);
         if n == 0 {
@@ -1054,7 +1091,11 @@ mod tests {
                 let limit = if i < cached { CAPS[i] as u16 } else { 0 };
                 assert_eq!((bin.cap(), bin.limit() as u16), (cap, limit), "bin {i}");
                 assert_eq!(bin.count(), 0);
-                assert_eq!(bin.fill, first_fill(i).min(limit / 2).max(1), "bin {i}");
+                assert_eq!(
+                    bin.fill,
+                    first_fill(i).min(FILL_MAX[i]).min(limit / 2).max(1),
+                    "bin {i}"
+                );
                 // Each bin's slots follow the previous bin's, all inside the cache's storage.
                 assert_eq!(bin.slots(), storage.add(offset), "bin {i}");
                 offset += ROOM[i] as usize;
@@ -1109,7 +1150,30 @@ mod tests {
     }
 
     #[test]
-    fn fill_and_pop_refills_with_batches_doubling_up_to_half_the_usual_limit() {
+    fn fill_max_is_8_kib_of_blocks_at_least_2_at_most_half_the_usual_limit() {
+        for i in 0..NSMALL {
+            let (most, size) = (FILL_MAX[i] as usize, size_compute(i));
+            assert!(most >= 1 && most <= (CAPS[i] as usize / 2).max(1), "class {i}");
+            assert!(
+                most * size <= FILL_BYTES || most <= 2,
+                "class {i}: {most} blocks of {size} B"
+            );
+            let twice = (2 * most).min(CAPS[i] as usize / 2);
+            assert!(
+                twice == most || twice * size > FILL_BYTES,
+                "class {i}: {most} blocks of {size} B, could be more"
+            );
+        }
+        // The small classes keep their batches; from 512 B up they bring 8 KiB at most.
+        assert_eq!(
+            FILL_MAX[class_for(64).unwrap().index()] as u32,
+            CAPS[class_for(64).unwrap().index()] / 2
+        );
+        assert_eq!(FILL_MAX[class_for(4096).unwrap().index()], 2);
+    }
+
+    #[test]
+    fn fill_and_pop_refills_with_batches_doubling_up_to_fill_max() {
         let _serial = serial();
         let tb = new_bins();
         let class = SizeClass(10);
@@ -1121,7 +1185,7 @@ mod tests {
         // taken are returned once, before the cache goes.
         unsafe {
             TCache::attach(tb);
-            let half = CAPS[i] as u16 / 2;
+            let most = FILL_MAX[i];
             for round in 0..8 {
                 let want = (*tb).bins[i].fill;
                 let nmalloc = (*tb).bins[i].nmalloc.load(Ordering::Relaxed);
@@ -1133,11 +1197,7 @@ mod tests {
                 n += 1;
                 let bin = &(*tb).bins[i];
                 assert_eq!(bin.count(), want as u32 - 1, "round {round}: the refill's batch");
-                assert_eq!(
-                    bin.fill,
-                    (want * 2).min(half).max(1),
-                    "round {round}: the next batch"
-                );
+                assert_eq!(bin.fill, (want * 2).min(most), "round {round}: the next batch");
                 assert_eq!((*tb).missed, 1 << i, "round {round}: the miss bit");
                 assert_eq!(bin.nmalloc.load(Ordering::Relaxed), nmalloc + 1);
                 check_invariants(tb);
@@ -1147,11 +1207,7 @@ mod tests {
                 n += count;
                 bin.set_count(0);
             }
-            assert_eq!(
-                (*tb).bins[i].fill,
-                half,
-                "the batch stops growing at half the capacity"
-            );
+            assert_eq!((*tb).bins[i].fill, most, "the batch stops growing at its most");
             assert!(MISSES[i].load(Ordering::Relaxed) >= misses + 8);
             for (k, &p) in blocks[..n].iter().enumerate() {
                 assert_eq!(class_of(p), i);
