@@ -200,9 +200,9 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
 /// classes from 512 B up: a thread allocating many sizes of those (the suite's `prodcons_many`
 /// producers: 1 in 8 messages of 513 B-4 KiB, 20 classes) held a refill's worth of each, half of
 /// it on average, while the consumers freed the blocks back to the slabs beside them. At 8 KiB,
-/// `prodcons_many` peaks at 5.2-5.3 MiB instead of 5.9-6.1, `prodcons` 3.4 instead of 3.6, no
-/// slower on the suite's single-thread churns (docs/benchmarks.md, ninth pass). Classes up to
-/// 128 B keep their batches (8 KiB is 64 of them, half their limit).
+/// `prodcons_many` peaks at 4.9-5.3 MiB instead of 5.9-6.1 (16 KiB: 5.9-6.0), `prodcons` at 3.4
+/// instead of 3.6, with the fast paths' instructions unchanged (docs/benchmarks.md, ninth
+/// pass). Classes up to 128 B keep their batches (8 KiB is 64 of them, half their limit).
 const FILL_BYTES: usize = 8 * 1024;
 
 const fn fill_max_compute(index: usize) -> u16 {
