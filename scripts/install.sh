@@ -45,7 +45,7 @@ manifest=$prefix/share/tally/installed
 # on Debian).
 refresh_linker_cache() {
     if [[ $(id -u) == 0 ]] && command -v ldconfig >/dev/null \
-        && ldconfig -v -N 2>/dev/null | grep -q "^$libdir:"; then
+        && grep -q "^$libdir:" <<<"$(ldconfig -v -N 2>/dev/null)"; then
         ldconfig
     fi
 }

@@ -107,7 +107,10 @@ export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 # shellcheck disable=SC2046 # pkg-config's output is words
 cc -o "$tmp/uses_tally" "$tmp/uses_tally.c" $(pkg-config --cflags --libs tally) || fail "the C program did not build with pkg-config"
 unset PKG_CONFIG_PATH
-readelf -d "$tmp/uses_tally" | grep -q 'NEEDED.*\[libtally.so.0\]' || fail "the program does not record libtally.so.0"
+# (Each listing is read whole before grep looks at it: `producer | grep -q` under pipefail fails
+# whenever grep finds its line and exits while the producer is still writing, which then dies of
+# SIGPIPE; `ldconfig -p` did so on a fresh CI machine.)
+grep -q 'NEEDED.*\[libtally.so.0\]' <<<"$(readelf -d "$tmp/uses_tally")" || fail "the program does not record libtally.so.0"
 out=$(cd / && LD_LIBRARY_PATH=$prefix/lib "$tmp/uses_tally") || fail "the program linked with -ltally failed"
 [[ "$out" == *tally* ]] || fail "the program's mallctl(\"version\") says '$out', not Tally"
 [[ $(cd / && "$prefix/bin/tally" --version) == "tally $version" ]] || fail "installed tally --version"
@@ -135,7 +138,7 @@ if err=$(scripts/install.sh --prefix "$prefix" --uninstall 2>&1); then fail "a s
 
 step "4. the Debian package"
 [[ $(id -u) == 0 ]] || fail "installing the Debian package needs root (CI runs as root)"
-if dpkg-query -W -f '${Status}' tally 2>/dev/null | grep -q 'installed'; then
+if grep -q 'installed' <<<"$(dpkg-query -W -f '${Status}' tally 2>/dev/null)"; then
     fail "a tally package is installed already; remove it (dpkg -r tally) to run this test"
 fi
 deb=$(scripts/build-deb.sh --out "$tmp/deb" | tail -n 1)
@@ -157,9 +160,9 @@ deb_installed=1
 cd /
 [[ $(tally --version) == "tally $version" ]] || fail "tally --version after dpkg -i"
 [[ $(man -w tally-run) == /usr/share/man/man1/tally-run.1.gz ]] || fail "man finds no page for tally-run"
-MANWIDTH=80 man tally-run 2>/dev/null | grep -q -- '--conf <OPTS>' || fail "man tally-run does not show --conf"
+grep -q -- '--conf <OPTS>' <<<"$(MANWIDTH=80 man tally-run 2>/dev/null)" || fail "man tally-run does not show --conf"
 # (/lib/<multiarch> or /usr/lib/<multiarch>: on a merged-/usr system they are one directory.)
-ldconfig -p | grep -q "libtally.so.0 (.*) => .*/lib/$multiarch/libtally.so.0\$" \
+grep -q "libtally.so.0 (.*) => .*/lib/$multiarch/libtally.so.0\$" <<<"$(ldconfig -p)" \
     || fail "the dynamic linker's cache does not list libtally.so.0: $(ldconfig -p | grep tally)"
 # shellcheck disable=SC2046 # pkg-config's output is words
 cc -o "$tmp/uses_tally_deb" "$tmp/uses_tally.c" $(pkg-config --cflags --libs tally) \
@@ -184,5 +187,5 @@ while read -r f; do
 done <<<"$files"
 ((${#left[@]} == 0)) || fail "dpkg -r left: ${left[*]}"
 [[ ! -d /usr/share/doc/tally ]] || fail "dpkg -r left /usr/share/doc/tally"
-if ldconfig -p | grep -q 'libtally.so.0 '; then fail "the linker's cache still lists libtally.so.0 after dpkg -r"; fi
+if grep -q 'libtally.so.0 ' <<<"$(ldconfig -p)"; then fail "the linker's cache still lists libtally.so.0 after dpkg -r"; fi
 echo "packaging: all checks passed"
