@@ -207,14 +207,10 @@ const FILL_BYTES: usize = 8 * 1024;
 
 const fn fill_max_compute(index: usize) -> u16 {
     let by_bytes = FILL_BYTES / size_compute(index);
-    let by_bytes = if by_bytes < 2 { 2 } else { by_bytes };
+    let most = if by_bytes < 2 { 2 } else { by_bytes };
+    // At least 1: every usual limit is at least 2 (checked below).
     let half = CAPS[index] as usize / 2;
-    let max = if by_bytes < half { by_bytes } else { half };
-    if max < 1 {
-        1
-    } else {
-        max as u16
-    }
+    (if most < half { most } else { half }) as u16
 }
 
 const fn build_fill_max() -> [u16; NCACHED] {
@@ -235,12 +231,17 @@ const FILL_MAX: [u16; NCACHED] = build_fill_max();
 /// [`FILL_MAX`].
 const fn first_fill(index: usize) -> u16 {
     let by_bytes = 16 * 1024 / size_compute(index);
-    if by_bytes >= 4 {
+    let first = if by_bytes >= 4 {
         4
     } else if by_bytes == 0 {
         1
     } else {
         by_bytes as u16
+    };
+    if first < FILL_MAX[index] {
+        first
+    } else {
+        FILL_MAX[index]
     }
 }
 const TOTAL_SLOTS: usize = build_caps().1;
@@ -556,7 +557,7 @@ impl TCache {
                 let kept = i < cached;
                 bin.set_slots(storage.add(offset), if kept { room as u16 } else { 0 });
                 bin.set_limit(if kept { CAPS[i] as u16 } else { 0 });
-                bin.fill = first_fill(i).min(FILL_MAX[i]).min(bin.limit() as u16 / 2).max(1);
+                bin.fill = first_fill(i).min(bin.limit() as u16 / 2).max(1);
                 offset += room as usize;
             }
             (*tb).cache = tc;
@@ -1091,11 +1092,7 @@ mod tests {
                 let limit = if i < cached { CAPS[i] as u16 } else { 0 };
                 assert_eq!((bin.cap(), bin.limit() as u16), (cap, limit), "bin {i}");
                 assert_eq!(bin.count(), 0);
-                assert_eq!(
-                    bin.fill,
-                    first_fill(i).min(FILL_MAX[i]).min(limit / 2).max(1),
-                    "bin {i}"
-                );
+                assert_eq!(bin.fill, first_fill(i).min(limit / 2).max(1), "bin {i}");
                 // Each bin's slots follow the previous bin's, all inside the cache's storage.
                 assert_eq!(bin.slots(), storage.add(offset), "bin {i}");
                 offset += ROOM[i] as usize;
@@ -1154,6 +1151,10 @@ mod tests {
         for i in 0..NSMALL {
             let (most, size) = (FILL_MAX[i] as usize, size_compute(i));
             assert!(most >= 1 && most <= (CAPS[i] as usize / 2).max(1), "class {i}");
+            assert!(
+                first_fill(i) as usize <= most,
+                "class {i}: the first batch is no bigger"
+            );
             assert!(
                 most * size <= FILL_BYTES || most <= 2,
                 "class {i}: {most} blocks of {size} B"
