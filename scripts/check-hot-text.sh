@@ -49,6 +49,16 @@ profile python "$python" -c 'd = {str(i): [i] * (i % 7) for i in range(20000)}; 
 # The same program natively, with windows.c preloaded after the library: the windows of the
 # library's file it made resident, fault-around and all.
 cc -O2 -shared -fPIC -o "$work/windows.so" scripts/hot-text/windows.c
+# First the library's pages leave the page cache, so that the program reads them from the file as
+# it would an installed library. How a file came into the cache decides how much a fault maps:
+# Linux maps a whole large folio around a fault (6.18 here), and a copy made with `cp` sits in
+# large folios, so a fault in the first window mapped the second as well (a build that
+# passes read from disk failed as a copy: "2 windows of the code"). The linker's output is in
+# small folios; read back from the file, every copy is.
+python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.fsync(fd)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$lib"
 env -u TALLY_CONF -u MALLOC_CONF HOT_TEXT_LIB="$lib" LD_PRELOAD="$lib $work/windows.so" \
     "$work/program" >/dev/null 2>"$work/windows.txt"
 
