@@ -1145,7 +1145,10 @@ mod tests {
         assert_eq!(partial[2], 5);
         assert_eq!(name_to_mib(b"arenas.bin", &mut [0; 4]), Err(ENOENT));
         assert_eq!(
-            name_to_mib(b"arenas.bin.52.size", &mut [0; 4]),
+            name_to_mib(
+                format!("arenas.bin.{}.size", crate::size_class::NSMALL).as_bytes(),
+                &mut [0; 4]
+            ),
             Err(ENOENT),
             "past nbins"
         );

@@ -8,6 +8,12 @@
 //! rounded up by less than one spacing, so the waste is under `2^(k-2) / 2^k` = 25% of the
 //! request, and about 12% on average.
 //!
+//! The doubling from 512 bytes to 1 KiB has a fifth class, 576 bytes, below 640: a leaf node of
+//! a Rust `BTreeMap` whose keys and values are 24 bytes (`String`, `Vec<u8>`) is 544 bytes, and
+//! at 640 a map of a million entries built in order held 9 MiB of padding (Criterion's
+//! `btree_strings`: 167 MiB peak RSS, 158 with the class; `tests/btree_nodes.rs`). Its
+//! internal nodes are 640 bytes.
+//!
 //! The four doublings from 1 KiB to 16 KiB are cut into eight classes each (1152, 1280, ...,
 //! 4096, 4608, 5120, ..., 15360, 16384): at most 12.5% waste where it costs the most bytes per
 //! block among the slab classes. Buffers of a page plus a header are common (SQLite's page cache
@@ -32,14 +38,14 @@ pub const SMALL_MAX: usize = 15 * 1024;
 /// Largest large class: 2 MiB. Requests above it are huge.
 pub const LARGE_MAX: usize = 2 * 1024 * 1024;
 /// Number of small classes.
-pub const NSMALL: usize = 52;
+pub const NSMALL: usize = 53;
 /// Number of classes (small and large).
-pub const NCLASSES: usize = 81;
+pub const NCLASSES: usize = 82;
 /// Largest class kept in thread caches (jemalloc's default `tcache_max`): 32 KiB.
 pub const TCACHE_MAX: usize = 32 * 1024;
 /// Number of classes kept in thread caches: all small ones and the large ones up to
 /// [`TCACHE_MAX`].
-pub const NCACHED: usize = 57;
+pub const NCACHED: usize = 58;
 /// Most objects a slab holds; the slab bitmap is sized for it.
 pub const SLAB_MAX_OBJS: usize = 512;
 /// Longest slab, in pages.
@@ -249,7 +255,9 @@ pub fn class_for(size: usize) -> Option<SizeClass> {
 /// Round the size up to a multiple of `align` first. A class at or above that size is then a
 /// multiple of `align`: within a doubling `(2^k, 2^(k+1)]` classes are multiples of `2^(k-2)`
 /// (`2^(k-3)` in the fine doublings), and if `align` is larger than that, the rounded size is a
-/// multiple of `2^(k-1)`, `2^(k-2)` in the fine doublings — a class either way.
+/// multiple of `2^(k-1)`, `2^(k-2)` in the fine doublings — a class either way. The extra class
+/// 576 is a multiple of 64, and a size rounded to a multiple of 128 or more is not in
+/// `(512, 576]`.
 /// Slabs and page runs start on page boundaries, so every block is aligned.
 #[inline]
 pub fn class_for_aligned(size: usize, align: usize) -> Option<SizeClass> {
@@ -262,10 +270,18 @@ pub fn class_for_aligned(size: usize, align: usize) -> Option<SizeClass> {
 const fn group_len(g: usize) -> usize {
     if g >= FINE_FIRST && g <= FINE_LAST {
         FINE_GROUP
+    } else if g == NODE_GROUP {
+        GROUP + 1
     } else {
         GROUP
     }
 }
+
+/// The doubling `(512, 1024]` has one class more than the other coarse ones, first: 576, for
+/// the leaves of Rust's `BTreeMap`s of 24-byte keys and values (see the module docs).
+const NODE_GROUP: usize = 2;
+const NODE_CLASS: usize = 576;
+const _: () = assert!(QUANTUM_MAX << NODE_GROUP == 512 && NODE_CLASS % 64 == 0);
 
 /// Index of the first class of grouped doubling `g`.
 const fn group_start(g: usize) -> usize {
@@ -278,7 +294,8 @@ const fn group_start(g: usize) -> usize {
         FINE_LAST + 1 - FINE_FIRST
     };
     let coarse_after = if g > FINE_LAST + 1 { g - FINE_LAST - 1 } else { 0 };
-    FIRST_GROUPED + (coarse_before + coarse_after) * GROUP + fine * FINE_GROUP
+    let node = if g > NODE_GROUP { 1 } else { 0 };
+    FIRST_GROUPED + (coarse_before + coarse_after) * GROUP + fine * FINE_GROUP + node
 }
 
 /// The size of class `index`, computed (the oracle for the table).
@@ -294,7 +311,15 @@ pub const fn size_compute(index: usize) -> usize {
         }
         let i = index - group_start(g);
         let base = QUANTUM_MAX << g;
-        base + (i + 1) * (base / group_len(g))
+        if g == NODE_GROUP {
+            if i == 0 {
+                NODE_CLASS
+            } else {
+                base + i * (base / GROUP)
+            }
+        } else {
+            base + (i + 1) * (base / group_len(g))
+        }
     }
 }
 
@@ -313,6 +338,14 @@ pub const fn class_compute(size: usize) -> SizeClass {
         } else {
             (lg - 2, GROUP - 1)
         };
+        if g == NODE_GROUP {
+            let first = group_start(g);
+            return SizeClass(if size <= NODE_CLASS {
+                first
+            } else {
+                first + 1 + ((x >> shift) & mask)
+            } as u8);
+        }
         SizeClass((group_start(g) + ((x >> shift) & mask)) as u8)
     }
 }
@@ -527,7 +560,7 @@ mod tests {
     fn aligned_classes_are_aligned() {
         let mut align = 8;
         while align <= PAGE {
-            for size in (0..20_000).step_by(7) {
+            for size in 0..20_000 {
                 let c = class_for_aligned(size, align).unwrap();
                 assert!(c.size() >= size.max(1));
                 assert_eq!(

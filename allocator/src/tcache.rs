@@ -797,7 +797,7 @@ pub unsafe fn gc_step(tb: *mut ThreadBins) {
             return;
         }
         let i = (*tb).gc_next as usize;
-        // A compare, not `% NCACHED` (57: a multiply and shifts on the tick's path).
+        // A compare, not `% NCACHED` (58: a multiply and shifts on the tick's path).
         (*tb).gc_next = if i + 1 == NCACHED { 0 } else { i as u32 + 1 };
         if i == 0 {
             (*(*tb).cache).big.gc();

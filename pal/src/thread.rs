@@ -4,8 +4,10 @@
 use core::ffi::c_void;
 use core::sync::atomic::AtomicU32;
 
-/// Bytes of the thread block (see [`thread_block`]).
-pub const THREAD_BLOCK_BYTES: usize = 2048;
+/// Bytes of the thread block (see [`thread_block`]): the thread cache's bins, 32 bytes for each
+/// of its 58 classes, its other fields and the thread's events (asserted where they are laid
+/// out). The `.size` and `.zero` of the block below say the same number.
+pub const THREAD_BLOCK_BYTES: usize = 2112;
 
 // The thread block: thread-local storage in the initial-exec model, so finding it is a read of
 // the thread pointer plus a link-time offset, with no call to `__tls_get_addr` (which a shared
@@ -17,9 +19,9 @@ core::arch::global_asm!(
     ".globl tally_thread_block",
     ".hidden tally_thread_block",
     ".type tally_thread_block, @object",
-    ".size tally_thread_block, 2048",
+    ".size tally_thread_block, 2112",
     "tally_thread_block:",
-    ".zero 2048",
+    ".zero 2112",
     ".popsection",
 );
 
