@@ -33,7 +33,7 @@ use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
 use crate::size_class::{size_compute, SizeClass, CLASS_STRIDE, NCACHED, NSMALL};
 use crate::{freed, meta};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
 
@@ -56,20 +56,19 @@ const fn cap_compute(index: usize) -> usize {
     }
 }
 
-const fn build_caps() -> ([u32; NCACHED], usize) {
+const fn build_caps() -> [u32; NCACHED] {
     let mut caps = [0u32; NCACHED];
-    let mut total = 0;
     let mut i = 0;
     while i < NCACHED {
         caps[i] = cap_compute(i) as u32;
-        total += room_compute(i, caps[i]) as usize;
         i += 1;
     }
-    (caps, total)
+    caps
 }
 
-/// A bin's usual limit (see [`cap_compute`]); its slots are [`ROOM`].
-const CAPS: [u32; NCACHED] = build_caps().0;
+/// A bin's usual limit (see [`cap_compute`]): the slots it has in the packed part of its cache's
+/// storage, where it starts. One that grows past it moves to its [`ROOM`] ([`make_room`]).
+const CAPS: [u32; NCACHED] = build_caps();
 
 /// Slots a bin has: for small classes its usual limit and 32 KiB of blocks more (at most 1024
 /// slots), so that a thread whose bursts of frees outgrow the limit can grow it
@@ -82,12 +81,15 @@ const fn room_compute(index: usize, cap: u32) -> u32 {
         return cap;
     }
     let room = cap + (32 * 1024 / size_compute(index)) as u32;
-    if room > 1024 {
-        1024
+    if room > MAX_ROOM as u32 {
+        MAX_ROOM as u32
     } else {
         room
     }
 }
+
+/// The most slots any bin has.
+const MAX_ROOM: usize = 1024;
 
 const fn build_room() -> [u32; NCACHED] {
     let mut room = [0u32; NCACHED];
@@ -99,8 +101,39 @@ const fn build_room() -> [u32; NCACHED] {
     room
 }
 
-/// Slots per bin (its capacity): at least its usual limit [`CAPS`].
+/// The most slots a bin has (its capacity once grown): at least its usual limit [`CAPS`].
 const ROOM: [u32; NCACHED] = build_room();
+
+/// Where each bin's slots start in its cache's storage: `(packed, grown)`. The usual limits of
+/// all bins come first, side by side ([`CAPS`]); then, for each bin that can grow, its whole
+/// [`ROOM`]. A bin lives in its packed slots and moves to its room only while a burst makes it
+/// grow ([`make_room`]), and back when garbage collection takes its limit down ([`gc_step`]).
+/// With every bin's room inline, each bin of a class up to 512 bytes had a page of slots to
+/// itself (room for 32 KiB of blocks more): a thread using twenty classes touched 64 KiB of
+/// slots where its usual limits fill 20 KiB, and a program with four threads paid that four
+/// times (the suite's `size_churn`: 64 KiB of the cache resident, 32 packed).
+const fn build_layout() -> ([u32; NCACHED], [u32; NCACHED], usize) {
+    let (mut packed, mut grown) = ([0u32; NCACHED], [0u32; NCACHED]);
+    let mut at = 0;
+    let mut i = 0;
+    while i < NCACHED {
+        packed[i] = at;
+        at += CAPS[i];
+        i += 1;
+    }
+    i = 0;
+    while i < NCACHED {
+        grown[i] = at;
+        if ROOM[i] > CAPS[i] {
+            at += ROOM[i];
+        }
+        i += 1;
+    }
+    (packed, grown, at as usize)
+}
+
+const PACKED_AT: [u32; NCACHED] = build_layout().0;
+const GROWN_AT: [u32; NCACHED] = build_layout().1;
 /// Bytes of blocks a bin that only receives holds before they go home (see [`receive_limit`]).
 const RECEIVE_BYTES: usize = 16 * 1024;
 
@@ -175,7 +208,7 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
         // fills by a random walk of allocations and frees, as a server's mix of sizes does,
         // took many more on the way, and flushes as usual instead of growing.
         let taken = (nmalloc as u16).wrapping_sub((*(*tb).cache).refill_seen[i]) as u32;
-        let (limit, cap) = ((*tb).bins[i].limit(), (*tb).bins[i].cap() as u32);
+        let limit = (*tb).bins[i].limit();
         let burst = refilled && taken < limit;
         let streak = if refilled {
             0
@@ -188,8 +221,13 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
         if streak >= QUIET_FULLS {
             flush(tb, class, 0);
             (*tb).bins[i].set_limit(receive_limit(class));
-        } else if burst && limit < cap {
-            (*tb).bins[i].set_limit((limit + CAPS[i] / 2).min(cap) as u16);
+            unpack_if_small(tb, i);
+        } else if burst && limit < ROOM[i] {
+            if ((*tb).bins[i].cap() as u32) < ROOM[i] {
+                // Into its room, which no other bin uses and its packed slots are not part of.
+                (*tb).bins[i].move_slots(grown_slots((*tb).cache, i), ROOM[i] as u16);
+            }
+            (*tb).bins[i].set_limit((limit + CAPS[i] / 2).min(ROOM[i]) as u16);
         } else {
             flush(tb, class, (*tb).bins[i].count() as usize / 2);
         }
@@ -246,7 +284,7 @@ const fn first_fill(index: usize) -> u16 {
         FILL_MAX[index]
     }
 }
-const TOTAL_SLOTS: usize = build_caps().1;
+const TOTAL_SLOTS: usize = build_layout().2;
 
 /// One class's stack of cached blocks: `slots[0..count]`, the top at `slots[count - 1]`.
 ///
@@ -275,8 +313,10 @@ pub struct TBin {
     /// Blocks the next refill asks for: starts small and doubles with each refill up to half
     /// the capacity, so a class a thread uses once costs it a few blocks, not a full bin.
     pub fill: u16,
-    /// The bin's slot array (null without a cache).
-    slots: *mut *mut u8,
+    /// The bin's slot array (null without a cache): its packed slots or, grown, its room. An
+    /// atomic only so that a statistics reader on another thread may read it while the owner
+    /// moves the bin.
+    slots: AtomicPtr<*mut u8>,
     /// Allocations of this class served through this bin (a statistic).
     pub nmalloc: AtomicU64,
 }
@@ -294,7 +334,17 @@ impl TBin {
     /// Cached blocks.
     #[inline(always)]
     pub fn count(&self) -> u32 {
-        ((self.top.load(Ordering::Relaxed) - self.slots as usize) / core::mem::size_of::<*mut u8>()) as u32
+        ((self.top.load(Ordering::Relaxed) - self.slots() as usize) / core::mem::size_of::<*mut u8>()) as u32
+    }
+
+    /// Cached blocks as another thread sees them: at most the largest room, whatever it read
+    /// while the owner moved the bin (a statistic).
+    fn count_seen(&self) -> u64 {
+        let bytes = self
+            .top
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.slots() as usize);
+        (bytes / core::mem::size_of::<*mut u8>()).min(MAX_ROOM) as u64
     }
 
     /// Sets the number of cached blocks (owner only; `n <= cap`).
@@ -302,7 +352,7 @@ impl TBin {
     pub fn set_count(&self, n: u32) {
         debug_assert!(n <= self.cap as u32);
         self.top
-            .store(self.slots.wrapping_add(n as usize) as usize, Ordering::Relaxed);
+            .store(self.slots().wrapping_add(n as usize) as usize, Ordering::Relaxed);
     }
 
     /// Capacity.
@@ -329,17 +379,34 @@ impl TBin {
     /// The slot array: `slots()[0..count]` are the cached blocks.
     #[inline(always)]
     pub fn slots(&self) -> *mut *mut u8 {
-        self.slots
+        self.slots.load(Ordering::Relaxed)
     }
 
     /// Gives the bin `cap` slots at `slots` (null and 0 to take them away), empty.
     fn set_slots(&mut self, slots: *mut *mut u8, cap: u16) {
         debug_assert!(cap as usize * core::mem::size_of::<*mut u8>() <= u16::MAX as usize);
-        self.slots = slots;
+        self.slots.store(slots, Ordering::Relaxed);
         self.cap = cap;
         self.empty = slots as usize as u16;
         self.full = slots.wrapping_add(cap as usize) as usize as u16;
         self.top.store(slots as usize, Ordering::Relaxed);
+    }
+
+    /// Moves the bin's blocks and marks to `cap` slots at `to` (owner only), keeping its count
+    /// and limit (both at most `cap`).
+    ///
+    /// # Safety
+    /// `to` must be `cap` slots of this bin's that no other bin uses and that do not overlap
+    /// its current ones.
+    unsafe fn move_slots(&mut self, to: *mut *mut u8, cap: u16) {
+        let (count, limit) = (self.count(), self.limit());
+        debug_assert!(count <= limit && limit <= cap as u32);
+        // SAFETY: per the contract `to` has room for the `count` blocks, apart from the slots
+        // they are in now.
+        unsafe { ptr::copy_nonoverlapping(self.slots(), to, count as usize) };
+        self.set_slots(to, cap);
+        self.set_limit(limit as u16);
+        self.set_count(count);
     }
 
     /// Pushes `p` if the bin has room (owner only). The free fast path.
@@ -552,15 +619,12 @@ impl TCache {
             ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
             ptr::addr_of_mut!((*tc).moved).write([0; NCACHED]);
             ptr::addr_of_mut!((*tc).slow).write((0, 0));
-            let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
-            let mut offset = 0;
-            for (i, &room) in ROOM.iter().enumerate() {
+            for (i, &usual) in CAPS.iter().enumerate() {
                 let bin = &mut (*tb).bins[i];
                 let kept = i < cached;
-                bin.set_slots(storage.add(offset), if kept { room as u16 } else { 0 });
-                bin.set_limit(if kept { CAPS[i] as u16 } else { 0 });
+                bin.set_slots(packed_slots(tc, i), if kept { usual as u16 } else { 0 });
+                bin.set_limit(if kept { usual as u16 } else { 0 });
                 bin.fill = first_fill(i).min(bin.limit() as u16 / 2).max(1);
-                offset += room as usize;
             }
             (*tb).cache = tc;
             caches.attached.push_front(tc);
@@ -680,7 +744,7 @@ pub fn visit_caches(threads: &mut [u32], visit: &mut dyn FnMut(usize, u64, u64))
             let tb = (*tc).owner;
             for i in 0..NCACHED {
                 let bin = &(*tb).bins[i];
-                visit(i, bin.count() as u64, bin.nmalloc.load(Ordering::Relaxed));
+                visit(i, bin.count_seen(), bin.nmalloc.load(Ordering::Relaxed));
             }
             (*tc).big.visit(visit);
             // A thread that has not allocated yet uses no arena.
@@ -816,10 +880,54 @@ pub unsafe fn gc_step(tb: *mut ThreadBins) {
             flush(tb, SizeClass(i as u8), count - count.div_ceil(4));
             GC_FLUSHES.fetch_add(1, Ordering::Relaxed);
         }
-        // An idle bin that grew goes back to its usual limit (or what it holds, if more).
+        // An idle bin that grew goes back to its usual limit (or what it holds, if more), and
+        // to its packed slots once that is all it holds.
         let bin = &mut (*tb).bins[i];
         if bin.limit() > CAPS[i] && bin.cap() > 0 {
             bin.set_limit(bin.count().max(CAPS[i]) as u16);
+        }
+        unpack_if_small(tb, i);
+    }
+}
+
+/// Bin `i`'s packed slots in cache `tc` ([`PACKED_AT`]).
+///
+/// # Safety
+/// `tc` must be a live cache.
+unsafe fn packed_slots(tc: *mut TCache, i: usize) -> *mut *mut u8 {
+    // SAFETY: per the contract; the offset is inside the storage (checked by the layout test).
+    unsafe {
+        ptr::addr_of_mut!((*tc).storage)
+            .cast::<*mut u8>()
+            .add(PACKED_AT[i] as usize)
+    }
+}
+
+/// Bin `i`'s room in cache `tc` ([`GROWN_AT`]; only for a bin that can grow).
+///
+/// # Safety
+/// `tc` must be a live cache.
+unsafe fn grown_slots(tc: *mut TCache, i: usize) -> *mut *mut u8 {
+    // SAFETY: as in `packed_slots`.
+    unsafe {
+        ptr::addr_of_mut!((*tc).storage)
+            .cast::<*mut u8>()
+            .add(GROWN_AT[i] as usize)
+    }
+}
+
+/// Moves bin `i` of `tb` back to its packed slots if it is in its room and its limit and count
+/// fit them again.
+///
+/// # Safety
+/// `tb` must be the calling thread's bins, with a cache.
+unsafe fn unpack_if_small(tb: *mut ThreadBins, i: usize) {
+    // SAFETY: per the contract; a bin in its room is not in its packed slots, which no other
+    // bin uses.
+    unsafe {
+        let bin = &mut (*tb).bins[i];
+        if bin.cap() as u32 > CAPS[i] && bin.limit() <= CAPS[i] {
+            bin.move_slots(packed_slots((*tb).cache, i), CAPS[i] as u16);
         }
     }
 }
@@ -992,11 +1100,20 @@ mod tests {
                 );
                 assert_eq!(!bin.slots().is_null(), attached, "bin {i}: slots iff a cache");
                 assert!(attached || bin.cap() == 0, "bin {i}: capacity without a cache");
+                // A bin is in its packed slots with its usual limit as capacity, or in its room.
+                let cap = bin.cap() as u32;
                 assert!(
-                    bin.cap() == 0 || bin.cap() as u32 == ROOM[i],
-                    "bin {i}: capacity {}",
-                    bin.cap()
+                    cap == 0 || cap == CAPS[i] || cap == ROOM[i],
+                    "bin {i}: capacity {cap}"
                 );
+                if attached && cap > 0 {
+                    let at = if cap == CAPS[i] {
+                        packed_slots((*tb).cache, i)
+                    } else {
+                        grown_slots((*tb).cache, i)
+                    };
+                    assert_eq!(bin.slots(), at, "bin {i} with capacity {cap}");
+                }
                 for k in 0..count {
                     let p = *bin.slots().add(k);
                     assert_eq!(class_of(p), i, "bin {i}: a block of another class");
@@ -1068,7 +1185,7 @@ mod tests {
     unsafe fn cached<const N: usize>(tb: *mut ThreadBins, class: SizeClass, n: usize) -> [*mut u8; N] {
         let mut out = [ptr::null_mut(); N];
         // SAFETY: per the contract.
-        unsafe { ptr::copy_nonoverlapping((*tb).bins[class.index()].slots, out.as_mut_ptr(), n) };
+        unsafe { ptr::copy_nonoverlapping((*tb).bins[class.index()].slots(), out.as_mut_ptr(), n) };
         out
     }
 
@@ -1090,14 +1207,20 @@ mod tests {
             let storage = ptr::addr_of_mut!((*tc).storage).cast::<*mut u8>();
             let mut offset = 0;
             for (i, bin) in (*tb).bins.iter().enumerate() {
-                let cap = if i < cached { ROOM[i] as u16 } else { 0 };
-                let limit = if i < cached { CAPS[i] as u16 } else { 0 };
-                assert_eq!((bin.cap(), bin.limit() as u16), (cap, limit), "bin {i}");
+                let cap = if i < cached { CAPS[i] as u16 } else { 0 };
+                assert_eq!((bin.cap(), bin.limit() as u16), (cap, cap), "bin {i}");
                 assert_eq!(bin.count(), 0);
-                assert_eq!(bin.fill, first_fill(i).min(limit / 2).max(1), "bin {i}");
-                // Each bin's slots follow the previous bin's, all inside the cache's storage.
+                assert_eq!(bin.fill, first_fill(i).min(cap / 2).max(1), "bin {i}");
+                // Each bin's packed slots follow the previous bin's, at the storage's start.
                 assert_eq!(bin.slots(), storage.add(offset), "bin {i}");
-                offset += ROOM[i] as usize;
+                offset += CAPS[i] as usize;
+            }
+            // Then the rooms of the bins that can grow, one after another, to the storage's end.
+            for i in 0..NCACHED {
+                if ROOM[i] > CAPS[i] {
+                    assert_eq!(grown_slots(tc, i), storage.add(offset), "room of bin {i}");
+                    offset += ROOM[i] as usize;
+                }
             }
             assert_eq!(offset, TOTAL_SLOTS);
             check_invariants(tb);
@@ -1425,9 +1548,13 @@ mod tests {
         // SAFETY: the test's own bins, with a cache from `attach`; no reference to a bin is held
         // across the calls that change it; every block taken goes back through a flush, once.
         unsafe {
-            TCache::attach(tb);
-            let (usual, room) = (CAPS[i] as usize, (*tb).bins[i].cap() as usize);
-            assert_eq!(room, ROOM[i] as usize);
+            let tc = TCache::attach(tb);
+            let (usual, room) = (CAPS[i] as usize, ROOM[i] as usize);
+            assert_eq!(
+                (*tb).bins[i].cap() as usize,
+                usual,
+                "a bin starts in its packed slots"
+            );
             assert!(usual < room && room <= blocks.len(), "usual {usual}, room {room}");
             let blocks = &mut blocks[..room];
             take(tb, class, blocks);
@@ -1447,6 +1574,11 @@ mod tests {
                 limit = (limit + usual / 2).min(room);
                 assert_eq!((*tb).bins[i].limit() as usize, limit, "after {pushed} frees");
                 assert_eq!((*tb).bins[i].count() as usize, pushed, "nothing went home");
+                // Grown, it is in its room, its blocks with it in their order.
+                assert_eq!((*tb).bins[i].slots(), grown_slots(tc, i));
+                assert_eq!((*tb).bins[i].cap() as usize, room);
+                let moved: [*mut u8; 256] = cached(tb, class, pushed);
+                assert_eq!(moved[..pushed], blocks[..pushed], "after {pushed} frees");
             }
             assert_eq!(limit, room);
             // At its room the older half goes, as for any full bin.
@@ -1456,6 +1588,8 @@ mod tests {
             check_invariants(tb);
             // Garbage collection finds it refilled since the last look and leaves it; at the
             // next look it is idle: a quarter goes, the limit comes back down.
+            let held: [*mut u8; 256] = cached(tb, class, room / 2);
+            assert_eq!((*tb).bins[i].cap() as usize, room, "still in its room");
             for look in 0..2 {
                 (*tb).gc_next = i as u32;
                 gc_step(tb);
@@ -1466,6 +1600,18 @@ mod tests {
                 };
                 assert_eq!((*tb).bins[i].limit() as usize, expect, "look {look}");
             }
+            // With its usual limit back and no more blocks than that, it is in its packed slots
+            // again, the newest blocks with it.
+            let kept = (*tb).bins[i].count() as usize;
+            assert!(kept <= usual, "kept {kept}");
+            assert_eq!((*tb).bins[i].cap() as usize, usual);
+            assert_eq!((*tb).bins[i].slots(), packed_slots(tc, i));
+            let back: [*mut u8; 256] = cached(tb, class, kept);
+            assert_eq!(
+                back[..kept],
+                held[room / 2 - kept..room / 2],
+                "the newest blocks stay"
+            );
             check_invariants(tb);
             flush(tb, class, 0);
             TCache::detach(tb);
