@@ -266,12 +266,11 @@ pub fn class_for_aligned(size: usize, align: usize) -> Option<SizeClass> {
     class_for(rounded.max(align))
 }
 
-/// Classes in grouped doubling `g` (`g = 0` is `(128, 256]`).
+/// Evenly spaced classes in grouped doubling `g` (`g = 0` is `(128, 256]`): all of its classes
+/// but the node doubling's extra one ([`NODE_CLASS`]).
 const fn group_len(g: usize) -> usize {
     if g >= FINE_FIRST && g <= FINE_LAST {
         FINE_GROUP
-    } else if g == NODE_GROUP {
-        GROUP + 1
     } else {
         GROUP
     }
@@ -311,15 +310,12 @@ pub const fn size_compute(index: usize) -> usize {
         }
         let i = index - group_start(g);
         let base = QUANTUM_MAX << g;
-        if g == NODE_GROUP {
-            if i == 0 {
-                NODE_CLASS
-            } else {
-                base + i * (base / GROUP)
-            }
-        } else {
-            base + (i + 1) * (base / group_len(g))
+        // The node doubling's first class is its extra one; the rest are spaced as usual.
+        if g == NODE_GROUP && i == 0 {
+            return NODE_CLASS;
         }
+        let k = if g == NODE_GROUP { i } else { i + 1 };
+        base + k * (base / group_len(g))
     }
 }
 
