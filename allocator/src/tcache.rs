@@ -70,8 +70,8 @@ const fn build_caps() -> [u32; NCACHED] {
 /// storage, where it starts. One that grows past it moves to its [`ROOM`] ([`make_room`]).
 const CAPS: [u32; NCACHED] = build_caps();
 
-/// Slots a bin has: for small classes its usual limit and 32 KiB of blocks more (at most 1024
-/// slots), so that a thread whose bursts of frees outgrow the limit can grow it
+/// Slots a grown bin has (its room, [`GROWN_AT`]): for small classes its usual limit and 32 KiB
+/// of blocks more (at most 1024 slots), so that a thread whose bursts of frees outgrow the limit can grow it
 /// ([`make_room`]: 64 blocks of 1 KiB freed at once, a `Vec` of 1000 short `String`s dropped);
 /// the usual limit for large classes. The growth costs the suite's small programs 0.2-0.4 MiB
 /// of peak RSS (`larson`, `prodcons`, `false_sharing`, `size_churn`; twice the usual limit as
