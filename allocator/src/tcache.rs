@@ -16,9 +16,10 @@
 //!
 //! The part the fast paths touch, the [`ThreadBins`] (per class a top pointer, empty and full
 //! marks, a capacity and the slot array), lives in the thread's block of static TLS; the slot
-//! arrays live in a [`TCache`] from the metadata pool. The thread block starts zeroed, and zero
-//! capacity everywhere means a thread that has no cache yet simply misses on every operation:
-//! "not initialized" is not a branch.
+//! arrays live in a [`TCache`] from the metadata pool (every bin's usual limit side by side, and
+//! after them the room a bin moves to while a burst makes it grow, [`PACKED_AT`]). The thread
+//! block starts zeroed, and zero capacity everywhere means a thread that has no cache yet simply
+//! misses on every operation: "not initialized" is not a branch.
 //!
 //! Invariant per bin: `count <= cap`, and `slots[0..count]` are distinct free blocks of the
 //! bin's class that no thread but this one can reach; `cache` null implies `cap == 0` in every bin
