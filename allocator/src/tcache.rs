@@ -38,15 +38,20 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
 
-/// Per-class cache capacity: for small classes 64 KiB worth of blocks, at least 16 and at most
+/// Per-class cache capacity: for small classes 32 KiB worth of blocks, at least 16 and at most
 /// 128; for the cached large classes (16-32 KiB) 256 KiB worth, at least 4. It was 256 KiB worth
 /// for small classes too: a producer allocating messages of many sizes from 513 B to 4 KiB
 /// refilled each bin up to half of that, 128 KiB of written blocks per class waiting for their
-/// turn; the suite's `prodcons_many` peaked at 8.5 MiB, now 6.3, no slower (docs/benchmarks.md).
+/// turn; the suite's `prodcons_many` peaked at 8.5 MiB, then 6.3 with 64 KiB worth, no slower
+/// (docs/benchmarks.md). From 64 KiB worth to 32 (classes above 256 B hold half as many blocks;
+/// a burst still grows a bin into its room, [`make_room`]): median peak RSS of `size_churn`
+/// over 11 runs 2112 → 2072 KiB, `larson` and `prodcons_many` unchanged, `generations` and
+/// `fragmentation` 0.4-1.3 MiB less (3 runs), callgrind's instruction counts of the suite's
+/// small-block workloads within 0.1% (docs/benchmarks.md, eleventh pass).
 /// A thread's cache holds at most [`full_cache_bytes`] (checked below).
 const fn cap_compute(index: usize) -> usize {
     let size = size_compute(index);
-    let by_bytes = if index < NSMALL { 64 * 1024 } else { 256 * 1024 } / size;
+    let by_bytes = if index < NSMALL { 32 * 1024 } else { 256 * 1024 } / size;
     let (min, max) = if index < NSMALL { (16, 128) } else { (4, 16) };
     if by_bytes < min {
         min
@@ -1025,9 +1030,9 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
 
 const _: () = assert!(CAPS[0] >= 2 && CAPS[NCACHED - 1] >= 2);
 
-/// Bytes a thread's cache holds when every bin is full to `limits`: 5.2 MiB at the usual
-/// limits, under 7 MiB with every small bin grown to its capacity (a thread whose bursts
-/// outgrow every class at once; both bounds asserted below).
+/// Bytes a thread's cache holds when every bin is full to `limits`: 4.4 MiB at the usual
+/// limits, 5.9 MiB with every small bin grown to its capacity (a thread whose bursts outgrow
+/// every class at once; both bounds asserted below).
 const fn full_cache_bytes(limits: &[u32; NCACHED]) -> usize {
     let mut total = 0;
     let mut i = 0;
@@ -1038,12 +1043,12 @@ const fn full_cache_bytes(limits: &[u32; NCACHED]) -> usize {
     total
 }
 const _: () = assert!(
-    full_cache_bytes(&CAPS) <= 11 * 1024 * 1024 / 2,
-    "a thread's full cache stays under 5.5 MiB (see cap_compute)"
+    full_cache_bytes(&CAPS) <= 9 * 1024 * 1024 / 2,
+    "a thread's full cache stays under 4.5 MiB (see cap_compute)"
 );
 const _: () = assert!(
-    full_cache_bytes(&ROOM) <= 7 * 1024 * 1024,
-    "a thread's cache grown everywhere stays under 7 MiB (see room_compute)"
+    full_cache_bytes(&ROOM) <= 6 * 1024 * 1024,
+    "a thread's cache grown everywhere stays under 6 MiB (see room_compute)"
 );
 
 #[cfg(test)]
