@@ -20,9 +20,10 @@
 //! 64 KiB at an address aligned likewise). The kernel maps a file's pages in 64 KiB windows
 //! around each page a program touches, so code spread over the library's 770 KiB made four
 //! such windows resident in a small C program (272 KiB), now one (68 KiB).
-//! `scripts/check-hot-text.sh` checks it. Where glibc reads packed relocations (2.36 and later),
-//! they are packed, which keeps the read-only data `malloc` reads in the same 64 KiB window as
-//! the dynamic symbols ([`glibc_has_relr`]).
+//! `scripts/check-hot-text.sh` checks it. The same script moves the read-only data no program
+//! needs to read after the code, and keeps what every program reads with the dynamic symbols
+//! (`src/hot.rs`). Where glibc reads packed relocations (2.36 and later), they are packed, which
+//! keeps that data in the same 64 KiB window as the dynamic symbols ([`glibc_has_relr`]).
 
 use std::process::Command;
 

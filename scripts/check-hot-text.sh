@@ -2,9 +2,11 @@
 # Checks that the code of libtally.so a program runs is in the first 64 KiB of its executable
 # segment, one window of the kernel's fault-around (allocator/hot-text.ld says why): runs a small
 # C program (scripts/hot-text/program.c) and CPython building a dict under callgrind with the
-# library preloaded and lists any function that ran outside that window; then runs the C
-# program natively and counts the 64 KiB windows of the library it made resident. Prints a
-# summary; exits 1 with one line per problem, 2 when it cannot measure.
+# library preloaded and lists any function that ran outside that window; then runs both
+# natively and counts the 64 KiB windows of the library they made resident: one of the code,
+# one of the first read-only segment, none of the read-only segment after the code (the data
+# no program needs to read, allocator/src/hot.rs). Prints a summary; exits 1 with one line per
+# problem, 2 when it cannot measure.
 #
 # Usage: scripts/check-hot-text.sh [--lib PATH]
 #   --lib PATH   check this libtally.so instead of building target/release/libtally.so
@@ -60,7 +62,10 @@ fd = os.open(sys.argv[1], os.O_RDONLY)
 os.fsync(fd)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$lib"
 env -u TALLY_CONF -u MALLOC_CONF HOT_TEXT_LIB="$lib" LD_PRELOAD="$lib $work/windows.so" \
-    "$work/program" >/dev/null 2>"$work/windows.txt"
+    "$work/program" >/dev/null 2>"$work/program-windows.txt"
+env -u TALLY_CONF -u MALLOC_CONF HOT_TEXT_LIB="$lib" LD_PRELOAD="$lib $work/windows.so" \
+    "$python" -c 'd = {str(i): [i] * (i % 7) for i in range(20000)}; print(len(d))' \
+    >/dev/null 2>"$work/python-windows.txt"
 
-python3 scripts/hot-text/measure.py --lib "$lib" --windows "$work/windows.txt" \
-    "$work/program.out" "$work/python.out"
+python3 scripts/hot-text/measure.py --lib "$lib" --windows "$work/program-windows.txt" \
+    --windows "$work/python-windows.txt" "$work/program.out" "$work/python.out"

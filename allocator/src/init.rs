@@ -11,6 +11,7 @@
 //! from the environment forever after; they are written once, before `READY` is published.
 
 use core::cell::{Cell, UnsafeCell};
+use core::ffi::CStr;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use tally_pal::{self as pal, PAGE};
@@ -53,13 +54,35 @@ pub fn on_ready(f: fn()) {
     }
 }
 
+crate::hot::hot_data! {
+    /// The default options, which initialization starts from (`hot.rs`: read in every program).
+    fn default_options() -> &'static Options = Options::DEFAULT;
+}
+crate::hot::hot_data! {
+    /// `MALLOC_CONF`, NUL-terminated (a C string literal would be with the compiler's strings,
+    /// outside the data every program reads, `hot.rs`).
+    fn malloc_conf_name() -> &'static [u8; 12] = *b"MALLOC_CONF\0";
+}
+crate::hot::hot_data! {
+    /// `TALLY_CONF`, NUL-terminated (as [`malloc_conf_name`]).
+    fn tally_conf_name() -> &'static [u8; 11] = *b"TALLY_CONF\0";
+}
+
+/// The value of the environment variable `name` (NUL-terminated bytes), unless the program is
+/// set-uid or set-gid.
+fn getenv(name: &'static [u8]) -> Option<&'static [u8]> {
+    // The names above end with their only NUL.
+    debug_assert!(name.iter().position(|&b| b == 0) == Some(name.len() - 1));
+    // SAFETY: `name` ends with its only NUL byte.
+    pal::getenv(unsafe { CStr::from_bytes_with_nul_unchecked(name) })
+}
 /// The options in force (defaults until initialization has read the environment).
 pub fn options() -> Options {
     if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
         // SAFETY: see OptionsCell.
         unsafe { *OPTIONS.0.get() }
     } else {
-        Options::DEFAULT
+        *default_options()
     }
 }
 
@@ -67,12 +90,11 @@ pub fn options() -> Options {
 /// live as long as the process. Call after [`ensure_global`]; before initialization has read the
 /// environment it gives the defaults.
 pub fn options_in_place() -> &'static Options {
-    static DEFAULT: Options = Options::DEFAULT;
     if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
         // SAFETY: see OptionsCell: never written again once READY is seen.
         unsafe { &*OPTIONS.0.get() }
     } else {
-        &DEFAULT
+        default_options()
     }
 }
 
@@ -112,10 +134,10 @@ fn init_global() {
             pal::kernel_page_size()
         ));
     }
-    let mut opts = Options::DEFAULT;
+    let mut opts = *default_options();
     let sources = [
-        ("MALLOC_CONF", pal::getenv(c"MALLOC_CONF").unwrap_or(b"")),
-        ("TALLY_CONF", pal::getenv(c"TALLY_CONF").unwrap_or(b"")),
+        ("MALLOC_CONF", getenv(malloc_conf_name()).unwrap_or(b"")),
+        ("TALLY_CONF", getenv(tally_conf_name()).unwrap_or(b"")),
     ];
     let errors = options::parse_all(&sources, &mut opts, &mut |line| pal::write_stderr(line));
     if errors > 0 && opts.abort_conf {

@@ -104,14 +104,14 @@ impl SizeClass {
     /// The class's size in bytes (what `malloc_usable_size` reports).
     #[inline(always)]
     pub fn size(self) -> usize {
-        CLASS_SIZE[self.0 as usize] as usize
+        class_sizes()[self.0 as usize] as usize
     }
 
     /// Pages in one slab (small) or one block (large) of this class.
     #[inline]
     pub fn pages(self) -> usize {
         if self.is_small() {
-            SLAB_PAGES[self.0 as usize] as usize
+            slab_pages()[self.0 as usize] as usize
         } else {
             self.size() >> PAGE_SHIFT
         }
@@ -120,7 +120,7 @@ impl SizeClass {
     /// Objects in one slab of a small class.
     #[inline(always)]
     pub fn slab_objects(self) -> usize {
-        SLAB_OBJECTS[self.0 as usize] as usize
+        slab_objects()[self.0 as usize] as usize
     }
 }
 
@@ -171,7 +171,7 @@ impl SlotCheck {
     /// The entry for the class byte `class` of a page's info word.
     #[inline(always)]
     pub fn of(class: u8) -> &'static SlotCheck {
-        &SLOT_CHECK[class as usize]
+        &slot_checks()[class as usize]
     }
 
     /// The entry `at` bytes into the table: a class byte times the entry's size.
@@ -184,7 +184,7 @@ impl SlotCheck {
             at < core::mem::size_of_val(&SLOT_CHECK) && at % core::mem::size_of::<SlotCheck>() == 0
         );
         // SAFETY: per the contract, an entry of the table.
-        unsafe { &*SLOT_CHECK.as_ptr().cast::<u8>().add(at).cast::<SlotCheck>() }
+        unsafe { &*slot_checks().as_ptr().cast::<u8>().add(at).cast::<SlotCheck>() }
     }
 }
 
@@ -234,7 +234,7 @@ const _: () = assert!(
 #[inline(always)]
 pub fn small_at(size: usize) -> usize {
     debug_assert!(size <= SMALL_MAX);
-    SMALL_LOOKUP[(size + 7) >> 3] as usize
+    small_lookup()[(size + 7) >> 3] as usize
 }
 
 /// The class for a request of `size` bytes, or `None` when the request is huge.
@@ -243,7 +243,7 @@ pub fn class_for(size: usize) -> Option<SizeClass> {
     if size <= SMALL_MAX {
         Some(SizeClass::at(small_at(size)))
     } else if size <= LARGE_MAX {
-        Some(SizeClass(LARGE_LOOKUP[(size + PAGE - 1) >> PAGE_SHIFT]))
+        Some(SizeClass(large_lookup()[(size + PAGE - 1) >> PAGE_SHIFT]))
     } else {
         None
     }
@@ -440,10 +440,9 @@ const fn build_large_lookup() -> [u8; LARGE_MAX / PAGE + 1] {
     t
 }
 
-// The tables are `const`, not `static`: each crate that inlines a lookup gets its own private
-// copy, addressed relative to the instruction pointer, instead of loading a static's address from
-// the GOT first (which position-independent Rust code does for statics of another crate, and of
-// a cdylib's own).
+// The tables are `const` items, for constant evaluation, and the program reads them through the
+// functions below: statics in the library's first segment, addressed relative to the
+// instruction pointer as a `const`'s private copy would be (`hot.rs`).
 const CLASS_SIZE: [u32; NCLASSES] = build_sizes();
 const SLAB_PAGES: [u8; NSMALL] = build_slab_pages();
 const SLAB_OBJECTS: [u16; NSMALL] = build_slab_objects();
@@ -455,6 +454,31 @@ const SMALL_LOOKUP: [u16; SMALL_MAX / 8 + 1] = build_small_lookup();
 const LARGE_LOOKUP: [u8; LARGE_MAX / PAGE + 1] = build_large_lookup();
 /// By page-info class byte, for [`SlotCheck::of`].
 const SLOT_CHECK: [SlotCheck; 256] = build_slot_check();
+
+crate::hot::hot_data! {
+    /// [`CLASS_SIZE`], where the program reads it.
+    fn class_sizes() -> &'static [u32; NCLASSES] = CLASS_SIZE;
+}
+crate::hot::hot_data! {
+    /// [`SLAB_PAGES`], where the program reads it.
+    fn slab_pages() -> &'static [u8; NSMALL] = SLAB_PAGES;
+}
+crate::hot::hot_data! {
+    /// [`SLAB_OBJECTS`], where the program reads it.
+    fn slab_objects() -> &'static [u16; NSMALL] = SLAB_OBJECTS;
+}
+crate::hot::hot_data! {
+    /// [`SMALL_LOOKUP`], where the program reads it.
+    fn small_lookup() -> &'static [u16; SMALL_MAX / 8 + 1] = SMALL_LOOKUP;
+}
+crate::hot::hot_data! {
+    /// [`LARGE_LOOKUP`], where the program reads it.
+    fn large_lookup() -> &'static [u8; LARGE_MAX / PAGE + 1] = LARGE_LOOKUP;
+}
+crate::hot::hot_data! {
+    /// [`SLOT_CHECK`], where the program reads it.
+    fn slot_checks() -> &'static [SlotCheck; 256] = SLOT_CHECK;
+}
 
 #[cfg(test)]
 mod tests {

@@ -75,6 +75,10 @@ const fn build_caps() -> [u32; NCACHED] {
 /// A bin's usual limit (see [`cap_compute`]): the slots it has in the packed part of its cache's
 /// storage, where it starts. One that grows past it moves to its [`ROOM`] ([`make_room`]).
 const CAPS: [u32; NCACHED] = build_caps();
+crate::hot::hot_data! {
+    /// [`CAPS`], where the program reads it.
+    fn caps() -> &'static [u32; NCACHED] = CAPS;
+}
 
 /// Slots a grown bin has (its room, [`GROWN_AT`]): for small classes its usual limit and 32 KiB
 /// of blocks more (at most 1024 slots), so that a thread whose bursts of frees outgrow the limit can grow it
@@ -109,6 +113,10 @@ const fn build_room() -> [u32; NCACHED] {
 
 /// The most slots a bin has (its capacity once grown): at least its usual limit [`CAPS`].
 const ROOM: [u32; NCACHED] = build_room();
+crate::hot::hot_data! {
+    /// [`ROOM`], where the program reads it.
+    fn room() -> &'static [u32; NCACHED] = ROOM;
+}
 
 /// Where each bin's slots start in its cache's storage: `(packed, grown)`. The usual limits of
 /// all bins come first, side by side ([`CAPS`]); then, for each bin that can grow, its whole
@@ -140,6 +148,14 @@ const fn build_layout() -> ([u32; NCACHED], [u32; NCACHED], usize) {
 
 const PACKED_AT: [u32; NCACHED] = build_layout().0;
 const GROWN_AT: [u32; NCACHED] = build_layout().1;
+crate::hot::hot_data! {
+    /// [`PACKED_AT`], where the program reads it.
+    fn packed_at() -> &'static [u32; NCACHED] = PACKED_AT;
+}
+crate::hot::hot_data! {
+    /// [`GROWN_AT`], where the program reads it.
+    fn grown_at() -> &'static [u32; NCACHED] = GROWN_AT;
+}
 /// Bytes of blocks a bin that only receives holds before they go home (see [`receive_limit`]).
 const RECEIVE_BYTES: usize = 16 * 1024;
 
@@ -152,7 +168,7 @@ const RECEIVE_BYTES: usize = 16 * 1024;
 /// keeps a full bin of every class it receives, blocks only the producer uses (the suite's
 /// `prodcons_many` with two arenas: 10.8 MiB peak RSS).
 pub fn receive_limit(class: SizeClass) -> u16 {
-    RECEIVE_LIMITS[class.index()]
+    receive_limits()[class.index()]
 }
 
 const fn build_receive_limits() -> [u16; NCACHED] {
@@ -172,6 +188,10 @@ const fn build_receive_limits() -> [u16; NCACHED] {
 }
 
 const RECEIVE_LIMITS: [u16; NCACHED] = build_receive_limits();
+crate::hot::hot_data! {
+    /// [`RECEIVE_LIMITS`], where the program reads it.
+    fn receive_limits() -> &'static [u16; NCACHED] = RECEIVE_LIMITS;
+}
 
 /// Times in a row a free finds a bin full with nothing taken from it in between before the
 /// bin counts as one that only receives. Three, not two: a burst of frees one and a half times
@@ -228,12 +248,12 @@ pub unsafe fn make_room(tb: *mut ThreadBins, class: SizeClass) {
             flush(tb, class, 0);
             (*tb).bins[i].set_limit(receive_limit(class));
             unpack_if_small(tb, i);
-        } else if burst && limit < ROOM[i] {
-            if ((*tb).bins[i].cap() as u32) < ROOM[i] {
+        } else if burst && limit < room()[i] {
+            if ((*tb).bins[i].cap() as u32) < room()[i] {
                 // Into its room, which no other bin uses and its packed slots are not part of.
-                (*tb).bins[i].move_slots(grown_slots((*tb).cache, i), ROOM[i] as u16);
+                (*tb).bins[i].move_slots(grown_slots((*tb).cache, i), room()[i] as u16);
             }
-            (*tb).bins[i].set_limit((limit + CAPS[i] / 2).min(ROOM[i]) as u16);
+            (*tb).bins[i].set_limit((limit + caps()[i] / 2).min(room()[i]) as u16);
         } else {
             flush(tb, class, (*tb).bins[i].count() as usize / 2);
         }
@@ -271,6 +291,10 @@ const fn build_fill_max() -> [u16; NCACHED] {
 
 /// The largest batch a bin's refill brings (see [`FILL_BYTES`]).
 const FILL_MAX: [u16; NCACHED] = build_fill_max();
+crate::hot::hot_data! {
+    /// [`FILL_MAX`], where the program reads it.
+    fn fill_max() -> &'static [u16; NCACHED] = FILL_MAX;
+}
 
 /// Blocks a bin's first refill asks for: four, fewer where four would pass 16 KiB (a class a
 /// thread uses once then costs it one or two blocks, not a slab's worth), and never more than
@@ -289,6 +313,21 @@ const fn first_fill(index: usize) -> u16 {
     } else {
         FILL_MAX[index]
     }
+}
+
+const fn build_first_fill() -> [u16; NCACHED] {
+    let mut t = [0u16; NCACHED];
+    let mut i = 0;
+    while i < NCACHED {
+        t[i] = first_fill(i);
+        i += 1;
+    }
+    t
+}
+
+crate::hot::hot_data! {
+    /// [`first_fill`] by class, where the program reads it.
+    fn first_fills() -> &'static [u16; NCACHED] = build_first_fill();
 }
 const TOTAL_SLOTS: usize = build_layout().2;
 
@@ -625,12 +664,12 @@ impl TCache {
             ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
             ptr::addr_of_mut!((*tc).moved).write([0; NCACHED]);
             ptr::addr_of_mut!((*tc).slow).write((0, 0));
-            for (i, &usual) in CAPS.iter().enumerate() {
+            for (i, &usual) in caps().iter().enumerate() {
                 let bin = &mut (*tb).bins[i];
                 let kept = i < cached;
                 bin.set_slots(packed_slots(tc, i), if kept { usual as u16 } else { 0 });
                 bin.set_limit(if kept { usual as u16 } else { 0 });
-                bin.fill = first_fill(i).min(bin.limit() as u16 / 2).max(1);
+                bin.fill = first_fills()[i].min(bin.limit() as u16 / 2).max(1);
             }
             (*tb).cache = tc;
             caches.attached.push_front(tc);
@@ -822,7 +861,7 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         // The thread allocates the class again: a bin that only received gets its usual limit
         // back (one that grew keeps what it grew to).
         let bin = &mut (*tb).bins[class.index()];
-        bin.set_limit(bin.limit().max(CAPS[class.index()]) as u16);
+        bin.set_limit(bin.limit().max(caps()[class.index()]) as u16);
         if !class.is_small() {
             // Large blocks are not prefetched: the cache only keeps what the thread frees. A
             // run may hold an old slab's mark where it starts.
@@ -835,7 +874,7 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
-        bin.fill = (bin.fill * 2).min(FILL_MAX[class.index()]);
+        bin.fill = (bin.fill * 2).min(fill_max()[class.index()]);
         let out = core::slice::from_raw_parts_mut(bin.slots(), want);
         let n = arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out);
         if n == 0 {
@@ -889,8 +928,8 @@ pub unsafe fn gc_step(tb: *mut ThreadBins) {
         // An idle bin that grew goes back to its usual limit (or what it holds, if more), and
         // to its packed slots once that is all it holds.
         let bin = &mut (*tb).bins[i];
-        if bin.limit() > CAPS[i] && bin.cap() > 0 {
-            bin.set_limit(bin.count().max(CAPS[i]) as u16);
+        if bin.limit() > caps()[i] && bin.cap() > 0 {
+            bin.set_limit(bin.count().max(caps()[i]) as u16);
         }
         unpack_if_small(tb, i);
     }
@@ -905,7 +944,7 @@ unsafe fn packed_slots(tc: *mut TCache, i: usize) -> *mut *mut u8 {
     unsafe {
         ptr::addr_of_mut!((*tc).storage)
             .cast::<*mut u8>()
-            .add(PACKED_AT[i] as usize)
+            .add(packed_at()[i] as usize)
     }
 }
 
@@ -918,7 +957,7 @@ unsafe fn grown_slots(tc: *mut TCache, i: usize) -> *mut *mut u8 {
     unsafe {
         ptr::addr_of_mut!((*tc).storage)
             .cast::<*mut u8>()
-            .add(GROWN_AT[i] as usize)
+            .add(grown_at()[i] as usize)
     }
 }
 
@@ -932,8 +971,8 @@ unsafe fn unpack_if_small(tb: *mut ThreadBins, i: usize) {
     // bin uses.
     unsafe {
         let bin = &mut (*tb).bins[i];
-        if bin.cap() as u32 > CAPS[i] && bin.limit() <= CAPS[i] {
-            bin.move_slots(packed_slots((*tb).cache, i), CAPS[i] as u16);
+        if bin.cap() as u32 > caps()[i] && bin.limit() <= caps()[i] {
+            bin.move_slots(packed_slots((*tb).cache, i), caps()[i] as u16);
         }
     }
 }

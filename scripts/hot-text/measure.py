@@ -12,11 +12,13 @@ be in the segment's first 64 KiB; a function outside it needs the mark.
 
 Two more checks. Functions a program runs that callgrind never sees run (valgrind runs one
 thread at a time, so no lock is ever contended) are named in MUST_BE_HOT and must lie in the
-window too. And `--windows FILE` gives what scripts/hot-text/windows.c printed for the program
-run natively: the 64 KiB windows of each of the library's mappings that had a page mapped at
-exit. The executable mapping and the read-only one at the file's start (the dynamic symbols
-and relocations the loader reads, and the size-class tables `malloc` reads, which lie in the
-same window when the relocations are packed: allocator/build.rs) must have one each.
+window too. And each `--windows FILE` gives what scripts/hot-text/windows.c printed for a
+program run natively: the 64 KiB windows of each of the library's mappings that had a page
+mapped at exit. The executable mapping and the read-only one at the file's start (the dynamic
+symbols and relocations the loader reads, and the data every program reads, allocator/src/hot.rs)
+must have one each, and the read-only segment after the code (the rest of the read-only data and
+the exception tables, allocator/hot-text.ld) none: a page of it read means a table or constant
+the program reads is not in hot.rs's section.
 
 Exit status: 0 when it holds, 1 when it does not (one line per function outside, and where it
 is), 2 on a broken measurement.
@@ -40,6 +42,24 @@ MUST_BE_HOT = ("tally_pal::sync::lock_contended",)
 def fail(msg, status=2):
     print(f"check-hot-text: {msg}", file=sys.stderr)
     sys.exit(status)
+
+
+def cold_segment(lib):
+    """File offset of the read-only PT_LOAD after the executable one (allocator/hot-text.ld),
+    rounded down to a page as its mapping's offset is; None if there is none."""
+    out = subprocess.run(["readelf", "-lW", lib], check=True, capture_output=True,
+                         text=True).stdout
+    after_code = False
+    for line in out.splitlines():
+        f = line.split()
+        if not f or f[0] != "LOAD":
+            continue
+        flags = "".join(f[6:-1])
+        if "E" in flags:
+            after_code = True
+        elif after_code and "W" not in flags:
+            return int(f[1], 16) & ~0xFFF
+    return None
 
 
 def executable_segment(lib):
@@ -81,7 +101,8 @@ def resident_windows(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--windows", help="what scripts/hot-text/windows.c printed for a native run")
+    ap.add_argument("--windows", action="append", default=[],
+                    help="what scripts/hot-text/windows.c printed for a native run (repeatable)")
     ap.add_argument("profiles", nargs="+", help="callgrind profiles of programs run on --lib")
     args = ap.parse_args()
     lib = os.path.realpath(args.lib)
@@ -127,22 +148,33 @@ def main():
         if not 0 <= hot[name] - start < WINDOW:
             problems.append(f"{name} lies at {hot[name]:#x}, outside the first 64 KiB of the "
                             "code (mark it #[link_section = \".text.hot.tally\"])")
-    if args.windows:
-        rows = resident_windows(args.windows)
+    cold = cold_segment(lib)
+    if cold is None:
+        problems.append("no read-only segment after the code: the read-only data every program "
+                        "leaves alone is back in the first segment (allocator/hot-text.ld)")
+    for path in args.windows:
+        rows = resident_windows(path)
+        name = os.path.basename(path)
         code = [w for perms, _, w in rows if "x" in perms]
         head = [w for perms, offset, w in rows if perms.startswith("r--") and offset == 0]
         if len(code) != 1 or len(head) != 1:
-            fail(f"no executable or first read-only mapping of the library in {args.windows}")
-        print(f"check-hot-text: run natively, the program had {head[0]} window(s) of 64 KiB of the "
-              f"library's first segment resident and {code[0]} of its code")
+            fail(f"no executable or first read-only mapping of the library in {path}")
+        after = [w for perms, offset, w in rows if perms.startswith("r--") and offset == cold]
+        print(f"check-hot-text: run natively ({name}), {head[0]} window(s) of 64 KiB of the "
+              f"library's first segment resident, {code[0]} of its code, "
+              f"{sum(after)} of the read-only segment after the code")
         if code[0] > 1:
-            problems.append(f"natively the program made {code[0]} windows of the code resident: "
-                            "a function it runs outside the first 64 KiB that callgrind did not "
+            problems.append(f"natively ({name}) {code[0]} windows of the code were resident: "
+                            "a function run outside the first 64 KiB that callgrind did not "
                             "see (a contended lock? add it to MUST_BE_HOT and mark it)")
         if head[0] > 1:
-            problems.append(f"natively the program made {head[0]} windows of the first read-only "
-                            "segment resident: the data it reads there (the size-class tables) "
-                            "lies past the first 64 KiB (are the relocations packed?)")
+            problems.append(f"natively ({name}) {head[0]} windows of the first read-only "
+                            "segment were resident: it outgrew 64 KiB (are the relocations "
+                            "packed? allocator/build.rs, allocator/hot-text.ld)")
+        if sum(after) > 0:
+            problems.append(f"natively ({name}) {sum(after)} window(s) of the read-only segment "
+                            "after the code were resident: the program read a table or constant "
+                            "there (define it with hot_data!, allocator/src/hot.rs)")
     report("check-hot-text", problems)
 
 
