@@ -9,7 +9,7 @@
 //! to read the symbols and the size-class tables. `allocator/hot-text.ld` now puts the
 //! compiler's read-only data after the code, in a segment of its own, and keeps in the first
 //! segment only what the allocator reads in every program: the statics defined here (section
-//! `.rodata.hot.tally`), the compiler's 8-32 byte constants and Tally's jump tables.
+//! `.rodata.hot.tally`), the compiler's 4-32 byte constants and Tally's jump tables.
 //! `scripts/check-hot-text.sh` checks that a small C program and CPython touch no page of the
 //! segment after the code.
 //!

@@ -76,6 +76,7 @@ fn getenv(name: &'static [u8]) -> Option<&'static [u8]> {
     // SAFETY: `name` ends with its only NUL byte.
     pal::getenv(unsafe { CStr::from_bytes_with_nul_unchecked(name) })
 }
+
 /// The options in force (defaults until initialization has read the environment).
 pub fn options() -> Options {
     if GLOBAL.load(Ordering::Acquire) == GLOBAL_READY {
