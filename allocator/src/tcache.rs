@@ -298,8 +298,8 @@ crate::hot::hot_data! {
 
 /// Blocks a bin's first refill asks for: four, fewer where four would pass 16 KiB (a class a
 /// thread uses once then costs it one or two blocks, not a slab's worth), and never more than
-/// [`FILL_MAX`].
-const fn first_fill(index: usize) -> u16 {
+/// [`FILL_MAX`]. Run once per bin when a thread's cache is made.
+fn first_fill(index: usize) -> u16 {
     let by_bytes = 16 * 1024 / size_compute(index);
     let first = if by_bytes >= 4 {
         4
@@ -308,26 +308,7 @@ const fn first_fill(index: usize) -> u16 {
     } else {
         by_bytes as u16
     };
-    if first < FILL_MAX[index] {
-        first
-    } else {
-        FILL_MAX[index]
-    }
-}
-
-const fn build_first_fill() -> [u16; NCACHED] {
-    let mut t = [0u16; NCACHED];
-    let mut i = 0;
-    while i < NCACHED {
-        t[i] = first_fill(i);
-        i += 1;
-    }
-    t
-}
-
-crate::hot::hot_data! {
-    /// [`first_fill`] by class, where the program reads it.
-    fn first_fills() -> &'static [u16; NCACHED] = build_first_fill();
+    first.min(fill_max()[index])
 }
 const TOTAL_SLOTS: usize = build_layout().2;
 
@@ -669,7 +650,7 @@ impl TCache {
                 let kept = i < cached;
                 bin.set_slots(packed_slots(tc, i), if kept { usual as u16 } else { 0 });
                 bin.set_limit(if kept { usual as u16 } else { 0 });
-                bin.fill = first_fills()[i].min(bin.limit() as u16 / 2).max(1);
+                bin.fill = first_fill(i).min(bin.limit() as u16 / 2).max(1);
             }
             (*tb).cache = tc;
             caches.attached.push_front(tc);
