@@ -287,6 +287,9 @@ fn alloc_big_mapped(arena: &Arena, size: usize, align: usize, class: Option<Size
         }
     }
     let p = huge::alloc(size, align);
+    // Fresh pages for it: as many idle pages of the arenas go back before the program touches
+    // them (`decay::balance`).
+    decay::balance();
     if !p.is_null() && options().junk_alloc {
         return new_block(p, size);
     }

@@ -50,7 +50,7 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
     }
     let entry = pagemap::lookup(addr);
     if entry == 0 {
-        if crate::huge::is_cached(addr) {
+        if crate::mapcache::starts_at(addr) {
             pal::fatal(format_args!(
                 "tally: {who}(): double free of {p:p}: a huge block freed before (its mapping \
                  waits in the huge-mapping cache)\n"

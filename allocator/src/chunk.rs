@@ -24,6 +24,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::freed;
 use crate::list::{Adapter, Links};
+use crate::mapcache;
 use crate::options::MAX_ARENAS;
 use crate::pagemap;
 use crate::size_class::SLAB_MAX_OBJS;
@@ -272,20 +273,34 @@ pub unsafe fn unmap_chunk(span: *mut Span) {
 }
 
 /// Maps and registers a new chunk for arena `arena`, its whole usable area one free run (not
-/// linked into any list): anywhere, or the next unused chunk of `region` (`sampled_only`).
-/// Returns the free run's span, or null when out of memory or `region` has no chunk left.
+/// linked into any list): the next unused chunk of `region` (`sampled_only`), or else a chunk
+/// window of a cached huge mapping (`mapcache::take_chunk`; its pages, resident, make the run
+/// dirty) or a fresh mapping. Returns the free run's span, or null when out of memory or
+/// `region` has no chunk left.
 #[link_section = ".text.hot.tally"]
 pub fn new_chunk(arena: u32, region: Option<&SampledRegion>) -> *mut Span {
+    let mut reused = false;
     let base = match region {
         Some(region) => region.take_chunk(),
-        None => pal::map_aligned(CHUNK, CHUNK),
+        None => match mapcache::take_chunk() {
+            Some(window) => {
+                // The header must start zeroed: give its pages back, which zeroes them (the
+                // few the chunk uses fault in again), rather than write 128 KiB.
+                // SAFETY: the window is ours alone, dead, and not in the page map.
+                unsafe { pal::discard(window as *mut u8, HEADER_PAGES * PAGE) };
+                reused = true;
+                window as *mut u8
+            }
+            None => pal::map_aligned(CHUNK, CHUNK),
+        },
     };
     if base.is_null() {
         return ptr::null_mut();
     }
     let header = base.cast::<ChunkHeader>();
-    // SAFETY: the mapping is fresh, zeroed (a valid ChunkHeader: all atomics 0, spans zeroed
-    // with null links and state Free), and owned by us until registered below.
+    // SAFETY: the mapping is fresh or its header pages were just discarded, so the header is
+    // zeroed (a valid ChunkHeader: all atomics 0, spans zeroed with null links and state Free),
+    // and it is owned by us until registered below.
     unsafe {
         (*header).arena = arena;
         (*header).sampled_only = region.is_some();
@@ -295,7 +310,14 @@ pub fn new_chunk(arena: u32, region: Option<&SampledRegion>) -> *mut Span {
         let span = ptr::addr_of_mut!((*header).spans[HEADER_PAGES]);
         (*span).pages = USABLE_PAGES as u32;
         (*span).state = RunState::Free;
-        (*span).purge = Purge::Clean;
+        if reused {
+            // A huge block wrote them: any of its pages may be resident.
+            (*span).purge = Purge::Dirty;
+            (*span).resident = USABLE_PAGES as u32;
+            (*span).since_ms = pal::now_ms();
+        } else {
+            (*span).purge = Purge::Clean;
+        }
         if !pagemap::set(base as usize, 1, base as usize) {
             // A region's chunk stays reserved (and lost: the region never hands it out again).
             if region.is_none() {

@@ -5,14 +5,10 @@
 //! Each huge block has a [`HugeBlock`] descriptor from the metadata pool; the page-map entries of
 //! the chunk windows it covers point at the descriptor, tagged with [`TAG_HUGE`].
 //!
-//! Freed mappings are not unmapped at once: a program that allocates, touches and frees a 20 MiB
-//! buffer in a loop would pay a `munmap` and then a page fault per 4 KiB on every round (glibc
-//! avoids this by raising its mmap threshold, tcmalloc by never unmapping). They wait in a small
-//! [`MappingCache`] instead, still resident, until a later huge allocation reuses them or decay
-//! unmaps them `dirty_decay_ms` after their free (at once with `dirty_decay_ms:0`, at the next
-//! pass with `malloc_trim`). Reuse takes the smallest cached mapping that fits and splits off the
-//! part beyond the block's last chunk window; with none that fits it moves the largest one to a
-//! bigger address range with `mremap`, so only the new tail faults. Freed neighbours merge again.
+//! Freed mappings are not unmapped at once: they wait in the mapping cache (`mapcache.rs`),
+//! still resident, until a later huge allocation or a new chunk reuses them or decay unmaps them
+//! `dirty_decay_ms` after their free (at once with `dirty_decay_ms:0`, at the next pass with
+//! `malloc_trim`).
 //!
 //! A block that grows takes the cached mapping right after it before asking the kernel: a
 //! `Vec` grown to 64 MiB, dropped and grown again starts its second life in the first chunk
@@ -33,6 +29,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::chunk::{CHUNK, CHUNK_SHIFT};
 use crate::extent::DIRTY_DECAY_MS;
+use crate::mapcache;
 use crate::meta;
 use crate::pagemap::{self, TAG_HUGE};
 use tally_pal::sync::{Mutex, Rank};
@@ -42,17 +39,13 @@ use tally_pal::{self as pal, PAGE};
 pub static HUGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 /// Huge reallocations served by `mremap` without copying (a statistic).
 pub static HUGE_REMAPS: AtomicU64 = AtomicU64::new(0);
+/// Pages mapped for huge blocks that no cached mapping supplied: what the program may fault in
+/// fresh. `decay::balance` gives back as many idle pages of the arenas.
+pub static HUGE_FRESH_PAGES: AtomicU64 = AtomicU64::new(0);
 /// Huge blocks live now.
 pub static HUGE_LIVE: AtomicU64 = AtomicU64::new(0);
 /// Bytes mapped for live huge blocks now.
 pub static HUGE_BYTES: AtomicU64 = AtomicU64::new(0);
-/// Bytes of freed huge mappings kept for reuse now (resident, counted as dirty).
-pub static HUGE_CACHED: AtomicU64 = AtomicU64::new(0);
-/// Huge allocations, and growths of huge blocks, served from a cached mapping (a statistic).
-pub static HUGE_REUSES: AtomicU64 = AtomicU64::new(0);
-
-/// Mappings the cache holds at most.
-const CACHE_SLOTS: usize = 16;
 /// Bytes the cache always may hold; beyond [`cache_limit`] the oldest mappings are unmapped.
 /// glibc keeps up to 64 MiB at the top of its heap before trimming (twice its largest mmap
 /// threshold).
@@ -68,122 +61,6 @@ static HUGE_PEAK: AtomicU64 = AtomicU64::new(0);
 /// (200 MiB), 256 MiB 0.11 s (215 MiB).
 fn cache_limit() -> usize {
     (HUGE_PEAK.load(Ordering::Relaxed) as usize).max(CACHE_MIN_BYTES)
-}
-
-#[derive(Clone, Copy)]
-struct CachedMapping {
-    base: usize,
-    len: usize,
-    /// When it was freed (coarse clock, ms); the older time when two merge.
-    since_ms: u64,
-}
-
-/// Freed huge mappings waiting for reuse. Invariants: `slots[..n]` are disjoint mappings Tally
-/// owns, each with a chunk-aligned `base` and a page-multiple `len`, absent from the page map;
-/// `bytes` is the sum of their lengths and equals [`HUGE_CACHED`].
-struct MappingCache {
-    n: usize,
-    bytes: usize,
-    slots: [CachedMapping; CACHE_SLOTS],
-}
-
-static CACHE: Mutex<MappingCache> = Mutex::new(Rank::HugeCache, MappingCache::EMPTY);
-
-impl MappingCache {
-    const EMPTY: MappingCache = MappingCache {
-        n: 0,
-        bytes: 0,
-        slots: [CachedMapping {
-            base: 0,
-            len: 0,
-            since_ms: 0,
-        }; CACHE_SLOTS],
-    };
-
-    fn remove(&mut self, i: usize) -> CachedMapping {
-        let m = self.slots[i];
-        self.n -= 1;
-        self.slots[i] = self.slots[self.n];
-        self.bytes -= m.len;
-        HUGE_CACHED.store(self.bytes as u64, Ordering::Relaxed);
-        m
-    }
-
-    /// Adds `m`, merging it with cached neighbours. The caller has made room for one slot.
-    #[link_section = ".text.hot.tally"]
-    fn insert(&mut self, mut m: CachedMapping) {
-        let mut i = 0;
-        while i < self.n {
-            let o = self.slots[i];
-            if o.base + o.len == m.base || m.base + m.len == o.base {
-                self.remove(i);
-                m = CachedMapping {
-                    base: o.base.min(m.base),
-                    len: o.len + m.len,
-                    since_ms: o.since_ms.min(m.since_ms),
-                };
-                i = 0;
-                continue;
-            }
-            i += 1;
-        }
-        self.slots[self.n] = m;
-        self.n += 1;
-        self.bytes += m.len;
-        HUGE_CACHED.store(self.bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Takes the front of the mapping in slot `i` for reuse: the whole chunk windows covering
-    /// `want` bytes (all of it when shorter), the rest left cached. Returns `(base, len)` taken.
-    fn take_front(&mut self, i: usize, want: usize) -> (usize, usize) {
-        let m = self.remove(i);
-        let keep = want.next_multiple_of(CHUNK).min(m.len);
-        if keep < m.len {
-            self.insert(CachedMapping {
-                base: m.base + keep,
-                len: m.len - keep,
-                since_ms: m.since_ms,
-            });
-        }
-        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
-        (m.base, keep)
-    }
-
-    /// The slot of the oldest mapping (the cache must not be empty).
-    fn oldest(&self) -> usize {
-        (0..self.n).min_by_key(|&i| self.slots[i].since_ms).unwrap_or(0)
-    }
-}
-
-/// Mappings taken out of the cache under its lock, unmapped after it is released.
-struct Evicted {
-    n: usize,
-    list: [(usize, usize); CACHE_SLOTS + 1],
-}
-
-impl Evicted {
-    const fn new() -> Self {
-        Evicted {
-            n: 0,
-            list: [(0, 0); CACHE_SLOTS + 1],
-        }
-    }
-
-    fn push(&mut self, m: CachedMapping) {
-        self.list[self.n] = (m.base, m.len);
-        self.n += 1;
-    }
-
-    /// Unmaps them all; returns the pages given back.
-    fn unmap(&self) -> u64 {
-        let mut pages = 0;
-        for &(base, len) in &self.list[..self.n] {
-            // SAFETY: evicted mappings are owned by Tally, dead and no longer in the cache.
-            unsafe { pal::unmap(base as *mut u8, len) };
-            pages += (len / PAGE) as u64;
-        }
-        pages
-    }
 }
 
 /// Describes one huge block. Invariant: `base` is chunk-aligned, `mapped` is a page multiple,
@@ -239,70 +116,11 @@ fn caching() -> bool {
     DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0
 }
 
-/// A mapping of at least `mapped` bytes from the cache, chunk-aligned: `(base, len)`, with the
-/// part beyond `mapped`'s last chunk window left in the cache. With no cached mapping large
-/// enough, the largest one moved by `mremap` to a new range of `mapped` bytes (its pages go
-/// along, only the tail is new). `None` when the cache is empty or the kernel refuses.
-fn take_cached(mapped: usize) -> Option<(usize, usize)> {
-    let mut cache = CACHE.lock();
-    if cache.n == 0 {
-        return None;
-    }
-    let fit = (0..cache.n)
-        .filter(|&i| cache.slots[i].len >= mapped)
-        .min_by_key(|&i| cache.slots[i].len);
-    if let Some(i) = fit {
-        return Some(cache.take_front(i, mapped));
-    }
-    let largest = (0..cache.n).max_by_key(|&i| cache.slots[i].len)?;
-    let m = cache.remove(largest);
-    drop(cache);
-    // SAFETY: `m` is a cached mapping, dead and now ours alone.
-    if unsafe { pal::remap_in_place(m.base as *mut u8, m.len, mapped) } {
-        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
-        return Some((m.base, mapped));
-    }
-    let target = pal::map_aligned_accounted(mapped, CHUNK);
-    // SAFETY: as above; `target` is a fresh mapping of `mapped` bytes that the move replaces.
-    if !target.is_null() && unsafe { pal::remap_to(m.base as *mut u8, m.len, target, mapped) } {
-        HUGE_REUSES.fetch_add(1, Ordering::Relaxed);
-        return Some((target as usize, mapped));
-    }
-    if !target.is_null() {
-        // SAFETY: the fresh mapping was never published.
-        unsafe { pal::unmap(target, mapped) };
-    }
-    // SAFETY: `m` is still ours and dead.
-    unsafe { pal::unmap(m.base as *mut u8, m.len) };
-    None
-}
-
-/// Takes from the cache the mapping that starts at `at` (where a growing block ends) if it holds
-/// at least `want` bytes: the whole chunk windows covering `want` (the rest stays cached).
-/// Returns the bytes taken, or 0 when no cached mapping starts at `at` or it is too short.
-///
-/// The pages taken are already mapped, usually in the same kernel mapping as the block (the
-/// block and its neighbour were one cached mapping that a smaller block split), so the block
-/// grows over them with no system call, and their pages, resident already, fault no more.
-fn take_cached_at(at: usize, want: usize) -> usize {
-    let mut cache = CACHE.lock();
-    let Some(i) = (0..cache.n).find(|&i| cache.slots[i].base == at && cache.slots[i].len >= want) else {
-        return 0;
-    };
-    cache.take_front(i, want).1
-}
-
 /// Whether the huge block at `p` reuses a mapping (so it is not known to be zero).
 pub fn is_recycled(p: *mut u8) -> bool {
     let d = (pagemap::lookup(p as usize) & !TAG_HUGE) as *const HugeBlock;
     // SAFETY: the caller passes a live huge block, whose page-map entry is its descriptor.
     !d.is_null() && unsafe { (*d).recycled }
-}
-
-/// Whether `addr` starts a mapping that waits in the huge cache (a huge block freed earlier).
-pub fn is_cached(addr: usize) -> bool {
-    let cache = CACHE.lock();
-    cache.slots[..cache.n].iter().any(|m| m.base == addr)
 }
 
 /// Maps a huge block of at least `size` bytes aligned to `align` (at most a power of two).
@@ -317,16 +135,17 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let cached = if align <= CHUNK && caching() {
-        take_cached(mapped)
+        mapcache::take(mapped)
     } else {
         None
     };
-    let (base, mapped, recycled) = match cached {
-        Some((base, len)) => (base as *mut u8, len, true),
+    let (base, mapped, recycled, fresh) = match cached {
+        Some((base, len, fresh)) => (base as *mut u8, len, true, fresh),
         None => (
             pal::map_aligned_accounted(mapped, align.max(CHUNK)),
             mapped,
             false,
+            mapped,
         ),
     };
     if base.is_null() {
@@ -352,7 +171,13 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     HUGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
     HUGE_LIVE.fetch_add(1, Ordering::Relaxed);
     count_live_bytes(mapped);
+    count_fresh(fresh);
     base
+}
+
+/// Counts `bytes` mapped for huge blocks without a cached mapping's pages.
+fn count_fresh(bytes: usize) {
+    HUGE_FRESH_PAGES.fetch_add((bytes / PAGE) as u64, Ordering::Relaxed);
 }
 
 /// Counts `bytes` more in live huge blocks, and the new peak if it is one.
@@ -376,58 +201,21 @@ pub unsafe fn free(d: *mut HugeBlock) {
     unsafe { cache_or_unmap(base, mapped) };
 }
 
-/// Puts the dead mapping `[base, base + len)` in the cache (evicting the oldest as needed), or
-/// unmaps it when the cache is off or the mapping exceeds its limit.
+/// Puts the dead mapping `[base, base + len)` in the mapping cache, or unmaps it when the cache
+/// is off (`dirty_decay_ms:0`).
 ///
 /// # Safety
 /// The mapping must be Tally's, chunk-aligned, absent from the page map and unused.
-#[link_section = ".text.hot.tally"]
 unsafe fn cache_or_unmap(base: usize, len: usize) {
-    let mut evicted = Evicted::new();
-    let limit = cache_limit();
-    if caching() && len <= limit {
-        let mut cache = CACHE.lock();
-        while cache.n > 0 && (cache.n == CACHE_SLOTS || cache.bytes + len > limit) {
-            let i = cache.oldest();
-            evicted.push(cache.remove(i));
-        }
-        cache.insert(CachedMapping {
-            base,
-            len,
-            since_ms: pal::now_ms(),
-        });
-    } else {
-        evicted.push(CachedMapping {
-            base,
-            len,
-            since_ms: 0,
-        });
-    }
-    evicted.unmap();
+    let limit = if caching() { cache_limit() } else { 0 };
+    // SAFETY: per the contract.
+    unsafe { mapcache::put(base, len, limit) };
 }
 
 /// Unmaps cached mappings freed at least `dirty_decay_ms` before `now`, or all of them when
 /// `everything`. Returns the pages given back.
-#[link_section = ".text.hot.tally"]
 pub fn purge(now: u64, everything: bool) -> u64 {
-    let decay = DIRTY_DECAY_MS.load(Ordering::Relaxed);
-    if !everything && decay < 0 {
-        return 0;
-    }
-    let mut evicted = Evicted::new();
-    {
-        let mut cache = CACHE.lock();
-        let mut i = 0;
-        while i < cache.n {
-            if everything || cache.slots[i].since_ms + decay as u64 <= now {
-                let m = cache.remove(i);
-                evicted.push(m);
-            } else {
-                i += 1;
-            }
-        }
-    }
-    evicted.unmap()
+    mapcache::purge(now, DIRTY_DECAY_MS.load(Ordering::Relaxed), everything)
 }
 
 /// Resizes huge block `d` to hold `size` bytes (more than the largest class) without copying:
@@ -482,7 +270,7 @@ unsafe fn resize_with(d: *mut HugeBlock, size: usize, may_move: bool) -> *mut u8
         }
         let first_extra = base + windows(mapped) * CHUNK;
         let taken = if caching() {
-            take_cached_at(base + mapped, new_mapped - mapped)
+            mapcache::take_at(base + mapped, new_mapped - mapped)
         } else {
             0
         };
@@ -510,6 +298,7 @@ unsafe fn resize_with(d: *mut HugeBlock, size: usize, may_move: bool) -> *mut u8
             (*d).mapped = new_mapped;
             HUGE_REMAPS.fetch_add(1, Ordering::Relaxed);
             count_live_bytes(new_mapped - mapped);
+            count_fresh(new_mapped - mapped);
             return base as *mut u8;
         }
         if !may_move {
@@ -533,13 +322,14 @@ unsafe fn resize_with(d: *mut HugeBlock, size: usize, may_move: bool) -> *mut u8
         (*d).mapped = new_mapped;
         HUGE_REMAPS.fetch_add(1, Ordering::Relaxed);
         count_live_bytes(new_mapped - mapped);
+        count_fresh(new_mapped - mapped);
         target
     }
 }
 
 pub(crate) fn lock_for_fork() {
     FREE_DESCRIPTORS.lock_for_fork();
-    CACHE.lock_for_fork();
+    mapcache::lock_for_fork();
 }
 
 /// # Safety
@@ -547,7 +337,7 @@ pub(crate) fn lock_for_fork() {
 pub(crate) unsafe fn unlock_after_fork(child: bool) {
     // SAFETY: per the contract.
     unsafe {
-        CACHE.unlock_after_fork(child);
+        mapcache::unlock_after_fork(child);
         FREE_DESCRIPTORS.unlock_after_fork(child);
     }
 }
@@ -556,55 +346,15 @@ const _: () = assert!(CHUNK == 1 << CHUNK_SHIFT);
 
 #[cfg(test)]
 mod tests {
-    //! The mapping cache on a private instance, then the cache's reuse, split, merge, move and
-    //! decay through `alloc`/`free`/`purge` (these share the process's one cache: the tests take
-    //! a lock, empty it first, and use sizes nothing else in the test binary allocates).
+    //! The mapping cache's reuse, split, merge, move and decay through `alloc`/`free`/`purge`
+    //! (these share the process's one cache: the tests hold `mapcache`'s test lock, empty it
+    //! first, and use sizes nothing else in the test binary allocates).
 
     use super::*;
-    use std::sync::{Mutex as TestMutex, MutexGuard};
-    use std::vec::Vec;
+    use crate::mapcache::tests::{cached, serial};
+    use crate::mapcache::{HUGE_CACHED, HUGE_REUSES};
 
     const MIB: usize = 1 << 20;
-
-    static SERIAL: TestMutex<()> = TestMutex::new(());
-
-    fn serial() -> MutexGuard<'static, ()> {
-        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Checks the invariants on [`MappingCache`]; returns its mappings sorted by base.
-    fn check_cache(cache: &MappingCache) -> Vec<(usize, usize)> {
-        let mut maps: Vec<(usize, usize)> = cache.slots[..cache.n].iter().map(|m| (m.base, m.len)).collect();
-        maps.sort_unstable();
-        for &(base, len) in &maps {
-            assert_eq!(base % CHUNK, 0, "base {base:#x} not chunk-aligned");
-            assert!(len > 0 && len % PAGE == 0, "length {len:#x}");
-        }
-        for pair in maps.windows(2) {
-            assert!(pair[0].0 + pair[0].1 <= pair[1].0, "overlap: {pair:x?}");
-        }
-        assert_eq!(
-            cache.bytes,
-            maps.iter().map(|m| m.1).sum::<usize>(),
-            "bytes = sum of lengths"
-        );
-        maps
-    }
-
-    /// The global cache's mappings, checked: copied under its lock, which is released before
-    /// anything allocates (allocating under it would break the lock order, and the checker
-    /// aborts).
-    fn cached() -> Vec<(usize, usize)> {
-        let copy = {
-            let cache = CACHE.lock();
-            MappingCache {
-                n: cache.n,
-                bytes: cache.bytes,
-                slots: cache.slots,
-            }
-        };
-        check_cache(&copy)
-    }
 
     /// The descriptor of the live huge block at `p`.
     fn descriptor(p: *mut u8) -> *mut HugeBlock {
@@ -621,45 +371,6 @@ mod tests {
     fn free_block(p: *mut u8) {
         // SAFETY: `p` is a live huge block of this test, freed once.
         unsafe { free(descriptor(p)) };
-    }
-
-    #[test]
-    fn the_cache_merges_neighbours_and_knows_its_oldest() {
-        let _serial = serial();
-        let mut cache = MappingCache::EMPTY;
-        let at = |chunks: usize| 0x7000_0000_0000 + chunks * CHUNK;
-        let m = |base, len, since_ms| CachedMapping { base, len, since_ms };
-        cache.insert(m(at(0), 2 * CHUNK, 30));
-        cache.insert(m(at(4), CHUNK, 10));
-        cache.insert(m(at(8), CHUNK + 5 * PAGE, 50));
-        assert_eq!(
-            check_cache(&cache),
-            [(at(0), 2 * CHUNK), (at(4), CHUNK), (at(8), CHUNK + 5 * PAGE)]
-        );
-        assert_eq!(cache.slots[cache.oldest()].base, at(4));
-        // Fills the gap between the first two: all three merge, keeping the older time.
-        cache.insert(m(at(2), 2 * CHUNK, 20));
-        assert_eq!(
-            check_cache(&cache),
-            [(at(0), 5 * CHUNK), (at(8), CHUNK + 5 * PAGE)]
-        );
-        let merged = (0..cache.n).find(|&i| cache.slots[i].base == at(0)).unwrap();
-        assert_eq!(cache.slots[merged].since_ms, 10);
-        // Just below a mapping: merges with it.
-        cache.insert(m(at(7), CHUNK, 5));
-        assert_eq!(
-            check_cache(&cache),
-            [(at(0), 5 * CHUNK), (at(7), 2 * CHUNK + 5 * PAGE)]
-        );
-        assert_eq!(cache.slots[cache.oldest()].base, at(7));
-        let taken = cache.remove(cache.oldest());
-        assert_eq!(
-            (taken.base, taken.len, taken.since_ms),
-            (at(7), 2 * CHUNK + 5 * PAGE, 5)
-        );
-        assert_eq!(check_cache(&cache), [(at(0), 5 * CHUNK)]);
-        // The private cache wrote the statistic; give it back to the real cache.
-        HUGE_CACHED.store(CACHE.lock().bytes as u64, Ordering::Relaxed);
     }
 
     #[test]

@@ -24,33 +24,34 @@
 //! 5. `options` — `TALLY_CONF` / `MALLOC_CONF`, parsed from one table.
 //! 6. `meta` — memory for Tally's own bookkeeping.
 //! 7. `pagemap` — address to owning metadata, one word per 4 MiB window.
-//! 8. `chunk` — 4 MiB chunks and their page metadata.
-//! 9. `extent` — page runs: each arena's page heap.
-//! 10. `huge` — direct mappings and their cache.
-//! 11. `bin` — slabs of small objects.
-//! 12. `arena` — independent heaps: page runs plus bins.
-//! 13. `bigcache` — each thread's few whole large blocks above the bins' classes.
-//! 14. `tcache` — per-thread caches.
-//! 15. `decay` — when free pages go back to the OS; the background thread.
-//! 16. `prof_hooks` — sampled blocks and the profiler's guard.
-//! 17. `guard` — guarded sampling: blocks between guard pages, the fault handler and its report.
-//! 18. `thread_event` — each thread's byte countdown and the budgets it settles.
-//! 19. `fork` — the `fork` handlers.
-//! 20. `init` — process-wide initialization and the options in force.
-//! 21. `thread` — thread states, cache set-up and tear-down.
-//! 22. `block` — from a pointer to its block; `malloc_usable_size`.
-//! 23. `alloc` — the allocation entry points and fast path.
-//! 24. `free` — the free entry point and fast path.
-//! 25. `realloc` — resizing.
-//! 26. `stats` — statistics.
-//! 27. `symbols` — function names for code addresses, from the objects' symbol tables.
-//! 28. `pprof` — the live heap as a pprof profile, made in the process.
-//! 29. `prof` — the profiler's Rust API.
-//! 30. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
-//! 31. `prof_http` — `prof_http`: profiles and statistics served over HTTP.
-//! 32. `api` — the malloc family with C semantics, callable from Rust.
-//! 33. `global` — `GlobalAlloc`.
-//! 34. `capi` — the exported C symbols (feature `c-abi`).
+//! 8. `mapcache` — freed huge mappings, kept for huge blocks and new chunks.
+//! 9. `chunk` — 4 MiB chunks and their page metadata.
+//! 10. `extent` — page runs: each arena's page heap.
+//! 11. `huge` — blocks above the largest class, each in a mapping of its own.
+//! 12. `bin` — slabs of small objects.
+//! 13. `arena` — independent heaps: page runs plus bins.
+//! 14. `bigcache` — each thread's few whole large blocks above the bins' classes.
+//! 15. `tcache` — per-thread caches.
+//! 16. `decay` — when free pages go back to the OS; the background thread.
+//! 17. `prof_hooks` — sampled blocks and the profiler's guard.
+//! 18. `guard` — guarded sampling: blocks between guard pages, the fault handler and its report.
+//! 19. `thread_event` — each thread's byte countdown and the budgets it settles.
+//! 20. `fork` — the `fork` handlers.
+//! 21. `init` — process-wide initialization and the options in force.
+//! 22. `thread` — thread states, cache set-up and tear-down.
+//! 23. `block` — from a pointer to its block; `malloc_usable_size`.
+//! 24. `alloc` — the allocation entry points and fast path.
+//! 25. `free` — the free entry point and fast path.
+//! 26. `realloc` — resizing.
+//! 27. `stats` — statistics.
+//! 28. `symbols` — function names for code addresses, from the objects' symbol tables.
+//! 29. `pprof` — the live heap as a pprof profile, made in the process.
+//! 30. `prof` — the profiler's Rust API.
+//! 31. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
+//! 32. `prof_http` — `prof_http`: profiles and statistics served over HTTP.
+//! 33. `api` — the malloc family with C semantics, callable from Rust.
+//! 34. `global` — `GlobalAlloc`.
+//! 35. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
@@ -69,6 +70,7 @@ mod hot;
 mod huge;
 mod init;
 mod list;
+mod mapcache;
 mod meta;
 mod pagemap;
 mod pprof;

@@ -27,7 +27,7 @@ use crate::chunk::{RunState, Span, CHUNK};
 use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES};
-use crate::{chunk, freed, huge, pagemap};
+use crate::{chunk, decay, freed, huge, mapcache, pagemap};
 
 /// Page-map class byte of a sampled block's pages.
 pub const SAMPLED: u8 = 0xFD;
@@ -292,6 +292,8 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
             }
             None => {
                 let p = huge::alloc(size, PAGE);
+                // As `alloc::alloc` does for huge blocks: fresh pages balanced by idle ones.
+                decay::balance();
                 if !p.is_null() {
                     let d = (pagemap::lookup(p as usize) & !pagemap::TAG_HUGE) as *mut huge::HugeBlock;
                     // SAFETY: the page map sends a fresh huge block to its live descriptor.
@@ -406,7 +408,7 @@ fn mapped_bytes() -> u64 {
         chunk::CHUNKS_MAPPED.load(Ordering::Relaxed) - chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed);
     chunks * CHUNK as u64
         + huge::HUGE_BYTES.load(Ordering::Relaxed)
-        + huge::HUGE_CACHED.load(Ordering::Relaxed)
+        + mapcache::HUGE_CACHED.load(Ordering::Relaxed)
 }
 
 /// Writes a profile to `path` ([`DumpError::Off`] if the profiler is off).

@@ -11,7 +11,7 @@ use crate::block::{block_of, cached_block_of, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, sampled_freed_before};
 use crate::size_class::{class_for, SizeClass, LARGE_MAX, NCACHED};
-use crate::{arena, freed, guard, huge, tcache};
+use crate::{arena, decay, freed, guard, huge, tcache};
 use tally_pal::PAGE;
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
@@ -63,6 +63,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                     let after = unsafe { (*d).mapped };
                     if after != before {
                         tcache::count_slow(after, before);
+                        // Growth in fresh pages: as many idle pages of the arenas go back.
+                        decay::balance();
                     }
                     return q;
                 }
@@ -210,6 +212,7 @@ pub unsafe fn resize_in_place(p: *mut u8, size: usize, extra: usize) -> usize {
                             let after = (*d).mapped;
                             if after != before {
                                 tcache::count_slow(after, before);
+                                decay::balance();
                             }
                             return after;
                         }

@@ -23,7 +23,7 @@ use core::sync::atomic::Ordering;
 use crate::arena::{self, ARENAS, MAX_ARENAS};
 use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
-use crate::{bin, decay, guard, huge, meta, options, pagemap, prof_hooks, tcache};
+use crate::{bin, decay, guard, huge, mapcache, meta, options, pagemap, prof_hooks, tcache};
 use tally_pal::{self as pal, LineBuf, PAGE};
 
 /// Counters of one size class.
@@ -163,6 +163,8 @@ pub struct Counters {
     pub chunks_mapped: u64,
     /// Chunks unmapped again after all their pages were free and purged.
     pub chunks_unmapped: u64,
+    /// Chunks made of a chunk window of a cached huge mapping instead of a fresh mapping.
+    pub chunk_reuses: u64,
     /// Small blocks handed from arenas to thread caches (or to threads without one).
     pub tcache_fills: u64,
     /// Batches of small blocks returned from thread caches to arenas.
@@ -192,6 +194,7 @@ impl Counters {
     pub const ZERO: Counters = Counters {
         chunks_mapped: 0,
         chunks_unmapped: 0,
+        chunk_reuses: 0,
         tcache_fills: 0,
         tcache_flushes: 0,
         tcache_gc_flushes: 0,
@@ -206,10 +209,11 @@ impl Counters {
     };
 
     /// The counters by name, as both report forms print them.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("chunks_mapped", self.chunks_mapped),
             ("chunks_unmapped", self.chunks_unmapped),
+            ("chunk_reuses", self.chunk_reuses),
             ("tcache_fills", self.tcache_fills),
             ("tcache_flushes", self.tcache_flushes),
             ("tcache_gc_flushes", self.tcache_gc_flushes),
@@ -230,13 +234,14 @@ pub fn counters() -> Counters {
     Counters {
         chunks_mapped: chunk::CHUNKS_MAPPED.load(Ordering::Relaxed),
         chunks_unmapped: chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed),
+        chunk_reuses: mapcache::CHUNK_REUSES.load(Ordering::Relaxed),
         tcache_fills: bin::FILLS.load(Ordering::Relaxed),
         tcache_flushes: bin::FLUSHES.load(Ordering::Relaxed),
         tcache_gc_flushes: tcache::GC_FLUSHES.load(Ordering::Relaxed),
         large_allocs: arena::LARGE_ALLOCS.load(Ordering::Relaxed),
         huge_allocs: huge::HUGE_ALLOCS.load(Ordering::Relaxed),
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),
-        huge_reuses: huge::HUGE_REUSES.load(Ordering::Relaxed),
+        huge_reuses: mapcache::HUGE_REUSES.load(Ordering::Relaxed),
         purge_passes: decay::PASSES.load(Ordering::Relaxed),
         out_of_memory: crate::alloc::OUT_OF_MEMORY.load(Ordering::Relaxed),
         guarded_allocs: guard::GUARDED_OUT.load(Ordering::Relaxed),
@@ -316,7 +321,7 @@ pub fn stats() -> Stats {
     let arenas = &s.arenas[..s.narenas];
     let chunks: u64 = arenas.iter().map(|a| a.chunks).sum();
     s.active = arenas.iter().map(|a| a.active_pages).sum::<u64>() * page + huge_bytes;
-    let huge_cached = huge::HUGE_CACHED.load(Ordering::Relaxed);
+    let huge_cached = mapcache::HUGE_CACHED.load(Ordering::Relaxed);
     s.dirty = arenas.iter().map(|a| a.dirty_pages).sum::<u64>() * page + huge_cached;
     s.muzzy = arenas.iter().map(|a| a.muzzy_pages).sum::<u64>() * page;
     s.retained = arenas.iter().map(|a| a.retained_pages).sum::<u64>() * page;

@@ -12,11 +12,13 @@
 //! raw system calls, so that the idle scenario really allocates nothing while it waits.
 
 mod child;
+mod figures;
 mod statm;
 
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
+use figures::Figures;
 use tally::api;
 
 /// RSS in bytes, without allocating.
@@ -148,30 +150,14 @@ fn reuse_child() {
 #[test]
 fn a_large_block_freed_and_allocated_again_keeps_its_chunk() {
     let out = child::run(&[("TALLY_DECAY_MODE", "reuse"), ("TALLY_CONF", "narenas:4")]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reuse: child failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("mapped=").map(|i| &l[i..]))
-        .expect("the counts");
+    let figures = Figures::of("reuse", &out, "mapped");
+    let line = figures.line();
     eprintln!("20,000 rounds of a 256 KiB block: {line}");
-    let count = |key: &str| field(line, key);
+    let count = |key: &str| -> i64 { figures.get(key) };
     assert!(
         count("mapped") <= 1 && count("unmapped") == 0 && count("purged_pages") == 0,
         "20,000 rounds of one 256 KiB block gave pages back or changed chunks: {line}"
     );
-}
-
-/// The number after `key=` in a child's line of `key=value` words.
-fn field(line: &str, key: &str) -> i64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
 /// Runs a scenario and checks RSS fell back within `deadline_ms`.
@@ -182,17 +168,9 @@ fn scenario(mode: &str, conf: &str, deadline_ms: u64) {
         ("TALLY_DECAY_DEADLINE_MS", &child_deadline),
         ("TALLY_CONF", conf),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{mode}: child failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("start=").map(|i| &l[i..]))
-        .expect("measurements");
-    let value = |key: &str| field(line, key);
+    let figures = Figures::of(mode, &out, "start");
+    let line = figures.line();
+    let value = |key: &str| -> i64 { figures.get(key) };
     let (start, peak, last, elapsed) = (value("start"), value("peak"), value("final"), value("elapsed_ms"));
     eprintln!(
         "{mode} ({conf}): start {} MiB, peak {} MiB, final {} MiB after {elapsed} ms",

@@ -8,11 +8,13 @@
 //! peak RSS (`getrusage`'s `ru_maxrss`) and page faults are its own. No timing is checked.
 
 mod child;
+mod figures;
 mod statm;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 
+use figures::Figures;
 use tally::api;
 
 const MIB: usize = 1 << 20;
@@ -103,22 +105,9 @@ fn child_entry() {
 
 fn scenario(how: &str) {
     let out = child::run(&[("TALLY_GROWTH_FRONT_END", how)]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{how}: child failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("start=").map(|i| &l[i..]))
-        .expect("measurements");
-    let value = |key: &str| -> usize {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
+    let figures = Figures::of(how, &out, "start");
+    let line = figures.line();
+    let value = |key: &str| -> usize { figures.get(key) };
     let (start, peak) = (value("start"), value("peak"));
     eprintln!("{how}: {line}");
     // Before, the second round's block moved away from the cached 64 MiB at each doubling: peak
