@@ -75,6 +75,7 @@ pub const IDLE_RESERVE_PAGES: usize = 512;
 /// 1.5 times; twice, 1.5 times, and with the batch as long as without balancing, peak RSS
 /// 91-95 MiB instead of 103 (glibc 105; `benches/programs/generations_rss.c` 78-81 MiB, glibc
 /// 86); four times, 83-87 MiB on `generations_rss.c`.
+#[link_section = ".text.hot.tally"]
 fn keep_idle(active: usize) -> usize {
     IDLE_RESERVE_PAGES.max(2 * active)
 }
@@ -85,6 +86,7 @@ fn keep_idle(active: usize) -> usize {
 /// much as if the block had been given them. The suite's `sqlite` workload frees 60 MiB of
 /// sorted records into its arena and then grows a 16 MiB sorter buffer by `realloc`: its peak
 /// RSS was 144 MB, 136 MB with this rule (glibc 126 MB, whose heap serves both from one pool).
+#[link_section = ".text.hot.tally"]
 fn keep_idle_beside_huge(active: usize) -> usize {
     IDLE_RESERVE_PAGES.max(active / 4)
 }
@@ -150,6 +152,7 @@ fn fresh_since(fresh: &AtomicU64, balanced: &AtomicU64) -> Option<usize> {
 /// from the arenas of `arenas` holding the most beyond what they keep (`keep` of their active
 /// pages); an arena whose page heap another thread holds is passed over. Returns the pages given
 /// back.
+#[link_section = ".text.hot.tally"]
 fn give_back_idle(arenas: &[Arena], quota: usize, now: u64, keep: fn(usize) -> usize) -> u64 {
     let mut given = 0u64;
     for _ in 0..arenas.len() {

@@ -206,6 +206,7 @@ pub unsafe fn free(d: *mut HugeBlock) {
 ///
 /// # Safety
 /// The mapping must be Tally's, chunk-aligned, absent from the page map and unused.
+#[link_section = ".text.hot.tally"]
 unsafe fn cache_or_unmap(base: usize, len: usize) {
     let limit = if caching() { cache_limit() } else { 0 };
     // SAFETY: per the contract.
@@ -214,6 +215,7 @@ unsafe fn cache_or_unmap(base: usize, len: usize) {
 
 /// Unmaps cached mappings freed at least `dirty_decay_ms` before `now`, or all of them when
 /// `everything`. Returns the pages given back.
+#[link_section = ".text.hot.tally"]
 pub fn purge(now: u64, everything: bool) -> u64 {
     mapcache::purge(now, DIRTY_DECAY_MS.load(Ordering::Relaxed), everything)
 }
