@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_at, Block};
+use crate::block::{block_of, cached_block_at, Block, CachedBlock};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -25,22 +25,33 @@ use crate::{arena, decay, freed, guard, huge, prof_hooks};
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
     if let Some(block) = cached_block_at(p) {
-        // SAFETY: `p` is a valid cached block of `class` (at least 8 bytes, 8-aligned) the
-        // caller gives up; the thread's own bins.
-        unsafe {
-            if freed::mark_unless_marked_with(p, block.key) {
-                return double_free(p, block.at, "free");
-            }
-            let tb = thread_bins();
-            if block.arena != (*tb).arena {
-                return free_foreign_at(p, block.at);
-            }
-            return push(p, block.at);
-        }
+        // SAFETY: `cached_block_at` found `p` a block of a cached class; the caller gives it up.
+        return unsafe { free_cached(p, block, "free") };
     }
     if !p.is_null() {
         // SAFETY: the caller gives up `p`.
         unsafe { free_other(p, "free") }
+    }
+}
+
+/// Frees `p`, the block [`cached_block_at`] found as `block`: `free`'s fast path, which
+/// `realloc` of a small block takes too. `who` names the caller in a double-free message.
+///
+/// # Safety
+/// `block` must be what `cached_block_at(p)` returned, and `p` not used after this call.
+#[inline(always)]
+pub unsafe fn free_cached(p: *mut u8, block: CachedBlock, who: &str) {
+    // SAFETY: per the contract `p` is a valid cached block of the class at `block.at` (at least
+    // 8 bytes, 8-aligned) the caller gives up; the thread's own bins.
+    unsafe {
+        if freed::mark_unless_marked_with(p, block.key) {
+            return double_free(p, block.at, who);
+        }
+        let tb = thread_bins();
+        if block.arena != (*tb).arena {
+            return free_foreign_at(p, block.at);
+        }
+        push(p, block.at)
     }
 }
 
