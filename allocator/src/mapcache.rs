@@ -32,26 +32,26 @@ pub static CHUNK_REUSES: AtomicU64 = AtomicU64::new(0);
 const CACHE_SLOTS: usize = 16;
 
 #[derive(Clone, Copy)]
-pub(crate) struct CachedMapping {
-    pub(crate) base: usize,
-    pub(crate) len: usize,
+struct CachedMapping {
+    base: usize,
+    len: usize,
     /// When it was freed (coarse clock, ms); the older time when two merge.
-    pub(crate) since_ms: u64,
+    since_ms: u64,
 }
 
 /// Freed mappings waiting for reuse. Invariants: `slots[..n]` are disjoint mappings Tally owns,
 /// dead, each with a chunk-aligned `base` and a page-multiple `len`, absent from the page map;
 /// `bytes` is the sum of their lengths and equals [`HUGE_CACHED`].
-pub(crate) struct MappingCache {
-    pub(crate) n: usize,
-    pub(crate) bytes: usize,
-    pub(crate) slots: [CachedMapping; CACHE_SLOTS],
+struct MappingCache {
+    n: usize,
+    bytes: usize,
+    slots: [CachedMapping; CACHE_SLOTS],
 }
 
 static CACHE: Mutex<MappingCache> = Mutex::new(Rank::HugeCache, MappingCache::EMPTY);
 
 impl MappingCache {
-    pub(crate) const EMPTY: MappingCache = MappingCache {
+    const EMPTY: MappingCache = MappingCache {
         n: 0,
         bytes: 0,
         slots: [CachedMapping {
@@ -61,7 +61,7 @@ impl MappingCache {
         }; CACHE_SLOTS],
     };
 
-    pub(crate) fn remove(&mut self, i: usize) -> CachedMapping {
+    fn remove(&mut self, i: usize) -> CachedMapping {
         let m = self.slots[i];
         self.n -= 1;
         self.slots[i] = self.slots[self.n];
@@ -72,7 +72,7 @@ impl MappingCache {
 
     /// Adds `m`, merging it with cached neighbours. The caller has made room for one slot.
     #[link_section = ".text.hot.tally"]
-    pub(crate) fn insert(&mut self, mut m: CachedMapping) {
+    fn insert(&mut self, mut m: CachedMapping) {
         let mut i = 0;
         while i < self.n {
             let o = self.slots[i];
@@ -110,7 +110,7 @@ impl MappingCache {
     }
 
     /// The slot of the oldest mapping (the cache must not be empty).
-    pub(crate) fn oldest(&self) -> usize {
+    fn oldest(&self) -> usize {
         (0..self.n).min_by_key(|&i| self.slots[i].since_ms).unwrap_or(0)
     }
 }
@@ -277,17 +277,6 @@ pub fn purge(now: u64, decay_ms: i64, everything: bool) -> u64 {
     evicted.unmap()
 }
 
-/// A copy of the cache, taken under its lock (for tests, which must not allocate under it).
-#[cfg(test)]
-pub(crate) fn snapshot() -> MappingCache {
-    let cache = CACHE.lock();
-    MappingCache {
-        n: cache.n,
-        bytes: cache.bytes,
-        slots: cache.slots,
-    }
-}
-
 pub(crate) fn lock_for_fork() {
     CACHE.lock_for_fork();
 }
@@ -323,7 +312,9 @@ pub(crate) mod tests {
 
     /// Serializes the tests of the process's cache and keeps other tests' new chunks from
     /// taking from it until the guard is dropped.
-    pub(crate) struct Serial(#[allow(dead_code)] MutexGuard<'static, ()>);
+    pub(crate) struct Serial {
+        _guard: MutexGuard<'static, ()>,
+    }
 
     impl Drop for Serial {
         fn drop(&mut self) {
@@ -334,11 +325,11 @@ pub(crate) mod tests {
     pub(crate) fn serial() -> Serial {
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         LENDING_PAUSED.store(true, Ordering::Relaxed);
-        Serial(guard)
+        Serial { _guard: guard }
     }
 
     /// Checks the invariants on a [`MappingCache`]; returns its mappings sorted by base.
-    pub(crate) fn check_cache(cache: &MappingCache) -> Vec<(usize, usize)> {
+    fn check_cache(cache: &MappingCache) -> Vec<(usize, usize)> {
         let mut maps: Vec<(usize, usize)> = cache.slots[..cache.n].iter().map(|m| (m.base, m.len)).collect();
         maps.sort_unstable();
         for &(base, len) in &maps {
@@ -354,6 +345,16 @@ pub(crate) mod tests {
             "bytes = sum of lengths"
         );
         maps
+    }
+
+    /// A copy of the cache, taken under its lock (tests must not allocate under it).
+    fn snapshot() -> MappingCache {
+        let cache = CACHE.lock();
+        MappingCache {
+            n: cache.n,
+            bytes: cache.bytes,
+            slots: cache.slots,
+        }
     }
 
     /// The process's cache, checked.
