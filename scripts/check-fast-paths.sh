@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks the fast-path budgets written in the source (`// fast-path budget: malloc 25
 # instructions, 4 branches`, found anywhere under allocator/src) against libtally.so: callgrind
-# counts the instructions one malloc and one free execute on a thread-cache hit, objdump says
-# which of them are conditional branches. Prints a table; exits 1 with one line per difference
+# counts the instructions one malloc and one free execute on a thread-cache hit, and one realloc
+# moving a small block to another small class (hits for the new block and the old; its copy,
+# a call of the C library's memcpy, not counted), objdump says which of them are conditional
+# branches. Prints a table; exits 1 with one line per difference
 # (measured vs written, and where the comment is) or missing budget.
 #
 # Usage: scripts/check-fast-paths.sh [--lib PATH] [--self-test]
@@ -43,15 +45,18 @@ cc -O1 -fno-builtin -o "$work/driver" scripts/fast-paths/driver.c
 # leaves the hit path (start-up, the warm-up miss and the exit handlers cancel out).
 short=20000
 delta=100000
-profile() { # ITERATIONS OUT
-    preloaded_callgrind check-fast-paths "$lib" "$2" "$work/driver" "$1"
+profile() { # ITERATIONS OUT [realloc]
+    preloaded_callgrind check-fast-paths "$lib" "$2" "$work/driver" "$1" ${3:+"$3"}
 }
 profile "$short" "$work/short.out"
 profile $((short + delta)) "$work/long.out"
+profile "$short" "$work/realloc-short.out" realloc
+profile $((short + delta)) "$work/realloc-long.out" realloc
 
 compare() { # SOURCE-DIR ROOT (messages name files relative to ROOT)
     python3 scripts/fast-paths/measure.py --lib "$lib" --src "$1" --root "$2" \
-        --small "$work/short.out" --large "$work/long.out" --delta "$delta"
+        --small "$work/short.out" --large "$work/long.out" --delta "$delta" \
+        --realloc-small "$work/realloc-short.out" --realloc-large "$work/realloc-long.out"
 }
 
 status=0
@@ -84,4 +89,6 @@ mutate "malloc budget one instruction short" \
 mutate "free budget one branch more" \
     's/(fast-path budget: free \d+ instructions?, )(\d+)/$1 . ($2 + 1)/e; print' "free: measured"
 mutate "free budget missing" 'print unless /fast-path budget: free /' "free: no budget comment"
+mutate "realloc budget one instruction more" \
+    's/(fast-path budget: realloc )(\d+)/$1 . ($2 + 1)/e; print' "realloc: measured"
 echo "check-fast-paths: self-test passed"
