@@ -17,11 +17,11 @@ use std::string::String;
 use std::vec::Vec;
 
 use tally_format::demangle::demangle;
+use tally_pal::elf::STT_FUNC;
 use tally_pal::file::MappedFile;
 
 const SHT_SYMTAB: u32 = 2;
 const SHT_DYNSYM: u32 = 11;
-const STT_FUNC: u8 = 2;
 const SHN_UNDEF: u16 = 0;
 /// The most a symbol of size 0 (hand-written assembly, `_init`, `_fini`) is taken to cover.
 const UNSIZED_REACH: u64 = 4096;

@@ -5,17 +5,18 @@
 //! Every system call either crate makes lives here, split by capability. The modules, bottom
 //! up, each using only those above it (`tests/tests/layers.rs` checks it):
 //!
-//! 1. `time` — monotonic clocks and sleeping.
-//! 2. `memory` — mapping, unmapping, advice, `mremap`, `mincore`, protection; the page size.
-//! 3. `process` — the environment, CPU count, pid and thread id, `errno`, `fork` and signal
+//! 1. `elf` — a loaded object's dynamic symbols read in place; the vDSO's functions by name.
+//! 2. `time` — monotonic clocks (through the vDSO) and sleeping.
+//! 3. `memory` — mapping, unmapping, advice, `mremap`, `mincore`, protection; the page size.
+//! 4. `process` — the environment, CPU count, pid and thread id, `errno`, `fork` and signal
 //!    hooks (fault handlers chained to the ones before), signal names, random bits, the range
 //!    of Tally's own code, the loaded object holding an address.
-//! 4. `thread` — the static-TLS thread block, thread creation, thread-exit hooks, yielding,
+//! 5. `thread` — the static-TLS thread block, thread creation, thread-exit hooks, yielding,
 //!    futexes.
-//! 5. `file` — the few file operations a profile dump needs.
-//! 6. `stderr` — diagnostics without allocating (`print`, `fatal`), `errno` in words
+//! 6. `file` — the few file operations a profile dump needs.
+//! 7. `stderr` — diagnostics without allocating (`print`, `fatal`), `errno` in words
 //!    ([`OsError`]).
-//! 7. `sync` — [`sync::Mutex`], a futex lock that carries its [`sync::Rank`] in the lock order.
+//! 8. `sync` — [`sync::Mutex`], a futex lock that carries its [`sync::Rank`] in the lock order.
 //!
 //! The contract every function here keeps: it never allocates through any allocator (it is
 //! called from inside `malloc`, sometimes before Tally is initialized), never panics, and
@@ -31,6 +32,7 @@
 // with a constant initializer and no destructor, which never allocates.
 extern crate std;
 
+pub mod elf;
 pub mod file;
 pub mod memory;
 pub mod process;

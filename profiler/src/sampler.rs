@@ -182,6 +182,9 @@ impl Sampling {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Among the code every program runs (`allocator/hot-text.ld`): a thread's first settle
+    /// draws, profiler on or off.
+    #[cfg_attr(target_os = "linux", link_section = ".text.hot.tally")]
     fn draw(&self, thread: &mut ThreadSampler, seed: impl FnOnce() -> u64) -> i64 {
         if !self.active.load(Ordering::Relaxed) {
             return IDLE_DISTANCE;

@@ -7,43 +7,15 @@
 
 use core::fmt::Write;
 
+use tally_pal::elf::{self, DynamicTables, Sym, STT_FUNC, STT_GNU_IFUNC};
 use tally_pal::{self as pal, LineBuf};
 
-const DT_NULL: i64 = 0;
-const DT_HASH: i64 = 4;
-const DT_STRTAB: i64 = 5;
-const DT_SYMTAB: i64 = 6;
-const DT_STRSZ: i64 = 10;
-const DT_GNU_HASH: i64 = 0x6fff_fef5;
-const STT_FUNC: u8 = 2;
-const STT_GNU_IFUNC: u8 = 10;
-
-/// An ELF symbol (`Elf64_Sym`).
-#[repr(C)]
-struct Sym {
-    name: u32,
-    info: u8,
-    other: u8,
-    shndx: u16,
-    value: u64,
-    size: u64,
-}
-
-/// What the dynamic section of an object says about its symbols.
-struct Dynamic {
-    symtab: usize,
-    strtab: usize,
-    strsz: usize,
-    count: usize,
-}
-
-/// Reads the dynamic section of `obj`: the symbol and string tables and the number of symbols
-/// (from `DT_HASH`, or counted through `DT_GNU_HASH`'s buckets and chains).
+/// Reads the dynamic section of `obj`: the symbol and string tables and the number of symbols.
 ///
 /// # Safety
 /// `obj` must be a loaded object as the loader reports it (its dynamic section and the tables
 /// it names are mapped).
-unsafe fn dynamic(obj: &pal::process::LoadedObject) -> Option<Dynamic> {
+unsafe fn dynamic(obj: &pal::process::LoadedObject) -> Option<DynamicTables> {
     if obj.dynamic == 0 {
         return None;
     }
@@ -57,71 +29,8 @@ unsafe fn dynamic(obj: &pal::process::LoadedObject) -> Option<Dynamic> {
             v.wrapping_add(obj.bias)
         }
     };
-    let (mut symtab, mut strtab, mut strsz, mut hash, mut gnu_hash) = (0, 0, 0, 0, 0);
-    let mut d = obj.dynamic as *const [u64; 2];
-    // SAFETY: per the contract the section is mapped and ends with DT_NULL; 4096 entries is far
-    // more than any object has (a bound against a damaged one).
-    unsafe {
-        for _ in 0..4096 {
-            let [tag, val] = *d;
-            match tag as i64 {
-                DT_NULL => break,
-                DT_SYMTAB => symtab = at(val),
-                DT_STRTAB => strtab = at(val),
-                DT_STRSZ => strsz = val as usize,
-                DT_HASH => hash = at(val),
-                DT_GNU_HASH => gnu_hash = at(val),
-                _ => {}
-            }
-            d = d.add(1);
-        }
-    }
-    if symtab == 0 || strtab == 0 {
-        return None;
-    }
-    // SAFETY: the hash tables the dynamic section names are mapped (per the contract).
-    let count = unsafe {
-        if hash != 0 {
-            *(hash as *const u32).add(1) as usize
-        } else if gnu_hash != 0 {
-            gnu_symbol_count(gnu_hash)
-        } else {
-            return None;
-        }
-    };
-    Some(Dynamic {
-        symtab,
-        strtab,
-        strsz,
-        count: count.min(1 << 22),
-    })
-}
-
-/// The number of symbols of a `DT_GNU_HASH` table: one past the highest index a chain reaches.
-///
-/// # Safety
-/// `table` must be a mapped GNU hash table.
-unsafe fn gnu_symbol_count(table: usize) -> usize {
-    // SAFETY: per the contract: header (4 words), bloom filter, buckets, then chains, each chain
-    // ending with a word whose lowest bit is set.
-    unsafe {
-        let words = table as *const u32;
-        let (nbuckets, symoffset, bloom_size) =
-            (*words as usize, *words.add(1) as usize, *words.add(2) as usize);
-        let buckets = (table + 16 + bloom_size * 8) as *const u32;
-        let chains = buckets.add(nbuckets);
-        let mut last = 0usize;
-        for b in 0..nbuckets {
-            last = last.max(*buckets.add(b) as usize);
-        }
-        if last < symoffset {
-            return symoffset;
-        }
-        while *chains.add(last - symoffset) & 1 == 0 {
-            last += 1;
-        }
-        last + 1
-    }
+    // SAFETY: per the contract.
+    unsafe { elf::dynamic_tables(obj.dynamic, at) }
 }
 
 /// The dynamic function symbol of `dynamic` covering `vaddr` (an address inside the file): its
@@ -129,7 +38,7 @@ unsafe fn gnu_symbol_count(table: usize) -> usize {
 ///
 /// # Safety
 /// `dynamic` must describe a loaded object's mapped tables.
-unsafe fn covering(dynamic: &Dynamic, vaddr: usize) -> Option<(&'static [u8], usize)> {
+unsafe fn covering(dynamic: &DynamicTables, vaddr: usize) -> Option<(&'static [u8], usize)> {
     for k in 1..dynamic.count {
         // SAFETY: `k` is below the table's symbol count (per the contract).
         let sym = unsafe { &*(dynamic.symtab as *const Sym).add(k) };
