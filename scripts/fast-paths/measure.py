@@ -49,7 +49,8 @@ def fail(msg, status=2):
 
 def parse_callgrind(path, lib):
     """Per function of `lib`: {address: self Ir}, the inclusive Ir of the calls it makes, and
-    the calls made into it."""
+    the calls made into it; and {(object, function): calls} of the calls `lib`'s functions make
+    into other objects (the object by its file's name)."""
     names = {"ob": {}, "fl": {}, "fn": {}}
     space = {
         "ob": "ob", "cob": "ob",
@@ -60,6 +61,7 @@ def parse_callgrind(path, lib):
     cost = defaultdict(lambda: defaultdict(int))
     callee_cost = defaultdict(int)
     calls_into = defaultdict(int)
+    calls_out = defaultdict(int)
     ob = fn = call_ob = call_fn = None
     pending_calls = None
     pos = 0
@@ -86,6 +88,8 @@ def parse_callgrind(path, lib):
                     target_ob = call_ob if call_ob is not None else ob
                     if target_ob == lib:
                         calls_into[call_fn] += pending_calls
+                    elif ob == lib:
+                        calls_out[(os.path.basename(target_ob), call_fn)] += pending_calls
                     pending_calls = None
                     call_ob = None
                 elif ob == lib:
@@ -117,7 +121,7 @@ def parse_callgrind(path, lib):
                 call_ob = name
             elif key == "cfn":
                 call_fn = name
-    return cost, callee_cost, calls_into
+    return cost, callee_cost, calls_into, calls_out
 
 
 def disassemble(lib, sym):
@@ -180,8 +184,8 @@ def measure(lib, profiles):
         for path in (small, large):
             if path not in parsed:
                 parsed[path] = parse_callgrind(path, lib)
-        small_cost, small_callee, small_calls = parsed[small]
-        large_cost, large_callee, large_calls = parsed[large]
+        small_cost, small_callee, small_calls, _ = parsed[small]
+        large_cost, large_callee, large_calls, _ = parsed[large]
         calls = large_calls[sym] - small_calls[sym]
         if calls != delta:
             fail(f"{sym}: the longer run made {calls} more calls than the shorter, expected {delta}"

@@ -20,6 +20,12 @@ must have one each, and the read-only segment after the code (the rest of the re
 the exception tables, allocator/hot-text.ld) none: a page of it read means a table or constant
 the program reads is not in hot.rs's section.
 
+And the functions of other objects the library calls must be in ALLOWED_CALLS. The same
+fault-around maps the C library's code 64 KiB at a time: each function of it Tally calls that
+the program would not (`sysconf`, `sched_getaffinity`, `clock_gettime`, `secure_getenv`,
+`strlen`) may make a window of the C library's code resident that glibc's malloc would not have,
+64 KiB each (pal/src/process.rs, `getenv`, says what Tally does instead).
+
 Exit status: 0 when it holds, 1 when it does not (one line per function outside, and where it
 is), 2 on a broken measurement.
 """
@@ -37,6 +43,28 @@ WINDOW = 0x10000
 
 # Run by programs, never under callgrind: the contended path of Tally's locks.
 MUST_BE_HOT = ("tally_pal::sync::lock_contended",)
+
+# The functions of other objects the library may call in an ordinary program, by object: the
+# memory system calls and what shares their window of the C library's code (`syscall`, for the
+# CPU count and the clocks where there is no vDSO, as under valgrind; `getauxval`), the fork
+# handlers' registration, the thread-exit key (beside `pthread_create`), the random key of the
+# free mark (`getrandom`, beside `exit`'s code), `__cxa_finalize` at exit, the string functions
+# every program uses, and the dynamic linker's TLS lookup.
+ALLOWED_CALLS = {
+    "libc.so.6": ("mmap", "munmap", "madvise", "mremap", "syscall", "getauxval",
+                  "__register_atfork", "pthread_key_create", "pthread_setspecific", "getrandom",
+                  "__cxa_finalize", "__memcpy_*", "__memmove_*", "__memset_*", "memcpy",
+                  "memmove", "memset"),
+    "ld-linux-x86-64.so.2": ("__tls_get_addr",),
+}
+
+
+def allowed_call(ob, fn):
+    """Whether `fn` (callgrind's name, maybe with a symbol version) of the object `ob` is in
+    ALLOWED_CALLS."""
+    name = fn.split("@")[0]
+    return any(name == a or (a.endswith("*") and name.startswith(a[:-1]))
+               for a in ALLOWED_CALLS.get(ob, ()))
 
 
 def fail(msg, status=2):
@@ -116,8 +144,11 @@ def main():
 
     # Every function of the library that ran, with the addresses it ran at.
     ran = {}
+    calls_out = {}
     for path in args.profiles:
-        cost, _, _ = parse_callgrind(path, lib)
+        cost, _, _, out = parse_callgrind(path, lib)
+        for key, n in out.items():
+            calls_out[key] = calls_out.get(key, 0) + n
         for fn, addrs in cost.items():
             hit = {a for a, ir in addrs.items() if ir > 0}
             if hit:
@@ -141,6 +172,14 @@ def main():
                             "KiB into the code: outside its first 64 KiB (mark it "
                             "#[link_section = \".text.hot.tally\"], or, if the marked code "
                             "outgrew the window, take the least run function out)")
+    print(f"check-hot-text: calls into other objects: "
+          + ", ".join(f"{fn.split('@')[0]} ({ob})" for ob, fn in sorted(calls_out)))
+    for (ob, fn), n in sorted(calls_out.items()):
+        if not allowed_call(ob, fn):
+            problems.append(f"the library called {fn} of {ob} ({n} times): a function the "
+                            "program may never call, whose page maps a 64 KiB window of that "
+                            "object's code (do without it, or add it to ALLOWED_CALLS in "
+                            "scripts/hot-text/measure.py and say why)")
     hot = symbol_addresses(lib, MUST_BE_HOT)
     for name in MUST_BE_HOT:
         if name not in hot:
