@@ -262,6 +262,8 @@ struct LiveProcess {
 }
 
 impl LiveProcess {
+    /// The process running now with pid `pid`; `None` if there is none, or if the dump maps no
+    /// executable file to tell whether it is the dump's.
     fn find(pid: u64, dump: &Dump) -> Option<LiveProcess> {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
         let live: Vec<(u64, u64, &str)> = maps.lines().filter_map(maps_line).collect();
@@ -270,11 +272,14 @@ impl LiveProcess {
             .iter()
             .filter(|m| m.is_executable() && m.path.starts_with('/'))
             .collect();
-        let same = !files.is_empty()
-            && files.iter().all(|m| {
-                live.iter()
-                    .any(|&(start, end, path)| start == m.start && end == m.end && path == m.path)
-            });
+        if files.is_empty() {
+            // Nothing to compare the running process with: whether it is the dump's is unknown.
+            return None;
+        }
+        let same = files.iter().all(|m| {
+            live.iter()
+                .any(|&(start, end, path)| start == m.start && end == m.end && path == m.path)
+        });
         let jvm = live.iter().any(|(_, _, path)| path.ends_with("/libjvm.so"));
         Some(LiveProcess {
             same,

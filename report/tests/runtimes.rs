@@ -271,23 +271,31 @@ fn text_report(dump: &Path) -> (String, String) {
     )
 }
 
+/// Whether process `pid` is in the system call `sleep` waits in (`nanosleep` or
+/// `clock_nanosleep`), by the number `/proc/<pid>/syscall` starts with.
+fn sleeping(pid: u32) -> bool {
+    let call = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let number = call.split(' ').next().unwrap_or("");
+    number == libc::SYS_nanosleep.to_string() || number == libc::SYS_clock_nanosleep.to_string()
+}
+
 #[test]
 fn a_map_older_than_the_running_process_or_of_another_process_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
     let sleeper = Running(Command::new("sleep").arg("60").spawn().unwrap());
     let pid = sleeper.0.id();
-    // The sleeper's map, read once it has run `sleep` (not the shell or the fork before).
-    let maps = (0..200)
+    // The sleeper's map, read once it sleeps: not the fork before `exec`, nor while the dynamic
+    // loader is still mapping (and splitting) the C library's segments.
+    let maps = (0..500)
         .find_map(|_| {
-            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-            if maps.contains("/sleep") {
-                Some(maps)
+            if sleeping(pid) {
+                Some(std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap())
             } else {
                 std::thread::sleep(Duration::from_millis(10));
                 None
             }
         })
-        .expect("sleep never ran");
+        .expect("sleep never went to sleep");
     let dump = dump_of(dir.path(), pid, &maps);
     let map = PerfMapFile::of(&pid.to_string());
     std::fs::write(
@@ -332,6 +340,16 @@ fn a_map_older_than_the_running_process_or_of_another_process_is_not_used() {
         stderr.contains(&format!("pid {pid} now runs another process than the dump's")),
         "{stderr}"
     );
+
+    // A dump that maps no executable file gives nothing to compare the running process with:
+    // no claim that it is another, and the map, written since it started, is used.
+    let anonymous = dump_of(dir.path(), pid, "");
+    let (stdout, stderr) = text_report(&anonymous);
+    assert!(
+        stdout.contains("exampleRun /app/example.js:3"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(stderr, "");
 }
 
 #[test]
