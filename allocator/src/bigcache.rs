@@ -119,8 +119,13 @@ impl BigCache {
         let p = self.blocks[i];
         let class = self.classes[i];
         self.bytes -= SizeClass(class).size() as u32;
-        self.blocks.copy_within(i + 1..self.n as usize, i);
-        self.classes.copy_within(i + 1..self.n as usize, i);
+        // Shifted one by one over the whole (4-slot) arrays, not with `copy_within`: that is a
+        // call to the C library's `memmove` even for nothing to move (50 instructions of the
+        // 74 this took in a loop of 256 KiB blocks).
+        for j in i..BIG_SLOTS - 1 {
+            self.blocks[j] = self.blocks[j + 1];
+            self.classes[j] = self.classes[j + 1];
+        }
         self.n -= 1;
         self.count(class, false);
         p

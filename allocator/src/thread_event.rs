@@ -138,15 +138,17 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     }
     let addr = ev as *const ThreadEvents as u64;
     let seed = move || addr ^ pal::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let in_profiler = prof_hooks::in_profiler();
+    // Whether the profiler's own work is running on this thread is asked only of an allocation
+    // that is due (a `thread_local!` of a shared library is a call to `__tls_get_addr`: 25
+    // instructions an event, every event of a loop of 256 KiB blocks).
     let mut due = 0;
-    if PROFILER.sampling.settle(&mut ev.sampler, spent, seed) && !in_profiler {
+    if PROFILER.sampling.settle(&mut ev.sampler, spent, seed) && !prof_hooks::in_profiler() {
         due |= SAMPLE;
     }
     let rate = guard::rate();
     // SAFETY: the thread's own bins.
     let count = || unsafe { tcache::allocations(tcache::thread_bins()) };
-    if rate != 0 && ev.guard.settle(rate, spent, small, count, seed) && !in_profiler {
+    if rate != 0 && ev.guard.settle(rate, spent, small, count, seed) && !prof_hooks::in_profiler() {
         due |= GUARD;
     }
     if spent >= ev.tick_left as i64 {
