@@ -53,8 +53,15 @@ pub fn alloc(size: usize) -> *mut u8 {
 /// for (at most a page; the class's blocks have it; a guarded block must keep it).
 #[inline(always)]
 fn alloc_small(class: SizeClass, size: usize, align: usize) -> *mut u8 {
+    alloc_small_charged(class, size, size, align)
+}
+
+/// [`alloc_small`], counting `charge` bytes against the thread's countdown
+/// ([`thread_event::charge`]).
+#[inline(always)]
+fn alloc_small_charged(class: SizeClass, size: usize, charge: usize, align: usize) -> *mut u8 {
     debug_assert!(class.index() < NCACHED);
-    if let Some(p) = try_small_at(class.offset(), size) {
+    if let Some(p) = try_small_at(class.offset(), charge) {
         return p;
     }
     alloc_small_miss(class, size, align)
@@ -190,7 +197,7 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     let class = class_for(size.max(SMALL_MAX + 1));
     if let Some(class) = class {
         if class.index() < NCACHED && align <= PAGE {
-            return alloc_small(class, size, align);
+            return alloc_small_charged(class, size, thread_event::charge(size), align);
         }
     }
     alloc_big_uncached(size, align, class)

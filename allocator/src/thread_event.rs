@@ -19,6 +19,9 @@
 //!   spent; near the guarded allocation it arms the countdown at 0, making every allocation an
 //!   event.
 //!
+//! An allocation counts its size, except that while the tick is the only budget counting bytes
+//! one above 16 KiB counts as 16 KiB ([`charge`]).
+//!
 //! An event's answer says what the allocation that ran the countdown out is to be: sampled
 //! ([`SAMPLE`]), guarded ([`GUARD`]), both, or neither.
 //!
@@ -88,14 +91,44 @@ pub fn thread_events() -> *mut ThreadEvents {
 /// fails anyway.
 const MAX_COUNTED: usize = 1 << 61;
 
-/// Counts `size` bytes against the calling thread's countdown for an allocation that does not
-/// go through the small fast path; returns what this allocation is to be ([`SAMPLE`],
-/// [`GUARD`], 0 for neither).
+/// Most bytes an allocation counts against the countdown while the tick is the only budget that
+/// counts bytes (the profiler off, guarded sampling off): [`charge`].
+pub const TICK_CHARGE_MAX: usize = 16 * 1024;
+
+/// The bytes an allocation of `size` counts against the countdown: `size` while the profiler or
+/// guarded sampling is on (their budgets are bytes of requests), else at most
+/// [`TICK_CHARGE_MAX`]. With only the tick counting, a block above 16 KiB counts as one of
+/// 16 KiB: the cache GC step and decay's balance come every 64 KiB ([`decay::TICK_BYTES`]) of
+/// small blocks, and a loop of 256 KiB blocks ran them, and the event around them, at every
+/// allocation (150 of its 496 instructions a `malloc`/`free` pair; at 32 KiB every other
+/// allocation). A large block the big cache serves touches no page heap, and one that misses
+/// ticks decay on its own way to the page heap. Counted so, a pair of 256 KiB is 375
+/// instructions, and Criterion's `alloc_free/262144` 21 ns instead of 52-55, `/32768` 13.6
+/// instead of 16-17 (docs/benchmarks.md). A cap of 4 KiB was faster still at 32 KiB, but
+/// `realloc_growth` peaked 256 KiB higher (its garbage collection came later).
+#[inline(always)]
+pub fn charge(size: usize) -> usize {
+    if PROFILER.sampling.is_on() || guard::rate() != 0 {
+        size
+    } else {
+        size.min(TICK_CHARGE_MAX)
+    }
+}
+
+/// Counts an allocation of `size` bytes ([`charge`]) against the calling thread's countdown
+/// for an allocation that does not go through the small fast path; returns what this allocation
+/// is to be ([`SAMPLE`], [`GUARD`], 0 for neither).
 pub fn count(size: usize) -> u8 {
+    count_bytes(charge(size))
+}
+
+/// Counts `bytes` against the calling thread's countdown, as [`count`] does once it has the
+/// allocation's charge.
+fn count_bytes(bytes: usize) -> u8 {
     let ev = thread_events();
     // SAFETY: the thread's own events.
     unsafe {
-        (*ev).left -= size.min(MAX_COUNTED) as i64;
+        (*ev).left -= bytes.min(MAX_COUNTED) as i64;
         if (*ev).left < 0 {
             on_event(ev, false)
         } else {
@@ -239,9 +272,9 @@ mod tests {
     fn a_new_threads_first_event_arms_the_countdown() {
         on_new_thread(|| {
             reset();
-            assert_eq!(0, count(0));
+            assert_eq!(0, count_bytes(0));
             assert_eq!(state().1, 0, "zero bytes do not run the countdown out");
-            assert_eq!(0, count(8));
+            assert_eq!(0, count_bytes(8));
             assert_just_armed();
             let (_, armed, tick_left, _) = state();
             assert_eq!(
@@ -254,17 +287,45 @@ mod tests {
     }
 
     #[test]
-    fn count_runs_an_event_only_below_zero() {
+    fn a_large_block_counts_as_16_kib_while_only_the_tick_counts_bytes() {
+        assert!(!PROFILER.sampling.is_on(), "unit tests run with the profiler off");
+        assert_eq!(guard::rate(), 0, "unit tests run with guarded sampling off");
         on_new_thread(|| {
             reset();
             assert_eq!(0, count(1));
             let (left, armed, tick_left, _) = state();
-            assert_eq!(0, count(left as usize - 1));
+            assert!(left > TICK_CHARGE_MAX as i64 + 2);
+            assert_eq!(0, count(TICK_CHARGE_MAX));
+            assert_eq!(state().0, left - TICK_CHARGE_MAX as i64, "16 KiB counts in full");
+            assert_eq!(0, count(256 * 1024));
+            assert_eq!(
+                state().0,
+                left - 2 * TICK_CHARGE_MAX as i64,
+                "256 KiB counts as 16 KiB"
+            );
+            assert_eq!(state().1, armed, "no event: a tick's budget was not spent");
+            assert_eq!(tick_left, decay::TICK_BYTES - 1);
+            // Two more spend the rest of the tick's 64 KiB: an event, and a fresh tick.
+            assert_eq!(0, count(256 * 1024));
+            assert_eq!(state().1, armed, "no event yet");
+            assert_eq!(0, count(256 * 1024));
+            assert_eq!(state().2, decay::TICK_BYTES);
+            assert_just_armed();
+        });
+    }
+
+    #[test]
+    fn count_runs_an_event_only_below_zero() {
+        on_new_thread(|| {
+            reset();
+            assert_eq!(0, count_bytes(1));
+            let (left, armed, tick_left, _) = state();
+            assert_eq!(0, count_bytes(left as usize - 1));
             assert_eq!(state(), (1, armed, tick_left, state().3), "no event before zero");
-            assert_eq!(0, count(1));
+            assert_eq!(0, count_bytes(1));
             assert_eq!(state().0, 0);
             assert_eq!(state().1, armed, "no event at zero");
-            assert_eq!(0, count(1));
+            assert_eq!(0, count_bytes(1));
             // The event settled `armed + 1` bytes, the whole tick budget: a tick, and a fresh one.
             assert_just_armed();
             assert_eq!(state().2, decay::TICK_BYTES);
@@ -284,7 +345,7 @@ mod tests {
             const CHUNK: i64 = 64;
             const TICKS: i64 = 10;
             for _ in 0..TICKS * decay::TICK_BYTES / CHUNK {
-                assert_eq!(0, count(CHUNK as usize));
+                assert_eq!(0, count_bytes(CHUNK as usize));
             }
             let steps = (gc_steps() + NCACHED as u32 - first) % NCACHED as u32;
             // Each tick took one budget; an event overshoots by at most one chunk.
@@ -302,7 +363,7 @@ mod tests {
             const CHUNK: i64 = 64;
             const TICKS: i64 = 4 * TICKS_PER_LOOK as i64;
             for _ in 0..TICKS * decay::TICK_BYTES / CHUNK {
-                assert_eq!(0, count(CHUNK as usize));
+                assert_eq!(0, count_bytes(CHUNK as usize));
             }
             let ticks = state_ticks();
             let fewest = TICKS * decay::TICK_BYTES / (decay::TICK_BYTES + CHUNK);
@@ -337,7 +398,7 @@ mod tests {
                     _ => 1 + (seed >> 33) as usize % 4096,
                 };
                 let (_, armed, _, _) = state();
-                let due = count(size);
+                let due = count_bytes(size);
                 assert_eq!(due, 0, "round {round}: the profiler is off, nothing is sampled");
                 let (left, now_armed, tick_left, sampler) = state();
                 if left == now_armed {
@@ -352,7 +413,7 @@ mod tests {
                 }
             }
             // The largest size is clamped, not wrapped to a negative count.
-            assert_eq!(0, count(usize::MAX));
+            assert_eq!(0, count_bytes(usize::MAX));
             assert_just_armed();
         });
     }
