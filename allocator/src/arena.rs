@@ -265,7 +265,7 @@ impl Arena {
                 heap.large_freed[(*span).class as usize - NSMALL] += 1;
                 heap.large_allocated[class.index() - NSMALL] += 1;
                 (*span).class = class.0;
-                (*Span::chunk(span)).mark_run(Span::first_page(span), pages, class.0);
+                (*Span::chunk(span)).mark_large(Span::first_page(span), pages, class.0);
             }
             done
         }
@@ -461,7 +461,8 @@ mod tests {
         unsafe { ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]) }
     }
 
-    /// Checks the page-info words of the run of `pages` pages at `p`: `class`, offsets 0, 1, ...
+    /// Checks the page-info words of the large block of `pages` pages at `p`: `class` at offset
+    /// 0 on its first page and `pages - 1` on its last, [`FREE_RUN`] between.
     fn assert_marked(p: *mut u8, pages: usize, class: SizeClass) {
         let chunk = ChunkHeader::of(p as usize);
         // SAFETY: the run lies in a live chunk.
@@ -469,7 +470,11 @@ mod tests {
             let first = (*chunk).page_index(p as usize);
             for k in 0..pages {
                 let info = (*chunk).page_info[first + k].load(Ordering::Relaxed);
-                assert_eq!((info_class(info), info_offset(info)), (class.0, k), "page {k}");
+                if k == 0 || k == pages - 1 {
+                    assert_eq!((info_class(info), info_offset(info)), (class.0, k), "page {k}");
+                } else {
+                    assert_eq!(info_class(info), FREE_RUN, "page {k}");
+                }
             }
         }
     }

@@ -12,7 +12,8 @@ use core::sync::atomic::Ordering;
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
 use crate::chunk::{
-    info_class, info_offset, info_run_bytes, ChunkHeader, Span, CHUNK_PAGES, FREE_RUN, UNOPENED,
+    info_class, info_offset, info_run_bytes, page_info, ChunkHeader, Span, CHUNK_PAGES, FREE_RUN,
+    HEADER_PAGES, UNOPENED,
 };
 use crate::huge::HugeBlock;
 use crate::pagemap::{self, CHUNK, TAG_HUGE};
@@ -87,6 +88,13 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
             return Block::Sampled(span, SizeClass((*span).class));
         }
         if class == FREE_RUN {
+            if let Some((start, size)) = large_block_around(chunk, page) {
+                invalid(
+                    who,
+                    p,
+                    format_args!("inside a block of {size} bytes at {start:#x}"),
+                );
+            }
             pal::fatal(format_args!(
                 "tally: {who}(): double free of {p:p}: its pages are free (a block freed \
                  before, or a pointer never allocated)\n"
@@ -125,6 +133,35 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
             Block::Large(ptr::addr_of_mut!((*chunk).spans[head]), class)
         }
     }
+}
+
+/// The large block of a size class that holds page `page` of `chunk` between its first and last
+/// pages, whose info words say [`FREE_RUN`] as free pages' do (`ChunkHeader::mark_large`): its
+/// start address and size. Reads only info words, outward from `page` to the nearest on either
+/// side that is not [`FREE_RUN`]: the block's first page says its class at offset 0, its last
+/// the same class at its distance from the first. For the message of an invalid pointer.
+///
+/// # Safety
+/// `chunk` must be a live chunk header and `page` one of its pages.
+unsafe fn large_block_around(chunk: *mut ChunkHeader, page: usize) -> Option<(usize, usize)> {
+    // SAFETY: per the contract; every index read lies in the chunk's pages.
+    let word = |i: usize| unsafe { (*chunk).page_info[i].load(Ordering::Relaxed) };
+    let mut first = page;
+    while first > HEADER_PAGES && info_class(word(first)) == FREE_RUN {
+        first -= 1;
+    }
+    let mut last = page;
+    while last + 1 < CHUNK_PAGES && info_class(word(last)) == FREE_RUN {
+        last += 1;
+    }
+    let (head, tail) = (word(first), word(last));
+    let class = info_class(head);
+    let is_large = (class as usize) < NCLASSES && !SizeClass(class).is_small();
+    if !is_large || info_offset(head) != 0 || tail != page_info(class, last - first) {
+        return None;
+    }
+    // SAFETY: per the contract.
+    Some((unsafe { (*chunk).page_addr(first) }, SizeClass(class).size()))
 }
 
 /// The index of the arena owning the chunk `p` points into, if it points into one (`None` for a

@@ -208,7 +208,7 @@ impl PageHeap {
             (*run).state = state;
             (*run).class = owner;
             (*run).opened = pages.min(u16::MAX as usize) as u16;
-            (*Span::chunk(run)).mark_run(Span::first_page(run), pages, owner);
+            (*Span::chunk(run)).mark_taken(Span::first_page(run), pages, owner, state);
             run
         }
     }
@@ -246,7 +246,7 @@ impl PageHeap {
             (*body).pages = pages as u32;
             (*body).state = state;
             (*body).class = owner;
-            (*chunk).mark_run(first + lead, pages, owner);
+            (*chunk).mark_taken(first + lead, pages, owner, state);
             if lead > 0 {
                 (*run).pages = lead as u32;
                 self.free(run);
@@ -254,6 +254,8 @@ impl PageHeap {
             if trail > 0 {
                 let tail = ptr::addr_of_mut!((*chunk).spans[first + lead + pages]);
                 (*tail).pages = trail as u32;
+                (*tail).state = state;
+                (*tail).class = owner;
                 self.free(tail);
             }
             body
@@ -296,7 +298,17 @@ impl PageHeap {
             let chunk = Span::chunk(span);
             let mut first = Span::first_page(span);
             let mut pages = (*span).pages as usize;
-            (*chunk).mark_run(first, pages, FREE_RUN);
+            // How the run was marked when taken: by the owner its first page says (a sampled
+            // block's span names its class, but its pages say SAMPLED, every one).
+            let owner = info_class((*chunk).page_info[first].load(Ordering::Relaxed));
+            if chunk::marks_boundaries((*span).state, owner) {
+                // The pages between say FREE_RUN already (`ChunkHeader::mark_large`).
+                let info = &(*chunk).page_info;
+                info[first].store(chunk::page_info(FREE_RUN, 0), Ordering::Relaxed);
+                info[first + pages - 1].store(chunk::page_info(FREE_RUN, pages - 1), Ordering::Relaxed);
+            } else {
+                (*chunk).mark_run(first, pages, FREE_RUN);
+            }
             self.free_pages += pages;
             let now = pal::now_ms();
             let mut resident = if is_resident { pages } else { 0 };
@@ -477,7 +489,17 @@ impl PageHeap {
             }
             self.free_pages -= extra;
             (*span).pages = pages as u32;
-            (*chunk).mark_run(first, pages, (*span).class);
+            let class = (*span).class;
+            if chunk::marks_boundaries(RunState::Large, class) {
+                if have > 1 {
+                    // The old last page lies between the ends now (the first keeps its word).
+                    (*chunk).page_info[first + have - 1]
+                        .store(chunk::page_info(FREE_RUN, have - 1), Ordering::Relaxed);
+                }
+                (*chunk).mark_large(first, pages, class);
+            } else {
+                (*chunk).mark_run(first, pages, class);
+            }
             true
         }
     }
@@ -496,8 +518,9 @@ impl PageHeap {
             let tail = ptr::addr_of_mut!((*chunk).spans[first + pages]);
             (*tail).pages = (have - pages) as u32;
             (*tail).state = RunState::Large;
+            (*tail).class = (*span).class;
             (*span).pages = pages as u32;
-            (*chunk).mark_run(first, pages, (*span).class);
+            (*chunk).mark_taken(first, pages, (*span).class, RunState::Large);
             self.free(tail);
         }
     }
@@ -689,6 +712,10 @@ impl PageHeap {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::size_class::NSMALL;
+
+    /// `prof_hooks::SAMPLED` (a layer above): the owner byte of a sampled block's pages.
+    const SAMPLED: u8 = 0xFD;
 
     /// The arena index recorded in the chunks of a private page heap (never looked up).
     const TEST_ARENA: u32 = 255;
@@ -864,19 +891,28 @@ mod tests {
             let r = next();
             if live.is_empty() || r % 3 != 0 {
                 let pages = 1 + (r >> 8) as usize % if r & 0x10 == 0 { 8 } else { 300 };
-                let (class, state) = if r & 0x20 == 0 {
-                    (5, RunState::Slab)
-                } else {
-                    (40, RunState::Large)
+                // A slab, a large block, or a sampled block: marked SAMPLED on every page, its
+                // span naming its class (as `prof_hooks::alloc_sampled` leaves it).
+                let (class, state) = match r & 0x60 {
+                    0 => (5, RunState::Slab),
+                    0x20 => (SAMPLED, RunState::Large),
+                    _ => (40, RunState::Large),
                 };
                 let run = heap.alloc(pages, class, state, TEST_ARENA);
                 assert!(!run.is_null());
+                if class == SAMPLED {
+                    // SAFETY: the run is ours.
+                    unsafe { (*run).class = NSMALL as u8 };
+                }
                 let first = Span::first_page(run);
                 for k in 0..pages {
-                    assert_eq!(
-                        chunk::info(Span::chunk(run), first + k),
-                        chunk::page_info(class, k)
-                    );
+                    let word = chunk::info(Span::chunk(run), first + k);
+                    if class == 40 && k != 0 && k != pages - 1 {
+                        // A large block's words are on its first and last pages.
+                        assert_eq!(chunk::info_class(word), FREE_RUN, "page {k} of {pages}");
+                    } else {
+                        assert_eq!(word, chunk::page_info(class, k), "page {k} of {pages}");
+                    }
                 }
                 if !chunks.contains(&Span::chunk(run)) {
                     chunks.push(Span::chunk(run));

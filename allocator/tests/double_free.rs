@@ -113,6 +113,31 @@ fn never_allocated_slots_are_caught() {
 }
 
 #[test]
+fn a_pointer_into_a_large_block_is_named_so_on_any_of_its_pages() {
+    use std::os::unix::process::ExitStatusExt;
+    // 100 KiB (25 pages, a class the big cache keeps) and 1 MiB (from the page heap): a large
+    // block's info words are on its first and last pages only, those between say free.
+    for size in [100_000usize, 1_000_000] {
+        let class_size = tally::api::nallocx(size, 0);
+        let pages = class_size / 4096;
+        for page in [0, 1, pages / 2, pages - 2, pages - 1] {
+            let (status, stdout, stderr) = child(&format!("interior:{size}:{page}"), "");
+            assert_eq!(status.signal(), Some(libc::SIGABRT), "{size} {page}: {stderr}");
+            assert!(!stdout.contains("survived"), "{stdout}");
+            let block = stdout
+                .lines()
+                .find_map(|l| l.split("block ").nth(1))
+                .unwrap_or_else(|| panic!("{stdout}"));
+            let want = format!(
+                "tally: free(): invalid pointer {:#x}: inside a block of {class_size} bytes at {block}",
+                usize::from_str_radix(block.trim_start_matches("0x"), 16).unwrap() + page * 4096 + 8,
+            );
+            assert_eq!(stderr.trim_end(), want, "{size} {page}");
+        }
+    }
+}
+
+#[test]
 fn large_and_huge_double_frees_abort() {
     assert_caught("twice:1000000", "", "free", "its pages are free");
     assert_caught("twice:10000000", "", "free", "huge-mapping cache");
@@ -217,6 +242,15 @@ fn child_entry() {
                 let others: Vec<_> = (0..10).map(|i| api::malloc(i * 40 + 8)).collect();
                 api::free(p);
                 println!("survived {}", others.len());
+            }
+            "interior" => {
+                // `interior:SIZE:PAGE`: frees the address 8 bytes into page PAGE of a live block.
+                let page: usize = case.split(':').nth(2).unwrap().parse().unwrap();
+                let p = api::malloc(size);
+                let keep = api::malloc(size);
+                println!("block {p:?}");
+                api::free(p.cast::<u8>().add(page * 4096 + 8).cast());
+                println!("survived {keep:?}");
             }
             "realloc_freed" => {
                 let p = api::malloc(size);
