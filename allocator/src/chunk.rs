@@ -5,7 +5,8 @@
 //! - `page_info[i]`, one word per page, says what page `i` belongs to: the size class of the
 //!   slab or large block on it (or [`FREE_RUN`] / [`HEADER`]) and the page's distance from the
 //!   start of that run. `free` reads just this word to learn a block's class and to check that
-//!   the pointer is a block boundary.
+//!   the pointer is a block boundary. A large block's first and last pages say its class, the
+//!   pages between [`FREE_RUN`] ([`ChunkHeader::mark_large`]).
 //! - `spans[i]` describes the run that *starts* at page `i` (its length, its state, and for a
 //!   slab the bitmap of free objects); entries for other pages are unused.
 //!
