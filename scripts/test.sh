@@ -30,6 +30,8 @@ scripts/check-hot-text.sh --lib target/release/libtally.so
 cargo test --workspace --release
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
+# The API documentation builds without a broken link.
+RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps --release
 # The crates' packages, the SONAME, scripts/install.sh and the Debian package (installed and
 # removed again with dpkg: needs root).
 scripts/test-packaging.sh

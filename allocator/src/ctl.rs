@@ -1,7 +1,7 @@
 //! `mallctl`: jemalloc's tree of named settings and statistics, filled from Tally's own state.
 //!
 //! A name is dot-separated (`stats.arenas.4096.bins.3.curregs`); some components are numbers (an
-//! arena, a size class). [`TREE`] holds every name Tally answers: inner nodes by name, numbered
+//! arena, a size class). `TREE` holds every name Tally answers: inner nodes by name, numbered
 //! nodes with a check of the number, and leaves that read or act. A MIB (`mallctlnametomib`) is
 //! the path through the tree: per component, a named child's position among its siblings or the
 //! number itself, so a program may look a name up once and change a number in the MIB.

@@ -347,7 +347,7 @@ pub fn print(flags: u32) {
     print_to(flags, &mut |text| pal::write_stderr(&text[..text.len() - 1]));
 }
 
-/// [`print`] to `sink` instead of stderr: it gets the report in pieces of at most 32 KiB, each
+/// [`print()`] to `sink` instead of stderr: it gets the report in pieces of at most 32 KiB, each
 /// followed by a NUL (`sink` sees it as the last byte of its slice), as jemalloc's
 /// `malloc_stats_print` hands its text to a `write_cb`.
 pub fn print_to(flags: u32, sink: &mut dyn FnMut(&[u8])) {

@@ -194,7 +194,7 @@ impl Workload {
 /// One benchmark: a workload and its parameter, a block size in bytes or an element count.
 ///
 /// Invariant: `parameter` is one of [`SIZES`] for the block workloads (`AllocFree`, `Batch64`,
-/// `ReallocGrow`, the last one above [`GROW_FROM`]), [`ELEMENTS`] for the small collections,
+/// `ReallocGrow`, the last one above `GROW_FROM`), [`ELEMENTS`] for the small collections,
 /// [`MAP_ENTRIES`] for `BTreeStrings` and [`VEC_BYTES`] for `VecExtend`; only [`benches`] makes
 /// a `Bench`, so the workloads' unchecked layouts rely on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -77,7 +77,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(10);
 pub enum Pattern {
     /// Allocate one block, free it, repeat.
     Pair,
-    /// Allocate [`BATCH`] blocks, then free them first to last.
+    /// Allocate `BATCH` blocks, then free them first to last.
     Batch,
     /// Threads in a ring: allocate a batch, pass it on, free the batch received.
     CrossThread,

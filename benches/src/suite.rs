@@ -45,7 +45,7 @@ pub enum Preload {
     Tally,
     /// The `libtally.so` of `--alt-so`.
     AltTally,
-    /// A Debian package's library, a file name in [`LIBDIR`].
+    /// A Debian package's library, a file name in `LIBDIR`.
     Peer(&'static str),
 }
 
@@ -583,7 +583,7 @@ const PROFILER_PAIRS: [(&str, &str); 5] = [
 ];
 
 /// Per workload, the wall time with the profiler on over the time with it off, for every pair
-/// of [`PROFILER_PAIRS`] that ran, and their geometric means; `None` when no pair ran.
+/// of `PROFILER_PAIRS` that ran, and their geometric means; `None` when no pair ran.
 pub fn profiling_overhead(seconds: &Samples) -> Option<MarkdownTable> {
     let has = |column: &str| seconds.columns().iter().any(|c| c == column);
     let pairs: Vec<(&str, &str)> = PROFILER_PAIRS

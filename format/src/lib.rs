@@ -1,6 +1,6 @@
 //! Tally's dump format: jemalloc's `heap_v2` text, written down once.
 //!
-//! The profiler writes dumps with [`Writer`]; the report tool reads them with [`parse`] (feature
+//! The profiler writes dumps with [`Writer`]; the report tool reads them with [`parse()`] (feature
 //! `std`); the round-trip tests hold the two together, and `docs/heap-format.md` describes the
 //! same format in prose. Everything here is chosen so that Debian's unmodified `jeprof` reads
 //! what Tally writes.
@@ -8,8 +8,8 @@
 //! - [`math`]: `exp`, `expm1` and `ln` for `f64` without `std`.
 //! - [`estimate`]: per-sample unbiasing, the back-solving of what to write so that jeprof's
 //!   per-stack unbiasing lands on Tally's estimate, and the inverse (what jeprof computes).
-//! - [`write`]: the writer; no allocation, no `core::fmt`, bytes go to a caller's [`Sink`].
-//! - [`parse`] (feature `std`): a whole dump into a [`Profile`], with `LINE: what is wrong`
+//! - [`write`](mod@write): the writer; no allocation, no `core::fmt`, bytes go to a caller's [`Sink`].
+//! - [`parse`](mod@parse) (feature `std`): a whole dump into a [`Profile`], with `LINE: what is wrong`
 //!   errors and no panic on any input.
 //! - [`pprof`] (feature `std`): Google's pprof `profile.proto`, built table by table and encoded.
 //! - [`frames`]: which functions are the allocator's entry points and Rust's allocation

@@ -25,7 +25,7 @@
 //! that covered it).
 //!
 //! Names print as in each language's own stack traces, shortened like native names are
-//! ([`tally_format::demangle`] drops C++ parameter lists): Java `java.util.zip.GZIPOutputStream.<init>`
+//! ([`crate::demangle`] drops C++ parameter lists): Java `java.util.zip.GZIPOutputStream.<init>`
 //! (no return type, no parameters: overloads share a row, like C++'s; a hidden class's
 //! `/0x…` suffix, which changes from run to run, is dropped), JavaScript `fib /app/fib.js:1`
 //! (`(anonymous) /app/fib.js:7` without a name), Python `handle /app/server.py`. The JVM's

@@ -3,7 +3,7 @@
 //!
 //! Every dump is read as `--text` reads it (live bytes, jeprof's unbiasing, allocator frames
 //! removed); stacks are compared by their symbolized frames, JIT code named from a perf map
-//! ([`crate::perf_map`]), each run of unnamed frames in anonymous memory
+//! ([`tally_format::perf_map`]), each run of unnamed frames in anonymous memory
 //! ([`crate::symbolize::Location::is_anonymous`]) folded into one `[anonymous code]` frame
 //! ([`crate::profile::Profile::fold_anonymous_frames`]): in a JVM without a perf map that is
 //! compiled or interpreted Java code, whose address changes when the JIT compiles the method

@@ -24,7 +24,7 @@
 //!     asking a running JVM for one.
 //! 11. [`render`] — the output formats (`--text`, `--collapsed`, `--pprof`, `--dot`/`--svg`,
 //!     `--flame`, `--html`); its own modules' order is in its docs.
-//! 12. [`leaks`] — steady growth over a series, for `tally leaks`.
+//! 12. [`leaks`](mod@leaks) — steady growth over a series, for `tally leaks`.
 //! 13. [`pipeline`] — the whole `tally report` and `tally leaks` commands, from files to output
 //!     ([`report`] and [`leaks()`], re-exported here).
 //! 14. [`signal`] — signals by name (`SIGSEGV`, `SIGRTMIN+3`) and back.

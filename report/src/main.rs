@@ -13,6 +13,10 @@
 //! frames as they were and is named in a warning at the end, `tally symbolize: cannot read
 //! OBJECT: reason`.
 
+// The doc comments of the argument structs are the command's `--help` text, written for a
+// terminal (`<pid>`, `[BINARY]`), not for rustdoc.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::PathBuf;
