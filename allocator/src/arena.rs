@@ -265,7 +265,7 @@ impl Arena {
                 heap.large_freed[(*span).class as usize - NSMALL] += 1;
                 heap.large_allocated[class.index() - NSMALL] += 1;
                 (*span).class = class.0;
-                (*Span::chunk(span)).mark_large(Span::first_page(span), pages, class.0);
+                (*Span::chunk(span)).mark_ends(Span::first_page(span), pages, class.0);
             }
             done
         }

@@ -136,7 +136,7 @@ pub fn block_of(p: *mut u8, who: &str) -> Block {
 }
 
 /// The large block of a size class that holds page `page` of `chunk` between its first and last
-/// pages, whose info words say [`FREE_RUN`] as free pages' do (`ChunkHeader::mark_large`): its
+/// pages, whose info words say [`FREE_RUN`] as free pages' do (`ChunkHeader::mark_ends`): its
 /// start address and size. Reads only info words, outward from `page` to the nearest on either
 /// side that is not [`FREE_RUN`]: the block's first page says its class at offset 0, its last
 /// the same class at its distance from the first. For the message of an invalid pointer.

@@ -6,7 +6,7 @@
 //!   slab or large block on it (or [`FREE_RUN`] / [`HEADER`]) and the page's distance from the
 //!   start of that run. `free` reads just this word to learn a block's class and to check that
 //!   the pointer is a block boundary. A large block's first and last pages say its class, the
-//!   pages between [`FREE_RUN`] ([`ChunkHeader::mark_large`]).
+//!   pages between [`FREE_RUN`] ([`ChunkHeader::mark_ends`]).
 //! - `spans[i]` describes the run that *starts* at page `i` (its length, its state, and for a
 //!   slab the bitmap of free objects); entries for other pages are unused.
 //!
@@ -93,7 +93,7 @@ pub enum RunState {
 }
 
 /// Whether a run of `state` owned by `owner` is a large block of a size class, whose info words
-/// are kept on its first and last pages only ([`ChunkHeader::mark_large`]). A sampled block's
+/// are kept on its first and last pages only ([`ChunkHeader::mark_ends`]). A sampled block's
 /// (`SAMPLED`, above the classes) are kept on every page, as a slab's.
 #[inline(always)]
 pub fn marks_boundaries(state: RunState, owner: u8) -> bool {
@@ -117,7 +117,7 @@ pub enum Purge {
 /// Invariants, for a run starting at page `h` of `pages` pages:
 /// - for a large block of a size class, `page_info(class, 0)` on its first page and
 ///   `page_info(class, pages - 1)` on its last, and class [`FREE_RUN`] on the pages between
-///   ([`ChunkHeader::mark_large`]); for a slab `page_info[h + k]` = `page_info(class, k)` for
+///   ([`ChunkHeader::mark_ends`]); for a slab `page_info[h + k]` = `page_info(class, k)` for
 ///   `k < opened` (`page_info(UNOPENED, k)` for its other pages), and for a sampled block
 ///   (class `SAMPLED`) on every page; for free runs every page's class is [`FREE_RUN`] and only
 ///   the first and last pages' offsets are kept exact (see `extent.rs`);
@@ -214,29 +214,30 @@ impl ChunkHeader {
     }
 
     /// Writes the info words of a run of `pages` pages at page `first` taken for `owner` in
-    /// `state`: [`ChunkHeader::mark_large`] for a large block of a size class, else
+    /// `state`: [`ChunkHeader::mark_ends`] for a large block of a size class, else
     /// [`ChunkHeader::mark_run`]. The pages must say [`FREE_RUN`] (a free run's pages).
     #[inline(always)]
     pub fn mark_taken(&self, first: usize, pages: usize, owner: u8, state: RunState) {
         if marks_boundaries(state, owner) {
-            self.mark_large(first, pages, owner);
+            self.mark_ends(first, pages, owner);
         } else {
             self.mark_run(first, pages, owner);
         }
     }
 
-    /// Writes the info words of a large block of `class`, `pages` pages at page `first`, whose
-    /// pages between the first and the last say [`FREE_RUN`] already: `page_info(class, 0)` on
-    /// its first page and `page_info(class, pages - 1)` on its last. Freeing merges runs by
-    /// these two words, and `free` of a pointer on a page between them finds [`FREE_RUN`] and
-    /// takes the full check (`block.rs`), which names the block it points into. One word per
-    /// page took 64 stores to allocate a 256 KiB block from the page heap and 64 to free it,
-    /// 250 of the 1450 instructions of a `malloc`/`free` pair in batches of 64 such blocks.
+    /// Writes the info words of the first and last pages of a run of `pages` pages at page
+    /// `first` for `owner`: `page_info(owner, 0)` and `page_info(owner, pages - 1)`. All a large
+    /// block of a class or a free run keeps, their pages between saying [`FREE_RUN`]: freeing
+    /// merges runs by these two words, and `free` of a pointer on a page between them finds
+    /// [`FREE_RUN`] and takes the full check (`block.rs`), which names the block it points
+    /// into. One word per page took 64 stores to allocate a 256 KiB block from the page heap
+    /// and 64 to free it, 250 of the 1450 instructions of a `malloc`/`free` pair in batches of
+    /// 64 such blocks.
     #[inline(always)]
-    pub fn mark_large(&self, first: usize, pages: usize, class: u8) {
+    pub fn mark_ends(&self, first: usize, pages: usize, owner: u8) {
         let words = &self.page_info[first..first + pages];
-        words[0].store(page_info(class, 0), Ordering::Relaxed);
-        words[pages - 1].store(page_info(class, pages - 1), Ordering::Relaxed);
+        words[0].store(page_info(owner, 0), Ordering::Relaxed);
+        words[pages - 1].store(page_info(owner, pages - 1), Ordering::Relaxed);
     }
 
     /// Writes `page_info(owner, k)` for each page `first + k` of a `pages`-page run.

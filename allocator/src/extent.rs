@@ -302,10 +302,9 @@ impl PageHeap {
             // block's span names its class, but its pages say SAMPLED, every one).
             let owner = info_class((*chunk).page_info[first].load(Ordering::Relaxed));
             if chunk::marks_boundaries((*span).state, owner) {
-                // The pages between say FREE_RUN already (`ChunkHeader::mark_large`).
-                let info = &(*chunk).page_info;
-                info[first].store(chunk::page_info(FREE_RUN, 0), Ordering::Relaxed);
-                info[first + pages - 1].store(chunk::page_info(FREE_RUN, pages - 1), Ordering::Relaxed);
+                // The pages between say FREE_RUN already; the ends may become pages between
+                // once the run merges with its neighbours.
+                (*chunk).mark_ends(first, pages, FREE_RUN);
             } else {
                 (*chunk).mark_run(first, pages, FREE_RUN);
             }
@@ -496,7 +495,7 @@ impl PageHeap {
                     (*chunk).page_info[first + have - 1]
                         .store(chunk::page_info(FREE_RUN, have - 1), Ordering::Relaxed);
                 }
-                (*chunk).mark_large(first, pages, class);
+                (*chunk).mark_ends(first, pages, class);
             } else {
                 (*chunk).mark_run(first, pages, class);
             }
@@ -648,11 +647,7 @@ impl PageHeap {
             (*span).resident = resident.min(pages) as u32;
             (*span).purge = if resident == 0 { Purge::Clean } else { purge };
             (*span).since_ms = since_ms;
-            let chunk = Span::chunk(span);
-            let first = Span::first_page(span);
-            let info = &(*chunk).page_info;
-            info[first].store(chunk::page_info(FREE_RUN, 0), Ordering::Relaxed);
-            info[first + pages - 1].store(chunk::page_info(FREE_RUN, pages - 1), Ordering::Relaxed);
+            (*Span::chunk(span)).mark_ends(Span::first_page(span), pages, FREE_RUN);
         }
     }
 
