@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_at, Block, CachedBlock};
+use crate::block::{big_block_at, block_of, cached_block_at, Block, CachedBlock};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -141,27 +141,18 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
 #[inline(never)]
 #[link_section = ".text.hot.tally"]
 pub unsafe fn free_other(p: *mut u8, who: &str) {
+    // The classes the big cache keeps first, found without `block_of`'s survey (74
+    // instructions of the 195 a `free` of a 256 KiB block took).
+    if let Some((span, class)) = big_block_at(p) {
+        // SAFETY: `big_block_at` found `p` the start of the live large run `span` of `class`;
+        // the caller gives it up.
+        return unsafe { free_large_block(p, span, class, who) };
+    }
     match block_of(p, who) {
-        Block::Large(span, class) if class.index() >= NCACHED => {
-            // SAFETY: a large block is at least 8 bytes and page-aligned; the arena clears the
-            // word of every large block it hands out, the big cache marks what it keeps.
-            if unsafe { freed::is_marked(p) } {
-                already_free(p, class, who);
-            }
-            dead_block(p, class.size());
-            tcache::count_slow(0, class.size());
-            if let Some(big) = tcache::big_cache() {
-                // SAFETY: `p` is a live block of `class` at the start of its run, not marked,
-                // given up by the caller.
-                if unsafe { big.put(p, class) } {
-                    return;
-                }
-            }
-            let chunk = Span::chunk(span);
-            // SAFETY: `span` is the live large run of `p`, which the caller gives up.
-            unsafe { arena::of_chunk(chunk).free_large(span) };
-            decay::tick();
-        }
+        // SAFETY: as above, from the full lookup.
+        Block::Large(span, class) if class.index() >= NCACHED => unsafe {
+            free_large_block(p, span, class, who)
+        },
         // A small block reaching here passed the checks in `block_of`; it and a large block of
         // a cached class are freed like any block the cache keeps.
         // SAFETY: the caller gives up `p`, a live block of `class`, a cached class (so its
@@ -198,6 +189,34 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             guard::free(slot, who)
         }
     }
+}
+
+/// Frees `p`, the block of the large `class` (above the bins' classes) at the start of its
+/// live run `span`: into the thread's big cache, or home to its arena.
+///
+/// # Safety
+/// `p` must start the live large run `span` of `class`, given up by the caller (whether it was
+/// freed before is checked here).
+#[inline(always)]
+unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &str) {
+    // SAFETY: a large block is at least 8 bytes and page-aligned; the arena clears the word of
+    // every large block it hands out, the big cache marks what it keeps.
+    if unsafe { freed::is_marked(p) } {
+        already_free(p, class, who);
+    }
+    dead_block(p, class.size());
+    tcache::count_slow(0, class.size());
+    if let Some(big) = tcache::big_cache() {
+        // SAFETY: `p` is a live block of `class` at the start of its run, not marked, given up
+        // by the caller.
+        if unsafe { big.put(p, class) } {
+            return;
+        }
+    }
+    let chunk = Span::chunk(span);
+    // SAFETY: `span` is the live large run of `p`, which the caller gives up.
+    unsafe { arena::of_chunk(chunk).free_large(span) };
+    decay::tick();
 }
 
 /// Frees `p` past the thread cache (jemalloc's `dallocx` with `MALLOCX_TCACHE_NONE`): a block

@@ -120,8 +120,12 @@ fn a_pointer_into_a_large_block_is_named_so_on_any_of_its_pages() {
     for size in [100_000usize, 1_000_000] {
         let class_size = tally::api::nallocx(size, 0);
         let pages = class_size / 4096;
-        for page in [0, 1, pages / 2, pages - 2, pages - 1] {
-            let (status, stdout, stderr) = child(&format!("interior:{size}:{page}"), "");
+        // 8 bytes into a page, or (past the first) at its start: what the big cache's quick
+        // test in `free` looks at.
+        let places = [0, 1, pages / 2, pages - 2, pages - 1].map(|page| (page, 8));
+        let starts = [1, pages / 2, pages - 1].map(|page| (page, 0));
+        for (page, offset) in places.into_iter().chain(starts) {
+            let (status, stdout, stderr) = child(&format!("interior:{size}:{page}:{offset}"), "");
             assert_eq!(status.signal(), Some(libc::SIGABRT), "{size} {page}: {stderr}");
             assert!(!stdout.contains("survived"), "{stdout}");
             let block = stdout
@@ -130,15 +134,20 @@ fn a_pointer_into_a_large_block_is_named_so_on_any_of_its_pages() {
                 .unwrap_or_else(|| panic!("{stdout}"));
             let want = format!(
                 "tally: free(): invalid pointer {:#x}: inside a block of {class_size} bytes at {block}",
-                usize::from_str_radix(block.trim_start_matches("0x"), 16).unwrap() + page * 4096 + 8,
+                usize::from_str_radix(block.trim_start_matches("0x"), 16).unwrap() + page * 4096 + offset,
             );
-            assert_eq!(stderr.trim_end(), want, "{size} {page}");
+            assert_eq!(stderr.trim_end(), want, "{size} {page} {offset}");
         }
     }
 }
 
 #[test]
 fn large_and_huge_double_frees_abort() {
+    // 100 KiB: a class the big cache keeps (`free` finds it without the full lookup), in this
+    // thread's cache, in another's, and, with the cache below it, back in the page heap.
+    assert_caught("twice:100000", "", "free", IN_CACHE);
+    assert_caught("other_thread:100000", "", "free", OTHER_CACHE);
+    assert_caught("twice:100000", "tcache_max:32768", "free", "its pages are free");
     assert_caught("twice:1000000", "", "free", "its pages are free");
     assert_caught("twice:10000000", "", "free", "huge-mapping cache");
 }
@@ -244,12 +253,14 @@ fn child_entry() {
                 println!("survived {}", others.len());
             }
             "interior" => {
-                // `interior:SIZE:PAGE`: frees the address 8 bytes into page PAGE of a live block.
-                let page: usize = case.split(':').nth(2).unwrap().parse().unwrap();
+                // `interior:SIZE:PAGE:OFFSET`: frees the address OFFSET bytes into page PAGE of a
+                // live block.
+                let field = |i: usize| -> usize { case.split(':').nth(i).unwrap().parse().unwrap() };
+                let (page, offset) = (field(2), field(3));
                 let p = api::malloc(size);
                 let keep = api::malloc(size);
                 println!("block {p:?}");
-                api::free(p.cast::<u8>().add(page * 4096 + 8).cast());
+                api::free(p.cast::<u8>().add(page * 4096 + offset).cast());
                 println!("survived {keep:?}");
             }
             "realloc_freed" => {
