@@ -280,10 +280,20 @@ unsafe fn dead_small_block(p: *mut u8, class: SizeClass) {
 /// `p` must be a live block of that class allocated by Tally, not used after this call.
 #[inline(always)]
 pub unsafe fn free_known(p: *mut u8, at: usize) {
+    // SAFETY: per the contract.
+    unsafe { free_known_by(p, at, "dealloc") }
+}
+
+/// [`free_known`] for the caller `who` (named in a double-free message).
+///
+/// # Safety
+/// As for [`free_known`].
+#[inline(always)]
+pub unsafe fn free_known_by(p: *mut u8, at: usize, who: &str) {
     // SAFETY: per the contract `p` is a block of a cached class, given up; the thread's bins.
     unsafe {
         if freed::mark_unless_marked(p) {
-            return double_free(p, at, "dealloc");
+            return double_free(p, at, who);
         }
         push(p, at)
     }

@@ -169,6 +169,9 @@ fn a_sampled_block_freed_twice_aborts() {
 #[test]
 fn rust_dealloc_twice_aborts() {
     assert_caught("dealloc_twice", "", "dealloc", IN_CACHE);
+    // Rust's `realloc` of a small block finds its class by the layout, as `dealloc` does, and
+    // still catches a block freed before.
+    assert_caught("realloc_dealloced", "", "realloc", IN_CACHE);
 }
 
 #[test]
@@ -216,6 +219,22 @@ fn correct_program() {
         let layout = Layout::from_size_align(40, 8).unwrap();
         for _ in 0..10_000 {
             let p = tally::Tally.alloc(layout);
+            tally::Tally.dealloc(p, layout);
+        }
+        // Rust's `realloc`: blocks grown from 1 byte past the small classes and shrunk back,
+        // at alignments 1 to 16, freed with their last layout.
+        for round in 0..200usize {
+            let align = 1 << (round % 5);
+            let mut layout = Layout::from_size_align(1, align).unwrap();
+            let mut p = tally::Tally.alloc(layout);
+            let sizes = (0..16)
+                .map(|k| 1usize << k)
+                .chain((0..16).rev().map(|k| (1usize << k) + round));
+            for size in sizes {
+                p = tally::Tally.realloc(p, layout, size);
+                assert!(!p.is_null());
+                layout = Layout::from_size_align(size, align).unwrap();
+            }
             tally::Tally.dealloc(p, layout);
         }
     }
@@ -326,6 +345,13 @@ fn child_entry() {
                 tally::Tally.dealloc(p, layout);
                 tally::Tally.dealloc(p, layout);
                 println!("survived");
+            }
+            "realloc_dealloced" => {
+                let layout = Layout::from_size_align(40, 8).unwrap();
+                let p = tally::Tally.alloc(layout);
+                tally::Tally.dealloc(p, layout);
+                let q = tally::Tally.realloc(p, layout, 80);
+                println!("survived {q:?}");
             }
             "correct" => correct_program(),
             other => panic!("unknown case {other}"),

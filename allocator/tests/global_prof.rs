@@ -15,21 +15,37 @@ fn live_mib() -> f64 {
     tally::prof::top_stacks(1000).iter().map(|s| s.bytes).sum::<f64>() / 1048576.0
 }
 
-/// Returns the live estimate with 50 rounds' blocks held, and after all of them were freed.
-fn churn() -> (f64, f64) {
+/// Returns the live estimate with 50 rounds' blocks held, and after all of them were freed: each
+/// round `per_round` blocks of 16 B to 32 KiB (every class the thread cache keeps, small and
+/// large), made by `make(round, size)`.
+fn churn_with(per_round: usize, make: impl Fn(usize, usize) -> Vec<u8>) -> (f64, f64) {
     let mut peak = 0.0f64;
-    let mut kept = Vec::with_capacity(4096);
+    let mut kept = Vec::with_capacity(per_round);
     for round in 0..50usize {
-        for i in 0..4096usize {
-            // 16 B to 32 KiB: every class the thread cache keeps, small and large (about
-            // 22 MiB a round).
-            let size = (16usize << (i % 12)).min(32 * 1024);
-            kept.push(black_box(vec![round as u8; size]));
+        for i in 0..per_round {
+            kept.push(black_box(make(round, (16usize << (i % 12)).min(32 * 1024))));
         }
         peak = peak.max(live_mib());
         kept.clear();
     }
     (peak, live_mib())
+}
+
+/// [`churn_with`] 4096 blocks a round, each allocated at its size (about 22 MiB a round).
+fn churn() -> (f64, f64) {
+    churn_with(4096, |round, size| vec![round as u8; size])
+}
+
+/// [`churn_with`] 1024 blocks a round, each grown by `push` from nothing (Rust's `realloc`,
+/// small classes to small ones by the layout, sampled blocks the whole way).
+fn growth() -> (f64, f64) {
+    churn_with(1024, |round, size| {
+        let mut v = Vec::new();
+        for k in 0..size {
+            v.push((round + k) as u8);
+        }
+        v
+    })
 }
 
 /// Where blocks lie: with every allocation sampled (`lg_prof_sample:0`), then with sampling
@@ -130,6 +146,10 @@ fn child_entry() {
             let (held, left) = churn();
             println!("held_mib={held:.1} left_mib={left:.1}");
         }
+        "growth" => {
+            let (held, left) = growth();
+            println!("held_mib={held:.1} left_mib={left:.1}");
+        }
         "placement" => placement(),
         "sites" => sites(),
         case => panic!("unknown case {case}"),
@@ -171,6 +191,17 @@ fn dealloc_returns_sampled_blocks_to_the_profiler() {
     // them, about 1 GiB.
     assert!(value(&stdout, "held_mib") > 10.0, "{stdout}");
     assert!(value(&stdout, "left_mib") < 2.0, "{stdout}");
+}
+
+/// Rust's `realloc` skips the page map too between small classes: the blocks it moves out of
+/// must leave the profile when sampled, as `dealloc`'s do.
+#[test]
+fn realloc_returns_sampled_blocks_to_the_profiler() {
+    let stdout = run_case("growth", "prof:true,lg_prof_sample:12", None);
+    // About 5.5 MiB live at a time; a sampled block taken for an ordinary one at each growth
+    // step would stay live: dozens of MiB over 50 rounds.
+    assert!(value(&stdout, "held_mib") > 2.0, "{stdout}");
+    assert!(value(&stdout, "left_mib") < 1.0, "{stdout}");
 }
 
 /// With the profiler on, sampled blocks of the cached classes lie in the sampled region and no
