@@ -11,14 +11,13 @@ use core::sync::atomic::Ordering;
 
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
-use crate::bigcache::NBIG;
 use crate::chunk::{
     info_class, info_offset, info_run_bytes, page_info, ChunkHeader, Span, CHUNK_PAGES, FREE_RUN,
     HEADER_PAGES, UNOPENED,
 };
 use crate::huge::HugeBlock;
 use crate::pagemap::{self, CHUNK, TAG_HUGE};
-use crate::size_class::{SizeClass, SlotCheck, CLASS_STRIDE, NCACHED, NCLASSES, SLOT_CHECK_MAX_OFFSET};
+use crate::size_class::{SizeClass, SlotCheck, CLASS_STRIDE, NCLASSES, NSMALL, SLOT_CHECK_MAX_OFFSET};
 use crate::{guard, prof_hooks};
 
 // Offsets into a chunk are within what the slot check is exact for.
@@ -231,16 +230,16 @@ pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
     }
 }
 
-/// The run and class of `p` if it starts a live large block of a class the big cache keeps
-/// (`bigcache.rs`: above the bins' classes, up to 256 KiB), checked in a few instructions for
-/// `free`'s way to that cache; `None` for anything else, which [`block_of`] sorts out. The
-/// page's info word is enough: a large run's first page holds its class and the distance 0,
-/// while a free run's says `FREE_RUN`, a sampled block's `SAMPLED`, a chunk header's `HEADER`,
-/// and the pages after a run's first hold no distance of 0 (the last page its own, the pages
-/// between `FREE_RUN`). Whether the block was freed already is the caller's to check (its
-/// free mark), as for the full lookup.
+/// The run and class of `p` if it starts a live large block (a page run of its own: above the
+/// small classes, up to the largest), checked in a few instructions for `free`'s way to the big
+/// cache and `realloc`'s of a large block; `None` for anything else, which [`block_of`] sorts
+/// out. The page's info word is enough: a large run's first page holds its class and the
+/// distance 0, while a free run's says `FREE_RUN`, a sampled block's `SAMPLED`, a slab's a small
+/// class, a chunk header's `HEADER`, and the pages after a run's first hold no distance of 0
+/// (the last page its own, the pages between `FREE_RUN`). Whether the block was freed already
+/// is the caller's to check (its free mark), as for the full lookup.
 #[inline(always)]
-pub fn big_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
+pub fn large_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
     let addr = p as usize;
     if addr & (PAGE - 1) != 0 || !pagemap::is_chunk(addr) {
         return None;
@@ -250,7 +249,7 @@ pub fn big_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
     // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES.
     let info = unsafe { (*chunk).page_info[page].load(Ordering::Relaxed) };
     let class = info_class(info) as usize;
-    if info_run_bytes(info) != 0 || !(NCACHED..NCACHED + NBIG).contains(&class) {
+    if info_run_bytes(info) != 0 || !(NSMALL..NCLASSES).contains(&class) {
         return None;
     }
     // SAFETY: as above; a run's span is at its first page.

@@ -41,7 +41,7 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 ///
 /// # Safety
 /// The C contract of realloc.
-// fast-path budget: realloc 99 instructions, 12 branches (a small block moved to another small
+// fast-path budget: realloc 98 instructions, 12 branches (a small block moved to another small
 // class: a thread-cache hit for the new block and a bin with room for the old, the free mark
 // checked and written; one call, the C library's memcpy for the copy, not counted; checked by
 // scripts/check-fast-paths.sh)

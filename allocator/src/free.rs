@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{big_block_at, block_of, cached_block_at, Block, CachedBlock};
+use crate::block::{block_of, cached_block_at, large_block_at, Block, CachedBlock};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -141,10 +141,10 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
 #[inline(never)]
 #[link_section = ".text.hot.tally"]
 pub unsafe fn free_other(p: *mut u8, who: &str) {
-    // The classes the big cache keeps first, found without `block_of`'s survey (74
-    // instructions of the 195 a `free` of a 256 KiB block took).
-    if let Some((span, class)) = big_block_at(p) {
-        // SAFETY: `big_block_at` found `p` the start of the live large run `span` of `class`;
+    // Large blocks above the bins' classes first (the big cache's among them), found without
+    // `block_of`'s survey (74 instructions of the 195 a `free` of a 256 KiB block took).
+    if let Some((span, class)) = large_block_at(p).filter(|&(_, class)| class.index() >= NCACHED) {
+        // SAFETY: `large_block_at` found `p` the start of the live large run `span` of `class`;
         // the caller gives it up.
         return unsafe { free_large_block(p, span, class, who) };
     }

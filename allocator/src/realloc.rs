@@ -7,7 +7,7 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_at, cached_block_of, Block};
+use crate::block::{block_of, cached_block_at, cached_block_of, large_block_at, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, free_cached, sampled_freed_before};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
@@ -27,7 +27,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     // found (its free mark is checked before the copy and again as `free` marks it). Looking
     // it up twice, and the whole of `realloc` in one function (registers saved for its rarest
     // cases), cost a `realloc` from 16 to 32 bytes 181 instructions, the copy's 10 included;
-    // now 109: 99 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
+    // now 108: 98 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
     if let Some(block) = cached_block_at(p) {
         let class = SizeClass::at(block.at);
         if class.is_small() && (1..=SMALL_MAX).contains(&size) {
@@ -48,6 +48,18 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                 }
             }
             return q;
+        }
+    }
+    // A large block keeping its class (a buffer past the small classes growing by a few
+    // bytes): found by its first page's word, checked live, kept, without `realloc_other`'s
+    // registers saved for its rarer cases.
+    if let Some((_, class)) = large_block_at(p) {
+        if size > SMALL_MAX && size <= LARGE_MAX && class_for(size) == Some(class) {
+            // SAFETY: a large block: page-aligned, its first word the free mark's. (One freed
+            // before goes on to `realloc_other`, which says so.)
+            if !unsafe { freed::is_marked(p) } {
+                return p;
+            }
         }
     }
     // SAFETY: per the contract.
@@ -158,13 +170,18 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
 /// is its common one.
 #[inline(always)]
 fn live_block(p: *mut u8, who: &str) -> Block {
-    // Small blocks (most reallocs: a string builder growing by a few bytes) are found by the
-    // inlined check the free fast path uses; everything else (a large block may grow in
-    // place, so its run is wanted), and an invalid pointer (which fails that check), by
-    // `block_of`.
-    let block = match cached_block_of(p) {
-        Some((class, _)) if class.is_small() => Block::Small(class),
-        _ => block_of(p, who),
+    // Large blocks (whose run is wanted: they may grow in place) are found by their first
+    // page's word, small ones (most reallocs: a string builder growing by a few bytes) by the
+    // inlined check the free fast path uses; the rest, and an invalid pointer (which fails both
+    // checks), by `block_of`. A string past the small classes growing by a few bytes a
+    // `realloc` spent a quarter of the suite's `realloc_growth` in `block_of` and its caller.
+    // (A small block is seldom page-aligned, which the large check tests first.)
+    let block = match large_block_at(p) {
+        Some((span, class)) => Block::Large(span, class),
+        None => match cached_block_of(p) {
+            Some((class, _)) if class.is_small() => Block::Small(class),
+            _ => block_of(p, who),
+        },
     };
     match block {
         Block::Small(class) | Block::Large(_, class) => {

@@ -77,6 +77,39 @@ fn realloc_of_a_freed_block_aborts() {
     assert_caught("realloc_freed:100000", "", "realloc", IN_CACHE);
     assert_caught("realloc_freed:1000000", "", "realloc", "its pages are free");
     assert_caught("realloc_freed:10000000", "", "realloc", "huge-mapping cache");
+    // To a size of the same class: a large block is found by its first page's word and kept
+    // where it is, but not once freed.
+    for size in [20000, 100_000] {
+        assert_caught(&format!("realloc_freed_same:{size}"), "", "realloc", IN_CACHE);
+    }
+}
+
+#[test]
+fn realloc_of_a_page_inside_a_large_block_is_named_so() {
+    for size in [100_000usize, 1_000_000] {
+        let class_size = tally::api::nallocx(size, 0);
+        assert_inside_block(&format!("realloc_interior:{size}"), "realloc", class_size, 4096);
+    }
+}
+
+/// Checks that `case` aborted with `tally: <who>(): invalid pointer 0x…: inside a block of
+/// <class_size> bytes at 0x…`, the pointer `distance` bytes past the block the child printed
+/// (`block 0x…`), and got no further.
+#[track_caller]
+fn assert_inside_block(case: &str, who: &str, class_size: usize, distance: usize) {
+    use std::os::unix::process::ExitStatusExt;
+    let (status, stdout, stderr) = child(case, "");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{case}: {stderr}");
+    assert!(!stdout.contains("survived"), "{stdout}");
+    let block = stdout
+        .lines()
+        .find_map(|l| l.split("block ").nth(1))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let want = format!(
+        "tally: {who}(): invalid pointer {:#x}: inside a block of {class_size} bytes at {block}",
+        usize::from_str_radix(block.trim_start_matches("0x"), 16).unwrap() + distance,
+    );
+    assert_eq!(stderr.trim_end(), want, "{case}");
 }
 
 #[test]
@@ -114,7 +147,6 @@ fn never_allocated_slots_are_caught() {
 
 #[test]
 fn a_pointer_into_a_large_block_is_named_so_on_any_of_its_pages() {
-    use std::os::unix::process::ExitStatusExt;
     // 100 KiB (25 pages, a class the big cache keeps) and 1 MiB (from the page heap): a large
     // block's info words are on its first and last pages only, those between say free.
     for size in [100_000usize, 1_000_000] {
@@ -125,18 +157,8 @@ fn a_pointer_into_a_large_block_is_named_so_on_any_of_its_pages() {
         let places = [0, 1, pages / 2, pages - 2, pages - 1].map(|page| (page, 8));
         let starts = [1, pages / 2, pages - 1].map(|page| (page, 0));
         for (page, offset) in places.into_iter().chain(starts) {
-            let (status, stdout, stderr) = child(&format!("interior:{size}:{page}:{offset}"), "");
-            assert_eq!(status.signal(), Some(libc::SIGABRT), "{size} {page}: {stderr}");
-            assert!(!stdout.contains("survived"), "{stdout}");
-            let block = stdout
-                .lines()
-                .find_map(|l| l.split("block ").nth(1))
-                .unwrap_or_else(|| panic!("{stdout}"));
-            let want = format!(
-                "tally: free(): invalid pointer {:#x}: inside a block of {class_size} bytes at {block}",
-                usize::from_str_radix(block.trim_start_matches("0x"), 16).unwrap() + page * 4096 + offset,
-            );
-            assert_eq!(stderr.trim_end(), want, "{size} {page} {offset}");
+            let case = format!("interior:{size}:{page}:{offset}");
+            assert_inside_block(&case, "free", class_size, page * 4096 + offset);
         }
     }
 }
@@ -286,6 +308,19 @@ fn child_entry() {
                 let p = api::malloc(size);
                 api::free(p);
                 let q = api::realloc(p, size * 2);
+                println!("survived {q:?}");
+            }
+            "realloc_freed_same" => {
+                let p = api::malloc(size);
+                api::free(p);
+                let q = api::realloc(p, size + 1);
+                println!("survived {q:?}");
+            }
+            "realloc_interior" => {
+                // The second page of a live block, to a size of its class.
+                let p = api::malloc(size);
+                println!("block {p:?}");
+                let q = api::realloc(p.cast::<u8>().add(4096).cast(), size);
                 println!("survived {q:?}");
             }
             "back_in_slab" => {
