@@ -89,8 +89,9 @@ pub unsafe fn is_marked(p: *mut u8) -> bool {
 /// `p` must be a block of at least 8 bytes, 8-aligned, that the program gives up.
 #[inline(always)]
 pub unsafe fn mark_unless_marked(p: *mut u8) -> bool {
+    let key = crate::hot::hot_load!(KEY);
     // SAFETY: per the contract.
-    unsafe { mark_unless_marked_with(p, KEY.load(Ordering::Relaxed)) }
+    unsafe { mark_unless_marked_with(p, key) }
 }
 
 /// [`mark_unless_marked`] with the key the caller has (its chunk's copy).

@@ -55,3 +55,36 @@ macro_rules! hot_data {
 }
 
 pub(crate) use hot_data;
+
+/// `hot_load!(STATIC)` reads the `AtomicUsize` static `STATIC` (the library's own) with relaxed
+/// ordering in one instruction: a load relative to the instruction pointer, where the compiler
+/// first loads the static's address from the GOT (see the module's docs). For the fast paths'
+/// reads of process-wide words: Rust's `dealloc` reads two (the free mark's key, the mask of
+/// blocks that may be sampled or guarded).
+macro_rules! hot_load {
+    ($static:path) => {{
+        let _: &core::sync::atomic::AtomicUsize = &$static;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let value: usize;
+            // SAFETY: reads the word of the static, which is the library's own (never
+            // preempted), an `AtomicUsize` (a plain aligned `mov` is a relaxed atomic load on
+            // x86-64); it writes nothing.
+            unsafe {
+                core::arch::asm!(
+                    "mov {value}, qword ptr [rip + {word}]",
+                    word = sym $static,
+                    value = out(reg) value,
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+            value
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $static.load(core::sync::atomic::Ordering::Relaxed)
+        }
+    }};
+}
+
+pub(crate) use hot_load;

@@ -71,7 +71,7 @@ pub const SAMPLED_REGION_BYTES: usize = 16 << 30;
 /// [`SPECIAL_MASK`]): false for every block when neither kind can exist.
 #[inline(always)]
 pub fn may_be_special(p: *mut u8) -> bool {
-    p as usize & SPECIAL_MASK.load(Ordering::Relaxed) == 0
+    p as usize & crate::hot::hot_load!(SPECIAL_MASK) == 0
 }
 
 /// Makes [`may_be_special`] true for every page-aligned block at least (every block with
