@@ -146,12 +146,12 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
     if let Some((span, class)) = large_block_at(p).filter(|&(_, class)| class.index() >= NCACHED) {
         // SAFETY: `large_block_at` found `p` the start of the live large run `span` of `class`;
         // the caller gives it up.
-        return unsafe { free_large_block(p, span, class, who) };
+        return unsafe { free_large_block(p, span, class, who, true) };
     }
     match block_of(p, who) {
         // SAFETY: as above, from the full lookup.
         Block::Large(span, class) if class.index() >= NCACHED => unsafe {
-            free_large_block(p, span, class, who)
+            free_large_block(p, span, class, who, true)
         },
         // A small block reaching here passed the checks in `block_of`; it and a large block of
         // a cached class are freed like any block the cache keeps.
@@ -192,13 +192,13 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
 }
 
 /// Frees `p`, the block of the large `class` (above the bins' classes) at the start of its
-/// live run `span`: into the thread's big cache, or home to its arena.
+/// live run `span`: into the thread's big cache (if `cached`), or home to its arena.
 ///
 /// # Safety
 /// `p` must start the live large run `span` of `class`, given up by the caller (whether it was
 /// freed before is checked here).
 #[inline(always)]
-unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &str) {
+unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &str, cached: bool) {
     // SAFETY: a large block is at least 8 bytes and page-aligned; the arena clears the word of
     // every large block it hands out, the big cache marks what it keeps.
     if unsafe { freed::is_marked(p) } {
@@ -206,7 +206,7 @@ unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &
     }
     dead_block(p, class.size());
     tcache::count_slow(0, class.size());
-    if let Some(big) = tcache::big_cache() {
+    if let Some(big) = tcache::big_cache().filter(|_| cached) {
         // SAFETY: `p` is a live block of `class` at the start of its run, not marked, given up
         // by the caller.
         if unsafe { big.put(p, class) } {
@@ -245,17 +245,10 @@ pub unsafe fn free_uncached(p: *mut u8) {
         return;
     }
     match block_of(p, "dallocx") {
-        Block::Large(span, class) if class.index() >= NCACHED => {
-            // SAFETY: a live large block: its first word is the free mark's.
-            if unsafe { freed::is_marked(p) } {
-                already_free(p, class, "dallocx");
-            }
-            dead_block(p, class.size());
-            tcache::count_slow(0, class.size());
-            // SAFETY: `span` is the live large run of `p`, given up.
-            unsafe { arena::of_chunk(Span::chunk(span)).free_large(span) };
-            decay::tick();
-        }
+        // SAFETY: `block_of` found `p` the start of the live large run `span`, given up.
+        Block::Large(span, class) if class.index() >= NCACHED => unsafe {
+            free_large_block(p, span, class, "dallocx", false)
+        },
         // SAFETY: per the contract.
         _ => unsafe { free_other(p, "dallocx") },
     }

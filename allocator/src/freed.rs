@@ -69,7 +69,7 @@ fn draw_key() -> usize {
 /// The mark of the block at `p`.
 #[inline(always)]
 pub fn mark_of(p: *mut u8) -> usize {
-    KEY.load(Ordering::Relaxed) ^ p as usize
+    crate::hot::hot_load!(KEY) ^ p as usize
 }
 
 /// Whether the block at `p` carries its mark (is free already).

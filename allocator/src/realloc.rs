@@ -54,7 +54,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     // bytes): found by its first page's word, checked live, kept, without `realloc_other`'s
     // registers saved for its rarer cases.
     if let Some((_, class)) = large_block_at(p) {
-        if size > SMALL_MAX && size <= LARGE_MAX && class_for(size) == Some(class) {
+        if class_for(size) == Some(class) {
             // SAFETY: a large block: page-aligned, its first word the free mark's. (One freed
             // before goes on to `realloc_other`, which says so.)
             if !unsafe { freed::is_marked(p) } {
