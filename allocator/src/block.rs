@@ -4,7 +4,9 @@
 //! [`cached_block_of`] is the inlined check of the free fast path, for the blocks thread caches
 //! keep (small ones, and large ones up to 32 KiB); [`block_of`] is the full lookup, which names
 //! what is wrong with an invalid pointer and aborts. The boundary check of a cached block is
-//! written once, in [`cached_block_of`]; `block_of` asks it.
+//! written once, in [`cached_block_of`]; `block_of` asks it. [`large_block_at`] is the quick
+//! check for the start of a large block (its first page's word), which `free` and `realloc` of
+//! large blocks make before the full lookup.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
