@@ -157,13 +157,20 @@ unsafe fn large_block_around(chunk: *mut ChunkHeader, page: usize) -> Option<(us
         last += 1;
     }
     let (head, tail) = (word(first), word(last));
-    let class = info_class(head);
-    let is_large = (class as usize) < NCLASSES && !SizeClass(class).is_small();
-    if !is_large || info_offset(head) != 0 || tail != page_info(class, last - first) {
+    let class = large_run_head(head)?;
+    if tail != page_info(class.0, last - first) {
         return None;
     }
     // SAFETY: per the contract.
-    Some((unsafe { (*chunk).page_addr(first) }, SizeClass(class).size()))
+    Some((unsafe { (*chunk).page_addr(first) }, class.size()))
+}
+
+/// The class of a large run whose first page has the info word `info` (a large class at the
+/// distance 0); `None` for any other page's word.
+#[inline(always)]
+fn large_run_head(info: u32) -> Option<SizeClass> {
+    let class = info_class(info) as usize;
+    (info_run_bytes(info) == 0 && (NSMALL..NCLASSES).contains(&class)).then_some(SizeClass(class as u8))
 }
 
 /// The index of the arena owning the chunk `p` points into, if it points into one (`None` for a
@@ -250,15 +257,9 @@ pub fn large_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
     let page = (addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1);
     // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES.
     let info = unsafe { (*chunk).page_info[page].load(Ordering::Relaxed) };
-    let class = info_class(info) as usize;
-    if info_run_bytes(info) != 0 || !(NSMALL..NCLASSES).contains(&class) {
-        return None;
-    }
+    let class = large_run_head(info)?;
     // SAFETY: as above; a run's span is at its first page.
-    Some((
-        unsafe { ptr::addr_of_mut!((*chunk).spans[page]) },
-        SizeClass(class as u8),
-    ))
+    Some((unsafe { ptr::addr_of_mut!((*chunk).spans[page]) }, class))
 }
 
 /// The usable size of the block at `p` (0 for null). Aborts if `p` is not a live block.
