@@ -759,6 +759,89 @@ mod tests {
         assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
     }
 
+    /// Splits and merges of runs of every bucket, interleaved: runs allocated, freed (some
+    /// discarded first), grown and shrunk in place, and purged, in a random order, with the
+    /// invariants checked after every step and no two live runs sharing a page.
+    #[test]
+    fn interleaved_splits_and_merges_keep_the_lists() {
+        let mut heap = PageHeap::new();
+        let mut live: std::vec::Vec<*mut Span> = std::vec::Vec::new();
+        let mut seed = 0x5eed_u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        let overlaps = |live: &[*mut Span]| {
+            let mut pages: std::vec::Vec<(usize, usize)> = live
+                .iter()
+                // SAFETY: live runs of the heap.
+                .map(|&r| unsafe {
+                    (
+                        Span::start(r),
+                        Span::start(r) + (*r).pages as usize * tally_pal::PAGE,
+                    )
+                })
+                .collect();
+            pages.sort();
+            pages.windows(2).any(|w| w[0].1 > w[1].0)
+        };
+        for step in 0..3000 {
+            let op = next() % 10;
+            // SAFETY: every run in `live` was allocated from `heap` and is freed once, when it
+            // leaves `live`.
+            unsafe {
+                if op < 4 || live.is_empty() {
+                    // Short runs (exact buckets) and long ones (power-of-two buckets).
+                    let pages = if next() % 3 == 0 {
+                        33 + next() % 300
+                    } else {
+                        1 + next() % 40
+                    };
+                    let run = heap.alloc(pages, 40, RunState::Large, TEST_ARENA);
+                    assert!(!run.is_null());
+                    assert_eq!((*run).pages as usize, pages);
+                    live.push(run);
+                } else if op < 8 {
+                    let run = live.swap_remove(next() % live.len());
+                    if op == 7 {
+                        tally_pal::discard(
+                            Span::start(run) as *mut u8,
+                            (*run).pages as usize * tally_pal::PAGE,
+                        );
+                        heap.free_discarded(run);
+                    } else {
+                        heap.free(run);
+                    }
+                } else if op == 8 {
+                    let run = live[next() % live.len()];
+                    let have = (*run).pages as usize;
+                    if next() % 2 == 0 && have > 1 {
+                        heap.shrink_in_place(run, 1 + next() % (have - 1));
+                    } else {
+                        let want = (have + 1 + next() % 64).min(chunk::USABLE_PAGES);
+                        if heap.grow_in_place(run, want) {
+                            assert_eq!((*run).pages as usize, want);
+                        }
+                    }
+                } else {
+                    let keep = next() % (heap.dirty_pages + 1);
+                    heap.purge_down_to(keep, pal::now_ms());
+                    assert!(heap.dirty_pages + heap.muzzy_pages <= keep);
+                }
+            }
+            heap.debug_check_invariants();
+            assert!(!overlaps(&live), "step {step}: two live runs share a page");
+        }
+        for run in live {
+            // SAFETY: as above.
+            unsafe { heap.free(run) };
+        }
+        heap.debug_check_invariants();
+        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+    }
+
     #[test]
     fn a_discarded_run_is_free_but_not_dirty() {
         let mut heap = PageHeap::new();
