@@ -132,6 +132,23 @@ impl<A: Adapter> List<A> {
         self.head = node;
     }
 
+    /// Puts `new` in the place of `old`, which leaves the list with null links: a remove and a
+    /// push that keep the order, at the cost of neither.
+    ///
+    /// # Safety
+    /// `old` must be in this list, `new` in none of this adapter's lists.
+    pub unsafe fn replace(&mut self, old: *mut A::Node, new: *mut A::Node) {
+        // SAFETY: per the contract `old` and its neighbours are live nodes of this list and
+        // `new`'s links are free for this list to use.
+        unsafe {
+            let links = A::links(old);
+            let (prev, next) = ((*links).prev, (*links).next);
+            A::links(new).write(Links { next, prev });
+            self.point_around(prev, next, new, new);
+            *links = Links::new();
+        }
+    }
+
     /// Takes `node` out of the list; its links become null.
     ///
     /// # Safety
@@ -142,17 +159,36 @@ impl<A: Adapter> List<A> {
         unsafe {
             let links = A::links(node);
             let (prev, next) = ((*links).prev, (*links).next);
+            self.point_around(prev, next, next, prev);
+            *links = Links::new();
+        }
+    }
+
+    /// Makes what followed `prev` (the head, if null) `after_prev` and what preceded `next` (the
+    /// tail, if null) `before_next`: the links around a node that leaves or is replaced.
+    ///
+    /// # Safety
+    /// `prev` and `next` must each be null or a live node of this list.
+    #[inline(always)]
+    unsafe fn point_around(
+        &mut self,
+        prev: *mut A::Node,
+        next: *mut A::Node,
+        after_prev: *mut A::Node,
+        before_next: *mut A::Node,
+    ) {
+        // SAFETY: per the contract.
+        unsafe {
             if prev.is_null() {
-                self.head = next;
+                self.head = after_prev;
             } else {
-                (*A::links(prev)).next = next;
+                (*A::links(prev)).next = after_prev;
             }
             if next.is_null() {
-                self.tail = prev;
+                self.tail = before_next;
             } else {
-                (*A::links(next)).prev = prev;
+                (*A::links(next)).prev = before_next;
             }
-            *links = Links::new();
         }
     }
 
@@ -295,6 +331,19 @@ mod tests {
             assert!(b.pop_front().is_null());
             a.push_front(p[5]);
             assert_eq!(values(&a), [5, 3, 1]);
+            // Replacing the middle, the head and the tail keeps the order and both ends.
+            a.replace(p[3], p[0]);
+            assert_eq!(values(&a), [5, 0, 1]);
+            assert!(List::<ByA>::next(p[3]).is_null() && List::<ByA>::prev(p[3]).is_null());
+            a.replace(p[5], p[2]);
+            a.replace(p[1], p[4]);
+            assert_eq!(values(&a), [2, 0, 4]);
+            assert_eq!((a.head(), a.tail()), (p[2], p[4]));
+            assert_eq!(a.debug_check(), 3);
+            b.push_front(p[1]);
+            b.replace(p[1], p[3]);
+            assert_eq!((b.head(), b.tail()), (p[3], p[3]), "a list of one");
+            assert_eq!(b.debug_check(), 1);
             a.forget_all();
             assert!(a.is_empty());
             assert_eq!(a.debug_check(), 0);
