@@ -122,7 +122,7 @@ fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
             return alloc_direct(class);
         }
     }
-    decay::tick();
+    thread_event::slow_tick();
     // SAFETY: `tb` is this thread's bins, with a cache, and the bin is empty.
     let mut p = unsafe { tcache::fill_and_pop(tb, class) };
     if p.is_null() {
@@ -225,7 +225,7 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
             }
         }
     }
-    decay::tick();
+    thread_event::slow_tick();
     let mut p = alloc_big_mapped(thread_arena(), size, align, class);
     if p.is_null() {
         p = after_giving_back(|| alloc_big_mapped(thread_arena(), size, align, class));

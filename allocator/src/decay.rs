@@ -1,9 +1,10 @@
 //! Decay: freed pages go back to the OS on a schedule.
 //!
 //! The page heaps (`extent.rs`) know which free runs are dirty and since when; this module
-//! decides when they look. Allocator activity calls [`tick`] (from slow paths, and every
-//! [`crate::thread_event::TICKS_PER_LOOK`] × [`TICK_BYTES`] allocated by a thread; [`balance`]
-//! every [`TICK_BYTES`]), which at most once per [`interval_ms`] purges every
+//! decides when they look. Allocator activity calls [`tick`] (every
+//! [`crate::thread_event::TICKS_PER_LOOK`]th of a thread's ticks: one every [`TICK_BYTES`] it
+//! allocates and one for each slow path it takes; [`balance`] at every tick), which at most
+//! once per [`interval_ms`] purges every
 //! arena whose lock is free. With `background_thread:true` a thread of Tally's own does the same
 //! on time while the program is idle; after `fork` it is started again in the child on the first
 //! tick. `malloc_trim(0)`, and an allocation the OS refused before it tries again, purge

@@ -16,7 +16,7 @@ use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{has_cache, thread_start};
-use crate::{arena, decay, freed, guard, huge, prof_hooks};
+use crate::{arena, freed, guard, huge, prof_hooks, thread_event};
 
 /// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
 ///
@@ -118,7 +118,7 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
             tcache::return_grouped(class, &mut [p]);
         }
         tcache::count_slow(0, class.size());
-        decay::tick();
+        thread_event::slow_tick();
         return;
     }
     // SAFETY: `tb` is this thread's bins, with a cache.
@@ -126,7 +126,7 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
         let bin = &(*tb).bins[class.index()];
         if bin.count() >= bin.limit() {
             tcache::make_room(tb, class);
-            decay::tick();
+            thread_event::slow_tick();
         }
         let pushed = (*tb).bins[class.index()].try_push(p);
         debug_assert!(pushed, "a flushed bin has room");
@@ -172,7 +172,7 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             tcache::count_slow(0, class.size());
             // SAFETY: `p` is a live sampled block of `class` with run `span`, given up.
             if unsafe { prof_hooks::free_sampled(p, span, class) } {
-                decay::tick();
+                thread_event::slow_tick();
             }
         }
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
@@ -216,7 +216,7 @@ unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &
     let chunk = Span::chunk(span);
     // SAFETY: `span` is the live large run of `p`, which the caller gives up.
     unsafe { arena::of_chunk(chunk).free_large(span) };
-    decay::tick();
+    thread_event::slow_tick();
 }
 
 /// Frees `p` past the thread cache (jemalloc's `dallocx` with `MALLOCX_TCACHE_NONE`): a block
@@ -238,7 +238,7 @@ pub unsafe fn free_uncached(p: *mut u8) {
             tcache::return_grouped(class, &mut [p]);
         }
         tcache::count_slow(0, class.size());
-        decay::tick();
+        thread_event::slow_tick();
         return;
     }
     if p.is_null() {

@@ -10,7 +10,8 @@
 //!
 //! The budgets:
 //! - cache GC and decay's balance: every [`decay::TICK_BYTES`] (`tick_left`); decay's timed
-//!   look (it reads the clock) every [`TICKS_PER_LOOK`]th time;
+//!   look (it reads the clock) every [`TICKS_PER_LOOK`]th time, the slow paths' ticks
+//!   ([`slow_tick`]) counted in;
 //! - sampling: the profiler draws each thread's distance ([`ThreadSampler`]); this module only
 //!   passes the bytes on and asks whether the allocation is sampled;
 //! - the profiler's interval byte count and due profiles (`prof_hooks::on_bytes`);
@@ -58,8 +59,9 @@ pub struct ThreadEvents {
     armed: i64,
     /// Bytes left before the next decay tick and cache GC step (at most [`decay::TICK_BYTES`]).
     tick_left: i32,
-    /// Ticks so far; decay's timed look comes every [`TICKS_PER_LOOK`]th. (With `tick_left`
-    /// in one word: the thread block has no other room.)
+    /// Ticks so far, of the countdown and of slow paths ([`slow_tick`]); decay's timed look
+    /// comes every [`TICKS_PER_LOOK`]th. (With `tick_left` in one word: the thread block has no
+    /// other room.)
     ticks: u32,
     /// Bytes left before the next sample (the profiler's).
     sampler: ThreadSampler,
@@ -73,6 +75,29 @@ pub struct ThreadEvents {
 /// (every 64 KiB); the purge a look may start is due at most every `interval_ms` anyway, so a
 /// thread looks every 512 KiB instead of 64 (jemalloc's decay looks every 1000 events).
 pub const TICKS_PER_LOOK: u32 = 8;
+
+/// Decay's call from a slow path of the allocator (a refill, a flush, a large or huge block to
+/// or from its arena or mapping, a block freed past the cache): [`decay::balance`] every time,
+/// and every [`TICKS_PER_LOOK`]th time, counted with the thread's event ticks, the timed look
+/// ([`decay::tick`], which reads the clock). Each slow path looked, and read the clock: of a
+/// batch of 64 blocks of 32 KiB, each through the page heap, a sixth of the time went to
+/// decay, most of it to the clock (jemalloc's slow paths tick too, reading the clock every
+/// 1000th time).
+#[link_section = ".text.hot.tally"]
+pub fn slow_tick() {
+    let ev = thread_events();
+    // SAFETY: the calling thread's own events; nothing else of the thread is using them (an
+    // event does not free, and a slow path is not an event's).
+    let ticks = unsafe {
+        (*ev).ticks = (*ev).ticks.wrapping_add(1);
+        (*ev).ticks
+    };
+    if ticks % TICKS_PER_LOOK == 0 {
+        decay::tick();
+    } else {
+        decay::balance();
+    }
+}
 
 /// Where the events sit in the thread block: after the thread cache's bins, 8-byte aligned.
 const OFFSET: usize = core::mem::size_of::<ThreadBins>().next_multiple_of(8);
@@ -351,6 +376,40 @@ mod tests {
             // Each tick took one budget; an event overshoots by at most one chunk.
             let fewest = (TICKS * decay::TICK_BYTES / (decay::TICK_BYTES + CHUNK)) as u32;
             assert!((fewest..=TICKS as u32).contains(&steps), "{steps} ticks");
+        });
+    }
+
+    /// Slow paths tick too, counted with the countdown's ticks: the clock is read at every
+    /// eighth tick of either kind, and never twice in a row.
+    #[test]
+    fn slow_paths_look_every_eighth_tick_with_the_countdown() {
+        on_new_thread(|| {
+            reset();
+            let looked = || decay::LOOKS.with(|looks| looks.get());
+            let before = looked();
+            for _ in 0..4 * TICKS_PER_LOOK {
+                slow_tick();
+            }
+            assert_eq!(looked() - before, 4, "one look every {TICKS_PER_LOOK} slow ticks");
+            assert_eq!(state_ticks(), 4 * TICKS_PER_LOOK);
+            // Ticks of both kinds, alternating: still one look in eight, of either kind.
+            let before = looked();
+            let mut slow = 0;
+            while state_ticks() < 6 * TICKS_PER_LOOK {
+                assert_eq!(0, count_bytes(decay::TICK_BYTES as usize));
+                slow_tick();
+                slow += 1;
+            }
+            let ticks = state_ticks() - 4 * TICKS_PER_LOOK;
+            assert!(
+                slow < ticks,
+                "{slow} slow ticks of {ticks}: the countdown ticked too"
+            );
+            assert_eq!(
+                looked() - before,
+                (ticks / TICKS_PER_LOOK) as u64,
+                "{ticks} ticks"
+            );
         });
     }
 
