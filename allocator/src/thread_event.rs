@@ -380,12 +380,11 @@ mod tests {
     }
 
     /// Slow paths tick too, counted with the countdown's ticks: the clock is read at every
-    /// eighth tick of either kind, and never twice in a row.
+    /// eighth tick of either kind.
     #[test]
     fn slow_paths_look_every_eighth_tick_with_the_countdown() {
         on_new_thread(|| {
             reset();
-            let looked = || decay::LOOKS.with(|looks| looks.get());
             let before = looked();
             for _ in 0..4 * TICKS_PER_LOOK {
                 slow_tick();
@@ -417,7 +416,6 @@ mod tests {
     fn decay_looks_every_eighth_tick() {
         on_new_thread(|| {
             reset();
-            let looked = || decay::LOOKS.with(|looks| looks.get());
             let before = looked();
             const CHUNK: i64 = 64;
             const TICKS: i64 = 4 * TICKS_PER_LOOK as i64;
@@ -433,6 +431,11 @@ mod tests {
                 "{ticks} ticks"
             );
         });
+    }
+
+    /// Decay's timed looks on the calling thread so far.
+    fn looked() -> u64 {
+        decay::LOOKS.with(|looks| looks.get())
     }
 
     /// The calling thread's ticks so far.
