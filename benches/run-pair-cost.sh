@@ -5,11 +5,13 @@
 # thread-cache hit, the loop's own instructions included (about 10), and of each call (through
 # the PLT). Prints a Markdown table.
 #
-# Usage: benches/run-pair-cost.sh [--alt-so PATH] [--sizes "16 48 100 1000"] [--live N]
+# Usage: benches/run-pair-cost.sh [--alt-so PATH] [--sizes "16 48 100 1000"] [--live N | --batch B]
 #   --alt-so PATH  also count another build of libtally.so (column `tally-alt`)
 #   --live N       keep N blocks alive in a ring, freeing the oldest before each malloc (a
 #                  working set: no page empties on each free); default 0, the block just
 #                  allocated is freed
+#   --batch B      allocate B blocks, then free them in the order allocated (Criterion's
+#                  `batch64` with B = 64), over and over
 # Allocators: glibc, tally (target/release/libtally.so, built here), tally-alt, and jemalloc,
 # mimalloc and tcmalloc where Debian's packages are installed.
 set -euo pipefail
@@ -17,14 +19,18 @@ cd "$(dirname "$0")/.."
 alt=""
 sizes="16 48 100 1000 20000"
 live=0
+batch=0
 while (($#)); do
     case "$1" in
     --alt-so) alt="$(realpath "$2")"; shift 2 ;;
     --sizes) sizes="$2"; shift 2 ;;
     --live) live="$2"; shift 2 ;;
+    --batch) batch="$2"; shift 2 ;;
     *) echo "run-pair-cost: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+[[ "$live" =~ ^[0-9]+$ && "$batch" =~ ^[0-9]+$ ]] && ! ((live && batch)) ||
+    { echo "run-pair-cost: --live and --batch take a count, and only one of them" >&2; exit 2; }
 command -v valgrind >/dev/null || { echo "run-pair-cost: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
 cargo build --release -p tally-alloc >&2
 work=$(mktemp -d)
@@ -43,7 +49,7 @@ done
 count() { # LIB PAIRS SIZE
     env -u TALLY_CONF -u MALLOC_CONF ${1:+LD_PRELOAD=$1} valgrind --tool=callgrind \
         --compress-strings=no --compress-pos=no \
-        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" "$live" >"$work/log" 2>&1
+        --callgrind-out-file="$work/out" "$work/pairs" "$2" "$3" "$live" "$batch" >"$work/log" 2>&1
     total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/log")
     python3 benches/tools/callgrind_callees.py "$work/out" main | awk -v n="$2" -v t="$total" '
         $2 >= n && $1 ~ /free/ { f = $3 }
@@ -52,15 +58,23 @@ count() { # LIB PAIRS SIZE
 }
 printf '| size |'; for n in "${names[@]}"; do printf ' %s |' "$n"; done; echo
 printf '|---|'; for _ in "${names[@]}"; do printf -- '---|'; done; echo
+# The two runs' pairs: 20000 and 100000 more, rounded up to whole batches.
+step=$((batch > 0 ? batch : 1))
+first=$(((20000 + step - 1) / step * step))
+more=$(((100000 + step - 1) / step * step))
 for size in $sizes; do
     printf '| %s |' "$size"
     for i in "${!names[@]}"; do
-        read -r a am af <<<"$(count "${libs[$i]}" 20000 "$size")"
-        read -r b bm bf <<<"$(count "${libs[$i]}" 120000 "$size")"
-        printf ' %s |' "$(python3 -c "d = 100000
+        read -r a am af <<<"$(count "${libs[$i]}" "$first" "$size")"
+        read -r b bm bf <<<"$(count "${libs[$i]}" $((first + more)) "$size")"
+        printf ' %s |' "$(python3 -c "d = $more
 print(f'{($b - $a) / d:.1f} ({($bm - $am) / d:.1f} + {($bf - $af) / d:.1f})')")"
     done
     echo
 done
 echo
-echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free); $live blocks kept live."
+if ((batch)); then
+    echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free); in batches of $batch."
+else
+    echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free); $live blocks kept live."
+fi
