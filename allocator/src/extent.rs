@@ -671,13 +671,40 @@ impl PageHeap {
     /// `span` must be a free run in no list.
     #[link_section = ".text.hot.tally"]
     unsafe fn push(&mut self, span: *mut Span) {
+        // SAFETY: per the contract.
+        unsafe {
+            self.list_in(span, bucket((*span).pages as usize));
+            self.push_lru(span);
+        }
+    }
+
+    /// Puts `span` at the front of size list `b`.
+    ///
+    /// # Safety
+    /// `span` must be a free run of bucket `b` in no size list.
+    #[inline(always)]
+    unsafe fn list_in(&mut self, span: *mut Span, b: usize) {
         // SAFETY: per the contract; the list head, if any, is a live span.
         unsafe {
-            let b = bucket((*span).pages as usize);
             let set = list_set(span);
             self.lists[set][b].push_front(span);
             self.nonempty[set] |= 1 << b;
-            self.push_lru(span);
+        }
+    }
+
+    /// Takes `span` out of size list `b`.
+    ///
+    /// # Safety
+    /// `span` must be in size list `b` of its chunk's set.
+    #[inline(always)]
+    unsafe fn list_out(&mut self, span: *mut Span, b: usize) {
+        // SAFETY: per the contract, its neighbours in the list are live spans.
+        unsafe {
+            let set = list_set(span);
+            self.lists[set][b].remove(span);
+            if self.lists[set][b].is_empty() {
+                self.nonempty[set] &= !(1 << b);
+            }
         }
     }
 
@@ -708,14 +735,9 @@ impl PageHeap {
     /// `span` must be a free run in its bucket's list.
     #[link_section = ".text.hot.tally"]
     unsafe fn unlink(&mut self, span: *mut Span) {
-        // SAFETY: per the contract, its neighbours in the list are live spans.
+        // SAFETY: per the contract.
         unsafe {
-            let b = bucket((*span).pages as usize);
-            let set = list_set(span);
-            self.lists[set][b].remove(span);
-            if self.lists[set][b].is_empty() {
-                self.nonempty[set] &= !(1 << b);
-            }
+            self.list_out(span, bucket((*span).pages as usize));
             self.unlink_lru(span);
         }
     }
@@ -811,22 +833,15 @@ impl PageHeap {
     /// size list.
     #[inline(always)]
     unsafe fn replace_sized(&mut self, old: *mut Span, new: *mut Span, pages: usize) {
-        // SAFETY: per the contract; list members are live spans.
+        // SAFETY: per the contract (one chunk: one list set); list members are live spans.
         unsafe {
-            let set = list_set(old);
             let (from, to) = (bucket((*old).pages as usize), bucket(pages));
-            if from == to {
-                if old != new {
-                    self.lists[set][from].replace(old, new);
-                }
-                return;
+            if from != to {
+                self.list_out(old, from);
+                self.list_in(new, to);
+            } else if old != new {
+                self.lists[list_set(old)][from].replace(old, new);
             }
-            self.lists[set][from].remove(old);
-            if self.lists[set][from].is_empty() {
-                self.nonempty[set] &= !(1 << from);
-            }
-            self.lists[set][to].push_front(new);
-            self.nonempty[set] |= 1 << to;
         }
     }
 }
