@@ -85,14 +85,17 @@ pub const TICKS_PER_LOOK: u32 = 8;
 /// 1000th time).
 #[link_section = ".text.hot.tally"]
 pub fn slow_tick() {
-    let ev = thread_events();
     // SAFETY: the calling thread's own events; nothing else of the thread is using them (an
     // event does not free, and a slow path is not an event's).
-    let ticks = unsafe {
-        (*ev).ticks = (*ev).ticks.wrapping_add(1);
-        (*ev).ticks
-    };
-    if ticks % TICKS_PER_LOOK == 0 {
+    unsafe { decay_tick(&mut *thread_events()) };
+}
+
+/// Counts one of the thread's ticks (the countdown's or a slow path's): decay's balance, or at
+/// every [`TICKS_PER_LOOK`]th its timed look.
+#[inline(always)]
+fn decay_tick(ev: &mut ThreadEvents) {
+    ev.ticks = ev.ticks.wrapping_add(1);
+    if ev.ticks % TICKS_PER_LOOK == 0 {
         decay::tick();
     } else {
         decay::balance();
@@ -211,12 +214,7 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     }
     if spent >= ev.tick_left as i64 {
         ev.tick_left = decay::TICK_BYTES as i32;
-        ev.ticks = ev.ticks.wrapping_add(1);
-        if ev.ticks % TICKS_PER_LOOK == 0 {
-            decay::tick();
-        } else {
-            decay::balance();
-        }
+        decay_tick(ev);
         // SAFETY: the thread's own bins; per the contract no operation on them is in progress.
         unsafe { tcache::gc_step(tcache::thread_bins()) };
     } else {
