@@ -109,7 +109,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "dirty_decay_ms",
         kind: Kind::Integer { min: -1, max: 1 << 40 },
         default: "10000",
-        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never. Freed huge blocks (above 2 MiB) wait as long in a mapping cache of 64 MiB or the peak of live huge blocks.",
+        doc: "Milliseconds a freed page stays resident before it goes back to the OS (`MADV_FREE` first if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`); 0 returns pages at once, -1 never. Freed huge blocks (above 2 MiB) wait as long in a mapping cache that holds, with the live huge blocks, at most an eighth more than their peak (or 64 MiB).",
     },
     OptionSpec {
         name: "muzzy_decay_ms",
