@@ -157,10 +157,15 @@ crate::hot::hot_data! {
     fn grown_at() -> &'static [u32; NCACHED] = GROWN_AT;
 }
 /// Bytes of blocks a bin that only receives holds before they go home (see [`receive_limit`]).
-const RECEIVE_BYTES: usize = 16 * 1024;
+const RECEIVE_BYTES: usize = 4 * 1024;
 
-/// The limit of a bin the thread frees into but does not allocate from: 16 KiB of blocks, at
-/// least 8, at most the capacity. A free that finds a bin full for the [`QUIET_FULLS`]th time in
+/// The limit of a bin the thread frees into but does not allocate from: 4 KiB of blocks, at
+/// least 2, at most the capacity. It was 16 KiB, at least 8: the suite's `thread_churn`, whose
+/// main thread frees a quarter of every worker's blocks after it exits, ended with 676 KiB of
+/// them in its bins (8 blocks of 8 KiB in one), each keeping a slab of the workers' arenas
+/// alive; at 4 KiB its peak RSS is 6.0-6.3 MiB instead of 6.4-6.9 (5 interleaved runs), the
+/// consumers of `prodcons` and `prodcons_many` within their spreads (docs/benchmarks.md,
+/// seventeenth pass). A free that finds a bin full for the [`QUIET_FULLS`]th time in
 /// a row with nothing taken from it in between sends all of it home and lowers its full mark to
 /// this ([`make_room`]); the next refill, when the thread allocates the class again, raises it
 /// back to the capacity.
@@ -176,7 +181,7 @@ const fn build_receive_limits() -> [u16; NCACHED] {
     let mut i = 0;
     while i < NCACHED {
         let by_bytes = RECEIVE_BYTES / size_compute(i);
-        let limit = if by_bytes < 8 { 8 } else { by_bytes };
+        let limit = if by_bytes < 2 { 2 } else { by_bytes };
         t[i] = if limit < CAPS[i] as usize {
             limit as u16
         } else {
@@ -1506,7 +1511,7 @@ mod tests {
             TCache::attach(tb);
             let cap = CAPS[i] as usize;
             let limit = receive_limit(class) as usize;
-            assert!(limit < cap && limit >= 8, "limit {limit}, usual limit {cap}");
+            assert!(limit < cap && limit >= 2, "limit {limit}, usual limit {cap}");
             assert!(2 * cap <= blocks.len());
             let (blocks, extra) = blocks[..2 * cap].split_at_mut(cap);
             take(tb, class, blocks);
