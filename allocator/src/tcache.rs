@@ -160,18 +160,18 @@ crate::hot::hot_data! {
 const RECEIVE_BYTES: usize = 4 * 1024;
 
 /// The limit of a bin the thread frees into but does not allocate from: 4 KiB of blocks, at
-/// least 2, at most the capacity. It was 16 KiB, at least 8: the suite's `thread_churn`, whose
-/// main thread frees a quarter of every worker's blocks after it exits, ended with 676 KiB of
-/// them in its bins (8 blocks of 8 KiB in one), each keeping a slab of the workers' arenas
-/// alive; at 4 KiB its peak RSS is 6.0-6.3 MiB instead of 6.4-6.9 (5 interleaved runs), the
-/// consumers of `prodcons` and `prodcons_many` within their spreads (docs/benchmarks.md,
-/// seventeenth pass). A free that finds a bin full for the [`QUIET_FULLS`]th time in
+/// least 2, at most the capacity. A free that finds a bin full for the [`QUIET_FULLS`]th time in
 /// a row with nothing taken from it in between sends all of it home and lowers its full mark to
 /// this ([`make_room`]); the next refill, when the thread allocates the class again, raises it
 /// back to the capacity.
 /// Without it a thread that frees what another allocates from the same arena (a consumer)
 /// keeps a full bin of every class it receives, blocks only the producer uses (the suite's
-/// `prodcons_many` with two arenas: 10.8 MiB peak RSS).
+/// `prodcons_many` with two arenas: 10.8 MiB peak RSS). It was 16 KiB, at least 8: the suite's
+/// `thread_churn`, whose main thread frees a quarter of every worker's blocks after it exits,
+/// ended with 676 KiB of them in its bins (8 blocks of 8 KiB in one), each keeping a slab of the
+/// workers' arenas alive; at 4 KiB its peak RSS is 6.0-6.3 MiB instead of 6.4-6.9 (5 interleaved
+/// runs), the consumers of `prodcons` and `prodcons_many` within their spreads
+/// (docs/benchmarks.md, seventeenth pass).
 pub fn receive_limit(class: SizeClass) -> u16 {
     receive_limits()[class.index()]
 }
