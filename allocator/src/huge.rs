@@ -8,7 +8,9 @@
 //! Freed mappings are not unmapped at once: they wait in the mapping cache (`mapcache.rs`),
 //! still resident, until a later huge allocation or a new chunk reuses them or decay unmaps them
 //! `dirty_decay_ms` after their free (at once with `dirty_decay_ms:0`, at the next pass with
-//! `malloc_trim`).
+//! `malloc_trim`). A free keeps its mapping only as far as the cache and the live huge blocks
+//! together stay within an eighth above the most bytes of huge blocks ever live at once (or
+//! 64 MiB); the oldest cached mappings are unmapped to make room ([`cache_limit`]).
 //!
 //! A block that grows takes the cached mapping right after it before asking the kernel: a
 //! `Vec` grown to 64 MiB, dropped and grown again starts its second life in the first chunk
