@@ -284,6 +284,10 @@ options:
   --alt-so PATH       a second libtally.so, columns tally-alt and tally-alt-prof
   --out DIR           default: <target dir>/bench
   --timeout-s S       a run taking longer is killed and counts as failed (default 300)
+  --commands          run nothing: build the workloads into --out and print one line per
+                      workload, tab-separated: name, stdin file (or empty), environment
+                      (space-separated K=V, or empty), then the command's words (without an
+                      allocator: for other tools to run, benches/run-prof-cost.sh --suite)
 ";
 
 /// What to run, from the command line.
@@ -305,6 +309,8 @@ pub struct Options {
     pub out: PathBuf,
     /// The time limit of one run.
     pub timeout: Duration,
+    /// Print the workloads' commands instead of running them ([`commands`]).
+    pub commands: bool,
 }
 
 /// The workspace root, and the cargo target directory (`CARGO_TARGET_DIR`, else
@@ -338,6 +344,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
     let mut alt_so = None;
     let mut out = target.join("bench");
     let mut timeout = Duration::from_secs(300);
+    let mut commands = false;
     let list = |text: &str| -> Vec<String> {
         text.split(',')
             .map(str::trim)
@@ -379,6 +386,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
                     .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
                     .ok_or_else(|| format!("--timeout-s: {text:?} is not a number of seconds"))?;
             }
+            "--commands" => commands = true,
             "-h" | "--help" => return Ok(None),
             _ => return Err(format!("unknown argument {arg:?}\n\n{USAGE}")),
         }
@@ -425,6 +433,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
         alt_so,
         out,
         timeout,
+        commands,
     }))
 }
 
@@ -799,6 +808,42 @@ fn command_of(
     }
 }
 
+/// Builds `options`' C workloads (and the launcher) into `workloads/` under `--out`; returns
+/// that directory.
+fn build_workloads(options: &Options, workspace: &Path) -> Result<PathBuf, String> {
+    let bin_dir = options.out.join("workloads");
+    build(
+        &options.workloads,
+        &workspace.join("benches").join("workloads"),
+        &bin_dir,
+    )?;
+    Ok(bin_dir)
+}
+
+/// The `--commands` line of each of `options`' workloads (see [`USAGE`]), after building them.
+///
+/// # Errors
+///
+/// If a workload does not build.
+pub fn commands(options: &Options) -> Result<String, String> {
+    let (workspace, _) = workspace_and_target();
+    let bin_dir = build_workloads(options, &workspace)?;
+    let mut lines = String::new();
+    for workload in &options.workloads {
+        let (argv, stdin, env) = command_of(workload, &workspace, &bin_dir, options.quick);
+        let stdin = stdin.map(|path| path.display().to_string()).unwrap_or_default();
+        let env: Vec<String> = env.iter().map(|(key, value)| format!("{key}={value}")).collect();
+        let _ = writeln!(
+            lines,
+            "{}\t{stdin}\t{}\t{}",
+            workload.name,
+            env.join(" "),
+            argv.join("\t")
+        );
+    }
+    Ok(lines)
+}
+
 /// Drops `library`'s pages from the page cache (best effort), so that every allocator's library
 /// is read from its file in the first round, as an installed one is. How a file came into the
 /// cache decides how much of it a page fault maps: Linux (6.18 here) maps a whole large folio
@@ -841,12 +886,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     for library in options.allocators.iter().filter_map(|a| preload(a, options)) {
         evict_from_page_cache(&library);
     }
-    let bin_dir = options.out.join("workloads");
-    build(
-        &options.workloads,
-        &workspace.join("benches").join("workloads"),
-        &bin_dir,
-    )?;
+    let bin_dir = build_workloads(options, &workspace)?;
 
     let workload_names: Vec<&str> = options.workloads.iter().map(|w| w.name).collect();
     let allocator_names: Vec<&str> = options.allocators.iter().map(|a| a.name).collect();
@@ -964,6 +1004,18 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if options.commands {
+        return match commands(&options) {
+            Ok(lines) => {
+                print!("{lines}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("suite: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(&options) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -1093,6 +1145,45 @@ mod tests {
         assert!(args("--rounds").unwrap_err().contains("needs a value"));
         assert!(args("--bogus").is_err());
         assert_eq!(args("--help").unwrap(), None);
+    }
+
+    #[test]
+    fn commands_name_each_workload_its_arguments_stdin_and_environment() {
+        let out = std::env::temp_dir().join(format!("tally-suite-commands-{}", std::process::id()));
+        let options = args(&format!(
+            "--commands --quick --workloads larson,python,sqlite --out {}",
+            out.display()
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(options.commands);
+        let text = commands(&options).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|line| line.split('\t').collect()).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let larson = &lines[0];
+        assert_eq!(larson[..3], ["larson", "", ""]);
+        assert_eq!(
+            larson[3],
+            out.join("workloads").join("larson").display().to_string()
+        );
+        let quick = WORKLOADS.iter().find(|w| w.name == "larson").unwrap().quick_args;
+        assert_eq!(larson[4..], *quick);
+        // The printed command runs as it is, and prints the workload's checksum line.
+        let ran = Command::new(larson[3]).args(&larson[4..]).output().unwrap();
+        assert!(ran.status.success());
+        assert!(checksum(&String::from_utf8_lossy(&ran.stdout)).is_some());
+        let python = &lines[1];
+        assert_eq!(python[0], "python");
+        assert_eq!(python[2], "PYTHONMALLOC=malloc PYTHONHASHSEED=0");
+        assert_eq!(python[3], "python3");
+        assert!(Path::new(python[4]).is_file(), "{}", python[4]);
+        let sqlite = &lines[2];
+        assert_eq!(
+            (sqlite[0], sqlite[3], sqlite[4]),
+            ("sqlite", "sqlite3", ":memory:")
+        );
+        assert!(Path::new(sqlite[1]).is_file(), "stdin {}", sqlite[1]);
+        std::fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]
