@@ -8,7 +8,7 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_at, cached_block_of, large_block_at, Block};
+use crate::block::{block_of, cached_block_at, cached_block_of, large_block_at, run_block_at, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, free_cached, sampled_freed_before};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
@@ -171,14 +171,14 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
 /// is its common one.
 #[inline(always)]
 fn live_block(p: *mut u8, who: &str) -> Block {
-    // Large blocks (whose run is wanted: they may grow in place) are found by their first
-    // page's word, small ones (most reallocs: a string builder growing by a few bytes) by the
+    // Large blocks (whose run is wanted: they may grow in place) and sampled ones are found by
+    // their first page's word, small ones (most reallocs: a string builder growing by a few bytes) by the
     // inlined check the free fast path uses; the rest, and an invalid pointer (which fails both
     // checks), by `block_of`. A string past the small classes growing by a few bytes a
     // `realloc` spent a quarter of the suite's `realloc_growth` in `block_of` and its caller.
     // (A small block is seldom page-aligned, which the large check tests first.)
-    let block = match large_block_at(p) {
-        Some((span, class)) => Block::Large(span, class),
+    let block = match run_block_at(p) {
+        Some(block) => block,
         None => match cached_block_of(p) {
             Some((class, _)) if class.is_small() => Block::Small(class),
             _ => block_of(p, who),

@@ -1,0 +1,119 @@
+/* realloc of sampled blocks, for tests/tests/sampled_realloc.rs. Run under LD_PRELOAD=libtally.so
+ * with TALLY_CONF=prof:true,lg_prof_sample:0, so that every allocation is sampled (a sampled
+ * block starts a page run of its own, whose pages say so).
+ *
+ *   sampled_realloc grow PATH    blocks of several sizes (small, the cached large classes,
+ *                                larger); each realloc'd to its usable size (it must stay where
+ *                                it is), then grown a few bytes at a time past several classes,
+ *                                its contents checked after every move; a profile dumped to
+ *                                PATH.live with them held and to PATH.freed once they are freed.
+ *                                Prints "blocks=N" and "sampled_realloc: ok".
+ *   sampled_realloc interior     realloc of a pointer one page into a sampled block of 20000
+ *                                bytes: Tally must abort, naming the block.
+ *   sampled_realloc freed        realloc of a sampled block freed before: Tally must abort. */
+#define _GNU_SOURCE
+#define PROGRAM "sampled_realloc"
+#include <dlfcn.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+
+/* Tally's (jemalloc's) mallctl, found at run time: the program is not linked with Tally. */
+typedef int mallctl_fn(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
+
+static const size_t sizes[] = {100, 3000, 20000, 30000, 70000, 300000};
+#define NBLOCKS (sizeof sizes / sizeof sizes[0])
+
+static void dump(const char *path, const char *suffix)
+{
+    char name[4096];
+    snprintf(name, sizeof name, "%s.%s", path, suffix);
+    const char *p = name;
+    mallctl_fn *mallctl = (mallctl_fn *)dlsym(RTLD_DEFAULT, "mallctl");
+    if (mallctl == NULL)
+        fail("no mallctl: not run under Tally");
+    if (mallctl("prof.dump", NULL, NULL, &p, sizeof p) != 0)
+        fail("prof.dump to %s failed", name);
+}
+
+static void fill(unsigned char *p, size_t from, size_t to, size_t seed)
+{
+    for (size_t i = from; i < to; i++)
+        p[i] = (unsigned char)(i * 7 + seed);
+}
+
+static void check(const unsigned char *p, size_t len, size_t seed, const char *when)
+{
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != (unsigned char)(i * 7 + seed))
+            fail("byte %zu of block %zu wrong %s", i, seed, when);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        fail("usage: sampled_realloc grow PATH | interior | freed");
+    /* The allocation that starts Tally up draws the first sampling distance: it is not
+     * sampled itself. */
+    free(opaque(malloc(16)));
+    if (strcmp(argv[1], "interior") == 0) {
+        unsigned char *p = opaque(malloc(20000));
+        if (((uintptr_t)p & 4095) != 0)
+            fail("a block of 20000 bytes at %p is not sampled (not page-aligned)", (void *)p);
+        opaque(realloc(opaque(p + 4096), 30000));
+        fail("realloc of a pointer into a sampled block returned");
+    }
+    if (strcmp(argv[1], "freed") == 0) {
+        /* Through a volatile, so that the compiler does not see the freed pointer reused. */
+        static void *volatile freed;
+        freed = malloc(20000);
+        free(freed);
+        opaque(realloc(freed, 30000));
+        fail("realloc of a freed sampled block returned");
+    }
+    if (strcmp(argv[1], "grow") != 0 || argc < 3)
+        fail("usage: sampled_realloc grow PATH | interior | freed");
+    unsigned char *blocks[NBLOCKS];
+    size_t lens[NBLOCKS];
+    for (size_t b = 0; b < NBLOCKS; b++) {
+        unsigned char *p = malloc(sizes[b]);
+        if (p == NULL)
+            fail("malloc(%zu) gave NULL", sizes[b]);
+        if (((uintptr_t)p & 4095) != 0)
+            fail("malloc(%zu) at %p is not sampled (not page-aligned)", sizes[b], (void *)p);
+        fill(p, 0, sizes[b], b);
+        size_t usable = malloc_usable_size(p);
+        if (usable < sizes[b])
+            fail("usable size %zu below %zu", usable, sizes[b]);
+        /* Within its class a block stays where it is. */
+        uintptr_t at = (uintptr_t)p;
+        unsigned char *q = realloc(p, usable);
+        if ((uintptr_t)q != at)
+            fail("realloc(%#lx, %zu) within the class moved it to %p", (unsigned long)at, usable, (void *)q);
+        /* A few bytes at a time past several classes: it moves (every block is sampled). */
+        size_t len = sizes[b];
+        while (len < sizes[b] * 3) {
+            size_t next = len + 1 + len / 64;
+            q = realloc(q, next);
+            if (q == NULL)
+                fail("realloc to %zu gave NULL", next);
+            check(q, len, b, "after a realloc");
+            fill(q, len, next, b);
+            len = next;
+        }
+        blocks[b] = q;
+        lens[b] = len;
+    }
+    dump(argv[2], "live");
+    for (size_t b = 0; b < NBLOCKS; b++) {
+        check(blocks[b], lens[b], b, "at the end");
+        free(blocks[b]);
+    }
+    dump(argv[2], "freed");
+    printf("blocks=%zu\n", NBLOCKS);
+    printf("sampled_realloc: ok\n");
+    return 0;
+}
