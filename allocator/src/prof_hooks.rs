@@ -172,6 +172,73 @@ static PREPARED: AtomicU8 = AtomicU8::new(0);
 std::thread_local! {
     /// Set while this thread captures a stack, records a sample or writes a profile.
     static IN_PROFILER: Cell<bool> = const { Cell::new(false) };
+    /// The run of the sampled block whose `realloc` to a larger class is allocating its new
+    /// size ([`growing`]), null otherwise.
+    static GROWING: Cell<*mut Span> = const { Cell::new(core::ptr::null_mut()) };
+}
+
+/// Runs `alloc`, a `realloc`'s allocation of the new size of the sampled block whose run is
+/// `span` (a larger class), so that if that allocation is to be sampled too (the countdown
+/// decides, as for any allocation), the block grows in place over the free pages after its run
+/// where there are enough, and `alloc` returns the block's own address: no new run, no copy.
+/// The old sample leaves the profile and the new one, of the new size at `realloc`'s stack,
+/// takes its place, as when the block moves. Without this a sampled buffer grown a few bytes at
+/// a time was copied at every class it crossed: a large block's next allocation is sampled
+/// again more often than not (a 256 KiB one seven times in eight at `lg_prof_sample:17`), and a
+/// sampled block never grew in place (the suite's `realloc_growth`: the profiler at
+/// `lg_prof_sample:17` added 26% to its instructions, most of them copies).
+pub fn growing<R>(span: *mut Span, alloc: impl FnOnce() -> R) -> R {
+    GROWING.set(span);
+    let r = alloc();
+    GROWING.set(core::ptr::null_mut());
+    r
+}
+
+/// [`grow_sampled_in_place`] for `alloc_sampled`: the block's address if it grew, its old sample
+/// gone from the profile (the new one is recorded by the caller; the block's bytes are the
+/// program's, so no mark is cleared).
+///
+/// # Safety
+/// As for [`grow_sampled_in_place`].
+unsafe fn regrow(span: *mut Span, class: SizeClass) -> Option<*mut u8> {
+    // SAFETY: per the contract.
+    let old = unsafe { grow_sampled_in_place(span, class) }?;
+    SAMPLED_IN[old.index()].fetch_add(1, Ordering::Relaxed);
+    SAMPLED_OUT[class.index()].fetch_add(1, Ordering::Relaxed);
+    profiler::on_sampled_free(Span::start(span));
+    Some(Span::start(span) as *mut u8)
+}
+
+/// Grows the sampled block of run `span` to the larger class `new` in place, if its run has the
+/// pages or the pages after it are free; returns its old class if it did.
+///
+/// # Safety
+/// `span` must be the run of a live sampled block (not huge) of the calling thread's, whose
+/// `realloc` is in progress.
+unsafe fn grow_sampled_in_place(span: *mut Span, new: SizeClass) -> Option<SizeClass> {
+    // SAFETY: per the contract `span` is a live sampled run: its chunk is live and belongs to
+    // that arena, and its descriptor changes only under the page heap's lock, held below.
+    unsafe {
+        let arena = arena::of_chunk(Span::chunk(span));
+        let mut heap = arena.pages.lock();
+        let old = SizeClass((*span).class);
+        if new.size() <= old.size() {
+            return None;
+        }
+        let pages = new.size().div_ceil(PAGE);
+        if pages > (*span).pages as usize {
+            // `grow_in_place` marks the pages it adds with the run's class byte, and every page
+            // of a sampled run says `SAMPLED`.
+            (*span).class = SAMPLED;
+            let grown = heap.grow_in_place(span, pages);
+            (*span).class = old.0;
+            if !grown {
+                return None;
+            }
+        }
+        (*span).class = new.0;
+        Some(old)
+    }
 }
 
 /// Hands the profiler's options to the profiler (at initialization).
@@ -248,6 +315,7 @@ pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
+    let grown = GROWING.replace(core::ptr::null_mut());
     unsampled(|| {
         let prepared = prepare();
         let mut frames: profiler::Frames = [MaybeUninit::uninit(); MAX_FRAMES];
@@ -258,8 +326,14 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
         // SAFETY: the capture wrote `frames[..n]`; `MaybeUninit<usize>` has `usize`'s layout.
         let frames = unsafe { core::slice::from_raw_parts(frames.as_ptr().cast::<usize>(), n) };
         let first = first_caller_frame(frames);
-        let p = match class {
-            Some(class) => {
+        let regrown = match class {
+            // SAFETY: `growing`'s caller, `realloc`, gave the run of its live sampled block.
+            Some(class) if !grown.is_null() => unsafe { regrow(grown, class) },
+            _ => None,
+        };
+        let p = match (regrown, class) {
+            (Some(p), _) => p,
+            (None, Some(class)) => {
                 let pages = class.size().div_ceil(PAGE);
                 let mut run = arena.stash.take(pages);
                 if run.is_null() {
@@ -290,7 +364,7 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
                 }
                 p
             }
-            None => {
+            (None, None) => {
                 let p = huge::alloc(size, PAGE);
                 // As `alloc::alloc` does for huge blocks: fresh pages balanced by idle ones.
                 decay::balance();

@@ -12,7 +12,7 @@ use crate::block::{block_of, cached_block_at, cached_block_of, large_block_at, r
 use crate::chunk::Span;
 use crate::free::{already_free, free, free_cached, sampled_freed_before};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
-use crate::{arena, decay, freed, guard, huge, tcache};
+use crate::{arena, decay, freed, guard, huge, prof_hooks, tcache};
 use tally_pal::PAGE;
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
@@ -132,7 +132,18 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
         // next event says so): its slot's placement was made for its old size.
         Block::Guarded(slot) => guard::usable(slot),
     };
-    let q = alloc(size);
+    let q = match block {
+        Block::Sampled(span, class) if class_for(size).is_some_and(|new| new.size() > class.size()) => {
+            prof_hooks::growing(span, || alloc(size))
+        }
+        _ => alloc(size),
+    };
+    if q == p {
+        // A sampled block grown in place, sampled again (`prof_hooks::growing`); the new size
+        // was counted as allocated, the old is no longer.
+        tcache::count_slow(0, old_size);
+        return p;
+    }
     if q.is_null() {
         return q;
     }

@@ -2,12 +2,16 @@
  * with TALLY_CONF=prof:true,lg_prof_sample:0, so that every allocation is sampled (a sampled
  * block starts a page run of its own, whose pages say so).
  *
- *   sampled_realloc grow PATH    blocks of several sizes (small, the cached large classes,
- *                                larger); each realloc'd to its usable size (it must stay where
- *                                it is), then grown a few bytes at a time past several classes,
- *                                its contents checked after every move; a profile dumped to
- *                                PATH.live with them held and to PATH.freed once they are freed.
- *                                Prints "blocks=N" and "sampled_realloc: ok".
+ *   sampled_realloc grow PATH    two blocks side by side, the first grown past its run (it
+ *                                must move, both keeping their bytes); then blocks of several
+ *                                sizes (small, the cached large classes, larger), each
+ *                                realloc'd to its usable size (it must stay where it is), then
+ *                                grown a few bytes at a time past several classes, its contents
+ *                                checked after every step; a profile dumped to PATH.live with
+ *                                them held and to PATH.freed once they are freed. Prints
+ *                                "blocks=N", "class_changes=N" and "moved=N" (of the blocks of
+ *                                a page or more, the reallocs past the usable size and those
+ *                                that moved the block) and "sampled_realloc: ok".
  *   sampled_realloc interior     realloc of a pointer one page into a sampled block of 20000
  *                                bytes: Tally must abort, naming the block.
  *   sampled_realloc freed        realloc of a sampled block freed before: Tally must abort. */
@@ -76,8 +80,30 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "grow") != 0 || argc < 3)
         fail("usage: sampled_realloc grow PATH | interior | freed");
-    unsigned char *blocks[NBLOCKS];
-    size_t lens[NBLOCKS];
+    unsigned char *blocks[NBLOCKS + 2];
+    size_t lens[NBLOCKS + 2];
+    size_t class_changes = 0, moved = 0;
+    /* First, two blocks side by side: the first cannot grow over the second, so it moves. */
+    for (size_t b = NBLOCKS; b < NBLOCKS + 2; b++) {
+        lens[b] = 20000;
+        blocks[b] = malloc(lens[b]);
+        if (blocks[b] == NULL)
+            fail("malloc(20000) gave NULL");
+        fill(blocks[b], 0, lens[b], b);
+    }
+    if (blocks[NBLOCKS + 1] != blocks[NBLOCKS] + 20480)
+        fail("two blocks of 20000 bytes in a row are not side by side: %p, %p", (void *)blocks[NBLOCKS],
+             (void *)blocks[NBLOCKS + 1]);
+    unsigned char *q = realloc(blocks[NBLOCKS], 50000);
+    if (q == NULL)
+        fail("realloc to 50000 gave NULL");
+    if (q == blocks[NBLOCKS + 1] - 20480)
+        fail("a block grew over its neighbour");
+    check(q, lens[NBLOCKS], NBLOCKS, "after moving past its neighbour");
+    check(blocks[NBLOCKS + 1], lens[NBLOCKS + 1], NBLOCKS + 1, "beside a block that moved");
+    fill(q, lens[NBLOCKS], 50000, NBLOCKS);
+    blocks[NBLOCKS] = q;
+    lens[NBLOCKS] = 50000;
     for (size_t b = 0; b < NBLOCKS; b++) {
         unsigned char *p = malloc(sizes[b]);
         if (p == NULL)
@@ -93,13 +119,21 @@ int main(int argc, char **argv)
         unsigned char *q = realloc(p, usable);
         if ((uintptr_t)q != at)
             fail("realloc(%#lx, %zu) within the class moved it to %p", (unsigned long)at, usable, (void *)q);
-        /* A few bytes at a time past several classes: it moves (every block is sampled). */
+        /* A few bytes at a time past several classes. Every allocation is sampled, the new
+         * size's too: a block of a page or more grows in place while the pages after its run
+         * are free (nothing is allocated meanwhile), and moves otherwise. */
         size_t len = sizes[b];
         while (len < sizes[b] * 3) {
             size_t next = len + 1 + len / 64;
-            q = realloc(q, next);
+            size_t before = malloc_usable_size(q);
+            uintptr_t was = (uintptr_t)q;
+            q = realloc(opaque(q), next);
             if (q == NULL)
                 fail("realloc to %zu gave NULL", next);
+            if (next > before && sizes[b] >= 4096) {
+                class_changes++;
+                moved += (uintptr_t)q != was;
+            }
             check(q, len, b, "after a realloc");
             fill(q, len, next, b);
             len = next;
@@ -108,12 +142,14 @@ int main(int argc, char **argv)
         lens[b] = len;
     }
     dump(argv[2], "live");
-    for (size_t b = 0; b < NBLOCKS; b++) {
+    for (size_t b = 0; b < NBLOCKS + 2; b++) {
         check(blocks[b], lens[b], b, "at the end");
         free(blocks[b]);
     }
     dump(argv[2], "freed");
-    printf("blocks=%zu\n", NBLOCKS);
+    printf("blocks=%zu\n", NBLOCKS + 2);
+    printf("class_changes=%zu\n", class_changes);
+    printf("moved=%zu\n", moved);
     printf("sampled_realloc: ok\n");
     return 0;
 }
