@@ -479,6 +479,7 @@ impl PageHeap {
     ///
     /// # Safety
     /// `span` must be a large run allocated from this heap.
+    #[link_section = ".text.hot.tally"]
     pub unsafe fn grow_in_place(&mut self, span: *mut Span, pages: usize) -> bool {
         // SAFETY: as for `free`: the neighbour is described by its own span under the same lock.
         unsafe {
