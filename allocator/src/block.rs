@@ -249,6 +249,17 @@ pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
 /// is the caller's to check (its free mark), as for the full lookup.
 #[inline(always)]
 pub fn large_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
+    let (chunk, page, info) = page_start_info(p)?;
+    let class = large_run_head(info)?;
+    // SAFETY: `page_start_info`: a live chunk header, a page index below CHUNK_PAGES; a run's
+    // span is at its first page.
+    Some((unsafe { ptr::addr_of_mut!((*chunk).spans[page]) }, class))
+}
+
+/// The chunk, page index and page info word of `p` if it is page-aligned in a chunk: what
+/// [`large_block_at`] and [`run_block_at`] read.
+#[inline(always)]
+fn page_start_info(p: *mut u8) -> Option<(*mut ChunkHeader, usize, u32)> {
     let addr = p as usize;
     if addr & (PAGE - 1) != 0 || !pagemap::is_chunk(addr) {
         return None;
@@ -256,10 +267,9 @@ pub fn large_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
     let chunk = ChunkHeader::of(addr);
     let page = (addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1);
     // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES.
-    let info = unsafe { (*chunk).page_info[page].load(Ordering::Relaxed) };
-    let class = large_run_head(info)?;
-    // SAFETY: as above; a run's span is at its first page.
-    Some((unsafe { ptr::addr_of_mut!((*chunk).spans[page]) }, class))
+    Some((chunk, page, unsafe {
+        (*chunk).page_info[page].load(Ordering::Relaxed)
+    }))
 }
 
 /// [`large_block_at`] for `realloc`, which also wants a sampled block quickly: the block that
@@ -270,23 +280,16 @@ pub fn large_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
 /// of them in 200 rounds, a sixth of what the profiler added there.
 #[inline(always)]
 pub fn run_block_at(p: *mut u8) -> Option<Block> {
-    let addr = p as usize;
-    if addr & (PAGE - 1) != 0 || !pagemap::is_chunk(addr) {
-        return None;
+    let (chunk, page, info) = page_start_info(p)?;
+    // SAFETY: `page_start_info`: a live chunk header, a page index below CHUNK_PAGES; a run's
+    // span is at its first page.
+    let span = unsafe { ptr::addr_of_mut!((*chunk).spans[page]) };
+    if let Some(class) = large_run_head(info) {
+        return Some(Block::Large(span, class));
     }
-    let chunk = ChunkHeader::of(addr);
-    let page = (addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1);
-    // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES,
-    // and a run's span is at its first page.
-    unsafe {
-        let info = (*chunk).page_info[page].load(Ordering::Relaxed);
-        let span = ptr::addr_of_mut!((*chunk).spans[page]);
-        if let Some(class) = large_run_head(info) {
-            return Some(Block::Large(span, class));
-        }
-        if info_class(info) == prof_hooks::SAMPLED && info_offset(info) == 0 {
-            return Some(Block::Sampled(span, SizeClass((*span).class)));
-        }
+    if info_class(info) == prof_hooks::SAMPLED && info_offset(info) == 0 {
+        // SAFETY: as above: the sampled run's span records its class.
+        return Some(Block::Sampled(span, SizeClass(unsafe { (*span).class })));
     }
     None
 }

@@ -183,9 +183,9 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
 #[inline(always)]
 fn live_block(p: *mut u8, who: &str) -> Block {
     // Large blocks (whose run is wanted: they may grow in place) and sampled ones are found by
-    // their first page's word, small ones (most reallocs: a string builder growing by a few bytes) by the
-    // inlined check the free fast path uses; the rest, and an invalid pointer (which fails both
-    // checks), by `block_of`. A string past the small classes growing by a few bytes a
+    // their first page's word, small ones (most reallocs: a string builder growing by a few
+    // bytes) by the inlined check the free fast path uses; the rest, and an invalid pointer
+    // (which fails both checks), by `block_of`. A string past the small classes growing by a few bytes a
     // `realloc` spent a quarter of the suite's `realloc_growth` in `block_of` and its caller.
     // (A small block is seldom page-aligned, which the large check tests first.)
     let block = match run_block_at(p) {
