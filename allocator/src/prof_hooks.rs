@@ -13,7 +13,8 @@
 //! classes come from a range set apart for them (`chunk::SAMPLED_REGION`), and one mask test
 //! ([`SPECIAL_MASK`], [`may_be_special`]) picks out that range and the guarded one. A thread-local
 //! guard keeps allocations made while capturing or dumping (libgcc's unwinder may allocate on
-//! first use) from being sampled themselves.
+//! first use) from being sampled themselves. A sampled block `realloc` grows into a larger class
+//! grows in place over the pages after its run when its new size is sampled too ([`growing`]).
 
 use core::cell::Cell;
 use core::mem::MaybeUninit;
