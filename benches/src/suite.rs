@@ -820,7 +820,8 @@ fn build_workloads(options: &Options, workspace: &Path) -> Result<PathBuf, Strin
     Ok(bin_dir)
 }
 
-/// The `--commands` line of each of `options`' workloads (see [`USAGE`]), after building them.
+/// The `--commands` line of each of `options`' workloads (see the usage text), after building
+/// them.
 ///
 /// # Errors
 ///
