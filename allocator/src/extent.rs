@@ -475,7 +475,8 @@ impl PageHeap {
         }
     }
 
-    /// Grows the large run `span` in place to `pages` pages if the pages after it are free.
+    /// Grows the large run `span` (a large block's or a sampled one's) in place to `pages` pages
+    /// if the pages after it are free.
     ///
     /// # Safety
     /// `span` must be a large run allocated from this heap.
@@ -515,7 +516,9 @@ impl PageHeap {
             }
             self.free_pages -= extra;
             (*span).pages = pages as u32;
-            let class = (*span).class;
+            // The pages take the owner the run's first page names: a large block's class, or
+            // `SAMPLED` for a sampled block (whose span keeps its class apart).
+            let class = info_class((*chunk).page_info[first].load(Ordering::Relaxed));
             if chunk::marks_boundaries(RunState::Large, class) {
                 if have > 1 {
                     // The old last page lies between the ends now (the first keeps its word).

@@ -227,15 +227,9 @@ unsafe fn grow_sampled_in_place(span: *mut Span, new: SizeClass) -> Option<SizeC
             return None;
         }
         let pages = new.size().div_ceil(PAGE);
-        if pages > (*span).pages as usize {
-            // `grow_in_place` marks the pages it adds with the run's class byte, and every page
-            // of a sampled run says `SAMPLED`.
-            (*span).class = SAMPLED;
-            let grown = heap.grow_in_place(span, pages);
-            (*span).class = old.0;
-            if !grown {
-                return None;
-            }
+        // The pages it gains say `SAMPLED`, as its first does.
+        if pages > (*span).pages as usize && !heap.grow_in_place(span, pages) {
+            return None;
         }
         (*span).class = new.0;
         Some(old)

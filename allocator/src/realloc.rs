@@ -3,9 +3,8 @@
 //! blocks grow over the cached mapping after them or move with `mremap`, a sampled block whose
 //! new size is sampled again grows over the pages after its run (`prof_hooks::growing`),
 //! everything else moves (a large block growing into a huge one gives its old pages back at
-//! once). When the OS
-//! refuses memory, a huge block's resize gives everything back and tries once more
-//! (`alloc::after_giving_back`), as a new block does.
+//! once). When the OS refuses memory, a huge block's resize gives everything back and tries
+//! once more (`alloc::after_giving_back`), as a new block does.
 
 use core::ptr;
 
@@ -187,9 +186,9 @@ fn live_block(p: *mut u8, who: &str) -> Block {
     // Large blocks (whose run is wanted: they may grow in place) and sampled ones are found by
     // their first page's word, small ones (most reallocs: a string builder growing by a few
     // bytes) by the inlined check the free fast path uses; the rest, and an invalid pointer
-    // (which fails both checks), by `block_of`. A string past the small classes growing by a few bytes a
-    // `realloc` spent a quarter of the suite's `realloc_growth` in `block_of` and its caller.
-    // (A small block is seldom page-aligned, which the large check tests first.)
+    // (which fails both checks), by `block_of`. A string past the small classes growing by a
+    // few bytes a `realloc` spent a quarter of the suite's `realloc_growth` in `block_of` and
+    // its caller. (A small block is seldom page-aligned, which the large check tests first.)
     let block = match run_block_at(p) {
         Some(block) => block,
         None => match cached_block_of(p) {
