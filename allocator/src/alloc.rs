@@ -209,7 +209,15 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
 #[link_section = ".text.hot.tally"]
 fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     ensure_global();
-    let due = thread_event::count(size);
+    alloc_big_counted(thread_event::count(size), size, align, class)
+}
+
+/// [`alloc_big_uncached`] once the request is counted against the thread's countdown, which
+/// made it `due` (as [`thread_event::count`] says): sampled or guarded as that says, else from
+/// the thread's big cache, its arena or a mapping of its own. `realloc` makes the new size of a
+/// sampled block here, having counted it itself.
+#[link_section = ".text.hot.tally"]
+pub fn alloc_big_counted(due: u8, size: usize, align: usize, class: Option<SizeClass>) -> *mut u8 {
     if due != 0 && align <= PAGE {
         let p = alloc_chosen(due, size, align, class, None);
         if !p.is_null() {

@@ -27,7 +27,7 @@ use crate::arena::{self, Arena};
 use crate::chunk::{RunState, Span, CHUNK};
 use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
-use crate::size_class::{SizeClass, NCACHED, NCLASSES};
+use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
 use crate::{chunk, decay, freed, huge, mapcache, pagemap};
 
 /// Page-map class byte of a sampled block's pages.
@@ -233,6 +233,38 @@ unsafe fn grow_sampled_in_place(span: *mut Span, new: SizeClass) -> Option<SizeC
         }
         (*span).class = new.0;
         Some(old)
+    }
+}
+
+/// Makes the live sampled block of run `span`, of the large class `class`, an ordinary large
+/// block where it is, for a `realloc` whose allocation of the new size is no event (neither
+/// sampled nor guarded): its sample leaves the profile, as when
+/// it moves to an unsampled block, but its bytes stay. The caller then resizes it as any large
+/// block (in place over the pages after it, or by moving it); without this a sampled buffer
+/// that was not sampled again was copied out of its run at every class it crossed, even with
+/// free pages after it.
+///
+/// # Safety
+/// `span` must be the run of a live sampled block of the calling thread's (not huge) whose
+/// `realloc` is in progress, and `class` its class, at least [`NCACHED`] (a sampled block of a
+/// class the thread cache keeps may lie in the sampled region, where an ordinary block of that
+/// class would take `dealloc`'s slower path).
+pub unsafe fn unsample(span: *mut Span, class: SizeClass) {
+    debug_assert!(class.index() >= NCACHED);
+    profiler::on_sampled_free(Span::start(span));
+    SAMPLED_IN[class.index()].fetch_add(1, Ordering::Relaxed);
+    // SAFETY: per the contract `span` is a live sampled run: its chunk is live and belongs to
+    // that arena; its pages' words change only under the page heap's lock, held here (a
+    // neighbour being freed reads the words at the run's ends under it).
+    unsafe {
+        let arena = arena::of_chunk(Span::chunk(span));
+        let mut heap = arena.pages.lock();
+        let chunk = Span::chunk(span);
+        let (first, pages) = (Span::first_page(span), (*span).pages as usize);
+        // A large block's words: its class at both ends, `FREE_RUN` between (`chunk.rs`).
+        (*chunk).mark_run(first, pages, chunk::FREE_RUN);
+        (*chunk).mark_ends(first, pages, class.0);
+        heap.large_allocated[class.index() - NSMALL] += 1;
     }
 }
 

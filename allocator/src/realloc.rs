@@ -8,12 +8,12 @@
 
 use core::ptr;
 
-use crate::alloc::{after_giving_back, alloc, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_at, cached_block_of, large_block_at, run_block_at, Block};
+use crate::alloc::{after_giving_back, alloc, alloc_big_counted, dead_block, MAX_REQUEST};
+use crate::block::{block_of, cached_block_at, cached_block_of, run_block_at, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, free_cached, sampled_freed_before};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
-use crate::{arena, decay, freed, guard, huge, prof_hooks, tcache};
+use crate::{arena, decay, freed, guard, huge, prof_hooks, tcache, thread_event};
 use tally_pal::PAGE;
 
 /// Resizes the block `p` to `size` bytes, moving it if needed; null `p` allocates; `size == 0`
@@ -52,13 +52,15 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             return q;
         }
     }
-    // A large block keeping its class (a buffer past the small classes growing by a few
-    // bytes): found by its first page's word, checked live, kept, without `realloc_other`'s
+    // A large or sampled block keeping its class (a buffer past the small classes growing by a
+    // few bytes): found by its first page's word, checked live, kept, without `realloc_other`'s
     // registers saved for its rarer cases.
-    if let Some((_, class)) = large_block_at(p) {
+    if let Some(Block::Large(_, class) | Block::Sampled(_, class)) = run_block_at(p) {
         if class_for(size) == Some(class) {
-            // SAFETY: a large block: page-aligned, its first word the free mark's. (One freed
-            // before goes on to `realloc_other`, which says so.)
+            // SAFETY: a large or sampled block: page-aligned, at least a page. Its first word
+            // is the free mark's, but a sampled block's of a class the thread cache does not
+            // keep, which is the program's (freed, its pages say so): one that looks marked
+            // goes on to `realloc_other`, which keeps it, as it says so of one freed before.
             if !unsafe { freed::is_marked(p) } {
                 return p;
             }
@@ -88,7 +90,25 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
     if size > MAX_REQUEST {
         return ptr::null_mut();
     }
-    let block = live_block(p, "realloc");
+    let mut block = live_block(p, "realloc");
+    // A sampled block of a large class growing into a larger one: its new size is counted
+    // here, as `alloc` would count it. If that allocation is no event (neither sampled nor
+    // guarded), the block becomes an ordinary large block where it is (`prof_hooks::unsample`)
+    // and resizes as one, in place when the pages after it are free; else the event's block
+    // is made below (`alloc_big_counted`), a sampled one in place if it can be.
+    let mut counted = None;
+    if let Block::Sampled(span, class) = block {
+        if class.index() >= NCACHED && class_for(size).is_some_and(|new| new.size() > class.size()) {
+            let due = thread_event::count(size);
+            if due == 0 {
+                // SAFETY: `span` is the run of `p`, a live sampled block of a large class
+                // whose `realloc` this is.
+                unsafe { prof_hooks::unsample(span, class) };
+                block = Block::Large(span, class);
+            }
+            counted = Some(due);
+        }
+    }
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
             let new_class = class_for(size);
@@ -133,9 +153,16 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
         // next event says so): its slot's placement was made for its old size.
         Block::Guarded(slot) => guard::usable(slot),
     };
-    let q = match block {
-        Block::Sampled(span, class) if class_for(size).is_some_and(|new| new.size() > class.size()) => {
-            prof_hooks::growing(span, || alloc(size))
+    let q = match (&block, counted) {
+        // Counted above.
+        (Block::Sampled(span, _), Some(due)) => {
+            prof_hooks::growing(*span, || alloc_big_counted(due, size, PAGE, class_for(size)))
+        }
+        (_, Some(due)) => alloc_big_counted(due, size, PAGE, class_for(size)),
+        (Block::Sampled(span, class), None)
+            if class_for(size).is_some_and(|new| new.size() > class.size()) =>
+        {
+            prof_hooks::growing(*span, || alloc(size))
         }
         _ => alloc(size),
     };

@@ -12,6 +12,22 @@
  *                                "blocks=N", "class_changes=N" and "moved=N" (of the blocks of
  *                                a page or more, the reallocs past the usable size and those
  *                                that moved the block) and "sampled_realloc: ok".
+ *   sampled_realloc unsampled PATH
+ *                                a sampled block of 40000 bytes (a class the thread cache does
+ *                                not keep) and a small one; then sampling is switched off
+ *                                (prof.active) and the large block grown a few bytes at a time
+ *                                past several classes, no new size sampled: it must become an
+ *                                ordinary block where it is and grow in place, its bytes checked
+ *                                after every step. Profiles dumped to PATH.before (both blocks
+ *                                held, before the growth) and PATH.after (after it); Tally's
+ *                                stats.allocated read before and after the grown block is
+ *                                freed. Prints "class_changes=N", "moved=N",
+ *                                "large_nmalloc=N" (how much stats.arenas.<all>.large.nmalloc
+ *                                rose over the growth), "usable=N" (the
+ *                                grown block's) and "freed_allocated=N" (how much
+ *                                stats.allocated fell when it was freed), "left_allocated=N"
+ *                                (stats.allocated at the end less at the start, both blocks
+ *                                freed), then "sampled_realloc: ok".
  *   sampled_realloc interior     realloc of a pointer one page into a sampled block of 20000
  *                                bytes: Tally must abort, naming the block.
  *   sampled_realloc freed        realloc of a sampled block freed before: Tally must abort. */
@@ -31,16 +47,48 @@ typedef int mallctl_fn(const char *name, void *oldp, size_t *oldlenp, void *newp
 static const size_t sizes[] = {100, 3000, 20000, 30000, 70000, 300000};
 #define NBLOCKS (sizeof sizes / sizeof sizes[0])
 
+static mallctl_fn *tally_mallctl(void)
+{
+    mallctl_fn *mallctl = (mallctl_fn *)dlsym(RTLD_DEFAULT, "mallctl");
+    if (mallctl == NULL)
+        fail("no mallctl: not run under Tally");
+    return mallctl;
+}
+
 static void dump(const char *path, const char *suffix)
 {
     char name[4096];
     snprintf(name, sizeof name, "%s.%s", path, suffix);
     const char *p = name;
-    mallctl_fn *mallctl = (mallctl_fn *)dlsym(RTLD_DEFAULT, "mallctl");
-    if (mallctl == NULL)
-        fail("no mallctl: not run under Tally");
-    if (mallctl("prof.dump", NULL, NULL, &p, sizeof p) != 0)
+    if (tally_mallctl()("prof.dump", NULL, NULL, &p, sizeof p) != 0)
         fail("prof.dump to %s failed", name);
+}
+
+/* stats.allocated, refreshed (epoch). */
+static size_t allocated(void)
+{
+    uint64_t epoch = 1;
+    size_t len = sizeof epoch;
+    if (tally_mallctl()("epoch", &epoch, &len, &epoch, len) != 0)
+        fail("mallctl epoch failed");
+    size_t bytes = 0;
+    len = sizeof bytes;
+    if (tally_mallctl()("stats.allocated", &bytes, &len, NULL, 0) != 0)
+        fail("mallctl stats.allocated failed");
+    return bytes;
+}
+
+/* stats.arenas.<all>.large.nmalloc, refreshed (epoch). */
+static uint64_t large_nmalloc(void)
+{
+    uint64_t epoch = 1, n = 0;
+    size_t len = sizeof epoch;
+    if (tally_mallctl()("epoch", &epoch, &len, &epoch, len) != 0)
+        fail("mallctl epoch failed");
+    len = sizeof n;
+    if (tally_mallctl()("stats.arenas.4096.large.nmalloc", &n, &len, NULL, 0) != 0)
+        fail("mallctl stats.arenas.4096.large.nmalloc failed");
+    return n;
 }
 
 static void fill(unsigned char *p, size_t from, size_t to, size_t seed)
@@ -56,10 +104,68 @@ static void check(const unsigned char *p, size_t len, size_t seed, const char *w
             fail("byte %zu of block %zu wrong %s", i, seed, when);
 }
 
+/* Grows the block `p` of `*len` bytes (filled as `fill` fills block `seed`) a few bytes at a time
+ * until it holds at least `until`, its bytes checked after every step. If `count`, adds the
+ * reallocs past its usable size to `*changes` and those that moved it to `*moved`. */
+static unsigned char *grow(unsigned char *p, size_t *len, size_t until, size_t seed, int count, size_t *changes,
+                           size_t *moved)
+{
+    while (*len < until) {
+        size_t next = *len + 1 + *len / 64;
+        size_t before = malloc_usable_size(p);
+        uintptr_t was = (uintptr_t)p;
+        p = realloc(opaque(p), next);
+        if (p == NULL)
+            fail("realloc to %zu gave NULL", next);
+        if (count && next > before) {
+            (*changes)++;
+            *moved += (uintptr_t)p != was;
+        }
+        check(p, *len, seed, "after a realloc");
+        fill(p, *len, next, seed);
+        *len = next;
+    }
+    return p;
+}
+
+/* The `unsampled` case (see the top of the file). */
+static int unsampled(const char *path)
+{
+    size_t base = allocated();
+    unsigned char *small = malloc(100);
+    unsigned char *p = malloc(40000);
+    if (small == NULL || p == NULL)
+        fail("malloc gave NULL");
+    if (((uintptr_t)small & 4095) != 0)
+        fail("malloc(100) at %p is not sampled (not page-aligned)", (void *)small);
+    fill(small, 0, 100, 1);
+    fill(p, 0, 40000, 2);
+    dump(path, "before");
+    _Bool off = 0;
+    if (tally_mallctl()("prof.active", NULL, NULL, &off, sizeof off) != 0)
+        fail("mallctl prof.active failed");
+    size_t len = 40000, class_changes = 0, moved = 0;
+    uint64_t nmalloc = large_nmalloc();
+    p = grow(p, &len, 200000, 2, 1, &class_changes, &moved);
+    nmalloc = large_nmalloc() - nmalloc;
+    dump(path, "after");
+    check(small, 100, 1, "at the end");
+    size_t usable = malloc_usable_size(p);
+    size_t with = allocated();
+    free(p);
+    size_t without = allocated();
+    free(small);
+    long left = (long)(allocated() - base);
+    printf("class_changes=%zu\nmoved=%zu\nlarge_nmalloc=%llu\nusable=%zu\nfreed_allocated=%zu\nleft_allocated=%ld\n",
+           class_changes, moved, (unsigned long long)nmalloc, usable, with - without, left);
+    printf("sampled_realloc: ok\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        fail("usage: sampled_realloc grow PATH | interior | freed");
+        fail("usage: sampled_realloc grow PATH | unsampled PATH | interior | freed");
     /* The allocation that starts Tally up draws the first sampling distance: it is not
      * sampled itself. */
     free(opaque(malloc(16)));
@@ -78,8 +184,10 @@ int main(int argc, char **argv)
         opaque(realloc(freed, 30000));
         fail("realloc of a freed sampled block returned");
     }
+    if (strcmp(argv[1], "unsampled") == 0 && argc >= 3)
+        return unsampled(argv[2]);
     if (strcmp(argv[1], "grow") != 0 || argc < 3)
-        fail("usage: sampled_realloc grow PATH | interior | freed");
+        fail("usage: sampled_realloc grow PATH | unsampled PATH | interior | freed");
     unsigned char *blocks[NBLOCKS + 2];
     size_t lens[NBLOCKS + 2];
     size_t class_changes = 0, moved = 0;
@@ -123,21 +231,7 @@ int main(int argc, char **argv)
          * size's too: a block of a page or more grows in place while the pages after its run
          * are free (nothing is allocated meanwhile), and moves otherwise. */
         size_t len = sizes[b];
-        while (len < sizes[b] * 3) {
-            size_t next = len + 1 + len / 64;
-            size_t before = malloc_usable_size(q);
-            uintptr_t was = (uintptr_t)q;
-            q = realloc(opaque(q), next);
-            if (q == NULL)
-                fail("realloc to %zu gave NULL", next);
-            if (next > before && sizes[b] >= 4096) {
-                class_changes++;
-                moved += (uintptr_t)q != was;
-            }
-            check(q, len, b, "after a realloc");
-            fill(q, len, next, b);
-            len = next;
-        }
+        q = grow(q, &len, sizes[b] * 3, b, sizes[b] >= 4096, &class_changes, &moved);
         blocks[b] = q;
         lens[b] = len;
     }

@@ -9,6 +9,12 @@
 //!   totals of a profile dumped with them held and one dumped after they were freed differ by
 //!   exactly those blocks (the program's first allocation, which starts Tally, draws the first
 //!   distance and is not sampled itself);
+//! - `unsampled`: a sampled block of a class the thread cache does not keep, grown with sampling
+//!   switched off (`prof.active`), becomes an ordinary block where it is: it grows in place at
+//!   every class change (it moved at the first before), leaves the profile, and the statistics
+//!   count it as an ordinary large block from then on (one large allocation more than the class
+//!   changes, as jemalloc counts a resize in place; freed, `stats.allocated` falls by its usable
+//!   size and ends where it started);
 //! - `interior`: a pointer one page into a sampled block is refused with a message naming the
 //!   block, not resized as if a block started there;
 //! - `freed`: a sampled block freed before is caught as a double free.
@@ -17,7 +23,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::Duration;
 
-use tally_tests::{compile_c, run_with_conf, Mode, ScratchDir};
+use tally_tests::{compile_c, run_with_conf, Mode, Outcome, ScratchDir};
 
 const CONF: &str = "prof:true,lg_prof_sample:0";
 
@@ -37,17 +43,28 @@ fn totals(profile: &str) -> (f64, f64) {
     (fields[0], fields[1])
 }
 
-#[test]
-fn sampled_blocks_resize_move_and_leave_the_profile() {
-    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), "sampled-realloc");
+/// Runs the program's `case` (one writing profiles to a path prefix), which must succeed and
+/// say so; returns its scratch directory (kept while the caller reads), the prefix and the run.
+fn run_case(case: &str) -> (ScratchDir, std::path::PathBuf, Outcome) {
+    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), &format!("sampled-realloc-{case}"));
     let exe = compile_c("sampled_realloc.c", scratch.path());
     let prefix = scratch.join("profile");
     let mut cmd = Command::new(&exe);
-    cmd.arg("grow").arg(&prefix);
+    cmd.arg(case).arg(&prefix);
     let out = run_with_conf(cmd, Mode::Preloaded, CONF, Duration::from_secs(60));
     out.assert_success();
+    assert!(
+        out.stdout_text().contains("sampled_realloc: ok"),
+        "{}",
+        out.dump()
+    );
+    (scratch, prefix, out)
+}
+
+#[test]
+fn sampled_blocks_resize_move_and_leave_the_profile() {
+    let (_scratch, prefix, out) = run_case("grow");
     let stdout = out.stdout_text();
-    assert!(stdout.contains("sampled_realloc: ok"), "{}", out.dump());
     let read = |suffix: &str| {
         let path = format!("{}.{suffix}", prefix.display());
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}\n{}", out.dump()))
@@ -85,6 +102,33 @@ fn sampled_blocks_resize_move_and_leave_the_profile() {
         2.0 * first,
         3.1 * first
     );
+}
+
+#[test]
+fn a_sampled_block_not_sampled_again_grows_in_place_as_an_ordinary_one() {
+    let (_scratch, prefix, out) = run_case("unsampled");
+    let stdout = out.stdout_text();
+    let value = |key: &str| -> i64 {
+        let line = stdout.lines().find_map(|line| line.strip_prefix(key));
+        line.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}\n{}", out.dump()))
+    };
+    let changes = value("class_changes=");
+    assert!(changes >= 8, "{changes} class changes\n{}", out.dump());
+    // Nothing else is allocated meanwhile: the pages after its run stay free.
+    assert_eq!(value("moved="), 0, "{}", out.dump());
+    // Made ordinary (a large allocation of its class), then resized in place at every change.
+    assert_eq!(value("large_nmalloc="), changes + 1, "{}", out.dump());
+    assert_eq!(value("freed_allocated="), value("usable="), "{}", out.dump());
+    assert_eq!(value("left_allocated="), 0, "{}", out.dump());
+    let read = |suffix: &str| {
+        let path = format!("{}.{suffix}", prefix.display());
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}\n{}", out.dump()))
+    };
+    // Both blocks sampled before (each one object of its size at this rate), the small one alone
+    // after.
+    assert_eq!(totals(&read("before")), (2.0, 40100.0));
+    assert_eq!(totals(&read("after")), (1.0, 100.0));
 }
 
 #[test]
