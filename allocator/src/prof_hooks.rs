@@ -14,7 +14,9 @@
 //! ([`SPECIAL_MASK`], [`may_be_special`]) picks out that range and the guarded one. A thread-local
 //! guard keeps allocations made while capturing or dumping (libgcc's unwinder may allocate on
 //! first use) from being sampled themselves. A sampled block `realloc` grows into a larger class
-//! grows in place over the pages after its run when its new size is sampled too ([`growing`]).
+//! grows in place over the pages after its run when its new size is sampled too ([`growing`]);
+//! one of a class past the thread cache's whose new size is not becomes an ordinary large block
+//! where it is ([`unsample`]).
 
 use core::cell::Cell;
 use core::mem::MaybeUninit;

@@ -1,8 +1,9 @@
 //! Resizing: small and large blocks staying in their class stay where they are (found as `free`
 //! finds them, without the full lookup), large runs with room after them resize in place, huge
 //! blocks grow over the cached mapping after them or move with `mremap`, a sampled block whose
-//! new size is sampled again grows over the pages after its run (`prof_hooks::growing`),
-//! everything else moves (a large block growing into a huge one gives its old pages back at
+//! new size is sampled again grows over the pages after its run (`prof_hooks::growing`), one of
+//! a large class whose new size is not becomes an ordinary large block (`prof_hooks::unsample`)
+//! and resizes as one, everything else moves (a large block growing into a huge one gives its old pages back at
 //! once). When the OS refuses memory, a huge block's resize gives everything back and tries
 //! once more (`alloc::after_giving_back`), as a new block does.
 
