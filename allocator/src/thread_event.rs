@@ -21,7 +21,8 @@
 //!   event.
 //!
 //! An allocation counts its size, except that while the tick is the only budget counting bytes
-//! one above 16 KiB counts as 16 KiB ([`charge`]).
+//! one above 16 KiB counts as 16 KiB ([`charge`]); when the profiler or guarded sampling counts
+//! it whole, the tick still takes 16 KiB of it ([`count_bytes`]).
 //!
 //! An event's answer says what the allocation that ran the countdown out is to be: sampled
 //! ([`SAMPLE`]), guarded ([`GUARD`]), both, or neither.
