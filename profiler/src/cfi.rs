@@ -823,9 +823,12 @@ const MEMOS: usize = 8;
 /// where the rule table costs a hash, a set of entries and a sequence number, and the step's
 /// checks a dozen more (about 45 instructions, most of a step). A step is taken from the memo
 /// only when its return address, the start of the object the walk found it in, and the frame's
-/// `rsp` and `rbp` are the ones remembered: the rule is then the one the table would give (its
-/// entries are tagged with the same two), and `locate` would answer the same, since it depends
-/// on nothing else. Only the reads are made again. Invariant: memo `i`'s `steps` and `last` are
+/// `rsp` and `rbp` are the ones remembered (`rbp` only where the rule computes the CFA from it):
+/// the rule is then the one the table would give (its entries are tagged with the same two),
+/// and `locate` would answer the same, since it depends on nothing else. Only the reads are
+/// made again. (Compared where the rule does not use it, `rbp`, which code built without frame
+/// pointers uses as any other register, sent a third of the steps of the suite's `size_churn`
+/// to the rule table, and so every walk to the stack table.) Invariant: memo `i`'s `steps` and `last` are
 /// read and written only by the walk that holds `MEMO_BUSY[i]`; a walk that finds it held goes
 /// without (never waits: nothing here can block a `malloc`).
 ///
@@ -883,7 +886,9 @@ struct Walked {
 
 /// One remembered step: out of the frame at `rsp` with `rbp`, executing at `lookup` in the
 /// object starting at `object`, `locate` gave `cfa` and `rbp_slot`; `cfa` 0: the outermost
-/// frame (its rule's return address is undefined).
+/// frame (its rule's return address is undefined). `rbp` is [`ANY_RBP`] where the rule does not
+/// compute the CFA from it (most frames of code built without frame pointers, which keeps
+/// anything in `rbp`): any `rbp` then takes the step.
 #[derive(Clone, Copy)]
 struct MemoStep {
     lookup: usize,
@@ -897,6 +902,12 @@ struct MemoStep {
 // SAFETY: `steps` and `last` are touched only under the memo's `MEMO_BUSY` flag (the type's
 // invariant).
 unsafe impl Sync for Memo {}
+
+/// A [`MemoStep`]'s `rbp` when the step does not depend on it. No step whose CFA comes from
+/// `rbp` can be remembered with this `rbp`: the CFA `rbp + offset` is then `offset - 1`, which
+/// `locate` refuses (misaligned for the multiples of 8 compilers write, else below the frame's
+/// `rsp` or far above it), and the walk ends there.
+const ANY_RBP: usize = usize::MAX;
 
 const NO_STEP: MemoStep = MemoStep {
     lookup: 0,
@@ -953,7 +964,7 @@ impl MemoHold {
     fn step(&self, k: usize, lookup: usize, object: usize, rsp: usize, rbp: usize) -> Option<(usize, usize)> {
         // SAFETY: this hold owns the memo's busy flag, so no other walk touches the steps.
         let s = unsafe { (*self.0.steps.get()).get(k)? };
-        (s.lookup == lookup && s.object == object && s.rsp == rsp && s.rbp == rbp)
+        (s.lookup == lookup && s.object == object && s.rsp == rsp && (s.rbp == rbp || s.rbp == ANY_RBP))
             .then_some((s.cfa, s.rbp_slot))
     }
 
@@ -1247,6 +1258,12 @@ fn next_step(
     if let Some(m) = memo {
         let (cfa, rbp_slot) = located;
         let object = last.start;
+        // `locate` reads `rbp` only for a CFA computed from it.
+        let rbp = if rule.cfa_from_rbp && !rule.end {
+            rbp
+        } else {
+            ANY_RBP
+        };
         m.set(
             k,
             MemoStep {

@@ -285,6 +285,89 @@ fn cfi_key_knows_the_stack_of_a_repeated_walk() {
     assert_eq!(told.len(), 4, "four different stacks");
 }
 
+// `call_with_rbp(f, arg, rbp)`: calls `f(arg)` with `rbp` holding `rbp`, as code built
+// without frame pointers leaves any value there; its own CFA is `rsp`-based, the caller's
+// `rbp` saved (and described) below its return address.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+std::arch::global_asm!(
+    ".text",
+    ".globl tally_test_call_with_rbp",
+    ".type tally_test_call_with_rbp, @function",
+    "tally_test_call_with_rbp:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_adjust_cfa_offset 8",
+    ".cfi_rel_offset rbp, 0",
+    "mov rbp, rdx",
+    "mov rax, rdi",
+    "mov rdi, rsi",
+    "call rax",
+    "pop rbp",
+    ".cfi_adjust_cfa_offset -8",
+    ".cfi_restore rbp",
+    "ret",
+    ".cfi_endproc",
+    ".size tally_test_call_with_rbp, . - tally_test_call_with_rbp",
+);
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+extern "C" {
+    fn tally_test_call_with_rbp(
+        f: extern "C" fn(*mut core::ffi::c_void),
+        arg: *mut core::ffi::c_void,
+        rbp: usize,
+    );
+}
+
+/// Walks from the same place that differ only in what `rbp` holds, where no frame's rule
+/// computes the CFA from it (code built without frame pointers keeps anything there), repeat
+/// each other: the capture's key knows the stack id told for the walk before. (Compared in
+/// every step, `rbp` made each such walk a new one, its frames interned again.)
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_walks_that_differ_only_in_an_unused_rbp_repeat() {
+    use core::mem::MaybeUninit;
+    use tally_profiler::cfi::Cfi;
+    use tally_profiler::unwind::{Frames, StackKey};
+    const TABLE: usize = 0x7ab1e;
+    struct Got {
+        frames: Vec<usize>,
+        key: StackKey,
+    }
+    extern "C" fn walk(arg: *mut core::ffi::c_void) {
+        // SAFETY: `arg` is the `Got` the test passes, alive for the call.
+        let got = unsafe { &mut *arg.cast::<Got>() };
+        let mut frames: Frames = [MaybeUninit::uninit(); MAX_FRAMES];
+        let (n, key) = Cfi.capture_keyed(&mut frames, 0);
+        // SAFETY: the capture wrote `frames[..n]`.
+        got.frames = frames[..n].iter().map(|f| unsafe { f.assume_init() }).collect();
+        got.key = key;
+    }
+    let _alone = counting();
+    let mut known = 0;
+    let mut first: Option<Vec<usize>> = None;
+    for round in 0..6usize {
+        let mut got = Got {
+            frames: Vec::new(),
+            key: StackKey::NONE,
+        };
+        let rbp = 0x5a5a_0000_0000 + round * 0x1008;
+        // SAFETY: `walk` takes the `Got` passed, which outlives the call.
+        recurse(3, &mut || unsafe {
+            tally_test_call_with_rbp(walk, (&mut got as *mut Got).cast(), rbp)
+        });
+        assert!(got.frames.len() > 5, "round {round}: {:x?}", got.frames);
+        let frames = first.get_or_insert_with(|| got.frames.clone());
+        assert_eq!(*frames, got.frames, "round {round}: the same frames");
+        if got.key.known(TABLE) == Some(1) {
+            known += 1;
+        } else {
+            Cfi.remember_stack(&got.key, TABLE, 1);
+        }
+    }
+    assert!(known >= 4, "{known} of 5 walks after the first repeated it");
+}
+
 /// A frame in a library the program `dlopen`ed is no resident object's: each walk through it
 /// asks the loader again (the library could be unloaded between walks, and another one loaded
 /// where it was), and the frames still agree with libgcc's, after the library is closed and
