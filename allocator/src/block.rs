@@ -4,9 +4,9 @@
 //! [`cached_block_of`] is the inlined check of the free fast path, for the blocks thread caches
 //! keep (small ones, and large ones up to 32 KiB); [`block_of`] is the full lookup, which names
 //! what is wrong with an invalid pointer and aborts. The boundary check of a cached block is
-//! written once, in [`cached_block_of`]; `block_of` asks it. [`large_block_at`] is the quick
-//! check for the start of a large block (its first page's word), which `free` and `realloc` of
-//! large blocks make before the full lookup.
+//! written once, in [`cached_block_of`]; `block_of` asks it. [`run_block_at`] is the quick
+//! check for the start of a large or sampled block (its first page's word), which `free` and
+//! `realloc` of such blocks make before the full lookup.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -239,25 +239,8 @@ pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
     }
 }
 
-/// The run and class of `p` if it starts a live large block (a page run of its own: above the
-/// small classes, up to the largest), checked in a few instructions for `free`'s way to the big
-/// cache and `realloc`'s of a large block; `None` for anything else, which [`block_of`] sorts
-/// out. The page's info word is enough: a large run's first page holds its class and the
-/// distance 0, while a free run's says `FREE_RUN`, a sampled block's `SAMPLED`, a slab's a small
-/// class, a chunk header's `HEADER`, and the pages after a run's first hold no distance of 0
-/// (the last page its own, the pages between `FREE_RUN`). Whether the block was freed already
-/// is the caller's to check (its free mark), as for the full lookup.
-#[inline(always)]
-pub fn large_block_at(p: *mut u8) -> Option<(*mut Span, SizeClass)> {
-    let (chunk, page, info) = page_start_info(p)?;
-    let class = large_run_head(info)?;
-    // SAFETY: `page_start_info`: a live chunk header, a page index below CHUNK_PAGES; a run's
-    // span is at its first page.
-    Some((unsafe { ptr::addr_of_mut!((*chunk).spans[page]) }, class))
-}
-
 /// The chunk, page index and page info word of `p` if it is page-aligned in a chunk: what
-/// [`large_block_at`] and [`run_block_at`] read.
+/// [`run_block_at`] reads.
 #[inline(always)]
 fn page_start_info(p: *mut u8) -> Option<(*mut ChunkHeader, usize, u32)> {
     let addr = p as usize;
@@ -272,12 +255,17 @@ fn page_start_info(p: *mut u8) -> Option<(*mut ChunkHeader, usize, u32)> {
     }))
 }
 
-/// [`large_block_at`] for `realloc`, which also wants a sampled block quickly: the block that
-/// starts at `p` if `p` starts a page run of its own, a large block's or a sampled one's (whose
-/// first page says `SAMPLED` at distance 0); `None` for anything else, which [`block_of`] sorts
-/// out. A buffer sampled while a builder grows it a few bytes a `realloc` (the suite's
-/// `realloc_growth`) took the full lookup on every call: at `lg_prof_sample:17` half a million
-/// of them in 200 rounds, a sixth of what the profiler added there.
+/// The block that starts at `p` if `p` starts a page run of its own, a large block's (above
+/// the small classes, up to the largest) or a sampled one's, checked in a few instructions for
+/// `free` and `realloc` of such blocks; `None` for anything else, which [`block_of`] sorts out.
+/// The page's info word is enough: a large run's first page holds its class and the distance
+/// 0, a sampled run's `SAMPLED` and 0 (its span keeps the class), while a free run's says
+/// `FREE_RUN`, a slab's a small class, a chunk header's `HEADER`, and the pages after a run's
+/// first hold no distance of 0 (a large run's last page its own, the pages between
+/// `FREE_RUN`). Whether the block was freed already is the caller's to check (its free mark),
+/// as for the full lookup. A buffer sampled while a builder grows it a few bytes a `realloc`
+/// (the suite's `realloc_growth`) took the full lookup on every call: at `lg_prof_sample:17`
+/// half a million of them in 200 rounds, a sixth of what the profiler added there.
 #[inline(always)]
 pub fn run_block_at(p: *mut u8) -> Option<Block> {
     let (chunk, page, info) = page_start_info(p)?;

@@ -11,7 +11,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_at, large_block_at, Block, CachedBlock};
+use crate::block::{block_of, cached_block_at, run_block_at, Block, CachedBlock};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -141,12 +141,19 @@ unsafe fn free_small_miss(p: *mut u8, class: SizeClass) {
 #[inline(never)]
 #[link_section = ".text.hot.tally"]
 pub unsafe fn free_other(p: *mut u8, who: &str) {
-    // Large blocks above the bins' classes first (the big cache's among them), found without
-    // `block_of`'s survey (74 instructions of the 195 a `free` of a 256 KiB block took).
-    if let Some((span, class)) = large_block_at(p).filter(|&(_, class)| class.index() >= NCACHED) {
-        // SAFETY: `large_block_at` found `p` the start of the live large run `span` of `class`;
+    // Large blocks above the bins' classes first (the big cache's among them), and sampled
+    // blocks, found by their first page's word without `block_of`'s survey (74 instructions of
+    // the 195 a `free` of a 256 KiB block took; 63 of a sample's 1900 at `lg_prof_sample:14`).
+    match run_block_at(p) {
+        Some(Block::Large(span, class)) if class.index() >= NCACHED => {
+            // SAFETY: `run_block_at` found `p` the start of the live large run `span` of
+            // `class`; the caller gives it up.
+            return unsafe { free_large_block(p, span, class, who, true) };
+        }
+        // SAFETY: `p` starts the sampled run `span` of `class` (freed before is checked there);
         // the caller gives it up.
-        return unsafe { free_large_block(p, span, class, who, true) };
+        Some(Block::Sampled(span, class)) => return unsafe { free_sampled_block(p, span, class, who) },
+        _ => {}
     }
     match block_of(p, who) {
         // SAFETY: as above, from the full lookup.
@@ -163,18 +170,8 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             }
             free_small_miss(p, class)
         },
-        Block::Sampled(span, class) => {
-            // SAFETY: a sampled block is at least 8 bytes and page-aligned.
-            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
-                sampled_freed_before(p, who);
-            }
-            dead_block(p, class.size());
-            tcache::count_slow(0, class.size());
-            // SAFETY: `p` is a live sampled block of `class` with run `span`, given up.
-            if unsafe { prof_hooks::free_sampled(p, span, class) } {
-                thread_event::slow_tick();
-            }
-        }
+        // SAFETY: as above, from the full lookup.
+        Block::Sampled(span, class) => unsafe { free_sampled_block(p, span, class, who) },
         // SAFETY: `d` is the live descriptor of `p`, which the caller gives up.
         Block::Huge(d) => unsafe {
             dead_block(p, (*d).mapped);
@@ -188,6 +185,26 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
             tcache::count_slow(0, guard::usable(slot));
             guard::free(slot, who)
         }
+    }
+}
+
+/// Frees `p`, the sampled block of `class` whose run `span` it starts, unless it was freed
+/// before (a block of a cached class waits in its arena's stash marked free).
+///
+/// # Safety
+/// `p` must start the sampled run `span` of `class`, live or waiting in the stash, given up by
+/// the caller.
+#[inline(always)]
+unsafe fn free_sampled_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &str) {
+    // SAFETY: a sampled block is at least 8 bytes and page-aligned.
+    if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+        sampled_freed_before(p, who);
+    }
+    dead_block(p, class.size());
+    tcache::count_slow(0, class.size());
+    // SAFETY: per the contract, and live: not marked free.
+    if unsafe { prof_hooks::free_sampled(p, span, class) } {
+        thread_event::slow_tick();
     }
 }
 
