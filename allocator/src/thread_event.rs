@@ -179,9 +179,10 @@ fn count_bytes(bytes: usize) -> u8 {
     if ev.tick_left != 0 && guard::rate() == 0 {
         let spent = ev.armed - ev.left;
         let next = ev.sampler.left().min(ev.tick_left as i64);
-        if next > spent {
-            // Neither the sampler's distance nor the tick's budget is spent: armed again for
-            // the nearest, the bytes spent since the last event kept (`armed - left`).
+        if next >= spent {
+            // Neither the sampler's distance nor the tick's budget is overspent (a budget spent
+            // to 0 is due at the next allocation, as the countdown's 0 is): armed again for the
+            // nearest, the bytes spent since the last event kept (`armed - left`).
             ev.armed = next;
             ev.left = next - spent;
             return 0;
@@ -365,7 +366,8 @@ mod tests {
 
     /// What the profiler's full charge of a large block does (`count` charges it whole while
     /// the profiler samples): the tick takes 16 KiB of it, so the countdown that ran out for
-    /// the rest is armed again without an event, and the tick comes after 64 KiB of its share.
+    /// the rest is armed again without an event, and the tick comes when its share is past
+    /// 64 KiB, as it comes with the profiler off.
     #[test]
     fn a_charge_past_16_kib_counts_16_kib_against_the_tick() {
         on_new_thread(|| {
@@ -374,6 +376,10 @@ mod tests {
             reset();
             assert_eq!(0, count_bytes(1));
             let first = gc_steps();
+            // Counted whole: 48 KiB of the tick's budget left.
+            assert_eq!(0, count_bytes(TICK_CHARGE_MAX - 1));
+            let small = TICK_CHARGE_MAX as i64 - 1;
+            assert_eq!(state().0, 3 * TICK_CHARGE_MAX as i64);
             let big = 256 * 1024;
             for k in 1..=3 {
                 assert_eq!(0, count_bytes(big));
@@ -381,15 +387,20 @@ mod tests {
                 assert_eq!(gc_steps(), first, "no tick after {k} large charges");
                 assert_eq!(
                     left,
-                    decay::TICK_BYTES - 1 - k * TICK_CHARGE_MAX as i64,
+                    (3 - k) * TICK_CHARGE_MAX as i64,
                     "the tick's budget left after {k}"
                 );
                 assert_eq!(sampler, IDLE_DISTANCE, "no sample drawn: no event");
-                assert_eq!(armed - left, k * big as i64, "the bytes since the event, whole");
-                assert!(tick_left > armed - left, "the tick's budget is not spent");
+                assert_eq!(
+                    armed - left,
+                    small + k * big as i64,
+                    "the bytes since the event, whole"
+                );
+                assert!(tick_left >= armed - left, "the tick's budget is not overspent");
             }
-            // The fourth spends the tick's 64 KiB: an event, a tick, and a fresh budget.
-            assert_eq!(0, count_bytes(big));
+            // The budget is spent to 0, as the countdown would stop at 0: the next byte is the
+            // event, a tick, and a fresh budget.
+            assert_eq!(0, count_bytes(1));
             assert_eq!(gc_steps(), (first + 1) % NCACHED as u32, "one tick");
             assert_just_armed();
             assert_eq!(state().2, decay::TICK_BYTES);
