@@ -26,7 +26,9 @@
 //! A port in use at start is retried for [`BUSY_PORT_RETRY_MS`] before the line that says so
 //! (a wrapper preloading Tally too may hold it until it `exec`s the program). After `fork` the
 //! child closes its copy of the socket and starts a server of its own, which binds quietly once
-//! the port is free (a daemon's parent exits; a worker's parent usually keeps it). `exec`
+//! the port is free (a daemon's parent exits; a worker's parent usually keeps it); a `fork`
+//! made before the parent's server thread first tried its port waits for that try (at most a
+//! second), so that the child's server cannot take the port first. `exec`
 //! closes the socket (`SOCK_CLOEXEC`); the new program starts its own server.
 
 use core::ffi::c_void;
@@ -59,6 +61,12 @@ static LISTENER_FD: AtomicI32 = AtomicI32::new(-1);
 static CONNECTION_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set in a `fork` child: its server binds quietly, retrying until the port is free.
 static FORKED: AtomicBool = AtomicBool::new(false);
+/// The process whose server has tried to bind its port once (bound it, found it in use, or
+/// could not listen at all), 0 for none: `fork` waits for it ([`before_fork`]).
+static FIRST_TRY: AtomicU32 = AtomicU32::new(0);
+
+/// Longest a `fork` waits for the server's first try at its port ([`before_fork`]).
+const FORK_WAIT_MS: u64 = 1_000;
 
 /// How long a port in use is retried at start before the one line that says so: a wrapper
 /// that preloads Tally too (a shell script, a launcher) may hold it for a moment before it
@@ -92,7 +100,7 @@ pub fn start() {
         return;
     }
     if old == 0 {
-        pal::process::on_fork(nothing, nothing, after_fork_in_child);
+        pal::process::on_fork(before_fork, nothing, after_fork_in_child);
     }
     if !pal::thread::spawn(serve_main) && !FORKED.load(Ordering::Relaxed) {
         pal::print(format_args!("tally: prof_http: cannot start its thread\n"));
@@ -100,6 +108,29 @@ pub fn start() {
 }
 
 unsafe extern "C" fn nothing() {}
+
+/// Before `fork`, in a process whose server thread has not yet tried to bind its port (it was
+/// started at initialization, and a busy machine may not have run it yet): waits for that try,
+/// at most [`FORK_WAIT_MS`]. Otherwise a program that forks a worker at once could lose its port
+/// to the worker: the child's server binds as soon as the port is free, which it still was.
+/// (This handler runs before the allocator's, which take its locks: the server thread can
+/// allocate meanwhile.)
+unsafe extern "C" fn before_fork() {
+    let pid = pal::pid();
+    if SERVING.load(Ordering::Relaxed) != pid {
+        return;
+    }
+    let mut waited = 0;
+    while FIRST_TRY.load(Ordering::Acquire) != pid && waited < FORK_WAIT_MS {
+        pal::sleep_ms(1);
+        waited += 1;
+    }
+}
+
+/// Records that this process's server has tried its port once (see [`before_fork`]).
+fn tried_the_port() {
+    FIRST_TRY.store(pal::pid(), Ordering::Release);
+}
 
 /// In a `fork` child: the server thread did not come along, but its socket did. The copies are
 /// closed (the parent keeps serving; a connection being answered is the parent's), and the
@@ -135,6 +166,7 @@ fn serve() {
     }
     while let Some(listener) = listen(opts.prof_http(), opts.prof_http_remote, quiet) {
         LISTENER_FD.store(listener.as_raw_fd(), Ordering::Relaxed);
+        tried_the_port();
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
@@ -161,6 +193,7 @@ fn serve() {
             }
         }
     }
+    tried_the_port();
 }
 
 /// The listening socket for `address` (`HOST:PORT`, checked when the options were read), or
@@ -192,7 +225,12 @@ fn listen(address: &[u8], remote: bool, quiet: bool) -> Option<TcpListener> {
     }
     let started = Instant::now();
     loop {
-        match TcpListener::bind(&addresses[..]) {
+        let bound = TcpListener::bind(&addresses[..]);
+        if bound.is_err() {
+            // In use (retried below) or refused: either way the port was tried.
+            tried_the_port();
+        }
+        match bound {
             Ok(listener) => return Some(listener),
             Err(e)
                 if e.kind() == std::io::ErrorKind::AddrInUse

@@ -5,6 +5,9 @@
  * - `worker`: keeps 4 MiB from `leak_in_parent`, forks a child that keeps 4 MiB from
  *   `leak_in_child`; the parent prints `ready`; both wait for the end of their input, the parent
  *   then for the child.
+ * - `worker_at_once`: as `worker`, but forks right after its first allocation (which starts
+ *   Tally and its server thread, which may not have run yet), the parent keeping its 4 MiB
+ *   after the fork.
  * - `signalfd`: blocks SIGUSR1 and reads it from a `signalfd` (as programs that take their
  *   signals in an event loop do), prints `ready` before and `got SIGUSR1` after. A thread that
  *   did not block the signal would take it instead, and its default action ends the process. */
@@ -30,6 +33,13 @@ __attribute__((noinline)) void leak_in_child(void) {
     }
 }
 
+/* A first allocation the compiler cannot drop. */
+__attribute__((noinline)) static void *opaque_malloc(size_t size) {
+    void *p = malloc(size);
+    sink = p;
+    return p;
+}
+
 static void wait_for_end_of_input(void) {
     char buf[64];
     while (fgets(buf, sizeof buf, stdin)) {
@@ -52,12 +62,20 @@ int main(int argc, char **argv) {
         wait_for_end_of_input();
         return 0;
     }
-    if (!strcmp(mode, "worker")) {
-        leak_in_parent();
+    int at_once = !strcmp(mode, "worker_at_once");
+    if (at_once || !strcmp(mode, "worker")) {
+        if (at_once) {
+            free(opaque_malloc(16));
+        } else {
+            leak_in_parent();
+        }
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) {
             return 1;
+        }
+        if (at_once && pid > 0) {
+            leak_in_parent();
         }
         if (pid == 0) {
             leak_in_child();
@@ -89,6 +107,6 @@ int main(int argc, char **argv) {
         puts("got SIGUSR1");
         return 0;
     }
-    fprintf(stderr, "usage: http_process daemon|worker|signalfd\n");
+    fprintf(stderr, "usage: http_process daemon|worker|worker_at_once|signalfd\n");
     return 2;
 }
