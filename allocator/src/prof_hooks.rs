@@ -240,11 +240,10 @@ unsafe fn grow_sampled_in_place(span: *mut Span, new: SizeClass) -> Option<SizeC
 
 /// Makes the live sampled block of run `span`, of the large class `class`, an ordinary large
 /// block where it is, for a `realloc` whose allocation of the new size is no event (neither
-/// sampled nor guarded): its sample leaves the profile, as when
-/// it moves to an unsampled block, but its bytes stay. The caller then resizes it as any large
-/// block (in place over the pages after it, or by moving it); without this a sampled buffer
-/// that was not sampled again was copied out of its run at every class it crossed, even with
-/// free pages after it.
+/// sampled nor guarded): its sample leaves the profile, as when it moves to an unsampled block,
+/// but its bytes stay. The caller then resizes it as any large block (in place over the pages
+/// after it, or by moving it); without this a sampled buffer that was not sampled again was
+/// copied out of its run at every class it crossed, even with free pages after it.
 ///
 /// # Safety
 /// `span` must be the run of a live sampled block of the calling thread's (not huge) whose
@@ -259,9 +258,8 @@ pub unsafe fn unsample(span: *mut Span, class: SizeClass) {
     // that arena; its pages' words change only under the page heap's lock, held here (a
     // neighbour being freed reads the words at the run's ends under it).
     unsafe {
-        let arena = arena::of_chunk(Span::chunk(span));
-        let mut heap = arena.pages.lock();
         let chunk = Span::chunk(span);
+        let mut heap = arena::of_chunk(chunk).pages.lock();
         let (first, pages) = (Span::first_page(span), (*span).pages as usize);
         // A large block's words: its class at both ends, `FREE_RUN` between (`chunk.rs`).
         (*chunk).mark_run(first, pages, chunk::FREE_RUN);

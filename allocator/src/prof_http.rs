@@ -166,6 +166,8 @@ fn serve() {
     }
     while let Some(listener) = listen(opts.prof_http(), opts.prof_http_remote, quiet) {
         LISTENER_FD.store(listener.as_raw_fd(), Ordering::Relaxed);
+        // Bound: said here, once the descriptor is stored, so that a child forked from now on
+        // closes its copy (a refused bind is said in `listen`, before its retries).
         tried_the_port();
         loop {
             match listener.accept() {

@@ -3,9 +3,9 @@
 //! blocks grow over the cached mapping after them or move with `mremap`, a sampled block whose
 //! new size is sampled again grows over the pages after its run (`prof_hooks::growing`), one of
 //! a large class whose new size is not becomes an ordinary large block (`prof_hooks::unsample`)
-//! and resizes as one, everything else moves (a large block growing into a huge one gives its old pages back at
-//! once). When the OS refuses memory, a huge block's resize gives everything back and tries
-//! once more (`alloc::after_giving_back`), as a new block does.
+//! and resizes as one, everything else moves (a large block growing into a huge one gives its
+//! old pages back at once). When the OS refuses memory, a huge block's resize gives everything
+//! back and tries once more (`alloc::after_giving_back`), as a new block does.
 
 use core::ptr;
 
@@ -92,6 +92,9 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let mut block = live_block(p, "realloc");
+    let new_class = class_for(size);
+    // Whether `block` is a sampled one growing into a larger class.
+    let grows_sampled = |class: SizeClass| new_class.is_some_and(|new| new.size() > class.size());
     // A sampled block of a large class growing into a larger one: its new size is counted
     // here, as `alloc` would count it. If that allocation is no event (neither sampled nor
     // guarded), the block becomes an ordinary large block where it is (`prof_hooks::unsample`)
@@ -99,7 +102,7 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
     // is made below (`alloc_big_counted`), a sampled one in place if it can be.
     let mut counted = None;
     if let Block::Sampled(span, class) = block {
-        if class.index() >= NCACHED && class_for(size).is_some_and(|new| new.size() > class.size()) {
+        if class.index() >= NCACHED && grows_sampled(class) {
             let due = thread_event::count(size);
             if due == 0 {
                 // SAFETY: `span` is the run of `p`, a live sampled block of a large class
@@ -112,7 +115,6 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
     }
     let old_size = match block {
         Block::Small(class) | Block::Large(_, class) | Block::Sampled(_, class) => {
-            let new_class = class_for(size);
             if new_class == Some(class) {
                 return p;
             }
@@ -157,12 +159,10 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
     let q = match (&block, counted) {
         // Counted above.
         (Block::Sampled(span, _), Some(due)) => {
-            prof_hooks::growing(*span, || alloc_big_counted(due, size, PAGE, class_for(size)))
+            prof_hooks::growing(*span, || alloc_big_counted(due, size, PAGE, new_class))
         }
-        (_, Some(due)) => alloc_big_counted(due, size, PAGE, class_for(size)),
-        (Block::Sampled(span, class), None)
-            if class_for(size).is_some_and(|new| new.size() > class.size()) =>
-        {
+        (_, Some(due)) => alloc_big_counted(due, size, PAGE, new_class),
+        (Block::Sampled(span, class), None) if grows_sampled(*class) => {
             prof_hooks::growing(*span, || alloc(size))
         }
         _ => alloc(size),

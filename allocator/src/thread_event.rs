@@ -178,7 +178,7 @@ fn count_bytes(bytes: usize) -> u8 {
     }
     if ev.tick_left != 0 && guard::rate() == 0 {
         let spent = ev.armed - ev.left;
-        let next = ev.sampler.left().min(ev.tick_left as i64);
+        let next = nearest_byte_budget(ev);
         if next >= spent {
             // Neither the sampler's distance nor the tick's budget is overspent (a budget spent
             // to 0 is due at the next allocation, as the countdown's 0 is): armed again for the
@@ -190,6 +190,13 @@ fn count_bytes(bytes: usize) -> u8 {
     }
     // SAFETY: the thread's own events; the allocation counted is not served yet.
     unsafe { on_event(ev, false) }
+}
+
+/// Bytes left before the nearer of the sampler's distance and the tick's budget, as they stood
+/// at the last event (guarded sampling's budget, counted in allocations, is not among them).
+#[inline(always)]
+fn nearest_byte_budget(ev: &ThreadEvents) -> i64 {
+    ev.sampler.left().min(ev.tick_left as i64)
 }
 
 /// Makes the calling thread's next allocation an event (at initialization: the first
@@ -249,7 +256,7 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
         ev.tick_left -= spent as i32;
     }
     prof_hooks::on_bytes(spent.max(0) as u64);
-    let mut next = ev.sampler.left().min(ev.tick_left as i64).max(1);
+    let mut next = nearest_byte_budget(ev).max(1);
     if rate != 0 {
         next = next.min(ev.guard.bytes_left(rate));
     }

@@ -828,9 +828,9 @@ const MEMOS: usize = 8;
 /// and `locate` would answer the same, since it depends on nothing else. Only the reads are
 /// made again. (Compared where the rule does not use it, `rbp`, which code built without frame
 /// pointers uses as any other register, sent a third of the steps of the suite's `size_churn`
-/// to the rule table, and so every walk to the stack table.) Invariant: memo `i`'s `steps` and `last` are
-/// read and written only by the walk that holds `MEMO_BUSY[i]`; a walk that finds it held goes
-/// without (never waits: nothing here can block a `malloc`).
+/// to the rule table, and so every walk to the stack table.) Invariant: memo `i`'s `steps` and
+/// `last` are read and written only by the walk that holds `MEMO_BUSY[i]`; a walk that finds it
+/// held goes without (never waits: nothing here can block a `malloc`).
 ///
 /// `last` describes the walk the steps came from, for [`StackKey`]: a walk that took all its
 /// steps from the memo and ended the way `last` says, after as many steps and frames, with the
