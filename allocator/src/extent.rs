@@ -533,7 +533,8 @@ impl PageHeap {
         }
     }
 
-    /// Shrinks the large run `span` in place to `pages` pages, freeing the tail.
+    /// Shrinks the large run `span` (a large block's or a sampled one's) in place to `pages`
+    /// pages, freeing the tail.
     ///
     /// # Safety
     /// `span` must be a large run allocated from this heap, longer than `pages`.
@@ -544,12 +545,15 @@ impl PageHeap {
             let first = Span::first_page(span);
             let have = (*span).pages as usize;
             debug_assert!(pages < have);
+            // The owner the run's pages say: a large block's class, or `SAMPLED` on every page of
+            // a sampled block's run (whose span keeps its class apart).
+            let owner = info_class((*chunk).page_info[first].load(Ordering::Relaxed));
             let tail = ptr::addr_of_mut!((*chunk).spans[first + pages]);
             (*tail).pages = (have - pages) as u32;
             (*tail).state = RunState::Large;
             (*tail).class = (*span).class;
             (*span).pages = pages as u32;
-            (*chunk).mark_taken(first, pages, (*span).class, RunState::Large);
+            (*chunk).mark_taken(first, pages, owner, RunState::Large);
             self.free(tail);
         }
     }

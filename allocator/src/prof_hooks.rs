@@ -14,9 +14,10 @@
 //! ([`SPECIAL_MASK`], [`may_be_special`]) picks out that range and the guarded one. A thread-local
 //! guard keeps allocations made while capturing or dumping (libgcc's unwinder may allocate on
 //! first use) from being sampled themselves. A sampled block `realloc` grows into a larger class
-//! grows in place over the pages after its run when its new size is sampled too ([`growing`]);
-//! one of a class past the thread cache's whose new size is not becomes an ordinary large block
-//! where it is ([`unsample`]).
+//! grows in place over the pages after its run when its new size is sampled too ([`resizing`]),
+//! as one of a class past the thread cache's shrinks into a smaller such class; one of a class
+//! past the thread cache's whose new size is not sampled becomes an ordinary large block where it
+//! is ([`unsample`]).
 
 use core::cell::Cell;
 use core::mem::MaybeUninit;
@@ -175,62 +176,74 @@ static PREPARED: AtomicU8 = AtomicU8::new(0);
 std::thread_local! {
     /// Set while this thread captures a stack, records a sample or writes a profile.
     static IN_PROFILER: Cell<bool> = const { Cell::new(false) };
-    /// The run of the sampled block whose `realloc` to a larger class is allocating its new
-    /// size ([`growing`]), null otherwise.
-    static GROWING: Cell<*mut Span> = const { Cell::new(core::ptr::null_mut()) };
+    /// The run of the sampled block whose `realloc` to another class is allocating its new size
+    /// ([`resizing`]), null otherwise.
+    static RESIZING: Cell<*mut Span> = const { Cell::new(core::ptr::null_mut()) };
 }
 
 /// Runs `alloc`, a `realloc`'s allocation of the new size of the sampled block whose run is
-/// `span` (a larger class), so that if that allocation is to be sampled too (the countdown
-/// decides, as for any allocation), the block grows in place over the free pages after its run
-/// where there are enough, and `alloc` returns the block's own address: no new run, no copy.
-/// The old sample leaves the profile and the new one, of the new size at `realloc`'s stack,
-/// takes its place, as when the block moves. Without this a sampled buffer grown a few bytes at
-/// a time was copied at every class it crossed: a large block's next allocation is sampled
-/// again more often than not (a 256 KiB one seven times in eight at `lg_prof_sample:17`), and a
-/// sampled block never grew in place (the suite's `realloc_growth`: the profiler at
-/// `lg_prof_sample:17` added 26% to its instructions, most of them copies).
-pub fn growing<R>(span: *mut Span, alloc: impl FnOnce() -> R) -> R {
-    GROWING.set(span);
+/// `span`, so that if that allocation is to be sampled too (the countdown decides, as for any
+/// allocation), the block is resized in place (`alloc` returns the block's own address: no new
+/// run, no copy): grown over the free pages after its run where there are enough, or, from a
+/// class past the thread cache's to a smaller one such, shrunk, the pages after its new end given
+/// back to the page heap. The old sample leaves the profile and the new one, of the new size at
+/// `realloc`'s stack, takes its place, as when the block moves. Without this a sampled buffer
+/// grown a few bytes at a time was copied at every class it crossed: a large block's next
+/// allocation is sampled again more often than not (a 256 KiB one seven times in eight at
+/// `lg_prof_sample:17`), and a sampled block never grew in place (the suite's `realloc_growth`:
+/// the profiler at `lg_prof_sample:17` added 26% to its instructions, most of them copies); and
+/// a sampled builder shrunk to its final length was copied too (the same workload's largest
+/// remaining copies with the profiler on).
+pub fn resizing<R>(span: *mut Span, alloc: impl FnOnce() -> R) -> R {
+    RESIZING.set(span);
     let r = alloc();
-    GROWING.set(core::ptr::null_mut());
+    RESIZING.set(core::ptr::null_mut());
     r
 }
 
-/// [`grow_sampled_in_place`] for `alloc_sampled`: the block's address if it grew, its old sample
-/// gone from the profile (the new one is recorded by the caller; the block's bytes are the
-/// program's, so no mark is cleared).
+/// [`resize_sampled_in_place`] for `alloc_sampled`: the block's address if it was resized, its
+/// old sample gone from the profile (the new one is recorded by the caller; the block's bytes are
+/// the program's, so no mark is cleared).
 ///
 /// # Safety
-/// As for [`grow_sampled_in_place`].
-unsafe fn regrow(span: *mut Span, class: SizeClass) -> Option<*mut u8> {
+/// As for [`resize_sampled_in_place`].
+unsafe fn resample_in_place(span: *mut Span, class: SizeClass) -> Option<*mut u8> {
     // SAFETY: per the contract.
-    let old = unsafe { grow_sampled_in_place(span, class) }?;
+    let old = unsafe { resize_sampled_in_place(span, class) }?;
     SAMPLED_IN[old.index()].fetch_add(1, Ordering::Relaxed);
     SAMPLED_OUT[class.index()].fetch_add(1, Ordering::Relaxed);
     profiler::on_sampled_free(Span::start(span));
     Some(Span::start(span) as *mut u8)
 }
 
-/// Grows the sampled block of run `span` to the larger class `new` in place, if its run has the
-/// pages or the pages after it are free; returns its old class if it did.
+/// Resizes the sampled block of run `span` to the class `new` in place: to a larger class if its
+/// run has the pages or the pages after it are free; to a smaller one if both are past the
+/// thread cache's classes, the pages after the new end going back to the page heap (a sampled
+/// block of a cached class lies in the sampled region, whose runs hold only the blocks Rust's
+/// `dealloc` tells apart by their address). Returns its old class if it did.
 ///
 /// # Safety
 /// `span` must be the run of a live sampled block (not huge) of the calling thread's, whose
 /// `realloc` is in progress.
-unsafe fn grow_sampled_in_place(span: *mut Span, new: SizeClass) -> Option<SizeClass> {
+unsafe fn resize_sampled_in_place(span: *mut Span, new: SizeClass) -> Option<SizeClass> {
     // SAFETY: per the contract `span` is a live sampled run: its chunk is live and belongs to
     // that arena, and its descriptor changes only under the page heap's lock, held below.
     unsafe {
         let arena = arena::of_chunk(Span::chunk(span));
         let mut heap = arena.pages.lock();
         let old = SizeClass((*span).class);
-        if new.size() <= old.size() {
-            return None;
-        }
         let pages = new.size().div_ceil(PAGE);
-        // The pages it gains say `SAMPLED`, as its first does.
-        if pages > (*span).pages as usize && !heap.grow_in_place(span, pages) {
+        let have = (*span).pages as usize;
+        if new.size() > old.size() {
+            // The pages it gains say `SAMPLED`, as its first does.
+            if pages > have && !heap.grow_in_place(span, pages) {
+                return None;
+            }
+        } else if new.size() < old.size() && new.index() >= NCACHED && old.index() >= NCACHED {
+            if pages < have {
+                heap.shrink_in_place(span, pages);
+            }
+        } else {
             return None;
         }
         (*span).class = new.0;
@@ -342,7 +355,7 @@ pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
-    let grown = GROWING.replace(core::ptr::null_mut());
+    let resized = RESIZING.replace(core::ptr::null_mut());
     unsampled(|| {
         let prepared = prepare();
         let mut frames: profiler::Frames = [MaybeUninit::uninit(); MAX_FRAMES];
@@ -353,12 +366,12 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
         // SAFETY: the capture wrote `frames[..n]`; `MaybeUninit<usize>` has `usize`'s layout.
         let frames = unsafe { core::slice::from_raw_parts(frames.as_ptr().cast::<usize>(), n) };
         let first = first_caller_frame(frames);
-        let regrown = match class {
-            // SAFETY: `growing`'s caller, `realloc`, gave the run of its live sampled block.
-            Some(class) if !grown.is_null() => unsafe { regrow(grown, class) },
+        let in_place = match class {
+            // SAFETY: `resizing`'s caller, `realloc`, gave the run of its live sampled block.
+            Some(class) if !resized.is_null() => unsafe { resample_in_place(resized, class) },
             _ => None,
         };
-        let p = match (regrown, class) {
+        let p = match (in_place, class) {
             (Some(p), _) => p,
             (None, Some(class)) => {
                 let pages = class.size().div_ceil(PAGE);

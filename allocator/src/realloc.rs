@@ -1,9 +1,10 @@
 //! Resizing: small and large blocks staying in their class stay where they are (found as `free`
 //! finds them, without the full lookup), large runs with room after them resize in place, huge
 //! blocks grow over the cached mapping after them or move with `mremap`, a sampled block whose
-//! new size is sampled again grows over the pages after its run (`prof_hooks::growing`), one of
-//! a large class whose new size is not becomes an ordinary large block (`prof_hooks::unsample`)
-//! and resizes as one, everything else moves (a large block growing into a huge one gives its
+//! new size is sampled again grows over the pages after its run (`prof_hooks::resizing`; one of
+//! a large class shrinking into another large class shrinks in place), one of a large class
+//! whose new size is not becomes an ordinary large block (`prof_hooks::unsample`) and resizes as
+//! one, everything else moves (a large block growing into a huge one gives its
 //! old pages back at once). When the OS refuses memory, a huge block's resize gives everything
 //! back and tries once more (`alloc::after_giving_back`), as a new block does.
 
@@ -93,16 +94,18 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
     }
     let mut block = live_block(p, "realloc");
     let new_class = class_for(size);
-    // Whether `block` is a sampled one growing into a larger class.
+    // Whether `block`, a sampled one of `class`, grows into a larger class.
     let grows_sampled = |class: SizeClass| new_class.is_some_and(|new| new.size() > class.size());
-    // A sampled block of a large class growing into a larger one: its new size is counted
-    // here, as `alloc` would count it. If that allocation is no event (neither sampled nor
-    // guarded), the block becomes an ordinary large block where it is (`prof_hooks::unsample`)
-    // and resizes as one, in place when the pages after it are free; else the event's block
-    // is made below (`alloc_big_counted`), a sampled one in place if it can be.
+    // A sampled block of a large class resized into another large one (grown, or shrunk: a
+    // builder cut to its final length): its new size is counted here, as `alloc` would count
+    // it. If that allocation is no event (neither sampled nor guarded), the block becomes an
+    // ordinary large block where it is (`prof_hooks::unsample`) and resizes as one, in place
+    // when it shrinks or the pages after it are free; else the event's block is made below
+    // (`alloc_big_counted`), a sampled one in place if it can be.
     let mut counted = None;
     if let Block::Sampled(span, class) = block {
-        if class.index() >= NCACHED && grows_sampled(class) {
+        let large = |c: SizeClass| c.index() >= NCACHED;
+        if large(class) && new_class.is_some_and(|new| large(new) && new != class) {
             let due = thread_event::count(size);
             if due == 0 {
                 // SAFETY: `span` is the run of `p`, a live sampled block of a large class
@@ -159,17 +162,17 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
     let q = match (&block, counted) {
         // Counted above.
         (Block::Sampled(span, _), Some(due)) => {
-            prof_hooks::growing(*span, || alloc_big_counted(due, size, PAGE, new_class))
+            prof_hooks::resizing(*span, || alloc_big_counted(due, size, PAGE, new_class))
         }
         (_, Some(due)) => alloc_big_counted(due, size, PAGE, new_class),
         (Block::Sampled(span, class), None) if grows_sampled(*class) => {
-            prof_hooks::growing(*span, || alloc(size))
+            prof_hooks::resizing(*span, || alloc(size))
         }
         _ => alloc(size),
     };
     if q == p {
-        // A sampled block grown in place, sampled again (`prof_hooks::growing`); the new size
-        // was counted as allocated, the old is no longer.
+        // A sampled block resized in place, sampled again (`prof_hooks::resizing`); the new
+        // size was counted as allocated, the old is no longer.
         tcache::count_slow(0, old_size);
         return p;
     }

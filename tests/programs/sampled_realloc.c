@@ -28,6 +28,18 @@
  *                                stats.allocated fell when it was freed), "left_allocated=N"
  *                                (stats.allocated at the end less at the start, both blocks
  *                                freed), then "sampled_realloc: ok".
+ *   sampled_realloc shrink PATH  a sampled block of 300000 bytes (a block after it) shrunk to
+ *                                100000, sampled again: it must stay where it is, the pages past
+ *                                its new class's going back (a block of 150000 bytes allocated
+ *                                next takes them); then sampling switched off (prof.active) and
+ *                                it is shrunk to 50000, not sampled: it must stay where it is
+ *                                again, an ordinary block from then on. Bytes checked after each
+ *                                step; profiles dumped to PATH.resampled (after the first shrink)
+ *                                and PATH.unsampled (after the second). Prints "moved=N" (of
+ *                                the two shrinks), "tail_reused=0|1", "large_nmalloc=N" (the
+ *                                rise over the second shrink), "usable=N" (after it),
+ *                                "freed_allocated=N" and "left_allocated=N" (as for
+ *                                `unsampled`), then "sampled_realloc: ok".
  *   sampled_realloc interior     realloc of a pointer one page into a sampled block of 20000
  *                                bytes: Tally must abort, naming the block.
  *   sampled_realloc freed        realloc of a sampled block freed before: Tally must abort. */
@@ -128,36 +140,97 @@ static unsigned char *grow(unsigned char *p, size_t *len, size_t until, size_t s
     return p;
 }
 
+/* The end of the `unsampled` and `shrink` cases: frees the resized block `p`, then `other`;
+ * prints "usable=N" (p's), "freed_allocated=N" (how much stats.allocated fell when p was freed)
+ * and "left_allocated=N" (stats.allocated at the end less `base`; the first output allocates
+ * stdout's buffer, so the caller prints after this). */
+static void finish(unsigned char *p, unsigned char *other, size_t base)
+{
+    size_t usable = malloc_usable_size(p);
+    size_t with = allocated();
+    free(p);
+    size_t without = allocated();
+    free(other);
+    long left = (long)(allocated() - base);
+    printf("usable=%zu\nfreed_allocated=%zu\nleft_allocated=%ld\n", usable, with - without, left);
+}
+
+/* A sampled block of `size` bytes, filled as block `seed`. */
+static unsigned char *sampled(size_t size, size_t seed)
+{
+    unsigned char *p = malloc(size);
+    if (p == NULL)
+        fail("malloc(%zu) gave NULL", size);
+    if (((uintptr_t)p & 4095) != 0)
+        fail("malloc(%zu) at %p is not sampled (not page-aligned)", size, (void *)p);
+    fill(p, 0, size, seed);
+    return p;
+}
+
+/* Switches sampling off (prof.active). */
+static void sampling_off(void)
+{
+    _Bool off = 0;
+    if (tally_mallctl()("prof.active", NULL, NULL, &off, sizeof off) != 0)
+        fail("mallctl prof.active failed");
+}
+
 /* The `unsampled` case (see the top of the file). */
 static int unsampled(const char *path)
 {
     size_t base = allocated();
-    unsigned char *small = malloc(100);
-    unsigned char *p = malloc(40000);
-    if (small == NULL || p == NULL)
-        fail("malloc gave NULL");
-    if (((uintptr_t)small & 4095) != 0)
-        fail("malloc(100) at %p is not sampled (not page-aligned)", (void *)small);
-    fill(small, 0, 100, 1);
-    fill(p, 0, 40000, 2);
+    unsigned char *small = sampled(100, 1);
+    unsigned char *p = sampled(40000, 2);
     dump(path, "before");
-    _Bool off = 0;
-    if (tally_mallctl()("prof.active", NULL, NULL, &off, sizeof off) != 0)
-        fail("mallctl prof.active failed");
+    sampling_off();
     size_t len = 40000, class_changes = 0, moved = 0;
     uint64_t nmalloc = large_nmalloc();
     p = grow(p, &len, 200000, 2, 1, &class_changes, &moved);
     nmalloc = large_nmalloc() - nmalloc;
     dump(path, "after");
     check(small, 100, 1, "at the end");
-    size_t usable = malloc_usable_size(p);
-    size_t with = allocated();
-    free(p);
-    size_t without = allocated();
-    free(small);
-    long left = (long)(allocated() - base);
-    printf("class_changes=%zu\nmoved=%zu\nlarge_nmalloc=%llu\nusable=%zu\nfreed_allocated=%zu\nleft_allocated=%ld\n",
-           class_changes, moved, (unsigned long long)nmalloc, usable, with - without, left);
+    finish(p, small, base);
+    printf("class_changes=%zu\nmoved=%zu\nlarge_nmalloc=%llu\n", class_changes, moved, (unsigned long long)nmalloc);
+    printf("sampled_realloc: ok\n");
+    return 0;
+}
+
+/* The `shrink` case (see the top of the file). */
+static int shrink(const char *path)
+{
+    size_t base = allocated();
+    unsigned char *p = sampled(300000, 3);
+    unsigned char *after = sampled(20000, 4);
+    size_t moved = 0;
+    uintptr_t at = (uintptr_t)p;
+    /* Sampled again (every allocation is at this rate). */
+    p = realloc(opaque(p), 100000);
+    if (p == NULL)
+        fail("realloc to 100000 gave NULL");
+    moved += (uintptr_t)p != at;
+    check(p, 100000, 3, "after a shrink sampled again");
+    /* The pages past the new class's went back to the page heap: the next block that fits
+     * there, sampled too, takes them. */
+    uintptr_t end = ((uintptr_t)p + malloc_usable_size(p) + 4095) & ~(uintptr_t)4095;
+    unsigned char *next = malloc(150000);
+    if (next == NULL)
+        fail("malloc(150000) gave NULL");
+    int tail_reused = (uintptr_t)next == end;
+    free(next);
+    dump(path, "resampled");
+    sampling_off();
+    uint64_t nmalloc = large_nmalloc();
+    at = (uintptr_t)p;
+    p = realloc(opaque(p), 50000);
+    if (p == NULL)
+        fail("realloc to 50000 gave NULL");
+    moved += (uintptr_t)p != at;
+    nmalloc = large_nmalloc() - nmalloc;
+    check(p, 50000, 3, "after a shrink not sampled");
+    dump(path, "unsampled");
+    check(after, 20000, 4, "at the end");
+    finish(p, after, base);
+    printf("moved=%zu\ntail_reused=%d\nlarge_nmalloc=%llu\n", moved, tail_reused, (unsigned long long)nmalloc);
     printf("sampled_realloc: ok\n");
     return 0;
 }
@@ -165,7 +238,7 @@ static int unsampled(const char *path)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        fail("usage: sampled_realloc grow PATH | unsampled PATH | interior | freed");
+        fail("usage: sampled_realloc grow PATH | unsampled PATH | shrink PATH | interior | freed");
     /* The allocation that starts Tally up draws the first sampling distance: it is not
      * sampled itself. */
     free(opaque(malloc(16)));
@@ -186,8 +259,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "unsampled") == 0 && argc >= 3)
         return unsampled(argv[2]);
+    if (strcmp(argv[1], "shrink") == 0 && argc >= 3)
+        return shrink(argv[2]);
     if (strcmp(argv[1], "grow") != 0 || argc < 3)
-        fail("usage: sampled_realloc grow PATH | unsampled PATH | interior | freed");
+        fail("usage: sampled_realloc grow PATH | unsampled PATH | shrink PATH | interior | freed");
     unsigned char *blocks[NBLOCKS + 2];
     size_t lens[NBLOCKS + 2];
     size_t class_changes = 0, moved = 0;

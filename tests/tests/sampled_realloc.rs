@@ -15,6 +15,11 @@
 //!   count it as an ordinary large block from then on (one large allocation more than the class
 //!   changes, as jemalloc counts a resize in place; freed, `stats.allocated` falls by its usable
 //!   size and ends where it started);
+//! - `shrink`: a sampled block of a class the thread cache does not keep, shrunk into a smaller
+//!   such class, stays where it is whether its new size is sampled again (the pages past its new
+//!   class's go back to the page heap, where the next block that fits takes them) or not (it
+//!   becomes an ordinary block, counted as one); the profile holds its new size after the first
+//!   shrink and drops it after the second. Both moved the block before.
 //! - `interior`: a pointer one page into a sampled block is refused with a message naming the
 //!   block, not resized as if a block started there;
 //! - `freed`: a sampled block freed before is caught as a double free.
@@ -43,34 +48,70 @@ fn totals(profile: &str) -> (f64, f64) {
     (fields[0], fields[1])
 }
 
-/// Runs the program's `case` (one writing profiles to a path prefix), which must succeed and
-/// say so; returns its scratch directory (kept while the caller reads), the prefix and the run.
-fn run_case(case: &str) -> (ScratchDir, std::path::PathBuf, Outcome) {
-    let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), &format!("sampled-realloc-{case}"));
-    let exe = compile_c("sampled_realloc.c", scratch.path());
-    let prefix = scratch.join("profile");
-    let mut cmd = Command::new(&exe);
-    cmd.arg(case).arg(&prefix);
-    let out = run_with_conf(cmd, Mode::Preloaded, CONF, Duration::from_secs(60));
-    out.assert_success();
-    assert!(
-        out.stdout_text().contains("sampled_realloc: ok"),
-        "{}",
-        out.dump()
-    );
-    (scratch, prefix, out)
+/// A run of one of the program's cases that write profiles to a path prefix; the scratch
+/// directory is kept while the test reads.
+struct Case {
+    _scratch: ScratchDir,
+    prefix: std::path::PathBuf,
+    out: Outcome,
+}
+
+impl Case {
+    /// Runs the program's `case`, which must succeed and say so.
+    fn run(case: &str) -> Case {
+        let scratch = ScratchDir::new(env!("CARGO_TARGET_TMPDIR"), &format!("sampled-realloc-{case}"));
+        let exe = compile_c("sampled_realloc.c", scratch.path());
+        let prefix = scratch.join("profile");
+        let mut cmd = Command::new(&exe);
+        cmd.arg(case).arg(&prefix);
+        let out = run_with_conf(cmd, Mode::Preloaded, CONF, Duration::from_secs(60));
+        out.assert_success();
+        assert!(
+            out.stdout_text().contains("sampled_realloc: ok"),
+            "{}",
+            out.dump()
+        );
+        Case {
+            _scratch: scratch,
+            prefix,
+            out,
+        }
+    }
+
+    /// The number the program printed as `key` (`key` ends with `=`).
+    fn value(&self, key: &str) -> i64 {
+        let stdout = self.out.stdout_text();
+        let line = stdout.lines().find_map(|line| line.strip_prefix(key));
+        line.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}\n{}", self.out.dump()))
+    }
+
+    /// The `heap_v2` totals of the profile the program dumped to `<prefix>.<suffix>`.
+    fn totals(&self, suffix: &str) -> (f64, f64) {
+        let path = format!("{}.{suffix}", self.prefix.display());
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.out.dump()));
+        totals(&text)
+    }
+
+    /// Asserts what `finish` printed: freeing the resized block took its usable size off
+    /// `stats.allocated`, which ended where it started.
+    fn expect_accounted(&self) {
+        self.expect("freed_allocated=", self.value("usable="));
+        self.expect("left_allocated=", 0);
+    }
+
+    /// Asserts that the program's `key` is `want`.
+    fn expect(&self, key: &str, want: i64) {
+        assert_eq!(self.value(key), want, "{key}\n{}", self.out.dump());
+    }
 }
 
 #[test]
 fn sampled_blocks_resize_move_and_leave_the_profile() {
-    let (_scratch, prefix, out) = run_case("grow");
-    let stdout = out.stdout_text();
-    let read = |suffix: &str| {
-        let path = format!("{}.{suffix}", prefix.display());
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}\n{}", out.dump()))
-    };
-    let (live_objects, live_bytes) = totals(&read("live"));
-    let (freed_objects, freed_bytes) = totals(&read("freed"));
+    let case = Case::run("grow");
+    let (live_objects, live_bytes) = case.totals("live");
+    let (freed_objects, freed_bytes) = case.totals("freed");
     // Every allocation is sampled, each counting (about) one object of its size.
     assert!(
         (live_objects - freed_objects - 8.0).abs() < 0.01,
@@ -79,12 +120,7 @@ fn sampled_blocks_resize_move_and_leave_the_profile() {
     // Sampled blocks of a page or more grew in place while the pages after them were free (the
     // new size's allocation sampled again, as every one is here): before, each class change
     // moved the block.
-    let value = |key: &str| -> usize {
-        let line = stdout.lines().find_map(|line| line.strip_prefix(key));
-        line.and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key}\n{}", out.dump()))
-    };
-    let (changes, moved) = (value("class_changes="), value("moved="));
+    let (changes, moved) = (case.value("class_changes="), case.value("moved="));
     assert!(
         changes >= 20 && moved * 4 < changes,
         "{moved} of {changes} class changes moved the block"
@@ -106,29 +142,31 @@ fn sampled_blocks_resize_move_and_leave_the_profile() {
 
 #[test]
 fn a_sampled_block_not_sampled_again_grows_in_place_as_an_ordinary_one() {
-    let (_scratch, prefix, out) = run_case("unsampled");
-    let stdout = out.stdout_text();
-    let value = |key: &str| -> i64 {
-        let line = stdout.lines().find_map(|line| line.strip_prefix(key));
-        line.and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key}\n{}", out.dump()))
-    };
-    let changes = value("class_changes=");
-    assert!(changes >= 8, "{changes} class changes\n{}", out.dump());
+    let case = Case::run("unsampled");
+    let changes = case.value("class_changes=");
+    assert!(changes >= 8, "{changes} class changes\n{}", case.out.dump());
     // Nothing else is allocated meanwhile: the pages after its run stay free.
-    assert_eq!(value("moved="), 0, "{}", out.dump());
+    case.expect("moved=", 0);
     // Made ordinary (a large allocation of its class), then resized in place at every change.
-    assert_eq!(value("large_nmalloc="), changes + 1, "{}", out.dump());
-    assert_eq!(value("freed_allocated="), value("usable="), "{}", out.dump());
-    assert_eq!(value("left_allocated="), 0, "{}", out.dump());
-    let read = |suffix: &str| {
-        let path = format!("{}.{suffix}", prefix.display());
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}\n{}", out.dump()))
-    };
+    case.expect("large_nmalloc=", changes + 1);
+    case.expect_accounted();
     // Both blocks sampled before (each one object of its size at this rate), the small one alone
     // after.
-    assert_eq!(totals(&read("before")), (2.0, 40100.0));
-    assert_eq!(totals(&read("after")), (1.0, 100.0));
+    assert_eq!(case.totals("before"), (2.0, 40100.0));
+    assert_eq!(case.totals("after"), (1.0, 100.0));
+}
+
+#[test]
+fn a_sampled_large_block_shrinks_in_place_sampled_again_or_not() {
+    let case = Case::run("shrink");
+    case.expect("moved=", 0);
+    case.expect("tail_reused=", 1);
+    // Made ordinary (a large allocation of its class), then resized in place (another).
+    case.expect("large_nmalloc=", 2);
+    case.expect_accounted();
+    // The shrunk block at its new size beside the one after it; then that one alone.
+    assert_eq!(case.totals("resampled"), (2.0, 120000.0));
+    assert_eq!(case.totals("unsampled"), (1.0, 20000.0));
 }
 
 #[test]
