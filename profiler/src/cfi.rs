@@ -669,12 +669,14 @@ fn run(
 /// tables. A walk looks the object up (among the [`Resident`] ones, else with `_dl_find_object`)
 /// only for a return address outside it: most frames of a stack are in the object of the frame
 /// before (a Rust program's all but the C library's). Sound within one walk only: the object of a frame
-/// on the stack being walked stays loaded while the walk runs.
+/// on the stack being walked stays loaded while the walk runs. `resident` is `i + 1` when it is
+/// [`RESIDENT`]`[i]`, else 0.
 #[derive(Clone, Copy, Debug)]
 struct LastObject {
     start: usize,
     end: usize,
     eh_frame: usize,
+    resident: usize,
 }
 
 impl LastObject {
@@ -683,6 +685,7 @@ impl LastObject {
         start: 0,
         end: 0,
         eh_frame: 0,
+        resident: 0,
     };
 }
 
@@ -714,21 +717,43 @@ static RESIDENTS: AtomicUsize = AtomicUsize::new(0);
 static FINDING_RESIDENTS: AtomicBool = AtomicBool::new(false);
 /// Times a walk asked `_dl_find_object` (a statistic, and what the tests look at).
 pub static OBJECT_LOOKUPS: AtomicU64 = AtomicU64::new(0);
+/// Times a walk looked for a return address among the objects that stay loaded (a statistic, and
+/// what the tests look at; counted without a locked instruction, so walks on several threads at
+/// once may lose some of each other's counts).
+pub static RESIDENT_LOOKUPS: AtomicU64 = AtomicU64::new(0);
 
 /// The resident object holding `lookup`, if it is in one.
 #[inline(always)]
 fn resident(lookup: usize) -> Option<LastObject> {
+    RESIDENT_LOOKUPS.store(RESIDENT_LOOKUPS.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let mut n = RESIDENTS.load(Ordering::Acquire);
     if n == 0 {
         n = find_residents();
     }
-    RESIDENT[..n.saturating_sub(1)].iter().find_map(|r| {
-        let (start, end) = (r.start.load(Ordering::Relaxed), r.end.load(Ordering::Relaxed));
-        (lookup >= start && lookup < end).then(|| LastObject {
-            start,
-            end,
-            eh_frame: r.eh_frame.load(Ordering::Relaxed),
+    RESIDENT[..n.saturating_sub(1)]
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| {
+            let (start, end) = (r.start.load(Ordering::Relaxed), r.end.load(Ordering::Relaxed));
+            (lookup >= start && lookup < end).then(|| LastObject {
+                start,
+                end,
+                eh_frame: r.eh_frame.load(Ordering::Relaxed),
+                resident: i + 1,
+            })
         })
+}
+
+/// The resident object a [`LastObject`] with `resident` named (none for 0). Its entry was
+/// complete then, and is never written again (the [`RESIDENTS`] invariant).
+#[inline(always)]
+fn resident_at(resident: usize) -> Option<LastObject> {
+    let r = RESIDENT.get(resident.wrapping_sub(1))?;
+    Some(LastObject {
+        start: r.start.load(Ordering::Relaxed),
+        end: r.end.load(Ordering::Relaxed),
+        eh_frame: r.eh_frame.load(Ordering::Relaxed),
+        resident,
     })
 }
 
@@ -792,6 +817,7 @@ fn object_in_walk(lookup: usize, last: &mut LastObject) -> Result<(), Miss> {
                         start: obj.start,
                         end: obj.end,
                         eh_frame: obj.eh_frame,
+                        resident: 0,
                     },
                     _ => return Err(Miss::NoFrame),
                 }
@@ -828,7 +854,11 @@ const MEMOS: usize = 8;
 /// and `locate` would answer the same, since it depends on nothing else. Only the reads are
 /// made again. (Compared where the rule does not use it, `rbp`, which code built without frame
 /// pointers uses as any other register, sent a third of the steps of the suite's `size_churn`
-/// to the rule table, and so every walk to the stack table.) Invariant: memo `i`'s `steps` and
+/// to the rule table, and so every walk to the stack table.) The object is not looked up for a
+/// step taken from the memo: it is the walk's last one if that holds the return address, else
+/// the resident object the step remembers, if it was in one (a [`Resident`] object holds the
+/// same addresses as long as this code runs; looking it up again cost about 30 instructions at
+/// each change of object, four a walk in a C program). Invariant: memo `i`'s `steps` and
 /// `last` are read and written only by the walk that holds `MEMO_BUSY[i]`; a walk that finds it
 /// held goes without (never waits: nothing here can block a `malloc`).
 ///
@@ -885,14 +915,15 @@ struct Walked {
 }
 
 /// One remembered step: out of the frame at `rsp` with `rbp`, executing at `lookup` in the
-/// object starting at `object`, `locate` gave `cfa` and `rbp_slot`; `cfa` 0: the outermost
-/// frame (its rule's return address is undefined). `rbp` is [`ANY_RBP`] where the rule does not
-/// compute the CFA from it (most frames of code built without frame pointers, which keeps
-/// anything in `rbp`): any `rbp` then takes the step.
+/// object starting at `object` (`resident` as in its [`LastObject`]), `locate` gave `cfa` and
+/// `rbp_slot`; `cfa` 0: the outermost frame (its rule's return address is undefined). `rbp` is
+/// [`ANY_RBP`] where the rule does not compute the CFA from it (most frames of code built
+/// without frame pointers, which keeps anything in `rbp`): any `rbp` then takes the step.
 #[derive(Clone, Copy)]
 struct MemoStep {
     lookup: usize,
     object: usize,
+    resident: usize,
     rsp: usize,
     rbp: usize,
     cfa: usize,
@@ -912,6 +943,7 @@ const ANY_RBP: usize = usize::MAX;
 const NO_STEP: MemoStep = MemoStep {
     lookup: 0,
     object: 0,
+    resident: 0,
     rsp: 0,
     rbp: 0,
     cfa: 0,
@@ -931,7 +963,7 @@ const EMPTY_MEMO: Memo = Memo {
     }),
 };
 static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
-/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (3 KiB each), so that the
+/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (3.5 KiB each), so that the
 /// fork handlers, which take them all, write one line and not a page of each memo: every program
 /// that forks runs them, the profiler on or not.
 static MEMO_BUSY: [AtomicBool; MEMOS] = [const { AtomicBool::new(false) }; MEMOS];
@@ -959,13 +991,31 @@ impl MemoHold {
         Some(MemoHold(memo, index as u32))
     }
 
-    /// Step `k`'s `(cfa, rbp_slot)` if it was remembered for these four.
+    /// Step `k`'s `(cfa, rbp_slot)` if it was remembered for `lookup` in the object holding it,
+    /// `rsp` and `rbp`; `last` is the walk's object for the frame before, made `lookup`'s then
+    /// (see [`Memo`]).
     #[inline(always)]
-    fn step(&self, k: usize, lookup: usize, object: usize, rsp: usize, rbp: usize) -> Option<(usize, usize)> {
+    fn step(
+        &self,
+        k: usize,
+        lookup: usize,
+        last: &mut LastObject,
+        rsp: usize,
+        rbp: usize,
+    ) -> Option<(usize, usize)> {
         // SAFETY: this hold owns the memo's busy flag, so no other walk touches the steps.
         let s = unsafe { (*self.0.steps.get()).get(k)? };
-        (s.lookup == lookup && s.object == object && s.rsp == rsp && (s.rbp == rbp || s.rbp == ANY_RBP))
-            .then_some((s.cfa, s.rbp_slot))
+        if s.lookup != lookup || s.rsp != rsp || (s.rbp != rbp && s.rbp != ANY_RBP) {
+            return None;
+        }
+        if lookup >= last.start && lookup < last.end {
+            if s.object != last.start {
+                return None;
+            }
+        } else {
+            *last = resident_at(s.resident)?;
+        }
+        Some((s.cfa, s.rbp_slot))
     }
 
     /// Remembers step `k`; the memo's last walk is no longer what its steps describe.
@@ -1241,11 +1291,11 @@ fn next_step(
     rbp: usize,
     hits: &mut u64,
 ) -> Result<Option<(usize, usize)>, Miss> {
-    object_in_walk(lookup, last)?;
-    if let Some(located) = memo.and_then(|m| m.step(k, lookup, last.start, rsp, rbp)) {
+    if let Some(located) = memo.and_then(|m| m.step(k, lookup, last, rsp, rbp)) {
         *hits += 1;
         return Ok(Some(located));
     }
+    object_in_walk(lookup, last)?;
     let rule = rule_in_object(lookup, last)?;
     let located = if rule.end {
         (0, 0)
@@ -1257,7 +1307,7 @@ fn next_step(
     };
     if let Some(m) = memo {
         let (cfa, rbp_slot) = located;
-        let object = last.start;
+        let (object, resident) = (last.start, last.resident);
         // `locate` reads `rbp` only for a CFA computed from it.
         let rbp = if rule.cfa_from_rbp && !rule.end {
             rbp
@@ -1269,6 +1319,7 @@ fn next_step(
             MemoStep {
                 lookup,
                 object,
+                resident,
                 rsp,
                 rbp,
                 cfa,
@@ -1277,6 +1328,63 @@ fn next_step(
         );
     }
     Ok(Some(located))
+}
+
+/// Where a table walk ([`Cfi::walk`]) is: the frame it steps out of next (executing at `rip`,
+/// with `rsp` and `rbp`; `first` while that is the capture's own frame, whose `rip` is no return
+/// address), the frames written (`n`) and skipped so far.
+struct Position {
+    rip: usize,
+    rsp: usize,
+    rbp: usize,
+    first: bool,
+    n: usize,
+    skipped: usize,
+}
+
+impl Position {
+    /// The address whose rule the next step takes: `rip`, or for a return address the call
+    /// instruction's last byte (the call may be a function's last instruction).
+    #[inline(always)]
+    fn lookup(&self) -> usize {
+        if self.first {
+            self.rip
+        } else {
+            self.rip - 1
+        }
+    }
+
+    /// Takes the step that [`locate`] (or a memo of it) gave as `located`: records the return
+    /// address in `frames` (or counts it skipped, while fewer than `skip` are) and moves to the
+    /// caller's frame; `Some` when the walk ends here instead (the outermost frame, or a return
+    /// address 0). Inlined into both of [`Cfi::walk`]'s loops.
+    ///
+    /// # Safety
+    /// `located` must be what `locate` gave for this frame (now or, for the same rule, `rsp` and
+    /// `rbp`, in a walk before: see [`Memo`]), whose words the unwind tables describe.
+    #[inline(always)]
+    unsafe fn take(&mut self, located: (usize, usize), frames: &mut Frames, skip: usize) -> Option<WalkEnd> {
+        let (cfa, rbp_slot) = located;
+        if cfa == 0 {
+            return Some(WalkEnd::Outermost);
+        }
+        // SAFETY: per the contract.
+        let (ra, cfa, next_rbp) = unsafe { read_step(cfa, rbp_slot, self.rbp) };
+        if ra == 0 {
+            return Some(WalkEnd::NoReturn);
+        }
+        if self.skipped < skip {
+            self.skipped += 1;
+        } else {
+            frames[self.n].write(ra);
+            self.n += 1;
+        }
+        self.rip = ra;
+        self.rsp = cfa;
+        self.rbp = next_rbp;
+        self.first = false;
+        None
+    }
 }
 
 /// The cached-rule walker (x86-64).
@@ -1299,53 +1407,72 @@ impl Cfi {
         rbp: usize,
         key: Option<&mut StackKey>,
     ) -> Option<usize> {
-        let (mut rip, mut rsp, mut rbp) = (rip, rsp, rbp);
-        let mut first = true;
-        let mut n = 0;
-        let mut skipped = 0;
+        let mut at = Position {
+            rip,
+            rsp,
+            rbp,
+            first: true,
+            n: 0,
+            skipped: 0,
+        };
         let mut last = LastObject::NONE;
         let memo = MemoHold::take();
         let mut step = 0;
         let mut hits = 0;
-        let mut end = WalkEnd::Full;
-        while n < MAX_FRAMES {
-            let lookup = if first { rip } else { rip - 1 };
-            let located = match next_step(memo.as_ref(), step, lookup, &mut last, rsp, rbp, &mut hits) {
+        let mut end = None;
+        // The steps the memo remembers first, in a loop of their own while they match: most walks
+        // repeat the one before from start to end, and this loop keeps its registers (inlined
+        // into the loop below, the rule table's path spilled them: about 48 instructions a step
+        // taken from the memo, against 37 here).
+        if let Some(m) = memo.as_ref() {
+            while at.n < MAX_FRAMES {
+                let Some(located) = m.step(step, at.lookup(), &mut last, at.rsp, at.rbp) else {
+                    break;
+                };
+                hits += 1;
+                step += 1;
+                // SAFETY: the memo gave `located` for this frame (see `Memo`).
+                end = unsafe { at.take(located, frames, skip) };
+                if end.is_some() {
+                    break;
+                }
+            }
+        }
+        while end.is_none() && at.n < MAX_FRAMES {
+            let located = match next_step(
+                memo.as_ref(),
+                step,
+                at.lookup(),
+                &mut last,
+                at.rsp,
+                at.rbp,
+                &mut hits,
+            ) {
                 Ok(Some(located)) => located,
                 Ok(None) => {
-                    end = WalkEnd::Insane;
+                    end = Some(WalkEnd::Insane);
                     break;
                 }
                 Err(Miss::NoFrame) => {
                     drop(memo);
-                    return Some(Cfi::mixed(frames, n, skip - skipped, rip, rsp, rbp));
+                    return Some(Cfi::mixed(
+                        frames,
+                        at.n,
+                        skip - at.skipped,
+                        at.rip,
+                        at.rsp,
+                        at.rbp,
+                    ));
                 }
                 Err(Miss::Unsupported) => return None,
             };
             step += 1;
-            let (cfa, rbp_slot) = located;
-            if cfa == 0 {
-                end = WalkEnd::Outermost;
-                break;
-            }
             // SAFETY: `locate` gave these for this frame (now or, for the same rule, `rsp` and
             // `rbp`, in a walk before: see `Memo`), whose words the unwind tables describe.
-            let (ra, cfa, next_rbp) = unsafe { read_step(cfa, rbp_slot, rbp) };
-            if ra == 0 {
-                end = WalkEnd::NoReturn;
-                break;
-            }
-            if skipped < skip {
-                skipped += 1;
-            } else {
-                frames[n].write(ra);
-                n += 1;
-            }
-            rip = ra;
-            rsp = cfa;
-            rbp = next_rbp;
-            first = false;
+            end = unsafe { at.take(located, frames, skip) };
         }
+        let end = end.unwrap_or(WalkEnd::Full);
+        let n = at.n;
         if hits != 0 {
             // Counted without a locked instruction: exact while one thread walks at a time.
             MEMO_HITS.store(MEMO_HITS.load(Ordering::Relaxed) + hits, Ordering::Relaxed);

@@ -219,6 +219,51 @@ fn cfi_memo_follows_a_changed_stack() {
     assert!(hits >= 6 * 3, "{hits} steps from the memo in 6 walks");
 }
 
+/// A walk that repeats the one before it through objects that stay loaded (this test program,
+/// the C library) looks none of them up again: each step taken from the memo knows its object,
+/// the walk's last one or the resident one the step remembers. The first walk looks its objects
+/// up (the program, then the C library where the thread started).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_repeated_walks_look_up_no_object() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tally_profiler::cfi::{Cfi, MEMO_HITS, OBJECT_LOOKUPS, RESIDENT_LOOKUPS};
+    let _alone = counting();
+    let mut lookups = Vec::new();
+    for _ in 0..5 {
+        let mut cfi = [0usize; MAX_FRAMES];
+        let mut gcc = [0usize; MAX_FRAMES];
+        let (mut nc, mut ng, mut counts) = (0, 0, (0, 0, 0));
+        let mut walk = || {
+            let before = (
+                RESIDENT_LOOKUPS.load(Relaxed),
+                OBJECT_LOOKUPS.load(Relaxed),
+                MEMO_HITS.load(Relaxed),
+            );
+            nc = Cfi.capture(&mut cfi, 0);
+            counts = (
+                RESIDENT_LOOKUPS.load(Relaxed) - before.0,
+                OBJECT_LOOKUPS.load(Relaxed) - before.1,
+                MEMO_HITS.load(Relaxed) - before.2,
+            );
+            ng = Libgcc.capture(&mut gcc, 0);
+        };
+        recurse(5, &mut || left(&mut walk));
+        assert_eq!(&cfi[1..nc], &gcc[1..ng]);
+        lookups.push(counts);
+    }
+    let (first, rest) = (lookups[0], &lookups[1..]);
+    assert!(first.0 >= 1, "the first walk looked up no object: {lookups:?}");
+    // Another thread's walk may take the memo now and then: most repeats, not all, must hit.
+    let repeats = rest
+        .iter()
+        .filter(|&&(resident, found, hits)| resident == 0 && found == 0 && hits > 5);
+    assert!(
+        repeats.count() >= 3,
+        "(resident lookups, loader lookups, memo hits) per walk: {lookups:?}"
+    );
+}
+
 /// A capture's key knows the stack id told for the capture before it exactly when the walk
 /// repeated that one step for step: runs of captures from one caller, then another caller at
 /// the same depth, a deeper stack, and the first caller with one frame skipped; every id the key
