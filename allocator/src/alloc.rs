@@ -26,7 +26,7 @@ use crate::pagemap::CHUNK;
 use crate::size_class::{class_for, class_for_aligned, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
-use crate::thread_event::{self, thread_events};
+use crate::thread_event::{self, thread_events, TICK_CHARGE_MAX};
 use crate::{decay, freed, guard, huge, prof_hooks};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
@@ -98,7 +98,7 @@ fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
     // SAFETY: the thread's own events; no operation on its cache is in progress.
     if unsafe { (*ev).left } < 0 {
         // SAFETY: as above.
-        let due = unsafe { thread_event::on_event(ev, true) };
+        let due = unsafe { thread_event::ran_out(&mut *ev, true) };
         if due != 0 {
             let p = alloc_chosen(due, size, align, Some(class), None);
             if !p.is_null() {
@@ -197,7 +197,14 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     let class = class_for(size.max(SMALL_MAX + 1));
     if let Some(class) = class {
         if class.index() < NCACHED && align <= PAGE {
-            return alloc_small_charged(class, size, thread_event::charge(size), align);
+            let charge = thread_event::charge(size);
+            if charge > TICK_CHARGE_MAX {
+                // Counted whole (the profiler or guarded sampling on): the tick counts 16 KiB of
+                // it, as with them off.
+                // SAFETY: the thread's own events.
+                thread_event::credit_tick(unsafe { &mut *thread_events() }, charge - TICK_CHARGE_MAX);
+            }
+            return alloc_small_charged(class, size, charge, align);
         }
     }
     alloc_big_uncached(size, align, class)

@@ -154,42 +154,62 @@ pub fn count(size: usize) -> u8 {
 }
 
 /// Counts `bytes` against the calling thread's countdown, as [`count`] does once it has the
-/// allocation's charge.
-///
-/// The tick counts at most [`TICK_CHARGE_MAX`] of it, with the profiler on as off: the rest is
-/// credited to `tick_left` (the countdown, armed for the nearest budget, cannot tell whose bytes
-/// ran it out), and when the tick's share alone ran it out, no budget is due: the countdown is
-/// armed again for the nearest, without an event. (With the whole charge against the tick, a
-/// block of 64 KiB or more was an event, a decay tick and a cache GC step with the profiler on:
-/// the suite's `generations` ran 2.6 times as many events, a third of what the profiler added
-/// to it.)
+/// allocation's charge: the tick counts at most [`TICK_CHARGE_MAX`] of it ([`credit_tick`]).
 fn count_bytes(bytes: usize) -> u8 {
     let bytes = bytes.min(MAX_COUNTED);
     // SAFETY: the thread's own events.
     let ev = unsafe { &mut *thread_events() };
     ev.left -= bytes as i64;
-    // Not before the thread's first event, which starts the tick (`tick_left` 0 says it is due).
-    if bytes > TICK_CHARGE_MAX && ev.tick_left != 0 {
-        let excess = (bytes - TICK_CHARGE_MAX).min(i32::MAX as usize) as i32;
-        ev.tick_left = ev.tick_left.saturating_add(excess);
+    if bytes > TICK_CHARGE_MAX {
+        credit_tick(ev, bytes - TICK_CHARGE_MAX);
     }
     if ev.left >= 0 {
         return 0;
     }
+    // SAFETY: the thread's own events; the allocation counted is not served yet.
+    unsafe { ran_out(ev, false) }
+}
+
+/// Takes `excess` bytes of an allocation counted whole (the profiler or guarded sampling on:
+/// [`charge`]) off the tick's count, as if it had counted [`TICK_CHARGE_MAX`]: they are credited
+/// to `tick_left`. The countdown, armed for the nearest budget at the last event, cannot tell
+/// whose bytes run it out; [`ran_out`] tells. (With the whole charge against the tick, a block
+/// of 64 KiB or more was an event, a decay tick and a cache GC step with the profiler on: the
+/// suite's `generations` ran 2.6 times as many events, a third of what the profiler added to
+/// it. Blocks of 16-32 KiB, which the thread cache serves, counted whole against the tick until
+/// the twentieth pass of issue 13.)
+#[inline(always)]
+pub fn credit_tick(ev: &mut ThreadEvents, excess: usize) {
+    // Not before the thread's first event, which starts the tick (`tick_left` 0 says it is due).
+    if ev.tick_left != 0 {
+        ev.tick_left = ev.tick_left.saturating_add(excess.min(i32::MAX as usize) as i32);
+    }
+}
+
+/// The calling thread's countdown ran out (`left < 0`): an event ([`on_event`]) if a budget is
+/// overspent, else (the countdown ran out at a tick budget that [`credit_tick`] moved since)
+/// the countdown armed again for the nearest, the bytes spent since the event kept
+/// (`armed - left`), and no event. A budget spent to exactly 0 is due at the next allocation,
+/// as the countdown's 0 is. Not with guarded sampling on: its budget, counted in allocations,
+/// may be the nearest. (Without this, small blocks after a credited large one ran the countdown
+/// out at the tick's old budget: an event with nothing due, 3600 of `generations 20 4 10000`'s
+/// 21 000 events with the profiler on.) Returns what the allocation is to be, as `on_event`.
+///
+/// # Safety
+/// As for [`on_event`].
+#[inline(always)]
+pub unsafe fn ran_out(ev: &mut ThreadEvents, small: bool) -> u8 {
     if ev.tick_left != 0 && guard::rate() == 0 {
         let spent = ev.armed - ev.left;
         let next = nearest_byte_budget(ev);
         if next >= spent {
-            // Neither the sampler's distance nor the tick's budget is overspent (a budget spent
-            // to 0 is due at the next allocation, as the countdown's 0 is): armed again for the
-            // nearest, the bytes spent since the last event kept (`armed - left`).
             ev.armed = next;
             ev.left = next - spent;
             return 0;
         }
     }
-    // SAFETY: the thread's own events; the allocation counted is not served yet.
-    unsafe { on_event(ev, false) }
+    // SAFETY: per the contract.
+    unsafe { on_event(ev, small) }
 }
 
 /// Bytes left before the nearer of the sampler's distance and the tick's budget, as they stood
@@ -411,6 +431,48 @@ mod tests {
             assert_eq!(gc_steps(), (first + 1) % NCACHED as u32, "one tick");
             assert_just_armed();
             assert_eq!(state().2, decay::TICK_BYTES);
+        });
+    }
+
+    /// A large charge's credit arms the countdown again for the tick's new budget even when the
+    /// charge does not run it out, so small blocks after it (the thread cache's path, which runs
+    /// `on_event` as soon as the countdown runs out) bring no event with nothing due: the
+    /// countdown ran out at the tick's old budget before (3600 of `generations 20 4 10000`'s
+    /// 21 000 events with the profiler on).
+    #[test]
+    fn a_credited_charge_moves_the_countdown_with_the_tick() {
+        on_new_thread(|| {
+            drop(core::hint::black_box(std::boxed::Box::new(1u64)));
+            reset();
+            assert_eq!(0, count_bytes(1));
+            let first = gc_steps();
+            let budget = state().2;
+            // Counted whole, as with the profiler on; the tick takes 16 KiB of it.
+            let big = 40 * 1024;
+            assert_eq!(0, count_bytes(big));
+            // The fast path's count: down by each block, and `alloc_small_miss`'s call when it
+            // runs out.
+            let small = |bytes: i64| {
+                // SAFETY: the thread's own events, as the fast path counts them.
+                let ev = unsafe { &mut *thread_events() };
+                ev.left -= bytes;
+                if ev.left < 0 {
+                    // SAFETY: the thread's own events; no cache operation in progress.
+                    unsafe { ran_out(ev, true) };
+                }
+            };
+            let rest = budget - TICK_CHARGE_MAX as i64;
+            for _ in 0..rest / 1024 {
+                small(1024);
+            }
+            small(rest % 1024);
+            let (left, armed, _, _) = state();
+            assert_eq!(armed - left, big as i64 + rest, "no event since the first");
+            assert_eq!(left, 0, "the tick's budget spent to 0");
+            assert_eq!(gc_steps(), first, "no tick yet");
+            small(1);
+            assert_eq!(gc_steps(), (first + 1) % NCACHED as u32, "one tick");
+            assert_just_armed();
         });
     }
 
