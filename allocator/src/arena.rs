@@ -7,7 +7,7 @@
 //! never shares an arena while another sits empty. Blocks always go back to the arena that owns
 //! their chunk, whichever thread frees them.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use crate::bin::Bin;
 use crate::chunk::{ChunkHeader, RunState, Span};
@@ -18,9 +18,6 @@ use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
 /// Most arenas Tally will use.
 pub use crate::options::MAX_ARENAS;
-
-/// Large blocks allocated (a statistic).
-pub static LARGE_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 /// One arena. See the module docs. Its constant initializer is all zero bytes, so [`ARENAS`]
 /// takes no space in the file and no memory until an arena is used: in `.data` (as it was while
@@ -201,8 +198,7 @@ impl Arena {
             return core::ptr::null_mut();
         }
         heap.large_allocated[class.index() - NSMALL] += 1;
-        drop(heap);
-        LARGE_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        heap.large_runs += 1;
         Span::start(run) as *mut u8
     }
 
@@ -624,7 +620,7 @@ mod tests {
         let class = large_class(16 * PAGE);
         let pages = class.pages();
         let (chunks0, free0, allocated0, freed0) = heap_counts(arena, class);
-        let large_allocs = LARGE_ALLOCS.load(Ordering::Relaxed);
+        let large_runs = arena.pages.lock().large_runs;
 
         let p = arena.alloc_large(class, PAGE);
         assert!(!p.is_null());
@@ -642,7 +638,7 @@ mod tests {
         let (chunks, free, allocated, freed) = heap_counts(arena, class);
         assert_eq!(free + pages, free0 + (chunks - chunks0) * USABLE_PAGES);
         assert_eq!((allocated, freed), (allocated0 + 1, freed0));
-        assert!(LARGE_ALLOCS.load(Ordering::Relaxed) > large_allocs);
+        assert_eq!(arena.pages.lock().large_runs, large_runs + 1);
 
         let aligned = arena.alloc_large(class, 64 * PAGE);
         assert!(!aligned.is_null());

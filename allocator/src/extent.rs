@@ -103,8 +103,12 @@ pub struct PageHeap {
     pub chunks: usize,
     /// Pages given back to the OS so far (`MADV_DONTNEED` or unmapped).
     pub purged_pages: u64,
-    /// Large blocks allocated so far, per large class (a statistic).
+    /// Large blocks allocated so far, per large class (a statistic; resizes in place count too).
     pub large_allocated: [u64; NCLASSES - NSMALL],
+    /// Runs taken for large blocks so far ([`crate::arena::Arena::alloc_large`]; a statistic,
+    /// kept here under the lock rather than as a process-wide atomic that every thread's large
+    /// allocations would write).
+    pub large_runs: u64,
     /// Large blocks freed so far, per large class (a statistic).
     pub large_freed: [u64; NCLASSES - NSMALL],
 }
@@ -129,6 +133,7 @@ impl PageHeap {
             chunks: 0,
             purged_pages: 0,
             large_allocated: [0; NCLASSES - NSMALL],
+            large_runs: 0,
             large_freed: [0; NCLASSES - NSMALL],
         }
     }

@@ -23,7 +23,7 @@ use core::sync::atomic::Ordering;
 use crate::arena::{self, ARENAS, MAX_ARENAS};
 use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
-use crate::{bin, decay, guard, huge, mapcache, meta, options, pagemap, prof_hooks, tcache};
+use crate::{decay, guard, huge, mapcache, meta, options, pagemap, prof_hooks, tcache};
 use tally_pal::{self as pal, LineBuf, PAGE};
 
 /// Counters of one size class.
@@ -42,7 +42,8 @@ pub struct ClassStats {
     pub slabs: u64,
     /// Blocks sitting in thread caches now.
     pub cached: u64,
-    /// Thread-cache refills so far (cache misses).
+    /// Allocations that took blocks from the arenas' slabs so far (cache misses): a thread
+    /// cache's refill, or an allocation made without a cache.
     pub misses: u64,
 }
 
@@ -229,16 +230,27 @@ impl Counters {
     }
 }
 
-/// The slow-path counters now.
+/// The slow-path counters now (the thread caches' fills and flushes added up from the bins,
+/// which keep them under their locks, `bin::BinCounts`, and the large allocations from the page
+/// heaps).
 pub fn counters() -> Counters {
+    let (mut fills, mut flushes, mut large_allocs) = (0, 0, 0);
+    for arena in &ARENAS[..arena::arena_count()] {
+        for bin in &arena.bins {
+            let counts = bin.counts();
+            fills += counts.handed_out;
+            flushes += counts.batches;
+        }
+        large_allocs += arena.pages.lock().large_runs;
+    }
     Counters {
+        tcache_fills: fills,
+        tcache_flushes: flushes,
         chunks_mapped: chunk::CHUNKS_MAPPED.load(Ordering::Relaxed),
         chunks_unmapped: chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed),
         chunk_reuses: mapcache::CHUNK_REUSES.load(Ordering::Relaxed),
-        tcache_fills: bin::FILLS.load(Ordering::Relaxed),
-        tcache_flushes: bin::FLUSHES.load(Ordering::Relaxed),
         tcache_gc_flushes: tcache::GC_FLUSHES.load(Ordering::Relaxed),
-        large_allocs: arena::LARGE_ALLOCS.load(Ordering::Relaxed),
+        large_allocs,
         huge_allocs: huge::HUGE_ALLOCS.load(Ordering::Relaxed),
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),
         huge_reuses: mapcache::HUGE_REUSES.load(Ordering::Relaxed),
@@ -268,12 +280,14 @@ pub fn stats() -> Stats {
     });
     let mut handed_out = [0u64; NCLASSES];
     let mut returned = [0u64; NCLASSES];
+    let mut misses = [0u64; NSMALL];
     for (i, arena) in ARENAS[..s.narenas].iter().enumerate() {
         for (c, bin) in arena.bins.iter().enumerate() {
-            let (slabs, out, back) = bin.counts();
-            s.classes[c].slabs += slabs as u64;
-            handed_out[c] += out;
-            returned[c] += back;
+            let counts = bin.counts();
+            s.classes[c].slabs += counts.slabs as u64;
+            handed_out[c] += counts.handed_out;
+            returned[c] += counts.returned;
+            misses[c] += counts.fills;
         }
         let heap = arena.pages.lock();
         for k in 0..NCLASSES - NSMALL {
@@ -289,7 +303,6 @@ pub fn stats() -> Stats {
         a.retained_pages = (heap.free_pages - heap.dirty_pages - heap.muzzy_pages) as u64;
         a.purged_pages = heap.purged_pages;
     }
-    let misses: [u64; NCACHED] = core::array::from_fn(|c| tcache::MISSES[c].load(Ordering::Relaxed));
     for c in 0..NCLASSES {
         let out = prof_hooks::SAMPLED_OUT[c].load(Ordering::Relaxed);
         handed_out[c] += out;
@@ -311,7 +324,7 @@ pub fn stats() -> Stats {
             handed_out[c] + nmalloc[c]
         };
         class.nfree = class.nmalloc.saturating_sub(class.live);
-        class.misses = if c < NCACHED { misses[c] } else { 0 };
+        class.misses = misses.get(c).copied().unwrap_or(0);
         s.allocated += class.live * class.size;
     }
     let huge_bytes = huge::HUGE_BYTES.load(Ordering::Relaxed);

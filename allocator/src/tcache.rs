@@ -600,8 +600,6 @@ static CACHES: Mutex<Caches> = Mutex::new(
 /// Allocations counted by bins of caches that were detached since (and by calls served without
 /// a cache), per class.
 pub static MERGED_NMALLOC: [AtomicU64; NCACHED] = [const { AtomicU64::new(0) }; NCACHED];
-/// Refills of empty bins, per class (a statistic: the cache's misses).
-pub static MISSES: [AtomicU64; NCACHED] = [const { AtomicU64::new(0) }; NCACHED];
 
 /// Largest cached class under `tcache_max` (set at initialization; classes above get capacity 0).
 static CACHED_CLASSES: AtomicU32 = AtomicU32::new(NCACHED as u32);
@@ -857,7 +855,6 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
             }
             return p;
         }
-        MISSES[class.index()].fetch_add(1, Ordering::Relaxed);
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
         bin.fill = (bin.fill * 2).min(fill_max()[class.index()]);
@@ -1337,7 +1334,12 @@ mod tests {
         let i = class.index();
         let mut blocks = [ptr::null_mut(); 512];
         let mut n = 0;
-        let misses = MISSES[i].load(Ordering::Relaxed);
+        let arena_of = |tb: *mut ThreadBins| {
+            // SAFETY: the test's own bins, attached to an arena below.
+            let index = unsafe { (*tb).arena } as usize;
+            &arena::ARENAS[index]
+        };
+        let mut fills = None;
         // SAFETY: the test's own bins; `fill_and_pop` is called on empty bins only; the blocks
         // taken are returned once, before the cache goes.
         unsafe {
@@ -1349,6 +1351,9 @@ mod tests {
                 (*tb).missed = 0;
                 let p = fill_and_pop(tb, class);
                 assert!(!p.is_null());
+                if round == 0 {
+                    fills = Some((arena_of(tb).bins[i].counts().fills, arena_of(tb)));
+                }
                 ptr::write_bytes(p, 0x5a, class.size());
                 blocks[n] = p;
                 n += 1;
@@ -1365,7 +1370,11 @@ mod tests {
                 bin.set_count(0);
             }
             assert_eq!((*tb).bins[i].fill, most, "the batch stops growing at its most");
-            assert!(MISSES[i].load(Ordering::Relaxed) >= misses + 8);
+            // The arena's bin counted every refill after the first (other tests' threads may
+            // share the arena).
+            let (after_first, arena) = fills.expect("refilled");
+            assert!(core::ptr::eq(arena, arena_of(tb)), "one arena");
+            assert!(arena.bins[i].counts().fills >= after_first + 7);
             for (k, &p) in blocks[..n].iter().enumerate() {
                 assert_eq!(class_of(p), i);
                 assert!(!blocks[..k].contains(&p), "a block handed out twice");
@@ -1412,9 +1421,9 @@ mod tests {
             }
             check_invariants(tb);
             let before: [*mut u8; 2 * M] = cached(tb, class, 2 * M);
-            let (_, handed, returned) = spare.bins[i].counts();
+            let spare_before = spare.bins[i].counts();
             let home = &ARENAS[(*tb).arena as usize];
-            let home_returned = home.bins[i].counts().2;
+            let home_returned = home.bins[i].counts().returned;
 
             flush(tb, class, 2 * M); // keeps everything
             assert_eq!((*tb).bins[i].count() as usize, 2 * M);
@@ -1424,17 +1433,22 @@ mod tests {
             assert_eq!(after[..], before[M..], "the newest half stays, in order");
             // The oldest half, half of it the spare arena's, went back to the arenas they came
             // from (the spare arena is the test's alone: its counts are exact).
+            let spare_after = spare.bins[i].counts();
             assert_eq!(
-                spare.bins[i].counts(),
-                (spare.bins[i].counts().0, handed, returned + M as u64 / 2)
+                (spare_after.handed_out, spare_after.returned, spare_after.batches),
+                (
+                    spare_before.handed_out,
+                    spare_before.returned + M as u64 / 2,
+                    spare_before.batches + 1
+                )
             );
-            assert!(home.bins[i].counts().2 >= home_returned + M as u64 / 2);
+            assert!(home.bins[i].counts().returned >= home_returned + M as u64 / 2);
             check_invariants(tb);
 
             TCache::detach(tb);
             assert_eq!(
-                spare.bins[i].counts().2,
-                returned + M as u64,
+                spare.bins[i].counts().returned,
+                spare_before.returned + M as u64,
                 "every foreign block went home"
             );
             spare.bins[i].debug_check_invariants(class);

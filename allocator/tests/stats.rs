@@ -216,6 +216,7 @@ fn stress_and_check() {
     }
     drop(per_class);
     assert!(after.counters.tcache_flushes > before.counters.tcache_flushes);
+    assert!(after.counters.tcache_fills > before.counters.tcache_fills);
     assert!(after.huge_live - before.huge_live == kept.iter().filter(|k| k.1 >= 3 << 20).count() as u64);
 
     assert_eq!(
