@@ -31,16 +31,8 @@ use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 pub struct BinSlabs {
     current: *mut Span,
     partial: List<RunLinks>,
-    /// Slabs this bin holds.
-    pub slabs: usize,
-    /// Objects handed out of this bin's slabs so far (a statistic).
-    pub handed_out: u64,
-    /// Objects returned to this bin's slabs so far (a statistic).
-    pub returned: u64,
-    /// Fills so far: the thread caches' misses on this bin's class (a statistic).
-    pub fills: u64,
-    /// Batches returned so far (a statistic).
-    pub batches: u64,
+    /// Its slabs, and what it did so far.
+    counts: BinCounts,
 }
 
 /// A bin's statistics, read under its lock ([`Bin::counts`]). Kept by each bin under the lock it
@@ -53,13 +45,14 @@ pub struct BinSlabs {
 pub struct BinCounts {
     /// Slabs the bin holds.
     pub slabs: usize,
-    /// Objects handed out of its slabs.
+    /// Objects handed out of its slabs so far.
     pub handed_out: u64,
-    /// Objects returned to its slabs.
+    /// Objects returned to its slabs so far.
     pub returned: u64,
-    /// Fills (thread-cache misses).
+    /// Fills so far: the thread caches' misses on the bin's class, and the allocations of
+    /// threads without a cache.
     pub fills: u64,
-    /// Batches returned.
+    /// Batches returned so far.
     pub batches: u64,
 }
 
@@ -80,11 +73,13 @@ impl Bin {
                 BinSlabs {
                     current: ptr::null_mut(),
                     partial: List::new(),
-                    slabs: 0,
-                    handed_out: 0,
-                    returned: 0,
-                    fills: 0,
-                    batches: 0,
+                    counts: BinCounts {
+                        slabs: 0,
+                        handed_out: 0,
+                        returned: 0,
+                        fills: 0,
+                        batches: 0,
+                    },
                 },
             ),
         }
@@ -107,28 +102,21 @@ impl Bin {
                     if slab.is_null() {
                         break;
                     }
-                    bin.slabs += 1;
+                    bin.counts.slabs += 1;
                 }
                 bin.current = slab;
             }
             // SAFETY: `slab` is a live slab of `class` with free objects, owned by this bin.
             n += unsafe { take(slab, class, &mut out[n..]) };
         }
-        bin.handed_out += n as u64;
-        bin.fills += 1;
+        bin.counts.handed_out += n as u64;
+        bin.counts.fills += 1;
         n
     }
 
     /// The bin's statistics, read under the lock.
     pub fn counts(&self) -> BinCounts {
-        let bin = self.slabs.lock();
-        BinCounts {
-            slabs: bin.slabs,
-            handed_out: bin.handed_out,
-            returned: bin.returned,
-            fills: bin.fills,
-            batches: bin.batches,
-        }
+        self.slabs.lock().counts
     }
 
     /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
@@ -139,8 +127,8 @@ impl Bin {
     /// A block returned twice is detected and aborts the process.
     pub unsafe fn return_batch(&self, class: SizeClass, pages: &Mutex<PageHeap>, objects: &[*mut u8]) {
         let mut bin = self.slabs.lock();
-        bin.returned += objects.len() as u64;
-        bin.batches += 1;
+        bin.counts.returned += objects.len() as u64;
+        bin.counts.batches += 1;
         let (check, objects_per_slab) = (SlotCheck::of(class.0), class.slab_objects());
         for &p in objects {
             // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live slab
@@ -164,7 +152,7 @@ impl Bin {
                     if !was_full {
                         bin.partial.remove(slab);
                     }
-                    bin.slabs -= 1;
+                    bin.counts.slabs -= 1;
                     pages.lock().free(slab);
                 } else if was_full {
                     bin.partial.push_front(slab);
@@ -199,7 +187,7 @@ impl Bin {
             return false;
         }
         bin.current = ptr::null_mut();
-        bin.slabs -= 1;
+        bin.counts.slabs -= 1;
         // SAFETY: the current slab is in no list (bin invariant) and none of its objects is out.
         unsafe { pages.lock().free(slab) };
         true
@@ -381,7 +369,7 @@ impl Bin {
                 slab = List::<RunLinks>::next(slab);
             }
         }
-        assert!(bin.slabs >= partial + usize::from(!bin.current.is_null()));
+        assert!(bin.counts.slabs >= partial + usize::from(!bin.current.is_null()));
     }
 }
 
@@ -425,7 +413,7 @@ mod tests {
                 bin.debug_check_invariants(class);
             }
             // Every slab but the current one went back to the page heap.
-            assert_eq!(bin.slabs.lock().slabs, 1);
+            assert_eq!(bin.counts().slabs, 1);
             pages.lock().debug_check_invariants();
         }
     }
@@ -441,9 +429,9 @@ mod tests {
         assert!(!bin.release_empty_current(class, &pages), "objects are out");
         // SAFETY: the objects came from this bin and are returned once.
         unsafe { bin.return_batch(class, &pages, &objects) };
-        assert_eq!(bin.slabs.lock().slabs, 1, "an empty current slab stays");
+        assert_eq!(bin.counts().slabs, 1, "an empty current slab stays");
         assert!(bin.release_empty_current(class, &pages));
-        assert_eq!(bin.slabs.lock().slabs, 0);
+        assert_eq!(bin.counts().slabs, 0);
         bin.debug_check_invariants(class);
         let heap = pages.lock();
         heap.debug_check_invariants();

@@ -218,9 +218,9 @@ unsafe fn resample_in_place(span: *mut Span, class: SizeClass) -> Option<*mut u8
 
 /// Resizes the sampled block of run `span` to the class `new` in place: to a larger class if its
 /// run has the pages or the pages after it are free; to a smaller one if both are past the
-/// thread cache's classes, the pages after the new end going back to the page heap (a sampled
-/// block of a cached class lies in the sampled region, whose runs hold only the blocks Rust's
-/// `dealloc` tells apart by their address). Returns its old class if it did.
+/// thread cache's classes (the only shrink `realloc` resizes in place: one into a cached class
+/// moves), the pages after the new end going back to the page heap. Returns its old class if it
+/// did.
 ///
 /// # Safety
 /// `span` must be the run of a live sampled block (not huge) of the calling thread's, whose

@@ -434,11 +434,11 @@ mod tests {
         });
     }
 
-    /// A large charge's credit arms the countdown again for the tick's new budget even when the
-    /// charge does not run it out, so small blocks after it (the thread cache's path, which runs
-    /// `on_event` as soon as the countdown runs out) bring no event with nothing due: the
-    /// countdown ran out at the tick's old budget before (3600 of `generations 20 4 10000`'s
-    /// 21 000 events with the profiler on).
+    /// Small blocks after a large charge that did not run the countdown out (the thread cache's
+    /// path, which calls `ran_out` as soon as the countdown runs out) bring no event with nothing
+    /// due: the countdown runs out at the tick's budget from before the credit and is armed again
+    /// for the credited one. Before, `on_event` ran there with nothing due (3600 of
+    /// `generations 20 4 10000`'s 21 000 events with the profiler on).
     #[test]
     fn a_credited_charge_moves_the_countdown_with_the_tick() {
         on_new_thread(|| {
