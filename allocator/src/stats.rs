@@ -2,8 +2,9 @@
 //!
 //! Nothing here costs the fast paths anything beyond what they do anyway: thread caches keep a
 //! count per bin and an allocation counter (plain relaxed stores by the owner), and the arenas
-//! count the objects and large blocks they hand out and take back, under the locks those slow
-//! paths take already. A reader sums them:
+//! count the objects and large blocks they hand out and take back, the fills and the batches
+//! returned, under the locks those slow paths take already (never in a process-wide atomic that
+//! every thread's slow path would write: `bin::BinCounts`). A reader sums them:
 //!
 //! - live objects of a class = handed out by arenas − returned to arenas − sitting in caches;
 //! - `allocated` = Σ live objects × class size + bytes of live huge blocks;

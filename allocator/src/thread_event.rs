@@ -22,7 +22,8 @@
 //!
 //! An allocation counts its size, except that while the tick is the only budget counting bytes
 //! one above 16 KiB counts as 16 KiB ([`charge`]); when the profiler or guarded sampling counts
-//! it whole, the tick still takes 16 KiB of it ([`count_bytes`]).
+//! it whole, the tick still takes 16 KiB of it ([`credit_tick`]), and a countdown that runs out
+//! with no budget overspent is armed again without an event ([`ran_out`]).
 //!
 //! An event's answer says what the allocation that ran the countdown out is to be: sampled
 //! ([`SAMPLE`]), guarded ([`GUARD`]), both, or neither.
