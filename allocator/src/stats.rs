@@ -22,6 +22,7 @@ use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
 use crate::arena::{self, ARENAS, MAX_ARENAS};
+use crate::bin::BinCounts;
 use crate::chunk::{self, CHUNK, HEADER_PAGES, USABLE_PAGES};
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
 use crate::{decay, guard, huge, mapcache, meta, options, pagemap, prof_hooks, tcache};
@@ -235,23 +236,42 @@ impl Counters {
 /// which keep them under their locks, `bin::BinCounts`, and the large allocations from the page
 /// heaps).
 pub fn counters() -> Counters {
-    let (mut fills, mut flushes, mut large_allocs) = (0, 0, 0);
+    let mut kept = Kept::default();
     for arena in &ARENAS[..arena::arena_count()] {
         for bin in &arena.bins {
-            let counts = bin.counts();
-            fills += counts.handed_out;
-            flushes += counts.batches;
+            kept.add_bin(bin.counts());
         }
-        large_allocs += arena.pages.lock().large_runs;
+        kept.large_runs += arena.pages.lock().large_runs;
     }
+    counters_with(kept)
+}
+
+/// The counters the bins and page heaps keep, added up ([`counters`], and [`stats`] in the
+/// pass over the bins it makes anyway).
+#[derive(Default)]
+struct Kept {
+    fills: u64,
+    flushes: u64,
+    large_runs: u64,
+}
+
+impl Kept {
+    fn add_bin(&mut self, counts: BinCounts) {
+        self.fills += counts.handed_out;
+        self.flushes += counts.batches;
+    }
+}
+
+/// [`counters`], with what the bins and page heaps keep added up already.
+fn counters_with(kept: Kept) -> Counters {
     Counters {
-        tcache_fills: fills,
-        tcache_flushes: flushes,
+        tcache_fills: kept.fills,
+        tcache_flushes: kept.flushes,
         chunks_mapped: chunk::CHUNKS_MAPPED.load(Ordering::Relaxed),
         chunks_unmapped: chunk::CHUNKS_UNMAPPED.load(Ordering::Relaxed),
         chunk_reuses: mapcache::CHUNK_REUSES.load(Ordering::Relaxed),
         tcache_gc_flushes: tcache::GC_FLUSHES.load(Ordering::Relaxed),
-        large_allocs,
+        large_allocs: kept.large_runs,
         huge_allocs: huge::HUGE_ALLOCS.load(Ordering::Relaxed),
         huge_remaps: huge::HUGE_REMAPS.load(Ordering::Relaxed),
         huge_reuses: mapcache::HUGE_REUSES.load(Ordering::Relaxed),
@@ -267,7 +287,6 @@ pub fn stats() -> Stats {
     let mut s = Stats {
         narenas: arena::arena_count(),
         background_thread: decay::background_running(),
-        counters: counters(),
         ..Stats::ZERO
     };
     let mut threads = [0u32; MAX_ARENAS];
@@ -282,15 +301,18 @@ pub fn stats() -> Stats {
     let mut handed_out = [0u64; NCLASSES];
     let mut returned = [0u64; NCLASSES];
     let mut misses = [0u64; NSMALL];
+    let mut kept = Kept::default();
     for (i, arena) in ARENAS[..s.narenas].iter().enumerate() {
         for (c, bin) in arena.bins.iter().enumerate() {
             let counts = bin.counts();
+            kept.add_bin(counts);
             s.classes[c].slabs += counts.slabs as u64;
             handed_out[c] += counts.handed_out;
             returned[c] += counts.returned;
             misses[c] += counts.fills;
         }
         let heap = arena.pages.lock();
+        kept.large_runs += heap.large_runs;
         for k in 0..NCLASSES - NSMALL {
             handed_out[NSMALL + k] += heap.large_allocated[k];
             returned[NSMALL + k] += heap.large_freed[k];
@@ -304,6 +326,7 @@ pub fn stats() -> Stats {
         a.retained_pages = (heap.free_pages - heap.dirty_pages - heap.muzzy_pages) as u64;
         a.purged_pages = heap.purged_pages;
     }
+    s.counters = counters_with(kept);
     for c in 0..NCLASSES {
         let out = prof_hooks::SAMPLED_OUT[c].load(Ordering::Relaxed);
         handed_out[c] += out;
