@@ -4,8 +4,9 @@
 //! atomic; the only touch of the block's memory is its first word, the free mark (`freed.rs`),
 //! which `free` checks and writes and `malloc` clears. An empty stack is refilled from the
 //! thread's arena in one locked batch (growing up to 8 KiB of blocks, [`FILL_BYTES`]; the thread
-//! takes its arena at its first refill, [`claim`], so a thread that only frees has none and every
-//! block it frees goes home); a full one gives its
+//! takes its arena at its first refill, [`claim`], so a thread that only frees has none, and
+//! a bin it never allocated from holds what it frees only up to [`receive_limit`]); a full one
+//! gives its
 //! older half back in batches grouped by owning arena (blocks freed by a thread other than the
 //! one that allocated them go back to their own arena this way, never through a global lock),
 //! or, in a thread that allocates the class too, grows its limit toward its room ([`make_room`]).
