@@ -31,7 +31,7 @@ use crate::chunk::{RunState, Span, CHUNK};
 use crate::extent::DIRTY_DECAY_MS;
 use crate::options::Options;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
-use crate::{chunk, decay, freed, huge, mapcache, pagemap};
+use crate::{chunk, decay, freed, huge, mapcache, pagemap, tcache};
 
 /// Page-map class byte of a sampled block's pages.
 pub const SAMPLED: u8 = 0xFD;
@@ -173,12 +173,36 @@ static CODE_LO: AtomicUsize = AtomicUsize::new(0);
 static CODE_HI: AtomicUsize = AtomicUsize::new(0);
 static PREPARED: AtomicU8 = AtomicU8::new(0);
 
+/// [`ThreadBins::prof_flags`](tcache::ThreadBins): set while this thread captures a stack,
+/// records a sample or writes a profile.
+const IN_PROFILER: u8 = 1;
+/// [`ThreadBins::prof_flags`](tcache::ThreadBins): set while [`RESIZING`] holds a run.
+const IS_RESIZING: u8 = 2;
+
 std::thread_local! {
-    /// Set while this thread captures a stack, records a sample or writes a profile.
-    static IN_PROFILER: Cell<bool> = const { Cell::new(false) };
     /// The run of the sampled block whose `realloc` to another class is allocating its new size
-    /// ([`resizing`]), null otherwise.
+    /// ([`resizing`]); read only while the thread's [`IS_RESIZING`] flag is set (a
+    /// `thread_local!` costs a call to `__tls_get_addr`).
     static RESIZING: Cell<*mut Span> = const { Cell::new(core::ptr::null_mut()) };
+}
+
+/// The calling thread's profiler flags ([`IN_PROFILER`], [`IS_RESIZING`]).
+#[inline(always)]
+fn prof_flags() -> *mut u8 {
+    // SAFETY: the thread's own bins, in its thread block; only a field's address is taken.
+    unsafe { core::ptr::addr_of_mut!((*tcache::thread_bins()).prof_flags) }
+}
+
+/// Sets (`on`) or clears the calling thread's profiler flag `flag`; returns whether it was set.
+#[inline(always)]
+fn set_prof_flag(flag: u8, on: bool) -> bool {
+    let flags = prof_flags();
+    // SAFETY: the thread's own flags; no other thread reads or writes them.
+    unsafe {
+        let was = *flags & flag != 0;
+        *flags = if on { *flags | flag } else { *flags & !flag };
+        was
+    }
 }
 
 /// Runs `alloc`, a `realloc`'s allocation of the new size of the sampled block whose run is
@@ -196,7 +220,9 @@ std::thread_local! {
 /// remaining copies with the profiler on).
 pub fn resizing<R>(span: *mut Span, alloc: impl FnOnce() -> R) -> R {
     RESIZING.set(span);
+    set_prof_flag(IS_RESIZING, true);
     let r = alloc();
+    set_prof_flag(IS_RESIZING, false);
     RESIZING.set(core::ptr::null_mut());
     r
 }
@@ -337,16 +363,18 @@ extern "C" fn on_prof_signal(_: i32) {
 
 /// Whether the calling thread is inside the profiler (its allocations are not sampled, and it
 /// writes no profile).
+#[inline]
 pub fn in_profiler() -> bool {
-    IN_PROFILER.get()
+    // SAFETY: the thread's own flags.
+    unsafe { *prof_flags() & IN_PROFILER != 0 }
 }
 
 /// Runs `f` with the thread's profiler guard set: nothing it allocates is sampled (the
 /// recording path, and the profiler's work outside it, such as a pprof profile).
 pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
-    let was = IN_PROFILER.replace(true);
+    let was = set_prof_flag(IN_PROFILER, true);
     let r = f();
-    IN_PROFILER.set(was);
+    set_prof_flag(IN_PROFILER, was);
     r
 }
 
@@ -355,7 +383,11 @@ pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
-    let resized = RESIZING.replace(core::ptr::null_mut());
+    let resized = if set_prof_flag(IS_RESIZING, false) {
+        RESIZING.replace(core::ptr::null_mut())
+    } else {
+        core::ptr::null_mut()
+    };
     unsampled(|| {
         let prepared = prepare();
         let mut frames: profiler::Frames = [MaybeUninit::uninit(); MAX_FRAMES];
@@ -539,5 +571,46 @@ pub fn dump_manual() -> Result<u64, DumpError> {
 pub fn at_exit(opts: &Options) {
     if opts.prof {
         unsampled(|| PROFILER.at_exit(opts.prof_final, opts.prof_leak));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profiler_flags_live_in_the_thread_block_and_nest() {
+        let block = pal::thread::thread_block() as usize;
+        let flags = prof_flags() as usize;
+        assert!(
+            (block..block + pal::thread::THREAD_BLOCK_BYTES).contains(&flags),
+            "the flags are in the thread block (no `__tls_get_addr` call to find them)"
+        );
+        assert!(!in_profiler());
+        let inner = unsampled(|| {
+            assert!(in_profiler());
+            let nested = unsampled(in_profiler);
+            (nested, in_profiler())
+        });
+        assert_eq!(inner, (true, true), "a nested guard leaves the outer one set");
+        assert!(!in_profiler(), "the guard is cleared when the outermost returns");
+
+        // The resizing run is seen once, by the allocation it is for, and never after.
+        let span = 0x1000 as *mut Span;
+        let seen = resizing(span, || {
+            // SAFETY: the thread's own flags.
+            let flagged = unsafe { *prof_flags() & IS_RESIZING != 0 };
+            (flagged, RESIZING.get())
+        });
+        assert_eq!(seen, (true, span));
+        // SAFETY: the thread's own flags.
+        assert_eq!(unsafe { *prof_flags() }, 0, "no flag left set");
+        assert!(RESIZING.get().is_null());
+        // Other threads have flags of their own.
+        unsampled(|| {
+            std::thread::scope(|s| {
+                s.spawn(|| assert!(!in_profiler())).join().unwrap();
+            })
+        });
     }
 }

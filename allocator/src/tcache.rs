@@ -489,6 +489,11 @@ pub struct ThreadBins {
     /// blocks from other threads' by it. [`NO_ARENA`] until the thread first allocates
     /// ([`TCache::arena`] null), so that every block it frees before then is another thread's.
     pub arena: u32,
+    /// The profiler's flags for this thread (`prof_hooks` owns them: whether the thread is
+    /// inside the profiler, whether a sampled block is being resized), in what was padding: a
+    /// `thread_local!` of a shared library costs a call to `__tls_get_addr`, and a sample made
+    /// two (35 instructions).
+    pub prof_flags: u8,
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
     pub cache: *mut TCache,
     /// Bit `i`: bin `i` was refilled from its arena since garbage collection last looked at it
@@ -504,6 +509,11 @@ pub struct ThreadBins {
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadBins>() <= pal::thread::THREAD_BLOCK_BYTES);
+const _: () = assert!(
+    core::mem::offset_of!(ThreadBins, prof_flags) < core::mem::offset_of!(ThreadBins, cache)
+        && core::mem::offset_of!(ThreadBins, cache) == core::mem::offset_of!(ThreadBins, arena) + 8,
+    "the profiler's flags sit in the padding before `cache`: the thread block has no other room"
+);
 const _: () = assert!(NCACHED <= u64::BITS as usize, "one `missed` bit per cached class");
 
 /// The calling thread's bins.

@@ -255,8 +255,8 @@ pub unsafe fn on_event(ev: *mut ThreadEvents, small: bool) -> u8 {
     let addr = ev as *const ThreadEvents as u64;
     let seed = move || addr ^ pal::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // Whether the profiler's own work is running on this thread is asked only of an allocation
-    // that is due (a `thread_local!` of a shared library is a call to `__tls_get_addr`: 25
-    // instructions an event, every event of a loop of 256 KiB blocks).
+    // that is due (a read of the thread block's profiler flags since the twenty-first pass; as
+    // a `thread_local!` it was a call to `__tls_get_addr`, 25 instructions an event).
     let mut due = 0;
     if PROFILER.sampling.settle(&mut ev.sampler, spent, seed) && !prof_hooks::in_profiler() {
         due |= SAMPLE;
