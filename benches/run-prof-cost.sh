@@ -21,6 +21,12 @@
 # program some 50 times slower); --quick uses the suite's tiny smoke-test arguments, whose runs
 # are too short for the sampling rate to show.
 #
+# valgrind runs one thread at a time; with --fair-sched=yes it hands the CPU round in a fixed
+# order, so a threaded workload (larson) counts the same instructions run after run. Without it,
+# larson counted 7.440 billion instructions with the profiler off in one run and 7.743
+# and 7.739 in two more: a 4% swing, four times the profiler's whole cost there. With it, two runs
+# gave 7.7457 and 7.7448 billion.
+#
 # Usage: benches/run-prof-cost.sh [--conf OPTIONS] [WORKLOAD/PARAMETER ...]
 #        benches/run-prof-cost.sh --suite [--quick] [WORKLOAD ...]
 #   --conf OPTIONS   the profiler's setting (default prof:true), e.g. prof:true,lg_prof_sample:17
@@ -58,7 +64,7 @@ iterations() { # WORKLOAD/PARAMETER
 count() { # CONF PRELOAD COMMAND...
     local c=$1 preload=$2; shift 2
     # shellcheck disable=SC2086 # WENV is a list of K=V words
-    if ! env -u MALLOC_CONF TALLY_CONF="$c" ${preload:+LD_PRELOAD=$preload} ${WENV:-} valgrind --tool=callgrind \
+    if ! env -u MALLOC_CONF TALLY_CONF="$c" ${preload:+LD_PRELOAD=$preload} ${WENV:-} valgrind --tool=callgrind --fair-sched=yes \
         --compress-strings=no --compress-pos=no --callgrind-out-file="$work/out" "$@" \
         <"${STDIN:-/dev/null}" >"$work/log" 2>&1; then
         echo "run-prof-cost: $* failed under $c:" >&2
