@@ -1,7 +1,7 @@
 //! A thread that only frees what another thread allocated (a consumer) takes no arena, and the
-//! blocks it frees go home in groups, at most the receive limit's 4 KiB of a class waiting in
-//! its cache (one at a time, every block took its arena's bin lock alone); the arena it gets
-//! when it first allocates is counted from then on.
+//! blocks it frees go home in groups, at most 1 KiB of a class waiting in its cache
+//! (`tcache::outbox_limit`; one at a time, every block took its arena's bin lock alone); the
+//! arena it gets when it first allocates is counted from then on.
 //!
 //! Runs in a child process (`child/mod.rs`) with two arenas, so that the counts are this
 //! scenario's alone.
@@ -16,8 +16,9 @@ use tally::api;
 const BLOCKS: usize = 1000;
 const SIZE: usize = 64;
 
-/// Blocks of `SIZE` a bin that only receives holds at most (`tcache::receive_limit`: 4 KiB).
-const RECEIVE_LIMIT: u64 = 4096 / SIZE as u64;
+/// Blocks of `SIZE` a bin the thread never allocated from gathers at most
+/// (`tcache::outbox_limit`: 1 KiB).
+const OUTBOX_LIMIT: u64 = 1024 / SIZE as u64;
 
 /// (threads counted on the arenas, threads with a cache, blocks of `SIZE` in thread caches,
 /// batches returned from thread caches to arenas).
@@ -98,11 +99,11 @@ fn child_entry() {
     assert_eq!(caches, caches_before + 1, "the consumer has a cache");
     assert_eq!(arenas, arenas_before, "a thread that only frees takes no arena");
     assert!(
-        cached <= cached_before + RECEIVE_LIMIT,
-        "at most the receive limit waits in the consumer's cache: {cached} cached, {cached_before} before"
+        cached <= cached_before + OUTBOX_LIMIT,
+        "at most the outbox limit waits in the consumer's cache: {cached} cached, {cached_before} before"
     );
     assert!(
-        flushes - flushes_before <= BLOCKS as u64 / (RECEIVE_LIMIT / 4),
+        flushes - flushes_before <= BLOCKS as u64 / (OUTBOX_LIMIT / 4),
         "the freed blocks went home in groups: {} batches for {BLOCKS} blocks",
         flushes - flushes_before
     );
