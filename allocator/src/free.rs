@@ -83,16 +83,16 @@ unsafe fn free_foreign(p: *mut u8, class: SizeClass) {
     unsafe {
         let bin = (*tb).bins.get_unchecked_mut(class.index());
         let count = bin.count();
-        let outbox = tcache::outbox_limit(class);
-        if count == 0 && outbox > 0 && bin.cap() > 0 && bin.nmalloc.load(Ordering::Relaxed) == 0 {
-            // A bin the thread never allocated from (a consumer's): it gathers what the thread
-            // frees, up to its outbox limit, and the blocks go home together.
-            if bin.limit() > outbox as u32 {
-                bin.set_limit(outbox);
-            }
-            return push(p, class.offset());
-        }
         if count == 0 && bin.cap() > 0 {
+            let outbox = tcache::outbox_limit(class);
+            if outbox > 0 && bin.nmalloc.load(Ordering::Relaxed) == 0 {
+                // A bin the thread never allocated from (a consumer's): it gathers what the
+                // thread frees, up to its outbox limit, and the blocks go home together.
+                if bin.limit() > outbox as u32 {
+                    bin.set_limit(outbox);
+                }
+                return push(p, class.offset());
+            }
             // Nothing to bury it under: on top it would be the next block of the class, again
             // after every free, and the bin would never fill from this thread's arena.
             dead_small_block(p, class);

@@ -392,6 +392,15 @@ mod tests {
         });
     }
 
+    /// Gives the calling thread its cache (one allocation, so that its GC steps can be seen),
+    /// starts its countdown afresh and runs its first event; returns its GC steps so far.
+    fn armed_with_cache() -> u32 {
+        drop(core::hint::black_box(std::boxed::Box::new(1u64)));
+        reset();
+        assert_eq!(0, count_bytes(1));
+        gc_steps()
+    }
+
     /// What the profiler's full charge of a large block does (`count` charges it whole while
     /// the profiler samples): the tick takes 16 KiB of it, so the countdown that ran out for
     /// the rest is armed again without an event, and the tick comes when its share is past
@@ -399,11 +408,7 @@ mod tests {
     #[test]
     fn a_charge_past_16_kib_counts_16_kib_against_the_tick() {
         on_new_thread(|| {
-            // One allocation first, so this thread has its cache and its GC steps can be seen.
-            drop(core::hint::black_box(std::boxed::Box::new(1u64)));
-            reset();
-            assert_eq!(0, count_bytes(1));
-            let first = gc_steps();
+            let first = armed_with_cache();
             // Counted whole: 48 KiB of the tick's budget left.
             assert_eq!(0, count_bytes(TICK_CHARGE_MAX - 1));
             let small = TICK_CHARGE_MAX as i64 - 1;
@@ -443,10 +448,7 @@ mod tests {
     #[test]
     fn a_credited_charge_moves_the_countdown_with_the_tick() {
         on_new_thread(|| {
-            drop(core::hint::black_box(std::boxed::Box::new(1u64)));
-            reset();
-            assert_eq!(0, count_bytes(1));
-            let first = gc_steps();
+            let first = armed_with_cache();
             let budget = state().2;
             // Counted whole, as with the profiler on; the tick takes 16 KiB of it.
             let big = 40 * 1024;
