@@ -872,7 +872,77 @@ const MEMOS: usize = 8;
 struct Memo {
     steps: core::cell::UnsafeCell<[MemoStep; MEMO_STEPS]>,
     last: core::cell::UnsafeCell<LastWalk>,
+    prefixes: core::cell::UnsafeCell<Prefixes>,
 }
+
+/// Steps a [`Prefix`] holds at most.
+const PREFIX_STEPS: usize = 8;
+/// Prefixes a [`Memo`] holds.
+const PREFIXES: usize = 4;
+
+/// The first steps of a walk, kept so that a later walk from the same place takes them at a few
+/// instructions each, whatever its stack depth: a sample's walk starts inside the allocator, and
+/// its first four or five steps (the capture, the sampling hook, the slow path, `malloc`) lead
+/// out of the allocator's own frames, the same few sequences at every sample; but the memo
+/// compares each step's `rsp`, and so misses all of them as soon as the program calls `malloc`
+/// at another depth (about 37 instructions a step taken from the memo, some 80 from the rule
+/// table).
+///
+/// A prefix step is one whose rule computes the CFA from `rsp` (not `rbp`), in the object that
+/// holds the walk's start (the code doing the walk, so loaded while any walk runs). For such a
+/// step the rule depends only on the address it is taken at, so its CFA and the slot of the
+/// caller's `rbp` lie at fixed distances from the `rsp` it starts from; chained, every step of
+/// the prefix lies at a fixed distance from the capture's `rsp`, as long as the return
+/// addresses that chose the rules are the same. Step 0 is pinned by the capture's `rip`, step
+/// `i + 1` by the return address step `i` read: a walk takes step 0 if its `rip` is `rip`, and
+/// step `i + 1` while the return address it read at step `i` is `ra[i]`. The step where they
+/// differ is still taken (its rule was pinned by the step before); the walk goes on from there
+/// as any other, with the memo's steps from the same index on. A prefix vouches for itself: the
+/// memo's steps below that index are neither read nor written, and the memo's last walk
+/// records which prefix gave how many steps ([`PrefixTaken::mark`]), so that a walk repeats it
+/// only if it took the same ones, which wrote the same frames.
+#[derive(Clone, Copy)]
+struct Prefix {
+    /// Steps held (0: none).
+    len: usize,
+    /// Distinct for every prefix a memo makes (from 1), for [`PrefixTaken::mark`].
+    id: u32,
+    /// The capture's `rip`, which pins step 0.
+    rip: usize,
+    /// Per step, the CFA less the capture's `rsp`.
+    cfa: [u32; PREFIX_STEPS],
+    /// Per step, where the caller's `rbp` is after it, less the capture's `rsp`: the slot the
+    /// step, or the latest one before it that saved `rbp`, restores it from (0: no step so far
+    /// did, `rbp` is the capture's).
+    rbp_slot: [u32; PREFIX_STEPS],
+    /// Per step, the return address the walk read there.
+    ra: [usize; PREFIX_STEPS],
+}
+
+/// A memo's prefixes (the allocator's entry points and slow paths give a few sequences of own
+/// frames), and the object they are all in.
+struct Prefixes {
+    list: [Prefix; PREFIXES],
+    /// The entry of `list` the next new prefix replaces.
+    next: usize,
+    /// The last prefix's id.
+    made: u32,
+    /// The object holding the walks' start (valid once a prefix is made).
+    object: LastObject,
+}
+
+const NO_PREFIX: Prefix = Prefix {
+    len: 0,
+    id: 0,
+    rip: 0,
+    cfa: [0; PREFIX_STEPS],
+    rbp_slot: [0; PREFIX_STEPS],
+    ra: [0; PREFIX_STEPS],
+};
+
+/// Steps taken from a memo's prefixes (a statistic, and what the tests look at; counted
+/// like [`MEMO_HITS`]).
+pub static PREFIX_HITS: AtomicU64 = AtomicU64::new(0);
 
 /// How a walk ended, for [`LastWalk`].
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -903,6 +973,8 @@ struct LastWalk {
     /// The table that gave `stack` for these frames (0: none yet).
     table: usize,
     stack: u32,
+    /// The prefix its first steps came from ([`PrefixTaken::mark`]; 0: none).
+    prefix: u64,
 }
 
 /// A walk that ended with its memo held, described for [`MemoHold::conclude`].
@@ -912,6 +984,7 @@ struct Walked {
     frames: usize,
     end: WalkEnd,
     last_frame: usize,
+    prefix: u64,
 }
 
 /// One remembered step: out of the frame at `rsp` with `rbp`, executing at `lookup` in the
@@ -960,10 +1033,17 @@ const EMPTY_MEMO: Memo = Memo {
         last_frame: 0,
         table: 0,
         stack: 0,
+        prefix: 0,
+    }),
+    prefixes: core::cell::UnsafeCell::new(Prefixes {
+        list: [NO_PREFIX; PREFIXES],
+        next: 0,
+        made: 0,
+        object: LastObject::NONE,
     }),
 };
 static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
-/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (3.5 KiB each), so that the
+/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (about 4.3 KiB each), so that the
 /// fork handlers, which take them all, write one line and not a page of each memo: every program
 /// that forks runs them, the profiler on or not.
 static MEMO_BUSY: [AtomicBool; MEMOS] = [const { AtomicBool::new(false) }; MEMOS];
@@ -1018,6 +1098,172 @@ impl MemoHold {
         Some((s.cfa, s.rbp_slot))
     }
 
+    /// Takes the steps of the memo's [`Prefix`]es that apply to a walk starting at `at` (its
+    /// capture's frame, nothing skipped), those of the prefix that applies longest: writes their
+    /// frames, moves `at` to the frame after the last one and `last` to their object.
+    #[inline(always)]
+    fn take_prefix(&self, at: &mut Position, frames: &mut Frames, last: &mut LastObject) -> PrefixTaken {
+        // SAFETY: this hold owns the memo's busy flag, so no other walk touches the prefixes.
+        let all = unsafe { &*self.0.prefixes.get() };
+        let (rsp, rip) = (at.rsp, at.rip);
+        let mut best = PrefixTaken::NONE;
+        let mut ra = 0;
+        for (k, p) in all.list.iter().enumerate() {
+            if p.len == 0 || p.rip != rip {
+                continue;
+            }
+            let mut i = 0;
+            let read = loop {
+                // SAFETY: step `i` is pinned (see `Prefix`): this frame runs the code at the
+                // address the step was made for, whose rule puts the CFA at this distance from
+                // the capture's `rsp`, inside the frames below it on this thread's live stack,
+                // 8-aligned (`locate` checked it).
+                let ra = unsafe { *((rsp + p.cfa[i] as usize - 8) as *const usize) };
+                frames[i].write(ra);
+                i += 1;
+                // A return address 0 is no `ra[i - 1]`: the prefix (made of steps that read
+                // none) stops there.
+                if i == p.len || ra != p.ra[i - 1] {
+                    break ra;
+                }
+            };
+            if i > best.steps {
+                best = PrefixTaken {
+                    steps: i,
+                    index: k,
+                    mark: (p.id as u64) << 8 | i as u64,
+                    short: i < p.len,
+                };
+                ra = read;
+            }
+            if i == p.len {
+                break;
+            }
+        }
+        if best.steps == 0 {
+            return best;
+        }
+        let p = &all.list[best.index];
+        // The frames of the prefix that applied longest are in `frames`: a shorter one that ran
+        // after it read the same words for the steps it took.
+        let t = best.steps;
+        if ra == 0 {
+            // As `Position::take` ends a walk at a return address 0: not written.
+            at.n = t - 1;
+            return PrefixTaken { short: false, ..best };
+        }
+        let slot = p.rbp_slot[t - 1];
+        let rbp = if slot == 0 {
+            at.rbp
+        } else {
+            // SAFETY: as above: the slot lies in the frames the steps left, 8-aligned (`compute`
+            // checked the rule's offset).
+            unsafe { *((rsp + slot as usize) as *const usize) }
+        };
+        *at = Position {
+            rip: ra,
+            rsp: rsp + p.cfa[t - 1] as usize,
+            rbp,
+            first: false,
+            n: t,
+            skipped: 0,
+        };
+        *last = all.object;
+        best
+    }
+
+    /// Makes a [`Prefix`] of the first steps of the walk that just ended with this hold (it
+    /// replaces the oldest one): the walk started at `rip` and `rsp`, skipped no frame, took
+    /// `taken`'s steps from a prefix and its next ones (`steps` in all) from the memo's steps
+    /// of the same indices or into them, and wrote `frames[..n]`. Nothing if no step after the
+    /// prefix's is one a prefix can hold. Returns the [`PrefixTaken::mark`] of a walk that takes
+    /// the new prefix whole: one that then repeats the memo's steps after it repeats this walk.
+    #[cold]
+    #[inline(never)]
+    fn make_prefix(
+        &self,
+        rip: usize,
+        rsp: usize,
+        taken: &PrefixTaken,
+        steps: usize,
+        frames: &Frames,
+        n: usize,
+    ) -> Option<u64> {
+        // SAFETY: as in `take_prefix`.
+        let (all, memo) = unsafe { (&mut *self.0.prefixes.get(), &*self.0.steps.get()) };
+        let mut p = NO_PREFIX;
+        let t = taken.steps;
+        if t != 0 {
+            let from = &all.list[taken.index];
+            p.cfa[..t].copy_from_slice(&from.cfa[..t]);
+            p.rbp_slot[..t].copy_from_slice(&from.rbp_slot[..t]);
+        } else {
+            let first = memo.first()?;
+            if first.lookup != rip || first.rsp != rsp {
+                return None;
+            }
+            if all.object.start != first.object || all.made == 0 {
+                let mut object = LastObject::NONE;
+                if object_in_walk(rip, &mut object).is_err() || object.start != first.object {
+                    return None;
+                }
+                all.object = object;
+                all.list = [NO_PREFIX; PREFIXES];
+            }
+        }
+        // Distances from the capture's `rsp`: each memo step's own frame size added up (the
+        // steps may come from walks at other depths).
+        let (mut at, mut rbp_at) = if t == 0 {
+            (0, 0)
+        } else {
+            (p.cfa[t - 1] as usize, p.rbp_slot[t - 1])
+        };
+        let mut len = t;
+        for (i, s) in memo
+            .iter()
+            .enumerate()
+            .take(steps.min(n).min(PREFIX_STEPS))
+            .skip(t)
+        {
+            if s.object != all.object.start || s.rbp != ANY_RBP || s.cfa == 0 {
+                break;
+            }
+            let cfa = at + (s.cfa - s.rsp);
+            let slot = at + s.rbp_slot.wrapping_sub(s.rsp);
+            if cfa > u32::MAX as usize || (s.rbp_slot != 0 && slot > u32::MAX as usize) {
+                break;
+            }
+            if s.rbp_slot != 0 {
+                rbp_at = slot as u32;
+            }
+            p.cfa[i] = cfa as u32;
+            p.rbp_slot[i] = rbp_at;
+            len = i + 1;
+            at = cfa;
+        }
+        if len == t || len < 2 {
+            return None;
+        }
+        for (i, ra) in p.ra.iter_mut().enumerate().take(len) {
+            // SAFETY: the walk wrote `frames[..n]`, and `len <= n`.
+            *ra = unsafe { frames[i].assume_init() };
+        }
+        all.made += 1;
+        p.id = all.made;
+        p.len = len;
+        p.rip = rip;
+        all.list[all.next] = p;
+        all.next = (all.next + 1) % PREFIXES;
+        Some((p.id as u64) << 8 | len as u64)
+    }
+
+    /// After [`MemoHold::conclude`] described the walk that made a prefix: the walk that takes
+    /// that prefix whole and then the memo's steps after it (`mark`) repeats it, frame for frame.
+    fn relabel(&self, mark: u64) {
+        // SAFETY: as in `step`.
+        unsafe { (*self.0.last.get()).prefix = mark };
+    }
+
     /// Remembers step `k`; the memo's last walk is no longer what its steps describe.
     #[inline(always)]
     fn set(&self, k: usize, step: MemoStep) {
@@ -1042,6 +1288,7 @@ impl MemoHold {
         // SAFETY: as in `step`.
         let last = unsafe { &mut *self.0.last.get() };
         let repeated = walked.hits == walked.steps
+            && walked.prefix == last.prefix
             && walked.end == last.end
             && walked.steps == last.steps
             && walked.frames == last.frames
@@ -1055,6 +1302,7 @@ impl MemoHold {
                 last_frame: walked.last_frame,
                 table: 0,
                 stack: 0,
+                prefix: walked.prefix,
             };
         }
         StackKey {
@@ -1387,6 +1635,28 @@ impl Position {
     }
 }
 
+/// What [`MemoHold::take_prefix`] did.
+struct PrefixTaken {
+    /// Steps taken.
+    steps: usize,
+    /// The prefix they came from.
+    index: usize,
+    /// The prefix's id and the steps taken, for the memo's last walk (0: none).
+    mark: u64,
+    /// No prefix applied, or the one that applied longest ran out before the walk left it:
+    /// a new one may hold more.
+    short: bool,
+}
+
+impl PrefixTaken {
+    const NONE: PrefixTaken = PrefixTaken {
+        steps: 0,
+        index: 0,
+        mark: 0,
+        short: true,
+    };
+}
+
 /// The cached-rule walker (x86-64).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cfi;
@@ -1420,12 +1690,27 @@ impl Cfi {
         let mut step = 0;
         let mut hits = 0;
         let mut end = None;
+        // The steps taken from a prefix (none while the walk skips frames).
+        let mut taken = PrefixTaken::NONE;
+        taken.short = skip == 0;
         // The steps the memo remembers first, in a loop of their own while they match: most walks
         // repeat the one before from start to end, and this loop keeps its registers (inlined
         // into the loop below, the rule table's path spilled them: about 48 instructions a step
         // taken from the memo, against 37 here).
         if let Some(m) = memo.as_ref() {
-            while at.n < MAX_FRAMES {
+            if skip == 0 {
+                taken = m.take_prefix(&mut at, frames, &mut last);
+                (step, hits) = (taken.steps, taken.steps as u64);
+                if taken.steps != 0 {
+                    let before = PREFIX_HITS.load(Ordering::Relaxed);
+                    PREFIX_HITS.store(before + hits, Ordering::Relaxed);
+                    if at.first {
+                        // The walk ended at a return address 0.
+                        end = Some(WalkEnd::NoReturn);
+                    }
+                }
+            }
+            while end.is_none() && at.n < MAX_FRAMES {
                 let Some(located) = m.step(step, at.lookup(), &mut last, at.rsp, at.rbp) else {
                     break;
                 };
@@ -1477,6 +1762,10 @@ impl Cfi {
             // Counted without a locked instruction: exact while one thread walks at a time.
             MEMO_HITS.store(MEMO_HITS.load(Ordering::Relaxed) + hits, Ordering::Relaxed);
         }
+        let mut made = None;
+        if let (true, Some(memo)) = (taken.short, memo.as_ref()) {
+            made = memo.make_prefix(rip, rsp, &taken, step, frames, n);
+        }
         if let (Some(key), Some(memo)) = (key, memo.as_ref()) {
             let last_frame = match n.checked_sub(1) {
                 // SAFETY: the walk wrote `frames[..n]`.
@@ -1489,7 +1778,11 @@ impl Cfi {
                 frames: n,
                 end,
                 last_frame,
+                prefix: taken.mark,
             });
+            if let Some(mark) = made {
+                memo.relabel(mark);
+            }
         }
         Some(n)
     }

@@ -219,10 +219,52 @@ fn cfi_memo_follows_a_changed_stack() {
     assert!(hits >= 6 * 3, "{hits} steps from the memo in 6 walks");
 }
 
+/// Walks from the same code at different depths take their first steps from the walker's
+/// prefixes (the memo, which compares `rsp`, misses them all at a new depth), and still give
+/// exactly libgcc's frames: depths that go up and down, through two callers that take turns, so
+/// that the prefix made for one caller stops at the frame where the other differs, and a second
+/// prefix is made for it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn cfi_prefixes_take_the_first_steps_at_any_depth() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use tally_profiler::cfi::{Cfi, PREFIX_HITS};
+    let _alone = counting();
+    let mut from_prefix = Vec::new();
+    for (round, depth) in [4, 7, 2, 9, 5, 3, 8, 6, 1, 10, 4, 7].into_iter().enumerate() {
+        let mut gcc = [0usize; MAX_FRAMES];
+        let mut cfi = [0usize; MAX_FRAMES];
+        let (mut ng, mut nc, mut hit) = (0, 0, 0);
+        let mut walk = || {
+            let before = PREFIX_HITS.load(Relaxed);
+            nc = Cfi.capture(&mut cfi, 0);
+            hit = PREFIX_HITS.load(Relaxed) - before;
+            ng = Libgcc.capture(&mut gcc, 0);
+        };
+        recurse(depth, &mut || {
+            if round % 2 == 0 {
+                left(&mut walk)
+            } else {
+                right(&mut walk)
+            }
+        });
+        assert!(nc > depth + 2, "round {round}: {nc} frames");
+        assert_eq!(&cfi[1..nc], &gcc[1..ng], "round {round}, depth {depth}");
+        from_prefix.push(hit);
+    }
+    // From the third walk on (one prefix for each caller made by then) every walk takes at
+    // least the capture's frame and its caller's from a prefix; another thread's walk may hold
+    // the memo now and then.
+    let with = from_prefix[2..].iter().filter(|&&hit| hit >= 2).count();
+    assert!(with >= 8, "steps from prefixes per walk: {from_prefix:?}");
+}
+
 /// A walk that repeats the one before it through objects that stay loaded (this test program,
 /// the C library) looks none of them up again: each step taken from the memo knows its object,
 /// the walk's last one or the resident one the step remembers. The first walk looks its objects
-/// up (the program, then the C library where the thread started).
+/// up (the program, then the C library where the thread started): it skips a frame, so it takes
+/// no step from the prefixes other tests' walks from the same code left (see
+/// `cfi_prefixes_take_the_first_steps_at_any_depth`), whose object the walk would know.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 #[test]
 fn cfi_repeated_walks_look_up_no_object() {
@@ -230,7 +272,8 @@ fn cfi_repeated_walks_look_up_no_object() {
     use tally_profiler::cfi::{Cfi, MEMO_HITS, OBJECT_LOOKUPS, RESIDENT_LOOKUPS};
     let _alone = counting();
     let mut lookups = Vec::new();
-    for _ in 0..5 {
+    for round in 0..5 {
+        let skip = usize::from(round == 0);
         let mut cfi = [0usize; MAX_FRAMES];
         let mut gcc = [0usize; MAX_FRAMES];
         let (mut nc, mut ng, mut counts) = (0, 0, (0, 0, 0));
@@ -240,7 +283,7 @@ fn cfi_repeated_walks_look_up_no_object() {
                 OBJECT_LOOKUPS.load(Relaxed),
                 MEMO_HITS.load(Relaxed),
             );
-            nc = Cfi.capture(&mut cfi, 0);
+            nc = Cfi.capture(&mut cfi, skip);
             counts = (
                 RESIDENT_LOOKUPS.load(Relaxed) - before.0,
                 OBJECT_LOOKUPS.load(Relaxed) - before.1,
@@ -249,7 +292,7 @@ fn cfi_repeated_walks_look_up_no_object() {
             ng = Libgcc.capture(&mut gcc, 0);
         };
         recurse(5, &mut || left(&mut walk));
-        assert_eq!(&cfi[1..nc], &gcc[1..ng]);
+        assert_eq!(&cfi[1 - skip..nc], &gcc[1..ng], "round {round}");
         lookups.push(counts);
     }
     let (first, rest) = (lookups[0], &lookups[1..]);
