@@ -48,17 +48,24 @@ pub fn sample_probability(size: f64, period: f64) -> f64 {
     -expm1(-size / period)
 }
 
-/// `1/p(z)`: the objects one sampled block of `z` bytes stands for at mean period `T`. For
-/// `z/T ≤ 1/64` (every block up to 8 KiB at the default period) from the series
-/// `1/(1 − e^(−r)) = 1/r + 1/2 + r/12 − r³/720 + r⁵/30240 − …` (the next term is below 2^-47 of
-/// the first there): one division and a few products that run beside it, where `1/p` after
-/// `expm1`'s series is a chain of dependent steps and then a division, 2.5% of a 4 KiB alloc/free
-/// loop with the profiler on (`perf`). Elsewhere `1/p(z)` itself.
+/// `1/p(z)`: the objects one sampled block of `z` bytes stands for at mean period `T`. Up to
+/// `z/T = 1/4` from the series `1/(1 − e^(−r)) = 1/r + 1/2 + Σ B₂ₖ·r^(2k−1)/(2k)!`
+/// (`= 1/r + 1/2 + r/12 − r³/720 + r⁵/30240 − …`, the Bernoulli numbers; each term about
+/// `(r/2π)²` of the one before): three terms for `r ≤ 1/64` (every block up to 8 KiB at the
+/// default period; the next term is below 2^-47 of the first there), six up to `r = 1/4` (blocks
+/// up to 128 KiB; the seventh is below 2^-60 of the sum). One division and a few products that
+/// run beside it, where `1/p` after `expm1`'s series is a chain of dependent steps and then a
+/// division: 2.5% of a 4 KiB alloc/free loop with the profiler on (`perf`), and some 90
+/// instructions of a sample of a 4-64 KiB block. Past `r = 1/4`, `1/p(z)` itself.
 pub fn sample_weight(size: f64, period: f64) -> f64 {
     let r = size / period;
+    let r2 = r * r;
     if r <= 1.0 / 64.0 {
-        let r2 = r * r;
         period / size + (0.5 + r * (1.0 / 12.0 - r2 * (1.0 / 720.0 - r2 * (1.0 / 30240.0))))
+    } else if r <= 0.25 {
+        // B₈/8! = −1/1209600, B₁₀/10! = 1/47900160, B₁₂/12! = −691/1307674368000.
+        let tail = 1.0 / 1209600.0 - r2 * (1.0 / 47900160.0 - r2 * (691.0 / 1307674368000.0));
+        period / size + (0.5 + r * (1.0 / 12.0 - r2 * (1.0 / 720.0 - r2 * (1.0 / 30240.0 - r2 * tail))))
     } else {
         1.0 / sample_probability(size, period)
     }
@@ -190,7 +197,7 @@ mod tests {
                 let period = z / r;
                 let (got, want) = (sample_weight(z, period), exact(z / period));
                 // Past the series, `math::expm1` (held to 4e-16) and a division.
-                let tolerance = if r <= 1.0 / 64.0 { 4e-16 } else { 1e-15 };
+                let tolerance = if r <= 0.25 { 4e-16 } else { 1e-15 };
                 assert!(
                     close(got, want, tolerance),
                     "r {r:e}, z {z}: {got} against {want}"
@@ -198,13 +205,11 @@ mod tests {
             }
             r *= 1.0137;
         }
-        // Right at the switch and just past it.
-        for r in [
-            1.0 / 64.0,
-            1.0 / 64.0 * (1.0 + f64::EPSILON),
-            1.0 / 64.0 * (1.0 - f64::EPSILON),
-        ] {
-            assert!(close(sample_weight(r, 1.0), exact(r), 1e-15), "r {r}");
+        // Right at the switches and just past them.
+        for edge in [1.0 / 64.0, 0.25] {
+            for r in [edge, edge * (1.0 + f64::EPSILON), edge * (1.0 - f64::EPSILON)] {
+                assert!(close(sample_weight(r, 1.0), exact(r), 4e-16), "r {r}");
+            }
         }
     }
 
