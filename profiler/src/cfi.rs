@@ -876,7 +876,7 @@ struct Memo {
 }
 
 /// Steps a [`Prefix`] holds at most.
-const PREFIX_STEPS: usize = 8;
+const PREFIX_STEPS: usize = 16;
 /// Prefixes a [`Memo`] holds.
 const PREFIXES: usize = 4;
 
@@ -889,7 +889,8 @@ const PREFIXES: usize = 4;
 /// table).
 ///
 /// A prefix step is one whose rule computes the CFA from `rsp` (not `rbp`), in the object that
-/// holds the walk's start (the code doing the walk, so loaded while any walk runs). For such a
+/// holds the walk's start (the code doing the walk, so loaded while any walk runs) or in a
+/// [`Resident`] one (the program, the C library: loaded as long as this code is). For such a
 /// step the rule depends only on the address it is taken at, so its CFA and the slot of the
 /// caller's `rbp` lie at fixed distances from the `rsp` it starts from; chained, every step of
 /// the prefix lies at a fixed distance from the capture's `rsp`, as long as the return
@@ -901,10 +902,19 @@ const PREFIXES: usize = 4;
 /// memo's steps below that index are neither read nor written, and the memo's last walk
 /// records which prefix gave how many steps ([`PrefixTaken::mark`]), so that a walk repeats it
 /// only if it took the same ones, which wrote the same frames.
+///
+/// The first steps of a prefix, in the object of the walk's start, are the allocator's own
+/// frames; the program's frames after them differ from sample to sample in most programs, and a
+/// prefix's steps past the allocator's serve a program that allocates from the same place
+/// again and again (as a walk that repeats the memo's would). A new prefix is made for a walk
+/// that parts from the ones held inside the allocator's frames only: four hold its few paths,
+/// and a program with many allocation sites does not make one at every sample.
 #[derive(Clone, Copy)]
 struct Prefix {
     /// Steps held (0: none).
     len: usize,
+    /// Of those, the first ones in the object of the walk's start.
+    own: usize,
     /// Distinct for every prefix a memo makes (from 1), for [`PrefixTaken::mark`].
     id: u32,
     /// The capture's `rip`, which pins step 0.
@@ -917,6 +927,8 @@ struct Prefix {
     rbp_slot: [u32; PREFIX_STEPS],
     /// Per step, the return address the walk read there.
     ra: [usize; PREFIX_STEPS],
+    /// The object of the last step, for the walk's steps after it.
+    object: LastObject,
 }
 
 /// A memo's prefixes (the allocator's entry points and slow paths give a few sequences of own
@@ -933,11 +945,13 @@ struct Prefixes {
 
 const NO_PREFIX: Prefix = Prefix {
     len: 0,
+    own: 0,
     id: 0,
     rip: 0,
     cfa: [0; PREFIX_STEPS],
     rbp_slot: [0; PREFIX_STEPS],
     ra: [0; PREFIX_STEPS],
+    object: LastObject::NONE,
 };
 
 /// Steps taken from a memo's prefixes (a statistic, and what the tests look at; counted
@@ -1132,7 +1146,8 @@ impl MemoHold {
                     steps: i,
                     index: k,
                     mark: (p.id as u64) << 8 | i as u64,
-                    short: i < p.len,
+                    // Parted from the prefix inside the allocator's frames.
+                    short: i < p.len && i <= p.own,
                 };
                 ra = read;
             }
@@ -1168,7 +1183,7 @@ impl MemoHold {
             n: t,
             skipped: 0,
         };
-        *last = all.object;
+        *last = p.object;
         best
     }
 
@@ -1197,6 +1212,9 @@ impl MemoHold {
             let from = &all.list[taken.index];
             p.cfa[..t].copy_from_slice(&from.cfa[..t]);
             p.rbp_slot[..t].copy_from_slice(&from.rbp_slot[..t]);
+            // `take_prefix` makes a walk short only where it parted inside the own steps.
+            p.own = t;
+            p.object = all.object;
         } else {
             let first = memo.first()?;
             if first.lookup != rip || first.rsp != rsp {
@@ -1225,7 +1243,8 @@ impl MemoHold {
             .take(steps.min(n).min(PREFIX_STEPS))
             .skip(t)
         {
-            if s.object != all.object.start || s.rbp != ANY_RBP || s.cfa == 0 {
+            let own = s.object == all.object.start;
+            if !(own || s.resident != 0) || s.rbp != ANY_RBP || s.cfa == 0 {
                 break;
             }
             let cfa = at + (s.cfa - s.rsp);
@@ -1238,6 +1257,16 @@ impl MemoHold {
             }
             p.cfa[i] = cfa as u32;
             p.rbp_slot[i] = rbp_at;
+            if own && p.own == i {
+                p.own = i + 1;
+                p.object = all.object;
+            } else {
+                // A resident object (the start's own, too, past another object's steps).
+                match resident_at(s.resident) {
+                    Some(object) if object.start == s.object => p.object = object,
+                    _ => break,
+                }
+            }
             len = i + 1;
             at = cfa;
         }
