@@ -878,7 +878,7 @@ struct Memo {
 /// Steps a [`Prefix`] holds at most.
 const PREFIX_STEPS: usize = 16;
 /// Prefixes a [`Memo`] holds.
-const PREFIXES: usize = 4;
+const PREFIXES: usize = 8;
 
 /// The first steps of a walk, kept so that a later walk from the same place takes them at a few
 /// instructions each, whatever its stack depth: a sample's walk starts inside the allocator, and
@@ -937,6 +937,8 @@ struct Prefixes {
     list: [Prefix; PREFIXES],
     /// The entry of `list` the next new prefix replaces.
     next: usize,
+    /// The entry the last walk took its prefix from.
+    used: usize,
     /// The last prefix's id.
     made: u32,
     /// The object holding the walks' start (valid once a prefix is made).
@@ -1052,6 +1054,7 @@ const EMPTY_MEMO: Memo = Memo {
     prefixes: core::cell::UnsafeCell::new(Prefixes {
         list: [NO_PREFIX; PREFIXES],
         next: 0,
+        used: 0,
         made: 0,
         object: LastObject::NONE,
     }),
@@ -1118,11 +1121,14 @@ impl MemoHold {
     #[inline(always)]
     fn take_prefix(&self, at: &mut Position, frames: &mut Frames, last: &mut LastObject) -> PrefixTaken {
         // SAFETY: this hold owns the memo's busy flag, so no other walk touches the prefixes.
-        let all = unsafe { &*self.0.prefixes.get() };
+        let all = unsafe { &mut *self.0.prefixes.get() };
         let (rsp, rip) = (at.rsp, at.rip);
         let mut best = PrefixTaken::NONE;
         let mut ra = 0;
-        for (k, p) in all.list.iter().enumerate() {
+        // The prefix the last walk took first: a program's samples mostly come one path at a
+        // time.
+        for k in (all.used..PREFIXES).chain(0..all.used) {
+            let p = &all.list[k];
             if p.len == 0 || p.rip != rip {
                 continue;
             }
@@ -1158,6 +1164,7 @@ impl MemoHold {
         if best.steps == 0 {
             return best;
         }
+        all.used = best.index;
         let p = &all.list[best.index];
         // The frames of the prefix that applied longest are in `frames`: a shorter one that ran
         // after it read the same words for the steps it took.
