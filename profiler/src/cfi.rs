@@ -23,7 +23,10 @@
 //! the rule table and the checks skipped where return address, object, `rsp` and `rbp` are the
 //! ones remembered. A walk that repeated the memo's last one step for step wrote the same frames,
 //! so the id a stack table gave them then serves again ([`Unwinder::capture_keyed`]): the
-//! profiler need not hash the frames and look them up.
+//! profiler need not hash the frames and look them up. A memo also keeps a few prefixes: the
+//! first steps of walks (the allocator's own frames, and on through the program's and the C
+//! library's), taken at a load and a compare each whatever the stack's depth, where the memo's
+//! steps hold only at the depth they were taken at (`Prefix`).
 //!
 //! What it does not handle, it leaves to [`Libgcc`] for the whole capture: CFA or register rules
 //! given as DWARF expressions (PLT stubs, signal frames), 64-bit DWARF, pointer encodings other
@@ -907,7 +910,7 @@ const PREFIXES: usize = 8;
 /// frames; the program's frames after them differ from sample to sample in most programs, and a
 /// prefix's steps past the allocator's serve a program that allocates from the same place
 /// again and again (as a walk that repeats the memo's would). A new prefix is made for a walk
-/// that parts from the ones held inside the allocator's frames only: four hold its few paths,
+/// that parts from the ones held inside the allocator's frames only: eight hold its few paths,
 /// and a program with many allocation sites does not make one at every sample.
 #[derive(Clone, Copy)]
 struct Prefix {
@@ -1060,7 +1063,7 @@ const EMPTY_MEMO: Memo = Memo {
     }),
 };
 static MEMO: [Memo; MEMOS] = [EMPTY_MEMO; MEMOS];
-/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (about 4.3 KiB each), so that the
+/// Memo `i` is held while `MEMO_BUSY[i]` is set. Apart from the memos (about 6 KiB each), so that the
 /// fork handlers, which take them all, write one line and not a page of each memo: every program
 /// that forks runs them, the profiler on or not.
 static MEMO_BUSY: [AtomicBool; MEMOS] = [const { AtomicBool::new(false) }; MEMOS];
