@@ -9,7 +9,10 @@
 //!   from `cargo install`);
 //! - `TALLY_CONF=prof:true,prof_final:true,prof_prefix:<DIR>/tally` followed by `,<OPTS>` from
 //!   `--conf` (later keys win, so `--conf` can change any of them), `DIR` being `--out` (made if
-//!   missing) or the current directory.
+//!   missing) or the current directory; a `TALLY_CONF` already in the environment comes first,
+//!   so its other keys (`lg_prof_sample:17`, `lg_prof_interval:30`) stay in force, as a jemalloc
+//!   user's `MALLOC_CONF` does (which the program still reads too), while `tally run`'s own keys
+//!   win over it.
 //!
 //! - for a JVM or node, the flags that let the report name their JIT-compiled code (unless
 //!   `--no-runtime-flags`): a program named `java` gets `JAVA_TOOL_OPTIONS=-XX:+PreserveFramePointer
@@ -191,14 +194,29 @@ pub fn find_jvm_agent(library: &Path, warn: &mut dyn FnMut(&str)) -> Option<Path
     Some(agent)
 }
 
-/// The `TALLY_CONF` of a run writing dumps to `prefix`, asking for profiles with `prof_signal`,
-/// guarding blocks at `guard_rate` with their reports to `prefix` too (when `Some`), then
-/// `extra` (`--conf`), whose keys win.
-pub fn conf(prefix: &Path, prof_signal: i32, guard_rate: Option<u64>, extra: Option<&str>) -> String {
-    let mut conf = format!(
+/// The `TALLY_CONF` of a run: `inherited` (the environment's `TALLY_CONF`), then the keys of a
+/// run writing dumps to `prefix`, asking for profiles with `prof_signal`, guarding blocks at
+/// `guard_rate` with their reports to `prefix` too (when `Some`), then `extra` (`--conf`); later
+/// keys win.
+pub fn conf(
+    inherited: Option<&str>,
+    prefix: &Path,
+    prof_signal: i32,
+    guard_rate: Option<u64>,
+    extra: Option<&str>,
+) -> String {
+    let mut conf = String::new();
+    if let Some(inherited) = inherited
+        .map(|i| i.trim_matches(','))
+        .filter(|i| !i.trim().is_empty())
+    {
+        conf.push_str(inherited);
+        conf.push(',');
+    }
+    conf.push_str(&format!(
         "prof:true,prof_final:true,prof_prefix:{},prof_signal:{prof_signal}",
         prefix.display()
-    );
+    ));
     if let Some(rate) = guard_rate {
         conf.push_str(&format!(
             ",guard_rate:{rate},guard_slots:{GUARD_SLOTS},guard_report:{}",
@@ -425,7 +443,9 @@ pub fn run(
         None => PathBuf::from("."),
     };
     let dir = std::path::absolute(&dir).map_err(|e| Error::file(&dir, io_message(e)))?;
+    let inherited = std::env::var("TALLY_CONF").ok();
     let conf = conf(
+        inherited.as_deref(),
         &dir.join("tally"),
         default_prof_signal(),
         options.guard,
@@ -609,10 +629,11 @@ mod tests {
     #[test]
     fn builds_the_conf() {
         assert_eq!(
-            conf(Path::new("/d/tally"), 37, None, Some("lg_prof_sample:12")),
+            conf(None, Path::new("/d/tally"), 37, None, Some("lg_prof_sample:12")),
             "prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,lg_prof_sample:12"
         );
         let conf = conf(
+            None,
             Path::new("/d/tally"),
             37,
             None,
@@ -625,14 +646,41 @@ mod tests {
         assert_eq!(conf_value(&conf, "guard_report"), None);
     }
 
+    /// A `TALLY_CONF` in the environment is not dropped: its keys stay where `tally run` and
+    /// `--conf` set none, and lose where they do.
+    #[test]
+    fn keeps_the_environments_conf_first() {
+        let got = conf(
+            Some("lg_prof_sample:17,lg_prof_interval:30,prof_prefix:/x/y,"),
+            Path::new("/d/tally"),
+            37,
+            None,
+            Some("lg_prof_interval:31"),
+        );
+        assert_eq!(
+            got,
+            "lg_prof_sample:17,lg_prof_interval:30,prof_prefix:/x/y,\
+             prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,lg_prof_interval:31"
+        );
+        assert_eq!(conf_value(&got, "lg_prof_sample"), Some("17"));
+        assert_eq!(conf_value(&got, "lg_prof_interval"), Some("31"));
+        assert_eq!(conf_value(&got, "prof_prefix"), Some("/d/tally"));
+        // An empty one adds nothing.
+        assert_eq!(
+            conf(Some(" "), Path::new("/d/tally"), 37, None, None),
+            conf(None, Path::new("/d/tally"), 37, None, None)
+        );
+    }
+
     #[test]
     fn puts_the_guard_options_before_the_users() {
         assert_eq!(
-            conf(Path::new("/d/tally"), 37, Some(DEFAULT_GUARD_RATE), None),
+            conf(None, Path::new("/d/tally"), 37, Some(DEFAULT_GUARD_RATE), None),
             "prof:true,prof_final:true,prof_prefix:/d/tally,prof_signal:37,\
              guard_rate:100,guard_slots:512,guard_report:/d/tally"
         );
         let conf = conf(
+            None,
             Path::new("/d/tally"),
             37,
             Some(7),

@@ -27,7 +27,8 @@ fn tally_run_jemalloc(dir: &Path, args: &[&str]) -> Command {
         .arg(dir)
         .args(args)
         .env("TALLY_SO", JEMALLOC)
-        .env_remove("LD_PRELOAD");
+        .env_remove("LD_PRELOAD")
+        .env_remove("TALLY_CONF");
     command
 }
 
@@ -272,8 +273,41 @@ fn tally_run_stub(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .env("TALLY_SO", &stub)
         .env_remove("LD_PRELOAD")
+        .env_remove("TALLY_CONF")
         .output()
         .unwrap()
+}
+
+/// A `TALLY_CONF` already in the environment reaches the program, first, so its keys stay in
+/// force where `tally run` and `--conf` set none.
+#[test]
+fn keeps_the_environments_tally_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("dumps");
+    let output = tally_run_jemalloc(
+        &out,
+        &[
+            "--conf",
+            "lg_prof_interval:31",
+            "--",
+            "sh",
+            "-c",
+            "echo \"TALLY_CONF=$TALLY_CONF\"",
+        ],
+    )
+    .env("TALLY_CONF", "lg_prof_sample:17,lg_prof_interval:30")
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "TALLY_CONF=lg_prof_sample:17,lg_prof_interval:30,prof:true,prof_final:true,\
+             prof_prefix:{}/tally,prof_signal:{},lg_prof_interval:31\n",
+            out.display(),
+            tally_report::run::default_prof_signal()
+        )),
+        "{stdout}"
+    );
 }
 
 #[test]
