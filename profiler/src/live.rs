@@ -196,22 +196,25 @@ impl LiveTable {
             return Err(r);
         }
         let mut s = self.slots.lock();
-        if (s.live + 1) * 4 > s.capacity * 3 && !s.grow() {
+        // One probe finds the address or the empty slot it goes to; a replacement needs no room,
+        // and only a table that must grow first is probed again (by `put`, in the new slots).
+        if let Some(i) = s.probe(r.addr) {
+            // SAFETY: i < capacity.
+            let slot = unsafe { &mut *s.ptr.add(i) };
+            if slot.addr == r.addr {
+                return Ok(Some(core::mem::replace(slot, r)));
+            }
+            if (s.live + 1) * 4 <= s.capacity * 3 {
+                *slot = r;
+                s.live += 1;
+                return Ok(None);
+            }
+        }
+        if !s.grow() {
             return Err(r);
         }
-        let Some(i) = s.probe(r.addr) else {
-            return Err(r);
-        };
-        // SAFETY: i < capacity.
-        let slot = unsafe { &mut *s.ptr.add(i) };
-        let old = *slot;
-        *slot = r;
-        if old.addr == EMPTY {
-            s.live += 1;
-            Ok(None)
-        } else {
-            Ok(Some(old))
-        }
+        s.put(r);
+        Ok(None)
     }
 
     /// Removes and returns the record of a freed block, if it was sampled.
