@@ -272,20 +272,44 @@ fn alloc_chosen(
     class: Option<SizeClass>,
     arena: Option<&'static Arena>,
 ) -> *mut u8 {
-    let sample = due & thread_event::SAMPLE != 0;
-    let mut p = ptr::null_mut();
     if due & thread_event::GUARD != 0 {
-        p = guard::alloc(size, align, sample);
+        return alloc_guarded(due, size, align, class, arena);
     }
-    // A sampled block of a class is the class's size (its run records the class, which is what
-    // `usable_size` would read back); a guarded or huge one is asked.
-    let mut usable = 0;
-    if p.is_null() && sample {
-        p = prof_hooks::alloc_sampled(size, class, arena.unwrap_or_else(thread_arena));
-        usable = class.map_or(0, SizeClass::size);
-    }
+    alloc_sampled(size, class, arena)
+}
+
+/// [`alloc_chosen`] when the event guards the block (and maybe samples it too). A function of
+/// its own so that a sample, much the more common event, saves fewer registers and opens no
+/// stack frame for the guard's work: with the thread's arena looked up inline, `alloc_chosen`
+/// and `thread_arena` took 75 instructions a sample (`size_churn`), now 50.
+#[inline(never)]
+fn alloc_guarded(
+    due: u8,
+    size: usize,
+    align: usize,
+    class: Option<SizeClass>,
+    arena: Option<&'static Arena>,
+) -> *mut u8 {
+    let sample = due & thread_event::SAMPLE != 0;
+    let p = guard::alloc(size, align, sample);
     if !p.is_null() {
-        tcache::count_slow(if usable != 0 { usable } else { usable_size(p) }, 0);
+        tcache::count_slow(usable_size(p), 0);
+        return p;
+    }
+    if sample {
+        return alloc_sampled(size, class, arena);
+    }
+    p
+}
+
+/// A sampled block for [`alloc_chosen`]: from `arena` (`None`: the thread's), counted in the
+/// thread's statistics. A sampled block of a class is the class's size (its run records the
+/// class, which is what `usable_size` would read back); a huge one is what its mapping holds.
+#[inline(always)]
+fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: Option<&'static Arena>) -> *mut u8 {
+    let p = prof_hooks::alloc_sampled(size, class, arena.unwrap_or_else(thread_arena));
+    if !p.is_null() {
+        tcache::count_slow(class.map_or_else(|| usable_size(p), SizeClass::size), 0);
     }
     p
 }

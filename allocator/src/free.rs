@@ -172,6 +172,20 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
         Some(Block::Sampled(span, class)) => return unsafe { free_sampled_block(p, span, class, who) },
         _ => {}
     }
+    // SAFETY: the caller gives up `p`.
+    unsafe { free_looked_up(p, who) }
+}
+
+/// [`free_other`] for a pointer its first page's word did not place: the full lookup
+/// ([`block_of`], which aborts on a pointer that is no block). A function of its own so that
+/// the blocks found by their first page (large ones, sampled ones) do not open the 544-byte
+/// stack frame it needs.
+///
+/// # Safety
+/// `p` must not be used after this call.
+#[cold]
+#[inline(never)]
+unsafe fn free_looked_up(p: *mut u8, who: &str) {
     match block_of(p, who) {
         // SAFETY: as above, from the full lookup.
         Block::Large(span, class) if class.index() >= NCACHED => unsafe {

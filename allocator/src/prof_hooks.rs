@@ -383,12 +383,20 @@ pub fn unsampled<R>(f: impl FnOnce() -> R) -> R {
 #[cold]
 #[inline(never)]
 pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *mut u8 {
-    let resized = if set_prof_flag(IS_RESIZING, false) {
+    // What `unsampled` does, and `IS_RESIZING` taken, in one visit to the flags.
+    let flags = prof_flags();
+    // SAFETY: the thread's own flags; no other thread reads or writes them.
+    let was = unsafe {
+        let was = *flags;
+        *flags = (was & !IS_RESIZING) | IN_PROFILER;
+        was
+    };
+    let resized = if was & IS_RESIZING != 0 {
         RESIZING.replace(core::ptr::null_mut())
     } else {
         core::ptr::null_mut()
     };
-    unsampled(|| {
+    let p = (|| {
         let prepared = prepare();
         let mut frames: profiler::Frames = [MaybeUninit::uninit(); MAX_FRAMES];
         let (n, key) = profiler::capture_stack_keyed(&mut frames, 0);
@@ -454,7 +462,10 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
             profiler::on_sampled_alloc_keyed(p as usize, size, &frames[first..], &key);
         }
         p
-    })
+    })();
+    // SAFETY: as above; the guard goes back to what it was (`unsampled`).
+    unsafe { *flags = (*flags & !IN_PROFILER) | (was & IN_PROFILER) };
+    p
 }
 
 /// Frees the sampled block `p` of `class` whose run is `span`: into its arena's stash of
@@ -532,7 +543,11 @@ fn first_caller_frame(frames: &[usize]) -> usize {
     if lo == hi {
         return 0;
     }
-    let inside = frames.iter().take_while(|&&pc| pc >= lo && pc < hi).count();
+    // `lo <= pc < hi` as one unsigned compare.
+    let inside = frames
+        .iter()
+        .take_while(|&&pc| pc.wrapping_sub(lo) < hi - lo)
+        .count();
     inside.saturating_sub(1)
 }
 

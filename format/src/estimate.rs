@@ -82,8 +82,11 @@ impl Estimate {
     /// `1/p(size)` objects and `size/p(size)` bytes. A `size` of 0 is counted as 1 byte (a
     /// zero-size allocation still takes a slot, and 0 would divide by zero).
     pub fn of_sample(size: u64, period: u64) -> Estimate {
-        let z = size.max(1) as f64;
-        let weight = sample_weight(z, period.max(1) as f64);
+        // Converted as signed integers, one instruction each (an unsigned one takes eight):
+        // sizes and periods past 2^63 count as 2^63 − 1, the same double to 15 digits.
+        let signed = |x: u64| x.clamp(1, i64::MAX as u64) as i64 as f64;
+        let z = signed(size);
+        let weight = sample_weight(z, signed(period));
         Estimate {
             objects: weight,
             bytes: z * weight,
@@ -271,6 +274,12 @@ mod tests {
         assert_eq!(Counts { objects: 0, bytes: 7 }.jeprof_estimate(T).bytes, 7.0);
         let e = Estimate::of_sample(0, 0);
         assert!(e.objects.is_finite() && e.objects >= 1.0);
+        // Past 2^63 the inputs count as 2^63 − 1: finite, positive, one object a sample.
+        let e = Estimate::of_sample(u64::MAX, u64::MAX);
+        assert!(e.objects.is_finite() && e.objects >= 1.0 && e.bytes >= (1u64 << 62) as f64);
+        let e = Estimate::of_sample(u64::MAX, T);
+        assert_eq!(e, Estimate::of_sample(i64::MAX as u64, T));
+        assert_eq!(e.objects, 1.0);
         let mut e = Estimate::of_sample(100, T);
         e.sub(Estimate::of_sample(100, T));
         assert_eq!(e, Estimate::ZERO);
