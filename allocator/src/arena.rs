@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering
 use crate::bin::Bin;
 use crate::chunk::{ChunkHeader, RunState, Span};
 use crate::extent::PageHeap;
-use crate::size_class::{SizeClass, NSMALL};
+use crate::size_class::{class_compute, size_compute, SizeClass, NSMALL, TCACHE_MAX};
 use tally_pal::sync::{Mutex, Rank};
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
@@ -33,15 +33,29 @@ pub struct Arena {
     threads: AtomicU32,
 }
 
-/// Longest run a [`RunStash`] keeps, in pages: that of the largest class the thread cache keeps
-/// (32 KiB), so every sampled block a Criterion-like loop of cached sizes frees is kept.
-pub const STASH_PAGES: usize = 8;
+/// Longest run a [`RunStash`] keeps, in pages: that of the 64 KiB class. Up to 8 pages (32 KiB,
+/// the largest class the thread cache keeps) so that every sampled block a Criterion-like loop
+/// of cached sizes frees is kept; up to 16 so that a program's sampled blocks of 40-64 KiB take
+/// no page-heap lock either: `generations` (blocks of 4-64 KiB, most samples in the largest
+/// classes) spent 180 instructions a sample on the page heap: 1595 → 1219 a sample in all.
+pub const STASH_PAGES: usize = 16;
 /// Runs a [`RunStash`] keeps of each length. With two, a fifth of `size_churn`'s samples at
 /// `lg_prof_sample:17` (a few sampled blocks alive at once, freed in random order) found the
 /// row empty and took a run from the page heap and later gave it back: 66 instructions a sample
-/// on average, none with four. At most 4 × 36 pages wait per arena, and only while samples use
-/// them (a purge pass gives back a stash no sample touched since the pass before).
+/// on average, none with four; `generations` 1297 instructions a sample with two runs of each
+/// length past 32 KiB, 1219 with four. At most 4 × (36 + 52) = 352 pages wait in a stash (the
+/// rows of the classes of 1-8 pages and of 10, 12, 14 and 16), and only while samples use them:
+/// a purge pass gives back a stash no sample touched since the pass before (`generations`'
+/// peak RSS with the profiler on: 67.8-70.5 MiB with two, 67.9-70.4 with four, 5 runs each).
 pub const STASH_SLOTS: usize = 4;
+/// Pages of the largest class the thread cache keeps: rows up to this length hold runs of those
+/// classes, the rows past it runs of larger classes (see [`RunStash`]).
+pub const STASH_CACHED_PAGES: usize = TCACHE_MAX / PAGE;
+const _: () = assert!(
+    size_compute(class_compute(TCACHE_MAX + 1).index()) > TCACHE_MAX + PAGE,
+    "a run's length says whether its class is one the thread cache keeps"
+);
+const _: () = assert!(STASH_CACHED_PAGES < STASH_PAGES);
 
 /// A few page runs of freed sampled blocks kept out of the page heap, so that the next sample
 /// of the same page count takes one from here: no page-heap lock, no search, no split and merge,
@@ -58,7 +72,9 @@ pub const STASH_SLOTS: usize = 4;
 /// pass, and `malloc_trim` gives back all ([`RunStash::drain`]).
 ///
 /// Invariant: every non-null slot of row `k` holds a run of `k + 1` pages of this arena, in no
-/// page-heap list and no other slot.
+/// page-heap list and no other slot. A run's length is its class's ([`STASH_CACHED_PAGES`]
+/// pages at most for a class the thread cache keeps, more for any other), so a sample of a
+/// cached class takes a run made for one (in the sampled region, where Rust's `dealloc` looks).
 pub struct RunStash {
     slots: [[AtomicPtr<Span>; STASH_SLOTS]; STASH_PAGES],
     /// A run was taken or put since the last purge pass looked.
@@ -564,6 +580,8 @@ mod tests {
         let ones: std::vec::Vec<_> = (0..STASH_SLOTS + 1).map(|_| run(1)).collect();
         let three = run(3);
         let long = run(STASH_PAGES + 1);
+        // A row past the cached classes' (a class of 40 KiB) keeps as many.
+        let tens: std::vec::Vec<_> = (0..STASH_SLOTS + 1).map(|_| run(10)).collect();
         // SAFETY: every run is a used run of this arena that the test gives up when kept.
         unsafe {
             for &r in &ones[..STASH_SLOTS] {
@@ -572,8 +590,17 @@ mod tests {
             assert!(!arena.stash.put(ones[STASH_SLOTS]), "a full row keeps no more");
             assert!(arena.stash.put(three));
             assert!(!arena.stash.put(long), "runs past STASH_PAGES are not kept");
+            for &r in &tens[..STASH_SLOTS] {
+                assert!(arena.stash.put(r));
+            }
+            assert!(
+                !arena.stash.put(tens[STASH_SLOTS]),
+                "a full long row keeps no more"
+            );
         }
-        assert_eq!(arena.stash.stashed(), STASH_SLOTS + 1);
+        assert_eq!(arena.stash.stashed(), 2 * STASH_SLOTS + 1);
+        let ten = arena.stash.take(10);
+        assert!(tens[..STASH_SLOTS].contains(&ten));
         assert!(arena.stash.take(2).is_null(), "no run of 2 pages");
         assert!(arena.stash.take(0).is_null() && arena.stash.take(STASH_PAGES + 1).is_null());
         let taken = arena.stash.take(1);
@@ -594,8 +621,8 @@ mod tests {
                 arena.stash.drain(&mut heap, false),
             )
         };
-        // The ones not taken and the run of three.
-        assert_eq!((kept, given), (0, STASH_SLOTS));
+        // The ones and tens not taken and the run of three.
+        assert_eq!((kept, given), (0, 2 * STASH_SLOTS - 1));
         assert_eq!(arena.stash.stashed(), 0);
         {
             let mut heap = arena.pages.lock();
@@ -604,6 +631,8 @@ mod tests {
                 heap.free(taken);
                 heap.free(ones[STASH_SLOTS]);
                 heap.free(long);
+                heap.free(ten);
+                heap.free(tens[STASH_SLOTS]);
             }
         }
         let again = run(3);

@@ -220,7 +220,7 @@ unsafe fn free_looked_up(p: *mut u8, who: &str) {
 }
 
 /// Frees `p`, the sampled block of `class` whose run `span` it starts, unless it was freed
-/// before (a block of a cached class waits in its arena's stash marked free).
+/// before (its run waits in its arena's stash, marked free).
 ///
 /// # Safety
 /// `p` must start the sampled run `span` of `class`, live or waiting in the stash, given up by
@@ -228,7 +228,7 @@ unsafe fn free_looked_up(p: *mut u8, who: &str) {
 #[inline(always)]
 unsafe fn free_sampled_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &str) {
     // SAFETY: a sampled block is at least 8 bytes and page-aligned.
-    if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+    if unsafe { freed::is_marked(p) } {
         sampled_freed_before(p, who);
     }
     dead_block(p, class.size());

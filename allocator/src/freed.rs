@@ -6,8 +6,10 @@
 //! thread cache, and a block free on an opened page of its slab (slots are marked when their
 //! page is opened, and a block flushed back from a cache keeps the mark it got when it was
 //! freed; a slab page is opened when the first slot starting on it is handed out, and until
-//! then its page-info word says it holds no block, see `chunk::UNOPENED`). Every path that
-//! hands such a block to the program clears the word ([`unmark`]). So `free` needs one load
+//! then its page-info word says it holds no block, see `chunk::UNOPENED`). So does every block
+//! in a thread's big cache, and every sampled block, of any class, whose run waits in its
+//! arena's stash (`arena::RunStash`). Every path that hands such a block to the program clears
+//! the word ([`unmark`]). So `free` needs one load
 //! and one compare to know a block is free already: a second free of the same block, a
 //! `realloc` of a freed block, or a free of a slot that was never handed out.
 //!

@@ -436,12 +436,10 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
                 unsafe { (*run).class = class.0 };
                 SAMPLED_OUT[class.index()].fetch_add(1, Ordering::Relaxed);
                 let p = Span::start(run) as *mut u8;
-                if class.index() < NCACHED {
-                    // A stashed run's block carries its free mark (and a fresh run may hold an
-                    // old block's mark where it starts): this block is the program's now.
-                    // SAFETY: a block of at least 8 bytes, page-aligned, ours.
-                    unsafe { freed::unmark(p) };
-                }
+                // A stashed run's block carries its free mark (and a fresh run may hold an old
+                // block's mark where it starts): this block is the program's now.
+                // SAFETY: a block of at least 8 bytes, page-aligned, ours.
+                unsafe { freed::unmark(p) };
                 p
             }
             (None, None) => {
@@ -468,9 +466,10 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
     p
 }
 
-/// Frees the sampled block `p` of `class` whose run is `span`: into its arena's stash of
-/// sampled runs if there is room and freed pages may wait (`dirty_decay_ms` is not 0), marked
-/// free so that a second free is caught; else back to the page heap. Returns whether the page heap took it (the caller may then tick decay).
+/// Frees the sampled block `p` of `class` whose run is `span`, marked free so that a second
+/// free is caught: into its arena's stash of sampled runs if there is room and freed pages may
+/// wait (`dirty_decay_ms` is not 0), else back to the page heap. Returns whether the page heap
+/// took it (the caller may then tick decay).
 ///
 /// # Safety
 /// `p` must be a live sampled block (not huge) that the caller gives up.
@@ -481,12 +480,12 @@ pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) -> boo
     // the run (at least 8 bytes, page-aligned) is ours to mark and give up.
     unsafe {
         let arena = arena::of_chunk(Span::chunk(span));
-        if class.index() < NCACHED {
-            freed::mark(p);
-            // With `dirty_decay_ms:0` freed pages go back at once, so none wait in a stash.
-            if DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0 && arena.stash.put(span) {
-                return false;
-            }
+        // Marked whether the run waits in the stash or not: every path that hands a block out
+        // of pages where one started clears or rewrites its first word.
+        freed::mark(p);
+        // With `dirty_decay_ms:0` freed pages go back at once, so none wait in a stash.
+        if DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0 && arena.stash.put(span) {
+            return false;
         }
         arena.pages.lock().free(span);
     }

@@ -60,9 +60,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     if let Some(Block::Large(_, class) | Block::Sampled(_, class)) = run_block_at(p) {
         if class_for(size) == Some(class) {
             // SAFETY: a large or sampled block: page-aligned, at least a page. Its first word
-            // is the free mark's, but a sampled block's of a class the thread cache does not
-            // keep, which is the program's (freed, its pages say so): one that looks marked
-            // goes on to `realloc_other`, which keeps it, as it says so of one freed before.
+            // is the free mark's: one that carries it goes on to `realloc_other`, which says
+            // it was freed before.
             if !unsafe { freed::is_marked(p) } {
                 return p;
             }
@@ -235,9 +234,9 @@ fn live_block(p: *mut u8, who: &str) -> Block {
                 already_free(p, class, who);
             }
         }
-        Block::Sampled(_, class) => {
+        Block::Sampled(..) => {
             // SAFETY: a sampled block: at least 8 bytes, page-aligned.
-            if class.index() < NCACHED && unsafe { freed::is_marked(p) } {
+            if unsafe { freed::is_marked(p) } {
                 sampled_freed_before(p, who);
             }
         }

@@ -183,10 +183,15 @@ fn a_sampled_block_freed_twice_aborts() {
     for size in [16, 5000, 32768] {
         assert_caught(&format!("twice:{size}"), SAMPLE_ALL, "free", STASHED);
     }
+    // Classes the thread cache does not keep, up to 64 KiB, wait there too (marked as well).
+    for size in [40000, 65536] {
+        assert_caught(&format!("twice:{size}"), SAMPLE_ALL, "free", STASHED);
+    }
     // A class past the stash's: its run went back to the page heap, found by the full lookup
     // after `free`'s quick check of the first page's word finds no block there.
     assert_caught("twice:100000", SAMPLE_ALL, "free", "its pages are free");
     assert_caught("realloc_freed:100", SAMPLE_ALL, "realloc", STASHED);
+    assert_caught("realloc_freed:50000", SAMPLE_ALL, "realloc", STASHED);
     // Rust's `dealloc` sees a sampled block by its page and hands it to `free`.
     assert_caught("dealloc_twice", SAMPLE_ALL, "free", STASHED);
 }
