@@ -56,7 +56,8 @@ pub fn sample_probability(size: f64, period: f64) -> f64 {
 /// up to 128 KiB; the seventh is below 2^-60 of the sum). One division and a few products that
 /// run beside it, where `1/p` after `expm1`'s series is a chain of dependent steps and then a
 /// division: 2.5% of a 4 KiB alloc/free loop with the profiler on (`perf`), and some 90
-/// instructions of a sample of a 4-64 KiB block. Past `r = 1/4`, `1/p(z)` itself.
+/// instructions of a sample of a 4-64 KiB block. Past `r = 1/4`, `1/p(z)` itself, and past
+/// `r = 38` (19 MiB at the default period), where that rounds to it, 1.
 pub fn sample_weight(size: f64, period: f64) -> f64 {
     let r = size / period;
     let r2 = r * r;
@@ -66,8 +67,11 @@ pub fn sample_weight(size: f64, period: f64) -> f64 {
         // B₈/8! = −1/1209600, B₁₀/10! = 1/47900160, B₁₂/12! = −691/1307674368000.
         let tail = 1.0 / 1209600.0 - r2 * (1.0 / 47900160.0 - r2 * (691.0 / 1307674368000.0));
         period / size + (0.5 + r * (1.0 / 12.0 - r2 * (1.0 / 720.0 - r2 * (1.0 / 30240.0 - r2 * tail))))
-    } else {
+    } else if r < 38.0 {
         1.0 / sample_probability(size, period)
+    } else {
+        // e^(−r) < 2^-54: 1 − e^(−r) rounds to 1, as the formula would give.
+        1.0
     }
 }
 
@@ -208,6 +212,12 @@ mod tests {
             }
             r *= 1.0137;
         }
+        // Past r = 38, exactly what the formula gives: 1.
+        for r in [38.0, 38.5, 100.0, 1e6] {
+            assert_eq!(sample_weight(r, 1.0), 1.0);
+            assert_eq!(1.0 / sample_probability(r, 1.0), 1.0);
+        }
+        assert!(sample_weight(37.0, 1.0) > 1.0);
         // Right at the switches and just past them.
         for edge in [1.0 / 64.0, 0.25] {
             for r in [edge, edge * (1.0 + f64::EPSILON), edge * (1.0 - f64::EPSILON)] {
