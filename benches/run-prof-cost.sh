@@ -3,10 +3,11 @@
 # doing): each Criterion workload given runs ITERATIONS times under Tally's `#[global_allocator]`
 # (`criterion_once`) with `prof:false` and with `prof:true` at the default rate; the table gives
 # instructions per iteration both ways, their ratio, the samples taken (calls of
-# `prof_hooks::alloc_sampled`), and the instructions the profiler added per sample (the
-# difference of the whole runs over the samples: capture, tables, the sampled block's pages, its
-# free, and the extra thread events). Then the same for C's malloc/free pairs
-# (benches/programs/pairs.c under LD_PRELOAD=libtally.so). See docs/benchmarks.md.
+# `tally_profiler::Profiler::on_sampled_alloc_keyed`, which records each), and the
+# instructions the profiler added per sample (the difference of the whole runs over the
+# samples: capture, tables, the sampled block's pages, its free, and the extra thread events).
+# Then the same for C's malloc/free pairs (benches/programs/pairs.c under
+# LD_PRELOAD=libtally.so). See docs/benchmarks.md.
 #
 # Under valgrind every mapping lies low in the address space, so the profiler finds no sampled
 # region apart from Tally's other chunks and Rust's `dealloc` tests page alignment instead
@@ -73,7 +74,7 @@ count() { # CONF PRELOAD COMMAND...
     fi
     local total
     total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$work/log")
-    echo "$total $(python3 benches/tools/callgrind_callees.py "$work/out" --into tally::prof_hooks::alloc_sampled | cut -d' ' -f1)"
+    echo "$total $(python3 benches/tools/callgrind_callees.py "$work/out" --into tally_profiler::Profiler::on_sampled_alloc_keyed | cut -d' ' -f1)"
 }
 if [[ -n $suite ]]; then
     cargo build --release -p tally-benches --no-default-features --bin suite >&2

@@ -297,7 +297,7 @@ fn alloc_guarded(
         return p;
     }
     if sample {
-        return alloc_sampled(size, class, arena);
+        return alloc_chosen(thread_event::SAMPLE, size, align, class, arena);
     }
     p
 }

@@ -7,7 +7,7 @@ callgrind_callees.py FILE CALLER
 callgrind_callees.py FILE --into FUNCTION
     prints the calls into FUNCTION from every other function and their inclusive instruction
     count: `calls instructions`. Used by benches/run-prof-cost.sh to count a run's samples (the
-    calls of tally::prof_hooks::alloc_sampled)."""
+    calls of tally_profiler::Profiler::on_sampled_alloc_keyed, which records each)."""
 import re, sys
 
 

@@ -166,10 +166,14 @@ impl Profiler {
     /// ([`capture_stack_keyed`]): their stack id from the key when the walker knows it (the
     /// capture repeated the one before it, whose frames this table interned), else interned and
     /// told to the walker. `frames` must be a function of the captured ones alone (a slice of
-    /// them), so that the same capture always gives the same frames here.
+    /// them), so that the same capture always gives the same frames here. Never inlined: every
+    /// sample the allocator records calls it once, and `benches/run-prof-cost.sh` counts a run's
+    /// samples by those calls.
+    /// When [`Profiler::knows_stack`] says so of `key`, `frames` is not read (it may be empty).
+    #[inline(never)]
     pub fn on_sampled_alloc_keyed(&self, ptr: usize, size: usize, frames: &[usize], key: &StackKey) -> bool {
         let frames = &frames[..frames.len().min(MAX_FRAMES)];
-        let table = &self.stacks as *const stacks::StackTable as usize;
+        let table = self.table_id();
         let stack = match key.known(table) {
             Some(id) => {
                 STACKS_KNOWN.store(STACKS_KNOWN.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -208,6 +212,20 @@ impl Profiler {
         }
     }
 
+    /// Whether this profiler's stack table holds the stack `key` knows (its capture repeated one
+    /// whose frames the table interned): then [`Profiler::on_sampled_alloc_keyed`] reads no
+    /// frame.
+    #[inline]
+    pub fn knows_stack(&self, key: &StackKey) -> bool {
+        key.known(self.table_id()).is_some()
+    }
+
+    /// The stack table's address, which names it to the walker's keys.
+    #[inline(always)]
+    fn table_id(&self) -> usize {
+        &self.stacks as *const stacks::StackTable as usize
+    }
+
     /// `fork`'s prepare handler: takes the tables' locks so the child does not inherit one held
     /// by a thread that does not exist there.
     #[cfg_attr(target_os = "linux", link_section = ".text.hot.tally")]
@@ -241,6 +259,7 @@ impl Profiler {
     }
 
     /// Forgets a sampled block that is being freed. Returns whether `ptr` was recorded.
+    #[inline]
     pub fn on_sampled_free(&self, ptr: usize) -> bool {
         match self.live.remove(ptr) {
             Some(r) => {
@@ -439,11 +458,20 @@ pub fn on_sampled_alloc(ptr: usize, size: usize, frames: &[usize]) -> bool {
 }
 
 /// [`Profiler::on_sampled_alloc_keyed`] on the global profiler.
+#[inline]
 pub fn on_sampled_alloc_keyed(ptr: usize, size: usize, frames: &[usize], key: &StackKey) -> bool {
     PROFILER.on_sampled_alloc_keyed(ptr, size, frames, key)
 }
 
+/// Whether the global profiler's stack table holds the stack `key` knows (its capture repeated
+/// one whose frames the table interned): then [`on_sampled_alloc_keyed`] reads no frame.
+#[inline]
+pub fn knows_stack(key: &StackKey) -> bool {
+    PROFILER.knows_stack(key)
+}
+
 /// [`Profiler::on_sampled_free`] on the global profiler.
+#[inline]
 pub fn on_sampled_free(ptr: usize) -> bool {
     PROFILER.on_sampled_free(ptr)
 }
@@ -466,6 +494,58 @@ pub fn dump_with_prefix(prefix: &[u8], kind: DumpKind) -> Result<u64, DumpError>
 mod tests {
     use super::*;
     use std::vec::Vec;
+
+    /// A capture of the caller's stack with its key, from one call site.
+    #[inline(never)]
+    fn capture_here() -> (Vec<usize>, StackKey) {
+        let mut frames: Frames = [core::mem::MaybeUninit::uninit(); MAX_FRAMES];
+        let (n, key) = capture_stack_keyed(&mut frames, 0);
+        // SAFETY: the capture wrote `frames[..n]`.
+        (
+            frames[..n].iter().map(|f| unsafe { f.assume_init() }).collect(),
+            key,
+        )
+    }
+
+    #[test]
+    fn a_known_stack_is_recorded_without_its_frames() {
+        let p = Profiler::new(1000, 10_000);
+        p.sampling.set_lg(12);
+        let mut recorded = 0;
+        let mut known = 0;
+        let mut first = Vec::new();
+        // Repeated walks from one place: the first is interned from its frames, the walker
+        // learns its id, and a later one recorded with no frames at all lands on that stack.
+        for i in 0..8usize {
+            let (frames, key) = capture_here();
+            assert!(frames.len() > 2);
+            if i == 0 {
+                first = frames[1..].iter().map(|&f| f as u64).collect();
+            }
+            if p.knows_stack(&key) {
+                assert!(p.on_sampled_alloc_keyed(0x1000_0000 + i * 64, 48, &[], &key));
+                known += 1;
+            } else {
+                assert!(p.on_sampled_alloc_keyed(0x1000_0000 + i * 64, 48, &frames[1..], &key));
+            }
+            recorded += 1;
+        }
+        assert!(known >= 4, "{known} of {recorded} walks known");
+        // A key of another table is not known to this one.
+        let other = Profiler::new(1000, 10_000);
+        let (_, key) = capture_here();
+        assert!(!other.knows_stack(&key));
+        let mut out = Vec::new();
+        let sink = |bytes: &[u8]| {
+            out.extend_from_slice(bytes);
+            Ok(())
+        };
+        let _ = p.write_dump(sink, false).unwrap();
+        let profile = tally_format::parse(&out).unwrap();
+        // One stack, every sample on it, with the frames of the first walk.
+        assert_eq!(profile.stacks.len(), 1, "{:x?}", profile.stacks);
+        assert_eq!(profile.stacks[0].frames, first);
+    }
 
     #[test]
     fn record_free_and_dump_round_trip() {

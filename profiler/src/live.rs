@@ -218,6 +218,7 @@ impl LiveTable {
     }
 
     /// Removes and returns the record of a freed block, if it was sampled.
+    #[inline]
     pub fn remove(&self, addr: usize) -> Option<Record> {
         if addr == EMPTY || addr == TOMBSTONE {
             return None;
