@@ -85,6 +85,7 @@ impl Estimate {
     /// What one sampled block of `size` bytes stands for at mean period `period`:
     /// `1/p(size)` objects and `size/p(size)` bytes. A `size` of 0 is counted as 1 byte (a
     /// zero-size allocation still takes a slot, and 0 would divide by zero).
+    #[inline]
     pub fn of_sample(size: u64, period: u64) -> Estimate {
         // Converted as signed integers, one instruction each (an unsigned one takes eight):
         // sizes and periods past 2^63 count as 2^63 − 1, the same double to 15 digits.

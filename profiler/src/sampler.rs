@@ -77,6 +77,7 @@ pub fn neg_ln_unit(r: u64) -> f64 {
 /// least 1. With `lg = 0` it is always 1, so every allocation of at least one byte is sampled (as
 /// jemalloc does with `lg_prof_sample:0`; the estimates then weigh blocks of 8 bytes or more at
 /// 1.0003 or less). `lg` above 62 is treated as 62.
+#[inline]
 pub fn next_sample_distance(rng_state: &mut u64, lg_period: u32) -> u64 {
     if lg_period == 0 {
         return 1;
@@ -156,6 +157,7 @@ impl Sampling {
     }
 
     /// `lg_prof_sample` in force.
+    #[inline]
     pub fn lg(&self) -> u32 {
         self.lg.load(Ordering::Relaxed)
     }
