@@ -185,6 +185,7 @@ pub unsafe fn free_other(p: *mut u8, who: &str) {
 /// `p` must not be used after this call.
 #[cold]
 #[inline(never)]
+#[link_section = ".text.hot.tally"]
 unsafe fn free_looked_up(p: *mut u8, who: &str) {
     match block_of(p, who) {
         // SAFETY: as above, from the full lookup.
