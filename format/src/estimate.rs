@@ -58,6 +58,7 @@ pub fn sample_probability(size: f64, period: f64) -> f64 {
 /// division: 2.5% of a 4 KiB alloc/free loop with the profiler on (`perf`), and some 90
 /// instructions of a sample of a 4-64 KiB block. Past `r = 1/4`, `1/p(z)` itself, and past
 /// `r = 38` (19 MiB at the default period), where that rounds to it, 1.
+#[inline]
 pub fn sample_weight(size: f64, period: f64) -> f64 {
     let r = size / period;
     let r2 = r * r;
