@@ -475,14 +475,14 @@ pub fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: &Arena) -> *m
 }
 
 /// Frees the sampled block `p` of `class` whose run is `span`, marked free so that a second
-/// free is caught: into its arena's stash of sampled runs if there is room and freed pages may
-/// wait (`dirty_decay_ms` is not 0), else back to the page heap. Returns whether the page heap
-/// took it (the caller may then tick decay).
+/// free is caught: into its arena's stash of sampled runs if `stash` allows, there is room and
+/// freed pages may wait (`dirty_decay_ms` is not 0), else back to the page heap. Returns
+/// whether the page heap took it (the caller may then tick decay).
 ///
 /// # Safety
 /// `p` must be a live sampled block (not huge) that the caller gives up.
 #[inline(always)]
-pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) -> bool {
+pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass, stash: bool) -> bool {
     profiler::on_sampled_free(p as usize);
     SAMPLED_IN[class.index()].fetch_add(1, Ordering::Relaxed);
     // SAFETY: `span` is the run of a dead sampled block; its chunk belongs to that arena, and
@@ -493,7 +493,7 @@ pub unsafe fn free_sampled(p: *mut u8, span: *mut Span, class: SizeClass) -> boo
         // of pages where one started clears or rewrites its first word.
         freed::mark(p);
         // With `dirty_decay_ms:0` freed pages go back at once, so none wait in a stash.
-        if DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0 && arena.stash.put(span) {
+        if stash && DIRTY_DECAY_MS.load(Ordering::Relaxed) != 0 && arena.stash.put(span) {
             return false;
         }
         arena.pages.lock().free(span);

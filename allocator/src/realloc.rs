@@ -13,7 +13,7 @@ use core::ptr;
 use crate::alloc::{after_giving_back, alloc, alloc_big_counted, dead_block, MAX_REQUEST};
 use crate::block::{block_of, cached_block_at, cached_block_of, run_block_at, Block};
 use crate::chunk::Span;
-use crate::free::{already_free, free, free_cached, sampled_freed_before};
+use crate::free::{already_free, free, free_cached, free_sampled_moved, sampled_freed_before};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
 use crate::{arena, decay, freed, guard, huge, prof_hooks, tcache, thread_event};
 use tally_pal::PAGE;
@@ -202,6 +202,9 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
             // SAFETY: `span` is the live large run of `p`, copied to `q`; the caller gives `p` up.
             unsafe { arena::of_chunk(Span::chunk(span)).free_large(span) };
         }
+        // SAFETY: `span` is the run of `p`, a live sampled block of `class`, copied to `q`; the
+        // caller gives `p` up.
+        Block::Sampled(span, class) => unsafe { free_sampled_moved(p, span, class, "realloc") },
         // SAFETY: the caller gives up `p`, copied to `q`.
         _ => unsafe { free(p) },
     }

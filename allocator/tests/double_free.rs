@@ -192,6 +192,11 @@ fn a_sampled_block_freed_twice_aborts() {
     assert_caught("twice:100000", SAMPLE_ALL, "free", "its pages are free");
     assert_caught("realloc_freed:100", SAMPLE_ALL, "realloc", STASHED);
     assert_caught("realloc_freed:50000", SAMPLE_ALL, "realloc", STASHED);
+    // A sampled block `realloc` moved: a cached class's run waits in the stash (in the sampled
+    // region, apart from ordinary blocks); a larger class's goes to the page heap, where the
+    // next block of a growing buffer may grow over it.
+    assert_caught("moved_then_freed:5000", SAMPLE_ALL, "free", STASHED);
+    assert_caught("moved_then_freed:50000", SAMPLE_ALL, "free", "its pages are free");
     // Rust's `dealloc` sees a sampled block by its page and hands it to `free`.
     assert_caught("dealloc_twice", SAMPLE_ALL, "free", STASHED);
 }
@@ -316,6 +321,14 @@ fn child_entry() {
                 let p = api::malloc(size);
                 api::free(p);
                 let q = api::realloc(p, size * 2);
+                println!("survived {q:?}");
+            }
+            "moved_then_freed" => {
+                // Moved by `realloc` (into a huge block: always a new mapping), then freed.
+                let p = api::malloc(size);
+                let q = api::realloc(p, 4 << 20);
+                assert!(!q.is_null() && q != p);
+                api::free(p);
                 println!("survived {q:?}");
             }
             "realloc_freed_same" => {
