@@ -166,10 +166,11 @@ impl Profiler {
     /// ([`capture_stack_keyed`]): their stack id from the key when the walker knows it (the
     /// capture repeated the one before it, whose frames this table interned), else interned and
     /// told to the walker. `frames` must be a function of the captured ones alone (a slice of
-    /// them), so that the same capture always gives the same frames here. Never inlined: every
-    /// sample the allocator records calls it once, and `benches/run-prof-cost.sh` counts a run's
-    /// samples by those calls.
-    /// When [`Profiler::knows_stack`] says so of `key`, `frames` is not read (it may be empty).
+    /// them), so that the same capture always gives the same frames here; when
+    /// [`Profiler::knows_stack`] says so of `key`, `frames` is not read (it may be empty).
+    ///
+    /// Never inlined: every sample the allocator records calls it once, and
+    /// `benches/run-prof-cost.sh` counts a run's samples by those calls.
     #[inline(never)]
     pub fn on_sampled_alloc_keyed(&self, ptr: usize, size: usize, frames: &[usize], key: &StackKey) -> bool {
         let frames = &frames[..frames.len().min(MAX_FRAMES)];
