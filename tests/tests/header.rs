@@ -200,34 +200,38 @@ fn mallctl_answers_every_name_from_tallys_own_state() {
         version.starts_with("\"5.3.0-") && version.contains("tally"),
         "{version}"
     );
+    // Profiles in the scratch directory whose names start with `start` and end with `end`.
+    let profiles = |start: &str, end: &str| {
+        std::fs::read_dir(scratch.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(start) && n.ends_with(end))
+            .count()
+    };
     // The profile `prof.dump` wrote without a path is named after prof_prefix.
-    let by_prefix = std::fs::read_dir(scratch.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("pfx.") && n.ends_with(".heap"))
-        .count();
-    assert_eq!(by_prefix, 1, "one profile named after prof_prefix");
+    assert_eq!(
+        profiles("pfx.", ".heap"),
+        1,
+        "one profile named after prof_prefix"
+    );
 
     // The same checks where every block takes a slow path: no thread caches, guarded sampling,
     // the profiler sampling every 256 bytes (`thread.allocated` and `thread.deallocated` count
-    // each path).
-    // No prof_prefix: the profile without a path is `tally.<pid>.<seq>.m<n>.heap` in the working
-    // directory, the scratch directory here (the package's directory, where a test runs, kept
-    // one after every run before).
+    // each path). No prof_prefix: the profile without a path is `tally.<pid>.<seq>.m<n>.heap`
+    // in the working directory, the scratch directory here (the package's directory, where a
+    // test runs, kept one after every run before).
     let mut cmd = Command::new(&exe);
     cmd.arg(scratch.path()).current_dir(scratch.path());
     let conf = "prof:true,lg_prof_sample:8,tcache:false,guard_rate:20";
     let out = run_with_conf(cmd, Mode::Linked, conf, Duration::from_secs(60));
     out.assert_success();
     assert!(out.stdout_text().starts_with("mallctl ok "), "{}", out.dump());
-    let by_default = std::fs::read_dir(scratch.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("tally.") && n.ends_with(".m0.heap"))
-        .count();
-    assert_eq!(by_default, 1, "one profile named after the default prefix");
+    assert_eq!(
+        profiles("tally.", ".m0.heap"),
+        1,
+        "one profile named after the default prefix"
+    );
 }
 
 /// `docs/jemalloc-api.md` lists every name Tally answers (numbers written `<i>` and `<j>`).
