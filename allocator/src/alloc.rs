@@ -272,44 +272,32 @@ fn alloc_chosen(
     class: Option<SizeClass>,
     arena: Option<&'static Arena>,
 ) -> *mut u8 {
-    if due & thread_event::GUARD != 0 {
-        return alloc_guarded(due, size, align, class, arena);
-    }
-    alloc_sampled(size, class, arena)
-}
-
-/// [`alloc_chosen`] when the event guards the block (and maybe samples it too). A function of
-/// its own so that a sample, much the more common event, saves fewer registers and opens no
-/// stack frame for the guard's work: with the thread's arena looked up inline, `alloc_chosen`
-/// and `thread_arena` took 75 instructions a sample (`size_churn`), now 50.
-#[inline(never)]
-fn alloc_guarded(
-    due: u8,
-    size: usize,
-    align: usize,
-    class: Option<SizeClass>,
-    arena: Option<&'static Arena>,
-) -> *mut u8 {
     let sample = due & thread_event::SAMPLE != 0;
-    let p = guard::alloc(size, align, sample);
-    if !p.is_null() {
-        tcache::count_slow(usable_size(p), 0);
-        return p;
+    if due & thread_event::GUARD != 0 {
+        let p = alloc_guarded(size, align, sample);
+        if !p.is_null() || !sample {
+            return p;
+        }
     }
-    if sample {
-        return alloc_chosen(thread_event::SAMPLE, size, align, class, arena);
+    // A sampled block of a class is the class's size (its run records the class, which is what
+    // `usable_size` would read back); a huge one is what its mapping holds.
+    let p = prof_hooks::alloc_sampled(size, class, arena.unwrap_or_else(thread_arena));
+    if !p.is_null() {
+        tcache::count_slow(class.map_or_else(|| usable_size(p), SizeClass::size), 0);
     }
     p
 }
 
-/// A sampled block for [`alloc_chosen`]: from `arena` (`None`: the thread's), counted in the
-/// thread's statistics. A sampled block of a class is the class's size (its run records the
-/// class, which is what `usable_size` would read back); a huge one is what its mapping holds.
-#[inline(always)]
-fn alloc_sampled(size: usize, class: Option<SizeClass>, arena: Option<&'static Arena>) -> *mut u8 {
-    let p = prof_hooks::alloc_sampled(size, class, arena.unwrap_or_else(thread_arena));
+/// A guarded block for [`alloc_chosen`] (recorded by the profiler too if `sample`), counted in
+/// the thread's statistics; null when no slot is free. A function of its own so that a sample,
+/// much the more common event, saves fewer registers and opens no stack frame for the guard's
+/// work: with the thread's arena looked up inline, `alloc_chosen` and `thread_arena` took 75
+/// instructions a sample (`size_churn`), now 50.
+#[inline(never)]
+fn alloc_guarded(size: usize, align: usize, sample: bool) -> *mut u8 {
+    let p = guard::alloc(size, align, sample);
     if !p.is_null() {
-        tcache::count_slow(class.map_or_else(|| usable_size(p), SizeClass::size), 0);
+        tcache::count_slow(usable_size(p), 0);
     }
     p
 }
