@@ -129,10 +129,6 @@ fn alloc_small_miss(class: SizeClass, size: usize, align: usize) -> *mut u8 {
         // SAFETY: as above: giving back flushes the thread's cache, which leaves the bin empty.
         p = after_giving_back(|| unsafe { tcache::fill_and_pop(tb, class) });
     }
-    if !p.is_null() && !class.is_small() {
-        // A large class's block comes straight from the arena, not through the bin's count.
-        tcache::count_slow(class.size(), 0);
-    }
     p
 }
 

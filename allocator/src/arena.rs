@@ -223,6 +223,25 @@ impl Arena {
         Span::start(run) as *mut u8
     }
 
+    /// Allocates up to `out.len()` page-aligned large blocks of `class` under one lock, into
+    /// `out`; returns how many (fewer only when out of memory).
+    #[link_section = ".text.hot.tally"]
+    pub fn alloc_large_batch(&self, class: SizeClass, out: &mut [*mut u8]) -> usize {
+        let mut heap = self.pages.lock();
+        let mut n = 0;
+        for slot in out.iter_mut() {
+            let run = heap.alloc(class.pages(), class.0, RunState::Large, self.index());
+            if run.is_null() {
+                break;
+            }
+            *slot = Span::start(run) as *mut u8;
+            n += 1;
+        }
+        heap.large_allocated[class.index() - NSMALL] += n as u64;
+        heap.large_runs += n as u64;
+        n
+    }
+
     /// Frees the large block whose run is `span`.
     ///
     /// # Safety
@@ -234,6 +253,27 @@ impl Arena {
         unsafe {
             heap.large_freed[(*span).class as usize - NSMALL] += 1;
             heap.free(span);
+        }
+    }
+
+    /// Frees the large blocks `blocks`, each at the start of its run, under one lock: a thread
+    /// cache's bin sending blocks home.
+    ///
+    /// # Safety
+    /// Every block must be a live large block of this arena, at the start of its run, that
+    /// nothing uses any more.
+    #[link_section = ".text.hot.tally"]
+    pub unsafe fn free_large_batch(&self, blocks: &[*mut u8]) {
+        let mut heap = self.pages.lock();
+        for &p in blocks {
+            let chunk = ChunkHeader::of(p as usize);
+            // SAFETY: per the contract `p` starts a live large run of `chunk`, one of ours,
+            // whose span is at its first page.
+            unsafe {
+                let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
+                heap.large_freed[(*span).class as usize - NSMALL] += 1;
+                heap.free(span);
+            }
         }
     }
 

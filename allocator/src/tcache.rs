@@ -3,13 +3,14 @@
 //! `malloc` of a small size pops from its class's stack and `free` pushes onto it: no lock, no
 //! atomic; the only touch of the block's memory is its first word, the free mark (`freed.rs`),
 //! which `free` checks and writes and `malloc` clears. An empty stack is refilled from the
-//! thread's arena in one locked batch (growing up to 8 KiB of blocks, [`FILL_BYTES`]; the thread
-//! takes its arena at its first refill, [`claim`], so a thread that only frees has none, and
-//! a bin it never allocated from gathers what it frees only up to [`outbox_limit`]); a full one
-//! gives its
-//! older half back in batches grouped by owning arena (blocks freed by a thread other than the
-//! one that allocated them go back to their own arena this way, never through a global lock),
-//! or, in a thread that allocates the class too, grows its limit toward its room ([`make_room`]).
+//! thread's arena in one locked batch (growing up to 8 KiB of blocks, [`FILL_BYTES`]; for the
+//! large classes up to 32 KiB one block from the page heap at first, then two; the thread takes
+//! its arena at its first refill, [`claim`], so a thread that only frees has none, and a bin it
+//! never allocated from gathers what it frees only up to [`outbox_limit`]); a full one gives
+//! its older half back in batches grouped by owning arena, one lock a batch (blocks freed by a
+//! thread other than the one that allocated them go back to their own arena this way, never
+//! through a global lock), or, in a thread that allocates the class too, grows its limit toward
+//! its room ([`make_room`]).
 //! Large blocks above the bins' classes have a cache of their own (`bigcache.rs`).
 //!
 //! The stacks are arrays of pointers kept in the cache itself, not lists threaded through the
@@ -886,20 +887,22 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         // back (one that grew keeps what it grew to).
         let bin = &mut (*tb).bins[class.index()];
         bin.set_limit(bin.limit().max(caps()[class.index()]) as u16);
-        if !class.is_small() {
-            // Large blocks are not prefetched: the cache only keeps what the thread frees. A
-            // run may hold an old slab's mark where it starts.
-            let p = arena.alloc_large(class, tally_pal::PAGE);
-            if !p.is_null() {
-                freed::unmark(p);
-            }
-            return p;
-        }
         let bin = &mut (*tb).bins[class.index()];
         let want = bin.fill as usize;
         bin.fill = (bin.fill * 2).min(fill_max()[class.index()]);
         let out = core::slice::from_raw_parts_mut(bin.slots(), want);
-        let n = arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out);
+        let n = if class.is_small() {
+            arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out)
+        } else {
+            // Large blocks come from the page heap, as many as the bin's refill size under one
+            // lock: one at first, two while the thread keeps missing (`FILL_MAX`). A run may
+            // hold an old slab's mark where it starts, so those the bin keeps get theirs.
+            let n = arena.alloc_large_batch(class, out);
+            for &kept in &out[..n.saturating_sub(1)] {
+                freed::mark(kept);
+            }
+            n
+        };
         if n == 0 {
             return ptr::null_mut();
         }
@@ -1025,24 +1028,18 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
     }
 }
 
-/// Returns `blocks` (of `class`) to their owning arenas, small ones in one locked batch per
-/// arena. Reorders `blocks`.
+/// Returns `blocks` (of `class`) to their owning arenas, in one locked batch per arena: small
+/// ones to their bin, large ones to the page heap. Reorders `blocks`.
 ///
 /// # Safety
-/// The blocks must be free blocks of `class` that only the caller can reach.
+/// The blocks must be free blocks of `class` that only the caller can reach, each large one at
+/// the start of its run.
 #[link_section = ".text.hot.tally"]
 pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
-    if !class.is_small() {
-        for &p in blocks.iter() {
-            // SAFETY: per the contract a free large block of `class`, at the start of its run.
-            unsafe { arena::free_large_at(p) };
-        }
-        return;
-    }
     let mut rest = blocks;
     while !rest.is_empty() {
         let owner = ChunkHeader::of(rest[0] as usize);
-        // SAFETY: small blocks lie in live chunks.
+        // SAFETY: blocks lie in live chunks.
         let owner_arena = unsafe { (*owner).arena };
         // SAFETY: as above.
         let arena_of = |p: *mut u8| unsafe { (*ChunkHeader::of(p as usize)).arena };
@@ -1061,8 +1058,15 @@ pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
         }
         let arena = &arena::ARENAS[owner_arena as usize];
         let (batch, tail) = rest.split_at_mut(same);
-        // SAFETY: per the contract the blocks are free blocks of `class` from this arena.
-        unsafe { arena.bins[class.index()].return_batch(class, &arena.pages, batch) };
+        // SAFETY: per the contract the blocks are free blocks of `class` from this arena (large
+        // ones at the start of their runs).
+        unsafe {
+            if class.is_small() {
+                arena.bins[class.index()].return_batch(class, &arena.pages, batch)
+            } else {
+                arena.free_large_batch(batch)
+            }
+        };
         rest = tail;
     }
 }
@@ -1421,16 +1425,32 @@ mod tests {
             }
             return_grouped(class, &mut blocks[..n]);
 
-            // A large class: one block straight from the arena, none prefetched.
+            // A large class: one block from the page heap at the first miss, then two under
+            // one lock, the one kept in the bin marked free.
             let large = SizeClass(NSMALL as u8 + 1);
             assert!(large.index() < NCACHED);
+            assert_eq!(fill_max()[large.index()], 2);
             (*tb).missed = 0;
+            let allocated = |arena: &Arena| arena.pages.lock().large_allocated[large.index() - NSMALL];
+            let before = allocated(arena);
             let p = fill_and_pop(tb, large);
             assert!(!p.is_null());
             assert_eq!(class_of(p), large.index());
             assert_eq!((*tb).bins[large.index()].count(), 0);
             assert_eq!((*tb).missed, 1 << large.index());
-            return_grouped(large, &mut [p]);
+            // (Other tests' threads may share the arena.)
+            assert!(allocated(arena) > before);
+            let before = allocated(arena);
+            let q = fill_and_pop(tb, large);
+            assert!(allocated(arena) >= before + 2);
+            assert_eq!((*tb).bins[large.index()].count(), 1);
+            let kept = *(*tb).bins[large.index()].slots();
+            assert_eq!(class_of(q), large.index());
+            assert_eq!(class_of(kept), large.index());
+            assert!(q != p && kept != p && kept != q);
+            assert!(freed::is_marked(kept) && !freed::is_marked(q) && !freed::is_marked(p));
+            (*tb).bins[large.index()].set_count(0);
+            return_grouped(large, &mut [p, q, kept]);
             TCache::detach(tb);
         }
     }
