@@ -266,11 +266,9 @@ impl Arena {
     pub unsafe fn free_large_batch(&self, blocks: &[*mut u8]) {
         let mut heap = self.pages.lock();
         for &p in blocks {
-            let chunk = ChunkHeader::of(p as usize);
-            // SAFETY: per the contract `p` starts a live large run of `chunk`, one of ours,
-            // whose span is at its first page.
+            // SAFETY: per the contract `p` starts a live large run of ours, which nothing uses.
             unsafe {
-                let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
+                let span = large_span(p);
                 heap.large_freed[(*span).class as usize - NSMALL] += 1;
                 heap.free(span);
             }
@@ -411,13 +409,19 @@ pub fn leave_arena(arena: &Arena) {
 /// `p` must be a live large block, at the start of its run, that nothing uses any more.
 #[link_section = ".text.hot.tally"]
 pub unsafe fn free_large_at(p: *mut u8) {
+    // SAFETY: per the contract `p` starts a live large run, in a live chunk.
+    unsafe { of_chunk(ChunkHeader::of(p as usize)).free_large(large_span(p)) }
+}
+
+/// The span of the large run that `p` starts.
+///
+/// # Safety
+/// `p` must start a live large run (whose span is at its first page).
+#[inline(always)]
+unsafe fn large_span(p: *mut u8) -> *mut Span {
     let chunk = ChunkHeader::of(p as usize);
-    // SAFETY: per the contract `p` starts a live large run of `chunk`, whose span is at its
-    // first page.
-    unsafe {
-        let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
-        of_chunk(chunk).free_large(span);
-    }
+    // SAFETY: per the contract `p` lies in a live chunk, at its run's first page.
+    unsafe { core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]) }
 }
 
 /// The arena owning the chunk `chunk`.
