@@ -212,25 +212,21 @@ impl Arena {
     /// memory or when the alignment cannot be met inside a chunk.
     #[link_section = ".text.hot.tally"]
     pub fn alloc_large(&self, class: SizeClass, align: usize) -> *mut u8 {
-        let align_pages = (align >> PAGE_SHIFT).max(1);
-        let mut heap = self.pages.lock();
-        let run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large, self.index());
-        if run.is_null() {
-            return core::ptr::null_mut();
-        }
-        heap.large_allocated[class.index() - NSMALL] += 1;
-        heap.large_runs += 1;
-        Span::start(run) as *mut u8
+        let mut one = [core::ptr::null_mut()];
+        self.alloc_large_batch(class, align, &mut one);
+        one[0]
     }
 
-    /// Allocates up to `out.len()` page-aligned large blocks of `class` under one lock, into
-    /// `out`; returns how many (fewer only when out of memory).
+    /// Allocates up to `out.len()` large blocks of `class`, aligned to `align` (a power of two),
+    /// under one lock, into `out`; returns how many (fewer only when out of memory or when the
+    /// alignment cannot be met inside a chunk).
     #[link_section = ".text.hot.tally"]
-    pub fn alloc_large_batch(&self, class: SizeClass, out: &mut [*mut u8]) -> usize {
+    pub fn alloc_large_batch(&self, class: SizeClass, align: usize, out: &mut [*mut u8]) -> usize {
+        let align_pages = (align >> PAGE_SHIFT).max(1);
         let mut heap = self.pages.lock();
         let mut n = 0;
         for slot in out.iter_mut() {
-            let run = heap.alloc(class.pages(), class.0, RunState::Large, self.index());
+            let run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large, self.index());
             if run.is_null() {
                 break;
             }

@@ -897,7 +897,7 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
             // Large blocks come from the page heap, as many as the bin's refill size under one
             // lock: one at first, two while the thread keeps missing (`FILL_MAX`). A run may
             // hold an old slab's mark where it starts, so those the bin keeps get theirs.
-            let n = arena.alloc_large_batch(class, out);
+            let n = arena.alloc_large_batch(class, tally_pal::PAGE, out);
             for &kept in &out[..n.saturating_sub(1)] {
                 freed::mark(kept);
             }
