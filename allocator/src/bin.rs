@@ -5,25 +5,44 @@
 //! out objects in batches to thread caches ([`Bin::fill`]) and takes them back in batches
 //! ([`Bin::return_batch`]); every batch costs one lock.
 //!
-//! Each slab of the bin is in exactly one of three places:
+//! Each slab of the bin is in exactly one of four places:
 //! - `current`: the slab batches are cut from;
-//! - the `partial` list: other slabs with at least one free object;
+//! - the `partial` list: other slabs with some objects free and some out;
+//! - the `empty` list: other slabs whose objects have all come back;
 //! - nowhere: full slabs (`nfree == 0`), until an object comes back.
 //!
-//! A slab whose objects have all come back goes back to the arena's page heap (unless it is
-//! `current`; an empty `current` goes back only when everything is given back: `malloc_trim`, or
-//! running out of memory).
+//! A refill cuts from `current`, then from a partial slab, then from an empty one, and only then
+//! asks the page heap for a new slab. A slab that empties stays in its bin when the bin's slabs
+//! come to [`KEEP_EMPTY_MIN_PAGES`] or more (and freed pages wait for purge passes at all,
+//! `dirty_decay_ms` above 0): taken again, its opened pages still hold every slot's free mark
+//! (`freed.rs`), so no page is opened and no mark written again, and the page heap's lock is not
+//! taken twice for it. A program that frees a large structure and builds it again (Criterion's
+//! `btree_strings`: every slab of the map empties at each drop) wrote 2.16 million marks an
+//! iteration without it, 9% of its time. A smaller bin gives an emptied slab back at once: a
+//! program whose every class holds a few slabs (the suite's `size_churn`) would otherwise keep
+//! one empty in many classes, pages the page heap shares among all of them.
+//! Empty slabs go back to the page heap ([`Bin::release_empty`]):
+//! - at each purge pass, those the bin did not need since the pass before (the fewest it held
+//!   at any time since then, its low-water mark, oldest first), so they decay as free pages do;
+//! - all of them, in its arena, when another bin needs a new slab, before the page heap is asked
+//!   for one;
+//! - all of them as soon as any arena faults fresh pages in (`decay::balance`, at the next slow
+//!   path of any thread): those pages could have come from them, so empty slabs wait in bins
+//!   only while the program's pages suffice, as they would wait free in a page heap;
+//! - all of them on `malloc_trim` and when the OS refuses memory (with an empty `current`,
+//!   which otherwise stays).
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::arena::MAX_ARENAS;
 use crate::chunk::{
     info_offset, info_run_bytes, page_info, ChunkHeader, RunLinks, RunState, Span, CHUNK_PAGES, UNOPENED,
 };
-use crate::extent::PageHeap;
+use crate::extent::{PageHeap, DIRTY_DECAY_MS};
 use crate::freed;
 use crate::list::{Links, List};
-use crate::size_class::{SizeClass, SlotCheck};
+use crate::size_class::{SizeClass, SlotCheck, NSMALL};
 use tally_pal::sync::{Mutex, Rank};
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
@@ -31,6 +50,12 @@ use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 pub struct BinSlabs {
     current: *mut Span,
     partial: List<RunLinks>,
+    /// Slabs with every object free, newest first.
+    empty: List<RunLinks>,
+    /// How many slabs `empty` holds.
+    empty_len: usize,
+    /// The fewest `empty` held since the last purge pass looked ([`Bin::release_empty`]).
+    empty_low: usize,
     /// Its slabs, and what it did so far.
     counts: BinCounts,
 }
@@ -73,6 +98,9 @@ impl Bin {
                 BinSlabs {
                     current: ptr::null_mut(),
                     partial: List::new(),
+                    empty: List::new(),
+                    empty_len: 0,
+                    empty_low: 0,
                     counts: BinCounts {
                         slabs: 0,
                         handed_out: 0,
@@ -91,18 +119,40 @@ impl Bin {
     pub fn fill(&self, class: SizeClass, pages: &Mutex<PageHeap>, arena: u32, out: &mut [*mut u8]) -> usize {
         let mut bin = self.slabs.lock();
         let mut n = 0;
+        let mut reclaimed = false;
         while n < out.len() {
             let mut slab = bin.current;
             // SAFETY: `current` is null or a live slab of this bin (bin invariant).
             if slab.is_null() || unsafe { (*slab).nfree } == 0 {
-                // SAFETY: the partial list's slabs are live slabs of this bin.
+                // SAFETY: the partial and empty lists' slabs are live slabs of this bin.
                 slab = unsafe { bin.partial.pop_front() };
                 if slab.is_null() {
-                    slab = new_slab(class, pages, arena);
-                    if slab.is_null() {
-                        break;
+                    // SAFETY: as above.
+                    slab = unsafe { bin.empty.pop_front() };
+                    if slab.is_null() && !reclaimed && others_hold(arena, class) {
+                        // Before the page heap gives this class pages, the other bins of the
+                        // arena give it their empty slabs (with this bin's lock let go: a
+                        // thread takes one bin's lock at a time).
+                        reclaimed = true;
+                        drop(bin);
+                        release_arena_empty(arena, class);
+                        bin = self.slabs.lock();
+                        continue;
                     }
-                    bin.counts.slabs += 1;
+                    if slab.is_null() {
+                        slab = new_slab(class, pages, arena);
+                        if slab.is_null() {
+                            break;
+                        }
+                        bin.counts.slabs += 1;
+                    } else {
+                        bin.empty_len -= 1;
+                        bin.empty_low = bin.empty_low.min(bin.empty_len);
+                        HELD_EMPTY.fetch_sub(1, Ordering::Relaxed);
+                        if bin.empty_len == 0 {
+                            note_holding(arena as usize, class, false);
+                        }
+                    }
                 }
                 bin.current = slab;
             }
@@ -120,7 +170,8 @@ impl Bin {
     }
 
     /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
-    /// their slabs, handing slabs that become empty back to `pages`.
+    /// their slabs; slabs that become empty go to the bin's empty list, or back to `pages` when
+    /// freed pages do not wait (`dirty_decay_ms` 0 or -1: see [`keeps_empty`]).
     ///
     /// # Safety
     /// Every pointer must be a block of `class` allocated from this bin and not yet returned.
@@ -130,6 +181,7 @@ impl Bin {
         bin.counts.returned += objects.len() as u64;
         bin.counts.batches += 1;
         let (check, objects_per_slab) = (SlotCheck::of(class.0), class.slab_objects());
+        let keep = keeps_empty();
         for &p in objects {
             // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live slab
             // whose page info and span describe it; we hold the lock. Its index is below the
@@ -152,8 +204,17 @@ impl Bin {
                     if !was_full {
                         bin.partial.remove(slab);
                     }
-                    bin.counts.slabs -= 1;
-                    pages.lock().free(slab);
+                    if keep && bin.counts.slabs * class.pages() >= KEEP_EMPTY_MIN_PAGES {
+                        bin.empty.push_front(slab);
+                        bin.empty_len += 1;
+                        HELD_EMPTY.fetch_add(1, Ordering::Relaxed);
+                        if bin.empty_len == 1 {
+                            note_holding((*Span::chunk(slab)).arena as usize, class, true);
+                        }
+                    } else {
+                        bin.counts.slabs -= 1;
+                        pages.lock().free(slab);
+                    }
                 } else if was_full {
                     bin.partial.push_front(slab);
                 }
@@ -193,6 +254,48 @@ impl Bin {
         true
     }
 
+    /// Hands empty slabs back to `pages`: all of them (`all`), or those the bin did not need
+    /// since the last call (as many as the fewest it held at any time since then, oldest
+    /// first). With `wait` false a bin another thread holds is passed over. Returns how many
+    /// pages went back. Called only for bins [`holding`] says hold empty slabs (or by tests).
+    #[inline(never)]
+    #[link_section = ".text.hot.tally"]
+    pub fn release_empty(&self, pages: &Mutex<PageHeap>, all: bool, wait: bool) -> usize {
+        let Some(mut bin) = (if wait {
+            Some(self.slabs.lock())
+        } else {
+            self.slabs.try_lock()
+        }) else {
+            return 0;
+        };
+        let n = if all { bin.empty_len } else { bin.empty_low };
+        let mut released = 0;
+        if n > 0 {
+            let mut heap = pages.lock();
+            let mut owner = (0, SizeClass(0));
+            for _ in 0..n {
+                let slab = bin.empty.tail();
+                // SAFETY: `n <= empty_len`, so `slab` is an empty slab of this bin, none of whose
+                // objects is out; it leaves the list before its run is freed.
+                unsafe {
+                    bin.empty.remove(slab);
+                    released += (*slab).pages as usize;
+                    owner = ((*Span::chunk(slab)).arena as usize, SizeClass((*slab).class));
+                    heap.free(slab);
+                }
+            }
+            bin.empty_len -= n;
+            bin.counts.slabs -= n;
+            HELD_EMPTY.fetch_sub(n, Ordering::Relaxed);
+            if bin.empty_len == 0 {
+                note_holding(owner.0, owner.1, false);
+            }
+        }
+        // What is left is what the next interval starts with.
+        bin.empty_low = bin.empty_len;
+        released
+    }
+
     pub(crate) fn lock_for_fork(&self) {
         self.slabs.lock_for_fork();
     }
@@ -209,6 +312,78 @@ impl Default for Bin {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Empty slabs all bins hold (see [`Bin::release_empty`]): `decay::balance` looks at the bins only
+/// when there are some.
+pub static HELD_EMPTY: AtomicUsize = AtomicUsize::new(0);
+
+/// Per arena, a bit per small class whose bin holds empty slabs (changed under that bin's lock),
+/// so that a bin needing a new slab visits only those ([`release_arena_empty`]).
+static HOLDING: [AtomicU64; MAX_ARENAS] = [const { AtomicU64::new(0) }; MAX_ARENAS];
+const _: () = assert!(NSMALL <= 64, "a bit per small class");
+
+/// Sets or clears `class`'s bit in arena `arena`'s [`HOLDING`] (no arena: a test's heap).
+#[inline]
+fn note_holding(arena: usize, class: SizeClass, holds: bool) {
+    if let Some(bits) = HOLDING.get(arena) {
+        let bit = 1u64 << class.index();
+        if holds {
+            bits.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            bits.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether bins keep their empty slabs: while freed pages wait for purge passes to give them back
+/// (`dirty_decay_ms` above 0), which hand the slabs back too. With 0 (pages back at once) or -1
+/// (never given back, but shared by every class) a slab goes back to the page heap when it
+/// empties.
+#[inline]
+fn keeps_empty() -> bool {
+    DIRTY_DECAY_MS.load(Ordering::Relaxed) > 0
+}
+
+/// Pages a bin's slabs (empty ones included) must come to for it to keep the ones that empty
+/// (256 KiB). Without it `size_churn` (60 classes of a few slabs each) peaked at 2.1 MiB against
+/// 1.9 (7 rounds); with it, as without keeping any, while `btree_strings` keeps all its slabs.
+pub const KEEP_EMPTY_MIN_PAGES: usize = 64;
+
+/// The small classes whose bins in arena `arena` hold empty slabs, a bit each.
+#[inline]
+pub fn holding(arena: usize) -> u64 {
+    HOLDING.get(arena).map_or(0, |bits| bits.load(Ordering::Relaxed))
+}
+
+/// Whether bins of arena `arena` other than `class`'s hold empty slabs.
+#[inline]
+fn others_hold(arena: u32, class: SizeClass) -> bool {
+    HOLDING
+        .get(arena as usize)
+        .is_some_and(|bits| bits.load(Ordering::Relaxed) & !(1u64 << class.index()) != 0)
+}
+
+/// Sends the empty slabs of the bins of arena `arena` other than `class`'s back to its page heap.
+#[cold]
+fn release_arena_empty(arena: u32, class: SizeClass) {
+    if let Some(owner) = crate::arena::ARENAS.get(arena as usize) {
+        release_held(owner, 1u64 << class.index(), true, true);
+    }
+}
+
+/// [`Bin::release_empty`] (`all`, `wait`) for each bin of `arena` that holds empty slabs, but
+/// those of the classes whose bits `except` sets. Returns the pages that went back.
+#[inline]
+pub fn release_held(arena: &crate::arena::Arena, except: u64, all: bool, wait: bool) -> usize {
+    let mut bins = holding(arena.index() as usize) & !except;
+    let mut released = 0;
+    while bins != 0 {
+        let i = bins.trailing_zeros() as usize;
+        bins &= bins - 1;
+        released += arena.bins[i].release_empty(&arena.pages, all, wait);
+    }
+    released
 }
 
 /// The slab holding `p`, a block boundary of `class`, and `p`'s index in it.
@@ -369,7 +544,21 @@ impl Bin {
                 slab = List::<RunLinks>::next(slab);
             }
         }
-        assert!(bin.counts.slabs >= partial + usize::from(!bin.current.is_null()));
+        // SAFETY: list members are live slabs.
+        let empty = unsafe { bin.empty.debug_check() };
+        assert_eq!(empty, bin.empty_len);
+        assert!(bin.empty_low <= bin.empty_len);
+        let mut slab = bin.empty.head();
+        while !slab.is_null() {
+            check_slab(slab);
+            assert_ne!(slab, bin.current);
+            // SAFETY: list members are live slabs.
+            unsafe {
+                assert_eq!((*slab).nfree as usize, class.slab_objects());
+                slab = List::<RunLinks>::next(slab);
+            }
+        }
+        assert!(bin.counts.slabs >= partial + empty + usize::from(!bin.current.is_null()));
     }
 }
 
@@ -383,7 +572,11 @@ mod tests {
 
     #[test]
     fn objects_come_out_distinct_and_go_back_in_any_order() {
+        let _settings = crate::decay::tests::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let (mut kept, mut given_back) = (0, 0);
         for index in [0, 1, 5, 12, 20, 30, NSMALL - 1] {
             let class = SizeClass(index as u8);
             let bin = Bin::new();
@@ -412,10 +605,90 @@ mod tests {
                 unsafe { bin.return_batch(class, &pages, chunk) };
                 bin.debug_check_invariants(class);
             }
-            // Every slab but the current one went back to the page heap.
+            // Every slab but the current one is empty: kept by a bin whose slabs come to
+            // `KEEP_EMPTY_MIN_PAGES` (they all empty while it holds them all), and going back to
+            // the page heap when asked; a smaller bin's went back as each emptied.
+            let slabs = want.div_ceil(class.slab_objects());
+            let free_before = pages.lock().free_pages;
+            let released = bin.release_empty(&pages, true, true);
+            if slabs * class.pages() >= KEEP_EMPTY_MIN_PAGES {
+                kept += 1;
+                assert_eq!(released, (slabs - 1) * class.pages());
+            } else {
+                given_back += 1;
+                assert_eq!(released, 0);
+            }
+            assert_eq!(pages.lock().free_pages, free_before + released);
             assert_eq!(bin.counts().slabs, 1);
+            bin.debug_check_invariants(class);
             pages.lock().debug_check_invariants();
         }
+        assert!(
+            kept > 0 && given_back > 0,
+            "both kinds of bin: {kept} kept, {given_back} not"
+        );
+    }
+
+    #[test]
+    fn empty_slabs_are_taken_again_and_go_back_when_a_pass_finds_them_unneeded() {
+        let _settings = crate::decay::tests::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let class = SizeClass(9);
+        let per_slab = class.slab_objects();
+        // Enough slabs for the bin to keep those that empty, and at least four.
+        let n = KEEP_EMPTY_MIN_PAGES.div_ceil(class.pages()).max(4);
+        let bin = Bin::new();
+        let fill = |objects: &mut [*mut u8]| {
+            let mut got = 0;
+            while got < objects.len() {
+                got += bin.fill(class, &pages, TEST_ARENA, &mut objects[got..]);
+            }
+        };
+        // `n` slabs' worth out, all back: `n - 1` empty slabs and the current one.
+        let mut objects = std::vec![ptr::null_mut(); n * per_slab];
+        fill(&mut objects);
+        assert_eq!(bin.counts().slabs, n);
+        // SAFETY: each object came from this bin and is returned once.
+        unsafe { bin.return_batch(class, &pages, &objects) };
+        bin.debug_check_invariants(class);
+        assert_eq!(bin.counts().slabs, n, "empty slabs stay in the bin");
+        let heap_free = pages.lock().free_pages;
+        // Taken again: the same slabs, nothing from the page heap, each slot still marked.
+        let mut again = std::vec![ptr::null_mut(); n * per_slab];
+        fill(&mut again);
+        assert_eq!(bin.counts().slabs, n);
+        assert_eq!(pages.lock().free_pages, heap_free);
+        let mut before: std::vec::Vec<usize> = objects.iter().map(|&p| p as usize).collect();
+        let mut after: std::vec::Vec<usize> = again.iter().map(|&p| p as usize).collect();
+        before.sort_unstable();
+        after.sort_unstable();
+        assert_eq!(before, after, "the same slots");
+        // SAFETY: every slot is a block of at least 8 bytes.
+        assert!(again.iter().all(|&p| unsafe { freed::is_marked(p) }));
+        // SAFETY: as above.
+        unsafe { bin.return_batch(class, &pages, &again) };
+        // A pass: the low-water mark since the last one was 0 (the refill took every empty
+        // slab), so none goes back; it now stands at `n - 1`.
+        assert_eq!(bin.release_empty(&pages, false, true), 0);
+        assert_eq!(bin.counts().slabs, n);
+        // The current slab's objects and one more taken and given back between two passes:
+        // the refill took one empty slab, `n - 2` were not needed and go back, the oldest
+        // first.
+        let mut one = std::vec![ptr::null_mut(); per_slab + 1];
+        fill(&mut one);
+        // SAFETY: as above.
+        unsafe { bin.return_batch(class, &pages, &one) };
+        assert_eq!(bin.release_empty(&pages, false, true), (n - 2) * class.pages());
+        assert_eq!(bin.counts().slabs, 2);
+        assert_eq!(pages.lock().free_pages, heap_free + (n - 2) * class.pages());
+        bin.debug_check_invariants(class);
+        // Without a pass taking anything since, the rest goes at the next one.
+        assert_eq!(bin.release_empty(&pages, false, true), class.pages());
+        assert_eq!(bin.counts().slabs, 1);
+        bin.debug_check_invariants(class);
+        pages.lock().debug_check_invariants();
     }
 
     #[test]

@@ -123,7 +123,7 @@ pub enum Purge {
 ///   the first and last pages' offsets are kept exact (see `extent.rs`);
 /// - for a slab, `nfree` = the number of set bits of `bitmap` (1 = free object), and bits at or
 ///   past `class.slab_objects()` are 0;
-/// - `next`/`prev` link the run into exactly one list (a bin's partial list or a page heap's
+/// - `next`/`prev` link the run into exactly one list (a bin's partial or empty list, or a page heap's
 ///   free list) or are null when it is in none.
 #[repr(C)]
 pub struct Span {

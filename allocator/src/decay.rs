@@ -19,6 +19,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arena::{self, Arena, ARENAS};
+use crate::bin::{self, HELD_EMPTY};
 use crate::extent::{DIRTY_DECAY_MS, FRESH_PAGES, MUZZY_DECAY_MS};
 use crate::huge;
 use crate::options::Options;
@@ -120,6 +121,7 @@ pub fn balance() {
     if DIRTY_DECAY_MS.load(Ordering::Relaxed) < 0 {
         return; // never purge
     }
+    release_empty_on_fresh();
     if let Some(quota) = fresh_since(&FRESH_PAGES, &BALANCED_PAGES) {
         give_back_idle(&ARENAS[..arena::arena_count()], quota, pal::now_ms(), keep_idle);
     }
@@ -130,6 +132,37 @@ pub fn balance() {
             pal::now_ms(),
             keep_idle_beside_huge,
         );
+    }
+}
+
+/// [`FRESH_PAGES`] and [`huge::HUGE_FRESH_PAGES`], summed, when [`release_empty_on_fresh`] last
+/// looked.
+static FRESH_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Gives every bin's empty slabs back to their page heaps (bins another thread holds are passed
+/// over) if any arena or huge block faulted pages in since the last look: an arena's could have
+/// come from them, where any class or large block takes them (`bin.rs`); a huge block's are to
+/// be balanced by idle pages of the arenas ([`balance`]), which the slabs become.
+#[inline(always)]
+fn release_empty_on_fresh() {
+    let fresh = FRESH_PAGES.load(Ordering::Relaxed) + huge::HUGE_FRESH_PAGES.load(Ordering::Relaxed);
+    if fresh == FRESH_SEEN.load(Ordering::Relaxed) {
+        return;
+    }
+    FRESH_SEEN.store(fresh, Ordering::Relaxed);
+    if HELD_EMPTY.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    release_all_empty();
+}
+
+/// Gives back the empty slabs of every bin that holds some (bins another thread holds are
+/// passed over). Out of the hot text: only a program whose bins keep empty slabs runs it.
+#[cold]
+#[inline(never)]
+fn release_all_empty() {
+    for arena in ARENAS[..arena::arena_count()].iter().filter(|a| a.has_chunks()) {
+        bin::release_held(arena, 0, true, false);
     }
 }
 
@@ -243,6 +276,7 @@ fn purge_one(arena: &Arena, now: u64, everything: bool) -> u64 {
         return 0;
     }
     if everything {
+        bin::release_held(arena, 0, true, true);
         for (i, bin) in arena.bins.iter().enumerate() {
             bin.release_empty_current(SizeClass(i as u8), &arena.pages);
         }
@@ -259,8 +293,10 @@ fn purge_arenas(now: u64, wait: bool) -> u64 {
     PASSES.fetch_add(1, Ordering::Relaxed);
     let mut released = 0;
     for arena in ARENAS[..arena::arena_count()].iter().filter(|a| a.has_chunks()) {
-        // The runs of freed sampled blocks go back to the page heap first (those of a stash no
-        // sample used since the last pass), so they decay like any.
+        // The empty slabs each bin did not need since the last pass, and the runs of freed
+        // sampled blocks (those of a stash no sample used since the last pass), go back to the
+        // page heap first, so they decay like any free pages.
+        bin::release_held(arena, 0, false, wait);
         let heap = if wait {
             Some(arena.pages.lock())
         } else {
@@ -332,7 +368,7 @@ extern "C" fn background_main(_: *mut c_void) -> *mut c_void {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chunk::{RunState, Span};
     use crate::extent::PageHeap;
@@ -340,8 +376,9 @@ mod tests {
     use std::sync::{Mutex as TestLock, MutexGuard as TestGuard};
     use tally_pal::PAGE;
 
-    /// Tests that change the decay settings or the tick schedule run one at a time.
-    static SERIAL: TestLock<()> = TestLock::new(());
+    /// Tests that change the decay settings or the tick schedule run one at a time, and tests
+    /// elsewhere that depend on the settings (the bins' keeping of empty slabs) hold it too.
+    pub(crate) static SERIAL: TestLock<()> = TestLock::new(());
 
     /// The decay settings in force when saved, put back when dropped (also when an assertion
     /// fails). Holds the serial lock meanwhile.
