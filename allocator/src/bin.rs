@@ -33,7 +33,7 @@
 //!   which otherwise stays).
 
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arena::MAX_ARENAS;
 use crate::chunk::{
@@ -148,7 +148,6 @@ impl Bin {
                     } else {
                         bin.empty_len -= 1;
                         bin.empty_low = bin.empty_low.min(bin.empty_len);
-                        HELD_EMPTY.fetch_sub(1, Ordering::Relaxed);
                         if bin.empty_len == 0 {
                             note_holding(arena as usize, class, false);
                         }
@@ -171,7 +170,8 @@ impl Bin {
 
     /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
     /// their slabs; slabs that become empty go to the bin's empty list, or back to `pages` when
-    /// freed pages do not wait (`dirty_decay_ms` 0 or -1: see [`keeps_empty`]).
+    /// the bin's slabs come to fewer than [`KEEP_EMPTY_MIN_PAGES`] or freed pages do not wait
+    /// (`dirty_decay_ms` 0 or -1: see [`keeps_empty`]).
     ///
     /// # Safety
     /// Every pointer must be a block of `class` allocated from this bin and not yet returned.
@@ -207,7 +207,6 @@ impl Bin {
                     if keep && bin.counts.slabs * class.pages() >= KEEP_EMPTY_MIN_PAGES {
                         bin.empty.push_front(slab);
                         bin.empty_len += 1;
-                        HELD_EMPTY.fetch_add(1, Ordering::Relaxed);
                         if bin.empty_len == 1 {
                             note_holding((*Span::chunk(slab)).arena as usize, class, true);
                         }
@@ -286,7 +285,6 @@ impl Bin {
             }
             bin.empty_len -= n;
             bin.counts.slabs -= n;
-            HELD_EMPTY.fetch_sub(n, Ordering::Relaxed);
             if bin.empty_len == 0 {
                 note_holding(owner.0, owner.1, false);
             }
@@ -314,12 +312,9 @@ impl Default for Bin {
     }
 }
 
-/// Empty slabs all bins hold (see [`Bin::release_empty`]): `decay::balance` looks at the bins only
-/// when there are some.
-pub static HELD_EMPTY: AtomicUsize = AtomicUsize::new(0);
-
 /// Per arena, a bit per small class whose bin holds empty slabs (changed under that bin's lock),
-/// so that a bin needing a new slab visits only those ([`release_arena_empty`]).
+/// so that a bin needing a new slab, a purge pass and `decay::balance` visit only those
+/// ([`release_held`]).
 static HOLDING: [AtomicU64; MAX_ARENAS] = [const { AtomicU64::new(0) }; MAX_ARENAS];
 const _: () = assert!(NSMALL <= 64, "a bit per small class");
 
@@ -349,6 +344,14 @@ fn keeps_empty() -> bool {
 /// (256 KiB). Without it `size_churn` (60 classes of a few slabs each) peaked at 2.1 MiB against
 /// 1.9 (7 rounds); with it, as without keeping any, while `btree_strings` keeps all its slabs.
 pub const KEEP_EMPTY_MIN_PAGES: usize = 64;
+
+/// Whether any bin of the first `arenas` arenas holds empty slabs.
+#[inline]
+pub fn any_held(arenas: usize) -> bool {
+    HOLDING[..arenas.min(MAX_ARENAS)]
+        .iter()
+        .any(|bits| bits.load(Ordering::Relaxed) != 0)
+}
 
 /// The small classes whose bins in arena `arena` hold empty slabs, a bit each.
 #[inline]

@@ -19,7 +19,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arena::{self, Arena, ARENAS};
-use crate::bin::{self, HELD_EMPTY};
+use crate::bin;
 use crate::extent::{DIRTY_DECAY_MS, FRESH_PAGES, MUZZY_DECAY_MS};
 use crate::huge;
 use crate::options::Options;
@@ -150,7 +150,7 @@ fn release_empty_on_fresh() {
         return;
     }
     FRESH_SEEN.store(fresh, Ordering::Relaxed);
-    if HELD_EMPTY.load(Ordering::Relaxed) == 0 {
+    if !bin::any_held(arena::arena_count()) {
         return;
     }
     release_all_empty();
