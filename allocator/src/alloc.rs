@@ -139,7 +139,7 @@ fn alloc_direct(class: SizeClass) -> *mut u8 {
         let arena = direct_arena();
         if class.is_small() {
             let mut one = [ptr::null_mut()];
-            arena.bins[class.index()].fill(class, &arena.pages, arena.index(), &mut one);
+            arena.fill(class, &mut one);
             one[0]
         } else {
             arena.alloc_large(class, PAGE)
@@ -431,7 +431,7 @@ pub fn alloc_uncached(size: usize, align: usize, arena: &'static Arena) -> *mut 
     let from_arena = || match class {
         Some(c) if c.is_small() => {
             let mut one = [ptr::null_mut()];
-            arena.bins[c.index()].fill(c, &arena.pages, arena.index(), &mut one);
+            arena.fill(c, &mut one);
             if !one[0].is_null() {
                 // SAFETY: a fresh block of a small class, about to be the program's.
                 unsafe { freed::unmark(one[0]) };

@@ -9,7 +9,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
-use crate::bin::Bin;
+use crate::bin::{self, Bin};
 use crate::chunk::{ChunkHeader, RunState, Span};
 use crate::extent::PageHeap;
 use crate::size_class::{class_compute, size_compute, SizeClass, NSMALL, TCACHE_MAX};
@@ -189,6 +189,24 @@ impl Arena {
             heap.dirty_pages + heap.muzzy_pages,
             heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages,
         ))
+    }
+
+    /// Refills `out` with objects of the small `class` from its bin ([`Bin::fill_reclaiming`]); before the
+    /// bin asks the page heap for a new slab, the arena's other bins give back their empty
+    /// slabs ([`Arena::release_empty_slabs`]).
+    #[link_section = ".text.hot.tally"]
+    pub fn fill(&self, class: SizeClass, out: &mut [*mut u8]) -> usize {
+        self.bins[class.index()].fill_reclaiming(class, &self.pages, self.index(), out, &mut || {
+            self.release_empty_slabs(1u64 << class.index(), true, true);
+        })
+    }
+
+    /// Gives the empty slabs of this arena's bins back to its page heap
+    /// ([`Bin::release_empty`], `all`, `wait`), but those of the classes whose bits `except`
+    /// sets; only bins that hold some are visited ([`bin::release_held`]). Returns the pages
+    /// that went back.
+    pub fn release_empty_slabs(&self, except: u64, all: bool, wait: bool) -> usize {
+        bin::release_held(&self.bins, &self.pages, self.index() as usize, except, all, wait)
     }
 
     /// Whether this arena has ever mapped a chunk: one that has not holds no pages (passes over

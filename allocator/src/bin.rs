@@ -35,13 +35,13 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::arena::MAX_ARENAS;
 use crate::chunk::{
     info_offset, info_run_bytes, page_info, ChunkHeader, RunLinks, RunState, Span, CHUNK_PAGES, UNOPENED,
 };
 use crate::extent::{PageHeap, DIRTY_DECAY_MS};
 use crate::freed;
 use crate::list::{Links, List};
+use crate::options::MAX_ARENAS;
 use crate::size_class::{SizeClass, SlotCheck, NSMALL};
 use tally_pal::sync::{Mutex, Rank};
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
@@ -113,10 +113,26 @@ impl Bin {
         }
     }
 
-    /// Writes up to `out.len()` free objects of `class` into `out`, taking new slabs from `pages`
-    /// when needed. Returns how many it wrote (0 only when the OS is out of memory).
-    #[link_section = ".text.hot.tally"]
+    /// [`Bin::fill_reclaiming`] with nothing to reclaim (a test's bin).
+    #[cfg(test)]
     pub fn fill(&self, class: SizeClass, pages: &Mutex<PageHeap>, arena: u32, out: &mut [*mut u8]) -> usize {
+        self.fill_reclaiming(class, pages, arena, out, &mut || {})
+    }
+
+    /// Writes up to `out.len()` free objects of `class` into `out`, taking new slabs from `pages`
+    /// when needed. Returns how many it wrote (0 only when the OS is out of memory). Before it asks
+    /// the page heap for a new slab while other bins of arena `arena` hold empty slabs, it calls
+    /// `reclaim` once, with this bin's lock let go (a thread takes one bin's lock at a time): the
+    /// arena's other bins give theirs back (`Arena::fill`).
+    #[link_section = ".text.hot.tally"]
+    pub fn fill_reclaiming(
+        &self,
+        class: SizeClass,
+        pages: &Mutex<PageHeap>,
+        arena: u32,
+        out: &mut [*mut u8],
+        reclaim: &mut dyn FnMut(),
+    ) -> usize {
         let mut bin = self.slabs.lock();
         let mut n = 0;
         let mut reclaimed = false;
@@ -131,11 +147,10 @@ impl Bin {
                     slab = unsafe { bin.empty.pop_front() };
                     if slab.is_null() && !reclaimed && others_hold(arena, class) {
                         // Before the page heap gives this class pages, the other bins of the
-                        // arena give it their empty slabs (with this bin's lock let go: a
-                        // thread takes one bin's lock at a time).
+                        // arena give it their empty slabs.
                         reclaimed = true;
                         drop(bin);
-                        release_arena_empty(arena, class);
+                        reclaim();
                         bin = self.slabs.lock();
                         continue;
                     }
@@ -367,24 +382,24 @@ fn others_hold(arena: u32, class: SizeClass) -> bool {
         .is_some_and(|bits| bits.load(Ordering::Relaxed) & !(1u64 << class.index()) != 0)
 }
 
-/// Sends the empty slabs of the bins of arena `arena` other than `class`'s back to its page heap.
-#[cold]
-fn release_arena_empty(arena: u32, class: SizeClass) {
-    if let Some(owner) = crate::arena::ARENAS.get(arena as usize) {
-        release_held(owner, 1u64 << class.index(), true, true);
-    }
-}
-
-/// [`Bin::release_empty`] (`all`, `wait`) for each bin of `arena` that holds empty slabs, but
-/// those of the classes whose bits `except` sets. Returns the pages that went back.
+/// [`Bin::release_empty`] (`all`, `wait`) for each of `bins`, arena `arena`'s, that holds empty
+/// slabs, but those of the classes whose bits `except` sets; `pages` is the arena's page heap.
+/// Returns the pages that went back.
 #[inline]
-pub fn release_held(arena: &crate::arena::Arena, except: u64, all: bool, wait: bool) -> usize {
-    let mut bins = holding(arena.index() as usize) & !except;
+pub fn release_held(
+    bins: &[Bin; NSMALL],
+    pages: &Mutex<PageHeap>,
+    arena: usize,
+    except: u64,
+    all: bool,
+    wait: bool,
+) -> usize {
+    let mut held = holding(arena) & !except;
     let mut released = 0;
-    while bins != 0 {
-        let i = bins.trailing_zeros() as usize;
-        bins &= bins - 1;
-        released += arena.bins[i].release_empty(&arena.pages, all, wait);
+    while held != 0 {
+        let i = held.trailing_zeros() as usize;
+        held &= held - 1;
+        released += bins[i].release_empty(pages, all, wait);
     }
     released
 }
@@ -575,7 +590,7 @@ mod tests {
 
     #[test]
     fn objects_come_out_distinct_and_go_back_in_any_order() {
-        let _settings = crate::decay::tests::SERIAL
+        let _settings = crate::extent::DECAY_SETTINGS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
@@ -634,7 +649,7 @@ mod tests {
 
     #[test]
     fn empty_slabs_are_taken_again_and_go_back_when_a_pass_finds_them_unneeded() {
-        let _settings = crate::decay::tests::SERIAL
+        let _settings = crate::extent::DECAY_SETTINGS
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let pages = Mutex::new(Rank::PageHeap, PageHeap::new());

@@ -162,7 +162,7 @@ fn release_empty_on_fresh() {
 #[inline(never)]
 fn release_all_empty() {
     for arena in ARENAS[..arena::arena_count()].iter().filter(|a| a.has_chunks()) {
-        bin::release_held(arena, 0, true, false);
+        arena.release_empty_slabs(0, true, false);
     }
 }
 
@@ -276,7 +276,7 @@ fn purge_one(arena: &Arena, now: u64, everything: bool) -> u64 {
         return 0;
     }
     if everything {
-        bin::release_held(arena, 0, true, true);
+        arena.release_empty_slabs(0, true, true);
         for (i, bin) in arena.bins.iter().enumerate() {
             bin.release_empty_current(SizeClass(i as u8), &arena.pages);
         }
@@ -296,7 +296,7 @@ fn purge_arenas(now: u64, wait: bool) -> u64 {
         // The empty slabs each bin did not need since the last pass, and the runs of freed
         // sampled blocks (those of a stash no sample used since the last pass), go back to the
         // page heap first, so they decay like any free pages.
-        bin::release_held(arena, 0, false, wait);
+        arena.release_empty_slabs(0, false, wait);
         let heap = if wait {
             Some(arena.pages.lock())
         } else {
@@ -368,17 +368,17 @@ extern "C" fn background_main(_: *mut c_void) -> *mut c_void {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::chunk::{RunState, Span};
     use crate::extent::PageHeap;
     use crate::size_class::NSMALL;
-    use std::sync::{Mutex as TestLock, MutexGuard as TestGuard};
+    use std::sync::MutexGuard as TestGuard;
     use tally_pal::PAGE;
 
-    /// Tests that change the decay settings or the tick schedule run one at a time, and tests
-    /// elsewhere that depend on the settings (the bins' keeping of empty slabs) hold it too.
-    pub(crate) static SERIAL: TestLock<()> = TestLock::new(());
+    /// Tests that change the decay settings or the tick schedule run one at a time (on the lock
+    /// that tests elsewhere depending on the settings hold too).
+    use crate::extent::DECAY_SETTINGS as SERIAL;
 
     /// The decay settings in force when saved, put back when dropped (also when an assertion
     /// fails). Holds the serial lock meanwhile.

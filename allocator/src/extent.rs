@@ -56,6 +56,12 @@ pub static DIRTY_DECAY_MS: AtomicI64 = AtomicI64::new(10_000);
 /// `muzzy_decay_ms` in force (-1 = never).
 pub static MUZZY_DECAY_MS: AtomicI64 = AtomicI64::new(0);
 
+/// Held by the tests that change the decay settings ([`DIRTY_DECAY_MS`], [`MUZZY_DECAY_MS`],
+/// `decay`'s) and by those whose results depend on them (a bin keeps its empty slabs only while
+/// freed pages wait), so that they do not run at once.
+#[cfg(test)]
+pub(crate) static DECAY_SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Pages handed out of free runs that were not resident (new chunks, given-back pages): what
 /// the program will fault in. `decay::balance` gives back as many idle pages elsewhere.
 pub static FRESH_PAGES: AtomicU64 = AtomicU64::new(0);

@@ -892,7 +892,7 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         bin.fill = (bin.fill * 2).min(fill_max()[class.index()]);
         let out = core::slice::from_raw_parts_mut(bin.slots(), want);
         let n = if class.is_small() {
-            arena.bins[class.index()].fill(class, &arena.pages, arena.index(), out)
+            arena.fill(class, out)
         } else {
             // Large blocks come from the page heap, as many as the bin's refill size under one
             // lock: one at first, two while the thread keeps missing (`FILL_MAX`). A run may
