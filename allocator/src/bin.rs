@@ -370,16 +370,14 @@ pub fn any_held(arenas: usize) -> bool {
 
 /// The small classes whose bins in arena `arena` hold empty slabs, a bit each.
 #[inline]
-pub fn holding(arena: usize) -> u64 {
+fn holding(arena: usize) -> u64 {
     HOLDING.get(arena).map_or(0, |bits| bits.load(Ordering::Relaxed))
 }
 
 /// Whether bins of arena `arena` other than `class`'s hold empty slabs.
 #[inline]
 fn others_hold(arena: u32, class: SizeClass) -> bool {
-    HOLDING
-        .get(arena as usize)
-        .is_some_and(|bits| bits.load(Ordering::Relaxed) & !(1u64 << class.index()) != 0)
+    holding(arena as usize) & !(1u64 << class.index()) != 0
 }
 
 /// [`Bin::release_empty`] (`all`, `wait`) for each of `bins`, arena `arena`'s, that holds empty
