@@ -50,10 +50,8 @@ use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 pub struct BinSlabs {
     current: *mut Span,
     partial: List<RunLinks>,
-    /// Slabs with every object free, newest first.
+    /// Slabs with every object free, newest first (`counts.empty` of them).
     empty: List<RunLinks>,
-    /// How many slabs `empty` holds.
-    empty_len: usize,
     /// The fewest `empty` held since the last purge pass looked ([`Bin::release_empty`]).
     empty_low: usize,
     /// Its slabs, and what it did so far.
@@ -70,6 +68,9 @@ pub struct BinSlabs {
 pub struct BinCounts {
     /// Slabs the bin holds.
     pub slabs: usize,
+    /// Of those, the empty ones it keeps for its next refills (free pages, for the statistics:
+    /// `stats.rs` counts them dirty).
+    pub empty: usize,
     /// Objects handed out of its slabs so far.
     pub handed_out: u64,
     /// Objects returned to its slabs so far.
@@ -99,10 +100,10 @@ impl Bin {
                     current: ptr::null_mut(),
                     partial: List::new(),
                     empty: List::new(),
-                    empty_len: 0,
                     empty_low: 0,
                     counts: BinCounts {
                         slabs: 0,
+                        empty: 0,
                         handed_out: 0,
                         returned: 0,
                         fills: 0,
@@ -161,9 +162,9 @@ impl Bin {
                         }
                         bin.counts.slabs += 1;
                     } else {
-                        bin.empty_len -= 1;
-                        bin.empty_low = bin.empty_low.min(bin.empty_len);
-                        if bin.empty_len == 0 {
+                        bin.counts.empty -= 1;
+                        bin.empty_low = bin.empty_low.min(bin.counts.empty);
+                        if bin.counts.empty == 0 {
                             note_holding(arena as usize, class, false);
                         }
                     }
@@ -221,8 +222,8 @@ impl Bin {
                     }
                     if keep && bin.counts.slabs * class.pages() >= KEEP_EMPTY_MIN_PAGES {
                         bin.empty.push_front(slab);
-                        bin.empty_len += 1;
-                        if bin.empty_len == 1 {
+                        bin.counts.empty += 1;
+                        if bin.counts.empty == 1 {
                             note_holding((*Span::chunk(slab)).arena as usize, class, true);
                         }
                     } else {
@@ -282,14 +283,14 @@ impl Bin {
         }) else {
             return 0;
         };
-        let n = if all { bin.empty_len } else { bin.empty_low };
+        let n = if all { bin.counts.empty } else { bin.empty_low };
         let mut released = 0;
         if n > 0 {
             let mut heap = pages.lock();
             let mut owner = (0, SizeClass(0));
             for _ in 0..n {
                 let slab = bin.empty.tail();
-                // SAFETY: `n <= empty_len`, so `slab` is an empty slab of this bin, none of whose
+                // SAFETY: `n <= counts.empty`, so `slab` is an empty slab of this bin, none of whose
                 // objects is out; it leaves the list before its run is freed.
                 unsafe {
                     bin.empty.remove(slab);
@@ -298,14 +299,14 @@ impl Bin {
                     heap.free(slab);
                 }
             }
-            bin.empty_len -= n;
+            bin.counts.empty -= n;
             bin.counts.slabs -= n;
-            if bin.empty_len == 0 {
+            if bin.counts.empty == 0 {
                 note_holding(owner.0, owner.1, false);
             }
         }
         // What is left is what the next interval starts with.
-        bin.empty_low = bin.empty_len;
+        bin.empty_low = bin.counts.empty;
         released
     }
 
@@ -562,8 +563,8 @@ impl Bin {
         }
         // SAFETY: list members are live slabs.
         let empty = unsafe { bin.empty.debug_check() };
-        assert_eq!(empty, bin.empty_len);
-        assert!(bin.empty_low <= bin.empty_len);
+        assert_eq!(empty, bin.counts.empty);
+        assert!(bin.empty_low <= bin.counts.empty);
         let mut slab = bin.empty.head();
         while !slab.is_null() {
             check_slab(slab);

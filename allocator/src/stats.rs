@@ -8,8 +8,9 @@
 //!
 //! - live objects of a class = handed out by arenas − returned to arenas − sitting in caches;
 //! - `allocated` = Σ live objects × class size + bytes of live huge blocks;
-//! - `active` = pages of runs in use (slabs and large blocks) + huge blocks;
-//! - `dirty`/`muzzy` = free pages that may still be resident (dirty includes freed huge mappings
+//! - `active` = pages of runs in use (slabs and large blocks, but the empty slabs bins keep for
+//!   their next refills, which count as `dirty`) + huge blocks;
+//! - `dirty`/`muzzy` = free pages that may still be resident (dirty includes the bins' empty slabs and freed huge mappings
 //!   kept for reuse); `retained` = free pages given back (mapped, not resident);
 //! - `metadata` = chunk headers + the metadata pool + page-map leaves;
 //! - `mapped` = chunks + huge blocks and cached huge mappings + metadata outside chunks; `resident` ≈ active + dirty +
@@ -303,9 +304,13 @@ pub fn stats() -> Stats {
     let mut misses = [0u64; NSMALL];
     let mut kept = Kept::default();
     for (i, arena) in ARENAS[..s.narenas].iter().enumerate() {
+        // The empty slabs bins keep for their next refills are free pages, as resident as the
+        // page heap's dirty ones and given back the same way (`bin.rs`): counted with those.
+        let mut empty_pages = 0;
         for (c, bin) in arena.bins.iter().enumerate() {
             let counts = bin.counts();
             kept.add_bin(counts);
+            empty_pages += counts.empty * SizeClass(c as u8).pages();
             s.classes[c].slabs += counts.slabs as u64;
             handed_out[c] += counts.handed_out;
             returned[c] += counts.returned;
@@ -320,8 +325,9 @@ pub fn stats() -> Stats {
         let a = &mut s.arenas[i];
         a.threads = threads[i] as u64;
         a.chunks = heap.chunks as u64;
-        a.active_pages = (heap.chunks * USABLE_PAGES - heap.free_pages) as u64;
-        a.dirty_pages = heap.dirty_pages as u64;
+        let in_use = heap.chunks * USABLE_PAGES - heap.free_pages;
+        a.active_pages = in_use.saturating_sub(empty_pages) as u64;
+        a.dirty_pages = (heap.dirty_pages + in_use.min(empty_pages)) as u64;
         a.muzzy_pages = heap.muzzy_pages as u64;
         a.retained_pages = (heap.free_pages - heap.dirty_pages - heap.muzzy_pages) as u64;
         a.purged_pages = heap.purged_pages;
