@@ -31,7 +31,7 @@ use tally_profiler::PROFILER;
 use crate::arena::{self, ARENAS};
 use crate::decay;
 use crate::extent::{DIRTY_DECAY_MS, MUZZY_DECAY_MS};
-use crate::init::{ensure_global, options_in_place};
+use crate::init::{ensure_global, options};
 use crate::prof_hooks;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
 use crate::stats::{self, Stats};
@@ -531,79 +531,60 @@ static CONFIG: [(&str, Node); 12] = [
 /// `opt.*`: every option of `options::TABLE`, under its own name (jemalloc's where jemalloc has
 /// it), with jemalloc's C type.
 static OPT: [(&str, Node); 26] = [
-    ("abort_conf", get(|_| yes(options_in_place().abort_conf))),
+    ("abort_conf", get(|_| yes(options().abort_conf))),
     (
         "narenas",
-        get(|_| Some(Value::Unsigned(options_in_place().narenas as u32))),
+        get(|_| Some(Value::Unsigned(options().narenas as u32))),
     ),
-    ("tcache", get(|_| yes(options_in_place().tcache))),
-    (
-        "tcache_max",
-        get(|_| Some(Value::Size(options_in_place().tcache_max))),
-    ),
+    ("tcache", get(|_| yes(options().tcache))),
+    ("tcache_max", get(|_| Some(Value::Size(options().tcache_max)))),
     (
         "dirty_decay_ms",
-        get(|_| Some(Value::SSize(options_in_place().dirty_decay_ms as isize))),
+        get(|_| Some(Value::SSize(options().dirty_decay_ms as isize))),
     ),
     (
         "muzzy_decay_ms",
-        get(|_| Some(Value::SSize(options_in_place().muzzy_decay_ms as isize))),
+        get(|_| Some(Value::SSize(options().muzzy_decay_ms as isize))),
     ),
-    (
-        "background_thread",
-        get(|_| yes(options_in_place().background_thread)),
-    ),
-    ("stats_print", get(|_| yes(options_in_place().stats_print))),
+    ("background_thread", get(|_| yes(options().background_thread))),
+    ("stats_print", get(|_| yes(options().stats_print))),
     (
         "stats_print_opts",
-        get(|_| {
-            Some(Value::Str(
-                STATS_OPTS[options_in_place().stats_print_opts as usize & 7],
-            ))
-        }),
+        get(|_| Some(Value::Str(STATS_OPTS[options().stats_print_opts as usize & 7]))),
     ),
     ("junk", get(|_| Some(Value::Str(junk_word())))),
-    ("zero", get(|_| yes(options_in_place().zero))),
-    ("prof", get(|_| yes(options_in_place().prof))),
-    ("prof_active", get(|_| yes(options_in_place().prof_active))),
+    ("zero", get(|_| yes(options().zero))),
+    ("prof", get(|_| yes(options().prof))),
+    ("prof_active", get(|_| yes(options().prof_active))),
     (
         "lg_prof_sample",
-        get(|_| Some(Value::Size(options_in_place().lg_prof_sample as usize))),
+        get(|_| Some(Value::Size(options().lg_prof_sample as usize))),
     ),
     (
         "lg_prof_interval",
-        get(|_| Some(Value::SSize(options_in_place().lg_prof_interval as isize))),
+        get(|_| Some(Value::SSize(options().lg_prof_interval as isize))),
     ),
-    ("prof_final", get(|_| yes(options_in_place().prof_final))),
-    ("prof_leak", get(|_| yes(options_in_place().prof_leak))),
-    ("prof_gdump", get(|_| yes(options_in_place().prof_gdump))),
-    ("prof_accum", get(|_| yes(options_in_place().prof_accum))),
-    ("prof_prefix", get(|_| c_text(&options_in_place().prof_prefix))),
+    ("prof_final", get(|_| yes(options().prof_final))),
+    ("prof_leak", get(|_| yes(options().prof_leak))),
+    ("prof_gdump", get(|_| yes(options().prof_gdump))),
+    ("prof_accum", get(|_| yes(options().prof_accum))),
+    ("prof_prefix", get(|_| c_text(&options().prof_prefix))),
     (
         "prof_signal",
-        get(|_| Some(Value::Unsigned(options_in_place().prof_signal.max(0) as u32))),
+        get(|_| Some(Value::Unsigned(options().prof_signal.max(0) as u32))),
     ),
-    (
-        "guard_rate",
-        get(|_| Some(Value::U64(options_in_place().guard_rate))),
-    ),
-    (
-        "guard_slots",
-        get(|_| Some(Value::Size(options_in_place().guard_slots))),
-    ),
-    ("guard_report", get(|_| c_text(&options_in_place().guard_report))),
-    ("prof_http", get(|_| c_text(&options_in_place().prof_http))),
-    (
-        "prof_http_remote",
-        get(|_| yes(options_in_place().prof_http_remote)),
-    ),
+    ("guard_rate", get(|_| Some(Value::U64(options().guard_rate)))),
+    ("guard_slots", get(|_| Some(Value::Size(options().guard_slots)))),
+    ("guard_report", get(|_| c_text(&options().guard_report))),
+    ("prof_http", get(|_| c_text(&options().prof_http))),
+    ("prof_http_remote", get(|_| yes(options().prof_http_remote))),
 ];
 
 /// `stats_print_opts` letters by bit set (`options::STATS_FLAGS` is "Jab").
 static STATS_OPTS: [&CStr; 8] = [c"", c"J", c"a", c"Ja", c"b", c"Jb", c"ab", c"Jab"];
 
 fn junk_word() -> &'static CStr {
-    let o = options_in_place();
+    let o = options();
     match (o.junk_alloc, o.junk_free) {
         (true, true) => c"true",
         (true, false) => c"alloc",
@@ -712,7 +693,7 @@ static ARENAS_NODE: [(&str, Node); 13] = [
 
 /// The largest size class thread caches keep under `tcache_max`.
 fn largest_cached() -> usize {
-    let max = options_in_place().tcache_max;
+    let max = options().tcache_max;
     (0..NCACHED)
         .map(|i| SizeClass(i as u8).size())
         .take_while(|&s| s <= max)
@@ -774,12 +755,12 @@ fn prof_lg_sample() -> usize {
     if prof_hooks::profiler_on() {
         PROFILER.sampling.lg() as usize
     } else {
-        options_in_place().lg_prof_sample as usize
+        options().lg_prof_sample as usize
     }
 }
 
 fn prof_interval() -> u64 {
-    match options_in_place().lg_prof_interval {
+    match options().lg_prof_interval {
         lg if lg >= 0 => 1u64 << lg.min(63),
         _ => 0,
     }

@@ -86,7 +86,7 @@ static START_AT_LOAD: extern "C" fn() = start_at_load;
 /// Starts the server thread if `prof_http` is set and it does not run in this process yet.
 #[link_section = ".text.hot.tally"]
 pub fn start() {
-    let opts = init::options_in_place();
+    let opts = init::options();
     if opts.prof_http().is_empty() {
         return;
     }
@@ -157,7 +157,7 @@ extern "C" fn serve_main(_: *mut c_void) -> *mut c_void {
 
 /// Binds the address and answers connections, one at a time, for the life of the process.
 fn serve() {
-    let opts = init::options_in_place();
+    let opts = init::options();
     let mut quiet = FORKED.load(Ordering::Relaxed);
     if !opts.prof && !quiet {
         pal::print(format_args!(

@@ -612,7 +612,7 @@ fn print_json(out: &mut Report, s: &Stats, flags: u32) {
 #[link_section = ".text.hot.tally"]
 extern "C" fn at_exit() {
     let opts = crate::init::options();
-    prof_hooks::at_exit(&opts);
+    prof_hooks::at_exit(opts);
     if opts.stats_print {
         print(opts.stats_print_opts);
     }

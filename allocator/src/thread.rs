@@ -39,6 +39,7 @@ std::thread_local! {
 static THREAD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// The thread-exit key, made on first use (after initialization, which the caller ensured).
+#[inline(always)]
 fn exit_key() -> Option<pal::thread::ExitKey> {
     let key = THREAD_KEY.load(Ordering::Acquire);
     if key < u32::MAX - 1 {
