@@ -186,8 +186,8 @@ impl Arena {
     pub fn idle_and_active_pages(&self) -> Option<(usize, usize)> {
         let heap = self.pages.try_lock()?;
         Some((
-            heap.dirty_pages + heap.muzzy_pages,
-            heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages,
+            heap.dirty_pages + heap.muzzy_pages + heap.kept_pages,
+            heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages - heap.kept_pages,
         ))
     }
 
@@ -244,7 +244,14 @@ impl Arena {
         let mut heap = self.pages.lock();
         let mut n = 0;
         for slot in out.iter_mut() {
-            let run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large, self.index());
+            let mut run = if align_pages == 1 {
+                heap.take_kept(class)
+            } else {
+                core::ptr::null_mut()
+            };
+            if run.is_null() {
+                run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large, self.index());
+            }
             if run.is_null() {
                 break;
             }
@@ -256,16 +263,23 @@ impl Arena {
         n
     }
 
-    /// Frees the large block whose run is `span`.
+    /// Frees the large block whose run is `span`: kept whole for the next block of its class
+    /// if `keep` and the page heap keeps its class ([`PageHeap::keep`]; its first word then
+    /// carries the free mark, so a second `free` of it is caught), else into the free lists.
     ///
     /// # Safety
     /// `span` must be a live large run of this arena that nothing uses any more.
+    #[inline(never)]
     #[link_section = ".text.hot.tally"]
-    pub unsafe fn free_large(&self, span: *mut Span) {
+    pub unsafe fn free_large(&self, span: *mut Span, keep: bool) {
         let mut heap = self.pages.lock();
         // SAFETY: per the contract.
         unsafe {
             heap.large_freed[(*span).class as usize - NSMALL] += 1;
+            if keep && heap.keep(span) {
+                crate::freed::mark(Span::start(span) as *mut u8);
+                return;
+            }
             heap.free(span);
         }
     }
@@ -327,8 +341,13 @@ impl Arena {
             } else if pages < have {
                 heap.shrink_in_place(span, pages);
                 true
+            } else if heap.grow_in_place(span, pages) {
+                true
             } else {
-                heap.grow_in_place(span, pages)
+                if heap.kept_pages != 0 {
+                    heap.release_kept(true);
+                }
+                false
             };
             if done {
                 heap.large_freed[(*span).class as usize - NSMALL] += 1;
@@ -424,7 +443,7 @@ pub fn leave_arena(arena: &Arena) {
 #[link_section = ".text.hot.tally"]
 pub unsafe fn free_large_at(p: *mut u8) {
     // SAFETY: per the contract `p` starts a live large run, in a live chunk.
-    unsafe { of_chunk(ChunkHeader::of(p as usize)).free_large(large_span(p)) }
+    unsafe { of_chunk(ChunkHeader::of(p as usize)).free_large(large_span(p), true) }
 }
 
 /// The span of the large run that `p` starts.
@@ -446,6 +465,21 @@ unsafe fn large_span(p: *mut u8) -> *mut Span {
 pub unsafe fn of_chunk(chunk: *const ChunkHeader) -> &'static Arena {
     // SAFETY: per the contract; chunk arena indexes are always < MAX_ARENAS.
     &ARENAS[unsafe { (*chunk).arena } as usize]
+}
+
+/// Whether `p`, the start of a large run, is a freed block whose run its page heap keeps whole
+/// (see `extent.rs`). Takes the page heap's lock.
+///
+/// # Safety
+/// `p` must start a large run (live, or kept) of a live chunk.
+pub unsafe fn large_is_kept(p: *mut u8) -> bool {
+    let chunk = ChunkHeader::of(p as usize);
+    // SAFETY: per the contract `p` starts a large run in a live chunk, which its arena owns;
+    // the span's state is read under the page heap's lock.
+    unsafe {
+        let _heap = of_chunk(chunk).pages.lock();
+        (*large_span(p)).state == RunState::Kept
+    }
 }
 
 /// Whether `p`, a valid block boundary of the small `class`, is free in its slab (see
@@ -742,8 +776,8 @@ mod tests {
 
         // SAFETY: both are live large runs of this arena, not used again.
         unsafe {
-            arena.free_large(span);
-            arena.free_large(span_of(aligned));
+            arena.free_large(span, false);
+            arena.free_large(span_of(aligned), false);
         }
         let (chunks, free, allocated, freed) = heap_counts(arena, class);
         assert_eq!(free, free0 + (chunks - chunks0) * USABLE_PAGES);
@@ -794,8 +828,8 @@ mod tests {
             assert_eq!(info_class(info), FREE_RUN, "the tail went back");
             assert_eq!(arena.pages.lock().free_pages, free_before);
 
-            arena.free_large(a);
-            arena.free_large(b);
+            arena.free_large(a, false);
+            arena.free_large(b, false);
         }
         assert_eq!(heap_counts(arena, small).2, small_allocated0 + 3);
         arena.pages.lock().debug_check_invariants();
@@ -818,7 +852,7 @@ mod tests {
             let owner = of_chunk(ChunkHeader::of(large as usize));
             assert!(ptr::eq(owner, large_arena));
             small_arena.bins[class.index()].return_batch(class, &small_arena.pages, &one);
-            large_arena.free_large(span_of(large));
+            large_arena.free_large(span_of(large), false);
         }
     }
 }

@@ -90,6 +90,9 @@ pub enum RunState {
     Slab = 1,
     /// One large block.
     Large = 2,
+    /// A freed large block's run that its page heap keeps whole for the next block of its class
+    /// (`extent.rs`): free, its pages marked as the block's were.
+    Kept = 3,
 }
 
 /// Whether a run of `state` owned by `owner` is a large block of a size class, whose info words
@@ -97,7 +100,7 @@ pub enum RunState {
 /// (`SAMPLED`, above the classes) are kept on every page, as a slab's.
 #[inline(always)]
 pub fn marks_boundaries(state: RunState, owner: u8) -> bool {
-    state == RunState::Large && (owner as usize) < NCLASSES
+    matches!(state, RunState::Large | RunState::Kept) && (owner as usize) < NCLASSES
 }
 
 /// What is known about the resident pages of a free run.

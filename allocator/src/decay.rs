@@ -211,8 +211,9 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64, keep: fn(usize) -> u
         let Some(mut heap) = arena.pages.try_lock() else {
             break;
         };
-        // What the survey saw may have changed since: give back `want` of what there is now.
-        let keep = (heap.dirty_pages + heap.muzzy_pages).saturating_sub(want);
+        // What the survey saw may have changed since: give back `want` of what there is now
+        // (the kept large runs among it: `purge_down_to` frees them first).
+        let keep = (heap.dirty_pages + heap.muzzy_pages + heap.kept_pages).saturating_sub(want);
         let purged = heap.purge_down_to(keep, now);
         if purged == 0 {
             break;
@@ -592,7 +593,7 @@ mod tests {
             unsafe {
                 core::ptr::write_bytes(p, 0xab, 512 * PAGE);
                 let span = core::ptr::addr_of_mut!((*chunk).spans[(*chunk).page_index(p as usize)]);
-                arena.free_large(span);
+                arena.free_large(span, false);
             }
         }
         arena

@@ -28,6 +28,20 @@
 //! resident pages, so small frees next to an old dirty run neither reset its clock nor get
 //! purged at once.
 //!
+//! # Freed large runs kept whole
+//! A large block of 40-256 KiB (the classes from [`KEEP_FIRST`], [`NKEEP`] of them) that a
+//! program frees goes to a list of its class ([`PageHeap::keep`]), whole and still marked
+//! taken, instead of merging with its free neighbours; the next block of the class takes it
+//! back ([`PageHeap::take_kept`]) without a search, a split or a merge, and without faulting a
+//! page in: jemalloc's delayed coalescing of dirty extents. 64 blocks of 256 KiB allocated and
+//! freed in a loop split a free run at every allocation and merged it back at every free
+//! (37% of their time). Kept runs are free pages to the statistics and to balancing
+//! ([`PageHeap::kept_pages`]), and go back to the free lists (merged) when they may be needed
+//! elsewhere: all of them before the heap would hand out a page that is not resident (a new
+//! chunk, or pages given back), or when balancing or `malloc_trim` gives pages back; and at
+//! each purge pass as many of each class as the class did not need since the pass before
+//! (the fewest it held in between), so that unused ones decay like any free pages.
+//!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
 //! - every free run is in exactly the list of its length's bucket in the set of its chunk (set 1
 //!   for a chunk of the sampled region, else 0), and `nonempty[set]` bit `b` is set iff that
@@ -37,7 +51,10 @@
 //! - no two free runs touch (they would have been merged);
 //! - `free_pages` = the sum of the lengths of all free runs;
 //! - a free run is in the dirty (muzzy) list iff `resident > 0` and its state is dirty (muzzy);
-//!   `dirty_pages` (`muzzy_pages`) = the sum of `resident` over that list; `resident <= pages`.
+//!   `dirty_pages` (`muzzy_pages`) = the sum of `resident` over that list; `resident <= pages`;
+//! - the kept list of class `KEEP_FIRST + k` holds `kept_n[k]` runs of that class, each a large
+//!   run of an ordinary chunk marked taken, in no other list; `kept_low[k] <= kept_n[k]`;
+//!   `kept_pages` = the sum of their lengths.
 
 use core::ptr;
 
@@ -48,7 +65,7 @@ use crate::chunk::{
     FREE_RUN, HEADER_PAGES, USABLE_PAGES,
 };
 use crate::list::List;
-use crate::size_class::{NCLASSES, NSMALL};
+use crate::size_class::{size_compute, SizeClass, NCACHED, NCLASSES, NSMALL};
 use tally_pal::{self as pal, PAGE_SHIFT};
 
 /// `dirty_decay_ms` in force (-1 = never).
@@ -65,6 +82,21 @@ pub(crate) static DECAY_SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new((
 /// Pages handed out of free runs that were not resident (new chunks, given-back pages): what
 /// the program will fault in. `decay::balance` gives back as many idle pages elsewhere.
 pub static FRESH_PAGES: AtomicU64 = AtomicU64::new(0);
+
+/// The first class whose freed runs a page heap keeps whole (see "Freed large runs kept
+/// whole"): the first past the thread cache's bins.
+pub const KEEP_FIRST: usize = NCACHED;
+/// The largest block size whose runs are kept whole, that of the thread's big cache.
+const KEEP_MAX: usize = 256 * 1024;
+/// Classes whose runs are kept whole, from [`KEEP_FIRST`].
+pub const NKEEP: usize = {
+    let mut n = 0;
+    while KEEP_FIRST + n < NCLASSES && size_compute(KEEP_FIRST + n) <= KEEP_MAX {
+        n += 1;
+    }
+    n
+};
+const _: () = assert!(NKEEP > 0 && size_compute(KEEP_FIRST + NKEEP - 1) == KEEP_MAX);
 
 /// Lengths up to this many pages have a list each.
 const EXACT: usize = 32;
@@ -117,6 +149,14 @@ pub struct PageHeap {
     pub large_runs: u64,
     /// Large blocks freed so far, per large class (a statistic).
     pub large_freed: [u64; NCLASSES - NSMALL],
+    /// Freed large runs kept whole, by class from [`KEEP_FIRST`], most recent first.
+    kept: [List<RunLinks>; NKEEP],
+    /// Runs in each `kept` list.
+    kept_n: [u32; NKEEP],
+    /// The fewest runs each `kept` list held since the last purge pass.
+    kept_low: [u32; NKEEP],
+    /// Pages of the kept runs: free to the statistics and to balancing.
+    pub kept_pages: usize,
 }
 
 // SAFETY: the raw pointers refer to chunk headers that live forever; the heap is only used under
@@ -141,7 +181,113 @@ impl PageHeap {
             large_allocated: [0; NCLASSES - NSMALL],
             large_runs: 0,
             large_freed: [0; NCLASSES - NSMALL],
+            kept: [const { List::new() }; NKEEP],
+            kept_n: [0; NKEEP],
+            kept_low: [0; NKEEP],
+            kept_pages: 0,
         }
+    }
+
+    /// A kept run of the large `class` (see "Freed large runs kept whole"), most recently
+    /// freed first, or null. The run is the caller's, marked taken as when it was freed.
+    #[inline(always)]
+    pub fn take_kept(&mut self, class: SizeClass) -> *mut Span {
+        let k = class.index().wrapping_sub(KEEP_FIRST);
+        if k >= NKEEP {
+            return ptr::null_mut();
+        }
+        // SAFETY: the kept lists' members are live runs of this heap (invariant).
+        let run = unsafe { self.kept[k].pop_front() };
+        if !run.is_null() {
+            self.kept_n[k] -= 1;
+            self.kept_low[k] = self.kept_low[k].min(self.kept_n[k]);
+            // SAFETY: as above.
+            unsafe {
+                self.kept_pages -= (*run).pages as usize;
+                (*run).state = RunState::Large;
+            }
+        }
+        run
+    }
+
+    /// Keeps the freed large run `span` whole for the next block of its class if its class is
+    /// one kept, it lies in an ordinary chunk and freed pages wait for purge passes
+    /// (`dirty_decay_ms` above 0); returns whether it did (if not, the caller still owns it).
+    ///
+    /// # Safety
+    /// `span` must be a large run allocated from this heap that nothing uses any more, with its
+    /// class in its span.
+    #[inline(always)]
+    pub unsafe fn keep(&mut self, span: *mut Span) -> bool {
+        // SAFETY: per the contract a live span of a live chunk.
+        unsafe {
+            let k = ((*span).class as usize).wrapping_sub(KEEP_FIRST);
+            if k >= NKEEP || list_set(span) != 0 || DIRTY_DECAY_MS.load(Ordering::Relaxed) <= 0 {
+                return false;
+            }
+            (*span).state = RunState::Kept;
+            self.kept[k].push_front(span);
+            self.kept_n[k] += 1;
+            self.kept_pages += (*span).pages as usize;
+        }
+        true
+    }
+
+    /// Frees the kept run `run` into the free lists, out of its class's list (a block growing
+    /// in place over it).
+    ///
+    /// # Safety
+    /// `run` must be a kept run of this heap.
+    #[cold]
+    #[inline(never)]
+    #[link_section = ".text.hot.tally"]
+    unsafe fn release_kept_run(&mut self, run: *mut Span) {
+        // SAFETY: per the contract `run` is in the kept list of its class.
+        unsafe {
+            let k = (*run).class as usize - KEEP_FIRST;
+            self.kept[k].remove(run);
+            self.kept_n[k] -= 1;
+            self.kept_low[k] = self.kept_low[k].min(self.kept_n[k]);
+            self.kept_pages -= (*run).pages as usize;
+            (*run).state = RunState::Large;
+            self.free_run(run, true);
+        }
+    }
+
+    /// [`PageHeap::find`] after every kept run went back to the free lists.
+    #[cold]
+    #[inline(never)]
+    #[link_section = ".text.hot.tally"]
+    fn release_kept_and_find(&mut self, pages: usize, set: usize) -> Option<*mut Span> {
+        self.release_kept(true);
+        self.find(pages, set)
+    }
+
+    /// Frees kept runs into the free lists (merged with their neighbours): all of them if
+    /// `all`, else as many of each class as it did not need since the last call (the fewest it
+    /// held in between), the oldest first. Returns the pages freed.
+    #[cold]
+    #[inline(never)]
+    #[link_section = ".text.hot.tally"]
+    pub fn release_kept(&mut self, all: bool) -> usize {
+        let before = self.kept_pages;
+        for k in 0..NKEEP {
+            let n = if all { self.kept_n[k] } else { self.kept_low[k] };
+            for _ in 0..n {
+                let run = self.kept[k].tail();
+                // SAFETY: `run` is a member of the kept list (there are `kept_n[k] >= n` of
+                // them), a large run of this heap that nothing uses.
+                unsafe {
+                    self.kept[k].remove(run);
+                    self.kept_pages -= (*run).pages as usize;
+                    (*run).state = RunState::Large;
+                    self.free_run(run, true);
+                }
+            }
+            self.kept_n[k] -= n;
+            self.kept_low[k] = self.kept_n[k];
+        }
+        before - self.kept_pages
     }
 
     /// Takes a run of exactly `pages` pages (1 ..= [`chunk::USABLE_PAGES`]) and marks it with
@@ -177,8 +323,20 @@ impl PageHeap {
         arena: u32,
     ) -> *mut Span {
         debug_assert!((1..=chunk::USABLE_PAGES).contains(&pages));
+        let set = region.is_some() as usize;
+        let mut found = self.find(pages, set);
+        // Kept runs go back to the free lists before a page that is not resident is handed out.
+        if self.kept_pages != 0
+            && match found {
+                None => true,
+                // SAFETY: a run found is a live free run of this heap.
+                Some(run) => unsafe { ((*run).resident as usize) < pages },
+            }
+        {
+            found = self.release_kept_and_find(pages, set);
+        }
         // A run found stays in the lists for now: a split puts its rest in its place.
-        let (run, listed) = match self.find(pages, region.is_some() as usize) {
+        let (run, listed) = match found {
             Some(run) => (run, true),
             None => {
                 let run = chunk::new_chunk(arena, region);
@@ -387,6 +545,9 @@ impl PageHeap {
     /// with `MADV_DONTNEED` or by unmapping.
     #[link_section = ".text.hot.tally"]
     pub fn purge(&mut self, now: u64, everything: bool) -> u64 {
+        if self.kept_pages != 0 {
+            self.release_kept(everything);
+        }
         let before = self.purged_pages;
         let dirty_ms = DIRTY_DECAY_MS.load(Ordering::Relaxed);
         let muzzy_ms = MUZZY_DECAY_MS.load(Ordering::Relaxed);
@@ -421,9 +582,13 @@ impl PageHeap {
 
     /// Gives back the oldest dirty and muzzy runs at once (`MADV_DONTNEED`, unmapping chunks
     /// left wholly free) until at most `keep` free pages may still be resident, whatever their
-    /// age: idle pages of an arena while another one faults pages in (`decay::balance`). Returns
-    /// the pages given back.
+    /// age: idle pages of an arena while another one faults pages in (`decay::balance`). The
+    /// kept large runs go to the free lists first, their pages counted among the dirty ones.
+    /// Returns the pages given back.
     pub fn purge_down_to(&mut self, keep: usize, now: u64) -> u64 {
+        if self.kept_pages != 0 {
+            self.release_kept(true);
+        }
         let before = self.purged_pages;
         for muzzy in [true, false] {
             loop {
@@ -502,9 +667,16 @@ impl PageHeap {
             if end >= CHUNK_PAGES {
                 return false;
             }
-            let info = (*chunk).page_info[end].load(Ordering::Relaxed);
+            let mut info = (*chunk).page_info[end].load(Ordering::Relaxed);
             if info_class(info) != FREE_RUN {
-                return false;
+                // A kept run after it is free: it goes to the free lists, merged with what
+                // follows it, for the block to grow over.
+                if (*chunk).spans[end].state != RunState::Kept {
+                    return false;
+                }
+                self.release_kept_run(ptr::addr_of_mut!((*chunk).spans[end]));
+                info = (*chunk).page_info[end].load(Ordering::Relaxed);
+                debug_assert_eq!(info_class(info), FREE_RUN);
             }
             let next = ptr::addr_of_mut!((*chunk).spans[end]);
             let avail = (*next).pages as usize;
@@ -631,10 +803,28 @@ impl PageHeap {
             }
             assert_eq!(resident, sum);
         }
+        let mut kept_pages = 0;
+        for k in 0..NKEEP {
+            // SAFETY: the kept lists' members are live spans.
+            assert_eq!(unsafe { self.kept[k].debug_check() }, self.kept_n[k] as usize);
+            assert!(self.kept_low[k] <= self.kept_n[k]);
+            let mut run = self.kept[k].head();
+            while !run.is_null() {
+                // SAFETY: as above.
+                unsafe {
+                    assert_eq!((*run).state, RunState::Kept);
+                    assert_eq!((*run).class as usize, KEEP_FIRST + k);
+                    assert_eq!(list_set(run), 0);
+                    kept_pages += (*run).pages as usize;
+                    run = List::<RunLinks>::next(run);
+                }
+            }
+        }
+        assert_eq!(kept_pages, self.kept_pages);
     }
 
     /// The smallest free run of at least `pages` pages of list set `set`, left in the lists.
-    #[link_section = ".text.hot.tally"]
+    #[inline(always)]
     fn find(&self, pages: usize, set: usize) -> Option<*mut Span> {
         let b = bucket(pages);
         if b >= EXACT {
@@ -1027,6 +1217,162 @@ mod tests {
         // SAFETY: allocated above, freed once.
         unsafe { heap.free(run) };
         heap.debug_check_invariants();
+    }
+
+    /// The first class whose runs are kept, and its length in pages.
+    fn kept_class() -> (SizeClass, usize) {
+        let class = SizeClass(KEEP_FIRST as u8);
+        (class, class.pages())
+    }
+
+    #[test]
+    fn only_the_kept_classes_are_kept() {
+        let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut heap = PageHeap::new();
+        // All allocated first: a run that is not resident would make the kept ones go back.
+        let runs: std::vec::Vec<_> = [
+            (KEEP_FIRST - 1, false),
+            (KEEP_FIRST, true),
+            (KEEP_FIRST + NKEEP - 1, true),
+            (KEEP_FIRST + NKEEP, false),
+        ]
+        .into_iter()
+        .map(|(class, kept)| {
+            let pages = SizeClass(class as u8).pages();
+            (
+                class,
+                kept,
+                heap.alloc(pages, class as u8, RunState::Large, TEST_ARENA),
+            )
+        })
+        .collect();
+        for (class, kept, run) in runs {
+            // SAFETY: a large run of this heap with its class, freed once.
+            unsafe {
+                assert_eq!(heap.keep(run), kept, "class {class}");
+                if !kept {
+                    heap.free(run);
+                }
+            }
+            heap.debug_check_invariants();
+        }
+        assert_eq!(heap.kept_pages, SizeClass(KEEP_FIRST as u8).pages() + 64);
+        // A class kept, but freed pages given back at once: not kept.
+        let (class, _) = kept_class();
+        let run = heap.take_kept(class);
+        assert!(!run.is_null());
+        assert_eq!(heap.kept_pages, 64);
+        DIRTY_DECAY_MS.store(0, Ordering::Relaxed);
+        // SAFETY: as above.
+        let kept = unsafe { heap.keep(run) };
+        DIRTY_DECAY_MS.store(10_000, Ordering::Relaxed);
+        assert!(!kept);
+        // SAFETY: as above.
+        unsafe { heap.free(run) };
+        heap.debug_check_invariants();
+    }
+
+    /// A kept run serves the next block of its class whole, stays out of the free lists and
+    /// counts as free; a purge pass gives back what its class did not need since the pass
+    /// before.
+    #[test]
+    fn kept_runs_serve_their_class_and_go_back_when_a_pass_finds_them_unneeded() {
+        let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut heap = PageHeap::new();
+        let (class, pages) = kept_class();
+        let runs: std::vec::Vec<_> = (0..3)
+            .map(|_| heap.alloc(pages, class.0, RunState::Large, TEST_ARENA))
+            .collect();
+        let free_before = heap.free_pages;
+        // SAFETY: large runs of this heap of a kept class, each freed once.
+        unsafe {
+            assert!(heap.keep(runs[1]));
+            assert!(heap.keep(runs[2]));
+            assert_eq!((*runs[1]).state, RunState::Kept);
+        }
+        heap.debug_check_invariants();
+        assert_eq!((heap.kept_pages, heap.free_pages), (2 * pages, free_before));
+        // The most recently freed first, marked taken as before.
+        assert_eq!(heap.take_kept(class), runs[2]);
+        // SAFETY: a live span.
+        assert_eq!(unsafe { (*runs[2]).state }, RunState::Large);
+        assert!(heap.take_kept(SizeClass(class.0 + 1)).is_null());
+        heap.debug_check_invariants();
+        // SAFETY: `runs[2]` is ours again, freed once.
+        unsafe { assert!(heap.keep(runs[2])) };
+        let now = pal::now_ms();
+        // The first pass: the class held no run at one time since the heap was made, so none
+        // goes back.
+        heap.purge(now, false);
+        assert_eq!(heap.kept_pages, 2 * pages);
+        // One taken and kept again: the class held one run all along, which goes back at the
+        // next pass; the other at the pass after.
+        let run = heap.take_kept(class);
+        // SAFETY: taken above, freed once.
+        unsafe { assert!(heap.keep(run)) };
+        heap.purge(now, false);
+        assert_eq!(heap.kept_pages, pages, "one run was needed since the last pass");
+        heap.debug_check_invariants();
+        heap.purge(now, false);
+        assert_eq!(heap.kept_pages, 0);
+        assert_eq!(heap.free_pages, free_before + 2 * pages);
+        heap.debug_check_invariants();
+        // `malloc_trim`: everything at once.
+        assert!(heap.take_kept(class).is_null());
+        let run = heap.alloc(pages, class.0, RunState::Large, TEST_ARENA);
+        // SAFETY: a large run of this heap of a kept class, freed once.
+        unsafe { assert!(heap.keep(run)) };
+        heap.purge(now, true);
+        assert_eq!(heap.kept_pages, 0);
+        heap.debug_check_invariants();
+    }
+
+    /// Kept runs go back to the free lists before the heap hands out a page that is not
+    /// resident: a request of another size reuses their pages instead of faulting others in.
+    #[test]
+    fn kept_runs_go_back_before_a_page_that_is_not_resident_is_handed_out() {
+        let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut heap = PageHeap::new();
+        let (class, pages) = kept_class();
+        let run = heap.alloc(pages, class.0, RunState::Large, TEST_ARENA);
+        let start = Span::start(run);
+        // SAFETY: a large run of a kept class, freed once.
+        unsafe { assert!(heap.keep(run)) };
+        // The rest of the chunk was never touched: a run of it would fault pages in.
+        let other = heap.alloc(pages - 1, 3, RunState::Slab, TEST_ARENA);
+        assert_eq!(heap.kept_pages, 0);
+        assert_eq!(Span::start(other), start, "the kept run's pages, reused");
+        assert_eq!(heap.chunks, 1);
+        heap.debug_check_invariants();
+    }
+
+    /// A block growing in place grows over a kept run after it.
+    #[test]
+    fn a_block_grows_in_place_over_a_kept_run() {
+        let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut heap = PageHeap::new();
+        let (class, pages) = kept_class();
+        let a = heap.alloc(pages, class.0, RunState::Large, TEST_ARENA);
+        let b = heap.alloc(pages, class.0, RunState::Large, TEST_ARENA);
+        let c = heap.alloc(pages, class.0, RunState::Large, TEST_ARENA);
+        assert_eq!(Span::start(b), Span::start(a) + (pages << PAGE_SHIFT));
+        // SAFETY: large runs of this heap; `b` freed once, `a` grown over it.
+        unsafe {
+            assert!(heap.keep(b));
+            assert!(heap.grow_in_place(a, 2 * pages));
+            assert_eq!((*a).pages as usize, 2 * pages);
+        }
+        assert_eq!(heap.kept_pages, 0);
+        heap.debug_check_invariants();
+        // SAFETY: `c` now follows `a`: no room to grow, and nothing kept.
+        assert!(!unsafe { heap.grow_in_place(a, 3 * pages) });
+        // SAFETY: live runs of this heap, freed once.
+        unsafe {
+            heap.free(a);
+            heap.free(c);
+        }
+        heap.debug_check_invariants();
+        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
     }
 
     #[test]

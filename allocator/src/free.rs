@@ -287,7 +287,7 @@ unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &
     }
     let chunk = Span::chunk(span);
     // SAFETY: `span` is the live large run of `p`, which the caller gives up.
-    unsafe { arena::of_chunk(chunk).free_large(span) };
+    unsafe { arena::of_chunk(chunk).free_large(span, true) };
     thread_event::slow_tick();
 }
 
@@ -430,6 +430,10 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
         "the block is in this thread's cache"
     } else if class.is_small() && arena::slot_is_free(p, class) {
         "the block is free in its slab (freed before, or never allocated)"
+    // SAFETY: a block of a class past the cached ones that reached here starts a large run
+    // (`run_block_at` or `block_of` found it so).
+    } else if class.index() >= NCACHED && unsafe { arena::large_is_kept(p) } {
+        "the block was freed before: its pages are free, kept whole for the next block of its size"
     } else {
         "the block was freed before and waits in another thread's cache"
     };

@@ -258,11 +258,12 @@ pub unsafe fn resize_in_place(d: *mut HugeBlock, size: usize) -> bool {
     unsafe { !resize_with(d, size, false).is_null() }
 }
 
-/// [`resize`], moving the pages with `mremap` only when `may_move`.
+/// [`resize`], moving the pages with `mremap` only when `may_move`. Not in the hot text (2.5 KB
+/// of it, `allocator/hot-text.ld`): only a program with blocks of megabytes resizes one, and
+/// the 64 KiB window of code it faults in costs it little beside them.
 ///
 /// # Safety
 /// As for [`resize`].
-#[link_section = ".text.hot.tally"]
 unsafe fn resize_with(d: *mut HugeBlock, size: usize, may_move: bool) -> *mut u8 {
     let Some(new_mapped) = size.checked_next_multiple_of(PAGE) else {
         return ptr::null_mut();

@@ -200,7 +200,7 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
             dead_block(p, old_size);
             tcache::count_slow(0, old_size);
             // SAFETY: `span` is the live large run of `p`, copied to `q`; the caller gives `p` up.
-            unsafe { arena::of_chunk(Span::chunk(span)).free_large(span) };
+            unsafe { arena::of_chunk(Span::chunk(span)).free_large(span, false) };
         }
         // SAFETY: `span` is the run of `p`, a live sampled block of `class`, copied to `q`; the
         // caller gives `p` up.

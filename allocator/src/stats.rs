@@ -9,9 +9,11 @@
 //! - live objects of a class = handed out by arenas − returned to arenas − sitting in caches;
 //! - `allocated` = Σ live objects × class size + bytes of live huge blocks;
 //! - `active` = pages of runs in use (slabs and large blocks, but the empty slabs bins keep for
-//!   their next refills, which count as `dirty`) + huge blocks;
-//! - `dirty`/`muzzy` = free pages that may still be resident (dirty includes the bins' empty slabs and freed huge mappings
-//!   kept for reuse); `retained` = free pages given back (mapped, not resident);
+//!   their next refills and the freed large runs page heaps keep whole, which count as
+//!   `dirty`) + huge blocks;
+//! - `dirty`/`muzzy` = free pages that may still be resident (dirty includes the bins' empty
+//!   slabs, the kept large runs and freed huge mappings kept for reuse); `retained` = free pages
+//!   given back (mapped, not resident);
 //! - `metadata` = chunk headers + the metadata pool + page-map leaves;
 //! - `mapped` = chunks + huge blocks and cached huge mappings + metadata outside chunks; `resident` ≈ active + dirty +
 //!   muzzy + metadata (an estimate from above, like jemalloc's).
@@ -325,6 +327,8 @@ pub fn stats() -> Stats {
         let a = &mut s.arenas[i];
         a.threads = threads[i] as u64;
         a.chunks = heap.chunks as u64;
+        // So are the freed large runs the page heap keeps whole (`extent.rs`).
+        empty_pages += heap.kept_pages;
         let in_use = heap.chunks * USABLE_PAGES - heap.free_pages;
         a.active_pages = in_use.saturating_sub(empty_pages) as u64;
         a.dirty_pages = (heap.dirty_pages + in_use.min(empty_pages)) as u64;
