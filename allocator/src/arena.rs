@@ -344,9 +344,7 @@ impl Arena {
             } else if heap.grow_in_place(span, pages) {
                 true
             } else {
-                if heap.kept_pages != 0 {
-                    heap.release_kept(true);
-                }
+                heap.stop_keeping();
                 false
             };
             if done {
