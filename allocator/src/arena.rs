@@ -298,7 +298,11 @@ impl Arena {
             unsafe {
                 let span = large_span(p);
                 heap.large_freed[(*span).class as usize - NSMALL] += 1;
-                heap.free(span);
+                // A cached class's block carries its free mark already (the bins mark every
+                // block they take).
+                if !heap.keep(span) {
+                    heap.free(span);
+                }
             }
         }
     }

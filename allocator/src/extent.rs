@@ -29,24 +29,23 @@
 //! purged at once.
 //!
 //! # Freed large runs kept whole
-//! A large block of 40-256 KiB (the classes from [`KEEP_FIRST`], [`NKEEP`] of them) that a
-//! program frees goes to a list of its class ([`PageHeap::keep`]), whole and still marked
-//! taken, instead of merging with its free neighbours; the next block of the class takes it
-//! back ([`PageHeap::take_kept`]) without a search, a split or a merge, and without faulting a
-//! page in: jemalloc's delayed coalescing of dirty extents. 64 blocks of 256 KiB allocated and
-//! freed in a loop split a free run at every allocation and merged it back at every free
-//! (37% of their time). A class keeps only as many runs as blocks of it found its list empty
-//! (one more room for each), less what a purge pass finds it did not need, and none after a
-//! block failed to grow in place ([`PageHeap::stop_keeping`]): a buffer that
-//! doubles by `realloc` to 256 KiB, whose freed blocks nothing of their size asks for again,
-//! keeps none, and its next copy grows in place over the last one's pages (kept, its blocks
-//! marched up the chunk one run at a time, to its end, where they could no longer grow: 3.3 µs
-//! an iteration instead of 1.3). Kept runs are free pages to the statistics and to balancing
-//! ([`PageHeap::kept_pages`]), and go back to the free lists (merged) when they may be needed
-//! elsewhere: all of them before the heap would hand out a page that is not resident (a new
-//! chunk, or pages given back), or when balancing or `malloc_trim` gives pages back; and at
-//! each purge pass as many of each class as the class did not need since the pass before
-//! (the fewest it held in between), so that unused ones decay like any free pages.
+//! A large block of 16-256 KiB (the classes from [`KEEP_FIRST`], [`NKEEP`] of them) that comes home
+//! to its arena goes to a list of its class ([`PageHeap::keep`]), whole and still marked taken,
+//! instead of merging with its free neighbours; the next block of the class takes it back
+//! ([`PageHeap::take_kept`]) without a search, a split or a merge, and without faulting a page in:
+//! jemalloc's delayed coalescing of dirty extents. 64 blocks of 256 KiB allocated and freed in a
+//! loop split a free run at every allocation and merged it back at every free (37% of their time).
+//! A class keeps only as many runs as blocks of it found its list empty (one more room for each),
+//! less what a purge pass finds it did not need, and none after a block failed to grow in place
+//! ([`PageHeap::stop_keeping`]): a buffer that doubles by `realloc` to 256 KiB, whose freed blocks
+//! nothing of their size asks for again, keeps none, and its next copy grows in place over the last
+//! one's pages (kept, its blocks marched up the chunk one run at a time, to its end, where they
+//! could no longer grow: 3.3 µs an iteration instead of 1.3). Kept runs are free pages to the
+//! statistics and to balancing ([`PageHeap::kept_pages`]), and go back to the free lists (merged)
+//! when they may be needed elsewhere: all of them before the heap would hand out a page that is not
+//! resident (a new chunk, or pages given back), or when balancing or `malloc_trim` gives pages
+//! back; and at each purge pass as many of each class as the class did not need since the pass
+//! before (the fewest it held in between), so that unused ones decay like any free pages.
 //!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
 //! - every free run is in exactly the list of its length's bucket in the set of its chunk (set 1
@@ -72,7 +71,7 @@ use crate::chunk::{
     FREE_RUN, HEADER_PAGES, USABLE_PAGES,
 };
 use crate::list::List;
-use crate::size_class::{size_compute, SizeClass, NCACHED, NCLASSES, NSMALL};
+use crate::size_class::{size_compute, SizeClass, NCLASSES, NSMALL};
 use tally_pal::{self as pal, PAGE_SHIFT};
 
 /// `dirty_decay_ms` in force (-1 = never).
@@ -91,8 +90,10 @@ pub(crate) static DECAY_SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new((
 pub static FRESH_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// The first class whose freed runs a page heap keeps whole (see "Freed large runs kept
-/// whole"): the first past the thread cache's bins.
-pub const KEEP_FIRST: usize = NCACHED;
+/// whole"): the first large class. Blocks of 16-32 KiB come home from the thread caches' bins
+/// in batches: 64 of 32 KiB allocated and freed in a loop took 5.4-5.6 µs a batch through the
+/// page heap's splits and merges, 2.9 from kept runs.
+pub const KEEP_FIRST: usize = NSMALL;
 /// The largest block size whose runs are kept whole, that of the thread's big cache.
 const KEEP_MAX: usize = 256 * 1024;
 /// Classes whose runs are kept whole, from [`KEEP_FIRST`].

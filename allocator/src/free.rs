@@ -430,9 +430,9 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
         "the block is in this thread's cache"
     } else if class.is_small() && arena::slot_is_free(p, class) {
         "the block is free in its slab (freed before, or never allocated)"
-    // SAFETY: a block of a class past the cached ones that reached here starts a large run
-    // (`run_block_at` or `block_of` found it so).
-    } else if class.index() >= NCACHED && unsafe { arena::large_is_kept(p) } {
+    // SAFETY: a block of a large class that reached here starts a large run (`run_block_at`,
+    // `block_of` or the bins' checks found it so).
+    } else if !class.is_small() && unsafe { arena::large_is_kept(p) } {
         "the block was freed before: its pages are free, kept whole for the next block of its size"
     } else {
         "the block was freed before and waits in another thread's cache"

@@ -171,6 +171,8 @@ fn large_and_huge_double_frees_abort() {
     assert_caught("twice:100000", "", "free", IN_CACHE);
     assert_caught("other_thread:100000", "", "free", OTHER_CACHE);
     assert_caught("twice:100000", "tcache_max:32768", "free", KEPT);
+    // 20 KiB, a class the thread cache's bins keep: without them, home at once, kept whole.
+    assert_caught("twice:20000", "tcache:false", "free", KEPT);
     // Its run kept whole (`extent.rs`) only while freed pages wait for purge passes.
     assert_caught(
         "twice:100000",

@@ -7,7 +7,7 @@
 //! active ones. And after both are freed, `malloc_trim` gives every kept slab back: the page heaps
 //! then hold everything but the bins' current slabs.
 //!
-//! Likewise a freed large block of 40-256 KiB keeps its run whole in its page heap, for the next block
+//! Likewise a freed large block of 16-256 KiB keeps its run whole in its page heap, for the next block
 //! of its class (`extent.rs`, "Freed large runs kept whole"); what is kept must still serve
 //! every other size. A process frees 64 blocks of 256 KiB (16 MiB; its thread's big cache keeps
 //! one, the rest go home) and allocates 64 again, which must take the same runs; then allocates
