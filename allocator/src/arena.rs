@@ -186,7 +186,7 @@ impl Arena {
     pub fn idle_and_active_pages(&self) -> Option<(usize, usize)> {
         let heap = self.pages.try_lock()?;
         Some((
-            heap.dirty_pages + heap.muzzy_pages + heap.kept_pages,
+            heap.idle_pages(),
             heap.chunks * crate::chunk::USABLE_PAGES - heap.free_pages - heap.kept_pages,
         ))
     }

@@ -213,7 +213,7 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64, keep: fn(usize) -> u
         };
         // What the survey saw may have changed since: give back `want` of what there is now
         // (the kept large runs among it: `purge_down_to` frees them first).
-        let keep = (heap.dirty_pages + heap.muzzy_pages + heap.kept_pages).saturating_sub(want);
+        let keep = heap.idle_pages().saturating_sub(want);
         let purged = heap.purge_down_to(keep, now);
         if purged == 0 {
             break;

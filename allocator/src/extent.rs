@@ -200,6 +200,13 @@ impl PageHeap {
         }
     }
 
+    /// Free pages that may still be resident: the dirty and muzzy runs' and the kept runs'
+    /// (what balancing weighs and [`PageHeap::purge_down_to`] gives back).
+    #[inline]
+    pub fn idle_pages(&self) -> usize {
+        self.dirty_pages + self.muzzy_pages + self.kept_pages
+    }
+
     /// A kept run of the large `class` (see "Freed large runs kept whole"), most recently
     /// freed first, or null. The run is the caller's, marked taken as when it was freed.
     #[inline(always)]
