@@ -235,15 +235,23 @@ impl BigCache {
         self.blocks[..self.n as usize].contains(&p)
     }
 
-    /// Sends the block at `addr` home if it holds it; whether it did. For
-    /// `realloc`: a block cached right after a growing one would keep it from growing in place.
-    pub fn release(&mut self, addr: usize) -> bool {
-        let Some(i) = (0..self.n as usize).find(|&i| self.blocks[i] as usize == addr) else {
-            return false;
-        };
-        // SAFETY: `i < n`.
-        unsafe { self.evict(i) };
-        true
+    /// Sends home every block it holds that starts in `lo..hi`; whether there was one. For
+    /// `realloc`: a block cached where a growing one would grow to keeps it from growing in
+    /// place, whether it starts right after the growing block or past free pages after it (a
+    /// buffer that doubled to 256 KiB from the 16 KiB block after the one that grows now).
+    pub fn release(&mut self, lo: usize, hi: usize) -> bool {
+        let mut released = false;
+        let mut i = 0;
+        while i < self.n as usize {
+            if (lo..hi).contains(&(self.blocks[i] as usize)) {
+                // SAFETY: `i < n`.
+                unsafe { self.evict(i) };
+                released = true;
+            } else {
+                i += 1;
+            }
+        }
+        released
     }
 
     /// Garbage collection's look, once per round over the bins: a cache no

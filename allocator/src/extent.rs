@@ -730,7 +730,16 @@ impl PageHeap {
                 debug_assert_eq!(info_class(info), FREE_RUN);
             }
             let next = ptr::addr_of_mut!((*chunk).spans[end]);
-            let avail = (*next).pages as usize;
+            let mut avail = (*next).pages as usize;
+            // Kept runs past the free one go too while the block does not fit (a block of the
+            // big cache sent home for it, and kept, after one kept before it).
+            while have + avail < pages
+                && end + avail < CHUNK_PAGES
+                && (*chunk).spans[end + avail].state == RunState::Kept
+            {
+                self.release_kept_run(ptr::addr_of_mut!((*chunk).spans[end + avail]));
+                avail = (*next).pages as usize;
+            }
             if have + avail < pages {
                 return false;
             }
@@ -1419,6 +1428,36 @@ mod tests {
     }
 
     /// A block growing in place grows over a kept run after it.
+    #[test]
+    fn a_block_grows_in_place_over_a_free_run_and_a_kept_run_after_it() {
+        let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut heap = PageHeap::new();
+        let (class, pages) = kept_class();
+        let runs: Vec<_> = (0..4)
+            .map(|_| heap.alloc(pages, class.0, RunState::Large, TEST_ARENA))
+            .collect();
+        let (a, f, k, z) = (runs[0], runs[1], runs[2], runs[3]);
+        assert_eq!(Span::start(z), Span::start(a) + 3 * (pages << PAGE_SHIFT));
+        make_room(&mut heap, class, 1);
+        // SAFETY: large runs of this heap, `f` and `k` freed once each, `a` grown over them.
+        unsafe {
+            heap.free(f);
+            assert!(heap.keep(k));
+            heap.debug_check_invariants();
+            assert!(heap.grow_in_place(a, 3 * pages));
+            assert_eq!((*a).pages as usize, 3 * pages);
+        }
+        assert_eq!(heap.kept_pages, 0);
+        heap.debug_check_invariants();
+        // SAFETY: live runs of this heap, freed once.
+        unsafe {
+            heap.free(a);
+            heap.free(z);
+        }
+        heap.debug_check_invariants();
+        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+    }
+
     #[test]
     fn a_block_grows_in_place_over_a_kept_run() {
         let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());

@@ -249,9 +249,9 @@ fn live_block(p: *mut u8, who: &str) -> Block {
 }
 
 /// Resizes the large block of run `span` from `class` to the large `new_class` in place, if the
-/// pages after it are free (a block of this thread's big cache right after it goes home first, so
-/// that a buffer doubling in a loop grows over the one it left last time). Counts the thread's
-/// bytes when it did.
+/// pages after it are free (blocks of this thread's big cache in the pages it would grow into go
+/// home first, so that a buffer doubling in a loop grows over the one it left last time, whether
+/// that starts right after it or past free pages). Counts the thread's bytes when it did.
 ///
 /// # Safety
 /// `span` must be the live large run of a block the caller owns, of `class`.
@@ -265,8 +265,9 @@ unsafe fn resize_large_in_place(span: *mut Span, class: SizeClass, new_class: Si
     if !done {
         // SAFETY: as above.
         let end = Span::start(span) + unsafe { (*span).pages as usize } * PAGE;
+        let want = Span::start(span) + new_class.pages() * PAGE;
         // SAFETY: as above.
-        done = tcache::big_cache().is_some_and(|big| big.release(end))
+        done = tcache::big_cache().is_some_and(|big| big.release(end, want))
             && unsafe { arena.resize_large_in_place(span, new_class) };
     }
     if done {

@@ -71,6 +71,11 @@ fn a_cache_left_unused_goes_home_with_garbage_collection() {
 }
 
 #[test]
+fn a_growing_block_sends_home_the_cached_blocks_in_its_way() {
+    run("grow", "");
+}
+
+#[test]
 fn tcache_max_and_tcache_false_turn_it_down() {
     run("off", "tcache_max:32768");
     run("off", "tcache:false");
@@ -146,6 +151,38 @@ fn child_entry() {
                     api::free(q);
                 }
                 assert_eq!(class_counts(BIG).1, 0, "an unused cache went home");
+            }
+            "grow" => {
+                const K64: usize = 64 * 1024;
+                let byte = |p: *mut c_void, i: usize| p.cast::<u8>().add(i);
+                // Four blocks of 64 KiB one after the other (a new thread's arena carves a
+                // chunk from its front).
+                let g = api::malloc(K64);
+                let f = api::malloc(K64);
+                let k = api::malloc(K64);
+                let z = api::malloc(K64);
+                assert_eq!(
+                    [f, k, z],
+                    [byte(g, K64), byte(g, 2 * K64), byte(g, 3 * K64)].map(|p| p.cast()),
+                    "four runs in a row"
+                );
+                // `f` goes home (pushed out of the cache by a block of 256 KiB, then that one by
+                // `k`); `k` stays in the cache, a free run's length after `g`.
+                api::free(f);
+                let pusher = api::malloc(BIG);
+                api::free(pusher);
+                api::free(k);
+                assert_eq!(class_counts(K64).1, 1, "k cached, f home");
+                assert_eq!(class_counts(BIG).1, 0, "the pusher went home for k");
+                // Grown to 192 KiB, `g` needs `f`'s pages and `k`'s: `k` leaves the cache.
+                byte(g, K64 - 1).write(7);
+                let grown = api::realloc(g, 3 * K64);
+                assert_eq!(grown, g, "grew in place over f and the cached k");
+                assert_eq!(byte(grown, K64 - 1).read(), 7);
+                assert_eq!(class_counts(K64).1, 0, "k went home");
+                for p in [grown, z] {
+                    api::free(p);
+                }
             }
             "off" => {
                 let before = large_allocs();
