@@ -228,29 +228,50 @@ impl Arena {
 
     /// Allocates a large block of `class`, aligned to `align` (a power of two); null when out of
     /// memory or when the alignment cannot be met inside a chunk.
-    #[link_section = ".text.hot.tally"]
+    #[inline(always)]
     pub fn alloc_large(&self, class: SizeClass, align: usize) -> *mut u8 {
+        self.alloc_large_placed(class, align, 0)
+    }
+
+    /// [`Arena::alloc_large`], and with `room` above the class's pages (`align` a page at most)
+    /// from the front of a free run of that many resident pages if there is one
+    /// ([`PageHeap::alloc_with_room`]) instead of the best fit or a kept run.
+    #[link_section = ".text.hot.tally"]
+    pub fn alloc_large_placed(&self, class: SizeClass, align: usize, room: usize) -> *mut u8 {
         let mut one = [core::ptr::null_mut()];
-        self.alloc_large_batch(class, align, &mut one);
+        self.alloc_large_runs(class, align, room, &mut one);
         one[0]
     }
 
     /// Allocates up to `out.len()` large blocks of `class`, aligned to `align` (a power of two),
     /// under one lock, into `out`; returns how many (fewer only when out of memory or when the
     /// alignment cannot be met inside a chunk).
-    #[link_section = ".text.hot.tally"]
+    #[inline(always)]
     pub fn alloc_large_batch(&self, class: SizeClass, align: usize, out: &mut [*mut u8]) -> usize {
+        self.alloc_large_runs(class, align, 0, out)
+    }
+
+    /// [`Arena::alloc_large_batch`], placed as [`Arena::alloc_large_placed`] says.
+    #[inline(never)]
+    #[link_section = ".text.hot.tally"]
+    fn alloc_large_runs(&self, class: SizeClass, align: usize, room: usize, out: &mut [*mut u8]) -> usize {
         let align_pages = (align >> PAGE_SHIFT).max(1);
+        let pages = class.pages();
+        let placed = room > pages && align_pages == 1;
         let mut heap = self.pages.lock();
         let mut n = 0;
         for slot in out.iter_mut() {
-            let mut run = if align_pages == 1 {
+            let mut run = if align_pages == 1 && !placed {
                 heap.take_kept(class)
             } else {
                 core::ptr::null_mut()
             };
             if run.is_null() {
-                run = heap.alloc_aligned(class.pages(), align_pages, class.0, RunState::Large, self.index());
+                run = if placed {
+                    heap.alloc_with_room(pages, room, class.0, RunState::Large, self.index())
+                } else {
+                    heap.alloc_aligned(pages, align_pages, class.0, RunState::Large, self.index())
+                };
             }
             if run.is_null() {
                 break;

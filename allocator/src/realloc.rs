@@ -10,7 +10,7 @@
 
 use core::ptr;
 
-use crate::alloc::{after_giving_back, alloc, alloc_big_counted, dead_block, MAX_REQUEST};
+use crate::alloc::{after_giving_back, alloc, alloc_big_counted, alloc_moving, dead_block, MAX_REQUEST};
 use crate::block::{block_of, cached_block_at, cached_block_of, run_block_at, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, free_cached, free_sampled_moved, sampled_freed_before};
@@ -158,15 +158,17 @@ unsafe fn realloc_other(p: *mut u8, size: usize) -> *mut u8 {
         // next event says so): its slot's placement was made for its old size.
         Block::Guarded(slot) => guard::usable(slot),
     };
-    let q = match (&block, counted) {
+    let q = match (&block, counted, new_class) {
         // Counted above.
-        (Block::Sampled(span, _), Some(due)) => {
-            prof_hooks::resizing(*span, || alloc_big_counted(due, size, PAGE, new_class))
+        (Block::Sampled(span, _), Some(due), _) => {
+            prof_hooks::resizing(*span, || alloc_big_counted(due, size, PAGE, new_class, 0))
         }
-        (_, Some(due)) => alloc_big_counted(due, size, PAGE, new_class),
-        (Block::Sampled(span, class), None) if grows_sampled(*class) => {
+        (_, Some(due), _) => alloc_big_counted(due, size, PAGE, new_class, 0),
+        (Block::Sampled(span, class), None, _) if grows_sampled(*class) => {
             prof_hooks::resizing(*span, || alloc(size))
         }
+        // A small block growing into a large class: placed where it can grow on.
+        (Block::Small(_), None, Some(new)) if !new.is_small() => alloc_moving(size, new),
         _ => alloc(size),
     };
     if q == p {

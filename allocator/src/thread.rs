@@ -192,7 +192,10 @@ pub fn move_to_arena(to: &'static Arena) {
 
 /// The calling thread's arena: its cache's, the cache made and the arena taken now if the thread
 /// has neither yet (a thread whose first allocation is a large block takes it from the arena its
-/// cache will use).
+/// cache will use). Called, not inlined: the slow paths that need it are many, and each copy
+/// took some 300 bytes of the first 64 KiB of the library's code (`scripts/check-hot-text.sh`).
+#[inline(never)]
+#[link_section = ".text.hot.tally"]
 pub fn thread_arena() -> &'static Arena {
     let tb = thread_bins();
     if has_cache(tb) || thread_start() {

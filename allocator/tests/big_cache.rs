@@ -76,6 +76,11 @@ fn a_growing_block_sends_home_the_cached_blocks_in_its_way() {
 }
 
 #[test]
+fn a_small_block_grown_into_a_large_class_gets_room_to_grow_on() {
+    run("cross", "");
+}
+
+#[test]
 fn tcache_max_and_tcache_false_turn_it_down() {
     run("off", "tcache_max:32768");
     run("off", "tcache:false");
@@ -181,6 +186,37 @@ fn child_entry() {
                 assert_eq!(byte(grown, K64 - 1).read(), 7);
                 assert_eq!(class_counts(K64).1, 0, "k went home");
                 for p in [grown, z] {
+                    api::free(p);
+                }
+            }
+            "cross" => {
+                const K16: usize = 16 * 1024;
+                let byte = |p: *mut c_void, i: usize| p.cast::<u8>().add(i);
+                // 512 KiB used and freed: pages that may be resident, room for what follows.
+                let spare = api::malloc(2 * BIG);
+                api::free(spare);
+                // The thread's bin of 16 KiB blocks fills with runs in a row: of two taken from
+                // it, the lower one has the bin's next block or the other right after it. Freed,
+                // it is the bin's next, with no room to grow.
+                let (a, b) = (api::malloc(K16), api::malloc(K16));
+                let (h, g) = (a.min(b), a.max(b));
+                assert!(g as usize - h as usize <= 4 * K16, "one refill's run of blocks");
+                api::free(h);
+                // A string outgrowing the small classes: not the bin's block, but one placed
+                // where it grows on in place.
+                let s = api::malloc(4000);
+                byte(s, 3999).write(9);
+                let q = api::realloc(s, K16);
+                assert_ne!(q, h, "not the bin's block with no room after it");
+                assert_eq!(byte(q, 3999).read(), 9);
+                let grown = api::realloc(q, 2 * K16);
+                assert_eq!(grown, q, "grew in place to 32 KiB");
+                let grown = api::realloc(grown, 4 * K16);
+                assert_eq!(grown, q, "and to 64 KiB");
+                // The bin's block serves the next request of its size.
+                let next = api::malloc(K16);
+                assert_eq!(next, h, "the bin's block serves the next request");
+                for p in [next, grown, g] {
                     api::free(p);
                 }
             }
