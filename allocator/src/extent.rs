@@ -1340,6 +1340,19 @@ mod tests {
         }
     }
 
+    /// Frees `runs`, in order, and checks that every page of the heap's chunks is free again.
+    ///
+    /// # Safety
+    /// `runs` must be distinct live runs of `heap`, none used after.
+    unsafe fn free_all(heap: &mut PageHeap, runs: &[*mut Span]) {
+        for &run in runs {
+            // SAFETY: per the contract, a live run of this heap, freed once.
+            unsafe { heap.free(run) };
+        }
+        heap.debug_check_invariants();
+        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+    }
+
     #[test]
     fn only_the_kept_classes_are_kept() {
         let _settings = DECAY_SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
@@ -1518,13 +1531,7 @@ mod tests {
         let again = heap.alloc_with_room(8, chunk::USABLE_PAGES, GROWING, RunState::Large, TEST_ARENA);
         assert_eq!(again, hole);
         // SAFETY: live runs of this heap, each freed once.
-        unsafe {
-            for run in [a, b, roomy, again] {
-                heap.free(run);
-            }
-        }
-        heap.debug_check_invariants();
-        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+        unsafe { free_all(&mut heap, &[a, b, roomy, again]) };
     }
 
     #[test]
@@ -1548,13 +1555,8 @@ mod tests {
         }
         assert_eq!(heap.kept_pages, 0);
         heap.debug_check_invariants();
-        // SAFETY: live runs of this heap, freed once.
-        unsafe {
-            heap.free(a);
-            heap.free(z);
-        }
-        heap.debug_check_invariants();
-        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+        // SAFETY: live runs of this heap, each freed once.
+        unsafe { free_all(&mut heap, &[a, z]) };
     }
 
     #[test]
@@ -1577,13 +1579,8 @@ mod tests {
         heap.debug_check_invariants();
         // SAFETY: `c` now follows `a`: no room to grow, and nothing kept.
         assert!(!unsafe { heap.grow_in_place(a, 3 * pages) });
-        // SAFETY: live runs of this heap, freed once.
-        unsafe {
-            heap.free(a);
-            heap.free(c);
-        }
-        heap.debug_check_invariants();
-        assert_eq!(heap.free_pages, heap.chunks * chunk::USABLE_PAGES);
+        // SAFETY: live runs of this heap, each freed once.
+        unsafe { free_all(&mut heap, &[a, c]) };
     }
 
     #[test]
