@@ -225,9 +225,9 @@ fn alloc_big_uncached(size: usize, align: usize, class: Option<SizeClass>) -> *m
 /// half of those blocks lay right before a slab and moved at the next step, and in the Criterion
 /// set's sequence before it (where the slab was one of 256 bytes after the bin's block) every
 /// iteration copied a block once: 1.65-1.71 µs an iteration against 0.69 placed with room. Blocks
-/// that were already large are not placed so when they move: room for the suite's
-/// `realloc_growth` (16 buffers growing side by side) raised its peak RSS from 8.2 to 9.4 MiB,
-/// where room for the small ones it moves into large classes costs 0.1-0.2. Else as
+/// that were already large are not placed so when they move: with room for them too, the suite's
+/// `realloc_growth` (16 buffers growing side by side) peaked at 9.3-9.4 MiB (8.9 with room for
+/// them alone), against 8.2 without room and 8.3 with it for the small ones. Else as
 /// [`alloc_big_counted`].
 #[cold]
 #[inline(never)]
