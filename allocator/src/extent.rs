@@ -3,7 +3,10 @@
 //!
 //! Free runs sit in size-bucketed doubly linked lists: one list per exact length up to
 //! [`EXACT`] pages, then one per power of two. A bit per list says it is non-empty, so finding
-//! the smallest fitting run is a mask and a `trailing_zeros`. The lists link the [`Span`]
+//! the smallest fitting run is a mask and a `trailing_zeros`. A block that will grow (one that
+//! `realloc` moves out of the small classes) asks for room instead: the smallest run of that many
+//! pages, if they may all be resident, else the best fit ([`PageHeap::alloc_with_room`]; every
+//! allocation goes through it, `alloc` with no room). The lists link the [`Span`]
 //! descriptors in the chunk headers, never the free pages themselves. There are two sets of
 //! them: the free runs of the arena's ordinary chunks, and those of its chunks in the sampled
 //! region (`chunk::SampledRegion`), which only [`PageHeap::alloc_sampled`] takes from, so that a
@@ -45,7 +48,9 @@
 //! when they may be needed elsewhere: all of them before the heap would hand out a page that is not
 //! resident (a new chunk, or pages given back), or when balancing or `malloc_trim` gives pages
 //! back; and at each purge pass as many of each class as the class did not need since the pass
-//! before (the fewest it held in between), so that unused ones decay like any free pages.
+//! before (the fewest it held in between), so that unused ones decay like any free pages. A block
+//! growing in place frees the kept runs in its way, right after it or past a free run
+//! ([`PageHeap::grow_in_place`]).
 //!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
 //! - every free run is in exactly the list of its length's bucket in the set of its chunk (set 1

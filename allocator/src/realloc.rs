@@ -5,7 +5,9 @@
 //! a large class shrinking into another large class shrinks in place), one of a large class
 //! whose new size is not becomes an ordinary large block (`prof_hooks::unsample`) and resizes as
 //! one, everything else moves (a large block growing into a huge one gives its
-//! old pages back at once). When the OS refuses memory, a huge block's resize gives everything
+//! old pages back at once; a small one growing into a large class moves to the front of a free
+//! run with room to grow on, `alloc::alloc_moving`). A large block growing in place first sends
+//! home the blocks of its thread's big cache that lie where it grows. When the OS refuses memory, a huge block's resize gives everything
 //! back and tries once more (`alloc::after_giving_back`), as a new block does.
 
 use core::ptr;
