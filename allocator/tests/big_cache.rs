@@ -81,6 +81,11 @@ fn a_small_block_grown_into_a_large_class_gets_room_to_grow_on() {
 }
 
 #[test]
+fn a_buffer_doubled_again_and_again_stays_on_the_same_pages() {
+    run("again", "");
+}
+
+#[test]
 fn tcache_max_and_tcache_false_turn_it_down() {
     run("off", "tcache_max:32768");
     run("off", "tcache:false");
@@ -219,6 +224,45 @@ fn child_entry() {
                 for p in [next, grown, g] {
                     api::free(p);
                 }
+            }
+            "again" => {
+                // Batches of 64 blocks of 256 KiB: the page heap keeps their freed runs whole
+                // for the next blocks of the class, with room for 64.
+                for _ in 0..3 {
+                    let blocks: Vec<_> = (0..64).map(|_| api::malloc(BIG)).collect();
+                    for p in blocks {
+                        api::free(p);
+                    }
+                }
+                // A buffer doubled by realloc from 4000 bytes to 256 KiB and freed, again and
+                // again: it moves once out of the small classes and grows in place from there,
+                // and each copy starts in a run an earlier copy was kept in, not in the next free
+                // run (the copies walked up the chunks, 256 KiB at a time, every step cold).
+                let mut starts = Vec::new();
+                for _ in 0..6 {
+                    let mut p = api::malloc(4000);
+                    let mut size = 4000;
+                    let mut start = None;
+                    while size < BIG {
+                        let next = (size * 2).min(BIG);
+                        let q = api::realloc(p, next);
+                        assert!(!q.is_null());
+                        if next >= 16 * 1024 {
+                            let s = *start.get_or_insert(q as usize);
+                            assert_eq!(q as usize, s, "grew in place to {next} bytes");
+                        }
+                        q.cast::<u8>().add(next - 1).write(1);
+                        (p, size) = (q, next);
+                    }
+                    starts.push(start.unwrap());
+                    api::free(p);
+                }
+                // Two runs at most: the thread's big cache holds the last copy's block while the
+                // next copy grows in the run the one before it was kept in.
+                let mut distinct = starts.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                assert!(distinct.len() <= 2, "the copies walk on: {starts:x?}");
             }
             "off" => {
                 let before = large_allocs();
