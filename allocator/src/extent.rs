@@ -4,13 +4,14 @@
 //! Free runs sit in size-bucketed doubly linked lists: one list per exact length up to
 //! [`EXACT`] pages, then one per power of two. A bit per list says it is non-empty, so finding
 //! the smallest fitting run is a mask and a `trailing_zeros`. A block that will grow (one that
-//! `realloc` moves out of the small classes) asks for room instead: the smallest run of that many
-//! pages, if they may all be resident, else the best fit ([`PageHeap::alloc_with_room`]; every
-//! allocation goes through it, `alloc` with no room). The lists link the [`Span`]
-//! descriptors in the chunk headers, never the free pages themselves. There are two sets of
-//! them: the free runs of the arena's ordinary chunks, and those of its chunks in the sampled
-//! region (`chunk::SampledRegion`), which only [`PageHeap::alloc_sampled`] takes from, so that a
-//! page of the region never holds anything but a sampled block.
+//! `realloc` moves out of the small classes) asks for room instead: a kept run long enough (see
+//! below), else the smallest run of that many pages, if they may all be resident, else the best
+//! fit ([`PageHeap::alloc_with_room`]; every allocation goes through it, `alloc` with no room).
+//! The lists link the [`Span`] descriptors in the chunk headers, never the free pages
+//! themselves. There are two sets of them: the free runs of the arena's ordinary chunks, and
+//! those of its chunks in the sampled region (`chunk::SampledRegion`), which only
+//! [`PageHeap::alloc_sampled`] takes from, so that a page of the region never holds anything but
+//! a sampled block.
 //!
 //! A run split by an allocation, or merged with a freed neighbour, mostly keeps its bucket: its
 //! new head takes the old one's place in the list ([`List::replace`]) instead of leaving it and
@@ -50,7 +51,11 @@
 //! back; and at each purge pass as many of each class as the class did not need since the pass
 //! before (the fewest it held in between), so that unused ones decay like any free pages. A block
 //! growing in place frees the kept runs in its way, right after it or past a free run
-//! ([`PageHeap::grow_in_place`]).
+//! ([`PageHeap::grow_in_place`]). A block placed with room (one that `realloc` moves out of the
+//! small classes) takes the front of the most recently kept run long enough for its room,
+//! before any free run, and frees the rest for it to grow over: a buffer doubled and freed again
+//! and again then starts where an earlier copy was kept, on pages just written, instead of in
+//! the next free run.
 //!
 //! Invariants (checked by [`PageHeap::debug_check_invariants`]):
 //! - every free run is in exactly the list of its length's bucket in the set of its chunk (set 1
@@ -354,9 +359,10 @@ impl PageHeap {
         self.alloc_with_room(pages, pages, owner, state, arena)
     }
 
-    /// [`PageHeap::alloc`] from the front of a free run of at least `room` pages (at least
-    /// `pages`) whose pages may all be resident, if there is one, so that the block can grow in
-    /// place over the rest: for a block `realloc` moves as it grows. Else as `alloc`. (One
+    /// [`PageHeap::alloc`] from the front of a kept run of at least `room` pages (at least
+    /// `pages`; `take_kept_with_room`) or else of a free run that long whose pages
+    /// may all be resident, if there is one, so that the block can grow in place over the rest:
+    /// for a block `realloc` moves as it grows. Else as `alloc`. (One
     /// function for both, `alloc` passing `room == pages`: the code every program runs, kept
     /// once in the first 64 KiB of the library's code.)
     #[inline(never)]
