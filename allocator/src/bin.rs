@@ -187,7 +187,9 @@ impl Bin {
     /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
     /// their slabs; slabs that become empty go to the bin's empty list, or back to `pages` when
     /// the bin's slabs come to fewer than [`KEEP_EMPTY_MIN_PAGES`] or freed pages do not wait
-    /// (`dirty_decay_ms` 0 or -1: see [`keeps_empty`]).
+    /// (`dirty_decay_ms` 0 or -1: see [`keeps_empty`]). Blocks of one slab in a row cost a
+    /// compare and their bitmap bits each; the slab's count and lists change once for them
+    /// ([`settle`]).
     ///
     /// # Safety
     /// Every pointer must be a block of `class` allocated from this bin and not yet returned.
@@ -197,43 +199,46 @@ impl Bin {
         bin.counts.returned += objects.len() as u64;
         bin.counts.batches += 1;
         let (check, objects_per_slab) = (SlotCheck::of(class.0), class.slab_objects());
-        let keep = keeps_empty();
+        let slab_bytes = class.pages() << PAGE_SHIFT;
+        // The slab of the blocks just looked at: its span, start, whether it was full before
+        // them, and how many of them came back. Blocks often come back in runs from one slab (a
+        // structure freed in the order it was built, a thread cache's batch of blocks a refill
+        // took together): each block of a run costs its bitmap bit and a compare, and the slab's
+        // count and lists change once for the run.
+        let (mut slab, mut start, mut was_full, mut back) = (ptr::null_mut::<Span>(), 0usize, false, 0u16);
         for &p in objects {
-            // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live slab
-            // whose page info and span describe it; we hold the lock. Its index is below the
-            // slab's object count, so its bitmap word is in the bitmap.
+            let addr = p as usize;
+            if addr.wrapping_sub(start) >= slab_bytes {
+                if !slab.is_null() {
+                    // SAFETY: `slab` is a live slab of this bin, `back` of its objects returned.
+                    unsafe { settle(&mut bin, class, pages, slab, was_full, back) };
+                }
+                let offset;
+                // SAFETY: `p` is a block of this bin (caller contract), so it lies in a live slab
+                // whose page info and span describe it; we hold the lock.
+                (slab, offset) = unsafe { slab_of(p) };
+                start = addr - offset;
+                // SAFETY: as above.
+                was_full = unsafe { (*slab).nfree } == 0;
+                back = 0;
+            }
+            let index = check.quotient(addr - start);
+            debug_assert!(index < objects_per_slab);
+            // SAFETY: `p` lies in `slab` at object `index`, below its object count, so its
+            // bitmap word is in the bitmap; we hold the lock.
             unsafe {
-                let (slab, index) = slot_in(p, check);
-                debug_assert!(index < objects_per_slab);
                 let word = (*slab).bitmap.get_unchecked_mut(index / 64);
                 let bit = 1u64 << (index % 64);
                 if *word & bit != 0 {
                     pal::fatal(format_args!("tally: free(): double free of {p:p}\n"));
                 }
                 *word |= bit;
-                let was_full = (*slab).nfree == 0;
-                (*slab).nfree += 1;
-                if slab == bin.current {
-                    continue;
-                }
-                if (*slab).nfree as usize == objects_per_slab {
-                    if !was_full {
-                        bin.partial.remove(slab);
-                    }
-                    if keep && bin.counts.slabs * class.pages() >= KEEP_EMPTY_MIN_PAGES {
-                        bin.empty.push_front(slab);
-                        bin.counts.empty += 1;
-                        if bin.counts.empty == 1 {
-                            note_holding((*Span::chunk(slab)).arena as usize, class, true);
-                        }
-                    } else {
-                        bin.counts.slabs -= 1;
-                        pages.lock().free(slab);
-                    }
-                } else if was_full {
-                    bin.partial.push_front(slab);
-                }
             }
+            back += 1;
+        }
+        if !slab.is_null() {
+            // SAFETY: as in the loop.
+            unsafe { settle(&mut bin, class, pages, slab, was_full, back) };
         }
     }
 
@@ -413,13 +418,24 @@ unsafe fn slot_of(p: *mut u8, class: SizeClass) -> (*mut Span, usize) {
 }
 
 /// [`slot_of`] with the class's slot check at hand (a loop over one class's blocks looks it up
-/// once). The page and the slab's head page are masked into the chunk, so neither index needs a
-/// bounds check.
+/// once).
 ///
 /// # Safety
 /// As for [`slot_of`]; `check` is the class's.
 #[inline(always)]
 unsafe fn slot_in(p: *mut u8, check: &SlotCheck) -> (*mut Span, usize) {
+    // SAFETY: per the contract.
+    let (slab, offset) = unsafe { slab_of(p) };
+    (slab, check.quotient(offset))
+}
+
+/// The slab holding `p`, a block of a small class, and `p`'s offset in it in bytes. The page and
+/// the slab's head page are masked into the chunk, so neither index needs a bounds check.
+///
+/// # Safety
+/// `p` must be a block in a live slab (so its page info and span describe it).
+#[inline(always)]
+unsafe fn slab_of(p: *mut u8) -> (*mut Span, usize) {
     let addr = p as usize;
     let chunk = ChunkHeader::of(addr);
     let page = (addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1);
@@ -428,7 +444,50 @@ unsafe fn slot_in(p: *mut u8, check: &SlotCheck) -> (*mut Span, usize) {
         let info = (*chunk).page_info[page].load(Ordering::Relaxed);
         let head = page.wrapping_sub(info_offset(info)) & (CHUNK_PAGES - 1);
         let offset = info_run_bytes(info) + (addr & (PAGE - 1));
-        (ptr::addr_of_mut!((*chunk).spans[head]), check.quotient(offset))
+        (ptr::addr_of_mut!((*chunk).spans[head]), offset)
+    }
+}
+
+/// Counts `back` objects returned to `slab` (their bits set already) and moves the slab to the
+/// list its new count puts it in: the empty list, or back to `pages` (see
+/// [`Bin::return_batch`]), when all its objects are free; the partial list when it was full
+/// (`was_full`, before them). The current slab stays where it is.
+///
+/// # Safety
+/// `slab` must be a live slab of the locked bin `bin` of `class`, `back` of its objects just
+/// returned to its bitmap, and `was_full` whether its count was 0 before them.
+#[inline(always)]
+unsafe fn settle(
+    bin: &mut BinSlabs,
+    class: SizeClass,
+    pages: &Mutex<PageHeap>,
+    slab: *mut Span,
+    was_full: bool,
+    back: u16,
+) {
+    // SAFETY: per the contract; the lists hold slabs of this bin.
+    unsafe {
+        (*slab).nfree += back;
+        if slab == bin.current {
+            return;
+        }
+        if (*slab).nfree as usize == class.slab_objects() {
+            if !was_full {
+                bin.partial.remove(slab);
+            }
+            if keeps_empty() && bin.counts.slabs * class.pages() >= KEEP_EMPTY_MIN_PAGES {
+                bin.empty.push_front(slab);
+                bin.counts.empty += 1;
+                if bin.counts.empty == 1 {
+                    note_holding((*Span::chunk(slab)).arena as usize, class, true);
+                }
+            } else {
+                bin.counts.slabs -= 1;
+                pages.lock().free(slab);
+            }
+        } else if was_full {
+            bin.partial.push_front(slab);
+        }
     }
 }
 
@@ -522,6 +581,12 @@ unsafe fn open_pages(slab: *mut Span, class: SizeClass, upto: usize) {
 
 #[cfg(test)]
 impl Bin {
+    /// How many slabs the partial list holds.
+    pub fn partial_slabs(&self) -> usize {
+        // SAFETY: list members are live slabs.
+        unsafe { self.slabs.lock().partial.debug_check() }
+    }
+
     /// Checks the invariants in the module docs for a bin of `class`; panics on a violation.
     pub fn debug_check_invariants(&self, class: SizeClass) {
         let bin = self.slabs.lock();
@@ -644,6 +709,72 @@ mod tests {
             kept > 0 && given_back > 0,
             "both kinds of bin: {kept} kept, {given_back} not"
         );
+    }
+
+    /// Blocks come back in runs from one slab (in the order they went out, as a structure built
+    /// and freed in order gives them back), alternating between two slabs, and one at a time:
+    /// each slab's count and list come out as if every block had come back alone.
+    #[test]
+    fn runs_of_one_slabs_blocks_go_back_like_single_blocks() {
+        let _settings = crate::extent::DECAY_SETTINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        for index in [0, 3, 17, NSMALL - 1] {
+            let class = SizeClass(index as u8);
+            let per_slab = class.slab_objects();
+            let bin = Bin::new();
+            // Four slabs' worth out: three full slabs and the current one, full too.
+            let mut objects = std::vec![ptr::null_mut(); 4 * per_slab];
+            let mut got = 0;
+            while got < objects.len() {
+                got += bin.fill(class, &pages, TEST_ARENA, &mut objects[got..]);
+            }
+            let slabs = bin.counts().slabs;
+            assert_eq!(slabs, 4);
+            // Every slab but the first two: the first block of each alone (full → partial),
+            // then the rest in one batch, in order (partial → empty within one run).
+            let (first_two, rest) = objects.split_at(2 * per_slab);
+            for slab in rest.chunks(per_slab) {
+                // SAFETY: each object came from this bin and is returned once.
+                unsafe { bin.return_batch(class, &pages, &slab[..1]) };
+                bin.debug_check_invariants(class);
+            }
+            assert_eq!(bin.partial_slabs(), 1, "the third slab, not the current one");
+            for slab in rest.chunks(per_slab) {
+                // SAFETY: as above.
+                unsafe { bin.return_batch(class, &pages, &slab[1..]) };
+                bin.debug_check_invariants(class);
+            }
+            // The first two slabs in one batch, their blocks alternating (a run of one block
+            // each), all but one: both full before, partial after.
+            let mut alternating: std::vec::Vec<*mut u8> = (0..per_slab)
+                .flat_map(|i| [first_two[i], first_two[per_slab + i]])
+                .collect();
+            let last = alternating.pop().unwrap();
+            // SAFETY: as above.
+            unsafe { bin.return_batch(class, &pages, &alternating) };
+            bin.debug_check_invariants(class);
+            assert_eq!(bin.partial_slabs(), 1, "the second slab, one block out");
+            let counts = bin.counts();
+            assert_eq!(counts.returned as usize, 4 * per_slab - 1);
+            // SAFETY: a block of this bin's slabs, which are all still the bin's.
+            assert!(unsafe { !bin.slot_is_free(class, last) });
+            assert!(
+                // SAFETY: blocks of this bin's slabs, which are all still the bin's.
+                alternating.iter().all(|&p| unsafe { bin.slot_is_free(class, p) }),
+                "every returned block is free in its slab"
+            );
+            // The last block: every slab but the current one is empty (kept or given back),
+            // none is lost from the lists.
+            // SAFETY: as above.
+            unsafe { bin.return_batch(class, &pages, &[last]) };
+            bin.debug_check_invariants(class);
+            let released = bin.release_empty(&pages, true, true);
+            assert_eq!(bin.counts().slabs, 1, "only the current slab is left");
+            assert!(released <= 3 * class.pages());
+            pages.lock().debug_check_invariants();
+        }
     }
 
     #[test]
