@@ -508,20 +508,12 @@ impl PageHeap {
             // past the pages the block takes (marked first), free pages of it.
             unsafe {
                 self.unkeep(run, k);
-                let chunk = Span::chunk(run);
-                let first = Span::first_page(run);
-                let have = (*run).pages as usize;
-                (*run).pages = pages as u32;
                 (*run).state = state;
                 (*run).class = owner;
                 (*run).opened = pages.min(u16::MAX as usize) as u16;
-                (*chunk).mark_taken(first, pages, owner, state);
-                if have > pages {
-                    let tail = ptr::addr_of_mut!((*chunk).spans[first + pages]);
-                    (*tail).pages = (have - pages) as u32;
-                    (*tail).state = RunState::Large;
-                    (*tail).class = owner;
-                    self.free_run(tail, true);
+                (*Span::chunk(run)).mark_taken(Span::first_page(run), pages, owner, state);
+                if (*run).pages as usize > pages {
+                    self.free_tail(run, pages);
                 }
             }
             return run;
@@ -874,17 +866,30 @@ impl PageHeap {
         unsafe {
             let chunk = Span::chunk(span);
             let first = Span::first_page(span);
-            let have = (*span).pages as usize;
-            debug_assert!(pages < have);
+            debug_assert!(pages < (*span).pages as usize);
             // The owner the run's pages say: a large block's class, or `SAMPLED` on every page of
             // a sampled block's run (whose span keeps its class apart).
             let owner = info_class((*chunk).page_info[first].load(Ordering::Relaxed));
-            let tail = ptr::addr_of_mut!((*chunk).spans[first + pages]);
-            (*tail).pages = (have - pages) as u32;
+            (*chunk).mark_taken(first, pages, owner, RunState::Large);
+            self.free_tail(span, pages);
+        }
+    }
+
+    /// Frees the pages of the taken run `span` past its first `pages` (merged with the free
+    /// neighbours after them) and leaves `span` that long. Its first `pages` pages must be
+    /// marked taken already: the free run's merge reads them.
+    ///
+    /// # Safety
+    /// `span` must be a taken run of this heap longer than `pages`, whose tail nothing uses.
+    unsafe fn free_tail(&mut self, span: *mut Span, pages: usize) {
+        // SAFETY: the tail lies inside the run, which the caller owns; its span is in the chunk
+        // header.
+        unsafe {
+            let tail = ptr::addr_of_mut!((*Span::chunk(span)).spans[Span::first_page(span) + pages]);
+            (*tail).pages = ((*span).pages as usize - pages) as u32;
             (*tail).state = RunState::Large;
             (*tail).class = (*span).class;
             (*span).pages = pages as u32;
-            (*chunk).mark_taken(first, pages, owner, RunState::Large);
             self.free(tail);
         }
     }
