@@ -18,7 +18,7 @@ use crate::chunk::{
     HEADER_PAGES, UNOPENED,
 };
 use crate::huge::HugeBlock;
-use crate::pagemap::{self, CHUNK, TAG_HUGE};
+use crate::pagemap::{self, ChunkSeen, CHUNK, TAG_HUGE};
 use crate::size_class::{SizeClass, SlotCheck, CLASS_STRIDE, NCLASSES, NSMALL, SLOT_CHECK_MAX_OFFSET};
 use crate::{guard, prof_hooks};
 
@@ -216,13 +216,34 @@ pub struct CachedBlock {
 /// [`cached_block_of`] for `free`'s fast path: the class as an offset, and the chunk's key.
 #[inline(always)]
 pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
-    let addr = p as usize;
-    if !pagemap::is_chunk(addr) {
+    if !pagemap::is_chunk(p as usize) {
         return None;
     }
+    // SAFETY: `is_chunk`.
+    unsafe { chunk_block_at(p) }
+}
+
+/// [`cached_block_at`] for the calling thread's fast paths (`free`, `realloc`), which ask
+/// whether `p` is in a chunk through the thread's `seen` ([`ChunkSeen::is_chunk`]).
+#[inline(always)]
+pub fn cached_block_seen(p: *mut u8, seen: &mut ChunkSeen) -> Option<CachedBlock> {
+    if !seen.is_chunk(p as usize) {
+        return None;
+    }
+    // SAFETY: `is_chunk`.
+    unsafe { chunk_block_at(p) }
+}
+
+/// [`cached_block_at`] once `p` is known to lie in a chunk.
+///
+/// # Safety
+/// `p` must lie in a live chunk ([`pagemap::is_chunk`]).
+#[inline(always)]
+unsafe fn chunk_block_at(p: *mut u8) -> Option<CachedBlock> {
+    let addr = p as usize;
     let chunk = ChunkHeader::of(addr);
-    // SAFETY: `is_chunk`: a live chunk header at `chunk`; the page index is below CHUNK_PAGES.
-    // The offset is a class byte times the stride, an entry of the 256-entry table.
+    // SAFETY: per the contract a live chunk header at `chunk`; the page index is below
+    // CHUNK_PAGES. The offset is a class byte times the stride, an entry of the 256-entry table.
     unsafe {
         let info = (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed);
         let at = info_class(info) as usize * CLASS_STRIDE;

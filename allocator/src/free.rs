@@ -1,8 +1,9 @@
 //! Freeing: the `free` entry point, its fast path, and the slow paths behind it.
 //!
 //! # The fast path
-//! `free` of a small block: one byte of the page map says the pointer is in a chunk (whose
-//! header is at the pointer rounded down to the chunk size), the page's info word gives the
+//! `free` of a small block: the chunk the thread saw last, or else one byte of the page map,
+//! says the pointer is in a chunk (whose header is at the pointer rounded down to the chunk
+//! size; `pagemap::ChunkSeen`), the page's info word gives the
 //! class, a multiply and a compare check the pointer is a block boundary ([`crate::block`]), the
 //! free mark is checked and written, the chunk's arena says whether the block is this
 //! thread's, one compare of the bin's top with its full mark, one push.
@@ -11,7 +12,7 @@
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_at, run_block_at, Block, CachedBlock};
+use crate::block::{block_of, cached_block_at, cached_block_seen, run_block_at, Block, CachedBlock};
 use crate::chunk::Span;
 use crate::size_class::{SizeClass, NCACHED};
 use crate::tcache::{self, thread_bins};
@@ -25,8 +26,9 @@ use core::sync::atomic::Ordering;
 /// `p` must not be used after this call.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if let Some(block) = cached_block_at(p) {
-        // SAFETY: `cached_block_at` found `p` a block of a cached class; the caller gives it up.
+    // SAFETY: the thread's own bins, whose `seen` only this thread touches.
+    if let Some(block) = cached_block_seen(p, unsafe { &mut (*thread_bins()).seen }) {
+        // SAFETY: `cached_block_seen` found `p` a block of a cached class; the caller gives it up.
         return unsafe { free_cached(p, block, "free") };
     }
     if !p.is_null() {

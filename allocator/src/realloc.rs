@@ -13,7 +13,7 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, alloc_big_counted, alloc_moving, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_at, cached_block_of, run_block_at, Block};
+use crate::block::{block_of, cached_block_of, cached_block_seen, run_block_at, Block};
 use crate::chunk::Span;
 use crate::free::{already_free, free, free_cached, free_sampled_moved, sampled_freed_before};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
@@ -33,8 +33,9 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     // found (its free mark is checked before the copy and again as `free` marks it). Looking
     // it up twice, and the whole of `realloc` in one function (registers saved for its rarest
     // cases), cost a `realloc` from 16 to 32 bytes 181 instructions, the copy's 10 included;
-    // now 108: 98 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
-    if let Some(block) = cached_block_at(p) {
+    // now 104: 94 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
+    // SAFETY: the thread's own bins, whose `seen` only this thread touches.
+    if let Some(block) = cached_block_seen(p, unsafe { &mut (*tcache::thread_bins()).seen }) {
         let class = SizeClass::at(block.at);
         if class.is_small() && (1..=SMALL_MAX).contains(&size) {
             // SAFETY: a cached block: at least 8 bytes, 8-aligned.

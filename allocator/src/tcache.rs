@@ -34,6 +34,7 @@ use crate::arena::{self, Arena};
 use crate::bigcache::{self, BigCache};
 use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
+use crate::pagemap::ChunkSeen;
 use crate::size_class::{size_compute, SizeClass, CLASS_STRIDE, NCACHED, NSMALL};
 use crate::{freed, meta};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -526,6 +527,9 @@ pub struct ThreadBins {
     pub prof_flags: u8,
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
     pub cache: *mut TCache,
+    /// The chunk `free` last found in the page map (in the cache line of `arena`, which `free`
+    /// reads too).
+    pub seen: ChunkSeen,
     /// Bit `i`: bin `i` was refilled from its arena since garbage collection last looked at it
     /// (which then leaves it alone), and so belongs to a thread that allocates the class
     /// ([`make_room`]).

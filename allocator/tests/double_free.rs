@@ -114,6 +114,32 @@ fn assert_inside_block(case: &str, who: &str, class_size: usize, distance: usize
 }
 
 #[test]
+fn a_pointer_into_a_chunk_given_back_is_no_block() {
+    // `free` remembers the chunk it last found (`pagemap::ChunkSeen`); once that chunk is
+    // unmapped, a pointer into it must be looked up again, not read through the memory.
+    use std::os::unix::process::ExitStatusExt;
+    let (status, stdout, stderr) = child("gone_chunk", "dirty_decay_ms:0,muzzy_decay_ms:0");
+    let unmapped: u64 = stdout
+        .lines()
+        .find_map(|l| l.split("unmapped ").nth(1))
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"))
+        .parse()
+        .unwrap();
+    assert!(unmapped >= 1, "the second chunk was not given back: {stdout}");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("survived"), "{stdout}");
+    let block = stdout
+        .lines()
+        .find_map(|l| l.split("block 0x").nth(1))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let p = usize::from_str_radix(block, 16).unwrap() + 64;
+    assert_eq!(
+        stderr.trim_end(),
+        format!("tally: free(): invalid pointer {p:#x}: not allocated by Tally")
+    );
+}
+
+#[test]
 fn a_block_flushed_back_to_its_slab_is_still_caught() {
     assert_caught("back_in_slab:48", "", "free", IN_SLAB);
     assert_caught("back_in_slab:3000", "", "free", IN_SLAB);
@@ -325,6 +351,22 @@ fn child_entry() {
                 let keep = api::malloc(size);
                 println!("block {p:?}");
                 api::free(p.cast::<u8>().add(page * 4096 + offset).cast());
+                println!("survived {keep:?}");
+            }
+            "gone_chunk" => {
+                // Two blocks of 2 MiB cannot share a chunk: the second maps its own. Freed
+                // last, its chunk is the one `free` remembers (`pagemap::ChunkSeen`); given
+                // back to the OS, a pointer into it is no block, not a read of unmapped memory.
+                let keep = api::malloc(16);
+                let a = api::malloc(2 << 20) as *mut u8;
+                let b = api::malloc(2 << 20) as *mut u8;
+                let before = tally::stats().counters.chunks_unmapped;
+                api::free(a.cast());
+                api::free(b.cast());
+                api::malloc_trim(0);
+                println!("unmapped {}", tally::stats().counters.chunks_unmapped - before);
+                println!("block {b:?}");
+                api::free(b.add(64).cast());
                 println!("survived {keep:?}");
             }
             "realloc_freed" => {

@@ -33,12 +33,14 @@ pub fn thread_block() -> *mut u8 {
     let p: usize;
     // SAFETY: reads the thread pointer (`fs:0` holds its own address on x86-64 Linux) and adds
     // the block's initial-exec offset from the GOT; both are valid for the life of the thread.
+    // `nomem`: neither word changes while the thread lives, so the compiler may reuse the
+    // address across the caller's stores (`free` computes it once for `ChunkSeen` and its bin).
     unsafe {
         core::arch::asm!(
             "mov {p}, qword ptr fs:[0]",
             "add {p}, qword ptr [rip + tally_thread_block@GOTTPOFF]",
             p = out(reg) p,
-            options(pure, readonly, nostack),
+            options(pure, nomem, nostack),
         );
     }
     p as *mut u8
