@@ -66,15 +66,18 @@ pub fn is_chunk(addr: usize) -> bool {
     window < WINDOWS && CHUNKS[window].load(Ordering::Acquire) != 0
 }
 
-/// Windows that stopped being chunks so far: a window's [`CHUNKS`] byte goes from 1 to 0 before
-/// this count moves, and the chunk is unmapped after it.
-pub static CHUNK_EPOCH: AtomicUsize = AtomicUsize::new(0);
+/// Windows that stopped being chunks so far, plus 1: a window's [`CHUNKS`] byte goes from 1 to
+/// 0 before this count moves, and the chunk is unmapped after it. It starts at 1 so that a
+/// thread's [`ChunkSeen`] as it starts, all zero, matches no pointer (not even null, whose
+/// window 0 is no chunk).
+pub static CHUNK_EPOCH: AtomicUsize = AtomicUsize::new(1);
 
 /// A thread's memory of the last chunk [`is_chunk`] confirmed, for [`ChunkSeen::is_chunk`].
 ///
-/// Invariant: `chunk` is 0 or the start of a window whose [`CHUNKS`] byte was 1 at a moment when
-/// [`CHUNK_EPOCH`] was already `epoch` (read before the byte). While the epoch is still `epoch`,
-/// no window has stopped being a chunk since, so `chunk` is still one.
+/// Invariant: `epoch` is 0 (a thread's zeroed memory, matching no epoch), or `chunk` is the
+/// start of a window whose [`CHUNKS`] byte was 1 at a moment when [`CHUNK_EPOCH`] was already
+/// `epoch` (read before the byte). While the epoch is still `epoch`, no window has stopped being
+/// a chunk since, so `chunk` is still one.
 #[repr(C)]
 pub struct ChunkSeen {
     chunk: usize,
@@ -234,7 +237,10 @@ mod tests {
     #[test]
     fn a_chunk_seen_is_a_chunk_until_one_goes_away() {
         let base = 0x5A5C_0000_0000usize;
+        // A thread's memory as it starts, zeroed: not even a pointer into window 0 (null) is a
+        // chunk through it.
         let mut seen = ChunkSeen { chunk: 0, epoch: 0 };
+        assert!(!seen.is_chunk(0) && !seen.is_chunk(64));
         assert!(
             !seen.is_chunk(base) && seen.chunk == 0,
             "nothing mapped there yet"
