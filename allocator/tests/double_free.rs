@@ -102,15 +102,22 @@ fn assert_inside_block(case: &str, who: &str, class_size: usize, distance: usize
     let (status, stdout, stderr) = child(case, "");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{case}: {stderr}");
     assert!(!stdout.contains("survived"), "{stdout}");
-    let block = stdout
-        .lines()
-        .find_map(|l| l.split("block ").nth(1))
-        .unwrap_or_else(|| panic!("{stdout}"));
+    let block = printed_block(&stdout);
     let want = format!(
-        "tally: {who}(): invalid pointer {:#x}: inside a block of {class_size} bytes at {block}",
-        usize::from_str_radix(block.trim_start_matches("0x"), 16).unwrap() + distance,
+        "tally: {who}(): invalid pointer {:#x}: inside a block of {class_size} bytes at {block:#x}",
+        block + distance,
     );
     assert_eq!(stderr.trim_end(), want, "{case}");
+}
+
+/// The address of the block the child printed (`block 0x…`).
+#[track_caller]
+fn printed_block(stdout: &str) -> usize {
+    let block = stdout
+        .lines()
+        .find_map(|l| l.split("block 0x").nth(1))
+        .unwrap_or_else(|| panic!("no `block 0x…` line: {stdout}"));
+    usize::from_str_radix(block.trim(), 16).unwrap()
 }
 
 #[test]
@@ -128,11 +135,7 @@ fn a_pointer_into_a_chunk_given_back_is_no_block() {
     assert!(unmapped >= 1, "the second chunk was not given back: {stdout}");
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{stdout}\n{stderr}");
     assert!(!stdout.contains("survived"), "{stdout}");
-    let block = stdout
-        .lines()
-        .find_map(|l| l.split("block 0x").nth(1))
-        .unwrap_or_else(|| panic!("{stdout}"));
-    let p = usize::from_str_radix(block, 16).unwrap() + 64;
+    let p = printed_block(&stdout) + 64;
     assert_eq!(
         stderr.trim_end(),
         format!("tally: free(): invalid pointer {p:#x}: not allocated by Tally")
