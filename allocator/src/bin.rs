@@ -414,19 +414,8 @@ pub fn release_held(
 /// `p` must be a block of `class` in a live slab (so its page info and span describe it).
 unsafe fn slot_of(p: *mut u8, class: SizeClass) -> (*mut Span, usize) {
     // SAFETY: per the contract.
-    unsafe { slot_in(p, SlotCheck::of(class.0)) }
-}
-
-/// [`slot_of`] with the class's slot check at hand (a loop over one class's blocks looks it up
-/// once).
-///
-/// # Safety
-/// As for [`slot_of`]; `check` is the class's.
-#[inline(always)]
-unsafe fn slot_in(p: *mut u8, check: &SlotCheck) -> (*mut Span, usize) {
-    // SAFETY: per the contract.
     let (slab, offset) = unsafe { slab_of(p) };
-    (slab, check.quotient(offset))
+    (slab, SlotCheck::of(class.0).quotient(offset))
 }
 
 /// The slab holding `p`, a block of a small class, and `p`'s offset in it in bytes. The page and

@@ -26,9 +26,9 @@ use core::sync::atomic::Ordering;
 /// `p` must not be used after this call.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    // SAFETY: the thread's own bins, whose `seen` only this thread touches.
-    if let Some(block) = cached_block_seen(p, unsafe { &mut (*thread_bins()).seen }) {
-        // SAFETY: `cached_block_seen` found `p` a block of a cached class; the caller gives it up.
+    if let Some(block) = thread_cached_block(p) {
+        // SAFETY: `thread_cached_block` found `p` a block of a cached class; the caller gives it
+        // up.
         return unsafe { free_cached(p, block, "free") };
     }
     if !p.is_null() {
@@ -37,11 +37,20 @@ pub unsafe fn free(p: *mut u8) {
     }
 }
 
-/// Frees `p`, the block [`cached_block_at`] found as `block`: `free`'s fast path, which
-/// `realloc` of a small block takes too. `who` names the caller in a double-free message.
+/// [`cached_block_seen`] through the calling thread's memory of the chunk it last found: how
+/// `free` and `realloc` look a pointer up.
+#[inline(always)]
+pub fn thread_cached_block(p: *mut u8) -> Option<CachedBlock> {
+    // SAFETY: the thread's own bins, whose `seen` only this thread touches.
+    cached_block_seen(p, unsafe { &mut (*thread_bins()).seen })
+}
+
+/// Frees `p`, the block [`thread_cached_block`] (or [`cached_block_at`]) found as `block`:
+/// `free`'s fast path, which `realloc` of a small block takes too. `who` names the caller in a double-free message.
 ///
 /// # Safety
-/// `block` must be what `cached_block_at(p)` returned, and `p` not used after this call.
+/// `block` must be what `thread_cached_block(p)` or `cached_block_at(p)` returned, and `p` not
+/// used after this call.
 #[inline(always)]
 pub unsafe fn free_cached(p: *mut u8, block: CachedBlock, who: &str) {
     // SAFETY: per the contract `p` is a valid cached block of the class at `block.at` (at least

@@ -13,9 +13,11 @@
 use core::ptr;
 
 use crate::alloc::{after_giving_back, alloc, alloc_big_counted, alloc_moving, dead_block, MAX_REQUEST};
-use crate::block::{block_of, cached_block_of, cached_block_seen, run_block_at, Block};
+use crate::block::{block_of, cached_block_of, run_block_at, Block};
 use crate::chunk::Span;
-use crate::free::{already_free, free, free_cached, free_sampled_moved, sampled_freed_before};
+use crate::free::{
+    already_free, free, free_cached, free_sampled_moved, sampled_freed_before, thread_cached_block,
+};
 use crate::size_class::{class_for, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
 use crate::{arena, decay, freed, guard, huge, prof_hooks, tcache, thread_event};
 use tally_pal::PAGE;
@@ -34,8 +36,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     // it up twice, and the whole of `realloc` in one function (registers saved for its rarest
     // cases), cost a `realloc` from 16 to 32 bytes 181 instructions, the copy's 10 included;
     // now 104: 94 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
-    // SAFETY: the thread's own bins, whose `seen` only this thread touches.
-    if let Some(block) = cached_block_seen(p, unsafe { &mut (*tcache::thread_bins()).seen }) {
+    if let Some(block) = thread_cached_block(p) {
         let class = SizeClass::at(block.at);
         if class.is_small() && (1..=SMALL_MAX).contains(&size) {
             // SAFETY: a cached block: at least 8 bytes, 8-aligned.
@@ -48,7 +49,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
             let q = alloc(size);
             if !q.is_null() {
                 // SAFETY: `p` holds the class's size and `q` at least `size`; distinct live
-                // blocks. `block` is what `cached_block_at(p)` found; the caller gives `p` up.
+                // blocks. `block` is what `thread_cached_block(p)` found; the caller gives `p` up.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, class.size().min(size));
                     free_cached(p, block, "realloc");
