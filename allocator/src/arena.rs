@@ -469,6 +469,18 @@ pub unsafe fn free_large_at(p: *mut u8) {
     unsafe { of_chunk(ChunkHeader::of(p as usize)).free_large(large_span(p), true) }
 }
 
+/// Shrinks the large block at `p` in place to the large `class` (at most its own), freeing the
+/// pages past it to the page heap of the arena owning its chunk.
+///
+/// # Safety
+/// `p` must be a live large block, at the start of its run, of a class at least `class`.
+#[link_section = ".text.hot.tally"]
+pub unsafe fn shrink_large_at(p: *mut u8, class: SizeClass) {
+    // SAFETY: per the contract `p` starts a live large run, in a live chunk, that shrinks.
+    let done = unsafe { of_chunk(ChunkHeader::of(p as usize)).resize_large_in_place(large_span(p), class) };
+    debug_assert!(done);
+}
+
 /// The span of the large run that `p` starts.
 ///
 /// # Safety

@@ -86,6 +86,11 @@ fn a_buffer_doubled_again_and_again_stays_on_the_same_pages() {
 }
 
 #[test]
+fn a_buffer_built_again_starts_in_the_block_its_last_copy_left_in_the_cache() {
+    run("restart", "");
+}
+
+#[test]
 fn tcache_max_and_tcache_false_turn_it_down() {
     run("off", "tcache_max:32768");
     run("off", "tcache:false");
@@ -263,6 +268,54 @@ fn child_entry() {
                 distinct.sort_unstable();
                 distinct.dedup();
                 assert!(distinct.len() <= 2, "the copies walk on: {starts:x?}");
+            }
+            "restart" => {
+                const K16: usize = 16 * 1024;
+                // A buffer doubled by realloc from 4000 bytes to 256 KiB.
+                let build = || {
+                    let mut p = api::malloc(4000);
+                    let mut size = 4000;
+                    let mut at = Vec::new();
+                    while size < BIG {
+                        let next = (size * 2).min(BIG);
+                        p = api::realloc(p, next);
+                        assert!(!p.is_null());
+                        p.cast::<u8>().add(next - 1).write(1);
+                        if next >= K16 {
+                            at.push(p as usize);
+                        }
+                        size = next;
+                    }
+                    at
+                };
+                // A 48 KiB block alone in the cache: too short to grow on (room is four times
+                // the 16 KiB block's), so the next buffer does not start in it.
+                let short = api::malloc(3 * K16);
+                api::free(short);
+                assert_eq!(class_counts(3 * K16).1, 1, "the 48 KiB block is cached");
+                let again = build();
+                assert_ne!(again[0], short as usize, "started in a block too short");
+                assert!(
+                    again.iter().all(|&a| a == again[0]),
+                    "never moved out of the large classes: {again:x?}"
+                );
+                api::free(again[again.len() - 1] as *mut c_void);
+                // Taken and freed again: the cache has just been used, so garbage collection
+                // leaves it be (else it may send the block home, where the next buffer finds it
+                // kept: `a_buffer_doubled_again_and_again_stays_on_the_same_pages`).
+                let last = again[again.len() - 1] as *mut c_void;
+                assert_eq!(api::malloc(BIG), last, "the cached block");
+                api::free(last);
+                // The newest entry is the 256 KiB block: the next copy starts in it.
+                let third = build();
+                assert_eq!(
+                    third,
+                    vec![again[0]; third.len()],
+                    "started in the cached block and grew in place over its pages"
+                );
+                let (live, cached, _) = class_counts(BIG);
+                assert_eq!((live, cached), (1, 0), "the cached block is the buffer");
+                api::free(third[third.len() - 1] as *mut c_void);
             }
             "off" => {
                 let before = large_allocs();
