@@ -886,7 +886,15 @@ mod tests {
             assert!(ptr::eq(owner, small_arena));
             let owner = of_chunk(ChunkHeader::of(large as usize));
             assert!(ptr::eq(owner, large_arena));
-            small_arena.bins[class.index()].return_batch(class, &small_arena.pages, &one);
+            assert_eq!(
+                small_arena.bins[class.index()].return_batch(
+                    class,
+                    &small_arena.pages,
+                    &one,
+                    SPARE_SMALL as u32
+                ),
+                1
+            );
             large_arena.free_large(span_of(large), false);
         }
     }

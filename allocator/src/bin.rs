@@ -184,19 +184,29 @@ impl Bin {
         self.slabs.lock().counts
     }
 
-    /// Returns the objects in `objects` (all of `class`, all in chunks of this bin's arena) to
-    /// their slabs; slabs that become empty go to the bin's empty list, or back to `pages` when
+    /// Returns the objects at the front of `objects` (all of `class`) that lie in chunks of
+    /// arena `arena`, this bin's, to their slabs, up to the first that does not; says how many.
+    /// Slabs that become empty go to the bin's empty list, or back to `pages` when
     /// the bin's slabs come to fewer than [`KEEP_EMPTY_MIN_PAGES`] or freed pages do not wait
     /// (`dirty_decay_ms` 0 or -1: see [`keeps_empty`]). Blocks of one slab in a row cost a
     /// compare and their bitmap bits each; the slab's count and lists change once for them
-    /// ([`settle`]).
+    /// ([`settle`]). The arena is looked at once a slab, as the slab is found: looked at once a
+    /// block before the batch (`tcache::return_grouped`, for batches nearly all one arena's)
+    /// it cost 8 instructions a block flushed in `btree_strings`' drop (2.16 million blocks,
+    /// 3201.8 -> 3184.9 million instructions for the whole build and drop under callgrind).
     ///
     /// # Safety
-    /// Every pointer must be a block of `class` allocated from this bin and not yet returned.
-    /// A block returned twice is detected and aborts the process.
-    pub unsafe fn return_batch(&self, class: SizeClass, pages: &Mutex<PageHeap>, objects: &[*mut u8]) {
+    /// Every pointer must lie in a live chunk; those of arena `arena` must be blocks of `class`
+    /// allocated from this bin and not yet returned. A block returned twice is detected and
+    /// aborts the process.
+    pub unsafe fn return_batch(
+        &self,
+        class: SizeClass,
+        pages: &Mutex<PageHeap>,
+        objects: &[*mut u8],
+        arena: u32,
+    ) -> usize {
         let mut bin = self.slabs.lock();
-        bin.counts.returned += objects.len() as u64;
         bin.counts.batches += 1;
         let (check, objects_per_slab) = (SlotCheck::of(class.0), class.slab_objects());
         let slab_bytes = class.pages() << PAGE_SHIFT;
@@ -206,9 +216,15 @@ impl Bin {
         // took together): each block of a run costs its bitmap bit and a compare, and the slab's
         // count and lists change once for the run.
         let (mut slab, mut start, mut was_full, mut back) = (ptr::null_mut::<Span>(), 0usize, false, 0u16);
-        for &p in objects {
+        let mut done = objects.len();
+        for (i, &p) in objects.iter().enumerate() {
             let addr = p as usize;
             if addr.wrapping_sub(start) >= slab_bytes {
+                // SAFETY: per the contract every block lies in a live chunk.
+                if unsafe { (*ChunkHeader::of(addr)).arena } != arena {
+                    done = i;
+                    break;
+                }
                 if !slab.is_null() {
                     // SAFETY: `slab` is a live slab of this bin, `back` of its objects returned.
                     unsafe { settle(&mut bin, class, pages, slab, was_full, back) };
@@ -240,6 +256,8 @@ impl Bin {
             // SAFETY: as in the loop.
             unsafe { settle(&mut bin, class, pages, slab, was_full, back) };
         }
+        bin.counts.returned += done as u64;
+        done
     }
 
     /// Whether the slot at `p`, a block of `class` in one of this bin's slabs, is free in its
@@ -642,6 +660,50 @@ mod tests {
     const TEST_ARENA: u32 = 255;
 
     #[test]
+    fn a_batch_of_two_arenas_goes_back_up_to_the_first_block_of_the_other() {
+        let _settings = crate::extent::DECAY_SETTINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let class = SizeClass(3);
+        let other_arena = TEST_ARENA - 1;
+        let (pages, other_pages) = (
+            Mutex::new(Rank::PageHeap, PageHeap::new()),
+            Mutex::new(Rank::PageHeap, PageHeap::new()),
+        );
+        let (bin, other_bin) = (Bin::new(), Bin::new());
+        let mut ours = [core::ptr::null_mut(); 3];
+        let mut theirs = [core::ptr::null_mut(); 2];
+        assert_eq!(bin.fill(class, &pages, TEST_ARENA, &mut ours), 3);
+        assert_eq!(other_bin.fill(class, &other_pages, other_arena, &mut theirs), 2);
+        // Two of ours (one slab), one of theirs, then ours again: the first two go back.
+        let batch = [ours[0], ours[1], theirs[0], ours[2], theirs[1]];
+        // SAFETY: our blocks came from `bin`, theirs lie in a live chunk of the other arena.
+        let done = unsafe { bin.return_batch(class, &pages, &batch, TEST_ARENA) };
+        assert_eq!(done, 2);
+        assert_eq!(bin.counts().returned, 2);
+        // SAFETY: as above; the first two are free in their slab now, the third is not.
+        unsafe {
+            assert!(bin.slot_is_free(class, ours[0]) && bin.slot_is_free(class, ours[1]));
+            assert!(!bin.slot_is_free(class, ours[2]));
+        }
+        // The rest, from the block of the other arena on: none of them, as it leads.
+        // SAFETY: as above.
+        let done = unsafe { bin.return_batch(class, &pages, &batch[2..], TEST_ARENA) };
+        assert_eq!(done, 0);
+        // SAFETY: each block goes back once, to its own bin.
+        unsafe {
+            assert_eq!(bin.return_batch(class, &pages, &[ours[2]], TEST_ARENA), 1);
+            assert_eq!(
+                other_bin.return_batch(class, &other_pages, &theirs, other_arena),
+                2
+            );
+        }
+        assert_eq!((bin.counts().returned, other_bin.counts().returned), (3, 2));
+        bin.debug_check_invariants(class);
+        other_bin.debug_check_invariants(class);
+    }
+
+    #[test]
     fn objects_come_out_distinct_and_go_back_in_any_order() {
         let _settings = crate::extent::DECAY_SETTINGS
             .lock()
@@ -673,7 +735,7 @@ mod tests {
             }
             for chunk in order.chunks(5) {
                 // SAFETY: each object came from this bin and is returned once.
-                unsafe { bin.return_batch(class, &pages, chunk) };
+                unsafe { bin.return_batch(class, &pages, chunk, TEST_ARENA) };
                 bin.debug_check_invariants(class);
             }
             // Every slab but the current one is empty: kept by a bin whose slabs come to
@@ -726,13 +788,13 @@ mod tests {
             let (first_two, rest) = objects.split_at(2 * per_slab);
             for slab in rest.chunks(per_slab) {
                 // SAFETY: each object came from this bin and is returned once.
-                unsafe { bin.return_batch(class, &pages, &slab[..1]) };
+                unsafe { bin.return_batch(class, &pages, &slab[..1], TEST_ARENA) };
                 bin.debug_check_invariants(class);
             }
             assert_eq!(bin.partial_slabs(), 1, "the third slab, not the current one");
             for slab in rest.chunks(per_slab) {
                 // SAFETY: as above.
-                unsafe { bin.return_batch(class, &pages, &slab[1..]) };
+                unsafe { bin.return_batch(class, &pages, &slab[1..], TEST_ARENA) };
                 bin.debug_check_invariants(class);
             }
             // The first two slabs in one batch, their blocks alternating (a run of one block
@@ -742,7 +804,7 @@ mod tests {
                 .collect();
             let last = alternating.pop().unwrap();
             // SAFETY: as above.
-            unsafe { bin.return_batch(class, &pages, &alternating) };
+            unsafe { bin.return_batch(class, &pages, &alternating, TEST_ARENA) };
             bin.debug_check_invariants(class);
             assert_eq!(bin.partial_slabs(), 1, "the second slab, one block out");
             let counts = bin.counts();
@@ -757,7 +819,7 @@ mod tests {
             // The last block: every slab but the current one is empty (kept or given back),
             // none is lost from the lists.
             // SAFETY: as above.
-            unsafe { bin.return_batch(class, &pages, &[last]) };
+            unsafe { bin.return_batch(class, &pages, &[last], TEST_ARENA) };
             bin.debug_check_invariants(class);
             let released = bin.release_empty(&pages, true, true);
             assert_eq!(bin.counts().slabs, 1, "only the current slab is left");
@@ -788,7 +850,7 @@ mod tests {
         fill(&mut objects);
         assert_eq!(bin.counts().slabs, n);
         // SAFETY: each object came from this bin and is returned once.
-        unsafe { bin.return_batch(class, &pages, &objects) };
+        unsafe { bin.return_batch(class, &pages, &objects, TEST_ARENA) };
         bin.debug_check_invariants(class);
         assert_eq!(bin.counts().slabs, n, "empty slabs stay in the bin");
         let heap_free = pages.lock().free_pages;
@@ -805,7 +867,7 @@ mod tests {
         // SAFETY: every slot is a block of at least 8 bytes.
         assert!(again.iter().all(|&p| unsafe { freed::is_marked(p) }));
         // SAFETY: as above.
-        unsafe { bin.return_batch(class, &pages, &again) };
+        unsafe { bin.return_batch(class, &pages, &again, TEST_ARENA) };
         // A pass: the low-water mark since the last one was 0 (the refill took every empty
         // slab), so none goes back; it now stands at `n - 1`.
         assert_eq!(bin.release_empty(&pages, false, true), 0);
@@ -816,7 +878,7 @@ mod tests {
         let mut one = std::vec![ptr::null_mut(); per_slab + 1];
         fill(&mut one);
         // SAFETY: as above.
-        unsafe { bin.return_batch(class, &pages, &one) };
+        unsafe { bin.return_batch(class, &pages, &one, TEST_ARENA) };
         assert_eq!(bin.release_empty(&pages, false, true), (n - 2) * class.pages());
         assert_eq!(bin.counts().slabs, 2);
         assert_eq!(pages.lock().free_pages, heap_free + (n - 2) * class.pages());
@@ -838,7 +900,7 @@ mod tests {
         assert_eq!(bin.fill(class, &pages, TEST_ARENA, &mut objects), 3);
         assert!(!bin.release_empty_current(class, &pages), "objects are out");
         // SAFETY: the objects came from this bin and are returned once.
-        unsafe { bin.return_batch(class, &pages, &objects) };
+        unsafe { bin.return_batch(class, &pages, &objects, TEST_ARENA) };
         assert_eq!(bin.counts().slabs, 1, "an empty current slab stays");
         assert!(bin.release_empty_current(class, &pages));
         assert_eq!(bin.counts().slabs, 0);
@@ -858,6 +920,6 @@ mod tests {
         // The bin still works: the next fill takes a new slab.
         assert_eq!(bin.fill(class, &pages, TEST_ARENA, &mut objects[..1]), 1);
         // SAFETY: as above.
-        unsafe { bin.return_batch(class, &pages, &objects[..1]) };
+        unsafe { bin.return_batch(class, &pages, &objects[..1], TEST_ARENA) };
     }
 }

@@ -1041,38 +1041,59 @@ pub unsafe fn flush(tb: *mut ThreadBins, class: SizeClass, keep: usize) {
 #[link_section = ".text.hot.tally"]
 pub unsafe fn return_grouped(class: SizeClass, blocks: &mut [*mut u8]) {
     let mut rest = blocks;
+    let mut first = true;
     while !rest.is_empty() {
-        let owner = ChunkHeader::of(rest[0] as usize);
         // SAFETY: blocks lie in live chunks.
-        let owner_arena = unsafe { (*owner).arena };
-        // SAFETY: as above.
-        let arena_of = |p: *mut u8| unsafe { (*ChunkHeader::of(p as usize)).arena };
-        // Move this arena's blocks to the front: most batches are one arena's, and are there
-        // already after one look at each block.
-        let first_other = rest
-            .iter()
-            .position(|&p| arena_of(p) != owner_arena)
-            .unwrap_or(rest.len());
-        let mut same = first_other;
-        for i in first_other..rest.len() {
-            if arena_of(rest[i]) == owner_arena {
-                rest.swap(same, i);
-                same += 1;
-            }
-        }
+        let owner_arena = unsafe { (*ChunkHeader::of(rest[0] as usize)).arena };
+        // The blocks of the first block's arena at the front. Small ones the first time: the
+        // return itself stops at the first block of another arena (`Bin::return_batch`, which
+        // looks once a slab): most batches are one arena's, and end there. Else this arena's
+        // blocks move to the front, after one look at each.
+        let same = if first && class.is_small() {
+            rest.len()
+        } else {
+            // SAFETY: blocks lie in live chunks.
+            unsafe { lead_with(rest, owner_arena) }
+        };
+        first = false;
         let arena = &arena::ARENAS[owner_arena as usize];
-        let (batch, tail) = rest.split_at_mut(same);
-        // SAFETY: per the contract the blocks are free blocks of `class` from this arena (large
-        // ones at the start of their runs).
-        unsafe {
+        let batch = &rest[..same];
+        // SAFETY: per the contract the blocks are free blocks of `class`, those of arena
+        // `owner_arena` from it (large ones at the start of their runs); `batch` holds only
+        // that arena's blocks when large.
+        let done = unsafe {
             if class.is_small() {
-                arena.bins[class.index()].return_batch(class, &arena.pages, batch)
+                arena.bins[class.index()].return_batch(class, &arena.pages, batch, owner_arena)
             } else {
-                arena.free_large_batch(batch)
+                arena.free_large_batch(batch);
+                same
             }
         };
-        rest = tail;
+        rest = &mut rest[done..];
     }
+}
+
+/// Moves the blocks of `blocks` that lie in chunks of arena `arena` to its front, keeping the
+/// others after them; returns how many.
+///
+/// # Safety
+/// Every block must lie in a live chunk.
+#[inline(always)]
+unsafe fn lead_with(blocks: &mut [*mut u8], arena: u32) -> usize {
+    // SAFETY: per the contract.
+    let arena_of = |p: *mut u8| unsafe { (*ChunkHeader::of(p as usize)).arena };
+    let first_other = blocks
+        .iter()
+        .position(|&p| arena_of(p) != arena)
+        .unwrap_or(blocks.len());
+    let mut same = first_other;
+    for i in first_other..blocks.len() {
+        if arena_of(blocks[i]) == arena {
+            blocks.swap(same, i);
+            same += 1;
+        }
+    }
+    same
 }
 
 pub(crate) fn lock_for_fork() {
