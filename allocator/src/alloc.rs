@@ -305,14 +305,13 @@ pub fn alloc_big_counted(
 #[inline(never)]
 #[link_section = ".text.hot.tally"]
 fn take_with_room(big: &mut BigCache, class: SizeClass, room: usize) -> *mut u8 {
-    let Some((p, held)) = big.take_with_room(room) else {
-        return ptr::null_mut();
-    };
-    if held != class {
-        // SAFETY: a cached block, now ours: a live large block at the start of its run, of a
-        // class of at least `room` pages, more than `class`'s.
-        unsafe { arena::shrink_large_at(p, class) };
+    let p = big.take_with_room(room);
+    if p.is_null() {
+        return p;
     }
+    // SAFETY: a cached block, now ours: a live large block at the start of its run, of a class
+    // of at least `room` pages, more than `class`'s.
+    unsafe { arena::shrink_large_at(p, class) };
     p
 }
 

@@ -17,7 +17,11 @@
 //! free mark in its first word like a block in a bin (`freed.rs`), so freeing it twice, from
 //! any thread, aborts; every large block the arena hands out has the word cleared. The cache
 //! goes home whole when its thread exits or gives its cache back (`malloc_trim`), and when
-//! garbage collection finds it unused since the last round over the bins.
+//! garbage collection finds it unused since the last round over the bins. A small block that
+//! `realloc` grows into a large class takes the newest cached block too, if that has room for it
+//! to grow to four times its size (`take_with_room`; the run is shrunk to the block, and it
+//! grows in place over the rest): a buffer built and freed again and again starts in its last
+//! copy instead of moving into it at the last step.
 //!
 //! Invariant: `blocks[..n]` are distinct live large runs' blocks of classes `classes[..n]`,
 //! oldest first, each marked free, reachable by no thread but the owner; `bytes` is the sum of
@@ -179,36 +183,44 @@ impl BigCache {
         let Some(i) = (0..self.n as usize).rev().find(|&i| self.classes[i] == class.0) else {
             return core::ptr::null_mut();
         };
-        // SAFETY: `find` looked below `n`.
-        let p = unsafe { self.remove(i) };
-        self.used = true;
         let hits = &self.hits[class.index() - NCACHED];
         hits.store(hits.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        // SAFETY: a cached block (at least 40 KiB, page-aligned), now the caller's.
-        unsafe { freed::unmark(p) };
-        p
+        // SAFETY: `find` looked below `n`.
+        unsafe { self.hand_out(i) }
     }
 
-    /// The newest cached block if it has at least `pages` pages, unmarked and the caller's, with
-    /// its class; `None` otherwise. For a block that will grow (`alloc::alloc_moving`): a
+    /// The newest cached block if it has at least `pages` pages, unmarked and the caller's; null
+    /// otherwise. For a block that will grow (`alloc::alloc_moving`): a
     /// buffer that doubles to 256 KiB by `realloc`, freed and built again, finds its last copy
     /// here, and grows in place over it. Only the newest: taking any long enough block (the
     /// longest) raised the suite's `realloc_growth` peak RSS from 8.6 to 9.1 MiB, as growing
     /// buffers took the blocks later ones of their classes would have reused; the newest alone,
     /// to 8.9.
     #[link_section = ".text.hot.tally"]
-    pub fn take_with_room(&mut self, pages: usize) -> Option<(*mut u8, SizeClass)> {
-        let i = (self.n as usize).checked_sub(1)?;
+    pub fn take_with_room(&mut self, pages: usize) -> *mut u8 {
+        let Some(i) = (self.n as usize).checked_sub(1) else {
+            return core::ptr::null_mut();
+        };
         if SizeClass(self.classes[i]).pages() < pages {
-            return None;
+            return core::ptr::null_mut();
         }
-        let class = SizeClass(self.classes[i]);
         // SAFETY: `i == n - 1`.
+        unsafe { self.hand_out(i) }
+    }
+
+    /// Removes entry `i` and hands its block to the caller, unmarked; the cache counts as used
+    /// (garbage collection leaves it be).
+    ///
+    /// # Safety
+    /// `i < n`.
+    #[inline(always)]
+    unsafe fn hand_out(&mut self, i: usize) -> *mut u8 {
+        // SAFETY: per the contract.
         let p = unsafe { self.remove(i) };
         self.used = true;
         // SAFETY: a cached block (at least 40 KiB, page-aligned), now the caller's.
         unsafe { freed::unmark(p) };
-        Some((p, class))
+        p
     }
 
     /// Keeps `p`, a block of the large `class` the caller gives up, sending the oldest blocks
