@@ -18,7 +18,7 @@ use crate::chunk::{
     HEADER_PAGES, UNOPENED,
 };
 use crate::huge::HugeBlock;
-use crate::pagemap::{self, ChunkSeen, CHUNK, TAG_HUGE};
+use crate::pagemap::{self, ChunkSeen, Seen, CHUNK, TAG_HUGE};
 use crate::size_class::{SizeClass, SlotCheck, CLASS_STRIDE, NCLASSES, NSMALL, SLOT_CHECK_MAX_OFFSET};
 use crate::{guard, prof_hooks};
 
@@ -191,31 +191,19 @@ fn invalid(who: &str, p: *mut u8, why: core::fmt::Arguments<'_>) -> ! {
     pal::fatal(format_args!("tally: {who}(): invalid pointer {p:p}: {why}\n"))
 }
 
-/// The class of `p` and the index of the arena owning it, if `p` is a valid block of a class
-/// the thread caches keep (small, or large up to 32 KiB), checked inline (the free fast path);
-/// `None` for anything else (a larger or huge block, a sampled one, or an invalid pointer: the
-/// caller's slow path sorts those out with [`block_of`]).
+/// The class of `p`, if `p` is a valid block of a class the thread caches keep (small, or large
+/// up to 32 KiB), checked inline (the free fast path); `None` for anything else (a larger or
+/// huge block, a sampled one, or an invalid pointer: the caller's slow path sorts those out
+/// with [`block_of`]).
 #[inline(always)]
-pub fn cached_block_of(p: *mut u8) -> Option<(SizeClass, u32)> {
-    cached_block_at(p).map(|b| (SizeClass::at(b.at), b.arena))
+pub fn cached_block_of(p: *mut u8) -> Option<SizeClass> {
+    cached_block_at(p).map(SizeClass::at)
 }
 
-/// What `free`'s fast path needs of a block [`cached_block_at`] found.
-#[derive(Clone, Copy)]
-pub struct CachedBlock {
-    /// The class as its offset into per-class tables ([`SizeClass::offset`]): `free` finds the
-    /// class's slot check and its bin with the one offset (computed from the class where each
-    /// is needed, the compiler multiplies twice).
-    pub at: usize,
-    /// The index of the arena owning the block's chunk.
-    pub arena: u32,
-    /// The free mark's key, from the chunk's header (`freed::key`).
-    pub key: usize,
-}
-
-/// [`cached_block_of`] for `free`'s fast path: the class as an offset, and the chunk's key.
+/// [`cached_block_of`], the class as its offset into per-class tables
+/// ([`SizeClass::offset`]).
 #[inline(always)]
-pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
+pub fn cached_block_at(p: *mut u8) -> Option<usize> {
     if !pagemap::is_chunk(p as usize) {
         return None;
     }
@@ -223,23 +211,49 @@ pub fn cached_block_at(p: *mut u8) -> Option<CachedBlock> {
     unsafe { chunk_block_at(p) }
 }
 
-/// [`cached_block_at`] for the calling thread's fast paths (`free`, `realloc`), which ask
-/// whether `p` is in a chunk through the thread's `seen` ([`ChunkSeen::is_chunk`]).
-#[inline(always)]
-pub fn cached_block_seen(p: *mut u8, seen: &mut ChunkSeen) -> Option<CachedBlock> {
-    if !seen.is_chunk(p as usize) {
-        return None;
-    }
-    // SAFETY: `is_chunk`.
-    unsafe { chunk_block_at(p) }
+/// What the calling thread's fast paths (`free`, `realloc`) need of a block they found through
+/// its [`ChunkSeen`].
+#[derive(Clone, Copy)]
+pub struct CachedBlock {
+    /// The class as its offset into per-class tables ([`SizeClass::offset`]): `free` finds the
+    /// class's slot check and its bin with the one offset (computed from the class where each
+    /// is needed, the compiler multiplies twice).
+    pub at: usize,
+    /// The free mark's key (`freed::key`).
+    pub key: usize,
+    /// Whether the block's chunk is of the thread's arena ([`Seen::Mine`]).
+    pub mine: bool,
 }
 
-/// [`cached_block_at`] once `p` is known to lie in a chunk.
+/// [`cached_block_at`] for the calling thread's fast paths: whether `p` is in a chunk, and
+/// whether the chunk is of the thread's arena, whose [`pagemap::chunk_tag`] is at `tag`,
+/// through its memory `seen`.
+///
+/// # Safety
+/// As for [`ChunkSeen::find`].
+#[inline(always)]
+pub unsafe fn cached_block_seen(p: *mut u8, seen: &mut ChunkSeen, tag: *const u8) -> Option<CachedBlock> {
+    // SAFETY: per the contract.
+    let mine = match unsafe { seen.find(p as usize, tag) } {
+        Seen::Mine => true,
+        Seen::Other => false,
+        Seen::NoChunk => return None,
+    };
+    // SAFETY: `find`: a live chunk.
+    let at = unsafe { chunk_block_at(p) }?;
+    Some(CachedBlock {
+        at,
+        key: seen.key(),
+        mine,
+    })
+}
+
+/// The class offset of `p` (as [`cached_block_at`]) once `p` is known to lie in a chunk.
 ///
 /// # Safety
 /// `p` must lie in a live chunk ([`pagemap::is_chunk`]).
 #[inline(always)]
-unsafe fn chunk_block_at(p: *mut u8) -> Option<CachedBlock> {
+pub unsafe fn chunk_block_at(p: *mut u8) -> Option<usize> {
     let addr = p as usize;
     let chunk = ChunkHeader::of(addr);
     // SAFETY: per the contract a live chunk header at `chunk`; the page index is below
@@ -249,14 +263,9 @@ unsafe fn chunk_block_at(p: *mut u8) -> Option<CachedBlock> {
         let at = info_class(info) as usize * CLASS_STRIDE;
         // Pages' words hold their distance from their run's start; class bytes that are not
         // cached classes have no blocks in their check.
-        if !SlotCheck::at(at).holds(info_run_bytes(info) + (addr & (PAGE - 1))) {
-            return None;
-        }
-        Some(CachedBlock {
-            at,
-            arena: (*chunk).arena,
-            key: (*chunk).key,
-        })
+        SlotCheck::at(at)
+            .holds(info_run_bytes(info) + (addr & (PAGE - 1)))
+            .then_some(at)
     }
 }
 
@@ -309,7 +318,7 @@ pub fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
     }
-    if let Some((class, _)) = cached_block_of(p) {
+    if let Some(class) = cached_block_of(p) {
         return class.size();
     }
     match block_of(p, "malloc_usable_size") {

@@ -188,9 +188,6 @@ pub struct ChunkHeader {
     /// and its free runs sit in the page heap's lists for those (`extent.rs`). Set when the
     /// chunk is mapped, never changed.
     pub sampled_only: bool,
-    /// The free mark's key ([`freed::key`]), copied here so that `free`'s fast path finds it
-    /// next to `arena`, in the line it reads anyway.
-    pub key: usize,
     /// One word per page; see [`page_info`].
     pub page_info: [AtomicU32; CHUNK_PAGES],
     /// Run descriptors, by first page.
@@ -345,7 +342,9 @@ pub fn new_chunk(arena: u32, region: Option<&SampledRegion>) -> *mut Span {
     unsafe {
         (*header).arena = arena;
         (*header).sampled_only = region.is_some();
-        (*header).key = freed::key();
+        // Every chunk's making draws the free mark's key if nothing has yet: a thread that
+        // finds a chunk reads it without a check (`freed::drawn_key`).
+        freed::key();
         (*header).mark_run(0, HEADER_PAGES, HEADER);
         (*header).mark_run(HEADER_PAGES, USABLE_PAGES, FREE_RUN);
         let span = ptr::addr_of_mut!((*header).spans[HEADER_PAGES]);
@@ -359,7 +358,7 @@ pub fn new_chunk(arena: u32, region: Option<&SampledRegion>) -> *mut Span {
         } else {
             (*span).purge = Purge::Clean;
         }
-        if !pagemap::set(base as usize, 1, base as usize) {
+        if !pagemap::set_chunk(base as usize, pagemap::chunk_tag(arena)) {
             // A region's chunk stays reserved (and lost: the region never hands it out again).
             if region.is_none() {
                 pal::unmap(base, CHUNK);

@@ -1,23 +1,28 @@
 //! Freeing: the `free` entry point, its fast path, and the slow paths behind it.
 //!
 //! # The fast path
-//! `free` of a small block: the chunk the thread saw last, or else one byte of the page map,
-//! says the pointer is in a chunk (whose header is at the pointer rounded down to the chunk
-//! size; `pagemap::ChunkSeen`), the page's info word gives the
-//! class, a multiply and a compare check the pointer is a block boundary ([`crate::block`]), the
-//! free mark is checked and written, the chunk's arena says whether the block is this
-//! thread's, one compare of the bin's top with its full mark, one push.
+//! `free` of a small block: the chunk of the thread's arena the thread saw last (or else the
+//! page map's byte, the chunk's arena's tag) says the pointer is in a chunk (whose header is at
+//! the pointer rounded down to the chunk size) and the block is the thread's
+//! (`pagemap::ChunkSeen`), the page's info word gives the class, a multiply and a compare check
+//! the pointer is a block boundary ([`crate::block`]), the free mark is checked and written
+//! with the key the thread keeps, one compare of the bin's top with its full mark, one push. A
+//! block of another thread's arena is [`free_in_other_arena`]'s, out of line.
 //! Rust's `dealloc` knows the size it asked for and skips the lookup ([`free_known`]). The
 //! instruction budget is written at the exported `free` (`capi.rs`) and checked by
 //! `scripts/check-fast-paths.sh`.
 
 use crate::alloc::dead_block;
-use crate::block::{block_of, cached_block_at, cached_block_seen, run_block_at, Block, CachedBlock};
+use crate::block::{
+    block_of, cached_block_at, cached_block_seen, chunk_block_at, run_block_at, Block, CachedBlock,
+};
 use crate::chunk::Span;
+use crate::pagemap::Seen;
 use crate::size_class::{SizeClass, NCACHED};
-use crate::tcache::{self, thread_bins};
+use crate::tcache::{self, thread_bins, ThreadBins};
 use crate::thread::{has_cache, thread_start};
 use crate::{arena, freed, guard, huge, prof_hooks, thread_event};
+use core::ptr;
 use core::sync::atomic::Ordering;
 
 /// Frees `p` (null is ignored). Aborts with a message if `p` is not a live block of Tally's.
@@ -26,44 +31,97 @@ use core::sync::atomic::Ordering;
 /// `p` must not be used after this call.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if let Some(block) = thread_cached_block(p) {
-        // SAFETY: `thread_cached_block` found `p` a block of a cached class; the caller gives it
-        // up.
-        return unsafe { free_cached(p, block, "free") };
+    let tb = thread_bins();
+    // SAFETY: the thread's own bins, whose `seen` only this thread touches.
+    let (seen, tag) = unsafe { (&mut (*tb).seen, ptr::addr_of!((*tb).arena_tag)) };
+    // SAFETY: `tag` is in the thread's bins.
+    match unsafe { seen.find(p as usize, tag) } {
+        Seen::Mine => {}
+        // SAFETY: `find`: `p` lies in a live chunk, of another arena; the caller gives it up.
+        Seen::Other => return unsafe { free_in_other_arena(p) },
+        // SAFETY: the caller gives up `p`.
+        Seen::NoChunk => return unsafe { free_no_chunk(p) },
     }
+    // SAFETY: `find`: `p` lies in a live chunk, of the thread's arena. A cached block found
+    // there is freed as one; the caller gives `p` up.
+    unsafe {
+        if let Some(at) = chunk_block_at(p) {
+            let block = CachedBlock {
+                at,
+                key: seen.key(),
+                mine: true,
+            };
+            return free_cached(p, block, tb, "free");
+        }
+        free_other(p, "free")
+    }
+}
+
+/// `free` of `p`, in a chunk of another thread's arena: [`free_cached`] for a cached block of
+/// another thread, out of line so that `free` keeps one copy of the fast path.
+///
+/// # Safety
+/// `p` must lie in a live chunk and not be used after this call.
+#[inline(never)]
+#[link_section = ".text.hot.tally"]
+unsafe fn free_in_other_arena(p: *mut u8) {
+    // SAFETY: per the contract.
+    unsafe {
+        if let Some(at) = chunk_block_at(p) {
+            // A chunk exists, so the key is drawn.
+            let block = CachedBlock {
+                at,
+                key: freed::drawn_key(),
+                mine: false,
+            };
+            return free_cached(p, block, thread_bins(), "free");
+        }
+        free_other(p, "free")
+    }
+}
+
+/// `free` of `p`, in no chunk: nothing for null, else a huge or guarded block, or an invalid
+/// pointer ([`free_other`]).
+///
+/// # Safety
+/// `p` must not be used after this call.
+#[inline(always)]
+unsafe fn free_no_chunk(p: *mut u8) {
     if !p.is_null() {
         // SAFETY: the caller gives up `p`.
         unsafe { free_other(p, "free") }
     }
 }
 
-/// [`cached_block_seen`] through the calling thread's memory of the chunk it last found: how
-/// `free` and `realloc` look a pointer up.
+/// [`cached_block_seen`] through the calling thread's memory of the chunks it last found: how
+/// `realloc` looks a pointer up.
 #[inline(always)]
 pub fn thread_cached_block(p: *mut u8) -> Option<CachedBlock> {
+    let tb = thread_bins();
     // SAFETY: the thread's own bins, whose `seen` only this thread touches.
-    cached_block_seen(p, unsafe { &mut (*thread_bins()).seen })
+    unsafe { cached_block_seen(p, &mut (*tb).seen, ptr::addr_of!((*tb).arena_tag)) }
 }
 
-/// Frees `p`, the block [`thread_cached_block`] (or [`cached_block_at`]) found as `block`:
-/// `free`'s fast path, which `realloc` of a small block takes too. `who` names the caller in a double-free message.
+/// Frees `p`, the block [`thread_cached_block`] (or `free`'s own look through the thread's
+/// memory of chunks) found as `block`: `free`'s fast path, which `realloc` of a small block
+/// takes too. `tb` is the calling thread's bins; `who` names the caller in a double-free
+/// message.
 ///
 /// # Safety
-/// `block` must be what `thread_cached_block(p)` or `cached_block_at(p)` returned, and `p` not
-/// used after this call.
+/// `block` must describe `p` as [`thread_cached_block`] would, `tb` be the calling thread's
+/// bins, and `p` not be used after this call.
 #[inline(always)]
-pub unsafe fn free_cached(p: *mut u8, block: CachedBlock, who: &str) {
+pub unsafe fn free_cached(p: *mut u8, block: CachedBlock, tb: *mut ThreadBins, who: &str) {
     // SAFETY: per the contract `p` is a valid cached block of the class at `block.at` (at least
     // 8 bytes, 8-aligned) the caller gives up; the thread's own bins.
     unsafe {
         if freed::mark_unless_marked_with(p, block.key) {
             return double_free(p, block.at, who);
         }
-        let tb = thread_bins();
-        if block.arena != (*tb).arena {
+        if !block.mine {
             return free_foreign_at(p, block.at);
         }
-        push(p, block.at)
+        push_to(tb, p, block.at)
     }
 }
 
@@ -310,12 +368,12 @@ unsafe fn free_large_block(p: *mut u8, span: *mut Span, class: SizeClass, who: &
 /// # Safety
 /// `p` must be null or a live block, not used afterwards.
 pub unsafe fn free_uncached(p: *mut u8) {
-    if let Some(block) = cached_block_at(p) {
-        let class = SizeClass::at(block.at);
+    if let Some(at) = cached_block_at(p) {
+        let class = SizeClass::at(at);
         // SAFETY: a valid block of a cached class (found by `cached_block_at`), given up.
         unsafe {
-            if freed::mark_unless_marked_with(p, block.key) {
-                return double_free(p, block.at, "dallocx");
+            if freed::mark_unless_marked(p) {
+                return double_free(p, at, "dallocx");
             }
             dead_block(p, class.size());
             tcache::return_grouped(class, &mut [p]);
@@ -462,9 +520,19 @@ pub fn already_free(p: *mut u8, class: SizeClass, who: &str) -> ! {
 /// `p` must be a block of that class, a cached class, that the caller gives up, already marked.
 #[inline(always)]
 unsafe fn push(p: *mut u8, at: usize) {
+    // SAFETY: per the contract.
+    unsafe { push_to(thread_bins(), p, at) }
+}
+
+/// [`push`] onto `tb`, the calling thread's bins.
+///
+/// # Safety
+/// As for [`push`]; `tb` must be the calling thread's bins.
+#[inline(always)]
+unsafe fn push_to(tb: *mut ThreadBins, p: *mut u8, at: usize) {
     // SAFETY: per the contract; the thread's own bins.
     unsafe {
-        if (*tcache::bin_at(thread_bins(), at)).try_push(p) {
+        if (*tcache::bin_at(tb, at)).try_push(p) {
             return;
         }
         free_small_miss_at(p, at)

@@ -23,7 +23,7 @@
 //! and kept in slabs too; glibc keeps one key for all blocks and so must search the cache
 //! before it can abort, and catches no free of a never-allocated chunk this way.
 //!
-//! Cost: `free` 5 instructions (load the key from the chunk's header, xor, compare, branch,
+//! Cost: `free` 5 instructions (load the key from the thread's copy, xor, compare, branch,
 //! store the mark), `malloc` one store; both are counted in the budgets at `capi.rs`.
 //!
 //! # Why a byte first
@@ -43,19 +43,27 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use tally_pal as pal;
 
 /// The key: 0 until [`key`] first draws it, then fixed for the life of the process (a fork's
-/// child keeps it). Every chunk header holds a copy, which `free`'s fast path reads instead
-/// (`chunk::ChunkHeader::key`): the chunk is in a register there, this static's address is not.
+/// child keeps it). Each thread's memory of chunks holds a copy (`pagemap::ChunkSeen`), which
+/// `free`'s fast path reads instead: the thread block is in a register there, this static's
+/// address is not.
 static KEY: AtomicUsize = AtomicUsize::new(0);
 
 /// The key, drawn on the first call (process initialization, or the first chunk's making if
-/// that comes first). Every block carrying a mark lives in a chunk, so every mark is made with
-/// the one key that chunks copy when they are made.
+/// that comes first). Every block carrying a mark lives in a chunk, and a chunk's making draws
+/// the key first, so every mark is made with the one key.
 pub fn key() -> usize {
     let key = KEY.load(Ordering::Relaxed);
     if key != 0 {
         return key;
     }
     draw_key()
+}
+
+/// The key, once a chunk exists (a chunk's making draws it before the page map shows the
+/// chunk, whose byte a thread reads with acquire ordering): one load, no call.
+#[inline(always)]
+pub fn drawn_key() -> usize {
+    crate::hot::hot_load!(KEY)
 }
 
 #[cold]

@@ -35,7 +35,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
     // found (its free mark is checked before the copy and again as `free` marks it). Looking
     // it up twice, and the whole of `realloc` in one function (registers saved for its rarest
     // cases), cost a `realloc` from 16 to 32 bytes 181 instructions, the copy's 10 included;
-    // now 104: 94 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
+    // now 103: 93 of `realloc`'s own, its budget in `capi.rs`, and the copy's 10.
     if let Some(block) = thread_cached_block(p) {
         let class = SizeClass::at(block.at);
         if class.is_small() && (1..=SMALL_MAX).contains(&size) {
@@ -52,7 +52,7 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
                 // blocks. `block` is what `thread_cached_block(p)` found; the caller gives `p` up.
                 unsafe {
                     ptr::copy_nonoverlapping(p, q, class.size().min(size));
-                    free_cached(p, block, "realloc");
+                    free_cached(p, block, tcache::thread_bins(), "realloc");
                 }
             }
             return q;
@@ -231,7 +231,7 @@ fn live_block(p: *mut u8, who: &str) -> Block {
     let block = match run_block_at(p) {
         Some(block) => block,
         None => match cached_block_of(p) {
-            Some((class, _)) if class.is_small() => Block::Small(class),
+            Some(class) if class.is_small() => Block::Small(class),
             _ => block_of(p, who),
         },
     };

@@ -36,7 +36,7 @@ use crate::chunk::ChunkHeader;
 use crate::list::{Adapter, Links, List};
 use crate::pagemap::ChunkSeen;
 use crate::size_class::{size_compute, SizeClass, CLASS_STRIDE, NCACHED, NSMALL};
-use crate::{freed, meta};
+use crate::{freed, meta, pagemap};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
@@ -525,10 +525,15 @@ pub struct ThreadBins {
     /// two (`size_churn` at `lg_prof_sample:14`: 1688 instructions a sample with them, 1677
     /// without).
     pub prof_flags: u8,
+    /// The page map's tag of `arena`'s chunks (`pagemap::chunk_tag`), 0 (no chunk's) while
+    /// the thread has no arena: `free` compares it with the byte the page map holds for a
+    /// pointer's chunk, and so knows the block is the thread's without the chunk's header.
+    pub arena_tag: u8,
     /// The cache holding the slot arrays and the arena, or null while the thread has none.
     pub cache: *mut TCache,
-    /// The chunk `free` last found in the page map (in the cache line of `arena`, which `free`
-    /// reads too).
+    /// The chunks `free` last found in the page map, one of `arena` and one of another arena,
+    /// and the free mark's key (in the cache line of `arena_tag`, which `free` reads when the
+    /// chunk is neither). Forgotten whenever `arena` changes.
     pub seen: ChunkSeen,
     /// Bit `i`: bin `i` was refilled from its arena since garbage collection last looked at it
     /// (which then leaves it alone), and so belongs to a thread that allocates the class
@@ -549,6 +554,11 @@ const _: () = assert!(
     "the profiler's flags sit in the padding before `cache`: the thread block has no other room"
 );
 const _: () = assert!(NCACHED <= u64::BITS as usize, "one `missed` bit per cached class");
+const _: () = assert!(
+    core::mem::offset_of!(ThreadBins, seen) + core::mem::size_of::<ChunkSeen>()
+        <= core::mem::offset_of!(ThreadBins, arena_tag) / 64 * 64 + 64,
+    "`free` reads `seen` and `arena_tag` from one cache line"
+);
 
 /// The calling thread's bins.
 #[inline(always)]
@@ -689,6 +699,8 @@ impl TCache {
         unsafe {
             ptr::addr_of_mut!((*tc).arena).write(ptr::null());
             (*tb).arena = NO_ARENA;
+            (*tb).arena_tag = 0;
+            (*tb).seen.forget();
             ptr::addr_of_mut!((*tc).owner).write(tb);
             ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
             ptr::addr_of_mut!((*tc).moved).write([0; NCACHED]);
@@ -870,6 +882,8 @@ pub unsafe fn set_arena(tb: *mut ThreadBins, arena: &'static Arena) {
     unsafe {
         (*(*tb).cache).arena = arena;
         (*tb).arena = arena.index();
+        (*tb).arena_tag = pagemap::chunk_tag(arena.index());
+        (*tb).seen.forget();
     }
 }
 

@@ -439,6 +439,76 @@ fn other_threads_blocks_are_not_reused_first() {
     assert!(stdout.contains("reused_foreign=(false, false)"), "{stdout}");
 }
 
+/// `mallctl(name)` of a `u32`, read.
+fn read_u32(name: &[u8], arg: Option<*mut c_void>) -> u32 {
+    let mut value = 0u32;
+    let mut len = std::mem::size_of::<u32>();
+    let (new, new_len) = match &arg {
+        Some(p) => (ptr::addr_of!(*p).cast(), std::mem::size_of::<*mut c_void>()),
+        None => (ptr::null(), 0),
+    };
+    // SAFETY: valid pointers and sizes for a `u32` out and a pointer in.
+    let rc = unsafe { api::mallctl(name, ptr::addr_of_mut!(value).cast(), &mut len, new, new_len) };
+    assert_eq!(rc, 0, "mallctl {}", String::from_utf8_lossy(name));
+    value
+}
+
+/// A thread that moves to another arena (`thread.arena`) frees the blocks of the arena it left
+/// as another thread's, though its `free` remembered their chunk as its own arena's; prints
+/// whether such a chunk was found and whether the block came back first.
+fn free_after_moving_arena() {
+    let seen = std::thread::spawn(|| {
+        // SAFETY: live blocks, each freed once; `mallctl` with valid pointers and sizes.
+        unsafe {
+            // Two blocks of the thread's arena in one chunk (a new thread's bin may also hold
+            // blocks of the thread that started it, which its start-up freed).
+            let blocks: Vec<*mut c_void> = (0..16).map(|_| api::malloc(24)).collect();
+            let from = read_u32(b"thread.arena", None);
+            let chunk = |p: *mut c_void| p as usize >> 22;
+            let ours: Vec<_> = blocks
+                .iter()
+                .copied()
+                .filter(|&p| read_u32(b"arenas.lookup", Some(p)) == from)
+                .collect();
+            let pair = ours.iter().enumerate().find_map(|(i, &p)| {
+                ours[i + 1..]
+                    .iter()
+                    .find(|&&q| chunk(q) == chunk(p))
+                    .map(|&q| (p, q))
+            });
+            let Some((left, neighbour)) = pair else {
+                return (false, false);
+            };
+            for &p in blocks.iter().filter(|&&p| p != left && p != neighbour) {
+                api::free(p);
+            }
+            // `free` remembers the chunk, the thread's arena's, and skips its header after.
+            api::free(neighbour);
+            let to = (from + 1) % 8;
+            let name = b"thread.arena";
+            let new = ptr::addr_of!(to).cast();
+            assert_eq!(api::mallctl(name, ptr::null_mut(), ptr::null_mut(), new, 4), 0);
+            // A block of the new arena in the bin: one of the old arena's goes under it.
+            let fresh = api::malloc(24);
+            api::free(left);
+            let next = api::malloc(24);
+            let reused = next == left;
+            api::free(next);
+            api::free(fresh);
+            (true, reused)
+        }
+    })
+    .join()
+    .unwrap();
+    println!("moved_arena={seen:?}");
+}
+
+#[test]
+fn blocks_of_the_arena_a_thread_left_are_not_reused_first() {
+    let stdout = child_stdout("moved_arena", "narenas:8");
+    assert!(stdout.contains("moved_arena=(true, false)"), "{stdout}");
+}
+
 /// Starts threads one after another; prints how many arenas ever got memory.
 fn sequential_threads() {
     for t in 0..24usize {
@@ -560,6 +630,7 @@ fn child_entry() {
             "grow_huge" => grow_huge_block(),
             "huge_cache" => reuse_huge_mappings(),
             "foreign_free" => free_other_threads_blocks(),
+            "moved_arena" => free_after_moving_arena(),
             "sequential_threads" => sequential_threads(),
             "idle_bin" => idle_bin_drains(),
             "huge_double_free" => {
