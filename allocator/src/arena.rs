@@ -800,7 +800,8 @@ mod tests {
         let (chunks, free, allocated, freed) = heap_counts(arena, class);
         assert_eq!(free + pages, free0 + (chunks - chunks0) * USABLE_PAGES);
         assert_eq!((allocated, freed), (allocated0 + 1, freed0));
-        assert_eq!(arena.pages.lock().large_runs, large_runs + 1);
+        let runs_now = arena.pages.lock().large_runs;
+        assert_eq!(runs_now, large_runs + 1);
 
         let aligned = arena.alloc_large(class, 64 * PAGE);
         assert!(!aligned.is_null());
@@ -847,7 +848,8 @@ mod tests {
             assert_eq!(((*b).pages as usize, (*b).class), (big.pages(), big.0));
             assert_marked(second, big.pages(), big);
             let grown = big.pages() - small.pages();
-            assert_eq!(arena.pages.lock().free_pages, free_before - grown);
+            let free_pages = arena.pages.lock().free_pages;
+            assert_eq!(free_pages, free_before - grown);
             assert_eq!(heap_counts(arena, small).3, small_freed0 + 1);
             assert_eq!(heap_counts(arena, big).2, big_allocated0 + 1);
 
@@ -861,7 +863,8 @@ mod tests {
             let chunk = ChunkHeader::of(after);
             let info = (*chunk).page_info[(*chunk).page_index(after)].load(Ordering::Relaxed);
             assert_eq!(info_class(info), FREE_RUN, "the tail went back");
-            assert_eq!(arena.pages.lock().free_pages, free_before);
+            let free_pages = arena.pages.lock().free_pages;
+            assert_eq!(free_pages, free_before);
 
             arena.free_large(a, false);
             arena.free_large(b, false);

@@ -751,7 +751,8 @@ mod tests {
                 given_back += 1;
                 assert_eq!(released, 0);
             }
-            assert_eq!(pages.lock().free_pages, free_before + released);
+            let free_pages = pages.lock().free_pages;
+            assert_eq!(free_pages, free_before + released);
             assert_eq!(bin.counts().slabs, 1);
             bin.debug_check_invariants(class);
             pages.lock().debug_check_invariants();
@@ -858,7 +859,8 @@ mod tests {
         let mut again = std::vec![ptr::null_mut(); n * per_slab];
         fill(&mut again);
         assert_eq!(bin.counts().slabs, n);
-        assert_eq!(pages.lock().free_pages, heap_free);
+        let free_pages = pages.lock().free_pages;
+        assert_eq!(free_pages, heap_free);
         let mut before: std::vec::Vec<usize> = objects.iter().map(|&p| p as usize).collect();
         let mut after: std::vec::Vec<usize> = again.iter().map(|&p| p as usize).collect();
         before.sort_unstable();
@@ -881,7 +883,8 @@ mod tests {
         unsafe { bin.return_batch(class, &pages, &one, TEST_ARENA) };
         assert_eq!(bin.release_empty(&pages, false, true), (n - 2) * class.pages());
         assert_eq!(bin.counts().slabs, 2);
-        assert_eq!(pages.lock().free_pages, heap_free + (n - 2) * class.pages());
+        let free_pages = pages.lock().free_pages;
+        assert_eq!(free_pages, heap_free + (n - 2) * class.pages());
         bin.debug_check_invariants(class);
         // Without a pass taking anything since, the rest goes at the next one.
         assert_eq!(bin.release_empty(&pages, false, true), class.pages());

@@ -42,16 +42,22 @@ pub unsafe fn free(p: *mut u8) {
         // SAFETY: the caller gives up `p`.
         Seen::NoChunk => return unsafe { free_no_chunk(p) },
     }
-    // SAFETY: `find`: `p` lies in a live chunk, of the thread's arena. A cached block found
-    // there is freed as one; the caller gives `p` up.
+    // SAFETY: `find`: `p` lies in a live chunk, of the thread's arena; the caller gives it up.
+    unsafe { free_in_chunk(p, seen.key(), true, tb) }
+}
+
+/// `free` of `p`, in a live chunk (of the thread's arena if `mine`): [`free_cached`] for a
+/// cached block, with the free mark's `key`; [`free_other`] for anything else.
+///
+/// # Safety
+/// `p` must lie in a live chunk and not be used after this call; `tb` must be the calling
+/// thread's bins.
+#[inline(always)]
+unsafe fn free_in_chunk(p: *mut u8, key: usize, mine: bool, tb: *mut ThreadBins) {
+    // SAFETY: per the contract.
     unsafe {
         if let Some(at) = chunk_block_at(p) {
-            let block = CachedBlock {
-                at,
-                key: seen.key(),
-                mine: true,
-            };
-            return free_cached(p, block, tb, "free");
+            return free_cached(p, CachedBlock { at, key, mine }, tb, "free");
         }
         free_other(p, "free")
     }
@@ -65,19 +71,8 @@ pub unsafe fn free(p: *mut u8) {
 #[inline(never)]
 #[link_section = ".text.hot.tally"]
 unsafe fn free_in_other_arena(p: *mut u8) {
-    // SAFETY: per the contract.
-    unsafe {
-        if let Some(at) = chunk_block_at(p) {
-            // A chunk exists, so the key is drawn.
-            let block = CachedBlock {
-                at,
-                key: freed::drawn_key(),
-                mine: false,
-            };
-            return free_cached(p, block, thread_bins(), "free");
-        }
-        free_other(p, "free")
-    }
+    // SAFETY: per the contract. A chunk exists, so the key is drawn.
+    unsafe { free_in_chunk(p, freed::drawn_key(), false, thread_bins()) }
 }
 
 /// `free` of `p`, in no chunk: nothing for null, else a huge or guarded block, or an invalid
