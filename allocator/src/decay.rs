@@ -574,8 +574,8 @@ mod tests {
     }
 
     /// Arenas no thread is given: this one and the next, `MAX_ARENAS - 13` and `- 12` (the
-    /// tests in `arena.rs` take `- 6` to `- 11`; two tests sharing a spare arena see each
-    /// other's pages).
+    /// tests in `arena.rs` take `- 6` to `- 11` and `- 14`; two tests sharing a spare arena see
+    /// each other's pages).
     const SPARE: usize = arena::MAX_ARENAS - 13;
 
     /// Puts `blocks` dirty runs of 2 MiB (written, freed) in spare arena `index`: all taken
