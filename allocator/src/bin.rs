@@ -659,11 +659,32 @@ mod tests {
     /// The arena index recorded in the chunks of a private page heap (never looked up).
     const TEST_ARENA: u32 = 255;
 
+    /// The decay settings, held so that none changes while a test runs (a bin keeps its empty
+    /// slabs only while freed pages wait for purge passes).
+    fn settings() -> std::sync::MutexGuard<'static, ()> {
+        crate::extent::DECAY_SETTINGS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// [`settings`], and a page heap of the test's own.
+    fn settings_and_heap() -> (std::sync::MutexGuard<'static, ()>, Mutex<PageHeap>) {
+        (settings(), Mutex::new(Rank::PageHeap, PageHeap::new()))
+    }
+
+    /// `objects` in a fixed scrambled order.
+    fn scrambled(objects: &[*mut u8]) -> std::vec::Vec<*mut u8> {
+        let mut order = objects.to_vec();
+        let len = order.len();
+        for i in 0..len {
+            order.swap(i, (i * 7919 + 13) % len);
+        }
+        order
+    }
+
     #[test]
     fn a_batch_of_two_arenas_goes_back_up_to_the_first_block_of_the_other() {
-        let _settings = crate::extent::DECAY_SETTINGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _settings = settings();
         let class = SizeClass(3);
         let other_arena = TEST_ARENA - 1;
         let (pages, other_pages) = (
@@ -703,22 +724,9 @@ mod tests {
         other_bin.debug_check_invariants(class);
     }
 
-    /// `objects` in a fixed scrambled order.
-    fn scrambled(objects: &[*mut u8]) -> std::vec::Vec<*mut u8> {
-        let mut order = objects.to_vec();
-        let len = order.len();
-        for i in 0..len {
-            order.swap(i, (i * 7919 + 13) % len);
-        }
-        order
-    }
-
     #[test]
     fn objects_come_out_distinct_and_go_back_in_any_order() {
-        let _settings = crate::extent::DECAY_SETTINGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let (_settings, pages) = settings_and_heap();
         let (mut kept, mut given_back) = (0, 0);
         for index in [0, 1, 5, 12, 20, 30, NSMALL - 1] {
             let class = SizeClass(index as u8);
@@ -775,10 +783,7 @@ mod tests {
     /// instructions by 6% and made it 2% slower (docs/benchmarks.md).
     #[test]
     fn a_refill_hands_out_free_slots_lowest_first_whatever_order_they_came_back_in() {
-        let _settings = crate::extent::DECAY_SETTINGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let (_settings, pages) = settings_and_heap();
         let class = SizeClass(4);
         let bin = Bin::new();
         let n = class.slab_objects();
@@ -810,10 +815,7 @@ mod tests {
     /// each slab's count and list come out as if every block had come back alone.
     #[test]
     fn runs_of_one_slabs_blocks_go_back_like_single_blocks() {
-        let _settings = crate::extent::DECAY_SETTINGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let (_settings, pages) = settings_and_heap();
         for index in [0, 3, 17, NSMALL - 1] {
             let class = SizeClass(index as u8);
             let per_slab = class.slab_objects();
@@ -873,10 +875,7 @@ mod tests {
 
     #[test]
     fn empty_slabs_are_taken_again_and_go_back_when_a_pass_finds_them_unneeded() {
-        let _settings = crate::extent::DECAY_SETTINGS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let pages = Mutex::new(Rank::PageHeap, PageHeap::new());
+        let (_settings, pages) = settings_and_heap();
         let class = SizeClass(9);
         let per_slab = class.slab_objects();
         // Enough slabs for the bin to keep those that empty, and at least four.
