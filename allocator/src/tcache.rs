@@ -41,9 +41,8 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use tally_pal as pal;
 use tally_pal::sync::{Mutex, Rank};
 
-/// Per-class cache capacity: for small classes 32 KiB worth of blocks, at least 16 (but no more
-/// than 64 KiB of them, and never fewer than 4) and at most 128; for the cached large classes
-/// (16-32 KiB) 256 KiB worth, at least 4. It was 256 KiB worth
+/// Per-class cache capacity: for small classes 32 KiB worth of blocks, at least 16 and at most
+/// 128; for the cached large classes (16-32 KiB) 256 KiB worth, at least 4. It was 256 KiB worth
 /// for small classes too: a producer allocating messages of many sizes from 513 B to 4 KiB
 /// refilled each bin up to half of that, 128 KiB of written blocks per class waiting for their
 /// turn; the suite's `prodcons_many` peaked at 8.5 MiB, then 6.3 with 64 KiB worth, no slower
@@ -52,22 +51,11 @@ use tally_pal::sync::{Mutex, Rank};
 /// over 11 runs 2112 → 2072 KiB, `larson` and `prodcons_many` unchanged, `generations` and
 /// `fragmentation` 0.4-1.3 MiB less (3 runs), callgrind's instruction counts of the suite's
 /// small-block workloads within 0.1% (docs/benchmarks.md, eleventh pass).
-/// The floor of 16 blocks held up to 240 KiB of a class above 4 KiB (16 blocks of 15 KiB): a
-/// program whose strings grow by `realloc` through every class from 4 to 15 KiB (the suite's
-/// `realloc_growth`) kept 16 of each written and waiting, and their slabs' pages with them.
-/// With the floor capped at 64 KiB of blocks (4 of 15 KiB, 8 of 8 KiB; unchanged up to 4 KiB)
-/// its peak RSS is 8.3 MiB instead of 8.7, and Criterion's `batch64/4096` runs as before
-/// (docs/benchmarks.md, thirty-fourth pass). Not for the large classes: `batch64/32768` with
-/// 64 KiB worth of them (2 blocks) took 0.40 s instead of 0.22.
 /// A thread's cache holds at most [`full_cache_bytes`] (checked below).
 const fn cap_compute(index: usize) -> usize {
     let size = size_compute(index);
     let by_bytes = if index < NSMALL { 32 * 1024 } else { 256 * 1024 } / size;
-    let (min, max) = if index < NSMALL {
-        (small_floor(size), 128)
-    } else {
-        (4, 16)
-    };
+    let (min, max) = if index < NSMALL { (16, 128) } else { (4, 16) };
     if by_bytes < min {
         min
     } else if by_bytes > max {
@@ -76,22 +64,6 @@ const fn cap_compute(index: usize) -> usize {
         by_bytes
     }
 }
-
-/// The fewest blocks a small class's bin holds at its usual limit ([`cap_compute`]): 16, or
-/// as many as fit in 64 KiB, but at least 4.
-const fn small_floor(size: usize) -> usize {
-    let fit = SMALL_FLOOR_BYTES / size;
-    if fit > 16 {
-        16
-    } else if fit < 4 {
-        4
-    } else {
-        fit
-    }
-}
-
-/// Bytes of blocks beyond which a small class's bin keeps no floor of 16 ([`small_floor`]).
-const SMALL_FLOOR_BYTES: usize = 64 * 1024;
 
 const fn build_caps() -> [u32; NCACHED] {
     let mut caps = [0u32; NCACHED];
@@ -1163,8 +1135,8 @@ pub(crate) unsafe fn unlock_after_fork(child: bool) {
 
 const _: () = assert!(CAPS[0] >= 2 && CAPS[NCACHED - 1] >= 2);
 
-/// Bytes a thread's cache holds when every bin is full to `limits`: 3.2 MiB at the usual
-/// limits, 4.7 MiB with every small bin grown to its capacity (a thread whose bursts outgrow
+/// Bytes a thread's cache holds when every bin is full to `limits`: 4.4 MiB at the usual
+/// limits, 5.9 MiB with every small bin grown to its capacity (a thread whose bursts outgrow
 /// every class at once; both bounds asserted below).
 const fn full_cache_bytes(limits: &[u32; NCACHED]) -> usize {
     let mut total = 0;
@@ -1176,12 +1148,12 @@ const fn full_cache_bytes(limits: &[u32; NCACHED]) -> usize {
     total
 }
 const _: () = assert!(
-    full_cache_bytes(&CAPS) <= 7 * 1024 * 1024 / 2,
-    "a thread's full cache stays under 3.5 MiB (see cap_compute)"
+    full_cache_bytes(&CAPS) <= 9 * 1024 * 1024 / 2,
+    "a thread's full cache stays under 4.5 MiB (see cap_compute)"
 );
 const _: () = assert!(
-    full_cache_bytes(&ROOM) <= 5 * 1024 * 1024,
-    "a thread's cache grown everywhere stays under 5 MiB (see room_compute)"
+    full_cache_bytes(&ROOM) <= 6 * 1024 * 1024,
+    "a thread's cache grown everywhere stays under 6 MiB (see room_compute)"
 );
 
 #[cfg(test)]
@@ -1189,7 +1161,7 @@ mod tests {
     use super::*;
     use crate::arena::{arena_count, ARENAS, MAX_ARENAS};
     use crate::chunk::info_class;
-    use crate::size_class::{class_for, NSMALL, SMALL_MAX, TCACHE_MAX};
+    use crate::size_class::{class_for, NSMALL, TCACHE_MAX};
     use std::sync::{Mutex as TestLock, MutexGuard as TestGuard};
 
     /// Tests that attach caches or change `tcache_max` run one at a time: the capacities a cache
@@ -1408,37 +1380,6 @@ mod tests {
             TCache::detach(tb);
             assert_eq!(spare.users(), 0, "detach leaves the arena");
         }
-    }
-
-    #[test]
-    fn a_small_bin_holds_32_kib_of_blocks_and_at_least_16_of_them_up_to_64_kib() {
-        let mut floors = 0;
-        for (i, &cap) in CAPS.iter().enumerate().take(NSMALL) {
-            let (cap, size) = (cap as usize, size_compute(i));
-            assert!((4..=128).contains(&cap), "class {i}: {cap} blocks");
-            // 32 KiB worth where that is at least 16 blocks and at most 128.
-            let worth = 32 * 1024 / size;
-            if (16..=128).contains(&worth) {
-                assert_eq!(cap, worth, "class {i}");
-            }
-            if worth < 16 {
-                // The floor: 16 blocks up to 4 KiB, then as many as 64 KiB holds, at least 4.
-                assert_eq!(cap, (64 * 1024 / size).clamp(4, 16), "class {i}: {size} B");
-                assert!(cap * size <= 64 * 1024 || cap == 4, "class {i}");
-                floors += 1;
-            }
-        }
-        assert!(floors > 0);
-        assert_eq!(
-            CAPS[class_for(4096).unwrap().index()],
-            16,
-            "no change up to 4 KiB"
-        );
-        assert_eq!(CAPS[class_for(8192).unwrap().index()], 8);
-        assert_eq!(CAPS[class_for(SMALL_MAX).unwrap().index()], 4);
-        // The cached large classes keep 256 KiB worth, at least 4.
-        assert_eq!(CAPS[class_for(16 * 1024).unwrap().index()], 16);
-        assert_eq!(CAPS[class_for(32 * 1024).unwrap().index()], 8);
     }
 
     #[test]
