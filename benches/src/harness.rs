@@ -550,6 +550,44 @@ pub fn utc_date(unix_seconds: u64) -> String {
     )
 }
 
+/// A 64-bit FNV-1a hash of the file at `path`'s bytes, or `None` if it cannot be read: tells two
+/// builds of a library apart (or says they are one) whatever their paths and times.
+pub fn content_hash(path: &Path) -> Option<u64> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer).ok()?;
+        if n == 0 {
+            return Some(hash);
+        }
+        for &byte in &buffer[..n] {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// One line for the head of a report naming the library a column ran: `name`, its path, size,
+/// when it was last written and its [`content_hash`], so that a stale build (one a `cargo build`
+/// did not write again) shows by its time and an alternate identical to the main one by its
+/// hash.
+pub fn library_line(name: &str, path: &Path) -> String {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return format!("{name}: {} (unreadable)", path.display());
+    };
+    let written = meta
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(|| "unknown".to_string(), |since| utc_date(since.as_secs()));
+    let hash = content_hash(path).map_or_else(|| "unknown".to_string(), |hash| format!("{hash:016x}"));
+    format!(
+        "{name}: {}, {} bytes, written {written}, content hash {hash}",
+        path.display(),
+        meta.len()
+    )
+}
+
 /// How a process run by [`run_with_timeout`] ended, with everything it printed.
 #[derive(Debug)]
 pub struct Finished {
@@ -764,6 +802,31 @@ mod tests {
     #[should_panic(expected = "a row of")]
     fn a_short_row_is_a_bug() {
         MarkdownTable::new(["row", "x"]).row(["only"]);
+    }
+
+    #[test]
+    fn a_library_line_tells_two_builds_apart_by_their_bytes() {
+        let dir = std::env::temp_dir().join(format!("tally-harness-lib-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (one, same, other) = (dir.join("one.so"), dir.join("same.so"), dir.join("other.so"));
+        std::fs::write(&one, b"\x7fELF one build").unwrap();
+        std::fs::write(&same, b"\x7fELF one build").unwrap();
+        std::fs::write(&other, b"\x7fELF another build").unwrap();
+        let hash = content_hash(&one).unwrap();
+        assert_eq!(content_hash(&same), Some(hash));
+        assert_ne!(content_hash(&other), Some(hash));
+        assert_eq!(content_hash(&dir.join("missing.so")), None);
+        let line = library_line("tally", &one);
+        assert!(
+            line.starts_with(&format!("tally: {}, 14 bytes, written 20", one.display())),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!("UTC, content hash {hash:016x}")),
+            "{line}"
+        );
+        assert!(library_line("tally-alt", &dir.join("missing.so")).ends_with("(unreadable)"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -27,7 +27,8 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use crate::harness::{
-    comparison_table, noise_sentence, run_with_timeout, schedule, Machine, MarkdownTable, Samples, MISSING,
+    comparison_table, content_hash, library_line, noise_sentence, run_with_timeout, schedule, Machine,
+    MarkdownTable, Samples, MISSING,
 };
 
 /// Where Debian puts the peer allocators.
@@ -723,6 +724,29 @@ pub fn svg(results: &Results) -> String {
     parts.join("\n") + "\n"
 }
 
+/// The head of the report's lines on the two `libtally.so` files the run uses (`tally` for the
+/// `tally*` columns, `tally-alt` for `--alt-so`): path, size, when written, content hash; and a
+/// warning when the two are the same bytes, whose columns then compare a build with itself (a
+/// build that did not write the alternate library again leaves it so, or stale: see its time).
+fn library_lines(options: &Options) -> Vec<String> {
+    let used = |kind: Preload| options.allocators.iter().any(|a| a.preload == kind);
+    let mut lines = Vec::new();
+    if used(Preload::Tally) {
+        lines.push(library_line("tally", &options.tally_so));
+    }
+    if let Some(alt) = options.alt_so.as_ref().filter(|_| used(Preload::AltTally)) {
+        lines.push(library_line("tally-alt", alt));
+        let hash = content_hash(alt);
+        if used(Preload::Tally) && hash.is_some() && hash == content_hash(&options.tally_so) {
+            lines.push(
+                "warning: tally-alt is the same bytes as tally, so its columns compare a build with itself"
+                    .to_string(),
+            );
+        }
+    }
+    lines
+}
+
 /// The library `allocator` preloads under `options`, or `None` for glibc.
 fn preload(allocator: &Allocator, options: &Options) -> Option<PathBuf> {
     match allocator.preload {
@@ -887,6 +911,10 @@ pub fn run(options: &Options) -> Result<bool, String> {
     for library in options.allocators.iter().filter_map(|a| preload(a, options)) {
         evict_from_page_cache(&library);
     }
+    let libraries = library_lines(options);
+    for line in &libraries {
+        eprintln!("{line}");
+    }
     let bin_dir = build_workloads(options, &workspace)?;
 
     let workload_names: Vec<&str> = options.workloads.iter().map(|w| w.name).collect();
@@ -962,12 +990,15 @@ pub fn run(options: &Options) -> Result<bool, String> {
         );
     }
 
-    let settings = format!(
+    let mut settings = format!(
         "{} interleaved round(s), the order rotated each round{}; medians; ratios against glibc \
          (lower is better)",
         options.rounds,
         if options.quick { " (--quick arguments)" } else { "" }
     );
+    for line in &libraries {
+        let _ = write!(settings, "\n- {line}");
+    }
     let report = markdown(&results, &Machine::probe(&workspace, &[], &PACKAGES), &settings);
     let files = [
         ("suite.md", report.clone()),
@@ -1079,6 +1110,37 @@ mod tests {
 
     fn args(text: &str) -> Result<Option<Options>, String> {
         parse_args(text.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn the_report_names_each_library_and_says_when_the_alternate_is_the_same_build() {
+        let dir = std::env::temp_dir().join(format!("tally-suite-libs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (main, copy, other) = (dir.join("main.so"), dir.join("copy.so"), dir.join("other.so"));
+        std::fs::write(&main, b"one build").unwrap();
+        std::fs::write(&copy, b"one build").unwrap();
+        std::fs::write(&other, b"another build").unwrap();
+        let with = |alt: &Path, allocators: &str| {
+            let text = format!(
+                "--allocators {allocators} --tally-so {} --alt-so {}",
+                main.display(),
+                alt.display()
+            );
+            library_lines(&args(&text).unwrap().unwrap())
+        };
+        let same = with(&copy, "glibc,tally,tally-alt");
+        assert_eq!(same.len(), 3, "{same:?}");
+        assert!(same[0].starts_with(&format!("tally: {}, 9 bytes, written ", main.display())));
+        assert!(same[1].starts_with(&format!("tally-alt: {}, 9 bytes, written ", copy.display())));
+        assert!(same[2].starts_with("warning: tally-alt is the same bytes as tally"));
+        let differ = with(&other, "glibc,tally,tally-alt");
+        assert_eq!(differ.len(), 2, "{differ:?}");
+        assert!(differ[1].starts_with(&format!("tally-alt: {}, 13 bytes", other.display())));
+        // Only the libraries of the columns that run: glibc and the alternate alone.
+        let alone = with(&copy, "glibc,tally-alt");
+        assert_eq!(alone.len(), 1, "{alone:?}");
+        assert!(alone[0].starts_with("tally-alt: "));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
