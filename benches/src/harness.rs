@@ -568,10 +568,10 @@ pub fn content_hash(path: &Path) -> Option<u64> {
 }
 
 /// One line for the head of a report naming the library a column ran: `name`, its path, size,
-/// when it was last written and its [`content_hash`], so that a stale build (one a `cargo build`
-/// did not write again) shows by its time and an alternate identical to the main one by its
-/// hash.
-pub fn library_line(name: &str, path: &Path) -> String {
+/// when it was last written and `hash`, its [`content_hash`] (which the caller has, to compare
+/// it with another's), so that a stale build (one a `cargo build` did not write again) shows by
+/// its time and an alternate identical to the main one by its hash.
+pub fn library_line(name: &str, path: &Path, hash: Option<u64>) -> String {
     let Ok(meta) = std::fs::metadata(path) else {
         return format!("{name}: {} (unreadable)", path.display());
     };
@@ -580,7 +580,7 @@ pub fn library_line(name: &str, path: &Path) -> String {
         .ok()
         .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or_else(|| "unknown".to_string(), |since| utc_date(since.as_secs()));
-    let hash = content_hash(path).map_or_else(|| "unknown".to_string(), |hash| format!("{hash:016x}"));
+    let hash = hash.map_or_else(|| "unknown".to_string(), |hash| format!("{hash:016x}"));
     format!(
         "{name}: {}, {} bytes, written {written}, content hash {hash}",
         path.display(),
@@ -816,7 +816,7 @@ mod tests {
         assert_eq!(content_hash(&same), Some(hash));
         assert_ne!(content_hash(&other), Some(hash));
         assert_eq!(content_hash(&dir.join("missing.so")), None);
-        let line = library_line("tally", &one);
+        let line = library_line("tally", &one, Some(hash));
         assert!(
             line.starts_with(&format!("tally: {}, 14 bytes, written 20", one.display())),
             "{line}"
@@ -825,7 +825,8 @@ mod tests {
             line.ends_with(&format!("UTC, content hash {hash:016x}")),
             "{line}"
         );
-        assert!(library_line("tally-alt", &dir.join("missing.so")).ends_with("(unreadable)"));
+        let missing = dir.join("missing.so");
+        assert!(library_line("tally-alt", &missing, None).ends_with("(unreadable)"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -731,13 +731,17 @@ pub fn svg(results: &Results) -> String {
 fn library_lines(options: &Options) -> Vec<String> {
     let used = |kind: Preload| options.allocators.iter().any(|a| a.preload == kind);
     let mut lines = Vec::new();
-    if used(Preload::Tally) {
-        lines.push(library_line("tally", &options.tally_so));
-    }
+    let tally_hash = if used(Preload::Tally) {
+        let hash = content_hash(&options.tally_so);
+        lines.push(library_line("tally", &options.tally_so, hash));
+        hash
+    } else {
+        None
+    };
     if let Some(alt) = options.alt_so.as_ref().filter(|_| used(Preload::AltTally)) {
-        lines.push(library_line("tally-alt", alt));
         let hash = content_hash(alt);
-        if used(Preload::Tally) && hash.is_some() && hash == content_hash(&options.tally_so) {
+        lines.push(library_line("tally-alt", alt, hash));
+        if hash.is_some() && hash == tally_hash {
             lines.push(
                 "warning: tally-alt is the same bytes as tally, so its columns compare a build with itself"
                     .to_string(),
