@@ -73,6 +73,17 @@ print(f'{($b - $a) / d:.1f} ({($bm - $am) / d:.1f} + {($bf - $af) / d:.1f})')")"
     echo
 done
 echo
+# Which builds the Tally columns counted, as the suite's report says (a stale or identical
+# alternate shows by its time or its hash).
+for i in "${!names[@]}"; do
+    [[ "${names[$i]}" == tally* ]] || continue
+    printf '%s: %s, %s, sha256 %s\n' "${names[$i]}" "${libs[$i]}" \
+        "$(date -u -r "${libs[$i]}" '+written %Y-%m-%d %H:%M UTC')" "$(sha256sum "${libs[$i]}" | cut -c1-16)"
+done
+if [[ -n "$alt" ]] && cmp -s "$alt" "$PWD/target/release/libtally.so"; then
+    echo "warning: tally-alt is the same bytes as tally, so its column counts a build against itself"
+fi
+echo
 if ((batch)); then
     echo "Each cell: instructions per pair, the loop's own included (in parentheses: per malloc + per free); in batches of $batch."
 else
