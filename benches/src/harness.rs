@@ -14,6 +14,14 @@
 //! freed memory the kernel may still be reclaiming). The report gives the spread over rounds
 //! ([`Summary::spread`], [`Samples::noise`]), so a reader can tell a difference from noise.
 //!
+//! # Two modes
+//!
+//! On the project's VM a threaded workload's round runs either fast or about three times slower
+//! whatever the allocator (`larson`: 1.3-1.9 s or 3.9-7.1 s in one suite run), most likely by
+//! where the host places the two vCPUs. A median of five such rounds compares how many rounds
+//! fell in each mode. The report names the rows where several columns' rounds split so
+//! ([`two_mode_rows`]).
+//!
 //! # Ratios and their geometric mean
 //!
 //! Every cell is reported against the same row's *baseline* column (glibc or `System`): a ratio
@@ -282,6 +290,56 @@ pub fn noise_sentence(samples: &Samples) -> Option<String> {
         noise.worst * 100.0,
         noise.column,
         noise.row
+    ))
+}
+
+/// How far apart (a ratio) two of a cell's samples must lie, with none between them, for the
+/// cell to count as run in two modes ([`two_mode_rows`]).
+pub const MODE_GAP: f64 = 1.8;
+
+/// Whether `values` fall into two groups with no value between `x` and `MODE_GAP * x`: the
+/// rounds of the cell ran in two modes (as a threaded program on this VM's two vCPUs does,
+/// depending on where the host places them), not a spread around one value.
+fn has_mode_gap(values: &[f64]) -> bool {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| *v > 0.0).collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.windows(2).any(|pair| pair[1] >= MODE_GAP * pair[0])
+}
+
+/// The rows in which at least two columns' cells ran in two modes (two samples [`MODE_GAP`]×
+/// apart with none between), each with how many columns did: a property of the row on this
+/// machine rather than of one column, and the rows whose medians compare how many rounds fell
+/// in each mode more than the columns themselves.
+pub fn two_mode_rows(samples: &Samples) -> Vec<(String, usize)> {
+    samples
+        .rows()
+        .iter()
+        .filter_map(|row| {
+            let split = samples
+                .columns()
+                .iter()
+                .filter(|column| has_mode_gap(&samples.values(column, row)))
+                .count();
+            (split >= 2).then(|| (row.clone(), split))
+        })
+        .collect()
+}
+
+/// The sentence a report names its two-mode rows in ([`two_mode_rows`]), or `None` if none.
+pub fn two_mode_sentence(samples: &Samples) -> Option<String> {
+    let rows = two_mode_rows(samples);
+    if rows.is_empty() {
+        return None;
+    }
+    let listed: Vec<String> = rows
+        .iter()
+        .map(|(row, split)| format!("{row} ({split} of {} columns)", samples.columns().len()))
+        .collect();
+    Some(format!(
+        "Two modes: in {} the rounds of several columns fall into a fast and a slow group at \
+         least {MODE_GAP}× apart, so a median there says how many rounds fell in each mode more \
+         than how the columns compare; see the raw samples.",
+        listed.join(", ")
     ))
 }
 
@@ -802,6 +860,40 @@ mod tests {
     #[should_panic(expected = "a row of")]
     fn a_short_row_is_a_bug() {
         MarkdownTable::new(["row", "x"]).row(["only"]);
+    }
+
+    #[test]
+    fn rows_whose_columns_run_in_two_modes_are_named() {
+        let mut samples = Samples::new(["a", "b", "c"], "a");
+        // Row "split": a and b each have a fast and a slow group (1.3 and 4.4 s), c is steady.
+        for (round, (a, b, c)) in [(1.3, 1.4, 2.0), (4.4, 4.5, 2.1), (4.3, 1.4, 2.0)]
+            .into_iter()
+            .enumerate()
+        {
+            samples.add("a", "split", round, a);
+            samples.add("b", "split", round, b);
+            samples.add("c", "split", round, c);
+        }
+        // Row "one": only column a splits: a column's quirk, not the row's.
+        for (round, (a, b)) in [(1.0, 1.0), (2.0, 1.1)].into_iter().enumerate() {
+            samples.add("a", "one", round, a);
+            samples.add("b", "one", round, b);
+        }
+        // Row "spread": wide but without a gap of 1.8× between neighbours.
+        for (round, a) in [1.0, 1.6, 2.5, 4.0].into_iter().enumerate() {
+            samples.add("a", "spread", round, a);
+            samples.add("b", "spread", round, a * 1.01);
+        }
+        assert!(has_mode_gap(&[1.3, 4.4, 4.3]));
+        assert!(!has_mode_gap(&[1.0, 1.6, 2.5, 4.0]));
+        assert!(!has_mode_gap(&[3.0]));
+        assert_eq!(two_mode_rows(&samples), [("split".to_string(), 2)]);
+        let sentence = two_mode_sentence(&samples).unwrap();
+        assert!(
+            sentence.starts_with("Two modes: in split (2 of 3 columns) the rounds"),
+            "{sentence}"
+        );
+        assert_eq!(two_mode_sentence(&Samples::new(["a"], "a")), None);
     }
 
     #[test]

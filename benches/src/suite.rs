@@ -27,8 +27,8 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use crate::harness::{
-    comparison_table, content_hash, library_line, noise_sentence, run_with_timeout, schedule, Machine,
-    MarkdownTable, Samples, MISSING,
+    comparison_table, content_hash, library_line, noise_sentence, run_with_timeout, schedule,
+    two_mode_sentence, Machine, MarkdownTable, Samples, MISSING,
 };
 
 /// Where Debian puts the peer allocators.
@@ -539,6 +539,9 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
     out.push_str(&comparison_table(&results.seconds, "workload", |s| format!("{s:.3}")).render());
     if let Some(noise) = noise_sentence(&results.seconds) {
         let _ = writeln!(out, "\n{noise}");
+    }
+    if let Some(modes) = two_mode_sentence(&results.seconds) {
+        let _ = writeln!(out, "\n{modes}");
     }
     let _ = writeln!(out, "\n## Peak RSS (median MiB, ratio to glibc)\n");
     out.push_str(
