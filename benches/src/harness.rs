@@ -293,6 +293,24 @@ pub fn noise_sentence(samples: &Samples) -> Option<String> {
     ))
 }
 
+/// For tests: a fresh directory named after `tag` and the process, holding `one.so`, `same.so`
+/// (the same bytes as `one`) and `other.so` written with `one` and `other`; the caller removes
+/// the directory.
+#[cfg(test)]
+pub(crate) fn test_libraries(
+    tag: &str,
+    one: &[u8],
+    other: &[u8],
+) -> (std::path::PathBuf, [std::path::PathBuf; 3]) {
+    let dir = std::env::temp_dir().join(format!("tally-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [dir.join("one.so"), dir.join("same.so"), dir.join("other.so")];
+    for (file, bytes) in files.iter().zip([one, one, other]) {
+        std::fs::write(file, bytes).unwrap();
+    }
+    (dir, files)
+}
+
 /// How far apart (a ratio) two of a cell's samples must lie, with none between them, for the
 /// cell to count as run in two modes ([`two_mode_rows`]).
 pub const MODE_GAP: f64 = 1.8;
@@ -898,12 +916,8 @@ mod tests {
 
     #[test]
     fn a_library_line_tells_two_builds_apart_by_their_bytes() {
-        let dir = std::env::temp_dir().join(format!("tally-harness-lib-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (one, same, other) = (dir.join("one.so"), dir.join("same.so"), dir.join("other.so"));
-        std::fs::write(&one, b"\x7fELF one build").unwrap();
-        std::fs::write(&same, b"\x7fELF one build").unwrap();
-        std::fs::write(&other, b"\x7fELF another build").unwrap();
+        let (dir, [one, same, other]) =
+            test_libraries("harness-lib", b"\x7fELF one build", b"\x7fELF another build");
         let hash = content_hash(&one).unwrap();
         assert_eq!(content_hash(&same), Some(hash));
         assert_ne!(content_hash(&other), Some(hash));

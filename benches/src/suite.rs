@@ -1123,12 +1123,8 @@ mod tests {
 
     #[test]
     fn the_report_names_each_library_and_says_when_the_alternate_is_the_same_build() {
-        let dir = std::env::temp_dir().join(format!("tally-suite-libs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (main, copy, other) = (dir.join("main.so"), dir.join("copy.so"), dir.join("other.so"));
-        std::fs::write(&main, b"one build").unwrap();
-        std::fs::write(&copy, b"one build").unwrap();
-        std::fs::write(&other, b"another build").unwrap();
+        let (dir, [main, copy, other]) =
+            crate::harness::test_libraries("suite-libs", b"one build", b"another build");
         let with = |alt: &Path, allocators: &str| {
             let text = format!(
                 "--allocators {allocators} --tally-so {} --alt-so {}",
