@@ -4,21 +4,25 @@
 # counts the instructions one malloc and one free execute on a thread-cache hit, and one realloc
 # moving a small block to another small class (hits for the new block and the old; its copy,
 # a call of the C library's memcpy, not counted), objdump says which of them are conditional
-# branches. Prints a table; exits 1 with one line per difference
-# (measured vs written, and where the comment is) or missing budget.
+# branches. The same for Rust's `__rust_alloc` and `__rust_dealloc` (budgets `rust_alloc` and
+# `rust_dealloc`) with Tally as the global allocator: `criterion_once alloc_free/16`, 16-byte
+# blocks allocated and freed by their layout. Prints a table; exits 1 with one line per
+# difference (measured vs written, and where the comment is) or missing budget.
 #
-# Usage: scripts/check-fast-paths.sh [--lib PATH] [--self-test]
-#   --lib PATH   check this libtally.so instead of building target/release/libtally.so
-#   --self-test  also check that wrong budgets fail: the measurement against copies of the
-#                source with a budget off by one instruction, off by one branch, and missing
-# Needs valgrind, objdump (binutils), cc and python3.
+# Usage: scripts/check-fast-paths.sh [--lib PATH] [--rust-bin PATH] [--self-test]
+#   --lib PATH       check this libtally.so instead of building target/release/libtally.so
+#   --rust-bin PATH  this criterion_once instead of building target/release/criterion_once
+#   --self-test      also check that wrong budgets fail: the measurement against copies of the
+#                    source with a budget off by one instruction, off by one branch, and missing
+# Needs valgrind, objdump and nm (binutils), cc and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/preload-callgrind.sh
 source scripts/preload-callgrind.sh
 
-usage() { sed -n '8,12s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '11,16s/^# \{0,1\}//p' "$0"; }
 lib=""
+rust_bin=""
 self_test=0
 while (($#)); do
     case "$1" in
@@ -27,14 +31,24 @@ while (($#)); do
         lib="$2"
         shift 2
         ;;
+    --rust-bin)
+        (($# >= 2)) || { echo "check-fast-paths: --rust-bin needs a path" >&2; exit 2; }
+        rust_bin="$2"
+        shift 2
+        ;;
     --self-test) self_test=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "check-fast-paths: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
 done
 
-need_tools check-fast-paths valgrind objdump cc python3
+need_tools check-fast-paths valgrind objdump nm cc python3
 lib=$(library check-fast-paths "$lib")
+if [[ -z "$rust_bin" ]]; then
+    cargo build --release -p tally-benches --bin criterion_once >&2
+    rust_bin=target/release/criterion_once
+fi
+[[ -x "$rust_bin" ]] || { echo "check-fast-paths: no program at $rust_bin" >&2; exit 2; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -52,11 +66,23 @@ profile "$short" "$work/short.out"
 profile $((short + delta)) "$work/long.out"
 profile "$short" "$work/realloc-short.out" realloc
 profile $((short + delta)) "$work/realloc-long.out" realloc
+# The Rust program links Tally itself: nothing to preload.
+rust_profile() { # ITERATIONS OUT
+    if ! env -u TALLY_CONF -u MALLOC_CONF valgrind --tool=callgrind --dump-instr=yes \
+        --dump-line=no --callgrind-out-file="$2" "$rust_bin" alloc_free/16 "$1" >"$2.log" 2>&1; then
+        cat "$2.log" >&2
+        echo "check-fast-paths: $rust_bin failed under valgrind (log above)" >&2
+        exit 2
+    fi
+}
+rust_profile "$short" "$work/rust-short.out"
+rust_profile $((short + delta)) "$work/rust-long.out"
 
 compare() { # SOURCE-DIR ROOT (messages name files relative to ROOT)
     python3 scripts/fast-paths/measure.py --lib "$lib" --src "$1" --root "$2" \
         --small "$work/short.out" --large "$work/long.out" --delta "$delta" \
-        --realloc-small "$work/realloc-short.out" --realloc-large "$work/realloc-long.out"
+        --realloc-small "$work/realloc-short.out" --realloc-large "$work/realloc-long.out" \
+        --rust-bin "$rust_bin" --rust-small "$work/rust-short.out" --rust-large "$work/rust-long.out"
 }
 
 status=0
@@ -91,4 +117,8 @@ mutate "free budget one branch more" \
 mutate "free budget missing" 'print unless /fast-path budget: free /' "free: no budget comment"
 mutate "realloc budget one instruction more" \
     's/(fast-path budget: realloc )(\d+)/$1 . ($2 + 1)/e; print' "realloc: measured"
+mutate "rust_dealloc budget one instruction short" \
+    's/(fast-path budget: rust_dealloc )(\d+)/$1 . ($2 - 1)/e; print' "rust_dealloc: measured"
+mutate "rust_alloc budget missing" 'print unless /fast-path budget: rust_alloc /' \
+    "rust_alloc: no budget comment"
 echo "check-fast-paths: self-test passed"

@@ -4,8 +4,11 @@
 Called by scripts/check-fast-paths.sh with two pairs of callgrind profiles (`--dump-instr=yes
 --dump-line=no`) of scripts/fast-paths/driver.c: in one pair, one run makes DELTA more
 malloc/free pairs than the other; in the other pair (`driver N realloc`), 2 DELTA more reallocs
-of a small block to another small class. For each exported symbol with a budget (malloc, free,
-realloc):
+of a small block to another small class. With `--rust-bin`, a third pair: that program (a Rust
+one with Tally as its `#[global_allocator]`, `criterion_once alloc_free/16 N`) making DELTA more
+`alloc`/`dealloc` pairs of 16 bytes. For each exported symbol with a budget (malloc, free,
+realloc; rust_alloc and rust_dealloc, Rust's `__rust_alloc` and `__rust_dealloc`, which call
+`Tally`'s `GlobalAlloc` methods inlined):
 
 - the hit path is the set of the symbol's instructions that ran on at least half of the extra
   calls (a miss runs at most a few times in DELTA calls: the event countdown every 64 KiB);
@@ -32,6 +35,13 @@ import sys
 from collections import defaultdict
 
 SYMBOLS = ("malloc", "free", "realloc")
+# The Rust entry points a program with Tally as its global allocator calls: the budget's name,
+# callgrind's (demangled) name, and the end of the symbol's mangled name (Rust's v0 mangling of
+# `__rustc::__rust_alloc`; objdump is given the mangled name `nm` finds).
+RUST_SYMBOLS = {
+    "rust_alloc": ("__rustc::__rust_alloc", "___rust_alloc"),
+    "rust_dealloc": ("__rustc::__rust_dealloc", "___rust_dealloc"),
+}
 # The calls a symbol's hit path may make: the C library's copy, for realloc.
 ALLOWED_CALLS = {"realloc": ("memcpy",)}
 MARKER = "fast-path budget:"
@@ -175,33 +185,45 @@ def is_allowed_call(sym, operands, comment):
     return any(re.search(rf"<{name}(?:@[^>]*)?>", target) for name in ALLOWED_CALLS.get(sym, ()))
 
 
-def measure(lib, profiles):
-    """`profiles`: per symbol, (shorter profile, longer profile, extra calls in the longer)."""
+def mangled_name(binary, suffix):
+    """The one symbol of `binary` whose name ends with `suffix` (`nm`), for objdump."""
+    out = subprocess.run(["nm", binary], check=True, capture_output=True, text=True).stdout
+    names = sorted({line.split()[-1] for line in out.splitlines()
+                    if line.split() and line.split()[-1].endswith(suffix)})
+    if len(names) != 1:
+        fail(f"{binary}: expected one symbol ending in {suffix}, found {names or 'none'}")
+    return names[0]
+
+
+def measure(paths):
+    """`paths`: per symbol, (the object it is in, callgrind's name for it, objdump's name for
+    it, shorter profile, longer profile, extra calls in the longer)."""
     parsed = {}
     results = {}
-    for sym in SYMBOLS:
-        small, large, delta = profiles[sym]
+    for sym, (obj, fn, objdump_name, small, large, delta) in paths.items():
         for path in (small, large):
-            if path not in parsed:
-                parsed[path] = parse_callgrind(path, lib)
-        small_cost, small_callee, small_calls, _ = parsed[small]
-        large_cost, large_callee, large_calls, _ = parsed[large]
-        calls = large_calls[sym] - small_calls[sym]
+            if (path, obj) not in parsed:
+                parsed[(path, obj)] = parse_callgrind(path, obj)
+        small_cost, small_callee, small_calls, _ = parsed[(small, obj)]
+        large_cost, large_callee, large_calls, _ = parsed[(large, obj)]
+        calls = large_calls[fn] - small_calls[fn]
         if calls != delta:
             fail(f"{sym}: the longer run made {calls} more calls than the shorter, expected {delta}"
-                 " (is the driver built with -fno-builtin, and did LD_PRELOAD take effect?)")
-        diffs = {a: large_cost[sym][a] - small_cost[sym].get(a, 0) for a in large_cost[sym]}
+                 " (is the driver built with -fno-builtin, did LD_PRELOAD take effect, and is"
+                 " Rust's entry point still a function of its own?)")
+        diffs = {a: large_cost[fn][a] - small_cost[fn].get(a, 0) for a in large_cost[fn]}
         hit = sorted(a for a, d in diffs.items() if d * 2 >= delta)
         if not hit:
             fail(f"{sym}: no instruction ran on the hit path")
-        insns = disassemble(lib, sym)
+        insns = disassemble(obj, objdump_name)
         unknown = [a for a in hit if a not in insns]
         if unknown:
             fail(f"{sym}: callgrind's address {unknown[0]:#x} is not an instruction of {sym} in "
                  f"objdump's listing")
         executed = round(sum(diffs[a] for a in hit) / delta)
-        amortized = (sum(diffs.values()) + large_callee[sym] - small_callee[sym]) / delta
+        amortized = (sum(diffs.values()) + large_callee[fn] - small_callee[fn]) / delta
         results[sym] = {
+            "object": obj,
             "instructions": executed,
             "addresses": len(hit),
             "branches": sum(is_conditional_branch(insns[a][0]) for a in hit),
@@ -256,38 +278,52 @@ def main():
                     help="callgrind profile of the shorter realloc run (`driver N realloc`)")
     ap.add_argument("--realloc-large", required=True,
                     help="callgrind profile of the longer realloc run, DELTA more rounds")
+    ap.add_argument("--rust-bin", help="the Rust program of --rust-small and --rust-large")
+    ap.add_argument("--rust-small", help="callgrind profile of its shorter run")
+    ap.add_argument("--rust-large", help="callgrind profile of its longer run, DELTA more pairs")
     args = ap.parse_args()
+    rust = (args.rust_bin, args.rust_small, args.rust_large)
+    if any(rust) and not all(rust):
+        fail("--rust-bin, --rust-small and --rust-large go together")
 
     pairs = (args.small, args.large, args.delta)
-    profiles = {"malloc": pairs, "free": pairs,
-                # Two reallocs a round: to the other class and back.
-                "realloc": (args.realloc_small, args.realloc_large, 2 * args.delta)}
-    measured = measure(args.lib, profiles)
+    paths = {"malloc": (args.lib, "malloc", "malloc", *pairs),
+             "free": (args.lib, "free", "free", *pairs),
+             # Two reallocs a round: to the other class and back.
+             "realloc": (args.lib, "realloc", "realloc", args.realloc_small, args.realloc_large,
+                         2 * args.delta)}
+    if args.rust_bin:
+        binary = os.path.realpath(args.rust_bin)
+        for sym, (fn, suffix) in RUST_SYMBOLS.items():
+            paths[sym] = (binary, fn, mangled_name(binary, suffix), args.rust_small,
+                          args.rust_large, args.delta)
+    measured = measure(paths)
     budgets, problems = read_budgets(args.src, args.root)
     for sym in budgets:
-        if sym not in measured:
+        if sym not in measured and not (sym in RUST_SYMBOLS and not args.rust_bin):
             problems.append(f"{budgets[sym]['where']}: budget for {sym}, which the check does not "
-                            f"measure (it measures {', '.join(SYMBOLS)})")
+                            f"measure (it measures {', '.join(measured)})")
 
-    print(f"{'fast path':<10} {'measured':>20} {'written':>20}  {'Ir/call':>8}  where")
-    for sym in SYMBOLS:
+    print(f"{'fast path':<12} {'measured':>20} {'written':>20}  {'Ir/call':>8}  where")
+    for sym in measured:
         got = measured[sym]
         b = budgets.get(sym)
         got_text = f"{got['instructions']} instr, {got['branches']} br"
         want_text = f"{b['instructions']} instr, {b['branches']} br" if b else "(no budget)"
         where = b["where"] if b else "-"
-        print(f"{sym:<10} {got_text:>20} {want_text:>20}  {got['amortized']:8.2f}  {where}")
+        print(f"{sym:<12} {got_text:>20} {want_text:>20}  {got['amortized']:8.2f}  {where}")
         if got["instructions"] != got["addresses"]:
             problems.append(f"{sym}: the hit path executes {got['instructions']} instructions but "
                             f"has {got['addresses']} distinct ones (a loop?); the budget counts "
                             "executed instructions")
-        if sym == "free" and got["byte_loads"] == 0:
-            problems.append("free: the hit path loads no single byte: the free mark's compare "
+        if sym in ("free", "rust_dealloc") and got["byte_loads"] == 0:
+            problems.append(f"{sym}: the hit path loads no single byte: the free mark's compare "
                             "must read the block's first byte before its word (allocator/src/"
                             "freed.rs, \"Why a byte first\")")
         if got["calls"]:
             problems.append(f"{sym}: the hit path makes a call (at {got['calls'][0]:#x} in "
-                            f"{os.path.basename(args.lib)}), whose instructions are not counted")
+                            f"{os.path.basename(got['object'])}), whose instructions are not "
+                            "counted")
         if b is None:
             problems.append(f"{sym}: no budget comment under {os.path.relpath(args.src, args.root)}"
                             f" (add `// {MARKER} {sym} {got['instructions']} instructions, "
