@@ -82,7 +82,8 @@ compare() { # SOURCE-DIR ROOT (messages name files relative to ROOT)
     python3 scripts/fast-paths/measure.py --lib "$lib" --src "$1" --root "$2" \
         --small "$work/short.out" --large "$work/long.out" --delta "$delta" \
         --realloc-small "$work/realloc-short.out" --realloc-large "$work/realloc-long.out" \
-        --rust-bin "$rust_bin" --rust-small "$work/rust-short.out" --rust-large "$work/rust-long.out"
+        --rust-bin "$rust_bin" --rust-small "$work/rust-short.out" \
+        --rust-large "$work/rust-long.out"
 }
 
 status=0

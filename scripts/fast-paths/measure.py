@@ -35,13 +35,11 @@ import sys
 from collections import defaultdict
 
 SYMBOLS = ("malloc", "free", "realloc")
-# The Rust entry points a program with Tally as its global allocator calls: the budget's name,
-# callgrind's (demangled) name, and the end of the symbol's mangled name (Rust's v0 mangling of
-# `__rustc::__rust_alloc`; objdump is given the mangled name `nm` finds).
-RUST_SYMBOLS = {
-    "rust_alloc": ("__rustc::__rust_alloc", "___rust_alloc"),
-    "rust_dealloc": ("__rustc::__rust_dealloc", "___rust_dealloc"),
-}
+# The Rust entry points a program with Tally as its global allocator calls, by the budget's
+# name: the symbol. Recent compilers mangle it (`__rustc::__rust_alloc`, in v0 a name ending
+# in `___rust_alloc`), older ones leave it plain; callgrind demangles it, and objdump is given
+# the name `nm` finds.
+RUST_SYMBOLS = {"rust_alloc": "__rust_alloc", "rust_dealloc": "__rust_dealloc"}
 # The calls a symbol's hit path may make: the C library's copy, for realloc.
 ALLOWED_CALLS = {"realloc": ("memcpy",)}
 MARKER = "fast-path budget:"
@@ -185,14 +183,18 @@ def is_allowed_call(sym, operands, comment):
     return any(re.search(rf"<{name}(?:@[^>]*)?>", target) for name in ALLOWED_CALLS.get(sym, ()))
 
 
-def mangled_name(binary, suffix):
-    """The one symbol of `binary` whose name ends with `suffix` (`nm`), for objdump."""
+def rust_symbol(binary, name):
+    """Callgrind's and objdump's names of Rust's `name` (`__rust_alloc`) in `binary`: plain, or
+    mangled under `__rustc` (the one symbol `nm` lists that ends in `_` and the name)."""
     out = subprocess.run(["nm", binary], check=True, capture_output=True, text=True).stdout
-    names = sorted({line.split()[-1] for line in out.splitlines()
-                    if line.split() and line.split()[-1].endswith(suffix)})
-    if len(names) != 1:
-        fail(f"{binary}: expected one symbol ending in {suffix}, found {names or 'none'}")
-    return names[0]
+    symbols = {line.split()[-1] for line in out.splitlines() if line.split()}
+    if name in symbols:
+        return name, name
+    mangled = sorted(s for s in symbols if s.endswith("_" + name))
+    if len(mangled) != 1:
+        fail(f"{binary}: expected the symbol {name}, or one mangled name ending in _{name}; "
+             f"found {mangled or 'none'}")
+    return f"__rustc::{name}", mangled[0]
 
 
 def measure(paths):
@@ -294,9 +296,9 @@ def main():
                          2 * args.delta)}
     if args.rust_bin:
         binary = os.path.realpath(args.rust_bin)
-        for sym, (fn, suffix) in RUST_SYMBOLS.items():
-            paths[sym] = (binary, fn, mangled_name(binary, suffix), args.rust_small,
-                          args.rust_large, args.delta)
+        for sym, name in RUST_SYMBOLS.items():
+            paths[sym] = (binary, *rust_symbol(binary, name), args.rust_small, args.rust_large,
+                          args.delta)
     measured = measure(paths)
     budgets, problems = read_budgets(args.src, args.root)
     for sym in budgets:
