@@ -3,9 +3,10 @@
 #
 #   benches/run-criterion.sh [criterion args]     e.g. --quick, alloc_free/16, --measurement-time 0.2
 #
-# Builds the bench targets of package tally-criterion (benches/criterion/), runs them one after
-# the other with
+# Builds the bench targets of package tally-criterion (benches/criterion/), then runs the
+# programs built one after the other, as
 #   cargo bench -p tally-criterion --bench criterion_<variant> -- <criterion args>
+# would but without building again (a source edited while it runs cannot reach a later variant)
 # (system, tally, tally_prof, mimalloc, jemalloc, stoolap, stoolap_prof; 23 benchmarks each at
 # about 1.5 s, and the two heavy ones, btree_strings and vec_extend, at 2-6 s, each in a process
 # of its own; ~6 minutes in all), then prints the table of what this run measured (median ns per
@@ -27,17 +28,38 @@ cargo_flags=(${TALLY_BENCH_CARGO_FLAGS:-})
 start=$(date +%s)
 
 # Build everything first, so that a compile error stops the run before any measurement and no
-# compiler runs while a benchmark does.
+# compiler runs while a benchmark does; then run the programs built, not `cargo bench` again,
+# which would compile a source edited during the run into the variants after it.
 selected=()
 for target in $targets; do
     selected+=(--bench "criterion_$target")
 done
-cargo bench -p tally-criterion "${cargo_flags[@]}" "${selected[@]}" --no-run
+built=$(cargo bench -p tally-criterion "${cargo_flags[@]}" "${selected[@]}" --no-run \
+    --message-format=json-render-diagnostics)
 cargo build --release -p tally-benches --no-default-features --bin criterion_table
+# executable NAME: the path cargo reported for bench target NAME.
+executable() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    if not line.startswith("{"):
+        continue
+    m = json.loads(line)
+    if (m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1]
+            and "bench" in m["target"]["kind"] and m.get("executable")):
+        print(m["executable"])
+        break
+' "$1" <<<"$built"
+}
+# Criterion's results and the heavy benchmarks' peak RSS go to $CARGO_TARGET_DIR/criterion, as
+# under `cargo bench`.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 for target in $targets; do
-    echo "run-criterion.sh: criterion_$target" >&2
-    cargo bench -p tally-criterion "${cargo_flags[@]}" --bench "criterion_$target" -- "$@"
+    exe=$(executable "criterion_$target")
+    [[ -x "$exe" ]] || { echo "run-criterion.sh: cargo reported no program for criterion_$target" >&2; exit 2; }
+    echo "run-criterion.sh: criterion_$target ($exe)" >&2
+    "$exe" --bench "$@"
 done
 
 exec "${CARGO_TARGET_DIR:-target}/release/criterion_table" --since "$start" --args "$*"
