@@ -67,16 +67,9 @@ profile $((short + delta)) "$work/long.out"
 profile "$short" "$work/realloc-short.out" realloc
 profile $((short + delta)) "$work/realloc-long.out" realloc
 # The Rust program links Tally itself: nothing to preload.
-rust_profile() { # ITERATIONS OUT
-    if ! env -u TALLY_CONF -u MALLOC_CONF valgrind --tool=callgrind --dump-instr=yes \
-        --dump-line=no --callgrind-out-file="$2" "$rust_bin" alloc_free/16 "$1" >"$2.log" 2>&1; then
-        cat "$2.log" >&2
-        echo "check-fast-paths: $rust_bin failed under valgrind (log above)" >&2
-        exit 2
-    fi
-}
-rust_profile "$short" "$work/rust-short.out"
-rust_profile $((short + delta)) "$work/rust-long.out"
+callgrind_profile check-fast-paths "$work/rust-short.out" "$rust_bin" alloc_free/16 "$short"
+callgrind_profile check-fast-paths "$work/rust-long.out" "$rust_bin" alloc_free/16 \
+    $((short + delta))
 
 compare() { # SOURCE-DIR ROOT (messages name files relative to ROOT)
     python3 scripts/fast-paths/measure.py --lib "$lib" --src "$1" --root "$2" \

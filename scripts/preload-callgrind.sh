@@ -28,17 +28,24 @@ library() {
     realpath "$lib"
 }
 
-# preloaded_callgrind NAME LIB OUT COMMAND...: runs COMMAND under callgrind (instruction
-# addresses, no lines) with LIB preloaded and no TALLY_CONF or MALLOC_CONF, the profile in OUT;
-# exits 2 showing valgrind's log if the run fails.
-preloaded_callgrind() {
-    local name=$1 lib=$2 out=$3
-    shift 3
-    if ! env -u TALLY_CONF -u MALLOC_CONF LD_PRELOAD="$lib" \
+# callgrind_profile NAME OUT COMMAND...: runs COMMAND under callgrind (instruction addresses,
+# no lines) with no TALLY_CONF or MALLOC_CONF, the profile in OUT; exits 2 showing valgrind's
+# log if the run fails.
+callgrind_profile() {
+    local name=$1 out=$2
+    shift 2
+    if ! env -u TALLY_CONF -u MALLOC_CONF \
         valgrind --tool=callgrind --dump-instr=yes --dump-line=no --callgrind-out-file="$out" \
         "$@" >"$out.log" 2>&1; then
         cat "$out.log" >&2
         echo "$name: $1 failed under valgrind (log above)" >&2
         exit 2
     fi
+}
+
+# preloaded_callgrind NAME LIB OUT COMMAND...: callgrind_profile with LIB preloaded.
+preloaded_callgrind() {
+    local name=$1 lib=$2 out=$3
+    shift 3
+    LD_PRELOAD="$lib" callgrind_profile "$name" "$out" "$@"
 }

@@ -289,11 +289,10 @@ def main():
         fail("--rust-bin, --rust-small and --rust-large go together")
 
     pairs = (args.small, args.large, args.delta)
-    paths = {"malloc": (args.lib, "malloc", "malloc", *pairs),
-             "free": (args.lib, "free", "free", *pairs),
-             # Two reallocs a round: to the other class and back.
-             "realloc": (args.lib, "realloc", "realloc", args.realloc_small, args.realloc_large,
-                         2 * args.delta)}
+    paths = {sym: (args.lib, sym, sym, *pairs) for sym in SYMBOLS}
+    # Two reallocs a round: to the other class and back.
+    paths["realloc"] = (args.lib, "realloc", "realloc", args.realloc_small, args.realloc_large,
+                        2 * args.delta)
     if args.rust_bin:
         binary = os.path.realpath(args.rust_bin)
         for sym, name in RUST_SYMBOLS.items():
