@@ -289,6 +289,8 @@ options:
                       workload, tab-separated: name, stdin file (or empty), environment
                       (space-separated K=V, or empty), then the command's words (without an
                       allocator: for other tools to run, benches/run-prof-cost.sh --suite)
+  --report-from RAW   run nothing: print the report of the runs in RAW, a suite.raw.tsv
+                      this program wrote (its tables, and Tally against the targets)
 ";
 
 /// What to run, from the command line.
@@ -312,6 +314,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Print the workloads' commands instead of running them ([`commands`]).
     pub commands: bool,
+    /// Run nothing: report again the runs of this `suite.raw.tsv` ([`markdown_again`]).
+    pub report_from: Option<PathBuf>,
 }
 
 /// The workspace root, and the cargo target directory (`CARGO_TARGET_DIR`, else
@@ -346,6 +350,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
     let mut out = target.join("bench");
     let mut timeout = Duration::from_secs(300);
     let mut commands = false;
+    let mut report_from = None;
     let list = |text: &str| -> Vec<String> {
         text.split(',')
             .map(str::trim)
@@ -388,6 +393,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
                     .ok_or_else(|| format!("--timeout-s: {text:?} is not a number of seconds"))?;
             }
             "--commands" => commands = true,
+            "--report-from" => report_from = Some(PathBuf::from(value()?)),
             "-h" | "--help" => return Ok(None),
             _ => return Err(format!("unknown argument {arg:?}\n\n{USAGE}")),
         }
@@ -435,6 +441,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Optio
         out,
         timeout,
         commands,
+        report_from,
     }))
 }
 
@@ -535,6 +542,44 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
     let mut out = String::from("# Benchmark suite\n\n");
     out.push_str(&machine.markdown_lines());
     let _ = writeln!(out, "- settings: {settings}");
+    out.push_str(&sections(results));
+    out
+}
+
+/// The report of the runs in `raw`, a `suite.raw.tsv` read from `path` ([`results_from_raw`]):
+/// the tables of [`markdown`] under a head that names the file instead of the machine.
+///
+/// # Errors
+///
+/// As [`results_from_raw`].
+pub fn markdown_again(raw: &str, path: &Path) -> Result<String, String> {
+    let results = results_from_raw(raw)?;
+    let rounds = results
+        .seconds
+        .rows()
+        .iter()
+        .flat_map(|row| {
+            results
+                .seconds
+                .columns()
+                .iter()
+                .map(|column| results.seconds.values(column, row).len())
+        })
+        .max()
+        .unwrap_or(0);
+    let mut out = String::from("# Benchmark suite\n\n");
+    let _ = writeln!(
+        out,
+        "- from the runs in {} (up to {rounds} a cell); medians; ratios against glibc (lower is better)",
+        path.display()
+    );
+    out.push_str(&sections(&results));
+    Ok(out)
+}
+
+/// Everything of the report below its head.
+fn sections(results: &Results) -> String {
+    let mut out = String::new();
     let _ = writeln!(out, "\n## Wall time (median seconds, ratio to glibc)\n");
     out.push_str(&comparison_table(&results.seconds, "workload", |s| format!("{s:.3}")).render());
     if let Some(noise) = noise_sentence(&results.seconds) {
@@ -550,6 +595,13 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
         })
         .render(),
     );
+    if let Some(section) = targets(results) {
+        let _ = writeln!(
+            out,
+            "\n## Tally against the targets (time within 5% of the fastest peer; peak RSS at most glibc's × 1.10 or the leanest peer's)\n"
+        );
+        out.push_str(&section);
+    }
     if results
         .final_rss_kib
         .rows()
@@ -584,6 +636,199 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &str) -> String 
         }
     }
     out
+}
+
+/// The allocators the issue's targets hold Tally against: the C library's and the three peers'.
+const PEERS: [&str; 4] = ["glibc", "jemalloc", "mimalloc", "tcmalloc"];
+/// The column the targets are about.
+const SUBJECT: &str = "tally";
+/// "Within 5% of the fastest peer's time or better."
+const TIME_SLACK: f64 = 1.05;
+/// "Peak RSS at most glibc's × 1.10 or the leanest peer's, whichever is higher", and the suite's
+/// geometric mean of RSS ratios at most this too.
+const RSS_SLACK: f64 = 1.10;
+
+/// Tally's column against the targets of the suite (`docs/benchmarks.md`): per workload, its
+/// median time over the fastest peer's (glibc counts as one) and its median peak RSS against
+/// the bound, then a count of each and the geometric means. `None` without a `tally` column or
+/// any peer's.
+pub fn targets(results: &Results) -> Option<String> {
+    let (seconds, rss) = (&results.seconds, &results.maxrss_kib);
+    let has = |column: &str| seconds.columns().iter().any(|c| c == column);
+    let peers: Vec<&str> = PEERS.into_iter().filter(|peer| has(peer)).collect();
+    if !has(SUBJECT) || peers.is_empty() {
+        return None;
+    }
+    // The peer with the lowest median of `samples` for `row`, and that median.
+    let best = |samples: &Samples, row: &str| {
+        peers
+            .iter()
+            .filter_map(|&peer| Some((peer, samples.median(peer, row)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let mut table = MarkdownTable::new([
+        "workload",
+        "fastest peer (s)",
+        "tally / it",
+        "time",
+        "RSS bound (MiB)",
+        "tally (MiB)",
+        "RSS",
+    ]);
+    let (mut time_over, mut rss_over) = (Vec::new(), Vec::new());
+    let (mut time_rows, mut rss_rows) = (0, 0);
+    for row in seconds.rows() {
+        let mut cells = vec![row.clone()];
+        match (best(seconds, row), seconds.median(SUBJECT, row)) {
+            (Some((peer, fastest)), Some(time)) => {
+                let ratio = time / fastest;
+                time_rows += 1;
+                let within = ratio <= TIME_SLACK;
+                if !within {
+                    time_over.push(format!("`{row}` {ratio:.2}× {peer}"));
+                }
+                cells.extend([
+                    format!("{fastest:.3} ({peer})"),
+                    format!("{ratio:.3}×"),
+                    (if within { "within" } else { "**over**" }).to_string(),
+                ]);
+            }
+            _ => cells.extend([MISSING; 3].map(String::from)),
+        }
+        // The bound: glibc's × 1.10, or the leanest other peer's if that is higher.
+        let glibc = rss
+            .median(BASELINE, row)
+            .map(|kib| (kib * RSS_SLACK, "glibc × 1.10"));
+        let leanest = peers
+            .iter()
+            .filter(|&&peer| peer != BASELINE)
+            .filter_map(|&peer| Some((rss.median(peer, row)?, peer)))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let bound = match (glibc, leanest) {
+            (Some(g), Some(l)) => Some(if l.0 > g.0 { l } else { g }),
+            (g, l) => g.or(l),
+        };
+        match (bound, rss.median(SUBJECT, row)) {
+            (Some((bound, by)), Some(kib)) => {
+                rss_rows += 1;
+                let within = kib <= bound;
+                if !within {
+                    rss_over.push(format!(
+                        "`{row}` {:.2} MiB against {:.2} ({by})",
+                        kib / 1024.0,
+                        bound / 1024.0
+                    ));
+                }
+                cells.extend([
+                    format!("{:.2} ({by})", bound / 1024.0),
+                    format!("{:.2}", kib / 1024.0),
+                    (if within { "within" } else { "**over**" }).to_string(),
+                ]);
+            }
+            _ => cells.extend([MISSING; 3].map(String::from)),
+        }
+        table.row(cells);
+    }
+    let mut out = table.render();
+    let over = |list: &[String]| {
+        if list.is_empty() {
+            String::new()
+        } else {
+            format!(" (over: {})", list.join(", "))
+        }
+    };
+    let _ = writeln!(
+        out,
+        "\n- Time within 5% of the fastest peer (of {}) on {} of {time_rows}{}.",
+        peers.join(", "),
+        time_rows - time_over.len(),
+        over(&time_over)
+    );
+    let _ = writeln!(
+        out,
+        "- Peak RSS within its bound on {} of {rss_rows}{}.",
+        rss_rows - rss_over.len(),
+        over(&rss_over)
+    );
+    if let Some(mean) = rss.geometric_mean_ratio(SUBJECT) {
+        let _ = writeln!(
+            out,
+            "- Peak RSS geometric mean {mean:.2}× glibc (target at most {RSS_SLACK:.2}×): {}.",
+            if mean <= RSS_SLACK { "met" } else { "not met" }
+        );
+    }
+    let mean = |column: &str| seconds.geometric_mean_ratio(column);
+    if let Some(tally) = mean(SUBJECT) {
+        let lowest_peer = peers
+            .iter()
+            .filter_map(|&peer| Some((peer, mean(peer)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let verdict = match lowest_peer {
+            Some((peer, m)) if m < tally => format!("not the lowest ({peer} {m:.2}×)"),
+            Some((peer, m)) => format!("the lowest (next: {peer} {m:.2}×)"),
+            None => "no peer to compare".to_string(),
+        };
+        let _ = writeln!(out, "- Time geometric mean {tally:.2}× glibc: {verdict}.");
+    }
+    Some(out)
+}
+
+/// The [`Results`] of a `suite.raw.tsv` (as [`run`] writes it: a header line, then one run a
+/// line), for [`markdown`] to report again.
+///
+/// # Errors
+///
+/// The first line that is not a run, with its number.
+pub fn results_from_raw(tsv: &str) -> Result<Results, String> {
+    let mut runs = Vec::new();
+    let mut lines = tsv.lines().enumerate();
+    match lines.next() {
+        Some((_, header)) if header.starts_with("allocator\tworkload\tround\tseconds\tpeak_rss_kib") => {}
+        _ => return Err("line 1: not the header of a suite.raw.tsv".to_string()),
+    }
+    for (index, line) in lines.filter(|(_, line)| !line.trim().is_empty()) {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let parsed = (fields.len() >= 5)
+            .then(|| {
+                Some((
+                    fields[0],
+                    fields[1],
+                    fields[2].parse::<usize>().ok().filter(|&round| round >= 1)?,
+                    fields[3].parse::<f64>().ok()?,
+                    fields[4].parse::<f64>().ok()?,
+                    fields.get(5).copied().unwrap_or_default(),
+                ))
+            })
+            .flatten();
+        let Some(run) = parsed else {
+            return Err(format!("line {}: not a run: {line:?}", index + 1));
+        };
+        runs.push(run);
+    }
+    let mut workloads: Vec<&str> = Vec::new();
+    let mut allocators: Vec<&str> = Vec::new();
+    for &(allocator, workload, ..) in &runs {
+        if !workloads.contains(&workload) {
+            workloads.push(workload);
+        }
+        if !allocators.contains(&allocator) {
+            allocators.push(allocator);
+        }
+    }
+    let mut results = Results::new(&workloads, &allocators);
+    for (allocator, workload, round, seconds, kib, extra) in runs {
+        results.seconds.add(allocator, workload, round - 1, seconds);
+        results.maxrss_kib.add(allocator, workload, round - 1, kib);
+        let final_kib = extra
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == "final_rss_kib")
+            .and_then(|(_, value)| value.parse::<f64>().ok());
+        if let Some(kib) = final_kib {
+            results.final_rss_kib.add(allocator, workload, round - 1, kib);
+        }
+    }
+    Ok(results)
 }
 
 /// The pairs of columns whose ratio is the profiler's or guarded sampling's cost: (on, off).
@@ -1045,6 +1290,23 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(path) = &options.report_from {
+        let report = std::fs::read_to_string(path)
+            .map_err(|error| format!("{}: {error}", path.display()))
+            .and_then(|raw| {
+                markdown_again(&raw, path).map_err(|error| format!("{}: {error}", path.display()))
+            });
+        return match report {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("suite: {message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if options.commands {
         return match commands(&options) {
             Ok(lines) => {
@@ -1347,6 +1609,147 @@ mod tests {
         assert!(
             md.contains(&format!("| geometric mean | {:.3}× |", 1.1f64.sqrt())),
             "{md}"
+        );
+    }
+
+    /// Two workloads under the C library, Tally and the three peers, medians as given (one
+    /// round): `slow` where glibc is the fastest and Tally 6% over it, its RSS over glibc's
+    /// × 1.10; `quick` where Tally is 4% over mimalloc, its RSS under the leanest peer's.
+    fn target_results() -> Results {
+        let mut results = Results::new(
+            &["slow", "quick"],
+            &["glibc", "tally", "tally-prof", "jemalloc", "mimalloc", "tcmalloc"],
+        );
+        for (column, slow, quick) in [
+            ("glibc", (1.0, 1000.0), (2.0, 1000.0)),
+            ("tally", (1.06, 1120.0), (0.52, 1290.0)),
+            // A Tally variant is not a peer: faster and leaner than all, it changes nothing.
+            ("tally-prof", (0.1, 10.0), (0.1, 10.0)),
+            ("jemalloc", (1.2, 1200.0), (0.9, 1400.0)),
+            ("mimalloc", (1.3, 1050.0), (0.5, 1300.0)),
+            ("tcmalloc", (1.1, 2000.0), (0.6, 1500.0)),
+        ] {
+            for (row, (seconds, kib)) in [("slow", slow), ("quick", quick)] {
+                results.seconds.add(column, row, 0, seconds);
+                results.maxrss_kib.add(column, row, 0, kib);
+            }
+        }
+        results
+    }
+
+    #[test]
+    fn targets_count_glibc_as_a_peer_and_bound_rss_by_the_higher_of_the_two() {
+        let section = targets(&target_results()).unwrap();
+        assert!(
+            section.contains(
+                "| slow | 1.000 (glibc) | 1.060× | **over** | 1.07 (glibc × 1.10) | 1.09 | **over** |"
+            ),
+            "{section}"
+        );
+        assert!(
+            section
+                .contains("| quick | 0.500 (mimalloc) | 1.040× | within | 1.27 (mimalloc) | 1.26 | within |"),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "- Time within 5% of the fastest peer (of glibc, jemalloc, mimalloc, tcmalloc) on 1 of 2 \
+                 (over: `slow` 1.06× glibc)."
+            ),
+            "{section}"
+        );
+        assert!(
+            section.contains(
+                "- Peak RSS within its bound on 1 of 2 (over: `slow` 1.09 MiB against 1.07 (glibc × 1.10))."
+            ),
+            "{section}"
+        );
+        // RSS ratios 1.12 and 1.29; times 1.06 and 0.26 against mimalloc's 1.3 and 0.25
+        // (tcmalloc's 1.1 and 0.3 make a higher mean).
+        let rss = (1.12f64 * 1.29).sqrt();
+        assert!(
+            section.contains(&format!(
+                "- Peak RSS geometric mean {rss:.2}× glibc (target at most 1.10×): not met."
+            )),
+            "{section}"
+        );
+        let (tally, mimalloc) = ((1.06f64 * 0.26).sqrt(), (1.3f64 * 0.25).sqrt());
+        assert!(
+            section.contains(&format!(
+                "- Time geometric mean {tally:.2}× glibc: the lowest (next: mimalloc {mimalloc:.2}×)."
+            )),
+            "{section}"
+        );
+        // In the report, after the RSS table.
+        let md = markdown(&target_results(), &Machine::default(), "1 round");
+        let (rss_at, targets_at) = (
+            md.find("## Peak RSS").unwrap(),
+            md.find("## Tally against the targets").unwrap(),
+        );
+        assert!(rss_at < targets_at, "{md}");
+    }
+
+    #[test]
+    fn targets_need_tally_and_a_peer() {
+        let mut results = Results::new(&["slow"], &["glibc", "jemalloc"]);
+        results.seconds.add("glibc", "slow", 0, 1.0);
+        results.seconds.add("jemalloc", "slow", 0, 1.0);
+        assert!(targets(&results).is_none());
+        let mut results = Results::new(&["slow"], &["glibc", "tally"]);
+        results.seconds.add("glibc", "slow", 0, 1.0);
+        results.seconds.add("tally", "slow", 0, 0.5);
+        results.maxrss_kib.add("glibc", "slow", 0, 1000.0);
+        results.maxrss_kib.add("tally", "slow", 0, 1200.0);
+        let section = targets(&results).unwrap();
+        assert!(section.contains("on 1 of 1."), "{section}");
+        assert!(
+            section.contains("- Peak RSS within its bound on 0 of 1"),
+            "{section}"
+        );
+    }
+
+    #[test]
+    fn a_raw_file_reports_again_as_it_was_measured() {
+        let raw = "allocator\tworkload\tround\tseconds\tpeak_rss_kib\textra\n\
+                   glibc\tfragmentation\t1\t1.0000\t4096\tfinal_rss_kib=512\n\
+                   tally\tfragmentation\t1\t0.5000\t2048\tfinal_rss_kib=256,other=1\n\
+                   glibc\tfragmentation\t2\t3.0000\t4096\tfinal_rss_kib=512\n\
+                   tally\tfragmentation\t2\t0.7000\t3072\t\n\
+                   glibc\tlarson\t1\t2.0000\t1024\t\n";
+        let results = results_from_raw(raw).unwrap();
+        assert_eq!(results.seconds.columns(), ["glibc", "tally"]);
+        assert_eq!(results.seconds.rows(), ["fragmentation", "larson"]);
+        assert_eq!(results.seconds.median("glibc", "fragmentation"), Some(2.0));
+        assert_eq!(results.seconds.values("tally", "fragmentation"), [0.5, 0.7]);
+        assert_eq!(results.maxrss_kib.median("tally", "fragmentation"), Some(2560.0));
+        assert_eq!(results.final_rss_kib.values("tally", "fragmentation"), [256.0]);
+        assert_eq!(results.seconds.median("tally", "larson"), None);
+        let md = markdown_again(raw, Path::new("x/suite.raw.tsv")).unwrap();
+        assert!(
+            md.starts_with("# Benchmark suite\n\n- from the runs in x/suite.raw.tsv (up to 2 a cell)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| fragmentation | 2.000 (1.00×) | 0.600 (0.30×) |"),
+            "{md}"
+        );
+        assert!(md.contains("## Tally against the targets"), "{md}");
+
+        let bad =
+            "allocator\tworkload\tround\tseconds\tpeak_rss_kib\textra\nglibc\tlarson\t1\tfast\t1024\t\n";
+        assert_eq!(
+            results_from_raw(bad).unwrap_err(),
+            "line 2: not a run: \"glibc\\tlarson\\t1\\tfast\\t1024\\t\""
+        );
+        assert_eq!(
+            results_from_raw("glibc\tlarson\t1\t1.0\t1024\t\n").unwrap_err(),
+            "line 1: not the header of a suite.raw.tsv"
+        );
+        let truncated = "allocator\tworkload\tround\tseconds\tpeak_rss_kib\textra\nglibc\tlarson\t1\n";
+        assert!(results_from_raw(truncated).unwrap_err().starts_with("line 2: "));
+        assert_eq!(
+            args("--report-from x.tsv").unwrap().unwrap().report_from,
+            Some(PathBuf::from("x.tsv"))
         );
     }
 
