@@ -74,9 +74,12 @@ fn suite_runs_every_workload_under_every_allocator() {
     assert!(!md.contains("failed") && !md.contains("## Failures"), "{md}");
     let header = format!("| workload | {} |", ALLOCATORS.join(" | "));
     assert_eq!(md.matches(&header).count(), 2, "a time and an RSS table:\n{md}");
-    // The time and RSS tables come before the profiling-overhead table, which has a row per
-    // workload too (checked below).
-    let (tables, overhead) = md
+    // The time and RSS tables come before the targets' and the profiling-overhead tables, which
+    // have a row per workload too (checked below).
+    let (tables, rest) = md
+        .split_once("## Tally against the targets")
+        .unwrap_or_else(|| panic!("no targets table:\n{md}"));
+    let (targets, overhead) = rest
         .split_once("## Profiling and guarding overhead")
         .unwrap_or_else(|| panic!("no profiling-overhead table:\n{md}"));
     for w in WORKLOADS {
@@ -99,6 +102,28 @@ fn suite_runs_every_workload_under_every_allocator() {
         }
     }
     assert!(md.contains("RSS after everything is freed"), "{md}");
+
+    // Tally against the targets: per workload the fastest peer and Tally's verdicts, then the
+    // counts over every workload.
+    for w in WORKLOADS {
+        let row = targets
+            .lines()
+            .find(|l| l.starts_with(&format!("| {w} |")))
+            .unwrap_or_else(|| panic!("{w}: no targets row:\n{targets}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 7, "{row}");
+        for verdict in [cells[3], cells[6]] {
+            assert!(verdict == "within" || verdict == "**over**", "{row}");
+        }
+    }
+    let n = WORKLOADS.len();
+    assert!(
+        targets.contains("- Time within 5% of the fastest peer (of glibc, jemalloc, mimalloc, tcmalloc) on ")
+            && targets.contains(&format!(" of {n}")),
+        "{targets}"
+    );
+    assert!(targets.contains("- Peak RSS within its bound on "), "{targets}");
+    assert!(targets.contains("- Time geometric mean "), "{targets}");
 
     // The profiler's and guarded sampling's cost: tally-prof, tally-prof17 and tally-guard over
     // tally, a positive ratio per workload.
