@@ -913,16 +913,24 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
             arena.fill(class, out)
         } else {
             // Large blocks come from the page heap, as many as the bin's refill size under one
-            // lock: one at first, two while the thread keeps missing (`FILL_MAX`). A run may
-            // hold an old slab's mark where it starts, so those the bin keeps get theirs.
-            let n = arena.alloc_large_batch(class, tally_pal::PAGE, out);
-            for &kept in &out[..n.saturating_sub(1)] {
-                freed::mark(kept);
-            }
-            n
+            // lock: one at first, two while the thread keeps missing (`FILL_MAX`).
+            arena.alloc_large_batch(class, tally_pal::PAGE, out)
         };
         if n == 0 {
             return ptr::null_mut();
+        }
+        // The arena hands blocks out lowest address first, and the bin pops from its top:
+        // reversed, the program gets them in ascending order, as glibc and mimalloc hand out
+        // blocks. A structure built in order and walked in order then walks memory forwards,
+        // which the processor's next-line prefetcher follows: the suite's `small_objects`,
+        // `sqlite` and CPython ran 2.5-5% faster (docs/benchmarks.md, thirty-sixth pass).
+        out[..n].reverse();
+        if !class.is_small() {
+            // A run may hold an old slab's mark where it starts, so those the bin keeps get
+            // theirs (the one handed out now is unmarked below).
+            for &kept in &out[..n - 1] {
+                freed::mark(kept);
+            }
         }
         (*(*tb).cache).moved[class.index()] += n as i64;
         bin.set_count(n as u32 - 1);

@@ -432,9 +432,10 @@ fn child_entry() {
                 println!("survived");
             }
             "unallocated_cached" => {
-                // The first block of 224 bytes: the refill put its neighbours in the cache.
+                // The first block of 224 bytes: the refill put its neighbours in the cache
+                // (blocks come lowest first: the one above it is next).
                 let p = api::malloc(224) as *mut u8;
-                api::free(p.sub(224).cast());
+                api::free(p.add(224).cast());
                 println!("survived");
             }
             "unallocated_in_slab" => {
@@ -445,7 +446,8 @@ fn child_entry() {
             }
             "unallocated_unopened" => {
                 // The first block of 5120 bytes: its slab is 10 pages of 8 slots, the first
-                // refill takes slots 0 to 2 and malloc pops slot 2; slot 7 starts on page 8.
+                // refill takes slots 0 to 2 (opening pages 0 to 3) and malloc hands out slot 0;
+                // slot 5 starts on page 6.
                 let p = api::malloc(5000) as *mut u8;
                 api::free(p.add(5120 * 5).cast());
                 println!("survived");
