@@ -922,8 +922,8 @@ pub unsafe fn fill_and_pop(tb: *mut ThreadBins, class: SizeClass) -> *mut u8 {
         // The arena hands blocks out lowest address first, and the bin pops from its top:
         // reversed, the program gets them in ascending order, as glibc and mimalloc hand out
         // blocks. A structure built in order and walked in order then walks memory forwards,
-        // which the processor's next-line prefetcher follows: the suite's `small_objects`,
-        // `sqlite` and CPython ran 2.5-5% faster (docs/benchmarks.md, thirty-sixth pass).
+        // which the processor's next-line prefetcher follows: the suite's CPython workload ran
+        // 5-6% faster (docs/benchmarks.md, thirty-sixth pass).
         out[..n].reverse();
         if !class.is_small() {
             // A run may hold an old slab's mark where it starts, so those the bin keeps get
