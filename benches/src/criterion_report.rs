@@ -215,7 +215,7 @@ pub fn markdown(table: &Table, machine: &Machine, settings: &str) -> String {
         );
     }
 
-    let has = |variant: &str| samples.columns().iter().any(|v| v == variant);
+    let has = |variant: &str| samples.has_column(variant);
     let pairs: Vec<(&str, &str)> = PROFILED
         .into_iter()
         .filter(|(off, on)| has(off) && has(on))

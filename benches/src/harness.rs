@@ -186,6 +186,11 @@ impl Samples {
         &self.columns
     }
 
+    /// Whether `column` is one of the columns.
+    pub fn has_column(&self, column: &str) -> bool {
+        self.columns.iter().any(|c| c == column)
+    }
+
     /// The rows, in report order.
     pub fn rows(&self) -> &[String] {
         &self.rows

@@ -654,7 +654,7 @@ const RSS_SLACK: f64 = 1.10;
 /// any peer's.
 pub fn targets(results: &Results) -> Option<String> {
     let (seconds, rss) = (&results.seconds, &results.maxrss_kib);
-    let has = |column: &str| seconds.columns().iter().any(|c| c == column);
+    let has = |column: &str| seconds.has_column(column);
     let peers: Vec<&str> = PEERS.into_iter().filter(|peer| has(peer)).collect();
     if !has(SUBJECT) || peers.is_empty() {
         return None;
@@ -843,7 +843,7 @@ const PROFILER_PAIRS: [(&str, &str); 5] = [
 /// Per workload, the wall time with the profiler on over the time with it off, for every pair
 /// of `PROFILER_PAIRS` that ran, and their geometric means; `None` when no pair ran.
 pub fn profiling_overhead(seconds: &Samples) -> Option<MarkdownTable> {
-    let has = |column: &str| seconds.columns().iter().any(|c| c == column);
+    let has = |column: &str| seconds.has_column(column);
     let pairs: Vec<(&str, &str)> = PROFILER_PAIRS
         .into_iter()
         .filter(|&(on, off)| has(on) && has(off))
