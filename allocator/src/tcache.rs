@@ -4,7 +4,8 @@
 //! atomic; the only touch of the block's memory is its first word, the free mark (`freed.rs`),
 //! which `free` checks and writes and `malloc` clears. An empty stack is refilled from the
 //! thread's arena in one locked batch (growing up to 8 KiB of blocks, [`FILL_BYTES`]; for the
-//! large classes up to 32 KiB one block from the page heap at first, then two; the thread takes
+//! large classes up to 32 KiB one block from the page heap at first, then two; stacked so that
+//! `malloc` hands the batch out lowest address first, as glibc and mimalloc do; the thread takes
 //! its arena at its first refill, [`claim`], so a thread that only frees has none, and a bin it
 //! never allocated from gathers what it frees only up to [`outbox_limit`]); a full one gives
 //! its older half back in batches grouped by owning arena, one lock a batch (blocks freed by a
