@@ -675,6 +675,7 @@ pub fn targets(results: &Results) -> Option<String> {
         "tally (MiB)",
         "RSS",
     ]);
+    let verdict = |within: bool| (if within { "within" } else { "**over**" }).to_string();
     let (mut time_over, mut rss_over) = (Vec::new(), Vec::new());
     let (mut time_rows, mut rss_rows) = (0, 0);
     for row in seconds.rows() {
@@ -690,7 +691,7 @@ pub fn targets(results: &Results) -> Option<String> {
                 cells.extend([
                     format!("{fastest:.3} ({peer})"),
                     format!("{ratio:.3}×"),
-                    (if within { "within" } else { "**over**" }).to_string(),
+                    verdict(within),
                 ]);
             }
             _ => cells.extend([MISSING; 3].map(String::from)),
@@ -722,7 +723,7 @@ pub fn targets(results: &Results) -> Option<String> {
                 cells.extend([
                     format!("{:.2} ({by})", bound / 1024.0),
                     format!("{:.2}", kib / 1024.0),
-                    (if within { "within" } else { "**over**" }).to_string(),
+                    verdict(within),
                 ]);
             }
             _ => cells.extend([MISSING; 3].map(String::from)),
@@ -773,6 +774,9 @@ pub fn targets(results: &Results) -> Option<String> {
     Some(out)
 }
 
+/// The first line of a `suite.raw.tsv`: its columns, one run a line after it.
+const RAW_HEADER: &str = "allocator\tworkload\tround\tseconds\tpeak_rss_kib\textra";
+
 /// The [`Results`] of a `suite.raw.tsv` (as [`run`] writes it: a header line, then one run a
 /// line), for [`markdown`] to report again.
 ///
@@ -783,7 +787,7 @@ pub fn results_from_raw(tsv: &str) -> Result<Results, String> {
     let mut runs = Vec::new();
     let mut lines = tsv.lines().enumerate();
     match lines.next() {
-        Some((_, header)) if header.starts_with("allocator\tworkload\tround\tseconds\tpeak_rss_kib") => {}
+        Some((_, header)) if header == RAW_HEADER => {}
         _ => return Err("line 1: not the header of a suite.raw.tsv".to_string()),
     }
     for (index, line) in lines.filter(|(_, line)| !line.trim().is_empty()) {
@@ -1175,7 +1179,7 @@ pub fn run(options: &Options) -> Result<bool, String> {
     let allocator_names: Vec<&str> = options.allocators.iter().map(|a| a.name).collect();
     let mut results = Results::new(&workload_names, &allocator_names);
     let mut checksums: BTreeMap<&str, (String, &str)> = BTreeMap::new();
-    let mut raw = String::from("allocator\tworkload\tround\tseconds\tpeak_rss_kib\textra\n");
+    let mut raw = format!("{RAW_HEADER}\n");
     for slot in schedule(options.rounds, options.workloads.len(), options.allocators.len()) {
         let (workload, allocator) = (options.workloads[slot.group], options.allocators[slot.column]);
         let (w, a, round) = (workload.name, allocator.name, slot.round + 1);
