@@ -366,6 +366,48 @@ pub fn two_mode_sentence(samples: &Samples) -> Option<String> {
     ))
 }
 
+/// A runner's command line after the program's name, read flag by flag: `--flag value` pairs
+/// and lone flags, with one-line errors that name the flag.
+pub struct CommandLine<I> {
+    args: I,
+}
+
+impl<I: Iterator<Item = String>> CommandLine<I> {
+    /// The arguments to read (the program's name already skipped).
+    pub fn new(args: I) -> CommandLine<I> {
+        CommandLine { args }
+    }
+
+    /// The next argument: a flag, or `None` at the end.
+    pub fn next_flag(&mut self) -> Option<String> {
+        self.args.next()
+    }
+
+    /// The value after `flag`.
+    pub fn value(&mut self, flag: &str) -> Result<String, String> {
+        self.args.next().ok_or_else(|| format!("{flag} needs a value"))
+    }
+
+    /// The value after `flag`, a whole number.
+    pub fn number(&mut self, flag: &str) -> Result<u64, String> {
+        let text = self.value(flag)?;
+        text.parse::<u64>()
+            .map_err(|_| format!("{flag}: {text:?} is not a number"))
+    }
+
+    /// The value after `flag`, a comma-separated list (spaces around the parts and empty parts
+    /// dropped).
+    pub fn list(&mut self, flag: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .value(flag)?
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(String::from)
+            .collect())
+    }
+}
+
 /// A ratio as a table shows it, e.g. `0.87×`, or [`MISSING`].
 pub fn ratio_cell(ratio: Option<f64>) -> String {
     ratio.map_or_else(|| MISSING.to_string(), |ratio| format!("{ratio:.2}×"))
@@ -729,6 +771,28 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_line_reads_values_numbers_and_lists_and_names_the_flag_in_errors() {
+        let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>().into_iter();
+        let mut args = CommandLine::new(words("--rounds 7 --filter a,,b ,c --out x.md --quick"));
+        assert_eq!(args.next_flag().as_deref(), Some("--rounds"));
+        assert_eq!(args.number("--rounds"), Ok(7));
+        assert_eq!(args.next_flag().as_deref(), Some("--filter"));
+        assert_eq!(args.list("--filter"), Ok(vec!["a".to_string(), "b".to_string()]));
+        // The list's value ended at the space: ",c" is the next argument.
+        assert_eq!(args.next_flag().as_deref(), Some(",c"));
+        assert_eq!(args.next_flag().as_deref(), Some("--out"));
+        assert_eq!(args.value("--out").as_deref(), Ok("x.md"));
+        assert_eq!(args.next_flag().as_deref(), Some("--quick"));
+        assert_eq!(args.next_flag(), None);
+        assert_eq!(args.value("--out"), Err("--out needs a value".to_string()));
+        let mut bad = CommandLine::new(words("seven"));
+        assert_eq!(
+            bad.number("--rounds"),
+            Err("--rounds: \"seven\" is not a number".to_string())
+        );
+    }
 
     #[test]
     fn medians_of_odd_and_even_counts() {
