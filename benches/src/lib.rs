@@ -17,6 +17,8 @@
 //!   time, one per allocator and profiler setting.
 //! - [`criterion_report`]: the comparison table of those benchmarks, from the files Criterion
 //!   writes (binary `criterion_table`).
+//! - [`prof_rust`]: what Tally's profiler costs those workloads, measured in one program
+//!   (`criterion_once`) with the profiler off and on in interleaved rounds (binary `prof_rust`).
 //!
 //! The allocator crates are re-exported (each with its feature) for `tally-criterion`, so that
 //! their versions and features are set in this package's manifest only.
@@ -26,6 +28,7 @@ pub mod criterion_suite;
 pub mod harness;
 pub mod micro;
 pub mod micro_report;
+pub mod prof_rust;
 pub mod suite;
 
 #[cfg(feature = "mimalloc")]

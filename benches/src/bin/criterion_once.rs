@@ -41,7 +41,7 @@ fn main() {
         bench.run(iterations);
         if several {
             let ns = start.elapsed().as_nanos() as f64 / iterations.max(1) as f64;
-            eprintln!("{}: {ns:.1} ns an iteration", bench.name());
+            eprintln!("{}: {ns:.3} ns an iteration", bench.name());
         }
     }
 }

@@ -1,0 +1,72 @@
+//! The profiler-cost runner of the Rust micro workloads (`tally_benches::prof_rust`, binary
+//! `prof_rust`, `benches/run-prof-rust.sh`) end to end on two workloads with its smallest
+//! settings: it calibrates each workload in the real `criterion_once` (Tally as its global
+//! allocator), runs it with the profiler off and on in every round, and reports a number for
+//! every cell. What is tested is that the runner works, not how fast anything is: speed is
+//! measured by running it, never here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tally_benches::harness::Machine;
+use tally_benches::prof_rust::{calibrate, measure, report, run_once, Settings, COLUMNS};
+use tally_tests::target_dir;
+
+/// `criterion_once`, which `scripts/test.sh` builds before the tests.
+fn criterion_once() -> PathBuf {
+    let path = target_dir().join("release").join("criterion_once");
+    assert!(
+        path.is_file(),
+        "{} not found: run `cargo build --release -p tally-benches --bin criterion_once` first",
+        path.display()
+    );
+    path
+}
+
+fn quick() -> Settings {
+    Settings {
+        rounds: 2,
+        run_ms: 10,
+        filter: vec!["alloc_free/16".into(), "vec_push/1000".into()],
+        timeout: Duration::from_secs(120),
+    }
+}
+
+#[test]
+fn every_workload_runs_with_the_profiler_off_and_on_in_every_round() {
+    let settings = quick();
+    let measured = measure(&criterion_once(), &settings);
+    assert!(measured.failures.is_empty(), "{:?}", measured.failures);
+    let rows = measured.samples.rows().to_vec();
+    assert_eq!(rows, ["alloc_free/16", "vec_push/1000"]);
+    for row in &rows {
+        for (column, _) in COLUMNS {
+            let values = measured.samples.values(column, row);
+            assert_eq!(values.len(), settings.rounds, "{column} {row}: {values:?}");
+            assert!(values.iter().all(|ns| *ns > 0.0), "{column} {row}: {values:?}");
+        }
+        let (_, n) = measured.iterations.iter().find(|(name, _)| name == row).unwrap();
+        assert!(*n > 1, "{row}: {n} iterations for {} ms", settings.run_ms);
+    }
+    let md = report(&measured, &Machine::default(), &settings);
+    for row in &rows {
+        let line = md
+            .lines()
+            .find(|line| line.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("no row {row} in\n{md}"));
+        assert!(!line.contains('–'), "a missing cell: {line}");
+    }
+    assert!(md.contains("- Within 3% on ") && md.contains(" of 2"), "{md}");
+}
+
+#[test]
+fn a_run_that_fails_says_which_and_why() {
+    let settings = quick();
+    let exe = criterion_once();
+    let error =
+        run_once(&exe, "prof:false", "no_such/1", 1, 1, settings.timeout).expect_err("an unknown workload");
+    assert!(error.contains("no_such/1"), "{error}");
+    assert!(error.contains("no benchmark"), "{error}");
+    // The calibration passes the error on.
+    assert!(calibrate(&exe, "no_such/1", &settings).is_err());
+}
