@@ -10,7 +10,7 @@ use tally_benches::criterion_report::{markdown, parse_estimate, parse_peak_rss, 
 use tally_benches::criterion_suite::{
     allocator_of, HEAVY_SAMPLE_SIZE, MEASUREMENT, PEAK_RSS_FILE, SAMPLE_SIZE, WARM_UP,
 };
-use tally_benches::harness::Machine;
+use tally_benches::harness::{CommandLine, Machine};
 use tally_benches::micro_report::crates_of;
 
 const USAGE: &str = "\
@@ -40,20 +40,19 @@ fn parse_args() -> Result<Options, String> {
         args: String::new(),
         out: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or_else(|| format!("{flag} needs a value"));
+    let mut args = CommandLine::new(std::env::args().skip(1));
+    while let Some(arg) = args.next_flag() {
         match arg.as_str() {
-            "--dir" => options.dir = Some(PathBuf::from(value(&arg)?)),
+            "--dir" => options.dir = Some(PathBuf::from(args.value(&arg)?)),
             "--since" => {
-                let text = value(&arg)?;
+                let text = args.value(&arg)?;
                 let seconds = text
                     .parse::<u64>()
                     .map_err(|_| format!("--since: {text:?} is not a number of seconds"))?;
                 options.since = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
             }
-            "--args" => options.args = value(&arg)?,
-            "--out" => options.out = Some(PathBuf::from(value(&arg)?)),
+            "--args" => options.args = args.value(&arg)?,
+            "--out" => options.out = Some(PathBuf::from(args.value(&arg)?)),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use tally_benches::harness::{run_with_timeout, schedule, Machine};
+use tally_benches::harness::{run_with_timeout, schedule, CommandLine, Machine};
 use tally_benches::micro::Config;
 use tally_benches::micro_report::{
     column, crates_of, markdown, parse_output, Column, Results, Settings, ALLOCATORS, BASELINE, COLUMNS,
@@ -57,39 +57,28 @@ fn parse_args() -> Result<Options, String> {
         out: None,
         timeout: Duration::from_secs(900),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or_else(|| format!("{flag} needs a value"));
-        let number = |flag: &str, text: String| {
-            text.parse::<u64>()
-                .map_err(|_| format!("{flag}: {text:?} is not a number"))
-        };
-        let list = |text: String| -> Vec<String> {
-            text.split(',')
-                .map(str::trim)
-                .filter(|part| !part.is_empty())
-                .map(String::from)
-                .collect()
-        };
+    let mut args = CommandLine::new(std::env::args().skip(1));
+    while let Some(arg) = args.next_flag() {
         match arg.as_str() {
-            "--rounds" => options.settings.rounds = number(&arg, value(&arg)?)?.max(1) as usize,
-            "--measure-ms" => options.settings.measure_ms = number(&arg, value(&arg)?)?.into(),
-            "--warmup-ms" => options.settings.warmup_ms = number(&arg, value(&arg)?)?.into(),
+            "--rounds" => options.settings.rounds = args.number(&arg)?.max(1) as usize,
+            "--measure-ms" => options.settings.measure_ms = args.number(&arg)?.into(),
+            "--warmup-ms" => options.settings.warmup_ms = args.number(&arg)?.into(),
             "--quick" => {
                 options.settings.rounds = 1;
                 options.settings.measure_ms = 20;
                 options.settings.warmup_ms = 5;
             }
-            "--filter" => options.settings.filter = list(value(&arg)?),
+            "--filter" => options.settings.filter = args.list(&arg)?,
             "--allocators" => {
-                options.columns = list(value(&arg)?)
+                options.columns = args
+                    .list(&arg)?
                     .iter()
                     .map(|name| column(name).ok_or_else(|| format!("unknown allocator {name:?}")))
                     .collect::<Result<_, _>>()?;
             }
-            "--baseline" => options.baseline = value(&arg)?,
-            "--out" => options.out = Some(PathBuf::from(value(&arg)?)),
-            "--timeout-s" => options.timeout = Duration::from_secs(number(&arg, value(&arg)?)?),
+            "--baseline" => options.baseline = args.value(&arg)?,
+            "--out" => options.out = Some(PathBuf::from(args.value(&arg)?)),
+            "--timeout-s" => options.timeout = Duration::from_secs(args.number(&arg)?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
