@@ -7,7 +7,8 @@
 # programs built one after the other, as
 #   cargo bench -p tally-criterion --bench criterion_<variant> -- <criterion args>
 # would but without building again (a source edited while it runs cannot reach a later variant)
-# (system, tally, tally_prof, mimalloc, jemalloc, stoolap, stoolap_prof; 23 benchmarks each at
+# (system, tally, tally_prof, mimalloc, jemalloc, stoolap, stoolap_prof; tally_prof is
+# criterion_tally again with prof:true added to TALLY_CONF; 23 benchmarks each at
 # about 1.5 s, and the two heavy ones, btree_strings and vec_extend, at 2-6 s, each in a process
 # of its own; ~6 minutes in all), then prints the table of what this run measured (median ns per
 # iteration and the ratio to system, and the heavy benchmarks' peak RSS), also written to
@@ -30,9 +31,17 @@ start=$(date +%s)
 # Build everything first, so that a compile error stops the run before any measurement and no
 # compiler runs while a benchmark does; then run the programs built, not `cargo bench` again,
 # which would compile a source edited during the run into the variants after it.
+# program VARIANT: the bench target that runs it. Tally's two variants are one program, run with
+# and without prof:true in TALLY_CONF (below), so that their columns are the same code.
+program() {
+    case "$1" in
+    tally_prof) echo criterion_tally ;;
+    *) echo "criterion_$1" ;;
+    esac
+}
 selected=()
 for target in $targets; do
-    selected+=(--bench "criterion_$target")
+    selected+=(--bench "$(program "$target")")
 done
 built=$(cargo bench -p tally-criterion "${cargo_flags[@]}" "${selected[@]}" --no-run \
     --message-format=json-render-diagnostics)
@@ -56,10 +65,23 @@ for line in sys.stdin:
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 
 for target in $targets; do
-    exe=$(executable "criterion_$target")
-    [[ -x "$exe" ]] || { echo "run-criterion.sh: cargo reported no program for criterion_$target" >&2; exit 2; }
-    echo "run-criterion.sh: criterion_$target ($exe)" >&2
-    "$exe" --bench "$@"
+    name=$(program "$target")
+    exe=$(executable "$name")
+    [[ -x "$exe" ]] || { echo "run-criterion.sh: cargo reported no program for $name" >&2; exit 2; }
+    echo "run-criterion.sh: $target: $name ($exe)" >&2
+    case "$target" in
+    tally)
+        # The program names its column after the profiler's state: with prof:true in the
+        # environment this would be a second tally+prof run, not tally.
+        if [[ "${TALLY_CONF:-},${MALLOC_CONF:-}" == *prof:true* ]]; then
+            echo "run-criterion.sh: TALLY_CONF or MALLOC_CONF says prof:true; unset it for the tally variant" >&2
+            exit 2
+        fi
+        "$exe" --bench "$@"
+        ;;
+    tally_prof) TALLY_CONF="${TALLY_CONF:+$TALLY_CONF,}prof:true" "$exe" --bench "$@" ;;
+    *) "$exe" --bench "$@" ;;
+    esac
 done
 
 exec "${CARGO_TARGET_DIR:-target}/release/criterion_table" --since "$start" --args "$*"

@@ -6,9 +6,9 @@
 #
 # Builds criterion_once (Tally as the global allocator) and prof_rust, then runs every workload
 # in criterion_once with TALLY_CONF=prof:false and prof:true in interleaved rounds: the same
-# program both ways, so the ratio is the profiler's and not the code layout's of two programs
-# (Criterion's tally and tally+prof columns are two programs). Writes the table of median ns an
-# iteration and ratios to target/bench/prof-rust.md. About 3 minutes at the default 7 rounds.
+# program both ways, each round both settings one right after the other (Criterion's tally and
+# tally+prof columns are runs minutes apart). Writes the table of median ns an iteration and
+# ratios to target/bench/prof-rust.md. About 4 minutes at the default 7 rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p tally-benches --bin criterion_once --bin prof_rust >&2

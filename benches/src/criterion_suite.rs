@@ -4,10 +4,11 @@
 //!
 //! # Where the pieces live
 //!
-//! A binary has one `#[global_allocator]`, so each variant is one `[[bench]]` target of the
+//! A binary has one `#[global_allocator]`, so each allocator is one `[[bench]]` target of the
 //! package `tally-criterion` (`benches/criterion/`), `benches/criterion_<variant>.rs`: a few lines
-//! that install the allocator, switch its profiler on or check that it is off, and call the
-//! Criterion glue the targets share, `benches/driver/mod.rs`. (Why a package of its own: see its
+//! that install the allocator, name the variant (and switch stoolap's profiler on), and call the
+//! Criterion glue the targets share, `benches/driver/mod.rs`. Tally's two variants are one
+//! target run twice, with and without `prof:true` in `TALLY_CONF`. (Why a package of its own: see its
 //! `Cargo.toml`.) Criterion is a dev-dependency there, which only those targets can use, so this
 //! module holds no Criterion types: each workload is a plain function of an iteration count that
 //! calls the global allocator, and the driver times it with `Bencher::iter_custom`. So this
@@ -59,8 +60,8 @@
 //! | variant        | target                   | global allocator and profiler                      |
 //! |----------------|--------------------------|----------------------------------------------------|
 //! | `system`       | `criterion_system`       | `std::alloc::System` (glibc malloc), the baseline of the ratios |
-//! | `tally`        | `criterion_tally`        | `tally::Tally`, profiler off (`prof:false`, the default); refuses to run if `TALLY_CONF` or `MALLOC_CONF` turn it on |
-//! | `tally+prof`   | `criterion_tally_prof`   | `tally::Tally` with `prof:true` (default rate, `lg_prof_sample:19`): the target runs itself again with `prof:true` added to `TALLY_CONF` unless the profiler is already on |
+//! | `tally`        | `criterion_tally`        | `tally::Tally`, profiler off (`prof:false`, the default) |
+//! | `tally+prof`   | `criterion_tally`        | the same program with `prof:true` in `TALLY_CONF` (default rate, `lg_prof_sample:19`), which `benches/run-criterion.sh` adds: the program names its column after the profiler's state, so the two columns are the same code |
 //! | `mimalloc`     | `criterion_mimalloc`     | `mimalloc::MiMalloc`                               |
 //! | `jemalloc`     | `criterion_jemalloc`     | `tikv_jemallocator::Jemalloc` (no profiler built)  |
 //! | `stoolap`      | `criterion_stoolap`      | `stoolap_jemalloc::Jemalloc::new()`: profiler never activated |
@@ -143,7 +144,7 @@ pub fn describe(variant: &str) -> &'static str {
     match variant {
         "system" => "`std::alloc::System` (glibc malloc)",
         "tally" => "`tally::Tally`, profiler off (`prof:false`)",
-        "tally+prof" => "`tally::Tally` with `TALLY_CONF=prof:true` (default `lg_prof_sample:19`)",
+        "tally+prof" => "the same program with `TALLY_CONF=prof:true` (default `lg_prof_sample:19`)",
         "mimalloc" => "`mimalloc::MiMalloc` (crate `mimalloc`)",
         "jemalloc" => "`tikv_jemallocator::Jemalloc` (crate `tikv-jemallocator`)",
         "stoolap" => "`stoolap_jemalloc::Jemalloc::new()`, profiler never activated",
@@ -328,34 +329,6 @@ pub fn record_peak_rss(criterion_dir: &Path, full_id: &str, kib: u64) -> std::io
         .append(true)
         .open(criterion_dir.join(PEAK_RSS_FILE))?;
     writeln!(file, "{seconds}\t{full_id}\t{kib}")
-}
-
-/// Runs this program again in place of this process, with `option` appended to the
-/// comma-separated options in the environment variable `variable` (so it wins over an earlier
-/// setting of the same key), and the same arguments. For an allocator that reads its options
-/// once, at the process's first allocation, which comes before `main`.
-///
-/// # Panics
-///
-/// If the program was already run again this way (the allocator ignored the option), or cannot
-/// be run.
-pub fn rerun_with_option(variable: &str, option: &str) -> ! {
-    use std::os::unix::process::CommandExt as _;
-    const RERUN: &str = "TALLY_BENCH_RERUN";
-    let value = match std::env::var(variable) {
-        Ok(old) if std::env::var_os(RERUN).is_some() => {
-            panic!("{variable}={old:?} did not take effect when this program was run again")
-        }
-        Ok(old) if !old.trim().is_empty() => format!("{old},{option}"),
-        _ => option.to_string(),
-    };
-    let program = std::env::current_exe().expect("the path of this program");
-    let error = std::process::Command::new(&program)
-        .args(std::env::args_os().skip(1))
-        .env(variable, value)
-        .env(RERUN, "1")
-        .exec();
-    panic!("cannot run {} again: {error}", program.display())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@
 //!
 //! # Why not Criterion's two columns
 //!
-//! Criterion's `tally` and `tally+prof` columns come from two programs (`criterion_tally` and
-//! `criterion_tally_prof`), built apart and run minutes apart. Their code lies at different
-//! addresses, which alone moved `btree_map/1000` by 1.45× on the Intel VM (twenty-second pass of
-//! issue 13), and the VM's speed drifts between them. Here both columns are the same bytes, and
-//! each round runs both, one right after the other (the order rotated each round).
+//! Criterion's `tally` and `tally+prof` columns are one program (`criterion_tally`) run twice,
+//! minutes apart, and the VM's speed drifts between the two runs. (Until the thirty-seventh pass
+//! of issue 13 they were two programs, whose code lay at different addresses, which alone moved
+//! `btree_map/1000` by 1.45× on the Intel VM.) Here each round runs both settings, one right
+//! after the other (the order rotated each round), and the time is taken inside the process.
 //!
 //! # One run
 //!
