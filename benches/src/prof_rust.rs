@@ -135,7 +135,7 @@ pub fn calibrate(exe: &Path, name: &str, settings: &Settings) -> Result<u64, Str
 pub struct Measured {
     /// ns an iteration, columns [`COLUMNS`], the first the baseline.
     pub samples: Samples,
-    /// Measured iterations of each workload's runs.
+    /// The workloads calibrated, in the order run, and the measured iterations of each run.
     pub iterations: Vec<(String, u64)>,
     /// One line per failed run.
     pub failures: Vec<String>,
@@ -147,7 +147,6 @@ pub fn measure(exe: &Path, settings: &Settings) -> Measured {
         samples: Samples::new(COLUMNS.map(|(name, _)| name), COLUMNS[0].0),
         ..Measured::default()
     };
-    let mut workloads = Vec::new();
     for bench in benches() {
         let name = bench.name();
         if !settings.selects(&name) {
@@ -155,26 +154,28 @@ pub fn measure(exe: &Path, settings: &Settings) -> Measured {
         }
         measured.samples.add_row(&name);
         match calibrate(exe, &name, settings) {
-            Ok(n) => {
-                measured.iterations.push((name.clone(), n));
-                workloads.push((name, n));
-            }
+            Ok(n) => measured.iterations.push((name, n)),
             Err(reason) => measured.failures.push(format!("calibration: {reason}")),
         }
     }
-    for slot in schedule(settings.rounds, workloads.len(), COLUMNS.len()) {
-        let (name, n) = &workloads[slot.group];
+    // The workloads calibrated, each a group of the schedule.
+    for slot in schedule(settings.rounds, measured.iterations.len(), COLUMNS.len()) {
+        let (name, n) = &measured.iterations[slot.group];
         let (column, conf) = COLUMNS[slot.column];
+        let round = format!(
+            "  round {}/{} {name:<22} {column:<11}",
+            slot.round + 1,
+            settings.rounds
+        );
         match run_once(exe, conf, name, (n / 4).max(1), *n, settings.timeout) {
             Ok(ns) => {
-                eprintln!(
-                    "  round {}/{} {name:<22} {column:<11} {ns:>14.3} ns",
-                    slot.round + 1,
-                    settings.rounds
-                );
+                eprintln!("{round} {ns:>14.3} ns");
                 measured.samples.add(column, name, slot.round, ns);
             }
-            Err(reason) => measured.failures.push(reason),
+            Err(reason) => {
+                eprintln!("{round} FAILED: {reason}");
+                measured.failures.push(reason);
+            }
         }
     }
     measured
