@@ -408,6 +408,32 @@ impl<I: Iterator<Item = String>> CommandLine<I> {
     }
 }
 
+/// Writes a runner's report to `out`, making its directory, and, when there are any, the raw
+/// rounds beside it (`out` with the extension `raw.tsv`). Returns the files written, for the
+/// runner's "wrote ..." line.
+pub fn write_report(out: &Path, report: &str, raw: Option<&str>) -> std::io::Result<Vec<std::path::PathBuf>> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, report)?;
+    let mut written = vec![out.to_path_buf()];
+    if let Some(raw) = raw {
+        let path = out.with_extension("raw.tsv");
+        std::fs::write(&path, raw)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The files [`write_report`] wrote, as its runner names them: `a` or `a and b`.
+pub fn written_files(files: &[std::path::PathBuf]) -> String {
+    files
+        .iter()
+        .map(|file| file.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// A ratio as a table shows it, e.g. `0.87×`, or [`MISSING`].
 pub fn ratio_cell(ratio: Option<f64>) -> String {
     ratio.map_or_else(|| MISSING.to_string(), |ratio| format!("{ratio:.2}×"))
@@ -792,6 +818,27 @@ mod tests {
             bad.number("--rounds"),
             Err("--rounds: \"seven\" is not a number".to_string())
         );
+    }
+
+    #[test]
+    fn a_report_goes_where_asked_with_its_raw_rounds_beside_it() {
+        let dir = std::env::temp_dir().join(format!("tally-write-report-{}", std::process::id()));
+        let out = dir.join("bench").join("x.md");
+        let files = write_report(&out, "# report\n", Some("a\tb\n")).unwrap();
+        assert_eq!(files, [out.clone(), dir.join("bench").join("x.raw.tsv")]);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "# report\n");
+        assert_eq!(std::fs::read_to_string(&files[1]).unwrap(), "a\tb\n");
+        assert_eq!(
+            written_files(&files),
+            format!("{} and {}", files[0].display(), files[1].display())
+        );
+        let alone = dir.join("y.md");
+        assert_eq!(
+            write_report(&alone, "y", None).unwrap(),
+            std::slice::from_ref(&alone)
+        );
+        assert!(!dir.join("y.raw.tsv").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

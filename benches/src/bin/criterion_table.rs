@@ -10,7 +10,7 @@ use tally_benches::criterion_report::{markdown, parse_estimate, parse_peak_rss, 
 use tally_benches::criterion_suite::{
     allocator_of, HEAVY_SAMPLE_SIZE, MEASUREMENT, PEAK_RSS_FILE, SAMPLE_SIZE, WARM_UP,
 };
-use tally_benches::harness::{CommandLine, Machine};
+use tally_benches::harness::{write_report, written_files, CommandLine, Machine};
 use tally_benches::micro_report::crates_of;
 
 const USAGE: &str = "\
@@ -153,13 +153,9 @@ fn main() -> ExitCode {
     }
     let report = markdown(&table, &Machine::probe(&workspace, &crates, &[]), &settings);
     print!("{report}");
-    let written = out
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&out, &report));
-    match written {
-        Ok(()) => {
-            eprintln!("criterion_table: wrote {}", out.display());
+    match write_report(&out, &report, None) {
+        Ok(files) => {
+            eprintln!("criterion_table: wrote {}", written_files(&files));
             ExitCode::SUCCESS
         }
         Err(error) => {

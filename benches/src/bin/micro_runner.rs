@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use tally_benches::harness::{run_with_timeout, schedule, CommandLine, Machine};
+use tally_benches::harness::{run_with_timeout, schedule, write_report, written_files, CommandLine, Machine};
 use tally_benches::micro::Config;
 use tally_benches::micro_report::{
     column, crates_of, markdown, parse_output, Column, Results, Settings, ALLOCATORS, BASELINE, COLUMNS,
@@ -205,20 +205,11 @@ fn main() -> ExitCode {
         .collect();
     let report = markdown(&results, &Machine::probe(&workspace, &crates, &[]), settings);
     print!("{report}");
-    let raw = out.with_extension("raw.tsv");
-    let written = out
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&out, &report))
-        .and_then(|()| {
-            std::fs::write(
-                &raw,
-                results.samples.raw_tsv("allocator", "workload", "ns_per_pair", 2),
-            )
-        });
+    let raw = results.samples.raw_tsv("allocator", "workload", "ns_per_pair", 2);
+    let written = write_report(&out, &report, Some(&raw));
     match written {
-        Ok(()) => {
-            eprintln!("micro_runner: wrote {} and {}", out.display(), raw.display());
+        Ok(files) => {
+            eprintln!("micro_runner: wrote {}", written_files(&files));
             ExitCode::SUCCESS
         }
         Err(error) => {

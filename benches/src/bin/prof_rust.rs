@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tally_benches::harness::{CommandLine, Machine};
+use tally_benches::harness::{write_report, written_files, CommandLine, Machine};
 use tally_benches::prof_rust::{measure, report, Settings};
 
 const USAGE: &str = "\
@@ -71,15 +71,11 @@ fn main() -> ExitCode {
     let measured = measure(&exe, &settings);
     let md = report(&measured, &Machine::probe(&workspace, &[], &[]), &settings);
     print!("{md}");
-    let raw = out.with_extension("raw.tsv");
-    let written = out
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&out, &md))
-        .and_then(|()| std::fs::write(&raw, measured.samples.raw_tsv("column", "workload", "ns", 3)));
+    let raw = measured.samples.raw_tsv("column", "workload", "ns", 3);
+    let written = write_report(&out, &md, Some(&raw));
     match written {
-        Ok(()) => {
-            eprintln!("prof_rust: wrote {} and {}", out.display(), raw.display());
+        Ok(files) => {
+            eprintln!("prof_rust: wrote {}", written_files(&files));
             if measured.failures.is_empty() {
                 ExitCode::SUCCESS
             } else {
