@@ -16,8 +16,10 @@ if ((${#missing[@]})); then
 fi
 cargo build --release -p tally-alloc -p tally-jvm-agent
 # The Criterion workloads in one program (Tally as its global allocator): the fast-path check
-# counts its instructions, tests/prof_rust.rs runs it with the profiler off and on.
-cargo build --release -p tally-benches --bin criterion_once
+# counts its instructions, tests/prof_rust.rs runs it with the profiler off and on, and
+# tests/rust_crates.rs against its twins under the other allocators.
+cargo build --release -p tally-benches --bin criterion_once --bin criterion_once_system \
+    --bin criterion_once_mimalloc --bin criterion_once_jemalloc --bin criterion_once_stoolap
 # The arena table's initializer is all zero bytes, so it lives in .bss and costs nothing until
 # used; a non-zero field in an arena (a lock's rank, say) would move its 860 KB into .data and
 # every process's RSS up by it.

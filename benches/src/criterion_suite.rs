@@ -293,6 +293,50 @@ pub fn criterion_dir_of_bench() -> PathBuf {
     )
 }
 
+/// The `main` of the `criterion_once` programs, one per allocator (`program` is the binary's
+/// name, for its messages): runs the workloads its arguments name, `<workload>/<parameter>
+/// ITERATIONS` pairs, in order, under the global allocator. With several pairs it prints on
+/// stderr the time of each pass in ns an iteration to 3 decimals (`<name>: <ns> ns an
+/// iteration`), then the peak RSS of the passes (`peak RSS: <KiB> KiB`, [`peak_rss_kib`] since
+/// [`reset_peak_rss`] just before the first). A wrong argument is a one-line error, exit 2.
+pub fn once_main(program: &str) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage =
+        format!("usage: {program} <workload>/<parameter> ITERATIONS [<workload>/<parameter> ITERATIONS ...]");
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    }
+    let all = benches();
+    let mut runs = Vec::new();
+    for pair in args.chunks(2) {
+        let Some(iterations) = pair[1].parse::<u64>().ok() else {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        };
+        let Some(bench) = all.iter().find(|b| b.name() == pair[0]) else {
+            eprintln!("{program}: no benchmark {}", pair[0]);
+            std::process::exit(2);
+        };
+        runs.push((bench, iterations));
+    }
+    let several = runs.len() > 1;
+    let peak_known = several && reset_peak_rss();
+    for (bench, iterations) in runs {
+        let start = std::time::Instant::now();
+        bench.run(iterations);
+        if several {
+            let ns = start.elapsed().as_nanos() as f64 / iterations.max(1) as f64;
+            eprintln!("{}: {ns:.3} ns an iteration", bench.name());
+        }
+    }
+    if peak_known {
+        if let Some(kib) = peak_rss_kib() {
+            eprintln!("peak RSS: {kib} KiB");
+        }
+    }
+}
+
 /// Makes the process's peak RSS (`VmHWM`) its current RSS, by writing 5 to
 /// `/proc/self/clear_refs` (Linux 4.0 and later); false if that failed.
 pub fn reset_peak_rss() -> bool {

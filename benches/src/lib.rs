@@ -17,8 +17,12 @@
 //!   time, one per allocator and profiler setting.
 //! - [`criterion_report`]: the comparison table of those benchmarks, from the files Criterion
 //!   writes (binary `criterion_table`).
+//! - [`rust_once`]: those workloads timed without Criterion, in the `criterion_once` programs
+//!   (one per allocator) in interleaved rounds; what the next two runners share.
 //! - [`prof_rust`]: what Tally's profiler costs those workloads, measured in one program
-//!   (`criterion_once`) with the profiler off and on in interleaved rounds (binary `prof_rust`).
+//!   (`criterion_once`) with the profiler off and on (binary `prof_rust`).
+//! - [`rust_crates`]: Tally against the allocator crates on those workloads, each in its own
+//!   `criterion_once` program (binary `rust_crates`).
 //!
 //! The allocator crates are re-exported (each with its feature) for `tally-criterion`, so that
 //! their versions and features are set in this package's manifest only.
@@ -29,6 +33,8 @@ pub mod harness;
 pub mod micro;
 pub mod micro_report;
 pub mod prof_rust;
+pub mod rust_crates;
+pub mod rust_once;
 pub mod suite;
 
 #[cfg(feature = "mimalloc")]

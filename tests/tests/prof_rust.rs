@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tally_benches::harness::Machine;
-use tally_benches::prof_rust::{calibrate, measure, report, run_once, Settings, COLUMNS};
+use tally_benches::prof_rust::{measure, report, VARIANTS};
+use tally_benches::rust_once::{calibrate, run_once, Settings};
 use tally_tests::target_dir;
 
 /// `criterion_once`, which `scripts/test.sh` builds before the tests.
@@ -40,7 +41,7 @@ fn every_workload_runs_with_the_profiler_off_and_on_in_every_round() {
     let rows = measured.samples.rows().to_vec();
     assert_eq!(rows, ["alloc_free/16", "vec_push/1000"]);
     for row in &rows {
-        for (column, _) in COLUMNS {
+        for column in VARIANTS.map(|variant| variant.column) {
             let values = measured.samples.values(column, row);
             assert_eq!(values.len(), settings.rounds, "{column} {row}: {values:?}");
             assert!(values.iter().all(|ns| *ns > 0.0), "{column} {row}: {values:?}");
@@ -68,5 +69,5 @@ fn a_run_that_fails_says_which_and_why() {
     assert!(error.contains("no_such/1"), "{error}");
     assert!(error.contains("no benchmark"), "{error}");
     // The calibration passes the error on.
-    assert!(calibrate(&exe, "no_such/1", &settings).is_err());
+    assert!(calibrate(&exe, "prof:false", "no_such/1", &settings).is_err());
 }
