@@ -52,6 +52,7 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
         "## Tally's profiler on the Rust micro workloads (one program, profiler off and on)\n\n",
     );
     out.push_str(&machine.markdown_lines());
+    out.push_str(&rust_once::build_line(settings));
     let _ = writeln!(
         out,
         "- settings: {} interleaved rounds; each run about {} ms of iterations after a quarter as \

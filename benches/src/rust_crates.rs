@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 
 use crate::criterion_suite::benches;
 use crate::harness::{comparison_table, noise_sentence, two_mode_sentence, Machine, MarkdownTable, MISSING};
-use crate::rust_once::{count_sentence, failures_section, Measured, Settings, Variant};
+use crate::rust_once::{self, count_sentence, failures_section, Measured, Settings, Variant};
 
 /// The columns: Tally first (the column calibrated), then `System`, the baseline of the ratios,
 /// then the crates.
@@ -87,6 +87,7 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
     let mut out =
         String::from("## Tally against the allocator crates on the Rust micro workloads (interleaved)\n\n");
     out.push_str(&machine.markdown_lines());
+    out.push_str(&rust_once::build_line(settings));
     let _ = writeln!(
         out,
         "- settings: {} interleaved rounds; each run about {} ms of iterations (Tally's, the \

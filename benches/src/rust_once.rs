@@ -58,6 +58,8 @@ pub struct Settings {
     pub filter: Vec<String>,
     /// A run that takes longer is killed and counts as failed.
     pub timeout: Duration,
+    /// How the programs were built, if not as usual: a line of the report's head.
+    pub build_note: String,
 }
 
 impl Default for Settings {
@@ -67,6 +69,7 @@ impl Default for Settings {
             run_ms: 300,
             filter: Vec::new(),
             timeout: Duration::from_secs(300),
+            build_note: String::new(),
         }
     }
 }
@@ -273,6 +276,15 @@ pub fn count_sentence(what: &str, rows: usize, over: &[String]) -> String {
     format!("\n- {what} on {} of {rows}{listed}.\n", rows - over.len())
 }
 
+/// The line of a report's head that says how the programs were built, if the settings say.
+pub fn build_line(settings: &Settings) -> String {
+    if settings.build_note.is_empty() {
+        String::new()
+    } else {
+        format!("- build: {}\n", settings.build_note)
+    }
+}
+
 /// A report's last section: the runs that failed, one a line; empty if none did.
 pub fn failures_section(failures: &[String]) -> String {
     if failures.is_empty() {
@@ -291,6 +303,7 @@ options:
   --quick          smoke run: --rounds 1 --run-ms 20
   --out PATH       report file (default: <target dir>/bench/<runner>.md)
   --timeout-s N    kill a run that takes longer (default 300)
+  --build-note T   how the programs were built, for the report's head
 ";
 
 /// A runner's `main`: reads the [`OPTIONS`] (`usage` is the help text), finds the programs of
@@ -368,6 +381,7 @@ pub fn parse_args(
             }
             "--out" => out = Some(PathBuf::from(args.value(&arg)?)),
             "--timeout-s" => settings.timeout = Duration::from_secs(args.number(&arg)?.max(1)),
+            "--build-note" => settings.build_note = args.value(&arg)?,
             "-h" | "--help" => {
                 print!("{usage}");
                 std::process::exit(0);
@@ -444,6 +458,9 @@ mod tests {
         assert_eq!((settings.rounds, settings.run_ms), (3, 50));
         assert_eq!(settings.filter, ["btree", "vec_"]);
         assert_eq!(out, Some(PathBuf::from("x.md")));
+        let (noted, _) = parse_args(args(&["--build-note", "with RUSTFLAGS=x"]), "usage").unwrap();
+        assert_eq!(build_line(&noted), "- build: with RUSTFLAGS=x\n");
+        assert_eq!(build_line(&settings), "");
         let (quick, out) = parse_args(args(&["--quick"]), "usage").unwrap();
         assert_eq!((quick.rounds, quick.run_ms, out), (1, 20, None));
         let error = parse_args(args(&["--round", "3"]), "usage").unwrap_err();

@@ -30,6 +30,7 @@ fn quick() -> Settings {
         run_ms: 10,
         filter: vec!["alloc_free/16".into(), "vec_push/1000".into()],
         timeout: Duration::from_secs(120),
+        ..Settings::default()
     }
 }
 

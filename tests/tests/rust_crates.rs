@@ -28,6 +28,7 @@ fn every_program_runs_every_workload_in_every_round() {
         run_ms: 10,
         filter: vec!["alloc_free/16".into(), "vec_extend".into()],
         timeout: Duration::from_secs(120),
+        ..Settings::default()
     };
     let measured = measure(&programs, BASELINE, &settings);
     assert!(measured.failures.is_empty(), "{:?}", measured.failures);
