@@ -1,10 +1,11 @@
 //! The benchmark harness every runner shares: the order of runs, the arithmetic over them, the
 //! Markdown they are reported in and the machine they ran on, and the runners' command lines
-//! ([`CommandLine`]) and report files ([`write_report`]). Four runners use it: the suite
+//! ([`CommandLine`]) and report files ([`write_report`]). Five runners use it: the suite
 //! (`suite`, programs under `LD_PRELOAD`), the malloc/free pair micro-benchmark (`micro_runner`),
-//! the Criterion table (`criterion_table`) and the profiler's cost on the Criterion workloads
-//! (`prof_rust`); each keeps only what is its own (what to run, how to read one run's output, the
-//! prose of its report).
+//! the Criterion table (`criterion_table`), and, on the Criterion workloads without Criterion
+//! (`crate::rust_once`), the profiler's cost (`prof_rust`) and Tally against the allocator crates
+//! (`rust_crates`); each keeps only what is its own (what to run, how to read one run's output,
+//! the prose of its report).
 //!
 //! # Why interleaved, rotated rounds and medians
 //!

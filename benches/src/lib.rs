@@ -1,6 +1,6 @@
 //! Benchmarks that compare Tally with other allocators (see `docs/benchmarks.md`).
 //!
-//! Three runners, one harness:
+//! Several runners, one harness:
 //!
 //! - [`harness`]: what every runner shares: interleaved rounds with the order rotated each round,
 //!   medians and spreads, ratios to a baseline and their geometric means, the Markdown table,
