@@ -16,6 +16,10 @@
 # target/criterion/<variant>/<workload>/<parameter>/, the driver the peak RSS in
 # target/criterion/peak_rss.tsv.
 #
+# Its columns are runs minutes apart. The records for issue 13's targets are interleaved:
+# benches/run-rust-crates.sh (Tally against the crates) and benches/run-prof-rust.sh (the
+# profiler's cost), on the same workloads without Criterion.
+#
 # TALLY_BENCH_TARGETS='system tally tally_prof' runs only those variants; TALLY_BENCH_CARGO_FLAGS
 # goes to cargo, e.g. while Tally does not compile:
 #   TALLY_BENCH_CARGO_FLAGS='--no-default-features --features mimalloc,jemalloc,stoolap' \
