@@ -223,6 +223,15 @@ impl Samples {
         median(&self.values(column, row))
     }
 
+    /// Of `columns`, the one whose median on `row` is the lowest, with that median; columns
+    /// without samples there are passed over (`None` if all are).
+    pub fn lowest_median<'a>(&self, columns: &[&'a str], row: &str) -> Option<(&'a str, f64)> {
+        columns
+            .iter()
+            .filter_map(|&column| Some((column, self.median(column, row)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
     /// One cell's median divided by the median of column `reference` on the same row.
     pub fn ratio_to(&self, column: &str, reference: &str, row: &str) -> Option<f64> {
         Some(self.median(column, row)? / self.median(reference, row)?)
@@ -800,6 +809,19 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lowest_median_passes_over_columns_without_samples() {
+        let mut samples = Samples::new(["a", "b", "c"], "a");
+        for (round, (a, b)) in [(3.0, 2.0), (5.0, 2.5), (4.0, 9.0)].into_iter().enumerate() {
+            samples.add("a", "r", round, a);
+            samples.add("b", "r", round, b);
+        }
+        assert_eq!(samples.lowest_median(&["a", "b", "c"], "r"), Some(("b", 2.5)));
+        assert_eq!(samples.lowest_median(&["a", "c"], "r"), Some(("a", 4.0)));
+        assert_eq!(samples.lowest_median(&["c"], "r"), None);
+        assert_eq!(samples.lowest_median(&[], "r"), None);
+    }
 
     #[test]
     fn a_command_line_reads_values_numbers_and_lists_and_names_the_flag_in_errors() {

@@ -71,14 +71,6 @@ fn ns_cell(ns: f64) -> String {
     }
 }
 
-/// Of the crates with a median in `samples` for `row`, the one with the lowest and its median.
-fn least(samples: &crate::harness::Samples, row: &str) -> Option<(&'static str, f64)> {
-    CRATES
-        .iter()
-        .filter_map(|&column| Some((column, samples.median(column, row)?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-}
-
 /// The report: the medians of every column (ratio to `System`), then per workload the fastest
 /// crate, Tally over it and the verdict, with their count; then the heavy workloads' peak RSS
 /// against the leanest crate's × [`RSS_BOUND`]; then the noise and any failures.
@@ -110,7 +102,7 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
     ]);
     let (mut rows, mut over) = (0, Vec::new());
     for row in samples.rows() {
-        let fastest = least(samples, row);
+        let fastest = samples.lowest_median(&CRATES, row);
         let tally = samples.median(TALLY, row);
         let (ratio, verdict) = match (fastest, tally) {
             (Some((_, crate_ns)), Some(tally_ns)) if crate_ns > 0.0 => {
@@ -178,7 +170,7 @@ fn rss_section(measured: &Measured) -> String {
             .columns()
             .iter()
             .map(|column| rss.median(column, row).map_or_else(|| MISSING.to_string(), mib));
-        let (bound, within) = match (least(rss, row), rss.median(TALLY, row)) {
+        let (bound, within) = match (rss.lowest_median(&CRATES, row), rss.median(TALLY, row)) {
             (Some((leanest, kib)), Some(tally)) => (
                 format!("{} ({leanest})", mib(kib * RSS_BOUND)),
                 if tally <= kib * RSS_BOUND { "yes" } else { "**no**" }.to_string(),

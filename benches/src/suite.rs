@@ -659,13 +659,7 @@ pub fn targets(results: &Results) -> Option<String> {
     if !has(SUBJECT) || peers.is_empty() {
         return None;
     }
-    // The peer with the lowest median of `samples` for `row`, and that median.
-    let best = |samples: &Samples, row: &str| {
-        peers
-            .iter()
-            .filter_map(|&peer| Some((peer, samples.median(peer, row)?)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-    };
+    let others: Vec<&str> = peers.iter().copied().filter(|&peer| peer != BASELINE).collect();
     let mut table = MarkdownTable::new([
         "workload",
         "fastest peer (s)",
@@ -680,7 +674,7 @@ pub fn targets(results: &Results) -> Option<String> {
     let (mut time_rows, mut rss_rows) = (0, 0);
     for row in seconds.rows() {
         let mut cells = vec![row.clone()];
-        match (best(seconds, row), seconds.median(SUBJECT, row)) {
+        match (seconds.lowest_median(&peers, row), seconds.median(SUBJECT, row)) {
             (Some((peer, fastest)), Some(time)) => {
                 let ratio = time / fastest;
                 time_rows += 1;
@@ -700,11 +694,7 @@ pub fn targets(results: &Results) -> Option<String> {
         let glibc = rss
             .median(BASELINE, row)
             .map(|kib| (kib * RSS_SLACK, "glibc × 1.10"));
-        let leanest = peers
-            .iter()
-            .filter(|&&peer| peer != BASELINE)
-            .filter_map(|&peer| Some((rss.median(peer, row)?, peer)))
-            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let leanest = rss.lowest_median(&others, row).map(|(peer, kib)| (kib, peer));
         let bound = match (glibc, leanest) {
             (Some(g), Some(l)) => Some(if l.0 > g.0 { l } else { g }),
             (g, l) => g.or(l),
