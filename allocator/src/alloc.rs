@@ -27,7 +27,7 @@ use crate::pagemap::CHUNK;
 use crate::size_class::{class_for, class_for_aligned, small_at, SizeClass, LARGE_MAX, NCACHED, SMALL_MAX};
 use crate::tcache::{self, thread_bins};
 use crate::thread::{direct_arena, flush_thread_cache, has_cache, thread_arena, thread_start};
-use crate::thread_event::{self, thread_events, TICK_CHARGE_MAX};
+use crate::thread_event::{self, thread_events, CACHED_TICK_CHARGE_MAX};
 use crate::{decay, freed, guard, huge, prof_hooks};
 
 /// Largest request Tally tries to serve; anything larger fails with `ENOMEM`.
@@ -194,12 +194,13 @@ fn alloc_big(size: usize, align: usize) -> *mut u8 {
     let class = class_for(size.max(SMALL_MAX + 1));
     if let Some(class) = class {
         if class.index() < NCACHED && align <= PAGE {
-            let charge = thread_event::charge(size);
-            if charge > TICK_CHARGE_MAX {
-                // Counted whole (the profiler or guarded sampling on): the tick counts 16 KiB of
+            let charge = thread_event::charge_cached(size);
+            if charge > CACHED_TICK_CHARGE_MAX {
+                // Counted whole (the profiler or guarded sampling on): the tick counts 8 KiB of
                 // it, as with them off.
                 // SAFETY: the thread's own events.
-                thread_event::credit_tick(unsafe { &mut *thread_events() }, charge - TICK_CHARGE_MAX);
+                let ev = unsafe { &mut *thread_events() };
+                thread_event::credit_tick(ev, charge - CACHED_TICK_CHARGE_MAX);
             }
             return alloc_small_charged(class, size, charge, align);
         }
