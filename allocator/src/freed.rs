@@ -9,7 +9,9 @@
 //! then its page-info word says it holds no block, see `chunk::UNOPENED`). So does every block
 //! in a thread's big cache, and every sampled block, of any class, whose run waits in its
 //! arena's stash (`arena::RunStash`). Every path that hands such a block to the program clears
-//! the word ([`unmark`]). So `free` needs one load
+//! the word ([`unmark`]), or has it overwritten before the program sees the block (Rust's
+//! `realloc` moving a small block copies 8 bytes or more over it: `alloc::alloc_to_overwrite`).
+//! So `free` needs one load
 //! and one compare to know a block is free already: a second free of the same block, a
 //! `realloc` of a freed block, or a free of a slot that was never handed out.
 //!

@@ -131,12 +131,18 @@ unsafe impl GlobalAlloc for Tally {
                 if small_at(new) == at {
                     return p;
                 }
-                let q = alloc::alloc(new);
+                let copied = layout.size().min(new_size);
+                let q = if copied >= 8 {
+                    // SAFETY: `new` is small, and the copy below writes the first 8 bytes.
+                    unsafe { alloc::alloc_to_overwrite(new) }
+                } else {
+                    alloc::alloc(new)
+                };
                 if !q.is_null() {
                     // SAFETY: GlobalAlloc's contract: `p` is a live block of `layout`, given up
                     // once `q` holds its bytes; `q` is a fresh block of at least `new_size`.
                     unsafe {
-                        ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                        ptr::copy_nonoverlapping(p, q, copied);
                         free::free_known_by(p, at, "realloc");
                     }
                 }
@@ -154,5 +160,73 @@ unsafe impl GlobalAlloc for Tally {
             }
         }
         q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::freed;
+
+    /// Runs `f` on a thread of its own, whose thread cache is its alone.
+    fn on_new_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    /// The block the next allocation of `size` bytes (aligned to 8) gets: one allocated and
+    /// freed, on top of its bin now, carrying its free mark.
+    fn next_block(size: usize) -> *mut u8 {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: a layout of non-zero size; the block is freed once, by its layout.
+        unsafe {
+            let q = Tally.alloc(layout);
+            assert!(!q.is_null());
+            Tally.dealloc(q, layout);
+            assert!(freed::is_marked(q), "a freed block carries its mark");
+            q
+        }
+    }
+
+    /// `realloc` moving a block leaves the new block's free mark to the copy when it copies at
+    /// least 8 bytes (`alloc::alloc_to_overwrite`): the copy replaces it, and the block is live.
+    #[test]
+    fn realloc_moving_8_bytes_or_more_overwrites_the_mark() {
+        on_new_thread(|| {
+            let q0 = next_block(100);
+            let old = Layout::from_size_align(16, 8).unwrap();
+            // SAFETY: blocks of this allocator, each used by the layout it was made with.
+            unsafe {
+                let p = Tally.alloc(old);
+                ptr::write_bytes(p, 0x5A, 16);
+                let q = Tally.realloc(p, old, 100);
+                assert_eq!(q, q0, "the block on top of the bin");
+                assert!(!freed::is_marked(q), "the copy replaced the mark");
+                assert_eq!(core::slice::from_raw_parts(q, 16), &[0x5A; 16]);
+                Tally.dealloc(q, Layout::from_size_align(100, 8).unwrap());
+                assert!(freed::is_marked(q), "freed once, without a double-free report");
+            }
+        });
+    }
+
+    /// With fewer than 8 bytes copied the new block's mark is cleared first, as any allocation
+    /// clears it: else its first byte from the old block and the mark's other seven bytes would
+    /// be the mark whenever that byte is the mark's first, and the block's `free` a double free.
+    #[test]
+    fn realloc_moving_fewer_than_8_bytes_clears_the_mark() {
+        on_new_thread(|| {
+            let q0 = next_block(100);
+            let first = freed::mark_of(q0).to_ne_bytes()[0];
+            let old = Layout::from_size_align(1, 1).unwrap();
+            // SAFETY: as above.
+            unsafe {
+                let p = Tally.alloc(old);
+                p.write(first);
+                let q = Tally.realloc(p, old, 100);
+                assert_eq!(q, q0, "the block on top of the bin");
+                assert_eq!(q.read(), first);
+                assert!(!freed::is_marked(q), "the mark was cleared before the copy");
+                Tally.dealloc(q, Layout::from_size_align(100, 1).unwrap());
+            }
+        });
     }
 }
