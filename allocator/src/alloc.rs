@@ -37,15 +37,27 @@ pub const MAX_REQUEST: usize = isize::MAX as usize - 2 * CHUNK;
 #[inline(always)]
 pub fn alloc(size: usize) -> *mut u8 {
     if size <= SMALL_MAX {
-        let at = small_at(size);
-        if let Some(p) = try_small_at(at, size) {
-            return p;
-        }
-        // The alignment `malloc` promises: 8 for the 8-byte class, 16 from 16 bytes up (the
-        // guarded sampler rounds up to it).
-        return alloc_small_miss(SizeClass::at(at), size, 8);
+        return alloc_small_sized(size, true);
     }
     alloc_big(size, PAGE)
+}
+
+/// [`alloc`] of a small `size`: the thread cache's hit, its free mark cleared if `clear_mark`
+/// (else the caller's to overwrite, [`alloc_to_overwrite`]), or the miss path.
+#[inline(always)]
+fn alloc_small_sized(size: usize, clear_mark: bool) -> *mut u8 {
+    let at = small_at(size);
+    let hit = if clear_mark {
+        try_small_at(at, size)
+    } else {
+        pop_small_at(at, size)
+    };
+    if let Some(p) = hit {
+        return p;
+    }
+    // The alignment `malloc` promises: 8 for the 8-byte class, 16 from 16 bytes up (the
+    // guarded sampler rounds up to it).
+    alloc_small_miss(SizeClass::at(at), size, 8)
 }
 
 /// Allocates one block of `class`, a class the thread cache keeps (small, or large up to
@@ -109,11 +121,7 @@ fn pop_small_at(at: usize, size: usize) -> Option<*mut u8> {
 #[inline(always)]
 pub unsafe fn alloc_to_overwrite(size: usize) -> *mut u8 {
     debug_assert!(size <= SMALL_MAX);
-    let at = small_at(size);
-    if let Some(p) = pop_small_at(at, size) {
-        return p;
-    }
-    alloc_small_miss(SizeClass::at(at), size, 8)
+    alloc_small_sized(size, false)
 }
 
 #[cold]

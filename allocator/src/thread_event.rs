@@ -198,8 +198,8 @@ fn count_bytes(bytes: usize) -> u8 {
 /// Takes `excess` bytes of an allocation counted whole (the profiler or guarded sampling on:
 /// [`charge`]) off the tick's count, as if it had counted what it counts with them off
 /// ([`TICK_CHARGE_MAX`], or [`CACHED_TICK_CHARGE_MAX`] for a block the thread cache keeps): they
-/// are credited to `tick_left`. The countdown, armed for the nearest budget at the last event, cannot tell
-/// whose bytes run it out; [`ran_out`] tells. (With the whole charge against the tick, a block
+/// are credited to `tick_left`. The countdown, armed for the nearest budget at the last event,
+/// cannot tell whose bytes run it out; [`ran_out`] tells. (With the whole charge against the tick, a block
 /// of 64 KiB or more was an event, a decay tick and a cache GC step with the profiler on: the
 /// suite's `generations` ran 2.6 times as many events, a third of what the profiler added to
 /// it. Blocks of 16-32 KiB, which the thread cache serves, counted whole against the tick until
