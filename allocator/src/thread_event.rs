@@ -199,11 +199,11 @@ fn count_bytes(bytes: usize) -> u8 {
 /// [`charge`]) off the tick's count, as if it had counted what it counts with them off
 /// ([`TICK_CHARGE_MAX`], or [`CACHED_TICK_CHARGE_MAX`] for a block the thread cache keeps): they
 /// are credited to `tick_left`. The countdown, armed for the nearest budget at the last event,
-/// cannot tell whose bytes run it out; [`ran_out`] tells. (With the whole charge against the tick, a block
-/// of 64 KiB or more was an event, a decay tick and a cache GC step with the profiler on: the
-/// suite's `generations` ran 2.6 times as many events, a third of what the profiler added to
-/// it. Blocks of 16-32 KiB, which the thread cache serves, counted whole against the tick until
-/// the twentieth pass of issue 13.)
+/// cannot tell whose bytes run it out; [`ran_out`] tells. (With the whole charge against the
+/// tick, a block of 64 KiB or more was an event, a decay tick and a cache GC step with the
+/// profiler on: the suite's `generations` ran 2.6 times as many events, a third of what the
+/// profiler added to it. Blocks of 16-32 KiB, which the thread cache serves, counted whole
+/// against the tick until the twentieth pass of issue 13.)
 #[inline(always)]
 pub fn credit_tick(ev: &mut ThreadEvents, excess: usize) {
     // Not before the thread's first event, which starts the tick (`tick_left` 0 says it is due).
