@@ -91,7 +91,7 @@ fn try_small_at(at: usize, size: usize) -> Option<*mut u8> {
     Some(p)
 }
 
-/// [`try_small_at`] but for clearing the block's free mark: the caller's to overwrite.
+/// [`try_small_at`] without clearing the block's free mark, which the caller overwrites.
 #[inline(always)]
 fn pop_small_at(at: usize, size: usize) -> Option<*mut u8> {
     let tb = thread_bins();
