@@ -20,10 +20,14 @@ unsafe fn dynamic(obj: &pal::process::LoadedObject) -> Option<DynamicTables> {
         return None;
     }
     // The loader relocates the dynamic section's addresses in place where it is writable, not
-    // where it is read-only (the vDSO): an address outside the object's mapping is unrelocated.
+    // where it is read-only (the vDSO): an address whose offset from the load bias lies below
+    // the object's end is relocated already, any other one (an ELF virtual address, small,
+    // below the bias) is not. Measured from the bias, not from `obj.start`: for the main
+    // executable `_dl_find_object` may give a start past its first segment, where `.dynsym`
+    // and `.gnu.hash` lie (the lib's test binary crashed adding the bias twice).
     let at = |v: u64| -> usize {
         let v = v as usize;
-        if v >= obj.start && v < obj.end {
+        if v.wrapping_sub(obj.bias) < obj.end.wrapping_sub(obj.bias) {
             v
         } else {
             v.wrapping_add(obj.bias)
