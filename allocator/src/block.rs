@@ -9,7 +9,7 @@
 //! `realloc` of such blocks make before the full lookup.
 
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use tally_pal::{self as pal, PAGE, PAGE_SHIFT};
 
@@ -232,7 +232,7 @@ pub struct CachedBlock {
 /// # Safety
 /// As for [`ChunkSeen::find`].
 #[inline(always)]
-pub unsafe fn cached_block_seen(p: *mut u8, seen: &mut ChunkSeen, tag: *const u8) -> Option<CachedBlock> {
+pub unsafe fn cached_block_seen(p: *mut u8, seen: &ChunkSeen, tag: *const u8) -> Option<CachedBlock> {
     // SAFETY: per the contract.
     let mine = match unsafe { seen.find(p as usize, tag) } {
         Seen::Mine => true,
@@ -255,11 +255,16 @@ pub unsafe fn cached_block_seen(p: *mut u8, seen: &mut ChunkSeen, tag: *const u8
 #[inline(always)]
 pub unsafe fn chunk_block_at(p: *mut u8) -> Option<usize> {
     let addr = p as usize;
-    let chunk = ChunkHeader::of(addr);
-    // SAFETY: per the contract a live chunk header at `chunk`; the page index is below
-    // CHUNK_PAGES. The offset is a class byte times the stride, an entry of the 256-entry table.
+    // The page's info word, addressed from the chunk's last address as `ChunkSeen::find`
+    // compares it (`addr | (CHUNK - 1)`, computed once): the header's start folds into the
+    // load's displacement, where rounding down would take two more instructions.
+    let words = (addr | (CHUNK - 1)).wrapping_sub(CHUNK - 1 - core::mem::offset_of!(ChunkHeader, page_info));
+    let word = words + ((addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)) * core::mem::size_of::<AtomicU32>();
+    // SAFETY: per the contract a live chunk header at `addr & !(CHUNK - 1)`, whose page-info
+    // word of the page holding `addr` is at `word` (the page index is below CHUNK_PAGES). The
+    // offset is a class byte times the stride, an entry of the 256-entry table.
     unsafe {
-        let info = (*chunk).page_info[(addr >> PAGE_SHIFT) & (CHUNK_PAGES - 1)].load(Ordering::Relaxed);
+        let info = (*(word as *const AtomicU32)).load(Ordering::Relaxed);
         let at = info_class(info) as usize * CLASS_STRIDE;
         // Pages' words hold their distance from their run's start; class bytes that are not
         // cached classes have no blocks in their check.

@@ -21,7 +21,7 @@
 //! theirs.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::freed;
 use crate::list::{Adapter, Links};
@@ -184,6 +184,8 @@ unsafe impl Adapter for LruLinks {
 pub struct ChunkHeader {
     /// Index of the owning arena.
     pub arena: u32,
+    /// The chunk retired before this one, while it waits to be unmapped ([`retire`]).
+    pub retired_next: usize,
     /// Whether the chunk lies in the [`SampledRegion`]: its runs are sampled blocks' or free,
     /// and its free runs sit in the page heap's lists for those (`extent.rs`). Set when the
     /// chunk is mapped, never changed.
@@ -295,16 +297,104 @@ pub fn arena_has_chunks(arena: u32) -> bool {
     ARENAS_WITH_CHUNKS[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
 }
 
-/// Unmaps the chunk holding `span`, which must be one free, purged run covering all its usable
-/// pages, in no list, of a chunk outside the [`SampledRegion`].
+/// Unmaps the chunk holding `span`, which must be one free run covering all its usable pages,
+/// in no list, of a chunk outside the [`SampledRegion`], at once (tests: the allocator unmaps
+/// through [`retire`] and [`take_retired`]).
 ///
 /// # Safety
-/// No block of the chunk may be live and nothing may refer to its header afterwards.
+/// No block of the chunk may be live, nothing may refer to its header afterwards, and no
+/// thread may remember it (`pagemap::ChunkSeen`: none freed into it).
+#[cfg(test)]
 pub unsafe fn unmap_chunk(span: *mut Span) {
     let base = Span::chunk(span) as usize;
-    // SAFETY: per the contract the header is live until unmapped below.
-    debug_assert!(!unsafe { (*Span::chunk(span)).sampled_only });
     pagemap::set(base, 1, 0);
+    // SAFETY: per the contract.
+    unsafe { unmap_retired(base) };
+}
+
+/// Whether wholly free chunks may be unmapped: whether the process-wide barrier their
+/// unmapping needs (`pagemap::ChunkSeen`'s protocol) works here, asked once (0: not yet, 1:
+/// yes, 2: no). Where it does not, chunks stay their arena's, their pages given back.
+static UNMAPPING: AtomicU8 = AtomicU8::new(0);
+
+/// See [`UNMAPPING`].
+#[inline(always)]
+pub fn unmapping_allowed() -> bool {
+    match UNMAPPING.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => ask_unmapping(),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn ask_unmapping() -> bool {
+    let works = pal::thread::barrier_all_threads();
+    UNMAPPING.store(if works { 1 } else { 2 }, Ordering::Relaxed);
+    works
+}
+
+/// Chunks retired and not unmapped yet: the last one's address (0: none), each header's
+/// `retired_next` the one retired before it. A stack pushed by [`retire`] (under any page
+/// heap's lock) and emptied whole by [`take_retired`].
+static RETIRED: AtomicUsize = AtomicUsize::new(0);
+
+/// Retires the chunk holding `span`, which must be one free run covering all its usable pages,
+/// in no list, of a chunk outside the [`SampledRegion`], that its page heap no longer counts:
+/// takes it out of the page map (step 1 of `pagemap::ChunkSeen`'s protocol) and puts it on the
+/// stack of chunks to unmap, which `decay::unmap_retired` empties after the protocol's other
+/// steps, out of every lock.
+///
+/// # Safety
+/// No block of the chunk may be live and nothing but threads' memories of chunks may refer to
+/// it.
+#[cold]
+#[inline(never)]
+pub unsafe fn retire(span: *mut Span) {
+    let chunk = Span::chunk(span);
+    let base = chunk as usize;
+    // SAFETY: per the contract the header is live (mapped until unmapped from the stack).
+    debug_assert!(!unsafe { (*chunk).sampled_only });
+    pagemap::set(base, 1, 0);
+    let mut head = RETIRED.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: as above; the chunk is ours alone until pushed.
+        unsafe { (*chunk).retired_next = head };
+        match RETIRED.compare_exchange_weak(head, base, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(now) => head = now,
+        }
+    }
+}
+
+/// Whether any chunk is retired and not yet taken (one load).
+#[inline(always)]
+pub fn any_retired() -> bool {
+    RETIRED.load(Ordering::Relaxed) != 0
+}
+
+/// Takes every retired chunk: the last one's address (0: none); [`next_retired`] walks them.
+pub fn take_retired() -> usize {
+    RETIRED.swap(0, Ordering::Acquire)
+}
+
+/// The retired chunk after `base` in what [`take_retired`] returned (0: none).
+///
+/// # Safety
+/// `base` must be a retired chunk taken by [`take_retired`], not unmapped yet.
+pub unsafe fn next_retired(base: usize) -> usize {
+    // SAFETY: per the contract the header is mapped; the acquiring swap that took the stack
+    // made its pusher's write visible.
+    unsafe { (*(base as *const ChunkHeader)).retired_next }
+}
+
+/// Unmaps the retired chunk at `base`.
+///
+/// # Safety
+/// No thread may remember the chunk any more (every thread forgot since it was retired), and
+/// nothing may refer to it.
+pub unsafe fn unmap_retired(base: usize) {
     // SAFETY: per the contract the chunk is dead.
     unsafe { pal::unmap(base as *mut u8, CHUNK) };
     CHUNKS_UNMAPPED.fetch_add(1, Ordering::Relaxed);

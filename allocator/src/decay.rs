@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::arena::{self, Arena, ARENAS};
 use crate::bin;
+use crate::chunk;
 use crate::extent::{DIRTY_DECAY_MS, FRESH_PAGES, MUZZY_DECAY_MS};
 use crate::huge;
 use crate::options::Options;
@@ -230,6 +231,8 @@ fn give_back_idle(arenas: &[Arena], quota: usize, now: u64, keep: fn(usize) -> u
 pub fn tick() {
     #[cfg(test)]
     LOOKS.with(|looks| looks.set(looks.get() + 1));
+    // Chunks a `free` retired (`dirty_decay_ms:0` purges at once) or the balance below.
+    unmap_retired();
     balance();
     let Some(interval) = interval_ms() else { return };
     let now = pal::now_ms();
@@ -258,18 +261,61 @@ pub fn purge_all(everything: bool) -> u64 {
         .iter()
         .map(|a| purge_one(a, now, everything))
         .sum();
+    unmap_retired();
     arenas + crate::huge::purge(now, everything)
+}
+
+/// Unmaps the chunks purging retired (`chunk::retire`), by the rest of the protocol of
+/// `pagemap::ChunkSeen`: every thread passes a memory barrier, every thread forgets the chunks
+/// it remembered (`tcache::forget_chunks_everywhere`), and only then are they unmapped.
+/// Returns the number unmapped. One load when there are none; called wherever a purge may have
+/// retired some, with no allocator lock held (it takes the thread-cache registry's).
+#[inline(always)]
+pub fn unmap_retired() -> usize {
+    if !chunk::any_retired() {
+        return 0;
+    }
+    unmap_taken()
+}
+
+/// [`unmap_retired`] once a chunk is retired: out of line, outside the hot text (it runs only
+/// where chunks become wholly free).
+#[cold]
+#[inline(never)]
+fn unmap_taken() -> usize {
+    let mut base = chunk::take_retired();
+    if base == 0 {
+        return 0;
+    }
+    // Asked for (and known to work) before any chunk was retired.
+    let barrier = pal::thread::barrier_all_threads();
+    debug_assert!(barrier, "membarrier worked once, and stopped working");
+    crate::tcache::forget_chunks_everywhere();
+    let mut unmapped = 0;
+    while base != 0 {
+        // SAFETY: taken from the retired stack, still mapped; every thread forgot it since it
+        // was retired (the barrier, then the forgetting above).
+        unsafe {
+            let next = chunk::next_retired(base);
+            chunk::unmap_retired(base);
+            base = next;
+        }
+        unmapped += 1;
+    }
+    unmapped
 }
 
 /// Purges arena `index` now, as [`purge_all`] purges each (huge mappings belong to no arena and
 /// are left alone). Returns the pages given back.
 pub fn purge_arena(index: usize, everything: bool) -> u64 {
     PASSES.fetch_add(1, Ordering::Relaxed);
-    purge_one(
+    let pages = purge_one(
         &ARENAS[index.min(arena::arena_count() - 1)],
         pal::now_ms(),
         everything,
-    )
+    );
+    unmap_retired();
+    pages
 }
 
 fn purge_one(arena: &Arena, now: u64, everything: bool) -> u64 {
@@ -308,6 +354,7 @@ fn purge_arenas(now: u64, wait: bool) -> u64 {
             released += heap.purge(now, false);
         }
     }
+    unmap_retired();
     released + crate::huge::purge(now, false)
 }
 

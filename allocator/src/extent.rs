@@ -26,7 +26,11 @@
 //! walks from the oldest: a run dirty for longer than `dirty_decay_ms` is given back (with
 //! `MADV_FREE` if `muzzy_decay_ms` is above 0, else `MADV_DONTNEED`), a muzzy run older than
 //! `muzzy_decay_ms` gets `MADV_DONTNEED`. A chunk whose whole usable area is one clean free run is
-//! unmapped (but for a chunk of the sampled region, which stays, its pages given back). A merged
+//! unmapped (but for a chunk of the sampled region, which stays, its pages given back): taken out
+//! of the heap and the page map at once ([`chunk::retire`]), unmapped once every thread has
+//! forgotten it (`decay::unmap_retired`, the protocol of `pagemap::ChunkSeen`, out of every
+//! lock). Where the system has no process-wide memory barrier for that protocol (`membarrier`),
+//! chunks stay, as jemalloc's `retain:true` keeps address space. A merged
 //! run's resident bound is the sum of its parts' (a clean neighbour merged into a dirty run
 //! counts as not resident), and its age the average of theirs weighted by
 //! resident pages, so small frees next to an old dirty run neither reset its clock nor get
@@ -746,7 +750,8 @@ impl PageHeap {
 
     /// Gives back the pages of `run` (a free run in no list) — lazily with `MADV_FREE` when it is
     /// dirty, `muzzy_decay_ms` is not 0 and `at_once` is false, else with `MADV_DONTNEED` — and
-    /// puts it back in the lists, or unmaps its chunk if it is the chunk's whole usable area.
+    /// puts it back in the lists, or retires its chunk for unmapping ([`chunk::retire`]) if it
+    /// is the chunk's whole usable area.
     ///
     /// # Safety
     /// `run` must be a free run of this heap in no list.
@@ -772,10 +777,11 @@ impl PageHeap {
             if Span::first_page(run) == HEADER_PAGES
                 && (*run).pages as usize == USABLE_PAGES
                 && !(*Span::chunk(run)).sampled_only
+                && chunk::unmapping_allowed()
             {
                 self.free_pages -= USABLE_PAGES;
                 self.chunks -= 1;
-                chunk::unmap_chunk(run);
+                chunk::retire(run);
                 return;
             }
             self.push(run);

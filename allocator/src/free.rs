@@ -33,7 +33,7 @@ use core::sync::atomic::Ordering;
 pub unsafe fn free(p: *mut u8) {
     let tb = thread_bins();
     // SAFETY: the thread's own bins, whose `seen` only this thread touches.
-    let (seen, tag) = unsafe { (&mut (*tb).seen, ptr::addr_of!((*tb).arena_tag)) };
+    let (seen, tag) = unsafe { (&(*tb).seen, ptr::addr_of!((*tb).arena_tag)) };
     // SAFETY: `tag` is in the thread's bins.
     match unsafe { seen.find(p as usize, tag) } {
         Seen::Mine => {}
@@ -94,7 +94,7 @@ unsafe fn free_no_chunk(p: *mut u8) {
 pub fn thread_cached_block(p: *mut u8) -> Option<CachedBlock> {
     let tb = thread_bins();
     // SAFETY: the thread's own bins, whose `seen` only this thread touches.
-    unsafe { cached_block_seen(p, &mut (*tb).seen, ptr::addr_of!((*tb).arena_tag)) }
+    unsafe { cached_block_seen(p, &(*tb).seen, ptr::addr_of!((*tb).arena_tag)) }
 }
 
 /// Frees `p`, the block [`thread_cached_block`] (or `free`'s own look through the thread's

@@ -13,12 +13,15 @@
 //! only where bytes are written: one 4 KiB page per 16 GiB of address space holding chunks,
 //! one or two pages in practice.
 //!
-//! A thread asks it less often: its memory of the chunks it found last ([`ChunkSeen`])
-//! holds them with the map's [`CHUNK_EPOCH`] then, a count of the windows that stopped being
-//! chunks. While the count has not moved, no chunk went away, so a pointer into a remembered
-//! chunk needs two compares instead of the byte's range check and load (9 instructions; `free`'s
-//! fast path 42 → 38), and with the byte's tag it knows whether the chunk is of the thread's
-//! arena without the chunk header's first line (38 → 35).
+//! A thread asks it less often: its memory of the chunks it found last ([`ChunkSeen`]). A
+//! chunk is unmapped only after every thread forgot it (the protocol at [`ChunkSeen`]), so a
+//! pointer into a remembered chunk needs two compares instead of the byte's range check and
+//! load (9 instructions; `free`'s fast path 42 → 38), and with the byte's tag it knows whether
+//! the chunk is of the thread's arena without the chunk header's first line (38 → 35). Before
+//! that protocol, the memory held a count of the windows that had stopped being chunks as well,
+//! which `free` compared with the map's (35 → 33: three instructions fewer, one more because
+//! another thread may now write the memory, so its words are atomics, whose loads the compiler
+//! does not fold into the compare).
 //!
 //! [`ChunkHeader`]: crate::chunk::ChunkHeader
 
@@ -93,15 +96,6 @@ pub fn is_chunk(addr: usize) -> bool {
     tag_of(addr) != 0
 }
 
-/// Windows that stopped being chunks so far, plus 1: a window's [`CHUNKS`] byte goes from its
-/// tag to 0 before this count moves, and the chunk is unmapped after it. It starts at 1 so that a
-/// thread's memory of chunks as it starts ([`ChunkSeen`]), all zero, matches no pointer.
-pub static CHUNK_EPOCH: AtomicUsize = AtomicUsize::new(1);
-
-/// No chunk's start: what [`ChunkSeen`] holds in place of a chunk it forgot (no pointer
-/// rounded down to a chunk is 1).
-const NO_CHUNK: usize = 1;
-
 /// What [`ChunkSeen::find`] says of a pointer.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Seen {
@@ -120,46 +114,60 @@ pub enum Seen {
 /// of the chunk's header but the page's info word; neither does one it looks up (the page
 /// map's byte is the chunk's arena's tag).
 ///
-/// Invariant: `epoch` is 0 (a thread's zeroed memory, matching no epoch, [`CHUNK_EPOCH`]
-/// starts at 1), or `key` is the free mark's key (`freed::key`) and each of `mine` and `other`
-/// is [`NO_CHUNK`] or the start of a window whose page-map byte was not 0 at a moment when
-/// [`CHUNK_EPOCH`] was already `epoch` (read before the byte). While the epoch is still
-/// `epoch`, no window has stopped being a chunk since, so each is still one, with the same tag
-/// (a window's byte changes only through 0, which moves the epoch). `mine`'s tag was the
-/// thread's arena's when it was remembered; the thread forgets everything when its arena
-/// changes ([`ChunkSeen::forget`]). That last part is a hint, not a safety condition: whether a
-/// block is the thread's only chooses where `free` puts it in the cache (`free.rs`), and a flush
-/// sends every block to its chunk's own arena.
+/// A chunk is held as its last address, `chunk | (CHUNK - 1)`, and a pointer compared as
+/// `addr | (CHUNK - 1)`: never 0, so a thread's memory as it starts, all zero, matches no
+/// pointer, null included, and the compare needs no other test.
+///
+/// Invariant: `mine` and `other` are each 0 or the last address of a window whose page-map
+/// byte is not 0 (a chunk, with the same tag as when it was remembered: a byte changes only
+/// through 0). That holds because a chunk is unmapped, and its window free to become anything,
+/// only by this protocol:
+/// 1. a purge that finds it wholly free sets its byte to 0 (`chunk::retire`, under its page
+///    heap's lock; the chunk waits, mapped, on a stack);
+/// 2. every thread passes a memory barrier (`pal::thread::barrier_all_threads`);
+/// 3. every listed memory forgets both chunks ([`ChunkSeen::forget`]);
+/// 4. only then is it unmapped (steps 2-4: `decay::unmap_retired`, out of every lock).
+///
+/// A memory remembers only while `listed` is not 0: while it is in the registry of memories
+/// that step 3 walks (`tcache.rs`'s attached caches, whose owners' memories these are). It
+/// stores the chunk, then reads the byte again (a compiler fence between), and forgets the
+/// chunk if the byte is 0 now. A store before the thread's barrier is visible before step 3,
+/// which overwrites it; one after it is followed by a read that sees step 1's 0.
+///
+/// `mine`'s tag was the thread's arena's when it was remembered; the thread forgets everything
+/// when its arena changes ([`ChunkSeen::forget`]). That part is a hint, not a safety condition:
+/// whether a block is the thread's only chooses where `free` puts it in the cache (`free.rs`),
+/// and a flush sends every block to its chunk's own arena. `key` is the free mark's key
+/// (`freed::key`) whenever `mine` or `other` is not 0, and after any look-up that found a
+/// chunk. Only the owning thread writes `listed`, `key` and a chunk into `mine` or `other`;
+/// another thread only forgets (step 3), hence atomics (plain moves at `Relaxed`).
 #[repr(C)]
 pub struct ChunkSeen {
-    mine: usize,
-    epoch: usize,
-    key: usize,
-    other: usize,
+    mine: AtomicUsize,
+    listed: AtomicUsize,
+    key: AtomicUsize,
+    other: AtomicUsize,
 }
 
 impl ChunkSeen {
-    /// Where `addr` lies: in `mine` or `other` with no chunk gone since, without the page map's
-    /// load; else as the page map says, the chunk then remembered by whether its tag is the
-    /// one at `tag`, the thread's arena's ([`chunk_tag`]; 0 while the thread has
-    /// none). (A pointer, read only on that miss: a value would be loaded on every call.)
-    /// What a window may be read for is what [`is_chunk`] allows: a chunk that goes away while
-    /// a thread reads its header is as possible as after the byte's load, and only for a
-    /// pointer that is no block (a live block keeps its chunk).
+    /// Where `addr` lies: in `mine` or `other`, without the page map's load; else as the page
+    /// map says, the chunk then remembered by whether its tag is the one at `tag`, the
+    /// thread's arena's ([`chunk_tag`]; 0 while the thread has none). (A pointer, read only on
+    /// that miss: a value would be loaded on every call.) What a window may be read for is what
+    /// [`is_chunk`] allows: a chunk that goes away while a thread reads its header is as
+    /// possible as after the byte's load, and only for a pointer that is no block (a live
+    /// block keeps its chunk).
     ///
     /// # Safety
     /// `tag` must be valid to read.
     #[inline(always)]
-    pub unsafe fn find(&mut self, addr: usize, tag: *const u8) -> Seen {
-        let epoch = crate::hot::hot_load!(CHUNK_EPOCH);
-        let chunk = addr & !(CHUNK - 1);
-        if epoch == self.epoch {
-            if chunk == self.mine {
-                return Seen::Mine;
-            }
-            if chunk == self.other {
-                return Seen::Other;
-            }
+    pub unsafe fn find(&self, addr: usize, tag: *const u8) -> Seen {
+        let last = addr | (CHUNK - 1);
+        if last == self.mine.load(Ordering::Relaxed) {
+            return Seen::Mine;
+        }
+        if last == self.other.load(Ordering::Relaxed) {
+            return Seen::Other;
         }
         // SAFETY: per the contract.
         self.look_up(addr, unsafe { *tag })
@@ -168,39 +176,56 @@ impl ChunkSeen {
     /// The free mark's key, once [`ChunkSeen::find`] found a chunk.
     #[inline(always)]
     pub fn key(&self) -> usize {
-        self.key
+        self.key.load(Ordering::Relaxed)
     }
 
-    /// [`ChunkSeen::find`]'s miss: the page map's answer, remembered when it is a chunk, with
-    /// the epoch read before the byte (the invariant's order; the acquiring load keeps the
-    /// byte's after it). A new epoch forgets both chunks first.
+    /// [`ChunkSeen::find`]'s miss: the page map's answer, remembered when it is a chunk and
+    /// the memory is listed, by the invariant's store-then-read.
     #[inline(always)]
-    fn look_up(&mut self, addr: usize, tag: u8) -> Seen {
-        let epoch = CHUNK_EPOCH.load(Ordering::Acquire);
+    fn look_up(&self, addr: usize, tag: u8) -> Seen {
         let found = tag_of(addr);
         if found == 0 {
             return Seen::NoChunk;
         }
-        if epoch != self.epoch {
-            self.mine = NO_CHUNK;
-            self.other = NO_CHUNK;
-            // A chunk exists, so the key is drawn.
-            self.key = crate::freed::drawn_key();
-            self.epoch = epoch;
+        let mine = found == tag;
+        if self.listed.load(Ordering::Relaxed) != 0 {
+            keep(if mine { &self.mine } else { &self.other }, addr, tag_of);
         }
-        let chunk = addr & !(CHUNK - 1);
-        if found == tag {
-            self.mine = chunk;
+        // A chunk exists, so the key is drawn.
+        self.key.store(crate::freed::drawn_key(), Ordering::Relaxed);
+        if mine {
             Seen::Mine
         } else {
-            self.other = chunk;
             Seen::Other
         }
     }
 
-    /// Forgets both chunks: the thread's arena changed, so `mine` may be another's now.
-    pub fn forget(&mut self) {
-        self.epoch = 0;
+    /// Forgets both chunks: the thread's arena changed, so `mine` may be another's now, or a
+    /// chunk is about to be unmapped (the invariant's step 3, from any thread).
+    pub fn forget(&self) {
+        self.mine.store(0, Ordering::Relaxed);
+        self.other.store(0, Ordering::Relaxed);
+    }
+
+    /// Lets the memory remember chunks from now on (`on`), or no more; forgets both either
+    /// way. The owner only, and only while the registry the invariant's step 3 walks lists it
+    /// (`on`) or no longer does (not `on`), under that registry's lock.
+    pub fn set_listed(&self, on: bool) {
+        self.listed.store(on as usize, Ordering::Relaxed);
+        self.forget();
+    }
+}
+
+/// Remembers the chunk holding `addr` in `slot` unless its byte, read again by `byte_again`
+/// after the store ([`tag_of`]; a test's stand-in), is 0 by then: [`ChunkSeen`]'s
+/// store-then-read, the threads' half of the unmapping's barrier (a compiler fence: the other
+/// half, `pal::thread::barrier_all_threads`, is a full barrier in every thread).
+#[inline(always)]
+fn keep(slot: &AtomicUsize, addr: usize, byte_again: impl FnOnce(usize) -> u8) {
+    slot.store(addr | (CHUNK - 1), Ordering::Relaxed);
+    core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    if byte_again(addr) == 0 {
+        slot.store(0, Ordering::Relaxed);
     }
 }
 
@@ -270,9 +295,8 @@ fn set_chunk_flag(window: usize, tag: u8) {
     if let Some(flag) = CHUNKS.get(window) {
         if tag != 0 {
             flag.store(tag, Ordering::Release);
-        } else if flag.swap(0, Ordering::AcqRel) != 0 {
-            // A chunk went away: every thread's `ChunkSeen` looks its next pointer up again.
-            CHUNK_EPOCH.fetch_add(1, Ordering::Release);
+        } else {
+            flag.store(0, Ordering::Release);
         }
     }
 }
@@ -357,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_seen_is_the_threads_or_anothers_until_one_goes_away() {
+    fn a_chunk_seen_is_the_threads_or_anothers_until_it_forgets() {
         // Two windows made chunks of arenas 7 and 9 in the page map alone: `find` reads no
         // header, so none is mapped.
         let a = 0x5A5D_0000_0000usize;
@@ -365,12 +389,13 @@ mod tests {
         let (mine, other) = (chunk_tag(7), chunk_tag(9));
         // A thread's memory as it starts, zeroed: not even a pointer into window 0 (null) is a
         // chunk through it.
-        let mut seen = ChunkSeen {
-            mine: 0,
-            epoch: 0,
-            key: 0,
-            other: 0,
+        let seen = ChunkSeen {
+            mine: AtomicUsize::new(0),
+            listed: AtomicUsize::new(0),
+            key: AtomicUsize::new(0),
+            other: AtomicUsize::new(0),
         };
+        let remembered = |s: &ChunkSeen| (s.mine.load(Ordering::Relaxed), s.other.load(Ordering::Relaxed));
         // SAFETY: every `find` below is given a valid byte (`&mine`, `&other`, `&none`).
         unsafe {
             assert_eq!(seen.find(0, &mine), Seen::NoChunk);
@@ -382,12 +407,20 @@ mod tests {
             );
             assert!(set_chunk(a, mine) && set_chunk(b, other));
 
+            // Not listed: answered by the page map, remembered nowhere.
             assert_eq!(seen.find(a + 100, &mine), Seen::Mine, "of the thread's arena");
             assert_eq!(seen.key(), crate::freed::key());
             assert_eq!(seen.find(b + 8, &mine), Seen::Other, "another arena's");
+            assert_eq!(remembered(&seen), (0, 0), "an unlisted memory keeps nothing");
+
+            seen.set_listed(true);
+            assert_eq!(seen.find(a + 100, &mine), Seen::Mine);
+            assert_eq!(seen.find(b + 8, &mine), Seen::Other);
+            assert_eq!(remembered(&seen), (a + CHUNK - 1, b + CHUNK - 1));
             assert_eq!(seen.find(a + CHUNK - 1, &mine), Seen::Mine, "both kept");
             assert_eq!(seen.find(a + CHUNK, &mine), Seen::NoChunk);
             assert_eq!(seen.find(a - 1, &mine), Seen::NoChunk);
+            assert_eq!(seen.find(0, &mine), Seen::NoChunk);
             assert_eq!(seen.find(usize::MAX, &mine), Seen::NoChunk);
             assert_eq!(seen.find(1 << 47, &mine), Seen::NoChunk);
 
@@ -401,10 +434,10 @@ mod tests {
             assert_eq!(seen.find(a + 8, &other), Seen::Other);
             assert_eq!(seen.find(b + 16, &other), Seen::Mine, "one chunk of each kept");
 
-            // A chunk goes away: the memory must not answer for any chunk any more.
-            let before = CHUNK_EPOCH.load(Ordering::Relaxed);
+            // A chunk goes away by the unmapping's protocol: the byte first, then the memory
+            // forgets; the page map answers from then on.
             assert!(set(b, 1, 0));
-            assert!(CHUNK_EPOCH.load(Ordering::Relaxed) > before);
+            seen.forget();
             assert_eq!(
                 seen.find(b + 8, &other),
                 Seen::NoChunk,
@@ -412,7 +445,80 @@ mod tests {
             );
             assert_eq!(seen.find(a + 8, &mine), Seen::Mine, "looked up again, by the tag");
             assert!(set(a, 1, 0));
+            seen.set_listed(false);
+            assert_eq!(remembered(&seen), (0, 0), "unlisting forgets");
             assert_eq!(seen.find(a + 8, &mine), Seen::NoChunk);
         }
+    }
+
+    #[test]
+    fn a_chunk_whose_byte_is_gone_after_the_store_is_not_kept() {
+        // `keep`'s second read: the byte as step 1 of the unmapping left it after the first
+        // read found the chunk.
+        let slot = AtomicUsize::new(0);
+        let a = 0x5A6D_0000_0000usize;
+        keep(&slot, a + 8, |_| chunk_tag(3));
+        assert_eq!(slot.load(Ordering::Relaxed), a + CHUNK - 1, "still a chunk: kept");
+        keep(&slot, a + 8, |_| 0);
+        assert_eq!(slot.load(Ordering::Relaxed), 0, "gone meanwhile: not kept");
+    }
+
+    #[test]
+    fn a_thread_looking_chunks_up_keeps_none_the_unmapping_protocol_took_away() {
+        // One thread looks a window up over and over while this one takes the window away by
+        // the protocol (byte, barrier, forget, then `gone`) and gives it back (`gone` cleared
+        // first), many times. Whenever the finder is between look-ups and sees `gone`, its
+        // memory must not hold the window. Without `keep`'s second read, a finder that read the
+        // byte before step 1 and stored after step 3 would keep it.
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let a = 0x5A7D_0000_0000usize;
+        let tag = chunk_tag(5);
+        let seen = Arc::new(ChunkSeen {
+            mine: AtomicUsize::new(0),
+            listed: AtomicUsize::new(1),
+            key: AtomicUsize::new(0),
+            other: AtomicUsize::new(0),
+        });
+        let (stop, gone) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(true)));
+        let finder = {
+            let (seen, stop, gone) = (seen.clone(), stop.clone(), gone.clone());
+            std::thread::spawn(move || {
+                let (mut found, mut stale) = (0u64, 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    // `look_up`'s steps, with the time between the byte's first read and the
+                    // store widened (a thread preempted there), so that the race happens.
+                    if tag_of(a + 64) == tag {
+                        for _ in 0..found % 97 {
+                            core::hint::spin_loop();
+                        }
+                        keep(&seen.mine, a + 64, tag_of);
+                        found += 1;
+                    }
+                    if gone.load(Ordering::Acquire) && seen.mine.load(Ordering::Relaxed) != 0 {
+                        stale += 1;
+                    }
+                }
+                (found, stale)
+            })
+        };
+        for _ in 0..20_000 {
+            gone.store(false, Ordering::Release);
+            assert!(set_chunk(a, tag));
+            for _ in 0..100 {
+                core::hint::spin_loop();
+            }
+            assert!(set(a, 1, 0));
+            assert!(pal::thread::barrier_all_threads());
+            seen.forget();
+            gone.store(true, Ordering::Release);
+            for _ in 0..100 {
+                core::hint::spin_loop();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (found, stale) = finder.join().unwrap();
+        assert!(found > 0, "the finder found the chunk while it was one");
+        assert_eq!(stale, 0, "the window was remembered after it was taken away");
     }
 }

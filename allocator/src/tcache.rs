@@ -658,6 +658,23 @@ static CACHES: Mutex<Caches> = Mutex::new(
     },
 );
 
+/// Makes every thread forget the chunks it remembered (`pagemap::ChunkSeen`): step 3 of the
+/// protocol by which chunks are unmapped (`decay::unmap_retired`). The memories that can
+/// hold a chunk are those of the attached caches' owners (a memory remembers only while
+/// listed, and is listed with its cache, under this lock).
+pub fn forget_chunks_everywhere() {
+    let caches = CACHES.lock();
+    let mut tc = caches.attached.head();
+    while !tc.is_null() {
+        // SAFETY: attached caches and their owners' bins stay live while in the list, which the
+        // lock we hold guards; `forget` only stores to the memory's atomics.
+        unsafe {
+            (*(*tc).owner).seen.forget();
+            tc = List::<CacheLinks>::next(tc);
+        }
+    }
+}
+
 /// Allocations counted by bins of caches that were detached since (and by calls served without
 /// a cache), per class.
 pub static MERGED_NMALLOC: [AtomicU64; NCACHED] = [const { AtomicU64::new(0) }; NCACHED];
@@ -706,7 +723,9 @@ impl TCache {
             ptr::addr_of_mut!((*tc).arena).write(ptr::null());
             (*tb).arena = NO_ARENA;
             (*tb).arena_tag = 0;
-            (*tb).seen.forget();
+            // Listed with the cache, under the registry's lock: `forget_chunks_everywhere`
+            // walks these memories.
+            (*tb).seen.set_listed(true);
             ptr::addr_of_mut!((*tc).owner).write(tb);
             ptr::addr_of_mut!((*tc).big).write(BigCache::empty());
             ptr::addr_of_mut!((*tc).moved).write([0; NCACHED]);
@@ -737,6 +756,8 @@ impl TCache {
             {
                 let mut caches = CACHES.lock();
                 caches.attached.remove(tc);
+                // No longer walked by `forget_chunks_everywhere`: remember nothing from now on.
+                (*tb).seen.set_listed(false);
                 for (bin, merged) in (*tb).bins.iter().zip(&MERGED_NMALLOC) {
                     merged.fetch_add(bin.nmalloc.swap(0, Ordering::Relaxed), Ordering::Relaxed);
                 }

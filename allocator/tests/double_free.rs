@@ -120,26 +120,45 @@ fn printed_block(stdout: &str) -> usize {
     usize::from_str_radix(block.trim(), 16).unwrap()
 }
 
+/// Checks that `case` unmapped a chunk and that the later `free` of a pointer into it aborted
+/// as an invalid pointer (not a block: looked up again), not by reading the unmapped header.
+fn assert_gone_chunk_is_no_block(case: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let (status, stdout, stderr) = child(case, "dirty_decay_ms:0,muzzy_decay_ms:0");
+    let unmapped: u64 = stdout
+        .lines()
+        .find_map(|l| l.split("unmapped ").nth(1))
+        .unwrap_or_else(|| panic!("{case}: {stdout}\n{stderr}"))
+        .parse()
+        .unwrap();
+    assert!(
+        unmapped >= 1,
+        "{case}: the second chunk was not given back: {stdout}"
+    );
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{case}: {stdout}\n{stderr}");
+    assert!(!stdout.contains("survived"), "{case}: {stdout}");
+    let p = printed_block(&stdout) + 64;
+    assert_eq!(
+        stderr.trim_end(),
+        format!("tally: free(): invalid pointer {p:#x}: not allocated by Tally"),
+        "{case}"
+    );
+}
+
 #[test]
 fn a_pointer_into_a_chunk_given_back_is_no_block() {
     // `free` remembers the chunk it last found (`pagemap::ChunkSeen`); once that chunk is
     // unmapped, a pointer into it must be looked up again, not read through the memory.
-    use std::os::unix::process::ExitStatusExt;
-    let (status, stdout, stderr) = child("gone_chunk", "dirty_decay_ms:0,muzzy_decay_ms:0");
-    let unmapped: u64 = stdout
-        .lines()
-        .find_map(|l| l.split("unmapped ").nth(1))
-        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"))
-        .parse()
-        .unwrap();
-    assert!(unmapped >= 1, "the second chunk was not given back: {stdout}");
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "{stdout}\n{stderr}");
-    assert!(!stdout.contains("survived"), "{stdout}");
-    let p = printed_block(&stdout) + 64;
-    assert_eq!(
-        stderr.trim_end(),
-        format!("tally: free(): invalid pointer {p:#x}: not allocated by Tally")
-    );
+    assert_gone_chunk_is_no_block("gone_chunk");
+}
+
+#[test]
+fn a_pointer_into_a_chunk_another_thread_gave_back_is_no_block() {
+    // Another thread remembers the chunk (it freed the block last); this thread gives the chunk
+    // back. The other thread must have forgotten it before it was unmapped
+    // (`decay::unmap_retired`): its next pointer there is looked up again, not read through
+    // the unmapped header (which would be SIGSEGV).
+    assert_gone_chunk_is_no_block("gone_chunk_elsewhere");
 }
 
 #[test]
@@ -370,6 +389,47 @@ fn child_entry() {
                 println!("unmapped {}", tally::stats().counters.chunks_unmapped - before);
                 println!("block {b:?}");
                 api::free(b.add(64).cast());
+                println!("survived {keep:?}");
+            }
+            "gone_chunk_elsewhere" => {
+                // As `gone_chunk`, but the thread that remembers the chunk is not the one that
+                // gives it back. That thread takes a cache first (a thread remembers chunks only
+                // while it has one), before the two blocks exist, so that its own block lies in
+                // neither block's chunk; between the blocks' making and the give-back nothing
+                // allocates (barriers and atomics, made before).
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                use std::sync::{Arc, Barrier};
+                let keep = api::malloc(16);
+                let step = Arc::new(Barrier::new(2));
+                let blocks = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+                let other = {
+                    let (step, blocks) = (step.clone(), blocks.clone());
+                    std::thread::spawn(move || {
+                        let own = api::malloc(32);
+                        step.wait(); // 1: it has a cache
+                        step.wait(); // 2: the blocks exist
+                        let b = blocks[1].load(Ordering::Relaxed);
+                        api::free(blocks[0].load(Ordering::Relaxed) as *mut c_void);
+                        api::free(b as *mut c_void);
+                        step.wait(); // 3: freed here, the last chunk this thread found
+                        step.wait(); // 4: given back
+                        api::free((b + 64) as *mut c_void);
+                        api::free(own);
+                    })
+                };
+                step.wait();
+                let a = api::malloc(2 << 20) as usize;
+                let b = api::malloc(2 << 20) as usize;
+                let before = tally::stats().counters.chunks_unmapped;
+                blocks[0].store(a, Ordering::Relaxed);
+                blocks[1].store(b, Ordering::Relaxed);
+                step.wait();
+                step.wait();
+                api::malloc_trim(0);
+                println!("unmapped {}", tally::stats().counters.chunks_unmapped - before);
+                println!("block {:#x}", b);
+                step.wait();
+                other.join().unwrap();
                 println!("survived {keep:?}");
             }
             "realloc_freed" => {

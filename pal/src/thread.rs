@@ -1,5 +1,5 @@
-//! Threads: the static-TLS thread block, creating a thread, thread-exit hooks, yielding and
-//! futexes.
+//! Threads: the static-TLS thread block, creating a thread, thread-exit hooks, yielding,
+//! futexes and the process-wide memory barrier.
 
 use core::ffi::c_void;
 use core::sync::atomic::AtomicU32;
@@ -161,6 +161,28 @@ pub fn futex_wake_one(word: &AtomicU32) {
             1,
         );
     }
+}
+
+/// `membarrier(2)` commands (`linux/membarrier.h`).
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 8;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 16;
+
+fn membarrier(cmd: libc::c_int) -> bool {
+    // SAFETY: membarrier takes no pointers; an unknown command fails with EINVAL.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
+}
+
+/// A full memory barrier in every thread of the process that runs now, as if each had
+/// executed one at some point between this call's start and its return (`membarrier(2)`):
+/// the expensive half of an asymmetric fence, whose other half, in the threads, is only a
+/// compiler fence. The expedited form (interrupts to the CPUs running the process's threads)
+/// is registered at its first use; where it is refused, the global form waits for every CPU to
+/// pass a quiescent state (milliseconds). Returns false when neither is available (Linux before
+/// 4.3, or a seccomp filter that refuses the call): then no such barrier has happened.
+pub fn barrier_all_threads() -> bool {
+    (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+        || membarrier(MEMBARRIER_CMD_GLOBAL)
 }
 
 #[cfg(test)]
