@@ -8,7 +8,9 @@
 //! arena whose lock is free. With `background_thread:true` a thread of Tally's own does the same
 //! on time while the program is idle; after `fork` it is started again in the child on the first
 //! tick. `malloc_trim(0)`, and an allocation the OS refused before it tries again, purge
-//! everything at once ([`purge_all`]).
+//! everything at once ([`purge_all`]). The chunks a purge finds wholly free are unmapped at the
+//! end of the pass, or at the next tick, once every thread has forgotten them
+//! ([`unmap_retired`]).
 //!
 //! Free pages of an arena serve only its threads, so decay alone lets each arena keep the most
 //! its threads ever freed. [`tick`] also balances: pages any arena faults in (new chunks, or
