@@ -309,7 +309,7 @@ pub unsafe fn unmap_chunk(span: *mut Span) {
     let base = Span::chunk(span) as usize;
     pagemap::set(base, 1, 0);
     // SAFETY: per the contract.
-    unsafe { unmap_retired(base) };
+    unsafe { unmap_forgotten(base) };
 }
 
 /// Whether wholly free chunks may be unmapped: whether the process-wide barrier their
@@ -394,7 +394,7 @@ pub unsafe fn next_retired(base: usize) -> usize {
 /// # Safety
 /// No thread may remember the chunk any more (every thread forgot since it was retired), and
 /// nothing may refer to it.
-pub unsafe fn unmap_retired(base: usize) {
+pub unsafe fn unmap_forgotten(base: usize) {
     // SAFETY: per the contract the chunk is dead.
     unsafe { pal::unmap(base as *mut u8, CHUNK) };
     CHUNKS_UNMAPPED.fetch_add(1, Ordering::Relaxed);

@@ -270,44 +270,37 @@ pub fn purge_all(everything: bool) -> u64 {
 /// Unmaps the chunks purging retired (`chunk::retire`), by the rest of the protocol of
 /// `pagemap::ChunkSeen`: every thread passes a memory barrier, every thread forgets the chunks
 /// it remembered (`tcache::forget_chunks_everywhere`), and only then are they unmapped.
-/// Returns the number unmapped. One load when there are none; called wherever a purge may have
-/// retired some, with no allocator lock held (it takes the thread-cache registry's).
+/// One load when there are none; called wherever a purge may have retired some, with no
+/// allocator lock held (it takes the thread-cache registry's).
 #[inline(always)]
-pub fn unmap_retired() -> usize {
-    if !chunk::any_retired() {
-        return 0;
+pub fn unmap_retired() {
+    if chunk::any_retired() {
+        unmap_taken();
     }
-    unmap_taken()
 }
 
 /// [`unmap_retired`] once a chunk is retired: out of line, outside the hot text (it runs only
 /// where chunks become wholly free).
 #[cold]
 #[inline(never)]
-fn unmap_taken() -> usize {
+fn unmap_taken() {
     let mut base = chunk::take_retired();
-    if base == 0 {
-        return 0;
-    }
     // Asked for (and known to work) before any chunk was retired. Should it fail now, the
     // chunks stay mapped, out of every list: address space lost, never a chunk unmapped that a
     // thread may still read through.
-    if !pal::thread::barrier_all_threads() {
-        return 0;
+    if base == 0 || !pal::thread::barrier_all_threads() {
+        return;
     }
     crate::tcache::forget_chunks_everywhere();
-    let mut unmapped = 0;
     while base != 0 {
         // SAFETY: taken from the retired stack, still mapped; every thread forgot it since it
         // was retired (the barrier, then the forgetting above).
         unsafe {
             let next = chunk::next_retired(base);
-            chunk::unmap_retired(base);
+            chunk::unmap_forgotten(base);
             base = next;
         }
-        unmapped += 1;
     }
-    unmapped
 }
 
 /// Purges arena `index` now, as [`purge_all`] purges each (huge mappings belong to no arena and
