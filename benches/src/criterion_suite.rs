@@ -226,8 +226,20 @@ impl Bench {
         format!("{}/{}", self.workload.name(), self.parameter)
     }
 
-    /// Runs `iterations` iterations (see the module documentation) under the global allocator.
+    /// Runs `iterations` iterations (see the module documentation) under the global allocator,
+    /// at stack phase 0 ([`Bench::run_at_phase`]).
     pub fn run(&self, iterations: u64) {
+        self.run_at_phase(iterations, 0);
+    }
+
+    /// Runs `iterations` iterations with the workload's frames at stack phase `phase` (taken
+    /// modulo [`STACK_PHASES`]): the same offsets from a page boundary in every process that
+    /// asks for that phase, whatever address the kernel started its stack at.
+    pub fn run_at_phase(&self, iterations: u64, phase: usize) {
+        on_stack_phase(phase, || self.run_here(iterations));
+    }
+
+    fn run_here(&self, iterations: u64) {
         let parameter = self.parameter;
         match self.workload {
             Workload::AllocFree => {
@@ -320,11 +332,15 @@ pub fn once_main(program: &str) {
         };
         runs.push((bench, iterations));
     }
+    let phase = stack_phase_from_env().unwrap_or_else(|e| {
+        eprintln!("{program}: {e}");
+        std::process::exit(2);
+    });
     let several = runs.len() > 1;
     let peak_known = several && reset_peak_rss();
     for (bench, iterations) in runs {
         let start = std::time::Instant::now();
-        bench.run(iterations);
+        bench.run_at_phase(iterations, phase);
         if several {
             let ns = start.elapsed().as_nanos() as f64 / iterations.max(1) as f64;
             eprintln!("{}: {ns:.3} ns an iteration", bench.name());
@@ -403,6 +419,84 @@ fn realloc_grow(size: usize, iterations: u64) {
         }
         // SAFETY: `block` is live and was last (re)allocated with `current` bytes.
         unsafe { micro::free(block, current) };
+    }
+}
+
+/// The stack phases a run may ask for ([`Bench::run_at_phase`], `criterion_once`'s
+/// [`STACK_PHASE_VAR`]).
+///
+/// The kernel starts each process's stack at a random 16-byte offset within a page (and the
+/// environment's size moves it further), and some workloads run at two speeds depending on where
+/// their frames fall: `vec_push/1000` took 650 or 850 ns an iteration by the process, under every
+/// allocator alike; with address randomization off it followed the environment's length (a
+/// variable of 32 or 48 bytes fast, of 0, 16 or 64 slow). So a run puts the workload's frames at
+/// a chosen phase instead: the stack aligned to a page, then [`STACK_PHASE_STRIDE`] bytes a
+/// phase further down. Eight phases 528 bytes apart take every 16-byte offset within a cache
+/// line twice, spread over the page. The runners give every column of a round the same phase,
+/// a different one each round, so every allocator meets the same offsets.
+pub const STACK_PHASES: usize = 8;
+/// Bytes between two stack phases: 33 × 16, so consecutive phases step through a cache line's
+/// four 16-byte offsets.
+pub const STACK_PHASE_STRIDE: usize = 528;
+/// The environment variable that gives `criterion_once` its stack phase (0 if unset).
+pub const STACK_PHASE_VAR: &str = "TALLY_BENCH_STACK_PHASE";
+
+/// The padding of phase 0: a stride as well, so that every phase's padded frame has the same
+/// shape (with an empty or a 16-byte array the compiler laid phase 0's frame out differently).
+const PAD_BASE: usize = STACK_PHASE_STRIDE;
+
+/// Runs `f` at stack phase `phase` modulo [`STACK_PHASES`].
+fn on_stack_phase(phase: usize, f: impl FnOnce()) {
+    match phase % STACK_PHASES {
+        0 => on_page_aligned_stack::<PAD_BASE>(f),
+        1 => on_page_aligned_stack::<{ PAD_BASE + STACK_PHASE_STRIDE }>(f),
+        2 => on_page_aligned_stack::<{ PAD_BASE + 2 * STACK_PHASE_STRIDE }>(f),
+        3 => on_page_aligned_stack::<{ PAD_BASE + 3 * STACK_PHASE_STRIDE }>(f),
+        4 => on_page_aligned_stack::<{ PAD_BASE + 4 * STACK_PHASE_STRIDE }>(f),
+        5 => on_page_aligned_stack::<{ PAD_BASE + 5 * STACK_PHASE_STRIDE }>(f),
+        6 => on_page_aligned_stack::<{ PAD_BASE + 6 * STACK_PHASE_STRIDE }>(f),
+        _ => on_page_aligned_stack::<{ PAD_BASE + 7 * STACK_PHASE_STRIDE }>(f),
+    }
+}
+
+/// Runs `f` below a page-aligned frame and `PAD` bytes more.
+#[inline(never)]
+fn on_page_aligned_stack<const PAD: usize>(f: impl FnOnce()) {
+    #[repr(align(4096))]
+    struct Page(u8);
+    let anchor = Page(0);
+    black_box(&anchor);
+    below_padding::<PAD>(f);
+    black_box(&anchor.0);
+}
+
+/// Runs `f` below a frame of `PAD` bytes (and the function's own few).
+#[inline(never)]
+fn below_padding<const PAD: usize>(f: impl FnOnce()) {
+    let pad = [0u8; PAD];
+    black_box(&pad);
+    f();
+    black_box(&pad);
+}
+
+/// The stack phase [`STACK_PHASE_VAR`] asks for: 0 when unset, an error for anything but a
+/// number below [`STACK_PHASES`].
+pub fn stack_phase_from_env() -> Result<usize, String> {
+    match std::env::var(STACK_PHASE_VAR) {
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Ok(v) => parse_stack_phase(&v),
+        Err(e) => Err(format!("{STACK_PHASE_VAR}: {e}")),
+    }
+}
+
+/// The stack phase `value` of [`STACK_PHASE_VAR`] names, or a one-line error.
+fn parse_stack_phase(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(phase) if phase < STACK_PHASES => Ok(phase),
+        _ => Err(format!(
+            "{STACK_PHASE_VAR}={value:?}: not a stack phase (0 to {})",
+            STACK_PHASES - 1
+        )),
     }
 }
 
@@ -500,6 +594,67 @@ fn vec_extend(bytes: usize, iterations: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The offset within its page of a local of the closure `on_stack_phase` runs at `phase`,
+    /// called from `depth` frames further down the stack.
+    fn local_offset(phase: usize, depth: usize) -> usize {
+        if depth > 0 {
+            let deeper = [0u8; 48];
+            black_box(&deeper);
+            return black_box(local_offset(phase, depth - 1));
+        }
+        let mut offset = usize::MAX;
+        on_stack_phase(phase, || {
+            let local = 0u64;
+            offset = black_box(&local as *const u64 as usize) % 4096;
+        });
+        offset
+    }
+
+    #[test]
+    fn a_stack_phase_puts_the_frames_at_one_offset_wherever_the_caller_is() {
+        let offsets: Vec<usize> = (0..STACK_PHASES).map(|p| local_offset(p, 0)).collect();
+        for (phase, &offset) in offsets.iter().enumerate() {
+            for depth in [1, 3, 7, 20] {
+                assert_eq!(
+                    local_offset(phase, depth),
+                    offset,
+                    "phase {phase}, {depth} frames down"
+                );
+            }
+            assert_eq!(
+                local_offset(phase + STACK_PHASES, 2),
+                offset,
+                "phases are taken modulo STACK_PHASES"
+            );
+        }
+        for p in 1..STACK_PHASES {
+            assert_eq!(
+                (offsets[p - 1] + 4096 - offsets[p]) % 4096,
+                STACK_PHASE_STRIDE,
+                "each phase one stride further down: {offsets:?}"
+            );
+        }
+        let mut lines: Vec<usize> = offsets.iter().map(|o| o % 64).collect();
+        lines.sort();
+        lines.dedup();
+        assert_eq!(
+            lines.len(),
+            4,
+            "every 16-byte offset in a cache line: {offsets:?}"
+        );
+    }
+
+    #[test]
+    fn a_stack_phase_is_a_number_below_the_count() {
+        assert_eq!(parse_stack_phase("0"), Ok(0));
+        assert_eq!(parse_stack_phase("7"), Ok(7));
+        for bad in ["8", "-1", "", "one", "1.5"] {
+            let error = parse_stack_phase(bad).unwrap_err();
+            assert!(error.contains("not a stack phase (0 to 7)"), "{bad}: {error}");
+            assert!(!error.contains('\n'));
+        }
+    }
 
     #[test]
     fn names_are_unique_and_stable() {

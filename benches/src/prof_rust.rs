@@ -56,7 +56,7 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
     let _ = writeln!(
         out,
         "- settings: {} interleaved rounds; each run about {} ms of iterations after a quarter as \
-         many unmeasured; `criterion_once` with `TALLY_CONF=prof:false` (`{off}`) and \
+         many unmeasured, both columns of round r at stack phase r mod 8; `criterion_once` with `TALLY_CONF=prof:false` (`{off}`) and \
          `prof:true` (`{on}`, a sample every 512 KiB on average)\n",
         settings.rounds, settings.run_ms
     );

@@ -83,8 +83,8 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
     let _ = writeln!(
         out,
         "- settings: {} interleaved rounds; each run about {} ms of iterations (Tally's, the \
-         same count in every column) after a quarter as many unmeasured; one `criterion_once` \
-         program per allocator: `tally` (`TALLY_CONF=prof:false`), `system` (glibc), `mimalloc`, \
+         same count in every column) after a quarter as many unmeasured, every column of round r \
+         at stack phase r mod 8; one `criterion_once` program per allocator: `tally` (`TALLY_CONF=prof:false`), `system` (glibc), `mimalloc`, \
          `jemalloc` (tikv-jemallocator), `stoolap` (stoolap-jemalloc, profiler never activated)\n",
         settings.rounds, settings.run_ms
     );

@@ -21,12 +21,19 @@
 //! first column, so that its measured pass takes about the run time asked for (`--run-ms`), and
 //! every column runs the same iterations; `WARM` is a quarter of it, at least one. The time is
 //! taken inside the process: start-up and exit are not in it.
+//!
+//! Round `r` runs every column at stack phase `r` modulo [`STACK_PHASES`] (the variable
+//! [`STACK_PHASE_VAR`]): where the workload's frames fall relative to a page is the same for
+//! every column of a round, and steps through eight offsets over the rounds. With the kernel's
+//! random offset instead, `vec_push/1000` ran 650 or 850 ns by the process under every
+//! allocator, and a median of 7 rounds said which mode each column's processes happened to fall
+//! in.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use crate::criterion_suite::benches;
+use crate::criterion_suite::{benches, STACK_PHASES, STACK_PHASE_VAR};
 use crate::harness::{
     run_with_timeout, schedule, write_report, written_files, CommandLine, Machine, Samples,
 };
@@ -137,19 +144,21 @@ pub struct Run {
     pub peak_rss_kib: Option<u64>,
 }
 
-/// Runs the `criterion_once` program `exe` with `TALLY_CONF=tally_conf` (unset if empty): `warm`
-/// iterations of `name`, then `n` timed; returns the run, or why there is none.
+/// Runs the `criterion_once` program `exe` with `TALLY_CONF=tally_conf` (unset if empty) at
+/// stack phase `phase` ([`STACK_PHASE_VAR`]): `warm` iterations of `name`, then `n` timed;
+/// returns the run, or why there is none.
 pub fn run_once(
     exe: &Path,
     tally_conf: &str,
     name: &str,
-    warm: u64,
-    n: u64,
+    (warm, n): (u64, u64),
+    phase: usize,
     timeout: Duration,
 ) -> Result<Run, String> {
     let mut command = Command::new(exe);
     command
         .args([name, &warm.to_string(), name, &n.to_string()])
+        .env(STACK_PHASE_VAR, (phase % STACK_PHASES).to_string())
         .env_remove("MALLOC_CONF")
         .stdin(Stdio::null());
     if tally_conf.is_empty() {
@@ -182,7 +191,7 @@ pub fn run_once(
 pub fn calibrate(exe: &Path, tally_conf: &str, name: &str, settings: &Settings) -> Result<u64, String> {
     let mut n = 1u64;
     loop {
-        let ns = run_once(exe, tally_conf, name, 1, n, settings.timeout)?.ns;
+        let ns = run_once(exe, tally_conf, name, (1, n), 0, settings.timeout)?.ns;
         if ns * n as f64 >= CALIBRATION_NS || n >= u64::MAX / CALIBRATION_STEP {
             return Ok(iterations_for(ns, settings.run_ms));
         }
@@ -239,12 +248,13 @@ pub fn measure(programs: &[(Variant, PathBuf)], baseline: &str, settings: &Setti
             settings.rounds,
             variant.column
         );
+        // Every column of a round at the round's stack phase, so that each meets the same ones.
         match run_once(
             exe,
             variant.tally_conf,
             name,
-            (n / 4).max(1),
-            *n,
+            ((n / 4).max(1), *n),
+            slot.round,
             settings.timeout,
         ) {
             Ok(run) => {

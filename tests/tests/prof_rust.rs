@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tally_benches::criterion_suite::{STACK_PHASES, STACK_PHASE_VAR};
 use tally_benches::harness::Machine;
 use tally_benches::prof_rust::{measure, report, VARIANTS};
 use tally_benches::rust_once::{calibrate, run_once, Settings};
@@ -65,10 +66,39 @@ fn every_workload_runs_with_the_profiler_off_and_on_in_every_round() {
 fn a_run_that_fails_says_which_and_why() {
     let settings = quick();
     let exe = criterion_once();
-    let error =
-        run_once(&exe, "prof:false", "no_such/1", 1, 1, settings.timeout).expect_err("an unknown workload");
+    let error = run_once(&exe, "prof:false", "no_such/1", (1, 1), 0, settings.timeout)
+        .expect_err("an unknown workload");
     assert!(error.contains("no_such/1"), "{error}");
     assert!(error.contains("no benchmark"), "{error}");
     // The calibration passes the error on.
     assert!(calibrate(&exe, "prof:false", "no_such/1", &settings).is_err());
+}
+
+#[test]
+fn every_stack_phase_runs_and_a_wrong_one_is_refused() {
+    let settings = quick();
+    let exe = criterion_once();
+    for phase in 0..STACK_PHASES + 1 {
+        let run = run_once(
+            &exe,
+            "prof:false",
+            "vec_push/1000",
+            (1, 10),
+            phase,
+            settings.timeout,
+        )
+        .unwrap_or_else(|e| panic!("phase {phase}: {e}"));
+        assert!(run.ns > 0.0, "phase {phase}: {run:?}");
+    }
+    let out = std::process::Command::new(&exe)
+        .args(["vec_push/1000", "1"])
+        .env(STACK_PHASE_VAR, "8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        "criterion_once: TALLY_BENCH_STACK_PHASE=\"8\": not a stack phase (0 to 7)"
+    );
 }
