@@ -15,6 +15,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::criterion_suite::STACK_PHASES;
 use crate::harness::{noise_sentence, Machine, MarkdownTable, MISSING};
 use crate::rust_once::{self, count_sentence, failures_section, Measured, Settings, Variant};
 
@@ -56,9 +57,10 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
     let _ = writeln!(
         out,
         "- settings: {} interleaved rounds; each run about {} ms of iterations after a quarter as \
-         many unmeasured, both columns of round r at stack phase r mod 8; `criterion_once` with `TALLY_CONF=prof:false` (`{off}`) and \
-         `prof:true` (`{on}`, a sample every 512 KiB on average)\n",
-        settings.rounds, settings.run_ms
+         many unmeasured, both columns of round r at stack phase r mod {}; `criterion_once` with \
+         `TALLY_CONF=prof:false` (`{off}`) and `prof:true` (`{on}`, a sample every 512 KiB on \
+         average)\n",
+        settings.rounds, settings.run_ms, STACK_PHASES
     );
     out.push_str("Median ns an iteration; the ratio is the median with the profiler on over the median with it off.\n\n");
     let mut table = MarkdownTable::new(["workload", "iterations a run", off, on, "ratio", "within 3%"]);

@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use crate::criterion_suite::benches;
+use crate::criterion_suite::{benches, STACK_PHASES};
 use crate::harness::{comparison_table, noise_sentence, two_mode_sentence, Machine, MarkdownTable, MISSING};
 use crate::rust_once::{self, count_sentence, failures_section, Measured, Settings, Variant};
 
@@ -84,9 +84,10 @@ pub fn report(measured: &Measured, machine: &Machine, settings: &Settings) -> St
         out,
         "- settings: {} interleaved rounds; each run about {} ms of iterations (Tally's, the \
          same count in every column) after a quarter as many unmeasured, every column of round r \
-         at stack phase r mod 8; one `criterion_once` program per allocator: `tally` (`TALLY_CONF=prof:false`), `system` (glibc), `mimalloc`, \
-         `jemalloc` (tikv-jemallocator), `stoolap` (stoolap-jemalloc, profiler never activated)\n",
-        settings.rounds, settings.run_ms
+         at stack phase r mod {}; one `criterion_once` program per allocator: `tally` \
+         (`TALLY_CONF=prof:false`), `system` (glibc), `mimalloc`, `jemalloc` (tikv-jemallocator), \
+         `stoolap` (stoolap-jemalloc, profiler never activated)\n",
+        settings.rounds, settings.run_ms, STACK_PHASES
     );
     out.push_str("Median ns an iteration (ratio to `system`).\n\n");
     out.push_str(&comparison_table(samples, "workload", ns_cell).render());
