@@ -181,8 +181,26 @@ fn membarrier(cmd: libc::c_int) -> bool {
 /// pass a quiescent state (milliseconds). Returns false when neither is available (Linux before
 /// 4.3, or a seccomp filter that refuses the call): then no such barrier has happened.
 pub fn barrier_all_threads() -> bool {
-    (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+    (expedited_registered() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
         || membarrier(MEMBARRIER_CMD_GLOBAL)
+}
+
+/// Whether the process is registered for the expedited barrier: registers at the first call
+/// and remembers the answer (0: not asked yet, 1: registered, 2: refused), so that later
+/// barriers make one system call, not two. The registration belongs to the address space: a
+/// child of `fork` inherits it with this static, and `exec` clears both.
+fn expedited_registered() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    static REGISTERED: AtomicU8 = AtomicU8::new(0);
+    match REGISTERED.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let ok = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+            REGISTERED.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+            ok
+        }
+    }
 }
 
 #[cfg(test)]
