@@ -42,8 +42,9 @@ pub mod thread;
 pub mod time;
 
 pub use memory::{
-    discard, discard_lazily, map, map_accounted, map_aligned, map_aligned_accounted, protect_none,
-    protect_rw, remap_in_place, remap_to, reserve, reserve_near, unmap, PAGE, PAGE_SHIFT,
+    advise_huge_pages, discard, discard_lazily, map, map_accounted, map_aligned, map_aligned_accounted,
+    protect_none, protect_rw, remap_in_place, remap_to, reserve, reserve_near, unmap, HugePages, PAGE,
+    PAGE_SHIFT,
 };
 pub use process::{cpu_count, errno, getenv, kernel_page_size, pid, set_errno};
 pub use stderr::{fatal, print, write_stderr, LineBuf, OsError};

@@ -138,6 +138,34 @@ pub unsafe fn discard_lazily(p: *mut u8, size: usize) {
     unsafe { libc::madvise(p.cast(), size, libc::MADV_FREE) };
 }
 
+/// Advice on transparent huge pages for a range ([`advise_huge_pages`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugePages {
+    /// `MADV_HUGEPAGE`: the kernel may back the range with huge pages even where its policy
+    /// (`/sys/kernel/mm/transparent_hugepage/enabled`) is `madvise`.
+    Wanted,
+    /// `MADV_NOHUGEPAGE`: no huge pages for the range, not even where the policy is `always`,
+    /// and `khugepaged` leaves it alone.
+    Refused,
+}
+
+/// Gives the kernel `advice` on huge pages for `[p, p + size)` (`madvise`); pages already
+/// resident stay as they are. Returns false when the kernel refuses, as one built without
+/// transparent huge pages does (`EINVAL`); the range is then unchanged.
+///
+/// # Safety
+/// The range must be page-aligned, mapped and owned by the caller.
+#[inline]
+pub unsafe fn advise_huge_pages(p: *mut u8, size: usize, advice: HugePages) -> bool {
+    let how = match advice {
+        HugePages::Wanted => libc::MADV_HUGEPAGE,
+        HugePages::Refused => libc::MADV_NOHUGEPAGE,
+    };
+    // SAFETY: the caller owns the range; the advice changes how its future faults are served,
+    // never its contents.
+    unsafe { libc::madvise(p.cast(), size, how) == 0 }
+}
+
 /// Moves or resizes the mapping `[old, old + old_size)` to `[new, new + new_size)` without
 /// copying, replacing whatever was mapped at `new` (which must be a reservation the caller
 /// owns).
@@ -351,6 +379,26 @@ mod tests {
                 "a page closed and opened again keeps its contents"
             );
             unmap(p, 3 * PAGE);
+        }
+    }
+
+    #[test]
+    fn huge_page_advice_is_taken_where_the_kernel_has_huge_pages() {
+        // What the advice does to the mapping (`VmFlags` in smaps) is read back by the
+        // allocator's `tests/thp.rs`; here, that the kernel takes both kinds.
+        let thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
+        let len = 4 << 20;
+        let p = map_aligned(len, len);
+        assert!(!p.is_null());
+        // SAFETY: the mapping was just made for this test and is unmapped at its end; advice
+        // leaves its (zero) contents alone.
+        unsafe {
+            assert_eq!(advise_huge_pages(p, len, HugePages::Refused), thp);
+            assert_eq!(advise_huge_pages(p, len, HugePages::Wanted), thp);
+            *p.add(len - 1) = 7;
+            assert_eq!(advise_huge_pages(p, len, HugePages::Refused), thp);
+            assert_eq!((*p, *p.add(len - 1)), (0, 7), "advice keeps the contents");
+            unmap(p, len);
         }
     }
 
