@@ -32,6 +32,7 @@ use crate::arena::{self, ARENAS};
 use crate::decay;
 use crate::extent::{DIRTY_DECAY_MS, MUZZY_DECAY_MS};
 use crate::init::{ensure_global, options};
+use crate::options::Thp;
 use crate::prof_hooks;
 use crate::size_class::{SizeClass, NCACHED, NCLASSES, NSMALL};
 use crate::stats::{self, Stats};
@@ -530,7 +531,7 @@ static CONFIG: [(&str, Node); 12] = [
 
 /// `opt.*`: every option of `options::TABLE`, under its own name (jemalloc's where jemalloc has
 /// it), with jemalloc's C type.
-static OPT: [(&str, Node); 26] = [
+static OPT: [(&str, Node); 27] = [
     ("abort_conf", get(|_| yes(options().abort_conf))),
     (
         "narenas",
@@ -553,6 +554,7 @@ static OPT: [(&str, Node); 26] = [
         get(|_| Some(Value::Str(STATS_OPTS[options().stats_print_opts as usize & 7]))),
     ),
     ("junk", get(|_| Some(Value::Str(junk_word())))),
+    ("thp", get(|_| Some(Value::Str(thp_word())))),
     ("zero", get(|_| yes(options().zero))),
     ("prof", get(|_| yes(options().prof))),
     ("prof_active", get(|_| yes(options().prof_active))),
@@ -590,6 +592,16 @@ fn junk_word() -> &'static CStr {
         (true, false) => c"alloc",
         (false, true) => c"free",
         (false, false) => c"false",
+    }
+}
+
+/// `thp`'s word, as jemalloc's `opt.thp` gives it (with Tally's `auto`).
+fn thp_word() -> &'static CStr {
+    match options().thp {
+        Thp::Auto => c"auto",
+        Thp::Default => c"default",
+        Thp::Always => c"always",
+        Thp::Never => c"never",
     }
 }
 

@@ -162,6 +162,10 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         release_descriptor(d);
         return ptr::null_mut();
     }
+    if !recycled {
+        // SAFETY: the mapping was just made, page-aligned, and is ours alone.
+        unsafe { crate::thp::advise_huge_block(base, mapped) };
+    }
     // SAFETY: `d` is an unused descriptor we own.
     unsafe {
         d.write(HugeBlock {

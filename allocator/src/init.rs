@@ -139,6 +139,8 @@ fn init_global() {
             "tally: aborting on configuration errors (abort_conf:true)\n"
         ));
     }
+    // Before anything is mapped for the program: chunks and tables follow it from now on.
+    crate::thp::configure(opts.thp);
     // One arena per CPU (jemalloc makes four): at most as many threads run at once as there are
     // CPUs, and behind the thread caches an arena's locks are taken once per batch. Free pages
     // of an arena serve only its threads, so each arena more is one more pool of idle pages:

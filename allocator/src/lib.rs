@@ -80,6 +80,7 @@ mod realloc;
 mod size_class;
 mod symbols;
 mod tcache;
+mod thp;
 mod thread;
 mod thread_event;
 

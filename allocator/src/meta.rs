@@ -24,6 +24,7 @@ pub static MAPPED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64
 
 /// Returns `size` zeroed bytes aligned to `align` (a power of two up to the page size) that live
 /// for the rest of the process, or null when the OS refuses memory.
+#[link_section = ".text.hot.tally"]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     debug_assert!(align.is_power_of_two() && align <= pal::PAGE);
     let mut pool = POOL.lock();
@@ -34,6 +35,8 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         if region.is_null() {
             return core::ptr::null_mut();
         }
+        // SAFETY: the region was just mapped, page-aligned, and is ours alone.
+        unsafe { crate::thp::advise_table(region, bytes) };
         MAPPED.fetch_add(bytes as u64, core::sync::atomic::Ordering::Relaxed);
         pool.cursor = region as usize;
         pool.end = region as usize + bytes;

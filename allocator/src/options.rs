@@ -85,6 +85,41 @@ pub fn is_request_signal(sig: i32) -> bool {
 /// Values of `junk`.
 pub const JUNK_CHOICES: &[&str] = &["false", "true", "alloc", "free"];
 
+/// Values of `thp`, in the order of [`Thp`].
+pub const THP_CHOICES: &[&str] = &["auto", "default", "always", "never"];
+
+/// What Tally asks of the kernel's transparent huge pages (`thp`), for the memory it maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Thp {
+    /// Tally's default: no huge pages for the arenas' chunks (whose pages are handed out and
+    /// given back one by one) nor for its own tables; huge blocks as the system's policy says.
+    Auto = 0,
+    /// jemalloc's `default`: no advice at all, the system's policy everywhere.
+    Default = 1,
+    /// jemalloc's `always`: huge pages wanted (`MADV_HUGEPAGE`) for chunks and huge blocks.
+    Always = 2,
+    /// jemalloc's `never`: huge pages refused (`MADV_NOHUGEPAGE`) for chunks and huge blocks.
+    Never = 3,
+}
+
+impl Thp {
+    /// The mode of index `i` of [`THP_CHOICES`] (anything else: [`Thp::Auto`]).
+    pub const fn from_index(i: u8) -> Thp {
+        match i {
+            1 => Thp::Default,
+            2 => Thp::Always,
+            3 => Thp::Never,
+            _ => Thp::Auto,
+        }
+    }
+
+    /// Its word in `thp` (and in `mallctl("opt.thp")`).
+    pub const fn word(self) -> &'static str {
+        THP_CHOICES[self as usize]
+    }
+}
+
 /// Every option Tally understands.
 pub static TABLE: &[OptionSpec] = &[
     OptionSpec {
@@ -146,6 +181,12 @@ pub static TABLE: &[OptionSpec] = &[
         kind: Kind::Choice(JUNK_CHOICES),
         default: "false",
         doc: "Fill new blocks with 0xa5 (`alloc`), freed blocks with 0x5a (`free`), or both (`true`), to expose reads of uninitialized or freed memory. Turns off thread caches.",
+    },
+    OptionSpec {
+        name: "thp",
+        kind: Kind::Choice(THP_CHOICES),
+        default: "auto",
+        doc: "Transparent huge pages for the memory Tally maps: `auto` refuses them (`MADV_NOHUGEPAGE`) for the arenas' chunks and Tally's own tables, whose pages are handed out and given back one by one (under a system policy of `always`, each chunk's first touch would make 2 MiB resident), and leaves huge blocks (above 2 MiB) to the system's policy; `default` advises nothing, `always` wants them (`MADV_HUGEPAGE`) and `never` refuses them for chunks and huge blocks, as in jemalloc.",
     },
     OptionSpec {
         name: "zero",
@@ -271,6 +312,8 @@ pub struct Options {
     /// Fill freed blocks with 0x5a.
     pub junk_free: bool,
     /// See [`TABLE`].
+    pub thp: Thp,
+    /// See [`TABLE`].
     pub zero: bool,
     /// See [`TABLE`].
     pub prof: bool,
@@ -327,6 +370,7 @@ impl Options {
         abort_conf: false,
         junk_alloc: false,
         junk_free: false,
+        thp: Thp::Auto,
         zero: false,
         prof: false,
         prof_active: true,
@@ -400,6 +444,7 @@ impl Options {
                 self.junk_alloc = value == 1 || value == 2;
                 self.junk_free = value == 1 || value == 3;
             }
+            "thp" => self.thp = Thp::from_index(value as u8),
             "zero" => self.zero = value != 0,
             "prof" => self.prof = value != 0,
             "prof_active" => self.prof_active = value != 0,
@@ -694,6 +739,24 @@ mod tests {
     }
 
     #[test]
+    fn thp_takes_jemallocs_words_and_auto() {
+        assert_eq!(Options::DEFAULT.thp, Thp::Auto);
+        for (i, word) in THP_CHOICES.iter().enumerate() {
+            let (opts, errors) = run(format!("thp:{word}").as_bytes());
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(opts.thp, Thp::from_index(i as u8));
+            assert_eq!(opts.thp.word(), *word);
+        }
+        let (opts, errors) = run(b"thp:never,thp:sometimes");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains("not one of the allowed words for thp"),
+            "{errors:?}"
+        );
+        assert_eq!(opts.thp, Thp::Never, "a bad value keeps the one before");
+    }
+
+    #[test]
     fn prof_http_takes_host_and_port_only() {
         let (opts, errors) = run(b"prof_http:127.0.0.1:6060,prof_http_remote:true");
         assert!(errors.is_empty(), "{errors:?}");
@@ -767,6 +830,9 @@ mod tests {
             b"dirty_decay_ms:--1",
             b"tcache_max:-1",
             b"junk:maybe",
+            b"thp:madvise",
+            b"thp:",
+            b"thp:Always",
             b"stats_print_opts:JJ",
             b"stats_print_opts:x",
             b"tcache_max:262145",

@@ -115,6 +115,7 @@ static void print_every_name(const char *path)
             /* A string: all names that hold one are listed here. */
             if (strcmp(name, "version") == 0 || strcmp(name, "config.malloc_conf") == 0 ||
                 strcmp(name, "opt.stats_print_opts") == 0 || strcmp(name, "opt.junk") == 0 ||
+                strcmp(name, "opt.thp") == 0 ||
                 strcmp(name, "opt.prof_prefix") == 0 || strcmp(name, "opt.guard_report") == 0)
                 printf("\"%s\"\n", (const char *)(uintptr_t)v);
             else

@@ -111,7 +111,7 @@ fn mallctl_answers_every_name_from_tallys_own_state() {
     let prefix = scratch.join("pfx");
     let conf = format!(
         "abort_conf:true,narenas:3,tcache_max:4096,dirty_decay_ms:5000,muzzy_decay_ms:100,prof:true,\
-         lg_prof_sample:14,prof_accum:true,prof_prefix:{},stats_print_opts:Ja,guard_slots:16",
+         lg_prof_sample:14,prof_accum:true,prof_prefix:{},stats_print_opts:Ja,guard_slots:16,thp:never",
         prefix.display()
     );
     let names = mallctl_names();
@@ -183,6 +183,7 @@ fn mallctl_answers_every_name_from_tallys_own_state() {
         ("opt.prof_prefix", format!("\"{}\"", prefix.display())),
         ("opt.stats_print_opts", "\"Ja\"".into()),
         ("opt.junk", "\"false\"".into()),
+        ("opt.thp", "\"never\"".into()),
         ("opt.guard_slots", "16".into()),
         ("opt.guard_rate", "0".into()),
         ("opt.guard_report", "\"\"".into()),
