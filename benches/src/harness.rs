@@ -553,6 +553,9 @@ pub struct Machine {
     pub kernel: String,
     /// glibc version, which is what `System` and the suite's baseline are.
     pub libc: String,
+    /// The kernel's transparent huge page policy and its `defrag` setting (`always (defrag
+    /// madvise)`), which decide how much of a fresh mapping a first touch makes resident.
+    pub thp: String,
     /// `rustc -V` of the compiler that built the benchmarks.
     pub rustc: String,
     /// Versions of crates from `Cargo.lock`.
@@ -615,6 +618,9 @@ impl Machine {
             memory,
             kernel,
             libc: command_line("getconf", &["GNU_LIBC_VERSION"], workspace),
+            thp: thp_policy(|name| {
+                std::fs::read_to_string(Path::new("/sys/kernel/mm/transparent_hugepage").join(name)).ok()
+            }),
             rustc: env!("TALLY_BENCH_RUSTC").to_string(),
             crates,
             packages,
@@ -644,7 +650,11 @@ impl Machine {
             "- CPU: {} ({} logical CPUs listed, {} usable), {} memory",
             self.cpu, self.cores.0, self.cores.1, self.memory
         );
-        let _ = writeln!(out, "- kernel: Linux {}; libc: {}", self.kernel, self.libc);
+        let _ = writeln!(
+            out,
+            "- kernel: Linux {}; libc: {}; transparent huge pages: {}",
+            self.kernel, self.libc, self.thp
+        );
         let _ = writeln!(out, "- rustc: {}", self.rustc);
         if !self.crates.is_empty() {
             let _ = writeln!(out, "- crates: {}", list(&self.crates));
@@ -654,6 +664,24 @@ impl Machine {
         }
         let _ = writeln!(out, "- workspace: {}", self.commit);
         out
+    }
+}
+
+/// The transparent huge page policy as `enabled (defrag d)`, from the files `enabled` and
+/// `defrag` of `/sys/kernel/mm/transparent_hugepage` read by `read` (each lists the choices with
+/// the one in force in brackets); `none` when the kernel has no such directory.
+pub fn thp_policy(read: impl Fn(&str) -> Option<String>) -> String {
+    let chosen = |name: &str| -> Option<String> {
+        let text = read(name)?;
+        let start = text.find('[')? + 1;
+        let len = text[start..].find(']')?;
+        Some(text[start..start + len].to_string())
+    };
+    match (chosen("enabled"), chosen("defrag")) {
+        (Some(enabled), Some(defrag)) => format!("{enabled} (defrag {defrag})"),
+        (Some(enabled), None) => enabled,
+        (None, _) if read("enabled").is_none() => "none".to_string(),
+        (None, _) => "unknown".to_string(),
     }
 }
 
@@ -809,6 +837,42 @@ pub fn run_with_timeout(command: &mut Command, timeout: Duration) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_huge_page_policy_is_the_bracketed_choice() {
+        let files = |enabled: Option<&'static str>, defrag: Option<&'static str>| {
+            move |name: &str| match name {
+                "enabled" => enabled.map(str::to_string),
+                "defrag" => defrag.map(str::to_string),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            thp_policy(files(
+                Some("always [madvise] never\n"),
+                Some("always defer defer+madvise [madvise] never\n")
+            )),
+            "madvise (defrag madvise)"
+        );
+        assert_eq!(
+            thp_policy(files(
+                Some("[always] madvise never\n"),
+                Some("[always] defer never\n")
+            )),
+            "always (defrag always)"
+        );
+        assert_eq!(thp_policy(files(Some("[never]"), None)), "never");
+        assert_eq!(thp_policy(files(None, None)), "none");
+        assert_eq!(thp_policy(files(Some("garbled"), None)), "unknown");
+        // This machine's own files, whatever their choice, read as one of the words.
+        let here = thp_policy(|name| {
+            std::fs::read_to_string(Path::new("/sys/kernel/mm/transparent_hugepage").join(name)).ok()
+        });
+        assert!(
+            here == "none" || ["always", "madvise", "never"].iter().any(|w| here.starts_with(w)),
+            "{here}"
+        );
+    }
 
     #[test]
     fn the_lowest_median_passes_over_columns_without_samples() {
