@@ -426,7 +426,7 @@ pub fn new_chunk(arena: u32, region: Option<&SampledRegion>) -> *mut Span {
         return ptr::null_mut();
     }
     // SAFETY: the chunk is ours alone, mapped, aligned, and not yet in the page map.
-    unsafe { crate::thp::advise_chunk(base, CHUNK) };
+    unsafe { crate::thp::advise(base, CHUNK, crate::thp::Mapping::Chunk) };
     let header = base.cast::<ChunkHeader>();
     // SAFETY: the mapping is fresh or its header pages were just discarded, so the header is
     // zeroed (a valid ChunkHeader: all atomics 0, spans zeroed with null links and state Free),

@@ -164,7 +164,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
     if !recycled {
         // SAFETY: the mapping was just made, page-aligned, and is ours alone.
-        unsafe { crate::thp::advise_huge_block(base, mapped) };
+        unsafe { crate::thp::advise(base, mapped, crate::thp::Mapping::HugeBlock) };
     }
     // SAFETY: `d` is an unused descriptor we own.
     unsafe {

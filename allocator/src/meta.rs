@@ -36,7 +36,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             return core::ptr::null_mut();
         }
         // SAFETY: the region was just mapped, page-aligned, and is ours alone.
-        unsafe { crate::thp::advise_table(region, bytes) };
+        unsafe { crate::thp::advise(region, bytes, crate::thp::Mapping::Table) };
         MAPPED.fetch_add(bytes as u64, core::sync::atomic::Ordering::Relaxed);
         pool.cursor = region as usize;
         pool.end = region as usize + bytes;

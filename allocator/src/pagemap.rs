@@ -313,7 +313,13 @@ fn slot(window: usize) -> Option<&'static AtomicUsize> {
             return None;
         }
         // SAFETY: the leaf was just mapped, page-aligned, and is ours alone.
-        unsafe { crate::thp::advise_table(fresh.cast(), core::mem::size_of::<Leaf>()) };
+        unsafe {
+            crate::thp::advise(
+                fresh.cast(),
+                core::mem::size_of::<Leaf>(),
+                crate::thp::Mapping::Table,
+            )
+        };
         match ROOT[root].compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 LEAF_BYTES.fetch_add(core::mem::size_of::<Leaf>(), Ordering::Relaxed);

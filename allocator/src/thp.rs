@@ -35,69 +35,37 @@ pub fn mode() -> Thp {
     Thp::from_index(MODE.load(Ordering::Relaxed))
 }
 
-/// What the mode asks for an arena's chunk.
-fn for_chunks(mode: Thp) -> Option<HugePages> {
-    match mode {
-        Thp::Auto | Thp::Never => Some(HugePages::Refused),
-        Thp::Always => Some(HugePages::Wanted),
-        Thp::Default => None,
+/// The kinds of mapping the mode decides for.
+#[derive(Clone, Copy)]
+pub enum Mapping {
+    /// An arena's chunk: fresh, made of a cached huge mapping's window, or in the profiler's
+    /// sampled region.
+    Chunk,
+    /// A huge block's fresh mapping (a cached one, or one moved by `mremap`, keeps the advice it
+    /// was given when it was made).
+    HugeBlock,
+    /// Tally's own tables (metadata regions, page-map leaves): sparse, so never huge pages
+    /// unless the system is left to decide (`thp:default`).
+    Table,
+}
+
+/// What `mode` asks of the kernel for a mapping of `kind` (nothing: the system's policy).
+fn advice(mode: Thp, kind: Mapping) -> Option<HugePages> {
+    match (mode, kind) {
+        (Thp::Default, _) | (Thp::Auto, Mapping::HugeBlock) => None,
+        (Thp::Always, Mapping::Chunk | Mapping::HugeBlock) => Some(HugePages::Wanted),
+        _ => Some(HugePages::Refused),
     }
 }
 
-/// What the mode asks for a huge block's mapping.
-fn for_huge_blocks(mode: Thp) -> Option<HugePages> {
-    match mode {
-        Thp::Never => Some(HugePages::Refused),
-        Thp::Always => Some(HugePages::Wanted),
-        Thp::Auto | Thp::Default => None,
-    }
-}
-
-/// What the mode asks for Tally's own tables (metadata, page-map leaves): sparse, so never
-/// huge pages unless the system is left to decide (`thp:default`).
-fn for_tables(mode: Thp) -> Option<HugePages> {
-    match mode {
-        Thp::Default => None,
-        Thp::Auto | Thp::Always | Thp::Never => Some(HugePages::Refused),
-    }
-}
-
-/// Gives the advice `advice` (if any) for `[base, base + len)`.
+/// Gives the mode's advice (if any) for the fresh mapping `[base, base + len)` of `kind`.
 ///
 /// # Safety
 /// The range must be page-aligned, mapped and owned by the caller.
-unsafe fn advise(base: *mut u8, len: usize, advice: Option<HugePages>) {
-    if let Some(advice) = advice {
+pub unsafe fn advise(base: *mut u8, len: usize, kind: Mapping) {
+    if let Some(advice) = advice(mode(), kind) {
         // SAFETY: per the contract. A refusal (a kernel without transparent huge pages) leaves
         // the range as the system's policy has it, which is all the advice could change.
         unsafe { pal::advise_huge_pages(base, len, advice) };
     }
-}
-
-/// Advises on a chunk just mapped or taken from the mapping cache, before it is registered.
-///
-/// # Safety
-/// `[base, base + len)` must be the caller's own, page-aligned and mapped.
-pub unsafe fn advise_chunk(base: *mut u8, len: usize) {
-    // SAFETY: per the contract.
-    unsafe { advise(base, len, for_chunks(mode())) }
-}
-
-/// Advises on a huge block's fresh mapping (a cached one, or one moved by `mremap`, keeps the
-/// advice it was given when it was made).
-///
-/// # Safety
-/// As [`advise_chunk`].
-pub unsafe fn advise_huge_block(base: *mut u8, len: usize) {
-    // SAFETY: per the contract.
-    unsafe { advise(base, len, for_huge_blocks(mode())) }
-}
-
-/// Advises on a fresh mapping of Tally's own tables (metadata regions, page-map leaves).
-///
-/// # Safety
-/// As [`advise_chunk`].
-pub unsafe fn advise_table(base: *mut u8, len: usize) {
-    // SAFETY: per the contract.
-    unsafe { advise(base, len, for_tables(mode())) }
 }
