@@ -17,9 +17,11 @@ fi
 cargo build --release -p tally-alloc -p tally-jvm-agent
 # The Criterion workloads in one program (Tally as its global allocator): the fast-path check
 # counts its instructions, tests/prof_rust.rs runs it with the profiler off and on, and
-# tests/rust_crates.rs against its twins under the other allocators.
+# tests/rust_crates.rs against its twins under the other allocators; tests/micro_runner.rs runs
+# the pair micro-benchmark's runner on two of its programs.
 cargo build --release -p tally-benches --bin criterion_once --bin criterion_once_system \
-    --bin criterion_once_mimalloc --bin criterion_once_jemalloc --bin criterion_once_stoolap
+    --bin criterion_once_mimalloc --bin criterion_once_jemalloc --bin criterion_once_stoolap \
+    --bin micro_runner --bin micro_tally --bin micro_system
 # The arena table's initializer is all zero bytes, so it lives in .bss and costs nothing until
 # used; a non-zero field in an arena (a lock's rank, say) would move its 860 KB into .data and
 # every process's RSS up by it.

@@ -445,38 +445,40 @@ pub const STACK_PHASE_VAR: &str = "TALLY_BENCH_STACK_PHASE";
 /// shape (with an empty or a 16-byte array the compiler laid phase 0's frame out differently).
 const PAD_BASE: usize = STACK_PHASE_STRIDE;
 
-/// Runs `f` at stack phase `phase` modulo [`STACK_PHASES`].
-fn on_stack_phase(phase: usize, f: impl FnOnce()) {
+/// Runs `f` at stack phase `phase` modulo [`STACK_PHASES`] and returns what it returns.
+pub fn on_stack_phase<R>(phase: usize, f: impl FnOnce() -> R) -> R {
     match phase % STACK_PHASES {
-        0 => on_page_aligned_stack::<PAD_BASE>(f),
-        1 => on_page_aligned_stack::<{ PAD_BASE + STACK_PHASE_STRIDE }>(f),
-        2 => on_page_aligned_stack::<{ PAD_BASE + 2 * STACK_PHASE_STRIDE }>(f),
-        3 => on_page_aligned_stack::<{ PAD_BASE + 3 * STACK_PHASE_STRIDE }>(f),
-        4 => on_page_aligned_stack::<{ PAD_BASE + 4 * STACK_PHASE_STRIDE }>(f),
-        5 => on_page_aligned_stack::<{ PAD_BASE + 5 * STACK_PHASE_STRIDE }>(f),
-        6 => on_page_aligned_stack::<{ PAD_BASE + 6 * STACK_PHASE_STRIDE }>(f),
-        _ => on_page_aligned_stack::<{ PAD_BASE + 7 * STACK_PHASE_STRIDE }>(f),
+        0 => on_page_aligned_stack::<PAD_BASE, R>(f),
+        1 => on_page_aligned_stack::<{ PAD_BASE + STACK_PHASE_STRIDE }, R>(f),
+        2 => on_page_aligned_stack::<{ PAD_BASE + 2 * STACK_PHASE_STRIDE }, R>(f),
+        3 => on_page_aligned_stack::<{ PAD_BASE + 3 * STACK_PHASE_STRIDE }, R>(f),
+        4 => on_page_aligned_stack::<{ PAD_BASE + 4 * STACK_PHASE_STRIDE }, R>(f),
+        5 => on_page_aligned_stack::<{ PAD_BASE + 5 * STACK_PHASE_STRIDE }, R>(f),
+        6 => on_page_aligned_stack::<{ PAD_BASE + 6 * STACK_PHASE_STRIDE }, R>(f),
+        _ => on_page_aligned_stack::<{ PAD_BASE + 7 * STACK_PHASE_STRIDE }, R>(f),
     }
 }
 
 /// Runs `f` below a page-aligned frame and `PAD` bytes more.
 #[inline(never)]
-fn on_page_aligned_stack<const PAD: usize>(f: impl FnOnce()) {
+fn on_page_aligned_stack<const PAD: usize, R>(f: impl FnOnce() -> R) -> R {
     #[repr(align(4096))]
     struct Page(u8);
     let anchor = Page(0);
     black_box(&anchor);
-    below_padding::<PAD>(f);
+    let r = below_padding::<PAD, R>(f);
     black_box(&anchor.0);
+    r
 }
 
 /// Runs `f` below a frame of `PAD` bytes (and the function's own few).
 #[inline(never)]
-fn below_padding<const PAD: usize>(f: impl FnOnce()) {
+fn below_padding<const PAD: usize, R>(f: impl FnOnce() -> R) -> R {
     let pad = [0u8; PAD];
     black_box(&pad);
-    f();
+    let r = f();
     black_box(&pad);
+    r
 }
 
 /// The stack phase [`STACK_PHASE_VAR`] asks for: 0 when unset, an error for anything but a

@@ -41,6 +41,7 @@
 //! | `TALLY_BENCH_MEASURE_MS` | 150     | measured time per workload                         |
 //! | `TALLY_BENCH_WARMUP_MS`  | 50      | unmeasured time before it                          |
 //! | `TALLY_BENCH_FILTER`     | (all)   | comma-separated substrings; run workloads matching one |
+//! | `TALLY_BENCH_STACK_PHASE`| 0       | the stack phase every workload's threads run at, 0 to 7 (`criterion_suite::on_stack_phase`) |
 //!
 //! # Output
 //!
@@ -55,6 +56,8 @@ use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::criterion_suite::{on_stack_phase, stack_phase_from_env};
 
 /// Block sizes of every pattern, in bytes: small classes, a page, and two large sizes (the
 /// second above glibc's initial 128 KiB mmap threshold).
@@ -141,24 +144,26 @@ pub struct Config {
     pub warmup: Duration,
     /// Run only workloads whose name contains one of these; all if empty.
     pub filter: Vec<String>,
+    /// The stack phase every workload's threads run at ([`on_stack_phase`]): the process's
+    /// stack starts at a random offset within a page, and a loop's speed may follow where its
+    /// frames fall (`vec_push/1000` under Criterion: 650 or 850 ns by the process).
+    pub phase: usize,
 }
 
 impl Config {
-    /// Reads `TALLY_BENCH_MEASURE_MS`, `TALLY_BENCH_WARMUP_MS` and `TALLY_BENCH_FILTER`.
-    ///
-    /// # Panics
-    ///
-    /// If a time is set but is not a whole number of milliseconds.
-    pub fn from_env() -> Config {
-        let millis = |name: &str, default: u64| {
+    /// Reads `TALLY_BENCH_MEASURE_MS`, `TALLY_BENCH_WARMUP_MS`, `TALLY_BENCH_FILTER` and
+    /// `TALLY_BENCH_STACK_PHASE`; a one-line error if a time is set but is not a whole number
+    /// of milliseconds, or the phase is not one.
+    pub fn from_env() -> Result<Config, String> {
+        let millis = |name: &str, default: u64| -> Result<Duration, String> {
             let ms = match std::env::var(name) {
                 Ok(text) => text
                     .trim()
                     .parse()
-                    .unwrap_or_else(|_| panic!("{name}={text:?} is not a number of milliseconds")),
+                    .map_err(|_| format!("{name}={text:?} is not a number of milliseconds"))?,
                 Err(_) => default,
             };
-            Duration::from_millis(ms)
+            Ok(Duration::from_millis(ms))
         };
         let filter = std::env::var("TALLY_BENCH_FILTER")
             .unwrap_or_default()
@@ -167,11 +172,12 @@ impl Config {
             .filter(|part| !part.is_empty())
             .map(String::from)
             .collect();
-        Config {
-            measure: millis("TALLY_BENCH_MEASURE_MS", 150),
-            warmup: millis("TALLY_BENCH_WARMUP_MS", 50),
+        Ok(Config {
+            measure: millis("TALLY_BENCH_MEASURE_MS", 150)?,
+            warmup: millis("TALLY_BENCH_WARMUP_MS", 50)?,
             filter,
-        }
+            phase: stack_phase_from_env()?,
+        })
     }
 
     fn selects(&self, name: &str) -> bool {
@@ -182,15 +188,20 @@ impl Config {
 /// Runs every workload selected by the environment under the binary's global allocator and
 /// prints one line per workload to stdout (format in the module documentation).
 ///
-/// `allocator` names the global allocator in the output's first line.
+/// `allocator` names the global allocator in the output's first line. A bad setting is one
+/// line on stderr and exit status 2.
 pub fn run_all(allocator: &str) {
-    let config = Config::from_env();
+    let config = Config::from_env().unwrap_or_else(|error| {
+        eprintln!("micro_{allocator}: {error}");
+        std::process::exit(2);
+    });
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "# micro allocator={allocator} measure_ms={} warmup_ms={}",
+        "# micro allocator={allocator} measure_ms={} warmup_ms={} stack_phase={}",
         config.measure.as_millis(),
-        config.warmup.as_millis()
+        config.warmup.as_millis(),
+        config.phase
     )
     .expect("stdout");
     for workload in workloads() {
@@ -220,12 +231,14 @@ impl Measurement {
     }
 }
 
-/// Runs one workload with the given times.
+/// Runs one workload with the given times, its threads at the stack phase of `config`.
 pub fn run(workload: Workload, config: &Config) -> Measurement {
     let size = workload.size;
     match (workload.pattern, workload.threads) {
-        (Pattern::Pair, 1) => time_inline(config, || pairs(size, CHUNK)),
-        (Pattern::Batch, 1) => time_inline(config, || batches(size, CHUNK / BATCH as u64)),
+        (Pattern::Pair, 1) => on_stack_phase(config.phase, || time_inline(config, || pairs(size, CHUNK))),
+        (Pattern::Batch, 1) => on_stack_phase(config.phase, || {
+            time_inline(config, || batches(size, CHUNK / BATCH as u64))
+        }),
         (Pattern::Pair, threads) => time_threads(config, threads, |_, meter| {
             let mut done = 0;
             while meter.running() {
@@ -368,9 +381,10 @@ fn time_threads(config: &Config, threads: usize, worker: impl Fn(usize, &Meter<'
     std::thread::scope(|scope| {
         for (index, counter) in counters.iter().enumerate() {
             let (stop, barrier, worker) = (&stop, &barrier, &worker);
+            let phase = config.phase;
             scope.spawn(move || {
                 barrier.wait();
-                worker(index, &Meter { stop, pairs: counter });
+                on_stack_phase(phase, || worker(index, &Meter { stop, pairs: counter }));
             });
         }
         barrier.wait();
@@ -474,6 +488,7 @@ mod tests {
             measure: Duration::from_millis(5),
             warmup: Duration::from_millis(1),
             filter: Vec::new(),
+            phase: 0,
         }
     }
 
@@ -490,7 +505,12 @@ mod tests {
 
     #[test]
     fn every_pattern_measures_pairs() {
-        let config = quick();
+        for phase in [0, 5] {
+            every_pattern_measures_pairs_at(&Config { phase, ..quick() });
+        }
+    }
+
+    fn every_pattern_measures_pairs_at(config: &Config) {
         for (pattern, threads) in [
             (Pattern::Pair, 1),
             (Pattern::Batch, 1),
@@ -504,7 +524,7 @@ mod tests {
                 threads,
                 size: 64,
             };
-            let measured = run(workload, &config);
+            let measured = run(workload, config);
             assert!(measured.pairs > 0, "{}", workload.name());
             assert!(measured.ns_per_pair() > 0.0, "{}", workload.name());
         }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::criterion_suite::STACK_PHASES;
 use crate::harness::{comparison_table, noise_sentence, Machine, Samples};
 
 /// One column of the report: an allocator binary, maybe with Tally's profiler switched on.
@@ -172,8 +173,8 @@ pub fn markdown(results: &Results, machine: &Machine, settings: &Settings) -> St
     out.push_str(&machine.markdown_lines());
     let _ = writeln!(
         out,
-        "- settings: {} interleaved round(s), the order rotated each round, {} ms measured after \
-         {} ms warm-up per workload{}",
+        "- settings: {} interleaved round(s), the order rotated each round, every column of round \
+         r at stack phase r mod {STACK_PHASES}, {} ms measured after {} ms warm-up per workload{}",
         settings.rounds,
         settings.measure_ms,
         settings.warmup_ms,

@@ -2,6 +2,10 @@
 //! comparison table (see `docs/benchmarks.md`, `tally_benches::micro_report` and
 //! `tally_benches::harness`).
 //!
+//! Round `r` runs every column at stack phase `r` modulo 8 (`TALLY_BENCH_STACK_PHASE`,
+//! `tally_benches::criterion_suite::on_stack_phase`), so that every allocator meets the same
+//! offsets of its frames from a page boundary.
+//!
 //! The binaries are looked up next to this one, so build them first:
 //! `cargo build --release -p tally-benches --bins` (or run `benches/run-micro.sh`).
 
@@ -9,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use tally_benches::criterion_suite::{STACK_PHASES, STACK_PHASE_VAR};
 use tally_benches::harness::{run_with_timeout, schedule, write_report, written_files, CommandLine, Machine};
 use tally_benches::micro::Config;
 use tally_benches::micro_report::{
@@ -44,7 +49,7 @@ struct Options {
 }
 
 fn parse_args() -> Result<Options, String> {
-    let config = Config::from_env();
+    let config = Config::from_env()?;
     let mut options = Options {
         settings: Settings {
             rounds: 7,
@@ -104,9 +109,11 @@ fn run_binary(
     column: &Column,
     settings: &Settings,
     timeout: Duration,
+    phase: usize,
 ) -> Result<String, (String, String)> {
     let mut command = Command::new(binary);
     command
+        .env(STACK_PHASE_VAR, (phase % STACK_PHASES).to_string())
         .env("TALLY_BENCH_MEASURE_MS", settings.measure_ms.to_string())
         .env("TALLY_BENCH_WARMUP_MS", settings.warmup_ms.to_string())
         .env("TALLY_BENCH_FILTER", settings.filter.join(","))
@@ -173,7 +180,8 @@ fn main() -> ExitCode {
     for slot in schedule(settings.rounds, 1, runnable.len()) {
         let (column, binary) = &runnable[slot.column];
         let start = Instant::now();
-        let (run, failure) = match run_binary(binary, column, settings, options.timeout) {
+        // Every column of a round at the round's stack phase, so that each meets the same ones.
+        let (run, failure) = match run_binary(binary, column, settings, options.timeout, slot.round) {
             Ok(stdout) => (parse_output(&stdout), None),
             Err((reason, stdout)) => (parse_output(&stdout), Some(reason)),
         };
@@ -185,9 +193,10 @@ fn main() -> ExitCode {
             Err(parse_error) => Some(failure.unwrap_or(parse_error)),
         };
         eprintln!(
-            "round {}/{}: {:<12} {:6.1} s{}",
+            "round {}/{} (stack phase {}): {:<12} {:6.1} s{}",
             slot.round + 1,
             settings.rounds,
+            slot.round % STACK_PHASES,
             column.name,
             start.elapsed().as_secs_f64(),
             failure
