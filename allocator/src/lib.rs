@@ -22,36 +22,37 @@
 //! 3. `freed` — the free mark in a free block's first word (double-free detection).
 //! 4. `size_class` — all size-class math.
 //! 5. `options` — `TALLY_CONF` / `MALLOC_CONF`, parsed from one table.
-//! 6. `meta` — memory for Tally's own bookkeeping.
-//! 7. `pagemap` — address to owning metadata, one word per 4 MiB window.
-//! 8. `mapcache` — freed huge mappings, kept for huge blocks and new chunks.
-//! 9. `chunk` — 4 MiB chunks and their page metadata.
-//! 10. `extent` — page runs: each arena's page heap.
-//! 11. `huge` — blocks above the largest class, each in a mapping of its own.
-//! 12. `bin` — slabs of small objects.
-//! 13. `arena` — independent heaps: page runs plus bins.
-//! 14. `bigcache` — each thread's few whole large blocks above the bins' classes.
-//! 15. `tcache` — per-thread caches.
-//! 16. `decay` — when free pages go back to the OS; the background thread.
-//! 17. `prof_hooks` — sampled blocks and the profiler's guard.
-//! 18. `guard` — guarded sampling: blocks between guard pages, the fault handler and its report.
-//! 19. `thread_event` — each thread's byte countdown and the budgets it settles.
-//! 20. `fork` — the `fork` handlers.
-//! 21. `init` — process-wide initialization and the options in force.
-//! 22. `thread` — thread states, cache set-up and tear-down.
-//! 23. `block` — from a pointer to its block; `malloc_usable_size`.
-//! 24. `alloc` — the allocation entry points and fast path.
-//! 25. `free` — the free entry point and fast path.
-//! 26. `realloc` — resizing.
-//! 27. `stats` — statistics.
-//! 28. `symbols` — function names for code addresses, from the objects' symbol tables.
-//! 29. `pprof` — the live heap as a pprof profile, made in the process.
-//! 30. `prof` — the profiler's Rust API.
-//! 31. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
-//! 32. `prof_http` — `prof_http`: profiles and statistics served over HTTP.
-//! 33. `api` — the malloc family with C semantics, callable from Rust.
-//! 34. `global` — `GlobalAlloc`.
-//! 35. `capi` — the exported C symbols (feature `c-abi`).
+//! 6. `thp` — the transparent huge page advice each kind of mapping gets.
+//! 7. `meta` — memory for Tally's own bookkeeping.
+//! 8. `pagemap` — address to owning metadata, one word per 4 MiB window.
+//! 9. `mapcache` — freed huge mappings, kept for huge blocks and new chunks.
+//! 10. `chunk` — 4 MiB chunks and their page metadata.
+//! 11. `extent` — page runs: each arena's page heap.
+//! 12. `huge` — blocks above the largest class, each in a mapping of its own.
+//! 13. `bin` — slabs of small objects.
+//! 14. `arena` — independent heaps: page runs plus bins.
+//! 15. `bigcache` — each thread's few whole large blocks above the bins' classes.
+//! 16. `tcache` — per-thread caches.
+//! 17. `decay` — when free pages go back to the OS; the background thread.
+//! 18. `prof_hooks` — sampled blocks and the profiler's guard.
+//! 19. `guard` — guarded sampling: blocks between guard pages, the fault handler and its report.
+//! 20. `thread_event` — each thread's byte countdown and the budgets it settles.
+//! 21. `fork` — the `fork` handlers.
+//! 22. `init` — process-wide initialization and the options in force.
+//! 23. `thread` — thread states, cache set-up and tear-down.
+//! 24. `block` — from a pointer to its block; `malloc_usable_size`.
+//! 25. `alloc` — the allocation entry points and fast path.
+//! 26. `free` — the free entry point and fast path.
+//! 27. `realloc` — resizing.
+//! 28. `stats` — statistics.
+//! 29. `symbols` — function names for code addresses, from the objects' symbol tables.
+//! 30. `pprof` — the live heap as a pprof profile, made in the process.
+//! 31. `prof` — the profiler's Rust API.
+//! 32. `ctl` — `mallctl`: jemalloc's tree of named settings and statistics.
+//! 33. `prof_http` — `prof_http`: profiles and statistics served over HTTP.
+//! 34. `api` — the malloc family with C semantics, callable from Rust.
+//! 35. `global` — `GlobalAlloc`.
+//! 36. `capi` — the exported C symbols (feature `c-abi`).
 
 mod alloc;
 mod arena;
